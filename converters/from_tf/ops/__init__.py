@@ -1,0 +1,12 @@
+"""TF op implementations, one module per op family.
+
+Importing this package registers every family: add a new family module to ``_FAMILIES``.
+"""
+
+import importlib
+
+_FAMILIES = (
+)
+
+for _family in _FAMILIES:
+    importlib.import_module(f"{__name__}.{_family}")

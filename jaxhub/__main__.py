@@ -1,0 +1,5 @@
+import sys
+
+from jaxhub.cli import main
+
+sys.exit(main())
