@@ -1,0 +1,18 @@
+"""jaxhub: reusable, self-contained pieces of trained models for JAX.
+
+A module is pure functions with named signatures over one params tree, stored with Orbax
+and ``jax.export``. Load one by path or URL, apply it like a function, fine-tune it with
+``jax.grad``, export it again.
+"""
+
+from jaxhub.create import create_module as create_module
+# from jaxhub.flax_interop import from_flax as from_flax
+from jaxhub.format.manifest import ModuleFormatError as ModuleFormatError
+from jaxhub.loading import load as load
+from jaxhub.loading import resolve as resolve
+from jaxhub.module import Module as Module
+from jaxhub.specs import Signature as Signature
+from jaxhub.specs import SignatureError as SignatureError
+from jaxhub.specs import TensorSpec as TensorSpec
+from jaxhub.tree import merge as merge_params
+from jaxhub.version import __version__ as __version__

@@ -1,0 +1,146 @@
+"""``jaxhub_module.json``: the versioned description of a module directory.
+
+Everything a consumer needs to know without running anything: the params tree (paths,
+shapes, dtypes, trainable flags), each function per variant and signature with its specs,
+attachments, assets with their hashes, and who wrote the module.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import types
+from typing import Any, Mapping
+
+from jaxhub.specs import Signature
+from jaxhub.tree import Path
+
+MANIFEST_FILE = "jaxhub_module.json"
+FORMAT_NAME = "jaxhub.module"
+#: Bumped whenever a reader of the previous version could misread a new module.
+FORMAT_VERSION = 1
+
+Tags = frozenset[str]
+
+
+class ModuleFormatError(ValueError):
+    """A module directory is missing, corrupt, or in a format this jaxhub cannot read."""
+
+
+@dataclasses.dataclass(frozen=True)
+class ParamSpec:
+    """One leaf of the params tree."""
+
+    path: Path
+    shape: tuple[int, ...]
+    dtype: str
+    trainable: bool
+
+    @property
+    def size(self) -> int:
+        n = 1
+        for d in self.shape:
+            n *= d
+        return n
+
+
+@dataclasses.dataclass(frozen=True)
+class FunctionSpec:
+    """One serialized function: a signature of a variant.
+
+    Its flat arguments are the params leaves (in manifest order), then the inputs sorted
+    by name, then the RNG key data when ``takes_rng``; its flat results are the outputs
+    sorted by name, then the new values of the params at ``state`` paths.
+    """
+
+    tags: Tags
+    signature_name: str
+    signature: Signature
+    file: str
+    takes_rng: bool = False
+    state: tuple[Path, ...] = ()
+
+
+@dataclasses.dataclass(frozen=True)
+class Manifest:
+    """The parsed ``jaxhub_module.json``."""
+
+    params: tuple[ParamSpec, ...]
+    functions: tuple[FunctionSpec, ...]
+    regularizer: str | None = None
+    attachments: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+    assets: Mapping[str, Mapping[str, Any]] = dataclasses.field(default_factory=dict)
+    origin: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+    written_by: Mapping[str, str] = dataclasses.field(default_factory=dict)
+    format_version: int = FORMAT_VERSION
+
+    def __post_init__(self):
+        for name in ("attachments", "assets", "origin", "written_by"):
+            object.__setattr__(self, name, types.MappingProxyType(dict(getattr(self, name))))
+
+    def __hash__(self) -> int:
+        return hash((self.params, self.functions, self.regularizer))
+
+    def function(self, tags: Tags, signature_name: str) -> FunctionSpec | None:
+        for fn in self.functions:
+            if fn.tags == tags and fn.signature_name == signature_name:
+                return fn
+        return None
+
+    def to_json(self) -> str:
+        data = {
+            "format": FORMAT_NAME,
+            "format_version": self.format_version,
+            "written_by": dict(self.written_by),
+            "origin": dict(self.origin),
+            "params": [{"path": list(p.path), "shape": list(p.shape), "dtype": p.dtype,
+                        "trainable": p.trainable} for p in self.params],
+            "functions": [{"tags": sorted(f.tags), "signature": f.signature_name,
+                           **f.signature.to_json(), "file": f.file,
+                           "takes_rng": f.takes_rng, "state": [list(p) for p in f.state]}
+                          for f in self.functions],
+            "regularizer": self.regularizer,
+            "attachments": dict(self.attachments),
+            "assets": {k: dict(v) for k, v in self.assets.items()},
+        }
+        return json.dumps(data, indent=2, sort_keys=False) + "\n"
+
+    @classmethod
+    def from_json(cls, text: str) -> "Manifest":
+        """Parses a manifest.
+
+        Raises:
+          ModuleFormatError: not JSON, not a jaxhub manifest, a newer format version, or a
+            required field is missing.
+        """
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as e:
+            raise ModuleFormatError(f"{MANIFEST_FILE} is not valid JSON: {e}") from None
+        if not isinstance(data, dict) or data.get("format") != FORMAT_NAME:
+            raise ModuleFormatError(f"{MANIFEST_FILE} does not describe a {FORMAT_NAME}")
+        version = data.get("format_version")
+        if not isinstance(version, int) or version < 1:
+            raise ModuleFormatError(f"{MANIFEST_FILE} has no valid format_version: {version!r}")
+        if version > FORMAT_VERSION:
+            raise ModuleFormatError(
+                f"module format version {version} is newer than this jaxhub reads "
+                f"(up to {FORMAT_VERSION}); upgrade jaxhub: pip install -U jaxhub")
+        try:
+            return cls._parse(data)
+        except (KeyError, TypeError, ValueError) as e:
+            raise ModuleFormatError(f"{MANIFEST_FILE} is malformed: {e!r}") from None
+
+    @classmethod
+    def _parse(cls, data: dict[str, Any]) -> "Manifest":
+        params = tuple(ParamSpec(tuple(p["path"]), tuple(p["shape"]), p["dtype"],
+                                 bool(p["trainable"])) for p in data["params"])
+        functions = tuple(
+            FunctionSpec(frozenset(f["tags"]), f["signature"], Signature.from_json(f),
+                         f["file"], bool(f.get("takes_rng", False)),
+                         tuple(tuple(p) for p in f.get("state", ())))
+            for f in data["functions"])
+        return cls(params=params, functions=functions, regularizer=data.get("regularizer"),
+                   attachments=data.get("attachments", {}), assets=data.get("assets", {}),
+                   origin=data.get("origin", {}), written_by=data.get("written_by", {}),
+                   format_version=data["format_version"])

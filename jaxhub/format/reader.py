@@ -1,0 +1,72 @@
+"""Reads a module directory back into a :class:`jaxhub.Module`. Runs no code from it."""
+
+from __future__ import annotations
+
+import pathlib
+
+from jaxhub import functions
+from jaxhub.format import params as params_io
+from jaxhub.format.manifest import MANIFEST_FILE, Manifest, ModuleFormatError
+from jaxhub.format.writer import ASSETS_DIR, README_FILE
+from jaxhub.module import Module
+
+
+def is_module_dir(path: pathlib.Path) -> bool:
+    """True when ``path`` holds a jaxhub module (cheap: looks for the manifest)."""
+    return (path / MANIFEST_FILE).is_file()
+
+
+def read(path: pathlib.Path, sharding: params_io.ShardingFn | None = None) -> Module:
+    """Loads the module in directory ``path``.
+
+    Args:
+      path: a module directory.
+      sharding: how to place params (see :func:`jaxhub.format.params.restore`).
+
+    Raises:
+      ModuleFormatError: the directory is not a complete, readable module.
+    """
+    path = pathlib.Path(path)
+    manifest_path = path / MANIFEST_FILE
+    if not manifest_path.is_file():
+        raise ModuleFormatError(f"{path} is not a jaxhub module: no {MANIFEST_FILE}")
+    manifest = Manifest.from_json(manifest_path.read_text())
+    files = {f.file for f in manifest.functions}
+    if manifest.regularizer:
+        files.add(manifest.regularizer)
+    exported = {file: _read_function(path, file) for file in sorted(files)}
+    params = params_io.restore(path, manifest.params, sharding)
+    return Module(manifest, exported, params, _assets(path, manifest), path=path)
+
+
+def _read_function(module_dir: pathlib.Path, file: str):
+    source = _inside(module_dir, file)
+    if not source.is_file():
+        raise ModuleFormatError(f"module at {module_dir} is missing function file {file}")
+    try:
+        return functions.deserialize(source.read_bytes())
+    except Exception as e:  # flatbuffer/StableHLO errors; report the file, not the guts.
+        raise ModuleFormatError(
+            f"module at {module_dir} has an unreadable function file {file}: "
+            f"{type(e).__name__}") from e
+
+
+def _assets(module_dir: pathlib.Path, manifest: Manifest) -> dict[str, pathlib.Path]:
+    assets = {}
+    for name, entry in manifest.assets.items():
+        rel = README_FILE if name == README_FILE else f"{ASSETS_DIR}/{name}"
+        file = _inside(module_dir, rel)
+        if not file.is_file() or file.stat().st_size != entry.get("size"):
+            raise ModuleFormatError(f"module at {module_dir}: asset {name} is missing or "
+                                    f"has the wrong size")
+        assets[name] = file
+    return assets
+
+
+def _inside(module_dir: pathlib.Path, rel: str) -> pathlib.Path:
+    """``module_dir / rel``, refusing names that would leave the module directory."""
+    root = module_dir.resolve()
+    target = (root / rel).resolve()
+    if root not in target.parents:
+        raise ModuleFormatError(f"module at {module_dir} names a file outside itself: {rel}")
+    return target

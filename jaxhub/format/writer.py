@@ -1,0 +1,72 @@
+"""Writes a module directory: manifest, params, functions and assets, atomically."""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import pathlib
+import shutil
+import tempfile
+from typing import Any, Mapping
+
+import jax
+from jax import export as jax_export
+
+from jaxhub import functions
+from jaxhub import version
+from jaxhub.format import params as params_io
+from jaxhub.format.manifest import MANIFEST_FILE, Manifest
+
+ASSETS_DIR = "assets"
+README_FILE = "README.md"
+
+
+def write(path: pathlib.Path, manifest: Manifest, exported: Mapping[str, jax_export.Exported],
+          params: dict[str, Any], assets: Mapping[str, pathlib.Path]) -> pathlib.Path:
+    """Writes a complete module directory at ``path``, replacing nothing.
+
+    Everything is written into a temporary directory beside ``path`` and renamed into
+    place, so readers see the whole module or none of it.
+
+    Raises:
+      FileExistsError: ``path`` exists and is not an empty directory.
+    """
+    path = path.absolute()
+    if path.exists() and (not path.is_dir() or any(path.iterdir())):
+        raise FileExistsError(f"{path} exists; export into a new directory")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = pathlib.Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
+    try:
+        manifest = _with_provenance(manifest, _copy_assets(tmp, assets))
+        for file, exp in exported.items():
+            target = tmp / file
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.write_bytes(functions.serialize(exp))
+        params_io.save(tmp, params)
+        (tmp / MANIFEST_FILE).write_text(manifest.to_json())
+        if path.exists():
+            path.rmdir()
+        tmp.rename(path)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return path
+
+
+def _copy_assets(tmp: pathlib.Path, assets: Mapping[str, pathlib.Path]
+                 ) -> dict[str, dict[str, Any]]:
+    """Copies assets (a model card ``README.md`` goes to the top); returns their hashes."""
+    entries = {}
+    for name, source in sorted(assets.items()):
+        target = tmp / (README_FILE if name == README_FILE else pathlib.Path(ASSETS_DIR, name))
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(source, target)
+        data = target.read_bytes()
+        entries[name] = {"sha256": hashlib.sha256(data).hexdigest(), "size": len(data)}
+    return entries
+
+
+def _with_provenance(manifest: Manifest, assets: dict[str, dict[str, Any]]) -> Manifest:
+    return dataclasses.replace(
+        manifest, assets=assets,
+        written_by={"jaxhub": version.__version__, "jax": jax.__version__})

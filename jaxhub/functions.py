@@ -1,0 +1,187 @@
+"""Serialized functions: exported with ``jax.export``, called back under jit, grad and vmap.
+
+A deserialized ``jax.export`` call has no batching rule and no derivative of its own. Here
+each one becomes a ``jax.custom_vjp`` whose forward pass is the exported function and whose
+backward pass is its exported VJP, and each of those two gets a ``custom_vmap`` rule that
+folds the mapped axis into the symbolic batch axis when the function is batch-polymorphic
+(one call over ``V * B`` examples), and maps over it otherwise.
+"""
+
+from __future__ import annotations
+
+import functools
+import re
+from typing import Any, Callable, Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax import export as jax_export
+
+from jaxhub.specs import TensorSpec
+
+#: Platforms every function is lowered for, so a module runs wherever it is loaded.
+DEFAULT_PLATFORMS = ("cpu", "cuda", "rocm", "tpu")
+
+
+def export(fn: Callable[..., Any], arg_specs: Sequence[TensorSpec], *,
+           platforms: Sequence[str] = DEFAULT_PLATFORMS) -> jax_export.Exported:
+    """Exports ``fn(*args)`` for args of ``arg_specs``, their named dims kept symbolic."""
+    scope = jax_export.SymbolicScope()
+    args = [jax.ShapeDtypeStruct(_symbolic_shape(spec, scope), spec.dtype)
+            for spec in arg_specs]
+    return jax_export.export(jax.jit(fn), platforms=tuple(platforms))(*args)
+
+
+def serialize(exported: jax_export.Exported) -> bytes:
+    """Bytes that :func:`deserialize` reads back, with the VJP so ``jax.grad`` works."""
+    return bytes(exported.serialize(vjp_order=1))
+
+
+def deserialize(data: bytes) -> jax_export.Exported:
+    return jax_export.deserialize(bytearray(data))
+
+
+def _symbolic_shape(spec: TensorSpec, scope: jax_export.SymbolicScope) -> tuple:
+    if any(d is None for d in spec.shape):
+        raise ValueError(f"{spec} has unnamed dimensions; name them before exporting")
+    return jax_export.symbolic_shape(", ".join(str(d) for d in spec.shape), scope=scope)
+
+
+def make_callable(exported: jax_export.Exported) -> Callable[..., tuple]:
+    """``exported.call`` made differentiable (reverse mode) and batchable.
+
+    The returned function takes the flat positional args of ``exported`` and returns a
+    tuple of its flat outputs.
+    """
+    forward = _batchable(exported.call, exported.in_avals, exported.out_avals)
+    backward = _Backward(exported)
+
+    @jax.custom_vjp
+    def call(*args):
+        return tuple(forward(*args))
+
+    def call_fwd(*args):
+        return tuple(forward(*args)), args
+
+    def call_bwd(args, cotangents):
+        return backward(args, cotangents)
+
+    call.defvjp(call_fwd, call_bwd)
+    return call
+
+
+class _Backward:
+    """The exported VJP, deserialized on first use, with float0 cotangents handled here.
+
+    Integer inputs and outputs have ``float0`` cotangents, which neither ``custom_vmap``
+    nor ``lax.map`` carry well, so they never cross the batching boundary: the exported
+    VJP is given zeros for them inside, and its integer results are dropped.
+    """
+
+    def __init__(self, exported: jax_export.Exported):
+        self._exported = exported
+        self._float_ins = [i for i, a in enumerate(exported.in_avals) if _is_float(a)]
+        self._float_outs = [i for i, a in enumerate(exported.out_avals) if _is_float(a)]
+
+    @functools.cached_property
+    def _vjp(self) -> Callable[..., tuple]:
+        exported, vjp = self._exported, self._exported.vjp()
+        n_primals = len(exported.in_avals)
+
+        def float_vjp(*primals_and_cts):
+            primals, cts = primals_and_cts[:n_primals], primals_and_cts[n_primals:]
+            out_shapes = jax.eval_shape(exported.call, *primals)
+            all_cts = [np.zeros(a.shape, jax.dtypes.float0) for a in out_shapes]
+            for i, ct in zip(self._float_outs, cts):
+                all_cts[i] = ct
+            in_cts = vjp.call(*primals, *all_cts)
+            return tuple(in_cts[i] for i in self._float_ins)
+
+        in_avals = [*exported.in_avals, *(exported.out_avals[i] for i in self._float_outs)]
+        out_avals = [exported.in_avals[i] for i in self._float_ins]
+        return _batchable(float_vjp, in_avals, out_avals)
+
+    def __call__(self, primals: tuple, cotangents: tuple) -> tuple:
+        in_cts = self._vjp(*primals, *(cotangents[i] for i in self._float_outs))
+        result: list[Any] = [None] * len(primals)
+        for i, ct in zip(self._float_ins, in_cts):
+            result[i] = ct
+        return tuple(result)
+
+
+def _is_float(aval) -> bool:
+    return jnp.issubdtype(aval.dtype, jnp.inexact)
+
+
+def _batchable(fn: Callable[..., Sequence], in_avals: Sequence, out_avals: Sequence
+               ) -> Callable[..., tuple]:
+    """``fn`` with a vmap rule: fold into the batch axis when possible, else map."""
+    batched_fn = jax.custom_batching.custom_vmap(lambda *args: tuple(fn(*args)))
+
+    @batched_fn.def_vmap
+    def rule(axis_size, in_batched, *args):
+        symbol = _foldable_symbol(in_avals, out_avals, in_batched)
+        if symbol is None:
+            outs = _map(batched_fn, in_batched, args)
+        else:
+            outs = _fold(batched_fn, axis_size, symbol, in_avals, in_batched, args)
+        return outs, tuple(True for _ in outs)
+
+    return batched_fn
+
+
+def _symbols(dim: Any) -> set[str]:
+    if isinstance(dim, int):
+        return set()
+    return set(re.findall(r"[A-Za-z_][A-Za-z0-9_]*", str(dim)))
+
+
+def _leads_with(aval, symbol: str) -> bool:
+    """True when axis 0 is exactly ``symbol`` and no other axis mentions it."""
+    shape = aval.shape
+    return (len(shape) > 0 and not isinstance(shape[0], int) and str(shape[0]) == symbol
+            and not any(symbol in _symbols(d) for d in shape[1:]))
+
+
+def _foldable_symbol(in_avals, out_avals, in_batched) -> str | None:
+    """The batch symbol that the mapped axis can be folded into, or None.
+
+    Folding treats the ``V`` mapped copies as ``V * B`` independent examples: every
+    batched input and every output must lead with the same symbolic batch dimension, and
+    unbatched inputs may use it only in the same place (they are then repeated).
+    """
+    first = next((a for a, b in zip(in_avals, in_batched) if b), None)
+    if first is None or not first.shape or isinstance(first.shape[0], int):
+        return None
+    symbol = str(first.shape[0])
+    for aval, batched in zip(in_avals, in_batched):
+        mentions = any(symbol in _symbols(d) for d in aval.shape)
+        if (batched or mentions) and not _leads_with(aval, symbol):
+            return None
+    if not all(_leads_with(aval, symbol) for aval in out_avals):
+        return None
+    return symbol
+
+
+def _fold(fn, axis_size: int, symbol: str, in_avals, in_batched, args) -> tuple:
+    folded = []
+    for arg, aval, batched in zip(args, in_avals, in_batched):
+        if not batched and symbol in _symbols(aval.shape[0] if aval.shape else 0):
+            arg = jnp.broadcast_to(arg, (axis_size,) + arg.shape)
+            batched = True
+        if batched:
+            arg = arg.reshape((axis_size * arg.shape[1],) + arg.shape[2:])
+        folded.append(arg)
+    outs = fn(*folded)
+    return tuple(o.reshape((axis_size, o.shape[0] // axis_size) + o.shape[1:]) for o in outs)
+
+
+def _map(fn, in_batched, args) -> tuple:
+    mapped = [a for a, b in zip(args, in_batched) if b]
+
+    def one(xs):
+        it = iter(xs)
+        return fn(*(next(it) if b else a for a, b in zip(args, in_batched)))
+
+    return tuple(jax.lax.map(one, mapped))

@@ -1,0 +1,270 @@
+"""``jaxhub.Module``: serialized functions with named signatures, plus their params."""
+
+from __future__ import annotations
+
+import functools
+import pathlib
+import types
+from typing import Any, Iterable, Mapping
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax import export as jax_export
+
+from jaxhub import functions
+from jaxhub import tree as tree_lib
+from jaxhub.format.manifest import FunctionSpec, Manifest, ParamSpec, Tags
+from jaxhub.specs import Signature, SignatureError, check_inputs
+
+#: The implementation behind the raw key data that train variants take.
+RNG_IMPL = "threefry2x32"
+
+TagsLike = str | Iterable[str] | None
+
+
+def canonical_tags(tags: TagsLike) -> Tags:
+    """``None`` -> ``frozenset()``, ``"train"`` -> ``frozenset({"train"})``, sets as sets."""
+    if tags is None:
+        return frozenset()
+    if isinstance(tags, str):
+        return frozenset([tags])
+    return frozenset(tags)
+
+
+class Module:
+    """A self-contained piece of a model: named signatures over one params tree.
+
+    Modules come from :func:`jaxhub.load`, :func:`jaxhub.create_module` or
+    :func:`jaxhub.from_flax`. Applying one runs XLA-compiled code deserialized from the
+    module; no Python code of its publisher is needed.
+
+    Examples:
+      >>> m = jaxhub.load("/path/to/module")
+      >>> y = m(x)                                     # "default" signature, own params
+      >>> out = m({"a": a}, signature="double", as_dict=True)
+      >>> grads = jax.grad(lambda p: loss(m.apply(p, x)))(m.params)
+    """
+
+    def __init__(self, manifest: Manifest, exported: Mapping[str, jax_export.Exported],
+                 params: dict[str, Any], assets: Mapping[str, pathlib.Path] | None = None,
+                 path: pathlib.Path | None = None):
+        self._manifest = manifest
+        self._exported = dict(exported)
+        self._params = params
+        self._assets = types.MappingProxyType(dict(assets or {}))
+        self._path = path
+        self._callables: dict[str, Any] = {}
+
+    # -- description ----------------------------------------------------------------
+
+    @property
+    def manifest(self) -> Manifest:
+        """The module's full description, as stored in ``jaxhub_module.json``."""
+        return self._manifest
+
+    @property
+    def signatures(self) -> Mapping[str, Signature]:
+        """Signatures of the inference variant (no tags), by name."""
+        return self.variant_signatures(frozenset())
+
+    def variant_signatures(self, tags: TagsLike) -> Mapping[str, Signature]:
+        """Signatures of the variant with ``tags``, by name."""
+        tags = canonical_tags(tags)
+        return types.MappingProxyType({f.signature_name: f.signature
+                                       for f in self._manifest.functions if f.tags == tags})
+
+    @property
+    def variants(self) -> tuple[Tags, ...]:
+        """The tag sets of the module's variants: ``frozenset()`` is inference."""
+        seen = dict.fromkeys(f.tags for f in self._manifest.functions)
+        return tuple(sorted(seen, key=sorted))
+
+    @property
+    def attachments(self) -> Mapping[str, Any]:
+        """Small metadata a consumer can read without running anything (image size, ...)."""
+        return self._manifest.attachments
+
+    def get_attached_message(self, key: str, default: Any = None) -> Any:
+        """The attachment ``key``, or ``default`` (TF Hub's name for attachments)."""
+        return self._manifest.attachments.get(key, default)
+
+    @property
+    def assets(self) -> Mapping[str, pathlib.Path]:
+        """Files the module ships (vocabularies), by name."""
+        return self._assets
+
+    @property
+    def path(self) -> pathlib.Path | None:
+        """The directory the module was loaded from, if any."""
+        return self._path
+
+    # -- params -----------------------------------------------------------------------
+
+    @property
+    def params(self) -> dict[str, Any]:
+        """All params, trainable or not, as a nested dict."""
+        return self._params
+
+    @functools.cached_property
+    def trainable_mask(self) -> dict[str, Any]:
+        """A nested dict of bools like :attr:`params`: ``True`` where fine-tuning may step.
+
+        Pass it to ``optax.masked`` so that frozen params (batch-norm statistics) keep their
+        values even under weight decay.
+        """
+        return tree_lib.unflatten((p.path, p.trainable) for p in self._manifest.params)
+
+    def num_params(self) -> int:
+        return sum(p.size for p in self._manifest.params)
+
+    def regularization_loss(self, params: Mapping[str, Any] | None = None) -> jax.Array:
+        """The module's regularization loss at ``params`` (its own by default); 0 if none.
+
+        Differentiable: add it to a fine-tuning loss (TF Hub's REGULARIZATION_LOSSES).
+        """
+        leaves = self._param_leaves(self._params if params is None else params, "regularizer")
+        if self._manifest.regularizer is None:
+            return jnp.zeros((), jnp.float32)
+        (loss,) = self._callable(self._manifest.regularizer)(*leaves)
+        return loss
+
+    # -- applying ---------------------------------------------------------------------
+
+    def __call__(self, inputs: Any, signature: str = "default", as_dict: bool = False,
+                 tags: TagsLike = None, rng: jax.Array | None = None) -> Any:
+        """Applies a signature with the module's own params; see :meth:`apply`."""
+        return self.apply(self._params, inputs, signature=signature, as_dict=as_dict,
+                          tags=tags, rng=rng)
+
+    def apply(self, params: Mapping[str, Any], inputs: Any, *, signature: str = "default",
+              as_dict: bool = False, tags: TagsLike = None, rng: jax.Array | None = None
+              ) -> Any:
+        """Applies a signature of a variant with the given params. Pure: use under jit/grad.
+
+        Args:
+          params: a params tree like :attr:`params` (fine-tuned values, say). Gradients
+            do not flow into non-trainable leaves.
+          inputs: a dict of arrays by input name, or one array when the signature has a
+            single input.
+          signature: the signature's name.
+          as_dict: return all outputs as a dict. Otherwise the single output is returned
+            bare (or the ``"default"`` one, when there are several).
+          tags: the variant: ``None`` for inference, ``{"train"}`` (or ``"train"``) for
+            training.
+          rng: a PRNG key, for variants that draw random numbers (dropout).
+
+        Returns:
+          The outputs for the inference variant; ``(outputs, state)`` for any other
+          variant, ``state`` holding the updated non-trainable params (merge them back
+          with :func:`jaxhub.merge_params`).
+
+        Raises:
+          SignatureError: unknown signature or variant, inputs that do not match the
+            signature's specs, or a missing ``rng``.
+        """
+        tags = canonical_tags(tags)
+        spec = self._function_spec(tags, signature)
+        arrays = check_inputs(signature, spec.signature, inputs)
+        args = self._param_leaves(params, signature)
+        args += [arrays[name] for name in spec.signature.inputs]
+        if spec.takes_rng:
+            args.append(_key_data(rng, signature))
+        flat = self._callable(spec.file)(*args)
+        n_outputs = len(spec.signature.outputs)
+        outputs = dict(zip(spec.signature.outputs, flat[:n_outputs]))
+        result = outputs if as_dict else _single_output(signature, outputs)
+        if not tags:
+            return result
+        return result, tree_lib.unflatten(zip(spec.state, flat[n_outputs:]))
+
+    def _function_spec(self, tags: Tags, signature: str) -> FunctionSpec:
+        spec = self._manifest.function(tags, signature)
+        if spec is not None:
+            return spec
+        if tags not in self.variants:
+            raise SignatureError(
+                f"module has no variant with tags {sorted(tags)}; its variants: "
+                f"{[sorted(t) for t in self.variants]}")
+        raise SignatureError(
+            f"module has no signature {signature!r} in variant {sorted(tags)}; its "
+            f"signatures: {dict(self.variant_signatures(tags))}")
+
+    def _param_leaves(self, params: Mapping[str, Any], signature: str) -> list[Any]:
+        given = dict(tree_lib.flatten(params))
+        expected = {p.path: p for p in self._manifest.params}
+        if given.keys() != expected.keys():
+            missing = sorted(map(tree_lib.path_str, expected.keys() - given.keys()))
+            extra = sorted(map(tree_lib.path_str, given.keys() - expected.keys()))
+            raise SignatureError(f"signature {signature!r}: params tree does not match the "
+                                 f"module: missing {missing}, unexpected {extra}")
+        leaves = []
+        for path, spec in expected.items():
+            leaf = given[path]
+            _check_param(signature, spec, leaf)
+            leaves.append(leaf if spec.trainable else jax.lax.stop_gradient(leaf))
+        return leaves
+
+    def _callable(self, file: str):
+        if file not in self._callables:
+            self._callables[file] = functions.make_callable(self._exported[file])
+        return self._callables[file]
+
+    # -- saving -----------------------------------------------------------------------
+
+    def export(self, path: str | pathlib.Path, params: Mapping[str, Any] | None = None
+               ) -> pathlib.Path:
+        """Writes the module to directory ``path``, with ``params`` when given.
+
+        The directory appears complete or not at all: it is written beside ``path`` and
+        renamed into place.
+
+        Returns:
+          The module directory.
+        """
+        from jaxhub.format import writer
+        params = self._params if params is None else params
+        self._param_leaves(params, "export")
+        return writer.write(pathlib.Path(path), self._manifest, self._exported, params,
+                            self._assets)
+
+    def __repr__(self) -> str:
+        sigs = ", ".join(f"{name}{_sig_str(sig)}" for name, sig in self.signatures.items())
+        variants = ", ".join("{" + ", ".join(sorted(t)) + "}" for t in self.variants)
+        where = f", path={str(self._path)!r}" if self._path else ""
+        return (f"Module(signatures=[{sigs}], variants=[{variants}], "
+                f"params={self.num_params():,}{where})")
+
+
+def _sig_str(sig: Signature) -> str:
+    ins = ", ".join(f"{k}: {s}" for k, s in sig.inputs.items())
+    outs = ", ".join(f"{k}: {s}" for k, s in sig.outputs.items())
+    return f"({ins}) -> ({outs})"
+
+
+def _single_output(signature: str, outputs: dict[str, Any]) -> Any:
+    if len(outputs) == 1:
+        return next(iter(outputs.values()))
+    if "default" in outputs:
+        return outputs["default"]
+    raise SignatureError(f"signature {signature!r} has outputs {sorted(outputs)} and none "
+                         f"named 'default'; pass as_dict=True")
+
+
+def _check_param(signature: str, spec: ParamSpec, leaf: Any) -> None:
+    shape, dtype = tuple(np.shape(leaf)), np.dtype(getattr(leaf, "dtype", np.float64)).name
+    if shape != spec.shape or dtype != spec.dtype:
+        raise SignatureError(
+            f"signature {signature!r}: param {tree_lib.path_str(spec.path)} is "
+            f"{dtype}{list(shape)}, the module expects {spec.dtype}{list(spec.shape)}")
+
+
+def _key_data(rng: jax.Array | None, signature: str) -> jax.Array:
+    if rng is None:
+        raise SignatureError(f"signature {signature!r} draws random numbers: pass rng=<key>")
+    if jnp.issubdtype(rng.dtype, jax.dtypes.prng_key):
+        return jax.random.key_data(rng)
+    if rng.shape != (2,) or rng.dtype != jnp.uint32:
+        raise SignatureError(f"signature {signature!r}: rng must be a PRNG key, "
+                             f"got {rng.dtype}{list(rng.shape)}")
+    return rng

@@ -1,0 +1,189 @@
+"""Tensor specs and signatures: what a module's functions take and return.
+
+A dimension is an ``int`` (fixed), ``None`` (unknown) or a string naming a symbolic size
+(``"batch"``, ``"seq"``). Inputs that share a name must agree on that size when called;
+dimension expressions computed by JAX (``"2*batch"``) may appear in output specs.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+import types
+from typing import Any, Mapping
+
+import jax
+import numpy as np
+
+Dim = int | str | None
+
+_SYMBOL = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+
+
+class SignatureError(ValueError):
+    """Inputs do not match a signature, or the signature or variant does not exist."""
+
+
+@dataclasses.dataclass(frozen=True, init=False)
+class TensorSpec:
+    """The shape and dtype of one input or output.
+
+    Attributes:
+      shape: one entry per axis: an int, ``None`` (any size) or a symbolic name.
+      dtype: a numpy dtype name, such as ``"float32"``.
+
+    Examples:
+      >>> TensorSpec([None, 50], "float32")
+      TensorSpec(shape=(None, 50), dtype=float32)
+    """
+
+    shape: tuple[Dim, ...]
+    dtype: str
+
+    def __init__(self, shape, dtype: Any = "float32"):
+        dims = tuple(_canonical_dim(d) for d in shape)
+        object.__setattr__(self, "shape", dims)
+        object.__setattr__(self, "dtype", np.dtype(dtype).name)
+
+    def __repr__(self) -> str:
+        return f"TensorSpec(shape={self.shape!r}, dtype={self.dtype})"
+
+    def __str__(self) -> str:
+        dims = ", ".join("?" if d is None else str(d) for d in self.shape)
+        return f"{self.dtype}[{dims}]"
+
+    @property
+    def rank(self) -> int:
+        return len(self.shape)
+
+    def to_json(self) -> dict[str, Any]:
+        return {"shape": list(self.shape), "dtype": self.dtype}
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> "TensorSpec":
+        return cls(data["shape"], data["dtype"])
+
+    @classmethod
+    def from_aval(cls, aval: Any) -> "TensorSpec":
+        """The spec of an abstract value, symbolic dimensions written as strings."""
+        return cls([d if isinstance(d, int) else str(d) for d in aval.shape], aval.dtype)
+
+
+def _canonical_dim(dim: Any) -> Dim:
+    if dim is None or isinstance(dim, str):
+        return dim
+    if isinstance(dim, (int, np.integer)) and not isinstance(dim, bool):
+        return int(dim)
+    raise TypeError(f"a dimension is an int, None or a symbolic name, not {dim!r}")
+
+
+@dataclasses.dataclass(frozen=True)
+class Signature:
+    """A named entry point: input specs by name and output specs by name.
+
+    Attributes:
+      inputs: input name -> spec.
+      outputs: output name -> spec.
+    """
+
+    inputs: Mapping[str, TensorSpec]
+    outputs: Mapping[str, TensorSpec]
+
+    def __post_init__(self):
+        for name in ("inputs", "outputs"):
+            specs = dict(sorted(getattr(self, name).items()))
+            object.__setattr__(self, name, types.MappingProxyType(specs))
+
+    def __hash__(self) -> int:
+        return hash((tuple(self.inputs.items()), tuple(self.outputs.items())))
+
+    def __eq__(self, other) -> bool:
+        return (isinstance(other, Signature) and dict(self.inputs) == dict(other.inputs)
+                and dict(self.outputs) == dict(other.outputs))
+
+    def __repr__(self) -> str:
+        return f"Signature(inputs={_specs_str(self.inputs)}, outputs={_specs_str(self.outputs)})"
+
+    def to_json(self) -> dict[str, Any]:
+        return {"inputs": {k: s.to_json() for k, s in self.inputs.items()},
+                "outputs": {k: s.to_json() for k, s in self.outputs.items()}}
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> "Signature":
+        return cls({k: TensorSpec.from_json(s) for k, s in data["inputs"].items()},
+                   {k: TensorSpec.from_json(s) for k, s in data["outputs"].items()})
+
+
+def _specs_str(specs: Mapping[str, TensorSpec]) -> str:
+    return "{" + ", ".join(f"{k}: {s}" for k, s in specs.items()) + "}"
+
+
+def symbolic_input_specs(specs: Mapping[str, TensorSpec]) -> dict[str, TensorSpec]:
+    """Names every ``None`` dimension, so that the specs can be exported.
+
+    A leading ``None`` becomes ``"batch"``, shared by all inputs; any other ``None`` gets a
+    symbol of its own (``"d1"``, ``"d2"``, ...), distinct from the names already used.
+    """
+    used = {d for s in specs.values() for d in s.shape if isinstance(d, str)}
+    fresh = (f"d{i}" for i in range(1, 1 << 30) if f"d{i}" not in used)
+    named = {}
+    for name, spec in sorted(specs.items()):
+        dims = []
+        for axis, dim in enumerate(spec.shape):
+            if dim is None:
+                dim = "batch" if axis == 0 else next(fresh)
+            dims.append(dim)
+        named[name] = TensorSpec(dims, spec.dtype)
+    return named
+
+
+def check_inputs(signature_name: str, signature: Signature, inputs: Any) -> dict[str, Any]:
+    """Checks ``inputs`` against ``signature``; returns them as a dict of arrays.
+
+    A bare array is accepted for a signature with a single input. Python scalars and lists
+    are converted to the spec's dtype; arrays must already have it.
+
+    Raises:
+      SignatureError: the names, dtypes, ranks or sizes do not match. The message names
+        the signature and shows the expected specs.
+    """
+    def fail(problem: str):
+        raise SignatureError(
+            f"signature {signature_name!r}: {problem}; expected inputs "
+            f"{_specs_str(signature.inputs)}")
+
+    if not isinstance(inputs, Mapping):
+        if len(signature.inputs) != 1:
+            fail(f"got one unnamed input, but the signature has {len(signature.inputs)}")
+        inputs = {next(iter(signature.inputs)): inputs}
+    missing = sorted(set(signature.inputs) - set(inputs))
+    extra = sorted(set(inputs) - set(signature.inputs))
+    if missing or extra:
+        fail(f"missing inputs {missing}, unexpected inputs {extra}")
+
+    arrays, sizes = {}, {}
+    for name, spec in signature.inputs.items():
+        value = _as_array(inputs[name], spec)
+        if np.dtype(value.dtype).name != spec.dtype:
+            fail(f"input {name!r} has dtype {np.dtype(value.dtype).name}, not {spec.dtype}")
+        if len(value.shape) != spec.rank:
+            fail(f"input {name!r} has shape {tuple(value.shape)} of rank {len(value.shape)}, "
+                 f"not {spec.rank}")
+        for axis, (size, dim) in enumerate(zip(value.shape, spec.shape)):
+            if isinstance(dim, int) and size != dim:
+                fail(f"input {name!r} has size {size} on axis {axis}, not {dim}")
+            if isinstance(dim, str) and _SYMBOL.match(dim):
+                seen = sizes.setdefault(dim, (size, name))
+                if seen[0] != size:
+                    fail(f"input {name!r} has {dim}={size} on axis {axis}, but input "
+                         f"{seen[1]!r} has {dim}={seen[0]}")
+        arrays[name] = value
+    return arrays
+
+
+def _as_array(value: Any, spec: TensorSpec):
+    if isinstance(value, (jax.Array, np.ndarray, np.generic)):
+        return value
+    if hasattr(value, "shape") and hasattr(value, "dtype"):  # tracers, ShapeDtypeStructs
+        return value
+    return np.asarray(value, dtype=spec.dtype)

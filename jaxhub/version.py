@@ -1,0 +1,3 @@
+"""The jaxhub version."""
+
+__version__ = "0.1.0"
