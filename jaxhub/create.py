@@ -129,19 +129,24 @@ class _Builder:
             raise ValueError(f"signature name {name!r} must match {_NAME.pattern}")
         bare = isinstance(specs, TensorSpec)
         inputs = symbolic_input_specs({DEFAULT_NAME: specs} if bare else dict(specs))
-        takes_rng = bool(tags)
-        exported, outputs, state = self._export(fn, inputs, bare, tags, takes_rng)
-        if takes_rng and len(self._paths) + len(inputs) not in exported.module_kept_var_idx:
-            takes_rng = False  # the variant draws no random numbers: do not ask for a key
-            exported, outputs, state = self._export(fn, inputs, bare, tags, takes_rng)
+        flat, arg_specs, traced = self._flat(fn, inputs, bare, tags, takes_rng=bool(tags))
+        takes_rng = bool(tags) and functions.uses_last_arg(flat, arg_specs)
+        if bool(tags) and not takes_rng:  # draws no random numbers: do not ask for a key
+            flat, arg_specs, traced = self._flat(fn, inputs, bare, tags, takes_rng=False)
+        exported = functions.export(flat, arg_specs, platforms=self._platforms)
+        outputs, state = traced["outputs"], traced["state"]
         output_specs = {k: TensorSpec.from_aval(a) for k, a in zip(outputs, exported.out_avals)}
         file = f"functions/{'+'.join(sorted(tags)) or 'inference'}/{name}.jaxexport"
         self._exported[file] = exported
         self._functions.append(FunctionSpec(tags, name, Signature(inputs, output_specs), file,
                                             takes_rng, tuple(state)))
 
-    def _export(self, fn, inputs: dict[str, TensorSpec], bare: bool, tags: Tags,
-                takes_rng: bool):
+    def _flat(self, fn, inputs: dict[str, TensorSpec], bare: bool, tags: Tags,
+              takes_rng: bool):
+        """``fn`` as a function of flat arrays, with the specs of its args.
+
+        The returned dict gets the output names and state paths when the function is traced.
+        """
         n_params, names = len(self._paths), sorted(inputs)
         traced: dict[str, Any] = {}
 
@@ -164,8 +169,7 @@ class _Builder:
         arg_specs = self._param_structs() + [inputs[k] for k in names]
         if takes_rng:
             arg_specs.append(TensorSpec([2], "uint32"))
-        exported = functions.export(flat, arg_specs, platforms=self._platforms)
-        return exported, traced["outputs"], traced["state"]
+        return flat, arg_specs, traced
 
     def _state_items(self, state: Any) -> list[tuple[tree_lib.Path, Any]]:
         specs = {p.path: p for p in self._param_specs}

@@ -17,6 +17,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from jax import export as jax_export
+from jax.extend import core as jax_core
 
 from jaxhub.specs import TensorSpec
 
@@ -31,6 +32,23 @@ def export(fn: Callable[..., Any], arg_specs: Sequence[TensorSpec], *,
     args = [jax.ShapeDtypeStruct(_symbolic_shape(spec, scope), spec.dtype)
             for spec in arg_specs]
     return jax_export.export(jax.jit(fn), platforms=tuple(platforms))(*args)
+
+
+def uses_last_arg(fn: Callable[..., Any], arg_specs: Sequence[TensorSpec]) -> bool:
+    """Whether any output of ``fn`` depends on its last argument.
+
+    Tracing keeps every equation, even ones whose results go unused (wrapping a key that
+    is never drawn from), so liveness is worked out backwards from the outputs.
+    """
+    scope = jax_export.SymbolicScope()
+    args = [jax.ShapeDtypeStruct(_symbolic_shape(spec, scope), spec.dtype)
+            for spec in arg_specs]
+    jaxpr = jax.make_jaxpr(fn)(*args).jaxpr
+    live = {v for v in jaxpr.outvars if isinstance(v, jax_core.Var)}
+    for eqn in reversed(jaxpr.eqns):
+        if eqn.effects or any(v in live for v in eqn.outvars):
+            live.update(v for v in eqn.invars if isinstance(v, jax_core.Var))
+    return jaxpr.invars[-1] in live
 
 
 def serialize(exported: jax_export.Exported) -> bytes:

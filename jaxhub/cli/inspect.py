@@ -22,9 +22,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    text = (args.path / MANIFEST_FILE).read_text() if args.path.is_dir() else None
-    if text is None:
-        raise ValueError(f"{args.path} is not a jaxhub module directory")
+    if not (args.path / MANIFEST_FILE).is_file():
+        raise ValueError(f"{args.path} is not a jaxhub module directory (no {MANIFEST_FILE})")
+    text = (args.path / MANIFEST_FILE).read_text()
     manifest = Manifest.from_json(text)
     if args.json:
         print(json.dumps(json.loads(text), indent=2))

@@ -1,0 +1,74 @@
+"""Shared fixtures: small modules built from plain JAX functions."""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import jaxhub
+
+
+def mlp(params, x):
+    """The publisher's function: a two-layer MLP."""
+    h = jnp.tanh(x @ params["dense1"]["kernel"] + params["dense1"]["bias"])
+    return h @ params["dense2"]["kernel"] + params["dense2"]["bias"]
+
+
+def double(params, inputs):
+    return {"doubled": 2.0 * inputs["a"], "total": jnp.sum(inputs["a"] * params["scale"], -1)}
+
+
+def mlp_train(params, x, rng):
+    """Train variant: dropout on the hidden layer and batch statistics as state."""
+    h = jnp.tanh(x @ params["dense1"]["kernel"] + params["dense1"]["bias"])
+    keep = jax.random.bernoulli(rng, 0.75, h.shape)
+    h = jnp.where(keep, h / 0.75, 0.0)
+    mean = 0.9 * params["stats"]["mean"] + 0.1 * jnp.mean(h, 0)
+    return h @ params["dense2"]["kernel"] + params["dense2"]["bias"], {"stats": {"mean": mean}}
+
+
+def l2(params):
+    return 1e-3 * sum(jnp.sum(params[k]["kernel"] ** 2) for k in ("dense1", "dense2"))
+
+
+def mlp_params(seed: int = 0, d_in: int = 50, d_hidden: int = 16, d_out: int = 10):
+    k1, k2, k3 = jax.random.split(jax.random.key(seed), 3)
+    return {
+        "dense1": {"kernel": jax.random.normal(k1, (d_in, d_hidden)) / np.sqrt(d_in),
+                   "bias": jnp.zeros(d_hidden)},
+        "dense2": {"kernel": jax.random.normal(k2, (d_hidden, d_out)) / np.sqrt(d_hidden),
+                   "bias": jax.random.normal(k3, (d_out,)) * 0.1},
+        "scale": jnp.linspace(0.5, 1.5, d_in),
+        "stats": {"mean": jnp.zeros(d_hidden)},
+    }
+
+
+def not_stats(path, _):
+    return path[0] != "stats"
+
+
+def make_mlp_module(params=None, **kwargs):
+    params = mlp_params() if params is None else params
+    spec = jaxhub.TensorSpec([None, 50], "float32")
+    return jaxhub.create_module(
+        params,
+        signatures={"default": (mlp, spec), "double": (double, {"a": spec})},
+        variants={"train": mlp_train}, trainable=not_stats, regularizer=l2,
+        attachments={"task": "regression"}, **kwargs)
+
+
+@pytest.fixture(scope="session")
+def mlp_module():
+    return make_mlp_module()
+
+
+@pytest.fixture(scope="session")
+def mlp_dir(tmp_path_factory, mlp_module):
+    return mlp_module.export(tmp_path_factory.mktemp("modules") / "mlp")
+
+
+@pytest.fixture
+def x():
+    return jax.random.normal(jax.random.key(42), (4, 50))

@@ -1,0 +1,36 @@
+"""Modules written by earlier jaxhub versions keep loading and computing the same thing."""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import jaxhub
+from tests.conftest import double, l2, mlp, mlp_train
+from tests.fixtures.make_fixtures import FIXTURES
+
+FIXTURE_DIRS = sorted(FIXTURES.glob("mlp-format*"))
+
+
+def test_there_is_a_fixture_for_the_current_format():
+    from jaxhub.format.manifest import FORMAT_VERSION
+    assert FIXTURES / f"mlp-format{FORMAT_VERSION}" in FIXTURE_DIRS
+
+
+@pytest.mark.parametrize("path", FIXTURE_DIRS, ids=lambda p: p.name)
+def test_fixture_loads_and_matches_the_functions_that_made_it(path, x):
+    module = jaxhub.load(path)
+    params = module.params
+    np.testing.assert_allclose(module(x), mlp(params, x), atol=1e-5)
+    out = module({"a": x}, signature="double", as_dict=True)
+    np.testing.assert_allclose(out["total"], double(params, {"a": x})["total"], rtol=1e-5)
+    train_out, state = module(x, tags="train", rng=jax.random.key(3))
+    ref_out, ref_state = mlp_train(params, x, jax.random.key(3))
+    np.testing.assert_allclose(train_out, ref_out, atol=1e-5)
+    np.testing.assert_allclose(state["stats"]["mean"], ref_state["stats"]["mean"], atol=1e-6)
+    np.testing.assert_allclose(module.regularization_loss(), l2(params), rtol=1e-5)
+    grads = jax.grad(lambda p: jnp.sum(module.apply(p, x) ** 2))(params)
+    ref = jax.grad(lambda p: jnp.sum(mlp(p, x) ** 2))(params)
+    np.testing.assert_allclose(grads["dense1"]["kernel"], ref["dense1"]["kernel"], atol=1e-4)

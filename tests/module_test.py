@@ -1,0 +1,231 @@
+"""A module applies like its publisher's functions, before and after export and load."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import textwrap
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+import jaxhub
+from tests.conftest import double, l2, make_mlp_module, mlp, mlp_params, mlp_train
+
+ATOL = 1e-5
+
+
+def assert_trees_close(a, b, atol=ATOL):
+    jax.tree.map(lambda u, v: np.testing.assert_allclose(u, v, atol=atol, rtol=1e-5), a, b)
+
+
+class TestApply:
+
+    def test_default_signature_matches_the_function(self, mlp_module, x):
+        np.testing.assert_allclose(mlp_module(x), mlp(mlp_params(), x), atol=ATOL)
+
+    def test_named_signature_with_dict_inputs(self, mlp_module, x):
+        out = mlp_module({"a": x}, signature="double", as_dict=True)
+        assert set(out) == {"doubled", "total"}
+        assert_trees_close(out, double(mlp_params(), {"a": x}))
+
+    def test_several_outputs_without_default_need_as_dict(self, mlp_module, x):
+        with pytest.raises(jaxhub.SignatureError, match="as_dict=True"):
+            mlp_module({"a": x}, signature="double")
+
+    def test_batch_size_is_symbolic(self, mlp_module):
+        for batch in (1, 3, 17):
+            x = jnp.ones((batch, 50))
+            assert mlp_module(x).shape == (batch, 10)
+
+    def test_apply_under_jit_matches(self, mlp_module, x):
+        params = mlp_module.params
+        out = jax.jit(lambda p, x: mlp_module.apply(p, x))(params, x)
+        np.testing.assert_allclose(out, mlp(mlp_params(), x), atol=ATOL)
+
+    def test_signatures_and_variants_are_described(self, mlp_module):
+        sig = mlp_module.signatures["default"]
+        assert sig.inputs["default"] == jaxhub.TensorSpec(["batch", 50], "float32")
+        assert sig.outputs["default"] == jaxhub.TensorSpec(["batch", 10], "float32")
+        assert set(mlp_module.signatures) == {"default", "double"}
+        assert mlp_module.variants == (frozenset(), frozenset({"train"}))
+        assert mlp_module.get_attached_message("task") == "regression"
+        assert "default(default: float32[batch, 50])" in repr(mlp_module)
+
+
+class TestTrainVariant:
+
+    def test_matches_the_train_function_with_the_same_key(self, mlp_module, x):
+        key = jax.random.key(7)
+        out, state = mlp_module(x, tags={"train"}, rng=key)
+        ref_out, ref_state = mlp_train(mlp_params(), x, key)
+        np.testing.assert_allclose(out, ref_out, atol=ATOL)
+        assert_trees_close(state, ref_state)
+
+    def test_dropout_follows_the_key(self, mlp_module, x):
+        a, _ = mlp_module(x, tags="train", rng=jax.random.key(1))
+        b, _ = mlp_module(x, tags="train", rng=jax.random.key(1))
+        c, _ = mlp_module(x, tags="train", rng=jax.random.key(2))
+        np.testing.assert_array_equal(a, b)
+        assert np.abs(np.asarray(a) - np.asarray(c)).max() > 1e-3
+
+    def test_state_merges_back_into_params(self, mlp_module, x):
+        _, state = mlp_module(x, tags="train", rng=jax.random.key(1))
+        merged = jaxhub.merge_params(mlp_module.params, state)
+        np.testing.assert_array_equal(merged["stats"]["mean"], state["stats"]["mean"])
+        np.testing.assert_array_equal(merged["dense1"]["kernel"],
+                                      mlp_module.params["dense1"]["kernel"])
+        assert np.abs(np.asarray(merged["stats"]["mean"])).max() > 0
+
+    def test_missing_rng_is_an_error(self, mlp_module, x):
+        with pytest.raises(jaxhub.SignatureError, match="rng"):
+            mlp_module(x, tags="train")
+
+    def test_variant_without_randomness_takes_no_key(self, x):
+        module = jaxhub.create_module(
+            mlp_params(), {"default": (mlp, jaxhub.TensorSpec([None, 50]))},
+            variants={"train": lambda p, x, rng: (mlp(p, x), {})})
+        out, state = module(x, tags="train")
+        np.testing.assert_allclose(out, mlp(mlp_params(), x), atol=ATOL)
+        assert state == {}
+
+
+class TestFineTuning:
+
+    def loss(self, apply, params, x):
+        return jnp.mean((apply(params, x) - 1.0) ** 2)
+
+    def test_gradient_matches_the_original_function(self, mlp_module, x):
+        grads = jax.grad(self.loss, 1)(mlp_module.apply, mlp_module.params, x)
+        ref = jax.grad(self.loss, 1)(mlp, mlp_params(), x)
+        assert_trees_close({k: grads[k] for k in ("dense1", "dense2")},
+                           {k: ref[k] for k in ("dense1", "dense2")})
+
+    def test_non_trainable_params_get_no_gradient(self, mlp_module, x):
+        def loss(params):  # the new statistics depend on the old ones inside the module
+            out, state = mlp_module.apply(params, x, tags="train", rng=jax.random.key(0))
+            return jnp.sum(out) + jnp.sum(state["stats"]["mean"])
+
+        grads = jax.grad(loss)(mlp_module.params)
+        np.testing.assert_array_equal(grads["stats"]["mean"], 0.0)
+        assert np.abs(np.asarray(grads["dense1"]["kernel"])).max() > 0
+        assert mlp_module.trainable_mask == {
+            "dense1": {"bias": True, "kernel": True}, "dense2": {"bias": True, "kernel": True},
+            "scale": True, "stats": {"mean": False}}
+
+    def test_regularization_loss_and_its_gradient(self, mlp_module):
+        params = mlp_module.params
+        np.testing.assert_allclose(mlp_module.regularization_loss(), l2(mlp_params()),
+                                   rtol=1e-5)
+        assert_trees_close(jax.grad(mlp_module.regularization_loss)(params)["dense1"],
+                           jax.grad(l2)(mlp_params())["dense1"])
+
+    def test_optax_fine_tuning_lowers_the_loss_and_exports(self, mlp_module, x, tmp_path):
+        optimizer = optax.masked(optax.adamw(1e-2), mlp_module.trainable_mask)
+        params = mlp_module.params
+        state = optimizer.init(params)
+        step = jax.jit(lambda p, s: self._step(mlp_module, optimizer, p, s, x))
+        first = None
+        for _ in range(30):
+            params, state, loss = step(params, state)
+            first = loss if first is None else first
+        assert loss < 0.5 * first
+        np.testing.assert_array_equal(params["stats"]["mean"], mlp_module.params["stats"]["mean"])
+        reloaded = jaxhub.load(mlp_module.export(tmp_path / "tuned", params=params))
+        np.testing.assert_allclose(reloaded(x), mlp(params, x), atol=ATOL)
+        assert np.abs(np.asarray(reloaded(x)) - np.asarray(mlp_module(x))).max() > 1e-2
+
+    def _step(self, module, optimizer, params, state, x):
+        loss, grads = jax.value_and_grad(
+            lambda p: self.loss(module.apply, p, x) + module.regularization_loss(p))(params)
+        updates, state = optimizer.update(grads, state, params)
+        return optax.apply_updates(params, updates), state, loss
+
+
+class TestVmap:
+
+    def test_vmap_over_examples_matches(self, mlp_module):
+        xs = jax.random.normal(jax.random.key(1), (3, 5, 50))
+        out = jax.vmap(mlp_module)(xs)
+        np.testing.assert_allclose(out, jax.vmap(lambda x: mlp(mlp_params(), x))(xs), atol=ATOL)
+
+    def test_vmap_over_params_matches(self, mlp_module, x):
+        stacked = jax.tree.map(lambda a, b: jnp.stack([a, b]), mlp_params(0), mlp_params(1))
+        out = jax.vmap(lambda p: mlp_module.apply(p, x))(stacked)
+        ref = jax.vmap(lambda p: mlp(p, x))(stacked)
+        np.testing.assert_allclose(out, ref, atol=ATOL)
+
+    def test_per_example_gradients(self, mlp_module):
+        xs = jax.random.normal(jax.random.key(1), (3, 2, 50))
+
+        def grad_of(apply):
+            return jax.vmap(jax.grad(lambda p, x: jnp.sum(apply(p, x) ** 2)), (None, 0))
+
+        grads = grad_of(mlp_module.apply)(mlp_module.params, xs)
+        ref = grad_of(mlp)(mlp_params(), xs)
+        assert_trees_close(grads["dense2"], ref["dense2"], atol=1e-4)
+
+
+class TestExportAndLoad:
+
+    def test_directory_layout(self, mlp_dir):
+        names = {p.relative_to(mlp_dir).as_posix() for p in mlp_dir.rglob("*") if p.is_file()}
+        assert "jaxhub_module.json" in names
+        assert "functions/inference/default.jaxexport" in names
+        assert "functions/train/default.jaxexport" in names
+        assert "functions/regularizer.jaxexport" in names
+        assert any(n.startswith("params/") for n in names)
+        manifest = json.loads((mlp_dir / "jaxhub_module.json").read_text())
+        assert manifest["format_version"] == 1
+        assert manifest["written_by"]["jax"] == jax.__version__
+
+    def test_loaded_module_matches_in_a_fresh_process(self, mlp_dir, x, tmp_path):
+        """The consumer imports only jaxhub: not the functions that made the module."""
+        np.save(tmp_path / "x.npy", np.asarray(x))
+        script = textwrap.dedent(f"""
+            import sys, jax, jax.numpy as jnp, numpy as np, jaxhub
+            m = jaxhub.load({str(mlp_dir)!r})
+            x = jnp.asarray(np.load({str(tmp_path / 'x.npy')!r}))
+            y = m(x)
+            g = jax.grad(lambda p: jnp.mean((m.apply(p, x) - 1.0) ** 2))(m.params)
+            t, _ = m(x, tags="train", rng=jax.random.key(7))
+            assert not any(name.startswith(("tests", "flax")) for name in sys.modules)
+            np.savez({str(tmp_path / 'out.npz')!r}, y=y, g=g["dense1"]["kernel"], t=t)
+        """)
+        subprocess.run([sys.executable, "-c", script], check=True, cwd=tmp_path)
+        out = np.load(tmp_path / "out.npz")
+        params = mlp_params()
+        np.testing.assert_allclose(out["y"], mlp(params, x), atol=ATOL)
+        ref_g = jax.grad(lambda p: jnp.mean((mlp(p, x) - 1.0) ** 2))(params)
+        np.testing.assert_allclose(out["g"], ref_g["dense1"]["kernel"], atol=ATOL)
+        np.testing.assert_allclose(out["t"], mlp_train(params, x, jax.random.key(7))[0],
+                                   atol=ATOL)
+
+    def test_export_refuses_a_non_empty_directory(self, mlp_module, tmp_path):
+        (tmp_path / "taken").mkdir()
+        (tmp_path / "taken" / "file").write_text("keep me")
+        with pytest.raises(FileExistsError):
+            mlp_module.export(tmp_path / "taken")
+        assert (tmp_path / "taken" / "file").read_text() == "keep me"
+
+    def test_assets_and_model_card_travel_with_the_module(self, tmp_path, x):
+        (tmp_path / "vocab.txt").write_text("a\nb\n")
+        (tmp_path / "card.md").write_text("# MLP\n")
+        module = make_mlp_module(assets={"vocab.txt": tmp_path / "vocab.txt",
+                                         "README.md": tmp_path / "card.md"})
+        loaded = jaxhub.load(module.export(tmp_path / "m"))
+        assert loaded.assets["vocab.txt"].read_text() == "a\nb\n"
+        assert (tmp_path / "m" / "README.md").read_text() == "# MLP\n"
+        np.testing.assert_allclose(loaded(x), module(x), atol=ATOL)
+
+    def test_params_of_other_containers_keep_their_structure(self, x):
+        params = [{"w": jnp.ones((50, 3))}, {"w": jnp.full((3, 2), 0.5)}]
+        module = jaxhub.create_module(
+            params, {"default": (lambda p, x: x @ p[0]["w"] @ p[1]["w"],
+                                 jaxhub.TensorSpec([None, 50]))})
+        assert set(module.params) == {"0", "1"}
+        np.testing.assert_allclose(module(x), x @ params[0]["w"] @ params[1]["w"], rtol=1e-5)

@@ -1,0 +1,83 @@
+"""Bad inputs get errors that name the signature and show the expected specs."""
+
+from __future__ import annotations
+
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import jaxhub
+from jaxhub.specs import symbolic_input_specs
+
+
+def test_spec_repr_and_equality():
+    spec = jaxhub.TensorSpec([None, 50], np.float32)
+    assert repr(spec) == "TensorSpec(shape=(None, 50), dtype=float32)"
+    assert spec == jaxhub.TensorSpec((None, 50), "float32")
+    assert str(jaxhub.TensorSpec(["batch", 3], "int32")) == "int32[batch, 3]"
+
+
+def test_unnamed_dims_become_symbols():
+    specs = symbolic_input_specs({"ids": jaxhub.TensorSpec([None, None], "int32"),
+                                  "mask": jaxhub.TensorSpec([None, "seq"], "int32")})
+    assert specs["ids"].shape == ("batch", "d1")
+    assert specs["mask"].shape == ("batch", "seq")
+
+
+@pytest.mark.parametrize("inputs, message", [
+    (jnp.ones((4, 50), jnp.int32), "dtype int32, not float32"),
+    (jnp.ones((4, 50, 1)), "rank 3, not 2"),
+    (jnp.ones((4, 49)), "size 49 on axis 1, not 50"),
+])
+def test_wrong_dtype_rank_or_size(mlp_module, inputs, message):
+    with pytest.raises(jaxhub.SignatureError) as error:
+        mlp_module(inputs)
+    assert message in str(error.value)
+    assert "signature 'default'" in str(error.value)
+    assert "expected inputs {default: float32[batch, 50]}" in str(error.value)
+
+
+@pytest.mark.parametrize("inputs, message", [
+    ({}, "missing inputs ['a']"),
+    ({"a": jnp.ones((2, 50)), "b": jnp.ones((2, 50))}, "unexpected inputs ['b']"),
+])
+def test_missing_or_extra_keys(mlp_module, inputs, message):
+    with pytest.raises(jaxhub.SignatureError, match=r"signature 'double'") as error:
+        mlp_module(inputs, signature="double", as_dict=True)
+    assert message in str(error.value)
+
+
+def test_inconsistent_named_sizes():
+    module = jaxhub.create_module(
+        {}, {"default": (lambda p, d: d["a"] + d["b"],
+                         {"a": jaxhub.TensorSpec([None, "n"]), "b": jaxhub.TensorSpec([None, "n"])})})
+    np.testing.assert_allclose(module({"a": jnp.ones((2, 3)), "b": jnp.ones((2, 3))}), 2.0)
+    with pytest.raises(jaxhub.SignatureError, match="has n=4 on axis 1, but input 'a' has n=3"):
+        module({"a": jnp.ones((2, 3)), "b": jnp.ones((2, 4))})
+
+
+def test_python_lists_are_converted(mlp_module):
+    assert mlp_module([[0.0] * 50]).shape == (1, 10)
+
+
+def test_unknown_signature_lists_the_known_ones(mlp_module):
+    with pytest.raises(jaxhub.SignatureError, match="no signature 'nope'.*'default'"):
+        mlp_module(jnp.ones((1, 50)), signature="nope")
+
+
+def test_unknown_tags_list_the_variants(mlp_module):
+    with pytest.raises(jaxhub.SignatureError, match=r"no variant with tags \['eval'\]"):
+        mlp_module(jnp.ones((1, 50)), tags={"eval"})
+
+
+def test_params_of_the_wrong_shape(mlp_module):
+    params = jaxhub.merge_params(mlp_module.params, {"dense1": {"bias": jnp.zeros(3)}})
+    with pytest.raises(jaxhub.SignatureError, match="param dense1/bias is float32\\[3\\]"):
+        mlp_module.apply(params, jnp.ones((1, 50)))
+
+
+def test_params_with_missing_leaves(mlp_module):
+    params = dict(mlp_module.params)
+    del params["scale"]
+    with pytest.raises(jaxhub.SignatureError, match=r"missing \['scale'\]"):
+        mlp_module.apply(params, jnp.ones((1, 50)))
