@@ -76,7 +76,7 @@ def _nnx_functions(model):
 
     graphdef, param_state, rng_state, rest_state = nnx.split(model, nnx.Param, nnx.RngState,
                                                              ...)
-    param_pure, rest_pure = param_state.to_pure_dict(), rest_state.to_pure_dict()
+    param_pure, rest_pure = nnx.to_pure_dict(param_state), nnx.to_pure_dict(rest_state)
     params = tree_lib.merge(rest_pure, param_pure)
     trainable_paths = {path for path, _ in tree_lib.flatten(param_pure)}
     variables = jax.tree.leaves(rng_state, is_leaf=lambda v: isinstance(v, nnx.Variable))
@@ -98,17 +98,18 @@ def _nnx_functions(model):
         nnx.reseed(model, **{s: jax.random.fold_in(rng, i) for i, s in enumerate(streams)})
         y = call(model, x)
         *_, new_rest = nnx.split(model, nnx.Param, nnx.RngState, ...)
-        return y, new_rest.to_pure_dict()
+        return y, nnx.to_pure_dict(new_rest)
 
     return params, lambda path, _: path in trainable_paths, infer, train
 
 
 def _state_like(state, params: Mapping[Any, Any]):
     """A copy of the nnx ``state`` with its values taken from ``params`` by path."""
+    from flax import nnx
     pure = jax.tree_util.tree_map_with_path(
-        lambda path, _: _lookup(params, path), state.to_pure_dict())
+        lambda path, _: _lookup(params, path), nnx.to_pure_dict(state))
     copy = _copy(state)
-    copy.replace_by_pure_dict(pure)
+    nnx.replace_by_pure_dict(copy, pure)
     return copy
 
 
