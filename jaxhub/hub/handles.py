@@ -1,0 +1,127 @@
+"""The public entry points: resolve a handle, add a resolver, cache a derived directory."""
+
+from __future__ import annotations
+
+import os
+import pathlib
+import re
+from collections.abc import Callable
+
+from jaxhub.hub.cache import Built, Cache, entry_key
+from jaxhub.hub.config import Settings, default_cache_dir
+from jaxhub.hub.registry import Registry, Request, Resolver
+from jaxhub.hub.resolvers import FileUrlResolver, HttpArchiveResolver, LocalPathResolver
+
+# Oldest first: the local-path resolver is asked last and catches everything.
+_REGISTRY = Registry((LocalPathResolver(), FileUrlResolver(), HttpArchiveResolver()))
+
+
+def resolve(
+    handle: str | os.PathLike,
+    *,
+    sha256: str | None = None,
+    offline: bool | None = None,
+    cache_dir: str | os.PathLike | None = None,
+    progress: bool | None = None,
+) -> pathlib.Path:
+    """Returns a local directory holding the module named by `handle`.
+
+    Local directories are returned as they are. Archives (`.tar.gz`, `.tgz`, `.tar`),
+    local or at `file://` / `http(s)://` URLs, are unpacked once into the cache; other
+    http(s) URLs are fetched TF-Hub-style with `?tf-hub-format=compressed`. Concurrent
+    calls, in threads or processes, download once.
+
+    Args:
+        handle: A path, a `file://` URL, an http(s) URL, or any handle a registered
+            resolver supports.
+        sha256: Expected hex sha256 of the archive. A download that does not match is
+            refused and nothing is cached; a cached entry that does not match is fetched
+            again.
+        offline: Never use the network; serve from the cache or raise `OfflineError`.
+            Defaults to `JAXHUB_OFFLINE`.
+        cache_dir: Cache root. Defaults to `cache_dir()`.
+        progress: Show a download progress bar. Defaults to on when stderr is a terminal
+            and `JAXHUB_DISABLE_PROGRESS` is not set.
+
+    Returns:
+        Absolute path of the module directory. Treat directories in the cache as read-only.
+
+    Raises:
+        HandleError: No resolver can resolve the handle.
+        DownloadError: The download failed (HTTP error, timeout, too many retries).
+        OfflineError: Offline and not cached.
+        IntegrityError: The archive does not match `sha256`.
+        UnsafeArchiveError: The archive holds links, absolute or escaping paths, special
+            files, or more bytes than `JAXHUB_MAX_ARCHIVE_BYTES`.
+
+    Examples:
+        >>> path = resolve("https://example.com/models/encoder.tar.gz")  # doctest: +SKIP
+        >>> (path / "jaxhub_module.json").exists()  # doctest: +SKIP
+        True
+    """
+    settings = Settings.from_env(cache_dir=cache_dir, offline=offline, progress=progress)
+    request = Request(settings=settings, sha256=_normalize_sha256(sha256), registry=_REGISTRY)
+    return request.resolve(os.fspath(handle))
+
+
+def register_resolver(resolver: Resolver) -> None:
+    """Adds a resolver, asked before all those registered earlier (and the built-ins).
+
+    Args:
+        resolver: An object with `is_supported(handle) -> bool` (syntax only, no I/O) and
+            `resolve(handle, request) -> pathlib.Path`; see `jaxhub.hub.Resolver`.
+
+    Raises:
+        TypeError: `resolver` lacks one of the two methods.
+    """
+    _REGISTRY.add(resolver)
+
+
+def cache_dir() -> pathlib.Path:
+    """Returns the cache root: `JAXHUB_CACHE_DIR`, else `TFHUB_CACHE_DIR`, else a user dir.
+
+    The user directory is `~/.cache/jaxhub` (`$XDG_CACHE_HOME/jaxhub`), never /tmp.
+    """
+    return default_cache_dir()
+
+
+def cached_derivation(key: str, build: Callable[[pathlib.Path], None], *,
+                      cache_dir: str | os.PathLike | None = None) -> pathlib.Path:
+    """Returns a cached directory made by `build`, building it once per `key`.
+
+    For results computed from a module, such as a converted TF module: if the entry for
+    `key` is complete it is returned at once; otherwise, under the key's lock,
+    `build(tmp_dir)` writes into a fresh empty directory which is then renamed into
+    place. A build that raises leaves nothing behind.
+
+    Args:
+        key: Identifies the result; include everything it depends on (source entry,
+            converter version).
+        build: Writes the result into the directory it is given.
+        cache_dir: Cache root. Defaults to `cache_dir()`.
+
+    Returns:
+        Absolute path of the directory.
+
+    Examples:
+        >>> def build(out):  # doctest: +SKIP
+        ...     (out / "converted.json").write_text("{}")
+        >>> path = cached_derivation("tf2jax:v1:abc123", build)  # doctest: +SKIP
+    """
+    root = pathlib.Path(cache_dir).absolute() if cache_dir is not None else default_cache_dir()
+
+    def _build(staging) -> Built:
+        build(staging.module_dir)
+        return Built()
+
+    entry = Cache(root).get_or_create(entry_key("derived", key), "derived", key, _build)
+    return entry.module_dir
+
+
+def _normalize_sha256(sha256: str | None) -> str | None:
+    if sha256 is None:
+        return None
+    digest = sha256.strip().lower().removeprefix("sha256:")
+    if not re.fullmatch(r"[0-9a-f]{64}", digest):
+        raise ValueError(f"sha256={sha256!r} is not 64 hexadecimal digits")
+    return digest

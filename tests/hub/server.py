@@ -1,0 +1,166 @@
+"""A real HTTP server on 127.0.0.1 that serves module archives and misbehaves on request.
+
+Each path gets a `Route` saying what to send and how to misbehave: answer slowly, drop
+the connection halfway through the body, fail with 500 a few times, answer 404/403,
+redirect, or insist on `?tf-hub-format=compressed`. The server also acts as a forward
+proxy (it serves absolute-URI requests), and counts what it served per path.
+"""
+
+from __future__ import annotations
+
+import collections
+import dataclasses
+import http.server
+import threading
+import time
+import urllib.parse
+
+
+@dataclasses.dataclass
+class Route:
+    """What the server does for one path.
+
+    Attributes:
+        body: Bytes of a successful answer.
+        status: Status of the answer once any planned failures are used up.
+        fail_first: Answer 500 to this many requests before behaving.
+        drop_first: Close the connection halfway through the body on this many requests.
+        header_delay: Seconds to wait before sending the status line.
+        chunk_delay: Seconds to wait between 64 KiB chunks of the body.
+        redirect: Answer 302 to this location.
+        ranges: Honour `Range: bytes=N-` with 206.
+        require_query: Serve the body only when the query string contains this; answer an
+            HTML page otherwise (like a model hub's web page).
+    """
+
+    body: bytes = b""
+    status: int = 200
+    fail_first: int = 0
+    drop_first: int = 0
+    header_delay: float = 0.0
+    chunk_delay: float = 0.0
+    redirect: str | None = None
+    ranges: bool = False
+    require_query: str | None = None
+
+
+class HubServer:
+    """Threaded HTTP server; use as a context manager or call `close`."""
+
+    def __init__(self):
+        self.routes: dict[str, Route] = {}
+        self.requests: collections.Counter[str] = collections.Counter()
+        self.bodies: collections.Counter[str] = collections.Counter()  # 200/206 answers begun
+        self.proxied: list[str] = []
+        self.bytes_sent: collections.Counter[str] = collections.Counter()
+        self._lock = threading.Lock()
+        self._httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _handler_for(self))
+        self._httpd.daemon_threads = True
+        self._thread = threading.Thread(target=self._httpd.serve_forever, daemon=True)
+        self._thread.start()
+
+    @property
+    def port(self) -> int:
+        return self._httpd.server_address[1]
+
+    def url(self, path: str) -> str:
+        return f"http://127.0.0.1:{self.port}{path}"
+
+    def add(self, path: str, route: Route) -> str:
+        """Serves `route` at `path`; returns its URL."""
+        self.routes[path] = route
+        return self.url(path)
+
+    def close(self) -> None:
+        self._httpd.shutdown()
+        self._httpd.server_close()
+
+    def __enter__(self) -> HubServer:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def _claim(self, path: str, attribute: str) -> bool:
+        # Uses up one planned failure of `attribute` kind, atomically across threads.
+        with self._lock:
+            route = self.routes[path]
+            remaining = getattr(route, attribute)
+            if remaining > 0:
+                setattr(route, attribute, remaining - 1)
+                return True
+            return False
+
+
+def _handler_for(server: HubServer) -> type[http.server.BaseHTTPRequestHandler]:
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def log_message(self, *args) -> None:  # keep test output clean
+            pass
+
+        def do_GET(self) -> None:
+            target = urllib.parse.urlsplit(self.path)
+            if target.scheme:
+                server.proxied.append(self.path)
+            path = target.path
+            with server._lock:
+                server.requests[path] += 1
+            route = server.routes.get(path)
+            if route is None:
+                return self._simple(404, b"not found")
+            time.sleep(route.header_delay)
+            if server._claim(path, "fail_first"):
+                return self._simple(500, b"try again")
+            if route.redirect is not None:
+                self.send_response(302)
+                self.send_header("Location", route.redirect)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+                return None
+            if route.status != 200:
+                return self._simple(route.status, b"no")
+            if route.require_query and route.require_query not in target.query:
+                return self._simple(200, b"<html>a model page</html>", "text/html")
+            self._body(path, route)
+            return None
+
+        def _body(self, path: str, route: Route) -> None:
+            body, status, start = route.body, 200, 0
+            requested = self.headers.get("Range", "")
+            if route.ranges and requested.startswith("bytes="):
+                start, status = int(requested[6:].split("-")[0]), 206
+            with server._lock:
+                server.bodies[path] += 1
+            self.send_response(status)
+            self.send_header("Content-Type", "application/gzip")
+            self.send_header("Content-Length", str(len(body) - start))
+            if status == 206:
+                self.send_header("Content-Range", f"bytes {start}-{len(body) - 1}/{len(body)}")
+            self.end_headers()
+            end = start + (len(body) - start) // 2 if server._claim(path, "drop_first") else None
+            self._stream(path, body[start:end], route.chunk_delay)
+            if end is not None:
+                self.close_connection = True
+                self.connection.close()
+
+        def _stream(self, path: str, data: bytes, delay: float) -> None:
+            for i in range(0, len(data), 1 << 16):
+                if delay:
+                    time.sleep(delay)
+                try:
+                    self.wfile.write(data[i:i + (1 << 16)])
+                except (BrokenPipeError, ConnectionResetError):
+                    return  # the client went away (timed out, or was killed)
+                with server._lock:
+                    server.bytes_sent[path] += len(data[i:i + (1 << 16)])
+
+        def _simple(self, status: int, body: bytes, kind: str = "text/plain") -> None:
+            self.send_response(status)
+            self.send_header("Content-Type", kind)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+    return Handler
