@@ -6,6 +6,14 @@ Importing this package registers every family: add a new family module to ``_FAM
 import importlib
 
 _FAMILIES = (
+    "math",
+    "array",
+    "nn",
+    "random",
+    "variables",
+    "functions",
+    "control_flow",
+    "tensor_lists",
 )
 
 for _family in _FAMILIES:

@@ -1,0 +1,233 @@
+"""Evaluates TF graphs and function libraries as pure JAX functions.
+
+The interpreter walks a :class:`~converters.from_tf.graph.Function` in dependency order
+(data and control edges), running each node through the op registry. Calls to library
+functions are evaluated inline; control-flow ops (see ``ops/control_flow.py``) evaluate
+their bodies through :meth:`Interpreter.run` with a forked :class:`Context`.
+
+Examples:
+  >>> interp = Interpreter.from_graph_def(graph_def)
+  >>> fn = interp.as_function(["x:0"], ["y:0"])
+  >>> y, = jax.jit(fn)({}, [x])[0]
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Any, Callable, Iterable, Mapping, Sequence
+
+from tensorflow.core.framework import function_pb2, graph_pb2
+
+from converters.from_tf import graph as graph_lib
+from converters.from_tf import ops as _ops  # noqa: F401  (registers every op family)
+from converters.from_tf.ops import registry
+from converters.from_tf.values import UNKNOWN, Context, UnknowableError
+
+#: Ops that write variables: a body holding one must carry the state through control flow.
+STATE_WRITING_OPS = frozenset({"AssignVariableOp", "AssignAddVariableOp",
+                               "AssignSubVariableOp"})
+
+#: Attributes that name functions a node calls.
+_FUNC_ATTRS = ("f", "then_branch", "else_branch", "cond", "body", "branches")
+
+
+class UnsupportedOpsError(NotImplementedError):
+    """The graph holds ops that no family registers; the message lists them all."""
+
+
+class _AllUnknown:
+    """The outputs of a node skipped during partial evaluation."""
+
+    def __getitem__(self, index: int):
+        return UNKNOWN
+
+
+class _Running:
+    """A node as an op implementation sees it while it runs: the node plus ``ctx``."""
+
+    __slots__ = ("_node", "ctx")
+
+    def __init__(self, node: graph_lib.Node, ctx: Context):
+        self._node = node
+        self.ctx = ctx
+
+    name = property(lambda self: self._node.name)
+    op = property(lambda self: self._node.op)
+    num_inputs = property(lambda self: len(self._node.inputs))
+
+    def attr(self, key: str, *default: Any) -> Any:
+        return self._node.attr(key, *default)
+
+    def has_attr(self, key: str) -> bool:
+        return self._node.has_attr(key)
+
+
+class Interpreter:
+    """Runs the functions of one TF function library (and graphs that call into it)."""
+
+    def __init__(self, library: function_pb2.FunctionDefLibrary | None = None):
+        self._fdefs = {f.signature.name: f for f in (library.function if library else ())}
+        self._functions: dict[str, graph_lib.Function] = {}
+        self._orders: dict[int, list[graph_lib.Node]] = {}
+
+    @classmethod
+    def from_graph_def(cls, graph_def: graph_pb2.GraphDef) -> "Interpreter":
+        return cls(graph_def.library)
+
+    def function(self, name: str) -> graph_lib.Function:
+        """The library function ``name``, parsed once."""
+        if name not in self._functions:
+            if name not in self._fdefs:
+                raise KeyError(f"function {name!r} is not in the graph's library")
+            self._functions[name] = graph_lib.function_from_function_def(
+                self._fdefs[name], self._fdefs)
+        return self._functions[name]
+
+    def is_function(self, name: str) -> bool:
+        return name in self._fdefs
+
+    # -- checks before any work ----------------------------------------------------------
+
+    def check_supported(self, fn: graph_lib.Function) -> None:
+        """Raises one error listing every unsupported op that ``fn`` can reach.
+
+        Raises:
+          UnsupportedOpsError: with each missing op and the nodes (``function/node``) using it.
+        """
+        missing: dict[str, list[str]] = {}
+        for owner, node in self._reachable_nodes(fn):
+            if registry.lookup(node.op) is None and not self.is_function(node.op):
+                missing.setdefault(node.op, []).append(f"{owner}/{node.name}" if owner
+                                                       else node.name)
+        if missing:
+            lines = [f"  {op}: {', '.join(sorted(names)[:5])}"
+                     + (f" (+{len(names) - 5} more)" if len(names) > 5 else "")
+                     for op, names in sorted(missing.items())]
+            raise UnsupportedOpsError(
+                f"{len(missing)} TF op(s) have no JAX implementation:\n" + "\n".join(lines)
+                + "\nRegister them with converters.from_tf.ops.registry.register "
+                  "(see docs/converters.md).")
+
+    def writes_state(self, fn: graph_lib.Function) -> bool:
+        """True when ``fn`` (or a function it calls) assigns a variable."""
+        return any(node.op in STATE_WRITING_OPS for _, node in self._reachable_nodes(fn))
+
+    def _reachable_nodes(self, fn: graph_lib.Function):
+        seen, stack = {id(fn)}, [fn]
+        while stack:
+            current = stack.pop()
+            for node in self._order(current):
+                yield current.name, node
+                for callee in self._callees(node):
+                    callee_fn = self.function(callee)
+                    if id(callee_fn) not in seen:
+                        seen.add(id(callee_fn))
+                        stack.append(callee_fn)
+
+    def _callees(self, node: graph_lib.Node) -> list[str]:
+        names = [node.op] if self.is_function(node.op) else []
+        for key in _FUNC_ATTRS:
+            if node.has_attr(key):
+                value = node.attr(key)
+                names.extend(value if isinstance(value, list) else [value])
+        return [n for n in names if self.is_function(n)]
+
+    # -- evaluation ----------------------------------------------------------------------
+
+    def run(self, fn: graph_lib.Function, args: Sequence[Any], ctx: Context) -> list[Any]:
+        """Evaluates ``fn`` on ``args``; returns its outputs. Assignments update ``ctx``."""
+        if len(args) != len(fn.args):
+            raise ValueError(f"function {fn.name!r} takes {len(fn.args)} args, got {len(args)}")
+        env: dict[str, Any] = {name: [value] for name, value in zip(fn.args, args)}
+        for node in self._order(fn):
+            env[node.name] = self._run_node(node, [env[s][i] for s, i in node.inputs], ctx)
+        return [env[s][i] for s, i in fn.outputs]
+
+    def call(self, name: str, args: Sequence[Any], ctx: Context) -> list[Any]:
+        """Evaluates the library function ``name`` inline, in ``ctx``."""
+        return self.run(self.function(name), args, ctx)
+
+    def _run_node(self, node: graph_lib.Node, inputs: list[Any], ctx: Context):
+        if ctx.partial and any(v is UNKNOWN for v in inputs):
+            return _AllUnknown()
+        impl = registry.lookup(node.op)
+        try:
+            if impl is None:
+                outputs = self.call(node.op, inputs, ctx)
+            else:
+                outputs = impl(_Running(node, ctx), *inputs)
+        except UnknowableError:
+            return _AllUnknown()
+        except (UnsupportedOpsError, _NodeError):
+            raise
+        except Exception as e:
+            raise _NodeError(f"TF node {node.name!r} ({node.op}) failed: "
+                             f"{type(e).__name__}: {e}") from e
+        return list(outputs) if isinstance(outputs, (tuple, list)) else [outputs]
+
+    def _order(self, fn: graph_lib.Function) -> list[graph_lib.Node]:
+        """The nodes that ``fn``'s outputs need, dependencies first (cached)."""
+        if id(fn) not in self._orders:
+            self._orders[id(fn)] = _topological_order(fn)
+        return self._orders[id(fn)]
+
+    # -- as JAX functions ----------------------------------------------------------------
+
+    def as_function(self, fn: graph_lib.Function
+                    ) -> Callable[[Mapping[str, Any], Sequence[Any], Any], tuple]:
+        """``fn`` as ``f(state, args, rng=None) -> (outputs, new_state)``: pure JAX.
+
+        ``state`` maps variable keys (see :class:`~converters.from_tf.values.Resource`) to
+        values; ``new_state`` holds only the entries the graph assigned.
+        """
+        self.check_supported(fn)
+
+        def evaluate(state: Mapping[str, Any], args: Sequence[Any], rng: Any = None):
+            ctx = Context(self, dict(state), rng)
+            outputs = self.run(fn, list(args), ctx)
+            updates = {k: v for k, v in ctx.state.items() if v is not state.get(k)}
+            return outputs, updates
+
+        return evaluate
+
+
+class _NodeError(RuntimeError):
+    """An op failed; the message names the node (innermost first)."""
+
+
+def _topological_order(fn: graph_lib.Function) -> list[graph_lib.Node]:
+    """Nodes that outputs and control outputs depend on, each after its dependencies."""
+    nodes = fn.nodes
+    order, state = [], {}  # state: 1 = visiting, 2 = done
+    roots = [s for s, _ in fn.outputs] + list(fn.control_outputs)
+    for root in roots:
+        if root not in nodes or state.get(root) == 2:
+            continue
+        stack = [(root, False)]
+        while stack:
+            name, expanded = stack.pop()
+            if expanded:
+                state[name] = 2
+                order.append(nodes[name])
+                continue
+            if state.get(name):
+                continue
+            state[name] = 1
+            stack.append((name, True))
+            node = nodes[name]
+            for dep in [s for s, _ in node.inputs] + node.control_inputs:
+                if dep in nodes and not state.get(dep):
+                    stack.append((dep, False))
+    return order
+
+
+def run_graph(graph_def: graph_pb2.GraphDef, inputs: Iterable[str], outputs: Iterable[str]
+              ) -> Callable[..., tuple]:
+    """A GraphDef from tensors ``inputs`` to tensors ``outputs`` as a pure JAX function.
+
+    Returns:
+      ``f(state, args, rng=None) -> (outputs, state updates)``, see
+      :meth:`Interpreter.as_function`.
+    """
+    interp = Interpreter.from_graph_def(graph_def)
+    return interp.as_function(graph_lib.function_from_graph_def(graph_def, inputs, outputs))

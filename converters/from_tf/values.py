@@ -1,0 +1,110 @@
+"""Runtime values of the graph interpreter, and helpers that op implementations share.
+
+Besides static values (numpy) and traced values (``jax.Array``), described in
+:mod:`converters.from_tf.ops.registry`, two kinds flow between nodes:
+
+* :class:`Resource`: a variable handle. It names an entry of the running
+  :class:`Context`'s ``state``; reading and assigning go through that dict, so variable
+  updates are ordinary values that the caller gets back.
+* :data:`UNKNOWN`: only while the interpreter evaluates a graph *partially* (to find a
+  ``While`` loop's trip count from its static loop counters); any op with an unknown
+  input yields unknown outputs without running.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+
+@dataclasses.dataclass(frozen=True)
+class Resource:
+    """A handle to the variable ``key`` of the running context's state."""
+
+    key: str
+
+
+class _Unknown:
+    def __repr__(self) -> str:
+        return "UNKNOWN"
+
+
+#: The value of a tensor that partial evaluation cannot know.
+UNKNOWN = _Unknown()
+
+
+class UnknowableError(Exception):
+    """Raised by an op that cannot run during partial evaluation (random, effects)."""
+
+
+@dataclasses.dataclass
+class Context:
+    """What one evaluation of a graph carries besides the tensors.
+
+    Attributes:
+      interpreter: the interpreter running the graph (calls functions of its library).
+      state: variable key -> current value; assignments replace entries.
+      rng: a typed JAX PRNG key for random ops, or None (random ops then fail).
+      partial: True while evaluating only what is static (see :data:`UNKNOWN`).
+    """
+
+    interpreter: Any
+    state: dict[str, Any]
+    rng: jax.Array | None = None
+    partial: bool = False
+
+    def next_key(self, op_name: str) -> jax.Array:
+        """A fresh PRNG key for one random op; the context keeps the rest."""
+        if self.partial:
+            raise UnknowableError(op_name)
+        if self.rng is None:
+            raise ValueError(
+                f"random op {op_name!r} needs an RNG key: call the train variant with rng=")
+        self.rng, key = jax.random.split(self.rng)
+        return key
+
+    def fork(self, state: dict[str, Any] | None = None, rng: Any = None) -> "Context":
+        """A context for a control-flow body traced separately (own state dict)."""
+        return Context(self.interpreter, dict(self.state if state is None else state),
+                       rng, self.partial)
+
+
+def is_static(*values: Any) -> bool:
+    """True when every value is known while tracing (numpy, or a Python scalar)."""
+    return all(isinstance(v, (np.ndarray, np.generic, int, float, bool)) for v in values)
+
+
+def has_symbolic(value: np.ndarray) -> bool:
+    """True for a static object array holding symbolic dimensions."""
+    return isinstance(value, np.ndarray) and value.dtype == object
+
+
+def xnp(*values: Any):
+    """``numpy`` when every value is static, else ``jax.numpy``: compute where it belongs."""
+    return np if is_static(*values) else jnp
+
+
+def as_jax(value: Any, dtype: Any = None) -> jax.Array:
+    """``value`` as a JAX array (symbolic dimensions become traced integers)."""
+    if has_symbolic(value):
+        items = [jnp.asarray(d, dtype=dtype or jnp.int32) for d in value.ravel()]
+        stacked = jnp.stack(items) if items else jnp.zeros((0,), dtype or jnp.int32)
+        return stacked.reshape(value.shape)
+    return jnp.asarray(value, dtype=dtype)
+
+
+def shape_tuple(value: Any) -> tuple:
+    """A static shape vector as a tuple of ints / symbolic dims, for ``reshape`` etc.
+
+    Raises:
+      ValueError: the shape is traced (computed from tensor values, not shapes).
+    """
+    if not is_static(value):
+        raise ValueError("a shape computed from tensor values cannot be used under jit")
+    return tuple(d if not isinstance(d, np.integer) else int(d)
+                 for d in np.asarray(value, dtype=object if has_symbolic(value) else None
+                                     ).reshape(-1))
