@@ -1,0 +1,147 @@
+"""Cache entries: damage is detected and repaired, derivations are atomic, prune and verify."""
+
+from __future__ import annotations
+
+import json
+import os
+
+import pytest
+
+from jaxhub import hub
+from jaxhub.hub.cache import Cache
+
+from .helpers import entries, staging, tree_digest
+from .server import Route
+
+
+def _path(url: str) -> str:
+    return "/" + url.split("://", 1)[1].split("/", 1)[1]
+
+
+@pytest.mark.parametrize("damage", ["file_removed", "file_truncated", "directory_removed",
+                                    "manifest_removed", "everything_purged"])
+def test_damaged_entry_is_detected_and_fetched_again(server, published, cache, damage):
+    url, _, module_dir = published
+    path = hub.resolve(url, cache_dir=cache)
+    if damage == "file_removed":
+        (path / "params" / "layer_0" / "kernel.bin").unlink()
+    elif damage == "file_truncated":
+        (path / "assets" / "vocab.txt").write_text("short")
+    elif damage == "directory_removed":
+        for child in (path / "assets").iterdir():
+            child.unlink()
+        (path / "assets").rmdir()
+    elif damage == "manifest_removed":
+        (path.parent / "entry.json").unlink()
+    else:  # what a periodic /tmp cleaner does: files go, directories stay
+        for dirpath, _, filenames in os.walk(cache):
+            for name in filenames:
+                os.unlink(os.path.join(dirpath, name))
+    repaired = hub.resolve(url, cache_dir=cache)
+    assert repaired == path
+    assert tree_digest(repaired) == tree_digest(module_dir)
+    assert server.bodies[_path(url)] == 2
+
+
+def test_manifest_records_sizes_and_hashes(published, cache):
+    url, digest, module_dir = published
+    path = hub.resolve(url, cache_dir=cache)
+    manifest = json.loads((path.parent / "entry.json").read_text())
+    assert manifest["source"] == url and manifest["archive_sha256"] == digest
+    assert {f["path"]: f["sha256"] for f in manifest["files"]} == tree_digest(module_dir)
+    assert {f["path"]: f["size"] for f in manifest["files"]} == {
+        p: (module_dir / p).stat().st_size for p in tree_digest(module_dir)}
+
+
+def test_cached_entry_with_another_sha256_is_fetched_again(server, tmp_path, published, cache):
+    url, digest, _ = published
+    hub.resolve(url, cache_dir=cache)
+    new_dir = tmp_path / "v2"
+    new_dir.mkdir()
+    (new_dir / "jaxhub_module.json").write_text('{"v": 2}')
+    new_digest = hub.pack(new_dir, tmp_path / "v2.tar.gz")
+    server.routes[_path(url)].body = (tmp_path / "v2.tar.gz").read_bytes()
+    path = hub.resolve(url, cache_dir=cache, sha256=new_digest)
+    assert tree_digest(path) == tree_digest(new_dir)
+    with pytest.raises(hub.IntegrityError, match="offline"):
+        hub.resolve(url, cache_dir=cache, sha256=digest, offline=True)
+
+
+def test_cached_derivation_builds_once(cache):
+    calls = []
+
+    def build(out):
+        calls.append(out)
+        (out / "converted.json").write_text('{"ok": true}')
+
+    first = hub.cached_derivation("tf2jax:v1:abc", build, cache_dir=cache)
+    second = hub.cached_derivation("tf2jax:v1:abc", build, cache_dir=cache)
+    assert first == second and len(calls) == 1
+    assert (first / "converted.json").read_text() == '{"ok": true}'
+    assert calls[0] != first  # built elsewhere, then renamed into place
+
+
+def test_failing_derivation_leaves_nothing_behind(cache):
+    def build(out):
+        (out / "half.bin").write_bytes(b"partial")
+        raise RuntimeError("conversion failed")
+
+    with pytest.raises(RuntimeError, match="conversion failed"):
+        hub.cached_derivation("broken", build, cache_dir=cache)
+    assert entries(cache) == [] and staging(cache) == []
+    path = hub.cached_derivation("broken", lambda out: (out / "ok").write_text("1"),
+                                 cache_dir=cache)
+    assert (path / "ok").read_text() == "1"
+
+
+def test_derivation_rebuilds_when_its_files_vanish(cache):
+    calls = []
+
+    def build(out):
+        calls.append(1)
+        (out / "a.bin").write_bytes(b"abc")
+
+    path = hub.cached_derivation("k", build, cache_dir=cache)
+    (path / "a.bin").unlink()
+    assert (hub.cached_derivation("k", build, cache_dir=cache) / "a.bin").read_bytes() == b"abc"
+    assert len(calls) == 2
+
+
+def test_prune_removes_orphans_and_broken_entries_only(published, cache):
+    url = published[0]
+    good = hub.resolve(url, cache_dir=cache)
+    broken = hub.cached_derivation("broken", lambda out: (out / "f").write_text("1"),
+                                   cache_dir=cache)
+    (broken / "f").unlink()
+    orphan = cache / "tmp" / "somekey~1234-deadbeef"
+    (orphan / "module").mkdir(parents=True)
+    removed = Cache(cache).prune()
+    assert orphan in removed and broken.parent in removed
+    assert not orphan.exists() and not broken.parent.exists()
+    assert good.exists() and entries(cache) == [good.parent.name]
+    assert list((cache / "locks").iterdir()) == []
+
+
+def test_verify_finds_changed_bytes_of_the_same_size(published, cache):
+    path = hub.resolve(published[0], cache_dir=cache)
+    store = Cache(cache)
+    key = path.parent.name
+    assert store.verify(key) == []
+    vocab = path / "assets" / "vocab.txt"
+    vocab.write_text(vocab.read_text().upper())
+    assert store.verify(key) == ["assets/vocab.txt: sha256 differs"]
+
+
+def test_remove_deletes_one_entry(server, published, cache):
+    path = hub.resolve(published[0], cache_dir=cache)
+    store = Cache(cache)
+    assert store.remove(path.parent.name) and not path.exists()
+    assert not store.remove(path.parent.name)
+
+
+def test_entries_are_listed_with_their_handles(published, cache):
+    url = published[0]
+    hub.resolve(url, cache_dir=cache)
+    hub.cached_derivation("derived-key", lambda out: (out / "f").write_text("1"), cache_dir=cache)
+    listed = {(item.manifest.kind, item.manifest.source) for item in Cache(cache).listing()}
+    assert listed == {("handle", url), ("derived", "derived-key")}
