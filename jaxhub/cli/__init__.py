@@ -14,6 +14,8 @@ import sys
 # ``jaxhub --help`` fast and keeps TensorFlow out of commands that do not need it.
 _COMMANDS = (
         "inspect",
+        "cache",
+        "pack",
 )
 
 
