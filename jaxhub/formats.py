@@ -1,25 +1,40 @@
 """The table of module formats ``jaxhub.load`` reads, asked in order.
 
-Detection only looks at file names, so it is cheap and never imports TensorFlow; the
-reader is imported when its format is found.
+Detection only looks at file names, so it is cheap and never imports TensorFlow. A
+foreign format (TF2 SavedModel, TF1 Hub module) is converted once into a jaxhub module
+kept in the cache, keyed by the source's content and this jaxhub's version, and that
+module is what gets loaded: a converted module runs the same code as a native one.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import importlib
 import pathlib
 from typing import Any, Callable
 
-from jaxhub.format.manifest import MANIFEST_FILE
+from jaxhub.format import reader
+from jaxhub.format.manifest import MANIFEST_FILE, ModuleFormatError
+from jaxhub.version import __version__
 
 
 @dataclasses.dataclass(frozen=True)
 class Format:
+    """A kind of module directory.
+
+    Attributes:
+      name: what users call it.
+      detect: ``detect(path)`` is True for directories of this format (no I/O but stats).
+      converter: ``"package.module:function"``, imported on use, with
+        ``function(src_dir, dst_dir)`` writing a jaxhub module; None for jaxhub modules.
+      extra: the pip extra the converter needs.
+    """
+
     name: str
     detect: Callable[[pathlib.Path], bool]
-    reader: str  # "package.module:function", imported on use
-    extra: str | None = None  # the pip extra its reader needs
+    converter: str | None = None
+    extra: str | None = None
 
 
 def _has(*names: str) -> Callable[[pathlib.Path], bool]:
@@ -27,36 +42,72 @@ def _has(*names: str) -> Callable[[pathlib.Path], bool]:
 
 
 FORMATS = (
-    Format("jaxhub module", _has(MANIFEST_FILE), "jaxhub.format.reader:read"),
+    Format("jaxhub module", _has(MANIFEST_FILE)),
     # Checked before TF2: a TF1 Hub module also holds a saved_model.pb.
     Format("TF1 Hub module", _has("tfhub_module.pb"),
-           "converters.from_tf.tf1_hub:load_tf1_hub_module", extra="tf"),
+           "converters.from_tf.tf1_hub:convert_tf1_hub_module", extra="tf"),
     Format("TF2 SavedModel", _has("saved_model.pb", "saved_model.pbtxt"),
-           "converters.from_tf.savedmodel:load_saved_model", extra="tf"),
+           "converters.from_tf.savedmodel:convert_saved_model", extra="tf"),
 )
 
 
-def read(path: pathlib.Path, **kwargs: Any):
-    """Reads the module in directory ``path`` with the first format that detects it.
+def detect(path: pathlib.Path) -> Format:
+    """The format of the module directory ``path``.
 
     Raises:
       ModuleFormatError: no format recognises the directory.
-      ImportError: the format's reader needs an extra that is not installed.
     """
-    from jaxhub.format.manifest import ModuleFormatError
     for fmt in FORMATS:
         if fmt.detect(path):
-            return _reader(fmt)(path, **kwargs)
+            return fmt
     names = ", ".join(f.name for f in FORMATS)
     raise ModuleFormatError(f"{path} holds no module jaxhub can read (tried: {names})")
 
 
-def _reader(fmt: Format) -> Callable[..., Any]:
-    module_name, function = fmt.reader.split(":")
+def read(path: pathlib.Path, *, cache_dir: Any = None, **kwargs: Any):
+    """Reads the module in directory ``path``, converting a foreign format first.
+
+    Args:
+      path: the module directory.
+      cache_dir: where converted modules are kept (default: the jaxhub cache).
+      **kwargs: passed to :func:`jaxhub.format.reader.read` (``sharding``).
+
+    Raises:
+      ModuleFormatError: no format recognises the directory.
+      ImportError: converting needs an extra that is not installed.
+    """
+    fmt = detect(path)
+    if fmt.converter is not None:
+        path = converted(fmt, path, cache_dir=cache_dir)
+    return reader.read(path, **kwargs)
+
+
+def converted(fmt: Format, path: pathlib.Path, *, cache_dir: Any = None) -> pathlib.Path:
+    """The cached jaxhub module converted from ``path``, converting it on first use."""
+    from jaxhub import hub
+    convert = _converter(fmt)
+    key = f"converted:{fmt.name}:jaxhub-{__version__}:{fingerprint(path)}"
+    return hub.cached_derivation(key, lambda out: convert(path, out), cache_dir=cache_dir)
+
+
+def fingerprint(path: pathlib.Path) -> str:
+    """sha256 over the relative names and contents of every file below ``path``."""
+    digest = hashlib.sha256()
+    for file in sorted(p for p in path.rglob("*") if p.is_file()):
+        digest.update(file.relative_to(path).as_posix().encode() + b"\0")
+        with open(file, "rb") as f:
+            for chunk in iter(lambda: f.read(1 << 20), b""):
+                digest.update(chunk)
+        digest.update(b"\0")
+    return digest.hexdigest()
+
+
+def _converter(fmt: Format) -> Callable[[pathlib.Path, pathlib.Path], Any]:
+    module_name, function = fmt.converter.split(":")
     try:
         module = importlib.import_module(module_name)
     except ImportError as e:
-        if fmt.extra is None or e.name not in ("tensorflow", "tensorflow_hub", "tf_keras"):
+        if e.name not in ("tensorflow", "tensorflow_hub", "tf_keras"):
             raise
         raise ImportError(f"reading a {fmt.name} needs TensorFlow: "
                           f"pip install 'jaxhub[{fmt.extra}]'") from e
