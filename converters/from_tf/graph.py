@@ -89,15 +89,25 @@ class Node:
     def attr(self, key: str, default: Any = _MISSING) -> Any:
         """The attribute ``key``, decoded; ``default`` (or KeyError) when absent."""
         if key not in self._decoded:
-            if key not in self.attrs:
+            # SavedModels strip attributes left at their default: the OpDef has those.
+            value = self.attrs[key] if key in self.attrs else _default_attr(self.op, key)
+            if value is None:
                 if default is _MISSING:
                     raise KeyError(f"node {self.name!r} ({self.op}) has no attribute {key!r}")
                 return default
-            self._decoded[key] = decode_attr(self.attrs[key])
+            self._decoded[key] = decode_attr(value)
         return self._decoded[key]
 
     def has_attr(self, key: str) -> bool:
-        return key in self.attrs
+        return key in self.attrs or _default_attr(self.op, key) is not None
+
+
+def _default_attr(op: str, key: str) -> attr_value_pb2.AttrValue | None:
+    op_def = op_def_registry.get(op)
+    for attr in op_def.attr if op_def is not None else ():
+        if attr.name == key and attr.HasField("default_value"):
+            return attr.default_value
+    return None
 
 
 @dataclasses.dataclass(eq=False)
@@ -129,7 +139,7 @@ class Function:
         return ref
 
 
-def _parse_ref(ref: str) -> tuple[str, int] | None:
+def parse_ref(ref: str) -> tuple[str, int] | None:
     """``"node:3"`` -> ``("node", 3)``; ``"node"`` -> ``("node", 0)``; control -> None."""
     if ref.startswith("^"):
         return None
@@ -148,19 +158,19 @@ def function_from_graph_def(graph_def: graph_pb2.GraphDef, inputs: Iterable[str]
     """
     nodes = {}
     for proto in graph_def.node:
-        refs = [_parse_ref(r) for r in proto.input]
+        refs = [parse_ref(r) for r in proto.input]
         nodes[proto.name] = Node(proto.name, proto.op, [r for r in refs if r is not None],
                                  [r[1:] for r in proto.input if r.startswith("^")],
                                  proto.attr)
     args, arg_dtypes = [], []
     for tensor in inputs:
-        name, index = _parse_ref(tensor)
+        name, index = parse_ref(tensor)
         if index != 0:
             raise ValueError(f"graph input {tensor!r} is not a node's first output")
         args.append(name)
         arg_dtypes.append(nodes[name].attr("dtype", None))
         del nodes[name]
-    outs = [_parse_ref(t) for t in outputs]
+    outs = [parse_ref(t) for t in outputs]
     return Function("", args, arg_dtypes, nodes, outs, [t for t in outputs], [])
 
 

@@ -1,0 +1,300 @@
+"""TF2 SavedModels (``tf.saved_model.save``, Keras ``model.export``) as jaxhub modules.
+
+What becomes what:
+
+* Every serving signature (``signature_def``) becomes a jaxhub signature of the same name,
+  with the same input and output names; unknown sizes stay symbolic (the leading one is
+  the shared ``batch``).
+* A reusable SavedModel's ``__call__(inputs, training)`` becomes the ``"default"``
+  signature: its ``training=False`` function is the inference variant, its
+  ``training=True`` function the ``{"train"}`` variant, which takes an RNG key and returns
+  the variables it assigned (batch-norm statistics) as state.
+* Variables become params, named after the TF variable (``dense/kernel:0`` ->
+  ``{"dense": {"kernel": ...}}``) with their trainable flags; the attachment
+  ``"tf_variable_names"`` maps each param path back to its TF name.
+
+Examples:
+  >>> module = load_saved_model("/tmp/my_saved_model")
+  >>> module(x, signature="serving_default")
+  >>> convert_saved_model("/tmp/my_saved_model", "/tmp/my_jaxhub_module")
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import pathlib
+import re
+from typing import Any, Callable, Mapping, Sequence
+
+import numpy as np
+import tensorflow as tf
+from tensorflow.core.protobuf import saved_model_pb2, trackable_object_graph_pb2
+from tensorflow.python.saved_model import nested_structure_coder
+
+import jaxhub
+from jaxhub import tree as tree_lib
+from converters.from_tf import graph as graph_lib
+from converters.from_tf.interpreter import Interpreter
+from converters.from_tf.values import Resource
+
+_INIT_OP_KEY = "__saved_model_init_op"
+_CKPT_GRAPH_KEY = "_CHECKPOINTABLE_OBJECT_GRAPH"
+_UNCLEAN = re.compile(r"[^A-Za-z0-9_.\-]")
+
+
+def is_saved_model(path: str | os.PathLike) -> bool:
+    """True when directory ``path`` holds a TF2 SavedModel (by file names only)."""
+    path = pathlib.Path(path)
+    return (path / "saved_model.pb").is_file() or (path / "saved_model.pbtxt").is_file()
+
+
+def load_saved_model(path: str | os.PathLike, **unused: Any) -> jaxhub.Module:
+    """Converts the SavedModel in directory ``path`` to a jaxhub module (in memory).
+
+    Args:
+      path: the SavedModel directory.
+
+    Returns:
+      A module with one signature per serving signature, plus ``"default"`` (with a
+      ``{"train"}`` variant) for a SavedModel with ``__call__``.
+
+    Raises:
+      UnsupportedOpsError: some ops have no JAX implementation (all are listed).
+      ValueError: the SavedModel has neither signatures nor ``__call__``.
+    """
+    saved = _SavedModel(pathlib.Path(path))
+    signatures, variants = {}, {}
+    for name in saved.signature_names():
+        signatures[name] = saved.signature(name)
+    call = saved.call_functions()
+    if call is not None:
+        inference, train = call
+        signatures["default"] = inference
+        if train is not None:
+            variants["train"] = train
+    if not signatures:
+        raise ValueError(f"{path}: the SavedModel has no signatures and no __call__")
+    return jaxhub.create_module(
+        saved.params, signatures=signatures, variants=variants or None,
+        trainable=saved.trainable,
+        attachments={"tf_variable_names": saved.tf_names},
+        origin={"format": "TF2 SavedModel", "source": str(path)})
+
+
+def convert_saved_model(src: str | os.PathLike, dst: str | os.PathLike) -> jaxhub.Module:
+    """Converts the SavedModel in ``src`` and writes it as a jaxhub module to ``dst``.
+
+    Returns:
+      The converted module (also readable later with ``jaxhub.load(dst)``, without
+      TensorFlow).
+
+    Examples:
+      >>> convert_saved_model("/tmp/keras_export", "/tmp/jaxhub_module")
+    """
+    module = load_saved_model(src)
+    module.export(dst)
+    return module
+
+
+@dataclasses.dataclass
+class _Variable:
+    key: str  # the state key its handles name
+    path: tuple[str, ...]
+    tf_name: str
+    value: np.ndarray
+    trainable: bool
+
+
+class _SavedModel:
+    """One parsed SavedModel: its graph, object graph, variables and functions."""
+
+    def __init__(self, path: pathlib.Path):
+        proto = saved_model_pb2.SavedModel()
+        proto.ParseFromString((path / "saved_model.pb").read_bytes())
+        meta = proto.meta_graphs[0]
+        self._meta = meta
+        self._objects = meta.object_graph_def
+        self._interp = Interpreter(meta.graph_def.library)
+        self._top = {n.name: n for n in meta.graph_def.node}
+        self._variables = _read_variables(path, self._objects)
+        self.params = tree_lib.unflatten((v.path, v.value) for v in self._variables.values())
+        self.trainable = tree_lib.unflatten((v.path, v.trainable)
+                                            for v in self._variables.values())
+        self.tf_names = {"/".join(v.path): v.tf_name for v in self._variables.values()}
+
+    # -- signatures ----------------------------------------------------------------------
+
+    def signature_names(self) -> list[str]:
+        return sorted(k for k in self._meta.signature_def if k != _INIT_OP_KEY)
+
+    def signature(self, name: str) -> tuple[Callable, dict[str, jaxhub.TensorSpec]]:
+        """``(fn(params, inputs) -> outputs, input specs)`` for one signature_def."""
+        sig = self._meta.signature_def[name]
+        outputs = {key: graph_lib.parse_ref(t.name) for key, t in sig.outputs.items()}
+        callers = {node for node, _ in outputs.values()}
+        if len(callers) != 1:
+            raise NotImplementedError(f"signature {name!r}: outputs of several call nodes")
+        caller = self._top[callers.pop()]
+        function_name = caller.attr["f"].func.name
+        arg_nodes = [ref.split(":")[0] for ref in caller.input if not ref.startswith("^")]
+        placeholders = {graph_lib.parse_ref(t.name)[0]: key for key, t in sig.inputs.items()}
+        bound = self._bound_inputs(function_name)
+        n_user = len(arg_nodes) - len(bound)
+        arg_keys = [placeholders[node] for node in arg_nodes[:n_user]]
+        out_index = {key: index for key, (_, index) in outputs.items()}
+        specs = {key: _spec(t.tensor_shape, t.dtype) for key, t in sig.inputs.items()}
+        run = self._runner(function_name)
+
+        def fn(params, inputs):
+            outs, _ = run(params, [inputs[k] for k in arg_keys], None)
+            return {key: outs[i] for key, i in out_index.items()}
+
+        return fn, specs
+
+    # -- __call__ ------------------------------------------------------------------------
+
+    def call_functions(self):
+        """``((fn, specs), train_fn or None)`` for the root's ``__call__``, or None."""
+        root = self._objects.nodes[0]
+        child = next((c.node_id for c in root.children if c.local_name == "__call__"), None)
+        if child is None or self._objects.nodes[child].WhichOneof("kind") != "function":
+            return None
+        by_training: dict[bool, tuple] = {}
+        for name in self._objects.nodes[child].function.concrete_functions:
+            concrete = self._objects.concrete_functions[name]
+            args = nested_structure_coder.decode_proto(concrete.canonicalized_input_signature)
+            flags = [x for x in tf.nest.flatten(args) if isinstance(x, bool)]
+            training = any(flags)
+            specs = [x for x in tf.nest.flatten(args) if isinstance(x, tf.TensorSpec)]
+            if len(specs) != 1:
+                continue  # one tensor in: the convention of reusable SavedModels
+            best = by_training.get(training)
+            if best is None or _unknown_dims(specs[0]) > _unknown_dims(best[1]):
+                out = nested_structure_coder.decode_proto(concrete.output_signature)
+                by_training[training] = (name, specs[0], out)
+        if False not in by_training:
+            return None
+        name, spec, out = by_training[False]
+        in_spec = jaxhub.TensorSpec(spec.shape.as_list(), spec.dtype.as_numpy_dtype)
+        run = self._runner(name)
+        names = _output_names(out)
+
+        def fn(params, x):
+            outs, _ = run(params, [x], None)
+            return _outputs(names, outs)
+
+        train_fn = None
+        if True in by_training:
+            train_run = self._runner(by_training[True][0])
+            train_names = _output_names(by_training[True][2])
+
+            def train_fn(params, x, rng):
+                outs, updates = train_run(params, [x], rng)
+                return _outputs(train_names, outs), updates
+
+        return (fn, in_spec), train_fn
+
+    # -- running concrete functions --------------------------------------------------------
+
+    def _bound_inputs(self, function_name: str) -> list[Any]:
+        """The values a concrete function captures: variable handles, constants."""
+        concrete = self._objects.concrete_functions[function_name]
+        values = []
+        for node_id in concrete.bound_inputs:
+            obj = self._objects.nodes[node_id]
+            kind = obj.WhichOneof("kind")
+            if node_id in self._variables:
+                values.append(Resource(self._variables[node_id].key))
+            elif kind == "constant":
+                values.append(graph_lib.decode_attr(
+                    self._top[obj.constant.operation].attr["value"]))
+            else:
+                raise NotImplementedError(
+                    f"function {function_name} captures a {kind} object (node {node_id})")
+        return values
+
+    def _runner(self, function_name: str):
+        """``run(params, args, rng) -> (outputs, updates as a params subtree)``."""
+        fn = self._interp.function(function_name)
+        evaluate = self._interp.as_function(fn)
+        bound = self._bound_inputs(function_name)
+        by_key = {v.key: v for v in self._variables.values()}
+
+        def run(params: Mapping[str, Any], args: Sequence[Any], rng: Any):
+            flat = dict(tree_lib.flatten(params))
+            state = {v.key: flat[v.path] for v in self._variables.values()}
+            outs, updates = evaluate(state, list(args) + bound, rng)
+            return outs, tree_lib.unflatten((by_key[k].path, v) for k, v in updates.items())
+
+        return run
+
+
+def _read_variables(path: pathlib.Path, objects) -> dict[int, _Variable]:
+    """Every numeric variable of the object graph, with its checkpointed value."""
+    reader = tf.train.load_checkpoint(str(path / "variables" / "variables"))
+    ckpt_graph = trackable_object_graph_pb2.TrackableObjectGraph()
+    ckpt_graph.ParseFromString(reader.get_tensor(_CKPT_GRAPH_KEY))
+    names = _ParamNames()
+    variables = {}
+    for node_id, obj in enumerate(objects.nodes):
+        if obj.WhichOneof("kind") != "variable":
+            continue
+        keys = [a.checkpoint_key for a in ckpt_graph.nodes[node_id].attributes
+                if a.name == "VARIABLE_VALUE"]
+        if not keys:
+            continue
+        value = reader.get_tensor(keys[0])
+        if value.dtype == object:  # string variables cannot be params
+            continue
+        tf_name = obj.variable.name or f"variable_{node_id}"
+        variables[node_id] = _Variable(f"var{node_id}", names.make(tf_name), tf_name,
+                                       np.asarray(value), bool(obj.variable.trainable))
+    return variables
+
+
+class _ParamNames:
+    """Clean, unique param paths from TF variable names."""
+
+    def __init__(self):
+        self._leaves: set[tuple[str, ...]] = set()
+        self._prefixes: set[tuple[str, ...]] = set()
+
+    def make(self, tf_name: str) -> tuple[str, ...]:
+        name = tf_name[:-2] if re.search(r":\d+$", tf_name) else tf_name
+        parts = tuple(_UNCLEAN.sub("_", p) or "_" for p in name.split("/")) or ("_",)
+        path, n = parts, 0
+        while path in self._leaves or path in self._prefixes or any(
+                path[:i] in self._leaves for i in range(1, len(path))):
+            n += 1
+            path = parts[:-1] + (f"{parts[-1]}_{n}",)
+        self._leaves.add(path)
+        self._prefixes.update(path[:i] for i in range(1, len(path)))
+        return path
+
+
+def _spec(shape_proto, dtype_enum: int) -> jaxhub.TensorSpec:
+    shape = graph_lib.decode_shape(shape_proto)
+    if shape is None:
+        raise NotImplementedError("an input of unknown rank cannot be exported")
+    return jaxhub.TensorSpec(list(shape), graph_lib.decode_dtype(dtype_enum))
+
+
+def _unknown_dims(spec: tf.TensorSpec) -> int:
+    return sum(d is None for d in spec.shape.as_list())
+
+
+def _output_names(structure: Any) -> list[str] | None:
+    """Output names for a function's flat outputs: dict keys, or None for one tensor."""
+    if isinstance(structure, Mapping):
+        return [str(k) for k in sorted(structure)]
+    flat = tf.nest.flatten(structure)
+    if len(flat) == 1:
+        return None
+    return [f"output_{i}" for i in range(len(flat))]
+
+
+def _outputs(names: list[str] | None, outs: Sequence[Any]):
+    if names is None:
+        return outs[0]
+    return dict(zip(names, outs))
