@@ -109,10 +109,13 @@ class _Backward:
 
         def float_vjp(*primals_and_cts):
             primals, cts = primals_and_cts[:n_primals], primals_and_cts[n_primals:]
-            out_shapes = jax.eval_shape(exported.call, *primals)
-            all_cts = [np.zeros(a.shape, jax.dtypes.float0) for a in out_shapes]
+            all_cts: list[Any] = [None] * len(exported.out_avals)
             for i, ct in zip(self._float_outs, cts):
                 all_cts[i] = ct
+            if len(cts) < len(all_cts):
+                out_shapes = jax.eval_shape(exported.call, *primals)
+                all_cts = [np.zeros(a.shape, jax.dtypes.float0) if ct is None else ct
+                           for ct, a in zip(all_cts, out_shapes)]
             in_cts = vjp.call(*primals, *all_cts)
             return tuple(in_cts[i] for i in self._float_ins)
 

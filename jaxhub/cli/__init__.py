@@ -13,9 +13,10 @@ import sys
 # Command modules, in the order ``jaxhub --help`` lists them. Importing lazily keeps
 # ``jaxhub --help`` fast and keeps TensorFlow out of commands that do not need it.
 _COMMANDS = (
-        "inspect",
-        "cache",
-        "pack",
+    "inspect",
+    "upgrade",
+    "cache",
+    "pack",
 )
 
 

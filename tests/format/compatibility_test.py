@@ -34,3 +34,20 @@ def test_fixture_loads_and_matches_the_functions_that_made_it(path, x):
     grads = jax.grad(lambda p: jnp.sum(module.apply(p, x) ** 2))(params)
     ref = jax.grad(lambda p: jnp.sum(mlp(p, x) ** 2))(params)
     np.testing.assert_allclose(grads["dense1"]["kernel"], ref["dense1"]["kernel"], atol=1e-4)
+
+
+@pytest.mark.parametrize("path", FIXTURE_DIRS, ids=lambda p: p.name)
+def test_upgrade_relowers_functions_and_keeps_results(path, x, tmp_path):
+    from jaxhub.cli import main
+    assert main(["upgrade", str(path), str(tmp_path / "upgraded")]) == 0
+    old, new = jaxhub.load(path), jaxhub.load(tmp_path / "upgraded")
+    assert new.manifest.origin["upgraded_from"] == dict(old.manifest.written_by)
+    assert new.manifest.written_by["jax"] == jax.__version__
+    np.testing.assert_allclose(new(x), old(x), atol=1e-6)
+    key = jax.random.key(1)
+    np.testing.assert_allclose(new(x, tags="train", rng=key)[0], old(x, tags="train", rng=key)[0],
+                               atol=1e-6)
+    grad = lambda m: jax.grad(lambda p: jnp.sum(m.apply(p, x) ** 2))(m.params)
+    np.testing.assert_allclose(grad(new)["dense2"]["kernel"], grad(old)["dense2"]["kernel"],
+                               atol=1e-5)
+    np.testing.assert_allclose(new.regularization_loss(), old.regularization_loss(), rtol=1e-6)

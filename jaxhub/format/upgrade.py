@@ -1,0 +1,42 @@
+"""Upgrading a module: its functions lowered again by the running JAX.
+
+``jax.export`` guarantees that a serialized function loads for about six months of newer
+JAX releases. Calling a deserialized function inside a new export inlines its StableHLO
+into a module serialized by the running JAX, so re-exporting every function renews that
+window (and rewrites the manifest in the current format) without the publisher's code.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import pathlib
+
+from jaxhub import functions
+from jaxhub.format import reader
+from jaxhub.module import Module
+from jaxhub.specs import TensorSpec
+
+
+def upgrade(src: str | pathlib.Path, dst: str | pathlib.Path) -> Module:
+    """Writes the module at ``src`` to ``dst`` with every function lowered anew.
+
+    Args:
+      src: a jaxhub module directory (any format version this jaxhub reads).
+      dst: a new directory for the upgraded module.
+
+    Returns:
+      The upgraded module, loaded from ``dst``.
+    """
+    module = reader.read(pathlib.Path(src))
+    exported = {file: _relower(exp) for file, exp in module._exported.items()}
+    manifest = dataclasses.replace(module.manifest, origin={
+        **module.manifest.origin, "upgraded_from": dict(module.manifest.written_by)})
+    upgraded = Module(manifest, exported, module.params, module.assets)
+    return reader.read(upgraded.export(dst))
+
+
+def _relower(exported):
+    specs = [TensorSpec.from_aval(aval) for aval in exported.in_avals]
+    call = functions.make_callable(exported)
+    return functions.export(lambda *args: call(*args), specs,
+                            platforms=exported.platforms)
