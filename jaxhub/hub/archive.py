@@ -68,8 +68,9 @@ def extract(archive: pathlib.Path, dest: pathlib.Path, *,
                         f"{archive.name}: unpacks to more than {max_bytes} bytes (at "
                         f"{member.name!r}); raise JAXHUB_MAX_ARCHIVE_BYTES if it is genuine")
                 records.append(_write_member(tar, member, rel, target))
-    except FileExistsError as e:
-        raise UnsafeArchiveError(f"{archive.name}: member {e.filename} appears twice") from e
+    except (FileExistsError, NotADirectoryError) as e:
+        raise UnsafeArchiveError(
+            f"{archive.name}: member {e.filename} clashes with an earlier one") from e
     except (tarfile.TarError, EOFError, gzip.BadGzipFile, zlib.error) as e:
         raise ArchiveError(f"{archive.name} is not a readable tar archive: {e}") from e
     return tuple(sorted(records, key=lambda r: r.path))
@@ -125,7 +126,7 @@ def pack(src_dir: str | os.PathLike, out_path: str | os.PathLike) -> str:
             with gzip.GzipFile(filename="", mode="wb", fileobj=raw, mtime=0,
                                compresslevel=6) as gz:
                 with tarfile.open(fileobj=gz, mode="w", format=tarfile.PAX_FORMAT) as tar:
-                    for path in _packable(src, exclude=partial):
+                    for path in _packable(src, exclude={partial, out.absolute()}):
                         _add(tar, path, path.relative_to(src).as_posix())
         digest = file_sha256(partial)
         os.replace(partial, out)
@@ -147,12 +148,12 @@ def _write_member(tar: tarfile.TarFile, member: tarfile.TarInfo, rel: str,
     return FileRecord(rel, member.size, digest.hexdigest())
 
 
-def _packable(src: pathlib.Path, exclude: pathlib.Path) -> Iterator[pathlib.Path]:
+def _packable(src: pathlib.Path, exclude: set[pathlib.Path]) -> Iterator[pathlib.Path]:
     for dirpath, dirnames, filenames in os.walk(src):
         dirnames.sort()  # os.walk descends in this order
         for name in dirnames + sorted(filenames):
             path = pathlib.Path(dirpath, name)
-            if path == exclude:
+            if path.absolute() in exclude:  # the archive itself, when written inside src
                 continue
             if path.is_symlink() or not (path.is_dir() or path.is_file()):
                 raise ValueError(f"{path}: only regular files and directories can be packed")

@@ -91,7 +91,7 @@ def default_cache_dir(env: Mapping[str, str] | None = None) -> pathlib.Path:
 
     The user directory is `$XDG_CACHE_HOME/jaxhub` (`~/.cache/jaxhub`), or
     `%LOCALAPPDATA%\\jaxhub` on Windows. It is never under /tmp, which systems purge
-    behind a cache's back.
+    behind a cache's back (tensorflow/hub#575, #646, #850, #896).
 
     Args:
         env: Environment to read; `os.environ` when None.

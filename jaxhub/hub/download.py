@@ -112,7 +112,7 @@ def _attempt(url: str, partial: _Partial, options: Options) -> str:
         headers["Range"] = f"bytes={partial.size}-"
     request = urllib.request.Request(url, headers=headers)
     # A fresh opener reads the proxy variables now; urlopen's global one froze them at
-    # its first use.
+    # its first use (proxy support: tensorflow/hub#53, #146).
     opener = urllib.request.build_opener(urllib.request.ProxyHandler())
     try:
         with opener.open(request, timeout=options.timeout) as response:

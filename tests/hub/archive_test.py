@@ -41,8 +41,10 @@ def _malicious(outside: str) -> dict[str, bytes]:
         "device": tar_bytes([fine, (device, None)]),
         "fifo": tar_bytes([fine, (fifo, None)]),
         "oversized_member": huge[:len(huge) // 2],
-        "duplicate_member": tar_bytes([fine, (file_info("a.txt"), b"1"), (file_info("a.txt"),
-                                                                           b"2")]),
+        "duplicate_member": tar_bytes([fine, (file_info("a.txt"), b"1"),
+                                       (file_info("a.txt"), b"2")]),
+        "file_then_directory": tar_bytes([fine, (file_info("a"), b"1"),
+                                          (file_info("a/b.txt"), b"2")]),
     }
 
 
@@ -110,3 +112,11 @@ def test_pack_refuses_a_file(tmp_path):
     (tmp_path / "f").write_text("x")
     with pytest.raises(ValueError, match="not a directory"):
         hub.pack(tmp_path / "f", tmp_path / "m.tar.gz")
+
+
+def test_pack_skips_its_own_output_inside_the_directory(tmp_path):
+    source = make_module_dir(tmp_path / "src")
+    first = hub.pack(source, source / "m.tar.gz")
+    assert hub.pack(source, source / "m.tar.gz") == first
+    with tarfile.open(source / "m.tar.gz") as tar:
+        assert "m.tar.gz" not in tar.getnames()
