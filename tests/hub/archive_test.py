@@ -32,7 +32,8 @@ def _malicious(outside: str) -> dict[str, bytes]:
     # Truncate: the header promises 1 TB that never follows.
     return {
         "traversal": tar_bytes([fine, (file_info("../../../../escaped.txt"), b"pwned")]),
-        "nested_traversal": tar_bytes([fine, (file_info("assets/../../../../../escaped.txt"), b"x")]),
+        "nested_traversal": tar_bytes([fine, (file_info("assets/../../../../../escaped.txt"),
+                                              b"x")]),
         "absolute": tar_bytes([fine, (file_info(f"{outside}/escaped.txt"), b"pwned")]),
         "symlink_outside": tar_bytes([fine, (link_info("link", outside, tarfile.SYMTYPE), None),
                                       (file_info("link/escaped.txt"), b"pwned")]),

@@ -11,7 +11,6 @@ from jaxhub import hub
 from jaxhub.hub.cache import Cache
 
 from .helpers import entries, staging, tree_digest
-from .server import Route
 
 
 def _path(url: str) -> str:
