@@ -35,7 +35,7 @@ _TFHUB_FORMAT = "tf-hub-format"
 
 
 class LocalPathResolver:
-    """local directories, and local .tar.gz/.tgz/.tar archives."""
+    """Local directories, and local .tar.gz/.tgz/.tar archives."""
 
     def is_supported(self, handle: str) -> bool:
         return True
@@ -59,7 +59,7 @@ class FileUrlResolver:
 
 
 class HttpArchiveResolver:
-    """http:// and https:// URLs of .tar.gz/.tgz/.tar archives or TF-Hub-style modules."""
+    """HTTP(S) URLs of .tar.gz/.tgz/.tar archives or of TF-Hub-style modules."""
 
     def is_supported(self, handle: str) -> bool:
         return urllib.parse.urlsplit(handle).scheme.lower() in ("http", "https")
