@@ -117,11 +117,31 @@ class _SavedModel:
         self._objects = meta.object_graph_def
         self._interp = Interpreter(meta.graph_def.library)
         self._top = {n.name: n for n in meta.graph_def.node}
-        self._variables = _read_variables(path, self._objects)
-        self.params = tree_lib.unflatten((v.path, v.value) for v in self._variables.values())
-        self.trainable = tree_lib.unflatten((v.path, v.trainable)
-                                            for v in self._variables.values())
-        self.tf_names = {"/".join(v.path): v.tf_name for v in self._variables.values()}
+        self._stored = _read_variables(path, self._objects)
+        # Only variables that a converted function captures become params (a Keras export
+        # also saves second copies of its variables that no function uses).
+        self._variables: dict[int, _Variable] = {}
+        self._names = _ParamNames()
+
+    @property
+    def params(self) -> dict[str, Any]:
+        return tree_lib.unflatten((v.path, v.value) for v in self._variables.values())
+
+    @property
+    def trainable(self) -> dict[str, Any]:
+        return tree_lib.unflatten((v.path, v.trainable) for v in self._variables.values())
+
+    @property
+    def tf_names(self) -> dict[str, str]:
+        """Param path (``a/b``) -> the TF variable's name."""
+        return {"/".join(v.path): v.tf_name for v in self._variables.values()}
+
+    def _variable(self, node_id: int) -> _Variable | None:
+        if node_id not in self._variables and node_id in self._stored:
+            tf_name, value, trainable = self._stored[node_id]
+            self._variables[node_id] = _Variable(f"var{node_id}", self._names.make(tf_name),
+                                                 tf_name, value, trainable)
+        return self._variables.get(node_id)
 
     # -- signatures ----------------------------------------------------------------------
 
@@ -204,7 +224,7 @@ class _SavedModel:
         for node_id in concrete.bound_inputs:
             obj = self._objects.nodes[node_id]
             kind = obj.WhichOneof("kind")
-            if node_id in self._variables:
+            if self._variable(node_id) is not None:
                 values.append(Resource(self._variables[node_id].key))
             elif kind == "constant":
                 values.append(graph_lib.decode_attr(
@@ -219,9 +239,9 @@ class _SavedModel:
         fn = self._interp.function(function_name)
         evaluate = self._interp.as_function(fn)
         bound = self._bound_inputs(function_name)
-        by_key = {v.key: v for v in self._variables.values()}
 
         def run(params: Mapping[str, Any], args: Sequence[Any], rng: Any):
+            by_key = {v.key: v for v in self._variables.values()}
             flat = dict(tree_lib.flatten(params))
             state = {v.key: flat[v.path] for v in self._variables.values()}
             outs, updates = evaluate(state, list(args) + bound, rng)
@@ -230,12 +250,11 @@ class _SavedModel:
         return run
 
 
-def _read_variables(path: pathlib.Path, objects) -> dict[int, _Variable]:
-    """Every numeric variable of the object graph, with its checkpointed value."""
+def _read_variables(path: pathlib.Path, objects) -> dict[int, tuple[str, np.ndarray, bool]]:
+    """Object graph node id -> (TF name, checkpointed value, trainable) of each variable."""
     reader = tf.train.load_checkpoint(str(path / "variables" / "variables"))
     ckpt_graph = trackable_object_graph_pb2.TrackableObjectGraph()
     ckpt_graph.ParseFromString(reader.get_tensor(_CKPT_GRAPH_KEY))
-    names = _ParamNames()
     variables = {}
     for node_id, obj in enumerate(objects.nodes):
         if obj.WhichOneof("kind") != "variable":
@@ -247,9 +266,8 @@ def _read_variables(path: pathlib.Path, objects) -> dict[int, _Variable]:
         value = reader.get_tensor(keys[0])
         if value.dtype == object:  # string variables cannot be params
             continue
-        tf_name = obj.variable.name or f"variable_{node_id}"
-        variables[node_id] = _Variable(f"var{node_id}", names.make(tf_name), tf_name,
-                                       np.asarray(value), bool(obj.variable.trainable))
+        variables[node_id] = (obj.variable.name or f"variable_{node_id}", np.asarray(value),
+                              bool(obj.variable.trainable))
     return variables
 
 

@@ -12,9 +12,11 @@ Conventions for every family (extend them in the same way):
 
 from __future__ import annotations
 
+import math
 import operator
 
 import jax
+import jax.scipy.special
 import jax.numpy as jnp
 import numpy as np
 
@@ -34,6 +36,8 @@ _UNARY = {
     "Sigmoid": (lambda x: 1 / (1 + np.exp(-x)), jax.nn.sigmoid),
     "Reciprocal": (np.reciprocal, jnp.reciprocal),
     "LogicalNot": (np.logical_not, jnp.logical_not),
+    "Erf": (np.vectorize(math.erf), jax.scipy.special.erf),
+    "Erfc": (np.vectorize(math.erfc), jax.scipy.special.erfc),
 }
 
 _BINARY = {

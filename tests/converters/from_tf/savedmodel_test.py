@@ -1,0 +1,151 @@
+"""TF2 SavedModels (Keras 3 ``export`` and ``tf.saved_model.save``) converted to jaxhub.
+
+Each model is compared with TensorFlow on outputs and on gradients with respect to its
+inputs and trainable params, eagerly and under jit, and once more after a round trip
+through the jaxhub format in a fresh process that never imports TensorFlow.
+"""
+
+from __future__ import annotations
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from converters.from_tf import savedmodel
+from tests.converters.from_tf import _helpers
+
+
+def _mlp():
+    return keras.Sequential([keras.Input((8,)), keras.layers.Dense(16, activation="relu"),
+                             keras.layers.Dropout(0.5), keras.layers.Dense(3)])
+
+
+def _cnn():
+    return keras.Sequential([
+        keras.Input((12, 12, 3)),
+        keras.layers.Conv2D(4, 3, activation="relu"),
+        keras.layers.BatchNormalization(),
+        keras.layers.MaxPooling2D(),
+        keras.layers.Conv2D(5, 3, strides=2, padding="same"),
+        keras.layers.Flatten(),
+        keras.layers.Dense(2)])
+
+
+def _lstm():
+    return keras.Sequential([keras.Input((5, 4)), keras.layers.LSTM(6),
+                             keras.layers.Dense(2)])
+
+
+def _encoder():
+    x = keras.Input((6, 8))
+    y = keras.layers.MultiHeadAttention(num_heads=2, key_dim=4)(x, x)
+    y = keras.layers.LayerNormalization()(x + y)
+    z = keras.layers.Dense(16, activation="gelu")(y)
+    z = keras.layers.Dense(8)(z)
+    return keras.Model(x, keras.layers.LayerNormalization()(y + z))
+
+
+MODELS = {"mlp": (_mlp, (8,)), "cnn": (_cnn, (12, 12, 3)), "lstm": (_lstm, (5, 4)),
+          "encoder": (_encoder, (6, 8))}
+CASES = [("mlp", "export"), ("mlp", "save"), ("cnn", "export"), ("cnn", "save"),
+         ("lstm", "save"), ("encoder", "export")]
+
+
+def _save(model, way: str, path) -> None:
+    if way == "export":
+        model.export(str(path), format="tf_saved_model", verbose=False)
+    else:
+        tf.saved_model.save(model, str(path))
+
+
+@pytest.fixture(scope="module", params=CASES, ids=["-".join(c) for c in CASES])
+def saved(request, tmp_path_factory):
+    """``(name, path, example input)`` of one Keras model saved one way."""
+    name, way = request.param
+    build, shape = MODELS[name]
+    keras.utils.set_random_seed(0)
+    model = build()
+    if name == "cnn":  # non-trivial batch-norm statistics
+        bn = model.layers[1]
+        bn.moving_mean.assign(np.linspace(-0.5, 0.5, 4).astype(np.float32))
+        bn.moving_variance.assign(np.linspace(0.5, 2.0, 4).astype(np.float32))
+    path = tmp_path_factory.mktemp(f"{name}_{way}") / "saved_model"
+    _save(model, way, path)
+    x = np.random.default_rng(1).standard_normal((3, *shape)).astype(np.float32)
+    return name, path, x, model
+
+
+def _tf_reference(saved, input_name: str):
+    """``(fn(inputs) -> outputs, trainable variables, loaded)`` for the TF side.
+
+    The loaded SavedModel is the reference, except for the LSTM: TF cannot differentiate
+    a loaded function whose While loop captures variables ("variable without handle
+    data"), so its gradients come from the Keras model that was saved.
+    """
+    name, path, _, model = saved
+    loaded = tf.saved_model.load(str(path))
+    fn = loaded.signatures["serving_default"]
+    if name == "lstm":
+        return (lambda inputs: {"output_0": model(inputs[input_name])},
+                [v.value for v in model.trainable_variables], loaded)
+    return lambda inputs: fn(**inputs), fn.trainable_variables, loaded
+
+
+def test_is_saved_model(saved, tmp_path):
+    assert savedmodel.is_saved_model(saved[1])
+    assert not savedmodel.is_saved_model(tmp_path)
+
+
+def test_signatures_match_tf(saved):
+    path = saved[1]
+    module = savedmodel.load_saved_model(path)
+    loaded = tf.saved_model.load(str(path))
+    assert set(module.signatures) == set(loaded.signatures)
+    for name, sig in module.signatures.items():
+        tf_sig = loaded.signatures[name]
+        assert sorted(sig.inputs) == sorted(tf_sig.structured_input_signature[1])
+        assert sorted(sig.outputs) == sorted(tf_sig.structured_outputs)
+        for spec in sig.inputs.values():
+            assert spec.shape[0] == "batch"
+
+
+def test_outputs_and_gradients_match_tf(saved):
+    _, path, x, _ = saved
+    module = savedmodel.load_saved_model(path)
+    (input_name,) = module.signatures["serving_default"].inputs
+    tf_fn, variables, loaded = _tf_reference(saved, input_name)
+    _helpers.assert_matches_tf(module, tf_fn, {input_name: x}, variables,
+                               signature="serving_default")
+    fn = loaded.signatures["serving_default"]
+    # Any batch size: the batch dimension stays symbolic.
+    x5 = np.concatenate([x, x[:2]])
+    np.testing.assert_allclose(
+        module(x5, signature="serving_default"),
+        fn(**{input_name: tf.constant(x5)})["output_0"].numpy(), rtol=1e-4, atol=1e-4)
+
+
+def test_trainable_flags_from_saved_model(saved):
+    name, path = saved[:2]
+    module = savedmodel.load_saved_model(path)
+    flags = {module.attachments["tf_variable_names"][p]: t for p, t in
+             _helpers._flatten(module.trainable_mask)}
+    loaded = tf.saved_model.load(str(path))
+    variables = loaded.signatures["serving_default"].variables
+    expected = {v.name.removesuffix(":0"): v.trainable for v in variables}
+    assert {k.removesuffix(":0"): v for k, v in flags.items() if
+            k.removesuffix(":0") in expected} == expected
+    if name == "cnn":
+        assert not all(flags.values())  # batch-norm statistics are frozen
+
+
+def test_round_trip_in_fresh_process_without_tensorflow(saved, tmp_path):
+    _, path, x, _ = saved
+    module = savedmodel.convert_saved_model(path, tmp_path / "converted")
+    (input_name,) = module.signatures["serving_default"].inputs
+    tf_fn, variables, loaded = _tf_reference(saved, input_name)  # loaded: keeps variables
+    inputs = {input_name: x}
+    ref = _helpers.tf_reference(tf_fn, inputs, variables)
+    result = _helpers.round_trip_in_fresh_process(tmp_path / "converted", inputs, ref,
+                                                  "serving_default", tmp_path)
+    _helpers.assert_round_trip_matches(result, module, ref)
