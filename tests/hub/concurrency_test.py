@@ -13,6 +13,7 @@ import time
 import pytest
 
 from jaxhub import hub
+from jaxhub.hub.cache import Cache, entry_key
 
 from .helpers import entries, make_module_dir, packed, staging, tree_digest
 from .server import Route
@@ -115,3 +116,24 @@ def test_download_killed_halfway_leaves_nothing_visible(server, tmp_path):
     assert staging(cache) == []
     assert hub.resolve(url, cache_dir=cache, offline=True, sha256=digest) == pathlib.Path(
         out.strip())
+
+
+def test_waiting_for_a_live_download_is_announced(published, cache, caplog):
+    url, _, module_dir = published
+    holding = threading.Event()
+    release = threading.Event()
+
+    def hold_lock():
+        with Cache(cache).lock(entry_key("handle", url)):
+            holding.set()
+            release.wait(timeout=30)
+
+    holder = threading.Thread(target=hold_lock)
+    holder.start()
+    holding.wait(timeout=30)
+    threading.Timer(2.5, release.set).start()
+    with caplog.at_level("WARNING", logger="jaxhub.hub.cache"):
+        path = hub.resolve(url, cache_dir=cache)
+    holder.join(timeout=30)
+    assert "Waiting for another process" in caplog.text
+    assert tree_digest(path) == tree_digest(module_dir)

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import os
 import pathlib
+import subprocess
+import sys
 
 import pytest
 
@@ -215,3 +218,20 @@ def test_register_resolver_checks_its_argument():
 
 def _path(url: str) -> str:
     return "/" + url.split("://", 1)[1].split("/", 1)[1]
+
+
+def test_bad_numeric_setting_names_the_variable(published, cache, monkeypatch):
+    monkeypatch.setenv("JAXHUB_DOWNLOAD_TIMEOUT", "soon")
+    with pytest.raises(ValueError, match="JAXHUB_DOWNLOAD_TIMEOUT='soon'"):
+        hub.resolve(published[0], cache_dir=cache)
+
+
+def test_resolving_never_imports_tensorflow(published, cache):
+    code = ("import sys; from jaxhub import hub; hub.resolve(sys.argv[1], cache_dir=sys.argv[2]);"
+            "print('tensorflow' in sys.modules)")
+    root = pathlib.Path(__file__).resolve().parents[2]
+    run = subprocess.run([sys.executable, "-c", code, published[0], str(cache)], cwd=root,
+                         env=dict(os.environ, PYTHONPATH=str(root)), capture_output=True,
+                         text=True, timeout=120)
+    assert run.returncode == 0, run.stderr
+    assert run.stdout.strip() == "False"
