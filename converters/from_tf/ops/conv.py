@@ -1,0 +1,230 @@
+"""Convolutions and pooling, lowered for speed on XLA:CPU.
+
+XLA:CPU runs generic convolutions far slower than TF's oneDNN kernels (see the measured
+facts in the design notes). So the common cases of mobile networks take other routes:
+
+* a 1×1 convolution in channels-last layout is a matrix product over the channel axis
+  (``dot_general``), after striding the input;
+* a small depthwise convolution in channels-last layout is a sum of shifted, strided
+  slices of the padded input, each multiplied by one tap of the kernel;
+* everything else (and channels-first layouts) is ``lax.conv_general_dilated``, grouped
+  convolutions with ``feature_group_count``.
+
+Transposed convolutions (``*BackpropInput``) are the VJP of the forward op with the same
+attributes, so they share its lowering and its TF padding semantics exactly.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from converters.from_tf.ops.registry import register
+from converters.from_tf.values import as_jax, shape_tuple
+
+#: Depthwise kernels with at most this many taps run as shifted multiply-adds.
+MAX_SHIFTED_TAPS = 25
+
+_DEFAULT_LAYOUT = {4: "NHWC", 5: "NDHWC"}
+
+
+def _layout(node, rank: int) -> str:
+    return node.attr("data_format", _DEFAULT_LAYOUT[rank])
+
+
+def _channels_last(layout: str) -> bool:
+    return not layout.startswith("NC")
+
+
+def _spatial(layout: str, values: Sequence[int]) -> tuple[int, ...]:
+    """The spatial entries of a per-axis attribute (strides, dilations, ksize)."""
+    values = tuple(int(v) for v in values)
+    return values[1:-1] if _channels_last(layout) else values[2:]
+
+
+def _spatial_shape(layout: str, shape: Sequence) -> tuple:
+    return tuple(shape[1:-1]) if _channels_last(layout) else tuple(shape[2:])
+
+
+def _conv_pads(node, layout: str, in_spatial: Sequence[int], window: Sequence[int],
+               strides: Sequence[int], dilations: Sequence[int]) -> list[tuple[int, int]]:
+    """Explicit (low, high) padding per spatial axis, as TF pads ``SAME``/``VALID``."""
+    padding = node.attr("padding")
+    if padding == "EXPLICIT":
+        pairs = np.asarray(node.attr("explicit_paddings")).reshape(-1, 2)
+        return [tuple(int(p) for p in pair) for pair in _spatial(layout, pairs)]
+    dilated = [(k - 1) * d + 1 for k, d in zip(window, dilations)]
+    return list(jax.lax.padtype_to_pads(in_spatial, dilated, strides, padding))
+
+
+def _conv_geometry(node, x, kernel):
+    """``(layout, strides, dilations, pads)`` of a convolution node on input ``x``."""
+    layout = _layout(node, x.ndim)
+    strides = _spatial(layout, node.attr("strides"))
+    dilations = _spatial(layout, node.attr("dilations", [1] * x.ndim))
+    window = kernel.shape[:-2]
+    pads = _conv_pads(node, layout, _spatial_shape(layout, x.shape), window, strides,
+                      dilations)
+    return layout, strides, dilations, pads
+
+
+def _strided(x, starts: Sequence[int], sizes: Sequence[int], strides: Sequence[int]):
+    """``x[:, start:start + (size-1)*stride + 1:stride, ..., :]`` over the spatial axes."""
+    index = (slice(None),) + tuple(slice(b, b + (n - 1) * s + 1, s)
+                                   for b, n, s in zip(starts, sizes, strides))
+    return x[index + (slice(None),)]
+
+
+def _out_sizes(padded: Sequence[int], window: Sequence[int], strides: Sequence[int],
+               dilations: Sequence[int]) -> list[int]:
+    return [(n - (k - 1) * d - 1) // s + 1
+            for n, k, s, d in zip(padded, window, strides, dilations)]
+
+
+def _pad_spatial(x, pads):
+    if not any(lo or hi for lo, hi in pads):
+        return x
+    return jnp.pad(x, [(0, 0)] + [tuple(p) for p in pads] + [(0, 0)])
+
+
+# -- convolutions ---------------------------------------------------------------------------
+
+
+def _conv(node, x, kernel):
+    x, kernel = as_jax(x), as_jax(kernel)
+    layout, strides, dilations, pads = _conv_geometry(node, x, kernel)
+    in_channels = x.shape[-1] if _channels_last(layout) else x.shape[1]
+    groups = in_channels // kernel.shape[-2]
+    pointwise = all(k == 1 for k in kernel.shape[:-2]) and not any(
+        lo or hi for lo, hi in pads)
+    if pointwise and groups == 1 and _channels_last(layout):
+        return _pointwise(x, kernel, strides)
+    spec = "HWIO" if kernel.ndim == 4 else "DHWIO"
+    return jax.lax.conv_general_dilated(
+        x, kernel, window_strides=strides, padding=pads, rhs_dilation=dilations,
+        dimension_numbers=(layout, spec, layout), feature_group_count=groups)
+
+
+def _pointwise(x, kernel, strides):
+    """A 1×1 convolution (channels last) as one matrix product over channels."""
+    if any(s != 1 for s in strides):
+        x = x[(slice(None),) + tuple(slice(None, None, s) for s in strides)]
+    matrix = kernel.reshape(kernel.shape[-2:])
+    return jax.lax.dot_general(x, matrix, (((x.ndim - 1,), (0,)), ((), ())))
+
+
+def _depthwise(node, x, kernel):
+    """``DepthwiseConv2dNative``: kernel ``[kh, kw, channels, multiplier]``."""
+    x, kernel = as_jax(x), as_jax(kernel)
+    layout, strides, dilations, pads = _conv_geometry(node, x, kernel)
+    kh, kw, channels, multiplier = kernel.shape
+    if _channels_last(layout) and kh * kw <= MAX_SHIFTED_TAPS:
+        return _shifted_depthwise(x, kernel, strides, dilations, pads)
+    return jax.lax.conv_general_dilated(
+        x, kernel.reshape(kh, kw, 1, channels * multiplier), window_strides=strides,
+        padding=pads, rhs_dilation=dilations, dimension_numbers=(layout, "HWIO", layout),
+        feature_group_count=channels)
+
+
+def _shifted_depthwise(x, kernel, strides, dilations, pads):
+    """A depthwise convolution (NHWC) as one multiply-add per kernel tap."""
+    kh, kw, channels, multiplier = kernel.shape
+    if multiplier > 1:
+        # Output channel c * multiplier + m reads input channel c, as in TF.
+        x = jnp.repeat(x, multiplier, axis=-1)
+    taps = kernel.reshape(kh, kw, channels * multiplier)
+    x = _pad_spatial(x, pads)
+    out_h, out_w = _out_sizes(x.shape[1:3], (kh, kw), strides, dilations)
+    out = None
+    for i in range(kh):
+        for j in range(kw):
+            patch = _strided(x, (i * dilations[0], j * dilations[1]), (out_h, out_w), strides)
+            term = patch * taps[i, j]
+            out = term if out is None else out + term
+    return out
+
+
+_FORWARD = {
+    "Conv2D": _conv,
+    "Conv3D": _conv,
+    "DepthwiseConv2dNative": _depthwise,
+}
+
+_BACKPROP_INPUT = {
+    "Conv2DBackpropInput": _conv,
+    "Conv3DBackpropInputV2": _conv,
+    "DepthwiseConv2dNativeBackpropInput": _depthwise,
+}
+
+
+@register(*_FORWARD)
+def _forward(node, x, kernel):
+    return _FORWARD[node.op](node, x, kernel)
+
+
+@register(*_BACKPROP_INPUT)
+def _backprop_input(node, input_sizes, kernel, out_backprop):
+    """A transposed convolution: the input gradient of the forward op with these attrs."""
+    forward = _BACKPROP_INPUT[node.op]
+    dy = as_jax(out_backprop)
+    zeros = jnp.zeros(shape_tuple(input_sizes), dy.dtype)
+    _, vjp = jax.vjp(lambda x: forward(node, x, kernel), zeros)
+    return vjp(dy)[0]
+
+
+# -- pooling --------------------------------------------------------------------------------
+
+
+def _pool_window(node, x, window=None, strides=None):
+    window = tuple(int(k) for k in (node.attr("ksize") if window is None else window))
+    strides = tuple(int(s) for s in (node.attr("strides") if strides is None else strides))
+    pads = list(jax.lax.padtype_to_pads(x.shape, window, strides, node.attr("padding")))
+    return window, strides, pads
+
+
+def _max_pool(node, x, window=None, strides=None):
+    x = as_jax(x)
+    window, strides, pads = _pool_window(node, x, window, strides)
+    if jnp.issubdtype(x.dtype, jnp.integer):
+        init = jnp.iinfo(x.dtype).min
+    else:
+        init = -jnp.inf
+    return jax.lax.reduce_window(x, jnp.asarray(init, x.dtype), jax.lax.max, window,
+                                 strides, pads)
+
+
+@register("MaxPool", "MaxPool3D")
+def _max_pool_op(node, x):
+    return _max_pool(node, x)
+
+
+@register("MaxPoolV2")
+def _max_pool_v2(node, x, ksize, strides):
+    return _max_pool(node, x, np.asarray(ksize), np.asarray(strides))
+
+
+@register("AvgPool", "AvgPool3D")
+def _avg_pool(node, x):
+    x = as_jax(x)
+    window, strides, pads = _pool_window(node, x)
+    total = jax.lax.reduce_window(x, jnp.asarray(0, x.dtype), jax.lax.add, window, strides,
+                                  pads)
+    # TF averages over the cells inside the input only; the counts depend on shapes alone.
+    return total / _window_counts(x.shape, window, strides, pads).astype(x.dtype)
+
+
+def _window_counts(shape, window, strides, pads) -> np.ndarray:
+    """How many input cells each pooling window covers, broadcastable to the output."""
+    counts = np.ones((), np.int64)
+    for axis, (n, k, s, (lo, hi)) in enumerate(zip(shape, window, strides, pads)):
+        if k == 1 and lo == 0 and hi == 0:
+            continue
+        out = (int(n) + lo + hi - k) // s + 1
+        starts = np.arange(out) * s - lo
+        along = np.minimum(starts + k, int(n)) - np.maximum(starts, 0)
+        counts = counts * along.reshape((-1,) + (1,) * (len(shape) - axis - 1))
+    return counts.reshape((1,) * (len(shape) - counts.ndim) + counts.shape)
+
