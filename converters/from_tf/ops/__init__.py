@@ -14,6 +14,15 @@ _FAMILIES = (
     "functions",
     "control_flow",
     "tensor_lists",
+    "elementwise",
+    "activation",
+    "reduction",
+    "conv",
+    "normalization",
+    "image",
+    "linalg",
+    "array_extra",
+    "random_stateless",
 )
 
 for _family in _FAMILIES:

@@ -1,0 +1,177 @@
+"""Elementwise math beyond the basics of ``ops/math.py``: ``tf.math`` as two tables.
+
+Each table entry maps a TF op to ``(numpy function or None, jax function)``. The numpy
+function runs when every input is static (shape arithmetic stays concrete, see
+``ops/math.py``); ``None`` means the op never computes shapes, so it always runs in JAX.
+
+Division-like ops follow TF exactly, not Python: ``Div``/``TruncateDiv`` truncate integer
+quotients toward zero, ``Mod``/``TruncateMod`` keep the dividend's sign, ``FloorMod`` the
+divisor's; the ``*NoNan`` ops give 0 where the divisor (or factor) is 0, with a gradient
+that stays finite there.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+import jax
+import jax.numpy as jnp
+import jax.scipy.special as jsp
+import numpy as np
+
+from converters.from_tf.ops.registry import register
+from converters.from_tf.values import as_jax, is_static
+
+_NpFn = Callable[..., Any] | None
+
+
+def _is_int(x) -> bool:
+    return jnp.issubdtype(jnp.result_type(x), jnp.integer)
+
+
+def _trunc_div_np(x, y):
+    if np.issubdtype(np.result_type(x, y), np.integer):
+        return np.asarray(np.trunc(np.true_divide(x, y))).astype(np.result_type(x, y))
+    return np.true_divide(x, y)
+
+
+def _trunc_div(x, y):
+    return jax.lax.div(x, y) if _is_int(x) else x / y
+
+
+def _truncate_div(x, y):
+    return jax.lax.div(x, y) if _is_int(x) else jnp.trunc(x / y)
+
+
+def _nonzero(y):
+    """``y`` with zeros replaced by ones: the divisor the ``*NoNan`` ops divide by."""
+    return jnp.where(y == 0, jnp.ones_like(y), y)
+
+
+def _div_no_nan(x, y):
+    return jnp.where(y == 0, jnp.zeros_like(x), x / _nonzero(y))
+
+
+def _mul_no_nan(x, y):
+    return jnp.where(y == 0, jnp.zeros_like(x), x * y)
+
+
+def _xlogy(x, y):
+    safe_y = jnp.where(x == 0, jnp.ones_like(y), y)
+    return jnp.where(x == 0, jnp.zeros_like(x), x * jnp.log(safe_y))
+
+
+def _xlog1py(x, y):
+    safe_y = jnp.where(x == 0, jnp.zeros_like(y), y)
+    return jnp.where(x == 0, jnp.zeros_like(x), x * jnp.log1p(safe_y))
+
+
+def _xdivy(x, y):
+    safe_y = jnp.where(x == 0, jnp.ones_like(y), y)
+    return jnp.where(x == 0, jnp.zeros_like(x), x / safe_y)
+
+
+def _round(x):
+    # TF rounds half to even, like jnp.round; integers are left alone.
+    return x if _is_int(x) else jnp.round(x)
+
+
+def _sign(x):
+    return jnp.sign(x)
+
+
+_UNARY: dict[str, tuple[_NpFn, Callable]] = {
+    "Acos": (None, jnp.arccos),
+    "Acosh": (None, jnp.arccosh),
+    "Asin": (None, jnp.arcsin),
+    "Asinh": (None, jnp.arcsinh),
+    "Atan": (None, jnp.arctan),
+    "Atanh": (None, jnp.arctanh),
+    "Cos": (None, jnp.cos),
+    "Cosh": (None, jnp.cosh),
+    "Sin": (None, jnp.sin),
+    "Sinh": (None, jnp.sinh),
+    "Tan": (None, jnp.tan),
+    "Expm1": (None, jnp.expm1),
+    "Log1p": (None, jnp.log1p),
+    "Erfinv": (None, jsp.erfinv),
+    "Ndtri": (None, jsp.ndtri),
+    "Lgamma": (None, jsp.gammaln),
+    "Digamma": (None, jsp.digamma),
+    "BesselI0e": (None, jsp.i0e),
+    "BesselI1e": (None, jsp.i1e),
+    "Inv": (np.reciprocal, jnp.reciprocal),
+    "Ceil": (np.ceil, jnp.ceil),
+    "Floor": (np.floor, jnp.floor),
+    "Round": (np.round, _round),
+    "Rint": (np.rint, jnp.round),
+    "Sign": (np.sign, _sign),
+    "IsFinite": (np.isfinite, jnp.isfinite),
+    "IsInf": (np.isinf, jnp.isinf),
+    "IsNan": (np.isnan, jnp.isnan),
+    "Invert": (np.invert, jnp.invert),
+    "PopulationCount": (None, lambda x: jax.lax.population_count(x).astype(jnp.uint8)),
+    "Conj": (np.conj, jnp.conj),
+    "Real": (np.real, jnp.real),
+    "Imag": (np.imag, jnp.imag),
+    "Angle": (np.angle, jnp.angle),
+    "ComplexAbs": (np.abs, jnp.abs),
+}
+
+_BINARY: dict[str, tuple[_NpFn, Callable]] = {
+    "Div": (_trunc_div_np, _trunc_div),
+    "TruncateDiv": (_trunc_div_np, _truncate_div),
+    "FloorMod": (np.mod, jnp.remainder),
+    "Mod": (np.fmod, jnp.fmod),
+    "TruncateMod": (np.fmod, jnp.fmod),
+    "DivNoNan": (None, _div_no_nan),
+    "MulNoNan": (None, _mul_no_nan),
+    "Xlogy": (None, _xlogy),
+    "Xlog1py": (None, _xlog1py),
+    "Xdivy": (None, _xdivy),
+    "Atan2": (None, jnp.arctan2),
+    "Igamma": (None, jsp.gammainc),
+    "Igammac": (None, jsp.gammaincc),
+    "Zeta": (None, jsp.zeta),
+    "Polygamma": (None, lambda n, x: jsp.polygamma(n.astype(jnp.int32), x).astype(x.dtype)),
+    "NextAfter": (np.nextafter, jnp.nextafter),
+    "BitwiseAnd": (np.bitwise_and, jnp.bitwise_and),
+    "BitwiseOr": (np.bitwise_or, jnp.bitwise_or),
+    "BitwiseXor": (np.bitwise_xor, jnp.bitwise_xor),
+    "LeftShift": (np.left_shift, jnp.left_shift),
+    "RightShift": (np.right_shift, jnp.right_shift),
+    "Complex": (None, jax.lax.complex),
+}
+
+
+def _elementwise(np_fn: _NpFn, jnp_fn: Callable) -> Callable:
+    """An op implementation: numpy on static inputs (when given), else JAX."""
+
+    def impl(node, *xs):
+        if np_fn is not None and is_static(*xs):
+            return np.asarray(np_fn(*(np.asarray(x) for x in xs)))
+        return jnp_fn(*(as_jax(x) for x in xs))
+
+    return impl
+
+
+for _name, (_np_fn, _jnp_fn) in {**_UNARY, **_BINARY}.items():
+    register(_name)(_elementwise(_np_fn, _jnp_fn))
+
+
+@register("Betainc")
+def _betainc(node, a, b, x):
+    return jsp.betainc(as_jax(a), as_jax(b), as_jax(x))
+
+
+@register("ClipByValue")
+def _clip_by_value(node, x, low, high):
+    if is_static(x, low, high):
+        return np.asarray(np.clip(x, low, high))
+    # TF's gradient passes through where low <= x <= high; min/max route it the same way.
+    return jnp.minimum(jnp.maximum(as_jax(x), low), high)
+
+
+@register("ApproximateEqual")
+def _approximate_equal(node, x, y):
+    return jnp.abs(as_jax(x) - as_jax(y)) < node.attr("tolerance")

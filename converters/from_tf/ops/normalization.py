@@ -1,0 +1,76 @@
+"""Batch normalization (``FusedBatchNorm*``) and local response normalization.
+
+Inference folds the statistics into one scale and one shift per channel, so the whole op
+is a single multiply-add over the activations. Training normalizes with the batch's biased
+variance and returns the unbiased one, blended into the running statistics by
+``exponential_avg_factor``, as TF's kernel does.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+
+from converters.from_tf.ops.registry import register
+from converters.from_tf.values import as_jax
+
+
+def _channel_shape(layout: str, ndim: int) -> tuple[int, ...]:
+    """How a per-channel vector broadcasts against the activations."""
+    if layout.startswith("NC"):
+        return (-1,) + (1,) * (ndim - 2)
+    return (-1,)
+
+
+@register("FusedBatchNorm", "FusedBatchNormV2", "FusedBatchNormV3")
+def _fused_batch_norm(node, x, scale, offset, mean, variance):
+    x = as_jax(x)
+    layout = node.attr("data_format", "NHWC")
+    epsilon = node.attr("epsilon", 1e-4)
+    # Half-precision activations are normalized in the statistics' precision (float32).
+    compute = jnp.result_type(scale)
+    xc = x.astype(compute)
+    if node.attr("is_training", True):
+        y, mean_out, var_out = _batch_statistics_norm(node, xc, scale, offset, mean,
+                                                     variance, layout, epsilon)
+    else:
+        y, mean_out, var_out = _inference_norm(xc, scale, offset, mean, variance, layout,
+                                               epsilon)
+    outputs = [y.astype(x.dtype), mean_out, var_out, mean_out, var_out]
+    return outputs + [jnp.zeros((0,), compute)] if node.op == "FusedBatchNormV3" else outputs
+
+
+def _inference_norm(x, scale, offset, mean, variance, layout, epsilon):
+    factor = scale * jax.lax.rsqrt(variance + epsilon)
+    shift = offset - mean * factor
+    shape = _channel_shape(layout, x.ndim)
+    return x * factor.reshape(shape) + shift.reshape(shape), mean, variance
+
+
+def _batch_statistics_norm(node, x, scale, offset, mean, variance, layout, epsilon):
+    channel_axis = 1 if layout.startswith("NC") else x.ndim - 1
+    axes = tuple(a for a in range(x.ndim) if a != channel_axis)
+    shape = _channel_shape(layout, x.ndim)
+    batch_mean = jnp.mean(x, axis=axes)
+    batch_var = jnp.mean(jnp.square(x - batch_mean.reshape(shape)), axis=axes)
+    factor = scale * jax.lax.rsqrt(batch_var + epsilon)
+    y = (x - batch_mean.reshape(shape)) * factor.reshape(shape) + offset.reshape(shape)
+    count = x.size // batch_mean.size
+    unbiased = batch_var * (count / max(count - 1, 1))
+    blend = node.attr("exponential_avg_factor", 1.0)
+    if blend != 1.0:
+        batch_mean = (1 - blend) * mean + blend * batch_mean
+        unbiased = (1 - blend) * variance + blend * unbiased
+    return y, batch_mean, unbiased
+
+
+@register("LRN")
+def _lrn(node, x):
+    """Local response normalization across the last (depth) axis."""
+    x = as_jax(x)
+    radius = node.attr("depth_radius", 5)
+    squares = jax.lax.reduce_window(
+        jnp.square(x), jnp.asarray(0, x.dtype), jax.lax.add, (1,) * (x.ndim - 1)
+        + (2 * radius + 1,), (1,) * x.ndim, [(0, 0)] * (x.ndim - 1) + [(radius, radius)])
+    denom = node.attr("bias", 1.0) + node.attr("alpha", 1.0) * squares
+    return x * denom ** -node.attr("beta", 0.5)

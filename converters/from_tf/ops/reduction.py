@@ -1,0 +1,85 @@
+"""Reductions beyond ``Sum``/``Mean``/... of ``ops/math.py``: arg-extrema, scans, segments.
+
+The axis of every op here is an input tensor, static in any graph that runs under ``jit``.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from converters.from_tf.ops.registry import register
+from converters.from_tf.values import as_jax, is_static
+
+
+def _axis(value) -> int:
+    return int(np.asarray(value).reshape(()))
+
+
+@register("ArgMax", "ArgMin")
+def _arg_extremum(node, x, dimension):
+    dtype = node.attr("output_type", np.dtype(np.int64))
+    axis = _axis(dimension)
+    if is_static(x):
+        fn = np.argmax if node.op == "ArgMax" else np.argmin
+        return np.asarray(fn(x, axis=axis)).astype(dtype)
+    fn = jnp.argmax if node.op == "ArgMax" else jnp.argmin
+    return fn(x, axis=axis).astype(dtype)
+
+
+def _scan(x, axis: int, exclusive: bool, reverse: bool, combine, identity):
+    """An inclusive/exclusive, forward/reverse scan along ``axis``."""
+    if reverse:
+        x = jnp.flip(x, axis)
+    out = combine(x, axis)
+    if exclusive:
+        pad = [(0, 0)] * x.ndim
+        pad[axis] = (1, 0)
+        out = jnp.pad(jax.lax.slice_in_dim(out, 0, x.shape[axis] - 1, axis=axis), pad,
+                      constant_values=identity)
+    return jnp.flip(out, axis) if reverse else out
+
+
+_SCANS = {
+    "Cumsum": (lambda x, a: jnp.cumsum(x, axis=a), 0),
+    "Cumprod": (lambda x, a: jnp.cumprod(x, axis=a), 1),
+    "CumulativeLogsumexp": (lambda x, a: jax.lax.cumlogsumexp(x, axis=a), -np.inf),
+}
+
+
+@register(*_SCANS)
+def _cumulative(node, x, axis):
+    combine, identity = _SCANS[node.op]
+    x = as_jax(x)
+    return _scan(x, _axis(axis) % x.ndim, node.attr("exclusive", False),
+                 node.attr("reverse", False), combine, identity)
+
+
+@register("EuclideanNorm")
+def _euclidean_norm(node, x, axis):
+    axes = tuple(int(a) for a in np.asarray(axis).reshape(-1))
+    return jnp.sqrt(jnp.sum(jnp.square(as_jax(x)), axis=axes,
+                            keepdims=node.attr("keep_dims", False)))
+
+
+_SEGMENT = {
+    "UnsortedSegmentSum": jax.ops.segment_sum,
+    "UnsortedSegmentProd": jax.ops.segment_prod,
+    "UnsortedSegmentMax": jax.ops.segment_max,
+    "UnsortedSegmentMin": jax.ops.segment_min,
+}
+
+
+@register(*_SEGMENT)
+def _unsorted_segment(node, data, segment_ids, num_segments):
+    data, ids = as_jax(data), as_jax(segment_ids)
+    # Segment ids may index several leading axes; fold them into one.
+    data = data.reshape((-1,) + data.shape[ids.ndim:])
+    out = _SEGMENT[node.op](data, ids.reshape(-1), int(np.asarray(num_segments)))
+    if node.op in ("UnsortedSegmentMax", "UnsortedSegmentMin") and not jnp.issubdtype(
+            out.dtype, jnp.integer):
+        # TF fills empty segments with the dtype's lowest/highest finite value, not -inf/inf.
+        info = jnp.finfo(out.dtype)
+        out = jnp.clip(out, info.min, info.max)
+    return out
