@@ -7,6 +7,7 @@ Each resolver is a few lines: it names a source and hands a fetch step to
 from __future__ import annotations
 
 import dataclasses
+import functools
 import pathlib
 import urllib.parse
 import urllib.request
@@ -17,7 +18,6 @@ from jaxhub.hub.cache import Built, Cache, Entry, Staging, entry_key
 from jaxhub.hub.errors import HandleError, IntegrityError, OfflineError
 from jaxhub.hub.manifest import file_sha256
 from jaxhub.hub.registry import Request
-
 
 
 @dataclasses.dataclass(frozen=True)
@@ -118,30 +118,38 @@ def cached_archive(source: str, fetch: Fetch, request: Request, *, network: bool
     """
     cache = Cache(request.settings.cache_dir)
     key = key or entry_key("handle", source)
-
-    def accept(entry: Entry) -> bool:
-        return request.sha256 is None or entry.manifest.archive_sha256 == request.sha256
-
-    def build(staging: Staging) -> Built:
-        fetched = fetch(staging.scratch("archive"))
-        if request.sha256 is not None and fetched.sha256 != request.sha256:
-            raise IntegrityError(f"{source}: archive sha256 is {fetched.sha256}, expected "
-                                 f"{request.sha256}; nothing was cached")
-        files = archive.extract(fetched.path, staging.module_dir,
-                                max_bytes=request.settings.max_archive_bytes)
-        return Built(files=files, archive_sha256=fetched.sha256)
-
+    accept = functools.partial(_matches_pin, request.sha256)
     if network and request.settings.offline:
-        entry = cache.lookup(key)
-        if entry is None:
-            raise OfflineError(f"{source} is not in the cache at {cache.root} and offline "
-                               "mode is on (JAXHUB_OFFLINE / offline=True)")
-        if not accept(entry):
-            raise IntegrityError(f"{source}: cached archive sha256 is "
-                                 f"{entry.manifest.archive_sha256}, expected {request.sha256}, "
-                                 "and offline mode forbids fetching it again")
-        return entry.module_dir
+        return _offline_entry(cache, key, source, request.sha256).module_dir
+    build = functools.partial(_unpack, source, fetch, request)
     return cache.get_or_create(key, "handle", source, build, accept).module_dir
+
+
+def _matches_pin(sha256: str | None, entry: Entry) -> bool:
+    return sha256 is None or entry.manifest.archive_sha256 == sha256
+
+
+def _unpack(source: str, fetch: Fetch, request: Request, staging: Staging) -> Built:
+    # The build step of an archive entry: fetch, check the pin, unpack safely.
+    fetched = fetch(staging.scratch("archive"))
+    if request.sha256 is not None and fetched.sha256 != request.sha256:
+        raise IntegrityError(f"{source}: archive sha256 is {fetched.sha256}, expected "
+                             f"{request.sha256}; nothing was cached")
+    files = archive.extract(fetched.path, staging.module_dir,
+                            max_bytes=request.settings.max_archive_bytes)
+    return Built(files=files, archive_sha256=fetched.sha256)
+
+
+def _offline_entry(cache: Cache, key: str, source: str, sha256: str | None) -> Entry:
+    entry = cache.lookup(key)
+    if entry is None:
+        raise OfflineError(f"{source} is not in the cache at {cache.root} and offline "
+                           "mode is on (JAXHUB_OFFLINE / offline=True)")
+    if not _matches_pin(sha256, entry):
+        raise IntegrityError(f"{source}: cached archive sha256 is "
+                             f"{entry.manifest.archive_sha256}, expected {sha256}, "
+                             "and offline mode forbids fetching it again")
+    return entry
 
 
 def _resolve_local(path: pathlib.Path, handle: str, request: Request) -> pathlib.Path:
