@@ -12,7 +12,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from converters.from_tf.ops.registry import register
-from converters.from_tf.values import Resource, as_jax, is_static
+from converters.from_tf.values import UNKNOWN, Resource, as_jax, is_static
 
 
 @register("VarHandleOp")
@@ -44,12 +44,16 @@ def _assign(node, handle, value):
 @register("AssignAddVariableOp", "AssignSubVariableOp")
 def _assign_add(node, handle, delta):
     old = _value(node, handle)
+    if old is UNKNOWN:  # partial evaluation: variables are not static
+        return []
     _store(node, handle, old + delta if node.op == "AssignAddVariableOp" else old - delta)
     return []
 
 
 def _store(node, handle: Resource, value) -> None:
     old = _value(node, handle)
+    if old is UNKNOWN:
+        return
     dtype = getattr(old, "dtype", None)
     # Keep static values static (a seed counter stays concrete) and the dtype unchanged.
     if is_static(value) and is_static(old):
