@@ -19,6 +19,7 @@ import urllib.request
 import tqdm
 
 from jaxhub.hub.errors import DownloadError
+from jaxhub.version import __version__
 
 _log = logging.getLogger(__name__)
 _CHUNK = 1 << 20
@@ -66,11 +67,20 @@ class _Partial:
     path: pathlib.Path
     digest: hashlib._Hash = dataclasses.field(default_factory=hashlib.sha256)
     size: int = 0
+    validator: str | None = None  # ETag or Last-Modified of the body being received
 
     def restart(self) -> None:
         self.path.write_bytes(b"")
         self.digest = hashlib.sha256()
         self.size = 0
+        self.validator = None
+
+    def resume_headers(self) -> dict[str, str]:
+        if not (self.size and self.validator):
+            return {}
+        # If-Range: the server sends the rest only if the file is unchanged, else all of it,
+        # so a resumed download never splices two versions together.
+        return {"Range": f"bytes={self.size}-", "If-Range": self.validator}
 
 
 def download(url: str, dest: pathlib.Path, options: Options = Options()) -> Downloaded:
@@ -107,9 +117,7 @@ def download(url: str, dest: pathlib.Path, options: Options = Options()) -> Down
 
 
 def _attempt(url: str, partial: _Partial, options: Options) -> str:
-    headers = {"User-Agent": "jaxhub"}
-    if partial.size:
-        headers["Range"] = f"bytes={partial.size}-"
+    headers = {"User-Agent": f"jaxhub/{__version__}", **partial.resume_headers()}
     request = urllib.request.Request(url, headers=headers)
     # A fresh opener reads the proxy variables now; urlopen's global one froze them at
     # its first use (proxy support: tensorflow/hub#53, #146).
@@ -117,7 +125,10 @@ def _attempt(url: str, partial: _Partial, options: Options) -> str:
     try:
         with opener.open(request, timeout=options.timeout) as response:
             if response.status != 206 and partial.size:
-                partial.restart()  # the server ignored Range: take the whole body again
+                partial.restart()  # no resume offered or the file changed: take it all again
+            if partial.validator is None:
+                partial.validator = (response.headers.get("ETag")
+                                     or response.headers.get("Last-Modified"))
             _receive(response, partial, options)
             return response.url
     except urllib.error.HTTPError as e:

@@ -90,6 +90,15 @@ def test_connection_dropped_halfway_is_retried(server, tmp_path, cache, ranges):
     assert server.bytes_sent[path] == expected
 
 
+def test_file_changed_between_attempts_is_taken_whole(server, tmp_path, cache):
+    old, _ = packed(make_module_dir(tmp_path / "old", seed=1, big=1_000_000), tmp_path / "o.tgz")
+    new, _ = packed(make_module_dir(tmp_path / "new", seed=2, big=1_000_000), tmp_path / "n.tgz")
+    path = "/changed/module.tar.gz"
+    url = server.add(path, Route(body=old, drop_first=1, ranges=True, replace_after_drop=new))
+    assert tree_digest(hub.resolve(url, cache_dir=cache)) == tree_digest(tmp_path / "new")
+    assert server.bytes_sent[path] == len(old) // 2 + len(new)
+
+
 @pytest.mark.parametrize("status", [404, 403])
 def test_client_errors_fail_at_once_and_clearly(server, cache, status):
     url = server.add(f"/denied-{status}/module.tar.gz", Route(status=status))

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import collections
 import dataclasses
+import hashlib
 import http.server
 import threading
 import time
@@ -28,9 +29,11 @@ class Route:
         header_delay: Seconds to wait before sending the status line.
         chunk_delay: Seconds to wait between 64 KiB chunks of the body.
         redirect: Answer 302 to this location.
-        ranges: Honour `Range: bytes=N-` with 206.
+        ranges: Honour `Range: bytes=N-` with 206 (unless `If-Range` names another ETag).
         require_query: Serve the body only when the query string contains this; answer an
             HTML page otherwise (like a model hub's web page).
+        replace_after_drop: New body to serve once a dropped answer is cut (the file
+            changed on the server between two attempts).
     """
 
     body: bytes = b""
@@ -42,6 +45,7 @@ class Route:
     redirect: str | None = None
     ranges: bool = False
     require_query: str | None = None
+    replace_after_drop: bytes | None = None
 
 
 class HubServer:
@@ -129,19 +133,24 @@ def _handler_for(server: HubServer) -> type[http.server.BaseHTTPRequestHandler]:
         def _body(self, path: str, route: Route) -> None:
             body, status, start = route.body, 200, 0
             requested = self.headers.get("Range", "")
-            if route.ranges and requested.startswith("bytes="):
+            etag = f'"{hashlib.sha256(body).hexdigest()[:16]}"'
+            if (route.ranges and requested.startswith("bytes=")
+                    and self.headers.get("If-Range", etag) == etag):
                 start, status = int(requested[6:].split("-")[0]), 206
             with server._lock:
                 server.bodies[path] += 1
             self.send_response(status)
             self.send_header("Content-Type", "application/gzip")
             self.send_header("Content-Length", str(len(body) - start))
+            self.send_header("ETag", etag)
             if status == 206:
                 self.send_header("Content-Range", f"bytes {start}-{len(body) - 1}/{len(body)}")
             self.end_headers()
             end = start + (len(body) - start) // 2 if server._claim(path, "drop_first") else None
             self._stream(path, body[start:end], route.chunk_delay)
             if end is not None:
+                if route.replace_after_drop is not None:
+                    route.body = route.replace_after_drop
                 self.close_connection = True
                 self.connection.close()
 
