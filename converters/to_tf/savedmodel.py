@@ -1,0 +1,196 @@
+"""jaxhub modules as TF2 SavedModels that follow TF Hub's Reusable SavedModel conventions.
+
+What becomes what:
+
+* Every param becomes a ``tf.Variable`` named after its path (``dense/kernel``), trainable
+  as the module's trainable mask says. The SavedModel's root lists them as ``variables``
+  and ``trainable_variables``.
+* The ``"default"`` signature becomes ``__call__(inputs, training=False)``: a single input
+  is taken bare and a single output returned bare, several as dicts by name. With
+  ``training=True`` it runs the ``{"train"}`` variant, when the module has one: the RNG
+  key comes from the ``tf.random.Generator`` saved as ``rng`` (its state advances with
+  every call), and the updated state (batch-norm statistics) is assigned to the variables.
+* Every signature of the inference variant becomes a serving signature of the same name,
+  with the same input and output names; the ``"default"`` one is also ``serving_default``.
+  Symbolic sizes (``"batch"``) are ``None`` in TF and stay polymorphic in the graph.
+* The module's regularizer becomes the only entry of ``regularization_losses``.
+* Gradients are saved with the functions (``tf.custom_gradient`` around the module's
+  exported VJP), so ``tf.GradientTape`` and ``hub.KerasLayer(..., trainable=True)``
+  fine-tune the variables.
+
+Examples:
+  >>> export_saved_model(jaxhub.load("/tmp/my_module"), "/tmp/my_saved_model")
+  >>> layer = hub.KerasLayer("/tmp/my_saved_model", trainable=True)
+"""
+
+from __future__ import annotations
+
+import os
+import pathlib
+import shutil
+import tempfile
+from typing import Any, Mapping, Sequence
+
+import jax
+import numpy as np
+import tensorflow as tf
+
+import jaxhub
+from jaxhub import functions as jaxhub_functions
+from jaxhub import tree as tree_lib
+from converters.to_tf import functions
+
+#: The signature that becomes ``__call__`` and ``serving_default``.
+DEFAULT_SIGNATURE = "default"
+SERVING_DEFAULT = "serving_default"
+TRAIN_TAGS = frozenset({"train"})
+
+
+def export_saved_model(module: jaxhub.Module | str | os.PathLike, dst: str | os.PathLike, *,
+                       params: Mapping[str, Any] | None = None, seed: int = 0,
+                       platforms: Sequence[str] = jaxhub_functions.DEFAULT_PLATFORMS
+                       ) -> pathlib.Path:
+    """Writes ``module`` as a TF2 SavedModel that ``tensorflow_hub`` loads and fine-tunes.
+
+    Args:
+      module: a module, or a path or URL that :func:`jaxhub.load` reads.
+      dst: the SavedModel directory to create; it must not exist or be empty.
+      params: the values to give the variables (fine-tuned params, say); the module's own
+        params by default.
+      seed: the initial seed of the saved ``tf.random.Generator`` that draws the RNG keys of
+        the ``{"train"}`` variant (dropout).
+      platforms: the platforms the TF graph is lowered for; the module's functions must
+        have been lowered for all of them.
+
+    Returns:
+      The SavedModel directory.
+
+    Raises:
+      FileExistsError: ``dst`` exists and is not an empty directory.
+      jaxhub.SignatureError: ``params`` do not match the module.
+
+    Examples:
+      >>> path = export_saved_model("/tmp/mlp", "/tmp/mlp_tf")
+      >>> obj = hub.load(str(path))
+      >>> obj(x)                                         # the "default" signature
+      >>> obj.signatures["double"](a=x)["doubled"]        # any signature, by name
+    """
+    if not isinstance(module, jaxhub.Module):
+        module = jaxhub.load(module)
+    params = module.params if params is None else params
+    root, signatures = _build(module, params, seed, tuple(platforms))
+    options = tf.saved_model.SaveOptions(experimental_custom_gradients=True)
+    return _write_atomically(pathlib.Path(dst), lambda tmp: tf.saved_model.save(
+        root, str(tmp), signatures=signatures, options=options))
+
+
+def _build(module: jaxhub.Module, params: Mapping[str, Any], seed: int,
+           platforms: tuple[str, ...]) -> tuple[tf.train.Checkpoint, dict[str, Any]]:
+    """The object to save and its serving signatures (concrete functions by name)."""
+    variables = _Variables(module, params)
+    convert = {(spec.tags, spec.signature_name): functions.convert(module, spec, platforms)
+               for spec in module.manifest.functions}
+    root = tf.train.Checkpoint()
+    root.variables = variables.all
+    root.trainable_variables = [v for v in variables.all if v.trainable]
+    root.regularization_losses = _regularization_losses(module, variables, platforms)
+    inference = convert.get((frozenset(), DEFAULT_SIGNATURE))
+    if inference is not None:
+        train = convert.get((TRAIN_TAGS, DEFAULT_SIGNATURE))
+        if train is not None and train.spec.takes_rng:
+            root.rng = tf.random.Generator.from_seed(seed)
+        root.__call__ = _reusable_call(variables, inference, train, getattr(root, "rng", None))
+    signatures = {}
+    for (tags, name), fn in convert.items():
+        if not tags:
+            signatures[name] = _serving_function(variables, fn)
+    if DEFAULT_SIGNATURE in signatures and SERVING_DEFAULT not in signatures:
+        signatures[SERVING_DEFAULT] = signatures[DEFAULT_SIGNATURE]
+    return root, signatures
+
+
+class _Variables:
+    """The module's params as ``tf.Variable``s, in manifest order."""
+
+    def __init__(self, module: jaxhub.Module, params: Mapping[str, Any]):
+        # Tracing any function of the module checks params against its manifest.
+        jax.eval_shape(module.regularization_loss, params)
+        given = dict(tree_lib.flatten(params))
+        self.all: list[tf.Variable] = []
+        self._by_path: dict[tree_lib.Path, tf.Variable] = {}
+        for spec in module.manifest.params:
+            var = tf.Variable(np.asarray(given[spec.path]), name="/".join(spec.path),
+                              trainable=spec.trainable)
+            self.all.append(var)
+            self._by_path[spec.path] = var
+
+    def values(self) -> list[tf.Tensor]:
+        """The current values, read outside the converted function so gradients reach
+        the variables through ``tf.custom_gradient``."""
+        return [v.read_value() for v in self.all]
+
+    def assign(self, paths: Sequence[tree_lib.Path], values: Sequence[tf.Tensor]) -> list:
+        return [self._by_path[path].assign(value) for path, value in zip(paths, values)]
+
+
+def _reusable_call(variables: _Variables, inference: functions.TfFunction,
+                   train: functions.TfFunction | None, rng: tf.random.Generator | None):
+    """``__call__(inputs, training=False)``, traced for both values of ``training``."""
+    bare = len(inference.spec.signature.inputs) == 1
+    input_name = next(iter(inference.spec.signature.inputs))
+
+    def call(inputs, training=False):
+        fn = train if training and train is not None else inference
+        given = {input_name: inputs} if bare else inputs
+        key = rng.uniform_full_int([2], tf.uint32) if fn.spec.takes_rng else None
+        outputs, state = fn.call(variables.values(), given, key)
+        with tf.control_dependencies(variables.assign(fn.spec.state, state)):
+            outputs = {k: tf.identity(v) for k, v in outputs.items()}
+        return next(iter(outputs.values())) if len(outputs) == 1 else outputs
+
+    call_fn = tf.function(call, autograph=False)
+    specs = inference.input_specs
+    spec = specs[input_name] if bare else specs
+    for training in (False, True):
+        call_fn.get_concrete_function(spec, training=training)
+    return call_fn
+
+
+def _serving_function(variables: _Variables, fn: functions.TfFunction):
+    """A serving signature: named inputs in, a dict of named outputs out."""
+    def serve(inputs):
+        outputs, _ = fn.call(variables.values(), inputs, None)
+        return outputs
+
+    return tf.function(serve, autograph=False).get_concrete_function(fn.input_specs)
+
+
+def _regularization_losses(module: jaxhub.Module, variables: _Variables,
+                           platforms: tuple[str, ...]) -> list:
+    """``[loss_fn]`` when the module has a regularizer: a function of no args -> scalar."""
+    if module.manifest.regularizer is None:
+        return []
+    converted = functions.convert_regularizer(module, platforms)
+
+    def loss():
+        return converted(variables.values())
+
+    return [tf.function(loss, input_signature=[], autograph=False)]
+
+
+def _write_atomically(dst: pathlib.Path, write) -> pathlib.Path:
+    """Runs ``write(tmp)`` into a directory beside ``dst``, then renames it to ``dst``."""
+    dst = dst.absolute()
+    if dst.exists() and (not dst.is_dir() or any(dst.iterdir())):
+        raise FileExistsError(f"{dst} exists; export into a new directory")
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    tmp = pathlib.Path(tempfile.mkdtemp(prefix=f".{dst.name}.", suffix=".tmp", dir=dst.parent))
+    try:
+        write(tmp)
+        if dst.exists():
+            dst.rmdir()
+        tmp.rename(dst)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return dst
