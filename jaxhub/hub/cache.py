@@ -92,7 +92,7 @@ Accept = Callable[[Entry], bool]
 def entry_key(kind: str, source: str) -> str:
     """Returns the directory name of the entry for `source`: readable slug plus hash."""
     digest = hashlib.sha256(f"{kind}\0{source}".encode()).hexdigest()[:20]
-    slug = re.sub(r"[^A-Za-z0-9._-]+", "_", source.split("://", 1)[-1]).strip("._")[-60:]
+    slug = re.sub(r"[^A-Za-z0-9._-]+", "_", source.split("://", 1)[-1])[-60:].strip("._-")
     return f"{slug}--{digest}" if slug else digest
 
 
@@ -238,7 +238,7 @@ class Cache:
 
     def _drop_orphans(self, key: str) -> None:
         # Called with the lock held, so any staging dir of this key belongs to a dead process.
-        for path in self._staging.glob(f"{_glob_escape(key)}{_SEP}*"):
+        for path in self._staging.glob(f"{key}{_SEP}*"):  # keys hold no glob characters
             shutil.rmtree(path, ignore_errors=True)
 
     def _discard(self, key: str, path: pathlib.Path) -> None:
@@ -260,11 +260,6 @@ class Cache:
             return True
         finally:
             lock.release()
-
-
-def _glob_escape(text: str) -> str:
-    """Escapes glob metacharacters (keys never contain them, but be safe)."""
-    return re.sub(r"([*?\[])", r"[\1]", text)
 
 
 def _children(path: pathlib.Path) -> list[pathlib.Path]:
