@@ -36,11 +36,11 @@ def _trunc_div_np(x, y):
 
 
 def _trunc_div(x, y):
-    return jax.lax.div(x, y) if _is_int(x) else x / y
+    return jax.lax.div(*jnp.broadcast_arrays(x, y)) if _is_int(x) else x / y
 
 
 def _truncate_div(x, y):
-    return jax.lax.div(x, y) if _is_int(x) else jnp.trunc(x / y)
+    return jax.lax.div(*jnp.broadcast_arrays(x, y)) if _is_int(x) else jnp.trunc(x / y)
 
 
 def _nonzero(y):
@@ -52,8 +52,16 @@ def _div_no_nan(x, y):
     return jnp.where(y == 0, jnp.zeros_like(x), x / _nonzero(y))
 
 
+@jax.custom_jvp
 def _mul_no_nan(x, y):
     return jnp.where(y == 0, jnp.zeros_like(x), x * y)
+
+
+@_mul_no_nan.defjvp
+def _mul_no_nan_jvp(primals, tangents):
+    # As TF's gradient: d/dx is masked where y == 0, d/dy = x everywhere.
+    (x, y), (tx, ty) = primals, tangents
+    return _mul_no_nan(x, y), _mul_no_nan(tx, y) + x * ty
 
 
 def _xlogy(x, y):
