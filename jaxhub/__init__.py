@@ -8,6 +8,8 @@ and ``jax.export``. Load one by path or URL, apply it like a function, fine-tune
 from jaxhub.create import create_module as create_module
 from jaxhub.flax_interop import from_flax as from_flax
 from jaxhub.format.manifest import ModuleFormatError as ModuleFormatError
+from jaxhub.hub import HubError as HubError
+from jaxhub.hub import pack as pack
 from jaxhub.loading import load as load
 from jaxhub.loading import resolve as resolve
 from jaxhub.module import Module as Module

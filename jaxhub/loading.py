@@ -12,7 +12,7 @@ from jaxhub.module import Module
 
 def load(handle: str | os.PathLike, *, sha256: str | None = None,
          offline: bool | None = None, cache_dir: str | os.PathLike | None = None,
-         sharding: ShardingFn | None = None) -> Module:
+         progress: bool | None = None, sharding: ShardingFn | None = None) -> Module:
     """Loads a module from a local directory or a URL.
 
     URLs are downloaded, verified and cached (see :func:`jaxhub.resolve`). TF2
@@ -24,6 +24,8 @@ def load(handle: str | os.PathLike, *, sha256: str | None = None,
       sha256: the expected sha256 of the downloaded archive.
       offline: never touch the network (default: the ``JAXHUB_OFFLINE`` env var).
       cache_dir: the cache root (default: :func:`jaxhub.hub.cache_dir`).
+      progress: show a download progress bar (default: when stderr is a terminal and
+        ``JAXHUB_DISABLE_PROGRESS`` is unset).
       sharding: how to place params: one ``jax.sharding.Sharding`` for all, or a
         function of (path, abstract value); default the first device.
 
@@ -38,7 +40,8 @@ def load(handle: str | os.PathLike, *, sha256: str | None = None,
       >>> m = jaxhub.load("https://example.org/models/mlp/1.tar.gz")
       >>> m(x)
     """
-    path = hub.resolve(handle, sha256=sha256, offline=offline, cache_dir=cache_dir)
+    path = hub.resolve(handle, sha256=sha256, offline=offline, cache_dir=cache_dir,
+                       progress=progress)
     kwargs = {} if sharding is None else {"sharding": sharding}
     return formats.read(path, cache_dir=cache_dir, **kwargs)
 
