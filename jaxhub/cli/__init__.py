@@ -14,6 +14,7 @@ import sys
 # ``jaxhub --help`` fast and keeps TensorFlow out of commands that do not need it.
 _COMMANDS = (
     "inspect",
+    "convert",
     "upgrade",
     "cache",
     "pack",

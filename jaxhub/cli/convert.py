@@ -1,0 +1,33 @@
+"""``jaxhub convert SRC DST``: a TF2 SavedModel or TF1 Hub module to a jaxhub module."""
+
+from __future__ import annotations
+
+import argparse
+import pathlib
+import sys
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "convert", help="convert a TF SavedModel or TF Hub module to a jaxhub module",
+        description="Convert a TF2 SavedModel (tf.saved_model.save, Keras export) or a TF1 "
+                    "Hub module to a jaxhub module that loads without TensorFlow. Needs "
+                    "TensorFlow: pip install 'jaxhub[tf]'.")
+    parser.add_argument("src", help="a SavedModel / TF Hub module directory or URL")
+    parser.add_argument("dst", type=pathlib.Path, help="the jaxhub module directory to write")
+    parser.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    import jaxhub  # imported here: `jaxhub --help` stays fast
+
+    if args.dst.exists() and any(args.dst.iterdir()):
+        raise ValueError(f"{args.dst} exists and is not empty")
+    try:
+        module = jaxhub.load(args.src)
+    except NotImplementedError as e:  # unsupported TF ops: the message lists them all
+        print(f"jaxhub convert: cannot convert {args.src}:\n{e}", file=sys.stderr)
+        return 1
+    module.export(args.dst)
+    print(f"wrote {args.dst}: {module}")
+    return 0
