@@ -1,0 +1,62 @@
+"""``jaxhub convert``: a real SavedModel converted by the command line, in a subprocess."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import numpy as np
+import tensorflow as tf
+
+import jaxhub
+from tests.converters.from_tf._helpers import REPO_ROOT
+
+
+class _Affine(tf.Module):
+    def __init__(self):
+        super().__init__()
+        self.w = tf.Variable(np.arange(6, dtype=np.float32).reshape(3, 2) / 7, name="w")
+
+    @tf.function(input_signature=[tf.TensorSpec([None, 3], tf.float32)])
+    def __call__(self, x):
+        return tf.tanh(tf.matmul(x, self.w))
+
+
+class _Clock(tf.Module):
+    @tf.function(input_signature=[tf.TensorSpec([None], tf.float64)])
+    def __call__(self, x):
+        return x + tf.timestamp()  # reads the clock: no pure function can do that
+
+
+def _convert(src, dst, tmp_path):
+    env = dict(os.environ, PYTHONPATH=str(REPO_ROOT), JAXHUB_CACHE_DIR=str(tmp_path / "cache"),
+               TF_CPP_MIN_LOG_LEVEL="2")
+    return subprocess.run([sys.executable, "-m", "jaxhub", "convert", str(src), str(dst)],
+                          env=env, capture_output=True, text=True, timeout=300)
+
+
+def test_convert_writes_a_module_that_matches_tf(tmp_path):
+    model = _Affine()
+    tf.saved_model.save(model, str(tmp_path / "saved"))
+    proc = _convert(tmp_path / "saved", tmp_path / "out", tmp_path)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    module = jaxhub.load(tmp_path / "out")
+    x = np.random.default_rng(0).standard_normal((4, 3)).astype(np.float32)
+    np.testing.assert_allclose(module(x), model(x).numpy(), rtol=1e-6)
+
+
+def test_convert_reports_unsupported_ops(tmp_path):
+    tf.saved_model.save(_Clock(), str(tmp_path / "saved"))
+    proc = _convert(tmp_path / "saved", tmp_path / "out", tmp_path)
+    assert proc.returncode == 1
+    assert "Timestamp:" in proc.stderr
+    assert not (tmp_path / "out").exists()
+
+
+def test_convert_refuses_a_non_empty_destination(tmp_path):
+    (tmp_path / "out").mkdir()
+    (tmp_path / "out" / "file.txt").write_text("keep me")
+    proc = _convert(tmp_path, tmp_path / "out", tmp_path)
+    assert proc.returncode == 1
+    assert "not empty" in proc.stderr
