@@ -18,6 +18,9 @@ _COMMANDS = (
     "upgrade",
     "cache",
     "pack",
+    "publish",
+    "catalog",
+    "search",
 )
 
 
