@@ -15,6 +15,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                     "TensorFlow: pip install 'jaxhub[tf]'.")
     parser.add_argument("src", help="a SavedModel / TF Hub module directory or URL")
     parser.add_argument("dst", type=pathlib.Path, help="the jaxhub module directory to write")
+    parser.add_argument("--to", choices=("jaxhub", "tf"), default="jaxhub",
+                        help="what to write: a jaxhub module (default), or a TF2 SavedModel "
+                             "that tensorflow_hub loads and fine-tunes (SRC: any module "
+                             "jaxhub.load reads)")
     parser.set_defaults(func=run)
 
 
@@ -23,6 +27,10 @@ def run(args: argparse.Namespace) -> int:
 
     if args.dst.exists() and any(args.dst.iterdir()):
         raise ValueError(f"{args.dst} exists and is not empty")
+    if args.to == "tf":
+        from converters.to_tf import export_saved_model
+        print(f"wrote {export_saved_model(args.src, args.dst)}: TF2 SavedModel")
+        return 0
     try:
         module = jaxhub.load(args.src)
     except NotImplementedError as e:  # unsupported TF ops: the message lists them all

@@ -1,0 +1,40 @@
+"""``jaxhub convert --to tf SRC DST``, run as a subprocess."""
+
+from __future__ import annotations
+
+import os
+import pathlib
+import subprocess
+import sys
+
+import numpy as np
+import tensorflow_hub as hub
+
+REPO_ROOT = pathlib.Path(__file__).resolve().parents[3]
+
+
+def _jaxhub(tmp_path, *args: str) -> subprocess.CompletedProcess:
+    env = dict(os.environ, PYTHONPATH=str(REPO_ROOT), JAXHUB_CACHE_DIR=str(tmp_path / "cache"))
+    return subprocess.run([sys.executable, "-m", "jaxhub", *args], env=env, cwd=tmp_path,
+                          capture_output=True, text=True, timeout=300)
+
+
+def test_convert_to_tf_writes_a_saved_model_hub_loads(tmp_path, mlp_dir, mlp_module):
+    dst = tmp_path / "mlp_tf"
+    result = _jaxhub(tmp_path, "convert", "--to", "tf", str(mlp_dir), str(dst))
+    assert result.returncode == 0, result.stderr
+    assert "TF2 SavedModel" in result.stdout
+    obj = hub.load(str(dst))
+    x = np.random.default_rng(0).normal(size=(3, 50)).astype(np.float32)
+    np.testing.assert_allclose(obj(x).numpy(), mlp_module(x), rtol=1e-6, atol=1e-6)
+    assert set(obj.signatures) == {*mlp_module.signatures, "serving_default"}
+
+
+def test_convert_to_tf_refuses_a_non_empty_destination(tmp_path, mlp_dir):
+    dst = tmp_path / "taken"
+    dst.mkdir()
+    (dst / "keep.txt").write_text("mine")
+    result = _jaxhub(tmp_path, "convert", "--to", "tf", str(mlp_dir), str(dst))
+    assert result.returncode == 1
+    assert "not empty" in result.stderr
+    assert [p.name for p in dst.iterdir()] == ["keep.txt"]
