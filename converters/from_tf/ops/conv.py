@@ -54,8 +54,9 @@ def _conv_pads(node, layout: str, in_spatial: Sequence[int], window: Sequence[in
     """Explicit (low, high) padding per spatial axis, as TF pads ``SAME``/``VALID``."""
     padding = node.attr("padding")
     if padding == "EXPLICIT":
-        pairs = np.asarray(node.attr("explicit_paddings")).reshape(-1, 2)
-        return [tuple(int(p) for p in pair) for pair in _spatial(layout, pairs)]
+        pairs = [(int(lo), int(hi)) for lo, hi in
+                 np.asarray(node.attr("explicit_paddings")).reshape(-1, 2)]
+        return pairs[1:-1] if _channels_last(layout) else pairs[2:]
     dilated = [(k - 1) * d + 1 for k, d in zip(window, dilations)]
     return list(jax.lax.padtype_to_pads(in_spatial, dilated, strides, padding))
 
@@ -188,12 +189,12 @@ def _pool_window(node, x, window=None, strides=None):
 def _max_pool(node, x, window=None, strides=None):
     x = as_jax(x)
     window, strides, pads = _pool_window(node, x, window, strides)
+    # A concrete (numpy) init value lets JAX see the max monoid, which it differentiates.
     if jnp.issubdtype(x.dtype, jnp.integer):
-        init = jnp.iinfo(x.dtype).min
+        init = np.asarray(jnp.iinfo(x.dtype).min, x.dtype)
     else:
-        init = -jnp.inf
-    return jax.lax.reduce_window(x, jnp.asarray(init, x.dtype), jax.lax.max, window,
-                                 strides, pads)
+        init = np.asarray(-np.inf, x.dtype)
+    return jax.lax.reduce_window(x, init, jax.lax.max, window, strides, pads)
 
 
 @register("MaxPool", "MaxPool3D")
@@ -210,7 +211,7 @@ def _max_pool_v2(node, x, ksize, strides):
 def _avg_pool(node, x):
     x = as_jax(x)
     window, strides, pads = _pool_window(node, x)
-    total = jax.lax.reduce_window(x, jnp.asarray(0, x.dtype), jax.lax.add, window, strides,
+    total = jax.lax.reduce_window(x, np.asarray(0, x.dtype), jax.lax.add, window, strides,
                                   pads)
     # TF averages over the cells inside the input only; the counts depend on shapes alone.
     return total / _window_counts(x.shape, window, strides, pads).astype(x.dtype)

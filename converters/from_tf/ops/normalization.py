@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from converters.from_tf.ops.registry import register
 from converters.from_tf.values import as_jax
@@ -30,12 +31,16 @@ def _fused_batch_norm(node, x, scale, offset, mean, variance):
     # Half-precision activations are normalized in the statistics' precision (float32).
     compute = jnp.result_type(scale)
     xc = x.astype(compute)
+    # TF's gradient of these ops flows from ``y`` only, and never into the running mean
+    # and variance: the statistics are inputs and outputs without gradients.
+    mean, variance = jax.lax.stop_gradient(mean), jax.lax.stop_gradient(variance)
     if node.attr("is_training", True):
         y, mean_out, var_out = _batch_statistics_norm(node, xc, scale, offset, mean,
                                                      variance, layout, epsilon)
     else:
         y, mean_out, var_out = _inference_norm(xc, scale, offset, mean, variance, layout,
                                                epsilon)
+    mean_out, var_out = jax.lax.stop_gradient(mean_out), jax.lax.stop_gradient(var_out)
     outputs = [y.astype(x.dtype), mean_out, var_out, mean_out, var_out]
     return outputs + [jnp.zeros((0,), compute)] if node.op == "FusedBatchNormV3" else outputs
 
@@ -70,7 +75,7 @@ def _lrn(node, x):
     x = as_jax(x)
     radius = node.attr("depth_radius", 5)
     squares = jax.lax.reduce_window(
-        jnp.square(x), jnp.asarray(0, x.dtype), jax.lax.add, (1,) * (x.ndim - 1)
+        jnp.square(x), np.asarray(0, x.dtype), jax.lax.add, (1,) * (x.ndim - 1)
         + (2 * radius + 1,), (1,) * x.ndim, [(0, 0)] * (x.ndim - 1) + [(radius, radius)])
     denom = node.attr("bias", 1.0) + node.attr("alpha", 1.0) * squares
     return x * denom ** -node.attr("beta", 0.5)

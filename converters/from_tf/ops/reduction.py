@@ -65,10 +65,20 @@ def _euclidean_norm(node, x, axis):
 
 _SEGMENT = {
     "UnsortedSegmentSum": jax.ops.segment_sum,
-    "UnsortedSegmentProd": jax.ops.segment_prod,
     "UnsortedSegmentMax": jax.ops.segment_max,
     "UnsortedSegmentMin": jax.ops.segment_min,
 }
+
+
+@register("UnsortedSegmentProd")
+def _unsorted_segment_prod(node, data, segment_ids, num_segments):
+    # jax.ops.segment_prod has no gradient for repeated ids; a masked product over a
+    # [segments, items] grid has one (the grid is small where products are used).
+    data, ids = as_jax(data), as_jax(segment_ids)
+    data = data.reshape((-1,) + data.shape[ids.ndim:])
+    member = ids.reshape(-1)[None, :] == jnp.arange(int(np.asarray(num_segments)))[:, None]
+    member = member.reshape(member.shape + (1,) * (data.ndim - 1))
+    return jnp.prod(jnp.where(member, data[None], jnp.ones_like(data[None])), axis=1)
 
 
 @register(*_SEGMENT)

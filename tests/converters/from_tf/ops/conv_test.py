@@ -1,0 +1,86 @@
+"""Conformance of convolutions and pooling against TF, on every lowering path."""
+
+from __future__ import annotations
+
+import pytest
+import tensorflow as tf
+
+from tests.converters.from_tf.ops._conformance import Case, check, distinct, params
+
+_TOL = {"rtol": 1e-4, "atol": 1e-4}
+
+
+def _conv2d(strides=1, padding="SAME", dilations=1):
+    return lambda x, k: tf.nn.conv2d(x, k, strides, padding, dilations=dilations)
+
+
+def _depthwise(strides=1, padding="SAME", dilations=(1, 1)):
+    return lambda x, k: tf.nn.depthwise_conv2d(x, k, [1, strides, strides, 1], padding,
+                                               dilations=dilations)
+
+
+CONV = [
+    Case("Conv2D", _conv2d(), (((2, 7, 7, 3), (3, 3, 3, 4)), ((1, 8, 6, 2), (2, 3, 2, 3))),
+         name="Conv2D-same", **_TOL),
+    Case("Conv2D", _conv2d(2, "VALID"), (((2, 9, 8, 3), (3, 3, 3, 4)),), name="Conv2D-valid-s2",
+         **_TOL),
+    Case("Conv2D", _conv2d(1, "SAME", 2), (((1, 9, 9, 2), (3, 3, 2, 3)),),
+         name="Conv2D-dilated", **_TOL),
+    Case("Conv2D", _conv2d(1, [[0, 0], [1, 2], [0, 1], [0, 0]]),
+         (((1, 6, 6, 2), (3, 3, 2, 3)),), name="Conv2D-explicit", **_TOL),
+    Case("Conv2D", _conv2d(), (((2, 5, 5, 8), (1, 1, 8, 6)),), name="Conv2D-1x1", **_TOL),
+    Case("Conv2D", _conv2d(2), (((2, 7, 7, 4), (1, 1, 4, 6)),), name="Conv2D-1x1-s2", **_TOL),
+    Case("Conv2D", _conv2d(), (((1, 6, 6, 8), (3, 3, 2, 4)),), name="Conv2D-grouped", **_TOL),
+    Case("Conv2D", lambda x, k: tf.nn.conv1d(x, k, 2, "SAME"), (((2, 9, 3), (3, 3, 4)),),
+         name="Conv1D", **_TOL),
+    Case("Conv3D", lambda x, k: tf.nn.conv3d(x, k, [1, 1, 2, 1, 1], "SAME"),
+         (((1, 4, 5, 5, 2), (2, 3, 3, 2, 3)),), **_TOL),
+    Case("DepthwiseConv2dNative", _depthwise(), (((2, 7, 7, 4), (3, 3, 4, 1)),
+                                                 ((1, 6, 5, 3), (3, 3, 3, 2))), **_TOL),
+    Case("DepthwiseConv2dNative", _depthwise(2), (((2, 8, 8, 4), (3, 3, 4, 1)),
+                                                  ((1, 9, 9, 2), (5, 5, 2, 1))),
+         name="Depthwise-s2", **_TOL),
+    Case("DepthwiseConv2dNative", _depthwise(1, "VALID", (2, 2)),
+         (((1, 9, 9, 2), (3, 3, 2, 1)),), name="Depthwise-dilated", **_TOL),
+    Case("DepthwiseConv2dNative", _depthwise(), (((1, 12, 12, 2), (7, 7, 2, 1)),),
+         name="Depthwise-7x7", **_TOL),
+    Case("Conv2DBackpropInput", lambda dy, k: tf.nn.conv2d_transpose(
+        dy, k, [2, 8, 8, 3], 2, "SAME"), (((2, 4, 4, 5), (3, 3, 3, 5)),), **_TOL),
+    Case("Conv2DBackpropInput", lambda dy, k: tf.nn.conv2d_transpose(
+        dy, k, [1, 7, 7, 2], 1, "VALID"), (((1, 5, 5, 4), (3, 3, 2, 4)),),
+         name="Conv2DTranspose-valid", **_TOL),
+    Case("Conv3DBackpropInputV2", lambda dy, k: tf.nn.conv3d_transpose(
+        dy, k, [1, 4, 6, 6, 2], [1, 1, 2, 2, 1], "SAME"), (((1, 4, 3, 3, 3), (2, 3, 3, 2, 3)),),
+         **_TOL),
+    Case("DepthwiseConv2dNativeBackpropInput", lambda dy, k:
+         tf.compat.v1.nn.depthwise_conv2d_native_backprop_input([1, 6, 6, 2], k, dy,
+                                                                 [1, 2, 2, 1], "SAME"),
+         (((1, 3, 3, 2), (3, 3, 2, 1)),), **_TOL),
+]
+
+POOL = [
+    Case("MaxPool", lambda x: tf.nn.max_pool2d(x, 3, 2, "SAME"),
+         (((2, 7, 7, 3),), ((1, 8, 8, 2),)), sample=distinct),
+    Case("MaxPool", lambda x: tf.nn.max_pool2d(x, 2, 2, "VALID"), (((2, 6, 7, 3),),),
+         dtypes=("float32", "int32"), sample=distinct, name="MaxPool-valid"),
+    Case("AvgPool", lambda x: tf.nn.avg_pool2d(x, 3, 2, "SAME"),
+         (((2, 7, 7, 3),), ((1, 8, 8, 2),)), **_TOL),
+    Case("AvgPool", lambda x: tf.nn.avg_pool2d(x, [2, 3], [1, 2], "VALID"), (((2, 6, 7, 3),),),
+         name="AvgPool-valid", **_TOL),
+    Case("MaxPool3D", lambda x: tf.nn.max_pool3d(x, 2, 2, "SAME"), (((1, 5, 4, 4, 2),),),
+         sample=distinct),
+    Case("AvgPool3D", lambda x: tf.nn.avg_pool3d(x, 3, 2, "SAME"), (((1, 5, 4, 4, 2),),),
+         **_TOL),
+    Case("MaxPoolV2", lambda x: tf.raw_ops.MaxPoolV2(input=x, ksize=[1, 3, 3, 1],
+                                                      strides=[1, 2, 2, 1], padding="SAME"),
+         (((2, 7, 7, 3),),), sample=distinct),
+    Case("Mean", lambda x: tf.reduce_mean(x, axis=[1, 2]), (((2, 5, 5, 3),),),
+         name="GlobalAvgPool"),
+]
+
+CASES = CONV + POOL
+
+
+@pytest.mark.parametrize("case,shapes,dtypes", params(CASES))
+def test_matches_tensorflow(case, shapes, dtypes):
+    check(case, shapes, dtypes)
