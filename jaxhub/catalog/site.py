@@ -96,7 +96,7 @@ def _index_page(index: dict[str, Any], title: str) -> str:
         f'    <select id="filter-{key}" aria-label="{label}"><option value="">{label}</option>'
         "</select>"
         for key, label in (("task", "All tasks"), ("signature", "All signatures"),
-                           ("input", "All input sizes"), ("params", "Any size"),
+                           ("input", "All input sizes"), ("params", "Any parameter count"),
                            ("license", "All licenses")))
     count = len(index["modules"])
     return f"""<!DOCTYPE html>

@@ -102,7 +102,8 @@ def sources(tmp_path_factory) -> dict[str, Source]:
     made = {
         "mlp1": ("acme/mlp", 1, mlp_params(0), mlp,
                  make_mlp_module(mlp_params(0), assets={"README.md": card})),
-        "mlp2": ("acme/mlp", 2, mlp_params(1), mlp, make_mlp_module(mlp_params(1))),
+        "mlp2": ("acme/mlp", 2, mlp_params(1), mlp,
+                 make_mlp_module(mlp_params(1), assets={"README.md": card})),
         "image": ("vision/pool-embed", 1, image_params(), image_embed,
                   jaxhub.create_module(image_params(), signatures={"default": (image_embed,
                                                                                 spec)},

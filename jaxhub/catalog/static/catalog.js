@@ -77,7 +77,13 @@
     ]);
   }
 
+  let shownFor = null;  // the controls' state the list was last drawn for
+
   function render() {
+    const state = [...document.querySelectorAll(".controls input, .controls select")]
+      .map((c) => c.value).join("\u0000");
+    if (state === shownFor) return;  // keep the same nodes, so a click in flight lands
+    shownFor = state;
     const terms = $("search").value.toLowerCase().split(/\s+/).filter(Boolean);
     const inName = (m) => terms.filter((t) => m.name.toLowerCase().includes(t)).length;
     const shown = index.modules.filter((m) => matches(m, terms))
@@ -90,8 +96,11 @@
   }
 
   setUpFilters();
-  document.querySelectorAll(".controls input, .controls select").forEach((input) => {
-    input.addEventListener("input", render);
+  $("search").addEventListener("input", render);
+  document.querySelectorAll(".controls select").forEach((select) => {
+    // "change" too: some browsers fire only that when a select is picked.
+    select.addEventListener("input", render);
+    select.addEventListener("change", render);
   });
   render();
 })();
