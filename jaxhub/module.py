@@ -13,6 +13,7 @@ import numpy as np
 from jax import export as jax_export
 
 from jaxhub import functions
+from jaxhub import host
 from jaxhub import tree as tree_lib
 from jaxhub.format.manifest import FunctionSpec, Manifest, ParamSpec, Tags
 from jaxhub.specs import Signature, SignatureError, check_inputs
@@ -55,6 +56,7 @@ class Module:
         self._assets = types.MappingProxyType(dict(assets or {}))
         self._path = path
         self._callables: dict[str, Any] = {}
+        self._host_stages: dict[str, host.HostStage] = {}
 
     # -- description ----------------------------------------------------------------
 
@@ -165,6 +167,9 @@ class Module:
         """
         tags = canonical_tags(tags)
         spec = self._function_spec(tags, signature)
+        stage = self._host_stage(signature)
+        if stage is not None:  # strings and tables: numpy first, numbers to the device
+            inputs = stage.run(inputs, self._assets)
         arrays = check_inputs(signature, spec.signature, inputs)
         args = self._param_leaves(params, signature)
         args += [arrays[name] for name in spec.signature.inputs]
@@ -189,6 +194,13 @@ class Module:
         raise SignatureError(
             f"module has no signature {signature!r} in variant {sorted(tags)}; its "
             f"signatures: {dict(self.variant_signatures(tags))}")
+
+    def _host_stage(self, signature: str) -> host.HostStage | None:
+        """The signature's host stage (see :mod:`jaxhub.host`), or None."""
+        stages = self._manifest.attachments.get(host.ATTACHMENT_KEY, {})
+        if signature in stages and signature not in self._host_stages:
+            self._host_stages[signature] = host.HostStage(stages[signature])
+        return self._host_stages.get(signature)
 
     def _param_leaves(self, params: Mapping[str, Any], signature: str) -> list[Any]:
         given = dict(tree_lib.flatten(params))

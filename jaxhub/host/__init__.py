@@ -1,0 +1,8 @@
+"""Host stages: string and table preprocessing that runs with numpy before the device call.
+
+See :mod:`jaxhub.host.program` for the stored form and :mod:`jaxhub.host.ops` for the ops.
+"""
+
+from jaxhub.host.program import ATTACHMENT_KEY as ATTACHMENT_KEY
+from jaxhub.host.program import HostStage as HostStage
+from jaxhub.host.program import HostStageError as HostStageError

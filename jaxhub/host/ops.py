@@ -1,0 +1,340 @@
+"""numpy implementations of the TF ops a host stage runs: strings, tables, small integer math.
+
+Each op is ``impl(node, *inputs) -> value or tuple of values`` where ``node`` is a
+:class:`jaxhub.host.program.HostNode` (its ``attrs`` are JSON values) and inputs are numpy
+arrays (strings as ``bytes`` in object arrays, as TF holds them). The results match
+TensorFlow's kernels bit for bit: ``StringToHashBucketFast`` is farmhash ``Fingerprint64``
+modulo the bucket count, as in TF.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any, Callable
+
+import numpy as np
+
+HostOp = Callable[..., Any]
+_OPS: dict[str, HostOp] = {}
+
+
+def register(*names: str) -> Callable[[HostOp], HostOp]:
+    """Registers a host op implementation under TF op ``names`` (no duplicates)."""
+
+    def decorate(impl: HostOp) -> HostOp:
+        for name in names:
+            if name in _OPS:
+                raise ValueError(f"host op {name!r} is registered already")
+            _OPS[name] = impl
+        return impl
+
+    return decorate
+
+
+def lookup(name: str) -> HostOp | None:
+    """The host implementation of TF op ``name``, or None."""
+    return _OPS.get(name)
+
+
+def supported_ops() -> list[str]:
+    """Every op a host stage can run, sorted."""
+    return sorted(_OPS)
+
+
+def _strings(x: Any) -> np.ndarray:
+    """An object array of ``bytes`` (str inputs are UTF-8 encoded, as TF does)."""
+    arr = np.asarray(x, dtype=object)
+    out = np.empty(arr.shape, dtype=object)
+    for i, s in enumerate(arr.reshape(-1)):
+        out.reshape(-1)[i] = s.encode("utf-8") if isinstance(s, str) else bytes(s)
+    return out
+
+
+def _map_strings(x: Any, fn: Callable[[bytes], bytes]) -> np.ndarray:
+    arr = _strings(x)
+    out = np.empty(arr.shape, dtype=object)
+    for i, s in enumerate(arr.reshape(-1)):
+        out.reshape(-1)[i] = fn(s)
+    return out
+
+
+# -- strings -------------------------------------------------------------------------------
+
+
+@register("StringLower")
+def _lower(node, x):
+    # TF's StringLower with encoding="" lowers ASCII only; "utf-8" lowers every letter.
+    if node.attrs.get("encoding", ""):
+        return _map_strings(x, lambda s: s.decode("utf-8").lower().encode("utf-8"))
+    return _map_strings(x, bytes.lower)
+
+
+@register("StringUpper")
+def _upper(node, x):
+    if node.attrs.get("encoding", ""):
+        return _map_strings(x, lambda s: s.decode("utf-8").upper().encode("utf-8"))
+    return _map_strings(x, bytes.upper)
+
+
+def _re2_rewrite(rewrite: bytes) -> bytes:
+    """RE2 rewrites name groups ``\\1``; Python's ``re`` reads the same, but ``\\g<0>`` for
+    ``\\0``."""
+    return rewrite.replace(b"\\0", b"\\g<0>")
+
+
+def _regex_replace(x, pattern: bytes, rewrite: bytes, replace_global: bool) -> np.ndarray:
+    compiled = re.compile(pattern)
+    rewrite = _re2_rewrite(rewrite)
+    count = 0 if replace_global else 1
+    return _map_strings(x, lambda s: compiled.sub(rewrite, s, count=count))
+
+
+@register("StaticRegexReplace")
+def _static_regex_replace(node, x):
+    return _regex_replace(x, node.attrs["pattern"].encode(), node.attrs["rewrite"].encode(),
+                          node.attrs.get("replace_global", True))
+
+
+@register("RegexReplace")
+def _dynamic_regex_replace(node, x, pattern, rewrite):
+    return _regex_replace(x, bytes(np.asarray(pattern, object).item()),
+                          bytes(np.asarray(rewrite, object).item()),
+                          node.attrs.get("replace_global", True))
+
+
+@register("StringStrip")
+def _strip(node, x):
+    return _map_strings(x, bytes.strip)
+
+
+@register("StringToHashBucketFast")
+def _hash_bucket_fast(node, x):
+    import farmhash  # pyfarmhash: farmhash::Fingerprint64, as TF's kernel calls
+    buckets = int(node.attrs["num_buckets"])
+    flat = [farmhash.fingerprint64(s) % buckets for s in _strings(x).reshape(-1)]
+    return np.asarray(flat, dtype=np.int64).reshape(np.shape(x))
+
+
+def _sparse(rows: list[list[bytes]]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Token lists as TF's sparse triple: indices [n, 2], values [n], dense shape [2]."""
+    indices = [(r, c) for r, row in enumerate(rows) for c in range(len(row))]
+    values = np.empty(len(indices), dtype=object)
+    values[:] = [t for row in rows for t in row]
+    width = max((len(row) for row in rows), default=0)
+    return (np.asarray(indices, np.int64).reshape(-1, 2), values,
+            np.asarray([len(rows), width], np.int64))
+
+
+@register("StringSplit")
+def _string_split(node, x, delimiter):
+    sep = bytes(np.asarray(delimiter, object).item())
+    skip_empty = node.attrs.get("skip_empty", True)
+    rows = []
+    for s in _strings(x).reshape(-1):
+        if not sep:  # an empty delimiter splits into characters (bytes)
+            tokens = [s[i:i + 1] for i in range(len(s))]
+        else:  # each character of the delimiter separates
+            tokens = re.split(b"[" + re.escape(sep) + b"]", s)
+        rows.append([t for t in tokens if t or not skip_empty])
+    return _sparse(rows)
+
+
+@register("StringSplitV2")
+def _string_split_v2(node, x, sep):
+    sep = bytes(np.asarray(sep, object).item())
+    maxsplit = int(node.attrs.get("maxsplit", -1))
+    rows = []
+    for s in _strings(x).reshape(-1):
+        # An empty separator splits on runs of whitespace, dropping empty tokens.
+        rows.append(s.split(None if not sep else sep, maxsplit))
+    return _sparse(rows)
+
+
+# -- tables --------------------------------------------------------------------------------
+
+
+class Table:
+    """A key -> value hash table (TF's ``HashTableV2``), filled by an initializer."""
+
+    def __init__(self, key_dtype: str, value_dtype: str):
+        self.key_dtype, self.value_dtype = key_dtype, value_dtype
+        self.data: dict[Any, Any] = {}
+
+
+@register("HashTableV2")
+def _hash_table(node):
+    return Table(node.attrs["key_dtype"], node.attrs["value_dtype"])
+
+
+def _line_field(line: bytes, index: int, line_number: int, delimiter: bytes, dtype: str):
+    if index == -2:  # WHOLE_LINE
+        value: Any = line
+    elif index == -1:  # LINE_NUMBER
+        value = line_number
+    else:
+        value = line.split(delimiter)[index]
+    if dtype == "string":
+        return value if isinstance(value, bytes) else str(value).encode()
+    return np.dtype(dtype).type(value if not isinstance(value, bytes) else value.decode())
+
+
+@register("InitializeTableFromTextFileV2")
+def _init_from_text_file(node, table, filename):
+    path = np.asarray(filename, object).item()
+    path = path.decode() if isinstance(path, bytes) else str(path)
+    delimiter = node.attrs.get("delimiter", "\t").encode()
+    vocab_size = int(node.attrs.get("vocab_size", -1))
+    with open(path, "rb") as f:
+        lines = f.read().split(b"\n")
+    if lines and lines[-1] == b"":
+        lines.pop()  # a final newline ends the last line; it starts no new one
+    if vocab_size >= 0:
+        lines = lines[:vocab_size]
+    for number, line in enumerate(lines):
+        line = line.rstrip(b"\r")
+        key = _line_field(line, node.attrs["key_index"], number, delimiter, table.key_dtype)
+        if key in table.data:
+            raise ValueError(f"table initializer {node.name!r}: duplicate key {key!r} on "
+                             f"line {number + 1} of {path}")
+        table.data[key] = _line_field(line, node.attrs["value_index"], number, delimiter,
+                                      table.value_dtype)
+    return ()
+
+
+@register("LookupTableFindV2")
+def _table_find(node, table, keys, default):
+    default = np.asarray(default)
+    keys_arr = _strings(keys) if table.key_dtype == "string" else np.asarray(keys)
+    flat = [table.data.get(k if isinstance(k, bytes) else k.item(), default.item())
+            for k in keys_arr.reshape(-1)]
+    dtype = object if table.value_dtype == "string" else np.dtype(table.value_dtype)
+    return np.asarray(flat, dtype=dtype).reshape(keys_arr.shape)
+
+
+@register("LookupTableSizeV2")
+def _table_size(node, table):
+    return np.asarray(len(table.data), np.int64)
+
+
+# -- numbers and shapes (what text graphs do between string ops) ----------------------------
+
+
+def _binary(fn: Callable[[Any, Any], Any]) -> HostOp:
+    return lambda node, x, y: np.asarray(fn(np.asarray(x), np.asarray(y)))
+
+
+for _names, _fn in ((("Add", "AddV2"), np.add), (("Sub",), np.subtract),
+                    (("Mul",), np.multiply), (("Maximum",), np.maximum),
+                    (("Minimum",), np.minimum), (("Equal",), np.equal),
+                    (("NotEqual",), np.not_equal), (("Less",), np.less),
+                    (("LessEqual",), np.less_equal), (("Greater",), np.greater),
+                    (("GreaterEqual",), np.greater_equal), (("FloorMod",), np.mod),
+                    (("FloorDiv",), np.floor_divide), (("LogicalAnd",), np.logical_and),
+                    (("LogicalOr",), np.logical_or)):
+    register(*_names)(_binary(_fn))
+
+
+@register("Identity", "StopGradient", "Snapshot")
+def _identity(node, x):
+    return x
+
+
+@register("Select", "SelectV2")
+def _select(node, cond, x, y):
+    cond = np.asarray(cond)
+    if node.op == "Select" and cond.ndim == 1 and np.ndim(x) > 1:
+        cond = cond.reshape((-1,) + (1,) * (np.ndim(x) - 1))
+    return np.where(cond, x, y)
+
+
+@register("Cast")
+def _cast(node, x):
+    return np.asarray(x).astype(node.attrs["DstT"])
+
+
+@register("Shape", "Size", "Rank")
+def _shape(node, x):
+    dtype = node.attrs.get("out_type", "int32")
+    shape = np.shape(x)
+    value = {"Shape": shape, "Size": int(np.prod(shape)), "Rank": len(shape)}[node.op]
+    return np.asarray(value, dtype=dtype)
+
+
+@register("Reshape")
+def _reshape(node, x, shape):
+    return np.reshape(x, [int(d) for d in np.asarray(shape).reshape(-1)])
+
+
+@register("ExpandDims")
+def _expand_dims(node, x, axis):
+    return np.expand_dims(x, int(np.asarray(axis)))
+
+
+@register("Squeeze")
+def _squeeze(node, x):
+    dims = node.attrs.get("squeeze_dims", [])
+    return np.squeeze(x, axis=tuple(dims) if dims else None)
+
+
+@register("Pack")
+def _pack(node, *xs):
+    return np.stack([np.asarray(x) for x in xs], axis=node.attrs.get("axis", 0))
+
+
+@register("ConcatV2")
+def _concat(node, *args):
+    *xs, axis = args
+    return np.concatenate([np.asarray(x) for x in xs], axis=int(np.asarray(axis)))
+
+
+@register("GatherV2")
+def _gather(node, params, indices, axis):
+    return np.take(params, np.asarray(indices), axis=int(np.asarray(axis)))
+
+
+@register("Range")
+def _range(node, start, limit, delta):
+    return np.arange(np.asarray(start), np.asarray(limit), np.asarray(delta),
+                     dtype=node.attrs.get("Tidx", None))
+
+
+@register("Unique")
+def _unique(node, x):
+    # TF orders unique values by first occurrence (np.unique sorts them).
+    flat = np.asarray(x).reshape(-1)
+    first: dict[Any, int] = {}
+    idx = np.asarray([first.setdefault(v.item() if hasattr(v, "item") else v, len(first))
+                      for v in flat], dtype=node.attrs.get("out_idx", "int32"))
+    values = np.asarray(list(first), dtype=flat.dtype)
+    return values, idx
+
+
+@register("StridedSlice")
+def _strided_slice(node, x, begin, end, strides):
+    x = np.asarray(x)
+    begin, end, strides = (np.asarray(v).reshape(-1).tolist() for v in (begin, end, strides))
+    masks = {k: int(node.attrs.get(k, 0)) for k in
+             ("begin_mask", "end_mask", "ellipsis_mask", "new_axis_mask", "shrink_axis_mask")}
+    index: list[Any] = []
+    for i, (b, e, s) in enumerate(zip(begin, end, strides)):
+        bit = 1 << i
+        if masks["ellipsis_mask"] & bit:
+            index.append(Ellipsis)
+        elif masks["new_axis_mask"] & bit:
+            index.append(np.newaxis)
+        elif masks["shrink_axis_mask"] & bit:
+            index.append(b)
+        else:
+            index.append(slice(None if masks["begin_mask"] & bit else b,
+                               None if masks["end_mask"] & bit else e, s))
+    return x[tuple(index)]
+
+
+@register("Fill")
+def _fill(node, dims, value):
+    return np.full([int(d) for d in np.asarray(dims).reshape(-1)], np.asarray(value))
+
+
+@register("ZerosLike", "OnesLike")
+def _zeros_like(node, x):
+    return (np.zeros_like if node.op == "ZerosLike" else np.ones_like)(np.asarray(x))
