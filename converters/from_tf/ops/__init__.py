@@ -23,6 +23,8 @@ _FAMILIES = (
     "linalg",
     "array_extra",
     "random_stateless",
+    "tf1",
+    "xla",
 )
 
 for _family in _FAMILIES:

@@ -1,0 +1,1 @@
+"""Splitting TF graphs into a host stage (strings, tables; numpy) and a device function."""

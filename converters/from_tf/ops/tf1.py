@@ -1,0 +1,92 @@
+"""TF1 graph constructs: ref variables (``VariableV2``, ``Assign*``) and sparse segments.
+
+Ref variables: a TF1 graph reads a ``VariableV2`` by using its ref output directly. The
+TF1 Hub reader rewrites each such use into a ``ReadVariableOp`` of the variable (see
+``converters/from_tf/tf1_hub.py``), so here ``VariableV2`` is just a handle, like
+``VarHandleOp``, and ``Assign`` stores into the running context's state and returns the
+new value (a ref assignment's output, used by UPDATE_OPS).
+
+Sparse segments (``embedding_lookup_sparse``): the number of output rows is the largest
+segment id plus one. When the ids come from a host stage, the host also feeds a zero-filled
+array of that length as an extra input (the op's 4th), so the size is a shape, known to
+``jax.export`` as a symbolic dimension.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from converters.from_tf.ops.registry import register
+from converters.from_tf.values import Resource, as_jax, is_static
+
+
+@register("VariableV2", "Variable")
+def _ref_variable(node):
+    return Resource(node.attr("shared_name", "") or node.name)
+
+
+def _current(node, handle: Resource):
+    try:
+        return node.ctx.state[handle.key]
+    except KeyError:
+        raise KeyError(f"variable {handle.key!r} has no value (not among the params)"
+                       ) from None
+
+
+@register("Assign", "AssignAdd", "AssignSub")
+def _ref_assign(node, handle, value):
+    old = _current(node, handle)
+    if node.op == "AssignAdd":
+        value = old + value
+    elif node.op == "AssignSub":
+        value = old - value
+    dtype = getattr(old, "dtype", None)
+    new = np.asarray(value, dtype) if is_static(value, old) else as_jax(value, dtype)
+    node.ctx.state[handle.key] = new
+    return new
+
+
+@register("L2Loss")
+def _l2_loss(node, x):
+    # TF1 regularizers (REGULARIZATION_LOSSES) are made of these.
+    x = as_jax(x)
+    return jnp.sum(x * x) / 2
+
+
+@register("SparseSegmentSqrtN", "SparseSegmentMean", "SparseSegmentSum")
+def _sparse_segment(node, data, indices, segment_ids, size_carrier=None):
+    if size_carrier is not None:
+        num_segments = size_carrier.shape[0]
+    elif is_static(segment_ids):
+        ids = np.asarray(segment_ids)
+        num_segments = int(ids.max()) + 1 if ids.size else 0
+    else:
+        raise NotImplementedError(
+            f"{node.op}: the output size depends on the segment ids' values; compute them "
+            f"in a host stage or use {node.op}WithNumSegments")
+    return _segment_reduce(node.op, data, indices, segment_ids, num_segments)
+
+
+@register("SparseSegmentSqrtNWithNumSegments", "SparseSegmentMeanWithNumSegments",
+          "SparseSegmentSumWithNumSegments")
+def _sparse_segment_n(node, data, indices, segment_ids, num_segments):
+    if not is_static(num_segments):
+        raise NotImplementedError(f"{node.op}: num_segments must be known while tracing")
+    op = node.op.replace("WithNumSegments", "")
+    return _segment_reduce(op, data, indices, segment_ids, int(np.asarray(num_segments)))
+
+
+def _segment_reduce(op: str, data, indices, segment_ids, num_segments):
+    rows = jnp.take(as_jax(data), as_jax(indices), axis=0)
+    segment_ids = as_jax(segment_ids)
+    total = jax.ops.segment_sum(rows, segment_ids, num_segments=num_segments)
+    if op == "SparseSegmentSum":
+        return total
+    counts = jax.ops.segment_sum(jnp.ones(segment_ids.shape, rows.dtype), segment_ids,
+                                 num_segments=num_segments)
+    counts = counts.reshape((-1,) + (1,) * (rows.ndim - 1))
+    scale = jnp.sqrt(counts) if op == "SparseSegmentSqrtN" else counts
+    # TF leaves empty segments at zero.
+    return total / jnp.where(scale > 0, scale, 1)

@@ -1,0 +1,127 @@
+"""TF1 Hub modules: every signature and variant against the same graph in a v1 Session."""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+import tensorflow as tf
+
+import jaxhub
+
+from ._session import flat_params
+
+RNG = np.random.default_rng(0)
+X = RNG.standard_normal((5, 6)).astype(np.float32)
+IMAGES = RNG.standard_normal((2, 32, 32, 3)).astype(np.float32)
+
+
+def _loss_and_cts(outputs):
+    cts = {k: np.random.default_rng(1).standard_normal(np.shape(v)).astype(np.float32)
+           for k, v in outputs.items()}
+    return cts
+
+
+def _jax_grads(module, signature, inputs, cts, tags=None):
+    def loss(params):
+        outs = module.apply(params, inputs, signature=signature, as_dict=True, tags=tags)
+        return sum(jnp.sum(outs[k] * c) for k, c in cts.items())
+
+    return flat_params(jax.jit(jax.grad(loss))(module.params))
+
+
+def _assert_close(ours, theirs, atol=1e-5):
+    assert set(ours) == set(theirs)
+    for k in theirs:
+        np.testing.assert_allclose(np.asarray(ours[k]), theirs[k], rtol=1e-5, atol=atol,
+                                   err_msg=k)
+
+
+@pytest.mark.parametrize("signature,inputs", [
+    ("default", {"x": X}),
+    ("features", {"a": X, "scale": np.float32(0.5)}),
+])
+def test_mlp_inference_outputs_and_gradients_match_tf(converted, tf_session, signature,
+                                                        inputs):
+    module, sess = converted("mlp"), tf_session("mlp")
+    theirs = sess.run(signature, inputs)
+    _assert_close(module(inputs, signature=signature, as_dict=True), theirs)
+    cts = _loss_and_cts(theirs)
+    tf_grads, _ = sess.grads(signature, inputs, cts)
+    ours = _jax_grads(module, signature, inputs, cts)
+    trainable = {k for k, v in flat_params(module.trainable_mask).items() if v}
+    # jaxhub stops gradients at frozen params; TF1 differentiates through them.
+    _assert_close({k: v for k, v in ours.items() if k in trainable},
+                  {k: v for k, v in tf_grads.items() if k in trainable})
+
+
+def test_mlp_train_variant_returns_update_ops_as_state(converted, tf_session):
+    module, sess = converted("mlp"), tf_session("mlp", {"train"})
+    _, state = module({"x": X}, tags="train", rng=jax.random.key(0))
+    # Fetching UPDATE_OPS runs the assignments once, from the restored values.
+    updates = sess.run("default", {"x": X}, fetch=["Assign:0", "Assign_1:0"])
+    np.testing.assert_allclose(state["bn"]["moving_mean"], updates["Assign:0"], rtol=1e-5,
+                               atol=1e-6)
+    np.testing.assert_allclose(state["bn"]["moving_variance"], updates["Assign_1:0"],
+                               rtol=1e-5, atol=1e-6)
+
+
+def test_mlp_train_variant_applies_dropout(converted):
+    module = converted("mlp")
+    a, _ = module({"x": X}, tags="train", rng=jax.random.key(0))
+    b, _ = module({"x": X}, tags="train", rng=jax.random.key(1))
+    assert not np.allclose(a, b)  # different keys drop different units
+    assert module.variants == (frozenset(), frozenset({"train"}))
+    assert set(module.variant_signatures("train")) == {"default", "features"}
+
+
+def test_mlp_train_variant_without_random_ops_matches_tf(converted, tf_session):
+    module, sess = converted("mlp"), tf_session("mlp", {"train"})
+    inputs = {"a": X, "scale": np.float32(2.0)}
+    ours, state = module(inputs, signature="features", as_dict=True, tags="train",
+                         rng=jax.random.key(0))
+    _assert_close(ours, sess.run("features", inputs))
+    assert state == {}  # this signature feeds none of the batch statistics
+
+
+def test_mlp_regularizer_and_trainable_mask_follow_the_collections(converted, tf_session):
+    module, sess = converted("mlp"), tf_session("mlp")
+    tf_loss = sum(sess.collection_values(tf.compat.v1.GraphKeys.REGULARIZATION_LOSSES))
+    np.testing.assert_allclose(module.regularization_loss(), tf_loss, rtol=1e-6)
+    grads = flat_params(jax.grad(module.regularization_loss)(module.params))
+    kernel = flat_params(module.params)["dense1/kernel"]
+    np.testing.assert_allclose(grads["dense1/kernel"], 0.01 * kernel, rtol=1e-5)
+    trainable = {v.op.name for v in sess.graph.get_collection("trainable_variables")}
+    assert {k for k, v in flat_params(module.trainable_mask).items() if v} == trainable
+
+
+def test_image_module_matches_tf_and_carries_its_image_size(converted, tf_session):
+    module, sess = converted("image"), tf_session("image")
+    theirs = sess.run("default", {"default": IMAGES})
+    _assert_close(module(IMAGES, as_dict=True), theirs)
+    cts = _loss_and_cts(theirs)
+    tf_grads, _ = sess.grads("default", {"default": IMAGES}, cts)
+    _assert_close(_jax_grads(module, "default", IMAGES, cts), tf_grads, atol=1e-4)
+    assert module.get_attached_message("image_size") == [32, 32]
+    assert "image_module_info" in module.attachments["tf_hub_attachments"]
+
+
+@pytest.mark.xfail(reason="v1 while loops (Enter/Exit/NextIteration) are not yet "
+                          "rewritten into functional form", strict=False)
+def test_v1_control_flow_matches_tf(converted, tf_session):
+    module, sess = converted("control_flow"), tf_session("control_flow")
+    for x in (X[:, :3], -np.abs(X[:, :3])):  # both branches of the tf.cond
+        theirs = sess.run("default", {"default": x})
+        _assert_close(module(x, as_dict=True), theirs)
+        cts = _loss_and_cts(theirs)
+        tf_grads, _ = sess.grads("default", {"default": x}, cts)
+        _assert_close(_jax_grads(module, "default", x, cts), tf_grads)
+
+
+def test_converted_module_exports_and_loads_without_conversion(converted, tmp_path):
+    module = converted("mlp")
+    loaded = jaxhub.load(module.export(tmp_path / "mlp"))
+    np.testing.assert_array_equal(loaded({"x": X}), module({"x": X}))
+    np.testing.assert_allclose(loaded.regularization_loss(), module.regularization_loss())
+    assert loaded.trainable_mask == module.trainable_mask
