@@ -1,9 +1,10 @@
 """Image resizing with TF's exact sampling grids.
 
 Every ``Resize*`` op here is separable and linear in the image, with sampling positions
-that depend on shapes only. So each axis gets a static interpolation matrix (built once
-with numpy, following TF's ``align_corners`` / ``half_pixel_centers`` rules) and the
-resize is two small matrix products: fast, exact, and differentiable for free.
+that depend on shapes only. So bilinear and bicubic resizing get a static interpolation
+matrix per axis (built with numpy, following TF's ``align_corners`` /
+``half_pixel_centers`` rules) and become two small matrix products: exact and
+differentiable for free. Nearest-neighbor resizing is two gathers with static indices.
 """
 
 from __future__ import annotations
@@ -13,6 +14,10 @@ import jax.numpy as jnp
 
 from converters.from_tf.ops.registry import register
 from converters.from_tf.values import as_jax
+
+
+#: Entries of TF's precomputed cubic kernel table.
+_TABLE_SIZE = 1024
 
 
 def _scale(in_size: int, out_size: int, align_corners: bool) -> float:
@@ -63,6 +68,8 @@ def _cubic_weights(t: np.ndarray, a: float) -> np.ndarray:
 def _bicubic(in_size, out_size, align_corners, half_pixel) -> np.ndarray:
     src = _source(out_size, _scale(in_size, out_size, align_corners), half_pixel)
     base = np.floor(src)
+    # TF reads the kernel from a table of 1024 steps: round the fraction the same way.
+    frac = np.rint((src - base) * _TABLE_SIZE) / _TABLE_SIZE
     matrix = np.zeros((out_size, in_size))
     rows = np.arange(out_size)
     # TF: Keys' a = -0.5 with half-pixel centers (taps outside the image dropped and the
@@ -70,7 +77,7 @@ def _bicubic(in_size, out_size, align_corners, half_pixel) -> np.ndarray:
     a = -0.5 if half_pixel else -0.75
     for k in range(-1, 3):
         index = base + k
-        weight = _cubic_weights(src - index, a)
+        weight = _cubic_weights(frac - k, a)
         inside = (index >= 0) & (index <= in_size - 1)
         if half_pixel:
             weight = np.where(inside, weight, 0.0)

@@ -79,11 +79,11 @@ def _svd(node, x):
 
 @register("SelfAdjointEigV2")
 def _self_adjoint_eig(node, x):
+    # TF reads the lower triangle only (so its gradient is lower triangular too).
     x = as_jax(x)
-    if not node.attr("compute_v", True):
-        return [jnp.linalg.eigvalsh(x), jnp.zeros((0,), x.dtype)]
-    w, v = jnp.linalg.eigh(x)
-    return [w, v]
+    lower = jnp.tril(x)
+    w, v = jnp.linalg.eigh(lower + _adjoint(jnp.tril(x, -1)), symmetrize_input=False)
+    return [w, v if node.attr("compute_v", True) else jnp.zeros((0,), x.dtype)]
 
 
 @register("MatrixBandPart")

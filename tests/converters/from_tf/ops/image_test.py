@@ -1,0 +1,37 @@
+"""Conformance of image resizing against TF, for every sampling-grid convention."""
+
+from __future__ import annotations
+
+import pytest
+import tensorflow as tf
+
+from tests.converters.from_tf.ops._conformance import Case, check, params
+
+_SHAPES = (((2, 5, 7, 3),), ((1, 8, 6, 2),))
+_SIZES = ((9, 4), (3, 12))
+
+
+def _resize(op, size, align_corners=False, half_pixel_centers=False):
+    def fn(x):
+        return getattr(tf.raw_ops, op)(images=x, size=size, align_corners=align_corners,
+                                       half_pixel_centers=half_pixel_centers)
+    return fn
+
+
+CASES = []
+for _op, _tol in (("ResizeBilinear", 1e-5), ("ResizeNearestNeighbor", 0.0),
+                  ("ResizeBicubic", 1e-5)):
+    for _size in _SIZES:
+        for _align, _half in ((False, False), (True, False), (False, True)):
+            CASES.append(Case(
+                _op, _resize(_op, _size, _align, _half), _SHAPES,
+                dtypes=("float32", "int32") if _op == "ResizeNearestNeighbor" else ("float32",),
+                rtol=max(_tol, 1e-6), atol=max(_tol, 1e-6),
+                name=f"{_op}-{_size[0]}x{_size[1]}-align{int(_align)}-half{int(_half)}"))
+CASES.append(Case("ResizeBilinear", lambda x: tf.image.resize(x, (10, 3)), _SHAPES,
+                  dtypes=("float32", "uint8"), name="tf.image.resize", rtol=1e-5, atol=1e-4))
+
+
+@pytest.mark.parametrize("case,shapes,dtypes", params(CASES))
+def test_matches_tensorflow(case, shapes, dtypes):
+    check(case, shapes, dtypes)
