@@ -71,7 +71,7 @@ def publish(module_dir: str | os.PathLike, repo_dir: str | os.PathLike, name: st
         FileExistsError: That version was published already.
 
     Examples:
-        >>> p = publish("exported/encoder", "repo", name="acme/encoder", version=1)  # doctest: +SKIP
+        >>> p = publish("exported/encoder", "repo", "acme/encoder", 1)  # doctest: +SKIP
         >>> p.handle, p.sha256[:12]  # doctest: +SKIP
         ('acme/encoder/1', '3f5a9c0e21b7')
     """
