@@ -184,7 +184,10 @@ class _HubModule:
     def __init__(self, path: pathlib.Path):
         proto = saved_model_pb2.SavedModel()
         proto.ParseFromString((path / "saved_model.pb").read_bytes())
-        reader = tf.train.load_checkpoint(str(path / "variables" / "variables"))
+        checkpoint = path / "variables" / "variables"
+        # A module without variables may come without a checkpoint.
+        reader = (tf.train.load_checkpoint(str(checkpoint))
+                  if checkpoint.with_suffix(".index").is_file() else None)
         self.variables: dict[str, _Variable] = {}
         values: dict[tuple[str, ...], np.ndarray] = {}
         self.assets: dict[str, pathlib.Path] = {}

@@ -16,7 +16,8 @@ from tensorflow.core.protobuf import meta_graph_pb2
 
 v1 = tf.compat.v1
 
-FIXTURES = pathlib.Path(__file__).resolve().parents[3] / "fixtures" / "tf1"
+REPO_ROOT = pathlib.Path(__file__).resolve().parents[4]
+FIXTURES = REPO_ROOT / "tests" / "fixtures" / "tf1"
 
 
 class TF1Session:
