@@ -1,0 +1,114 @@
+"""Conformance of array ops (shapes, slicing, gathers, scatters, padding, ...) against TF."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from tests.converters.from_tf.ops._conformance import (Case, check, distinct, integers,
+                                                       normal, params)
+
+_IDX = "int32"
+
+
+def _indices_nd(rng, shape, dtype):
+    """Valid indices into the leading axes of a (4, 3, ...) tensor (last axis: depth)."""
+    bounds = np.array([4, 3])[: shape[-1]]
+    return (rng.integers(0, 1 << 16, shape) % bounds).astype(dtype)
+
+
+def _unique_rows(rng, shape, dtype):
+    """Distinct index rows into a (4, 3) grid (scatters whose updates must not collide)."""
+    cells = rng.permutation(12)[: shape[0]]
+    return np.stack([cells // 3, cells % 3], axis=-1).astype(dtype)
+
+
+CASES = [
+    Case("Reshape", lambda x: tf.reshape(x, [-1, 2]), (((2, 3),), ((4, 1, 2),))),
+    Case("Reshape", lambda x: tf.reshape(x, tf.concat([tf.shape(x)[:1], [-1]], 0)),
+         (((2, 3, 2),),), name="Reshape-dynamic"),
+    Case("Squeeze", lambda x: tf.squeeze(x, axis=1), (((2, 1, 3),),)),
+    Case("ExpandDims", lambda x: tf.expand_dims(x, -1), (((2, 3),),)),
+    Case("Transpose", lambda x: tf.transpose(x, [2, 0, 1]), (((2, 3, 4),),)),
+    Case("Pack", lambda x, y: tf.stack([x, y], axis=1), (((2, 3), (2, 3)),)),
+    Case("Unpack", lambda x: tf.unstack(x, axis=1), (((2, 3, 2),),)),
+    Case("ConcatV2", lambda x, y: tf.concat([x, y], -1), (((2, 3), (2, 2)),)),
+    Case("Concat", lambda x, y: tf.raw_ops.Concat(concat_dim=0, values=[x, y]),
+         (((2, 3), (1, 3)),)),
+    Case("Split", lambda x: tf.split(x, 2, axis=1), (((3, 4),),)),
+    Case("SplitV", lambda x: tf.split(x, [1, 3], axis=1), (((3, 4),),)),
+    Case("Fill", lambda x: x + tf.fill(tf.shape(x), 2.0), (((2, 3),),)),
+    Case("ZerosLike", lambda x: tf.raw_ops.ZerosLike(x=x) + x, (((2, 3),),)),
+    Case("OnesLike", lambda x: tf.raw_ops.OnesLike(x=x) * x, (((2, 3),),)),
+    Case("Range", lambda x: x * tf.cast(tf.range(tf.shape(x)[-1]), tf.float32),
+         (((2, 3),),)),
+    Case("Shape", lambda x: tf.raw_ops.Shape(input=x), (((2, 3),),)),
+    Case("Size", lambda x: tf.raw_ops.Size(input=x), (((2, 3),),)),
+    Case("Rank", lambda x: tf.raw_ops.Rank(input=x), (((2, 3),),)),
+    Case("StridedSlice", lambda x: x[1:, ::2], (((4, 5),),)),
+    Case("StridedSlice", lambda x: x[..., tf.newaxis, -1], (((3, 4, 5),),),
+         name="StridedSlice-ellipsis-newaxis-shrink"),
+    Case("StridedSlice", lambda x: x[::-1, 1:-1], (((4, 5),),), name="StridedSlice-reverse"),
+    Case("Slice", lambda x: tf.slice(x, [1, 0], [2, -1]), (((4, 5),),)),
+    Case("GatherV2", lambda x, i: tf.gather(x, i, axis=1), (((3, 5), (4,)),),
+         dtypes=(("float32", _IDX),), sample=(normal, integers(0, 5))),
+    Case("GatherNd", tf.gather_nd, (((4, 3, 2), (5, 2)), ((4, 3), (2, 2, 1))),
+         dtypes=(("float32", _IDX),), sample=(normal, _indices_nd)),
+    Case("ScatterNd", lambda i, u: tf.scatter_nd(i, u, [4, 3, 2]), (((5, 2), (5, 2)),),
+         dtypes=((_IDX, "float32"),), sample=(_indices_nd, normal)),
+    Case("TensorScatterUpdate", tf.tensor_scatter_nd_update, (((4, 3), (3, 2), (3,)),),
+         dtypes=(("float32", _IDX, "float32"),), sample=(normal, _unique_rows, normal)),
+    Case("TensorScatterAdd", tf.tensor_scatter_nd_add, (((4, 3), (5, 2), (5,)),),
+         dtypes=(("float32", _IDX, "float32"),), sample=(normal, _indices_nd, normal)),
+    Case("TensorScatterSub", tf.tensor_scatter_nd_sub, (((4, 3), (5, 2), (5,)),),
+         dtypes=(("float32", _IDX, "float32"),), sample=(normal, _indices_nd, normal)),
+    Case("TensorScatterMax", tf.tensor_scatter_nd_max, (((4, 3), (3, 2), (3,)),),
+         dtypes=(("float32", _IDX, "float32"),), sample=(normal, _unique_rows, normal),
+         grad=False),
+    Case("TensorScatterMin", tf.tensor_scatter_nd_min, (((4, 3), (3, 2), (3,)),),
+         dtypes=(("float32", _IDX, "float32"),), sample=(normal, _unique_rows, normal),
+         grad=False),
+    Case("OneHot", lambda i: tf.one_hot(i, 4, on_value=2.0, off_value=-1.0, axis=0),
+         (((3, 2),),), dtypes=(_IDX,), sample=integers(-1, 5), name="OneHot-axis0"),
+    Case("Tile", lambda x: tf.tile(x, [2, 1, 3]), (((2, 1, 3),),)),
+    Case("BroadcastTo", lambda x: tf.broadcast_to(x, [4, 2, 3]), (((2, 1),),)),
+    Case("BroadcastArgs", lambda x, y: tf.broadcast_to(
+        x, tf.broadcast_dynamic_shape(tf.shape(x), tf.shape(y))) + y, (((2, 1), (3, 1, 4)),)),
+    Case("Pad", lambda x: tf.pad(x, [[1, 0], [2, 1]]), (((2, 3),),)),
+    Case("PadV2", lambda x: tf.pad(x, [[1, 0], [2, 1]], constant_values=3.0), (((2, 3),),)),
+    Case("MirrorPad", lambda x: tf.pad(x, [[1, 1], [2, 0]], mode="REFLECT"), (((3, 4),),)),
+    Case("MirrorPad", lambda x: tf.pad(x, [[1, 2], [0, 1]], mode="SYMMETRIC"), (((3, 4),),),
+         name="MirrorPad-symmetric"),
+    Case("ReverseV2", lambda x: tf.reverse(x, [0, -1]), (((2, 3, 4),),)),
+    Case("Roll", lambda x: tf.roll(x, [1, -2], [0, 1]), (((3, 4),),)),
+    Case("InvertPermutation", lambda x: tf.transpose(x, tf.math.invert_permutation(
+        [2, 0, 1])), (((2, 3, 4),),)),
+    Case("Where", lambda x: x * tf.cast(tf.size(tf.where([True, False, True])), tf.float32),
+         (((2, 3),),)),
+    Case("TopKV2", lambda x: tf.math.top_k(x, 3), (((2, 6),), ((3, 4, 5),)), sample=distinct),
+    Case("TopKV2", lambda x: tf.sort(x, direction="DESCENDING"), (((3, 5),),),
+         sample=distinct, name="Sort"),
+    Case("TopKV2", lambda x: tf.argsort(x), (((3, 5),),), sample=distinct, name="Argsort"),
+    Case("LinSpace", lambda a, b: tf.raw_ops.LinSpace(start=a, stop=b, num=5), (((), ()),),
+         grad=False),  # TF registers no gradient for LinSpace
+    Case("Bitcast", lambda x: tf.bitcast(x, tf.int32), (((2, 3),),)),
+    Case("DepthToSpace", lambda x: tf.nn.depth_to_space(x, 2), (((2, 3, 2, 8),),)),
+    Case("SpaceToDepth", lambda x: tf.nn.space_to_depth(x, 2), (((2, 4, 6, 3),),)),
+    Case("SpaceToBatchND", lambda x: tf.space_to_batch(x, [2, 2], [[0, 1], [1, 1]]),
+         (((2, 5, 4, 3),),)),
+    Case("BatchToSpaceND", lambda x: tf.batch_to_space(x, [2, 2], [[0, 1], [1, 1]]),
+         (((8, 3, 3, 2),),)),
+    Case("PlaceholderWithDefault", lambda x: tf.raw_ops.PlaceholderWithDefault(
+        input=x, shape=[None, 3]) * 2.0, (((2, 3),),)),
+    Case("Identity", tf.identity, (((2, 3),),)),
+    Case("IdentityN", lambda x, y: tf.raw_ops.IdentityN(input=[x, y]), (((2,), (3,)),)),
+    Case("StopGradient", lambda x: x * tf.stop_gradient(x), (((2, 3),),)),
+    Case("Conv2D", lambda x, k: tf.nn.atrous_conv2d(x, k, 2, "SAME"),
+         (((1, 8, 8, 2), (3, 3, 2, 3)),), name="Atrous-conv", rtol=1e-4, atol=1e-4),
+]
+
+
+@pytest.mark.parametrize("case,shapes,dtypes", params(CASES))
+def test_matches_tensorflow(case, shapes, dtypes):
+    check(case, shapes, dtypes)
