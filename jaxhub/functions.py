@@ -15,7 +15,6 @@ from typing import Any, Callable, Sequence
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 from jax import export as jax_export
 from jax.extend import core as jax_core
 
@@ -114,7 +113,7 @@ class _Backward:
                 all_cts[i] = ct
             if len(cts) < len(all_cts):
                 out_shapes = jax.eval_shape(exported.call, *primals)
-                all_cts = [np.zeros(a.shape, jax.dtypes.float0) if ct is None else ct
+                all_cts = [jnp.zeros(a.shape, jax.dtypes.float0) if ct is None else ct
                            for ct, a in zip(all_cts, out_shapes)]
             in_cts = vjp.call(*primals, *all_cts)
             return tuple(in_cts[i] for i in self._float_ins)
