@@ -4,8 +4,14 @@ A jaxhub function (one signature of one variant) is a deserialized ``jax.export`
 ``jax2tf.convert`` exports it once more, around :meth:`jaxhub.Module.apply`, so that the
 TensorFlow graph holds one ``XlaCallModule`` op whose StableHLO calls the module's own
 serialized function. Params are passed in as arguments (the caller reads them from
-``tf.Variable``s), which lets ``tf.custom_gradient`` carry the exported VJP back to the
-variables.
+``tf.Variable``s), so gradients reach the variables.
+
+The gradient is a ``tf.custom_gradient`` around two converted functions, the forward one
+and its VJP (both without jax2tf's own gradient), rather than ``with_gradient=True``: the
+VJP is then one ``XlaCallModule`` op that a SavedModel saves whole, and it needs no
+cotangents from TensorFlow for integer outputs or for returned state (batch-norm
+statistics), which it fills with zeros itself. TensorFlow does not always hand those over
+in the shape JAX expects once a SavedModel is loaded again.
 """
 
 from __future__ import annotations
@@ -13,13 +19,17 @@ from __future__ import annotations
 import dataclasses
 from typing import Any, Callable, Mapping, Sequence
 
+import jax
+import jax.numpy as jnp
 import tensorflow as tf
+from jax import export as jax_export
 from jax.experimental import jax2tf
 
 import jaxhub
 from jaxhub import tree as tree_lib
 from jaxhub.format.manifest import FunctionSpec
-from jaxhub.tree import Path
+
+TfCall = Callable[..., list[tf.Tensor]]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -60,51 +70,106 @@ def convert(module: jaxhub.Module, spec: FunctionSpec, platforms: Sequence[str])
         functions were lowered for).
 
     Returns:
-      The function, whose gradient (with respect to params and float inputs) TensorFlow
-      computes with the module's exported VJP.
+      The function. TensorFlow differentiates its outputs (not the state) with respect
+      to the params and the float inputs, with the module's exported VJP.
     """
+    params = [jaxhub.TensorSpec(p.shape, p.dtype) for p in module.manifest.params]
     paths = [p.path for p in module.manifest.params]
+    names, outputs = list(spec.signature.inputs), list(spec.signature.outputs)
+    n_params, n_inputs = len(paths), len(names)
 
-    def flat(leaves, inputs, *key):
-        params = tree_lib.unflatten(zip(paths, leaves))
-        result = module.apply(params, inputs, signature=spec.signature_name, as_dict=True,
-                              tags=spec.tags, rng=key[0] if key else None)
-        if not spec.tags:
-            return result, []
-        outputs, state = result
+    def flat(*args):
+        inputs = dict(zip(names, args[n_params:n_params + n_inputs]))
+        result = module.apply(tree_lib.unflatten(zip(paths, args[:n_params])), inputs,
+                              signature=spec.signature_name, as_dict=True, tags=spec.tags,
+                              rng=args[-1] if spec.takes_rng else None)
+        outs, state = result if spec.tags else (result, {})
         by_path = dict(tree_lib.flatten(state))
-        return outputs, [by_path[path] for path in spec.state]
+        return [*(outs[k] for k in outputs), *(by_path[path] for path in spec.state)]
 
-    shapes: list[Any] = [None, {name: _poly_shape(s)
-                                for name, s in spec.signature.inputs.items()}]
+    arg_specs = params + [spec.signature.inputs[k] for k in names]
     if spec.takes_rng:
-        shapes.append(None)
-    converted = jax2tf.convert(flat, polymorphic_shapes=shapes, with_gradient=True,
-                               native_serialization_platforms=tuple(platforms))
+        arg_specs.append(jaxhub.TensorSpec([2], "uint32"))
+    converted = differentiable(flat, arg_specs, len(outputs), platforms)
 
     def call(param_values, inputs, key=None):
-        args = [list(param_values), dict(inputs)]
-        if spec.takes_rng:
-            args.append(key)
-        outputs, state = converted(*args)
-        return dict(outputs), list(state)
+        args = [*param_values, *(inputs[k] for k in names), *([key] if spec.takes_rng else [])]
+        results = converted(*args)
+        return dict(zip(outputs, results[:len(outputs)])), list(results[len(outputs):])
 
     return TfFunction(spec, call)
 
 
-def _poly_shape(spec: jaxhub.TensorSpec) -> str:
-    """The jax2tf polymorphic shape of an input: its symbolic names, or its sizes."""
-    return "(" + ", ".join(str(d) for d in spec.shape) + ("," if len(spec.shape) == 1 else "") + ")"
-
-
-def convert_regularizer(module: jaxhub.Module, platforms: Sequence[str]
-                        ) -> Callable[[Sequence[tf.Tensor]], tf.Tensor]:
-    """The module's regularization loss as ``fn(param_values) -> scalar`` on TF tensors."""
+def convert_regularizer(module: jaxhub.Module, platforms: Sequence[str]) -> TfCall:
+    """The module's regularization loss as ``fn(*param_values) -> [scalar]`` on TF tensors."""
+    params = [jaxhub.TensorSpec(p.shape, p.dtype) for p in module.manifest.params]
     paths = [p.path for p in module.manifest.params]
 
-    def flat(leaves):
-        return module.regularization_loss(tree_lib.unflatten(zip(paths, leaves)))
+    def flat(*leaves):
+        return [module.regularization_loss(tree_lib.unflatten(zip(paths, leaves)))]
 
-    converted = jax2tf.convert(flat, with_gradient=True,
-                               native_serialization_platforms=tuple(platforms))
-    return lambda param_values: converted(list(param_values))
+    return differentiable(flat, params, 1, platforms)
+
+
+def differentiable(fn: Callable[..., list], arg_specs: Sequence[jaxhub.TensorSpec],
+                   n_outputs: int, platforms: Sequence[str]) -> TfCall:
+    """``fn(*args) -> list`` as a TF function whose gradient is ``fn``'s VJP.
+
+    Args:
+      fn: a JAX function of flat arrays, returning a flat list.
+      arg_specs: the specs of its args; named dims are symbolic (polymorphic in TF).
+      n_outputs: how many of its results, from the front, are differentiable (when
+        float); the rest (state) are not.
+      platforms: the platforms to lower for.
+
+    Returns:
+      ``call(*tf_args) -> list of tf tensors``, with a ``tf.custom_gradient``.
+    """
+    scope = jax_export.SymbolicScope()
+    avals = [jax.ShapeDtypeStruct(_symbolic_shape(s, scope), s.dtype) for s in arg_specs]
+    out_avals = jax.eval_shape(fn, *avals)
+    float_args = [i for i, a in enumerate(avals) if _is_float(a)]
+    float_outs = [j for j, a in enumerate(out_avals[:n_outputs]) if _is_float(a)]
+
+    def vjp(*args_and_cts):
+        args, cts = args_and_cts[:len(avals)], args_and_cts[len(avals):]
+        outs, pullback = jax.vjp(lambda *a: list(fn(*a)), *args)
+        full = [jnp.zeros_like(o) if _is_float(o) else jnp.zeros(o.shape, jax.dtypes.float0)
+                for o in outs]
+        for j, ct in zip(float_outs, cts):
+            full[j] = ct
+        grads = pullback(full)
+        return [grads[i] for i in float_args]
+
+    arg_shapes = [_poly_shape(a.shape) for a in avals]
+    ct_shapes = [_poly_shape(out_avals[j].shape) for j in float_outs]
+    kwargs = dict(with_gradient=False, native_serialization_platforms=tuple(platforms))
+    forward_tf = jax2tf.convert(fn, polymorphic_shapes=arg_shapes, **kwargs)
+    vjp_tf = jax2tf.convert(vjp, polymorphic_shapes=arg_shapes + ct_shapes, **kwargs)
+
+    @tf.custom_gradient
+    def call(*args):
+        outs = list(forward_tf(*args))
+
+        def grad(*upstream):
+            cts = [tf.zeros_like(outs[j]) if upstream[j] is None else upstream[j]
+                   for j in float_outs]
+            grads = dict(zip(float_args, vjp_tf(*args, *cts)))
+            return [grads.get(i) for i in range(len(args))]
+
+        return outs, grad
+
+    return call
+
+
+def _is_float(aval: Any) -> bool:
+    return jnp.issubdtype(aval.dtype, jnp.inexact)
+
+
+def _symbolic_shape(spec: jaxhub.TensorSpec, scope: jax_export.SymbolicScope) -> tuple:
+    return jax_export.symbolic_shape(", ".join(str(d) for d in spec.shape), scope=scope)
+
+
+def _poly_shape(shape: Sequence[Any]) -> str:
+    """A jax2tf polymorphic shape: ``"(batch, 50)"``; dims may be expressions."""
+    return "(" + ", ".join(str(d) for d in shape) + ("," if len(shape) == 1 else "") + ")"

@@ -14,6 +14,8 @@ What becomes what:
   with the same input and output names; the ``"default"`` one is also ``serving_default``.
   Symbolic sizes (``"batch"``) are ``None`` in TF and stay polymorphic in the graph.
 * The module's regularizer becomes the only entry of ``regularization_losses``.
+* Assets become SavedModel assets (``obj.assets[name].asset_path``); attachments are
+  written to ``assets.extra/jaxhub_attachments.json``.
 * Gradients are saved with the functions (``tf.custom_gradient`` around the module's
   exported VJP), so ``tf.GradientTape`` and ``hub.KerasLayer(..., trainable=True)``
   fine-tune the variables.
@@ -25,6 +27,7 @@ Examples:
 
 from __future__ import annotations
 
+import json
 import os
 import pathlib
 import shutil
@@ -43,6 +46,9 @@ from converters.to_tf import functions
 #: The signature that becomes ``__call__`` and ``serving_default``.
 DEFAULT_SIGNATURE = "default"
 SERVING_DEFAULT = "serving_default"
+#: Where the module's attachments go: TF's place for files that the graph does not use.
+ASSETS_EXTRA = "assets.extra"
+ATTACHMENTS_FILE = "jaxhub_attachments.json"
 TRAIN_TAGS = frozenset({"train"})
 
 
@@ -80,8 +86,16 @@ def export_saved_model(module: jaxhub.Module | str | os.PathLike, dst: str | os.
     params = module.params if params is None else params
     root, signatures = _build(module, params, seed, tuple(platforms))
     options = tf.saved_model.SaveOptions(experimental_custom_gradients=True)
-    return _write_atomically(pathlib.Path(dst), lambda tmp: tf.saved_model.save(
-        root, str(tmp), signatures=signatures, options=options))
+
+    def write(tmp: pathlib.Path) -> None:
+        tf.saved_model.save(root, str(tmp), signatures=signatures, options=options)
+        if module.attachments:
+            extra = tmp / ASSETS_EXTRA
+            extra.mkdir(exist_ok=True)
+            (extra / ATTACHMENTS_FILE).write_text(
+                json.dumps(dict(module.attachments), indent=2, sort_keys=True) + "\n")
+
+    return _write_atomically(pathlib.Path(dst), write)
 
 
 def _build(module: jaxhub.Module, params: Mapping[str, Any], seed: int,
@@ -94,6 +108,8 @@ def _build(module: jaxhub.Module, params: Mapping[str, Any], seed: int,
     root.variables = variables.all
     root.trainable_variables = [v for v in variables.all if v.trainable]
     root.regularization_losses = _regularization_losses(module, variables, platforms)
+    # Copied into the SavedModel's assets/; `obj.assets[name].asset_path` after loading.
+    root.assets = {name: tf.saved_model.Asset(str(path)) for name, path in module.assets.items()}
     inference = convert.get((frozenset(), DEFAULT_SIGNATURE))
     if inference is not None:
         train = convert.get((TRAIN_TAGS, DEFAULT_SIGNATURE))
@@ -173,7 +189,8 @@ def _regularization_losses(module: jaxhub.Module, variables: _Variables,
     converted = functions.convert_regularizer(module, platforms)
 
     def loss():
-        return converted(variables.values())
+        (loss_value,) = converted(*variables.values())
+        return loss_value
 
     return [tf.function(loss, input_signature=[], autograph=False)]
 

@@ -85,3 +85,35 @@ def mlp_saved_model(tmp_path_factory, mlp_module):
 @pytest.fixture(scope="session")
 def bn_saved_model(tmp_path_factory, bn_module):
     return export_saved_model(bn_module, tmp_path_factory.mktemp("to_tf") / "bn")
+
+
+VOCAB = ["<pad>", "the", "cat", "sat", "on", "mat"]
+
+
+def embed_tokens(params, tokens):
+    """Mean of token embeddings over a sequence of any length, padding (id 0) masked."""
+    vectors = params["embedding"][tokens]
+    mask = (tokens > 0).astype(vectors.dtype)[..., None]
+    total = jnp.sum(vectors * mask, axis=1)
+    return {"embedding": total / jnp.maximum(jnp.sum(mask, axis=1), 1.0),
+            "length": jnp.sum(tokens > 0, axis=1).astype(jnp.int32)}
+
+
+def make_text_module(tmp_dir):
+    vocab = tmp_dir / "vocab.txt"
+    vocab.write_text("\n".join(VOCAB) + "\n")
+    table = jax.random.normal(jax.random.key(5), (len(VOCAB), 4))
+    return jaxhub.create_module(
+        {"embedding": table},
+        signatures={"embed": (embed_tokens, jaxhub.TensorSpec([None, None], "int32"))},
+        attachments={"vocabulary_size": len(VOCAB)}, assets={"vocab.txt": vocab})
+
+
+@pytest.fixture(scope="session")
+def text_module(tmp_path_factory):
+    return make_text_module(tmp_path_factory.mktemp("text_src"))
+
+
+@pytest.fixture(scope="session")
+def text_saved_model(tmp_path_factory, text_module):
+    return export_saved_model(text_module, tmp_path_factory.mktemp("to_tf") / "text")

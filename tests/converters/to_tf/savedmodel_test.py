@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 
@@ -11,6 +12,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 import tensorflow_hub as hub
+from tensorflow.core.protobuf import saved_model_pb2
 
 import jaxhub
 from jaxhub import tree as tree_lib
@@ -206,3 +208,50 @@ def test_refuses_mismatched_params_and_existing_directories(tmp_path, mlp_module
     with pytest.raises(FileExistsError):
         export_saved_model(mlp_module, mlp_saved_model)
     assert not (tmp_path / "bad").exists()
+
+
+@pytest.mark.parametrize("length", [3, 9])
+def test_integer_inputs_of_any_length(text_saved_model, text_module, length):
+    obj = hub.load(str(text_saved_model))
+    tokens = np.random.default_rng(length).integers(0, 6, size=(4, length)).astype(np.int32)
+    got = obj.signatures["embed"](default=tf.constant(tokens))
+    want = text_module(tokens, signature="embed", as_dict=True)
+    np.testing.assert_allclose(got["embedding"].numpy(), want["embedding"], rtol=1e-6)
+    np.testing.assert_array_equal(got["length"].numpy(), want["length"])
+    with tf.GradientTape() as tape:
+        loss = tf.reduce_sum(obj.signatures["embed"](default=tf.constant(tokens))["embedding"])
+    (grad,) = tape.gradient(loss, obj.trainable_variables)
+    want_grad = jax.grad(lambda p: jnp.sum(
+        text_module.apply(p, tokens, signature="embed", as_dict=True)["embedding"]))(
+        text_module.params)
+    np.testing.assert_allclose(tf.convert_to_tensor(grad).numpy(), want_grad["embedding"],
+                               rtol=1e-6)
+
+
+def test_module_without_default_has_no_call(text_saved_model):
+    obj = hub.load(str(text_saved_model))
+    assert not callable(obj)
+    assert set(obj.signatures) == {"embed"}
+
+
+def test_assets_and_attachments_are_kept(text_saved_model, text_module):
+    obj = hub.load(str(text_saved_model))
+    vocab = obj.assets["vocab.txt"].asset_path.numpy().decode()
+    assert open(vocab).read() == text_module.assets["vocab.txt"].read_text()
+    attachments = text_saved_model / "assets.extra" / "jaxhub_attachments.json"
+    assert json.loads(attachments.read_text()) == dict(text_module.attachments)
+
+
+def test_each_function_and_its_saved_gradient_is_one_xla_call_module(mlp_saved_model):
+    proto = saved_model_pb2.SavedModel()
+    proto.ParseFromString((mlp_saved_model / "saved_model.pb").read_bytes())
+    calls = {f.signature.name: [n for n in f.node_def if n.op == "XlaCallModule"]
+             for f in proto.meta_graphs[0].graph_def.library.function}
+    calls = {name: nodes for name, nodes in calls.items() if nodes}
+    assert all(len(nodes) == 1 for nodes in calls.values())
+    # Forward functions and, saved beside them, the gradient functions (exported VJPs).
+    assert any("grad_fn" in name for name in calls)
+    assert any("serve" in name for name in calls)
+    for (node,) in calls.values():
+        assert sorted(p.decode() for p in node.attr["platforms"].list.s) == [
+            "CPU", "CUDA", "ROCM", "TPU"]
