@@ -1,0 +1,94 @@
+"""jaxhub.exporter.ModuleExporter: periodic exports that load back, latest or best kept."""
+
+from __future__ import annotations
+
+import json
+
+import jax
+import numpy as np
+import pytest
+
+import jaxhub
+from jaxhub.exporter import RECORD_FILE, ModuleExporter
+from tests.conftest import mlp
+
+
+def _params_at(module, step: int):
+    """Params that differ per step, as training would make them."""
+    return jax.tree.map(lambda v: v * (1.0 + 0.1 * step), module.params)
+
+
+def _step_dirs(directory) -> list[int]:
+    return sorted(int(p.name) for p in directory.iterdir() if p.name.isdigit())
+
+
+def test_exports_every_n_steps_and_keeps_the_latest(mlp_module, x, tmp_path):
+    exporter = ModuleExporter(tmp_path, mlp_module, every_n_steps=2, keep=2)
+    made = [exporter.maybe_export(step, _params_at(mlp_module, step)) for step in range(1, 8)]
+    assert [e.step for e in made if e is not None] == [2, 4, 6]
+    final = exporter.export(7, _params_at(mlp_module, 7))
+    assert _step_dirs(tmp_path) == [6, 7]
+    assert [e.step for e in exporter.exports] == [6, 7]
+    assert exporter.latest == final
+    for export in exporter.exports:
+        loaded = jaxhub.load(export.path)
+        np.testing.assert_allclose(loaded(x), mlp(_params_at(mlp_module, export.step), x),
+                                   atol=1e-5)
+    record = json.loads((tmp_path / RECORD_FILE).read_text())
+    assert [e["step"] for e in record["exports"]] == [6, 7]
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]
+
+
+@pytest.mark.parametrize("mode, best_steps", [("min", [3, 4]), ("max", [1, 6])])
+def test_keeps_the_best_by_a_metric_and_the_latest(mlp_module, tmp_path, mode, best_steps):
+    losses = {1: 5.0, 2: 4.0, 3: 1.0, 4: 2.0, 5: 3.0, 6: 4.5}
+    exporter = ModuleExporter(tmp_path, mlp_module, every_n_steps=1, keep=2,
+                              best_metric="loss", mode=mode)
+    for step, loss in losses.items():
+        exporter.maybe_export(step, mlp_module.params, metrics={"loss": loss})
+    assert _step_dirs(tmp_path) == sorted({*best_steps, 6})
+    best = exporter.best
+    assert best.step == (3 if mode == "min" else 1)
+    assert best.metrics == {"loss": losses[best.step]}
+
+
+def test_metrics_are_computed_only_when_exporting(mlp_module, tmp_path):
+    calls = []
+
+    def metrics():
+        calls.append(1)
+        return {"loss": 1.0}
+
+    exporter = ModuleExporter(tmp_path, mlp_module, every_n_steps=5, best_metric="loss")
+    for step in range(1, 11):
+        exporter.maybe_export(step, mlp_module.params, metrics=metrics)
+    assert len(calls) == 2
+
+
+def test_missing_best_metric_is_an_error(mlp_module, tmp_path):
+    exporter = ModuleExporter(tmp_path, mlp_module, every_n_steps=1, best_metric="loss")
+    with pytest.raises(ValueError, match="best_metric 'loss'"):
+        exporter.export(1, mlp_module.params, {"accuracy": 0.5})
+    assert _step_dirs(tmp_path) == []
+
+
+def test_a_restarted_run_continues_the_record(mlp_module, x, tmp_path):
+    first = ModuleExporter(tmp_path, mlp_module, every_n_steps=2, keep=2)
+    for step in range(1, 5):
+        first.maybe_export(step, _params_at(mlp_module, step))
+    (tmp_path / "99").mkdir()  # left by a crash after an export, before the record
+    again = ModuleExporter(tmp_path, mlp_module, every_n_steps=2, keep=2)
+    assert [e.step for e in again.exports] == [2, 4]
+    assert not again.should_export(4) and again.should_export(6)
+    again.export(4, _params_at(mlp_module, 40))  # the same step again replaces it
+    np.testing.assert_allclose(jaxhub.load(tmp_path / "4")(x),
+                               mlp(_params_at(mlp_module, 40), x), atol=1e-5)
+    again.maybe_export(6, _params_at(mlp_module, 6))
+    assert _step_dirs(tmp_path) == [4, 6]
+
+
+def test_bad_settings_are_refused(mlp_module, tmp_path):
+    with pytest.raises(ValueError, match="every_n_steps"):
+        ModuleExporter(tmp_path, mlp_module, every_n_steps=0)
+    with pytest.raises(ValueError, match="mode"):
+        ModuleExporter(tmp_path, mlp_module, every_n_steps=1, mode="best")
