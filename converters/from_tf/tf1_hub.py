@@ -21,7 +21,8 @@ What becomes what:
   attachment ``"tf_hub_attachments"``; an ``ImageModuleInfo`` also gives ``"image_size"``
   (``[height, width]``), as ``hub.get_expected_image_size`` reads it.
 * v1 control flow (``Switch``/``Merge``/``Enter``/``Exit``/``NextIteration``) is rewritten
-  into the functional form first (see :mod:`converters.from_tf.tf1_control_flow`).
+  into the functional form first (see :mod:`converters.from_tf.tf1_control_flow`), and ref
+  variables (``VariableV2``) are read through explicit ``ReadVariableOp`` nodes.
 
 Examples:
   >>> module = load_tf1_hub_module("/tmp/nnlm")
@@ -48,7 +49,6 @@ from jaxhub import tree as tree_lib
 from converters.from_tf import graph as graph_lib
 from converters.from_tf import tf1_control_flow
 from converters.from_tf.host import split as split_lib
-from converters.from_tf.interpreter import Interpreter
 
 MODULE_DEF_FILE = "tfhub_module.pb"
 #: ``ModuleDef.FORMAT_V3``, the only TF1 Hub format version there is.
@@ -272,8 +272,8 @@ class _Graph:
         self.meta = meta
         self._module = module
         self._assets = assets
-        self._graph_def = tf1_control_flow.functionalize(meta.graph_def)
-        self._interp = Interpreter.from_graph_def(self._graph_def)
+        self._graph_def = meta.graph_def
+        self._interp = tf1_control_flow.V1Interpreter(meta.graph_def.library)
         self._train = frozenset(meta.meta_info_def.tags) == frozenset({"train"})
         self.host_stages: dict[str, Any] = {}
         self._tables = _table_initializers(meta, self._graph_def)
@@ -299,7 +299,7 @@ class _Graph:
         losses = _collection_nodes(self.meta, tf.compat.v1.GraphKeys.REGULARIZATION_LOSSES)
         if not losses:
             return None
-        fn = _with_ref_reads(graph_lib.function_from_graph_def(
+        fn = self._prepare(graph_lib.function_from_graph_def(
             self._graph_def, [], [f"{n}:0" for n in losses]))
         evaluate = self._interp.as_function(fn)
 
@@ -308,6 +308,10 @@ class _Graph:
             return sum(outs[1:], outs[0])
 
         return regularizer
+
+    def _prepare(self, fn: graph_lib.Function) -> graph_lib.Function:
+        """Ref variables read explicitly, v1 control flow in functional form."""
+        return tf1_control_flow.functionalize(_with_ref_reads(fn), self._interp)
 
     def signature(self, name: str):
         """``(fn, input specs)``: ``fn(params, inputs)`` or, in the train variant,
@@ -322,7 +326,7 @@ class _Graph:
         if self._train:
             fn.control_outputs = _runnable(fn, _collection_nodes(
                 self.meta, tf.compat.v1.GraphKeys.UPDATE_OPS))
-        fn = _with_ref_reads(fn)
+        fn = self._prepare(fn)
         parts = split_lib.split(fn, table_initializers=self._tables, assets=self._assets)
         arg_keys = list(feeds)
         if parts.program is not None:

@@ -90,3 +90,23 @@ def _segment_reduce(op: str, data, indices, segment_ids, num_segments):
     scale = jnp.sqrt(counts) if op == "SparseSegmentSqrtN" else counts
     # TF leaves empty segments at zero.
     return total / jnp.where(scale > 0, scale, 1)
+
+
+# -- v1 conditionals (see converters/from_tf/tf1_control_flow.py) ---------------------------
+
+
+@register("Switch", "RefSwitch")
+def _switch(node, data, pred):
+    # Both branches are computed; the cond's merges select (``_V1CondMerge``).
+    return data, data
+
+
+@register("_V1CondMerge")
+def _cond_merge(node, if_false, if_true, pred):
+    if is_static(pred):
+        taken = bool(np.asarray(pred).reshape(()))
+        return (if_true, np.asarray(1, np.int32)) if taken else (if_false,
+                                                                  np.asarray(0, np.int32))
+    pred = as_jax(pred).reshape(()).astype(bool)
+    return (jnp.where(pred, as_jax(if_true), as_jax(if_false)),
+            jnp.where(pred, 1, 0).astype(jnp.int32))

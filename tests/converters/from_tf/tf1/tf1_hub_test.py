@@ -107,10 +107,10 @@ def test_image_module_matches_tf_and_carries_its_image_size(converted, tf_sessio
     assert "image_module_info" in module.attachments["tf_hub_attachments"]
 
 
-@pytest.mark.xfail(reason="v1 while loops (Enter/Exit/NextIteration) are not yet "
-                          "rewritten into functional form", strict=False)
 def test_v1_control_flow_matches_tf(converted, tf_session):
     module, sess = converted("control_flow"), tf_session("control_flow")
+    ops = {n.op for n in sess.graph.as_graph_def().node}
+    assert {"Switch", "Merge", "Enter", "Exit", "NextIteration", "LoopCond"} <= ops
     for x in (X[:, :3], -np.abs(X[:, :3])):  # both branches of the tf.cond
         theirs = sess.run("default", {"default": x})
         _assert_close(module(x, as_dict=True), theirs)
