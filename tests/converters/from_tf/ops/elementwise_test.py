@@ -83,6 +83,7 @@ UNARY = [
 
 BINARY = [
     _binary("AddV2", tf.add, dtypes=_INT_FLOAT),
+    _binary("Add", lambda x, y: tf.raw_ops.Add(x=x, y=y), dtypes=_INT_FLOAT),
     _binary("Sub", tf.subtract, dtypes=_INT_FLOAT),
     _binary("Mul", tf.multiply, dtypes=_INT_FLOAT + ("float16",)),
     _binary("RealDiv", tf.divide, (normal, nonzero)),
@@ -130,6 +131,7 @@ BINARY = [
 ]
 
 OTHER = [
+    Case("L2Loss", tf.nn.l2_loss, _SHAPES),
     Case("Betainc", tf.math.betainc, (((2, 3), (2, 3), (2, 3)),),
          sample=(uniform(0.5, 3), uniform(0.5, 3), uniform(0.05, 0.95)), grad=False,
          rtol=1e-4),
