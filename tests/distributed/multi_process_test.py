@@ -1,0 +1,52 @@
+"""Two processes on localhost, joined by ``jax.distributed``, fine-tune one module."""
+
+from __future__ import annotations
+
+import socket
+import subprocess
+
+import numpy as np
+
+import jaxhub
+from jaxhub import tree
+from tests.distributed.helpers import ROOT, worker_command, worker_env
+from tests.distributed.workers import finetune
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _run_two(mlp_dir, out_dir) -> list[str]:
+    port = _free_port()
+    procs = [subprocess.Popen(worker_command("multiprocess", mlp_dir, port, i, out_dir),
+                              env=worker_env(), cwd=ROOT, stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True) for i in range(2)]
+    try:
+        outputs = [p.communicate(timeout=240) for p in procs]
+    finally:
+        for p in procs:  # a process whose peer died waits for it forever: end it
+            if p.poll() is None:
+                p.kill()
+                p.wait()
+    for p, (out, err) in zip(procs, outputs):
+        assert p.returncode == 0, err[-4000:]
+        assert out.strip().splitlines()[-1].startswith("ok"), out
+    return [out for out, _ in outputs]
+
+
+def test_two_processes_end_with_identical_params(mlp_dir, tmp_path):
+    _run_two(mlp_dir, tmp_path)
+    first, second = (np.load(tmp_path / f"params_{i}.npz") for i in range(2))
+    assert sorted(first.files) == sorted(second.files)
+    for name in first.files:
+        np.testing.assert_array_equal(first[name], second[name], err_msg=name)
+    # And they are what one process computes on the whole batch.
+    single, losses = finetune.fine_tune(jaxhub.load(mlp_dir))
+    np.testing.assert_allclose(first["losses"], losses, rtol=1e-5)
+    for path, value in tree.flatten(single):
+        np.testing.assert_allclose(first[tree.path_str(path)], value, atol=1e-5,
+                                   err_msg=str(path))
+    assert losses[-1] < losses[0]
