@@ -16,16 +16,19 @@ from __future__ import annotations
 import functools
 from typing import Any, Callable, Iterable, Mapping, Sequence
 
+import jax
+import jax.numpy as jnp
+import numpy as np
 from tensorflow.core.framework import function_pb2, graph_pb2
 
 from converters.from_tf import graph as graph_lib
 from converters.from_tf import ops as _ops  # noqa: F401  (registers every op family)
 from converters.from_tf.ops import registry
-from converters.from_tf.values import UNKNOWN, Context, UnknowableError
+from converters.from_tf.values import UNKNOWN, Context, UnknowableError, as_jax
 
 #: Ops that write variables: a body holding one must carry the state through control flow.
 STATE_WRITING_OPS = frozenset({"AssignVariableOp", "AssignAddVariableOp",
-                               "AssignSubVariableOp"})
+                               "AssignSubVariableOp", "RngReadAndSkip"})
 
 #: Attributes that name functions a node calls.
 _FUNC_ATTRS = ("f", "then_branch", "else_branch", "cond", "body", "branches")
@@ -65,8 +68,19 @@ class _Running:
 class Interpreter:
     """Runs the functions of one TF function library (and graphs that call into it)."""
 
-    def __init__(self, library: function_pb2.FunctionDefLibrary | None = None):
+    def __init__(self, library: function_pb2.FunctionDefLibrary | None = None,
+                 gradient_captures: Mapping[str, Sequence[str]] | None = None):
+        """
+        Args:
+          library: the functions that graphs may call.
+          gradient_captures: for each custom-gradient function of the library, the tensors
+            (``"node:index"`` in the forward function) it captures, in argument order
+            (a SavedModel's object graph has them).
+        """
         self._fdefs = {f.signature.name: f for f in (library.function if library else ())}
+        self._gradients = {g.registered_op_type: g.gradient_func
+                           for g in (library.registered_gradients if library else ())}
+        self._gradient_captures = dict(gradient_captures or {})
         self._functions: dict[str, graph_lib.Function] = {}
         self._orders: dict[int, list[graph_lib.Node]] = {}
 
@@ -95,7 +109,7 @@ class Interpreter:
           UnsupportedOpsError: with each missing op and the nodes (``function/node``) using it.
         """
         missing: dict[str, list[str]] = {}
-        for owner, node in self._reachable_nodes(fn):
+        for owner, node in self.reachable_nodes(fn):
             if registry.lookup(node.op) is None and not self.is_function(node.op):
                 missing.setdefault(node.op, []).append(f"{owner}/{node.name}" if owner
                                                        else node.name)
@@ -110,9 +124,10 @@ class Interpreter:
 
     def writes_state(self, fn: graph_lib.Function) -> bool:
         """True when ``fn`` (or a function it calls) assigns a variable."""
-        return any(node.op in STATE_WRITING_OPS for _, node in self._reachable_nodes(fn))
+        return any(node.op in STATE_WRITING_OPS for _, node in self.reachable_nodes(fn))
 
-    def _reachable_nodes(self, fn: graph_lib.Function):
+    def reachable_nodes(self, fn: graph_lib.Function):
+        """``(function name, node)`` for every node ``fn`` may run, callees included."""
         seen, stack = {id(fn)}, [fn]
         while stack:
             current = stack.pop()
@@ -126,6 +141,9 @@ class Interpreter:
 
     def _callees(self, node: graph_lib.Node) -> list[str]:
         names = [node.op] if self.is_function(node.op) else []
+        gradient = self._custom_gradient(node)
+        if gradient is not None:
+            names.append(gradient)
         for key in _FUNC_ATTRS:
             if node.has_attr(key):
                 value = node.attr(key)
@@ -140,7 +158,14 @@ class Interpreter:
             raise ValueError(f"function {fn.name!r} takes {len(fn.args)} args, got {len(args)}")
         env: dict[str, Any] = {name: [value] for name, value in zip(fn.args, args)}
         for node in self._order(fn):
-            env[node.name] = self._run_node(node, [env[s][i] for s, i in node.inputs], ctx)
+            inputs = [env[s][i] for s, i in node.inputs]
+            gradient = self._custom_gradient(node)
+            if gradient is not None and not ctx.partial:
+                captures = [_lookup(env, ref, gradient) for ref in
+                            self._gradient_captures.get(gradient, ())]
+                env[node.name] = self._with_custom_gradient(gradient, inputs, captures)
+            else:
+                env[node.name] = self._run_node(node, inputs, ctx)
         return [env[s][i] for s, i in fn.outputs]
 
     def call(self, name: str, args: Sequence[Any], ctx: Context) -> list[Any]:
@@ -164,6 +189,47 @@ class Interpreter:
             raise _NodeError(f"TF node {node.name!r} ({node.op}) failed: "
                              f"{type(e).__name__}: {e}") from e
         return list(outputs) if isinstance(outputs, (tuple, list)) else [outputs]
+
+    # -- custom gradients (tf.custom_gradient, saved with the SavedModel) ----------------
+
+    def _custom_gradient(self, node: graph_lib.Node) -> str | None:
+        """The library function holding ``node``'s custom gradient, if it has one."""
+        if node.op != "IdentityN" or "_gradient_op_type" not in node.attrs:
+            return None
+        return self._gradients.get(node.attr("_gradient_op_type"))
+
+    def _with_custom_gradient(self, gradient: str, inputs: list[Any], captures: list[Any]):
+        """``IdentityN(inputs)`` whose VJP is the TF gradient function ``gradient``.
+
+        TF's ``custom_gradient`` puts the forward results and the arguments through one
+        ``IdentityN``; its gradient function takes the cotangents of all of them, then the
+        tensors it captured, and returns the gradients of the arguments (the trailing
+        inputs). The results get zero: their producers are not differentiated.
+        """
+        if not all(isinstance(v, (jax.Array, np.ndarray, np.generic))
+                   for v in inputs + captures):
+            return list(inputs)
+        grad_fn = self.function(gradient)
+
+        @jax.custom_vjp
+        def identity(xs, caps):
+            return xs
+
+        def forward(xs, caps):
+            return xs, (xs, caps)
+
+        def backward(residuals, cotangents):
+            xs, caps = residuals
+            grads = self.run(grad_fn, list(cotangents) + list(caps), Context(self, {}))
+            lead = len(xs) - len(grads)
+            dxs = [None] * lead + [None if g is None or not _is_float(x) else
+                                   as_jax(g, x.dtype).reshape(x.shape)
+                                   for x, g in zip(xs[lead:], grads)]
+            return tuple(dxs), tuple(None for _ in caps)
+
+        identity.defvjp(forward, backward)
+        return list(identity(tuple(as_jax(v) for v in inputs),
+                             tuple(as_jax(c) for c in captures)))
 
     def _order(self, fn: graph_lib.Function) -> list[graph_lib.Node]:
         """The nodes that ``fn``'s outputs need, dependencies first (cached)."""
@@ -189,6 +255,18 @@ class Interpreter:
             return outputs, updates
 
         return evaluate
+
+
+def _lookup(env: Mapping[str, Any], ref: str, gradient: str) -> Any:
+    name, index = graph_lib.parse_ref(ref)
+    if name not in env:
+        raise KeyError(f"custom gradient {gradient!r} captures {ref!r}, which the forward "
+                       "function did not compute")
+    return env[name][index]
+
+
+def _is_float(x: Any) -> bool:
+    return jnp.issubdtype(x.dtype, jnp.inexact)
 
 
 class _NodeError(RuntimeError):

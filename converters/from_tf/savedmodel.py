@@ -33,8 +33,10 @@ from tensorflow.core.protobuf import saved_model_pb2, trackable_object_graph_pb2
 from tensorflow.python.saved_model import nested_structure_coder
 
 import jaxhub
+from jaxhub import functions as jaxhub_functions
 from jaxhub import tree as tree_lib
 from converters.from_tf import graph as graph_lib
+from converters.from_tf.ops import xla as xla_ops
 from converters.from_tf.interpreter import Interpreter
 from converters.from_tf.values import Resource
 
@@ -78,6 +80,7 @@ def load_saved_model(path: str | os.PathLike, **unused: Any) -> jaxhub.Module:
     return jaxhub.create_module(
         saved.params, signatures=signatures, variants=variants or None,
         trainable=saved.trainable,
+        platforms=saved.platforms(saved.used_functions),
         attachments={"tf_variable_names": saved.tf_names},
         origin={"format": "TF2 SavedModel", "source": str(path)})
 
@@ -115,13 +118,14 @@ class _SavedModel:
         meta = proto.meta_graphs[0]
         self._meta = meta
         self._objects = meta.object_graph_def
-        self._interp = Interpreter(meta.graph_def.library)
+        self._interp = Interpreter(meta.graph_def.library, self._gradient_captures())
         self._top = {n.name: n for n in meta.graph_def.node}
         self._stored = _read_variables(path, self._objects)
         # Only variables that a converted function captures become params (a Keras export
         # also saves second copies of its variables that no function uses).
         self._variables: dict[int, _Variable] = {}
         self._names = _ParamNames()
+        self.used_functions: list[str] = []  # the concrete functions converted so far
 
     @property
     def params(self) -> dict[str, Any]:
@@ -142,6 +146,28 @@ class _SavedModel:
             self._variables[node_id] = _Variable(f"var{node_id}", self._names.make(tf_name),
                                                  tf_name, value, trainable)
         return self._variables.get(node_id)
+
+    def _gradient_captures(self) -> dict[str, list[str]]:
+        """Custom-gradient function -> the forward tensors it captures, in order."""
+        captures = {}
+        for grad in self._meta.graph_def.library.registered_gradients:
+            concrete = self._objects.concrete_functions.get(grad.gradient_func)
+            if concrete is None:
+                continue
+            captures[grad.gradient_func] = [
+                self._objects.nodes[i].captured_tensor.name for i in concrete.bound_inputs]
+        return captures
+
+    def platforms(self, function_names) -> tuple[str, ...]:
+        """The platforms every embedded StableHLO module (``XlaCallModule``) supports."""
+        platforms = set(jaxhub_functions.DEFAULT_PLATFORMS)
+        for name in function_names:
+            for _, node in self._interp.reachable_nodes(self._interp.function(name)):
+                if node.op == "XlaCallModule":
+                    platforms &= set(xla_ops.platform_names(node.attr("platforms")))
+        if not platforms:
+            raise NotImplementedError("the embedded StableHLO modules share no platform")
+        return tuple(p for p in jaxhub_functions.DEFAULT_PLATFORMS if p in platforms)
 
     # -- signatures ----------------------------------------------------------------------
 
@@ -236,6 +262,7 @@ class _SavedModel:
 
     def _runner(self, function_name: str):
         """``run(params, args, rng) -> (outputs, updates as a params subtree)``."""
+        self.used_functions.append(function_name)
         fn = self._interp.function(function_name)
         evaluate = self._interp.as_function(fn)
         bound = self._bound_inputs(function_name)

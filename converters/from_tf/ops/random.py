@@ -8,9 +8,11 @@ converted function stays pure. Values differ from TF's, distributions do not.
 from __future__ import annotations
 
 import jax
+import jax.numpy as jnp
+import numpy as np
 
 from converters.from_tf.ops.registry import register
-from converters.from_tf.values import shape_tuple
+from converters.from_tf.values import UnknowableError, as_jax, is_static, shape_tuple
 
 
 @register("RandomUniform")
@@ -29,3 +31,25 @@ def _normal(node, shape):
 def _truncated_normal(node, shape):
     key = node.ctx.next_key(node.op)
     return jax.random.truncated_normal(key, -2.0, 2.0, shape_tuple(shape), node.attr("dtype"))
+
+
+@register("RngReadAndSkip")
+def _rng_read_and_skip(node, handle, alg, delta):
+    """A ``tf.random.Generator`` step: returns its state, advances the stored counter.
+
+    With an RNG key (a train variant), the returned state is drawn from that key, so the
+    caller's key decides every random number; the stored state still advances as in TF,
+    and the assignment comes back as state.
+    """
+    if node.ctx.partial:
+        raise UnknowableError(node.op)
+    state = node.ctx.state[handle.key]
+    dtype = np.asarray(state).dtype if is_static(state) else state.dtype
+    if node.ctx.rng is None:
+        drawn = state
+    else:
+        drawn = jax.random.bits(node.ctx.next_key(node.op), np.shape(state), jnp.uint32)
+        drawn = drawn.astype(dtype)
+    advanced = as_jax(state).at[0].add(as_jax(delta).astype(dtype))
+    node.ctx.state[handle.key] = advanced
+    return drawn

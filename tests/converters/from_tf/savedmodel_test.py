@@ -7,10 +7,13 @@ through the jaxhub format in a fresh process that never imports TensorFlow.
 
 from __future__ import annotations
 
+import jax
+import jax.numpy as jnp
 import keras
 import numpy as np
 import pytest
 import tensorflow as tf
+from jax.experimental import jax2tf
 
 from converters.from_tf import savedmodel
 from tests.converters.from_tf import _helpers
@@ -149,3 +152,69 @@ def test_round_trip_in_fresh_process_without_tensorflow(saved, tmp_path):
     result = _helpers.round_trip_in_fresh_process(tmp_path / "converted", inputs, ref,
                                                   "serving_default", tmp_path)
     _helpers.assert_round_trip_matches(result, module, ref)
+
+
+# -- SavedModels made with jax2tf: one XlaCallModule op holding StableHLO ------------------
+
+
+def _jax_mlp(params, x):
+    h = jnp.tanh(x @ params["w1"] + params["b1"])
+    return jax.nn.softmax(h @ params["w2"], axis=-1)
+
+
+@pytest.fixture(scope="module")
+def jax2tf_saved(tmp_path_factory):
+    rng = np.random.default_rng(3)
+    params = {"w1": rng.standard_normal((4, 6)).astype(np.float32),
+              "b1": rng.standard_normal(6).astype(np.float32),
+              "w2": rng.standard_normal((6, 3)).astype(np.float32)}
+    converted = jax2tf.convert(_jax_mlp, polymorphic_shapes=[None, "(b, 4)"],
+                               with_gradient=True)
+    module = tf.Module()
+    module.params = {k: tf.Variable(v, name=k) for k, v in params.items()}
+    module.__call__ = tf.function(
+        lambda x: converted({k: v for k, v in module.params.items()}, x), autograph=False,
+        input_signature=[tf.TensorSpec([None, 4], tf.float32)])
+    path = tmp_path_factory.mktemp("jax2tf") / "saved_model"
+    tf.saved_model.save(module, str(path))
+    return path, params
+
+
+@pytest.mark.parametrize("jit", [False, True])
+def test_jax2tf_saved_model_runs_its_stablehlo_with_gradients(jax2tf_saved, jit):
+    path, params = jax2tf_saved
+    module = savedmodel.load_saved_model(path)
+    x = np.random.default_rng(4).standard_normal((5, 4)).astype(np.float32)
+    by_name = {module.attachments["tf_variable_names"][p]: p for p in
+               module.attachments["tf_variable_names"]}
+
+    def tf_params(p):  # the original function's params, from the module's
+        flat = dict(_helpers._flatten(p))
+        return {k: flat[by_name[k]] for k in params}
+
+    def loss(p, x):
+        return jnp.sum(module.apply(p, x) ** 2)
+
+    apply, grad = module.apply, jax.grad(loss, argnums=(0, 1))
+    if jit:
+        apply, grad = jax.jit(module.apply), jax.jit(grad)
+    np.testing.assert_allclose(apply(module.params, x), _jax_mlp(params, x), rtol=1e-5,
+                               atol=1e-6)
+    got_params, got_x = grad(module.params, x)
+    want_params, want_x = jax.grad(lambda p, x: jnp.sum(_jax_mlp(p, x) ** 2),
+                                   argnums=(0, 1))(params, x)
+    np.testing.assert_allclose(got_x, want_x, rtol=1e-5, atol=1e-6)
+    for k, g in tf_params(got_params).items():
+        np.testing.assert_allclose(g, want_params[k], rtol=1e-5, atol=1e-6, err_msg=k)
+
+
+def test_jax2tf_saved_model_round_trip_in_fresh_process(jax2tf_saved, tmp_path):
+    path, _ = jax2tf_saved
+    module = savedmodel.convert_saved_model(path, tmp_path / "converted")
+    loaded = tf.saved_model.load(str(path))
+    inputs = {"default": np.random.default_rng(5).standard_normal((3, 4)).astype(np.float32)}
+    ref = _helpers.tf_reference(lambda i: loaded(i["default"]), inputs,
+                                list(loaded.params.values()))
+    result = _helpers.round_trip_in_fresh_process(tmp_path / "converted", inputs, ref,
+                                                  "default", tmp_path)
+    _helpers.assert_round_trip_matches(result, module, ref, rtol=1e-5, atol=1e-6)
