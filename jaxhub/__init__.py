@@ -5,6 +5,7 @@ and ``jax.export``. Load one by path or URL, apply it like a function, fine-tune
 ``jax.grad``, export it again.
 """
 
+from jaxhub import catalog as catalog  # registers the repository resolver for load()
 from jaxhub.create import create_module as create_module
 from jaxhub.flax_interop import from_flax as from_flax
 from jaxhub.format.manifest import ModuleFormatError as ModuleFormatError

@@ -132,10 +132,8 @@ def test_handles_the_resolver_takes(served):
     assert layout.split_handle("http://h/p/acme/mlp/3") == ("http://h/p/", "acme/mlp", "3")
 
 
-@pytest.mark.xfail(reason="jaxhub/__init__.py does not import jaxhub.catalog yet, so a fresh "
-                          "process must import it before loading by repository URL",
-                   strict=True)
 def test_fresh_process_loads_by_repository_url(served, tmp_path):
+    # `import jaxhub` alone registers the repository resolver.
     code = (f"import jaxhub; m = jaxhub.load({served.url('acme/mlp/2')!r}); "
             "print(sorted(m.signatures))")
     env = {**os.environ, "PYTHONPATH": str(_ROOT)}

@@ -181,7 +181,7 @@ def test_usage_snippet_runs_as_copied(browser, served, sources, tmp_path):
     code = _wait(browser, lambda b: _css(b, "#usage"))[0].text
     env = {**os.environ, "PYTHONPATH": str(_ROOT), "JAXHUB_CACHE_DIR": str(tmp_path / "c"),
            "JAXHUB_DISABLE_PROGRESS": "1"}
-    done = subprocess.run([sys.executable, "-c", "import jaxhub.catalog\n" + code],
+    done = subprocess.run([sys.executable, "-c", code],
                           capture_output=True, text=True, env=env, timeout=120, cwd=tmp_path)
     assert done.returncode == 0, done.stderr[-3000:]
     source = sources["mlp2"]
