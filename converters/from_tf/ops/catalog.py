@@ -48,7 +48,7 @@ def markdown() -> str:
                      f"{_summary(family)} |")
     for family in sorted(by_family):
         lines += ["", f"## {family}", "", _summary(family) + ".", "",
-                  ", ".join(f"`{op}`" for op in by_family[family])]
+                  "Ops: " + ", ".join(f"`{op}`" for op in by_family[family])]
     return "\n".join(lines) + "\n"
 
 
