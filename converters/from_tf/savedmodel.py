@@ -9,6 +9,8 @@ What becomes what:
   signature: its ``training=False`` function is the inference variant, its
   ``training=True`` function the ``{"train"}`` variant, which takes an RNG key and returns
   the variables it assigned (batch-norm statistics) as state.
+* The root's ``regularization_losses`` (tf-keras weight regularizers) become the module's
+  regularizer, ``module.regularization_loss(params)``.
 * Variables become params, named after the TF variable (``dense/kernel:0`` ->
   ``{"dense": {"kernel": ...}}``) with their trainable flags; the attachment
   ``"tf_variable_names"`` maps each param path back to its TF name.
@@ -27,6 +29,7 @@ import pathlib
 import re
 from typing import Any, Callable, Mapping, Sequence
 
+import jax.numpy as jnp
 import numpy as np
 import tensorflow as tf
 from tensorflow.core.protobuf import saved_model_pb2, trackable_object_graph_pb2
@@ -77,9 +80,10 @@ def load_saved_model(path: str | os.PathLike, **unused: Any) -> jaxhub.Module:
             variants["train"] = train
     if not signatures:
         raise ValueError(f"{path}: the SavedModel has no signatures and no __call__")
+    regularizer = saved.regularizer()
     return jaxhub.create_module(
         saved.params, signatures=signatures, variants=variants or None,
-        trainable=saved.trainable,
+        trainable=saved.trainable, regularizer=regularizer,
         platforms=saved.platforms(saved.used_functions),
         attachments={"tf_variable_names": saved.tf_names},
         origin={"format": "TF2 SavedModel", "source": str(path)})
@@ -240,6 +244,33 @@ class _SavedModel:
                 return _outputs(train_names, outs), updates
 
         return (fn, in_spec), train_fn
+
+    # -- regularization losses -------------------------------------------------------------
+
+    def regularizer(self) -> Callable[[Any], Any] | None:
+        """``reg(params)``: the sum of the root's ``regularization_losses``, or None.
+
+        Keras (tf-keras) saves each weight regularizer as a function of no arguments that
+        captures its variable (TF Hub's REGULARIZATION_LOSSES of a reusable SavedModel).
+        """
+        root = self._objects.nodes[0]
+        losses = next((c.node_id for c in root.children
+                       if c.local_name == "regularization_losses"), None)
+        if losses is None:
+            return None
+        names = []
+        for child in self._objects.nodes[losses].children:
+            obj = self._objects.nodes[child.node_id]
+            if obj.WhichOneof("kind") == "function":
+                names.extend(obj.function.concrete_functions[:1])
+        if not names:
+            return None
+        runners = [self._runner(name) for name in names]
+
+        def regularizer(params):
+            return sum(jnp.sum(run(params, [], None)[0][0]) for run in runners)
+
+        return regularizer
 
     # -- running concrete functions --------------------------------------------------------
 

@@ -218,3 +218,64 @@ def test_jax2tf_saved_model_round_trip_in_fresh_process(jax2tf_saved, tmp_path):
     result = _helpers.round_trip_in_fresh_process(tmp_path / "converted", inputs, ref,
                                                   "default", tmp_path)
     _helpers.assert_round_trip_matches(result, module, ref, rtol=1e-5, atol=1e-6)
+
+
+# -- A reusable SavedModel from tf-keras: __call__(inputs, training), regularizers ---------
+
+
+@pytest.fixture(scope="module")
+def reusable(tmp_path_factory):
+    import tf_keras
+    tf_keras.utils.set_random_seed(0)
+    model = tf_keras.Sequential([
+        tf_keras.layers.Dense(8, activation="relu", input_shape=(4,),
+                              kernel_regularizer=tf_keras.regularizers.l2(0.01)),
+        tf_keras.layers.BatchNormalization(),
+        tf_keras.layers.Dropout(0.3),
+        tf_keras.layers.Dense(2, kernel_regularizer=tf_keras.regularizers.l1(0.02))])
+    path = tmp_path_factory.mktemp("reusable") / "saved_model"
+    tf.saved_model.save(model, str(path))
+    return path, savedmodel.load_saved_model(path)
+
+
+def test_reusable_call_is_the_default_signature(reusable):
+    path, module = reusable
+    loaded = tf.saved_model.load(str(path))
+    x = np.random.default_rng(6).standard_normal((5, 4)).astype(np.float32)
+    variables = [v for v in loaded.variables if v.trainable]
+    _helpers.assert_matches_tf(module, lambda i: loaded(i["default"], training=False),
+                               {"default": x}, variables, signature="default")
+
+
+def test_reusable_train_variant_updates_batch_norm_statistics_as_tf(reusable):
+    path, module = reusable
+    loaded = tf.saved_model.load(str(path))
+    x = np.random.default_rng(7).standard_normal((5, 4)).astype(np.float32)
+    loaded(x, training=True)
+    outputs, state = jax.jit(lambda p, x: module.apply(p, x, tags="train",
+                                                       rng=jax.random.key(0)))(module.params, x)
+    assert outputs.shape == (5, 2)
+    tf_values = {v.name.removesuffix(":0"): v.numpy() for v in loaded.variables}
+    names = module.attachments["tf_variable_names"]
+    updated = dict(_helpers._flatten(state))
+    assert len(updated) == 2  # moving mean and variance
+    for path_, value in updated.items():
+        np.testing.assert_allclose(value, tf_values[names[path_].removesuffix(":0")],
+                                   rtol=1e-5, atol=1e-6, err_msg=path_)
+
+
+def test_regularization_losses_match_tf(reusable):
+    path, module = reusable
+    loaded = tf.saved_model.load(str(path))
+    variables = [v for v in loaded.variables if v.trainable]
+    with tf.GradientTape() as tape:
+        expected = tf.add_n([loss() for loss in loaded.regularization_losses])
+    tf_grads = {v.name.removesuffix(":0"): g for v, g in
+                zip(variables, tape.gradient(expected, variables))}
+    np.testing.assert_allclose(module.regularization_loss(), expected.numpy(), rtol=1e-6)
+    grads = jax.jit(jax.grad(module.regularization_loss))(module.params)
+    names = module.attachments["tf_variable_names"]
+    for path_, grad in _helpers._flatten(grads):
+        tf_grad = tf_grads.get(names[path_].removesuffix(":0"))
+        expected_grad = np.zeros_like(grad) if tf_grad is None else tf_grad.numpy()
+        np.testing.assert_allclose(grad, expected_grad, rtol=1e-6, atol=1e-7, err_msg=path_)
