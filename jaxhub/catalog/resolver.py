@@ -14,7 +14,7 @@ import urllib.parse
 
 from jaxhub.catalog import index as index_lib
 from jaxhub.catalog import layout
-from jaxhub.hub.errors import OfflineError
+from jaxhub.hub.errors import IntegrityError, OfflineError
 from jaxhub.hub.registry import Request
 from jaxhub.hub.resolvers import FileUrlResolver, HttpArchiveResolver
 
@@ -30,8 +30,16 @@ class RepositoryResolver:
 
     def resolve(self, handle: str, request: Request) -> pathlib.Path:
         root, name, version = layout.split_handle(handle)
-        if request.settings.offline and not handle[:7].lower() == "file://":
-            return _resolve_offline(handle, request, root, name, version)
+        remote = not handle[:7].lower() == "file://"
+        if remote and version != layout.LATEST:
+            # A numbered version never changes, so a cached copy needs no index (and no
+            # network): it was checked against the index's sha256 when it was fetched.
+            cached = _cached(urllib.parse.urljoin(root, layout.archive_path(name, version)),
+                             request)
+            if cached is not None:
+                return cached
+        if remote and request.settings.offline:
+            return _offline_fallback(handle, request, version)
         try:
             index = index_lib.fetch(root, request.settings)
         except index_lib.NotARepositoryError:
@@ -43,14 +51,18 @@ class RepositoryResolver:
         return pinned.resolve(archive)
 
 
-def _resolve_offline(handle: str, request: Request, root: str, name: str,
-                     version: str) -> pathlib.Path:
-    # The index cannot be read offline; a numbered version's archive URL is known anyway.
-    if version != layout.LATEST:
-        try:
-            return request.resolve(urllib.parse.urljoin(root, layout.archive_path(name, version)))
-        except OfflineError:
-            pass
+def _cached(archive: str, request: Request) -> pathlib.Path | None:
+    """The cache entry of `archive` if there is one (matching the caller's pin), else None."""
+    settings = dataclasses.replace(request.settings, offline=True)
+    try:
+        return dataclasses.replace(request, settings=settings).resolve(archive)
+    except (OfflineError, IntegrityError):
+        return None
+
+
+def _offline_fallback(handle: str, request: Request, version: str) -> pathlib.Path:
+    # Not cached under the repository's archive URL: perhaps it is a TF Hub handle that
+    # was cached as such.
     try:
         return _fallback(handle, request)
     except OfflineError as e:

@@ -57,6 +57,7 @@ def build_catalog(repo_dir: str | os.PathLike, *, base_url: str | None = None,
     _write_assets(repo, index)
     for entry in index["modules"]:
         _write_module_pages(repo, entry, records, base)
+    _remove_stale_pages(repo, index)
     page = repo / "index.html"
     layout.write_text(page, _index_page(index, title))
     return page
@@ -86,9 +87,19 @@ def _write_module_pages(repo: pathlib.Path, entry: dict[str, Any],
     alias = repo / layout.page_path(name, layout.LATEST)
     alias.parent.mkdir(parents=True, exist_ok=True)
     layout.write_text(alias, redirect_page(f"../{entry['latest']}/index.html"))
-    for stale in (repo / name).glob("*/index.html"):
-        if stale.parent.name.isdigit() and stale.parent.name not in versions:
-            stale.unlink()
+
+
+def _remove_stale_pages(repo: pathlib.Path, index: dict[str, Any]) -> None:
+    """Deletes the pages of versions (and modules) that are no longer in the index."""
+    current = {layout.page_path(entry["name"], version) for entry in index["modules"]
+               for version in (*entry["versions"], layout.LATEST)}
+    for page in repo.glob("*/*/*/index.html"):
+        version = page.parent.name
+        if ((version.isdigit() or version == layout.LATEST)
+                and page.relative_to(repo).as_posix() not in current):
+            page.unlink()
+            if not any(page.parent.iterdir()):
+                page.parent.rmdir()
 
 
 def _index_page(index: dict[str, Any], title: str) -> str:

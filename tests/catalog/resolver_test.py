@@ -99,6 +99,16 @@ def test_offline_serves_a_cached_version_and_explains_latest(served, sources, x)
         jaxhub.load(served.url("acme/mlp/latest"), offline=True)
 
 
+def test_a_cached_version_loads_without_the_server(served, sources, x, monkeypatch):
+    jaxhub.load(served.url("acme/mlp/2"))
+    served.close()
+    monkeypatch.setenv("JAXHUB_DOWNLOAD_RETRIES", "0")
+    module = jaxhub.load(served.url("acme/mlp/2"))
+    np.testing.assert_allclose(module(x), _expected(sources["mlp2"], x), rtol=1e-5, atol=1e-6)
+    with pytest.raises(hub.DownloadError):
+        jaxhub.load(served.url("acme/mlp/latest"))  # latest always asks the index
+
+
 def test_file_url_of_a_repository(repo, sources, x):
     module = jaxhub.load(f"{repo.as_uri()}/acme/mlp/latest")
     np.testing.assert_allclose(module(x), _expected(sources["mlp2"], x), rtol=1e-5, atol=1e-6)

@@ -12,6 +12,7 @@ as expected failures elsewhere.
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import pathlib
 import shutil
@@ -206,3 +207,21 @@ def test_catalog_works_from_file_urls(browser, repo):
     assert _css(browser, "#sha256")[0].text == hashlib.sha256(archive).hexdigest()
     assert f"{repo.as_uri()}/vision/pool-embed/1" in _css(browser, "#usage")[0].text
     _screenshot(browser, "catalog-version-file-url.png")
+
+
+def test_index_data_script_is_the_index(built_repo):
+    script = (built_repo / "_catalog/index-data.js").read_text()
+    prefix = "window.JAXHUB_INDEX = "
+    data = script[script.index(prefix) + len(prefix):].rstrip().removesuffix(";")
+    assert json.loads(data) == json.loads((built_repo / "index.json").read_text())
+
+
+def test_pages_of_withdrawn_versions_and_modules_are_removed(repo):
+    for path in ("acme/mlp/2.tar.gz", "acme/mlp/2.json", "vision/pool-embed/1.tar.gz",
+                 "vision/pool-embed/1.json"):
+        (repo / path).unlink()
+    catalog.reindex(repo)
+    catalog.build_catalog(repo)
+    pages = sorted(p.relative_to(repo).as_posix() for p in repo.glob("*/*/*/index.html"))
+    assert pages == ["acme/mlp/1/index.html", "acme/mlp/latest/index.html"]
+    assert 'url=../1/index.html"' in (repo / "acme/mlp/latest/index.html").read_text()
