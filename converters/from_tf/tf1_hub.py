@@ -327,13 +327,18 @@ class _Graph:
             fn.control_outputs = _runnable(fn, _collection_nodes(
                 self.meta, tf.compat.v1.GraphKeys.UPDATE_OPS))
         fn = self._prepare(fn)
-        parts = split_lib.split(fn, table_initializers=self._tables, assets=self._assets)
+        parts = split_lib.split(fn, table_initializers=self._tables, assets=self._assets,
+                                input_names={t.split(":")[0]: k for k, t in feeds.items()})
         arg_keys = list(feeds)
         if parts.program is not None:
             self.host_stages[name] = parts.program
-            specs = split_lib.device_input_specs(parts.program, self._module.assets,
-                                                 parts.device.args)
-            arg_keys = parts.device.args
+            # Device inputs: the host stage's results, then the numeric inputs.
+            by_arg = {tensor.split(":")[0]: key for key, tensor in feeds.items()}
+            arg_keys = [by_arg.get(a, a) for a in parts.device.args]
+            numeric = {} if not isinstance(specs, Mapping) else {
+                k: s for k, s in specs.items() if s is not None}
+            specs = {**split_lib.device_input_specs(parts.program, self._module.assets),
+                     **numeric}
         evaluate = self._interp.as_function(parts.device)
         module, out_keys = self._module, list(outputs)
 

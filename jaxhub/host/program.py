@@ -92,8 +92,9 @@ class HostStage:
         """Runs the stage on ``inputs`` (one array or a dict by input name).
 
         Returns:
-          The device function's inputs by name, numeric numpy arrays (int64 as int32,
-          the integer width JAX uses by default).
+          The device function's inputs by name: the stage's results as numeric numpy
+          arrays (int64 as int32, the integer width JAX uses by default), and the inputs
+          the stage does not take, unchanged.
 
         Raises:
           HostStageError: missing or extra inputs, or an op failed (the node is named).
@@ -103,17 +104,20 @@ class HostStage:
                 raise HostStageError(f"host stage takes inputs {sorted(self.input_specs)}, "
                                      f"not one unnamed value")
             inputs = {next(iter(self.input_specs)): inputs}
-        if set(inputs) != set(self.input_specs):
-            raise HostStageError(f"host stage takes inputs {sorted(self.input_specs)}, got "
-                                 f"{sorted(inputs)}")
-        env: dict[str, list[Any]] = {k: [_as_input(v, self.input_specs[k])]
-                                     for k, v in inputs.items()}
+        missing = sorted(set(self.input_specs) - set(inputs))
+        if missing:
+            raise HostStageError(f"host stage takes inputs {sorted(self.input_specs)}; "
+                                 f"missing {missing}")
+        env: dict[str, list[Any]] = {k: [_as_input(inputs[k], spec)]
+                                     for k, spec in self.input_specs.items()}
         by_name = {n.name: n for n in self.nodes}
         for name in self.init:  # table initializers, before any lookup
             self._run_node(by_name[name], by_name, env, assets)
         for node in self.nodes:
             self._run_node(node, by_name, env, assets)
-        feeds = {k: _device_array(env[s][i]) for k, (s, i) in self.outputs.items()}
+        # Inputs the stage does not take (numbers) go to the device function unchanged.
+        feeds = {k: v for k, v in inputs.items() if k not in self.input_specs}
+        feeds.update({k: _device_array(env[s][i]) for k, (s, i) in self.outputs.items()})
         for key, (s, i) in self.size_of.items():
             values = np.asarray(env[s][i])
             feeds[key] = np.zeros(int(values.max()) + 1 if values.size else 0, np.int8)

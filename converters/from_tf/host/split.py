@@ -1,7 +1,7 @@
 """Splits a TF graph where its string and table ops end: a host stage, then the device part.
 
-A node runs on the host when it does not depend on a variable or a random op, and it
-depends on a string input or is a string or table op itself (or the initializer of such a
+A node runs on the host when it does not depend on a variable, a random op or a numeric
+input, and it depends on a string input or is a string or table op itself (or the initializer of such a
 table). Everything else stays in the device function, which takes the host stage's
 numeric results as inputs (its *frontier*) and is exported as usual.
 
@@ -58,9 +58,8 @@ class Split:
     Attributes:
       program: the host stage as JSON (see :mod:`jaxhub.host.program`), or None when the
         function needs none.
-      device: the device part; its args are the host stage's output names in order
-        (or the original args, without a host stage).
-      specs: the device function's input specs by name (dims still unnamed: ``None``).
+      device: the device part. Its args are the host stage's output names, then the
+        original function's numeric args (all of them, without a host stage).
     """
 
     program: dict[str, Any] | None
@@ -72,13 +71,15 @@ class HostStageUnsupportedError(UnsupportedOpsError):
 
 
 def split(fn: graph_lib.Function, *, table_initializers: Mapping[str, str] = {},
-          assets: Mapping[str, str] = {}) -> Split:
+          assets: Mapping[str, str] = {}, input_names: Mapping[str, str] = {}) -> Split:
     """Splits ``fn`` into a host stage and a device function.
 
     Args:
       fn: the function, its args the signature's inputs.
       table_initializers: table node name -> the name of the node that initializes it.
       assets: const node name -> asset file name, for nodes holding an asset's path.
+      input_names: arg -> the name callers give that input (the signature's key), for
+        the host stage's inputs; default the arg's own name.
 
     Raises:
       HostStageUnsupportedError: a string or table op has no host implementation, or
@@ -91,7 +92,8 @@ def split(fn: graph_lib.Function, *, table_initializers: Mapping[str, str] = {},
     # Table initializers run on the host with their table.
     extra_roots = [init for table, init in table_initializers.items() if table in nodes]
     order = _order(nodes, [s for s, _ in fn.outputs] + list(fn.control_outputs) + extra_roots)
-    device_dep: set[str] = set()
+    # Numeric inputs are device values: what reads them runs on the device.
+    device_dep: set[str] = set(fn.args) - string_args
     host: set[str] = set(string_args)
     for name in order:
         node = nodes[name]
@@ -102,7 +104,8 @@ def split(fn: graph_lib.Function, *, table_initializers: Mapping[str, str] = {},
             host.add(name)
     host |= {init for table, init in table_initializers.items() if table in host}
     _check_supported(nodes, host - string_args, fn, device_dep)
-    return _build(fn, nodes, order, host, string_args, table_initializers, assets)
+    renamed = {a: input_names.get(a, a) for a in string_args}
+    return _build(fn, nodes, order, host, renamed, table_initializers, assets)
 
 
 def _order(nodes: Mapping[str, graph_lib.Node], roots: list[str]) -> list[str]:
@@ -154,7 +157,9 @@ def _is_string(nodes, fn, source: str, index: int) -> bool:
         "LookupTableFindV2", "LookupTableSizeV2", "StringLength", "StringToNumber")
 
 
-def _build(fn, nodes, order, host, string_args, table_initializers, assets) -> Split:
+def _build(fn, nodes, order, host, string_args: Mapping[str, str], table_initializers,
+           assets) -> Split:
+    """The host program and the device function; ``string_args`` maps arg -> input name."""
     program_nodes, consts = [], set()
     for name in order:
         if name not in host or name in string_args:
@@ -167,7 +172,7 @@ def _build(fn, nodes, order, host, string_args, table_initializers, assets) -> S
                 program_nodes.append(_const(nodes[dep], assets))
         program_nodes.append(_const(node, assets) if node.op == "Const" else
                              {"name": name, "op": node.op,
-                              "inputs": [[s, i] for s, i in node.inputs],
+                              "inputs": [[string_args.get(s, s), i] for s, i in node.inputs],
                               "attrs": _json_attrs(node)})
     frontier: dict[tuple[str, int], str] = {}
     size_of: dict[str, list] = {}
@@ -189,9 +194,13 @@ def _build(fn, nodes, order, host, string_args, table_initializers, assets) -> S
             inputs.append((key, 0))
         device_nodes[name] = dataclasses.replace(node, inputs=inputs, _decoded={})
     outputs = [(feed(ref), 0) if ref[0] in host else ref for ref in fn.outputs]
-    args = list(frontier.values()) + list(size_of)
+    # Numeric args (inputs, captured handles) stay args of the device function, after the
+    # host stage's results.
+    args = list(frontier.values()) + list(size_of) + [a for a in fn.args
+                                                      if a not in string_args]
     program = {
-        "inputs": {a: {"dtype": "string", "shape": [None]} for a in sorted(string_args)},
+        "inputs": {name: {"dtype": "string", "shape": [None]}
+                   for name in sorted(string_args.values())},
         "nodes": program_nodes,
         "init": [init for table, init in table_initializers.items() if table in host],
         "outputs": {name: list(ref) for ref, name in frontier.items()},
@@ -226,8 +235,8 @@ def _json_attrs(node: graph_lib.Node) -> dict[str, Any]:
     return attrs
 
 
-def device_input_specs(program: Mapping[str, Any], assets: Mapping[str, pathlib.Path],
-                       arg_names: list[str]) -> dict[str, Any]:
+def device_input_specs(program: Mapping[str, Any], assets: Mapping[str, pathlib.Path]
+                       ) -> dict[str, Any]:
     """Specs of the device function's inputs, with symbolic sizes shared where they agree.
 
     Runs the host stage on probe batches of different sizes and token counts; each axis
@@ -245,7 +254,7 @@ def device_input_specs(program: Mapping[str, Any], assets: Mapping[str, pathlib.
     batch_sizes = tuple(len(b) for b in probes)
     symbols: dict[tuple[int, ...], str] = {batch_sizes: "batch"}
     specs = {}
-    for name in arg_names:
+    for name in list(program["outputs"]) + list(program.get("size_of", {})):
         first = runs[0][name]
         dims = []
         for axis in range(first.ndim):

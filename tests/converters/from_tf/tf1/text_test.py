@@ -118,13 +118,22 @@ def test_host_ops_match_tf_kernels(name, build):
         np.testing.assert_array_equal(np.asarray(a), np.asarray(b).astype(np.asarray(a).dtype))
 
 
-def _write_tf1_hub_module(path, build) -> None:
-    """A minimal TF1 Hub module: a SavedModel with a "default" signature, plus ModuleDef."""
+def _write_tf1_hub_module(path, build, with_scale: bool = False) -> None:
+    """A minimal TF1 Hub module: a SavedModel with a "default" signature, plus ModuleDef.
+
+    With ``with_scale``, the signature also takes a float input ``scale`` [batch].
+    """
     with tf.Graph().as_default(), v1.Session() as sess:
         x = v1.placeholder(tf.string, [None], name="x")
-        y = build(x)
+        inputs = {"text": x}
+        if with_scale:
+            scale = v1.placeholder(tf.float32, [None], name="scale_in")
+            inputs["scale"] = scale
+            y = tf.cast(build(x), tf.float32) * scale
+        else:
+            y = build(x)
         builder = v1.saved_model.Builder(str(path))
-        signature = v1.saved_model.signature_def_utils.predict_signature_def({"default": x},
+        signature = v1.saved_model.signature_def_utils.predict_signature_def(inputs,
                                                                             {"default": y})
         builder.add_meta_graph_and_variables(sess, [], {"default": signature})
         builder.save()
@@ -145,3 +154,16 @@ def test_minimal_hub_module_with_hashing_loads_through_jaxhub_load(tmp_path):
     module = jaxhub.load(tmp_path / "m", cache_dir=tmp_path / "cache")
     np.testing.assert_array_equal(
         module(README), tf.strings.to_hash_bucket_fast(tf.strings.lower(README), 50))
+
+
+def test_signature_mixing_strings_and_numbers(tmp_path):
+    _write_tf1_hub_module(tmp_path / "m", lambda x: tf.strings.to_hash_bucket_fast(x, 7),
+                          with_scale=True)
+    module = load_tf1_hub_module(tmp_path / "m")
+    scale = np.linspace(0.5, 1.5, 3).astype(np.float32)
+    ours = module({"text": README, "scale": scale})
+    expected = tf.cast(tf.strings.to_hash_bucket_fast(README, 7), tf.float32) * scale
+    np.testing.assert_allclose(ours, expected)
+    grad = jax.grad(lambda s: jnp.sum(module({"text": README, "scale": s})))(scale)
+    np.testing.assert_allclose(grad, tf.cast(tf.strings.to_hash_bucket_fast(README, 7),
+                                             tf.float32))
