@@ -30,7 +30,7 @@ class RepositoryResolver:
 
     def resolve(self, handle: str, request: Request) -> pathlib.Path:
         root, name, version = layout.split_handle(handle)
-        remote = not handle[:7].lower() == "file://"
+        remote = handle[:7].lower() != "file://"
         if remote and version != layout.LATEST:
             # A numbered version never changes, so a cached copy needs no index (and no
             # network): it was checked against the index's sha256 when it was fetched.
