@@ -113,6 +113,8 @@ def _while(node, *loop_vars):
     invariant = [body_fn.resolve_identity(out) == (arg, 0)
                  for out, arg in zip(body_fn.outputs, body_fn.args)]
     trips, finals = _static_trip_count(ctx, cond_fn, body_fn, loop_vars)
+    if trips is None and not ctx.partial:
+        trips = _counted_trip_count(ctx, cond_fn, body_fn, loop_vars, invariant)
     if ctx.partial:
         if trips is None or any(v is UNKNOWN for v in finals):
             raise UnknowableError(node.op)
@@ -145,10 +147,11 @@ def _while(node, *loop_vars):
                    for v, s in zip(values0, shapes)]
     init = (state0, ctx.rng, [as_jax(v) for v in values0])
     if trips is not None:
-        if trips == 0:
+        if isinstance(trips, int) and trips <= 0:
             return list(loop_vars)
-        state, ctx.rng, values = jax.lax.scan(lambda c, _: (body(c), None), init, None,
-                                              length=trips)[0]
+        # Scanning over an empty-featured sequence lets the length be a symbolic size.
+        state, ctx.rng, values = jax.lax.scan(lambda c, _: (body(c), None), init,
+                                              jnp.zeros((trips, 0), jnp.float32))[0]
     else:
         def cond(carry):
             state, rng, values = carry
@@ -187,3 +190,73 @@ def _static_trip_count(ctx: Context, cond_fn, body_fn, loop_vars: Sequence[Any])
             return None, None
         values = [o if is_static(o) or isinstance(o, Resource) else UNKNOWN for o in outs]
     return None, None
+
+
+def _counted_trip_count(ctx: Context, cond_fn, body_fn, loop_vars: Sequence[Any],
+                        invariant: Sequence[bool]):
+    """The trip count of a counted loop, even when its limit is a symbolic size.
+
+    Recognizes the condition TF writes for ``tf.while_loop`` with ``maximum_iterations``
+    and for Keras RNNs: a conjunction of ``counter < limit``, where each counter starts at
+    a static integer and grows by the same static step each iteration, and each limit is
+    loop-invariant. Returns ``min((limit - start) / step)`` rounded up (an int or a
+    symbolic expression), or None.
+    """
+    conjuncts = _less_conjuncts(cond_fn, cond_fn.outputs[0])
+    if not conjuncts:
+        return None
+    interp = ctx.interpreter
+    probe = Context(interp, {k: UNKNOWN for k in ctx.state}, None, partial=True)
+    history = [[v if is_static(v) or isinstance(v, Resource) else UNKNOWN for v in loop_vars]]
+    try:
+        for _ in range(2):
+            outs = interp.run(body_fn, history[-1], probe.fork())
+            history.append([o if is_static(o) or isinstance(o, Resource) else UNKNOWN
+                            for o in outs])
+    except Exception:
+        return None
+    trips = []
+    for counter, limit in conjuncts:
+        start, first, second = (h[counter] for h in history)
+        limit = _invariant_value(cond_fn, limit, loop_vars, invariant)
+        if any(v is UNKNOWN or v is None for v in (start, first, second, limit)):
+            return None
+        start, first, second = (np.asarray(v).reshape(()).item() for v in (start, first,
+                                                                             second))
+        step = first - start
+        if not isinstance(step, int) or step <= 0 or second - first != step:
+            return None
+        limit = np.asarray(limit).reshape(()).item()
+        trips.append((limit - start + step - 1) // step)
+    trip = trips[0]
+    for other in trips[1:]:
+        trip = jax.core.min_dim(trip, other)
+    return trip
+
+
+def _less_conjuncts(fn, ref) -> list[tuple[int, tuple[str, int]]] | None:
+    """``[(loop var index, limit ref)]`` for a condition ``a < l and b < m ...``."""
+    name, _ = fn.resolve_identity(ref)
+    node = fn.nodes.get(name)
+    if node is None:
+        return None
+    if node.op == "LogicalAnd":
+        parts = [_less_conjuncts(fn, r) for r in node.inputs]
+        return None if None in parts else parts[0] + parts[1]
+    if node.op == "Less":
+        counter, _ = fn.resolve_identity(node.inputs[0])
+        if counter in fn.args:
+            return [(fn.args.index(counter), fn.resolve_identity(node.inputs[1]))]
+    return None
+
+
+def _invariant_value(fn, ref: tuple[str, int], loop_vars: Sequence[Any],
+                     invariant: Sequence[bool]):
+    """The static value of a condition input that does not change in the loop, or None."""
+    name, _ = ref
+    if name in fn.args:
+        index = fn.args.index(name)
+        value = loop_vars[index]
+        return value if invariant[index] and is_static(value) else None
+    node = fn.nodes.get(name)
+    return node.attr("value") if node is not None and node.op == "Const" else None

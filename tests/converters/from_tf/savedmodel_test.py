@@ -40,6 +40,13 @@ def _lstm():
                              keras.layers.Dense(2)])
 
 
+def _birnn():
+    """Sequences of any length: the loop's trip count is a symbolic size."""
+    return keras.Sequential([keras.Input((None, 3)),
+                             keras.layers.Bidirectional(keras.layers.GRU(4)),
+                             keras.layers.Dense(2)])
+
+
 def _encoder():
     x = keras.Input((6, 8))
     y = keras.layers.MultiHeadAttention(num_heads=2, key_dim=4)(x, x)
@@ -50,9 +57,9 @@ def _encoder():
 
 
 MODELS = {"mlp": (_mlp, (8,)), "cnn": (_cnn, (12, 12, 3)), "lstm": (_lstm, (5, 4)),
-          "encoder": (_encoder, (6, 8))}
+          "birnn": (_birnn, (5, 3)), "encoder": (_encoder, (6, 8))}
 CASES = [("mlp", "export"), ("mlp", "save"), ("cnn", "export"), ("cnn", "save"),
-         ("lstm", "save"), ("encoder", "export")]
+         ("lstm", "save"), ("birnn", "export"), ("encoder", "export")]
 
 
 def _save(model, way: str, path) -> None:
@@ -82,14 +89,14 @@ def saved(request, tmp_path_factory):
 def _tf_reference(saved, input_name: str):
     """``(fn(inputs) -> outputs, trainable variables, loaded)`` for the TF side.
 
-    The loaded SavedModel is the reference, except for the LSTM: TF cannot differentiate
-    a loaded function whose While loop captures variables ("variable without handle
-    data"), so its gradients come from the Keras model that was saved.
+    The loaded SavedModel is the reference, except for recurrent models: TF cannot
+    differentiate a loaded function whose While loop captures variables ("variable
+    without handle data"), so their gradients come from the Keras model that was saved.
     """
     name, path, _, model = saved
     loaded = tf.saved_model.load(str(path))
     fn = loaded.signatures["serving_default"]
-    if name == "lstm":
+    if name in ("lstm", "birnn"):
         return (lambda inputs: {"output_0": model(inputs[input_name])},
                 [v.value for v in model.trainable_variables], loaded)
     return lambda inputs: fn(**inputs), fn.trainable_variables, loaded
@@ -126,6 +133,21 @@ def test_outputs_and_gradients_match_tf(saved):
     np.testing.assert_allclose(
         module(x5, signature="serving_default"),
         fn(**{input_name: tf.constant(x5)})["output_0"].numpy(), rtol=1e-4, atol=1e-4)
+
+
+def test_sequences_of_any_length(tmp_path):
+    keras.utils.set_random_seed(0)
+    path = tmp_path / "birnn"
+    _save(_birnn(), "export", path)
+    module = savedmodel.load_saved_model(path)
+    (input_name,) = module.signatures["serving_default"].inputs
+    assert module.signatures["serving_default"].inputs[input_name].shape[1] not in (None, 5)
+    fn = tf.saved_model.load(str(path)).signatures["serving_default"]
+    for length in (2, 9):
+        xs = np.random.default_rng(length).standard_normal((3, length, 3)).astype(np.float32)
+        np.testing.assert_allclose(module(xs, signature="serving_default"),
+                                   fn(**{input_name: tf.constant(xs)})["output_0"].numpy(),
+                                   rtol=1e-4, atol=1e-5)
 
 
 def test_trainable_flags_from_saved_model(saved):
