@@ -1,10 +1,11 @@
 """Image resizing with TF's exact sampling grids.
 
 Every ``Resize*`` op here is separable and linear in the image, with sampling positions
-that depend on shapes only. So bilinear and bicubic resizing get a static interpolation
-matrix per axis (built with numpy, following TF's ``align_corners`` /
-``half_pixel_centers`` rules) and become two small matrix products: exact and
-differentiable for free. Nearest-neighbor resizing is two gathers with static indices.
+that depend on shapes only. So each axis gets static taps (source indices and weights,
+built with numpy following TF's ``align_corners`` / ``half_pixel_centers`` rules): one tap
+for nearest neighbor, two for bilinear, four for bicubic. The resize is then a weighted
+sum of gathers per axis: exact, cheap (linear in the output size, unlike interpolation
+matrices) and differentiable for free.
 """
 
 from __future__ import annotations
@@ -32,20 +33,16 @@ def _source(out_size: int, scale: float, half_pixel: bool) -> np.ndarray:
     return (out + 0.5) * scale - 0.5 if half_pixel else out * scale
 
 
-def _bilinear(in_size, out_size, align_corners, half_pixel) -> np.ndarray:
+def _bilinear(in_size, out_size, align_corners, half_pixel) -> list[tuple]:
     src = _source(out_size, _scale(in_size, out_size, align_corners), half_pixel)
     low = np.floor(src)
     frac = src - low
-    lo = np.clip(low, 0, in_size - 1).astype(int)
-    hi = np.clip(np.ceil(src), 0, in_size - 1).astype(int)
-    matrix = np.zeros((out_size, in_size))
-    np.add.at(matrix, (np.arange(out_size), lo), 1 - frac)
-    np.add.at(matrix, (np.arange(out_size), hi), frac)
-    return matrix
+    lo = np.clip(low, 0, in_size - 1).astype(np.int32)
+    hi = np.clip(np.ceil(src), 0, in_size - 1).astype(np.int32)
+    return [(lo, 1 - frac), (hi, frac)]
 
 
-def _nearest(in_size, out_size, align_corners, half_pixel) -> np.ndarray:
-    """The source index of each output pixel."""
+def _nearest(in_size, out_size, align_corners, half_pixel) -> list[tuple]:
     scale = _scale(in_size, out_size, align_corners)
     out = np.arange(out_size, dtype=np.float64)
     if align_corners:
@@ -54,7 +51,7 @@ def _nearest(in_size, out_size, align_corners, half_pixel) -> np.ndarray:
         src = np.floor((out + 0.5) * scale)
     else:
         src = np.floor(out * scale)
-    return np.clip(src, 0, in_size - 1).astype(np.int32)
+    return [(np.clip(src, 0, in_size - 1).astype(np.int32), None)]
 
 
 def _cubic_weights(t: np.ndarray, a: float) -> np.ndarray:
@@ -65,51 +62,54 @@ def _cubic_weights(t: np.ndarray, a: float) -> np.ndarray:
     return np.where(t <= 1, near, np.where(t < 2, far, 0.0))
 
 
-def _bicubic(in_size, out_size, align_corners, half_pixel) -> np.ndarray:
+def _bicubic(in_size, out_size, align_corners, half_pixel) -> list[tuple]:
     src = _source(out_size, _scale(in_size, out_size, align_corners), half_pixel)
     base = np.floor(src)
     # TF reads the kernel from a table of 1024 steps: round the fraction the same way.
     frac = np.rint((src - base) * _TABLE_SIZE) / _TABLE_SIZE
-    matrix = np.zeros((out_size, in_size))
-    rows = np.arange(out_size)
     # TF: Keys' a = -0.5 with half-pixel centers (taps outside the image dropped and the
     # rest renormalized); the legacy a = -0.75 kernel otherwise (edge taps repeated).
     a = -0.5 if half_pixel else -0.75
+    taps = []
     for k in range(-1, 3):
         index = base + k
         weight = _cubic_weights(frac - k, a)
-        inside = (index >= 0) & (index <= in_size - 1)
         if half_pixel:
-            weight = np.where(inside, weight, 0.0)
-        np.add.at(matrix, (rows, np.clip(index, 0, in_size - 1).astype(int)), weight)
-    return matrix / matrix.sum(axis=1, keepdims=True) if half_pixel else matrix
+            weight = np.where((index >= 0) & (index <= in_size - 1), weight, 0.0)
+        taps.append((np.clip(index, 0, in_size - 1).astype(np.int32), weight))
+    if half_pixel:
+        total = sum(w for _, w in taps)
+        taps = [(i, w / total) for i, w in taps]
+    return taps
 
 
-_MATRICES = {
+_KERNELS = {
     "ResizeBilinear": _bilinear,
+    "ResizeNearestNeighbor": _nearest,
     "ResizeBicubic": _bicubic,
 }
 
 
-def _grids(node, images, size, kernel):
-    out_h, out_w = (int(s) for s in np.asarray(size).reshape(2))
-    in_h, in_w = images.shape[1:3]
-    args = (node.attr("align_corners", False), node.attr("half_pixel_centers", False))
-    return kernel(in_h, out_h, *args), kernel(in_w, out_w, *args)
+def _resample(x, axis: int, taps: list[tuple]):
+    """``sum_k weight_k * x[index_k]`` along ``axis`` (one gather per tap)."""
+    out = None
+    for index, weight in taps:
+        term = jnp.take(x, index, axis=axis)
+        if weight is not None:
+            shape = (-1,) + (1,) * (x.ndim - axis - 1)
+            term = term * weight.astype(np.float32).reshape(shape)
+        out = term if out is None else out + term
+    return out
 
 
-@register(*_MATRICES)
-def _resize_interpolated(node, images, size):
-    # TF returns float32 for any input dtype.
-    x = as_jax(images).astype(jnp.float32)
-    rows, cols = _grids(node, x, size, _MATRICES[node.op])
-    x = jnp.einsum("oh,nhwc->nowc", rows.astype(np.float32), x)
-    return jnp.einsum("pw,nowc->nopc", cols.astype(np.float32), x)
-
-
-@register("ResizeNearestNeighbor")
-def _resize_nearest(node, images, size):
-    # A gather keeps the dtype exact (integers too).
+@register(*_KERNELS)
+def _resize(node, images, size):
     x = as_jax(images)
-    rows, cols = _grids(node, x, size, _nearest)
-    return jnp.take(jnp.take(x, rows, axis=1), cols, axis=2)
+    if node.op != "ResizeNearestNeighbor":
+        x = x.astype(jnp.float32)  # TF interpolates to float32 from any dtype
+    out_h, out_w = (int(s) for s in np.asarray(size).reshape(2))
+    in_h, in_w = x.shape[1:3]
+    kernel = _KERNELS[node.op]
+    args = (node.attr("align_corners", False), node.attr("half_pixel_centers", False))
+    x = _resample(x, 1, kernel(in_h, out_h, *args))
+    return _resample(x, 2, kernel(in_w, out_w, *args))

@@ -1,0 +1,173 @@
+"""``python -m benchmarks.ops``: how fast the converter's op lowerings run on this CPU.
+
+For each op, three timings of the same computation on the same inputs:
+
+* **jaxhub**: a ``tf.function`` graph holding the op, converted by the graph interpreter
+  and run under ``jax.jit`` (the lowering that converted models get);
+* **lax**: the direct JAX spelling (``lax.conv_general_dilated``, ``jax.image.resize``, ...),
+  what a straightforward converter would emit;
+* **TF**: the ``tf.function`` itself.
+
+Prints a Markdown table of median times with the ratios jaxhub/lax and jaxhub/TF (below
+1 means jaxhub is faster). Usage::
+
+    python -m benchmarks.ops [--repeats 7] [--batch 8] [--only depthwise]
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import os
+import statistics
+import time
+from typing import Callable
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import jax  # noqa: E402
+import jax.numpy as jnp  # noqa: E402
+import numpy as np  # noqa: E402
+import tensorflow as tf  # noqa: E402
+
+from converters.from_tf.interpreter import run_graph  # noqa: E402
+
+
+@dataclasses.dataclass(frozen=True)
+class Bench:
+    """One op to time: TF and plain-JAX spellings of it, and its input shapes."""
+
+    name: str
+    tf_fn: Callable
+    lax_fn: Callable
+    shapes: Callable[[int], list[tuple]]
+
+
+def _depthwise_lax(stride: int):
+    def fn(x, k):
+        c = x.shape[-1]
+        return jax.lax.conv_general_dilated(
+            x, k.reshape(k.shape[0], k.shape[1], 1, c), (stride, stride), "SAME",
+            dimension_numbers=("NHWC", "HWIO", "NHWC"), feature_group_count=c)
+    return fn
+
+
+def _conv_lax(stride: int):
+    def fn(x, k):
+        return jax.lax.conv_general_dilated(x, k, (stride, stride), "SAME",
+                                            dimension_numbers=("NHWC", "HWIO", "NHWC"))
+    return fn
+
+
+def _bn_lax(x, scale, offset, mean, var):
+    return (x - mean) * jax.lax.rsqrt(var + 1e-3) * scale + offset
+
+
+def _bn_tf(x, scale, offset, mean, var):
+    return tf.raw_ops.FusedBatchNormV3(x=x, scale=scale, offset=offset, mean=mean,
+                                       variance=var, epsilon=1e-3, is_training=False)[0]
+
+
+def _avg_pool_lax(x):
+    window, strides = (1, 3, 3, 1), (1, 1, 1, 1)
+    total = jax.lax.reduce_window(x, 0.0, jax.lax.add, window, strides, "SAME")
+    # Counting from jnp.ones_like(x) makes XLA constant-fold a full-size reduce_window at
+    # compile time (about a minute here); x * 0 + 1 keeps the count at run time.
+    counts = jax.lax.reduce_window(x * 0 + 1, 0.0, jax.lax.add, window, strides, "SAME")
+    return total / counts
+
+
+BENCHES = [
+    Bench("depthwise 3x3 s1 (112x112x96)",
+          lambda x, k: tf.nn.depthwise_conv2d(x, k, [1, 1, 1, 1], "SAME"), _depthwise_lax(1),
+          lambda n: [(n, 112, 112, 96), (3, 3, 96, 1)]),
+    Bench("depthwise 3x3 s2 (112x112x96)",
+          lambda x, k: tf.nn.depthwise_conv2d(x, k, [1, 2, 2, 1], "SAME"), _depthwise_lax(2),
+          lambda n: [(n, 112, 112, 96), (3, 3, 96, 1)]),
+    Bench("depthwise 5x5 s1 (56x56x144)",
+          lambda x, k: tf.nn.depthwise_conv2d(x, k, [1, 1, 1, 1], "SAME"), _depthwise_lax(1),
+          lambda n: [(n, 56, 56, 144), (5, 5, 144, 1)]),
+    Bench("conv 1x1 (112x112x96->96)", lambda x, k: tf.nn.conv2d(x, k, 1, "SAME"),
+          _conv_lax(1), lambda n: [(n, 112, 112, 96), (1, 1, 96, 96)]),
+    Bench("conv 1x1 (28x28x32->192)", lambda x, k: tf.nn.conv2d(x, k, 1, "SAME"),
+          _conv_lax(1), lambda n: [(n, 28, 28, 32), (1, 1, 32, 192)]),
+    Bench("conv 3x3 (56x56x64->64)", lambda x, k: tf.nn.conv2d(x, k, 1, "SAME"),
+          _conv_lax(1), lambda n: [(n, 56, 56, 64), (3, 3, 64, 64)]),
+    Bench("batch norm, inference (112x112x96)", _bn_tf, _bn_lax,
+          lambda n: [(n, 112, 112, 96)] + [(96,)] * 4),
+    Bench("avg pool 3x3 s1 SAME (56x56x64)", lambda x: tf.nn.avg_pool2d(x, 3, 1, "SAME"),
+          _avg_pool_lax, lambda n: [(n, 56, 56, 64)]),
+    Bench("resize bilinear 56->112 (x32)",
+          lambda x: tf.image.resize(x, (112, 112)),
+          lambda x: jax.image.resize(x, (x.shape[0], 112, 112, x.shape[3]), "bilinear"),
+          lambda n: [(n, 56, 56, 32)]),
+]
+
+
+def _inputs(shapes: list[tuple], seed: int = 0) -> list[np.ndarray]:
+    rng = np.random.default_rng(seed)
+    arrays = [rng.standard_normal(s).astype(np.float32) for s in shapes]
+    # Keep variances positive for batch norm.
+    return [np.abs(a) + 0.5 if a.ndim == 1 else a for a in arrays]
+
+
+def _converted(bench: Bench, shapes: list[tuple]) -> Callable:
+    specs = [tf.TensorSpec(s, tf.float32) for s in shapes]
+    concrete = tf.function(bench.tf_fn).get_concrete_function(*specs)
+    run = run_graph(concrete.graph.as_graph_def(), [t.name for t in concrete.inputs],
+                    [t.name for t in concrete.outputs])
+    return jax.jit(lambda *args: run({}, list(args))[0][0])
+
+
+def _median_ms(fns: dict[str, Callable], repeats: int) -> dict[str, float]:
+    """Median milliseconds of each function, runs interleaved so load hits all alike."""
+    for fn in fns.values():
+        fn()  # compile / warm up
+    times: dict[str, list[float]] = {name: [] for name in fns}
+    for _ in range(repeats):
+        for name, fn in fns.items():
+            start = time.perf_counter()
+            fn()
+            times[name].append(time.perf_counter() - start)
+    return {name: 1e3 * statistics.median(t) for name, t in times.items()}
+
+
+def run(bench: Bench, batch: int, repeats: int) -> dict[str, float]:
+    """Median milliseconds of the three spellings; checks that they agree."""
+    shapes = bench.shapes(batch)
+    args = _inputs(shapes)
+    jaxhub_fn = _converted(bench, shapes)
+    lax_fn = jax.jit(bench.lax_fn)
+    tf_fn = tf.function(bench.tf_fn, jit_compile=False)
+    tf_args = [tf.constant(a) for a in args]
+    expected = tf_fn(*tf_args).numpy()
+    np.testing.assert_allclose(np.asarray(jaxhub_fn(*args)), expected, rtol=2e-3, atol=2e-3)
+    np.testing.assert_allclose(np.asarray(lax_fn(*args)), expected, rtol=2e-3, atol=2e-3)
+    dev_args = [jnp.asarray(a) for a in args]
+    return _median_ms({
+        "jaxhub": lambda: jaxhub_fn(*dev_args).block_until_ready(),
+        "lax": lambda: lax_fn(*dev_args).block_until_ready(),
+        "tf": lambda: tf_fn(*tf_args).numpy(),
+    }, repeats)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--repeats", type=int, default=7)
+    parser.add_argument("--batch", type=int, default=8)
+    parser.add_argument("--only", default="", help="run benches whose name contains this")
+    args = parser.parse_args(argv)
+    print(f"batch {args.batch}, median of {args.repeats} runs, {os.cpu_count()} CPUs, "
+          f"jax {jax.__version__}, tensorflow {tf.__version__}\n")
+    print("| op | jaxhub ms | lax ms | TF ms | jaxhub/lax | jaxhub/TF |")
+    print("|---|---:|---:|---:|---:|---:|")
+    for bench in BENCHES:
+        if args.only not in bench.name:
+            continue
+        t = run(bench, args.batch, args.repeats)
+        print(f"| {bench.name} | {t['jaxhub']:.1f} | {t['lax']:.1f} | {t['tf']:.1f} | "
+              f"{t['jaxhub'] / t['lax']:.2f} | {t['jaxhub'] / t['tf']:.2f} |", flush=True)
+
+
+if __name__ == "__main__":
+    main()
