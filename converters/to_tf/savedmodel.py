@@ -158,7 +158,7 @@ def _reusable_call(variables: _Variables, inference: functions.TfFunction,
     def call(inputs, training=False):
         fn = train if training and train is not None else inference
         given = {input_name: inputs} if bare else inputs
-        key = rng.uniform_full_int([2], tf.uint32) if fn.spec.takes_rng else None
+        key = _draw_key(rng) if fn.spec.takes_rng else None
         outputs, state = fn.call(variables.values(), given, key)
         with tf.control_dependencies(variables.assign(fn.spec.state, state)):
             outputs = {k: tf.identity(v) for k, v in outputs.items()}
@@ -170,6 +170,17 @@ def _reusable_call(variables: _Variables, inference: functions.TfFunction,
     for training in (False, True):
         call_fn.get_concrete_function(spec, training=training)
     return call_fn
+
+
+def _draw_key(rng: tf.random.Generator) -> tf.Tensor:
+    """uint32[2] key data for the train variant, from the saved generator.
+
+    Drawn as int32 over its full range (but its maximum) and bit-cast, so that the graph
+    uses only ``RngReadAndSkip`` and ``StatelessRandomUniformIntV2``, which the TF -> jaxhub
+    converter maps onto the caller's key.
+    """
+    words = rng.uniform([2], minval=-2 ** 31, maxval=2 ** 31 - 1, dtype=tf.int32)
+    return tf.bitcast(words, tf.uint32)
 
 
 def _serving_function(variables: _Variables, fn: functions.TfFunction):

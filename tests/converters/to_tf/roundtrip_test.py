@@ -9,10 +9,11 @@ import pytest
 import tensorflow as tf
 import tf_keras
 
-from converters.from_tf.interpreter import UnsupportedOpsError
 from converters.from_tf.savedmodel import load_saved_model
 from converters.to_tf import export_saved_model
+import jaxhub
 from jaxhub import tree as tree_lib
+from tests.converters.to_tf.conftest import bn_inputs
 
 
 @pytest.fixture(scope="module")
@@ -68,9 +69,6 @@ def test_tf_to_jaxhub_to_tf_keeps_outputs_gradients_and_state(keras_saved_model,
             np.testing.assert_allclose(v.numpy(), stats[v.name], rtol=1e-5, atol=1e-6)
 
 
-@pytest.mark.xfail(raises=UnsupportedOpsError,
-                   reason="converters.from_tf does not interpret XlaCallModule yet, the op "
-                          "that holds every function of an exported module")
 def test_jaxhub_to_tf_to_jaxhub_keeps_outputs_and_gradients(mlp_saved_model, mlp_module):
     module = load_saved_model(mlp_saved_model)
     x = np.random.default_rng(2).normal(size=(4, 50)).astype(np.float32)
@@ -80,8 +78,25 @@ def test_jaxhub_to_tf_to_jaxhub_keeps_outputs_and_gradients(mlp_saved_model, mlp
         want = mlp_module(inputs, signature=name, as_dict=True)
         for key in want:
             np.testing.assert_allclose(got[key], want[key], rtol=1e-5, atol=1e-6)
-    grads = jax.grad(lambda p: jnp.sum(module.apply(p, x) ** 2))(module.params)
+    # The SavedModel's RNG state (an integer variable) comes back as a param too.
+    floats = tree_lib.unflatten((path, v) for path, v in tree_lib.flatten(module.params)
+                                if jnp.issubdtype(v.dtype, jnp.floating))
+    grads = jax.grad(lambda p: jnp.sum(
+        module.apply(jaxhub.merge_params(module.params, p), x) ** 2))(floats)
     want = jax.grad(lambda p: jnp.sum(mlp_module.apply(p, x) ** 2))(mlp_module.params)
+    assert tree_lib.flatten(jax.tree.map(np.shape, grads)) == tree_lib.flatten(
+        jax.tree.map(np.shape, want))
     want = dict(tree_lib.flatten(want))
     for path, g in tree_lib.flatten(grads):
         np.testing.assert_allclose(g, want[path], rtol=1e-5, atol=1e-6)
+
+
+def test_jaxhub_to_tf_to_jaxhub_with_dict_inputs_and_several_outputs(bn_saved_model,
+                                                                      bn_module):
+    module = load_saved_model(bn_saved_model)
+    inputs = bn_inputs(6)
+    got = module(inputs, as_dict=True)
+    want = bn_module(inputs, as_dict=True)
+    assert set(got) == set(want) == {"embedding", "logits"}
+    for key in want:
+        np.testing.assert_allclose(got[key], want[key], rtol=1e-5, atol=1e-6)

@@ -28,7 +28,9 @@ def _x(batch: int, seed: int = 0) -> np.ndarray:
 
 def _first_key(seed: int = 0) -> np.ndarray:
     """The RNG key data a freshly loaded SavedModel draws on its first training call."""
-    return tf.random.Generator.from_seed(seed).uniform_full_int([2], tf.uint32).numpy()
+    rng = tf.random.Generator.from_seed(seed)
+    words = rng.uniform([2], minval=-2 ** 31, maxval=2 ** 31 - 1, dtype=tf.int32)
+    return tf.bitcast(words, tf.uint32).numpy()
 
 
 def _by_path(obj) -> dict[str, tf.Variable]:
