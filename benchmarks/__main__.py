@@ -1,0 +1,252 @@
+"""``python -m benchmarks``: jaxhub against TensorFlow and tf2jax on the same SavedModels.
+
+For every model (see :mod:`benchmarks.models`): latency at batch 1, throughput at batch
+32, one fine-tune step, cold start, warm start (a second process; for JAX with its
+persistent compilation cache) and peak memory, each measured in its own process (see
+:mod:`benchmarks.harness`). Prints markdown tables and writes them, with the machine, the
+versions and the command, to ``benchmarks/RESULTS.md``.
+
+Usage:
+    python -m benchmarks [--models mlp,resnet50] [--repeats 10] [--image-size 224]
+    python -m benchmarks --quick --models mlp        # a smoke run: tiny sizes, one repeat
+
+SavedModels and converted modules are kept in ``--workdir`` between runs; converted
+modules are keyed by a hash of the converter and core sources, so a changed converter
+converts again.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import hashlib
+import json
+import os
+import pathlib
+import platform
+import shlex
+import subprocess
+import sys
+import tempfile
+import time
+from importlib import metadata
+from typing import Any
+
+from benchmarks import harness
+from benchmarks import models
+from benchmarks import report
+
+_REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
+_RESULTS = pathlib.Path(__file__).resolve().parent / "RESULTS.md"
+_PACKAGES = ("jax", "jaxlib", "tensorflow", "tf2jax", "keras", "numpy", "jaxhub")
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = _parse(argv)
+    started = datetime.datetime.now(datetime.timezone.utc)
+    load_before = _uptime()
+    saved_models = {name: _saved_model(name, args) for name in args.models}
+    settings = harness.Settings(image_size=args.image_size, repeats=args.repeats,
+                                budget=args.budget, warmup=args.warmup,
+                                jaxhub_cache=args.workdir / f"jaxhub-{_sources_hash()}")
+    results: report.Results = {}
+    with tempfile.TemporaryDirectory(prefix="compile-cache-") as scratch:
+        for name, path in saved_models.items():
+            results[name] = _measure_model(name, path, settings, pathlib.Path(scratch))
+            # Written after every model, so that a run cut short still leaves its figures.
+            text = _document(results, args, started, load_before, _uptime())
+            _write(args, text, results)
+            _progress(f"{name}: done")
+    print(text)
+
+
+def _write(args: argparse.Namespace, text: str, results: report.Results) -> None:
+    if args.output is not None:
+        args.output.write_text(text)
+    if args.json is not None:
+        args.json.write_text(json.dumps(results, indent=1))
+
+
+def _parse(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks",
+                                     description=__doc__.splitlines()[0])
+    parser.add_argument("--models", default=",".join(models.MODELS),
+                        help=f"comma-separated, from: {', '.join(models.MODELS)}")
+    parser.add_argument("--repeats", type=int, default=10,
+                        help="at most this many timed calls per figure (default 10)")
+    parser.add_argument("--budget", type=float, default=5.0,
+                        help="seconds of timed calls per figure; at least 3 calls run")
+    parser.add_argument("--warmup", type=int, default=2, help="untimed calls first")
+    parser.add_argument("--image-size", type=int, default=224)
+    parser.add_argument("--quick", action="store_true",
+                        help="smoke run: 32x32 images, 1 warm-up, 2 repeats, no RESULTS.md")
+    parser.add_argument("--workdir", type=pathlib.Path,
+                        default=pathlib.Path(tempfile.gettempdir()) / "jaxhub-benchmarks")
+    parser.add_argument("--output", type=pathlib.Path, default=None,
+                        help=f"the markdown file to write (default {_RESULTS.name}, "
+                             "none with --quick)")
+    parser.add_argument("--json", type=pathlib.Path, help="also write raw figures here")
+    args = parser.parse_args(argv)
+    args.models = [m.strip() for m in args.models.split(",") if m.strip()]
+    unknown = sorted(set(args.models) - set(models.MODELS))
+    if unknown:
+        parser.error(f"unknown models {unknown}; known: {list(models.MODELS)}")
+    if args.quick:
+        args.image_size, args.repeats, args.warmup, args.budget = 32, 2, 1, 0.0
+    elif args.output is None:
+        args.output = _RESULTS
+    args.argv = sys.argv[1:] if argv is None else argv
+    return args
+
+
+def _saved_model(name: str, args: argparse.Namespace) -> pathlib.Path:
+    """The model's SavedModel in the workdir, built (in a subprocess) if missing."""
+    path = args.workdir / "saved_models" / f"{name}-{args.image_size}"
+    if models.build_info(path) is None:
+        _progress(f"{name}: building the SavedModel")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        staging = pathlib.Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{name}-"))
+        staging.rmdir()  # Keras writes the directory itself
+        subprocess.run([sys.executable, "-m", "benchmarks.models", name, str(staging),
+                        "--image-size", str(args.image_size)], check=True,
+                       cwd=_REPO_ROOT, env=harness.child_env(), capture_output=True)
+        staging.rename(path)
+    return path
+
+
+def _measure_model(name: str, path: pathlib.Path, settings: harness.Settings,
+                   scratch: pathlib.Path) -> dict[str, dict[str, Any]]:
+    """All measurements of one model: a steady-state run and start-ups per framework."""
+    measured: dict[str, dict[str, Any]] = {}
+    _progress(f"{name}: jaxhub: converting (unless cached)")
+    prepared = _prepare(name, path, settings)
+    for framework in report.COLUMNS:
+        _progress(f"{name}: {framework}: steady state")
+        runs = {"run": harness.measure("run", framework, name, path, settings)}
+        cache = scratch / f"{name}-{framework}"
+        _progress(f"{name}: {framework}: start-up")
+        runs["cold"] = harness.measure("start", framework, name, path, settings, cache)
+        runs["warm"] = harness.measure("start", framework, name, path, settings, cache)
+        if framework == "jaxhub":  # what the persistent cache is worth
+            runs["nocache"] = harness.measure("start", framework, name, path, settings)
+        measured[framework] = runs
+    measured["jaxhub"]["prepare"] = prepared
+    return measured
+
+
+def _prepare(name: str, path: pathlib.Path, settings: harness.Settings) -> dict[str, Any]:
+    """Converts the SavedModel into the jaxhub cache, unless it is there already.
+
+    In a process of its own, so that no measurement pays for converting.
+    """
+    before = _entries(settings.jaxhub_cache)
+    result = harness.measure("start", "jaxhub", name, path, settings)
+    result["converted"] = _entries(settings.jaxhub_cache) != before
+    return result
+
+
+def _entries(directory: pathlib.Path) -> set[str]:
+    return set(os.listdir(directory)) if directory.is_dir() else set()
+
+
+def _sources_hash() -> str:
+    """A short hash of the core and converter sources, which converted modules depend on."""
+    digest = hashlib.sha256()
+    for package in ("jaxhub", "converters"):
+        for file in sorted((_REPO_ROOT / package).rglob("*.py")):
+            digest.update(file.relative_to(_REPO_ROOT).as_posix().encode() + b"\0")
+            digest.update(file.read_bytes())
+    return digest.hexdigest()[:12]
+
+
+def _document(results: report.Results, args: argparse.Namespace,
+              started: datetime.datetime, load_before: str, load_after: str) -> str:
+    first_run = next((fw["run"] for m in results.values() for fw in m.values()
+                      if "cpu_count" in fw.get("run", {})), {})
+    tf_run = next((m["tf"]["run"] for m in results.values()
+                   if "tensorflow" in m.get("tf", {}).get("run", {})), {})
+    command = "python -m benchmarks " + shlex.join(args.argv)
+    return "\n".join([
+        "# Benchmark results",
+        "",
+        f"Run {started:%Y-%m-%d %H:%M} UTC with `{command.strip()}`.",
+        f"Load average (`uptime`) before: {load_before}; after: {load_after}.",
+        "",
+        "## Machine and settings",
+        "",
+        f"- CPU: {_cpu_model()}; {first_run.get('cpu_count', os.cpu_count())} logical cores, "
+        f"{first_run.get('affinity', '?')} usable; {platform.platform()}.",
+        "- Versions: " + ", ".join(f"{p} {_version(p)}" for p in _PACKAGES)
+        + f", Python {platform.python_version()}.",
+        f"- Threads: TF intra-op {tf_run.get('tf_intra_op_threads', '?')}, inter-op "
+        f"{tf_run.get('tf_inter_op_threads', '?')} (0 = TF's default: one per core); "
+        f"oneDNN {'on' if tf_run.get('onednn') else 'off or unknown'} "
+        f"(`TF_ENABLE_ONEDNN_OPTS`={os.environ.get('TF_ENABLE_ONEDNN_OPTS', 'unset')}). "
+        f"JAX: XLA:CPU's default thread pool (one thread per core), `XLA_FLAGS`="
+        f"`{os.environ.get('XLA_FLAGS', '')}`.",
+        f"- Image models at {args.image_size}x{args.image_size}x3; batch 1 for latency, "
+        f"{harness.BATCH} for throughput and fine-tuning. Medians of up to {args.repeats} "
+        f"timed calls (at least {min(3, args.repeats)}, stopping after {args.budget:g} s "
+        f"of them) after {args.warmup} "
+        "warm-up calls; each framework and measurement in its own process.",
+        "- jaxhub: `jaxhub.load(saved_model)` (converted once beforehand and read from the "
+        "jaxhub cache), `jax.jit(module.apply)`. TF: `tf.saved_model.load`, the "
+        "`serving_default` signature; fine-tuning in `tf.function(jit_compile=False)`. "
+        "tf2jax: `tf2jax.convert` of the same signature, `jax.jit`. Fine-tuning: one SGD "
+        "step on a mean squared loss w.r.t. the trainable params (inference-mode batch norm).",
+        "- Cold start: from just before the process is spawned to the first output at "
+        "batch 1, with an empty JAX compilation cache directory (files are in the OS page "
+        "cache). Warm start: a second such process; for JAX it reuses that directory "
+        "(`jax_compilation_cache_dir`, `jax_persistent_cache_min_compile_time_secs=0`). TF "
+        "has no such cache. Peak memory: `ru_maxrss` of the measuring process.",
+        "",
+        "## jaxhub against TensorFlow (TF / jaxhub; >= 1.0 means jaxhub is at least as "
+        "good)",
+        "",
+        report.summary_table(results),
+        "",
+        "## All figures",
+        "",
+        report.details_table(results),
+        "",
+        "## Start-up of jaxhub modules and JAX's persistent compilation cache",
+        "",
+        report.start_table(results),
+        "",
+    ])
+
+
+def _cpu_model() -> str:
+    try:
+        out = subprocess.run(["lscpu"], capture_output=True, text=True).stdout
+    except OSError:
+        return platform.processor() or "unknown"
+    for line in out.splitlines():
+        if line.startswith("Model name:"):
+            return line.split(":", 1)[1].strip()
+    return "unknown"
+
+
+def _uptime() -> str:
+    try:
+        return subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip()
+    except OSError:
+        return "unknown"
+
+
+def _version(package: str) -> str:
+    if package == "jaxhub":  # run from the repository, maybe not installed
+        from jaxhub.version import __version__
+        return __version__
+    try:
+        return metadata.version(package)
+    except metadata.PackageNotFoundError:
+        return "not installed"
+
+
+def _progress(message: str) -> None:
+    print(f"[{time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,356 @@
+"""Timing one model in one framework, each measurement in a fresh subprocess.
+
+The driver (``python -m benchmarks``) calls :func:`measure` once per (model, framework,
+kind); it starts ``python -m benchmarks.harness`` and reads back one JSON line. Two kinds:
+
+* ``"run"``: steady state. Latency at batch 1, throughput at batch 32 and one fine-tune
+  step (SGD on a squared loss w.r.t. the trainable params) at batch 32, each the median of
+  timed calls after warm-up calls (the first of which compiles), plus peak memory
+  (``ru_maxrss``) after inference and after fine-tuning.
+* ``"start"``: from the parent's clock just before the process is spawned to the first
+  output at batch 1 (interpreter start, imports, load, compile, run). With a JAX
+  persistent compilation cache directory, a second such process is the warm start.
+
+The three frameworks run the same SavedModel's ``serving_default`` signature:
+
+* ``tf``: ``tf.saved_model.load``; inference calls the signature, fine-tuning runs in a
+  ``tf.function(jit_compile=False)`` (TF's default kernels, oneDNN on x86).
+* ``jaxhub``: ``jaxhub.load(saved_model)`` (converted once, then read from the jaxhub
+  cache), ``jax.jit(module.apply)``, ``jax.jit(value_and_grad)`` for fine-tuning.
+* ``tf2jax``: ``tf2jax.convert`` of the loaded signature, then the same JAX code.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import os
+import pathlib
+import resource
+import statistics
+import subprocess
+import sys
+import time
+from typing import Any, Callable
+
+import numpy as np
+
+from benchmarks import models
+
+FRAMEWORKS = ("jaxhub", "tf", "tf2jax")
+#: The batch of throughput and fine-tune measurements.
+BATCH = 32
+#: The SGD step size: small, so that repeated steps stay finite.
+LEARNING_RATE = 1e-4
+_RESULT_PREFIX = "BENCHMARK_RESULT "
+_REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
+
+
+@dataclasses.dataclass(frozen=True)
+class Settings:
+    """What every measurement of one benchmark run shares.
+
+    Attributes:
+      image_size: height and width of image models' inputs.
+      repeats: at most this many timed calls per figure.
+      budget: seconds of timed calls per figure; at least three calls run whatever it is.
+      warmup: untimed calls before timing (the first one compiles).
+      jaxhub_cache: the jaxhub cache holding the converted modules.
+      timeout: seconds before a measuring process is killed.
+    """
+
+    image_size: int
+    repeats: int
+    budget: float
+    warmup: int
+    jaxhub_cache: pathlib.Path
+    timeout: float = 900.0
+
+
+# -- the driver's side ----------------------------------------------------------------------
+
+
+def measure(kind: str, framework: str, model: str, saved_model: pathlib.Path,
+            settings: Settings, compile_cache: pathlib.Path | None = None) -> dict[str, Any]:
+    """Runs one measurement in a fresh Python process.
+
+    Args:
+      kind: ``"run"`` (steady state and memory) or ``"start"`` (time to first output).
+      framework: one of :data:`FRAMEWORKS`.
+      model: a key of :data:`benchmarks.models.MODELS`.
+      saved_model: the model's SavedModel directory.
+      settings: shared settings.
+      compile_cache: for ``"start"``: JAX's persistent compilation cache directory, or
+        None to run without one.
+
+    Returns:
+      The child's figures (see :func:`_run` and :func:`_start`), or ``{"error": ...}``
+      with the first line of what went wrong.
+    """
+    command = [sys.executable, "-m", "benchmarks.harness", kind, framework, model,
+               str(saved_model), "--image-size", str(settings.image_size),
+               "--repeats", str(settings.repeats), "--budget", str(settings.budget),
+               "--warmup", str(settings.warmup),
+               "--jaxhub-cache", str(settings.jaxhub_cache)]
+    if compile_cache is not None:
+        command += ["--compile-cache", str(compile_cache)]
+    env = child_env()
+    command += ["--t0", repr(time.time())]  # the last thing before the process exists
+    try:
+        done = subprocess.run(command, cwd=_REPO_ROOT, env=env, capture_output=True,
+                              text=True, timeout=settings.timeout)
+    except subprocess.TimeoutExpired:
+        return {"error": f"timed out after {settings.timeout:.0f} s"}
+    for line in reversed(done.stdout.splitlines()):
+        if line.startswith(_RESULT_PREFIX):
+            return json.loads(line[len(_RESULT_PREFIX):])
+    return {"error": f"crashed (exit {done.returncode}): {_last_line(done.stderr)}"}
+
+
+def child_env() -> dict[str, str]:
+    """The environment of measuring processes: quiet, and the repo importable."""
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(_REPO_ROOT),
+                                                      env.get("PYTHONPATH")]))
+    env.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    env["JAXHUB_DISABLE_PROGRESS"] = "1"
+    return env
+
+
+def _last_line(text: str) -> str:
+    lines = [line for line in text.strip().splitlines() if line.strip()]
+    return lines[-1].strip() if lines else "no output"
+
+
+# -- the measuring process's side ------------------------------------------------------------
+
+
+@dataclasses.dataclass
+class _Runner:
+    """One framework's view of a model: inference and a fine-tune step."""
+
+    infer: Callable[[np.ndarray], np.ndarray]  # blocks until the output is ready
+    make_step: Callable[[np.ndarray, np.ndarray], Callable[[], float]]
+    info: dict[str, Any]
+    owner: Any = None  # what must stay alive while the functions run (TF's variables)
+
+
+def _load_tf(saved_model: pathlib.Path, input_name: str, _: Any) -> _Runner:
+    import tensorflow as tf
+    loaded = tf.saved_model.load(str(saved_model))  # owns the variables: keep it alive
+    signature = loaded.signatures["serving_default"]
+    variables = signature.trainable_variables
+
+    def forward(x):
+        return next(iter(signature(**{input_name: x}).values()))
+
+    @tf.function(jit_compile=False)
+    def step(x, y):
+        with tf.GradientTape() as tape:
+            loss = tf.reduce_mean(tf.square(forward(x) - y))
+        for variable, grad in zip(variables, tape.gradient(loss, variables)):
+            if isinstance(grad, tf.IndexedSlices):  # embeddings: only the looked-up rows
+                variable.scatter_sub(tf.IndexedSlices(LEARNING_RATE * grad.values,
+                                                      grad.indices))
+            else:
+                variable.assign_sub(LEARNING_RATE * grad)
+        return loss
+
+    def make_step(x, y):
+        x, y = tf.constant(x), tf.constant(y)
+        return lambda: float(step(x, y))
+
+    return _Runner(lambda x: forward(tf.constant(x)).numpy(), make_step,
+                   _tf_info(tf), owner=loaded)
+
+
+def _tf_info(tf) -> dict[str, Any]:
+    from tensorflow.python.util import _pywrap_util_port
+    return {"tensorflow": tf.__version__,
+            "onednn": bool(_pywrap_util_port.IsMklEnabled())
+            or os.environ.get("TF_ENABLE_ONEDNN_OPTS", "1") != "0",
+            "tf_intra_op_threads": tf.config.threading.get_intra_op_parallelism_threads(),
+            "tf_inter_op_threads": tf.config.threading.get_inter_op_parallelism_threads()}
+
+
+def _load_jaxhub(saved_model: pathlib.Path, _: str, jaxhub_cache: pathlib.Path) -> _Runner:
+    import jaxhub
+    module = jaxhub.load(saved_model, cache_dir=jaxhub_cache)
+
+    def apply(params, x):
+        return module.apply(params, x, signature="serving_default")
+
+    return _jax_runner(apply, module.params, module.trainable_mask,
+                       {"jaxhub_params": module.num_params()})
+
+
+def _load_tf2jax(saved_model: pathlib.Path, input_name: str, _: Any) -> _Runner:
+    import jax
+    import tensorflow as tf
+    import tf2jax
+    loaded = tf.saved_model.load(str(saved_model))  # owns the variables: keep it alive
+    signature = loaded.signatures["serving_default"]
+    spec = signature.structured_input_signature[1][input_name]
+    function = tf.function(lambda x: next(iter(signature(**{input_name: x}).values())))
+    converted, variables = tf2jax.convert(function, tf.TensorSpec(spec.shape, spec.dtype))
+    params = {name: jax.numpy.asarray(value) for name, value in variables.items()}
+    mask = {name: bool(value.trainable) for name, value in variables.items()}
+
+    def apply(params, x):
+        outputs, _ = converted(params, x)
+        return outputs
+
+    runner = _jax_runner(apply, params, mask, {"tf2jax": tf2jax.__version__})
+    runner.owner = loaded
+    return runner
+
+
+def _jax_runner(apply: Callable, params: Any, mask: Any, info: dict[str, Any]) -> _Runner:
+    """Inference and SGD steps of ``apply(params, x)``, compiled with ``jax.jit``."""
+    import jax
+    import jax.numpy as jnp
+    forward = jax.jit(apply)
+
+    def loss(params, x, y):
+        return jnp.mean(jnp.square(apply(params, x) - y))
+
+    def update(params, grads):
+        return jax.tree.map(lambda p, g, t: p - LEARNING_RATE * g if t else p,
+                            params, grads, mask)
+
+    @jax.jit
+    def step(params, x, y):
+        value, grads = jax.value_and_grad(loss)(params, x, y)
+        return update(params, grads), value
+
+    def make_step(x, y):
+        # A copy, so that steps never change the params inference runs with.
+        state = {"params": jax.tree.map(jnp.copy, params)}
+        x, y = jax.device_put(x), jax.device_put(y)
+
+        def one_step():
+            state["params"], value = step(state["params"], x, y)
+            return float(value)
+
+        return one_step
+
+    info = {**info, "jax": jax.__version__, "jax_devices": str(jax.devices()),
+            "xla_flags": os.environ.get("XLA_FLAGS", "")}
+    return _Runner(lambda x: np.asarray(forward(params, x)), make_step, info)
+
+
+_LOADERS = {"tf": _load_tf, "jaxhub": _load_jaxhub, "tf2jax": _load_tf2jax}
+
+
+def _run(args: argparse.Namespace) -> dict[str, Any]:
+    """Steady-state figures: ms at batch 1, examples/s at batch 32, ms per fine-tune step."""
+    info = models.build_info(args.saved_model)
+    result: dict[str, Any] = {"cpu_count": os.cpu_count(),
+                              "affinity": len(os.sched_getaffinity(0))}
+    runner = _guarded(result, "not converted", lambda: _LOADERS[args.framework](
+        args.saved_model, info["input"], args.jaxhub_cache))
+    if runner is None:
+        return result
+    result.update(runner.info)
+    result["rss_loaded_mib"] = _peak_rss_mib()
+    x1 = models.example_input(args.model, 1, args.image_size)
+    xb = models.example_input(args.model, BATCH, args.image_size)
+    timing = _guarded(result, "failed at batch 1", lambda: _timed(
+        lambda: runner.infer(x1), args))
+    if timing is None:
+        return result
+    result["latency_ms"], result["latency_n"], result["latency_first_s"] = timing
+    timing = _guarded(result, "failed at batch 32", lambda: _timed(
+        lambda: runner.infer(xb), args))
+    if timing is None:
+        return result
+    result["throughput"] = BATCH / (timing[0] / 1e3)
+    result["throughput_n"], result["throughput_first_s"] = timing[1:]
+    result["rss_inference_mib"] = _peak_rss_mib()
+    y = np.random.default_rng(2).standard_normal(runner.infer(xb).shape).astype(np.float32)
+    timing = _guarded(result, "fine-tune failed", lambda: _timed(
+        runner.make_step(xb, y), args))
+    if timing is not None:
+        result["finetune_ms"], result["finetune_n"], result["finetune_first_s"] = timing
+    result["rss_finetune_mib"] = _peak_rss_mib()
+    return result
+
+
+def _start(args: argparse.Namespace) -> dict[str, Any]:
+    """Seconds from the parent's spawn to the first output, and where they went."""
+    if args.compile_cache is not None:
+        import jax
+        jax.config.update("jax_compilation_cache_dir", str(args.compile_cache))
+        jax.config.update("jax_persistent_cache_min_compile_time_secs", 0)
+    result: dict[str, Any] = {"python_started_s": _START - args.t0}
+    info = models.build_info(args.saved_model)
+    x1 = models.example_input(args.model, 1, args.image_size)
+    started = time.time()
+    runner = _guarded(result, "not converted", lambda: _LOADERS[args.framework](
+        args.saved_model, info["input"], args.jaxhub_cache))
+    if runner is None:
+        return result
+    loaded = time.time()
+    if _guarded(result, "failed at batch 1", lambda: runner.infer(x1)) is None:
+        return result
+    first = time.time()
+    result.update(start_s=first - args.t0, load_s=loaded - started,
+                  first_call_s=first - loaded, rss_start_mib=_peak_rss_mib())
+    return result
+
+
+def _guarded(result: dict[str, Any], what: str, fn: Callable[[], Any]) -> Any:
+    """``fn()``, or None with ``result["error"]`` set to its first line."""
+    try:
+        return fn()
+    except Exception as e:  # noqa: BLE001 -- the table shows any failure as text
+        first_line = (str(e).strip().splitlines() or [""])[0][:200]
+        result["error"] = f"{what}: {type(e).__name__}: {first_line}"
+        return None
+
+
+def _timed(fn: Callable[[], Any], args: argparse.Namespace) -> tuple[float, int, float]:
+    """``(median ms, timed calls, seconds of the first call)`` of ``fn``."""
+    first = time.perf_counter()
+    fn()
+    first = time.perf_counter() - first
+    for _ in range(args.warmup - 1):
+        fn()
+    times: list[float] = []
+    spent = 0.0
+    while len(times) < args.repeats and (len(times) < 3 or spent < args.budget):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+        spent += times[-1]
+    return statistics.median(times) * 1e3, len(times), first
+
+
+def _peak_rss_mib() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
+
+
+_START = time.time()  # as early as this module runs in a measuring process
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description="One benchmark measurement (internal).")
+    parser.add_argument("kind", choices=["run", "start"])
+    parser.add_argument("framework", choices=FRAMEWORKS)
+    parser.add_argument("model", choices=sorted(models.MODELS))
+    parser.add_argument("saved_model", type=pathlib.Path)
+    parser.add_argument("--image-size", type=int, required=True)
+    parser.add_argument("--repeats", type=int, default=10)
+    parser.add_argument("--budget", type=float, default=10.0)
+    parser.add_argument("--warmup", type=int, default=2)
+    parser.add_argument("--jaxhub-cache", type=pathlib.Path, required=True)
+    parser.add_argument("--compile-cache", type=pathlib.Path)
+    parser.add_argument("--t0", type=float, required=True)
+    args = parser.parse_args()
+    result = (_run if args.kind == "run" else _start)(args)
+    print(_RESULT_PREFIX + json.dumps(result), flush=True)
+
+
+if __name__ == "__main__":
+    main()

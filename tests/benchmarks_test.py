@@ -1,0 +1,84 @@
+"""Smoke test of ``python -m benchmarks``: a real quick run on the MLP, in a subprocess.
+
+Speed is not asserted here (see ``benchmarks/RESULTS.md``); only that every framework
+produced figures and that the tables have their columns.
+"""
+
+from __future__ import annotations
+
+import json
+import pathlib
+import subprocess
+import sys
+
+import pytest
+
+_ROOT = pathlib.Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def quick_run(tmp_path_factory):
+    """``(stdout, figures)`` of a quick benchmark run of the MLP."""
+    tmp = tmp_path_factory.mktemp("bench")
+    figures = tmp / "figures.json"
+    done = subprocess.run(
+        [sys.executable, "-m", "benchmarks", "--quick", "--models", "mlp",
+         "--workdir", str(tmp / "work"), "--json", str(figures)],
+        cwd=_ROOT, capture_output=True, text=True, timeout=900)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return done.stdout, json.loads(figures.read_text())
+
+
+def _table_with(stdout: str, first_cell: str) -> list[list[str]]:
+    """The rows (cells stripped) of the markdown table whose header starts with a cell."""
+    lines = stdout.splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith(f"| {first_cell} |"))
+    rows = []
+    for line in lines[start:]:
+        if not line.startswith("|"):
+            break
+        rows.append([cell.strip() for cell in line.strip().strip("|").split("|")])
+    return rows
+
+
+def test_details_table_has_every_framework_and_ratio(quick_run):
+    stdout, _ = quick_run
+    header, rule, *rows = _table_with(stdout, "model | metric")
+    assert header == ["model", "metric", "jaxhub", "TF", "tf2jax", "TF / jaxhub",
+                      "tf2jax / jaxhub"]
+    assert set(rule) == {"---"}
+    metrics = [row[1] for row in rows]
+    for wanted in ("latency, batch 1", "throughput, batch 32", "fine-tune step",
+                   "cold start", "warm start", "peak memory"):
+        assert any(m.startswith(wanted) for m in metrics), (wanted, metrics)
+    assert all(row[0] == "mlp" for row in rows)
+
+
+def test_every_figure_was_measured(quick_run):
+    stdout, figures = quick_run
+    header, _, *rows = _table_with(stdout, "model | metric")
+    for row in rows:
+        for framework, cell in zip(header[2:5], row[2:5]):
+            assert float(cell.replace(",", "")) > 0, (row[1], framework, cell)
+        for cell in row[5:]:
+            assert float(cell.strip("*")) > 0, row
+    for framework in ("jaxhub", "tf", "tf2jax"):
+        assert "error" not in figures["mlp"][framework]["run"], figures["mlp"][framework]
+
+
+def test_ratios_are_computed_from_the_figures(quick_run):
+    stdout, figures = quick_run
+    rows = {row[1]: row for row in _table_with(stdout, "model | metric")[2:]}
+    latency = next(row for label, row in rows.items() if label.startswith("latency"))
+    ours = figures["mlp"]["jaxhub"]["run"]["latency_ms"]
+    theirs = figures["mlp"]["tf"]["run"]["latency_ms"]
+    assert float(latency[5].strip("*")) == pytest.approx(theirs / ours, abs=0.006)
+
+
+def test_states_machine_and_compilation_cache(quick_run):
+    stdout, figures = quick_run
+    assert "Load average" in stdout and "Threads:" in stdout and "oneDNN" in stdout
+    header, _, row = _table_with(stdout, "model | converting + first load (s)")
+    assert "2nd process, cache (s)" in header and row[0] == "mlp"
+    warm = figures["mlp"]["jaxhub"]["warm"]
+    assert warm["start_s"] > warm["first_call_s"] > 0
