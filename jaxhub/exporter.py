@@ -43,6 +43,8 @@ class Export:
 class ModuleExporter:
     """Exports a module's current params every ``every_n_steps`` steps and at the end.
 
+    Call :meth:`maybe_export` after each training step and :meth:`finish` after the last.
+
     Keeps the ``keep`` most recent exports, or with ``best_metric`` the ``keep`` best by
     that metric (and always the most recent one, to resume from). Exports already in
     ``directory`` (from an earlier run) count as kept ones.
@@ -64,7 +66,7 @@ class ModuleExporter:
       >>> for step in range(1, steps + 1):
       ...     params, opt_state = train_step(params, opt_state, next(batches))
       ...     exporter.maybe_export(step, params, metrics=lambda: {"val_loss": evaluate(params)})
-      >>> exporter.export(steps, params, {"val_loss": evaluate(params)})   # the end
+      >>> exporter.finish(steps, params, {"val_loss": evaluate(params)})   # the end
       >>> best = jaxhub.load(exporter.best.path)
     """
 
@@ -141,6 +143,18 @@ class ModuleExporter:
                                key=lambda e: e.step)
         self._prune()
         return export
+
+    def finish(self, step: int, params: Mapping[str, Any],
+               metrics: Metrics | Callable[[], Metrics] | None = None) -> Export:
+        """Exports at the end of training, unless ``step`` was exported already.
+
+        Returns:
+          The export of ``step``.
+        """
+        for export in self._exports:
+            if export.step == step:
+                return export
+        return self.export(step, params, metrics() if callable(metrics) else metrics)
 
     def _ranked(self) -> list[Export]:
         """Exports from best to worst (the most recent first, when there is no metric)."""

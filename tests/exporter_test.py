@@ -52,6 +52,18 @@ def test_keeps_the_best_by_a_metric_and_the_latest(mlp_module, tmp_path, mode, b
     assert best.metrics == {"loss": losses[best.step]}
 
 
+def test_finish_exports_the_last_step_once(mlp_module, tmp_path):
+    exporter = ModuleExporter(tmp_path, mlp_module, every_n_steps=5, keep=3)
+    for step in range(1, 11):
+        exporter.maybe_export(step, _params_at(mlp_module, step))
+    assert exporter.finish(10, _params_at(mlp_module, 99)) == exporter.latest
+    assert _step_dirs(tmp_path) == [5, 10]
+    np.testing.assert_array_equal(jaxhub.load(tmp_path / "10").params["scale"],
+                                  _params_at(mlp_module, 10)["scale"])
+    assert exporter.finish(12, _params_at(mlp_module, 12)).step == 12
+    assert _step_dirs(tmp_path) == [5, 10, 12]
+
+
 def test_metrics_are_computed_only_when_exporting(mlp_module, tmp_path):
     calls = []
 
