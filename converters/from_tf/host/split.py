@@ -239,29 +239,39 @@ def device_input_specs(program: Mapping[str, Any], assets: Mapping[str, pathlib.
                        ) -> dict[str, Any]:
     """Specs of the device function's inputs, with symbolic sizes shared where they agree.
 
-    Runs the host stage on probe batches of different sizes and token counts; each axis
-    gets the tuple of its sizes over the probes, and equal tuples share one symbol
-    (``"batch"`` for the one that follows the number of input strings).
+    Runs the host stage on probe batches of different sizes, token counts and repeats;
+    each axis gets the tuple of its sizes over the probes, and equal tuples share one
+    symbol (``"batch"`` for the one that follows the number of input strings). A leading
+    axis is always symbolic (token and id counts vary with the text even where the probes
+    happen to agree); a later axis of constant size is fixed (``[n, 2]`` indices).
     """
     import jaxhub
     stage = HostStage(program)
-    probes = [[b"a a b", b"b c"], [b"x", b"x x y z", b"z", b"q r"],
-              [b"m n o p", b"m", b"n o", b"p p p", b"s"]]
     runs = []
-    for batch in probes:
+    for batch in _PROBES:
         inputs = {name: np.asarray(batch, dtype=object) for name in stage.input_specs}
         runs.append(stage.run(inputs, assets))
-    batch_sizes = tuple(len(b) for b in probes)
-    symbols: dict[tuple[int, ...], str] = {batch_sizes: "batch"}
+    symbols: dict[tuple[int, ...], str] = {tuple(len(b) for b in _PROBES): "batch"}
     specs = {}
     for name in list(program["outputs"]) + list(program.get("size_of", {})):
         first = runs[0][name]
         dims = []
         for axis in range(first.ndim):
             sizes = tuple(r[name].shape[axis] for r in runs)
-            if len(set(sizes)) == 1 and name not in program.get("size_of", {}):
+            if axis > 0 and len(set(sizes)) == 1:
                 dims.append(sizes[0])
             else:
                 dims.append(symbols.setdefault(sizes, f"n{len(symbols)}"))
         specs[name] = jaxhub.TensorSpec(dims, first.dtype)
     return specs
+
+
+#: Probe batches: growing, with repeated and distinct words, an empty string, punctuation.
+_PROBES = [
+    [b"a"],
+    [b"the of", b"a a a"],
+    [b"x y z w", b"x", b"q q", b"long sentence."],
+    [b"one two three", b"", b"word", b"a b c d e f", b"tok"],
+    [b"Hello, World!", b"hello world", b"r s t u v w x y", b"single-word", b"m", b"n n n n"],
+    [b"http://example-url.com", b"1 2 3 4 5 6 7 8 9", b"A", b"B b", b"c C c", b"d", b"e f"],
+]
