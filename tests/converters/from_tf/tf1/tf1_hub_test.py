@@ -125,3 +125,28 @@ def test_converted_module_exports_and_loads_without_conversion(converted, tmp_pa
     np.testing.assert_array_equal(loaded({"x": X}), module({"x": X}))
     np.testing.assert_allclose(loaded.regularization_loss(), module.regularization_loss())
     assert loaded.trainable_mask == module.trainable_mask
+
+
+def test_sparse_input_is_three_dense_inputs(tmp_path):
+    v1 = tf.compat.v1
+    with tf.Graph().as_default(), v1.Session() as sess:
+        sp = v1.sparse_placeholder(tf.float32, [None, 4], name="sp")
+        w = v1.get_variable("w", [], initializer=v1.constant_initializer(3.0))
+        outputs = {"scaled": sp.values * w, "rows": sp.indices[:, 0],
+                   "width": sp.dense_shape[1]}
+        sess.run(v1.global_variables_initializer())
+        builder = v1.saved_model.Builder(str(tmp_path / "m"))
+        builder.add_meta_graph_and_variables(sess, [], {
+            "default": v1.saved_model.signature_def_utils.predict_signature_def(
+                {"sp": sp}, outputs)})
+        builder.save()
+    (tmp_path / "m" / "tfhub_module.pb").write_bytes(b"\x08\x03")  # ModuleDef, format V3
+    module = jaxhub.load(tmp_path / "m", cache_dir=tmp_path / "cache")
+    assert set(module.signatures["default"].inputs) == {"sp.indices", "sp.values",
+                                                        "sp.dense_shape"}
+    out = module({"sp.indices": np.array([[0, 1], [2, 3]], np.int32),
+                  "sp.values": np.array([1.0, 2.0], np.float32),
+                  "sp.dense_shape": np.array([3, 4], np.int32)}, as_dict=True)
+    np.testing.assert_allclose(out["scaled"], [3.0, 6.0])
+    np.testing.assert_array_equal(out["rows"], [0, 2])
+    assert int(out["width"]) == 4
