@@ -338,3 +338,116 @@ def _fill(node, dims, value):
 @register("ZerosLike", "OnesLike")
 def _zeros_like(node, x):
     return (np.zeros_like if node.op == "ZerosLike" else np.ones_like)(np.asarray(x))
+
+
+def _axes(axis) -> tuple[int, ...]:
+    return tuple(int(a) for a in np.asarray(axis).reshape(-1))
+
+
+_REDUCTIONS = {"Sum": np.sum, "Max": np.max, "Min": np.min, "Prod": np.prod,
+               "Mean": np.mean, "All": np.all, "Any": np.any}
+
+
+@register(*_REDUCTIONS)
+def _reduce(node, x, axis):
+    x = np.asarray(x)
+    result = _REDUCTIONS[node.op](x, axis=_axes(axis), keepdims=node.attrs.get("keep_dims",
+                                                                                False))
+    return np.asarray(result, dtype=x.dtype)
+
+
+@register("Cumsum")
+def _cumsum(node, x, axis):
+    x, axis = np.asarray(x), int(np.asarray(axis))
+    if node.attrs.get("reverse", False):
+        x = np.flip(x, axis)
+    out = np.cumsum(x, axis=axis, dtype=x.dtype)
+    if node.attrs.get("exclusive", False):
+        out = out - x
+    return np.flip(out, axis) if node.attrs.get("reverse", False) else out
+
+
+@register("DenseBincount")
+def _dense_bincount(node, values, size, weights):
+    values, weights, size = np.asarray(values), np.asarray(weights), int(np.asarray(size))
+    binary = node.attrs.get("binary_output", False)
+    dtype = weights.dtype if weights.size else values.dtype
+
+    def count(row, row_weights):
+        row = row[(row >= 0) & (row < size)] if row.size else row
+        if binary:
+            out = np.zeros(size, dtype)
+            out[row] = 1
+            return out
+        w = row_weights if row_weights is not None and row_weights.size else None
+        return np.bincount(row, weights=w, minlength=size)[:size].astype(dtype)
+
+    if values.ndim == 1:
+        return count(values, weights if weights.size else None)
+    return np.stack([count(r, weights[i] if weights.size else None)
+                     for i, r in enumerate(values)])
+
+
+@register("RaggedTensorToSparse")
+def _ragged_to_sparse(node, *args):
+    *splits, values = args
+    values = np.asarray(values)
+    # Index of each value along each ragged dimension, from the row splits.
+    rows = [np.arange(len(values))]
+    index_columns = []
+    for split in reversed([np.asarray(s) for s in splits]):
+        positions = rows[0]
+        row = np.searchsorted(split, positions, side="right") - 1
+        index_columns.insert(0, positions - split[row])
+        rows[0] = row
+    index_columns.insert(0, rows[0])
+    inner = [np.indices(values.shape[1:]).reshape(values.ndim - 1, -1).T] \
+        if values.ndim > 1 else []
+    indices = np.stack(index_columns, axis=1).astype(np.int64)
+    if inner:
+        reps = inner[0].shape[0]
+        indices = np.concatenate([np.repeat(indices, reps, axis=0),
+                                  np.tile(inner[0], (len(values), 1))], axis=1)
+        values = values.reshape(-1)
+    widths = [len(np.asarray(splits[0])) - 1] + [
+        int(np.max(np.diff(np.asarray(s)))) if len(s) > 1 else 0 for s in splits]
+    shape = np.asarray(widths + list(np.shape(args[-1])[1:]), np.int64)
+    return indices, values, shape
+
+
+@register("Where")
+def _where(node, x):
+    return np.argwhere(np.asarray(x)).astype(np.int64)
+
+
+@register("StringJoin")
+def _string_join(node, *inputs):
+    sep = node.attrs.get("separator", "").encode()
+    arrays = np.broadcast_arrays(*[_strings(x) for x in inputs])
+    out = np.empty(arrays[0].shape, dtype=object)
+    for i in np.ndindex(out.shape):
+        out[i] = sep.join(a[i] for a in arrays)
+    return out
+
+
+@register("Substr")
+def _substr(node, x, pos, length):
+    if node.attrs.get("unit", "BYTE") != "BYTE":
+        raise NotImplementedError("Substr with unit UTF8_CHAR")
+    arrays = np.broadcast_arrays(_strings(x), np.asarray(pos), np.asarray(length))
+    out = np.empty(arrays[0].shape, dtype=object)
+    for i in np.ndindex(out.shape):
+        s, p, n = arrays[0][i], int(arrays[1][i]), int(arrays[2][i])
+        if p < 0:
+            p += len(s)
+        if not 0 <= p <= len(s):
+            raise ValueError(f"Substr position {arrays[1][i]} out of range for {s!r}")
+        out[i] = s[p:p + n]
+    return out
+
+
+@register("StringLength")
+def _string_length(node, x):
+    if node.attrs.get("unit", "BYTE") == "UTF8_CHAR":
+        return np.vectorize(lambda s: len(s.decode("utf-8")), otypes=[np.int32])(_strings(x))
+    return np.vectorize(len, otypes=[np.int32])(_strings(x))
