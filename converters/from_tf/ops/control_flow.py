@@ -77,6 +77,7 @@ def _switch(node, index: jax.Array, branches, args: Sequence[Any]) -> list[Any]:
     out_dtypes = node.attr("Tout")
     carry_state = any(interp.writes_state(fn) for fn in branches)
     traced = [i for i, a in enumerate(args) if _is_traced(a)]
+    written: set[str] = set()
 
     def make_branch(fn):
         def branch(operand):
@@ -87,18 +88,24 @@ def _switch(node, index: jax.Array, branches, args: Sequence[Any]) -> list[Any]:
                 full[i] = value
             outs = interp.run(fn, full, sub)
             outs = [as_jax(o, dtype) for o, dtype in zip(outs, out_dtypes)]
-            return outs, _state_values(sub, carry_state), sub.rng
+            return outs, _carried_state(sub, state, written), sub.rng
         return branch
 
     operand = (_state_values(ctx, carry_state), ctx.rng, [args[i] for i in traced])
     outs, state, ctx.rng = jax.lax.switch(index, [make_branch(f) for f in branches], operand)
-    ctx.state.update(state)
+    ctx.state.update({k: state[k] for k in written})
     return outs
 
 
 def _state_values(ctx: Context, carry: bool) -> dict[str, jax.Array]:
     """The state a body carries: all of it when it assigns, nothing otherwise."""
     return {k: as_jax(v) for k, v in ctx.state.items()} if carry else {}
+
+
+def _carried_state(sub: Context, given: dict[str, Any], written: set[str]) -> dict[str, Any]:
+    """A body's state out, noting which entries it assigned (only those go back)."""
+    written.update(k for k, v in given.items() if sub.state[k] is not v)
+    return {k: as_jax(sub.state[k], given[k].dtype) for k in given}
 
 
 # -- While ---------------------------------------------------------------------------------
@@ -131,12 +138,14 @@ def _while(node, *loop_vars):
             full[i] = value
         return full
 
+    written: set[str] = set()
+
     def body(carry):
         state, rng, values = carry
         sub = ctx.fork(state if carry_state else None, rng)
         outs = interp.run(body_fn, args_of(values), sub)
         new = [as_jax(outs[i], getattr(v, "dtype", None)) for i, v in zip(carried, values)]
-        return _state_values(sub, carry_state), sub.rng, new
+        return _carried_state(sub, state, written), sub.rng, new
 
     state0 = _state_values(ctx, carry_state)
     values0 = [loop_vars[i] for i in carried]
@@ -159,7 +168,7 @@ def _while(node, *loop_vars):
             pred = interp.run(cond_fn, args_of(values), sub)[0]
             return as_jax(pred).reshape(()).astype(bool)
         state, ctx.rng, values = jax.lax.while_loop(cond, body, init)
-    ctx.state.update(state)
+    ctx.state.update({k: state[k] for k in written})
     outputs = list(loop_vars)
     for i, value in zip(carried, values):
         known = finals[i] if finals is not None else UNKNOWN

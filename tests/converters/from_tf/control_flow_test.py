@@ -188,3 +188,9 @@ def test_random_ops_draw_from_the_explicit_key(tmp_path):
     assert 0.3 < kept.mean() < 0.7
     np.testing.assert_allclose(np.asarray(y1)[kept], 2 * full[kept])  # scaled by 1/(1-rate)
     np.testing.assert_allclose(converted(x), full)
+
+
+def test_only_assigned_variables_come_back_as_state(converted):
+    # The loop and the branch carry every variable; only assigned ones are state.
+    _, state = converted(_inputs(1.0), tags="train", rng=jax.random.key(0), as_dict=True)
+    assert sorted(p for p, _ in _helpers._flatten(state)) == ["stats/mean", "stats/steps"]
