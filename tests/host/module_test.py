@@ -1,0 +1,42 @@
+"""A module with a host stage, made with create_module: strings in, exported, loaded."""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+import jaxhub
+from jaxhub.host import ATTACHMENT_KEY, HostStage
+
+PROGRAM = {
+    "inputs": {"default": {"dtype": "string", "shape": [None]}},
+    "nodes": [{"name": "lower", "op": "StringLower", "inputs": [["default", 0]]},
+              {"name": "ids", "op": "StringToHashBucketFast", "inputs": [["lower", 0]],
+               "attrs": {"num_buckets": 16}}],
+    "outputs": {"ids": ["ids", 0]},
+}
+
+
+def embed(params, inputs):
+    return jnp.take(params["table"], inputs["ids"], axis=0)
+
+
+def _module():
+    params = {"table": jax.random.normal(jax.random.key(0), (16, 3))}
+    return jaxhub.create_module(
+        params, signatures={"default": (embed, {"ids": jaxhub.TensorSpec([None], "int32")})},
+        attachments={ATTACHMENT_KEY: {"default": PROGRAM}})
+
+
+def test_strings_go_through_the_host_stage_then_the_device_function(tmp_path):
+    module = _module()
+    words = ["Apple", "apple", "pear"]
+    ids = HostStage(PROGRAM).run(words, {})
+    expected = embed(module.params, ids)
+    np.testing.assert_allclose(module(words), expected)
+    np.testing.assert_allclose(module(words)[0], module(words)[1])  # lower-cased
+    loaded = jaxhub.load(module.export(tmp_path / "m"))
+    np.testing.assert_allclose(loaded(words), expected)
+    grads = jax.grad(lambda p: jnp.sum(loaded.apply(p, words)))(loaded.params)
+    np.testing.assert_allclose(grads["table"].sum(), 3 * 3)  # one row per word, 3 columns
