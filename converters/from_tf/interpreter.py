@@ -102,17 +102,18 @@ class Interpreter:
 
     # -- checks before any work ----------------------------------------------------------
 
-    def check_supported(self, fn: graph_lib.Function) -> None:
-        """Raises one error listing every unsupported op that ``fn`` can reach.
+    def check_supported(self, *fns: graph_lib.Function) -> None:
+        """Raises one error listing every unsupported op that ``fns`` can reach.
 
         Raises:
           UnsupportedOpsError: with each missing op and the nodes (``function/node``) using it.
         """
-        missing: dict[str, list[str]] = {}
-        for owner, node in self.reachable_nodes(fn):
-            if registry.lookup(node.op) is None and not self.is_function(node.op):
-                missing.setdefault(node.op, []).append(f"{owner}/{node.name}" if owner
-                                                       else node.name)
+        missing: dict[str, set[str]] = {}
+        for fn in fns:
+            for owner, node in self.reachable_nodes(fn):
+                if registry.lookup(node.op) is None and not self.is_function(node.op):
+                    missing.setdefault(node.op, set()).add(f"{owner}/{node.name}" if owner
+                                                           else node.name)
         if missing:
             lines = [f"  {op}: {', '.join(sorted(names)[:5])}"
                      + (f" (+{len(names) - 5} more)" if len(names) > 5 else "")
@@ -239,14 +240,20 @@ class Interpreter:
 
     # -- as JAX functions ----------------------------------------------------------------
 
-    def as_function(self, fn: graph_lib.Function
+    def as_function(self, fn: graph_lib.Function, check: bool = True
                     ) -> Callable[[Mapping[str, Any], Sequence[Any], Any], tuple]:
         """``fn`` as ``f(state, args, rng=None) -> (outputs, new_state)``: pure JAX.
 
         ``state`` maps variable keys (see :class:`~converters.from_tf.values.Resource`) to
         values; ``new_state`` holds only the entries the graph assigned.
+
+        Args:
+          fn: the graph to run.
+          check: run :meth:`check_supported` now. A caller converting several functions
+            passes False and checks them all at once, for one complete error.
         """
-        self.check_supported(fn)
+        if check:
+            self.check_supported(fn)
 
         def evaluate(state: Mapping[str, Any], args: Sequence[Any], rng: Any = None):
             ctx = Context(self, dict(state), rng)

@@ -81,6 +81,7 @@ def load_saved_model(path: str | os.PathLike, **unused: Any) -> jaxhub.Module:
     if not signatures:
         raise ValueError(f"{path}: the SavedModel has no signatures and no __call__")
     regularizer = saved.regularizer()
+    saved.check_supported()
     return jaxhub.create_module(
         saved.params, signatures=signatures, variants=variants or None,
         trainable=saved.trainable, regularizer=regularizer,
@@ -161,6 +162,11 @@ class _SavedModel:
             captures[grad.gradient_func] = [
                 self._objects.nodes[i].captured_tensor.name for i in concrete.bound_inputs]
         return captures
+
+    def check_supported(self) -> None:
+        """One error for every unsupported op of every function converted so far."""
+        self._interp.check_supported(*(self._interp.function(name)
+                                       for name in self.used_functions))
 
     def platforms(self, function_names) -> tuple[str, ...]:
         """The platforms every embedded StableHLO module (``XlaCallModule``) supports."""
@@ -295,7 +301,7 @@ class _SavedModel:
         """``run(params, args, rng) -> (outputs, updates as a params subtree)``."""
         self.used_functions.append(function_name)
         fn = self._interp.function(function_name)
-        evaluate = self._interp.as_function(fn)
+        evaluate = self._interp.as_function(fn, check=False)  # see check_supported
         bound = self._bound_inputs(function_name)
 
         def run(params: Mapping[str, Any], args: Sequence[Any], rng: Any):

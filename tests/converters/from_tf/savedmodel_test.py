@@ -15,7 +15,7 @@ import pytest
 import tensorflow as tf
 from jax.experimental import jax2tf
 
-from converters.from_tf import savedmodel
+from converters.from_tf import interpreter, savedmodel
 from tests.converters.from_tf import _helpers
 
 
@@ -301,3 +301,26 @@ def test_regularization_losses_match_tf(reusable):
         tf_grad = tf_grads.get(names[path_].removesuffix(":0"))
         expected_grad = np.zeros_like(grad) if tf_grad is None else tf_grad.numpy()
         np.testing.assert_allclose(grad, expected_grad, rtol=1e-6, atol=1e-7, err_msg=path_)
+
+
+class _Unconvertible(tf.Module):
+    """Two signatures, each with an op no JAX function can implement."""
+
+    @tf.function(input_signature=[tf.TensorSpec([None], tf.float32)])
+    def clock(self, x):
+        return x + tf.cast(tf.timestamp(), tf.float32)
+
+    @tf.function(input_signature=[tf.TensorSpec([None], tf.int32)])
+    def unique(self, x):
+        return tf.unique(x).y  # a data-dependent output size
+
+
+def test_one_error_lists_every_unsupported_op_of_every_signature(tmp_path):
+    module = _Unconvertible()
+    tf.saved_model.save(module, str(tmp_path / "saved"),
+                        signatures={"clock": module.clock, "unique": module.unique})
+    with pytest.raises(interpreter.UnsupportedOpsError) as error:
+        savedmodel.load_saved_model(tmp_path / "saved")
+    message = str(error.value)
+    assert "2 TF op(s)" in message
+    assert "Timestamp: " in message and "Unique: " in message
