@@ -73,7 +73,6 @@ class HubLayer(nnx.Module):
                  rng_collection: str = "dropout", deterministic: bool = True):
         module = _layer.resolve_module(handle_or_module)
         self._call = _layer.LayerCall(module, signature, output_key, bool(trainable))
-        self.trainable = bool(trainable)
         self.deterministic = deterministic
         self.params = _variables(self._call, module.params)
         if isinstance(rngs, nnx.Rngs):
@@ -81,6 +80,12 @@ class HubLayer(nnx.Module):
         # A stream of its own, as nnx.Dropout forks one, so draws do not depend on
         # what other layers took from the caller's stream.
         self.rngs = rngs.fork() if rngs is not None else nnx.data(None)
+
+    @property
+    def trainable(self) -> bool:
+        """Whether the layer fine-tunes the module (fixed when the layer is made, as it
+        decides which params are ``nnx.Param``s)."""
+        return self._call.trainable
 
     @property
     def module(self) -> Module:
