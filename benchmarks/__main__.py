@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import datetime
-import hashlib
 import json
 import os
 import pathlib
@@ -36,7 +35,6 @@ from benchmarks import harness
 from benchmarks import models
 from benchmarks import report
 
-_REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
 _RESULTS = pathlib.Path(__file__).resolve().parent / "RESULTS.md"
 _PACKAGES = ("jax", "jaxlib", "tensorflow", "tf2jax", "keras", "numpy", "jaxhub")
 
@@ -45,10 +43,13 @@ def main(argv: list[str] | None = None) -> None:
     args = _parse(argv)
     started = datetime.datetime.now(datetime.timezone.utc)
     load_before = _uptime()
-    saved_models = {name: _saved_model(name, args) for name in args.models}
+    saved_models = {}
+    for name in args.models:
+        _progress(f"{name}: the SavedModel (built unless kept in the workdir)")
+        saved_models[name] = models.ensure_saved_model(name, args.workdir, args.image_size)
     settings = harness.Settings(image_size=args.image_size, repeats=args.repeats,
                                 budget=args.budget, warmup=args.warmup,
-                                jaxhub_cache=args.workdir / f"jaxhub-{_sources_hash()}")
+                                jaxhub_cache=harness.jaxhub_cache(args.workdir))
     results: report.Results = {}
     with tempfile.TemporaryDirectory(prefix="compile-cache-") as scratch:
         for name, path in saved_models.items():
@@ -81,7 +82,7 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--quick", action="store_true",
                         help="smoke run: 32x32 images, 1 warm-up, 2 repeats, no RESULTS.md")
     parser.add_argument("--workdir", type=pathlib.Path,
-                        default=pathlib.Path(tempfile.gettempdir()) / "jaxhub-benchmarks")
+                        default=harness.DEFAULT_WORKDIR)
     parser.add_argument("--output", type=pathlib.Path, default=None,
                         help=f"the markdown file to write (default {_RESULTS.name}, "
                              "none with --quick)")
@@ -99,34 +100,16 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     return args
 
 
-def _saved_model(name: str, args: argparse.Namespace) -> pathlib.Path:
-    """The model's SavedModel in the workdir, built (in a subprocess) if missing."""
-    path = args.workdir / "saved_models" / f"{name}-{args.image_size}"
-    if models.build_info(path) is None:
-        _progress(f"{name}: building the SavedModel")
-        path.parent.mkdir(parents=True, exist_ok=True)
-        staging = pathlib.Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{name}-"))
-        staging.rmdir()  # Keras writes the directory itself
-        subprocess.run([sys.executable, "-m", "benchmarks.models", name, str(staging),
-                        "--image-size", str(args.image_size)], check=True,
-                       cwd=_REPO_ROOT, env=harness.child_env(), capture_output=True)
-        staging.rename(path)
-    return path
-
-
 def _measure_model(name: str, path: pathlib.Path, settings: harness.Settings,
                    scratch: pathlib.Path) -> dict[str, dict[str, Any]]:
-    """All measurements of one model: a steady-state run and start-ups per framework."""
+    """All measurements of one model, per framework: a run, then a second start."""
     measured: dict[str, dict[str, Any]] = {}
-    _progress(f"{name}: jaxhub: converting (unless cached)")
     prepared = _prepare(name, path, settings)
     for framework in report.COLUMNS:
-        _progress(f"{name}: {framework}: steady state")
-        runs = {"run": harness.measure("run", framework, name, path, settings)}
-        cache = scratch / f"{name}-{framework}"
-        _progress(f"{name}: {framework}: start-up")
-        runs["cold"] = harness.measure("start", framework, name, path, settings, cache)
-        runs["warm"] = harness.measure("start", framework, name, path, settings, cache)
+        _progress(f"{name}: {framework}")
+        cache = scratch / f"{name}-{framework}"  # empty: the run's start is a cold one
+        runs = {"run": harness.measure("run", framework, name, path, settings, cache),
+                "warm": harness.measure("start", framework, name, path, settings, cache)}
         if framework == "jaxhub":  # what the persistent cache is worth
             runs["nocache"] = harness.measure("start", framework, name, path, settings)
         measured[framework] = runs
@@ -137,26 +120,18 @@ def _measure_model(name: str, path: pathlib.Path, settings: harness.Settings,
 def _prepare(name: str, path: pathlib.Path, settings: harness.Settings) -> dict[str, Any]:
     """Converts the SavedModel into the jaxhub cache, unless it is there already.
 
-    In a process of its own, so that no measurement pays for converting.
+    In a process of its own, so that no measurement pays for converting. What converting
+    took is kept beside the converted modules and reported by later runs too.
     """
-    before = _entries(settings.jaxhub_cache)
+    record = settings.jaxhub_cache / f"converted-{path.name}.json"
+    if record.is_file():
+        return json.loads(record.read_text())
+    _progress(f"{name}: converting for jaxhub")
     result = harness.measure("start", "jaxhub", name, path, settings)
-    result["converted"] = _entries(settings.jaxhub_cache) != before
+    result["converted_at"] = time.strftime("%Y-%m-%d %H:%M")
+    if "error" not in result:
+        record.write_text(json.dumps(result))
     return result
-
-
-def _entries(directory: pathlib.Path) -> set[str]:
-    return set(os.listdir(directory)) if directory.is_dir() else set()
-
-
-def _sources_hash() -> str:
-    """A short hash of the core and converter sources, which converted modules depend on."""
-    digest = hashlib.sha256()
-    for package in ("jaxhub", "converters"):
-        for file in sorted((_REPO_ROOT / package).rglob("*.py")):
-            digest.update(file.relative_to(_REPO_ROOT).as_posix().encode() + b"\0")
-            digest.update(file.read_bytes())
-    return digest.hexdigest()[:12]
 
 
 def _document(results: report.Results, args: argparse.Namespace,

@@ -3,13 +3,14 @@
 The driver (``python -m benchmarks``) calls :func:`measure` once per (model, framework,
 kind); it starts ``python -m benchmarks.harness`` and reads back one JSON line. Two kinds:
 
-* ``"run"``: steady state. Latency at batch 1, throughput at batch 32 and one fine-tune
-  step (SGD on a squared loss w.r.t. the trainable params) at batch 32, each the median of
-  timed calls after warm-up calls (the first of which compiles), plus peak memory
-  (``ru_maxrss``) after inference and after fine-tuning.
 * ``"start"``: from the parent's clock just before the process is spawned to the first
   output at batch 1 (interpreter start, imports, load, compile, run). With a JAX
-  persistent compilation cache directory, a second such process is the warm start.
+  persistent compilation cache directory that an earlier process filled, this is the
+  warm start.
+* ``"run"``: a start (the cold one, when its compilation cache directory is empty), then
+  steady state: latency at batch 1, throughput at batch 32 and one fine-tune step (SGD on
+  a squared loss w.r.t. the trainable params) at batch 32, each the median of timed calls
+  after warm-up calls (the first of which compiles), and peak memory (``ru_maxrss``).
 
 The three frameworks run the same SavedModel's ``serving_default`` signature:
 
@@ -24,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import hashlib
 import json
 import os
 import pathlib
@@ -31,6 +33,7 @@ import resource
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from typing import Any, Callable
 
@@ -43,6 +46,8 @@ FRAMEWORKS = ("jaxhub", "tf", "tf2jax")
 BATCH = 32
 #: The SGD step size: small, so that repeated steps stay finite.
 LEARNING_RATE = 1e-4
+#: Where SavedModels and converted modules are kept between runs.
+DEFAULT_WORKDIR = pathlib.Path(tempfile.gettempdir()) / "jaxhub-benchmarks"
 _RESULT_PREFIX = "BENCHMARK_RESULT "
 _REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
 
@@ -76,13 +81,13 @@ def measure(kind: str, framework: str, model: str, saved_model: pathlib.Path,
     """Runs one measurement in a fresh Python process.
 
     Args:
-      kind: ``"run"`` (steady state and memory) or ``"start"`` (time to first output).
+      kind: ``"run"`` (start-up, steady state and memory) or ``"start"`` (start-up only).
       framework: one of :data:`FRAMEWORKS`.
       model: a key of :data:`benchmarks.models.MODELS`.
       saved_model: the model's SavedModel directory.
       settings: shared settings.
-      compile_cache: for ``"start"``: JAX's persistent compilation cache directory, or
-        None to run without one.
+      compile_cache: JAX's persistent compilation cache directory, or None to run
+        without one.
 
     Returns:
       The child's figures (see :func:`_run` and :func:`_start`), or ``{"error": ...}``
@@ -106,6 +111,21 @@ def measure(kind: str, framework: str, model: str, saved_model: pathlib.Path,
         if line.startswith(_RESULT_PREFIX):
             return json.loads(line[len(_RESULT_PREFIX):])
     return {"error": f"crashed (exit {done.returncode}): {_last_line(done.stderr)}"}
+
+
+def jaxhub_cache(workdir: pathlib.Path) -> pathlib.Path:
+    """The jaxhub cache of converted modules in ``workdir``, one per converter version.
+
+    Converted modules depend on the converter and core sources, which change more often
+    than jaxhub's version number (the key of jaxhub's own conversion cache); a hash of
+    those sources keeps a run from measuring a module an older converter made.
+    """
+    digest = hashlib.sha256()
+    for package in ("jaxhub", "converters"):
+        for file in sorted((_REPO_ROOT / package).rglob("*.py")):
+            digest.update(file.relative_to(_REPO_ROOT).as_posix().encode() + b"\0")
+            digest.update(file.read_bytes())
+    return workdir / f"jaxhub-cache-{digest.hexdigest()[:12]}"
 
 
 def child_env() -> dict[str, str]:
@@ -244,60 +264,69 @@ _LOADERS = {"tf": _load_tf, "jaxhub": _load_jaxhub, "tf2jax": _load_tf2jax}
 
 
 def _run(args: argparse.Namespace) -> dict[str, Any]:
-    """Steady-state figures: ms at batch 1, examples/s at batch 32, ms per fine-tune step."""
-    info = models.build_info(args.saved_model)
-    result: dict[str, Any] = {"cpu_count": os.cpu_count(),
-                              "affinity": len(os.sched_getaffinity(0))}
-    runner = _guarded(result, "not converted", lambda: _LOADERS[args.framework](
-        args.saved_model, info["input"], args.jaxhub_cache))
+    """Start-up to the first output, then steady-state figures and peak memory.
+
+    Returns:
+      ``start_s`` (spawn to first output; see :func:`_start`), ``latency_ms`` at batch 1,
+      ``throughput`` (examples/s) at batch 32, ``finetune_ms`` per SGD step at batch 32,
+      peak RSS at first output, after inference and after fine-tuning, and the
+      framework's versions and threads; ``error`` for the first thing that failed.
+    """
+    result, runner = _start(args)
     if runner is None:
         return result
-    result.update(runner.info)
-    result["rss_loaded_mib"] = _peak_rss_mib()
+    result.update(runner.info, cpu_count=os.cpu_count(),
+                  affinity=len(os.sched_getaffinity(0)))
     x1 = models.example_input(args.model, 1, args.image_size)
     xb = models.example_input(args.model, BATCH, args.image_size)
     timing = _guarded(result, "failed at batch 1", lambda: _timed(
         lambda: runner.infer(x1), args))
     if timing is None:
         return result
-    result["latency_ms"], result["latency_n"], result["latency_first_s"] = timing
+    result["latency_ms"], result["latency_n"] = timing
     timing = _guarded(result, "failed at batch 32", lambda: _timed(
-        lambda: runner.infer(xb), args))
+        lambda: runner.infer(xb), args, first_compiles=True))
     if timing is None:
         return result
     result["throughput"] = BATCH / (timing[0] / 1e3)
-    result["throughput_n"], result["throughput_first_s"] = timing[1:]
+    result["throughput_n"] = timing[1]
     result["rss_inference_mib"] = _peak_rss_mib()
     y = np.random.default_rng(2).standard_normal(runner.infer(xb).shape).astype(np.float32)
     timing = _guarded(result, "fine-tune failed", lambda: _timed(
-        runner.make_step(xb, y), args))
+        runner.make_step(xb, y), args, first_compiles=True))
     if timing is not None:
-        result["finetune_ms"], result["finetune_n"], result["finetune_first_s"] = timing
+        result["finetune_ms"], result["finetune_n"] = timing
     result["rss_finetune_mib"] = _peak_rss_mib()
     return result
 
 
-def _start(args: argparse.Namespace) -> dict[str, Any]:
-    """Seconds from the parent's spawn to the first output, and where they went."""
+def _start(args: argparse.Namespace) -> tuple[dict[str, Any], _Runner | None]:
+    """Imports, loads and runs the model once at batch 1, timing each part.
+
+    Returns:
+      ``({"start_s", "load_s", "first_call_s", "rss_start_mib"}, runner)``: seconds from
+      the parent's clock just before spawning this process to the first output, of
+      which loading and the first call (compiling included); or ``({"error"}, None)``.
+    """
     if args.compile_cache is not None:
         import jax
         jax.config.update("jax_compilation_cache_dir", str(args.compile_cache))
         jax.config.update("jax_persistent_cache_min_compile_time_secs", 0)
-    result: dict[str, Any] = {"python_started_s": _START - args.t0}
+    result: dict[str, Any] = {}
     info = models.build_info(args.saved_model)
     x1 = models.example_input(args.model, 1, args.image_size)
     started = time.time()
     runner = _guarded(result, "not converted", lambda: _LOADERS[args.framework](
         args.saved_model, info["input"], args.jaxhub_cache))
     if runner is None:
-        return result
+        return result, None
     loaded = time.time()
     if _guarded(result, "failed at batch 1", lambda: runner.infer(x1)) is None:
-        return result
+        return result, None
     first = time.time()
     result.update(start_s=first - args.t0, load_s=loaded - started,
                   first_call_s=first - loaded, rss_start_mib=_peak_rss_mib())
-    return result
+    return result, runner
 
 
 def _guarded(result: dict[str, Any], what: str, fn: Callable[[], Any]) -> Any:
@@ -310,28 +339,25 @@ def _guarded(result: dict[str, Any], what: str, fn: Callable[[], Any]) -> Any:
         return None
 
 
-def _timed(fn: Callable[[], Any], args: argparse.Namespace) -> tuple[float, int, float]:
-    """``(median ms, timed calls, seconds of the first call)`` of ``fn``."""
-    first = time.perf_counter()
-    fn()
-    first = time.perf_counter() - first
-    for _ in range(args.warmup - 1):
+def _timed(fn: Callable[[], Any], args: argparse.Namespace, first_compiles: bool = False
+           ) -> tuple[float, int]:
+    """``(median ms, timed calls)`` of ``fn`` after ``args.warmup`` untimed calls.
+
+    Times at most ``args.repeats`` calls, and stops early once at least three took
+    ``args.budget`` seconds together.
+    """
+    for _ in range(args.warmup if first_compiles else args.warmup - 1):
         fn()
     times: list[float] = []
-    spent = 0.0
-    while len(times) < args.repeats and (len(times) < 3 or spent < args.budget):
+    while len(times) < args.repeats and (len(times) < 3 or sum(times) < args.budget):
         start = time.perf_counter()
         fn()
         times.append(time.perf_counter() - start)
-        spent += times[-1]
-    return statistics.median(times) * 1e3, len(times), first
+    return statistics.median(times) * 1e3, len(times)
 
 
 def _peak_rss_mib() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
-
-
-_START = time.time()  # as early as this module runs in a measuring process
 
 
 def main() -> None:
@@ -348,7 +374,7 @@ def main() -> None:
     parser.add_argument("--compile-cache", type=pathlib.Path)
     parser.add_argument("--t0", type=float, required=True)
     args = parser.parse_args()
-    result = (_run if args.kind == "run" else _start)(args)
+    result = _run(args) if args.kind == "run" else _start(args)[0]
     print(_RESULT_PREFIX + json.dumps(result), flush=True)
 
 

@@ -17,6 +17,9 @@ import dataclasses
 import json
 import os
 import pathlib
+import subprocess
+import sys
+import tempfile
 from typing import Any, Callable
 
 import numpy as np
@@ -25,6 +28,7 @@ import numpy as np
 SEED = 0
 #: The file beside a SavedModel that records how it was built.
 BUILD_INFO = "benchmark_model.json"
+_REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -150,6 +154,25 @@ def build_info(path: pathlib.Path) -> dict[str, Any] | None:
     """What :func:`build_saved_model` recorded for the SavedModel at ``path``, or None."""
     file = path / BUILD_INFO
     return json.loads(file.read_text()) if file.is_file() else None
+
+
+def ensure_saved_model(name: str, workdir: pathlib.Path, image_size: int) -> pathlib.Path:
+    """Model ``name``'s SavedModel in ``workdir``, built (in a subprocess) if missing.
+
+    Built in a fresh process so that the caller never imports TensorFlow, and renamed
+    into place when complete.
+    """
+    path = workdir / "saved_models" / f"{name}-{image_size}"
+    if build_info(path) is None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        staging = pathlib.Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{name}-"))
+        staging.rmdir()  # Keras creates the directory itself
+        from benchmarks.harness import child_env  # harness imports this module
+        subprocess.run([sys.executable, "-m", "benchmarks.models", name, str(staging),
+                        "--image-size", str(image_size)], check=True, cwd=_REPO_ROOT,
+                       env=child_env(), capture_output=True)
+        staging.rename(path)
+    return path
 
 
 def main() -> None:

@@ -22,7 +22,7 @@ class Metric:
 
     Attributes:
       label: the row's heading, with its unit.
-      kind: which measurement holds it: ``"run"``, ``"cold"`` or ``"warm"``.
+      kind: which measurement holds it: ``"run"`` (which starts cold) or ``"warm"``.
       key: the figure's key in that measurement's results.
       fmt: formats the figure.
       higher_is_better: throughput, as opposed to times and memory.
@@ -50,9 +50,9 @@ METRICS = (
     Metric("latency, batch 1 (ms)", "run", "latency_ms", _sig),
     Metric("throughput, batch 32 (examples/s)", "run", "throughput", _sig, True),
     Metric("fine-tune step, batch 32 (ms)", "run", "finetune_ms", _sig),
-    Metric("cold start (s)", "cold", "start_s", _sig),
+    Metric("cold start (s)", "run", "start_s", _sig),
     Metric("warm start (s)", "warm", "start_s", _sig),
-    Metric("peak memory, start to first output (MiB)", "cold", "rss_start_mib", _sig),
+    Metric("peak memory, start to first output (MiB)", "run", "rss_start_mib", _sig),
     Metric("peak memory, whole run incl. fine-tune (MiB)", "run", "rss_finetune_mib", _sig),
 )
 
@@ -107,16 +107,17 @@ def summary_table(results: Results, other: str = "tf") -> str:
 
 def start_table(results: Results) -> str:
     """Where start-up goes in jaxhub, with and without JAX's persistent compilation cache."""
-    head = ["model", "converting + first load (s)", "cold: load (s)", "cold: first call (s)", "cold: total (s)",
+    head = ["model", "converting + loading (s)", "cold: load (s)", "cold: first call (s)",
+            "cold: total (s)",
             "2nd process, no cache (s)", "2nd process, cache (s)",
             "cache: first call (s)", "saved by the cache"]
     rows = []
     for model, frameworks in results.items():
         measured = frameworks.get("jaxhub", {})
-        cold, warm, again = (measured.get(k, {}) for k in ("cold", "warm", "nocache"))
+        cold, warm, again = (measured.get(k, {}) for k in ("run", "warm", "nocache"))
         prepared = measured.get("prepare", {})
-        cells = [model, _sig(prepared["load_s"]) if prepared.get("converted")
-                 and "load_s" in prepared else _text(prepared.get("error", "cached earlier"))]
+        cells = [model, _sig(prepared["load_s"]) if "load_s" in prepared
+                 else _text(prepared.get("error", "not measured"))]
         for source, key in ((cold, "load_s"), (cold, "first_call_s"), (cold, "start_s"),
                             (again, "start_s"), (warm, "start_s"), (warm, "first_call_s")):
             cells.append(_sig(source[key]) if key in source else
