@@ -105,6 +105,5 @@ def shape_tuple(value: Any) -> tuple:
     """
     if not is_static(value):
         raise ValueError("a shape computed from tensor values cannot be used under jit")
-    return tuple(d if not isinstance(d, np.integer) else int(d)
-                 for d in np.asarray(value, dtype=object if has_symbolic(value) else None
-                                     ).reshape(-1))
+    return tuple(int(d) if isinstance(d, (int, np.integer)) else d
+                 for d in np.asarray(value).reshape(-1))

@@ -5,6 +5,8 @@
   (counters, limits) through the cond and body graphs. When that decides the trip count,
   the loop becomes a ``lax.scan`` of that length, which ``jax.grad`` differentiates (an
   LSTM's time loop), and the static loop variables keep their known final values.
+  A counted loop whose limit is a symbolic size (an RNN over sequences of any length)
+  becomes a ``lax.scan`` of symbolic length (:func:`_counted_trip_count`).
   Otherwise it becomes a ``lax.while_loop`` (forward only, as in JAX).
 * Values that a body does not change (variable handles, weights passed through a loop)
   are closed over, not carried. Variable state is carried only when a body assigns.
@@ -23,8 +25,9 @@ from converters.from_tf.ops.tensor_lists import PendingList
 from converters.from_tf.values import (UNKNOWN, Context, Resource, UnknowableError, as_jax,
                                        is_static)
 
-#: Loops whose static trip count exceeds this run as ``lax.while_loop`` instead.
-MAX_STATIC_TRIPS = 100_000
+#: How many iterations partial evaluation simulates before giving up on a static trip
+#: count (each one interprets the cond and body graphs in Python).
+MAX_STATIC_TRIPS = 10_000
 
 
 def _is_traced(value: Any) -> bool:
