@@ -15,6 +15,8 @@ import pytest
 import tensorflow as tf
 from jax.experimental import jax2tf
 
+import jaxhub
+
 from converters.from_tf import interpreter, savedmodel
 from tests.converters.from_tf import _helpers
 
@@ -324,3 +326,13 @@ def test_one_error_lists_every_unsupported_op_of_every_signature(tmp_path):
     message = str(error.value)
     assert "2 TF op(s)" in message
     assert "Timestamp: " in message and "Unique: " in message
+
+
+def test_jaxhub_load_converts_a_saved_model_once_and_caches_it(tmp_path):
+    model = _mlp()
+    _save(model, "export", tmp_path / "saved")
+    x = np.random.default_rng(8).standard_normal((2, 8)).astype(np.float32)
+    first = jaxhub.load(tmp_path / "saved", cache_dir=tmp_path / "cache")
+    again = jaxhub.load(tmp_path / "saved", cache_dir=tmp_path / "cache")
+    assert first.path == again.path and first.path is not None
+    np.testing.assert_allclose(again(x, signature="serve"), model(x), rtol=1e-5, atol=1e-6)
