@@ -32,6 +32,7 @@ from typing import Any, Callable, Mapping, Sequence
 import jax.numpy as jnp
 import numpy as np
 import tensorflow as tf
+from google.protobuf import text_format
 from tensorflow.core.protobuf import saved_model_pb2, trackable_object_graph_pb2
 from tensorflow.python.saved_model import nested_structure_coder
 
@@ -119,7 +120,10 @@ class _SavedModel:
 
     def __init__(self, path: pathlib.Path):
         proto = saved_model_pb2.SavedModel()
-        proto.ParseFromString((path / "saved_model.pb").read_bytes())
+        if (path / "saved_model.pb").is_file():
+            proto.ParseFromString((path / "saved_model.pb").read_bytes())
+        else:
+            text_format.Parse((path / "saved_model.pbtxt").read_text(), proto)
         meta = proto.meta_graphs[0]
         self._meta = meta
         self._objects = meta.object_graph_def

@@ -336,3 +336,19 @@ def test_jaxhub_load_converts_a_saved_model_once_and_caches_it(tmp_path):
     again = jaxhub.load(tmp_path / "saved", cache_dir=tmp_path / "cache")
     assert first.path == again.path and first.path is not None
     np.testing.assert_allclose(again(x, signature="serve"), model(x), rtol=1e-5, atol=1e-6)
+
+
+def test_text_format_saved_model(tmp_path):
+    from google.protobuf import text_format
+    from tensorflow.core.protobuf import saved_model_pb2
+    model = _mlp()
+    _save(model, "save", tmp_path / "saved")
+    proto = saved_model_pb2.SavedModel()
+    proto.ParseFromString((tmp_path / "saved" / "saved_model.pb").read_bytes())
+    (tmp_path / "saved" / "saved_model.pbtxt").write_text(text_format.MessageToString(proto))
+    (tmp_path / "saved" / "saved_model.pb").unlink()
+    assert savedmodel.is_saved_model(tmp_path / "saved")
+    module = savedmodel.load_saved_model(tmp_path / "saved")
+    x = np.random.default_rng(9).standard_normal((2, 8)).astype(np.float32)
+    np.testing.assert_allclose(module(x, signature="serving_default"), model(x), rtol=1e-5,
+                               atol=1e-6)
