@@ -92,8 +92,13 @@ def _broadcast_to(node, x, shape):
 
 @register("BroadcastArgs")
 def _broadcast_args(node, s0, s1):
-    return np.asarray(np.broadcast_shapes(tuple(shape_tuple(s0)), tuple(shape_tuple(s1))),
-                      dtype=np.asarray(s0).dtype)
+    # By hand rather than np.broadcast_shapes, so that symbolic dimensions pass through.
+    a, b = shape_tuple(s0), shape_tuple(s1)
+    a, b = (1,) * (len(b) - len(a)) + a, (1,) * (len(a) - len(b)) + b
+    dims = [y if isinstance(x, int) and x == 1 else x for x, y in zip(a, b)]
+    if all(isinstance(d, int) for d in dims):
+        return np.asarray(dims, dtype=np.asarray(s0).dtype)
+    return np.asarray(dims, dtype=object)
 
 
 def _pairs(paddings) -> list[tuple[int, int]]:

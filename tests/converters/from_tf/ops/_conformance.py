@@ -90,6 +90,8 @@ class Case:
       rtol, atol: tolerances (float16/bfloat16 trials loosen them).
       name: the test id (defaults to ``op``).
       xfail: a reason when the conversion is known to differ from TF.
+      batched: the leading axis is a batch axis: the op also converts with it symbolic
+        (false where the graph fixes it, e.g. a constant output shape).
     """
 
     op: str
@@ -102,6 +104,7 @@ class Case:
     atol: float = 1e-5
     name: str = ""
     xfail: str | None = None
+    batched: bool = True
 
 
 def params(cases: Sequence[Case]) -> list:
@@ -207,3 +210,45 @@ def _check_gradients(concrete, converted, args, wrt, float_outputs, expected, rt
     for g, t in zip(jax_grads, tf_grads):
         np.testing.assert_allclose(np.asarray(g, np.float64), t.numpy().astype(np.float64),
                                    rtol=max(rtol, 1e-4), atol=max(atol, 1e-4))
+
+
+def check_symbolic_batch(case: Case, shapes: Sequence[tuple], dtypes: Any,
+                         batch: int = 3) -> None:
+    """Asserts that the op converts with a symbolic batch size and matches TF on a batch.
+
+    Every input whose leading axis has the first input's size is batched: that axis is
+    unknown to TF (``None``) and one symbolic dimension for ``jax.export``; the exported
+    function then runs on a batch of ``batch``.
+    """
+    from jax import export  # local: only this check needs it
+
+    dtypes = [np.dtype(jnp.bfloat16) if d == "bfloat16" else np.dtype(d)
+              for d in _per_input(dtypes, len(shapes))]
+    samplers = _per_input(case.sample, len(shapes))
+    shapes = [tuple(s) for s in shapes]
+    batched = [bool(s) and s[0] == shapes[0][0] for s in shapes]
+    b, = export.symbolic_shape("b")
+
+    def with_batch(shape, is_batched, size):
+        return (size,) + shape[1:] if is_batched else shape
+
+    rng = np.random.default_rng(0)
+    args = [sample(rng, with_batch(s, x, batch), d)
+            for sample, s, x, d in zip(samplers, shapes, batched, dtypes)]
+    specs = [tf.TensorSpec(with_batch(s, x, None), tf.as_dtype(d))
+             for s, x, d in zip(shapes, batched, dtypes)]
+    concrete = tf.function(lambda *xs: case.fn(*xs)).get_concrete_function(*specs)
+    run = run_graph(concrete.graph.as_graph_def(), [t.name for t in concrete.inputs],
+                    [t.name for t in concrete.outputs])
+    abstract = [jax.ShapeDtypeStruct(with_batch(s, x, b), d)
+                for s, x, d in zip(shapes, batched, dtypes)]
+    exported = export.export(jax.jit(lambda *xs: run({}, list(xs))[0]))(*abstract)
+    got = exported.call(*args)
+    expected = [t.numpy() for t in tf.nest.flatten(concrete(*[tf.constant(a) for a in args]))]
+    rtol, atol = _tolerances(case, dtypes)
+    assert len(got) == len(expected)
+    for g, e in zip(got, expected):
+        assert np.shape(g) == e.shape
+        np.testing.assert_allclose(np.asarray(g, np.float64) if _is_float(e.dtype) else g,
+                                   np.asarray(e, np.float64) if _is_float(e.dtype) else e,
+                                   rtol=rtol, atol=atol)

@@ -45,17 +45,21 @@ CONV = [
     Case("DepthwiseConv2dNative", _depthwise(), (((1, 12, 12, 2), (7, 7, 2, 1)),),
          name="Depthwise-7x7", **_TOL),
     Case("Conv2DBackpropInput", lambda dy, k: tf.nn.conv2d_transpose(
-        dy, k, [2, 8, 8, 3], 2, "SAME"), (((2, 4, 4, 5), (3, 3, 3, 5)),), **_TOL),
+        dy, k, [2, 8, 8, 3], 2, "SAME"), (((2, 4, 4, 5), (3, 3, 3, 5)),), batched=False,
+         **_TOL),
+    Case("Conv2DBackpropInput", lambda dy, k: tf.nn.conv2d_transpose(
+        dy, k, tf.stack([tf.shape(dy)[0], 8, 8, 3]), 2, "SAME"),
+         (((2, 4, 4, 5), (3, 3, 3, 5)),), name="Conv2DTranspose-dynamic-batch", **_TOL),
     Case("Conv2DBackpropInput", lambda dy, k: tf.nn.conv2d_transpose(
         dy, k, [1, 7, 7, 2], 1, "VALID"), (((1, 5, 5, 4), (3, 3, 2, 4)),),
-         name="Conv2DTranspose-valid", **_TOL),
+         name="Conv2DTranspose-valid", batched=False, **_TOL),
     Case("Conv3DBackpropInputV2", lambda dy, k: tf.nn.conv3d_transpose(
         dy, k, [1, 4, 6, 6, 2], [1, 1, 2, 2, 1], "SAME"), (((1, 4, 3, 3, 3), (2, 3, 3, 2, 3)),),
-         **_TOL),
+         batched=False, **_TOL),
     Case("DepthwiseConv2dNativeBackpropInput", lambda dy, k:
          tf.compat.v1.nn.depthwise_conv2d_native_backprop_input([1, 6, 6, 2], k, dy,
                                                                  [1, 2, 2, 1], "SAME"),
-         (((1, 3, 3, 2), (3, 3, 2, 1)),), **_TOL),
+         (((1, 3, 3, 2), (3, 3, 2, 1)),), batched=False, **_TOL),
 ]
 
 POOL = [
