@@ -12,6 +12,7 @@ import uuid
 from typing import Any
 
 from jaxhub.catalog import _markdown, layout, snippet
+from jaxhub.units import format_bytes
 
 _ROOT = "../../../"  # from <org>/<model>/<N>/index.html to the repository root
 _ATTACHMENT_CHARS = 300
@@ -102,9 +103,9 @@ def _about(record: dict[str, Any]) -> str:
         ("License", _e(record["license"])),
         ("Input size", _e(record["input_size"] or "–")),
         ("Parameters", f"{params['count']:,} ({params['trainable']:,} trainable) in "
-                       f"{params['arrays']} arrays, {_bytes(params['bytes'])}"),
+                       f"{params['arrays']} arrays, {format_bytes(params['bytes'])}"),
         ("Archive", f'<a href="../{_e(record["archive"])}">{_e(record["archive"])}</a>, '
-                    f"{_bytes(record['archive_bytes'])}"),
+                    f"{format_bytes(record['archive_bytes'])}"),
         ("sha256", f'<code id="sha256" class="sha256">{_e(record["sha256"])}</code>'),
         ("Published", _e(record["published"])),
         ("Regularizer", "yes" if record["regularizer"] else "no"),
@@ -157,7 +158,7 @@ def _extras(record: dict[str, Any]) -> list[str]:
                        "</td></tr>" for k, v in sorted(record["attachments"].items()))
         parts += ["<h2>Attachments</h2>", f'<table class="about">{rows}</table>']
     if record["assets"]:
-        items = "".join(f"<li><code>{_e(k)}</code>, {_bytes(v.get('size', 0))}</li>"
+        items = "".join(f"<li><code>{_e(k)}</code>, {format_bytes(v.get('size', 0))}</li>"
                         for k, v in record["assets"].items())
         parts += ["<h2>Assets</h2>", f"<ul>{items}</ul>"]
     return parts
@@ -167,14 +168,6 @@ def _clip(value: Any) -> str:
     # Attachments can be large (a converted text module's host program): show the start.
     text = json.dumps(value, sort_keys=True)
     return text if len(text) <= _ATTACHMENT_CHARS else text[:_ATTACHMENT_CHARS] + " …"
-
-
-def _bytes(n: float) -> str:
-    for unit in ("bytes", "KiB", "MiB", "GiB"):
-        if n < 1024 or unit == "GiB":
-            return f"{n:,.0f} {unit}" if unit == "bytes" else f"{n:.1f} {unit}"
-        n /= 1024
-    raise AssertionError("unreachable")
 
 
 def _e(text: Any) -> str:

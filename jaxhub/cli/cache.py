@@ -8,6 +8,7 @@ import pathlib
 
 from jaxhub.hub.cache import Cache, Listing
 from jaxhub.hub.config import default_cache_dir
+from jaxhub.units import format_bytes
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -49,14 +50,14 @@ def _ls(args: argparse.Namespace) -> int:
         return 0
     print(f"{'SIZE':>10}  {'CREATED':16}  {'KIND':7}  {'STATUS':7}  HANDLE")
     for item in items:
-        size = _size(item.manifest.size) if item.manifest else "-"
+        size = format_bytes(item.manifest.size) if item.manifest else "-"
         created = (datetime.datetime.fromtimestamp(item.manifest.created).strftime(
             "%Y-%m-%d %H:%M") if item.manifest else "-")
         kind = item.manifest.kind if item.manifest else "-"
         status = "damaged" if item.problems else "ok"
         print(f"{size:>10}  {created:16}  {kind:7}  {status:7}  {_name(item)}")
     total = sum(i.manifest.size for i in items if i.manifest)
-    print(f"{len(items)} entries, {_size(total)} in {cache.root}")
+    print(f"{len(items)} entries, {format_bytes(total)} in {cache.root}")
     return 0
 
 
@@ -106,11 +107,3 @@ def _select(items: list[Listing], handles: list[str]) -> list[Listing]:
 
 def _name(item: Listing) -> str:
     return item.manifest.source if item.manifest else f"{item.key} (incomplete)"
-
-
-def _size(n: int) -> str:
-    for unit in ("B", "KiB", "MiB", "GiB"):
-        if n < 1024 or unit == "GiB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1024
-    raise AssertionError("unreachable")

@@ -10,6 +10,7 @@ import numpy as np
 
 from jaxhub.format.manifest import MANIFEST_FILE, Manifest
 from jaxhub.specs import Signature
+from jaxhub.units import format_bytes
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -42,7 +43,7 @@ def describe(manifest: Manifest, path: pathlib.Path) -> str:
              f"format version: {manifest.format_version} (written by "
              + ", ".join(f"{k} {v}" for k, v in manifest.written_by.items()) + ")",
              f"params: {n_params:,} ({n_trainable:,} trainable) in {len(manifest.params)} "
-             f"arrays, {_human_bytes(n_bytes)}"]
+             f"arrays, {format_bytes(n_bytes)}"]
     for tags in sorted({f.tags for f in manifest.functions}, key=sorted):
         lines.append(f"variant {{{', '.join(sorted(tags))}}}:")
         for fn in manifest.functions:
@@ -65,11 +66,3 @@ def _signature_lines(name: str, signature: Signature, takes_rng: bool) -> list[s
 
 def _params_bytes(manifest: Manifest) -> int:
     return sum(p.size * np.dtype(p.dtype).itemsize for p in manifest.params)
-
-
-def _human_bytes(n: float) -> str:
-    for unit in ("B", "KiB", "MiB"):
-        if n < 1024:
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1024
-    return f"{n:.1f} GiB"
