@@ -6,6 +6,7 @@ import socket
 import subprocess
 
 import numpy as np
+import pytest
 
 import jaxhub
 from jaxhub import tree
@@ -19,13 +20,13 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _run_two(mlp_dir, out_dir) -> list[str]:
+def _run_two(mlp_dir, out_dir, *mode: str, timeout: float = 240) -> list[str]:
     port = _free_port()
-    procs = [subprocess.Popen(worker_command("multiprocess", mlp_dir, port, i, out_dir),
+    procs = [subprocess.Popen(worker_command("multiprocess", mlp_dir, port, i, out_dir, *mode),
                               env=worker_env(), cwd=ROOT, stdout=subprocess.PIPE,
                               stderr=subprocess.PIPE, text=True) for i in range(2)]
     try:
-        outputs = [p.communicate(timeout=240) for p in procs]
+        outputs = [p.communicate(timeout=timeout) for p in procs]
     finally:
         for p in procs:  # a process whose peer died waits for it forever: end it
             if p.poll() is None:
@@ -50,3 +51,15 @@ def test_two_processes_end_with_identical_params(mlp_dir, tmp_path):
         np.testing.assert_allclose(first[tree.path_str(path)], value, atol=1e-5,
                                    err_msg=str(path))
     assert losses[-1] < losses[0]
+
+
+@pytest.mark.xfail(reason="Module.export is not multi-process aware yet: Orbax's save is "
+                          "collective, but each process writes its own temporary directory "
+                          "and renames it into place, so the second rename fails",
+                   raises=AssertionError)
+def test_two_processes_export_one_module_together(mlp_dir, tmp_path):
+    _run_two(mlp_dir, tmp_path, "export", timeout=120)
+    params = np.load(tmp_path / "params_0.npz")
+    module = jaxhub.load(tmp_path / "exports" / str(finetune.STEPS))
+    for path, value in tree.flatten(module.params):
+        np.testing.assert_array_equal(value, params[tree.path_str(path)])

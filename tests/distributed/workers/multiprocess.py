@@ -1,9 +1,10 @@
 """One of two processes fine-tuning one module with ``jax.distributed`` on CPU.
 
 Each process feeds its half of every batch; gradients meet over gloo collectives. The
-process writes the fine-tuned params to OUT_DIR/params_<id>.npz.
+process writes the fine-tuned params to OUT_DIR/params_<id>.npz; with ``export``, all
+processes then export them together with a ModuleExporter into OUT_DIR/exports.
 
-Usage: python multiprocess.py MODULE_DIR COORDINATOR_PORT PROCESS_ID OUT_DIR
+Usage: python multiprocess.py MODULE_DIR COORDINATOR_PORT PROCESS_ID OUT_DIR [export]
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import sys
 import jax
 
 
-def main(module_dir: str, port: str, process_id: str, out_dir: str) -> None:
+def main(module_dir: str, port: str, process_id: str, out_dir: str, *mode: str) -> None:
     jax.config.update("jax_cpu_collectives_implementation", "gloo")
     jax.distributed.initialize(f"127.0.0.1:{port}", num_processes=2,
                                process_id=int(process_id))
@@ -23,6 +24,7 @@ def main(module_dir: str, port: str, process_id: str, out_dir: str) -> None:
 
     import jaxhub
     from jaxhub import tree
+    from jaxhub.exporter import ModuleExporter
     from tests.distributed.workers import finetune
 
     assert jax.process_count() == 2 and jax.device_count() == 2, jax.devices()
@@ -33,6 +35,9 @@ def main(module_dir: str, port: str, process_id: str, out_dir: str) -> None:
     flat = {tree.path_str(p): v for p, v in tree.flatten(params)}
     np.savez(pathlib.Path(out_dir) / f"params_{process_id}.npz", losses=np.array(losses),
              **flat)
+    if "export" in mode:
+        exporter = ModuleExporter(pathlib.Path(out_dir) / "exports", module, every_n_steps=1)
+        exporter.finish(finetune.STEPS, params)
     jax.distributed.shutdown()
     print("ok", process_id, losses[-1])
 
