@@ -82,7 +82,7 @@ class Interpreter:
                            for g in (library.registered_gradients if library else ())}
         self._gradient_captures = dict(gradient_captures or {})
         self._functions: dict[str, graph_lib.Function] = {}
-        self._orders: dict[int, list[graph_lib.Node]] = {}
+        self._orders: dict[int, tuple[graph_lib.Function, list[graph_lib.Node]]] = {}
 
     @classmethod
     def from_graph_def(cls, graph_def: graph_pb2.GraphDef) -> "Interpreter":
@@ -235,8 +235,9 @@ class Interpreter:
     def _order(self, fn: graph_lib.Function) -> list[graph_lib.Node]:
         """The nodes that ``fn``'s outputs need, dependencies first (cached)."""
         if id(fn) not in self._orders:
-            self._orders[id(fn)] = _topological_order(fn)
-        return self._orders[id(fn)]
+            # The entry holds fn itself, so its id cannot be reused by another object.
+            self._orders[id(fn)] = (fn, _topological_order(fn))
+        return self._orders[id(fn)][1]
 
     # -- as JAX functions ----------------------------------------------------------------
 
