@@ -232,6 +232,15 @@ def test_jax2tf_saved_model_runs_its_stablehlo_with_gradients(jax2tf_saved, jit)
         np.testing.assert_allclose(g, want_params[k], rtol=1e-5, atol=1e-6, err_msg=k)
 
 
+def test_jax2tf_saved_model_under_vmap(jax2tf_saved):
+    path, params = jax2tf_saved
+    module = savedmodel.load_saved_model(path)
+    xs = np.random.default_rng(6).standard_normal((2, 3, 4)).astype(np.float32)
+    got = jax.vmap(module.apply, in_axes=(None, 0))(module.params, xs)
+    np.testing.assert_allclose(got, jax.vmap(_jax_mlp, in_axes=(None, 0))(params, xs),
+                               rtol=1e-5, atol=1e-6)
+
+
 def test_jax2tf_saved_model_round_trip_in_fresh_process(jax2tf_saved, tmp_path):
     path, _ = jax2tf_saved
     module = savedmodel.convert_saved_model(path, tmp_path / "converted")
