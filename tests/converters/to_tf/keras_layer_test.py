@@ -100,3 +100,17 @@ def test_serving_signature_as_a_layer(mlp_saved_model, mlp_module):
     want = mlp_module({"a": x}, signature="double", as_dict=True)
     for key in ("doubled", "total"):
         np.testing.assert_allclose(got[key].numpy(), want[key], rtol=1e-6, atol=1e-6)
+
+
+def test_consumer_saves_reloads_and_keeps_training(tmp_path, mlp_saved_model):
+    model = _mlp_model(mlp_saved_model, trainable=True)
+    x, y = _regression_data(32)
+    model.fit(x, y, batch_size=16, epochs=1, verbose=0)
+    model.save(str(tmp_path / "consumer"))
+    again = tf_keras.models.load_model(str(tmp_path / "consumer"),
+                                       custom_objects={"KerasLayer": hub.KerasLayer})
+    np.testing.assert_allclose(again.predict(x, verbose=0), model.predict(x, verbose=0),
+                               rtol=1e-6, atol=1e-6)
+    loss_before = again.evaluate(x, y, verbose=0)
+    again.fit(x, y, batch_size=16, epochs=4, verbose=0)
+    assert again.evaluate(x, y, verbose=0) < loss_before
