@@ -47,6 +47,8 @@ class LayerCall:
     signature: str
     output_key: str | None
     trainable: bool
+    _trainable_paths: frozenset[tree_lib.Path] = dataclasses.field(
+        init=False, repr=False, compare=False)
 
     def __post_init__(self):
         signatures = self.module.signatures
@@ -57,12 +59,12 @@ class LayerCall:
         if self.output_key is not None and self.output_key not in outputs:
             raise SignatureError(f"signature {self.signature!r} has no output "
                                  f"{self.output_key!r}; its outputs: {sorted(outputs)}")
-        flags = {p.path: p.trainable for p in self.module.manifest.params}
-        object.__setattr__(self, "_trainable", flags)
+        paths = frozenset(p.path for p in self.module.manifest.params if p.trainable)
+        object.__setattr__(self, "_trainable_paths", paths)  # frozen: set once, here
 
     def is_trainable(self, path: tree_lib.Path) -> bool:
         """Whether the param at ``path`` is a trainable variable of the layer."""
-        return self.trainable and self._trainable[path]
+        return self.trainable and path in self._trainable_paths
 
     def uses_train_variant(self, training: bool) -> bool:
         """Training runs the train variant, like ``hub.KerasLayer``: only when the layer is
