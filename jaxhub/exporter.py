@@ -1,4 +1,4 @@
-"""``jaxhub.ModuleExporter``: export a module as training goes, keeping the latest or best.
+"""``ModuleExporter``: export a module as training goes, keeping the latest or best.
 
 The counterpart of TF Hub's ``LatestModuleExporter``. Each export is a complete module
 directory ``<directory>/<step>`` (written atomically by :meth:`jaxhub.Module.export`);

@@ -119,7 +119,8 @@ def module_params(variables: Mapping[str, Any], state_collection: str = "batch_s
       state_collection: the layer's ``state_collection``.
 
     Returns:
-      A tree to pass to :meth:`jaxhub.Module.export` or a :class:`jaxhub.ModuleExporter`.
+      A tree to pass to :meth:`jaxhub.Module.export` or a
+      :class:`jaxhub.exporter.ModuleExporter`.
     """
     return tree_lib.merge(dict(variables.get(state_collection, {})),
                           dict(variables.get(PARAMS, {})))

@@ -120,8 +120,8 @@ class HubLayer(nnx.Module):
     def module_params(self) -> dict[str, Any]:
         """The module's params tree at the layer's current values.
 
-        Pass it to :meth:`jaxhub.Module.export` (or a :class:`jaxhub.ModuleExporter`) to
-        publish the fine-tuned module.
+        Pass it to :meth:`jaxhub.Module.export` (or a
+        :class:`jaxhub.exporter.ModuleExporter`) to publish the fine-tuned module.
         """
         return tree_lib.unflatten(
             (p.path, _at(self.params, p.path)[...]) for p in self.module.manifest.params)
