@@ -46,11 +46,12 @@ class TF1Session:
         outputs = {k: self.graph.get_tensor_by_name(t.name) for k, t in sig.outputs.items()}
         return inputs, outputs
 
-    def run(self, signature: str, inputs: Mapping[str, Any],
-            fetch: Sequence[str] = ()) -> dict[str, np.ndarray]:
-        """The signature's outputs (and extra tensors ``fetch``) on ``inputs``."""
+    def run(self, signature: str, inputs: Mapping[str, Any], fetch: Sequence[str] = (),
+            feed: Mapping[str, Any] | None = None) -> dict[str, np.ndarray]:
+        """The signature's outputs (and extra tensors ``fetch``) on ``inputs``; ``feed``
+        overrides other tensors by name (a random op's draws)."""
         ins, outs = self._signature(signature)
-        feed = {ins[k]: v for k, v in inputs.items()}
+        feed = {**{ins[k]: v for k, v in inputs.items()}, **dict(feed or {})}
         fetches = {**outs, **{f: self.graph.get_tensor_by_name(f) for f in fetch}}
         return self.session.run(fetches, feed)
 

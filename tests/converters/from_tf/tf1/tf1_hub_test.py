@@ -9,6 +9,7 @@ import pytest
 import tensorflow as tf
 
 import jaxhub
+from converters.from_tf.values import Context
 
 from ._session import flat_params
 
@@ -65,6 +66,19 @@ def test_mlp_train_variant_returns_update_ops_as_state(converted, tf_session):
                                atol=1e-6)
     np.testing.assert_allclose(state["bn"]["moving_variance"], updates["Assign_1:0"],
                                rtol=1e-5, atol=1e-6)
+
+
+def test_mlp_train_variant_matches_tf_given_the_same_dropout_draws(converted, tf_session):
+    module, sess = converted("mlp"), tf_session("mlp", {"train"})
+    key = jax.random.key(7)
+    ours, _ = module({"x": X}, tags="train", rng=key, as_dict=True)
+    # The dropout is the graph's only random op: it draws with the first key the
+    # interpreter's context hands out. Feed TF the same uniform numbers.
+    uniform = jax.random.uniform(Context(None, {}, key).next_key("RandomUniform"),
+                                 (X.shape[0], 12), jnp.float32)
+    theirs = sess.run("default", {"x": X}, feed={
+        "dropout/random_uniform/RandomUniform:0": np.asarray(uniform)})
+    _assert_close(ours, theirs)
 
 
 def test_mlp_train_variant_applies_dropout(converted):
