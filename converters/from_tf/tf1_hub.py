@@ -274,7 +274,8 @@ class _Graph:
         self._assets = assets
         self._graph_def = meta.graph_def
         self._interp = tf1_control_flow.V1Interpreter(meta.graph_def.library)
-        self._train = frozenset(meta.meta_info_def.tags) == frozenset({"train"})
+        # Any tagged graph is a variant: it takes an rng and returns state (UPDATE_OPS).
+        self._train = bool(meta.meta_info_def.tags)
         self.host_stages: dict[str, Any] = {}
         self._tables = _table_initializers(meta, self._graph_def)
 
