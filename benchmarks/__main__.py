@@ -41,6 +41,8 @@ _PACKAGES = ("jax", "jaxlib", "tensorflow", "tf2jax", "keras", "numpy", "jaxhub"
 
 def main(argv: list[str] | None = None) -> None:
     args = _parse(argv)
+    if args.keep_heap:  # inherited by every measuring process
+        os.environ.update(harness.KEEP_HEAP_ENV)
     started = datetime.datetime.now(datetime.timezone.utc)
     load_before = _uptime()
     saved_models = {}
@@ -87,6 +89,9 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
                         help=f"the markdown file to write (default {_RESULTS.name}, "
                              "none with --quick)")
     parser.add_argument("--json", type=pathlib.Path, help="also write raw figures here")
+    parser.add_argument("--keep-heap", action="store_true",
+                        help="run every framework with glibc keeping freed memory for "
+                             "reuse (MALLOC_MMAP_THRESHOLD_, MALLOC_TRIM_THRESHOLD_)")
     args = parser.parse_args(argv)
     args.models = [m.strip() for m in args.models.split(",") if m.strip()]
     unknown = sorted(set(args.models) - set(models.MODELS))
@@ -159,6 +164,7 @@ def _document(results: report.Results, args: argparse.Namespace,
         f"(`TF_ENABLE_ONEDNN_OPTS`={os.environ.get('TF_ENABLE_ONEDNN_OPTS', 'unset')}). "
         f"JAX: XLA:CPU's default thread pool (one thread per core), `XLA_FLAGS`="
         f"`{os.environ.get('XLA_FLAGS', '')}`.",
+        f"- Memory allocator (every framework): {_allocator_env()}.",
         f"- Image models at {args.image_size}x{args.image_size}x3; batch 1 for latency, "
         f"{harness.BATCH} for throughput and fine-tuning. Medians of up to {args.repeats} "
         f"timed calls (at least {min(3, args.repeats)}, stopping after {args.budget:g} s "
@@ -188,7 +194,18 @@ def _document(results: report.Results, args: argparse.Namespace,
         "",
         report.start_table(results),
         "",
+        "Where jaxhub's time goes, op by op and against TF: `benchmarks/PROFILE.md` "
+        "(`python -m benchmarks.profile MODEL`).",
+        "",
     ])
+
+
+def _allocator_env() -> str:
+    settings = {k: v for k, v in sorted(os.environ.items())
+                if k.startswith("MALLOC_") or k in ("GLIBC_TUNABLES", "LD_PRELOAD")}
+    if not settings:
+        return "glibc malloc with default settings"
+    return "glibc malloc with " + ", ".join(f"`{k}={v}`" for k, v in settings.items())
 
 
 def _cpu_model() -> str:

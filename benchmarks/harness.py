@@ -128,6 +128,13 @@ def jaxhub_cache(workdir: pathlib.Path) -> pathlib.Path:
     return workdir / f"jaxhub-cache-{digest.hexdigest()[:12]}"
 
 
+#: glibc settings that keep freed memory in the heap for reuse. By default every buffer
+#: over 32 MiB is a fresh ``mmap`` whose pages fault in on first touch, on every call;
+#: XLA:CPU allocates its temporaries per call, TF's allocator reuses them. Set before a
+#: process starts (``mallopt`` at run time did not have the same effect here).
+KEEP_HEAP_ENV = {"MALLOC_MMAP_THRESHOLD_": str(1 << 30), "MALLOC_TRIM_THRESHOLD_": str(1 << 34)}
+
+
 def child_env() -> dict[str, str]:
     """The environment of measuring processes: quiet, and the repo importable."""
     env = dict(os.environ)

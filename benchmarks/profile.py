@@ -157,7 +157,7 @@ def _trace_tf(fn: Callable[[], object], calls: int) -> dict[tuple[str, str], flo
                 continue
             for event in line.events:
                 name = plane.event_metadata[event.metadata_id].name
-                if ":" in name:
+                if ":" in name and "::" not in name:  # "layer/op:Type", not executor events
                     op, op_type = name.rsplit(":", 1)
                     totals[(_tf_layer(op), op_type)] += event.duration_ps / 1e9 / calls
     return dict(totals)
