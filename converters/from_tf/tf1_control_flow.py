@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
-from typing import Any
 
 from tensorflow.core.framework import attr_value_pb2
 

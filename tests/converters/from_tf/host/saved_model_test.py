@@ -12,7 +12,6 @@ import tensorflow as tf
 from tensorflow.core.protobuf import saved_model_pb2
 
 import jaxhub
-from converters.from_tf import graph as graph_lib
 from converters.from_tf.host.saved_model import split_function
 from converters.from_tf.interpreter import Interpreter
 from converters.from_tf.values import Resource
