@@ -90,7 +90,7 @@ def convert(module: jaxhub.Module, spec: FunctionSpec, platforms: Sequence[str])
     arg_specs = params + [spec.signature.inputs[k] for k in names]
     if spec.takes_rng:
         arg_specs.append(jaxhub.TensorSpec([2], "uint32"))
-    converted = differentiable(flat, arg_specs, len(outputs), platforms)
+    converted = _differentiable(flat, arg_specs, len(outputs), platforms)
 
     def call(param_values, inputs, key=None):
         args = [*param_values, *(inputs[k] for k in names), *([key] if spec.takes_rng else [])]
@@ -108,10 +108,10 @@ def convert_regularizer(module: jaxhub.Module, platforms: Sequence[str]) -> TfCa
     def flat(*leaves):
         return [module.regularization_loss(tree_lib.unflatten(zip(paths, leaves)))]
 
-    return differentiable(flat, params, 1, platforms)
+    return _differentiable(flat, params, 1, platforms)
 
 
-def differentiable(fn: Callable[..., list], arg_specs: Sequence[jaxhub.TensorSpec],
+def _differentiable(fn: Callable[..., list], arg_specs: Sequence[jaxhub.TensorSpec],
                    n_outputs: int, platforms: Sequence[str]) -> TfCall:
     """``fn(*args) -> list`` as a TF function whose gradient is ``fn``'s VJP.
 

@@ -102,8 +102,10 @@ def _build(module: jaxhub.Module, params: Mapping[str, Any], seed: int,
            platforms: tuple[str, ...]) -> tuple[tf.train.Checkpoint, dict[str, Any]]:
     """The object to save and its serving signatures (concrete functions by name)."""
     variables = _Variables(module, params)
+    # Train variants of other signatures have no place in a Reusable SavedModel.
     convert = {(spec.tags, spec.signature_name): functions.convert(module, spec, platforms)
-               for spec in module.manifest.functions}
+               for spec in module.manifest.functions
+               if not spec.tags or spec.signature_name == DEFAULT_SIGNATURE}
     root = tf.train.Checkpoint()
     root.variables = variables.all
     root.trainable_variables = [v for v in variables.all if v.trainable]
