@@ -8,8 +8,6 @@ Static inputs give static results where the op is used on shapes (``Tile``, ``Sl
 
 from __future__ import annotations
 
-
-
 import jax
 import jax.numpy as jnp
 import numpy as np

@@ -10,8 +10,8 @@ matrices) and differentiable for free.
 
 from __future__ import annotations
 
-import numpy as np
 import jax.numpy as jnp
+import numpy as np
 
 from converters.from_tf.ops.registry import register
 from converters.from_tf.values import as_jax

@@ -96,4 +96,5 @@ def _stateless_multinomial(node, logits, num_samples, seed):
     n = int(np.asarray(num_samples))
     samples = jax.random.categorical(_key(seed), logits[:, None, :], axis=-1,
                                      shape=(logits.shape[0], n))
-    return samples.astype(node.attr("output_dtype", np.dtype(np.int64)))
+    return samples.astype(jax.dtypes.canonicalize_dtype(
+        node.attr("output_dtype", np.dtype(np.int64))))

@@ -19,7 +19,8 @@ def _axis(value) -> int:
 
 @register("ArgMax", "ArgMin")
 def _arg_extremum(node, x, dimension):
-    dtype = node.attr("output_type", np.dtype(np.int64))
+    # int64 indices are int32 in JAX unless x64 is enabled: ask for what JAX can give.
+    dtype = jax.dtypes.canonicalize_dtype(node.attr("output_type", np.dtype(np.int64)))
     axis = _axis(dimension)
     if is_static(x):
         fn = np.argmax if node.op == "ArgMax" else np.argmin
