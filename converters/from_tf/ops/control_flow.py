@@ -7,7 +7,8 @@
   LSTM's time loop), and the static loop variables keep their known final values.
   A counted loop whose limit is a symbolic size (an RNN over sequences of any length)
   becomes a ``lax.scan`` of symbolic length (:func:`_counted_trip_count`).
-  Otherwise it becomes a ``lax.while_loop`` (forward only, as in JAX).
+  Otherwise it becomes a ``lax.while_loop``, given a reverse-mode derivative that
+  recomputes the loop (:func:`_differentiable_while`).
 * Values that a body does not change (variable handles, weights passed through a loop)
   are closed over, not carried. Variable state is carried only when a body assigns.
 """
@@ -135,20 +136,50 @@ def _while(node, *loop_vars):
             raise NotImplementedError(f"While loop variable {i} is a handle the body replaces")
     carry_state = interp.writes_state(body_fn)
 
-    def args_of(values):
+    # Traced values the bodies read but do not carry, passed explicitly (see below).
+    const_keys = [] if carry_state else [k for k, v in ctx.state.items() if _is_traced(v)]
+    const_args = [i for i, inv in enumerate(invariant) if inv and _is_traced(loop_vars[i])]
+    # A loop of unknown length draws its random numbers from one key and the iteration
+    # number, so that no key is carried where it would have to be differentiated.
+    loop_key = ctx.next_key(node.op) if trips is None and ctx.rng is not None else None
+    consts = ([ctx.state[k] for k in const_keys], [loop_vars[i] for i in const_args],
+              loop_key)
+    written: set[str] = set()
+
+    def context(consts, state, rng) -> Context:
+        values = dict(ctx.state)
+        values.update(zip(const_keys, consts[0]))
+        values.update(state if carry_state else {})
+        return Context(interp, values, rng)
+
+    def args_of(consts, values):
         full = list(loop_vars)
+        for i, value in zip(const_args, consts[1]):
+            full[i] = value
         for i, value in zip(carried, values):
             full[i] = value
         return full
 
-    written: set[str] = set()
+    def key_of(consts, rng):
+        """The key a body draws from: carried (scan), or the loop key and iteration."""
+        return rng if consts[2] is None else jax.random.fold_in(consts[2], rng)
+
+    def body_of(consts, carry):
+        state, rng, values = carry
+        sub = context(consts, state, key_of(consts, rng))
+        outs = interp.run(body_fn, args_of(consts, values), sub)
+        new = [as_jax(outs[i], getattr(v, "dtype", None)) for i, v in zip(carried, values)]
+        rng = sub.rng if consts[2] is None else rng + 1
+        return _carried_state(sub, state, written), rng, new
+
+    def cond_of(consts, carry):
+        state, rng, values = carry
+        sub = context(consts, state, key_of(consts, rng))
+        pred = interp.run(cond_fn, args_of(consts, values), sub)[0]
+        return as_jax(pred).reshape(()).astype(bool)
 
     def body(carry):
-        state, rng, values = carry
-        sub = ctx.fork(state if carry_state else None, rng)
-        outs = interp.run(body_fn, args_of(values), sub)
-        new = [as_jax(outs[i], getattr(v, "dtype", None)) for i, v in zip(carried, values)]
-        return _carried_state(sub, state, written), sub.rng, new
+        return body_of(consts, carry)
 
     state0 = _state_values(ctx, carry_state)
     values0 = [loop_vars[i] for i in carried]
@@ -165,12 +196,9 @@ def _while(node, *loop_vars):
         state, ctx.rng, values = jax.lax.scan(lambda c, _: (body(c), None), init,
                                               jnp.zeros((trips, 0), jnp.float32))[0]
     else:
-        def cond(carry):
-            state, rng, values = carry
-            sub = ctx.fork(state if carry_state else None, rng)
-            pred = interp.run(cond_fn, args_of(values), sub)[0]
-            return as_jax(pred).reshape(()).astype(bool)
-        state, ctx.rng, values = jax.lax.while_loop(cond, body, init)
+        if loop_key is not None:
+            init = (init[0], jnp.zeros((), jnp.int32), init[2])
+        state, _, values = _differentiable_while(cond_of, body_of, consts, init)
     ctx.state.update({k: state[k] for k in written})
     outputs = list(loop_vars)
     for i, value in zip(carried, values):
@@ -272,3 +300,80 @@ def _invariant_value(fn, ref: tuple[str, int], loop_vars: Sequence[Any],
         return value if invariant[index] and is_static(value) else None
     node = fn.nodes.get(name)
     return node.attr("value") if node is not None and node.op == "Const" else None
+
+
+def _differentiable_while(cond_fun, body_fun, consts, init):
+    """``lax.while_loop`` with a reverse-mode derivative, for loops of unknown length.
+
+    ``cond_fun(consts, carry)`` and ``body_fun(consts, carry)`` are pure; every traced value
+    they read is in ``consts`` or ``carry``. The forward pass counts the iterations ``n``;
+    the backward pass walks them from last to first, recomputing the carry before each
+    step from ``init`` (O(n^2) body evaluations, O(1) memory) and pulling the cotangent
+    back through it with ``jax.vjp``. Only floating-point leaves get cotangents.
+    """
+    const_leaves, const_tree = jax.tree_util.tree_flatten(consts)
+    init_leaves, init_tree = jax.tree_util.tree_flatten(init)
+    const_mask = [_is_float(x) for x in const_leaves]
+    carry_mask = [_is_float(x) for x in init_leaves]
+
+    def run(consts, init):
+        return jax.lax.while_loop(lambda c: cond_fun(consts, c),
+                                  lambda c: body_fun(consts, c), init)
+
+    loop = jax.custom_vjp(run)
+
+    def forward(consts, init):
+        def step(state):
+            carry, n = state
+            return body_fun(consts, carry), n + 1
+        final, n = jax.lax.while_loop(lambda state: cond_fun(consts, state[0]), step,
+                                      (init, jnp.zeros((), jnp.int32)))
+        return final, (consts, init, n)
+
+    def backward(residuals, ct_final):
+        consts, init, n = residuals
+        consts_flat = jax.tree_util.tree_leaves(consts)
+
+        def carry_after(k):
+            return jax.lax.fori_loop(0, k, lambda _, c: body_fun(consts, c), init)
+
+        def step_back(j, acc):
+            ct_carry, ct_consts = acc
+            before = jax.tree_util.tree_leaves(carry_after(n - 1 - j))
+
+            def step(const_f, carry_f):
+                c = jax.tree_util.tree_unflatten(const_tree,
+                                                 _merge(consts_flat, const_mask, const_f))
+                k = jax.tree_util.tree_unflatten(init_tree, _merge(before, carry_mask, carry_f))
+                return _select(jax.tree_util.tree_leaves(body_fun(c, k)), carry_mask)
+
+            _, vjp = jax.vjp(step, _select(consts_flat, const_mask),
+                             _select(before, carry_mask))
+            d_consts, d_carry = vjp(ct_carry)
+            return d_carry, [a + b for a, b in zip(ct_consts, d_consts)]
+
+        ct_carry = _select(jax.tree_util.tree_leaves(ct_final), carry_mask)
+        zeros = [jnp.zeros_like(x) for x in _select(consts_flat, const_mask)]
+        ct_init, ct_consts = jax.lax.fori_loop(0, n, step_back, (ct_carry, zeros))
+        none = [None] * len(const_leaves)
+        return (jax.tree_util.tree_unflatten(const_tree, _merge(none, const_mask, ct_consts)),
+                jax.tree_util.tree_unflatten(init_tree,
+                                             _merge([None] * len(init_leaves), carry_mask,
+                                                    ct_init)))
+
+    loop.defvjp(forward, backward)
+    return loop(consts, init)
+
+
+def _is_float(x: Any) -> bool:
+    return jnp.issubdtype(x.dtype, jnp.inexact)
+
+
+def _select(leaves: list, mask: list[bool]) -> list:
+    return [x for x, keep in zip(leaves, mask) if keep]
+
+
+def _merge(leaves: list, mask: list[bool], chosen: list) -> list:
+    """``leaves`` with the masked positions replaced, in order, by ``chosen``."""
+    chosen = iter(chosen)
+    return [next(chosen) if keep else x for x, keep in zip(leaves, mask)]
