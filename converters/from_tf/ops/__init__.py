@@ -23,6 +23,8 @@ _FAMILIES = (
     "linalg",
     "array_extra",
     "random_stateless",
+    "losses",
+    "spectral",
     "tf1",
     "xla",
 )

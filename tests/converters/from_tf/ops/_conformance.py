@@ -92,6 +92,7 @@ class Case:
       xfail: a reason when the conversion is known to differ from TF.
       batched: the leading axis is a batch axis: the op also converts with it symbolic
         (false where the graph fixes it, e.g. a constant output shape).
+      symbolic_xfail: a reason when only the symbolic-batch conversion is known to fail.
     """
 
     op: str
@@ -105,6 +106,7 @@ class Case:
     name: str = ""
     xfail: str | None = None
     batched: bool = True
+    symbolic_xfail: str | None = None
 
 
 def params(cases: Sequence[Case]) -> list:

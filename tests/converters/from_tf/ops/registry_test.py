@@ -7,16 +7,17 @@ from __future__ import annotations
 from converters.from_tf.ops import registry
 from tests.converters.from_tf.ops import (activation_test, array_test, conv_test,
                                           elementwise_test, image_test, linalg_test,
-                                          normalization_test, random_test, reduction_test)
+                                          losses_test, normalization_test, random_test,
+                                          reduction_test)
 from tests.converters.from_tf.ops._conformance import ops_of
 
 CONFORMANCE_OPS = set(random_test.OPS).union(*(ops_of(m.CASES) for m in (
     activation_test, array_test, conv_test, elementwise_test, image_test, linalg_test,
-    normalization_test, reduction_test)))
+    losses_test, normalization_test, reduction_test)))
 
 #: The op families whose every op must have a conformance entry here.
-FAMILIES = ("activation", "array_extra", "conv", "elementwise", "image", "linalg",
-            "normalization", "random_stateless", "reduction")
+FAMILIES = ("activation", "array_extra", "conv", "elementwise", "image", "linalg", "losses",
+            "normalization", "random_stateless", "reduction", "spectral")
 
 
 def _family(op: str) -> str:

@@ -7,11 +7,12 @@ import pytest
 
 from tests.converters.from_tf.ops import (activation_test, array_test, conv_test,
                                           elementwise_test, image_test, linalg_test,
-                                          normalization_test, reduction_test)
+                                          losses_test, normalization_test, reduction_test)
 from tests.converters.from_tf.ops._conformance import check_symbolic_batch
 
 _CASES = [case for module in (activation_test, array_test, conv_test, elementwise_test,
-                              image_test, linalg_test, normalization_test, reduction_test)
+                              image_test, linalg_test, losses_test, normalization_test,
+                              reduction_test)
           for case in module.CASES]
 
 
@@ -28,7 +29,8 @@ def _params():
         if not case.batched or not candidates:
             continue  # no batch axis (vectors, square matrices, or one the graph fixes)
         shapes, dtypes = candidates[0], case.dtypes[0]
-        marks = [pytest.mark.xfail(reason=case.xfail, strict=True)] if case.xfail else []
+        reason = case.xfail or case.symbolic_xfail
+        marks = [pytest.mark.xfail(reason=reason, strict=True)] if reason else []
         out.append(pytest.param(case, shapes, dtypes, marks=marks,
                                 id=f"{case.name or case.op}"))
     return out
