@@ -19,7 +19,7 @@ def test_fine_tune_example_runs(tmp_path):
                                              "`examples` extra")
     result = subprocess.run(
         [sys.executable, str(ROOT / "examples" / "fine_tune.py"), "--out", str(tmp_path),
-         "--steps", "60", "--pretrain-steps", "60", "--examples-b", "64"],
+         "--steps", "20", "--pretrain-steps", "20", "--examples-b", "64"],
         cwd=ROOT, capture_output=True, text=True, timeout=300,
         env=dict(os.environ, PYTHONPATH=str(ROOT), JAX_PLATFORMS="cpu"))
     assert result.returncode == 0, result.stderr[-3000:]
@@ -30,6 +30,6 @@ def test_fine_tune_example_runs(tmp_path):
     assert len(rows) == 3
     assert "pretrain on A" in result.stderr  # the progress bars
     exports = sorted(p for p in (tmp_path / "exports").iterdir() if p.name.isdigit())
-    assert exports and exports[-1].name == "60"
+    assert exports and exports[-1].name == "20"
     module = jaxhub.load(exports[-1])
     assert module.attachments["task"] == "feature-extraction"

@@ -1,8 +1,9 @@
 """One of two processes fine-tuning one module with ``jax.distributed`` on CPU.
 
 Each process feeds its half of every batch; gradients meet over gloo collectives. The
-process writes the fine-tuned params to OUT_DIR/params_<id>.npz; with ``export``, all
-processes then export them together with a ModuleExporter into OUT_DIR/exports.
+process writes the fine-tuned params to OUT_DIR/params_<id>.npz. With ``export``, the
+processes instead export the loaded module together with a ModuleExporter, as step 0 in
+OUT_DIR/exports.
 
 Usage: python multiprocess.py MODULE_DIR COORDINATOR_PORT PROCESS_ID OUT_DIR [export]
 """
@@ -31,13 +32,17 @@ def main(module_dir: str, port: str, process_id: str, out_dir: str, *mode: str) 
     mesh = jax.make_mesh((2,), ("data",))
     # Params land replicated on both processes' devices, straight from the files.
     module = jaxhub.load(module_dir, sharding=NamedSharding(mesh, P()))
+    if "export" in mode:
+        exporter = ModuleExporter(pathlib.Path(out_dir) / "exports", module, every_n_steps=1)
+        host_params = jax.tree.map(lambda v: np.asarray(v.addressable_data(0)), module.params)
+        exporter.finish(0, host_params)
+        jax.distributed.shutdown()
+        print("ok", process_id)
+        return
     params, losses = finetune.fine_tune(module, mesh)
     flat = {tree.path_str(p): v for p, v in tree.flatten(params)}
     np.savez(pathlib.Path(out_dir) / f"params_{process_id}.npz", losses=np.array(losses),
              **flat)
-    if "export" in mode:
-        exporter = ModuleExporter(pathlib.Path(out_dir) / "exports", module, every_n_steps=1)
-        exporter.finish(finetune.STEPS, params)
     jax.distributed.shutdown()
     print("ok", process_id, losses[-1])
 
