@@ -16,7 +16,7 @@ from jaxhub import functions
 from jaxhub import host
 from jaxhub import tree as tree_lib
 from jaxhub.format.manifest import FunctionSpec, Manifest, ParamSpec, Tags
-from jaxhub.specs import Signature, SignatureError, check_inputs
+from jaxhub.specs import Signature, SignatureError, TensorSpec, check_inputs
 
 #: The implementation behind the raw key data that train variants take.
 RNG_IMPL = "threefry2x32"
@@ -73,8 +73,18 @@ class Module:
     def variant_signatures(self, tags: TagsLike) -> Mapping[str, Signature]:
         """Signatures of the variant with ``tags``, by name."""
         tags = canonical_tags(tags)
-        return types.MappingProxyType({f.signature_name: f.signature
+        return types.MappingProxyType({f.signature_name: self._public_signature(f)
                                        for f in self._manifest.functions if f.tags == tags})
+
+    def _public_signature(self, fn: FunctionSpec) -> Signature:
+        """What callers pass: a host stage's inputs (strings) replace the ones it makes."""
+        stage = self._host_stage(fn.signature_name)
+        if stage is None:
+            return fn.signature
+        made = set(stage.outputs) | set(stage.size_of)
+        inputs = {k: TensorSpec(v["shape"], v["dtype"]) for k, v in stage.input_specs.items()}
+        inputs.update({k: s for k, s in fn.signature.inputs.items() if k not in made})
+        return Signature(inputs, fn.signature.outputs)
 
     @property
     def variants(self) -> tuple[Tags, ...]:

@@ -30,7 +30,8 @@ class TensorSpec:
 
     Attributes:
       shape: one entry per axis: an int, ``None`` (any size) or a symbolic name.
-      dtype: a numpy dtype name, such as ``"float32"``.
+      dtype: a numpy dtype name, such as ``"float32"``, or ``"string"`` for text (taken
+        by host stages, never by device functions).
 
     Examples:
       >>> TensorSpec([None, 50], "float32")
@@ -43,7 +44,7 @@ class TensorSpec:
     def __init__(self, shape, dtype: Any = "float32"):
         dims = tuple(_canonical_dim(d) for d in shape)
         object.__setattr__(self, "shape", dims)
-        object.__setattr__(self, "dtype", np.dtype(dtype).name)
+        object.__setattr__(self, "dtype", _canonical_dtype(dtype))
 
     def __repr__(self) -> str:
         return f"TensorSpec(shape={self.shape!r}, dtype={self.dtype})"
@@ -67,6 +68,12 @@ class TensorSpec:
     def from_aval(cls, aval: Any) -> "TensorSpec":
         """The spec of an abstract value, symbolic dimensions written as strings."""
         return cls([d if isinstance(d, int) else str(d) for d in aval.shape], aval.dtype)
+
+
+def _canonical_dtype(dtype: Any) -> str:
+    if dtype in ("string", str, bytes, object):
+        return "string"
+    return np.dtype(dtype).name
 
 
 def _canonical_dim(dim: Any) -> Dim:

@@ -40,3 +40,9 @@ def test_strings_go_through_the_host_stage_then_the_device_function(tmp_path):
     np.testing.assert_allclose(loaded(words), expected)
     grads = jax.grad(lambda p: jnp.sum(loaded.apply(p, words)))(loaded.params)
     np.testing.assert_allclose(grads["table"].sum(), 3 * 3)  # one row per word, 3 columns
+
+
+def test_signatures_show_what_callers_pass():
+    signature = _module().signatures["default"]
+    assert dict(signature.inputs) == {"default": jaxhub.TensorSpec([None], "string")}
+    assert signature.outputs["default"] == jaxhub.TensorSpec(["batch", 3], "float32")
