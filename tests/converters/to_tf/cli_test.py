@@ -1,4 +1,4 @@
-"""``jaxhub convert --to tf SRC DST``, run as a subprocess."""
+"""``jaxhub convert --to tf SRC DST``."""
 
 from __future__ import annotations
 
@@ -10,6 +10,8 @@ import sys
 import numpy as np
 import tensorflow_hub as hub
 
+from jaxhub import cli
+
 REPO_ROOT = pathlib.Path(__file__).resolve().parents[3]
 
 
@@ -19,11 +21,11 @@ def _jaxhub(tmp_path, *args: str) -> subprocess.CompletedProcess:
                           capture_output=True, text=True, timeout=300)
 
 
-def test_convert_to_tf_writes_a_saved_model_hub_loads(tmp_path, mlp_dir, mlp_module):
+def test_convert_to_tf_writes_a_saved_model_hub_loads(tmp_path, mlp_dir, mlp_module, capsys):
+    # In process: the command's own code, without paying for a second TF import.
     dst = tmp_path / "mlp_tf"
-    result = _jaxhub(tmp_path, "convert", "--to", "tf", str(mlp_dir), str(dst))
-    assert result.returncode == 0, result.stderr
-    assert "TF2 SavedModel" in result.stdout
+    assert cli.main(["convert", "--to", "tf", str(mlp_dir), str(dst)]) == 0
+    assert "TF2 SavedModel" in capsys.readouterr().out
     obj = hub.load(str(dst))
     x = np.random.default_rng(0).normal(size=(3, 50)).astype(np.float32)
     np.testing.assert_allclose(obj(x).numpy(), mlp_module(x), rtol=1e-6, atol=1e-6)
@@ -31,6 +33,7 @@ def test_convert_to_tf_writes_a_saved_model_hub_loads(tmp_path, mlp_dir, mlp_mod
 
 
 def test_convert_to_tf_refuses_a_non_empty_destination(tmp_path, mlp_dir):
+    # As a subprocess: the exit status and message a shell sees.
     dst = tmp_path / "taken"
     dst.mkdir()
     (dst / "keep.txt").write_text("mine")
