@@ -74,6 +74,7 @@ class HubLayer(nnx.Module):
         module = _layer.resolve_module(handle_or_module)
         self._call = _layer.LayerCall(module, signature, output_key, bool(trainable))
         self.deterministic = deterministic
+        self.rng_collection = rng_collection
         self.params = _variables(self._call, module.params)
         if isinstance(rngs, nnx.Rngs):
             rngs = rngs[rng_collection]
@@ -105,7 +106,7 @@ class HubLayer(nnx.Module):
           inputs: the signature's inputs.
           deterministic: overrides the layer's mode for this call.
           rngs: overrides the layer's RNG stream for this call (a key, a stream, or an
-            ``nnx.Rngs`` whose ``dropout`` stream is used).
+            ``nnx.Rngs`` whose ``rng_collection`` stream is used).
 
         Returns:
           The output (or the ``output_key`` output).
@@ -140,7 +141,7 @@ class HubLayer(nnx.Module):
             raise ValueError("the module's train variant draws random numbers (dropout): "
                              "give the HubLayer `rngs=`, or pass `rngs=` to the call")
         if isinstance(rngs, nnx.Rngs):
-            return rngs["dropout"]()
+            return rngs[self.rng_collection]()
         if isinstance(rngs, nnx.RngStream):
             return rngs()
         return rngs

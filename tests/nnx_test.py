@@ -73,6 +73,13 @@ def test_dropout_keys_come_from_the_layers_stream(mlp_module, x):
     np.testing.assert_array_equal(again(x), first)
 
 
+def test_rngs_given_to_a_call_use_the_layers_stream_name(mlp_module, x):
+    layer = HubLayer(mlp_module, trainable=True, rng_collection="noise", deterministic=False)
+    out = layer(x, rngs=nnx.Rngs(noise=4, dropout=5))
+    ref, _ = mlp_train(mlp_module.params, x, nnx.Rngs(noise=4).noise())
+    np.testing.assert_allclose(out, ref, atol=1e-5)
+
+
 def test_train_mode_without_rngs_says_what_to_pass(mlp_module, x):
     layer = HubLayer(mlp_module, trainable=True, deterministic=False)
     with pytest.raises(ValueError, match="rngs="):
