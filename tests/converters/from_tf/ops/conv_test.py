@@ -67,6 +67,10 @@ POOL = [
          (((2, 7, 7, 3),), ((1, 8, 8, 2),)), sample=distinct),
     Case("MaxPool", lambda x: tf.nn.max_pool2d(x, 2, 2, "VALID"), (((2, 6, 7, 3),),),
          dtypes=("float32", "int32"), sample=distinct, name="MaxPool-valid"),
+    Case("MaxPool", lambda x: tf.nn.max_pool2d(tf.nn.relu(x - 1.0), 3, 2, "SAME"),
+         (((2, 7, 7, 3),),), name="MaxPool-ties"),  # gradients go to the first maximum
+    Case("MaxPool", lambda x: tf.nn.max_pool2d(tf.nn.relu(x - 1.0), [2, 3], [2, 1], "VALID"),
+         (((2, 6, 7, 3),),), name="MaxPool-ties-valid"),
     Case("AvgPool", lambda x: tf.nn.avg_pool2d(x, 3, 2, "SAME"),
          (((2, 7, 7, 3),), ((1, 8, 8, 2),)), **_TOL),
     Case("AvgPool", lambda x: tf.nn.avg_pool2d(x, [2, 3], [1, 2], "VALID"), (((2, 6, 7, 3),),),
