@@ -7,7 +7,7 @@ persistent compilation cache) and peak memory, each measured in its own process 
 versions and the command, to ``benchmarks/RESULTS.md``.
 
 Usage:
-    python -m benchmarks [--models mlp,resnet50] [--repeats 10] [--image-size 224]
+    python -m benchmarks [--models mlp,resnet50] [--repeats 3] [--budget 2] [--image-size 224]
     python -m benchmarks --quick --models mlp        # a smoke run: tiny sizes, one repeat
 
 SavedModels and converted modules are kept in ``--workdir`` between runs; converted
@@ -75,14 +75,15 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
                                      description=__doc__.splitlines()[0])
     parser.add_argument("--models", default=",".join(models.MODELS),
                         help=f"comma-separated, from: {', '.join(models.MODELS)}")
-    parser.add_argument("--repeats", type=int, default=10,
-                        help="at most this many timed calls per figure (default 10)")
-    parser.add_argument("--budget", type=float, default=5.0,
-                        help="seconds of timed calls per figure; at least 3 calls run")
+    parser.add_argument("--repeats", type=int, default=3,
+                        help="at least this many timed calls per figure (default 3)")
+    parser.add_argument("--budget", type=float, default=2.0,
+                        help="then keep timing calls until they took this many seconds "
+                             f"(at most {harness.MAX_CALLS} calls; default 2)")
     parser.add_argument("--warmup", type=int, default=2, help="untimed calls first")
     parser.add_argument("--image-size", type=int, default=224)
     parser.add_argument("--quick", action="store_true",
-                        help="smoke run: 32x32 images, 1 warm-up, 2 repeats, no RESULTS.md")
+                        help="smoke run: 32x32 images, 1 warm-up, 2 timed calls, no RESULTS.md")
     parser.add_argument("--workdir", type=pathlib.Path,
                         default=harness.DEFAULT_WORKDIR)
     parser.add_argument("--output", type=pathlib.Path, default=None,
@@ -166,9 +167,9 @@ def _document(results: report.Results, args: argparse.Namespace,
         f"`{os.environ.get('XLA_FLAGS', '')}`.",
         f"- Memory allocator (every framework): {_allocator_env()}.",
         f"- Image models at {args.image_size}x{args.image_size}x3; batch 1 for latency, "
-        f"{harness.BATCH} for throughput and fine-tuning. Medians of up to {args.repeats} "
-        f"timed calls (at least {min(3, args.repeats)}, stopping after {args.budget:g} s "
-        f"of them) after {args.warmup} "
+        f"{harness.BATCH} for throughput and fine-tuning. Medians of at least "
+        f"{args.repeats} timed calls, more until they took {args.budget:g} s (at most "
+        f"{harness.MAX_CALLS}), after {args.warmup} "
         "warm-up calls; each framework and measurement in its own process.",
         "- jaxhub: `jaxhub.load(saved_model)` (converted once beforehand and read from the "
         "jaxhub cache), `jax.jit(module.apply)`. TF: `tf.saved_model.load`, the "

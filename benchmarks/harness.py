@@ -44,6 +44,8 @@ from benchmarks import models
 FRAMEWORKS = ("jaxhub", "tf", "tf2jax")
 #: The batch of throughput and fine-tune measurements.
 BATCH = 32
+#: The most timed calls per figure.
+MAX_CALLS = 1000
 #: The SGD step size: small, so that repeated steps stay finite.
 LEARNING_RATE = 1e-4
 #: Where SavedModels and converted modules are kept between runs.
@@ -58,8 +60,9 @@ class Settings:
 
     Attributes:
       image_size: height and width of image models' inputs.
-      repeats: at most this many timed calls per figure.
-      budget: seconds of timed calls per figure; at least three calls run whatever it is.
+      repeats: at least this many timed calls per figure.
+      budget: beyond ``repeats``, keep timing calls (up to :data:`MAX_CALLS`) until they
+        took this many seconds, so that fast calls get robust medians.
       warmup: untimed calls before timing (the first one compiles).
       jaxhub_cache: the jaxhub cache holding the converted modules.
       timeout: seconds before a measuring process is killed.
@@ -350,13 +353,14 @@ def _timed(fn: Callable[[], Any], args: argparse.Namespace, first_compiles: bool
            ) -> tuple[float, int]:
     """``(median ms, timed calls)`` of ``fn`` after ``args.warmup`` untimed calls.
 
-    Times at most ``args.repeats`` calls, and stops early once at least three took
-    ``args.budget`` seconds together.
+    Times at least ``args.repeats`` calls, then more while they took less than
+    ``args.budget`` seconds together (at most :data:`MAX_CALLS`).
     """
     for _ in range(args.warmup if first_compiles else args.warmup - 1):
         fn()
     times: list[float] = []
-    while len(times) < args.repeats and (len(times) < 3 or sum(times) < args.budget):
+    while len(times) < args.repeats or (sum(times) < args.budget
+                                        and len(times) < MAX_CALLS):
         start = time.perf_counter()
         fn()
         times.append(time.perf_counter() - start)
@@ -374,8 +378,8 @@ def main() -> None:
     parser.add_argument("model", choices=sorted(models.MODELS))
     parser.add_argument("saved_model", type=pathlib.Path)
     parser.add_argument("--image-size", type=int, required=True)
-    parser.add_argument("--repeats", type=int, default=10)
-    parser.add_argument("--budget", type=float, default=10.0)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--budget", type=float, default=2.0)
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--jaxhub-cache", type=pathlib.Path, required=True)
     parser.add_argument("--compile-cache", type=pathlib.Path)
