@@ -7,6 +7,7 @@ and ``jax.export``. Load one by path or URL, apply it like a function, fine-tune
 
 from jaxhub import catalog as catalog  # registers the repository resolver for load()
 from jaxhub.create import create_module as create_module
+from jaxhub.exporter import ModuleExporter as ModuleExporter
 from jaxhub.flax_interop import from_flax as from_flax
 from jaxhub.format.manifest import ModuleFormatError as ModuleFormatError
 from jaxhub.hub import HubError as HubError
