@@ -40,6 +40,7 @@ import tensorflow as tf
 
 import jaxhub
 from jaxhub import functions as jaxhub_functions
+from jaxhub import host
 from jaxhub import tree as tree_lib
 from converters.to_tf import functions
 
@@ -74,6 +75,7 @@ def export_saved_model(module: jaxhub.Module | str | os.PathLike, dst: str | os.
     Raises:
       FileExistsError: ``dst`` exists and is not an empty directory.
       jaxhub.SignatureError: ``params`` do not match the module.
+      NotImplementedError: the module preprocesses strings on the host (a text module).
 
     Examples:
       >>> path = export_saved_model("/tmp/mlp", "/tmp/mlp_tf")
@@ -83,6 +85,7 @@ def export_saved_model(module: jaxhub.Module | str | os.PathLike, dst: str | os.
     """
     if not isinstance(module, jaxhub.Module):
         module = jaxhub.load(module)
+    _check_no_host_stages(module)
     params = module.params if params is None else params
     root, signatures = _build(module, params, seed, tuple(platforms))
     options = tf.saved_model.SaveOptions(experimental_custom_gradients=True)
@@ -96,6 +99,20 @@ def export_saved_model(module: jaxhub.Module | str | os.PathLike, dst: str | os.
                 json.dumps(dict(module.attachments), indent=2, sort_keys=True) + "\n")
 
     return _write_atomically(pathlib.Path(dst), write)
+
+
+def _check_no_host_stages(module: jaxhub.Module) -> None:
+    """Refuses modules whose signatures run a host stage (strings, tables) first.
+
+    The stage is numpy code that :meth:`jaxhub.Module.apply` runs before the device
+    function; it has no TF graph to export.
+    """
+    stages = module.attachments.get(host.ATTACHMENT_KEY, {})
+    if stages:
+        raise NotImplementedError(
+            f"signatures {sorted(stages)} preprocess strings on the host (jaxhub.host) "
+            f"before their device function; exporting such modules to TensorFlow is not "
+            f"supported")
 
 
 def _build(module: jaxhub.Module, params: Mapping[str, Any], seed: int,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import pathlib
 import subprocess
 import sys
 
@@ -16,9 +17,11 @@ from tensorflow.core.protobuf import saved_model_pb2
 
 import jaxhub
 from jaxhub import tree as tree_lib
+from converters.from_tf.tf1_hub import load_tf1_hub_module
 from converters.to_tf import export_saved_model
 from tests.converters.to_tf.conftest import bn_inputs
 
+FIXTURES = pathlib.Path(__file__).resolve().parents[2] / "fixtures"
 SAVED_MODEL_CLI = [sys.executable, "-m", "tensorflow.python.tools.saved_model_cli"]
 
 
@@ -292,3 +295,10 @@ def test_second_order_gradients(mlp_saved_model, mlp_module):
         return jnp.sum(grad ** 2)
 
     np.testing.assert_allclose(got.numpy(), jax.grad(jax_penalty)(x.numpy()), rtol=1e-4)
+
+
+def test_text_modules_with_a_host_stage_are_refused(tmp_path):
+    module = load_tf1_hub_module(FIXTURES / "tf1" / "text")
+    with pytest.raises(NotImplementedError, match=r"\['default', 'tokens'\].*host"):
+        export_saved_model(module, tmp_path / "text")
+    assert not (tmp_path / "text").exists()
