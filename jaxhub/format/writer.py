@@ -26,31 +26,62 @@ def write(path: pathlib.Path, manifest: Manifest, exported: Mapping[str, jax_exp
     """Writes a complete module directory at ``path``, replacing nothing.
 
     Everything is written into a temporary directory beside ``path`` and renamed into
-    place, so readers see the whole module or none of it.
+    place, so readers see the whole module or none of it. In a multi-process JAX run,
+    every process must call this (saving params is collective); they share one
+    temporary directory, and process 0 writes the rest and renames it.
 
     Raises:
       FileExistsError: ``path`` exists and is not an empty directory.
     """
     path = path.absolute()
+    leader = jax.process_index() == 0
     if path.exists() and (not path.is_dir() or any(path.iterdir())):
         raise FileExistsError(f"{path} exists; export into a new directory")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = pathlib.Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
+    tmp = _temporary_dir(path, leader)
     try:
-        manifest = _with_provenance(manifest, _copy_assets(tmp, assets))
-        for file, exp in exported.items():
-            target = tmp / file
-            target.parent.mkdir(parents=True, exist_ok=True)
-            target.write_bytes(functions.serialize(exp))
         params_io.save(tmp, params)
-        (tmp / MANIFEST_FILE).write_text(manifest.to_json())
-        if path.exists():
-            path.rmdir()
-        tmp.rename(path)
+        if leader:
+            _write_description(tmp, manifest, exported, assets)
+            if path.exists():
+                path.rmdir()
+            tmp.rename(path)
     except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
+        if leader:
+            shutil.rmtree(tmp, ignore_errors=True)
         raise
+    _sync_processes(f"jaxhub export {path}")
     return path
+
+
+def _temporary_dir(path: pathlib.Path, leader: bool) -> pathlib.Path:
+    """A fresh directory beside ``path``: unique per call, or agreed on by all processes."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if jax.process_count() == 1:
+        return pathlib.Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp",
+                                             dir=path.parent))
+    tmp = path.parent / f".{path.name}.export.tmp"
+    if leader:
+        shutil.rmtree(tmp, ignore_errors=True)  # left by an earlier, killed export
+        tmp.mkdir()
+    _sync_processes(f"jaxhub export start {path}")
+    return tmp
+
+
+def _write_description(tmp: pathlib.Path, manifest: Manifest,
+                       exported: Mapping[str, jax_export.Exported],
+                       assets: Mapping[str, pathlib.Path]) -> None:
+    manifest = _with_provenance(manifest, _copy_assets(tmp, assets))
+    for file, exp in exported.items():
+        target = tmp / file
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_bytes(functions.serialize(exp))
+    (tmp / MANIFEST_FILE).write_text(manifest.to_json())
+
+
+def _sync_processes(name: str) -> None:
+    if jax.process_count() > 1:
+        from jax.experimental import multihost_utils
+        multihost_utils.sync_global_devices(name)
 
 
 def _copy_assets(tmp: pathlib.Path, assets: Mapping[str, pathlib.Path]

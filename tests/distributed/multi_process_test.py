@@ -6,7 +6,6 @@ import socket
 import subprocess
 
 import numpy as np
-import pytest
 
 import jaxhub
 from jaxhub import tree
@@ -53,10 +52,6 @@ def test_two_processes_end_with_identical_params(mlp_dir, tmp_path):
     assert losses[-1] < losses[0]
 
 
-@pytest.mark.xfail(reason="Module.export is not multi-process aware yet: Orbax's save is "
-                          "collective, but each process writes its own temporary directory "
-                          "and renames it into place, so the second rename fails",
-                   raises=(AssertionError, subprocess.TimeoutExpired))
 def test_two_processes_export_one_module_together(mlp_dir, tmp_path):
     _run_two(mlp_dir, tmp_path, "export", timeout=60)
     exported = dict(tree.flatten(jaxhub.load(tmp_path / "exports" / "0").params))
