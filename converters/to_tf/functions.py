@@ -28,6 +28,7 @@ from jax.experimental import jax2tf
 import jaxhub
 from jaxhub import tree as tree_lib
 from jaxhub.format.manifest import FunctionSpec
+from jaxhub.tree import Path
 
 TfCall = Callable[..., list[tf.Tensor]]
 
@@ -73,8 +74,7 @@ def convert(module: jaxhub.Module, spec: FunctionSpec, platforms: Sequence[str])
       The function. TensorFlow differentiates its outputs (not the state) with respect
       to the params and the float inputs, with the module's exported VJP.
     """
-    params = [jaxhub.TensorSpec(p.shape, p.dtype) for p in module.manifest.params]
-    paths = [p.path for p in module.manifest.params]
+    params, paths = _params(module)
     names, outputs = list(spec.signature.inputs), list(spec.signature.outputs)
     n_params, n_inputs = len(paths), len(names)
 
@@ -102,8 +102,7 @@ def convert(module: jaxhub.Module, spec: FunctionSpec, platforms: Sequence[str])
 
 def convert_regularizer(module: jaxhub.Module, platforms: Sequence[str]) -> TfCall:
     """The module's regularization loss as ``fn(*param_values) -> [scalar]`` on TF tensors."""
-    params = [jaxhub.TensorSpec(p.shape, p.dtype) for p in module.manifest.params]
-    paths = [p.path for p in module.manifest.params]
+    params, paths = _params(module)
 
     def flat(*leaves):
         return [module.regularization_loss(tree_lib.unflatten(zip(paths, leaves)))]
@@ -160,6 +159,12 @@ def _differentiable(fn: Callable[..., list], arg_specs: Sequence[jaxhub.TensorSp
         return outs, grad
 
     return call
+
+
+def _params(module: jaxhub.Module) -> tuple[list[jaxhub.TensorSpec], list[Path]]:
+    """The specs and paths of the module's params, in manifest (flat argument) order."""
+    specs = module.manifest.params
+    return [jaxhub.TensorSpec(p.shape, p.dtype) for p in specs], [p.path for p in specs]
 
 
 def _is_float(aval: Any) -> bool:
