@@ -51,6 +51,7 @@ def main(argv: list[str] | None = None) -> None:
         saved_models[name] = models.ensure_saved_model(name, args.workdir, args.image_size)
     settings = harness.Settings(image_size=args.image_size, repeats=args.repeats,
                                 budget=args.budget, warmup=args.warmup,
+                                timeout=args.timeout,
                                 jaxhub_cache=harness.jaxhub_cache(args.workdir))
     results: report.Results = {}
     with tempfile.TemporaryDirectory(prefix="compile-cache-") as scratch:
@@ -89,6 +90,8 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--output", type=pathlib.Path, default=None,
                         help=f"the markdown file to write (default {_RESULTS.name}, "
                              "none with --quick)")
+    parser.add_argument("--timeout", type=float, default=900.0,
+                        help="seconds before a measuring process is stopped (default 900)")
     parser.add_argument("--json", type=pathlib.Path, help="also write raw figures here")
     parser.add_argument("--keep-heap", action="store_true",
                         help="run every framework with glibc keeping freed memory for "

@@ -108,12 +108,25 @@ def measure(kind: str, framework: str, model: str, saved_model: pathlib.Path,
     try:
         done = subprocess.run(command, cwd=_REPO_ROOT, env=env, capture_output=True,
                               text=True, timeout=settings.timeout)
-    except subprocess.TimeoutExpired:
-        return {"error": f"timed out after {settings.timeout:.0f} s"}
-    for line in reversed(done.stdout.splitlines()):
+    except subprocess.TimeoutExpired as e:
+        # Keep what was measured before the limit: the child reports after every phase.
+        result = _last_result(e.stdout) or {}
+        result["error"] = f"timed out after {settings.timeout:.0f} s"
+        return result
+    result = _last_result(done.stdout)
+    if result is None or (done.returncode and "error" not in result):
+        result = result or {}
+        result["error"] = f"crashed (exit {done.returncode}): {_last_line(done.stderr)}"
+    return result
+
+
+def _last_result(stdout: str | bytes | None) -> dict[str, Any] | None:
+    if isinstance(stdout, bytes):  # TimeoutExpired keeps bytes even with text=True
+        stdout = stdout.decode(errors="replace")
+    for line in reversed((stdout or "").splitlines()):
         if line.startswith(_RESULT_PREFIX):
             return json.loads(line[len(_RESULT_PREFIX):])
-    return {"error": f"crashed (exit {done.returncode}): {_last_line(done.stderr)}"}
+    return None
 
 
 def jaxhub_cache(workdir: pathlib.Path) -> pathlib.Path:
@@ -287,6 +300,7 @@ def _run(args: argparse.Namespace) -> dict[str, Any]:
         return result
     result.update(runner.info, cpu_count=os.cpu_count(),
                   affinity=len(os.sched_getaffinity(0)))
+    _report(result)
     x1 = models.example_input(args.model, 1, args.image_size)
     xb = models.example_input(args.model, BATCH, args.image_size)
     timing = _guarded(result, "failed at batch 1", lambda: _timed(
@@ -294,6 +308,7 @@ def _run(args: argparse.Namespace) -> dict[str, Any]:
     if timing is None:
         return result
     result["latency_ms"], result["latency_n"] = timing
+    _report(result)
     timing = _guarded(result, "failed at batch 32", lambda: _timed(
         lambda: runner.infer(xb), args, first_compiles=True))
     if timing is None:
@@ -301,6 +316,7 @@ def _run(args: argparse.Namespace) -> dict[str, Any]:
     result["throughput"] = BATCH / (timing[0] / 1e3)
     result["throughput_n"] = timing[1]
     result["rss_inference_mib"] = _peak_rss_mib()
+    _report(result)
     y = np.random.default_rng(2).standard_normal(runner.infer(xb).shape).astype(np.float32)
     timing = _guarded(result, "fine-tune failed", lambda: _timed(
         runner.make_step(xb, y), args, first_compiles=True))
@@ -385,7 +401,11 @@ def main() -> None:
     parser.add_argument("--compile-cache", type=pathlib.Path)
     parser.add_argument("--t0", type=float, required=True)
     args = parser.parse_args()
-    result = _run(args) if args.kind == "run" else _start(args)[0]
+    _report(_run(args) if args.kind == "run" else _start(args)[0])
+
+
+def _report(result: dict[str, Any]) -> None:
+    """Prints the figures so far; the driver reads the last such line."""
     print(_RESULT_PREFIX + json.dumps(result), flush=True)
 
 
