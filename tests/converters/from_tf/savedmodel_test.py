@@ -88,6 +88,12 @@ def saved(request, tmp_path_factory):
     return name, path, x, model
 
 
+@pytest.fixture(scope="module")
+def converted(saved):
+    """The jaxhub module converted from ``saved`` (once per SavedModel)."""
+    return savedmodel.load_saved_model(saved[1])
+
+
 def _tf_reference(saved, input_name: str):
     """``(fn(inputs) -> outputs, trainable variables, loaded)`` for the TF side.
 
@@ -109,9 +115,8 @@ def test_is_saved_model(saved, tmp_path):
     assert not savedmodel.is_saved_model(tmp_path)
 
 
-def test_signatures_match_tf(saved):
-    path = saved[1]
-    module = savedmodel.load_saved_model(path)
+def test_signatures_match_tf(saved, converted):
+    path, module = saved[1], converted
     loaded = tf.saved_model.load(str(path))
     assert set(module.signatures) == set(loaded.signatures)
     for name, sig in module.signatures.items():
@@ -122,9 +127,9 @@ def test_signatures_match_tf(saved):
             assert spec.shape[0] == "batch"
 
 
-def test_outputs_and_gradients_match_tf(saved):
+def test_outputs_and_gradients_match_tf(saved, converted):
     _, path, x, _ = saved
-    module = savedmodel.load_saved_model(path)
+    module = converted
     (input_name,) = module.signatures["serving_default"].inputs
     tf_fn, variables, loaded = _tf_reference(saved, input_name)
     _helpers.assert_matches_tf(module, tf_fn, {input_name: x}, variables,
@@ -152,9 +157,9 @@ def test_sequences_of_any_length(tmp_path):
                                    rtol=1e-4, atol=1e-5)
 
 
-def test_trainable_flags_from_saved_model(saved):
+def test_trainable_flags_from_saved_model(saved, converted):
     name, path = saved[:2]
-    module = savedmodel.load_saved_model(path)
+    module = converted
     flags = {module.attachments["tf_variable_names"][p]: t for p, t in
              _helpers._flatten(module.trainable_mask)}
     loaded = tf.saved_model.load(str(path))
@@ -166,9 +171,10 @@ def test_trainable_flags_from_saved_model(saved):
         assert not all(flags.values())  # batch-norm statistics are frozen
 
 
-def test_round_trip_in_fresh_process_without_tensorflow(saved, tmp_path):
-    _, path, x, _ = saved
-    module = savedmodel.convert_saved_model(path, tmp_path / "converted")
+def test_round_trip_in_fresh_process_without_tensorflow(saved, converted, tmp_path):
+    x = saved[2]
+    module = converted
+    module.export(tmp_path / "converted")
     (input_name,) = module.signatures["serving_default"].inputs
     tf_fn, variables, loaded = _tf_reference(saved, input_name)  # loaded: keeps variables
     inputs = {input_name: x}
@@ -201,13 +207,12 @@ def jax2tf_saved(tmp_path_factory):
         input_signature=[tf.TensorSpec([None, 4], tf.float32)])
     path = tmp_path_factory.mktemp("jax2tf") / "saved_model"
     tf.saved_model.save(module, str(path))
-    return path, params
+    return path, params, savedmodel.load_saved_model(path)
 
 
 @pytest.mark.parametrize("jit", [False, True])
 def test_jax2tf_saved_model_runs_its_stablehlo_with_gradients(jax2tf_saved, jit):
-    path, params = jax2tf_saved
-    module = savedmodel.load_saved_model(path)
+    _, params, module = jax2tf_saved
     x = np.random.default_rng(4).standard_normal((5, 4)).astype(np.float32)
     by_name = {module.attachments["tf_variable_names"][p]: p for p in
                module.attachments["tf_variable_names"]}
@@ -233,8 +238,7 @@ def test_jax2tf_saved_model_runs_its_stablehlo_with_gradients(jax2tf_saved, jit)
 
 
 def test_jax2tf_saved_model_under_vmap(jax2tf_saved):
-    path, params = jax2tf_saved
-    module = savedmodel.load_saved_model(path)
+    _, params, module = jax2tf_saved
     xs = np.random.default_rng(6).standard_normal((2, 3, 4)).astype(np.float32)
     got = jax.vmap(module.apply, in_axes=(None, 0))(module.params, xs)
     np.testing.assert_allclose(got, jax.vmap(_jax_mlp, in_axes=(None, 0))(params, xs),
@@ -242,7 +246,7 @@ def test_jax2tf_saved_model_under_vmap(jax2tf_saved):
 
 
 def test_jax2tf_saved_model_round_trip_in_fresh_process(jax2tf_saved, tmp_path):
-    path, _ = jax2tf_saved
+    path = jax2tf_saved[0]
     module = savedmodel.convert_saved_model(path, tmp_path / "converted")
     loaded = tf.saved_model.load(str(path))
     inputs = {"default": np.random.default_rng(5).standard_normal((3, 4)).astype(np.float32)}
