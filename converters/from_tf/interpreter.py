@@ -6,14 +6,12 @@ functions are evaluated inline; control-flow ops (see ``ops/control_flow.py``) e
 their bodies through :meth:`Interpreter.run` with a forked :class:`Context`.
 
 Examples:
-  >>> interp = Interpreter.from_graph_def(graph_def)
-  >>> fn = interp.as_function(["x:0"], ["y:0"])
-  >>> y, = jax.jit(fn)({}, [x])[0]
+  >>> fn = run_graph(graph_def, inputs=["x:0"], outputs=["y:0"])
+  >>> (y,), state_updates = jax.jit(fn)({}, [x])
 """
 
 from __future__ import annotations
 
-import functools
 from typing import Any, Callable, Iterable, Mapping, Sequence
 
 import jax
