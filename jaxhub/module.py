@@ -107,6 +107,12 @@ class Module:
         return self._assets
 
     @property
+    def platforms(self) -> tuple[str, ...]:
+        """The platforms the module's functions were lowered for (``"cpu"``, ``"cuda"``, ...)."""
+        found = {p for exp in self._exported.values() for p in exp.platforms}
+        return tuple(sorted(found))
+
+    @property
     def path(self) -> pathlib.Path | None:
         """The directory the module was loaded from, if any."""
         return self._path

@@ -39,7 +39,6 @@ import numpy as np
 import tensorflow as tf
 
 import jaxhub
-from jaxhub import functions as jaxhub_functions
 from jaxhub import host
 from jaxhub import tree as tree_lib
 from converters.to_tf import functions
@@ -55,8 +54,7 @@ TRAIN_TAGS = frozenset({"train"})
 
 def export_saved_model(module: jaxhub.Module | str | os.PathLike, dst: str | os.PathLike, *,
                        params: Mapping[str, Any] | None = None, seed: int = 0,
-                       platforms: Sequence[str] = jaxhub_functions.DEFAULT_PLATFORMS
-                       ) -> pathlib.Path:
+                       platforms: Sequence[str] | None = None) -> pathlib.Path:
     """Writes ``module`` as a TF2 SavedModel that ``tensorflow_hub`` loads and fine-tunes.
 
     Args:
@@ -66,8 +64,8 @@ def export_saved_model(module: jaxhub.Module | str | os.PathLike, dst: str | os.
         params by default.
       seed: the initial seed of the saved ``tf.random.Generator`` that draws the RNG keys of
         the ``{"train"}`` variant (dropout).
-      platforms: the platforms the TF graph is lowered for; the module's functions must
-        have been lowered for all of them.
+      platforms: the platforms the TF graph is lowered for (default: those the module's
+        functions were lowered for).
 
     Returns:
       The SavedModel directory.
@@ -87,7 +85,8 @@ def export_saved_model(module: jaxhub.Module | str | os.PathLike, dst: str | os.
         module = jaxhub.load(module)
     _check_no_host_stages(module)
     params = module.params if params is None else params
-    root, signatures = _build(module, params, seed, tuple(platforms))
+    platforms = module.platforms if platforms is None else tuple(platforms)
+    root, signatures = _build(module, params, seed, platforms)
     options = tf.saved_model.SaveOptions(experimental_custom_gradients=True)
 
     def write(tmp: pathlib.Path) -> None:
