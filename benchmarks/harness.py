@@ -1,7 +1,8 @@
 """Timing one model in one framework, each measurement in a fresh subprocess.
 
 The driver (``python -m benchmarks``) calls :func:`measure` once per (model, framework,
-kind); it starts ``python -m benchmarks.harness`` and reads back one JSON line. Two kinds:
+kind); it starts ``python -m benchmarks.harness`` and reads the last JSON line it printed
+(one after every phase, so a process stopped at the time limit still reports). Two kinds:
 
 * ``"start"``: from the parent's clock just before the process is spawned to the first
   output at batch 1 (interpreter start, imports, load, compile, run). With a JAX
