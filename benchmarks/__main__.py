@@ -99,7 +99,7 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     args = parser.parse_args(argv)
     args.models = [m.strip() for m in args.models.split(",") if m.strip()]
     unknown = sorted(set(args.models) - set(models.MODELS))
-    if unknown:
+    if unknown or not args.models:
         parser.error(f"unknown models {unknown}; known: {list(models.MODELS)}")
     if args.quick:
         args.image_size, args.repeats, args.warmup, args.budget = 32, 2, 1, 0.0
