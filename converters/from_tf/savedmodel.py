@@ -14,6 +14,11 @@ What becomes what:
 * Variables become params, named after the TF variable (``dense/kernel:0`` ->
   ``{"dense": {"kernel": ...}}``) with their trainable flags; the attachment
   ``"tf_variable_names"`` maps each param path back to its TF name.
+* A signature (or ``__call__``) that takes strings is split into a host stage (string and
+  table ops, run with numpy; see :mod:`jaxhub.host`) and a device function, as for TF1
+  text modules: captured lookup tables become host tables, their vocabulary files the
+  module's assets (see :mod:`converters.from_tf.host.saved_model`). Such a ``__call__``
+  gets no ``{"train"}`` variant.
 
 Examples:
   >>> module = load_saved_model("/tmp/my_saved_model")
@@ -27,6 +32,7 @@ import dataclasses
 import os
 import pathlib
 import re
+import warnings
 from typing import Any, Callable, Mapping, Sequence
 
 import jax.numpy as jnp
@@ -38,8 +44,11 @@ from tensorflow.python.saved_model import nested_structure_coder
 
 import jaxhub
 from jaxhub import functions as jaxhub_functions
+from jaxhub import host
 from jaxhub import tree as tree_lib
 from converters.from_tf import graph as graph_lib
+from converters.from_tf.host import saved_model as host_saved_model
+from converters.from_tf.host import split as host_split
 from converters.from_tf.ops import xla as xla_ops
 from converters.from_tf.interpreter import Interpreter
 from converters.from_tf.values import Resource
@@ -83,11 +92,14 @@ def load_saved_model(path: str | os.PathLike, **unused: Any) -> jaxhub.Module:
         raise ValueError(f"{path}: the SavedModel has no signatures and no __call__")
     regularizer = saved.regularizer()
     saved.check_supported()
+    attachments: dict[str, Any] = {"tf_variable_names": saved.tf_names}
+    if saved.host_stages:
+        attachments[host.ATTACHMENT_KEY] = saved.host_stages
     return jaxhub.create_module(
         saved.params, signatures=signatures, variants=variants or None,
         trainable=saved.trainable, regularizer=regularizer,
-        platforms=saved.platforms(saved.used_functions),
-        attachments={"tf_variable_names": saved.tf_names},
+        platforms=saved.platforms(), attachments=attachments,
+        assets=saved.assets or None,
         origin={"format": "TF2 SavedModel", "source": str(path)})
 
 
@@ -125,6 +137,7 @@ class _SavedModel:
         else:
             text_format.Parse((path / "saved_model.pbtxt").read_text(), proto)
         meta = proto.meta_graphs[0]
+        self._path = path
         self._meta = meta
         self._objects = meta.object_graph_def
         self._interp = Interpreter(meta.graph_def.library, self._gradient_captures())
@@ -134,7 +147,9 @@ class _SavedModel:
         # also saves second copies of its variables that no function uses).
         self._variables: dict[int, _Variable] = {}
         self._names = _ParamNames()
-        self.used_functions: list[str] = []  # the concrete functions converted so far
+        self._used: list[graph_lib.Function] = []  # the graphs converted so far
+        self.host_stages: dict[str, Any] = {}  # signature name -> host stage program
+        self.assets: dict[str, pathlib.Path] = {}  # files the host stages read
 
     @property
     def params(self) -> dict[str, Any]:
@@ -169,14 +184,14 @@ class _SavedModel:
 
     def check_supported(self) -> None:
         """One error for every unsupported op of every function converted so far."""
-        self._interp.check_supported(*(self._interp.function(name)
-                                       for name in self.used_functions))
+        self._interp.check_supported(*self._used)
 
-    def platforms(self, function_names) -> tuple[str, ...]:
-        """The platforms every embedded StableHLO module (``XlaCallModule``) supports."""
+    def platforms(self) -> tuple[str, ...]:
+        """The platforms every embedded StableHLO module (``XlaCallModule``) of the
+        functions converted so far supports."""
         platforms = set(jaxhub_functions.DEFAULT_PLATFORMS)
-        for name in function_names:
-            for _, node in self._interp.reachable_nodes(self._interp.function(name)):
+        for fn in self._used:
+            for _, node in self._interp.reachable_nodes(fn):
                 if node.op == "XlaCallModule":
                     platforms &= set(xla_ops.platform_names(node.attr("platforms")))
         if not platforms:
@@ -199,12 +214,16 @@ class _SavedModel:
         function_name = caller.attr["f"].func.name
         arg_nodes = [ref.split(":")[0] for ref in caller.input if not ref.startswith("^")]
         placeholders = {graph_lib.parse_ref(t.name)[0]: key for key, t in sig.inputs.items()}
-        bound = self._bound_inputs(function_name)
-        n_user = len(arg_nodes) - len(bound)
+        # Read the count, not the values: captured tables have no value to bind.
+        n_user = len(arg_nodes) - len(self._objects.concrete_functions[function_name]
+                                      .bound_inputs)
         arg_keys = [placeholders[node] for node in arg_nodes[:n_user]]
         out_index = {key: index for key, (_, index) in outputs.items()}
         specs = {key: _spec(t.tensor_shape, t.dtype) for key, t in sig.inputs.items()}
-        run = self._runner(function_name)
+        if any(_is_string(specs[key]) for key in arg_keys):
+            run, arg_keys, specs = self._string_runner(name, function_name, arg_keys, specs)
+        else:
+            run = self._runner(function_name)
 
         def fn(params, inputs):
             outs, _ = run(params, [inputs[k] for k in arg_keys], None)
@@ -237,8 +256,20 @@ class _SavedModel:
             return None
         name, spec, out = by_training[False]
         in_spec = jaxhub.TensorSpec(spec.shape.as_list(), spec.dtype.as_numpy_dtype)
-        run = self._runner(name)
         names = _output_names(out)
+        if _is_string(in_spec):
+            if True in by_training:
+                warnings.warn("__call__ takes strings: its training=True function is not "
+                              "converted (the module gets no train variant)", stacklevel=3)
+            run, keys, specs = self._string_runner("default", name, ["default"],
+                                                   {"default": in_spec})
+
+            def string_fn(params, inputs):
+                outs, _ = run(params, [inputs[k] for k in keys], None)
+                return _outputs(names, outs)
+
+            return (string_fn, specs), None
+        run = self._runner(name)
 
         def fn(params, x):
             outs, _ = run(params, [x], None)
@@ -287,26 +318,61 @@ class _SavedModel:
     def _bound_inputs(self, function_name: str) -> list[Any]:
         """The values a concrete function captures: variable handles, constants."""
         concrete = self._objects.concrete_functions[function_name]
-        values = []
-        for node_id in concrete.bound_inputs:
-            obj = self._objects.nodes[node_id]
-            kind = obj.WhichOneof("kind")
-            if self._variable(node_id) is not None:
-                values.append(Resource(self._variables[node_id].key))
-            elif kind == "constant":
-                values.append(graph_lib.decode_attr(
-                    self._top[obj.constant.operation].attr["value"]))
-            else:
-                raise NotImplementedError(
-                    f"function {function_name} captures a {kind} object (node {node_id})")
-        return values
+        return [self._bound_value(function_name, node_id)
+                for node_id in concrete.bound_inputs]
+
+    def _bound_value(self, function_name: str, node_id: int) -> Any:
+        """The value of one capture: a variable's handle or a constant."""
+        obj = self._objects.nodes[node_id]
+        kind = obj.WhichOneof("kind")
+        if self._variable(node_id) is not None:
+            return Resource(self._variables[node_id].key)
+        if kind == "constant":
+            return graph_lib.decode_attr(self._top[obj.constant.operation].attr["value"])
+        raise NotImplementedError(
+            f"function {function_name} captures a {kind} object (node {node_id})")
+
+    def _string_runner(self, name: str, function_name: str, input_keys: Sequence[str],
+                       specs: Mapping[str, jaxhub.TensorSpec]):
+        """The device part of a function that takes strings; records its host stage.
+
+        Args:
+          name: the signature's name (the host stage is stored under it).
+          function_name: the concrete function.
+          input_keys: the signature's input keys, in the order of the function's args.
+          specs: the signature's input specs (strings included).
+
+        Returns:
+          ``(run, keys, device specs)``: ``run(params, [inputs[k] for k in keys], rng)``
+          runs the device function on the host stage's results and the numeric inputs.
+        """
+        parts = host_saved_model.split_function(self._interp, self._meta, self._path,
+                                                function_name, input_keys)
+        if parts is None:  # strings in, but no string op reads them
+            raise NotImplementedError(f"signature {name!r}: string inputs that no "
+                                      f"string op reads")
+        self.host_stages[name] = parts.program
+        self.assets.update(parts.assets)
+        concrete = self._objects.concrete_functions[function_name]
+        variables = [self._bound_value(function_name, node_id)
+                     for position, node_id in enumerate(concrete.bound_inputs)
+                     if position not in parts.inlined_captures]
+        # Device args: host results, then numeric inputs, then the captured variables.
+        n_inputs = len(parts.device.args) - len(variables)
+        keys = [parts.user_args.get(a, a) for a in parts.device.args[:n_inputs]]
+        device_specs = {**host_split.device_input_specs(parts.program, parts.assets),
+                        **{k: specs[k] for k in parts.user_args.values()}}
+        return self._graph_runner(parts.device, variables), keys, device_specs
 
     def _runner(self, function_name: str):
         """``run(params, args, rng) -> (outputs, updates as a params subtree)``."""
-        self.used_functions.append(function_name)
-        fn = self._interp.function(function_name)
+        return self._graph_runner(self._interp.function(function_name),
+                                  self._bound_inputs(function_name))
+
+    def _graph_runner(self, fn: graph_lib.Function, bound: list[Any]):
+        """:meth:`_runner` for a graph whose captured values are ``bound``."""
+        self._used.append(fn)
         evaluate = self._interp.as_function(fn, check=False)  # see check_supported
-        bound = self._bound_inputs(function_name)
 
         def run(params: Mapping[str, Any], args: Sequence[Any], rng: Any):
             by_key = {v.key: v for v in self._variables.values()}
@@ -364,6 +430,10 @@ def _spec(shape_proto, dtype_enum: int) -> jaxhub.TensorSpec:
     if shape is None:
         raise NotImplementedError("an input of unknown rank cannot be exported")
     return jaxhub.TensorSpec(list(shape), graph_lib.decode_dtype(dtype_enum))
+
+
+def _is_string(spec: jaxhub.TensorSpec) -> bool:
+    return spec.dtype == "string"
 
 
 def _unknown_dims(spec: tf.TensorSpec) -> int:

@@ -87,9 +87,6 @@ def test_string_signature_splits_and_matches_tf(saved):
     np.testing.assert_allclose(grad, tf_grad, rtol=1e-5, atol=1e-6)
 
 
-@pytest.mark.xfail(reason="converters/from_tf/savedmodel.py does not yet call "
-                          "host.saved_model.split_function for string signatures",
-                   strict=False)
 def test_jaxhub_load_of_a_string_saved_model(saved, tmp_path):
     path, model = saved
     module = jaxhub.load(path, cache_dir=tmp_path / "cache")
