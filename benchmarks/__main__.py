@@ -52,7 +52,8 @@ def main(argv: list[str] | None = None) -> None:
     settings = harness.Settings(image_size=args.image_size, repeats=args.repeats,
                                 budget=args.budget, warmup=args.warmup,
                                 timeout=args.timeout,
-                                jaxhub_cache=harness.jaxhub_cache(args.workdir))
+                                jaxhub_cache=args.jaxhub_cache
+                                or harness.jaxhub_cache(args.workdir))
     results: report.Results = {}
     with tempfile.TemporaryDirectory(prefix="compile-cache-") as scratch:
         for name, path in saved_models.items():
@@ -93,6 +94,9 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--timeout", type=float, default=900.0,
                         help="seconds before a measuring process is stopped (default 900)")
     parser.add_argument("--json", type=pathlib.Path, help="also write raw figures here")
+    parser.add_argument("--jaxhub-cache", type=pathlib.Path,
+                        help="reuse the modules converted into this jaxhub cache (default: "
+                             "the workdir's cache for the current converter sources)")
     parser.add_argument("--keep-heap", action="store_true",
                         help="run every framework with glibc keeping freed memory for "
                              "reuse (MALLOC_MMAP_THRESHOLD_, MALLOC_TRIM_THRESHOLD_)")
@@ -155,6 +159,8 @@ def _document(results: report.Results, args: argparse.Namespace,
         "",
         f"Run {started:%Y-%m-%d %H:%M} UTC with `{command.strip()}`.",
         f"Load average (`uptime`) before: {load_before}; after: {load_after}.",
+        f"Sources at git commit `{_git_commit()}`; converted modules from "
+        f"`{args.jaxhub_cache or harness.jaxhub_cache(args.workdir)}`.",
         "",
         "## Machine and settings",
         "",
@@ -221,6 +227,14 @@ def _cpu_model() -> str:
         if line.startswith("Model name:"):
             return line.split(":", 1)[1].strip()
     return "unknown"
+
+
+def _git_commit() -> str:
+    try:
+        return subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True,
+                              text=True, cwd=pathlib.Path(__file__).parent).stdout.strip()
+    except OSError:
+        return "unknown"
 
 
 def _uptime() -> str:
