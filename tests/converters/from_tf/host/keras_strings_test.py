@@ -1,8 +1,10 @@
-"""``jaxhub.load`` of a TF2 SavedModel whose signatures take strings (a Keras 3 embedding).
+"""``jaxhub.load`` of TF2 SavedModels whose signatures take strings (Keras 3 embeddings).
 
-The model lower-cases and splits its strings, looks the words up in a vocabulary table
-with OOV buckets (or hashes them), embeds them with a Keras 3 ``Embedding`` and mean-pools:
-outputs and gradients with respect to the embedding are compared with TensorFlow's.
+The models lower-case and split their strings, look the words up in a vocabulary table
+with OOV buckets (or hash them), embed them with a Keras 3 ``Embedding`` and mean-pool:
+outputs and gradients with respect to the embedding are compared with TensorFlow's. One
+is a ``tf.Module`` saved with ``tf.saved_model.save``, one a ``keras.Model`` written with
+Keras 3's ``ExportArchive``.
 """
 
 from __future__ import annotations
@@ -28,27 +30,38 @@ _OOV_BUCKETS = 3
 _HASH_BUCKETS = 5
 
 
+def _vocabulary_table(vocab: pathlib.Path) -> tf.lookup.StaticVocabularyTable:
+    init = tf.lookup.TextFileInitializer(
+        str(vocab), tf.string, tf.lookup.TextFileIndex.WHOLE_LINE, tf.int64,
+        tf.lookup.TextFileIndex.LINE_NUMBER)
+    return tf.lookup.StaticVocabularyTable(init, num_oov_buckets=_OOV_BUCKETS)
+
+
+def _embedding(rows: int, seed: int) -> keras.layers.Embedding:
+    layer = keras.layers.Embedding(
+        rows, 6, embeddings_initializer=keras.initializers.RandomNormal(seed=seed))
+    layer.build((None,))
+    return layer
+
+
+def _mean_pool(table: tf.Variable, ids: tf.RaggedTensor) -> tf.Tensor:
+    return tf.nn.embedding_lookup_sparse(table, ids.to_sparse(), None, combiner="mean")
+
+
 class _KerasText(tf.Module):
     """Vocabulary or hash ids, a Keras 3 embedding, mean-pooled per string."""
 
     def __init__(self, vocab: pathlib.Path):
         super().__init__()
-        init = tf.lookup.TextFileInitializer(
-            str(vocab), tf.string, tf.lookup.TextFileIndex.WHOLE_LINE, tf.int64,
-            tf.lookup.TextFileIndex.LINE_NUMBER)
-        self.table = tf.lookup.StaticVocabularyTable(init, num_oov_buckets=_OOV_BUCKETS)
-        size = len(_VOCAB.split()) + _OOV_BUCKETS
-        self.embedding = keras.layers.Embedding(
-            size, 6, embeddings_initializer=keras.initializers.RandomNormal(seed=1))
-        self.embedding.build((None,))
+        self.table = _vocabulary_table(vocab)
+        self.embedding = _embedding(len(_VOCAB.split()) + _OOV_BUCKETS, seed=1)
 
     @property
     def weights(self) -> tf.Variable:
         return self.embedding.embeddings.value  # the tf.Variable behind Keras 3's variable
 
     def _pool(self, ids: tf.RaggedTensor) -> tf.Tensor:
-        return tf.nn.embedding_lookup_sparse(self.weights, ids.to_sparse(), None,
-                                             combiner="mean")
+        return _mean_pool(self.weights, ids)
 
     @tf.function(input_signature=[tf.TensorSpec([None], tf.string)])
     def __call__(self, text):
@@ -93,11 +106,11 @@ def _scale() -> np.ndarray:
     return np.linspace(0.5, 2.0, len(STRINGS)).astype(np.float32)
 
 
-def _tf_value_and_grad(model: _KerasText, call, cts: np.ndarray):
+def _tf_value_and_grad(variable: tf.Variable, call, cts: np.ndarray):
     with tf.GradientTape() as tape:
         out = call()
         loss = tf.reduce_sum(out * cts)
-    return out.numpy(), tf.convert_to_tensor(tape.gradient(loss, model.weights)).numpy()
+    return out.numpy(), tf.convert_to_tensor(tape.gradient(loss, variable)).numpy()
 
 
 def _jax_value_and_grad(module: jaxhub.Module, inputs, signature: str, cts: np.ndarray):
@@ -128,7 +141,8 @@ def test_signatures_show_string_inputs_and_ship_the_vocabulary(converted):
 def test_vocabulary_lookup_matches_tf(converted, signature):
     model, module = converted
     cts = np.random.default_rng(0).standard_normal((len(STRINGS), 6)).astype(np.float32)
-    theirs, tf_grad = _tf_value_and_grad(model, lambda: model(tf.constant(STRINGS)), cts)
+    theirs, tf_grad = _tf_value_and_grad(model.weights, lambda: model(tf.constant(STRINGS)),
+                                         cts)
     ours, grad = _jax_value_and_grad(module, STRINGS, signature, cts)
     np.testing.assert_allclose(ours, theirs, rtol=1e-6, atol=1e-7)
     np.testing.assert_allclose(grad, tf_grad, rtol=1e-6, atol=1e-7)
@@ -138,9 +152,44 @@ def test_hashed_words_with_a_numeric_input_match_tf(converted):
     model, module = converted
     cts = np.random.default_rng(1).standard_normal((len(STRINGS), 6)).astype(np.float32)
     call = lambda: model.hashed(tf.constant(STRINGS), tf.constant(_scale()))["pooled"]
-    theirs, tf_grad = _tf_value_and_grad(model, call, cts)
+    theirs, tf_grad = _tf_value_and_grad(model.weights, call, cts)
     ours, grad = _jax_value_and_grad(module, {"text": STRINGS, "scale": _scale()},
                                      "hashed", cts)
+    np.testing.assert_allclose(ours, theirs, rtol=1e-6, atol=1e-7)
+    np.testing.assert_allclose(grad, tf_grad, rtol=1e-6, atol=1e-7)
+
+
+class _TextModel(keras.Model):
+    """A Keras 3 model on strings: vocabulary ids, embedding, mean over the words."""
+
+    def __init__(self, vocab: pathlib.Path):
+        super().__init__(name="text_model")  # the class's name is not a valid TF scope
+        self.table = _vocabulary_table(vocab)
+        self.embedding = _embedding(len(_VOCAB.split()) + _OOV_BUCKETS, seed=3)
+
+    def call(self, text):
+        tokens = tf.strings.split(tf.strings.lower(text))
+        ids = tf.ragged.map_flat_values(self.table.lookup, tokens)
+        return _mean_pool(self.embedding.embeddings.value, ids)
+
+
+def test_keras_model_export_archive_matches_tf(tmp_path):
+    vocab = tmp_path / "vocab.txt"
+    vocab.write_text(_VOCAB)
+    model = _TextModel(vocab)
+    cts = np.random.default_rng(2).standard_normal((len(STRINGS), 6)).astype(np.float32)
+    variable = model.embedding.embeddings.value
+    # The first call also builds the model, which Keras requires before export.
+    theirs, tf_grad = _tf_value_and_grad(variable, lambda: model(tf.constant(STRINGS)), cts)
+    archive = keras.export.ExportArchive()
+    archive.track(model)
+    archive.track(model.table)  # Keras tracks layers only; the table is a TF resource
+    archive.add_endpoint("serve", model.call,
+                         input_signature=[tf.TensorSpec([None], tf.string)])
+    archive.write_out(str(tmp_path / "exported"))
+    module = jaxhub.load(tmp_path / "exported", cache_dir=tmp_path / "cache")
+    assert module.signatures["serve"].inputs["text"].dtype == "string"
+    ours, grad = _jax_value_and_grad(module, STRINGS, "serve", cts)
     np.testing.assert_allclose(ours, theirs, rtol=1e-6, atol=1e-7)
     np.testing.assert_allclose(grad, tf_grad, rtol=1e-6, atol=1e-7)
 
