@@ -60,8 +60,10 @@ def _batch_statistics_norm(node, x, scale, offset, mean, variance, layout, epsil
     batch_var = jnp.mean(jnp.square(x - batch_mean.reshape(shape)), axis=axes)
     factor = scale * jax.lax.rsqrt(batch_var + epsilon)
     y = (x - batch_mean.reshape(shape)) * factor.reshape(shape) + offset.reshape(shape)
-    count = x.size // batch_mean.size
-    unbiased = batch_var * (count / max(count - 1, 1))
+    # With a symbolic batch the count is a dimension expression: Python cannot compare it
+    # with 1, so the guard against a single element is computed as a value.
+    count = jnp.asarray(x.size // batch_mean.size, batch_var.dtype)
+    unbiased = batch_var * (count / jnp.maximum(count - 1, 1))
     blend = node.attr("exponential_avg_factor", 1.0)
     if blend != 1.0:
         batch_mean = (1 - blend) * mean + blend * batch_mean
