@@ -1,12 +1,21 @@
 """TF op implementations, one module per op family.
 
 Importing this package registers every family: add a new family module to ``_FAMILIES``.
+
+Conventions for every family (extend them in the same way):
+
+* Static in, static out: when every input is static (numpy), compute with numpy
+  (:func:`~converters.from_tf.values.xnp` picks the module), so shape arithmetic stays
+  concrete under ``jit`` and ``jax.export``.
+* Attributes are read with ``node.attr(name)``; a dtype attribute comes back as a numpy
+  dtype, to pass to ``astype``.
+* Trivial ops go in tables, one line each (``_UNARY``/``_BINARY`` in ``elementwise.py``,
+  ``_REDUCTIONS`` in ``reduction.py``).
 """
 
 import importlib
 
 _FAMILIES = (
-    "math",
     "array",
     "nn",
     "random",

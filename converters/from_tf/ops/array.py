@@ -2,7 +2,7 @@
 
 Shape-valued results (``Shape``, ``Pack`` of dims, ``StridedSlice`` of a shape) stay
 static numpy arrays, with symbolic dimensions as ``object`` entries, so that later
-``Reshape``/``Fill`` see concrete sizes (see ``ops/math.py`` for the conventions).
+``Reshape``/``Fill`` see concrete sizes (see ``ops/__init__.py`` for the conventions).
 """
 
 from __future__ import annotations

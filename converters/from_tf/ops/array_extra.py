@@ -3,7 +3,7 @@ slicing by size, reversing, top-k, one-hot, and block rearrangements.
 
 Static inputs give static results where the op is used on shapes (``Tile``, ``Slice``,
 ``Pad``, ``ReverseV2``, ``BroadcastTo``, ``BroadcastArgs``, ``Where``, ...), following
-``ops/math.py``; indices, sizes and paddings are static in any graph that runs under ``jit``.
+``ops/__init__.py``; indices, sizes and paddings are static in any graph that runs under ``jit``.
 """
 
 from __future__ import annotations

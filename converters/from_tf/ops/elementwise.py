@@ -1,8 +1,8 @@
-"""Elementwise math beyond the basics of ``ops/math.py``: ``tf.math`` as two tables.
+"""Elementwise math: ``tf.math`` as two tables (unary, binary), plus casts, selects, sums.
 
 Each table entry maps a TF op to ``(numpy function or None, jax function)``. The numpy
-function runs when every input is static (shape arithmetic stays concrete, see
-``ops/math.py``); ``None`` means the op never computes shapes, so it always runs in JAX.
+function runs when every input is static, so shape arithmetic stays concrete (see
+``ops/__init__.py``); ``None`` means the op never computes shapes, so it always runs in JAX.
 
 Division-like ops follow TF exactly, not Python: ``Div``/``TruncateDiv`` truncate integer
 quotients toward zero, ``Mod``/``TruncateMod`` keep the dividend's sign, ``FloorMod`` the
@@ -12,6 +12,8 @@ that stays finite there.
 
 from __future__ import annotations
 
+import math
+import operator
 from typing import Any, Callable
 
 import jax
@@ -88,7 +90,28 @@ def _sign(x):
     return jnp.sign(x)
 
 
+def _same_dtype(np_fn: Callable) -> Callable:
+    """``np_fn`` with its result cast back to the input's dtype, as TF's kernel returns it.
+
+    numpy widens where TF does not: ``math.erf`` gives float64 for float32 inputs.
+    """
+    return lambda x: np.asarray(np_fn(x)).astype(np.asarray(x).dtype)
+
+
 _UNARY: dict[str, tuple[_NpFn, Callable]] = {
+    "Neg": (_same_dtype(operator.neg), jnp.negative),
+    "Abs": (_same_dtype(np.abs), jnp.abs),
+    "Square": (_same_dtype(np.square), jnp.square),
+    "Sqrt": (_same_dtype(np.sqrt), jnp.sqrt),
+    "Rsqrt": (_same_dtype(lambda x: 1 / np.sqrt(x)), jax.lax.rsqrt),
+    "Exp": (_same_dtype(np.exp), jnp.exp),
+    "Log": (_same_dtype(np.log), jnp.log),
+    "Tanh": (_same_dtype(np.tanh), jnp.tanh),
+    "Sigmoid": (_same_dtype(lambda x: 1 / (1 + np.exp(-x))), jax.nn.sigmoid),
+    "Reciprocal": (_same_dtype(np.reciprocal), jnp.reciprocal),
+    "LogicalNot": (_same_dtype(np.logical_not), jnp.logical_not),
+    "Erf": (_same_dtype(np.vectorize(math.erf)), jsp.erf),
+    "Erfc": (_same_dtype(np.vectorize(math.erfc)), jsp.erfc),
     "Acos": (None, jnp.arccos),
     "Acosh": (None, jnp.arccosh),
     "Asin": (None, jnp.arcsin),
@@ -127,6 +150,24 @@ _UNARY: dict[str, tuple[_NpFn, Callable]] = {
 }
 
 _BINARY: dict[str, tuple[_NpFn, Callable]] = {
+    "Add": (operator.add, jnp.add),
+    "AddV2": (operator.add, jnp.add),
+    "Sub": (operator.sub, jnp.subtract),
+    "Mul": (operator.mul, jnp.multiply),
+    "RealDiv": (operator.truediv, jnp.divide),
+    "FloorDiv": (operator.floordiv, jnp.floor_divide),
+    "Maximum": (np.maximum, jnp.maximum),
+    "Minimum": (np.minimum, jnp.minimum),
+    "Pow": (np.power, jnp.power),
+    "SquaredDifference": (lambda x, y: (x - y) * (x - y), lambda x, y: jnp.square(x - y)),
+    "Less": (operator.lt, jnp.less),
+    "LessEqual": (operator.le, jnp.less_equal),
+    "Greater": (operator.gt, jnp.greater),
+    "GreaterEqual": (operator.ge, jnp.greater_equal),
+    "Equal": (operator.eq, jnp.equal),
+    "NotEqual": (operator.ne, jnp.not_equal),
+    "LogicalAnd": (np.logical_and, jnp.logical_and),
+    "LogicalOr": (np.logical_or, jnp.logical_or),
     "Div": (_trunc_div_np, _trunc_div),
     "TruncateDiv": (_trunc_div_np, _truncate_div),
     "FloorMod": (np.mod, jnp.remainder),
@@ -165,6 +206,32 @@ def _elementwise(np_fn: _NpFn, jnp_fn: Callable) -> Callable:
 
 for _name, (_np_fn, _jnp_fn) in {**_UNARY, **_BINARY}.items():
     register(_name)(_elementwise(_np_fn, _jnp_fn))
+
+
+@register("Cast")
+def _cast(node, x):
+    dtype = node.attr("DstT")
+    if is_static(x) and not (isinstance(x, np.ndarray) and x.dtype == object):
+        return np.asarray(x).astype(dtype)
+    return as_jax(x).astype(dtype)
+
+
+@register("Select", "SelectV2")
+def _select(node, cond, x, y):
+    if node.op == "Select" and np.ndim(cond) == 1 and np.ndim(x) > 1:
+        # TF1 Select with a vector condition picks whole rows.
+        cond = cond.reshape(cond.shape + (1,) * (np.ndim(x) - 1))
+    if is_static(cond, x, y):
+        return np.where(cond, x, y)
+    return jnp.where(as_jax(cond), as_jax(x), as_jax(y))
+
+
+@register("AddN")
+def _add_n(node, *xs):
+    total = xs[0]
+    for x in xs[1:]:
+        total = total + x
+    return total
 
 
 @register("Betainc")

@@ -1,6 +1,7 @@
-"""Linear algebra on (batches of) matrices: ``tf.linalg`` beyond matrix products.
+"""Linear algebra on (batches of) matrices: matrix products, ``tf.linalg``.
 
 Each op works on the two innermost axes and maps over the leading ones, as TF does.
+Matrix products of static inputs stay static (numpy).
 """
 
 from __future__ import annotations
@@ -10,11 +11,38 @@ import jax.numpy as jnp
 import numpy as np
 
 from converters.from_tf.ops.registry import register
-from converters.from_tf.values import as_jax
+from converters.from_tf.values import as_jax, xnp
 
 
 def _adjoint(x):
     return jnp.conj(jnp.swapaxes(x, -1, -2))
+
+
+@register("MatMul")
+def _matmul(node, a, b):
+    if node.attr("transpose_a", False):
+        a = a.T
+    if node.attr("transpose_b", False):
+        b = b.T
+    return xnp(a, b).matmul(a, b)
+
+
+@register("BatchMatMulV2", "BatchMatMulV3", "BatchMatMul")
+def _batch_matmul(node, x, y):
+    m = xnp(x, y)
+    if node.attr("adj_x", False):
+        x = m.conj(m.swapaxes(x, -1, -2))
+    if node.attr("adj_y", False):
+        y = m.conj(m.swapaxes(y, -1, -2))
+    out = m.matmul(x, y)
+    if node.has_attr("Tout"):
+        out = out.astype(node.attr("Tout"))
+    return out
+
+
+@register("Einsum")
+def _einsum(node, *operands):
+    return jnp.einsum(node.attr("equation"), *operands)
 
 
 @register("Cholesky")

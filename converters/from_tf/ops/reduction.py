@@ -1,4 +1,4 @@
-"""Reductions beyond ``Sum``/``Mean``/... of ``ops/math.py``: arg-extrema, scans, segments.
+"""Reductions: ``Sum``/``Mean``/``Max``/..., arg-extrema, scans, norms, segments.
 
 The axis of every op here is an input tensor, static in any graph that runs under ``jit``.
 """
@@ -15,6 +15,37 @@ from converters.from_tf.values import as_jax, is_static
 
 def _axis(value) -> int:
     return int(np.asarray(value).reshape(()))
+
+
+def _axes(value) -> tuple[int, ...]:
+    """The axes of a reduction: a scalar or a vector input."""
+    return tuple(int(a) for a in np.asarray(value).reshape(-1))
+
+
+def _reduce(np_fn, jnp_fn):
+    """A ``Sum``-like op: numpy on a static input (shape arithmetic), else JAX."""
+
+    def impl(node, x, axis):
+        keep = node.attr("keep_dims", False)
+        if is_static(x):
+            return np.asarray(np_fn(np.asarray(x), axis=_axes(axis), keepdims=keep))
+        return jnp_fn(x, axis=_axes(axis), keepdims=keep)
+
+    return impl
+
+
+_REDUCTIONS = {
+    "Sum": (np.sum, jnp.sum),
+    "Mean": (np.mean, jnp.mean),
+    "Max": (np.max, jnp.max),
+    "Min": (np.min, jnp.min),
+    "Prod": (np.prod, jnp.prod),
+    "All": (np.all, jnp.all),
+    "Any": (np.any, jnp.any),
+}
+
+for _name, (_np_fn, _jnp_fn) in _REDUCTIONS.items():
+    register(_name)(_reduce(_np_fn, _jnp_fn))
 
 
 @register("ArgMax", "ArgMin")
@@ -59,8 +90,7 @@ def _cumulative(node, x, axis):
 
 @register("EuclideanNorm")
 def _euclidean_norm(node, x, axis):
-    axes = tuple(int(a) for a in np.asarray(axis).reshape(-1))
-    return jnp.sqrt(jnp.sum(jnp.square(as_jax(x)), axis=axes,
+    return jnp.sqrt(jnp.sum(jnp.square(as_jax(x)), axis=_axes(axis),
                             keepdims=node.attr("keep_dims", False)))
 
 
