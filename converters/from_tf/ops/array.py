@@ -1,8 +1,13 @@
-"""Constants, shapes, reshaping, slicing, stacking: ops that move data around.
+"""Ops that move data around: constants and identities, shapes, reshaping, slicing,
+stacking, gathers and scatters, padding, tiling, reversing, top-k, one-hot, and block
+rearrangements.
 
 Shape-valued results (``Shape``, ``Pack`` of dims, ``StridedSlice`` of a shape) stay
 static numpy arrays, with symbolic dimensions as ``object`` entries, so that later
 ``Reshape``/``Fill`` see concrete sizes (see ``ops/__init__.py`` for the conventions).
+Static inputs give static results wherever an op is used on shapes (``Tile``, ``Slice``,
+``Pad``, ``ReverseV2``, ``BroadcastTo``, ``BroadcastArgs``, ``Where``, ...); indices,
+sizes and paddings are static in any graph that runs under ``jit``.
 """
 
 from __future__ import annotations
@@ -13,6 +18,13 @@ import numpy as np
 
 from converters.from_tf.ops.registry import register
 from converters.from_tf.values import as_jax, has_symbolic, is_static, shape_tuple, xnp
+
+
+def _ints(value) -> list[int]:
+    return [int(v) for v in np.asarray(value).reshape(-1)]
+
+
+# -- constants and identities ---------------------------------------------------------------
 
 
 @register("Const")
@@ -38,6 +50,14 @@ def _stop_gradient(node, x):
 @register("NoOp")
 def _no_op(node, *unused):
     return []
+
+
+@register("PlaceholderWithDefault")
+def _placeholder_with_default(node, default):
+    return default
+
+
+# -- shapes and reshaping -------------------------------------------------------------------
 
 
 @register("Shape")
@@ -101,12 +121,24 @@ def _unpack(node, x):
     return [m.squeeze(p, axis) for p in m.split(x, x.shape[axis], axis=axis)]
 
 
-@register("ConcatV2")
-def _concat(node, *args):
-    xs, axis = args[:-1], int(np.asarray(args[-1]))
+def _concatenate(xs, axis: int):
     if is_static(*xs):
         return np.concatenate([np.asarray(x) for x in xs], axis=axis)
     return jnp.concatenate([as_jax(x) for x in xs], axis=axis)
+
+
+@register("ConcatV2")
+def _concat(node, *args):
+    return _concatenate(args[:-1], int(np.asarray(args[-1])))
+
+
+@register("Concat")
+def _concat_v1(node, axis, *xs):
+    # TF1's Concat takes the axis first.
+    return _concatenate(xs, int(np.asarray(axis)))
+
+
+# -- creating arrays ------------------------------------------------------------------------
 
 
 @register("Fill")
@@ -130,6 +162,9 @@ def _range(node, start, limit, delta):
     if is_static(start, limit, delta):
         return np.arange(start, limit, delta, dtype=dtype)
     return jnp.arange(start, limit, delta, dtype=dtype)
+
+
+# -- splitting, gathers and strided slices --------------------------------------------------
 
 
 @register("Split")
@@ -181,3 +216,201 @@ def _slice_index(node, begin, end, strides) -> tuple:
                                None if masks["end_mask"] & bit else int(end[i]),
                                int(strides[i])))
     return tuple(index)
+
+# -- gathers and scatters -------------------------------------------------------------------
+
+
+def _nd_index(indices) -> tuple:
+    """``indices[..., k]`` for each k: the index tuple of an ``*Nd`` op."""
+    return tuple(jnp.moveaxis(as_jax(indices), -1, 0))
+
+
+@register("GatherNd")
+def _gather_nd(node, params, indices):
+    return as_jax(params)[_nd_index(indices)]
+
+
+@register("ScatterNd")
+def _scatter_nd(node, indices, updates, shape):
+    updates = as_jax(updates)
+    zeros = jnp.zeros(shape_tuple(shape), updates.dtype)
+    return zeros.at[_nd_index(indices)].add(updates)  # duplicates accumulate, as in TF
+
+
+_TENSOR_SCATTER = {
+    "TensorScatterUpdate": lambda ref, u: ref.set(u),
+    "TensorScatterAdd": lambda ref, u: ref.add(u),
+    "TensorScatterSub": lambda ref, u: ref.add(-u),
+    "TensorScatterMax": lambda ref, u: ref.max(u),
+    "TensorScatterMin": lambda ref, u: ref.min(u),
+}
+
+
+@register(*_TENSOR_SCATTER)
+def _tensor_scatter(node, tensor, indices, updates):
+    return _TENSOR_SCATTER[node.op](as_jax(tensor).at[_nd_index(indices)], as_jax(updates))
+
+
+@register("OneHot")
+def _one_hot(node, indices, depth, on_value, off_value):
+    indices = as_jax(indices)
+    hot = indices[..., None] == jnp.arange(int(np.asarray(depth)), dtype=indices.dtype)
+    axis = node.attr("axis", -1)
+    if axis != -1:
+        hot = jnp.moveaxis(hot, -1, axis)
+    return jnp.where(hot, as_jax(on_value), as_jax(off_value))
+
+
+# -- shapes, tiles and pads -----------------------------------------------------------------
+
+
+@register("Tile")
+def _tile(node, x, multiples):
+    return xnp(x).tile(x, _ints(multiples))
+
+
+@register("BroadcastTo")
+def _broadcast_to(node, x, shape):
+    return xnp(x).broadcast_to(x, shape_tuple(shape))
+
+
+@register("BroadcastArgs")
+def _broadcast_args(node, s0, s1):
+    # By hand rather than np.broadcast_shapes, so that symbolic dimensions pass through.
+    a, b = shape_tuple(s0), shape_tuple(s1)
+    a, b = (1,) * (len(b) - len(a)) + a, (1,) * (len(a) - len(b)) + b
+    dims = [y if isinstance(x, int) and x == 1 else x for x, y in zip(a, b)]
+    if all(isinstance(d, int) for d in dims):
+        return np.asarray(dims, dtype=np.asarray(s0).dtype)
+    return np.asarray(dims, dtype=object)
+
+
+def _pairs(paddings) -> list[tuple[int, int]]:
+    return [tuple(p) for p in np.asarray(paddings).reshape(-1, 2).astype(int).tolist()]
+
+
+@register("Pad", "PadV2")
+def _pad(node, x, paddings, constant=0):
+    if is_static(x, constant):
+        return np.pad(np.asarray(x), _pairs(paddings), constant_values=constant)
+    return jnp.pad(as_jax(x), _pairs(paddings), constant_values=as_jax(constant))
+
+
+@register("MirrorPad")
+def _mirror_pad(node, x, paddings):
+    mode = {"REFLECT": "reflect", "SYMMETRIC": "symmetric"}[node.attr("mode")]
+    return xnp(x).pad(x, _pairs(paddings), mode=mode)
+
+
+# -- slicing and reordering -----------------------------------------------------------------
+
+
+@register("Slice")
+def _slice(node, x, begin, size):
+    if not is_static(begin):
+        sizes = _ints(size)
+        if any(s < 0 for s in sizes):
+            raise NotImplementedError("Slice with a traced begin and a size of -1")
+        return jax.lax.dynamic_slice(as_jax(x), list(as_jax(begin)), sizes)
+    index = tuple(slice(b, None if s < 0 else b + s) for b, s in zip(_ints(begin), _ints(size)))
+    return np.asarray(np.asarray(x)[index]) if is_static(x) else x[index]
+
+
+@register("ReverseV2")
+def _reverse(node, x, axis):
+    return xnp(x).flip(x, tuple(_ints(axis)))
+
+
+@register("Roll")
+def _roll(node, x, shift, axis):
+    shifts, axes = _ints(shift), _ints(axis)
+    return xnp(x).roll(x, shifts, axis=axes)
+
+
+@register("InvertPermutation")
+def _invert_permutation(node, perm):
+    perm = np.asarray(perm)
+    return np.argsort(perm).astype(perm.dtype)
+
+
+@register("Where")
+def _where(node, condition):
+    if not is_static(condition):
+        raise NotImplementedError(
+            "Where with one argument has a data-dependent shape: it needs a static input")
+    return np.argwhere(np.asarray(condition)).astype(np.int64)
+
+
+@register("TopKV2")
+def _top_k(node, x, k):
+    values, indices = jax.lax.top_k(as_jax(x), int(np.asarray(k)))
+    return [values, indices.astype(node.attr("index_type", np.dtype(np.int32)))]
+
+
+@register("LinSpace")
+def _lin_space(node, start, stop, num):
+    return jnp.linspace(as_jax(start), as_jax(stop), int(np.asarray(num)))
+
+
+@register("Bitcast")
+def _bitcast(node, x):
+    return jax.lax.bitcast_convert_type(as_jax(x), node.attr("type"))
+
+
+# -- block rearrangements -------------------------------------------------------------------
+
+
+def _check_nhwc(node):
+    if node.attr("data_format", "NHWC") != "NHWC":
+        raise NotImplementedError(f"{node.op} in layout {node.attr('data_format')}")
+
+
+@register("DepthToSpace")
+def _depth_to_space(node, x):
+    _check_nhwc(node)
+    x, bs = as_jax(x), node.attr("block_size")
+    n, h, w, c = x.shape
+    x = x.reshape(n, h, w, bs, bs, c // (bs * bs)).transpose(0, 1, 3, 2, 4, 5)
+    return x.reshape(n, h * bs, w * bs, c // (bs * bs))
+
+
+@register("SpaceToDepth")
+def _space_to_depth(node, x):
+    _check_nhwc(node)
+    x, bs = as_jax(x), node.attr("block_size")
+    n, h, w, c = x.shape
+    x = x.reshape(n, h // bs, bs, w // bs, bs, c).transpose(0, 1, 3, 2, 4, 5)
+    return x.reshape(n, h // bs, w // bs, bs * bs * c)
+
+
+@register("SpaceToBatchND")
+def _space_to_batch(node, x, block_shape, paddings):
+    x, blocks = as_jax(x), _ints(block_shape)
+    m = len(blocks)
+    pads = [(0, 0)] + _pairs(paddings) + [(0, 0)] * (x.ndim - 1 - m)
+    x = jnp.pad(x, pads)
+    batch, spatial, rest = x.shape[0], x.shape[1:1 + m], x.shape[1 + m:]
+    split = [batch]
+    for size, b in zip(spatial, blocks):
+        split += [size // b, b]
+    x = x.reshape(tuple(split) + tuple(rest))
+    perm = ([2 + 2 * i for i in range(m)] + [0] + [1 + 2 * i for i in range(m)]
+            + list(range(1 + 2 * m, x.ndim)))
+    x = x.transpose(perm)
+    return x.reshape((-1,) + tuple(s // b for s, b in zip(spatial, blocks)) + tuple(rest))
+
+
+@register("BatchToSpaceND")
+def _batch_to_space(node, x, block_shape, crops):
+    x, blocks = as_jax(x), _ints(block_shape)
+    m = len(blocks)
+    spatial, rest = x.shape[1:1 + m], x.shape[1 + m:]
+    x = x.reshape(tuple(blocks) + (-1,) + tuple(spatial) + tuple(rest))
+    perm = [m] + [i for pair in ((m + 1 + i, i) for i in range(m)) for i in pair]
+    x = x.transpose(perm + list(range(2 * m + 1, x.ndim)))
+    x = x.reshape((-1,) + tuple(s * b for s, b in zip(spatial, blocks)) + tuple(rest))
+    index = (slice(None),) + tuple(slice(lo, x.shape[1 + i] - hi)
+                                   for i, (lo, hi) in enumerate(_pairs(crops)))
+    return x[index]
+
+

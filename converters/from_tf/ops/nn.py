@@ -1,7 +1,8 @@
-"""Neural-network ops: activations, bias and softmax.
+"""Neural-network ops: activations, softmax and bias, computed as TF's kernels do.
 
-Convolutions and pooling live in ``ops/conv.py``; ``BiasAdd`` follows the node's
-``data_format`` (``NHWC`` or ``NCHW``).
+Convolutions and pooling live in ``ops/conv.py``. ``tf.nn.gelu`` and ``tf.nn.silu`` are
+not ops of their own: TF builds them from ``Erf``, ``Tanh``, ``Sigmoid`` and arithmetic,
+which ``ops/elementwise.py`` implements.
 """
 
 from __future__ import annotations
@@ -22,6 +23,31 @@ def _relu6(node, x):
     return jnp.clip(x, 0, 6)
 
 
+@register("Elu")
+def _elu(node, x):
+    return jax.nn.elu(x)
+
+
+@register("Selu")
+def _selu(node, x):
+    return jax.nn.selu(x)
+
+
+@register("LeakyRelu")
+def _leaky_relu(node, x):
+    return jax.nn.leaky_relu(x, node.attr("alpha", 0.2))
+
+
+@register("Softplus")
+def _softplus(node, x):
+    return jax.nn.softplus(x)
+
+
+@register("Softsign")
+def _softsign(node, x):
+    return x / (1 + jnp.abs(x))
+
+
 @register("Softmax")
 def _softmax(node, logits):
     return jax.nn.softmax(logits, axis=-1)
@@ -34,7 +60,7 @@ def _log_softmax(node, logits):
 
 @register("BiasAdd")
 def _bias_add(node, x, bias):
+    # data_format NHWC puts channels last; NCHW (and NCDHW) right after the batch.
     if node.attr("data_format", "NHWC").startswith("NC"):
         return x + bias.reshape((-1,) + (1,) * (x.ndim - 2))
     return x + bias
-

@@ -24,6 +24,12 @@ def _unique_rows(rng, shape, dtype):
     return np.stack([cells // 3, cells % 3], axis=-1).astype(dtype)
 
 
+def _after_no_op(x):
+    """``x`` doubled, computed after a ``NoOp`` (a control input: no value flows)."""
+    with tf.control_dependencies([tf.no_op()]):
+        return x * 2.0
+
+
 CASES = [
     Case("Reshape", lambda x: tf.reshape(x, [-1, 2]), (((2, 3),), ((4, 1, 2),)), batched=False),
     Case("Reshape", lambda x: tf.reshape(x, tf.concat([tf.shape(x)[:1], [-1]], 0)),
@@ -110,6 +116,14 @@ CASES = [
     Case("Identity", tf.identity, (((2, 3),),)),
     Case("IdentityN", lambda x, y: tf.raw_ops.IdentityN(input=[x, y]), (((2,), (3,)),)),
     Case("StopGradient", lambda x: x * tf.stop_gradient(x), (((2, 3),),)),
+    Case("Const", lambda x: x + tf.constant([1.0, 2.0, 3.0]), (((2, 3),),)),
+    Case("EnsureShape", lambda x: tf.ensure_shape(x, [None, 3]), (((2, 3),),)),
+    Case("CheckNumerics", lambda x: tf.debugging.check_numerics(x, "x"), (((2, 3),),)),
+    # TF registers no gradient for Snapshot and refuses one for PreventGradient.
+    Case("Snapshot", lambda x: tf.raw_ops.Snapshot(input=x), (((2, 3),),), grad=False),
+    Case("PreventGradient", lambda x: tf.raw_ops.PreventGradient(input=x), (((2, 3),),),
+         grad=False),
+    Case("NoOp", _after_no_op, (((2, 3),),)),
     Case("Conv2D", lambda x, k: tf.nn.atrous_conv2d(x, k, 2, "SAME"),
          (((1, 8, 8, 2), (3, 3, 2, 3)),), name="Atrous-conv", rtol=1e-4, atol=1e-4),
 ]

@@ -16,7 +16,7 @@ CONFORMANCE_OPS = set(random_test.OPS).union(*(ops_of(m.CASES) for m in (
     losses_test, normalization_test, reduction_test)))
 
 #: The op families whose every op must have a conformance entry here.
-FAMILIES = ("activation", "array_extra", "conv", "elementwise", "image", "linalg", "losses",
+FAMILIES = ("array", "conv", "elementwise", "image", "linalg", "losses", "nn",
             "normalization", "random_stateless", "reduction", "spectral")
 
 
