@@ -6,6 +6,7 @@ and ``jax.export``. Load one by path or URL, apply it like a function, fine-tune
 """
 
 from jaxhub import catalog as catalog  # registers the repository resolver for load()
+from jaxhub.compilation_cache import enable_compilation_cache as enable_compilation_cache
 from jaxhub.create import create_module as create_module
 from jaxhub.exporter import ModuleExporter as ModuleExporter
 from jaxhub.flax_interop import from_flax as from_flax
