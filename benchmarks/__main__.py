@@ -41,7 +41,7 @@ _PACKAGES = ("jax", "jaxlib", "tensorflow", "tf2jax", "keras", "numpy", "jaxhub"
 
 def main(argv: list[str] | None = None) -> None:
     args = _parse(argv)
-    if args.keep_heap:  # inherited by every measuring process
+    if not args.glibc_defaults:  # inherited by every measuring process
         os.environ.update(harness.KEEP_HEAP_ENV)
     started = datetime.datetime.now(datetime.timezone.utc)
     load_before = _uptime()
@@ -97,9 +97,11 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--jaxhub-cache", type=pathlib.Path,
                         help="reuse the modules converted into this jaxhub cache (default: "
                              "the workdir's cache for the current converter sources)")
-    parser.add_argument("--keep-heap", action="store_true",
-                        help="run every framework with glibc keeping freed memory for "
-                             "reuse (MALLOC_MMAP_THRESHOLD_, MALLOC_TRIM_THRESHOLD_)")
+    parser.add_argument("--glibc-defaults", action="store_true",
+                        help="run every framework with glibc's default malloc settings "
+                             "instead of keeping freed memory for reuse (the default: "
+                             "MALLOC_MMAP_THRESHOLD_, MALLOC_TRIM_THRESHOLD_, as "
+                             "jaxhub.enable_memory_reuse() sets them at run time)")
     args = parser.parse_args(argv)
     args.models = [m.strip() for m in args.models.split(",") if m.strip()]
     unknown = sorted(set(args.models) - set(models.MODELS))

@@ -147,8 +147,9 @@ def jaxhub_cache(workdir: pathlib.Path) -> pathlib.Path:
 
 #: glibc settings that keep freed memory in the heap for reuse. By default every buffer
 #: over 32 MiB is a fresh ``mmap`` whose pages fault in on first touch, on every call;
-#: XLA:CPU allocates its temporaries per call, TF's allocator reuses them. Set before a
-#: process starts (``mallopt`` at run time did not have the same effect here).
+#: XLA:CPU allocates its temporaries per call, TF's allocator reuses them. Set in every
+#: measuring process's environment, so all frameworks run with the same allocator
+#: (``jaxhub.enable_memory_reuse()`` does the same with ``mallopt`` at run time).
 KEEP_HEAP_ENV = {"MALLOC_MMAP_THRESHOLD_": str(1 << 30), "MALLOC_TRIM_THRESHOLD_": str(1 << 34)}
 
 

@@ -15,6 +15,7 @@ from jaxhub.hub import HubError as HubError
 from jaxhub.hub import pack as pack
 from jaxhub.loading import load as load
 from jaxhub.loading import resolve as resolve
+from jaxhub.memory import enable_memory_reuse as enable_memory_reuse
 from jaxhub.module import Module as Module
 from jaxhub.specs import Signature as Signature
 from jaxhub.specs import SignatureError as SignatureError
