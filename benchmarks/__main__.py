@@ -186,7 +186,8 @@ def _document(results: report.Results, args: argparse.Namespace,
         "jaxhub cache), `jax.jit(module.apply)`. TF: `tf.saved_model.load`, the "
         "`serving_default` signature; fine-tuning in `tf.function(jit_compile=False)`. "
         "tf2jax: `tf2jax.convert` of the same signature, `jax.jit`. Fine-tuning: one SGD "
-        "step on a mean squared loss w.r.t. the trainable params (inference-mode batch norm).",
+        "step on a mean squared loss w.r.t. the trainable params (inference-mode batch norm); "
+        "JAX steps donate the params, TF's `assign_sub` updates them in place.",
         "- Cold start: from just before the process is spawned to the first output at "
         "batch 1, with an empty JAX compilation cache directory (files are in the OS page "
         "cache). Warm start: a second such process; for JAX it reuses that directory "

@@ -18,7 +18,7 @@ The three frameworks run the same SavedModel's ``serving_default`` signature:
 * ``tf``: ``tf.saved_model.load``; inference calls the signature, fine-tuning runs in a
   ``tf.function(jit_compile=False)`` (TF's default kernels, oneDNN on x86).
 * ``jaxhub``: ``jaxhub.load(saved_model)`` (converted once, then read from the jaxhub
-  cache), ``jax.jit(module.apply)``, ``jax.jit(value_and_grad)`` for fine-tuning.
+  cache), ``jax.jit(module.apply)``, ``jax.jit(value_and_grad)`` for fine-tuning (params donated).
 * ``tf2jax``: ``tf2jax.convert`` of the loaded signature, then the same JAX code.
 """
 
@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import functools
 import hashlib
 import json
 import os
@@ -264,7 +265,8 @@ def _jax_runner(apply: Callable, params: Any, mask: Any, info: dict[str, Any]) -
         return jax.tree.map(lambda p, g, t: p - LEARNING_RATE * g if t else p,
                             params, grads, mask)
 
-    @jax.jit
+    # Donated params, as in a training loop: XLA:CPU updates them in place.
+    @functools.partial(jax.jit, donate_argnums=0)
     def step(params, x, y):
         value, grads = jax.value_and_grad(loss)(params, x, y)
         return update(params, grads), value
