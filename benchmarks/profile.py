@@ -13,6 +13,10 @@ Thunk times come from XLA:CPU's per-thunk trace events (``jax.profiler`` with a 
 trace), described from the compiled HLO; TF op times from its XPlane trace. Usage::
 
     python -m benchmarks.profile mobilenet_v2 [--batch 8] [--image-size 224] [--calls 3]
+
+With ``--step`` both sides run one fine-tuning step instead (the gradient of a mean squared
+loss w.r.t. the trainable params, as in the benchmark), and the per-layer table is left
+out: TF's gradient ops are not named after the layers.
 """
 
 from __future__ import annotations
@@ -181,37 +185,69 @@ def _timed(fn: Callable[[], object], calls: int) -> float:
 
 
 def profile(model: str, saved_model: pathlib.Path, jaxhub_cache: pathlib.Path, batch: int,
-            image_size: int, calls: int, top: int) -> str:
+            image_size: int, calls: int, top: int, step: bool = False) -> str:
     """The profile of one model as markdown (see the module docstring)."""
-    import jax
-    import tensorflow as tf
-
-    import jaxhub
     x = models.example_input(model, batch, image_size)
-    module = jaxhub.load(saved_model, cache_dir=jaxhub_cache)
-    forward = jax.jit(lambda p, x: module.apply(p, x, signature="serving_default"))
-    hlo = _Hlo(forward.lower(module.params, x).compile().as_text())
-    run_jax = lambda: forward(module.params, x).block_until_ready()  # noqa: E731
+    hlo, run_jax = _jax_work(saved_model, jaxhub_cache, x, step)
     jax_ms = _timed(run_jax, calls)
     thunks = _trace_jax(run_jax, calls, hlo.computations[hlo.entry])
-
-    loaded = tf.saved_model.load(str(saved_model))
-    signature = loaded.signatures["serving_default"]
-    input_name = models.build_info(saved_model)["input"]
-    tx = tf.constant(x)
-    run_tf = lambda: [t.numpy() for t in signature(**{input_name: tx}).values()]  # noqa: E731
+    run_tf = _tf_work(saved_model, x, step)
     tf_ms = _timed(run_tf, calls)
     tf_ops = _trace_tf(run_tf, calls)
 
-    lines = [f"### {model}: input {x.dtype}{list(x.shape)}",
+    what = "fine-tuning step" if step else "input"
+    lines = [f"### {model}: {what} {x.dtype}{list(x.shape)}",
              "", f"Median wall time per call: jaxhub {jax_ms:.1f} ms, TF {tf_ms:.1f} ms "
              f"(TF / jaxhub = {tf_ms / jax_ms:.2f}). Thunk times sum to "
              f"{sum(thunks.values()):.1f} ms, TF op times to {sum(tf_ops.values()):.1f} ms "
              "(TF runs independent ops concurrently).", ""]
     lines += _by_kind(hlo, thunks, tf_ops)
     lines += _top_thunks(hlo, thunks, top)
-    lines += _by_layer(hlo, thunks, tf_ops, top)
+    if not step:
+        lines += _by_layer(hlo, thunks, tf_ops, top)
     return "\n".join(lines)
+
+
+def _jax_work(saved_model: pathlib.Path, jaxhub_cache: pathlib.Path, x: np.ndarray,
+              step: bool) -> tuple[_Hlo, Callable[[], object]]:
+    """The compiled HLO and a blocking call of the loaded module's forward pass or step."""
+    import jax
+    import jax.numpy as jnp
+
+    import jaxhub
+    module = jaxhub.load(saved_model, cache_dir=jaxhub_cache)
+
+    def forward(params, x):
+        return module.apply(params, x, signature="serving_default")
+
+    def loss(params, x):
+        return sum(jnp.mean(jnp.square(y)) for y in jax.tree.leaves(forward(params, x)))
+
+    work = jax.jit(jax.grad(loss) if step else forward)
+    hlo = _Hlo(work.lower(module.params, x).compile().as_text())
+    return hlo, lambda: jax.block_until_ready(work(module.params, x))
+
+
+def _tf_work(saved_model: pathlib.Path, x: np.ndarray, step: bool) -> Callable[[], object]:
+    """A call of the SavedModel's ``serving_default``, or its gradient as in the benchmark."""
+    import tensorflow as tf
+    loaded = tf.saved_model.load(str(saved_model))
+    signature = loaded.signatures["serving_default"]
+    input_name = models.build_info(saved_model)["input"]
+    tx = tf.constant(x)
+    if not step:
+        return lambda: [t.numpy() for t in signature(**{input_name: tx}).values()]
+    variables = signature.trainable_variables
+
+    @tf.function(jit_compile=False)
+    def gradient():
+        with tf.GradientTape() as tape:
+            outputs = signature(**{input_name: tx}).values()
+            loss = tf.add_n([tf.reduce_mean(tf.square(y)) for y in outputs])
+        return tape.gradient(loss, variables)
+
+    return lambda: [g.numpy() if isinstance(g, tf.Tensor) else g.values.numpy()
+                    for g in gradient()]
 
 
 def _kind(description: str) -> str:
@@ -280,11 +316,13 @@ def main() -> None:
     parser.add_argument("--calls", type=int, default=3)
     parser.add_argument("--top", type=int, default=12)
     parser.add_argument("--workdir", type=pathlib.Path, default=harness.DEFAULT_WORKDIR)
+    parser.add_argument("--step", action="store_true",
+                        help="profile a fine-tuning step instead of the forward pass")
     args = parser.parse_args()
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     saved_model = models.ensure_saved_model(args.model, args.workdir, args.image_size)
     print(profile(args.model, saved_model, harness.jaxhub_cache(args.workdir), args.batch,
-                  args.image_size, args.calls, args.top))
+                  args.image_size, args.calls, args.top, step=args.step))
 
 
 if __name__ == "__main__":
