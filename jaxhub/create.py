@@ -13,7 +13,7 @@ import numpy as np
 
 from jaxhub import functions
 from jaxhub import tree as tree_lib
-from jaxhub.format.manifest import FunctionSpec, Manifest, ParamSpec, Tags
+from jaxhub.format.manifest import FunctionSpec, Manifest, ParamSpec, Tags, VjpSpec
 from jaxhub.module import RNG_IMPL, Module, canonical_tags
 from jaxhub.specs import Signature, TensorSpec, symbolic_input_specs
 
@@ -36,8 +36,9 @@ def create_module(params: Any, signatures: SignatureFns, *, variants: VariantFns
     """Creates a module from pure functions of ``(params, inputs)``.
 
     Each function is exported with ``jax.export`` (symbolic batch dims, lowered for every
-    platform in ``platforms``, with its VJP), so the module behaves exactly as it will
-    after :meth:`Module.export` and :func:`jaxhub.load`.
+    platform in ``platforms``, with its VJP), together with the two halves of its gradient
+    (a forward pass that keeps the residuals, a backward pass that uses them), so the
+    module behaves exactly as it will after :meth:`Module.export` and :func:`jaxhub.load`.
 
     Args:
       params: a pytree of arrays (nested dicts, lists, Flax containers); the module
@@ -136,10 +137,23 @@ class _Builder:
         exported = functions.export(flat, arg_specs, platforms=self._platforms)
         outputs, state = traced["outputs"], traced["state"]
         output_specs = {k: TensorSpec.from_aval(a) for k, a in zip(outputs, exported.out_avals)}
-        file = f"functions/{'+'.join(sorted(tags)) or 'inference'}/{name}.jaxexport"
+        folder = f"functions/{'+'.join(sorted(tags)) or 'inference'}"
+        file = f"{folder}/{name}.jaxexport"
         self._exported[file] = exported
+        vjp = self._add_split_vjp(flat, arg_specs, f"{folder}/vjp/{name}")
         self._functions.append(FunctionSpec(tags, name, Signature(inputs, output_specs), file,
-                                            takes_rng, tuple(state)))
+                                            takes_rng, tuple(state), vjp))
+
+    def _add_split_vjp(self, flat, arg_specs: list[TensorSpec], stem: str) -> VjpSpec | None:
+        """Exports the gradient's two halves, so that ``jax.grad`` runs the forward once."""
+        split = functions.export_split_vjp(flat, arg_specs, platforms=self._platforms)
+        if split is None:
+            return None
+        vjp = VjpSpec(f"{stem}.forward.jaxexport", f"{stem}.backward.jaxexport",
+                      split.saved_inputs, split.saved_outputs)
+        self._exported[vjp.forward] = split.forward
+        self._exported[vjp.backward] = split.backward
+        return vjp
 
     def _flat(self, fn, inputs: dict[str, TensorSpec], bare: bool, tags: Tags,
               takes_rng: bool):

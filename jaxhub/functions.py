@@ -1,14 +1,25 @@
 """Serialized functions: exported with ``jax.export``, called back under jit, grad and vmap.
 
 A deserialized ``jax.export`` call has no batching rule and no derivative of its own. Here
-each one becomes a ``jax.custom_vjp`` whose forward pass is the exported function and whose
-backward pass is its exported VJP, and each of those two gets a ``custom_vmap`` rule that
-folds the mapped axis into the symbolic batch axis when the function is batch-polymorphic
-(one call over ``V * B`` examples), and maps over it otherwise.
+each one becomes a ``jax.custom_vjp``, and each exported call inside it gets a
+``custom_vmap`` rule that folds the mapped axis into the symbolic batch axis when the
+function is batch-polymorphic (one call over ``V * B`` examples), and maps over it
+otherwise.
+
+The ``custom_vjp`` takes one of two routes to the gradient:
+
+* with a :class:`SplitVjp` (modules written since it exists): the forward pass is an
+  exported function that also returns the residuals of ``jax.vjp``, and the backward pass
+  an exported function of those residuals and the cotangents, so a gradient costs one
+  forward and one backward pass. Residuals that are the function's own inputs or outputs
+  are not returned again: the backward pass takes them back from the call.
+* otherwise: the forward pass is the exported function and the backward pass its
+  exported VJP, which takes the primal inputs and runs the forward pass again.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import re
 from typing import Any, Callable, Sequence
@@ -50,9 +61,13 @@ def uses_last_arg(fn: Callable[..., Any], arg_specs: Sequence[TensorSpec]) -> bo
     return jaxpr.invars[-1] in live
 
 
-def serialize(exported: jax_export.Exported) -> bytes:
-    """Bytes that :func:`deserialize` reads back, with the VJP so ``jax.grad`` works."""
-    return bytes(exported.serialize(vjp_order=1))
+def serialize(exported: jax_export.Exported, vjp_order: int = 1) -> bytes:
+    """Bytes that :func:`deserialize` reads back, by default with the VJP for ``jax.grad``.
+
+    The two halves of a :class:`SplitVjp` are never differentiated themselves, so they are
+    written with ``vjp_order=0``.
+    """
+    return bytes(exported.serialize(vjp_order=vjp_order))
 
 
 def deserialize(data: bytes) -> jax_export.Exported:
@@ -65,13 +80,152 @@ def _symbolic_shape(spec: TensorSpec, scope: jax_export.SymbolicScope) -> tuple:
     return jax_export.symbolic_shape(", ".join(str(d) for d in spec.shape), scope=scope)
 
 
-def make_callable(exported: jax_export.Exported) -> Callable[..., tuple]:
+@dataclasses.dataclass(frozen=True)
+class SplitVjp:
+    """A function's gradient as two exported halves that share the residuals.
+
+    Attributes:
+      forward: takes the function's args; returns its outputs, then the residuals.
+      backward: takes the residuals, then the args at ``saved_inputs``, then the outputs
+        at ``saved_outputs``, then the cotangents of the float outputs (in output order);
+        returns the cotangents of the float args (in arg order).
+      saved_inputs: indices of the args that the backward pass uses as residuals.
+      saved_outputs: indices of the outputs that the backward pass uses as residuals.
+    """
+
+    forward: jax_export.Exported
+    backward: jax_export.Exported
+    saved_inputs: tuple[int, ...]
+    saved_outputs: tuple[int, ...]
+
+
+def export_split_vjp(fn: Callable[..., Sequence[Any]], arg_specs: Sequence[TensorSpec], *,
+                     platforms: Sequence[str] = DEFAULT_PLATFORMS) -> SplitVjp | None:
+    """Exports the forward and backward halves of ``jax.vjp(fn)``; see :class:`SplitVjp`.
+
+    ``fn(*args)`` returns a tuple of arrays. Only float args and outputs take part in the
+    gradient. The residuals keep their symbolic shapes.
+
+    Returns:
+      The two halves, or None when ``fn`` has no float args or float outputs, or a
+      residual that an exported function cannot return (a PRNG key).
+    """
+    scope = jax_export.SymbolicScope()
+    args = [jax.ShapeDtypeStruct(_symbolic_shape(spec, scope), spec.dtype)
+            for spec in arg_specs]
+    float_ins = [i for i, a in enumerate(args) if _is_float(a)]
+    if not float_ins:
+        return None
+    traced: dict[str, Any] = {}
+
+    def forward(*args):
+        outs, pullback, traced["float_outs"] = _vjp_of_floats(fn, args, float_ins)
+        leaves, traced["pullback"] = jax.tree.flatten(pullback)
+        traced["sources"], stored = _residual_sources(leaves, args, outs)
+        traced["n_outputs"] = len(outs)
+        traced["ok"] = bool(traced["float_outs"]) and all(map(_is_exportable, stored))
+        return (*outs, *stored) if traced["ok"] else outs
+
+    exported_forward = jax_export.export(jax.jit(forward), platforms=tuple(platforms))(*args)
+    if not traced["ok"]:
+        return None
+    sources, float_outs = traced["sources"], traced["float_outs"]
+    saved_inputs = tuple(sorted({i for kind, i in sources if kind == "input"}))
+    saved_outputs = tuple(sorted({j for kind, j in sources if kind == "output"}))
+    out_avals = exported_forward.out_avals[:traced["n_outputs"]]
+    residual_avals = exported_forward.out_avals[traced["n_outputs"]:]
+
+    def backward(*flat):
+        flat = list(flat)
+        given = {"stored": _take(flat, len(residual_avals)),
+                 "input": dict(zip(saved_inputs, _take(flat, len(saved_inputs)))),
+                 "output": dict(zip(saved_outputs, _take(flat, len(saved_outputs))))}
+        pullback = jax.tree.unflatten(traced["pullback"],
+                                      [given[kind][i] for kind, i in sources])
+        return tuple(pullback(tuple(flat)))
+
+    backward_args = [*residual_avals, *(args[i] for i in saved_inputs),
+                     *(out_avals[j] for j in saved_outputs),
+                     *(out_avals[j] for j in float_outs)]
+    exported_backward = jax_export.export(jax.jit(backward), platforms=tuple(platforms))(
+        *backward_args)
+    return SplitVjp(exported_forward, exported_backward, saved_inputs, saved_outputs)
+
+
+def _vjp_of_floats(fn, args: Sequence[Any], float_ins: Sequence[int]
+                   ) -> tuple[tuple, Callable, list[int]]:
+    """``fn(*args)``, the pullback from its float outputs to its float args, and the
+    indices of its float outputs.
+
+    Integer args are closed over rather than differentiated, and integer outputs are left
+    out of the pullback, so that no ``float0`` cotangent is needed.
+    """
+    float_outs: list[int] = []
+
+    def of_floats(*float_args):
+        full = list(args)
+        for i, a in zip(float_ins, float_args):
+            full[i] = a
+        outs = tuple(fn(*full))
+        float_outs[:] = [j for j, o in enumerate(outs) if _is_float(o)]
+        return tuple(outs[j] for j in float_outs), outs
+
+    _, pullback, outs = jax.vjp(of_floats, *(args[i] for i in float_ins), has_aux=True)
+    return outs, pullback, float_outs
+
+
+def _residual_sources(leaves: Sequence[Any], args: Sequence[Any], outs: Sequence[Any]
+                      ) -> tuple[list[tuple[str, int]], list[Any]]:
+    """Where each residual comes from, and the residuals to store.
+
+    A residual is ``("input", i)`` when it is arg ``i`` itself, ``("output", j)`` when it
+    is output ``j``, else ``("stored", k)``: the ``k``-th distinct array to store.
+    """
+    args_at = {id(a): i for i, a in enumerate(args)}
+    outs_at = {id(o): j for j, o in enumerate(outs)}
+    stored_at: dict[int, int] = {}
+    stored: list[Any] = []
+    sources = []
+    for leaf in leaves:
+        if id(leaf) in args_at:
+            sources.append(("input", args_at[id(leaf)]))
+        elif id(leaf) in outs_at:
+            sources.append(("output", outs_at[id(leaf)]))
+        else:
+            if id(leaf) not in stored_at:
+                stored_at[id(leaf)] = len(stored)
+                stored.append(leaf)
+            sources.append(("stored", stored_at[id(leaf)]))
+    return sources, stored
+
+
+def _take(items: list[Any], n: int) -> list[Any]:
+    """Removes and returns the first ``n`` items of ``items``."""
+    taken = items[:n]
+    del items[:n]
+    return taken
+
+
+def _is_exportable(leaf) -> bool:
+    """Whether an exported function can return such an array (not a PRNG key)."""
+    return not jax.dtypes.issubdtype(leaf.dtype, jax.dtypes.extended)
+
+
+def make_callable(exported: jax_export.Exported, split: SplitVjp | None = None
+                  ) -> Callable[..., tuple]:
     """``exported.call`` made differentiable (reverse mode) and batchable.
 
     The returned function takes the flat positional args of ``exported`` and returns a
     tuple of its flat outputs.
+
+    Args:
+      exported: the function.
+      split: its gradient in two halves; without it, the gradient runs ``exported``'s own
+        VJP, which computes the forward pass again.
     """
     forward = _batchable(exported.call, exported.in_avals, exported.out_avals)
+    if split is not None:
+        return _with_split_vjp(forward, split, len(exported.out_avals))
     backward = _Backward(exported)
 
     @jax.custom_vjp
@@ -83,6 +237,38 @@ def make_callable(exported: jax_export.Exported) -> Callable[..., tuple]:
 
     def call_bwd(args, cotangents):
         return backward(args, cotangents)
+
+    call.defvjp(call_fwd, call_bwd)
+    return call
+
+
+def _with_split_vjp(forward: Callable[..., tuple], split: SplitVjp, n_outputs: int
+                    ) -> Callable[..., tuple]:
+    fwd = split.forward
+    forward_with_residuals = _batchable(fwd.call, fwd.in_avals, fwd.out_avals)
+    bwd = split.backward
+    backward = _batchable(bwd.call, bwd.in_avals, bwd.out_avals)
+    float_ins = [i for i, a in enumerate(fwd.in_avals) if _is_float(a)]
+    float_outs = [j for j, a in enumerate(fwd.out_avals[:n_outputs]) if _is_float(a)]
+
+    @jax.custom_vjp
+    def call(*args):
+        return tuple(forward(*args))
+
+    def call_fwd(*args):
+        results = forward_with_residuals(*args)
+        outs, stored = tuple(results[:n_outputs]), tuple(results[n_outputs:])
+        saved = (*(args[i] for i in split.saved_inputs),
+                 *(outs[j] for j in split.saved_outputs))
+        return outs, (stored, saved)
+
+    def call_bwd(residuals, cotangents):
+        stored, saved = residuals
+        in_cts = backward(*stored, *saved, *(cotangents[j] for j in float_outs))
+        result: list[Any] = [None] * len(fwd.in_avals)
+        for i, ct in zip(float_ins, in_cts):
+            result[i] = ct
+        return tuple(result)
 
     call.defvjp(call_fwd, call_bwd)
     return call

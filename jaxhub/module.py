@@ -15,7 +15,7 @@ from jax import export as jax_export
 from jaxhub import functions
 from jaxhub import host
 from jaxhub import tree as tree_lib
-from jaxhub.format.manifest import FunctionSpec, Manifest, ParamSpec, Tags
+from jaxhub.format.manifest import FunctionSpec, Manifest, ParamSpec, Tags, VjpSpec
 from jaxhub.specs import Signature, SignatureError, TensorSpec, check_inputs
 
 #: The implementation behind the raw key data that train variants take.
@@ -192,7 +192,7 @@ class Module:
         args += [arrays[name] for name in spec.signature.inputs]
         if spec.takes_rng:
             args.append(_key_data(rng, signature))
-        flat = self._callable(spec.file)(*args)
+        flat = self._callable(spec.file, spec.vjp)(*args)
         n_outputs = len(spec.signature.outputs)
         outputs = dict(zip(spec.signature.outputs, flat[:n_outputs]))
         result = outputs if as_dict else _single_output(signature, outputs)
@@ -234,9 +234,15 @@ class Module:
             leaves.append(leaf if spec.trainable else jax.lax.stop_gradient(leaf))
         return leaves
 
-    def _callable(self, file: str):
+    def _callable(self, file: str, vjp: VjpSpec | None = None):
+        """The function in ``file`` made callable; differentiated through ``vjp`` if given."""
         if file not in self._callables:
-            self._callables[file] = functions.make_callable(self._exported[file])
+            split = None
+            if vjp is not None:
+                split = functions.SplitVjp(self._exported[vjp.forward],
+                                           self._exported[vjp.backward],
+                                           vjp.saved_inputs, vjp.saved_outputs)
+            self._callables[file] = functions.make_callable(self._exported[file], split)
         return self._callables[file]
 
     # -- saving -----------------------------------------------------------------------

@@ -45,12 +45,44 @@ class ParamSpec:
 
 
 @dataclasses.dataclass(frozen=True)
+class VjpSpec:
+    """A function's gradient as two serialized halves that share residuals (optional).
+
+    ``forward`` takes the function's args and returns its results, then the residuals;
+    ``backward`` takes the residuals, then the args at ``saved_inputs``, then the results
+    at ``saved_outputs``, then the cotangents of the float results (in result order), and
+    returns the cotangents of the float args (in arg order). Residuals that are args or
+    results of the call are not returned by ``forward`` but passed back in. See
+    :class:`jaxhub.functions.SplitVjp`.
+    """
+
+    forward: str
+    backward: str
+    saved_inputs: tuple[int, ...] = ()
+    saved_outputs: tuple[int, ...] = ()
+
+    def to_json(self) -> dict[str, Any]:
+        return {"forward": self.forward, "backward": self.backward,
+                "saved_inputs": list(self.saved_inputs),
+                "saved_outputs": list(self.saved_outputs)}
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> "VjpSpec":
+        return cls(data["forward"], data["backward"],
+                   tuple(int(i) for i in data.get("saved_inputs", ())),
+                   tuple(int(j) for j in data.get("saved_outputs", ())))
+
+
+@dataclasses.dataclass(frozen=True)
 class FunctionSpec:
     """One serialized function: a signature of a variant.
 
     Its flat arguments are the params leaves (in manifest order), then the inputs sorted
     by name, then the RNG key data when ``takes_rng``; its flat results are the outputs
     sorted by name, then the new values of the params at ``state`` paths.
+
+    ``vjp``, when present, names the two files that compute its gradient without running
+    the forward pass twice; modules without it differentiate through ``file``'s own VJP.
     """
 
     tags: Tags
@@ -59,6 +91,12 @@ class FunctionSpec:
     file: str
     takes_rng: bool = False
     state: tuple[Path, ...] = ()
+    vjp: VjpSpec | None = None
+
+    @property
+    def files(self) -> tuple[str, ...]:
+        """Every file this function is stored in."""
+        return (self.file,) + ((self.vjp.forward, self.vjp.backward) if self.vjp else ())
 
 
 @dataclasses.dataclass(frozen=True)
@@ -95,10 +133,7 @@ class Manifest:
             "origin": dict(self.origin),
             "params": [{"path": list(p.path), "shape": list(p.shape), "dtype": p.dtype,
                         "trainable": p.trainable} for p in self.params],
-            "functions": [{"tags": sorted(f.tags), "signature": f.signature_name,
-                           **f.signature.to_json(), "file": f.file,
-                           "takes_rng": f.takes_rng, "state": [list(p) for p in f.state]}
-                          for f in self.functions],
+            "functions": [_function_json(f) for f in self.functions],
             "regularizer": self.regularizer,
             "attachments": dict(self.attachments),
             "assets": {k: dict(v) for k, v in self.assets.items()},
@@ -138,9 +173,19 @@ class Manifest:
         functions = tuple(
             FunctionSpec(frozenset(f["tags"]), f["signature"], Signature.from_json(f),
                          f["file"], bool(f.get("takes_rng", False)),
-                         tuple(tuple(p) for p in f.get("state", ())))
+                         tuple(tuple(p) for p in f.get("state", ())),
+                         VjpSpec.from_json(f["vjp"]) if f.get("vjp") else None)
             for f in data["functions"])
         return cls(params=params, functions=functions, regularizer=data.get("regularizer"),
                    attachments=data.get("attachments", {}), assets=data.get("assets", {}),
                    origin=data.get("origin", {}), written_by=data.get("written_by", {}),
                    format_version=data["format_version"])
+
+
+def _function_json(f: FunctionSpec) -> dict[str, Any]:
+    # "vjp" is written only when present: readers that predate it ignore unknown keys.
+    data = {"tags": sorted(f.tags), "signature": f.signature_name, **f.signature.to_json(),
+            "file": f.file, "takes_rng": f.takes_rng, "state": [list(p) for p in f.state]}
+    if f.vjp is not None:
+        data["vjp"] = f.vjp.to_json()
+    return data

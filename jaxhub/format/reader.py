@@ -31,7 +31,7 @@ def read(path: pathlib.Path, sharding: params_io.ShardingFn | None = None) -> Mo
     if not manifest_path.is_file():
         raise ModuleFormatError(f"{path} is not a jaxhub module: no {MANIFEST_FILE}")
     manifest = Manifest.from_json(manifest_path.read_text())
-    files = {f.file for f in manifest.functions}
+    files = {file for f in manifest.functions for file in f.files}
     if manifest.regularizer:
         files.add(manifest.regularizer)
     exported = {file: _read_function(path, file) for file in sorted(files)}

@@ -71,10 +71,12 @@ def _write_description(tmp: pathlib.Path, manifest: Manifest,
                        exported: Mapping[str, jax_export.Exported],
                        assets: Mapping[str, pathlib.Path]) -> None:
     manifest = _with_provenance(manifest, _copy_assets(tmp, assets))
+    # The halves of a split VJP are never differentiated: no VJP of their own.
+    halves = {file for f in manifest.functions if f.vjp for file in f.files[1:]}
     for file, exp in exported.items():
         target = tmp / file
         target.parent.mkdir(parents=True, exist_ok=True)
-        target.write_bytes(functions.serialize(exp))
+        target.write_bytes(functions.serialize(exp, vjp_order=0 if file in halves else 1))
     (tmp / MANIFEST_FILE).write_text(manifest.to_json())
 
 
