@@ -244,6 +244,11 @@ def make_callable(exported: jax_export.Exported, split: SplitVjp | None = None
 
 def _with_split_vjp(forward: Callable[..., tuple], split: SplitVjp, n_outputs: int
                     ) -> Callable[..., tuple]:
+    """A ``custom_vjp`` of ``forward`` that runs ``split.forward`` when differentiated.
+
+    Its residuals are the stored ones plus the args and outputs the backward half takes
+    back; cotangents are handed over for float outputs only, and come back for float args.
+    """
     fwd = split.forward
     forward_with_residuals = _batchable(fwd.call, fwd.in_avals, fwd.out_avals)
     bwd = split.backward

@@ -51,3 +51,15 @@ def test_upgrade_relowers_functions_and_keeps_results(path, x, tmp_path):
     np.testing.assert_allclose(grad(new)["dense2"]["kernel"], grad(old)["dense2"]["kernel"],
                                atol=1e-5)
     np.testing.assert_allclose(new.regularization_loss(), old.regularization_loss(), rtol=1e-6)
+
+
+def test_fixture_with_split_vjp_differentiates_through_its_halves(x):
+    from tests.functions_test import exported_calls
+    module = jaxhub.load(FIXTURES / "mlp-format1-split-vjp")
+    spec = module.manifest.function(frozenset(), "default")
+    loss = lambda p: jnp.sum(module.apply(p, x) ** 2)
+    assert exported_calls(module, jax.grad(loss), module.params) == [spec.vjp.forward,
+                                                                      spec.vjp.backward]
+    np.testing.assert_allclose(jax.grad(loss)(module.params)["dense1"]["kernel"],
+                               jax.grad(lambda p: jnp.sum(mlp(p, x) ** 2))(
+                                   module.params)["dense1"]["kernel"], atol=1e-4)
