@@ -6,6 +6,8 @@ Matrix products of static inputs stay static (numpy).
 
 from __future__ import annotations
 
+import string
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -42,7 +44,90 @@ def _batch_matmul(node, x, y):
 
 @register("Einsum")
 def _einsum(node, *operands):
-    return jnp.einsum(node.attr("equation"), *operands)
+    equation = node.attr("equation").replace(" ", "")
+    if len(operands) == 2:
+        labels = _contraction_labels(equation, np.ndim(operands[0]), np.ndim(operands[1]))
+        if labels is not None and _is_matrix_product(*labels, *operands):
+            return _contract(*labels, as_jax(operands[0]), as_jax(operands[1]))
+    return jnp.einsum(equation, *operands)
+
+
+def _contraction_labels(equation: str, lhs_ndim: int, rhs_ndim: int
+                        ) -> tuple[str, str, str] | None:
+    """The labels of a plain two-operand contraction, with ``...`` spelled out.
+
+    Plain means: an explicit output, no label repeated within one term, and every input
+    label either in the output or in both inputs. Anything else returns None (and goes
+    to ``jnp.einsum``).
+    """
+    if "->" not in equation:
+        return None
+    inputs, out = equation.split("->")
+    terms = inputs.split(",")
+    if len(terms) != 2:
+        return None
+    spare = [c for c in string.ascii_letters if c not in equation]
+    widths = [ndim - len(t.replace("...", "")) for t, ndim in zip(terms, (lhs_ndim, rhs_ndim))]
+    # Ellipsis dims align from the right, as in broadcasting.
+    ellipsis = "".join(spare[:max(widths + [0])])
+    lhs, rhs = (t.replace("...", ellipsis[len(ellipsis) - w:]) for t, w in zip(terms, widths))
+    out = out.replace("...", ellipsis)
+    if (len(lhs), len(rhs)) != (lhs_ndim, rhs_ndim) or any(
+            len(set(t)) != len(t) for t in (lhs, rhs, out)):
+        return None
+    if any(c not in out and c not in (rhs if c in lhs else lhs) for c in lhs + rhs):
+        return None  # a label summed within one operand
+    if any(c not in lhs + rhs for c in out):
+        return None
+    return lhs, rhs, out
+
+
+def _is_matrix_product(lhs: str, rhs: str, out: str, a, b) -> bool:
+    """Whether something is contracted, and shared labels have one size (no broadcasting)."""
+    if not set(lhs) & set(rhs) - set(out):
+        return False  # an outer or elementwise product: jnp.einsum multiplies
+    for c in set(lhs) & set(rhs):
+        try:
+            if not a.shape[lhs.index(c)] == b.shape[rhs.index(c)]:
+                return False
+        except Exception:  # symbolic sizes that cannot be compared
+            return False
+    return True
+
+
+def _contract(lhs: str, rhs: str, out: str, a: jax.Array, b: jax.Array) -> jax.Array:
+    """``einsum(lhs,rhs->out)`` as one ``dot_general`` whose operands keep their minor axis.
+
+    ``jnp.einsum`` hands XLA a ``dot_general`` with batch axes anywhere; XLA:CPU then
+    transposes each operand to [batch, free, contracting] / [batch, contracting, free],
+    which for attention (``BTNH,BSNH->BNTS``) moves the head axis H from minor to major: a
+    full transpose of the keys. Here each operand becomes [batch, ...] with its other
+    axes in their own order (free and contracting groups kept where they are), so the
+    transposes only move whole rows of the minor axis, and XLA takes the ``dot_general``
+    as it is.
+    """
+    batch = [c for c in out if c in lhs and c in rhs]
+    free = [c for c in out if c not in batch]
+    if free and free[0] not in lhs:
+        # The output's free axes come rhs first: swapping operands saves transposing it.
+        lhs, rhs, a, b = rhs, lhs, b, a
+    contracting = [c for c in lhs if c in rhs and c not in out]
+    layouts = []
+    for term in (lhs, rhs):
+        own = [c for c in term if c not in batch and c not in contracting]
+        rest = [c for c in term if c not in batch]
+        contracting_last = not rest or rest[-1] in contracting
+        layouts.append(batch + (own + contracting if contracting_last
+                                else contracting + own))
+    (lhs_t, rhs_t), dtype = layouts, jnp.result_type(a, b)
+    a = jnp.transpose(a.astype(dtype), [lhs.index(c) for c in lhs_t])
+    b = jnp.transpose(b.astype(dtype), [rhs.index(c) for c in rhs_t])
+    n = len(batch)
+    dims = (([lhs_t.index(c) for c in contracting], [rhs_t.index(c) for c in contracting]),
+            (list(range(n)), list(range(n))))
+    result = jax.lax.dot_general(a, b, dims)
+    produced = batch + [c for c in lhs_t if c not in rhs] + [c for c in rhs_t if c not in lhs]
+    return jnp.transpose(result, [produced.index(c) for c in out])
 
 
 @register("Cholesky")

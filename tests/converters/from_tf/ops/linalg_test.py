@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import jax
 import numpy as np
 import pytest
 import tensorflow as tf
 
+from converters.from_tf.interpreter import run_graph
 from tests.converters.from_tf.ops._conformance import (Case, check, integers, normal, params,
                                                        spd)
 
@@ -33,6 +35,23 @@ CASES = [
          **_TOL),
     Case("Einsum", lambda a, b: tf.einsum("...ij,jk->...ik", a, b),
          (((2, 2, 3), (3, 4)),), name="Einsum-ellipsis", **_TOL),
+    # Keras MultiHeadAttention's scores and weighted values: batch axes between the others.
+    Case("Einsum", lambda k, q: tf.einsum("aecd,abcd->acbe", k, q),
+         (((2, 5, 3, 4), (2, 6, 3, 4)),), dtypes=("float32", "int32"),
+         name="Einsum-attention-scores", **_TOL),
+    Case("Einsum", lambda p, v: tf.einsum("acbe,aecd->abcd", p, v),
+         (((2, 3, 6, 5), (2, 5, 3, 4)),), name="Einsum-attention-values", **_TOL),
+    Case("Einsum", lambda a, b: tf.einsum("abcd,cde->abe", a, b),
+         (((2, 3, 4, 5), (4, 5, 6)),), name="Einsum-two-contracted", **_TOL),
+    Case("Einsum", lambda a, b: tf.einsum("bik,bjk->kji", a, b),
+         (((2, 3, 4), (2, 5, 4)),), name="Einsum-output-permuted", **_TOL),
+    # Not plain contractions: jnp.einsum computes these.
+    Case("Einsum", lambda a, b: tf.einsum("...ij,...jk->...ik", a, b),
+         (((1, 2, 3), (2, 3, 4)),), name="Einsum-broadcast", batched=False, **_TOL),
+    Case("Einsum", lambda a, b: tf.einsum("ij,kl->ijkl", a, b), (((2, 3), (4, 5)),),
+         name="Einsum-outer", **_TOL),
+    Case("Einsum", lambda a, b: tf.einsum("abc,cd->ad", a, b), (((2, 3, 4), (4, 5)),),
+         name="Einsum-summed-label", **_TOL),
     Case("Cholesky", tf.linalg.cholesky, _SQUARE, sample=spd, **_TOL),
     Case("MatrixInverse", tf.linalg.inv, _SQUARE, sample=spd, **_TOL),
     Case("MatrixInverse", lambda x: tf.linalg.inv(x, adjoint=True), _SQUARE, sample=spd,
@@ -72,3 +91,26 @@ CASES = [
 @pytest.mark.parametrize("case,shapes,dtypes", params(CASES))
 def test_matches_tensorflow(case, shapes, dtypes):
     check(case, shapes, dtypes)
+
+
+@pytest.mark.parametrize("equation,shapes", [
+    ("aecd,abcd->acbe", ((2, 5, 3, 4), (2, 6, 3, 4))),
+    ("acbe,aecd->abcd", ((2, 3, 6, 5), (2, 5, 3, 4))),
+])
+def test_einsum_keeps_the_minor_axis_of_its_operands(equation, shapes):
+    """Attention einsums become one dot_general with leading batch axes, and transposes
+    that move whole rows of the minor axis (XLA:CPU then copies rows, not elements)."""
+    concrete = tf.function(lambda a, b: tf.einsum(equation, a, b)).get_concrete_function(
+        *[tf.TensorSpec(s, tf.float32) for s in shapes])
+    run = run_graph(concrete.graph.as_graph_def(), [t.name for t in concrete.inputs],
+                    [t.name for t in concrete.outputs])
+    args = [np.zeros(s, np.float32) for s in shapes]
+    eqns = jax.make_jaxpr(lambda *xs: run({}, list(xs))[0])(*args).eqns
+    dots = [e for e in eqns if e.primitive.name == "dot_general"]
+    assert len(dots) == 1
+    (_, _), (lhs_batch, rhs_batch) = dots[0].params["dimension_numbers"]
+    assert tuple(lhs_batch) == tuple(rhs_batch) == (0, 1)
+    for e in eqns:
+        if e.primitive.name == "transpose":
+            permutation = e.params["permutation"]
+            assert permutation[-1] == len(permutation) - 1, permutation
