@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import functools
 import itertools
-from typing import Sequence
+from typing import NamedTuple, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -75,10 +75,15 @@ def _conv_geometry(node, x, kernel):
 
 
 def _strided(x, starts: Sequence[int], sizes: Sequence[int], strides: Sequence[int]):
-    """``x[:, start:start + (size-1)*stride + 1:stride, ..., :]`` over the spatial axes."""
-    index = (slice(None),) + tuple(slice(b, b + (n - 1) * s + 1, s)
-                                   for b, n, s in zip(starts, sizes, strides))
-    return x[index + (slice(None),)]
+    """``x[:, start:start + (size-1)*stride + 1:stride, ..., :]`` over the spatial axes.
+
+    Written as ``lax`` slices: jnp indexing with steps becomes a gather (and its gradient
+    a scatter) when the batch size is symbolic, as in exported modules.
+    """
+    for axis, (b, n, s) in enumerate(zip(starts, sizes, strides), start=1):
+        if b or n != x.shape[axis] or s != 1:
+            x = jax.lax.slice_in_dim(x, b, b + (n - 1) * s + 1, s, axis)
+    return x
 
 
 def _out_sizes(padded: Sequence[int], window: Sequence[int], strides: Sequence[int],
@@ -113,8 +118,10 @@ def _conv(node, x, kernel):
 
 def _pointwise(x, kernel, strides):
     """A 1×1 convolution (channels last) as one matrix product over channels."""
-    if any(s != 1 for s in strides):
-        x = x[(slice(None),) + tuple(slice(None, None, s) for s in strides)]
+    # Strided slices, not indexing: under a symbolic batch size jnp indexing becomes a gather.
+    for axis, s in enumerate(strides, start=1):
+        if s != 1:
+            x = jax.lax.slice_in_dim(x, 0, x.shape[axis], s, axis)
     matrix = kernel.reshape(kernel.shape[-2:])
     return jax.lax.dot_general(x, matrix, (((x.ndim - 1,), (0,)), ((), ())))
 
@@ -139,15 +146,117 @@ def _shifted_depthwise(x, kernel, strides, dilations, pads):
         # Output channel c * multiplier + m reads input channel c, as in TF.
         x = jnp.repeat(x, multiplier, axis=-1)
     taps = kernel.reshape(kh, kw, channels * multiplier)
-    x = _pad_spatial(x, pads)
-    out_h, out_w = _out_sizes(x.shape[1:3], (kh, kw), strides, dilations)
+    window = _Window(tuple(strides), tuple(dilations), tuple(tuple(p) for p in pads))
+    return _depthwise_taps(x, taps, window)
+
+
+class _Window(NamedTuple):
+    """The static geometry of a depthwise convolution over the two spatial axes."""
+
+    strides: tuple[int, int]
+    dilations: tuple[int, int]
+    pads: tuple[tuple[int, int], tuple[int, int]]
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2,))
+def _depthwise_taps(x, taps, window: _Window):
+    """``sum over taps (i, j) of x_padded[:, i*d + s*h, j*d + s*w, :] * taps[i, j]``.
+
+    Its VJP is written out: autodiff of the slices would transpose each tap into a
+    full-size ``pad`` of the cotangent, and the kernel gradient into one reduction per tap.
+    """
+    return _depthwise_taps_fwd(x, taps, window)[0]
+
+
+def _depthwise_taps_fwd(x, taps, window: _Window):
+    xp = _pad_spatial(x, window.pads)
+    out = _out_sizes(xp.shape[1:3], taps.shape[:2], window.strides, window.dilations)
+    return _sum_of_taps(xp, taps, out, window.strides, window.dilations), (xp, taps)
+
+
+def _depthwise_taps_bwd(window: _Window, residuals, dy):
+    xp, taps = residuals
+    in_sizes = [n - lo - hi for n, (lo, hi) in zip(xp.shape[1:3], window.pads)]
+    return (_depthwise_input_grad(dy, taps, in_sizes, window),
+            _depthwise_kernel_grad(xp, dy, taps.shape, window).astype(taps.dtype))
+
+
+_depthwise_taps.defvjp(_depthwise_taps_fwd, _depthwise_taps_bwd)
+
+
+def _sum_of_taps(xp, taps, out_sizes, strides, dilations):
+    """One fused pass: each kernel tap multiplies a shifted, strided slice of ``xp``."""
+    kh, kw, _ = taps.shape
     out = None
     for i in range(kh):
         for j in range(kw):
-            patch = _strided(x, (i * dilations[0], j * dilations[1]), (out_h, out_w), strides)
+            patch = _strided(xp, (i * dilations[0], j * dilations[1]), out_sizes, strides)
             term = patch * taps[i, j]
             out = term if out is None else out + term
     return out
+
+
+def _depthwise_input_grad(dy, taps, in_sizes, window: _Window):
+    """The input gradient: the same shifted multiply-adds over ONE padded cotangent.
+
+    ``dy`` is dilated by the strides (zeros between rows and columns), padded so that tap
+    ``i`` of the flipped kernel reads it at offset ``i * d``, and cropped to the input's
+    extent in the same ``pad`` (negative widths crop). So the gradient is one fused pass,
+    like the forward, with no per-tap transposes.
+    """
+    kh, kw, _ = taps.shape
+    config = [(0, 0, 0)]
+    for axis, (k, s, d, (lo, _)) in enumerate(zip((kh, kw), window.strides,
+                                                  window.dilations, window.pads)):
+        low = (k - 1) * d - lo
+        dilated = (dy.shape[1 + axis] - 1) * s + 1
+        config.append((low, in_sizes[axis] + (k - 1) * d - dilated - low, s - 1))
+    config.append((0, 0, 0))
+    dyp = jax.lax.pad(dy, np.zeros((), dy.dtype), config)
+    return _sum_of_taps(dyp, taps[::-1, ::-1], in_sizes, (1, 1), window.dilations)
+
+
+#: Output rows that one pass of the kernel gradient sums per tap (see below), as a budget
+#: of taps x rows: the pass is a single loop fusion of that many multiply-adds.
+_KERNEL_GRAD_UNROLL = 288
+
+
+def _depthwise_kernel_grad(xp, dy, taps_shape, window: _Window):
+    """The kernel gradient ``sum over n, h, w of xp[tap's slice] * dy`` for every tap.
+
+    A reduction per tap of the product would have XLA:CPU copy each shifted slice out
+    before reducing it. Instead, per tap, one fused loop adds up ``rows`` output rows
+    spaced ``rows`` apart (a ``[N, out_h / rows, out_w, C]`` partial sum), and one plain
+    reduction of all taps' partial sums, stacked, finishes the sum. Output rows left over
+    when ``rows`` does not divide ``out_h`` form a second, smaller stack.
+    """
+    kh, kw, channels = taps_shape
+    out_h, out_w = dy.shape[1:3]
+    rows = max(1, min(out_h, _KERNEL_GRAD_UNROLL // (kh * kw)))
+    groups, left = divmod(out_h, rows)
+    total = _tap_products(xp, dy, (kh, kw), range(rows), rows, groups, window)
+    if left:
+        rest = _tap_products(xp, dy, (kh, kw), range(groups * rows, out_h), out_h, 1, window)
+        total = total + rest
+    return total.reshape(kh, kw, channels)
+
+
+def _tap_products(xp, dy, window_shape, first_rows, rows, groups, window: _Window):
+    """``[taps, C]``: per tap, ``xp``'s slice times ``dy`` summed over output rows
+    ``first + rows * g`` (``g < groups``, ``first`` in ``first_rows``), batch and columns."""
+    (s0, s1), (d0, d1) = window.strides, window.dilations
+    out_w = dy.shape[2]
+    sums = []
+    for i in range(window_shape[0]):
+        for j in range(window_shape[1]):
+            total = None
+            for r in first_rows:
+                patch = _strided(xp, (r * s0 + i * d0, j * d1), (groups, out_w),
+                                 (rows * s0, s1))
+                term = patch * _strided(dy, (r, 0), (groups, out_w), (rows, 1))
+                total = term if total is None else total + term
+            sums.append(total)
+    return jnp.sum(jnp.stack(sums, axis=3), axis=(0, 1, 2))
 
 
 _FORWARD = {

@@ -19,6 +19,42 @@ def _depthwise(strides=1, padding="SAME", dilations=(1, 1)):
                                                dilations=dilations)
 
 
+# Depthwise convolutions up to 5x5 run as shifted multiply-adds with a hand-written VJP
+# (strides, dilations, paddings, multipliers, odd sizes, and output heights that the
+# kernel gradient's row groups do not divide); larger kernels as grouped convolutions.
+DEPTHWISE = [
+    Case("DepthwiseConv2dNative", _depthwise(), (((2, 7, 7, 4), (3, 3, 4, 1)),
+                                                 ((1, 6, 5, 3), (3, 3, 3, 2))), **_TOL),
+    Case("DepthwiseConv2dNative", _depthwise(2), (((2, 8, 8, 4), (3, 3, 4, 1)),
+                                                  ((1, 9, 9, 2), (5, 5, 2, 1)),
+                                                  ((2, 9, 7, 3), (3, 3, 3, 2))),
+         name="Depthwise-s2", **_TOL),
+    Case("DepthwiseConv2dNative", _depthwise(2, "VALID"), (((2, 9, 8, 3), (3, 3, 3, 1)),
+                                                           ((1, 10, 11, 2), (3, 3, 2, 2))),
+         name="Depthwise-s2-valid", **_TOL),
+    Case("DepthwiseConv2dNative", _depthwise(3), (((1, 10, 11, 2), (3, 3, 2, 1)),),
+         name="Depthwise-s3", **_TOL),
+    Case("DepthwiseConv2dNative", _depthwise(1, "VALID", (2, 2)),
+         (((1, 9, 9, 2), (3, 3, 2, 1)),), name="Depthwise-dilated", **_TOL),
+    Case("DepthwiseConv2dNative", _depthwise(1, "SAME", (2, 3)),
+         (((2, 9, 10, 2), (3, 3, 2, 2)),), name="Depthwise-dilated-same", **_TOL),
+    Case("DepthwiseConv2dNative", _depthwise(1, [[0, 0], [1, 2], [0, 1], [0, 0]]),
+         (((1, 6, 7, 3), (3, 3, 3, 1)),), name="Depthwise-explicit", **_TOL),
+    Case("DepthwiseConv2dNative", _depthwise(2, [[0, 0], [3, 0], [0, 4], [0, 0]]),
+         (((2, 7, 6, 2), (3, 3, 2, 2)),), name="Depthwise-explicit-wide-s2", **_TOL),
+    Case("DepthwiseConv2dNative", _depthwise(2), (((1, 9, 8, 3), (2, 4, 3, 1)),),
+         name="Depthwise-2x4-s2", **_TOL),
+    Case("DepthwiseConv2dNative", _depthwise(), (((1, 37, 6, 2), (3, 3, 2, 1)),
+                                                 ((2, 13, 5, 2), (5, 5, 2, 1))),
+         name="Depthwise-tall", **_TOL),
+    Case("DepthwiseConv2dNative", _depthwise(), (((1, 12, 12, 2), (7, 7, 2, 1)),),
+         name="Depthwise-7x7", **_TOL),
+    Case("DepthwiseConv2dNativeBackpropInput", lambda dy, k:
+         tf.compat.v1.nn.depthwise_conv2d_native_backprop_input([1, 6, 6, 2], k, dy,
+                                                                 [1, 2, 2, 1], "SAME"),
+         (((1, 3, 3, 2), (3, 3, 2, 1)),), batched=False, **_TOL),
+]
+
 CONV = [
     Case("Conv2D", _conv2d(), (((2, 7, 7, 3), (3, 3, 3, 4)), ((1, 8, 6, 2), (2, 3, 2, 3))),
          name="Conv2D-same", **_TOL),
@@ -35,15 +71,6 @@ CONV = [
          name="Conv1D", **_TOL),
     Case("Conv3D", lambda x, k: tf.nn.conv3d(x, k, [1, 1, 2, 1, 1], "SAME"),
          (((1, 4, 5, 5, 2), (2, 3, 3, 2, 3)),), **_TOL),
-    Case("DepthwiseConv2dNative", _depthwise(), (((2, 7, 7, 4), (3, 3, 4, 1)),
-                                                 ((1, 6, 5, 3), (3, 3, 3, 2))), **_TOL),
-    Case("DepthwiseConv2dNative", _depthwise(2), (((2, 8, 8, 4), (3, 3, 4, 1)),
-                                                  ((1, 9, 9, 2), (5, 5, 2, 1))),
-         name="Depthwise-s2", **_TOL),
-    Case("DepthwiseConv2dNative", _depthwise(1, "VALID", (2, 2)),
-         (((1, 9, 9, 2), (3, 3, 2, 1)),), name="Depthwise-dilated", **_TOL),
-    Case("DepthwiseConv2dNative", _depthwise(), (((1, 12, 12, 2), (7, 7, 2, 1)),),
-         name="Depthwise-7x7", **_TOL),
     Case("Conv2DBackpropInput", lambda dy, k: tf.nn.conv2d_transpose(
         dy, k, [2, 8, 8, 3], 2, "SAME"), (((2, 4, 4, 5), (3, 3, 3, 5)),), batched=False,
          **_TOL),
@@ -56,10 +83,6 @@ CONV = [
     Case("Conv3DBackpropInputV2", lambda dy, k: tf.nn.conv3d_transpose(
         dy, k, [1, 4, 6, 6, 2], [1, 1, 2, 2, 1], "SAME"), (((1, 4, 3, 3, 3), (2, 3, 3, 2, 3)),),
          batched=False, **_TOL),
-    Case("DepthwiseConv2dNativeBackpropInput", lambda dy, k:
-         tf.compat.v1.nn.depthwise_conv2d_native_backprop_input([1, 6, 6, 2], k, dy,
-                                                                 [1, 2, 2, 1], "SAME"),
-         (((1, 3, 3, 2), (3, 3, 2, 1)),), batched=False, **_TOL),
 ]
 
 POOL = [
@@ -86,7 +109,7 @@ POOL = [
          name="GlobalAvgPool"),
 ]
 
-CASES = CONV + POOL
+CASES = DEPTHWISE + CONV + POOL
 
 
 @pytest.mark.parametrize("case,shapes,dtypes", params(CASES))
