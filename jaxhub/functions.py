@@ -130,10 +130,12 @@ def export_split_vjp(fn: Callable[..., Sequence[Any]], arg_specs: Sequence[Tenso
     if not traced["ok"]:
         return None
     sources, float_outs = traced["sources"], traced["float_outs"]
-    saved_inputs = tuple(sorted({i for kind, i in sources if kind == "input"}))
     saved_outputs = tuple(sorted({j for kind, j in sources if kind == "output"}))
     out_avals = exported_forward.out_avals[:traced["n_outputs"]]
     residual_avals = exported_forward.out_avals[traced["n_outputs"]:]
+    saved_inputs = _with_sizes_given(
+        {i for kind, i in sources if kind == "input"}, args,
+        [*residual_avals, *(out_avals[j] for j in (*saved_outputs, *float_outs))])
 
     def backward(*flat):
         flat = list(flat)
@@ -197,6 +199,27 @@ def _residual_sources(leaves: Sequence[Any], args: Sequence[Any], outs: Sequence
                 stored.append(leaf)
             sources.append(("stored", stored_at[id(leaf)]))
     return sources, stored
+
+
+def _with_sizes_given(saved_inputs: set[int], args: Sequence[Any], other_avals: Sequence[Any]
+                      ) -> tuple[int, ...]:
+    """``saved_inputs`` plus args that give the backward half every symbolic size.
+
+    ``jax.export`` reads the value of each symbol from the shapes of the args. A size that
+    no residual or cotangent has (the height of an image that is mean-pooled away) is
+    given by passing back an input that has it.
+    """
+    saved = set(saved_inputs)
+    given = {s for a in (*other_avals, *(args[i] for i in saved)) for s in _bare_symbols(a)}
+    for i, arg in enumerate(args):
+        if _bare_symbols(arg) - given:
+            saved.add(i)
+            given |= _bare_symbols(arg)
+    return tuple(sorted(saved))
+
+
+def _bare_symbols(aval) -> set[str]:
+    return {str(d) for d in aval.shape if not isinstance(d, int) and _symbols(d) == {str(d)}}
 
 
 def _take(items: list[Any], n: int) -> list[Any]:

@@ -212,3 +212,20 @@ def test_upgrade_relowers_the_halves(loaded, mlp_dir, tmp_path, x):
                               x) == [spec.vjp.forward, spec.vjp.backward]
         assert_trees_close(without_stats(jax.grad(module_loss(upgraded))(upgraded.params, x)),
                            without_stats(jax.grad(loss)(mlp_params(), x)))
+
+
+def test_sizes_that_no_residual_has_are_passed_back():
+    """Mean pooling over any image size: the backward half needs the size, not the image."""
+    def pool(params, images):
+        return jnp.mean(images, axis=(1, 2)) @ params["w"]
+
+    params = {"w": jax.random.normal(jax.random.key(0), (3, 4))}
+    module = jaxhub.create_module(params, signatures={
+        "default": (pool, jaxhub.TensorSpec([None, None, None, 3], "float32"))})
+    spec = function_spec(module, "default")
+    assert len(params) in spec.vjp.saved_inputs  # the images, for their height and width
+    for size in (5, 8):
+        images = jax.random.normal(jax.random.key(size), (2, size, size, 3))
+        loss = lambda f: lambda p, x: jnp.sum(f(p, x) ** 2)
+        assert_trees_close(jax.grad(loss(module.apply), (0, 1))(params, images),
+                           jax.grad(loss(pool), (0, 1))(params, images))
