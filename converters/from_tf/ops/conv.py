@@ -197,23 +197,63 @@ def _sum_of_taps(xp, taps, out_sizes, strides, dilations):
 
 
 def _depthwise_input_grad(dy, taps, in_sizes, window: _Window):
-    """The input gradient: the same shifted multiply-adds over ONE padded cotangent.
+    """The input gradient: shifted multiply-adds over ONE padded cotangent, per phase.
 
-    ``dy`` is dilated by the strides (zeros between rows and columns), padded so that tap
-    ``i`` of the flipped kernel reads it at offset ``i * d``, and cropped to the input's
-    extent in the same ``pad`` (negative widths crop). So the gradient is one fused pass,
-    like the forward, with no per-tap transposes.
+    Input row ``q + s*a`` (phase ``q`` of stride ``s``) receives ``dy[a + offset] * tap``
+    from exactly the taps whose offset ``(q + lo - i*d) / s`` is whole. So each of the
+    ``s0 * s1`` phases is a sum of contiguous slices of ``dy`` (padded once), and the
+    phases interleave into the input's grid in the same fused loop: no per-tap transposes,
+    and no work on the zeros that dilating ``dy`` by the strides would add.
     """
-    kh, kw, _ = taps.shape
-    config = [(0, 0, 0)]
-    for axis, (k, s, d, (lo, _)) in enumerate(zip((kh, kw), window.strides,
-                                                  window.dilations, window.pads)):
-        low = (k - 1) * d - lo
-        dilated = (dy.shape[1 + axis] - 1) * s + 1
-        config.append((low, in_sizes[axis] + (k - 1) * d - dilated - low, s - 1))
-    config.append((0, 0, 0))
-    dyp = jax.lax.pad(dy, np.zeros((), dy.dtype), config)
-    return _sum_of_taps(dyp, taps[::-1, ::-1], in_sizes, (1, 1), window.dilations)
+    kh, kw, channels = taps.shape
+    plans = [_phase_plan(k, s, d, lo, n, o) for k, s, d, (lo, _), n, o in zip(
+        (kh, kw), window.strides, window.dilations, window.pads, in_sizes, dy.shape[1:3])]
+    (count0, pads0, phases0), (count1, pads1, phases1) = plans
+    dyp = _pad_spatial(dy, (pads0, pads1))
+    grid = []
+    for taps0 in phases0:
+        row = []
+        for taps1 in phases1:
+            total = None
+            for i, start0 in taps0:
+                for j, start1 in taps1:
+                    term = _strided(dyp, (start0, start1), (count0, count1), (1, 1)) * taps[i, j]
+                    total = term if total is None else total + term
+            if total is None:  # no tap reaches this phase
+                total = jnp.zeros((dy.shape[0], count0, count1, channels), dy.dtype)
+            row.append(total)
+        grid.append(row)
+    dx = _interleave(grid)
+    return _strided(dx, (0, 0), in_sizes, (1, 1))
+
+
+def _phase_plan(k: int, s: int, d: int, lo: int, size: int, out_size: int):
+    """Along one axis: rows per phase, the cotangent's padding, and per phase the
+    ``(tap, start)`` pairs that read the padded cotangent from ``start``."""
+    count = -(-size // s)
+    phases = [[(i, (q + lo - i * d) // s) for i in range(k) if (q + lo - i * d) % s == 0]
+              for q in range(s)]
+    offsets = [offset for taps in phases for _, offset in taps] or [0]
+    low = max(0, -min(offsets))
+    high = max(0, count - 1 + max(offsets) - (out_size - 1))
+    return count, (low, high), [[(i, offset + low) for i, offset in taps] for taps in phases]
+
+
+def _interleave(grid):
+    """``grid[q0][q1]`` of shape ``[N, A, B, C]`` -> ``[N, A*s0, B*s1, C]``, row
+    ``q0 + s0*a`` from phase ``q0``: each phase spread out by an interior ``pad``, all
+    added up in one fused loop."""
+    s0, s1 = len(grid), len(grid[0])
+    if s0 == 1 and s1 == 1:
+        return grid[0][0]
+    zero = np.zeros((), grid[0][0].dtype)
+    total = None
+    for q0, row in enumerate(grid):
+        for q1, phase in enumerate(row):
+            spread = jax.lax.pad(phase, zero, [(0, 0, 0), (q0, s0 - 1 - q0, s0 - 1),
+                                               (q1, s1 - 1 - q1, s1 - 1), (0, 0, 0)])
+            total = spread if total is None else total + spread
+    return total
 
 
 #: Output rows that one pass of the kernel gradient sums per tap (see below), as a budget
