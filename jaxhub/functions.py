@@ -22,6 +22,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import re
+import warnings
 from typing import Any, Callable, Sequence
 
 import jax
@@ -107,9 +108,22 @@ def export_split_vjp(fn: Callable[..., Sequence[Any]], arg_specs: Sequence[Tenso
     gradient. The residuals keep their symbolic shapes.
 
     Returns:
-      The two halves, or None when ``fn`` has no float args or float outputs, or a
-      residual that an exported function cannot return (a PRNG key).
+      The two halves, or None when ``fn`` has no float args or float outputs, has a
+      residual that an exported function cannot return (a PRNG key), or cannot be
+      differentiated (then with a warning).
     """
+    try:
+        return _export_halves(fn, arg_specs, platforms)
+    except Exception as e:  # noqa: BLE001 (whatever JAX raised while differentiating)
+        # A function that JAX cannot differentiate still makes a module that runs; its
+        # gradient fails when asked for, as it did before split VJPs existed.
+        warnings.warn(f"a function's gradient could not be traced, so it is stored without "
+                      f"a split VJP: {type(e).__name__}: {str(e)[:500]}", stacklevel=2)
+        return None
+
+
+def _export_halves(fn: Callable[..., Sequence[Any]], arg_specs: Sequence[TensorSpec],
+                   platforms: Sequence[str]) -> SplitVjp | None:
     scope = jax_export.SymbolicScope()
     args = [jax.ShapeDtypeStruct(_symbolic_shape(spec, scope), spec.dtype)
             for spec in arg_specs]

@@ -229,3 +229,21 @@ def test_sizes_that_no_residual_has_are_passed_back():
         loss = lambda f: lambda p, x: jnp.sum(f(p, x) ** 2)
         assert_trees_close(jax.grad(loss(module.apply), (0, 1))(params, images),
                            jax.grad(loss(pool), (0, 1))(params, images))
+
+
+def test_a_function_whose_gradient_cannot_be_traced_is_stored_without_halves(x):
+    """As before split VJPs: the module runs, and its gradient fails only when asked for."""
+    @jax.custom_vjp
+    def broken(v):
+        return v
+
+    broken.defvjp(lambda v: (v, None), lambda _, ct: (ct.reshape(-1),))  # wrong shape
+
+    params = {"w": jnp.ones((50, 3))}
+    with pytest.warns(UserWarning, match="stored without a split VJP"):
+        module = jaxhub.create_module(params, signatures={
+            "default": (lambda p, v: broken(v) @ p["w"], jaxhub.TensorSpec([None, 50]))})
+    assert function_spec(module, "default").vjp is None
+    np.testing.assert_allclose(module(x), x @ params["w"], atol=ATOL)
+    with pytest.raises(Exception):
+        jax.grad(lambda v: jnp.sum(module(v)))(x)
