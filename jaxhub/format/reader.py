@@ -26,7 +26,7 @@ def read(path: pathlib.Path, sharding: params_io.ShardingFn | None = None) -> Mo
     Raises:
       ModuleFormatError: the directory is not a complete, readable module.
     """
-    path = pathlib.Path(path)
+    path = pathlib.Path(path).absolute()  # Orbax refuses relative checkpoint paths
     manifest_path = path / MANIFEST_FILE
     if not manifest_path.is_file():
         raise ModuleFormatError(f"{path} is not a jaxhub module: no {MANIFEST_FILE}")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import shutil
 
+import numpy as np
 import pytest
 
 import jaxhub
@@ -79,3 +80,11 @@ def test_file_names_cannot_leave_the_module(module_copy):
     (module_copy / "jaxhub_module.json").write_text(json.dumps(manifest))
     with pytest.raises(jaxhub.ModuleFormatError, match="outside itself"):
         jaxhub.load(module_copy)
+
+
+def test_relative_path(module_copy, monkeypatch, x):
+    from jaxhub.format import reader
+    monkeypatch.chdir(module_copy.parent)
+    module = reader.read("copy")
+    assert module.path.is_absolute()
+    np.testing.assert_allclose(module(x), jaxhub.load(module_copy)(x))
