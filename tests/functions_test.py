@@ -162,7 +162,8 @@ class TestGradients:
         module_loss, loss = LOSSES[name]
         xs = jax.random.normal(jax.random.key(2), (3, 2, 50))
         of_batches = lambda f: lambda p: jnp.sum(jax.vmap(f, (None, 0))(p, xs))
-        assert_trees_close(without_stats(jax.grad(of_batches(module_loss(loaded)))(loaded.params)),
+        grads = jax.grad(of_batches(module_loss(loaded)))(loaded.params)
+        assert_trees_close(without_stats(grads),
                            without_stats(jax.grad(of_batches(loss))(mlp_params())), atol=1e-4)
 
     def test_gradient_over_stacked_params(self, loaded, x):

@@ -72,7 +72,8 @@ def _write_description(tmp: pathlib.Path, manifest: Manifest,
                        assets: Mapping[str, pathlib.Path]) -> None:
     manifest = _with_provenance(manifest, _copy_assets(tmp, assets))
     # The halves of a split VJP are never differentiated: no VJP of their own.
-    halves = {file for f in manifest.functions if f.vjp for file in f.files[1:]}
+    halves = {file for f in manifest.functions if f.vjp
+              for file in (f.vjp.forward, f.vjp.backward)}
     for file, exp in exported.items():
         target = tmp / file
         target.parent.mkdir(parents=True, exist_ok=True)
