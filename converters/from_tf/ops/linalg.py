@@ -86,13 +86,8 @@ def _is_matrix_product(lhs: str, rhs: str, out: str, a, b) -> bool:
     """Whether something is contracted, and shared labels have one size (no broadcasting)."""
     if not set(lhs) & set(rhs) - set(out):
         return False  # an outer or elementwise product: jnp.einsum multiplies
-    for c in set(lhs) & set(rhs):
-        try:
-            if not a.shape[lhs.index(c)] == b.shape[rhs.index(c)]:
-                return False
-        except Exception:  # symbolic sizes that cannot be compared
-            return False
-    return True
+    # Symbolic sizes compare equal only when they are the same expression.
+    return all(a.shape[lhs.index(c)] == b.shape[rhs.index(c)] for c in set(lhs) & set(rhs))
 
 
 def _contract(lhs: str, rhs: str, out: str, a: jax.Array, b: jax.Array) -> jax.Array:
