@@ -110,10 +110,31 @@ def _conv(node, x, kernel):
         lo or hi for lo, hi in pads)
     if pointwise and groups == 1 and _channels_last(layout):
         return _pointwise(x, kernel, strides)
+    if groups == 1 and kernel.ndim == 4 and _channels_last(layout):
+        padded = [n + lo + hi for n, (lo, hi) in zip(x.shape[1:3], pads)]
+        out = _out_sizes(padded, kernel.shape[:2], strides, dilations)
+        if any(o < k for o, k in zip(out, kernel.shape[:2])):
+            return _patches_conv(x, kernel, strides, dilations, pads, out)
     spec = "HWIO" if kernel.ndim == 4 else "DHWIO"
     return jax.lax.conv_general_dilated(
         x, kernel, window_strides=strides, padding=pads, rhs_dilation=dilations,
         dimension_numbers=(layout, spec, layout), feature_group_count=groups)
+
+
+def _patches_conv(x, kernel, strides, dilations, pads, out_sizes):
+    """A 2-D convolution (NHWC) as its patches times the kernel matrix.
+
+    For an output smaller than the kernel window (small feature maps), XLA:CPU swaps the
+    convolution's operands into a form no fast kernel handles, hundreds of times slower;
+    the patches are small there, and one matrix product does the work.
+    """
+    kh, kw, in_channels, out_channels = kernel.shape
+    xp = _pad_spatial(x, pads)
+    patches = jnp.concatenate(
+        [_strided(xp, (i * dilations[0], j * dilations[1]), out_sizes, strides)
+         for i in range(kh) for j in range(kw)], axis=-1)
+    matrix = kernel.reshape(kh * kw * in_channels, out_channels)
+    return jax.lax.dot_general(patches, matrix, (((3,), (0,)), ((), ())))
 
 
 def _pointwise(x, kernel, strides):

@@ -67,6 +67,13 @@ CONV = [
     Case("Conv2D", _conv2d(), (((2, 5, 5, 8), (1, 1, 8, 6)),), name="Conv2D-1x1", **_TOL),
     Case("Conv2D", _conv2d(2), (((2, 7, 7, 4), (1, 1, 4, 6)),), name="Conv2D-1x1-s2", **_TOL),
     Case("Conv2D", _conv2d(), (((1, 6, 6, 8), (3, 3, 2, 4)),), name="Conv2D-grouped", **_TOL),
+    # Outputs smaller than the window run as patches times the kernel matrix.
+    Case("Conv2D", _conv2d(), (((2, 2, 2, 8), (3, 3, 8, 4)), ((1, 1, 3, 4), (3, 3, 4, 5))),
+         name="Conv2D-small-map", **_TOL),
+    Case("Conv2D", _conv2d(2), (((1, 3, 4, 4), (3, 3, 4, 5)),), name="Conv2D-small-map-s2",
+         **_TOL),
+    Case("Conv2D", _conv2d(1, "SAME", 2), (((1, 3, 3, 2), (2, 3, 2, 3)),),
+         name="Conv2D-small-map-dilated", **_TOL),
     Case("Conv2D", lambda x, k: tf.nn.conv1d(x, k, 2, "SAME"), (((2, 9, 3), (3, 3, 4)),),
          name="Conv1D", **_TOL),
     Case("Conv3D", lambda x, k: tf.nn.conv3d(x, k, [1, 1, 2, 1, 1], "SAME"),
