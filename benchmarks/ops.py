@@ -9,9 +9,11 @@ For each op, three timings of the same computation on the same inputs:
 * **TF**: the ``tf.function`` itself.
 
 Prints a Markdown table of median times with the ratios jaxhub/lax and jaxhub/TF (below
-1 means jaxhub is faster). Usage::
+1 means jaxhub is faster). With ``--grad``, each spelling is timed computing the gradient
+of ``sum(op(*inputs) * cotangent)`` with respect to every input instead (``jax.grad``;
+``tf.GradientTape`` in a ``tf.function``), as a fine-tuning step needs it. Usage::
 
-    python -m benchmarks.ops [--repeats 7] [--batch 8] [--only depthwise]
+    python -m benchmarks.ops [--repeats 7] [--batch 8] [--only depthwise] [--grad]
 """
 
 from __future__ import annotations
@@ -87,6 +89,12 @@ BENCHES = [
     Bench("depthwise 5x5 s1 (56x56x144)",
           lambda x, k: tf.nn.depthwise_conv2d(x, k, [1, 1, 1, 1], "SAME"), _depthwise_lax(1),
           lambda n: [(n, 56, 56, 144), (5, 5, 144, 1)]),
+    Bench("depthwise 3x3 s1 (48x48x96)",
+          lambda x, k: tf.nn.depthwise_conv2d(x, k, [1, 1, 1, 1], "SAME"), _depthwise_lax(1),
+          lambda n: [(n, 48, 48, 96), (3, 3, 96, 1)]),
+    Bench("depthwise 3x3 s2 (48x48x96)",
+          lambda x, k: tf.nn.depthwise_conv2d(x, k, [1, 2, 2, 1], "SAME"), _depthwise_lax(2),
+          lambda n: [(n, 48, 48, 96), (3, 3, 96, 1)]),
     Bench("conv 1x1 (112x112x96->96)", lambda x, k: tf.nn.conv2d(x, k, 1, "SAME"),
           _conv_lax(1), lambda n: [(n, 112, 112, 96), (1, 1, 96, 96)]),
     Bench("conv 1x1 (28x28x32->192)", lambda x, k: tf.nn.conv2d(x, k, 1, "SAME"),
@@ -136,7 +144,24 @@ def _median_ms(fns: dict[str, Callable], repeats: int) -> dict[str, float]:
     return {name: 1e3 * statistics.median(t) for name, t in times.items()}
 
 
-def run(bench: Bench, batch: int, repeats: int) -> dict[str, float]:
+def _jax_grad(fn: Callable, cotangent: np.ndarray, arity: int) -> Callable:
+    """``jax.jit`` of the gradient of ``sum(fn(*args) * cotangent)`` w.r.t. every arg."""
+    loss = lambda *args: jnp.sum(fn(*args) * cotangent)  # noqa: E731
+    return jax.jit(jax.grad(loss, argnums=tuple(range(arity))))
+
+
+def _tf_grad(fn: Callable, cotangent: np.ndarray) -> Callable:
+    """The same gradient in TF: ``tf.GradientTape`` inside a ``tf.function``."""
+    @tf.function(jit_compile=False)
+    def grad(*args):
+        with tf.GradientTape() as tape:
+            tape.watch(args)
+            loss = tf.reduce_sum(fn(*args) * cotangent)
+        return tape.gradient(loss, args)
+    return grad
+
+
+def run(bench: Bench, batch: int, repeats: int, grad: bool = False) -> dict[str, float]:
     """Median milliseconds of the three spellings; checks that they agree."""
     shapes = bench.shapes(batch)
     args = _inputs(shapes)
@@ -144,14 +169,20 @@ def run(bench: Bench, batch: int, repeats: int) -> dict[str, float]:
     lax_fn = jax.jit(bench.lax_fn)
     tf_fn = tf.function(bench.tf_fn, jit_compile=False)
     tf_args = [tf.constant(a) for a in args]
-    expected = tf_fn(*tf_args).numpy()
-    np.testing.assert_allclose(np.asarray(jaxhub_fn(*args)), expected, rtol=2e-3, atol=2e-3)
-    np.testing.assert_allclose(np.asarray(lax_fn(*args)), expected, rtol=2e-3, atol=2e-3)
+    if grad:
+        cotangent = _inputs([tuple(tf_fn(*tf_args).shape)], seed=1)[0]
+        jaxhub_fn = _jax_grad(jaxhub_fn, cotangent, len(shapes))
+        lax_fn = _jax_grad(bench.lax_fn, cotangent, len(shapes))
+        tf_fn = _tf_grad(bench.tf_fn, cotangent)
+    expected = [t.numpy() for t in tf.nest.flatten(tf_fn(*tf_args))]
+    for fn in (jaxhub_fn, lax_fn):
+        for got, want in zip(jax.tree.leaves(fn(*args)), expected):
+            np.testing.assert_allclose(np.asarray(got), want, rtol=2e-3, atol=2e-2)
     dev_args = [jnp.asarray(a) for a in args]
     return _median_ms({
-        "jaxhub": lambda: jaxhub_fn(*dev_args).block_until_ready(),
-        "lax": lambda: lax_fn(*dev_args).block_until_ready(),
-        "tf": lambda: tf_fn(*tf_args).numpy(),
+        "jaxhub": lambda: jax.block_until_ready(jaxhub_fn(*dev_args)),
+        "lax": lambda: jax.block_until_ready(lax_fn(*dev_args)),
+        "tf": lambda: [t.numpy() for t in tf.nest.flatten(tf_fn(*tf_args))],
     }, repeats)
 
 
@@ -160,15 +191,18 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--repeats", type=int, default=7)
     parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--only", default="", help="run benches whose name contains this")
+    parser.add_argument("--grad", action="store_true",
+                        help="time the gradient w.r.t. every input instead of the op")
     args = parser.parse_args(argv)
-    print(f"batch {args.batch}, median of {args.repeats} runs, {os.cpu_count()} CPUs, "
+    what = "gradient w.r.t. all inputs" if args.grad else "forward"
+    print(f"{what}, batch {args.batch}, median of {args.repeats} runs, {os.cpu_count()} CPUs, "
           f"jax {jax.__version__}, tensorflow {tf.__version__}\n")
     print("| op | jaxhub ms | lax ms | TF ms | jaxhub/lax | jaxhub/TF |")
     print("|---|---:|---:|---:|---:|---:|")
     for bench in BENCHES:
         if args.only not in bench.name:
             continue
-        t = run(bench, args.batch, args.repeats)
+        t = run(bench, args.batch, args.repeats, args.grad)
         print(f"| {bench.name} | {t['jaxhub']:.1f} | {t['lax']:.1f} | {t['tf']:.1f} | "
               f"{t['jaxhub'] / t['lax']:.2f} | {t['jaxhub'] / t['tf']:.2f} |", flush=True)
 
