@@ -143,8 +143,31 @@ def _pointwise(x, kernel, strides):
     for axis, s in enumerate(strides, start=1):
         if s != 1:
             x = jax.lax.slice_in_dim(x, 0, x.shape[axis], s, axis)
-    matrix = kernel.reshape(kernel.shape[-2:])
+    return _channel_matmul(x, kernel.reshape(kernel.shape[-2:]))
+
+
+@jax.custom_vjp
+def _channel_matmul(x, matrix):
+    """``x @ matrix`` over the last axis of ``x``, whatever its leading axes."""
     return jax.lax.dot_general(x, matrix, (((x.ndim - 1,), (0,)), ((), ())))
+
+
+def _channel_matmul_fwd(x, matrix):
+    return _channel_matmul(x, matrix), (x, matrix)
+
+
+def _channel_matmul_bwd(residuals, dy):
+    x, matrix = residuals
+    dx = jax.lax.dot_general(dy, matrix, (((dy.ndim - 1,), (1,)), ((), ())))
+    # The matrix gradient as one 2-D product over the flattened leading axes: autodiff
+    # contracts the three axes of [N, H, W, C] at once, for which XLA:CPU transposes the
+    # cotangent and runs a generic dot (16 -> 96 channels on 32x48x48: 30 ms, now 6 ms).
+    dm = jax.lax.dot_general(x.reshape(-1, x.shape[-1]), dy.reshape(-1, dy.shape[-1]),
+                             (((0,), (0,)), ((), ())))
+    return dx, dm
+
+
+_channel_matmul.defvjp(_channel_matmul_fwd, _channel_matmul_bwd)
 
 
 def _depthwise(node, x, kernel):

@@ -1,5 +1,6 @@
-"""The depthwise lowering as modules use it: gradients under a symbolic batch size, and the
-shape of the program it produces (no gathers or scatters, one padded cotangent)."""
+"""The convolution lowerings with written-out VJPs as modules use them: gradients under a
+symbolic batch size, and the shape of the program the depthwise one produces (no gathers
+or scatters, one padded cotangent)."""
 
 from __future__ import annotations
 
@@ -13,16 +14,19 @@ from jax.extend.core import jaxprs_in_params
 
 from converters.from_tf.interpreter import run_graph
 from tests.converters.from_tf.ops._conformance import Case
-from tests.converters.from_tf.ops.conv_test import DEPTHWISE
+from tests.converters.from_tf.ops.conv_test import CONV, DEPTHWISE
 
-_SHIFTED = [case for case in DEPTHWISE
-            if case.op == "DepthwiseConv2dNative" and case.name != "Depthwise-7x7"]
+# Shifted depthwise convs, 1x1 convs (matrix products) and small-map convs (patches).
+_LOWERED = ([case for case in DEPTHWISE
+             if case.op == "DepthwiseConv2dNative" and case.name != "Depthwise-7x7"] +
+            [case for case in CONV if case.name in {
+                "Conv2D-1x1", "Conv2D-1x1-s2", "Conv2D-small-map", "Conv2D-small-map-s2"}])
 
 
 def _params():
     return [pytest.param(case, shapes, id=f"{case.name or case.op}-" +
                          "_".join("x".join(map(str, s)) for s in shapes))
-            for case in _SHIFTED for shapes in case.shapes]
+            for case in _LOWERED for shapes in case.shapes]
 
 
 def _converted(case, x_shape, k_shape):
