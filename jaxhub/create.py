@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import pathlib
 import re
@@ -112,6 +113,9 @@ class _Builder:
             ParamSpec(path, tuple(np.shape(x)), jnp.asarray(x).dtype.name, mask[path])
             for path, x in items)
         self._functions: list[FunctionSpec] = []
+        # One export per distinct (fn, tags, specs): signatures that alias one function
+        # (a SavedModel's "serve" and "serving_default") share its files.
+        self._added: dict[tuple, FunctionSpec] = {}
         self._exported: dict[str, Any] = {}
         self._regularizer: str | None = None
 
@@ -130,6 +134,10 @@ class _Builder:
             raise ValueError(f"signature name {name!r} must match {_NAME.pattern}")
         bare = isinstance(specs, TensorSpec)
         inputs = symbolic_input_specs({DEFAULT_NAME: specs} if bare else dict(specs))
+        key = (id(fn), tags, bare, repr(sorted(inputs.items())))
+        if key in self._added:
+            self._functions.append(dataclasses.replace(self._added[key], signature_name=name))
+            return
         flat, arg_specs, traced = self._flat(fn, inputs, bare, tags, takes_rng=bool(tags))
         takes_rng = bool(tags) and functions.uses_last_arg(flat, arg_specs)
         if bool(tags) and not takes_rng:  # draws no random numbers: do not ask for a key
@@ -141,8 +149,9 @@ class _Builder:
         file = f"{folder}/{name}.jaxexport"
         self._exported[file] = exported
         vjp = self._add_split_vjp(flat, arg_specs, f"{folder}/vjp/{name}")
-        self._functions.append(FunctionSpec(tags, name, Signature(inputs, output_specs), file,
-                                            takes_rng, tuple(state), vjp))
+        self._added[key] = FunctionSpec(tags, name, Signature(inputs, output_specs), file,
+                                        takes_rng, tuple(state), vjp)
+        self._functions.append(self._added[key])
 
     def _add_split_vjp(self, flat, arg_specs: list[TensorSpec], stem: str) -> VjpSpec | None:
         """Exports the gradient's two halves, so that ``jax.grad`` runs the forward once."""

@@ -205,6 +205,23 @@ class TestExportAndLoad:
         np.testing.assert_allclose(out["t"], mlp_train(params, x, jax.random.key(7))[0],
                                    atol=ATOL)
 
+    def test_signatures_of_one_function_share_its_files(self, x, tmp_path):
+        spec = jaxhub.TensorSpec([None, 50])
+        twice = lambda p, x: 2.0 * mlp(p, x)  # noqa: E731
+        module = jaxhub.create_module(mlp_params(), {"a": (mlp, spec), "b": (mlp, spec),
+                                                     "twice": (twice, spec)})
+        files = {f.signature_name: f.files for f in module.manifest.functions}
+        assert files["a"] == files["b"] and files["a"] != files["twice"]
+        loaded = jaxhub.load(module.export(tmp_path / "m"))
+        stored = {p.name for p in (tmp_path / "m" / "functions" / "inference").glob("*")}
+        assert stored == {"a.jaxexport", "twice.jaxexport", "vjp"}
+        for name, fn in (("a", mlp), ("b", mlp), ("twice", twice)):
+            np.testing.assert_allclose(loaded(x, signature=name), fn(mlp_params(), x),
+                                       atol=ATOL)
+        grads = [jax.grad(lambda p, s=s: jnp.sum(loaded.apply(p, x, signature=s)))(
+            loaded.params) for s in ("a", "b")]
+        assert_trees_close(grads[0], grads[1])
+
     def test_export_refuses_a_non_empty_directory(self, mlp_module, tmp_path):
         (tmp_path / "taken").mkdir()
         (tmp_path / "taken" / "file").write_text("keep me")

@@ -39,6 +39,7 @@ import jax.numpy as jnp
 import numpy as np
 import tensorflow as tf
 from google.protobuf import text_format
+from tensorflow.core.framework import function_pb2
 from tensorflow.core.protobuf import saved_model_pb2, trackable_object_graph_pb2
 from tensorflow.python.saved_model import nested_structure_coder
 
@@ -148,6 +149,7 @@ class _SavedModel:
         self._variables: dict[int, _Variable] = {}
         self._names = _ParamNames()
         self._used: list[graph_lib.Function] = []  # the graphs converted so far
+        self._signatures: dict[tuple, tuple[str, tuple]] = {}  # see signature()
         self.host_stages: dict[str, Any] = {}  # signature name -> host stage program
         self.assets: dict[str, pathlib.Path] = {}  # files the host stages read
 
@@ -220,6 +222,32 @@ class _SavedModel:
         arg_keys = [placeholders[node] for node in arg_nodes[:n_user]]
         out_index = {key: index for key, (_, index) in outputs.items()}
         specs = {key: _spec(t.tensor_shape, t.dtype) for key, t in sig.inputs.items()}
+        # Signatures that call one function the same way ("serve" and "serving_default"
+        # of a Keras export, whose wrappers differ only in name) get the same callable,
+        # which create_module exports once.
+        same_call = (self._body(function_name), tuple(arg_keys),
+                     tuple(sorted(out_index.items())), repr(sorted(specs.items())))
+        if same_call not in self._signatures:
+            self._signatures[same_call] = (name, self._signature_fn(
+                name, function_name, arg_keys, out_index, specs))
+        first, fn_and_specs = self._signatures[same_call]
+        if first in self.host_stages:
+            self.host_stages[name] = self.host_stages[first]
+        return fn_and_specs
+
+    def _body(self, function_name: str) -> bytes:
+        """A function's definition without its name and its args' annotations (such as
+        ``_user_specified_name``), to recognise identical wrappers."""
+        (definition,) = [f for f in self._meta.graph_def.library.function
+                         if f.signature.name == function_name]
+        nameless = function_pb2.FunctionDef()
+        nameless.CopyFrom(definition)
+        nameless.signature.name = ""
+        nameless.ClearField("arg_attr")
+        return nameless.SerializeToString(deterministic=True)
+
+    def _signature_fn(self, name, function_name, arg_keys, out_index, specs):
+        """The callable and input specs of signature ``name`` (see :meth:`signature`)."""
         if any(_is_string(specs[key]) for key in arg_keys):
             run, arg_keys, specs = self._string_runner(name, function_name, arg_keys, specs)
         else:

@@ -351,6 +351,18 @@ def test_jaxhub_load_converts_a_saved_model_once_and_caches_it(tmp_path):
     np.testing.assert_allclose(again(x, signature="serve"), model(x), rtol=1e-5, atol=1e-6)
 
 
+def test_a_keras_export_converts_its_aliased_signatures_once(tmp_path):
+    model = _mlp()
+    _save(model, "export", tmp_path / "saved")
+    module = savedmodel.load_saved_model(tmp_path / "saved")
+    files = {f.signature_name: f.file for f in module.manifest.functions}
+    assert {"serve", "serving_default"} <= set(files)
+    assert files["serve"] == files["serving_default"]
+    x = np.random.default_rng(10).standard_normal((2, 8)).astype(np.float32)
+    for name in ("serve", "serving_default"):
+        np.testing.assert_allclose(module(x, signature=name), model(x), rtol=1e-5, atol=1e-6)
+
+
 def test_text_format_saved_model(tmp_path):
     from google.protobuf import text_format
     from tensorflow.core.protobuf import saved_model_pb2
