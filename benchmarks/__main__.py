@@ -100,7 +100,7 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--glibc-defaults", action="store_true",
                         help="run every framework with glibc's default malloc settings "
                              "instead of keeping freed memory for reuse (the default: "
-                             "MALLOC_MMAP_THRESHOLD_, MALLOC_TRIM_THRESHOLD_, as "
+                             "MALLOC_MMAP_THRESHOLD_, MALLOC_TRIM_THRESHOLD_, MALLOC_ARENA_MAX, as "
                              "jaxhub.enable_memory_reuse() sets them at run time)")
     args = parser.parse_args(argv)
     args.models = [m.strip() for m in args.models.split(",") if m.strip()]

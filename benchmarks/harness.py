@@ -151,7 +151,8 @@ def jaxhub_cache(workdir: pathlib.Path) -> pathlib.Path:
 #: XLA:CPU allocates its temporaries per call, TF's allocator reuses them. Set in every
 #: measuring process's environment, so all frameworks run with the same allocator
 #: (``jaxhub.enable_memory_reuse()`` does the same with ``mallopt`` at run time).
-KEEP_HEAP_ENV = {"MALLOC_MMAP_THRESHOLD_": str(1 << 30), "MALLOC_TRIM_THRESHOLD_": str(1 << 34)}
+KEEP_HEAP_ENV = {"MALLOC_MMAP_THRESHOLD_": str(1 << 30), "MALLOC_TRIM_THRESHOLD_": str(1 << 34),
+                 "MALLOC_ARENA_MAX": "1"}
 
 
 def child_env() -> dict[str, str]:

@@ -235,8 +235,11 @@ def _tf_work(saved_model: pathlib.Path, x: np.ndarray, step: bool) -> Callable[[
     signature = loaded.signatures["serving_default"]
     input_name = models.build_info(saved_model)["input"]
     tx = tf.constant(x)
+    # Each returned function holds `loaded`, which owns the signature's variables.
     if not step:
-        return lambda: [t.numpy() for t in signature(**{input_name: tx}).values()]
+        def forward(owner=loaded):
+            return [t.numpy() for t in signature(**{input_name: tx}).values()]
+        return forward
     variables = signature.trainable_variables
 
     @tf.function(jit_compile=False)
@@ -246,8 +249,10 @@ def _tf_work(saved_model: pathlib.Path, x: np.ndarray, step: bool) -> Callable[[
             loss = tf.add_n([tf.reduce_mean(tf.square(y)) for y in outputs])
         return tape.gradient(loss, variables)
 
-    return lambda: [g.numpy() if isinstance(g, tf.Tensor) else g.values.numpy()
-                    for g in gradient()]
+    def step_gradients(owner=loaded):
+        return [g.numpy() if isinstance(g, tf.Tensor) else g.values.numpy()
+                for g in gradient()]
+    return step_gradients
 
 
 def _kind(description: str) -> str:

@@ -18,6 +18,7 @@ import platform
 _M_TRIM_THRESHOLD = -1
 _M_TOP_PAD = -2
 _M_MMAP_MAX = -4
+_M_ARENA_MAX = -8
 
 _INT_MAX = 2**31 - 1  # mallopt takes an int; larger values wrap around
 _TOP_PAD = 64 << 20  # grow the heap in large steps: fewer brk calls for big buffers
@@ -29,9 +30,10 @@ def enable_memory_reuse() -> bool:
     Every later allocation comes from the heap (no per-buffer ``mmap``), and freed memory
     stays there for the next call to reuse, as TensorFlow's allocator does. It is a
     setting of the whole process, which is why it is not on by default: the process's
-    resident memory stays near its peak. Setting ``MALLOC_MMAP_THRESHOLD_`` and
-    ``MALLOC_TRIM_THRESHOLD_`` in the environment before the process starts has the same
-    effect.
+    resident memory stays near its peak. Call it before the first JAX computation, so
+    that XLA's worker threads share the one heap it configures. Setting
+    ``MALLOC_MMAP_THRESHOLD_``, ``MALLOC_TRIM_THRESHOLD_`` and ``MALLOC_ARENA_MAX=1`` in
+    the environment before the process starts has the same effect.
 
     Returns:
       True when the allocator is glibc's and took the settings; False otherwise (other
@@ -45,5 +47,8 @@ def enable_memory_reuse() -> bool:
     if platform.system() != "Linux" or platform.libc_ver()[0] != "glibc":
         return False
     libc = ctypes.CDLL(ctypes.util.find_library("c"))
-    settings = ((_M_MMAP_MAX, 0), (_M_TRIM_THRESHOLD, _INT_MAX), (_M_TOP_PAD, _TOP_PAD))
+    # One arena: XLA:CPU's worker threads would otherwise each get an arena of their own,
+    # whose large blocks are still mapped and faulted in per call.
+    settings = ((_M_MMAP_MAX, 0), (_M_TRIM_THRESHOLD, _INT_MAX), (_M_TOP_PAD, _TOP_PAD),
+                (_M_ARENA_MAX, 1))
     return all(libc.mallopt(option, value) == 1 for option, value in settings)
