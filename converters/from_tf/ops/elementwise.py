@@ -8,6 +8,11 @@ Division-like ops follow TF exactly, not Python: ``Div``/``TruncateDiv`` truncat
 quotients toward zero, ``Mod``/``TruncateMod`` keep the dividend's sign, ``FloorMod`` the
 divisor's; the ``*NoNan`` ops give 0 where the divisor (or factor) is 0, with a gradient
 that stays finite there.
+
+``Erf`` and ``Erfc`` (exact GELU is ``0.5 * x * erfc(-x / sqrt(2))``) keep only their input
+for the gradient and recompute ``exp(-x**2)`` there: autodiff's residual, the derivative
+computed in the forward pass, made XLA:CPU write that exponential out as a separate pass
+over the activations in every fine-tuning step.
 """
 
 from __future__ import annotations
@@ -81,6 +86,32 @@ def _xdivy(x, y):
     return jnp.where(x == 0, jnp.zeros_like(x), x / safe_y)
 
 
+def _with_gaussian_vjp(fn: Callable, slope: float) -> Callable:
+    """``fn`` (erf or erfc), differentiated as ``slope * exp(-x**2)`` from the saved input.
+
+    The derivative is computed in the backward pass, where XLA fuses it into the multiply
+    by the cotangent, so the forward pass does no more work than inference.
+    """
+
+    @jax.custom_vjp
+    def f(x):
+        return fn(x)
+
+    def forward(x):
+        return fn(x), x
+
+    def backward(x, cotangent):
+        return (cotangent * (slope * jnp.exp(-x * x)),)
+
+    f.defvjp(forward, backward)
+    return f
+
+
+_TWO_OVER_SQRT_PI = 2 / math.sqrt(math.pi)
+_erf = _with_gaussian_vjp(jsp.erf, _TWO_OVER_SQRT_PI)
+_erfc = _with_gaussian_vjp(jsp.erfc, -_TWO_OVER_SQRT_PI)
+
+
 def _round(x):
     # TF rounds half to even, like jnp.round; integers are left alone.
     return x if _is_int(x) else jnp.round(x)
@@ -110,8 +141,8 @@ _UNARY: dict[str, tuple[_NpFn, Callable]] = {
     "Sigmoid": (_same_dtype(lambda x: 1 / (1 + np.exp(-x))), jax.nn.sigmoid),
     "Reciprocal": (_same_dtype(np.reciprocal), jnp.reciprocal),
     "LogicalNot": (_same_dtype(np.logical_not), jnp.logical_not),
-    "Erf": (_same_dtype(np.vectorize(math.erf)), jsp.erf),
-    "Erfc": (_same_dtype(np.vectorize(math.erfc)), jsp.erfc),
+    "Erf": (_same_dtype(np.vectorize(math.erf)), _erf),
+    "Erfc": (_same_dtype(np.vectorize(math.erfc)), _erfc),
     "Acos": (None, jnp.arccos),
     "Acosh": (None, jnp.arccosh),
     "Asin": (None, jnp.arcsin),
