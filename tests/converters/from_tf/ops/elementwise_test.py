@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import math
+
+import jax
+import numpy as np
 import pytest
 import tensorflow as tf
 
-from tests.converters.from_tf.ops._conformance import (Case, check, integers, nonzero, normal,
-                                                       params, uniform, with_zeros)
+from tests.converters.from_tf.ops._conformance import (Case, check, convert, integers, nonzero,
+                                                       normal, params, uniform, with_zeros)
 
 _SHAPES = (((2, 3),), ((4, 1, 5),))
 _PAIRS = (((2, 3), (2, 3)), ((4, 1, 5), (3, 1)), ((), (2, 2)))
@@ -79,6 +83,14 @@ UNARY = [
     _unary("Erfc", lambda x: tf.nn.gelu(x, approximate=False), name="Gelu-exact"),
     _unary("Tanh", lambda x: tf.nn.gelu(x, approximate=True), name="Gelu-tanh"),
     _unary("Sigmoid", tf.nn.silu, name="Silu"),
+    # Erf and Erfc recompute their derivative in the backward pass: into the tails, in half
+    # precision, and as the GELUs of tf.nn (Erfc) and of Keras 2 / BERT (Erf).
+    _unary("Erf", tf.math.erf, uniform(-5, 5), _FLOATS, name="Erf-tails"),
+    _unary("Erfc", tf.math.erfc, uniform(-5, 5), _FLOATS, name="Erfc-tails"),
+    _unary("Erfc", lambda x: tf.nn.gelu(x, approximate=False), uniform(-8, 8), _FLOATS,
+           name="Gelu-exact-wide"),
+    _unary("Erf", lambda x: 0.5 * x * (1.0 + tf.math.erf(x / math.sqrt(2.0))), dtypes=_FLOATS,
+           name="Gelu-erf"),
 ]
 
 BINARY = [
@@ -170,3 +182,24 @@ CASES = UNARY + BINARY + OTHER
 @pytest.mark.parametrize("case,shapes,dtypes", params(CASES))
 def test_matches_tensorflow(case, shapes, dtypes):
     check(case, shapes, dtypes)
+
+
+@pytest.mark.parametrize("op,fn", [
+    ("Erfc", lambda x: tf.nn.gelu(x, approximate=False)),
+    ("Erf", lambda x: 0.5 * x * (1.0 + tf.math.erf(x / math.sqrt(2.0))))], ids=["erfc", "erf"])
+def test_gelu_gradient_computes_no_exponential_in_the_forward_pass(op, fn):
+    """The forward half of GELU's VJP (what a fine-tuning step keeps) is inference's work:
+    erf/erfc's derivative, exp(-x**2), is left to the backward pass, where it fuses."""
+    concrete, converted = convert(Case(op, fn), [(4, 8)], [np.dtype("float32")])
+    x = np.random.default_rng(0).uniform(-3, 3, (4, 8)).astype(np.float32)
+    forward = jax.make_jaxpr(lambda x: jax.vjp(lambda x: converted(x)[0], x))(x)
+    primitives = [eqn.primitive.name for eqn in forward.jaxpr.eqns]
+    assert "exp" not in primitives and {"erf", "erfc"} & set(primitives), primitives
+    _, vjp_fn = jax.vjp(lambda x: converted(x)[0], x)
+    cotangent = np.random.default_rng(1).standard_normal((4, 8)).astype(np.float32)
+    tx = tf.constant(x)
+    with tf.GradientTape() as tape:
+        tape.watch(tx)
+        y = concrete(tx)
+    np.testing.assert_allclose(vjp_fn(cotangent)[0], tape.gradient(y, tx, cotangent),
+                               rtol=1e-5, atol=1e-6)

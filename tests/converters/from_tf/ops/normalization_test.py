@@ -2,15 +2,23 @@
 
 from __future__ import annotations
 
+import jax
+import numpy as np
 import pytest
 import tensorflow as tf
 
-from tests.converters.from_tf.ops._conformance import (Case, check, normal, params,
+from tests.converters.from_tf.ops._conformance import (Case, check, convert, normal, params,
                                                        uniform)
 
 _TOL = {"rtol": 1e-4, "atol": 1e-4}
 _BN_SHAPES = (((2, 4, 4, 3), (3,), (3,), (3,), (3,)),)
 _BN_SAMPLE = (normal, uniform(0.5, 1.5), normal, normal, uniform(0.5, 1.5))
+
+
+def _masked(rng, shape, dtype):
+    """Attention scores with about a third masked out by -1e9, as Keras masks them."""
+    x = normal(rng, shape, dtype)
+    return np.where(rng.random(shape) < 0.3, -1e9, x).astype(dtype)
 
 
 def _fused(op="FusedBatchNormV3", training=False, layout="NHWC", factor=1.0):
@@ -44,6 +52,13 @@ CASES = [
          name="Moments-BN", **_TOL),
     Case("Softmax", lambda x: tf.nn.softmax(x), (((2, 5),), ((2, 3, 4),)), **_TOL),
     Case("LogSoftmax", lambda x: tf.nn.log_softmax(x), (((2, 5),), ((2, 3, 4),)), **_TOL),
+    # Written-out gradients: large logits, masked attention scores, half precision.
+    Case("Softmax", lambda x: tf.nn.softmax(x), (((2, 3, 8),),), ("float32", "float16"),
+         uniform(-40, 40), name="Softmax-large", **_TOL),
+    Case("Softmax", lambda x: tf.nn.softmax(x), (((2, 2, 4, 4),),), sample=_masked,
+         name="Softmax-masked", **_TOL),
+    Case("LogSoftmax", lambda x: tf.nn.log_softmax(x), (((2, 3, 8),),),
+         ("float32", "float16"), uniform(-40, 40), name="LogSoftmax-large", **_TOL),
     Case("BiasAdd", tf.nn.bias_add, (((2, 3, 4), (4,)),)),
     Case("BiasAdd", lambda x, b: tf.nn.bias_add(x, b, data_format="NCHW"),
          (((2, 4, 3, 3), (4,)),), name="BiasAdd-NCHW"),
@@ -53,3 +68,24 @@ CASES = [
 @pytest.mark.parametrize("case,shapes,dtypes", params(CASES))
 def test_matches_tensorflow(case, shapes, dtypes):
     check(case, shapes, dtypes)
+
+
+@pytest.mark.parametrize("fn,op", [(tf.nn.softmax, "Softmax"),
+                                   (tf.nn.log_softmax, "LogSoftmax")],
+                         ids=["softmax", "log_softmax"])
+def test_softmax_gradient_keeps_only_the_output(fn, op):
+    """The VJP of (log-)softmax keeps its output and nothing else (no exponentials or sums
+    of the forward pass), and still equals TF's gradient."""
+    concrete, converted = convert(Case(op, fn), [(3, 4, 6)], [np.dtype("float32")])
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((3, 4, 6)).astype(np.float32)
+    y, vjp_fn = jax.vjp(lambda x: converted(x)[0], x)
+    (residual,) = jax.tree.leaves(vjp_fn)
+    np.testing.assert_array_equal(residual, y)
+    cotangent = rng.standard_normal((3, 4, 6)).astype(np.float32)
+    tx = tf.constant(x)
+    with tf.GradientTape() as tape:
+        tape.watch(tx)
+        out = concrete(tx)
+    np.testing.assert_allclose(vjp_fn(cotangent)[0], tape.gradient(out, tx, cotangent),
+                               rtol=1e-5, atol=1e-6)
