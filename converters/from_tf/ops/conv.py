@@ -1,14 +1,25 @@
 """Convolutions and pooling, lowered for speed on XLA:CPU.
 
 XLA:CPU runs generic convolutions far slower than TF's oneDNN kernels (see the measured
-facts in the design notes). So the common cases of mobile networks take other routes:
+facts in the design notes, and ``benchmarks/PROFILE.md``). So the common cases of mobile
+networks take other routes, each with a written-out gradient where autodiff's is slow:
 
 * a 1×1 convolution in channels-last layout is a matrix product over the channel axis
-  (``dot_general``), after striding the input;
+  (``dot_general``), after striding the input; its weight gradient is one 2-D product
+  over the flattened leading axes (autodiff's three contracted axes make XLA:CPU
+  transpose the cotangent and run a generic dot);
 * a small depthwise convolution in channels-last layout is a sum of shifted, strided
-  slices of the padded input, each multiplied by one tap of the kernel;
+  slices of the padded input, each multiplied by one tap of the kernel; its input
+  gradient is the same kind of sum over the cotangent, one per stride phase, and its
+  kernel gradient fused partial sums (autodiff's was a full-size pad per tap);
+* a convolution whose output is smaller than its window (small feature maps) is patches
+  times the kernel matrix: XLA:CPU swaps the operands of such a convolution into a form
+  no fast kernel handles;
 * everything else (and channels-first layouts) is ``lax.conv_general_dilated``, grouped
   convolutions with ``feature_group_count``.
+
+Strided slices are ``lax`` slices, not ``jnp`` indexing, which a symbolic batch size
+turns into gathers (and scatters in the gradient).
 
 Transposed convolutions (``*BackpropInput``) are the VJP of the forward op with the same
 attributes, so they share its lowering and its TF padding semantics exactly.
