@@ -195,7 +195,33 @@ def _strided_slice(node, x, begin, end, strides):
     index = _slice_index(node, np.asarray(begin), np.asarray(end), np.asarray(strides))
     if is_static(x):
         return np.asarray(np.asarray(x)[index])
+    x, index = _take_steps(as_jax(x), index)
     return x[index]
+
+
+def _take_steps(x, index: tuple) -> tuple[jax.Array, tuple]:
+    """Applies the index's steps (``::2``, ``::-1``) with ``lax`` slices and reversals.
+
+    Returns ``x`` with them applied and the index with those entries made plain ``:``.
+    ``jnp`` indexing with a step turns into a gather (a scatter in the gradient) when any
+    size of ``x`` is symbolic, as the batch size is in a module.
+    """
+    missing = x.ndim - sum(1 for i in index if i is not None and i is not Ellipsis)
+    at = index.index(Ellipsis) if Ellipsis in index else len(index)
+    index = index[:at] + (slice(None),) * missing + index[at + 1:]
+    axis, plain = 0, []
+    for item in index:
+        if isinstance(item, slice) and item.step not in (None, 1) and isinstance(
+                x.shape[axis], int):
+            start, stop, step = item.indices(x.shape[axis])
+            if step < 0:  # the same elements, read forwards from the mirrored end
+                x = jax.lax.rev(x, (axis,))
+                start, stop, step = x.shape[axis] - 1 - start, x.shape[axis] - 1 - stop, -step
+            x = jax.lax.slice_in_dim(x, start, max(start, stop), step, axis)
+            item = slice(None)
+        plain.append(item)
+        axis += item is not None
+    return x, tuple(plain)
 
 
 def _slice_index(node, begin, end, strides) -> tuple:

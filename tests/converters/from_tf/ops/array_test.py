@@ -132,3 +132,25 @@ CASES = [
 @pytest.mark.parametrize("case,shapes,dtypes", params(CASES))
 def test_matches_tensorflow(case, shapes, dtypes):
     check(case, shapes, dtypes)
+
+
+def test_strided_slices_of_a_symbolic_batch_are_slices_not_gathers():
+    """Steps (``::2``, ``::-1``) become lax slices and reversals: ``jnp`` indexing would
+    gather (and scatter in the gradient) once the batch size is symbolic."""
+    import jax
+    import jax.numpy as jnp
+    from jax import export
+
+    from converters.from_tf.interpreter import run_graph
+    fn = tf.function(lambda x: x[:, ::2, ..., 4:0:-2])
+    concrete = fn.get_concrete_function(tf.TensorSpec((None, 5, 3, 6), tf.float32))
+    run = run_graph(concrete.graph.as_graph_def(), [t.name for t in concrete.inputs],
+                    [t.name for t in concrete.outputs])
+    converted = lambda x: run({}, [x])[0][0]  # noqa: E731
+    (batch,) = export.symbolic_shape("batch")
+    jaxpr = jax.make_jaxpr(jax.grad(lambda x: jnp.sum(converted(x))))(
+        jax.ShapeDtypeStruct((batch, 5, 3, 6), jnp.float32))
+    primitives = {eqn.primitive.name for eqn in jaxpr.jaxpr.eqns}
+    assert not primitives & {"gather", "scatter", "scatter-add", "scatter_add"}, primitives
+    x = np.random.default_rng(0).standard_normal((2, 5, 3, 6)).astype(np.float32)
+    np.testing.assert_array_equal(converted(jnp.asarray(x)), concrete(tf.constant(x)))
