@@ -79,22 +79,20 @@ def _avg_pool_lax(x):
     return total / counts
 
 
+def _depthwise_bench(size: int, channels: int, kernel: int, stride: int) -> Bench:
+    return Bench(
+        f"depthwise {kernel}x{kernel} s{stride} ({size}x{size}x{channels})",
+        lambda x, k: tf.nn.depthwise_conv2d(x, k, [1, stride, stride, 1], "SAME"),
+        _depthwise_lax(stride), lambda n: [(n, size, size, channels),
+                                           (kernel, kernel, channels, 1)])
+
+
 BENCHES = [
-    Bench("depthwise 3x3 s1 (112x112x96)",
-          lambda x, k: tf.nn.depthwise_conv2d(x, k, [1, 1, 1, 1], "SAME"), _depthwise_lax(1),
-          lambda n: [(n, 112, 112, 96), (3, 3, 96, 1)]),
-    Bench("depthwise 3x3 s2 (112x112x96)",
-          lambda x, k: tf.nn.depthwise_conv2d(x, k, [1, 2, 2, 1], "SAME"), _depthwise_lax(2),
-          lambda n: [(n, 112, 112, 96), (3, 3, 96, 1)]),
-    Bench("depthwise 5x5 s1 (56x56x144)",
-          lambda x, k: tf.nn.depthwise_conv2d(x, k, [1, 1, 1, 1], "SAME"), _depthwise_lax(1),
-          lambda n: [(n, 56, 56, 144), (5, 5, 144, 1)]),
-    Bench("depthwise 3x3 s1 (48x48x96)",
-          lambda x, k: tf.nn.depthwise_conv2d(x, k, [1, 1, 1, 1], "SAME"), _depthwise_lax(1),
-          lambda n: [(n, 48, 48, 96), (3, 3, 96, 1)]),
-    Bench("depthwise 3x3 s2 (48x48x96)",
-          lambda x, k: tf.nn.depthwise_conv2d(x, k, [1, 2, 2, 1], "SAME"), _depthwise_lax(2),
-          lambda n: [(n, 48, 48, 96), (3, 3, 96, 1)]),
+    _depthwise_bench(112, 96, 3, 1),
+    _depthwise_bench(112, 96, 3, 2),
+    _depthwise_bench(56, 144, 5, 1),
+    _depthwise_bench(48, 96, 3, 1),
+    _depthwise_bench(48, 96, 3, 2),
     Bench("conv 1x1 (112x112x96->96)", lambda x, k: tf.nn.conv2d(x, k, 1, "SAME"),
           _conv_lax(1), lambda n: [(n, 112, 112, 96), (1, 1, 96, 96)]),
     Bench("conv 1x1 (28x28x32->192)", lambda x, k: tf.nn.conv2d(x, k, 1, "SAME"),
