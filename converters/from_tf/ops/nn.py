@@ -53,38 +53,20 @@ def _softsign(node, x):
     return x / (1 + jnp.abs(x))
 
 
-@jax.custom_vjp
-def _softmax_last(logits):
-    return jax.nn.softmax(logits, axis=-1)
+def _keeping_output(forward, backward):
+    """``forward`` with a VJP that keeps only its output: ``backward(output, cotangent)``."""
+    fn = jax.custom_vjp(forward)
+    fn.defvjp(lambda x: (forward(x),) * 2, lambda y, cotangent: (backward(y, cotangent),))
+    return fn
 
 
-def _softmax_forward(logits):
-    probs = jax.nn.softmax(logits, axis=-1)
-    return probs, probs
+_softmax_last = _keeping_output(
+    lambda logits: jax.nn.softmax(logits, axis=-1),
+    lambda probs, g: probs * (g - jnp.sum(g * probs, axis=-1, keepdims=True)))
 
-
-def _softmax_backward(probs, cotangent):
-    return (probs * (cotangent - jnp.sum(cotangent * probs, axis=-1, keepdims=True)),)
-
-
-_softmax_last.defvjp(_softmax_forward, _softmax_backward)
-
-
-@jax.custom_vjp
-def _log_softmax_last(logits):
-    return jax.nn.log_softmax(logits, axis=-1)
-
-
-def _log_softmax_forward(logits):
-    log_probs = jax.nn.log_softmax(logits, axis=-1)
-    return log_probs, log_probs
-
-
-def _log_softmax_backward(log_probs, cotangent):
-    return (cotangent - jnp.exp(log_probs) * jnp.sum(cotangent, axis=-1, keepdims=True),)
-
-
-_log_softmax_last.defvjp(_log_softmax_forward, _log_softmax_backward)
+_log_softmax_last = _keeping_output(
+    lambda logits: jax.nn.log_softmax(logits, axis=-1),
+    lambda log_probs, g: g - jnp.exp(log_probs) * jnp.sum(g, axis=-1, keepdims=True))
 
 
 @register("Softmax")

@@ -214,6 +214,16 @@ def _check_gradients(concrete, converted, args, wrt, float_outputs, expected, rt
                                    rtol=max(rtol, 1e-4), atol=max(atol, 1e-4))
 
 
+def assert_vjp_matches_tf(concrete, vjp_fn, x: np.ndarray, cotangent: np.ndarray) -> None:
+    """``vjp_fn(cotangent)`` (a converted one-input op's VJP at ``x``) equals TF's gradient."""
+    tx = tf.constant(x)
+    with tf.GradientTape() as tape:
+        tape.watch(tx)
+        y = concrete(tx)
+    np.testing.assert_allclose(vjp_fn(cotangent)[0], tape.gradient(y, tx, cotangent),
+                               rtol=1e-5, atol=1e-6)
+
+
 def check_symbolic_batch(case: Case, shapes: Sequence[tuple], dtypes: Any,
                          batch: int = 3) -> None:
     """Asserts that the op converts with a symbolic batch size and matches TF on a batch.
