@@ -307,10 +307,7 @@ def _with_split_vjp(forward: Callable[..., tuple], split: SplitVjp, n_outputs: i
     def call_bwd(residuals, cotangents):
         stored, saved = residuals
         in_cts = backward(*stored, *saved, *(cotangents[j] for j in float_outs))
-        result: list[Any] = [None] * len(fwd.in_avals)
-        for i, ct in zip(float_ins, in_cts):
-            result[i] = ct
-        return tuple(result)
+        return _at_float_args(in_cts, float_ins, len(fwd.in_avals))
 
     call.defvjp(call_fwd, call_bwd)
     return call
@@ -352,10 +349,16 @@ class _Backward:
 
     def __call__(self, primals: tuple, cotangents: tuple) -> tuple:
         in_cts = self._vjp(*primals, *(cotangents[i] for i in self._float_outs))
-        result: list[Any] = [None] * len(primals)
-        for i, ct in zip(self._float_ins, in_cts):
-            result[i] = ct
-        return tuple(result)
+        return _at_float_args(in_cts, self._float_ins, len(primals))
+
+
+def _at_float_args(cotangents: Sequence[Any], float_ins: Sequence[int], n_args: int
+                   ) -> tuple:
+    """The cotangents of all ``n_args`` args: given ones at ``float_ins``, else None."""
+    result: list[Any] = [None] * n_args
+    for i, ct in zip(float_ins, cotangents):
+        result[i] = ct
+    return tuple(result)
 
 
 def _is_float(aval) -> bool:

@@ -184,12 +184,17 @@ class Dropout(tf.Module):
         return tf.nn.dropout(y, rate=0.5) if training else y
 
 
-def test_random_ops_draw_from_the_explicit_key(tmp_path):
-    module = Dropout()
+def _saved_with_training_call(module: tf.Module, path):
+    """``module`` saved with ``__call__`` for both ``training`` values, then converted."""
     module.__call__.get_concrete_function(SPEC, training=False)
     module.__call__.get_concrete_function(SPEC, training=True)
-    tf.saved_model.save(module, str(tmp_path / "dropout"))
-    converted = savedmodel.load_saved_model(tmp_path / "dropout")
+    tf.saved_model.save(module, str(path))
+    return savedmodel.load_saved_model(path)
+
+
+def test_random_ops_draw_from_the_explicit_key(tmp_path):
+    module = Dropout()
+    converted = _saved_with_training_call(module, tmp_path / "dropout")
     x = np.ones((8, 4), np.float32)
     y1, _ = converted(x, tags="train", rng=jax.random.key(1))
     y1_again, _ = converted(x, tags="train", rng=jax.random.key(1))
@@ -229,10 +234,7 @@ class NoisyLoop(tf.Module):
 
 def test_train_variant_with_random_ops_in_a_loop_of_unknown_length(tmp_path):
     module = NoisyLoop()
-    module.__call__.get_concrete_function(SPEC, training=False)
-    module.__call__.get_concrete_function(SPEC, training=True)
-    tf.saved_model.save(module, str(tmp_path / "noisy"))
-    converted = savedmodel.load_saved_model(tmp_path / "noisy")
+    converted = _saved_with_training_call(module, tmp_path / "noisy")
     x = _inputs(1.0)
 
     def loss(params, key):
