@@ -5,6 +5,7 @@ from __future__ import annotations
 import pathlib
 
 from jaxhub import functions
+from jaxhub import host
 from jaxhub.format import params as params_io
 from jaxhub.format.manifest import MANIFEST_FILE, Manifest, ModuleFormatError
 from jaxhub.format.writer import ASSETS_DIR, README_FILE
@@ -36,7 +37,10 @@ def read(path: pathlib.Path, sharding: params_io.ShardingFn | None = None) -> Mo
         files.add(manifest.regularizer)
     exported = {file: _read_function(path, file) for file in sorted(files)}
     params = params_io.restore(path, manifest.params, sharding)
-    return Module(manifest, exported, params, _assets(path, manifest), path=path)
+    try:
+        return Module(manifest, exported, params, _assets(path, manifest), path=path)
+    except host.HostStageError as e:
+        raise ModuleFormatError(f"module at {path}: {e}") from None
 
 
 def _read_function(module_dir: pathlib.Path, file: str):

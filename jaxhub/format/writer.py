@@ -22,7 +22,8 @@ README_FILE = "README.md"
 
 
 def write(path: pathlib.Path, manifest: Manifest, exported: Mapping[str, jax_export.Exported],
-          params: dict[str, Any], assets: Mapping[str, pathlib.Path]) -> pathlib.Path:
+          params: dict[str, Any], assets: Mapping[str, pathlib.Path | bytes]
+          ) -> pathlib.Path:
     """Writes a complete module directory at ``path``, replacing nothing.
 
     Everything is written into a temporary directory beside ``path`` and renamed into
@@ -69,7 +70,7 @@ def _temporary_dir(path: pathlib.Path, leader: bool) -> pathlib.Path:
 
 def _write_description(tmp: pathlib.Path, manifest: Manifest,
                        exported: Mapping[str, jax_export.Exported],
-                       assets: Mapping[str, pathlib.Path]) -> None:
+                       assets: Mapping[str, pathlib.Path | bytes]) -> None:
     manifest = _with_provenance(manifest, _copy_assets(tmp, assets))
     # The halves of a split VJP are never differentiated: no VJP of their own.
     halves = {file for f in manifest.functions if f.vjp
@@ -87,14 +88,18 @@ def _sync_processes(name: str) -> None:
         multihost_utils.sync_global_devices(name)
 
 
-def _copy_assets(tmp: pathlib.Path, assets: Mapping[str, pathlib.Path]
+def _copy_assets(tmp: pathlib.Path, assets: Mapping[str, pathlib.Path | bytes]
                  ) -> dict[str, dict[str, Any]]:
-    """Copies assets (a model card ``README.md`` goes to the top); returns their hashes."""
+    """Copies assets, given as files or bytes (a model card ``README.md`` goes to the
+    top); returns their hashes."""
     entries = {}
     for name, source in sorted(assets.items()):
         target = tmp / (README_FILE if name == README_FILE else pathlib.Path(ASSETS_DIR, name))
         target.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(source, target)
+        if isinstance(source, bytes):
+            target.write_bytes(source)
+        else:
+            shutil.copyfile(source, target)
         data = target.read_bytes()
         entries[name] = {"sha256": hashlib.sha256(data).hexdigest(), "size": len(data)}
     return entries

@@ -32,7 +32,7 @@ def _module():
 def test_strings_go_through_the_host_stage_then_the_device_function(tmp_path):
     module = _module()
     words = ["Apple", "apple", "pear"]
-    ids = HostStage(PROGRAM).run(words, {})
+    ids = HostStage(PROGRAM).run(words)
     expected = embed(module.params, ids)
     np.testing.assert_allclose(module(words), expected)
     np.testing.assert_allclose(module(words)[0], module(words)[1])  # lower-cased
