@@ -123,6 +123,10 @@ def _upper(node, x):
     return _map_strings(x, bytes.upper)
 
 
+_RE2_OPTIONS = re2.Options()
+_RE2_OPTIONS.log_errors = False  # a bad pattern is reported by the error, not on stderr
+
+
 def _compile(pattern: bytes) -> "re2._Regexp":
     """``pattern`` compiled by RE2 with TF's options (UTF-8, RE2's default memory budget).
 
@@ -130,7 +134,7 @@ def _compile(pattern: bytes) -> "re2._Regexp":
       ValueError: RE2 rejects the pattern (a syntax error, or too large a program).
     """
     try:
-        return re2.compile(pattern)
+        return re2.compile(pattern, _RE2_OPTIONS)
     except re2.error as e:
         raise ValueError(f"invalid regular expression {pattern!r}: {e}") from None
 

@@ -43,7 +43,7 @@ import numpy as np
 
 from jaxhub.host import ops as host_ops
 from jaxhub.host.limits import HostLimits, HostStageError, check_elements
-from jaxhub.specs import SignatureError
+from jaxhub.specs import SignatureError, TensorSpec
 
 #: The attachment that holds a module's host stages, by signature name.
 ATTACHMENT_KEY = "jaxhub.host_stages"
@@ -284,7 +284,7 @@ class HostStage:
                                        default=0)
             if depth[node.name] > self.limits.max_depth:
                 var = HostLimits.variable("max_depth")
-                self._fail(f"host op {node.name!r} is {depth[node.name]} ops deep, over the "
+                self._fail(f"host op {node.name!r} is {depth[node.name]:,} ops deep, over the "
                            f"limit of {self.limits.max_depth:,} ({var})")
             order.append(node)
             for consumer in consumers[node.name]:
@@ -390,12 +390,12 @@ class HostStage:
         """
         if not isinstance(inputs, Mapping):
             if len(self.input_specs) != 1:
-                self._bad_input(f"takes inputs {sorted(self.input_specs)}, not one unnamed "
-                                f"value")
+                self._bad_input("got one unnamed input, but the host stage takes "
+                                f"{len(self.input_specs)}")
             inputs = {next(iter(self.input_specs)): inputs}
         missing = sorted(set(self.input_specs) - set(inputs))
         if missing:
-            self._bad_input(f"takes inputs {sorted(self.input_specs)}; missing {missing}")
+            self._bad_input(f"missing inputs {missing}")
         env: dict[str, list[Any]] = dict(self._fixed)
         env.update({k: [self._as_input(k, inputs[k], spec)]
                     for k, spec in self.input_specs.items()})
@@ -426,8 +426,10 @@ class HostStage:
         return np.zeros(size, np.int8)
 
     def _bad_input(self, problem: str) -> NoReturn:
-        raise SignatureError(f"signature {self.signature or 'default'!r}: the host stage "
-                             f"{problem}; it takes {self.input_specs}")
+        specs = ", ".join(f"{k}: {TensorSpec(v['shape'], v['dtype'])}"
+                          for k, v in self.input_specs.items())
+        raise SignatureError(f"signature {self.signature or 'default'!r}: {problem}; "
+                             f"expected inputs {{{specs}}}")
 
     def _as_input(self, name: str, value: Any, spec: Mapping[str, Any]) -> np.ndarray:
         """``value`` as an array of the input's dtype: strings as ``bytes`` (UTF-8)."""
