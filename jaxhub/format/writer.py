@@ -75,10 +75,15 @@ def _write_description(tmp: pathlib.Path, manifest: Manifest,
     # The halves of a split VJP are never differentiated: no VJP of their own.
     halves = {file for f in manifest.functions if f.vjp
               for file in (f.vjp.forward, f.vjp.backward)}
-    for file, exp in exported.items():
+    records = {}
+    for file, exp in sorted(exported.items()):
         target = tmp / file
         target.parent.mkdir(parents=True, exist_ok=True)
-        target.write_bytes(functions.serialize(exp, vjp_order=0 if file in halves else 1))
+        data = functions.serialize(exp, vjp_order=0 if file in halves else 1)
+        target.write_bytes(data)
+        records[file] = {"sha256": hashlib.sha256(data).hexdigest(), "size": len(data)}
+    # Readers check the hashes: a damaged function file fails the load, not a later call.
+    manifest = dataclasses.replace(manifest, function_files=records)
     (tmp / MANIFEST_FILE).write_text(manifest.to_json())
 
 
