@@ -104,7 +104,12 @@ class Module:
 
     @property
     def assets(self) -> Mapping[str, pathlib.Path]:
-        """Files the module ships (vocabularies), by name."""
+        """Files the module ships (vocabularies), by name.
+
+        These are paths into the module's directory. Host stages do not read them after
+        loading: the assets they use are read at load and held in memory, so a cache entry
+        replaced later does not change what the module computes.
+        """
         return self._assets
 
     @property

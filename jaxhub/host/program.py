@@ -12,7 +12,7 @@ The JSON form (one per signature, under the attachment :data:`ATTACHMENT_KEY`)::
   {"inputs": {"default": {"dtype": "string", "shape": [null]}},
    "nodes": [{"name": "lower", "op": "StringLower", "inputs": [["default", 0]],
               "attrs": {...}}, ...],
-   "init": ["table_init"],                # run once per call, before anything else
+   "init": ["table_init"],                # run once, at load, before anything else
    "outputs": {"ids": ["lookup", 0], ...},  # the device function's inputs
    "size_of": {"segments": ["seg", 0]}}   # feeds whose *shape* carries a size: zeros
                                            # of length max(value) + 1
