@@ -145,7 +145,11 @@ class AssetStore:
         data = bytes(source) if isinstance(source, (bytes, bytearray)) else \
             _read_regular_file(pathlib.Path(source), name, budget)
         if len(data) > budget:
-            _over_budget(name, self._limits)
+            var = HostLimits.variable("max_asset_bytes")
+            raise HostStageError(
+                f"asset {name!r} would take the assets read by host stages over "
+                f"{self._limits.max_asset_bytes:,} bytes ({var}); raise it only for a "
+                f"module you trust")
         record = self._expected.get(name, {})
         if "size" in record and len(data) != record["size"]:
             raise HostStageError(f"asset {name!r} has {len(data)} bytes; the manifest "
@@ -157,7 +161,8 @@ class AssetStore:
 
 
 def _read_regular_file(path: pathlib.Path, name: str, budget: int) -> bytes:
-    """At most ``budget`` bytes of the regular file at ``path`` (no device, no pipe)."""
+    """At most ``budget + 1`` bytes of the regular file at ``path`` (no device, no pipe):
+    one more than the budget tells the caller that the file is over it."""
     try:
         # O_NONBLOCK: opening a FIFO must not wait for a writer; fstat checks what was
         # opened, so a file swapped after a check is still seen.
@@ -168,17 +173,7 @@ def _read_regular_file(path: pathlib.Path, name: str, budget: int) -> bytes:
         info = os.fstat(f.fileno())
         if not stat.S_ISREG(info.st_mode):
             raise HostStageError(f"asset {name!r} at {path} is not a regular file")
-        data = f.read(budget + 1)
-    if len(data) > budget:
-        _over_budget(name, None)
-    return data
-
-
-def _over_budget(name: str, limits: HostLimits | None) -> NoReturn:
-    var = HostLimits.variable("max_asset_bytes")
-    limit = (limits or HostLimits.from_env()).max_asset_bytes
-    raise HostStageError(f"asset {name!r} would take the assets read by host stages over "
-                         f"{limit:,} bytes ({var}); raise it only for a module you trust")
+        return f.read(budget + 1)
 
 
 class HostStage:
@@ -227,10 +222,14 @@ class HostStage:
 
     def _parse(self, data: Mapping[str, Any]) -> None:
         try:
-            if len(data["nodes"]) > self.limits.max_nodes:
-                var = HostLimits.variable("max_nodes")
-                self._fail(f"{len(data['nodes']):,} nodes, over the limit of "
-                           f"{self.limits.max_nodes:,} ({var})")
+            n_nodes = len(data["nodes"])
+        except (KeyError, TypeError) as e:
+            self._fail(f"malformed: {e!r}")
+        if n_nodes > self.limits.max_nodes:
+            var = HostLimits.variable("max_nodes")
+            self._fail(f"{n_nodes:,} nodes, over the limit of {self.limits.max_nodes:,} "
+                       f"({var})")
+        try:
             self.input_specs = {str(k): {"dtype": _input_dtype(v["dtype"]),
                                          "shape": list(v["shape"])}
                                 for k, v in data["inputs"].items()}
