@@ -56,7 +56,8 @@ class Module:
         self._assets = types.MappingProxyType(dict(assets or {}))
         self._path = path
         self._callables: dict[str, Any] = {}
-        self._host_stages: dict[str, host.HostStage] = {}
+        self._asset_bytes: dict[str, bytes] = {}
+        self._host_stages = self._load_host_stages()
 
     # -- description ----------------------------------------------------------------
 
@@ -103,7 +104,12 @@ class Module:
 
     @property
     def assets(self) -> Mapping[str, pathlib.Path]:
-        """Files the module ships (vocabularies), by name."""
+        """Files the module ships (vocabularies), by name.
+
+        These are paths into the module's directory. Host stages do not read them after
+        loading: the assets they use are read at load and held in memory, so a cache entry
+        replaced later does not change what the module computes.
+        """
         return self._assets
 
     @property
@@ -186,7 +192,7 @@ class Module:
         spec = self._function_spec(tags, signature)
         stage = self._host_stage(signature)
         if stage is not None:  # strings and tables: numpy first, numbers to the device
-            inputs = stage.run(inputs, self._assets)
+            inputs = stage.run(inputs)
         arrays = check_inputs(signature, spec.signature, inputs)
         args = self._param_leaves(params, signature)
         args += [arrays[name] for name in spec.signature.inputs]
@@ -214,10 +220,26 @@ class Module:
 
     def _host_stage(self, signature: str) -> host.HostStage | None:
         """The signature's host stage (see :mod:`jaxhub.host`), or None."""
-        stages = self._manifest.attachments.get(host.ATTACHMENT_KEY, {})
-        if signature in stages and signature not in self._host_stages:
-            self._host_stages[signature] = host.HostStage(stages[signature])
         return self._host_stages.get(signature)
+
+    def _load_host_stages(self) -> dict[str, host.HostStage]:
+        """Every host stage, checked, with the assets it reads held in memory.
+
+        Raises:
+          HostStageError: a stage is malformed, breaks a limit, or reads a file that is
+            not one of the module's assets.
+        """
+        programs = self._manifest.attachments.get(host.ATTACHMENT_KEY, {})
+        if not isinstance(programs, Mapping):
+            raise host.HostStageError(f"attachment {host.ATTACHMENT_KEY!r} is not a "
+                                      f"mapping of signature name to host stage")
+        limits = host.HostLimits.from_env()
+        store = host.AssetStore(self._assets, limits, expected=self._manifest.assets)
+        stages = {str(name): host.HostStage(program, store, signature=str(name),
+                                            limits=limits)
+                  for name, program in programs.items()}
+        self._asset_bytes = store.loaded
+        return stages
 
     def _param_leaves(self, params: Mapping[str, Any], signature: str) -> list[Any]:
         given = dict(tree_lib.flatten(params))
@@ -260,8 +282,11 @@ class Module:
         from jaxhub.format import writer
         params = self._params if params is None else params
         self._param_leaves(params, "export")
+        # Assets the host stages read are written from memory: what the module loaded.
+        assets = {name: self._asset_bytes.get(name, file) for name, file in
+                  self._assets.items()}
         return writer.write(pathlib.Path(path), self._manifest, self._exported, params,
-                            self._assets)
+                            assets)
 
     def __repr__(self) -> str:
         sigs = ", ".join(f"{name}{_sig_str(sig)}" for name, sig in self.signatures.items())

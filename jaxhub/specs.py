@@ -170,7 +170,11 @@ def check_inputs(signature_name: str, signature: Signature, inputs: Any) -> dict
 
     arrays, sizes = {}, {}
     for name, spec in signature.inputs.items():
-        value = _as_array(inputs[name], spec)
+        try:
+            value = _as_array(inputs[name], spec)
+        except (TypeError, ValueError) as e:  # ragged lists, dicts, text for numbers
+            fail(f"input {name!r} is not a rectangular array of {spec.dtype}: "
+                 f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}")
         if np.dtype(value.dtype).name != spec.dtype:
             fail(f"input {name!r} has dtype {np.dtype(value.dtype).name}, not {spec.dtype}")
         if len(value.shape) != spec.rank:
@@ -179,6 +183,9 @@ def check_inputs(signature_name: str, signature: Signature, inputs: Any) -> dict
         for axis, (size, dim) in enumerate(zip(value.shape, spec.shape)):
             if isinstance(dim, int) and size != dim:
                 fail(f"input {name!r} has size {size} on axis {axis}, not {dim}")
+            if isinstance(dim, str) and size == 0:
+                fail(f"input {name!r} has {dim}=0 on axis {axis}; a symbolic size is at "
+                     f"least 1 (jax.export assumes it): skip the call for an empty batch")
             if isinstance(dim, str) and _SYMBOL.match(dim):
                 seen = sizes.setdefault(dim, (size, name))
                 if seen[0] != size:

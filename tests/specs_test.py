@@ -28,6 +28,11 @@ def test_unnamed_dims_become_symbols():
     (jnp.ones((4, 50), jnp.int32), "dtype int32, not float32"),
     (jnp.ones((4, 50, 1)), "rank 3, not 2"),
     (jnp.ones((4, 49)), "size 49 on axis 1, not 50"),
+    ([[1.0] * 50, [1.0] * 49], "input 'default' is not a rectangular array of float32"),
+    ([{"a": 1.0}], "input 'default' is not a rectangular array of float32: TypeError"),
+    ([["word"] * 50], "could not convert string to float: 'word'"),
+    (np.zeros((0, 50), np.float32), "input 'default' has batch=0 on axis 0; a symbolic size "
+                                    "is at least 1"),
 ])
 def test_wrong_dtype_rank_or_size(mlp_module, inputs, message):
     with pytest.raises(jaxhub.SignatureError) as error:

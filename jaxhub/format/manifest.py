@@ -12,6 +12,8 @@ import json
 import types
 from typing import Any, Mapping
 
+import jax.numpy as jnp
+
 from jaxhub.specs import Signature
 from jaxhub.tree import Path
 
@@ -111,9 +113,12 @@ class Manifest:
     origin: Mapping[str, Any] = dataclasses.field(default_factory=dict)
     written_by: Mapping[str, str] = dataclasses.field(default_factory=dict)
     format_version: int = FORMAT_VERSION
+    #: Function file -> {"sha256", "size"}, recorded when written and checked
+    #: when read (absent in modules written before jaxhub recorded them).
+    function_files: Mapping[str, Mapping[str, Any]] = dataclasses.field(default_factory=dict)
 
     def __post_init__(self):
-        for name in ("attachments", "assets", "origin", "written_by"):
+        for name in ("attachments", "assets", "origin", "written_by", "function_files"):
             object.__setattr__(self, name, types.MappingProxyType(dict(getattr(self, name))))
 
     def __hash__(self) -> int:
@@ -138,6 +143,9 @@ class Manifest:
             "attachments": dict(self.attachments),
             "assets": {k: dict(v) for k, v in self.assets.items()},
         }
+        # Written only when known: readers that predate it ignore unknown keys.
+        if self.function_files:
+            data["function_files"] = {k: dict(v) for k, v in self.function_files.items()}
         return json.dumps(data, indent=2, sort_keys=False) + "\n"
 
     @classmethod
@@ -152,6 +160,9 @@ class Manifest:
             data = json.loads(text)
         except json.JSONDecodeError as e:
             raise ModuleFormatError(f"{MANIFEST_FILE} is not valid JSON: {e}") from None
+        except RecursionError:
+            raise ModuleFormatError(f"{MANIFEST_FILE} nests lists or objects too deeply to "
+                                    f"read; the file is damaged or hostile") from None
         if not isinstance(data, dict) or data.get("format") != FORMAT_NAME:
             raise ModuleFormatError(f"{MANIFEST_FILE} does not describe a {FORMAT_NAME}")
         version = data.get("format_version")
@@ -168,8 +179,7 @@ class Manifest:
 
     @classmethod
     def _parse(cls, data: dict[str, Any]) -> "Manifest":
-        params = tuple(ParamSpec(tuple(p["path"]), tuple(p["shape"]), p["dtype"],
-                                 bool(p["trainable"])) for p in data["params"])
+        params = tuple(_param_spec(p) for p in data["params"])
         functions = tuple(
             FunctionSpec(frozenset(f["tags"]), f["signature"], Signature.from_json(f),
                          f["file"], bool(f.get("takes_rng", False)),
@@ -179,7 +189,36 @@ class Manifest:
         return cls(params=params, functions=functions, regularizer=data.get("regularizer"),
                    attachments=data.get("attachments", {}), assets=data.get("assets", {}),
                    origin=data.get("origin", {}), written_by=data.get("written_by", {}),
-                   format_version=data["format_version"])
+                   format_version=data["format_version"],
+                   function_files=_file_records(data.get("function_files", {})))
+
+
+def _param_spec(data: Mapping[str, Any]) -> ParamSpec:
+    """One entry of ``params``, checked: a path of names, sizes >= 0, a numeric dtype."""
+    path = tuple(data["path"])
+    name = "/".join(map(str, path))
+    if not path or not all(isinstance(k, str) for k in path):
+        raise ValueError(f"param path {list(path)!r} is not a list of names")
+    shape = tuple(data["shape"])
+    if not all(isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in shape):
+        raise ValueError(f"param {name} has shape {list(shape)!r}, not sizes >= 0")
+    try:
+        dtype = jnp.dtype(data["dtype"])
+    except TypeError:
+        dtype = None
+    if dtype is None or not (jnp.issubdtype(dtype, jnp.number) or dtype == jnp.bool_):
+        raise ValueError(f"param {name} has dtype {data['dtype']!r}, not a numeric dtype "
+                         f"that jax knows")
+    return ParamSpec(path, shape, dtype.name, bool(data["trainable"]))
+
+
+def _file_records(data: Any) -> dict[str, dict[str, Any]]:
+    records = {}
+    for file, record in dict(data).items():
+        if not isinstance(record.get("sha256"), str) or not isinstance(record.get("size"), int):
+            raise ValueError(f"function_files[{file!r}] needs a sha256 and a size")
+        records[str(file)] = {"sha256": record["sha256"], "size": record["size"]}
+    return records
 
 
 def _function_json(f: FunctionSpec) -> dict[str, Any]:

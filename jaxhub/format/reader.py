@@ -2,13 +2,23 @@
 
 from __future__ import annotations
 
+import hashlib
+import os
 import pathlib
+from typing import Any, Mapping
 
 from jaxhub import functions
+from jaxhub import host
 from jaxhub.format import params as params_io
 from jaxhub.format.manifest import MANIFEST_FILE, Manifest, ModuleFormatError
 from jaxhub.format.writer import ASSETS_DIR, README_FILE
 from jaxhub.module import Module
+
+ENV_MAX_MANIFEST_BYTES = "JAXHUB_MAX_MANIFEST_BYTES"
+DEFAULT_MAX_MANIFEST_BYTES = 64 << 20
+#: What to do about a damaged file of a cached module.
+_REFETCH = ("if the module is cached, remove the damaged entry with `jaxhub cache verify "
+            "--remove-broken` and load it again")
 
 
 def is_module_dir(path: pathlib.Path) -> bool:
@@ -30,25 +40,56 @@ def read(path: pathlib.Path, sharding: params_io.ShardingFn | None = None) -> Mo
     manifest_path = path / MANIFEST_FILE
     if not manifest_path.is_file():
         raise ModuleFormatError(f"{path} is not a jaxhub module: no {MANIFEST_FILE}")
-    manifest = Manifest.from_json(manifest_path.read_text())
+    size, limit = manifest_path.stat().st_size, max_manifest_bytes()
+    if size > limit:
+        raise ModuleFormatError(f"module at {path}: {MANIFEST_FILE} has {size:,} bytes, over "
+                                f"the limit of {limit:,} ({ENV_MAX_MANIFEST_BYTES})")
+    try:
+        manifest = Manifest.from_json(manifest_path.read_text())
+    except ModuleFormatError as e:
+        raise ModuleFormatError(f"module at {path}: {e}") from None
     files = {file for f in manifest.functions for file in f.files}
     if manifest.regularizer:
         files.add(manifest.regularizer)
-    exported = {file: _read_function(path, file) for file in sorted(files)}
+    exported = {file: _read_function(path, file, manifest.function_files.get(file))
+                for file in sorted(files)}
     params = params_io.restore(path, manifest.params, sharding)
-    return Module(manifest, exported, params, _assets(path, manifest), path=path)
+    try:
+        return Module(manifest, exported, params, _assets(path, manifest), path=path)
+    except host.HostStageError as e:
+        raise ModuleFormatError(f"module at {path}: {e}") from None
 
 
-def _read_function(module_dir: pathlib.Path, file: str):
+def max_manifest_bytes(env: Mapping[str, str] | None = None) -> int:
+    """The largest manifest read: ``JAXHUB_MAX_MANIFEST_BYTES``, default 64 MiB."""
+    env = os.environ if env is None else env
+    text = env.get(ENV_MAX_MANIFEST_BYTES, "").strip()
+    if not text:
+        return DEFAULT_MAX_MANIFEST_BYTES
+    if not text.isdigit() or int(text) < 1:
+        raise ValueError(f"{ENV_MAX_MANIFEST_BYTES}={text!r}: expected a positive integer "
+                         f"(default {DEFAULT_MAX_MANIFEST_BYTES})")
+    return int(text)
+
+
+def _read_function(module_dir: pathlib.Path, file: str,
+                   record: Mapping[str, Any] | None = None):
+    """The function in ``file``, checked against its manifest record when there is one."""
     source = _inside(module_dir, file)
     if not source.is_file():
         raise ModuleFormatError(f"module at {module_dir} is missing function file {file}")
+    data = source.read_bytes()
+    if record is not None and (len(data) != record["size"] or
+                               hashlib.sha256(data).hexdigest() != record["sha256"]):
+        raise ModuleFormatError(
+            f"module at {module_dir}: function file {file} is damaged (its size or sha256 "
+            f"differs from the manifest's); {_REFETCH}")
     try:
-        return functions.deserialize(source.read_bytes())
+        return functions.deserialize(data)
     except Exception as e:  # flatbuffer/StableHLO errors; report the file, not the guts.
         raise ModuleFormatError(
             f"module at {module_dir} has an unreadable function file {file}: "
-            f"{type(e).__name__}") from e
+            f"{type(e).__name__}; {_REFETCH}") from e
 
 
 def _assets(module_dir: pathlib.Path, manifest: Manifest) -> dict[str, pathlib.Path]:

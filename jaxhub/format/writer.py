@@ -22,7 +22,8 @@ README_FILE = "README.md"
 
 
 def write(path: pathlib.Path, manifest: Manifest, exported: Mapping[str, jax_export.Exported],
-          params: dict[str, Any], assets: Mapping[str, pathlib.Path]) -> pathlib.Path:
+          params: dict[str, Any], assets: Mapping[str, pathlib.Path | bytes]
+          ) -> pathlib.Path:
     """Writes a complete module directory at ``path``, replacing nothing.
 
     Everything is written into a temporary directory beside ``path`` and renamed into
@@ -69,15 +70,20 @@ def _temporary_dir(path: pathlib.Path, leader: bool) -> pathlib.Path:
 
 def _write_description(tmp: pathlib.Path, manifest: Manifest,
                        exported: Mapping[str, jax_export.Exported],
-                       assets: Mapping[str, pathlib.Path]) -> None:
+                       assets: Mapping[str, pathlib.Path | bytes]) -> None:
     manifest = _with_provenance(manifest, _copy_assets(tmp, assets))
     # The halves of a split VJP are never differentiated: no VJP of their own.
     halves = {file for f in manifest.functions if f.vjp
               for file in (f.vjp.forward, f.vjp.backward)}
-    for file, exp in exported.items():
+    records = {}
+    for file, exp in sorted(exported.items()):
         target = tmp / file
         target.parent.mkdir(parents=True, exist_ok=True)
-        target.write_bytes(functions.serialize(exp, vjp_order=0 if file in halves else 1))
+        data = functions.serialize(exp, vjp_order=0 if file in halves else 1)
+        target.write_bytes(data)
+        records[file] = {"sha256": hashlib.sha256(data).hexdigest(), "size": len(data)}
+    # Readers check the hashes: a damaged function file fails the load, not a later call.
+    manifest = dataclasses.replace(manifest, function_files=records)
     (tmp / MANIFEST_FILE).write_text(manifest.to_json())
 
 
@@ -87,14 +93,18 @@ def _sync_processes(name: str) -> None:
         multihost_utils.sync_global_devices(name)
 
 
-def _copy_assets(tmp: pathlib.Path, assets: Mapping[str, pathlib.Path]
+def _copy_assets(tmp: pathlib.Path, assets: Mapping[str, pathlib.Path | bytes]
                  ) -> dict[str, dict[str, Any]]:
-    """Copies assets (a model card ``README.md`` goes to the top); returns their hashes."""
+    """Copies assets, given as files or bytes (a model card ``README.md`` goes to the
+    top); returns their hashes."""
     entries = {}
     for name, source in sorted(assets.items()):
         target = tmp / (README_FILE if name == README_FILE else pathlib.Path(ASSETS_DIR, name))
         target.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(source, target)
+        if isinstance(source, bytes):
+            target.write_bytes(source)
+        else:
+            shutil.copyfile(source, target)
         data = target.read_bytes()
         entries[name] = {"sha256": hashlib.sha256(data).hexdigest(), "size": len(data)}
     return entries

@@ -3,6 +3,8 @@
 See :mod:`jaxhub.host.program` for the stored form and :mod:`jaxhub.host.ops` for the ops.
 """
 
+from jaxhub.host.limits import HostLimits as HostLimits
 from jaxhub.host.program import ATTACHMENT_KEY as ATTACHMENT_KEY
+from jaxhub.host.program import AssetStore as AssetStore
 from jaxhub.host.program import HostStage as HostStage
 from jaxhub.host.program import HostStageError as HostStageError

@@ -4,18 +4,31 @@ Each op is ``impl(node, *inputs) -> value or tuple of values`` where ``node`` is
 :class:`jaxhub.host.program.HostNode` (its ``attrs`` are JSON values) and inputs are numpy
 arrays (strings as ``bytes`` in object arrays, as TF holds them). The results match
 TensorFlow's kernels bit for bit: ``StringToHashBucketFast`` is farmhash ``Fingerprint64``
-modulo the bucket count, as in TF.
+modulo the bucket count, as in TF. Regular expressions use RE2, as TF does: linear time in
+the text, whatever the pattern.
+
+No op opens a file: a file-reading op gets an :class:`jaxhub.host.program.AssetFile` (an
+asset's bytes, read at load) at the inputs :func:`file_inputs` names. Ops that size an
+array from values check it against the node's limits before allocating.
 """
 
 from __future__ import annotations
 
-import re
 from typing import Any, Callable
 
 import numpy as np
+import re2
+
+from jaxhub.host.limits import check_elements
 
 HostOp = Callable[..., Any]
 _OPS: dict[str, HostOp] = {}
+#: Load-time checks of a node's attrs, by op (static regex patterns compile here).
+_CHECKS: dict[str, Callable[[Any], None]] = {}
+#: Which inputs of an op are files (an Asset node's bytes), by op.
+_FILE_INPUTS = {"InitializeTableFromTextFileV2": frozenset({1})}
+#: Ops that fill a table: they run once, at load.
+_INITIALIZERS = frozenset({"InitializeTableFromTextFileV2"})
 
 
 def register(*names: str) -> Callable[[HostOp], HostOp]:
@@ -39,6 +52,40 @@ def lookup(name: str) -> HostOp | None:
 def supported_ops() -> list[str]:
     """Every op a host stage can run, sorted."""
     return sorted(_OPS)
+
+
+def file_inputs(name: str) -> frozenset[int]:
+    """The input positions of op ``name`` that are files (empty for most ops)."""
+    return _FILE_INPUTS.get(name, frozenset())
+
+
+def is_initializer(name: str) -> bool:
+    """True for ops that fill a table (run once, at load)."""
+    return name in _INITIALIZERS
+
+
+def check(node) -> None:
+    """Checks ``node``'s attrs at load (a static regex must compile, for one).
+
+    Raises:
+      ValueError: the attrs are malformed (the host stage names the node).
+    """
+    if node.op in _CHECKS:
+        _CHECKS[node.op](node)
+
+
+def _checked_by(*names: str) -> Callable[[Callable[[Any], None]], Callable[[Any], None]]:
+    def decorate(fn):
+        _CHECKS.update(dict.fromkeys(names, fn))
+        return fn
+    return decorate
+
+
+def _check_broadcast(node, *arrays) -> tuple[int, ...]:
+    """The broadcast shape of ``arrays``, refused before allocating if over the limit."""
+    shape = np.broadcast_shapes(*(np.shape(a) for a in arrays))
+    check_elements(node, int(np.prod(shape, dtype=np.float64)))
+    return shape
 
 
 def _strings(x: Any) -> np.ndarray:
@@ -76,22 +123,110 @@ def _upper(node, x):
     return _map_strings(x, bytes.upper)
 
 
-def _re2_rewrite(rewrite: bytes) -> bytes:
-    """RE2 rewrites name groups ``\\1``; Python's ``re`` reads the same, but ``\\g<0>`` for
-    ``\\0``."""
-    return rewrite.replace(b"\\0", b"\\g<0>")
+_RE2_OPTIONS = re2.Options()
+_RE2_OPTIONS.log_errors = False  # a bad pattern is reported by the error, not on stderr
+
+
+def _compile(pattern: bytes) -> "re2._Regexp":
+    """``pattern`` compiled by RE2 with TF's options (UTF-8, RE2's default memory budget).
+
+    Raises:
+      ValueError: RE2 rejects the pattern (a syntax error, or too large a program).
+    """
+    try:
+        return re2.compile(pattern, _RE2_OPTIONS)
+    except re2.error as e:
+        raise ValueError(f"invalid regular expression {pattern!r}: {e}") from None
+
+
+def _max_group(rewrite: bytes) -> int:
+    """The highest ``\\N`` group a rewrite names (RE2's ``MaxSubmatch``)."""
+    top, i = 0, 0
+    while i < len(rewrite):
+        if rewrite[i:i + 1] == b"\\" and rewrite[i + 1:i + 2].isdigit():
+            top = max(top, int(rewrite[i + 1:i + 2]))
+        i += 2 if rewrite[i:i + 1] == b"\\" else 1
+    return top
+
+
+def _rewrite(rewrite: bytes, text: bytes, match) -> tuple[bytes, bool]:
+    """RE2's ``Rewrite``: ``\\N`` is group N (empty if it did not take part), ``\\\\`` a
+    backslash; any other escape stops it. Returns what it wrote and whether it finished."""
+    out, i = bytearray(), 0
+    while i < len(rewrite):
+        c = rewrite[i:i + 1]
+        if c != b"\\":
+            out += c
+            i += 1
+            continue
+        nxt = rewrite[i + 1:i + 2]
+        if nxt.isdigit():
+            start, end = match.span(int(nxt))
+            out += text[start:end] if start >= 0 else b""
+        elif nxt == b"\\":
+            out += b"\\"
+        else:
+            return bytes(out), False
+        i += 2
+    return bytes(out), True
+
+
+def _utf8_length(text: bytes, pos: int) -> int:
+    """Bytes of the UTF-8 character at ``pos``; 1 for a byte that starts none."""
+    for n in (1, 2, 3, 4):
+        try:
+            text[pos:pos + n].decode("utf-8")
+            return n
+        except UnicodeDecodeError:
+            continue
+    return 1
+
+
+def _replace(compiled, rewrite: bytes, text: bytes, replace_global: bool) -> bytes:
+    """RE2's ``Replace`` (first match) or ``GlobalReplace`` (all), as TF's kernel calls."""
+    if _max_group(rewrite) > compiled.groups:
+        return text  # RE2 refuses a rewrite naming groups the pattern lacks
+    if not replace_global:
+        match = compiled.search(text)
+        if match is None:
+            return text
+        written, ok = _rewrite(rewrite, text, match)
+        return text[:match.start()] + written + text[match.end():] if ok else text
+    out, pos, last_end, count = bytearray(), 0, -1, 0
+    while pos <= len(text):
+        match = compiled.search(text, pos)
+        if match is None:
+            break
+        start, end = match.span()
+        out += text[pos:start]
+        if start == end == last_end:
+            # No empty match right after the previous match: step over one character.
+            step = _utf8_length(text, pos) if pos < len(text) else 1
+            out += text[pos:pos + step]
+            pos += step
+            continue
+        out += _rewrite(rewrite, text, match)[0]
+        pos = last_end = end
+        count += 1
+    if count == 0:
+        return text
+    return bytes(out) + text[pos:]
 
 
 def _regex_replace(x, pattern: bytes, rewrite: bytes, replace_global: bool) -> np.ndarray:
-    compiled = re.compile(pattern)
-    rewrite = _re2_rewrite(rewrite)
-    count = 0 if replace_global else 1
-    return _map_strings(x, lambda s: compiled.sub(rewrite, s, count=count))
+    compiled = _compile(pattern)
+    return _map_strings(x, lambda s: _replace(compiled, rewrite, s, replace_global))
+
+
+@_checked_by("StaticRegexReplace", "StaticRegexFullMatch")
+def _check_static_pattern(node) -> None:
+    _compile(node.attrs["pattern"].encode("utf-8", "surrogateescape"))
 
 
 @register("StaticRegexReplace")
 def _static_regex_replace(node, x):
-    return _regex_replace(x, node.attrs["pattern"].encode(), node.attrs["rewrite"].encode(),
+    return _regex_replace(x, node.attrs["pattern"].encode("utf-8", "surrogateescape"),
+                          node.attrs["rewrite"].encode("utf-8", "surrogateescape"),
                           node.attrs.get("replace_global", True))
 
 
@@ -100,6 +235,23 @@ def _dynamic_regex_replace(node, x, pattern, rewrite):
     return _regex_replace(x, bytes(np.asarray(pattern, object).item()),
                           bytes(np.asarray(rewrite, object).item()),
                           node.attrs.get("replace_global", True))
+
+
+def _full_match(x, pattern: bytes) -> np.ndarray:
+    compiled = _compile(pattern)
+    arr = _strings(x)
+    flat = [compiled.fullmatch(s) is not None for s in arr.reshape(-1)]
+    return np.asarray(flat, dtype=bool).reshape(arr.shape)
+
+
+@register("StaticRegexFullMatch")
+def _static_regex_full_match(node, x):
+    return _full_match(x, node.attrs["pattern"].encode("utf-8", "surrogateescape"))
+
+
+@register("RegexFullMatch")
+def _dynamic_regex_full_match(node, x, pattern):
+    return _full_match(x, bytes(np.asarray(pattern, object).item()))
 
 
 @register("StringStrip")
@@ -133,8 +285,8 @@ def _string_split(node, x, delimiter):
     for s in _strings(x).reshape(-1):
         if not sep:  # an empty delimiter splits into characters (bytes)
             tokens = [s[i:i + 1] for i in range(len(s))]
-        else:  # each character of the delimiter separates
-            tokens = re.split(b"[" + re.escape(sep) + b"]", s)
+        else:  # each character of the delimiter separates: map them all to the first
+            tokens = s.translate(bytes.maketrans(sep, sep[:1] * len(sep))).split(sep[:1])
         rows.append([t for t in tokens if t or not skip_empty])
     return _sparse(rows)
 
@@ -179,13 +331,13 @@ def _line_field(line: bytes, index: int, line_number: int, delimiter: bytes, dty
 
 
 @register("InitializeTableFromTextFileV2")
-def _init_from_text_file(node, table, filename):
-    path = np.asarray(filename, object).item()
-    path = path.decode() if isinstance(path, bytes) else str(path)
+def _init_from_text_file(node, table, file):
+    if type(file).__name__ != "AssetFile":  # a path would let a module read any file
+        raise TypeError("the file of a table initializer must be a module asset")
+    path = file.name
     delimiter = node.attrs.get("delimiter", "\t").encode()
     vocab_size = int(node.attrs.get("vocab_size", -1))
-    with open(path, "rb") as f:
-        lines = f.read().split(b"\n")
+    lines = file.data.split(b"\n")
     if lines and lines[-1] == b"":
         lines.pop()  # a final newline ends the last line; it starts no new one
     if vocab_size >= 0:
@@ -220,7 +372,10 @@ def _table_size(node, table):
 
 
 def _binary(fn: Callable[[Any, Any], Any]) -> HostOp:
-    return lambda node, x, y: np.asarray(fn(np.asarray(x), np.asarray(y)))
+    def op(node, x, y):
+        _check_broadcast(node, x, y)
+        return np.asarray(fn(np.asarray(x), np.asarray(y)))
+    return op
 
 
 for _names, _fn in ((("Add", "AddV2"), np.add), (("Sub",), np.subtract),
@@ -244,6 +399,7 @@ def _select(node, cond, x, y):
     cond = np.asarray(cond)
     if node.op == "Select" and cond.ndim == 1 and np.ndim(x) > 1:
         cond = cond.reshape((-1,) + (1,) * (np.ndim(x) - 1))
+    _check_broadcast(node, cond, x, y)
     return np.where(cond, x, y)
 
 
@@ -294,6 +450,11 @@ def _gather(node, params, indices, axis):
 
 @register("Range")
 def _range(node, start, limit, delta):
+    step = np.asarray(delta).item()
+    if step == 0:
+        raise ValueError("Range with delta 0")
+    span = (np.asarray(limit).item() - np.asarray(start).item()) / step
+    check_elements(node, max(0, int(np.ceil(span))))
     return np.arange(np.asarray(start), np.asarray(limit), np.asarray(delta),
                      dtype=node.attrs.get("Tidx", None))
 
@@ -332,6 +493,7 @@ def _strided_slice(node, x, begin, end, strides):
 
 @register("Fill")
 def _fill(node, dims, value):
+    check_elements(node, int(np.prod([float(d) for d in np.asarray(dims).reshape(-1)])))
     return np.full([int(d) for d in np.asarray(dims).reshape(-1)], np.asarray(value))
 
 
@@ -370,6 +532,7 @@ def _cumsum(node, x, axis):
 @register("DenseBincount")
 def _dense_bincount(node, values, size, weights):
     values, weights, size = np.asarray(values), np.asarray(weights), int(np.asarray(size))
+    check_elements(node, size * (len(values) if values.ndim > 1 else 1))
     binary = node.attrs.get("binary_output", False)
     dtype = weights.dtype if weights.size else values.dtype
 
@@ -423,6 +586,7 @@ def _where(node, x):
 @register("StringJoin")
 def _string_join(node, *inputs):
     sep = node.attrs.get("separator", "").encode()
+    _check_broadcast(node, *inputs)
     arrays = np.broadcast_arrays(*[_strings(x) for x in inputs])
     out = np.empty(arrays[0].shape, dtype=object)
     for i in np.ndindex(out.shape):
@@ -434,6 +598,7 @@ def _string_join(node, *inputs):
 def _substr(node, x, pos, length):
     if node.attrs.get("unit", "BYTE") != "BYTE":
         raise NotImplementedError("Substr with unit UTF8_CHAR")
+    _check_broadcast(node, x, pos, length)
     arrays = np.broadcast_arrays(_strings(x), np.asarray(pos), np.asarray(length))
     out = np.empty(arrays[0].shape, dtype=object)
     for i in np.ndindex(out.shape):

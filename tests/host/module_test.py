@@ -5,6 +5,7 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 import numpy as np
+import pytest
 
 import jaxhub
 from jaxhub.host import ATTACHMENT_KEY, HostStage
@@ -32,7 +33,7 @@ def _module():
 def test_strings_go_through_the_host_stage_then_the_device_function(tmp_path):
     module = _module()
     words = ["Apple", "apple", "pear"]
-    ids = HostStage(PROGRAM).run(words, {})
+    ids = HostStage(PROGRAM).run(words)
     expected = embed(module.params, ids)
     np.testing.assert_allclose(module(words), expected)
     np.testing.assert_allclose(module(words)[0], module(words)[1])  # lower-cased
@@ -46,3 +47,22 @@ def test_signatures_show_what_callers_pass():
     signature = _module().signatures["default"]
     assert dict(signature.inputs) == {"default": jaxhub.TensorSpec([None], "string")}
     assert signature.outputs["default"] == jaxhub.TensorSpec(["batch", 3], "float32")
+
+
+@pytest.mark.parametrize("words, message", [
+    ([["a"], ["b", "c"]], "input 'default' must hold only strings"),
+    ([{"a": "b"}], "must hold only strings (a rectangular array of str or bytes), not dict"),
+    ([1, 2], "not int"),
+    ("one word", "input 'default' has shape (), not rank 1"),
+])
+def test_inputs_that_are_not_strings_name_the_signature_and_input(words, message):
+    with pytest.raises(jaxhub.SignatureError, match="signature 'default'") as error:
+        _module()(words)
+    assert message in str(error.value)
+    assert "expected inputs {default: string[?]}" in str(error.value)
+
+
+def test_an_empty_batch_of_strings_is_a_signature_error():
+    with pytest.raises(jaxhub.SignatureError, match=r"signature 'default': input 'ids' has "
+                                                    r"batch=0 on axis 0.*empty batch"):
+        _module()([])

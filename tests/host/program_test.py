@@ -7,6 +7,7 @@ import pytest
 
 from jaxhub.host import HostStage, HostStageError
 from jaxhub.host.program import decode_array, encode_array
+from jaxhub.specs import SignatureError
 
 
 def _program(nodes, outputs, **extra):
@@ -34,25 +35,23 @@ def test_missing_inputs_assets_and_nodes_are_reported():
     hashed = {"name": "h", "op": "StringToHashBucketFast", "inputs": [["lower", 0]],
               "attrs": {"num_buckets": 10}}
     stage = HostStage(_program([lower, hashed], {"ids": ["h", 0]}))
-    with pytest.raises(HostStageError, match="missing"):
-        stage.run({"other": ["x"]}, {})
-    ids = stage.run(["Hello", "hello"], {})["ids"]
+    with pytest.raises(SignatureError, match="missing"):
+        stage.run({"other": ["x"]})
+    ids = stage.run(["Hello", "hello"])["ids"]
     assert ids.dtype == np.int32 and ids[0] == ids[1]  # lower-cased before hashing
-    asset = HostStage(_program([{"name": "f", "op": "Asset", "attrs": {"name": "v.txt"}}],
-                               {"f": ["f", 0]}))
     with pytest.raises(HostStageError, match="v.txt"):
-        asset.run(["x"], {})
-    dangling = HostStage(_program([{"name": "h", "op": "StringLower",
-                                    "inputs": [["nowhere", 0]]}], {"h": ["h", 0]}))
+        HostStage(_program([{"name": "f", "op": "Asset", "attrs": {"name": "v.txt"}}],
+                           {}))
     with pytest.raises(HostStageError, match="nowhere"):
-        dangling.run(["x"], {})
+        HostStage(_program([{"name": "h", "op": "StringLower", "inputs": [["nowhere", 0]]}],
+                           {"h": ["h", 0]}))
 
 
 def test_string_results_never_reach_the_device():
     stage = HostStage(_program([{"name": "l", "op": "StringLower", "inputs": [["text", 0]]}],
                                {"l": ["l", 0]}))
     with pytest.raises(HostStageError, match="string tensor"):
-        stage.run(["x"], {})
+        stage.run(["x"])
 
 
 def test_table_from_vocabulary_file(tmp_path):
@@ -69,7 +68,8 @@ def test_table_from_vocabulary_file(tmp_path):
          "inputs": [["table", 0], ["text", 0], ["default", 0]]},
         {"name": "size", "op": "LookupTableSizeV2", "inputs": [["table", 0]]},
     ]
-    stage = HostStage(_program(nodes, {"ids": ["find", 0], "n": ["size", 0]}, init=["init"]))
-    out = stage.run(["c", "a", "zz"], {"vocab.txt": vocab})
+    stage = HostStage(_program(nodes, {"ids": ["find", 0], "n": ["size", 0]}, init=["init"]),
+                      {"vocab.txt": vocab})
+    out = stage.run(["c", "a", "zz"])
     np.testing.assert_array_equal(out["ids"], [2, 0, -1])
     assert int(out["n"]) == 3

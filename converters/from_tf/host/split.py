@@ -246,11 +246,11 @@ def device_input_specs(program: Mapping[str, Any], assets: Mapping[str, pathlib.
     happen to agree); a later axis of constant size is fixed (``[n, 2]`` indices).
     """
     import jaxhub
-    stage = HostStage(program)
+    stage = HostStage(program, assets)
     runs = []
     for batch in _PROBES:
         inputs = {name: np.asarray(batch, dtype=object) for name in stage.input_specs}
-        runs.append(stage.run(inputs, assets))
+        runs.append(stage.run(inputs))
     symbols: dict[tuple[int, ...], str] = {tuple(len(b) for b in _PROBES): "batch"}
     specs = {}
     for name in list(program["outputs"]) + list(program.get("size_of", {})):

@@ -68,7 +68,7 @@ def test_string_signature_splits_and_matches_tf(saved):
     interp, parts, variables = _split(path)
     assert parts.assets == {"vocab.txt": path / "assets" / "vocab.txt"}
     assert len(variables) == 1  # the table and the default-value constant became nodes
-    feeds = HostStage(parts.program).run({"s": STRINGS}, parts.assets)
+    feeds = HostStage(parts.program, parts.assets).run({"s": STRINGS})
     host_args = [feeds[a] for a in parts.device.args[:len(feeds)]]
     evaluate = interp.as_function(parts.device)
 

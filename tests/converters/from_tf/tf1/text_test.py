@@ -97,7 +97,7 @@ def _host_vs_tf(build, inputs):
     fn = graph_lib.function_from_graph_def(graph.as_graph_def(), ["x:0"],
                                            [t.name for t in outputs])
     parts = split_lib.split(fn)
-    feeds = HostStage(parts.program).run({"x": np.asarray(inputs, object)}, {})
+    feeds = HostStage(parts.program).run({"x": np.asarray(inputs, object)})
     return [feeds[source] for source, _ in parts.device.outputs], theirs
 
 
