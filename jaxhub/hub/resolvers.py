@@ -15,9 +15,11 @@ from collections.abc import Callable
 
 from jaxhub.hub import archive, download
 from jaxhub.hub.cache import Built, Cache, Entry, Staging, entry_key
+from jaxhub.hub.config import Settings
 from jaxhub.hub.errors import HandleError, IntegrityError, OfflineError
 from jaxhub.hub.manifest import file_sha256
 from jaxhub.hub.registry import Request
+from jaxhub.hub.urls import canonical_url
 
 
 @dataclasses.dataclass(frozen=True)
@@ -66,16 +68,15 @@ class HttpArchiveResolver:
 
     def resolve(self, handle: str, request: Request) -> pathlib.Path:
         url = archive_url(handle)
-        settings = request.settings
-        options = download.Options(timeout=settings.timeout, retries=settings.retries,
-                                   backoff=settings.backoff, progress=settings.progress,
-                                   max_bytes=settings.max_archive_bytes)
+        options = download.Options.from_settings(request.settings)
 
         def fetch(dest: pathlib.Path) -> Fetched:
             done = download.download(url, dest, options)
             return Fetched(done.path, done.sha256)
 
-        return cached_archive(handle, fetch, request, network=True)
+        # The entry is named by the handle without its credentials (jaxhub.hub.urls).
+        source = canonical_url(handle, request.settings.secret_params)
+        return cached_archive(source, fetch, request, network=True)
 
 
 def archive_url(handle: str) -> str:
@@ -103,7 +104,9 @@ def cached_archive(source: str, fetch: Fetch, request: Request, *, network: bool
     rename the entry into place.
 
     Args:
-        source: The handle, recorded in the entry and listed by `jaxhub cache ls`.
+        source: The handle, recorded in the entry and listed by `jaxhub cache ls`; its
+            canonical form for URLs (`jaxhub.hub.urls.canonical_url`), which holds no
+            credentials.
         fetch: Obtains the archive, writing it to the path it is given if it must.
         request: Settings and the optional sha256 pin.
         network: Whether `fetch` uses the network (then offline mode forbids it).
@@ -115,8 +118,11 @@ def cached_archive(source: str, fetch: Fetch, request: Request, *, network: bool
     Raises:
         OfflineError: Offline mode is on and the entry is not cached.
         IntegrityError: The archive does not match the sha256 pin; nothing is cached.
+        UnsafeArchiveError: The archive breaks a rule or a limit (`archive.Limits`).
+        CacheLockError: Another process kept the entry locked too long.
+        CacheWriteError: The cache's disk is full or refuses a name.
     """
-    cache = Cache(request.settings.cache_dir)
+    cache = Cache(request.settings.cache_dir, lock_timeout=request.settings.lock_timeout)
     key = key or entry_key("handle", source)
     accept = functools.partial(_matches_pin, request.sha256)
     if network and request.settings.offline:
@@ -136,8 +142,16 @@ def _unpack(source: str, fetch: Fetch, request: Request, staging: Staging) -> Bu
         raise IntegrityError(f"{source}: archive sha256 is {fetched.sha256}, expected "
                              f"{request.sha256}; nothing was cached")
     files = archive.extract(fetched.path, staging.module_dir,
-                            max_bytes=request.settings.max_archive_bytes)
+                            limits=archive_limits(request.settings), label=source)
     return Built(files=files, archive_sha256=fetched.sha256)
+
+
+def archive_limits(settings: Settings) -> archive.Limits:
+    """The limits on unpacking that `settings` ask for."""
+    return archive.Limits(max_bytes=settings.max_archive_bytes,
+                          max_expansion=settings.max_expansion,
+                          max_members=settings.max_members,
+                          min_free_bytes=settings.min_free_bytes)
 
 
 def _offline_entry(cache: Cache, key: str, source: str, sha256: str | None) -> Entry:

@@ -46,10 +46,14 @@ def test_manifest_records_sizes_and_hashes(published, cache):
     url, digest, module_dir = published
     path = hub.resolve(url, cache_dir=cache)
     manifest = json.loads((path.parent / "entry.json").read_text())
+    files = json.loads((path.parent / "files.json").read_text())
     assert manifest["source"] == url and manifest["archive_sha256"] == digest
-    assert {f["path"]: f["sha256"] for f in manifest["files"]} == tree_digest(module_dir)
-    assert {f["path"]: f["size"] for f in manifest["files"]} == {
-        p: (module_dir / p).stat().st_size for p in tree_digest(module_dir)}
+    assert {f["path"]: f["sha256"] for f in files} == tree_digest(module_dir)
+    sizes = {p: (module_dir / p).stat().st_size for p in tree_digest(module_dir)}
+    assert {f["path"]: f["size"] for f in files} == sizes
+    # A small entry's summary samples every file, so each hit checks all their sizes.
+    assert {f["path"]: f["size"] for f in manifest["sample"]} == sizes
+    assert manifest["file_count"] == len(sizes) and manifest["size"] == sum(sizes.values())
 
 
 def test_cached_entry_with_another_sha256_is_fetched_again(server, tmp_path, published, cache):
