@@ -13,6 +13,7 @@ from typing import Protocol, runtime_checkable
 
 from jaxhub.hub.config import Settings
 from jaxhub.hub.errors import HandleError
+from jaxhub.hub.urls import canonical_url
 
 
 @runtime_checkable
@@ -58,7 +59,7 @@ class Request:
     def resolve(self, handle: str) -> pathlib.Path:
         """Resolves another handle with the same settings (for rewriting resolvers)."""
         if self.registry is None:
-            raise HandleError(f"cannot resolve {handle!r}: request has no registry")
+            raise HandleError(f"cannot resolve {canonical_url(handle)!r}: request has no registry")
         return self.registry.resolve(handle, self)
 
 
@@ -104,7 +105,7 @@ class Registry:
                     raise
                 raise HandleError(f"{e}\nResolvers that did not support it, newest first: "
                                   f"{'; '.join(declined)}.") from e
-        raise HandleError(f"No resolver supports {handle!r}. Asked, newest first: "
+        raise HandleError(f"No resolver supports {canonical_url(handle)!r}. Asked, newest first: "
                           f"{'; '.join(declined)}. Add one with jaxhub.hub.register_resolver.")
 
 
