@@ -54,6 +54,7 @@ _WRITE_FIXES = {
     errno.EROFS: "point JAXHUB_CACHE_DIR at a writable directory",
     errno.EACCES: "point JAXHUB_CACHE_DIR at a directory you may write to",
     errno.EPERM: "point JAXHUB_CACHE_DIR at a directory you may write to",
+    errno.ENOTDIR: "point JAXHUB_CACHE_DIR at a directory (a file is in the way)",
 }
 
 

@@ -10,6 +10,7 @@ from collections.abc import Callable
 from jaxhub.hub import manifest as manifest_lib
 from jaxhub.hub.cache import MODULE_DIR, Built, Cache, entry_key
 from jaxhub.hub.config import Settings, default_cache_dir
+from jaxhub.hub.errors import HandleError
 from jaxhub.hub.registry import Registry, Request, Resolver
 from jaxhub.hub.resolvers import FileUrlResolver, HttpArchiveResolver, LocalPathResolver
 from jaxhub.hub.urls import canonical_url
@@ -49,12 +50,20 @@ def resolve(
         Absolute path of the module directory. Treat directories in the cache as read-only.
 
     Raises:
-        HandleError: No resolver can resolve the handle.
-        DownloadError: The download failed (HTTP error, timeout, too many retries).
+        HandleError: No resolver can resolve the handle, or `sha256` is malformed.
+        DownloadError: The download failed (HTTP error, refused connection, timeout, too
+            slow, past its deadline, too many retries, an https -> http redirect).
         OfflineError: Offline and not cached.
         IntegrityError: The archive does not match `sha256`.
+        ArchiveError: What was fetched is not a tar archive (e.g. an HTML page).
         UnsafeArchiveError: The archive holds links, absolute or escaping paths, special
-            files, or more bytes than `JAXHUB_MAX_ARCHIVE_BYTES`.
+            files, or breaks a limit (bytes, expansion ratio, members, free disk space).
+        CacheLockError: Another process held the entry's lock for `JAXHUB_LOCK_TIMEOUT`.
+        CacheWriteError: The cache's disk is full, refuses a name or is not writable.
+        SettingsError: An environment variable has an invalid value.
+
+        All are `HubError`s; messages name the handle (without credentials) and the fix.
+        Limits and their variables: docs/cache.md, "Security limits".
 
     Examples:
         >>> path = resolve("https://example.com/models/encoder.tar.gz")  # doctest: +SKIP
@@ -157,5 +166,6 @@ def _normalize_sha256(sha256: str | None) -> str | None:
         return None
     digest = sha256.strip().lower().removeprefix("sha256:")
     if not re.fullmatch(r"[0-9a-f]{64}", digest):
-        raise ValueError(f"sha256={sha256!r} is not 64 hexadecimal digits")
+        raise HandleError(f"sha256={sha256!r} is not 64 hexadecimal digits (the value "
+                          "`jaxhub pack` prints, optionally prefixed by 'sha256:')")
     return digest

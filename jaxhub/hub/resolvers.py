@@ -166,6 +166,14 @@ def _offline_entry(cache: Cache, key: str, source: str, sha256: str | None) -> E
     return entry
 
 
+def _read_local(path: pathlib.Path, dest: pathlib.Path) -> Fetched:
+    # A local archive is used in place; `dest` is not needed.
+    try:
+        return Fetched(path, file_sha256(path))
+    except OSError as e:
+        raise HandleError(f"cannot read {path}: {e.strerror}") from e
+
+
 def _resolve_local(path: pathlib.Path, handle: str, request: Request) -> pathlib.Path:
     if path.is_dir():
         if request.sha256 is not None:
@@ -176,7 +184,7 @@ def _resolve_local(path: pathlib.Path, handle: str, request: Request) -> pathlib
         stat = path.stat()
         # The file's size and mtime are part of the key, so an edited archive is unpacked again.
         key = entry_key("handle", f"{path}\0{stat.st_size}\0{stat.st_mtime_ns}")
-        return cached_archive(str(path), lambda dest: Fetched(path, file_sha256(path)),
-                              request, network=False, key=key)
+        return cached_archive(str(path), functools.partial(_read_local, path), request,
+                              network=False, key=key)
     raise HandleError(f"{handle!r} is neither a directory nor a "
                       f"{'/'.join(archive.ARCHIVE_SUFFIXES)} archive")

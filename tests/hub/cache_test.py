@@ -249,3 +249,12 @@ def test_entry_written_by_an_older_version_is_still_served(published, cache):
     assert Cache(cache).verify(path.parent.name) == []
     (path / "assets" / "vocab.txt").unlink()
     assert Cache(cache).lookup(path.parent.name) is None
+
+
+def test_cache_dir_that_is_a_file_is_a_clear_error(published, tmp_path):
+    in_the_way = tmp_path / "cache-file"
+    in_the_way.write_text("not a directory")
+    with pytest.raises(hub.CacheWriteError, match=f"Caching {published[0]} in {in_the_way} "
+                                                  "failed: Not a directory; point "
+                                                  "JAXHUB_CACHE_DIR at a directory"):
+        hub.resolve(published[0], cache_dir=in_the_way)
