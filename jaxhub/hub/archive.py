@@ -165,8 +165,8 @@ def _guess(archive: pathlib.Path) -> str:
     with open(archive, "rb") as f:
         head = f.read(512).lstrip().lower()
     if not head:
-        return ": the server sent an empty file"
-    if head.startswith((b"<!doctype html", b"<html", b"<?xml", b"<")):
+        return ": it is empty"
+    if head.startswith(b"<"):  # <!DOCTYPE html>, <html>, <?xml ...>
         return (": it is an HTML or XML page, not an archive; check that the URL names a "
                 ".tar.gz (a TF-Hub-style server must answer ?tf-hub-format=compressed "
                 "with a tarball)")

@@ -64,7 +64,8 @@ def test_download_deadline_bounds_every_attempt_together(server, published, cach
 
 
 # Resolves a URL in a child process, so that the child holds the entry's lock.
-_LOADER = "import sys; from jaxhub import hub; print(hub.resolve(sys.argv[1], cache_dir=sys.argv[2]))"
+_LOADER = ("import sys; from jaxhub import hub; "
+           "print(hub.resolve(sys.argv[1], cache_dir=sys.argv[2]))")
 
 
 def test_lock_wait_names_the_holder_and_gives_up(server, tmp_path, cache, monkeypatch, caplog):
