@@ -9,6 +9,7 @@ forever. Messages name the URL in its canonical form, never its credentials.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import http.client
@@ -18,10 +19,12 @@ import pathlib
 import re
 import shutil
 import socket
+import threading
 import time
 import urllib.error
 import urllib.parse
 import urllib.request
+from collections.abc import Callable
 
 import tqdm
 
@@ -175,6 +178,7 @@ def download(url: str, dest: pathlib.Path, options: Options = Options()) -> Down
             return Downloaded(dest, partial.digest.hexdigest(), partial.size,
                               canonical_url(final_url, options.secret_params))
         except _Transient as e:
+            clock.check(partial.size)  # past the deadline: say so, not the symptom
             delay = options.backoff * 2**attempt
             if attempt >= options.retries:
                 raise DownloadError(f"Downloading {label} failed after {attempt + 1} "
@@ -192,15 +196,20 @@ def _attempt(url: str, partial: _Partial, options: Options, clock: _Clock) -> st
     request = urllib.request.Request(url, headers=headers)
     # A fresh opener reads the proxy variables now; urlopen's global one froze them at
     # its first use (proxy support: tensorflow/hub#53, #146).
+    watchdog = _Watchdog(clock.remaining())
     opener = urllib.request.build_opener(
-        urllib.request.ProxyHandler(), _RedirectHandler(clock.label, options))
+        urllib.request.ProxyHandler(), _RedirectHandler(clock.label, options),
+        _WatchedHTTPHandler(watchdog), _WatchedHTTPSHandler(watchdog))
     try:
-        with opener.open(request, timeout=clock.socket_timeout(partial.size)) as response:
+        with watchdog, opener.open(request,
+                                   timeout=clock.socket_timeout(partial.size)) as response:
             _start_body(response, partial, clock.label)
             if partial.validator is None:
                 partial.validator = (response.headers.get("ETag")
                                      or response.headers.get("Last-Modified"))
             _receive(response, partial, options, clock)
+            if watchdog.fired:  # a cut connection can look like a complete (empty) answer
+                clock.check(partial.size)
             return response.url
     except urllib.error.HTTPError as e:
         if e.code == 416 and partial.size:
@@ -322,6 +331,62 @@ class _RateWatch:
             raise _Transient(f"{rate:.0f} bytes/s over the last {elapsed:.1f}s, below the "
                              f"minimum of {self.options.min_rate:g} (JAXHUB_DOWNLOAD_MIN_RATE)")
         self.since, self.size_then = time.monotonic(), size
+
+
+class _Watchdog:
+    """Shuts down an attempt's connections when the deadline passes, whatever they wait on.
+
+    Socket timeouts bound each read, not their sum: a server sending its headers a byte
+    at a time would otherwise hold a download past its deadline.
+    """
+
+    def __init__(self, seconds: float):
+        self._connections: list[http.client.HTTPConnection] = []
+        self.fired = False
+        self._timer = threading.Timer(max(0.0, min(seconds, threading.TIMEOUT_MAX)),
+                                      self._fire)
+        self._timer.daemon = True
+
+    def __enter__(self) -> _Watchdog:
+        self._timer.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._timer.cancel()
+
+    def watch(self, http_class: type) -> Callable[..., http.client.HTTPConnection]:
+        """A factory of `http_class` connections that the watchdog can shut down."""
+        def connection(*args, **kwargs) -> http.client.HTTPConnection:
+            made = http_class(*args, **kwargs)
+            self._connections.append(made)
+            return made
+        return connection
+
+    def _fire(self) -> None:
+        self.fired = True
+        for connection in self._connections:
+            if connection.sock is not None:
+                with contextlib.suppress(OSError):
+                    connection.sock.shutdown(socket.SHUT_RDWR)
+
+
+class _Watched:
+    """Mixin for urllib's HTTP(S) handlers: connections are made through the watchdog."""
+
+    def __init__(self, watchdog: _Watchdog):
+        super().__init__()
+        self.watchdog = watchdog
+
+    def do_open(self, http_class, req, **kwargs):
+        return super().do_open(self.watchdog.watch(http_class), req, **kwargs)
+
+
+class _WatchedHTTPHandler(_Watched, urllib.request.HTTPHandler):
+    pass
+
+
+class _WatchedHTTPSHandler(_Watched, urllib.request.HTTPSHandler):
+    pass
 
 
 class _RedirectHandler(urllib.request.HTTPRedirectHandler):

@@ -63,6 +63,19 @@ def test_download_deadline_bounds_every_attempt_together(server, published, cach
     assert entries(cache) == [] and staging(cache) == [] and _lock_is_free(cache, slow)
 
 
+def test_deadline_holds_while_headers_trickle(server, cache, monkeypatch):
+    # Every read returns within the timeout and no body has begun, so neither the read
+    # timeout nor the minimum rate applies: only the deadline on the whole stops it.
+    url = server.add("/slow-headers/module.tar.gz", Route(header_byte_delay=0.2))
+    monkeypatch.setenv("JAXHUB_DOWNLOAD_DEADLINE", "1.5")
+    start = time.monotonic()
+    with pytest.raises(hub.DownloadError, match=f"Downloading {url} did not finish within "
+                                                r"1.5s \(0 bytes received\)"):
+        hub.resolve(url, cache_dir=cache)
+    assert time.monotonic() - start < 5
+    assert entries(cache) == [] and staging(cache) == [] and _lock_is_free(cache, url)
+
+
 # Resolves a URL in a child process, so that the child holds the entry's lock.
 _LOADER = ("import sys; from jaxhub import hub; "
            "print(hub.resolve(sys.argv[1], cache_dir=sys.argv[2]))")

@@ -38,6 +38,8 @@ class Route:
         replace_after_drop: New body to serve once a dropped answer is cut (the file
             changed on the server between two attempts).
         byte_delay: Send the body one byte at a time, this many seconds apart.
+        header_byte_delay: Send an endless header one byte at a time, this many seconds
+            apart (each read is quick; only a deadline on the whole stops it).
         content_length: Send this `Content-Length` header instead of the true one.
         range_from_start: Answer a `Range` request with 206 and the body from byte 0
             (a broken cache or proxy), instead of from the byte asked for.
@@ -54,6 +56,7 @@ class Route:
     require_query: str | None = None
     replace_after_drop: bytes | None = None
     byte_delay: float = 0.0
+    header_byte_delay: float = 0.0
     content_length: str | None = None
     range_from_start: bool = False
 
@@ -131,6 +134,8 @@ def _handler_for(server: HubServer) -> type[http.server.BaseHTTPRequestHandler]:
             if route is None:
                 return self._simple(404, b"not found")
             time.sleep(route.header_delay)
+            if route.header_byte_delay:
+                return self._trickle_headers(route.header_byte_delay)
             if server._claim(path, "fail_first"):
                 return self._simple(500, b"try again")
             if route.redirect is not None:
@@ -196,6 +201,16 @@ def _handler_for(server: HubServer) -> type[http.server.BaseHTTPRequestHandler]:
                     return
                 with server._lock:
                     server.bytes_sent[path] += 1
+
+        def _trickle_headers(self, delay: float) -> None:
+            try:
+                self.wfile.write(b"HTTP/1.1 200 OK\r\nX-Padding: ")
+                for _ in range(int(120 / delay)):  # two minutes at most
+                    time.sleep(delay)
+                    self.wfile.write(b"a")
+            except OSError:
+                pass  # the client gave up
+            self.close_connection = True
 
         def _simple(self, status: int, body: bytes, kind: str = "text/plain") -> None:
             self.send_response(status)
