@@ -95,7 +95,7 @@ class Registry:
         """
         declined = []
         for resolver in reversed(self._resolvers):
-            if not resolver.is_supported(handle):
+            if not _supports(resolver, handle):
                 declined.append(_describe(resolver))
                 continue
             try:
@@ -107,6 +107,16 @@ class Registry:
                                   f"{'; '.join(declined)}.") from e
         raise HandleError(f"No resolver supports {canonical_url(handle)!r}. Asked, newest first: "
                           f"{'; '.join(declined)}. Add one with jaxhub.hub.register_resolver.")
+
+
+def _supports(resolver: Resolver, handle: str) -> bool:
+    # A syntax check that cannot parse the handle (urllib's "Invalid IPv6 URL") means
+    # the handle is malformed; say so instead of letting a bare ValueError through.
+    try:
+        return resolver.is_supported(handle)
+    except ValueError as e:
+        raise HandleError(f"{canonical_url(handle)!r} is not a valid handle: {e} "
+                          f"(found by {_describe(resolver)})") from e
 
 
 def _describe(resolver: Resolver) -> str:

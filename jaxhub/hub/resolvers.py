@@ -64,9 +64,11 @@ class HttpArchiveResolver:
     """HTTP(S) URLs of .tar.gz/.tgz/.tar archives or of TF-Hub-style modules."""
 
     def is_supported(self, handle: str) -> bool:
-        return urllib.parse.urlsplit(handle).scheme.lower() in ("http", "https")
+        # A prefix test: malformed URLs are the resolver's to report, not the registry's.
+        return handle[:8].lower().startswith(("http://", "https://"))
 
     def resolve(self, handle: str, request: Request) -> pathlib.Path:
+        _check_url(handle)
         url = archive_url(handle)
         options = download.Options.from_settings(request.settings)
 
@@ -77,6 +79,22 @@ class HttpArchiveResolver:
         # The entry is named by the handle without its credentials (jaxhub.hub.urls).
         source = canonical_url(handle, request.settings.secret_params)
         return cached_archive(source, fetch, request, network=True)
+
+
+def _check_url(handle: str) -> None:
+    # What urllib would only report deep inside a connection attempt, or as a bare
+    # ValueError: the handle names where, and nothing is retried.
+    shown = canonical_url(handle)
+    try:
+        parts = urllib.parse.urlsplit(handle)
+        parts.port  # noqa: B018 (parsing the port validates it)
+    except ValueError as e:
+        raise HandleError(f"{shown!r} is not a valid URL: {e}") from None
+    if not parts.hostname:
+        raise HandleError(f"{shown!r} is not a valid URL: it names no host")
+    if any(c.isspace() or ord(c) < 32 for c in handle):
+        raise HandleError(f"{shown!r} is not a valid URL: it holds spaces or control "
+                          "characters; percent-encode them (%20)")
 
 
 def archive_url(handle: str) -> str:

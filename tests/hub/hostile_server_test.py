@@ -177,3 +177,15 @@ def test_invalid_setting_is_refused_before_any_work(server, published, cache, mo
 
 def _path(url: str) -> str:
     return "/" + url.split("://", 1)[1].split("/", 1)[1]
+
+
+@pytest.mark.parametrize("url, reason", [
+    ("http://", "names no host"),
+    ("http://[::1/m.tar.gz", "not a valid .*Invalid IPv6 URL"),
+    ("http://127.0.0.1:99999/m.tar.gz", "out of range"),
+    ("http://exa mple.com/m.tar.gz", "percent-encode"),
+])
+def test_malformed_url_is_a_handle_error_before_any_connection(cache, url, reason):
+    with pytest.raises(hub.HandleError, match=reason) as error:
+        hub.resolve(url, cache_dir=cache)
+    assert repr(url) in str(error.value) and not (cache / "locks").exists()
