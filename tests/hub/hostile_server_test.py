@@ -72,7 +72,7 @@ def test_deadline_holds_while_headers_trickle(server, cache, monkeypatch):
     with pytest.raises(hub.DownloadError, match=f"Downloading {url} did not finish within "
                                                 r"1.5s \(0 bytes received\)"):
         hub.resolve(url, cache_dir=cache)
-    assert time.monotonic() - start < 5
+    assert time.monotonic() - start < 10  # 1.5 s plus a loaded machine's slack
     assert entries(cache) == [] and staging(cache) == [] and _lock_is_free(cache, url)
 
 
