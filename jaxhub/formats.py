@@ -90,7 +90,7 @@ def converted(fmt: Format, path: pathlib.Path, *, cache_dir: Any = None) -> path
     from jaxhub import hub
     key = f"converted:{fmt.name}:jaxhub-{__version__}:{fingerprint(path)}"
     return hub.cached_derivation(key, lambda out: _converter(fmt)(path, out),
-                                 cache_dir=cache_dir)
+                                 cache_dir=cache_dir, origin=path)
 
 
 def fingerprint(path: pathlib.Path) -> str:

@@ -5,9 +5,11 @@ from __future__ import annotations
 import argparse
 import datetime
 import pathlib
+import re
 
 from jaxhub.hub.cache import Cache, Listing
-from jaxhub.hub.config import default_cache_dir
+from jaxhub.hub.config import Settings
+from jaxhub.hub.urls import canonical_url
 from jaxhub.units import format_bytes
 
 
@@ -24,7 +26,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     ls = actions.add_parser("ls", parents=[common], help="list entries with sizes and dates")
     ls.set_defaults(func=_ls)
     rm = actions.add_parser("rm", parents=[common], help="remove the entry of a handle")
-    rm.add_argument("handle", help="handle (URL or path) or entry key, as `ls` shows it")
+    rm.add_argument("handle", help="handle (URL or path), entry key, or the source a "
+                                   "converted module was made from, as `ls` shows it; "
+                                   "removes every entry made from it")
     rm.set_defaults(func=_rm)
     prune = actions.add_parser(
         "prune", parents=[common],
@@ -39,7 +43,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _cache(args: argparse.Namespace) -> Cache:
-    return Cache(args.cache_dir or default_cache_dir())
+    settings = Settings.from_env(cache_dir=args.cache_dir)
+    return Cache(settings.cache_dir, lock_timeout=settings.lock_timeout)
 
 
 def _ls(args: argparse.Namespace) -> int:
@@ -101,9 +106,23 @@ def _verify(args: argparse.Namespace) -> int:
 
 
 def _select(items: list[Listing], handles: list[str]) -> list[Listing]:
-    wanted = set(handles)
-    return [i for i in items if i.key in wanted or (i.manifest and i.manifest.source in wanted)]
+    # An argument matches an entry's key, its handle, or what a derived entry was made
+    # from; a path also matches in its absolute form, a URL without its credentials.
+    wanted = set()
+    for handle in handles:
+        wanted |= {handle, canonical_url(handle)}
+        if "://" not in handle:
+            wanted.add(str(pathlib.Path(handle).expanduser().absolute()))
+    return [i for i in items if i.key in wanted or (i.manifest and (
+        i.manifest.source in wanted or i.manifest.origin in wanted))]
 
 
 def _name(item: Listing) -> str:
-    return item.manifest.source if item.manifest else f"{item.key} (incomplete)"
+    """The entry as a user knows it: its handle, or what a derived entry was made from."""
+    if item.manifest is None:
+        return f"{item.key} (incomplete)"
+    if item.manifest.origin is None:
+        return item.manifest.source
+    # "converted:TF2 SavedModel:jaxhub-0.2.0:<sha256>" -> "converted:TF2 SavedModel:jaxhub-0.2.0"
+    how = re.sub(r":[0-9a-f]{32,}$", "", item.manifest.source)
+    return f"{item.manifest.origin} ({how})"

@@ -6,11 +6,14 @@ downloading and unpacking archives into a verified cache; `pack` makes such arch
 
 from jaxhub.hub.archive import pack as pack
 from jaxhub.hub.errors import ArchiveError as ArchiveError
+from jaxhub.hub.errors import CacheLockError as CacheLockError
+from jaxhub.hub.errors import CacheWriteError as CacheWriteError
 from jaxhub.hub.errors import DownloadError as DownloadError
 from jaxhub.hub.errors import HandleError as HandleError
 from jaxhub.hub.errors import HubError as HubError
 from jaxhub.hub.errors import IntegrityError as IntegrityError
 from jaxhub.hub.errors import OfflineError as OfflineError
+from jaxhub.hub.errors import SettingsError as SettingsError
 from jaxhub.hub.errors import UnsafeArchiveError as UnsafeArchiveError
 from jaxhub.hub.handles import cache_dir as cache_dir
 from jaxhub.hub.handles import cached_derivation as cached_derivation

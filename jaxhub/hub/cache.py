@@ -3,7 +3,8 @@
 Layout under the cache root::
 
     entries/<key>/module/       the module directory handed to callers
-    entries/<key>/entry.json    manifest; present only in complete entries
+    entries/<key>/entry.json    summary checked on every hit; present only in complete entries
+    entries/<key>/files.json    every file's size and sha256, for `verify`
     tmp/<key>~<pid>-<random>/   staging directories, renamed into entries/ when done
     locks/<key>.lock            one lock per key
 
@@ -11,32 +12,50 @@ Atomicity comes from the rename, not from the lock: a reader either sees a compl
 entry or none. The lock only keeps processes from downloading the same thing twice, and
 it is an OS-level lock (`filelock`, `flock` on POSIX) that the kernel drops when its
 holder dies, so a killed download never blocks the next one (TF Hub's hand-made lock
-files made survivors wait for minutes: tensorflow/hub#55, #326, #579).
+files made survivors wait for minutes: tensorflow/hub#55, #326, #579). A waiter says
+which process holds the lock and how far its download got, and gives up after
+`lock_timeout` seconds rather than waiting forever behind a live but stuck process.
 """
 
 from __future__ import annotations
 
 import contextlib
 import dataclasses
+import errno
 import hashlib
 import logging
 import os
 import pathlib
 import re
 import shutil
+import time
 import uuid
 from collections.abc import Callable, Iterator
 
 import filelock
 
 from jaxhub.hub import manifest as manifest_lib
+from jaxhub.hub.errors import CacheLockError, CacheWriteError, HubError
 from jaxhub.hub.manifest import FileRecord, Manifest
+from jaxhub.units import format_bytes
 
 _log = logging.getLogger(__name__)
 
 MODULE_DIR = "module"
 _SEP = "~"  # never produced by `entry_key`, so staging names split unambiguously
-_WAIT_NOTICE_SECONDS = 2.0
+_WAIT_NOTICE_SECONDS = 2.0  # first "waiting" notice; then one every _WAIT_REPEAT_SECONDS
+_WAIT_REPEAT_SECONDS = 30.0
+# Errors of the cache's own disk that a user can fix, and how.
+_WRITE_FIXES = {
+    errno.ENOSPC: "free some disk space or move the cache (JAXHUB_CACHE_DIR)",
+    errno.EDQUOT: "free some of your disk quota or move the cache (JAXHUB_CACHE_DIR)",
+    errno.EFBIG: "move the cache (JAXHUB_CACHE_DIR) to a file system without this limit",
+    errno.ENAMETOOLONG: "use a shorter cache path (JAXHUB_CACHE_DIR)",
+    errno.EROFS: "point JAXHUB_CACHE_DIR at a writable directory",
+    errno.EACCES: "point JAXHUB_CACHE_DIR at a directory you may write to",
+    errno.EPERM: "point JAXHUB_CACHE_DIR at a directory you may write to",
+    errno.ENOTDIR: "point JAXHUB_CACHE_DIR at a directory (a file is in the way)",
+}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -101,21 +120,23 @@ class Cache:
 
     Args:
         root: The cache directory; created on first write.
+        lock_timeout: Seconds to wait for another process's lock before giving up.
     """
 
-    def __init__(self, root: str | os.PathLike):
+    def __init__(self, root: str | os.PathLike, *, lock_timeout: float = 7200.0):
         self.root = pathlib.Path(root)
+        self.lock_timeout = lock_timeout
         self._entries = self.root / "entries"
         self._staging = self.root / "tmp"
         self._locks = self.root / "locks"
 
     def lookup(self, key: str) -> Entry | None:
-        """Returns the entry for `key` if it is complete and none of its files is missing."""
+        """Returns the entry for `key` if it is complete and not damaged (cheap check)."""
         path = self._entries / key
-        found = manifest_lib.read(path / manifest_lib.MANIFEST_NAME)
+        found = manifest_lib.read(path)
         if found is None:
             return None
-        problems = manifest_lib.missing_files(path / MODULE_DIR, found.files)
+        problems = self._check(path, found)
         if problems:
             _log.warning("Cache entry %s is damaged (%s); it will be fetched again.",
                          path, "; ".join(problems[:3]))
@@ -123,40 +144,49 @@ class Cache:
         return Entry(key, path, found)
 
     def get_or_create(self, key: str, kind: str, source: str, build: Build,
-                      accept: Accept = lambda entry: True) -> Entry:
+                      accept: Accept = lambda entry: True, *,
+                      origin: str | None = None) -> Entry:
         """Returns the entry for `key`, building it under the lock if needed.
 
         Args:
             key: Entry key, from `entry_key(kind, source)`.
             kind: Recorded in the manifest (`"handle"` or `"derived"`).
-            source: Recorded in the manifest; the handle or derivation key.
+            source: Recorded in the manifest; the canonical handle or derivation key.
             build: Fills a staging directory; any exception leaves nothing behind.
             accept: Whether an existing entry is good enough (e.g. matches a sha256 pin).
+            origin: Recorded in the manifest: what a derived entry was computed from.
 
         Returns:
             A complete entry.
+
+        Raises:
+            CacheLockError: Another process held the lock for `lock_timeout` seconds.
+            CacheWriteError: The cache's disk is full, refuses a name, or is not writable.
         """
         entry = self.lookup(key)
         if entry is not None and accept(entry):
             return entry
-        with self.lock(key):
+        with _cache_writes(source, self.root), self.lock(key, source):
             # Another process may have finished the entry while we waited for the lock.
             entry = self.lookup(key)
             if entry is not None and accept(entry):
                 return entry
-            return self._create(key, kind, source, build)
+            return self._create(key, kind, source, build, origin)
 
     @contextlib.contextmanager
-    def lock(self, key: str) -> Iterator[None]:
-        """Holds the lock of `key`, saying so in the log if another process has it."""
+    def lock(self, key: str, label: str | None = None) -> Iterator[None]:
+        """Holds the lock of `key`; while another process has it, says who and waits.
+
+        Args:
+            key: The entry's key.
+            label: How messages name the entry (its handle); the key when None.
+
+        Raises:
+            CacheLockError: The lock stayed taken for `lock_timeout` seconds.
+        """
         self._locks.mkdir(parents=True, exist_ok=True)
         lock = filelock.FileLock(self._locks / f"{key}.lock")
-        try:
-            lock.acquire(timeout=_WAIT_NOTICE_SECONDS)
-        except filelock.Timeout:
-            _log.warning("Waiting for another process working on %s (lock %s).",
-                         key, lock.lock_file)
-            lock.acquire()
+        self._acquire(lock, key, label or key)
         try:
             yield
         finally:
@@ -172,24 +202,22 @@ class Cache:
             return True
 
     def listing(self) -> list[Listing]:
-        """Every directory under `entries/`, with its problems (cheap check)."""
+        """Every directory under `entries/`, with its problems (the cheap check of a hit)."""
         result = []
         for path in sorted(_children(self._entries)):
-            found = manifest_lib.read(path / manifest_lib.MANIFEST_NAME)
-            if found is None:
-                problems = ("no manifest: incomplete entry",)
-            else:
-                problems = tuple(manifest_lib.missing_files(path / MODULE_DIR, found.files))
+            found = manifest_lib.read(path)
+            problems = (("no manifest: incomplete entry",) if found is None
+                        else tuple(self._check(path, found)))
             result.append(Listing(path.name, path, found, problems))
         return result
 
     def verify(self, key: str) -> list[str]:
         """Hashes every file of the entry; returns the problems found (empty when sound)."""
         path = self._entries / key
-        found = manifest_lib.read(path / manifest_lib.MANIFEST_NAME)
-        if found is None:
+        files = manifest_lib.read_files(path)
+        if manifest_lib.read(path) is None or files is None:
             return ["no manifest: incomplete entry"]
-        return manifest_lib.corrupt_files(path / MODULE_DIR, found.files)
+        return manifest_lib.corrupt_files(path / MODULE_DIR, files)
 
     def prune(self) -> list[pathlib.Path]:
         """Removes what no live process owns: staging dirs, broken entries, idle locks.
@@ -213,7 +241,61 @@ class Cache:
                 removed.append(path)
         return removed
 
-    def _create(self, key: str, kind: str, source: str, build: Build) -> Entry:
+    def _check(self, path: pathlib.Path, found: Manifest) -> list[str]:
+        # The cheap check: sampled files and directory times. Changed times alone may
+        # mean a copied or touched cache rather than a purge, so the full list of sizes
+        # decides; if it is intact, the new times are recorded and later hits stay cheap.
+        module = path / MODULE_DIR
+        damaged, changed = manifest_lib.quick_check(module, found)
+        if damaged or not changed:
+            return damaged
+        files = manifest_lib.read_files(path)
+        if files is None:
+            return ["files.json: missing or unreadable"]
+        problems = manifest_lib.missing_files(module, files)
+        if problems:
+            return problems
+        with contextlib.suppress(OSError):  # a read-only cache stays usable, only slower
+            manifest_lib.rewrite(path, found.restamped(module))
+        return []
+
+    def _acquire(self, lock: filelock.FileLock, key: str, label: str) -> None:
+        give_up = time.monotonic() + self.lock_timeout
+        wait = _WAIT_NOTICE_SECONDS
+        while True:
+            try:
+                lock.acquire(timeout=max(0.0, min(wait, give_up - time.monotonic())))
+                return
+            except filelock.Timeout:
+                pass
+            holder = self._holder(key)
+            if time.monotonic() >= give_up:
+                raise CacheLockError(
+                    f"Gave up after {self.lock_timeout:g}s waiting for {holder}, which is "
+                    f"working on {label} (lock {lock.lock_file}). Wait for it or stop it "
+                    "(its lock is freed the moment it exits), or raise JAXHUB_LOCK_TIMEOUT.")
+            _log.warning("Waiting for %s working on %s (lock %s; giving up after %gs, "
+                         "JAXHUB_LOCK_TIMEOUT).", holder, label, lock.lock_file,
+                         self.lock_timeout)
+            wait = _WAIT_REPEAT_SECONDS
+
+    def _holder(self, key: str) -> str:
+        # Who holds the lock, read from its staging directory (named <key>~<pid>-<random>),
+        # with the size of its download so far. A holder that is removing or pruning has
+        # no staging directory.
+        for path in self._staging.glob(f"{key}{_SEP}*"):
+            pid = path.name.split(_SEP, 1)[1].split("-", 1)[0]
+            if not pid.isdigit():
+                continue
+            try:
+                got = sum(p.stat().st_size for p in path.glob("scratch-*"))
+            except OSError:
+                got = 0
+            return f"another process (pid {pid}, {format_bytes(got)} downloaded so far)"
+        return "another process"
+
+    def _create(self, key: str, kind: str, source: str, build: Build,
+                origin: str | None) -> Entry:
         self._drop_orphans(key)
         staging = Staging(self._staging / f"{key}{_SEP}{os.getpid()}-{uuid.uuid4().hex[:8]}")
         staging.module_dir.mkdir(parents=True)
@@ -223,9 +305,9 @@ class Cache:
                 scratch.unlink()
             files = built.files if built.files is not None else manifest_lib.scan(
                 staging.module_dir)
-            record = Manifest(kind=kind, source=source, files=files,
-                              archive_sha256=built.archive_sha256)
-            manifest_lib.write(staging.path / manifest_lib.MANIFEST_NAME, record)
+            record = Manifest.describe(staging.module_dir, files, kind=kind, source=source,
+                                       archive_sha256=built.archive_sha256, origin=origin)
+            manifest_lib.write(staging.path, record, files)
             target = self._entries / key
             if target.exists():
                 self._discard(key, target)
@@ -260,6 +342,22 @@ class Cache:
             return True
         finally:
             lock.release()
+
+
+@contextlib.contextmanager
+def _cache_writes(source: str, root: pathlib.Path) -> Iterator[None]:
+    """Turns the cache disk's errors that a user can fix into a `CacheWriteError`."""
+    try:
+        yield
+    except HubError:
+        raise
+    except OSError as e:
+        fix = _WRITE_FIXES.get(e.errno)
+        outside = e.filename is not None and root.absolute() not in pathlib.Path(
+            os.fsdecode(e.filename)).absolute().parents
+        if fix is None or outside:  # not the cache's disk (e.g. a converter's input)
+            raise
+        raise CacheWriteError(f"Caching {source} in {root} failed: {e.strerror}; {fix}.") from e
 
 
 def _children(path: pathlib.Path) -> list[pathlib.Path]:

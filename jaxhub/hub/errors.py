@@ -33,3 +33,15 @@ class ArchiveError(HubError, ValueError):
 
 class UnsafeArchiveError(ArchiveError):
     """An archive holds a member that extraction refuses (traversal, link, device, too big)."""
+
+
+class SettingsError(HubError, ValueError):
+    """An environment variable or argument that configures the hub has an invalid value."""
+
+
+class CacheLockError(HubError, TimeoutError):
+    """Another live process held an entry's lock for longer than `JAXHUB_LOCK_TIMEOUT`."""
+
+
+class CacheWriteError(HubError, OSError):
+    """The cache could not be written: the disk is full, a name is too long, no permission."""

@@ -7,10 +7,13 @@ import pathlib
 import re
 from collections.abc import Callable
 
-from jaxhub.hub.cache import Built, Cache, entry_key
+from jaxhub.hub import manifest as manifest_lib
+from jaxhub.hub.cache import MODULE_DIR, Built, Cache, entry_key
 from jaxhub.hub.config import Settings, default_cache_dir
+from jaxhub.hub.errors import HandleError
 from jaxhub.hub.registry import Registry, Request, Resolver
 from jaxhub.hub.resolvers import FileUrlResolver, HttpArchiveResolver, LocalPathResolver
+from jaxhub.hub.urls import canonical_url
 
 # Oldest first: the local-path resolver is asked last and catches everything.
 _REGISTRY = Registry((LocalPathResolver(), FileUrlResolver(), HttpArchiveResolver()))
@@ -47,12 +50,20 @@ def resolve(
         Absolute path of the module directory. Treat directories in the cache as read-only.
 
     Raises:
-        HandleError: No resolver can resolve the handle.
-        DownloadError: The download failed (HTTP error, timeout, too many retries).
+        HandleError: No resolver can resolve the handle, or `sha256` is malformed.
+        DownloadError: The download failed (HTTP error, refused connection, timeout, too
+            slow, past its deadline, too many retries, an https -> http redirect).
         OfflineError: Offline and not cached.
         IntegrityError: The archive does not match `sha256`.
+        ArchiveError: What was fetched is not a tar archive (e.g. an HTML page).
         UnsafeArchiveError: The archive holds links, absolute or escaping paths, special
-            files, or more bytes than `JAXHUB_MAX_ARCHIVE_BYTES`.
+            files, or breaks a limit (bytes, expansion ratio, members, free disk space).
+        CacheLockError: Another process held the entry's lock for `JAXHUB_LOCK_TIMEOUT`.
+        CacheWriteError: The cache's disk is full, refuses a name or is not writable.
+        SettingsError: An environment variable has an invalid value.
+
+        All are `HubError`s; messages name the handle (without credentials) and the fix.
+        Limits and their variables: docs/cache.md, "Security limits".
 
     Examples:
         >>> path = resolve("https://example.com/models/encoder.tar.gz")  # doctest: +SKIP
@@ -86,7 +97,8 @@ def cache_dir() -> pathlib.Path:
 
 
 def cached_derivation(key: str, build: Callable[[pathlib.Path], None], *,
-                      cache_dir: str | os.PathLike | None = None) -> pathlib.Path:
+                      cache_dir: str | os.PathLike | None = None,
+                      origin: str | os.PathLike | None = None) -> pathlib.Path:
     """Returns a cached directory made by `build`, building it once per `key`.
 
     For results computed from a module, such as a converted TF module: if the entry for
@@ -99,23 +111,54 @@ def cached_derivation(key: str, build: Callable[[pathlib.Path], None], *,
             converter version).
         build: Writes the result into the directory it is given.
         cache_dir: Cache root. Defaults to `cache_dir()`.
+        origin: What the result is computed from: a directory or a handle.
+            `jaxhub cache ls` names the entry by it, and `jaxhub cache rm ORIGIN`
+            removes it. A directory inside the cache stands for the handle it was
+            downloaded from.
 
     Returns:
         Absolute path of the directory.
 
+    Raises:
+        CacheLockError: Another process kept the entry locked for `JAXHUB_LOCK_TIMEOUT`.
+        CacheWriteError: The cache's disk is full or refuses a name.
+
     Examples:
         >>> def build(out):  # doctest: +SKIP
         ...     (out / "converted.json").write_text("{}")
-        >>> path = cached_derivation("tf2jax:v1:abc123", build)  # doctest: +SKIP
+        >>> path = cached_derivation("tf2jax:v1:abc123", build,  # doctest: +SKIP
+        ...                          origin="exported/saved_model")
     """
-    root = pathlib.Path(cache_dir).absolute() if cache_dir is not None else default_cache_dir()
+    settings = Settings.from_env(cache_dir=cache_dir)
+    cache = Cache(settings.cache_dir, lock_timeout=settings.lock_timeout)
 
     def _build(staging) -> Built:
         build(staging.module_dir)
         return Built()
 
-    entry = Cache(root).get_or_create(entry_key("derived", key), "derived", key, _build)
+    named = None if origin is None else derivation_origin(origin, settings)
+    entry = cache.get_or_create(entry_key("derived", key), "derived", key, _build,
+                                origin=named)
     return entry.module_dir
+
+
+def derivation_origin(origin: str | os.PathLike, settings: Settings) -> str:
+    """How an entry derived from `origin` names it: an absolute path, or a handle.
+
+    A module directory inside the cache is named by the handle of its entry, so the
+    derived entry is listed and removed together with the download it came from.
+    """
+    text = os.fspath(origin)
+    path = pathlib.Path(text).expanduser()
+    if "://" in text and not text.lower().startswith("file://"):
+        return canonical_url(text, settings.secret_params)  # a handle already
+    path = path.absolute()
+    entries = settings.cache_dir / "entries"
+    if path.name == MODULE_DIR and path.parent.parent == entries:
+        found = manifest_lib.read(path.parent)
+        if found is not None:
+            return found.source
+    return str(path)
 
 
 def _normalize_sha256(sha256: str | None) -> str | None:
@@ -123,5 +166,6 @@ def _normalize_sha256(sha256: str | None) -> str | None:
         return None
     digest = sha256.strip().lower().removeprefix("sha256:")
     if not re.fullmatch(r"[0-9a-f]{64}", digest):
-        raise ValueError(f"sha256={sha256!r} is not 64 hexadecimal digits")
+        raise HandleError(f"sha256={sha256!r} is not 64 hexadecimal digits (the value "
+                          "`jaxhub pack` prints, optionally prefixed by 'sha256:')")
     return digest

@@ -13,6 +13,7 @@ from typing import Protocol, runtime_checkable
 
 from jaxhub.hub.config import Settings
 from jaxhub.hub.errors import HandleError
+from jaxhub.hub.urls import canonical_url
 
 
 @runtime_checkable
@@ -58,7 +59,7 @@ class Request:
     def resolve(self, handle: str) -> pathlib.Path:
         """Resolves another handle with the same settings (for rewriting resolvers)."""
         if self.registry is None:
-            raise HandleError(f"cannot resolve {handle!r}: request has no registry")
+            raise HandleError(f"cannot resolve {canonical_url(handle)!r}: request has no registry")
         return self.registry.resolve(handle, self)
 
 
@@ -94,7 +95,7 @@ class Registry:
         """
         declined = []
         for resolver in reversed(self._resolvers):
-            if not resolver.is_supported(handle):
+            if not _supports(resolver, handle):
                 declined.append(_describe(resolver))
                 continue
             try:
@@ -104,8 +105,18 @@ class Registry:
                     raise
                 raise HandleError(f"{e}\nResolvers that did not support it, newest first: "
                                   f"{'; '.join(declined)}.") from e
-        raise HandleError(f"No resolver supports {handle!r}. Asked, newest first: "
+        raise HandleError(f"No resolver supports {canonical_url(handle)!r}. Asked, newest first: "
                           f"{'; '.join(declined)}. Add one with jaxhub.hub.register_resolver.")
+
+
+def _supports(resolver: Resolver, handle: str) -> bool:
+    # A syntax check that cannot parse the handle (urllib's "Invalid IPv6 URL") means
+    # the handle is malformed; say so instead of letting a bare ValueError through.
+    try:
+        return resolver.is_supported(handle)
+    except ValueError as e:
+        raise HandleError(f"{canonical_url(handle)!r} is not a valid handle: {e} "
+                          f"(found by {_describe(resolver)})") from e
 
 
 def _describe(resolver: Resolver) -> str:

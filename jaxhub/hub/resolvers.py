@@ -15,9 +15,11 @@ from collections.abc import Callable
 
 from jaxhub.hub import archive, download
 from jaxhub.hub.cache import Built, Cache, Entry, Staging, entry_key
+from jaxhub.hub.config import Settings
 from jaxhub.hub.errors import HandleError, IntegrityError, OfflineError
 from jaxhub.hub.manifest import file_sha256
 from jaxhub.hub.registry import Request
+from jaxhub.hub.urls import canonical_url
 
 
 @dataclasses.dataclass(frozen=True)
@@ -62,20 +64,37 @@ class HttpArchiveResolver:
     """HTTP(S) URLs of .tar.gz/.tgz/.tar archives or of TF-Hub-style modules."""
 
     def is_supported(self, handle: str) -> bool:
-        return urllib.parse.urlsplit(handle).scheme.lower() in ("http", "https")
+        # A prefix test: malformed URLs are the resolver's to report, not the registry's.
+        return handle[:8].lower().startswith(("http://", "https://"))
 
     def resolve(self, handle: str, request: Request) -> pathlib.Path:
+        _check_url(handle)
         url = archive_url(handle)
-        settings = request.settings
-        options = download.Options(timeout=settings.timeout, retries=settings.retries,
-                                   backoff=settings.backoff, progress=settings.progress,
-                                   max_bytes=settings.max_archive_bytes)
+        options = download.Options.from_settings(request.settings)
 
         def fetch(dest: pathlib.Path) -> Fetched:
             done = download.download(url, dest, options)
             return Fetched(done.path, done.sha256)
 
-        return cached_archive(handle, fetch, request, network=True)
+        # The entry is named by the handle without its credentials (jaxhub.hub.urls).
+        source = canonical_url(handle, request.settings.secret_params)
+        return cached_archive(source, fetch, request, network=True)
+
+
+def _check_url(handle: str) -> None:
+    # What urllib would only report deep inside a connection attempt, or as a bare
+    # ValueError: the handle names where, and nothing is retried.
+    shown = canonical_url(handle)
+    try:
+        parts = urllib.parse.urlsplit(handle)
+        parts.port  # noqa: B018 (parsing the port validates it)
+    except ValueError as e:
+        raise HandleError(f"{shown!r} is not a valid URL: {e}") from None
+    if not parts.hostname:
+        raise HandleError(f"{shown!r} is not a valid URL: it names no host")
+    if any(c.isspace() or ord(c) < 32 for c in handle):
+        raise HandleError(f"{shown!r} is not a valid URL: it holds spaces or control "
+                          "characters; percent-encode them (%20)")
 
 
 def archive_url(handle: str) -> str:
@@ -103,7 +122,9 @@ def cached_archive(source: str, fetch: Fetch, request: Request, *, network: bool
     rename the entry into place.
 
     Args:
-        source: The handle, recorded in the entry and listed by `jaxhub cache ls`.
+        source: The handle, recorded in the entry and listed by `jaxhub cache ls`; its
+            canonical form for URLs (`jaxhub.hub.urls.canonical_url`), which holds no
+            credentials.
         fetch: Obtains the archive, writing it to the path it is given if it must.
         request: Settings and the optional sha256 pin.
         network: Whether `fetch` uses the network (then offline mode forbids it).
@@ -115,8 +136,11 @@ def cached_archive(source: str, fetch: Fetch, request: Request, *, network: bool
     Raises:
         OfflineError: Offline mode is on and the entry is not cached.
         IntegrityError: The archive does not match the sha256 pin; nothing is cached.
+        UnsafeArchiveError: The archive breaks a rule or a limit (`archive.Limits`).
+        CacheLockError: Another process kept the entry locked too long.
+        CacheWriteError: The cache's disk is full or refuses a name.
     """
-    cache = Cache(request.settings.cache_dir)
+    cache = Cache(request.settings.cache_dir, lock_timeout=request.settings.lock_timeout)
     key = key or entry_key("handle", source)
     accept = functools.partial(_matches_pin, request.sha256)
     if network and request.settings.offline:
@@ -136,8 +160,16 @@ def _unpack(source: str, fetch: Fetch, request: Request, staging: Staging) -> Bu
         raise IntegrityError(f"{source}: archive sha256 is {fetched.sha256}, expected "
                              f"{request.sha256}; nothing was cached")
     files = archive.extract(fetched.path, staging.module_dir,
-                            max_bytes=request.settings.max_archive_bytes)
+                            limits=archive_limits(request.settings), label=source)
     return Built(files=files, archive_sha256=fetched.sha256)
+
+
+def archive_limits(settings: Settings) -> archive.Limits:
+    """The limits on unpacking that `settings` ask for."""
+    return archive.Limits(max_bytes=settings.max_archive_bytes,
+                          max_expansion=settings.max_expansion,
+                          max_members=settings.max_members,
+                          min_free_bytes=settings.min_free_bytes)
 
 
 def _offline_entry(cache: Cache, key: str, source: str, sha256: str | None) -> Entry:
@@ -152,6 +184,14 @@ def _offline_entry(cache: Cache, key: str, source: str, sha256: str | None) -> E
     return entry
 
 
+def _read_local(path: pathlib.Path, dest: pathlib.Path) -> Fetched:
+    # A local archive is used in place; `dest` is not needed.
+    try:
+        return Fetched(path, file_sha256(path))
+    except OSError as e:
+        raise HandleError(f"cannot read {path}: {e.strerror}") from e
+
+
 def _resolve_local(path: pathlib.Path, handle: str, request: Request) -> pathlib.Path:
     if path.is_dir():
         if request.sha256 is not None:
@@ -162,7 +202,7 @@ def _resolve_local(path: pathlib.Path, handle: str, request: Request) -> pathlib
         stat = path.stat()
         # The file's size and mtime are part of the key, so an edited archive is unpacked again.
         key = entry_key("handle", f"{path}\0{stat.st_size}\0{stat.st_mtime_ns}")
-        return cached_archive(str(path), lambda dest: Fetched(path, file_sha256(path)),
-                              request, network=False, key=key)
+        return cached_archive(str(path), functools.partial(_read_local, path), request,
+                              network=False, key=key)
     raise HandleError(f"{handle!r} is neither a directory nor a "
                       f"{'/'.join(archive.ARCHIVE_SUFFIXES)} archive")

@@ -1,16 +1,22 @@
-"""Cache entries: damage is detected and repaired, derivations are atomic, prune and verify."""
+"""Cache entries: damage is detected and repaired, derivations are atomic, prune and verify;
+a hit's cost does not grow with the number of files."""
 
 from __future__ import annotations
 
+import collections
+import io
 import json
 import os
+import sys
 
 import pytest
 
 from jaxhub import hub
 from jaxhub.hub.cache import Cache
+from jaxhub.hub.manifest import SAMPLE_FILES
 
-from .helpers import entries, staging, tree_digest
+from .helpers import entries, file_info, staging, tar_bytes, tree_digest
+from .server import Route
 
 
 def _path(url: str) -> str:
@@ -46,10 +52,14 @@ def test_manifest_records_sizes_and_hashes(published, cache):
     url, digest, module_dir = published
     path = hub.resolve(url, cache_dir=cache)
     manifest = json.loads((path.parent / "entry.json").read_text())
+    files = json.loads((path.parent / "files.json").read_text())
     assert manifest["source"] == url and manifest["archive_sha256"] == digest
-    assert {f["path"]: f["sha256"] for f in manifest["files"]} == tree_digest(module_dir)
-    assert {f["path"]: f["size"] for f in manifest["files"]} == {
-        p: (module_dir / p).stat().st_size for p in tree_digest(module_dir)}
+    assert {f["path"]: f["sha256"] for f in files} == tree_digest(module_dir)
+    sizes = {p: (module_dir / p).stat().st_size for p in tree_digest(module_dir)}
+    assert {f["path"]: f["size"] for f in files} == sizes
+    # A small entry's summary samples every file, so each hit checks all their sizes.
+    assert {f["path"]: f["size"] for f in manifest["sample"]} == sizes
+    assert manifest["file_count"] == len(sizes) and manifest["size"] == sum(sizes.values())
 
 
 def test_cached_entry_with_another_sha256_is_fetched_again(server, tmp_path, published, cache):
@@ -144,3 +154,107 @@ def test_entries_are_listed_with_their_handles(published, cache):
     hub.cached_derivation("derived-key", lambda out: (out / "f").write_text("1"), cache_dir=cache)
     listed = {(item.manifest.kind, item.manifest.source) for item in Cache(cache).listing()}
     assert listed == {("handle", url), ("derived", "derived-key")}
+
+
+def _file_system_calls(action) -> collections.Counter:
+    """Counts the stat/listdir/open calls `action` makes (Python's profiler sees each)."""
+    watched = {os.stat: "stat", os.lstat: "stat", os.scandir: "listdir",
+               os.listdir: "listdir", io.open: "open"}
+    counted: collections.Counter = collections.Counter()
+
+    def profile(frame, event, arg):
+        if event == "c_call" and arg in watched:
+            counted[watched[arg]] += 1
+
+    sys.setprofile(profile)
+    try:
+        action()
+    finally:
+        sys.setprofile(None)
+    return counted
+
+
+def _many_files(count: int) -> bytes:
+    # Files in three directories, of distinct sizes so the sample is the largest ones.
+    return tar_bytes([(file_info(f"d{i % 3}/f{i:05d}"), b"x" * (i % 97)) for i in range(count)])
+
+
+@pytest.fixture
+def many_files_url(server, request):
+    return server.add(f"/{request.node.name}/many.tar.gz", Route(body=_many_files(2000)))
+
+
+def test_cache_hit_cost_does_not_grow_with_the_number_of_files(server, cache, many_files_url):
+    few_url = server.add("/few-files/module.tar.gz", Route(body=_many_files(20)))
+    for url in (many_files_url, few_url):
+        hub.resolve(url, cache_dir=cache)
+    many = _file_system_calls(lambda: hub.resolve(many_files_url, cache_dir=cache))
+    few = _file_system_calls(lambda: hub.resolve(few_url, cache_dir=cache))
+    # One stat per directory (root + 3) and per sampled file, however many files there are.
+    assert many["stat"] <= SAMPLE_FILES + 4 + 5, many
+    assert many["listdir"] == 0 and many["open"] == few["open"] <= 2, (many, few)
+    assert many["stat"] - few["stat"] == SAMPLE_FILES - 20
+    entry = hub.resolve(many_files_url, cache_dir=cache).parent
+    assert (entry / "entry.json").stat().st_size < 16_000  # the full list is in files.json
+    assert len(json.loads((entry / "files.json").read_text())) == 2000
+
+
+def test_purge_of_an_unsampled_file_in_a_large_entry_is_detected(server, cache, many_files_url):
+    path = hub.resolve(many_files_url, cache_dir=cache)
+    sampled = {f["path"] for f in json.loads((path.parent / "entry.json").read_text())["sample"]}
+    victim = next(p for p in sorted(path.rglob("f*")) if
+                  p.relative_to(path).as_posix() not in sampled)
+    victim.unlink()
+    assert hub.resolve(many_files_url, cache_dir=cache) == path
+    assert victim.exists() and server.bodies[_path(many_files_url)] == 2
+
+
+def test_touched_directory_costs_one_full_check_then_hits_are_cheap_again(
+        server, cache, many_files_url):
+    # A copied or touched cache changes directory times without losing anything: the
+    # full size check passes once, the new times are recorded, nothing is fetched again.
+    path = hub.resolve(many_files_url, cache_dir=cache)
+    os.utime(path / "d1", ns=(0, 0))
+    slow = _file_system_calls(lambda: hub.resolve(many_files_url, cache_dir=cache))
+    fast = _file_system_calls(lambda: hub.resolve(many_files_url, cache_dir=cache))
+    assert slow["stat"] > 2000 > SAMPLE_FILES + 10 > fast["stat"]
+    assert server.bodies[_path(many_files_url)] == 1
+
+
+def test_file_rewritten_in_place_outside_the_sample_is_found_by_verify(cache, many_files_url):
+    path = hub.resolve(many_files_url, cache_dir=cache)
+    sampled = {f["path"] for f in json.loads((path.parent / "entry.json").read_text())["sample"]}
+    victim = next(p for p in sorted(path.rglob("f*")) if p.stat().st_size and
+                  p.relative_to(path).as_posix() not in sampled)
+    victim.write_bytes(b"y" * (victim.stat().st_size + 1))  # no directory changes
+    # The documented trade-off: a hit does not see it, `verify` does.
+    assert hub.resolve(many_files_url, cache_dir=cache) == path
+    problems = Cache(cache).verify(path.parent.name)
+    assert problems == [f"{victim.relative_to(path).as_posix()}: "
+                        f"{victim.stat().st_size} bytes, expected {victim.stat().st_size - 1}"]
+
+
+def test_entry_written_by_an_older_version_is_still_served(published, cache):
+    # Format 1 kept the whole file list in entry.json and no directory times.
+    url, _, module_dir = published
+    path = hub.resolve(url, cache_dir=cache)
+    files = json.loads((path.parent / "files.json").read_text())
+    summary = json.loads((path.parent / "entry.json").read_text())
+    legacy = {"kind": summary["kind"], "source": summary["source"], "files": files,
+              "archive_sha256": summary["archive_sha256"], "created": summary["created"],
+              "format": 1}
+    (path.parent / "entry.json").write_text(json.dumps(legacy))
+    (path.parent / "files.json").unlink()
+    assert hub.resolve(url, cache_dir=cache, offline=True) == path
+    assert Cache(cache).verify(path.parent.name) == []
+    (path / "assets" / "vocab.txt").unlink()
+    assert Cache(cache).lookup(path.parent.name) is None
+
+
+def test_cache_dir_that_is_a_file_is_a_clear_error(published, tmp_path):
+    in_the_way = tmp_path / "cache-file"
+    in_the_way.write_text("not a directory")
+    with pytest.raises(hub.CacheWriteError, match=f"Caching {published[0]} in {in_the_way} "
+                                                  "failed: Not a directory; point "
+                                                  "JAXHUB_CACHE_DIR at a directory"):
+        hub.resolve(published[0], cache_dir=in_the_way)

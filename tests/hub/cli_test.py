@@ -84,3 +84,34 @@ def test_cache_commands_use_the_environment_cache(published, tmp_path, monkeypat
     hub.resolve(published[0])
     assert main(["cache", "ls"]) == 0
     assert published[0] in capsys.readouterr().out
+
+
+def test_derived_entries_are_named_and_removed_by_their_origin(tmp_path, cache, capsys,
+                                                               monkeypatch):
+    saved_model = tmp_path / "exported" / "saved_model"
+    saved_model.mkdir(parents=True)
+    key = "converted:TF2 SavedModel:jaxhub-0.2.0:" + "ab" * 32
+    made = hub.cached_derivation(key, lambda out: (out / "m.json").write_text("{}"),
+                                 cache_dir=cache, origin=saved_model)
+    assert main(["cache", "ls", "--cache-dir", str(cache)]) == 0
+    out = capsys.readouterr().out
+    assert f"{saved_model} (converted:TF2 SavedModel:jaxhub-0.2.0)" in out and "ab" * 32 not in out
+    # The path as the user typed it, relative to the working directory.
+    monkeypatch.chdir(tmp_path)
+    assert main(["cache", "rm", "exported/saved_model", "--cache-dir", str(cache)]) == 0
+    assert f"removed {saved_model} (converted" in capsys.readouterr().out
+    assert not made.exists()
+
+
+def test_rm_of_a_handle_also_removes_what_was_derived_from_it(published, cache, capsys):
+    url = published[0]
+    downloaded = hub.resolve(url, cache_dir=cache)
+    derived = hub.cached_derivation("converted:x:" + "cd" * 32,
+                                    lambda out: (out / "m.json").write_text("{}"),
+                                    cache_dir=cache, origin=downloaded)
+    assert main(["cache", "ls", "--cache-dir", str(cache)]) == 0
+    assert f"{url} (converted:x)" in capsys.readouterr().out
+    assert main(["cache", "rm", url, "--cache-dir", str(cache)]) == 0
+    out = capsys.readouterr().out
+    assert f"removed {url}\n" in out and f"removed {url} (converted:x)" in out
+    assert not downloaded.exists() and not derived.exists()

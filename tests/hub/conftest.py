@@ -16,7 +16,11 @@ def clean_env(monkeypatch):
     """No settings leak in from the machine; loopback never goes through a proxy."""
     for name in ("JAXHUB_CACHE_DIR", "TFHUB_CACHE_DIR", "JAXHUB_OFFLINE",
                  "JAXHUB_DOWNLOAD_TIMEOUT", "JAXHUB_DOWNLOAD_RETRIES",
-                 "JAXHUB_MAX_ARCHIVE_BYTES", "http_proxy", "https_proxy", "HTTP_PROXY",
+                 "JAXHUB_MAX_ARCHIVE_BYTES", "JAXHUB_DOWNLOAD_DEADLINE",
+                 "JAXHUB_DOWNLOAD_MIN_RATE", "JAXHUB_MAX_EXPANSION_RATIO",
+                 "JAXHUB_MAX_ARCHIVE_MEMBERS", "JAXHUB_MIN_FREE_BYTES", "JAXHUB_LOCK_TIMEOUT",
+                 "JAXHUB_ALLOW_INSECURE_REDIRECTS", "JAXHUB_URL_SECRET_PARAMS", "SSL_CERT_FILE",
+                 "http_proxy", "https_proxy", "HTTP_PROXY",
                  "HTTPS_PROXY", "all_proxy", "ALL_PROXY"):
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("no_proxy", "127.0.0.1,localhost")

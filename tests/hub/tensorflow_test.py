@@ -7,7 +7,10 @@ import pytest
 import tensorflow as tf
 import tensorflow_hub
 
+import jaxhub
 from jaxhub import hub
+from jaxhub.cli import main
+from jaxhub.hub.cache import Cache
 
 from .helpers import tree_digest
 from .server import Route
@@ -52,3 +55,19 @@ def test_same_tree_as_tensorflow_hub_and_tensorflow_loads_it(
     x = tf.random.stateless_normal([4, 3], seed=[3, 4])
     loaded = tf.saved_model.load(str(ours))
     np.testing.assert_array_equal(loaded(x).numpy(), model(x).numpy())
+
+
+def test_converted_saved_model_is_listed_and_removed_by_its_path(saved_model, tmp_path,
+                                                                 monkeypatch, capsys):
+    source, model = saved_model
+    cache = tmp_path / "cache"
+    module = jaxhub.load(source, cache_dir=cache)
+    x = tf.random.stateless_normal([4, 3], seed=[3, 4])
+    np.testing.assert_allclose(np.asarray(module(x.numpy())), model(x).numpy(), atol=1e-6)
+    assert main(["cache", "ls", "--cache-dir", str(cache)]) == 0
+    listed = capsys.readouterr().out
+    assert f"{source} (converted:TF2 SavedModel:jaxhub-{jaxhub.__version__})" in listed
+    monkeypatch.chdir(source.parent)
+    assert main(["cache", "rm", source.name, "--cache-dir", str(cache)]) == 0
+    assert f"removed {source} (converted:" in capsys.readouterr().out
+    assert Cache(cache).listing() == []
