@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import os
 import pathlib
+import shutil
 import subprocess
 import sys
 
@@ -30,3 +32,16 @@ def run_worker(name: str, *args: object, devices: int = 1, timeout: float = 300
     assert result.returncode == 0, result.stderr[-4000:]
     assert result.stdout.strip().splitlines()[-1].startswith("ok"), result.stdout
     return result
+
+
+def without_split_vjp(module_dir: pathlib.Path, target: pathlib.Path) -> pathlib.Path:
+    """A copy of a module without split VJPs, as modules written before them were."""
+    shutil.copytree(module_dir, target)
+    manifest_file = target / "jaxhub_module.json"
+    manifest = json.loads(manifest_file.read_text())
+    for fn in manifest["functions"]:
+        fn.pop("vjp", None)
+    manifest_file.write_text(json.dumps(manifest))
+    for folder in target.glob("functions/*/vjp"):
+        shutil.rmtree(folder)
+    return target
