@@ -179,10 +179,10 @@ class NnxClassifier(nnx.Module):
 
     def __init__(self, module: jaxhub.Module):
         self.features = hub_nnx.HubLayer(module, trainable=True, deterministic=False)
-        self.head = nnx.Linear(FEATURES, CLASSES, rngs=nnx.Rngs(0))
         init = head_init()
-        self.head.kernel.value = jnp.asarray(init["kernel"])
-        self.head.bias.value = jnp.asarray(init["bias"])
+        self.head = nnx.Linear(FEATURES, CLASSES, rngs=nnx.Rngs(0),
+                               kernel_init=lambda *_: jnp.asarray(init["kernel"]),
+                               bias_init=lambda *_: jnp.asarray(init["bias"]))
 
     def __call__(self, x, key):
         return self.head(self.features(x, rngs=key))
@@ -206,7 +206,7 @@ def nnx_fine_tune_with_head(module: jaxhub.Module, mesh: jax.sharding.Mesh | Non
     for i in range(STEPS):
         x, y, key = _inputs(i, mesh)
         losses.append(float(_local(step(model, optimizer, x, y, jax.random.wrap_key_data(key)))))
-    head = {"kernel": model.head.kernel.value, "bias": model.head.bias.value}
+    head = {"kernel": model.head.kernel[...], "bias": model.head.bias[...]}
     return {"module": jax.tree.map(_local, model.features.module_params()),
             "head": jax.tree.map(_local, head)}, losses
 
