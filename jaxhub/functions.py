@@ -353,19 +353,31 @@ def _with_split_vjp(forward: Callable[..., tuple], split: SplitVjp, n_outputs: i
 def _keeping_shardings(call: Callable[..., tuple], in_avals: Sequence, out_avals: Sequence
                        ) -> Callable[..., tuple]:
     """``call`` run with the args' explicit mesh axes made auto, its outputs resharded to
-    the types :func:`output_shardings` derives; ``call`` itself when no axis is explicit.
+    the types :func:`_output_shardings` derives; ``call`` itself when no axis is explicit.
 
     Inside, the ``custom_vjp`` and its batching rules see auto-typed args, so their
     cotangents and folds need no shardings; the reshards around them carry the types.
     """
-    @functools.wraps(call)
-    def typed_call(*args):
+    def in_auto_axes(*args):
         mesh = _explicit_mesh(args)
         if mesh is None:
             return call(*args)
-        shardings = output_shardings(mesh, args, in_avals, out_avals)
+        shardings = _output_shardings(mesh, args, in_avals, out_avals)
         return jax.sharding.auto_axes(call, axes=mesh.explicit_axes,
                                       out_sharding=shardings)(*args)
+
+    # Called on arrays (not under a transformation), the reshards would each be
+    # dispatched on their own: one compiled call instead (0.3 ms, not 3 ms, for a small
+    # MLP on 8 host devices).
+    compiled = jax.jit(in_auto_axes)
+
+    @functools.wraps(call)
+    def typed_call(*args):
+        if _explicit_mesh(args) is None:
+            return call(*args)
+        if any(isinstance(a, jax.core.Tracer) for a in args):
+            return in_auto_axes(*args)
+        return compiled(*args)
 
     return typed_call
 
@@ -380,7 +392,7 @@ def _explicit_mesh(args: Sequence[Any]) -> Any:
     return None
 
 
-def output_shardings(mesh: Any, args: Sequence[Any], in_avals: Sequence,
+def _output_shardings(mesh: Any, args: Sequence[Any], in_avals: Sequence,
                      out_avals: Sequence) -> tuple[jax.sharding.NamedSharding, ...]:
     """The shardings of an exported function's outputs, from the shardings of its args.
 
