@@ -49,6 +49,9 @@ SCRIPT = textwrap.dedent("""
             # vmap folds the mapped axis into the batch: 2 batches of 8 rows
             stacked = jax.device_put(x_host.reshape(2, 8, 50), NamedSharding(mesh, P(None, "data")))
             mapped = jax.jit(jax.vmap(module.apply, in_axes=(None, 0)))(module.params, stacked)
+            # per-example gradients: vmap of grad over the sharded rows
+            per_example = jax.jit(jax.vmap(jax.grad(lambda p, r: loss(module.apply)(p, r[None])),
+                                           in_axes=(None, 0)))(module.params, x)
             # shard_map: each device applies the module to its own rows
             per_device = jax.jit(jax.shard_map(module.apply, mesh=mesh, in_specs=(P(), P("data")),
                                                out_specs=P("data")))(module.params, x)
@@ -57,6 +60,10 @@ SCRIPT = textwrap.dedent("""
         for got in (y, eager, per_device):
             assert got.sharding.is_equivalent_to(NamedSharding(mesh, P("data")), 2), got.sharding
         assert x_grad.sharding.is_equivalent_to(x.sharding, 2), x_grad.sharding
+        ref_per_example = jax.vmap(jax.grad(lambda p, r: loss(mlp)(p, r[None])),
+                                   in_axes=(None, 0))(reference.params, x_host)
+        np.testing.assert_allclose(per_example["dense1"]["kernel"],
+                                   ref_per_example["dense1"]["kernel"], atol=1e-5)
         np.testing.assert_allclose(x_grad, ref_x_grad, atol=1e-6)
         for name in ("dense1", "dense2"):
             np.testing.assert_allclose(grads[name]["kernel"], ref_grads[name]["kernel"], atol=1e-5)
