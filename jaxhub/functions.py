@@ -393,11 +393,11 @@ def _explicit_mesh(args: Sequence[Any]) -> Any:
 
 
 def _output_shardings(mesh: Any, args: Sequence[Any], in_avals: Sequence,
-                     out_avals: Sequence) -> tuple[jax.sharding.NamedSharding, ...]:
+                      out_avals: Sequence) -> tuple[jax.sharding.NamedSharding, ...]:
     """The shardings of an exported function's outputs, from the shardings of its args.
 
     An output whose axis 0 is a batch symbol (``b``) is split along that axis as the
-    first arg whose axis 0 is ``b`` is split (``float32[64@data,16]`` in, so
+    first arg whose axis 0 is ``b`` and split is (``float32[64@data,16]`` in, so
     ``float32[64@data,32]`` out); its other axes, and every other output, are
     replicated. Only explicit mesh axes are named: auto ones are left to XLA.
 
@@ -415,7 +415,8 @@ def _output_shardings(mesh: Any, args: Sequence[Any], in_avals: Sequence,
         if aval.shape and not isinstance(aval.shape[0], int):
             spec = jax.typeof(arg).sharding.spec
             axes = spec[0] if len(spec) else None
-            leading.setdefault(str(aval.shape[0]), _explicit_only(axes, mesh))
+            if leading.get(str(aval.shape[0])) is None:
+                leading[str(aval.shape[0])] = _explicit_only(axes, mesh)
     result = []
     for aval in out_avals:
         axis0 = leading.get(str(aval.shape[0])) if aval.shape else None

@@ -15,7 +15,7 @@ import textwrap
 import jax
 import jax.numpy as jnp
 import pytest
-from jax.sharding import PartitionSpec as P
+from jax.sharding import AxisType, NamedSharding, PartitionSpec as P
 
 import jaxhub
 
@@ -103,3 +103,23 @@ def test_a_function_that_names_mesh_axes_is_refused_with_the_fix():
     with jax.set_mesh(jax.make_mesh((1,), ("data",))):
         with pytest.raises(jaxhub.SignatureError, match="'default'.*names mesh axes.*drop"):
             jaxhub.create_module({"scale": jnp.ones(4)}, signatures={"default": (pinned, spec)})
+
+
+def test_outputs_that_lead_with_the_batch_keep_its_sharding_the_others_are_replicated(
+        mlp_module):
+    mesh = jax.make_mesh((1,), ("data",), axis_types=(AxisType.Explicit,))
+    params = jax.device_put(mlp_module.params, NamedSharding(mesh, P()))
+    x = jax.device_put(jnp.ones((4, 50)), NamedSharding(mesh, P("data")))
+    types = {}
+
+    def record(params, x):
+        types.update(mlp_module.apply(params, {"a": x}, signature="double", as_dict=True))
+        outputs, state = mlp_module.apply(params, x, tags="train", rng=jax.random.key(0))
+        types["train"], types["stats"] = outputs, state["stats"]["mean"]
+        types.update({k: jax.typeof(v).sharding.spec for k, v in types.items()})
+        return 0
+
+    with jax.set_mesh(mesh):
+        jax.jit(record)(params, x)
+    assert types == {"doubled": P("data", None), "total": P("data"), "train": P("data", None),
+                     "stats": P(None)}
