@@ -1,9 +1,10 @@
-"""The many-device recipes of docs/training.md, run exactly as printed.
+"""The recipes of docs/training.md, run exactly as printed.
 
-The code blocks of its "Many devices and hosts" section are cut out of the page: all but
-the last make one script, run on 8 host devices and on one; the last is ``train.py``, run
-in two processes and in one. Each run's trained params must match the one-device run's
-to 1e-5.
+The page's python blocks are cut out of it: all but the last make one script (a module
+made, trained under an nnx head, a linen head, exported as training goes, then trained
+data-parallel with a head, functionally and through nnx), run on 8 host devices and on
+one; the last is ``train.py``, run in two processes and in one. Each run's trained params
+must match the one-device run's to 1e-5.
 """
 
 from __future__ import annotations
@@ -19,7 +20,6 @@ from tests.distributed.helpers import ROOT, worker_env
 from tests.distributed.multi_process_test import _free_port
 
 DOC = ROOT / "docs" / "training.md"
-SECTION = "## Many devices and hosts"
 
 # Runs a recipe file with its argv, then saves what it trained (a harness, not the recipe).
 HARNESS = textwrap.dedent("""
@@ -40,11 +40,8 @@ HARNESS = textwrap.dedent("""
 
 
 def recipes() -> list[str]:
-    """The python code blocks of the section, in order."""
-    text = DOC.read_text()
-    section = text[text.index(SECTION):]
-    section = section[:section.index("\n## ", len(SECTION))]
-    return re.findall(r"```python\n(.*?)```", section, re.DOTALL)
+    """The python code blocks of the page, in order."""
+    return re.findall(r"```python\n(.*?)```", DOC.read_text(), re.DOTALL)
 
 
 def _run(cwd: pathlib.Path, recipe: str, out: str, *args: object, devices: int = 1
@@ -77,23 +74,25 @@ def _assert_same(path: pathlib.Path, reference: pathlib.Path) -> float:
     return max(float(np.abs(got[n] - want[n]).max()) for n in want.files)
 
 
-def test_the_section_has_the_recipes_it_promises():
-    blocks = recipes()
-    assert len(blocks) == 5
-    assert "HubLayer" in blocks[3] and "nnx.Linear" in blocks[3]
-    assert "jax.distributed.initialize" in blocks[4]
+def test_the_page_has_the_recipes_it_promises():
+    script, train = "\n".join(recipes()[:-1]), recipes()[-1]
+    for part in ("create_module", "nnx.Linear", "linen.Dense", "ModuleExporter(",
+                 "sharding=replicated", "jax.set_mesh(mesh)"):
+        assert part in script, part
+    assert "jax.distributed.initialize" in train
 
 
 def test_data_parallel_recipes_on_8_devices_match_one_device(tmp_path):
     script = tmp_path / "recipe.py"
-    script.write_text("\n".join(recipes()[:4]))
+    script.write_text("\n".join(recipes()[:-1]))
     (tmp_path / "one").mkdir()
     (tmp_path / "eight").mkdir()
     _finish(_run(tmp_path / "one", script, "trained.npz"))
     eight = _finish(_run(tmp_path / "eight", script, "trained.npz", devices=8))[0]
     assert "P('model',)" in eight  # the module was loaded split over 8 devices
-    losses = [float(v) for v in re.findall(r"loss (\d\.\d+)", eight)]
+    losses = [float(v) for v in re.findall(r"^(?:nnx )?loss (\d\.\d+)$", eight, re.M)]
     assert len(losses) == 2 and max(losses) < 0.6, eight  # it learned the labels
+    assert float(re.search(r"accuracy (\S+)", eight).group(1)) > 0.8, eight
     gap = _assert_same(tmp_path / "eight" / "trained.npz", tmp_path / "one" / "trained.npz")
     print(f"8 devices vs one: {gap:.2e}")
 
@@ -102,7 +101,7 @@ def test_multi_host_recipe_in_two_processes_matches_one_process(tmp_path):
     blocks = recipes()
     (tmp_path / "make.py").write_text(blocks[0] + "\ntrainable = {}\n")
     _finish(_run(tmp_path, tmp_path / "make.py", "unused.npz"))
-    (tmp_path / "train.py").write_text(blocks[4])
+    (tmp_path / "train.py").write_text(blocks[-1])
     single = _run(tmp_path, "train.py", "one.npz", f"127.0.0.1:{_free_port()}", 1, 0)
     _finish(single)
     port = _free_port()
