@@ -71,6 +71,19 @@ SCRIPT = textwrap.dedent("""
             assert mapped.sharding.is_equivalent_to(NamedSharding(mesh, P(None, "data")), 3)
         print(axis_type, "output typed", types[0].sharding.spec)
 
+    # Params split over an explicit "model" axis, rows over "data": each gradient comes
+    # back typed as its param.
+    mesh = jax.make_mesh((4, 2), ("data", "model"), axis_types=(AxisType.Explicit,) * 2)
+    split = lambda path, s: NamedSharding(
+        mesh, P(None, "model") if len(s.shape) == 2 and s.shape[1] % 2 == 0 else P())
+    module = jaxhub.load(sys.argv[1], sharding=split)
+    with jax.set_mesh(mesh):
+        x = jax.device_put(x_host, NamedSharding(mesh, P("data")))
+        grads = jax.jit(jax.grad(loss(module.apply)))(module.params, x)
+    for name in ("dense1", "dense2"):
+        assert grads[name]["kernel"].sharding == module.params[name]["kernel"].sharding, name
+        np.testing.assert_allclose(grads[name]["kernel"], ref_grads[name]["kernel"], atol=1e-5)
+
     # A module created under an explicit mesh, from params that live on it, runs anywhere.
     mesh = jax.make_mesh((8,), ("data",), axis_types=(AxisType.Explicit,))
     with jax.set_mesh(mesh):
