@@ -199,11 +199,12 @@ class ModuleExporter:
 @contextlib.contextmanager
 def _lock(directory: pathlib.Path, how: int) -> Iterator[bool]:
     """Holds ``flock(how)`` on the directory's lock file; yields False if it was refused
-    (only with ``fcntl.LOCK_NB``)."""
+    (held by another process, with ``fcntl.LOCK_NB``) or the filesystem has no locks:
+    then nothing may be removed, and writing goes on unlocked."""
     with open(directory / LOCK_FILE, "a") as f:
         try:
             fcntl.flock(f, how)
-        except BlockingIOError:
+        except OSError:  # BlockingIOError: held; ENOLCK and the like: no locks here
             yield False
             return
         try:
