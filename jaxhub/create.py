@@ -230,21 +230,23 @@ class _Builder:
 
 @contextlib.contextmanager
 def _naming_mesh_axes(signature: str):
-    """Turns JAX's error for a function that names mesh axes into a SignatureError.
+    """Turns JAX's errors for a function that shards over a mesh into a SignatureError.
 
-    Functions are traced outside any mesh (see :func:`jaxhub.functions.outside_mesh`),
-    so a ``PartitionSpec`` inside one has no mesh to refer to.
+    Functions are traced outside any mesh (see :func:`jaxhub.functions.outside_mesh`)
+    with a symbolic batch size, so a ``PartitionSpec`` inside one has no mesh to refer
+    to, and a ``NamedSharding`` cannot split a batch of unknown size.
     """
     try:
         yield
     except ValueError as e:
-        if "mesh context" not in str(e):
+        if "mesh" not in str(e):
             raise
         raise SignatureError(
-            f"signature {signature!r}: the function names mesh axes ({str(e)[:300]}). A "
-            f"module runs on any number of devices and takes its shardings from its "
-            f"inputs: drop the PartitionSpecs (reshard, out_sharding=...) from the "
-            f"function, and shard the inputs and params where the module is called") from e
+            f"signature {signature!r}: the function shards its values over a mesh "
+            f"({str(e)[:300]}). A module runs on any number of devices and takes its "
+            f"shardings from its inputs: drop the shardings (reshard, "
+            f"with_sharding_constraint, out_sharding=...) from the function, and shard the "
+            f"inputs and params where the module is called") from e
 
 
 def _output_dict(outputs: Any) -> dict[str, Any]:

@@ -92,6 +92,15 @@ SCRIPT = textwrap.dedent("""
     assert all(e.nr_devices == 1 for e in made._exported.values())
     np.testing.assert_allclose(y, ref_y, atol=1e-5)
     np.testing.assert_allclose(jaxhub.load(made.export(sys.argv[2]))(x_host), ref_y, atol=1e-5)
+
+    # A function that splits its batch over the 8 devices cannot be exported for any size.
+    pinned = lambda p, x: jax.sharding.reshard(x * p["scale"], NamedSharding(mesh, P("data")))
+    try:
+        jaxhub.create_module(reference.params, signatures={"default": (
+            pinned, jaxhub.TensorSpec([None, 50], "float32"))})
+        raise AssertionError("a batch pinned to 8 devices was exported")
+    except jaxhub.SignatureError as e:
+        assert "shards its values over a mesh" in str(e), e
     print("ok")
 """)
 
@@ -108,14 +117,17 @@ def test_sharded_forward_gradient_vmap_and_shard_map(mlp_dir, tmp_path):
     assert "Explicit output typed P('data', None)" in result.stdout, result.stdout
 
 
-def test_a_function_that_names_mesh_axes_is_refused_with_the_fix():
-    def pinned(params, x):
-        return jax.sharding.reshard(x * params["scale"], P("data", None))
-
+@pytest.mark.parametrize("pin", [
+    lambda x: jax.sharding.reshard(x, P("data", None)),
+    lambda x: jax.lax.with_sharding_constraint(
+        x, NamedSharding(jax.make_mesh((1,), ("data",)), P("data"))),
+], ids=["reshard to a spec", "with_sharding_constraint"])
+def test_a_function_that_shards_over_a_mesh_is_refused_with_the_fix(pin):
     spec = jaxhub.TensorSpec([None, 4], "float32")
     with jax.set_mesh(jax.make_mesh((1,), ("data",))):
-        with pytest.raises(jaxhub.SignatureError, match="'default'.*names mesh axes.*drop"):
-            jaxhub.create_module({"scale": jnp.ones(4)}, signatures={"default": (pinned, spec)})
+        with pytest.raises(jaxhub.SignatureError, match="'default'.*shards its values.*drop"):
+            jaxhub.create_module({"scale": jnp.ones(4)},
+                                 signatures={"default": (lambda p, x: pin(x * p["scale"]), spec)})
 
 
 def test_outputs_that_lead_with_the_batch_keep_its_sharding_the_others_are_replicated(
