@@ -2,39 +2,22 @@
 
 from __future__ import annotations
 
-import socket
 import subprocess
 
 import numpy as np
 
 import jaxhub
 from jaxhub import tree
-from tests.distributed.helpers import ROOT, worker_command, worker_env
+from tests.distributed.helpers import ROOT, finish, free_port, worker_command, worker_env
 from tests.distributed.workers import finetune
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def _run_two(mlp_dir, out_dir, *mode: str, timeout: float = 240) -> list[str]:
-    port = _free_port()
+    port = free_port()
     procs = [subprocess.Popen(worker_command("multiprocess", mlp_dir, port, i, out_dir, *mode),
                               env=worker_env(), cwd=ROOT, stdout=subprocess.PIPE,
                               stderr=subprocess.PIPE, text=True) for i in range(2)]
-    try:
-        outputs = [p.communicate(timeout=timeout) for p in procs]
-    finally:
-        for p in procs:  # a process whose peer died waits for it forever: end it
-            if p.poll() is None:
-                p.kill()
-                p.wait()
-    for p, (out, err) in zip(procs, outputs):
-        assert p.returncode == 0, err[-4000:]
-        assert out.strip().splitlines()[-1].startswith("ok"), out
-    return [out for out, _ in outputs]
+    return finish(procs, timeout)
 
 
 def test_two_processes_end_with_identical_params(mlp_dir, tmp_path):

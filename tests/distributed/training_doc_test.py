@@ -12,12 +12,12 @@ from __future__ import annotations
 import pathlib
 import re
 import subprocess
+import sys
 import textwrap
 
 import numpy as np
 
-from tests.distributed.helpers import ROOT, worker_env
-from tests.distributed.multi_process_test import _free_port
+from tests.distributed.helpers import ROOT, finish, free_port, worker_env
 
 DOC = ROOT / "docs" / "training.md"
 
@@ -44,26 +44,12 @@ def recipes() -> list[str]:
     return re.findall(r"```python\n(.*?)```", DOC.read_text(), re.DOTALL)
 
 
-def _run(cwd: pathlib.Path, recipe: str, out: str, *args: object, devices: int = 1
+def _run(cwd: pathlib.Path, recipe: str | pathlib.Path, out: str, *args: object, devices: int = 1
          ) -> subprocess.Popen:
     env = worker_env(devices)
-    command = [subprocess.sys.executable, "-c", HARNESS, recipe, out, *map(str, args)]
+    command = [sys.executable, "-c", HARNESS, recipe, out, *map(str, args)]
     return subprocess.Popen(command, env=env, cwd=cwd, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True)
-
-
-def _finish(*procs: subprocess.Popen, timeout: float = 300) -> list[str]:
-    try:
-        outputs = [p.communicate(timeout=timeout) for p in procs]
-    finally:
-        for p in procs:  # a process whose peer died waits for it forever: end it
-            if p.poll() is None:
-                p.kill()
-                p.wait()
-    for p, (out, err) in zip(procs, outputs):
-        assert p.returncode == 0, err[-4000:]
-        assert out.strip().endswith("ok"), out
-    return [out for out, _ in outputs]
 
 
 def _assert_same(path: pathlib.Path, reference: pathlib.Path) -> float:
@@ -82,13 +68,13 @@ def test_the_page_has_the_recipes_it_promises():
     assert "jax.distributed.initialize" in train
 
 
-def test_data_parallel_recipes_on_8_devices_match_one_device(tmp_path):
+def test_the_page_on_8_devices_matches_one_device(tmp_path):
     script = tmp_path / "recipe.py"
     script.write_text("\n".join(recipes()[:-1]))
     (tmp_path / "one").mkdir()
     (tmp_path / "eight").mkdir()
-    _finish(_run(tmp_path / "one", script, "trained.npz"))
-    eight = _finish(_run(tmp_path / "eight", script, "trained.npz", devices=8))[0]
+    finish([_run(tmp_path / "one", script, "trained.npz")], 300)
+    eight = finish([_run(tmp_path / "eight", script, "trained.npz", devices=8)], 300)[0]
     assert "P('model',)" in eight  # the module was loaded split over 8 devices
     losses = [float(v) for v in re.findall(r"^(?:nnx )?loss (\d\.\d+)$", eight, re.M)]
     assert len(losses) == 2 and max(losses) < 0.6, eight  # it learned the labels
@@ -100,13 +86,13 @@ def test_data_parallel_recipes_on_8_devices_match_one_device(tmp_path):
 def test_multi_host_recipe_in_two_processes_matches_one_process(tmp_path):
     blocks = recipes()
     (tmp_path / "make.py").write_text(blocks[0] + "\ntrainable = {}\n")
-    _finish(_run(tmp_path, tmp_path / "make.py", "unused.npz"))
+    finish([_run(tmp_path, tmp_path / "make.py", "unused.npz")], 300)
     (tmp_path / "train.py").write_text(blocks[-1])
-    single = _run(tmp_path, "train.py", "one.npz", f"127.0.0.1:{_free_port()}", 1, 0)
-    _finish(single)
-    port = _free_port()
-    _finish(*(_run(tmp_path, "train.py", f"two_{i}.npz", f"127.0.0.1:{port}", 2, i)
-              for i in range(2)))
+    single = _run(tmp_path, "train.py", "one.npz", f"127.0.0.1:{free_port()}", 1, 0)
+    finish([single], 300)
+    port = free_port()
+    finish([_run(tmp_path, "train.py", f"two_{i}.npz", f"127.0.0.1:{port}", 2, i)
+            for i in range(2)], 300)
     for i in range(2):
         gap = _assert_same(tmp_path / f"two_{i}.npz", tmp_path / "one.npz")
         print(f"process {i} of 2 vs one: {gap:.2e}")
