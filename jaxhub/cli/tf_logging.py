@@ -25,7 +25,11 @@ _ENVIRONMENT = {
 
 
 def set_environment() -> None:
-    """Sets TensorFlow's logging switches, unless already set. Call before it is imported."""
+    """Sets TensorFlow's logging switches, unless already set.
+
+    Call it before TensorFlow is imported, and before JAX is: jaxlib shares TensorFlow's
+    C++ logging, which reads the level once, when the first of them is imported.
+    """
     for name, value in _ENVIRONMENT.items():
         os.environ.setdefault(name, value)
 
