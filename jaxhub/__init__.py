@@ -13,6 +13,7 @@ imports :mod:`jaxhub.catalog`, which registers the repository resolver that
 from __future__ import annotations
 
 import importlib
+import importlib.util
 from typing import TYPE_CHECKING, Any
 
 from jaxhub.version import __version__ as __version__
@@ -59,10 +60,13 @@ if TYPE_CHECKING:  # what type checkers and IDEs see
 
 
 def __getattr__(name: str) -> Any:
-    if name not in _LAZY:
+    if name in _LAZY:
+        module_name, attribute = _LAZY[name]
+    elif not name.startswith("_") and importlib.util.find_spec(f"jaxhub.{name}"):
+        module_name, attribute = f"jaxhub.{name}", None  # a subpackage: ``jaxhub.hub``
+    else:
         raise AttributeError(f"module 'jaxhub' has no attribute {name!r}")
     importlib.import_module("jaxhub.catalog")  # registers the repository resolver
-    module_name, attribute = _LAZY[name]
     module = importlib.import_module(module_name)
     value = module if attribute is None else getattr(module, attribute)
     globals()[name] = value  # later lookups skip __getattr__
