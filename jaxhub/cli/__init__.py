@@ -35,7 +35,9 @@ _TF_PACKAGES = ("tensorflow", "tensorflow_hub", "tf_keras", "keras")
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="jaxhub",
-        description="Load, inspect, convert and publish jaxhub modules.")
+        description="Load, inspect, convert and publish jaxhub modules. TensorFlow's "
+                    "start-up log lines are left out; TF_CPP_MIN_LOG_LEVEL (default here: "
+                    "3) sets the level of the others.")
     parser.add_argument("--version", action="version", version=_version())
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
     subparsers.required = True
