@@ -74,13 +74,24 @@ class ModuleExporter:
       ValueError: bad ``every_n_steps``, ``keep`` or ``mode``.
 
     Examples:
-      >>> exporter = ModuleExporter("exports", module, every_n_steps=100, keep=3,
+      >>> module = jaxhub.create_module(
+      ...     {"w": jnp.zeros(4)},
+      ...     signatures={"default": (lambda p, x: x @ p["w"], jaxhub.TensorSpec([None, 4]))})
+      >>> x, y = jnp.ones((8, 4)), jnp.full(8, 2.0)
+      >>> loss = lambda params: jnp.mean((module.apply(params, x) - y) ** 2)
+      >>> evaluate = lambda params: float(loss(params))
+      >>> exporter = ModuleExporter("exports", module, every_n_steps=10, keep=2,
       ...                           best_metric="val_loss")
+      >>> params, steps = module.params, 30
       >>> for step in range(1, steps + 1):
-      ...     params, opt_state = train_step(params, opt_state, next(batches))
-      ...     exporter.maybe_export(step, params, metrics=lambda: {"val_loss": evaluate(params)})
-      >>> exporter.finish(steps, params, {"val_loss": evaluate(params)})   # the end
+      ...     grads = jax.grad(loss)(params)
+      ...     params = jax.tree.map(lambda p, g: p - 0.01 * g, params, grads)
+      ...     _ = exporter.maybe_export(step, params,
+      ...                               metrics=lambda: {"val_loss": evaluate(params)})
+      >>> _ = exporter.finish(steps, params, {"val_loss": evaluate(params)})   # the end
       >>> best = jaxhub.load(exporter.best.path)
+      >>> exporter.best.step, round(evaluate(best.params), 3) == round(evaluate(params), 3)
+      (30, True)
     """
 
     def __init__(self, directory: str | os.PathLike, module: Module, *, every_n_steps: int,
