@@ -1,7 +1,7 @@
 """The table of module formats ``jaxhub.load`` reads, asked in order.
 
-Detection only looks at file names, so it is cheap and never imports TensorFlow. A
-foreign format (TF2 SavedModel, TF1 Hub module) is converted once into a jaxhub module
+Detection only looks at file names, so it is cheap. No format needs TensorFlow: the
+converters read TF's files with jaxhub's own reader. A foreign format (TF2 SavedModel, TF1 Hub module) is converted once into a jaxhub module
 kept in the cache, keyed by the source's content and this jaxhub's version, and that
 module is what gets loaded: a converted module runs the same code as a native one.
 """
@@ -45,9 +45,9 @@ FORMATS = (
     Format("jaxhub module", _has(MANIFEST_FILE)),
     # Checked before TF2: a TF1 Hub module also holds a saved_model.pb.
     Format("TF1 Hub module", _has("tfhub_module.pb"),
-           "converters.from_tf.tf1_hub:convert_tf1_hub_module", extra="tf"),
+           "converters.from_tf.tf1_hub:convert_tf1_hub_module"),
     Format("TF2 SavedModel", _has("saved_model.pb", "saved_model.pbtxt"),
-           "converters.from_tf.savedmodel:convert_saved_model", extra="tf"),
+           "converters.from_tf.savedmodel:convert_saved_model"),
 )
 
 

@@ -62,6 +62,7 @@ def is_saved_model(path: str | os.PathLike) -> bool:
     return (path / "saved_model.pb").is_file() or (path / "saved_model.pbtxt").is_file()
 
 
+@files.names_source
 def load_saved_model(path: str | os.PathLike, **unused: Any) -> jaxhub.Module:
     """Converts the SavedModel in directory ``path`` to a jaxhub module (in memory).
 
@@ -101,6 +102,7 @@ def load_saved_model(path: str | os.PathLike, **unused: Any) -> jaxhub.Module:
         origin={"format": "TF2 SavedModel", "source": str(path)})
 
 
+@files.names_source
 def convert_saved_model(src: str | os.PathLike, dst: str | os.PathLike) -> jaxhub.Module:
     """Converts the SavedModel in ``src`` and writes it as a jaxhub module to ``dst``.
 

@@ -69,6 +69,7 @@ def is_tf1_hub_module(path: str | os.PathLike) -> bool:
     return (pathlib.Path(path) / MODULE_DEF_FILE).is_file()
 
 
+@files.names_source
 def load_tf1_hub_module(path: str | os.PathLike) -> jaxhub.Module:
     """Converts the TF1 Hub module in directory ``path`` to a jaxhub module (in memory).
 
@@ -112,6 +113,7 @@ def load_tf1_hub_module(path: str | os.PathLike) -> jaxhub.Module:
         origin={"format": "TF1 Hub module", "source": str(path)})
 
 
+@files.names_source
 def convert_tf1_hub_module(src: str | os.PathLike, dst: str | os.PathLike
                            ) -> jaxhub.Module:
     """Converts the TF1 Hub module in ``src`` and writes it as a jaxhub module to ``dst``.

@@ -13,8 +13,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
         "convert", help="convert a TF SavedModel or TF Hub module to a jaxhub module",
         description="Convert a TF2 SavedModel (tf.saved_model.save, Keras export) or a TF1 "
-                    "Hub module to a jaxhub module that loads without TensorFlow. Needs "
-                    "TensorFlow: pip install 'jaxhub[tf]'.")
+                    "Hub module to a jaxhub module (no TensorFlow needed). Writing a TF2 "
+                    "SavedModel (--to tf) needs TensorFlow: pip install 'jaxhub[tf]'.")
     parser.add_argument("src", help="a SavedModel / TF Hub module directory or URL")
     parser.add_argument("dst", type=pathlib.Path, help="the jaxhub module directory to write")
     parser.add_argument("--to", choices=("jaxhub", "tf"), default="jaxhub",
@@ -35,9 +35,6 @@ def run(args: argparse.Namespace) -> int:
         print(f"wrote {export_saved_model(args.src, args.dst)}: TF2 SavedModel")
         return 0
     path = resolve_handle(args.src)
-    fmt = formats.detect(path)
-    if fmt.converter is not None:
-        _require_tensorflow(f"converting a {fmt.name}")
     try:
         module = formats.read(path)
     except NotImplementedError as e:  # unsupported TF ops: the message lists them all

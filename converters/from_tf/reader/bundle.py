@@ -102,12 +102,13 @@ class BundleReader:
         what = f"{self._index_path}: tensor {key!r}"
         try:
             dtype = tensors.numpy_dtype(entry.dtype)
+            if isinstance(dtype, str):
+                raise CheckpointError(f"{what} is a {dtype}, which has no value to read")
             shape = tensors.shape_of(entry.shape, what)
+            count = tensors.check_size(shape, 8 if dtype == object else dtype.itemsize,
+                                       what)
         except tensors.TensorFormatError as e:
-            raise CheckpointError(f"{what}: {e}") from e
-        if isinstance(dtype, str):
-            raise CheckpointError(f"{what} is a {dtype}, which has no value to read")
-        count = tensors.check_size(shape, 8 if dtype == object else dtype.itemsize, what)
+            raise CheckpointError(str(e)) from None
         data, shard = self._read(entry, key)
         if dtype == object:
             return _strings(data, count, entry.crc32c, f"{shard}: tensor {key!r}"

@@ -13,11 +13,13 @@ Examples:
 
 from __future__ import annotations
 
+import functools
 import pathlib
+from typing import Any, Callable
 
 from google.protobuf import message, text_format
 
-from converters.from_tf.reader import op_defs, protos
+from converters.from_tf.reader import op_defs, protos, tensors
 from jaxhub.format.manifest import ModuleFormatError
 
 #: The deepest chain of function calls a library may nest (Python's recursion limit
@@ -108,3 +110,24 @@ def _callees(fdef, names: set[str]) -> set[str]:
             elif kind == "list":
                 found.update(f.name for f in value.list.func)
     return found & names
+
+
+def names_source(convert: Callable[..., Any]) -> Callable[..., Any]:
+    """Decorates ``convert(src, ...)`` so that a malformed tensor met while converting (a
+    constant claiming an absurd shape, say) is reported as ``src``'s
+    :class:`~jaxhub.ModuleFormatError`."""
+
+    @functools.wraps(convert)
+    def wrapper(src, *args, **kwargs):
+        try:
+            return convert(src, *args, **kwargs)
+        except Exception as e:
+            # The interpreter wraps a node's error in its own, naming the node.
+            cause = e
+            while cause is not None and not isinstance(cause, tensors.TensorFormatError):
+                cause = cause.__cause__
+            if cause is None or str(src) in str(e):
+                raise
+            raise ModuleFormatError(f"{src}: {str(e).splitlines()[0]}") from None
+
+    return wrapper
