@@ -216,7 +216,7 @@ _MESSAGES: dict[str, list[Any]] = {
     "SavedObjectGraph": [("nodes", 1, "repeated SavedObject"),
                          ("concrete_functions", 2, "map<string,SavedConcreteFunction>")],
     # -- checkpoints (tensor_bundle.proto, tensor_slice.proto) --------------------------
-    "TensorSliceExtent": [("start", 1, "int64"), ("oneof", "has_length", [
+    "TensorSliceExtent": [("start", 1, "int64"), ("oneof", "has_length_hack", [
         ("length", 2, "int64")])],
     "TensorSliceProto": [("extent", 1, "repeated TensorSliceExtent")],
     "BundleHeaderProto": [("num_shards", 1, "int32"), ("endianness", 2, "int32"),
