@@ -209,11 +209,17 @@ def check(out: pathlib.Path) -> None:
                          module.attachments["tf_variable_names"].items()}
                 mine = {tf: flat[by_tf[tf]] for tf in gvar if tf in by_tf}
                 missing = sorted(set(gvar) - set(mine))
-                if missing and len(missing) == len(gvar):
+                if missing:
                     errors.append(f"no param for TF variables {missing[:3]}")
                 errors += _compare("variable gradient", mine, {k: gvar[k] for k in mine})
+                compared = f"{len(gin)} input and {len(mine)} variable gradients"
+            else:
+                compared = "no gradients"
+        if tags:
+            compared = f"variant {tags!r}, {len(part('state'))} state values"
         status = "ok" if not errors else "FAILED: " + "; ".join(errors)
-        print(f"{name:26s} converted+loaded in {loaded:6.1f}s  {status}")
+        print(f"{name:24s} converted+loaded in {loaded:5.1f}s, {len(expected)} outputs, "
+              f"{compared}: {status}")
         if errors:
             failures.append(name)
     leaked = [m for m in sys.modules if m.split(".")[0] in ("tensorflow", "tf_keras")]
