@@ -1,15 +1,16 @@
 """TensorFlow's protobuf messages, defined for jaxhub: only the fields the converter reads.
 
 The messages are built at import time from the table below into a private descriptor pool
-(no generated ``_pb2`` code, so no check against the protobuf runtime's version: any
-protobuf from 4.21 on works). Field numbers and wire types are those of TensorFlow's
+(no generated ``_pb2`` code, so no check against the protobuf runtime's version; used
+with protobuf 6.31, the oldest TF 2.21 allows, and 7.36). Field numbers and wire types are those of TensorFlow's
 ``.proto`` files; fields left out are kept as unknown fields by the parser, so newer
 SavedModels parse too. ``DataType`` fields read as plain integers, as all enums do
 (see :mod:`converters.from_tf.reader.tensors`).
 
 A field is ``(name, number, type)``; ``type`` is a scalar type (``string``, ``bytes``,
 ``int32``, ``int64``, ``uint32``, ``uint64``, ``sint64``, ``fixed32``, ``float``,
-``double``, ``bool``), ``DataType``, a message name, ``"repeated T"`` or ``"map<K,V>"``. A field inside
+``double``, ``bool``), ``DataType``, a message name, ``"repeated T"`` or
+``"map<K,V>"``. A field inside
 ``("oneof", name, [fields])`` belongs to that oneof.
 
 Examples:
