@@ -12,7 +12,7 @@ whose converter reads through TensorFlow:
 * ``import``: importing the converter in a fresh process (TensorFlow's import, if any);
 * ``load``: ``load_*_module(path)`` in that process: parsing, reading the checkpoint,
   building the functions (tracing and export come later and are the same for both);
-* ``read``: only parsing ``saved_model.pb`` and reading every checkpoint tensor, in
+* ``read ms`` / ``TF ms``: only parsing ``saved_model.pb`` and reading every checkpoint tensor, in
   this process, with jaxhub's reader and with TF's (``saved_model_pb2`` and
   ``tf.train.load_checkpoint``), best of 3.
 """
@@ -104,7 +104,7 @@ def main() -> None:
     args = parser.parse_args()
     cases = json.loads((args.zoo / "cases.json").read_text())
     paths = sorted({case["path"] for case in cases.values()})
-    header = (f"{'module':22s} {'size MB':>7s} | {'read ours':>9s} {'read TF':>8s} | "
+    header = (f"{'module':22s} {'size MB':>7s} | {'read ms':>7s} {'TF ms':>7s} | "
               f"{'import':>6s} {'load':>6s} (jaxhub reader)")
     if args.baseline:
         header += f" | {'import':>6s} {'load':>6s} (TF reader)"
@@ -114,8 +114,9 @@ def main() -> None:
         ours, theirs = read_times(pathlib.Path(path))
         new = timed_load(REPO, path)
         assert not new["tensorflow"], "the converter imported TensorFlow"
-        row = (f"{pathlib.Path(path).name:22s} {size / 1e6:7.1f} | {ours:9.3f} "
-               f"{theirs if theirs is not None else float('nan'):8.3f} | "
+        theirs_ms = 1e3 * theirs if theirs is not None else float("nan")
+        row = (f"{pathlib.Path(path).name:22s} {size / 1e6:7.1f} | {1e3 * ours:7.1f} "
+               f"{theirs_ms:7.1f} | "
                f"{new['import']:6.1f} {new['load']:6.2f}")
         if args.baseline:
             old = timed_load(args.baseline, path)
