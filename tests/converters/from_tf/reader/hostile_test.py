@@ -1,4 +1,5 @@
-"""Hostile SavedModels: each is refused with a ModuleFormatError naming the file, fast."""
+"""Hostile SavedModels and TF1 Hub modules: each is refused with a ModuleFormatError
+naming the file, fast; unknown fields are ignored."""
 
 from __future__ import annotations
 
@@ -10,8 +11,10 @@ import pytest
 import tensorflow as tf
 
 import jaxhub
-from converters.from_tf import savedmodel
+from converters.from_tf import savedmodel, tf1_hub
 from converters.from_tf.reader import files, protos
+
+from tests.converters.from_tf.tf1._session import FIXTURES
 
 from ._files import field, varint
 
@@ -155,3 +158,25 @@ def test_protobuf_nesting_deeper_than_protobuf_parses(copy):
 def test_an_empty_saved_model_pb(copy):
     (copy / "saved_model.pb").write_bytes(b"")
     _refused(copy, "no MetaGraphDef")
+
+
+@pytest.fixture
+def tf1_copy(tmp_path):
+    shutil.copytree(FIXTURES / "mlp", tmp_path / "mlp")
+    return tmp_path / "mlp"
+
+
+def test_a_truncated_tf1_module_def(tf1_copy):
+    (tf1_copy / "tfhub_module.pb").write_bytes(b"\x08\x03\x12\x40ab")
+    with pytest.raises(jaxhub.ModuleFormatError, match="tfhub_module.pb: not a TF Hub"):
+        tf1_hub.load_tf1_hub_module(tf1_copy)
+
+
+def test_a_corrupt_tf1_checkpoint_names_the_shard(tf1_copy):
+    shard = tf1_copy / "variables" / "variables.data-00000-of-00001"
+    data = bytearray(shard.read_bytes())
+    data[len(data) // 2] ^= 0x10
+    shard.write_bytes(bytes(data))
+    with pytest.raises(jaxhub.ModuleFormatError, match="checksum mismatch") as error:
+        tf1_hub.load_tf1_hub_module(tf1_copy)
+    assert str(shard) in str(error.value)
