@@ -20,9 +20,10 @@ import numpy as np
 import re2
 
 from jaxhub.host.limits import check_elements
+from jaxhub.host.registry import Registry
 
 HostOp = Callable[..., Any]
-_OPS: dict[str, HostOp] = {}
+_OPS: Registry[HostOp] = Registry("host op")
 #: Load-time checks of a node's attrs, by op (static regex patterns compile here).
 _CHECKS: dict[str, Callable[[Any], None]] = {}
 #: Which inputs of an op are files (an Asset node's bytes), by op.
@@ -32,26 +33,22 @@ _INITIALIZERS = frozenset({"InitializeTableFromTextFileV2"})
 
 
 def register(*names: str) -> Callable[[HostOp], HostOp]:
-    """Registers a host op implementation under TF op ``names`` (no duplicates)."""
+    """Registers a host op implementation under TF op ``names`` (no duplicates).
 
-    def decorate(impl: HostOp) -> HostOp:
-        for name in names:
-            if name in _OPS:
-                raise ValueError(f"host op {name!r} is registered already")
-            _OPS[name] = impl
-        return impl
-
-    return decorate
+    Raises:
+      ValueError: one of ``names`` is registered already.
+    """
+    return _OPS.register(*names)
 
 
 def lookup(name: str) -> HostOp | None:
     """The host implementation of TF op ``name``, or None."""
-    return _OPS.get(name)
+    return _OPS.lookup(name)
 
 
 def supported_ops() -> list[str]:
     """Every op a host stage can run, sorted."""
-    return sorted(_OPS)
+    return _OPS.names()
 
 
 def file_inputs(name: str) -> frozenset[int]:

@@ -10,6 +10,8 @@ from __future__ import annotations
 from converters.from_tf.ops.registry import register
 
 
-@register("PartitionedCall", "StatefulPartitionedCall")
+# ``config``, ``config_proto`` and ``executor_type`` tune how TF runs the call.
+@register("PartitionedCall", "StatefulPartitionedCall",
+          attrs=("f", "config", "config_proto", "executor_type"))
 def _call(node, *args):
     return node.ctx.interpreter.call(node.attr("f"), args, node.ctx)

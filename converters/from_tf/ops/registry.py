@@ -18,21 +18,46 @@ Register an op of your own before converting::
 
     from converters.from_tf.ops import registry
 
-    @registry.register("MyCustomOp")
+    @registry.register("MyCustomOp", attrs=("scale",))
     def _my_custom_op(node, x):
         return x * node.attr("scale")
+
+**Attributes are part of the contract.** A registration names every attribute its
+implementation reads (``attrs``); before conversion starts, a graph whose node carries
+an attribute that its op did not declare fails, in one error with every such node (see
+:func:`attr_violations`). Declaring ``{"name": (v1, v2)}`` instead of ``"name"`` accepts
+only those values and refuses the others, for an attribute whose other values change
+what the op computes and are not implemented. Undeclared but always accepted: attributes
+starting with ``_`` (TF-internal: ``_output_shapes``, ``_class``, ...) and those the caller
+passes as ``implicit`` (the interpreter passes the op's dtype and argument-count
+attributes, ``T``, ``Tidx``, ``N``, ..., which the input values already carry).
 """
 
 from __future__ import annotations
 
-from typing import Any, Callable, Protocol
+import dataclasses
+from typing import TYPE_CHECKING, Any, Callable, Container, Iterable, Mapping, Protocol
+
+from jaxhub.host.registry import Registry
+
+if TYPE_CHECKING:
+    from converters.from_tf.values import Context
 
 
 class Node(Protocol):
-    """What an op implementation sees of the TF node it runs."""
+    """What an op implementation sees of the TF node it runs.
+
+    Attributes:
+      name: the node's name.
+      op: its TF op name.
+      num_inputs: how many data inputs it has.
+      ctx: the running evaluation (variable state, RNG, the interpreter for calls).
+    """
 
     name: str
     op: str
+    num_inputs: int
+    ctx: "Context"
 
     def attr(self, key: str, default: Any = ...) -> Any:
         """The attribute ``key``, decoded to Python/numpy.
@@ -43,25 +68,54 @@ class Node(Protocol):
         attribute is absent and no default is given.
         """
 
+    def has_attr(self, key: str) -> bool:
+        """True when the node has ``key`` (set, or at its op's default)."""
+
 
 OpImpl = Callable[..., Any]
 
-_OPS: dict[str, OpImpl] = {}
+#: In an ``attrs`` mapping: every value of the attribute is handled.
+ANY = None
 
 
-def register(*op_names: str) -> Callable[[OpImpl], OpImpl]:
+@dataclasses.dataclass(frozen=True)
+class Op:
+    """A registered op: its implementation and the attributes it declares.
+
+    Attributes:
+      impl: ``impl(node, *inputs)``.
+      attrs: attribute name -> the values handled (a tuple), or :data:`ANY`.
+    """
+
+    impl: OpImpl
+    attrs: Mapping[str, tuple | None]
+
+
+_OPS: Registry[Op] = Registry("TF op")
+
+
+def register(*op_names: str, attrs: Iterable[str] | Mapping[str, Any] = ()
+             ) -> Callable[[OpImpl], OpImpl]:
     """Registers the decorated function as the implementation of ``op_names``.
+
+    Args:
+      op_names: TF op names.
+      attrs: the attributes the implementation reads: names (every value handled), or a
+        mapping from name to a tuple of the handled values (or :data:`ANY`).
 
     Raises:
       ValueError: an op of that name is registered already.
     """
+    if isinstance(attrs, str):
+        attrs = (attrs,)
+    declared = dict(attrs) if isinstance(attrs, Mapping) else dict.fromkeys(attrs, ANY)
+    declared = {name: values if values is ANY else tuple(values)
+                for name, values in declared.items()}
 
     def decorate(impl: OpImpl) -> OpImpl:
+        entry = Op(impl, declared)
         for name in op_names:
-            if name in _OPS:
-                raise ValueError(
-                    f"TF op {name!r} is registered already (by {_OPS[name].__module__})")
-            _OPS[name] = impl
+            _OPS.add(name, entry)
         return impl
 
     return decorate
@@ -69,9 +123,52 @@ def register(*op_names: str) -> Callable[[OpImpl], OpImpl]:
 
 def lookup(op_name: str) -> OpImpl | None:
     """The implementation of ``op_name``, or None when no family registers it."""
-    return _OPS.get(op_name)
+    entry = _OPS.lookup(op_name)
+    return entry.impl if entry is not None else None
+
+
+def declared_attrs(op_name: str) -> Mapping[str, tuple | None]:
+    """The attributes ``op_name`` declares: name -> handled values or :data:`ANY`.
+
+    Raises:
+      KeyError: ``op_name`` is not registered.
+    """
+    entry = _OPS.lookup(op_name)
+    if entry is None:
+        raise KeyError(f"TF op {op_name!r} is not registered")
+    return entry.attrs
 
 
 def registered_ops() -> list[str]:
     """Every registered op name, sorted."""
-    return sorted(_OPS)
+    return _OPS.names()
+
+
+def attr_violations(node: Node, present: Iterable[str], implicit: Container[str] = ()
+                    ) -> list[str]:
+    """What is wrong with the attributes of ``node``, whose op is registered.
+
+    Args:
+      node: the node (its values are read through ``node.attr``).
+      present: the names of the attributes the node carries.
+      implicit: names accepted without a declaration (the op's dtype attributes).
+
+    Returns:
+      One line per attribute the op's implementation would ignore: undeclared ones, and
+      declared ones whose value (set, or the op's default) is not among those handled.
+    """
+    declared = declared_attrs(node.op)
+    problems = [f"attribute {name!r} is unknown to the implementation"
+                for name in sorted(present)
+                if not name.startswith("_") and name not in declared and name not in implicit]
+    for name, handled in sorted(declared.items()):
+        if handled is not ANY and node.has_attr(name):
+            value = node.attr(name)
+            if not any(_same(value, h) for h in handled):
+                problems.append(f"attribute {name!r} = {value!r} is not supported "
+                                f"(supported: {', '.join(map(repr, handled))})")
+    return problems
+
+
+def _same(value: Any, handled: Any) -> bool:
+    return type(value) is type(handled) and value == handled
