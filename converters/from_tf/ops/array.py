@@ -256,7 +256,7 @@ def _nd_index(indices) -> tuple:
 #: Out-of-range indices: jnp gathers clamp them (TF's "IGNORE" gives zeros instead);
 #: jnp scatters drop their updates, as "IGNORE" does. In-range indices: all agree.
 _GATHER_POLICIES = {"bad_indices_policy": ("", "DEFAULT", "ERROR")}
-_SCATTER_POLICIES = {"bad_indices_policy": ("", "DEFAULT", "ERROR", "IGNORE")}
+_SCATTER_POLICIES = ("bad_indices_policy",)
 
 
 @register("GatherNd", attrs=_GATHER_POLICIES)

@@ -391,8 +391,8 @@ def _backprop_input(node, input_sizes, kernel, out_backprop):
 
 #: Windows and strides span every axis in the layout's order, so any layout works;
 #: ``EXPLICIT`` padding (and so ``explicit_paddings``) is not implemented for pools.
-_POOL_ATTRS = {"ksize": None, "strides": None, "data_format": None,
-               "padding": ("SAME", "VALID"), "explicit_paddings": None}
+_POOL_LAYOUT = {"data_format": None, "padding": ("SAME", "VALID")}
+_POOL_ATTRS = {"ksize": None, "strides": None, **_POOL_LAYOUT}
 
 
 def _pool_window(node, x, window=None, strides=None):
@@ -472,12 +472,12 @@ def _shifted_max_jvp(window, strides, pads, primals, tangents):
     return out, t_out
 
 
-@register("MaxPool", "MaxPool3D", attrs=_POOL_ATTRS)
+@register("MaxPool", "MaxPool3D", attrs={**_POOL_ATTRS, "explicit_paddings": None})
 def _max_pool_op(node, x):
     return _max_pool(node, x)
 
 
-@register("MaxPoolV2", attrs=_POOL_ATTRS)
+@register("MaxPoolV2", attrs=_POOL_LAYOUT)
 def _max_pool_v2(node, x, ksize, strides):
     return _max_pool(node, x, np.asarray(ksize), np.asarray(strides))
 

@@ -30,15 +30,16 @@ only those values and refuses the others, for an attribute whose other values ch
 what the op computes and are not implemented. Undeclared but always accepted: attributes
 starting with ``_`` (TF-internal: ``_output_shapes``, ``_class``, ...) and those the caller
 passes as ``implicit`` (the interpreter passes the op's dtype and argument-count
-attributes, ``T``, ``Tidx``, ``N``, ..., which the input values already carry).
+attributes, ``T``, ``Tidx``, ``N``, ..., which the input values already carry). For an op
+that TF does not know (no OpDef), nothing is implicit: declare its dtype attributes too.
 """
 
 from __future__ import annotations
 
-import dataclasses
 from typing import TYPE_CHECKING, Any, Callable, Container, Iterable, Mapping, Protocol
 
-from jaxhub.host.registry import Registry
+from jaxhub.host.registry import ANY as ANY
+from jaxhub.host.registry import AttrSpec, Registry
 
 if TYPE_CHECKING:
     from converters.from_tf.values import Context
@@ -74,28 +75,10 @@ class Node(Protocol):
 
 OpImpl = Callable[..., Any]
 
-#: In an ``attrs`` mapping: every value of the attribute is handled.
-ANY = None
+_OPS = Registry("TF op")
 
 
-@dataclasses.dataclass(frozen=True)
-class Op:
-    """A registered op: its implementation and the attributes it declares.
-
-    Attributes:
-      impl: ``impl(node, *inputs)``.
-      attrs: attribute name -> the values handled (a tuple), or :data:`ANY`.
-    """
-
-    impl: OpImpl
-    attrs: Mapping[str, tuple | None]
-
-
-_OPS: Registry[Op] = Registry("TF op")
-
-
-def register(*op_names: str, attrs: Iterable[str] | Mapping[str, Any] = ()
-             ) -> Callable[[OpImpl], OpImpl]:
+def register(*op_names: str, attrs: AttrSpec = ()) -> Callable[[OpImpl], OpImpl]:
     """Registers the decorated function as the implementation of ``op_names``.
 
     Args:
@@ -106,25 +89,12 @@ def register(*op_names: str, attrs: Iterable[str] | Mapping[str, Any] = ()
     Raises:
       ValueError: an op of that name is registered already.
     """
-    if isinstance(attrs, str):
-        attrs = (attrs,)
-    declared = dict(attrs) if isinstance(attrs, Mapping) else dict.fromkeys(attrs, ANY)
-    declared = {name: values if values is ANY else tuple(values)
-                for name, values in declared.items()}
-
-    def decorate(impl: OpImpl) -> OpImpl:
-        entry = Op(impl, declared)
-        for name in op_names:
-            _OPS.add(name, entry)
-        return impl
-
-    return decorate
+    return _OPS.register(*op_names, attrs=attrs)
 
 
 def lookup(op_name: str) -> OpImpl | None:
     """The implementation of ``op_name``, or None when no family registers it."""
-    entry = _OPS.lookup(op_name)
-    return entry.impl if entry is not None else None
+    return _OPS.lookup(op_name)
 
 
 def declared_attrs(op_name: str) -> Mapping[str, tuple | None]:
@@ -133,10 +103,7 @@ def declared_attrs(op_name: str) -> Mapping[str, tuple | None]:
     Raises:
       KeyError: ``op_name`` is not registered.
     """
-    entry = _OPS.lookup(op_name)
-    if entry is None:
-        raise KeyError(f"TF op {op_name!r} is not registered")
-    return entry.attrs
+    return _OPS.declared_attrs(op_name)
 
 
 def registered_ops() -> list[str]:
@@ -148,27 +115,6 @@ def attr_violations(node: Node, present: Iterable[str], implicit: Container[str]
                     ) -> list[str]:
     """What is wrong with the attributes of ``node``, whose op is registered.
 
-    Args:
-      node: the node (its values are read through ``node.attr``).
-      present: the names of the attributes the node carries.
-      implicit: names accepted without a declaration (the op's dtype attributes).
-
-    Returns:
-      One line per attribute the op's implementation would ignore: undeclared ones, and
-      declared ones whose value (set, or the op's default) is not among those handled.
+    See :meth:`jaxhub.host.registry.Registry.attr_problems`.
     """
-    declared = declared_attrs(node.op)
-    problems = [f"attribute {name!r} is unknown to the implementation"
-                for name in sorted(present)
-                if not name.startswith("_") and name not in declared and name not in implicit]
-    for name, handled in sorted(declared.items()):
-        if handled is not ANY and node.has_attr(name):
-            value = node.attr(name)
-            if not any(_same(value, h) for h in handled):
-                problems.append(f"attribute {name!r} = {value!r} is not supported "
-                                f"(supported: {', '.join(map(repr, handled))})")
-    return problems
-
-
-def _same(value: Any, handled: Any) -> bool:
-    return type(value) is type(handled) and value == handled
+    return _OPS.attr_problems(node, present, implicit)
