@@ -137,7 +137,8 @@ def train(model: Classifier, data, val, steps: int, learning_rate: float, desc: 
         return {"val_loss": float(evaluate(model, *val)[0])}
 
     progress = tqdm(zip(range(1, steps + 1), batches(data, batch_size, seed=steps)),
-                    total=steps, desc=desc, unit="step")
+                    total=steps, desc=desc, unit="step",
+                    disable=None)  # None: a bar only when stderr is a terminal
     for step, (x, y) in progress:
         model.train()
         history.train.append(float(train_step(model, optimizer, x, y)))

@@ -76,6 +76,8 @@ class Node(Protocol):
 OpImpl = Callable[..., Any]
 
 _OPS = Registry("TF op")
+#: Ops that no implementation can support, by name: why, and what the user can do.
+_REFUSED: dict[str, str] = {}
 
 
 def register(*op_names: str, attrs: AttrSpec = ()) -> Callable[[OpImpl], OpImpl]:
@@ -90,6 +92,22 @@ def register(*op_names: str, attrs: AttrSpec = ()) -> Callable[[OpImpl], OpImpl]
       ValueError: an op of that name is registered already.
     """
     return _OPS.register(*op_names, attrs=attrs)
+
+
+def refuse(*op_names: str, reason: str) -> None:
+    """Marks ``op_names`` as ops no implementation can support, with ``reason``.
+
+    Running such a node raises ``UnsupportedOpsError`` with ``reason``, which should say
+    what the user can do instead (registering an implementation is no help for them).
+    Refused ops are not among :func:`registered_ops`.
+    """
+
+    def refused(node, *inputs):
+        from converters.from_tf.interpreter import UnsupportedOpsError  # imports the ops
+        raise UnsupportedOpsError(f"TF node {node.name!r} ({node.op}): {_REFUSED[node.op]}")
+
+    register(*op_names)(refused)
+    _REFUSED.update(dict.fromkeys(op_names, reason))
 
 
 def lookup(op_name: str) -> OpImpl | None:
@@ -107,14 +125,17 @@ def declared_attrs(op_name: str) -> Mapping[str, tuple | None]:
 
 
 def registered_ops() -> list[str]:
-    """Every registered op name, sorted."""
-    return _OPS.names()
+    """Every registered op name, sorted (refused ones left out)."""
+    return sorted(set(_OPS.names()) - set(_REFUSED))
 
 
 def attr_violations(node: Node, present: Iterable[str], implicit: Container[str] = ()
                     ) -> list[str]:
     """What is wrong with the attributes of ``node``, whose op is registered.
 
-    See :meth:`jaxhub.host.registry.Registry.attr_problems`.
+    See :meth:`jaxhub.host.registry.Registry.attr_problems`. Nothing, for a refused op:
+    its node fails with the reason, whatever its attributes.
     """
+    if node.op in _REFUSED:
+        return []
     return _OPS.attr_problems(node, present, implicit)
