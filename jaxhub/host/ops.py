@@ -14,13 +14,13 @@ array from values check it against the node's limits before allocating.
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from typing import Any, Callable, Container, Iterable, Mapping
 
 import numpy as np
 import re2
 
 from jaxhub.host.limits import check_elements
-from jaxhub.host.registry import ANY, AttrSpec, Registry
+from jaxhub.host.registry import ANY, AttrNode, AttrSpec, Registry
 
 HostOp = Callable[..., Any]
 _OPS = Registry("host op")
@@ -46,12 +46,13 @@ def register(*names: str, attrs: AttrSpec = ()) -> Callable[[HostOp], HostOp]:
     return _OPS.register(*names, attrs=attrs)
 
 
-def declared_attrs(name: str):
+def declared_attrs(name: str) -> Mapping[str, tuple | None]:
     """The attributes host op ``name`` declares: name -> handled values or :data:`ANY`."""
     return _OPS.declared_attrs(name)
 
 
-def attr_problems(node, present, implicit=()) -> list[str]:
+def attr_problems(node: AttrNode, present: Iterable[str],
+                  implicit: Container[str] = ()) -> list[str]:
     """What is wrong with the attributes of ``node`` (see :meth:`Registry.attr_problems`)."""
     return _OPS.attr_problems(node, present, implicit)
 
