@@ -96,6 +96,28 @@ class Node:
         return key in self.attrs or _default_attr(self.op, key) is not None
 
 
+def implicit_attrs(op: str) -> frozenset[str]:
+    """The attributes of TF op ``op`` that only describe its arguments.
+
+    Those are the OpDef's ``type``/``list(type)`` attributes (``T``, ``Tidx``, ``DstT``;
+    the values carry their dtypes) and the counts of its list arguments (``N``): an op
+    implementation need not declare them. Empty for an op TF does not know.
+    """
+    op_def = op_defs.get(op)
+    if op_def is None:
+        return frozenset()
+    if id(op_def) not in _IMPLICIT:  # the entry keeps op_def alive, so its id stays its own
+        args = list(op_def.input_arg) + list(op_def.output_arg)
+        counts = {a.number_attr for a in args} | {a.type_list_attr for a in args}
+        _IMPLICIT[id(op_def)] = (op_def, frozenset(
+            a.name for a in op_def.attr
+            if a.type in ("type", "list(type)") or a.name in counts))
+    return _IMPLICIT[id(op_def)][1]
+
+
+_IMPLICIT: dict[int, tuple[Any, frozenset[str]]] = {}
+
+
 def _default_attr(op: str, key: str) -> AttrValue | None:
     op_def = op_defs.get(op)
     for attr in op_def.attr if op_def is not None else ():
