@@ -11,7 +11,8 @@ whose converter reads through TensorFlow:
 
 * ``import``: importing the converter in a fresh process (TensorFlow's import, if any);
 * ``load``: ``load_*_module(path)`` in that process: parsing, reading the checkpoint,
-  building the functions (tracing and export come later and are the same for both);
+  then tracing and exporting every function with JAX (that part, most of the time, is
+  the same work for both readers);
 * ``read ms`` / ``TF ms``: only parsing ``saved_model.pb`` and reading every checkpoint tensor, in
   this process, with jaxhub's reader and with TF's (``saved_model_pb2`` and
   ``tf.train.load_checkpoint``), best of 3.
