@@ -196,6 +196,15 @@ def _self_adjoint_eig(node, x):
     return [w, v if node.attr("compute_v", True) else jnp.zeros((0,), x.dtype)]
 
 
+# JAX computes general eigendecompositions on the CPU only, as TF's kernel does.
+@register("Eig", attrs=("compute_v",))
+def _eig(node, x):
+    dtype = node.attr("Tout")
+    w, v = jnp.linalg.eig(as_jax(x))
+    v = v.astype(dtype) if node.attr("compute_v", True) else jnp.zeros((0,), dtype)
+    return [w.astype(dtype), v]
+
+
 @register("MatrixBandPart")
 def _matrix_band_part(node, x, num_lower, num_upper):
     x = as_jax(x)

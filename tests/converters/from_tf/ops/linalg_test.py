@@ -73,6 +73,9 @@ CASES = [
     Case("Svd", lambda x: tf.abs(tf.linalg.svd(x)[1]), (((4, 3),),), name="Svd-uv",
          grad=False, **_TOL),
     Case("SelfAdjointEigV2", lambda x: tf.linalg.eigvalsh(x), _SQUARE, sample=spd, **_TOL),
+    # Eigenvalues in ascending order (the kernel's order is its own); real for SPD inputs.
+    Case("Eig", lambda x: tf.sort(tf.math.real(tf.linalg.eigvals(x)), axis=-1), _SQUARE,
+         sample=spd, grad=False, **_TOL),
     Case("SelfAdjointEigV2", lambda x: tf.abs(tf.linalg.eigh(x)[1]), _SQUARE, sample=spd,
          name="Eigh-vectors", grad=False, **_TOL),
     Case("MatrixBandPart", lambda x: tf.linalg.band_part(x, 1, 0), _SQUARE),
