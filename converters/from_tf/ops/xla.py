@@ -1,4 +1,6 @@
-"""``XlaCallModule``: the StableHLO that ``jax2tf`` (native serialization) puts in a graph.
+"""XLA's ops in TF graphs: ``XlaCallModule`` and the ``tf2xla`` ops (``XlaDot``, ...).
+
+``XlaCallModule`` is the StableHLO that ``jax2tf`` (native serialization) puts in a graph.
 
 The serialized module is wrapped as a :class:`jax.export.Exported` and called, so JAX
 inlines the very computation that was exported; nothing is re-derived from TF ops.
@@ -17,6 +19,8 @@ from __future__ import annotations
 from typing import Iterable
 
 import jax
+import jax.numpy as jnp
+import numpy as np
 from jax import export as jax_export
 
 from converters.from_tf.ops.registry import register
@@ -89,3 +93,137 @@ def _output_shape(shape, in_avals) -> tuple:
 def platform_names(platforms: Iterable[str]) -> list[str]:
     """TF's platform names (``"CPU"``) as JAX's (``"cpu"``)."""
     return [p.lower() for p in platforms]
+
+
+# -- XLA's own ops (``tf2xla``): what ``jit_compile`` graphs and XLA-aware libraries hold --
+#
+# Their attributes ``dimension_numbers`` and ``precision_config`` are serialized XLA
+# protos; the few integer fields read here are decoded from the protobuf wire format, so
+# conversion needs neither TensorFlow nor XLA's Python protos.
+
+
+def _varint(data: bytes, at: int) -> tuple[int, int]:
+    value = shift = 0
+    while True:
+        byte = data[at]
+        value |= (byte & 0x7F) << shift
+        at, shift = at + 1, shift + 7
+        if byte < 0x80:
+            return value, at
+
+
+def proto_ints(data: str | bytes) -> dict[int, list[int]]:
+    """The integer fields of a serialized proto: field number -> values, in order.
+
+    Reads varint fields and packed repeated varints, the only kinds dimension-number
+    protos have; other wire types are skipped.
+    """
+    if isinstance(data, str):
+        data = data.encode("utf-8", "surrogateescape")
+    fields: dict[int, list[int]] = {}
+    at = 0
+    while at < len(data):
+        key, at = _varint(data, at)
+        number, wire = key >> 3, key & 7
+        if wire == 0:
+            value, at = _varint(data, at)
+            fields.setdefault(number, []).append(value)
+        elif wire == 2:
+            size, at = _varint(data, at)
+            end, packed = at + size, fields.setdefault(number, [])
+            while at < end:
+                value, at = _varint(data, at)
+                packed.append(value)
+        elif wire in (1, 5):
+            at += 8 if wire == 1 else 4
+        else:
+            raise ValueError(f"unsupported protobuf wire type {wire} in an XLA attribute")
+    return fields
+
+
+def _dims(fields: dict[int, list[int]], number: int) -> tuple[int, ...]:
+    return tuple(fields.get(number, ()))
+
+
+def _dim(fields: dict[int, list[int]], number: int) -> int:
+    return fields.get(number, [0])[-1]
+
+
+def _ints(value) -> list[int]:
+    return [int(v) for v in np.asarray(value).reshape(-1)]
+
+
+#: ``precision_config`` asks for a precision of the products; XLA:CPU computes float32
+#: products in full precision whatever it says.
+_DOT_ATTRS = ("dimension_numbers", "precision_config")
+
+
+@register("XlaDot", "XlaDotV2", attrs=(*_DOT_ATTRS, "preferred_element_type"))
+def _xla_dot(node, lhs, rhs):
+    f = proto_ints(node.attr("dimension_numbers"))
+    numbers = ((_dims(f, 1), _dims(f, 2)), (_dims(f, 3), _dims(f, 4)))
+    dtype = node.attr("preferred_element_type", None)
+    return jax.lax.dot_general(as_jax(lhs), as_jax(rhs), numbers, preferred_element_type=dtype)
+
+
+@register("XlaConv", "XlaConvV2",
+          attrs=(*_DOT_ATTRS, "preferred_element_type", "batch_group_count"))
+def _xla_conv(node, lhs, rhs, strides, padding, lhs_dilation, rhs_dilation, groups):
+    f = proto_ints(node.attr("dimension_numbers"))
+    numbers = jax.lax.ConvDimensionNumbers(
+        lhs_spec=(_dim(f, 7), _dim(f, 8)) + _dims(f, 11),
+        rhs_spec=(_dim(f, 4), _dim(f, 3)) + _dims(f, 6),
+        out_spec=(_dim(f, 9), _dim(f, 10)) + _dims(f, 12))
+    pads = [tuple(p) for p in np.asarray(padding).reshape(-1, 2).astype(int).tolist()]
+    return jax.lax.conv_general_dilated(
+        as_jax(lhs), as_jax(rhs), _ints(strides), pads, _ints(lhs_dilation),
+        _ints(rhs_dilation), numbers, feature_group_count=int(np.asarray(groups)),
+        batch_group_count=node.attr("batch_group_count", 1),
+        preferred_element_type=node.attr("preferred_element_type", None))
+
+
+@register("XlaGather", attrs=("dimension_numbers", "indices_are_sorted"))
+def _xla_gather(node, operand, start_indices, slice_sizes):
+    f = proto_ints(node.attr("dimension_numbers"))
+    numbers = jax.lax.GatherDimensionNumbers(
+        offset_dims=_dims(f, 1), collapsed_slice_dims=_dims(f, 2), start_index_map=_dims(f, 3),
+        operand_batching_dims=_dims(f, 5), start_indices_batching_dims=_dims(f, 6))
+    indices = jnp.moveaxis(as_jax(start_indices), _dim(f, 4), -1) if _dim(f, 4) < np.ndim(
+        start_indices) else as_jax(start_indices)[..., None]
+    return jax.lax.gather(as_jax(operand), indices, numbers, tuple(_ints(slice_sizes)),
+                          indices_are_sorted=node.attr("indices_are_sorted", False),
+                          mode=jax.lax.GatherScatterMode.CLIP)
+
+
+@register("XlaDynamicSlice")
+def _xla_dynamic_slice(node, x, start_indices, size_indices):
+    return jax.lax.dynamic_slice(as_jax(x), list(as_jax(start_indices)), _ints(size_indices))
+
+
+@register("XlaDynamicUpdateSlice")
+def _xla_dynamic_update_slice(node, x, update, indices):
+    return jax.lax.dynamic_update_slice(as_jax(x), as_jax(update), list(as_jax(indices)))
+
+
+@register("XlaPad")
+def _xla_pad(node, x, value, low, high, interior):
+    config = list(zip(_ints(low), _ints(high), _ints(interior)))
+    x = as_jax(x)
+    return jax.lax.pad(x, as_jax(value).astype(x.dtype), config)
+
+
+@register("XlaReducePrecision", attrs=("exponent_bits", "mantissa_bits"))
+def _xla_reduce_precision(node, x):
+    return jax.lax.reduce_precision(as_jax(x), node.attr("exponent_bits"),
+                                    node.attr("mantissa_bits"))
+
+
+# Sharding annotations and barriers change no value on one device.
+@register("XlaSharding", attrs=("sharding", "unspecified_dims"))
+def _xla_sharding(node, x):
+    return x
+
+
+@register("XlaOptimizationBarrier")
+def _xla_optimization_barrier(node, *xs):
+    return list(jax.lax.optimization_barrier(tuple(as_jax(x) for x in xs)))

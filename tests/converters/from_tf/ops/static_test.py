@@ -16,12 +16,13 @@ from converters.from_tf.ops import registry
 from converters.from_tf.values import is_static
 from tests.converters.from_tf.ops import (activation_test, array_test, conv_test,
                                           elementwise_test, image_test, linalg_test,
-                                          losses_test, normalization_test, reduction_test)
+                                          losses_test, normalization_test, reduction_test,
+                                          xla_test)
 from tests.converters.from_tf.ops._conformance import convert
 
 _CASES = [case for module in (activation_test, array_test, conv_test, elementwise_test,
                               image_test, linalg_test, losses_test, normalization_test,
-                              reduction_test)
+                              reduction_test, xla_test)
           for case in module.CASES if not case.xfail]
 
 _STATEFUL_RANDOM = "draws from the caller's RNG key, a traced value"
