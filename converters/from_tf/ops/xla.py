@@ -227,3 +227,32 @@ def _xla_sharding(node, x):
 @register("XlaOptimizationBarrier")
 def _xla_optimization_barrier(node, *xs):
     return list(jax.lax.optimization_barrier(tuple(as_jax(x) for x in xs)))
+
+
+def _computation(node, attr: str):
+    """The TF function ``attr`` names, as ``f(*scalars) -> tuple`` for a ``lax`` reducer."""
+    def run(*args):
+        outputs = node.ctx.interpreter.call(node.attr(attr), list(args), node.ctx.fork())
+        return tuple(as_jax(o) for o in outputs)
+    return run
+
+
+@register("XlaReduceWindow", attrs=("computation",))
+def _xla_reduce_window(node, x, init, window, strides, base_dilations, window_dilations,
+                       padding):
+    reducer = _computation(node, "computation")
+    pads = [tuple(p) for p in np.asarray(padding).reshape(-1, 2).astype(int).tolist()]
+    return jax.lax.reduce_window(
+        as_jax(x), as_jax(init), lambda a, b: reducer(a, b)[0], tuple(_ints(window)),
+        tuple(_ints(strides)), pads, tuple(_ints(base_dilations)),
+        tuple(_ints(window_dilations)))
+
+
+@register("XlaVariadicReduceV2", attrs=("dimensions_to_reduce", "reducer"))
+def _xla_variadic_reduce(node, *args):
+    n = len(args) // 2
+    reducer = _computation(node, "reducer")
+    out = jax.lax.reduce([as_jax(a) for a in args[:n]], [as_jax(a) for a in args[n:]],
+                         lambda xs, ys: list(reducer(*xs, *ys)),
+                         tuple(node.attr("dimensions_to_reduce")))
+    return list(out)

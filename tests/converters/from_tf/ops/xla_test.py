@@ -87,6 +87,26 @@ CASES = [
 ]
 
 
+@tf.function(autograph=False)
+def _max(a, b):
+    return tf.maximum(a, b)
+
+
+@tf.function(autograph=False)
+def _sum_and_max(x, y, a, b):
+    return x + a, tf.maximum(y, b)
+
+
+CASES += [
+    _no_tf_grad("XlaReduceWindow", _compiled(lambda x: xla.reduce_window(
+        x, -1e9, _max.get_concrete_function(tf.TensorSpec([]), tf.TensorSpec([])),
+        [2, 2], [1, 2], padding=[(0, 1), (1, 0)])), (((4, 5),),)),
+    _no_tf_grad("XlaVariadicReduceV2", _compiled(lambda x, y: xla.variadic_reduce(
+        [x, y], [0.0, -1e9], [1], _sum_and_max.get_concrete_function(
+            *[tf.TensorSpec([])] * 4))), (((3, 4), (3, 4)),)),
+]
+
+
 @pytest.mark.parametrize("case,shapes,dtypes", params(CASES))
 def test_matches_tensorflow(case, shapes, dtypes):
     check(case, shapes, dtypes)
@@ -96,3 +116,4 @@ def test_dimension_numbers_are_read_without_tensorflow():
     numbers = _dot_numbers([2, 3], [1], [0], [0])
     numbers.lhs_batch_dimensions.append(300)  # multi-byte varints
     assert proto_ints(numbers.SerializeToString()) == {1: [2, 3], 2: [1], 3: [0, 300], 4: [0]}
+
