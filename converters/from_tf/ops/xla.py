@@ -16,7 +16,7 @@ ran on) can only be re-exported for those (the SavedModel reader checks).
 
 from __future__ import annotations
 
-from typing import Iterable
+from typing import Callable, Iterable
 
 import jax
 import jax.numpy as jnp
@@ -182,14 +182,24 @@ def _xla_conv(node, lhs, rhs, strides, padding, lhs_dilation, rhs_dilation, grou
         preferred_element_type=node.attr("preferred_element_type", None))
 
 
+def _index_vectors_last(indices, index_vector_dim: int) -> jax.Array:
+    """``indices`` with its index vectors on the last axis, where ``lax`` wants them.
+
+    XLA lets ``index_vector_dim`` name any axis, or the rank (scalar indices).
+    """
+    indices = as_jax(indices)
+    if index_vector_dim == indices.ndim:
+        return indices[..., None]
+    return jnp.moveaxis(indices, index_vector_dim, -1)
+
+
 @register("XlaGather", attrs=("dimension_numbers", "indices_are_sorted"))
 def _xla_gather(node, operand, start_indices, slice_sizes):
     f = proto_ints(node.attr("dimension_numbers"))
     numbers = jax.lax.GatherDimensionNumbers(
         offset_dims=_dims(f, 1), collapsed_slice_dims=_dims(f, 2), start_index_map=_dims(f, 3),
         operand_batching_dims=_dims(f, 5), start_indices_batching_dims=_dims(f, 6))
-    indices = jnp.moveaxis(as_jax(start_indices), _dim(f, 4), -1) if _dim(f, 4) < np.ndim(
-        start_indices) else as_jax(start_indices)[..., None]
+    indices = _index_vectors_last(start_indices, _dim(f, 4))
     return jax.lax.gather(as_jax(operand), indices, numbers, tuple(_ints(slice_sizes)),
                           indices_are_sorted=node.attr("indices_are_sorted", False),
                           mode=jax.lax.GatherScatterMode.CLIP)
@@ -256,3 +266,43 @@ def _xla_variadic_reduce(node, *args):
                          lambda xs, ys: list(reducer(*xs, *ys)),
                          tuple(node.attr("dimensions_to_reduce")))
     return list(out)
+
+
+#: The ``lax`` scatter for each update computation made of one primitive.
+_SCATTERS = {"add": jax.lax.scatter_add, "mul": jax.lax.scatter_mul,
+             "max": jax.lax.scatter_max, "min": jax.lax.scatter_min}
+
+
+def _scatter_kind(node, dtype) -> Callable:
+    """The ``lax`` scatter doing what ``update_computation`` does to (old, update).
+
+    ``lax`` has no scatter with an arbitrary combiner: the computation is traced on
+    scalars and recognized (keep the update: a plain scatter; one add/mul/max/min).
+    """
+    computation = _computation(node, "update_computation")
+    scalar = jax.ShapeDtypeStruct((), dtype)
+    jaxpr = jax.make_jaxpr(lambda a, b: computation(a, b)[0])(scalar, scalar).jaxpr
+    old, update = jaxpr.invars
+    if not jaxpr.eqns and jaxpr.outvars[0] is update:
+        return jax.lax.scatter
+    if (len(jaxpr.eqns) == 1 and jaxpr.eqns[0].primitive.name in _SCATTERS
+            and set(jaxpr.eqns[0].invars) == {old, update}):
+        return _SCATTERS[jaxpr.eqns[0].primitive.name]
+    raise NotImplementedError(
+        f"XlaScatter with an update computation other than replace, add, mul, max or min "
+        f"({[e.primitive.name for e in jaxpr.eqns]})")
+
+
+@register("XlaScatter", attrs=("update_computation", "dimension_numbers",
+                               "indices_are_sorted"))
+def _xla_scatter(node, operand, indices, updates):
+    f = proto_ints(node.attr("dimension_numbers"))
+    numbers = jax.lax.ScatterDimensionNumbers(
+        update_window_dims=_dims(f, 1), inserted_window_dims=_dims(f, 2),
+        scatter_dims_to_operand_dims=_dims(f, 3), operand_batching_dims=_dims(f, 5),
+        scatter_indices_batching_dims=_dims(f, 6))
+    operand = as_jax(operand)
+    scatter = _scatter_kind(node, operand.dtype)
+    return scatter(operand, _index_vectors_last(indices, _dim(f, 4)), as_jax(updates),
+                   numbers, indices_are_sorted=node.attr("indices_are_sorted", False),
+                   mode=jax.lax.GatherScatterMode.CLIP)

@@ -97,7 +97,25 @@ def _sum_and_max(x, y, a, b):
     return x + a, tf.maximum(y, b)
 
 
+@tf.function(autograph=False)
+def _add(a, b):
+    return a + b
+
+
+def _scatter_rows():
+    """Rows added into a matrix, one per index (``tf.tensor_scatter_nd_add`` on rows)."""
+    numbers = xla_data_pb2.ScatterDimensionNumbers(index_vector_dim=1)
+    numbers.update_window_dims.append(1)
+    numbers.inserted_window_dims.append(0)
+    numbers.scatter_dims_to_operand_dims.append(0)
+    return numbers
+
+
 CASES += [
+    _no_tf_grad("XlaScatter", _compiled(lambda x, i, u: xla.scatter(
+        x, i[:, None], u, _add.get_concrete_function(tf.TensorSpec([]), tf.TensorSpec([])),
+        _scatter_rows())), (((4, 3), (5,), (5, 3)),), dtypes=(("float32", "int32", "float32"),),
+        sample=(normal, integers(0, 4), normal), batched=False),
     _no_tf_grad("XlaReduceWindow", _compiled(lambda x: xla.reduce_window(
         x, -1e9, _max.get_concrete_function(tf.TensorSpec([]), tf.TensorSpec([])),
         [2, 2], [1, 2], padding=[(0, 1), (1, 0)])), (((4, 5),),)),
