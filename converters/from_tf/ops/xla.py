@@ -273,15 +273,20 @@ _SCATTERS = {"add": jax.lax.scatter_add, "mul": jax.lax.scatter_mul,
              "max": jax.lax.scatter_max, "min": jax.lax.scatter_min}
 
 
+def _traced_computation(node, attr: str, dtypes) -> jax.core.Jaxpr:
+    """The jaxpr of the TF function ``attr`` on scalars of ``dtypes``."""
+    computation = _computation(node, attr)
+    scalars = [jax.ShapeDtypeStruct((), d) for d in dtypes]
+    return jax.make_jaxpr(lambda *xs: computation(*xs)[0])(*scalars).jaxpr
+
+
 def _scatter_kind(node, dtype) -> Callable:
     """The ``lax`` scatter doing what ``update_computation`` does to (old, update).
 
     ``lax`` has no scatter with an arbitrary combiner: the computation is traced on
     scalars and recognized (keep the update: a plain scatter; one add/mul/max/min).
     """
-    computation = _computation(node, "update_computation")
-    scalar = jax.ShapeDtypeStruct((), dtype)
-    jaxpr = jax.make_jaxpr(lambda a, b: computation(a, b)[0])(scalar, scalar).jaxpr
+    jaxpr = _traced_computation(node, "update_computation", (dtype, dtype))
     old, update = jaxpr.invars
     if not jaxpr.eqns and jaxpr.outvars[0] is update:
         return jax.lax.scatter
@@ -306,3 +311,27 @@ def _xla_scatter(node, operand, indices, updates):
     return scatter(operand, _index_vectors_last(indices, _dim(f, 4)), as_jax(updates),
                    numbers, indices_are_sorted=node.attr("indices_are_sorted", False),
                    mode=jax.lax.GatherScatterMode.CLIP)
+
+
+@register("XlaVariadicSort", attrs=("comparator", "is_stable"))
+def _xla_variadic_sort(node, *args):
+    """Operands sorted together along ``dimension`` by the order of the first.
+
+    ``lax.sort`` has no arbitrary comparator: the comparator is traced on scalars
+    ``(lhs0, rhs0, lhs1, rhs1, ...)`` and must be one ``lt``/``gt`` of the first pair.
+    """
+    operands, dimension = [as_jax(a) for a in args[:-1]], int(np.asarray(args[-1]))
+    jaxpr = _traced_computation(node, "comparator",
+                                [o.dtype for o in operands for _ in range(2)])
+    lhs, rhs = jaxpr.invars[:2]
+    (eqn,) = jaxpr.eqns if len(jaxpr.eqns) == 1 else (None,)
+    if eqn is None or eqn.primitive.name not in ("lt", "gt") or eqn.invars != [lhs, rhs]:
+        raise NotImplementedError(
+            "XlaVariadicSort with a comparator other than lhs0 < rhs0 or lhs0 > rhs0")
+    descending = eqn.primitive.name == "gt"
+    key = operands[0]
+    if descending:  # an order-reversing map of the key: sort it ascending
+        key = -key if jnp.issubdtype(key.dtype, jnp.inexact) else ~key
+    out = jax.lax.sort([key] + operands, dimension=dimension,
+                       is_stable=node.attr("is_stable", False), num_keys=1)
+    return list(out[1:])

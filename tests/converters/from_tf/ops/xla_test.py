@@ -12,7 +12,8 @@ from tensorflow.compiler.tf2xla.python import xla
 from tensorflow.compiler.xla import xla_data_pb2
 
 from converters.from_tf.ops.xla import proto_ints
-from tests.converters.from_tf.ops._conformance import Case, check, integers, normal, params
+from tests.converters.from_tf.ops._conformance import (Case, check, distinct, integers,
+                                                       normal, params)
 
 
 def _compiled(fn):
@@ -111,7 +112,15 @@ def _scatter_rows():
     return numbers
 
 
+@tf.function(autograph=False)
+def _greater(a, b, unused_a, unused_b):
+    return a > b
+
+
 CASES += [
+    _no_tf_grad("XlaVariadicSort", _compiled(lambda x, y: xla.variadic_sort(
+        [x, y], 1, _greater.get_concrete_function(*[tf.TensorSpec([])] * 4), True)),
+        (((3, 5), (3, 5)),), sample=distinct),
     _no_tf_grad("XlaScatter", _compiled(lambda x, i, u: xla.scatter(
         x, i[:, None], u, _add.get_concrete_function(tf.TensorSpec([]), tf.TensorSpec([])),
         _scatter_rows())), (((4, 3), (5,), (5, 3)),), dtypes=(("float32", "int32", "float32"),),
