@@ -335,3 +335,36 @@ def _xla_variadic_sort(node, *args):
     out = jax.lax.sort([key] + operands, dimension=dimension,
                        is_stable=node.attr("is_stable", False), num_keys=1)
     return list(out[1:])
+
+
+def _one_primitive(node, attr: str, dtype) -> str | None:
+    """The primitive that the binary TF function ``attr`` is, applied to (lhs, rhs)."""
+    jaxpr = _traced_computation(node, attr, (dtype, dtype))
+    if len(jaxpr.eqns) == 1 and jaxpr.eqns[0].invars == list(jaxpr.invars):
+        return jaxpr.eqns[0].primitive.name
+    return None
+
+
+#: A select of the window's greatest (least) element: the gradient of a max (min) pool.
+_SELECTS = {"ge": (jax.lax.max, -np.inf), "le": (jax.lax.min, np.inf)}
+
+
+@register("XlaSelectAndScatter", attrs=("select", "scatter"))
+def _xla_select_and_scatter(node, x, window, strides, padding, source, init):
+    """``source`` added at each window's selected element, onto ``init``.
+
+    Done as the gradient of a max (min) pool, which is exactly that for a ``>=``
+    (``<=``) select and an add scatter, the only kinds implemented.
+    """
+    x = as_jax(x)
+    select, scatter = _one_primitive(node, "select", x.dtype), _one_primitive(
+        node, "scatter", x.dtype)
+    if select not in _SELECTS or scatter != "add":
+        raise NotImplementedError(
+            "XlaSelectAndScatter other than a >= or <= select with an add scatter")
+    reduce, identity = _SELECTS[select]
+    pads = [tuple(p) for p in np.asarray(padding).reshape(-1, 2).astype(int).tolist()]
+    pool = lambda v: jax.lax.reduce_window(v, np.asarray(identity, x.dtype), reduce,
+                                           tuple(_ints(window)), tuple(_ints(strides)), pads)
+    _, vjp = jax.vjp(pool, x)
+    return vjp(as_jax(source).astype(x.dtype))[0] + as_jax(init).astype(x.dtype)

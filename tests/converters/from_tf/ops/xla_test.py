@@ -117,7 +117,18 @@ def _greater(a, b, unused_a, unused_b):
     return a > b
 
 
+@tf.function(autograph=False)
+def _at_least(a, b):
+    return a >= b
+
+
+_SCALARS = (tf.TensorSpec([]), tf.TensorSpec([]))
+
 CASES += [
+    _no_tf_grad("XlaSelectAndScatter", _compiled(lambda x, s: xla.select_and_scatter(
+        x, [2, 2], [2, 1], [[0, 0], [1, 0]], s, 0.5, _at_least.get_concrete_function(*_SCALARS),
+        _add.get_concrete_function(*_SCALARS))), (((4, 5), (2, 5)),), sample=distinct,
+        batched=False),
     _no_tf_grad("XlaVariadicSort", _compiled(lambda x, y: xla.variadic_sort(
         [x, y], 1, _greater.get_concrete_function(*[tf.TensorSpec([])] * 4), True)),
         (((3, 5), (3, 5)),), sample=distinct),
