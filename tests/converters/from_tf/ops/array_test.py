@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from tests.converters.from_tf.ops._conformance import (Case, check, distinct, integers,
-                                                       normal, params)
+from tests.converters.from_tf.ops._conformance import (Case, check, convert, distinct,
+                                                       integers, normal, params)
 
 _IDX = "int32"
 
@@ -200,3 +200,17 @@ def test_strided_slices_of_a_symbolic_batch_are_slices_not_gathers():
     assert not primitives & {"gather", "scatter", "scatter-add", "scatter_add"}, primitives
     x = np.random.default_rng(0).standard_normal((2, 5, 3, 6)).astype(np.float32)
     np.testing.assert_array_equal(converted(jnp.asarray(x)), concrete(tf.constant(x)))
+
+
+def test_an_assert_false_on_constants_fails_naming_the_node():
+    def checked(x):
+        tf.raw_ops.Assert(condition=tf.equal(tf.shape(x)[-1], 4), data=[tf.shape(x)],
+                          name="four_channels")
+        return x * 2.0
+
+    case = Case("Assert", checked)
+    _, converted = convert(case, [(2, 3)], [np.float32])
+    with pytest.raises(Exception, match="four_channels") as error:
+        converted(np.zeros((2, 3), np.float32))
+    assert "condition is false on constant inputs" in str(error.value)
+    assert "[2, 3]" in str(error.value)  # the data TF would print
