@@ -225,6 +225,8 @@ def _gather(node, params, indices, axis):
     batch_dims = node.attr("batch_dims", 0)
     batch_dims += np.ndim(indices) if batch_dims < 0 else 0
     axis = int(np.asarray(axis)) % np.ndim(params)
+    if batch_dims == 0 and is_static(params, indices):  # shapes with symbolic sizes too
+        return np.asarray(np.take(params, indices, axis=axis))
     take = lambda p, i: jnp.take(p, i, axis=axis - batch_dims, mode="clip")
     params, indices = as_jax(params), as_jax(indices)
     for _ in range(batch_dims):

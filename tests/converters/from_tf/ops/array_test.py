@@ -150,6 +150,8 @@ CASES = [
     Case("GatherV2", lambda x, i: tf.gather(x, i, axis=2, batch_dims=1),
          (((3, 2, 5), (3, 4)),), dtypes=(("float32", _IDX),), sample=(normal, integers(0, 5)),
          name="GatherV2-batch_dims"),
+    Case("GatherV2", lambda x: tf.reshape(x, [tf.gather(tf.shape(x), 0), -1]),
+         (((2, 3, 4),),), name="GatherV2-of-a-shape"),  # a symbolic batch stays static
     Case("GatherV2", lambda x, i: tf.gather(x, i, axis=-1, batch_dims=-1),
          (((3, 2, 5), (3, 2, 4)),), dtypes=(("float32", _IDX),),
          sample=(normal, integers(0, 5)), name="GatherV2-batch_dims-negative"),
