@@ -25,7 +25,7 @@ import optax
 from flax import nnx
 
 import jaxhub
-from jaxhub import hub
+from jaxhub._src import hub
 
 
 class Classifier(nnx.Module):
@@ -152,7 +152,7 @@ def export_to_tf(module: jaxhub.Module, workdir: pathlib.Path) -> None:
     step("5. export back to TensorFlow and load with tensorflow_hub")
     os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
     import tensorflow_hub as tf_hub
-    from converters.to_tf import export_saved_model
+    from jaxhub_tf.to_tf import export_saved_model
 
     saved = export_saved_model(module, workdir / "classifier_tf")
     layer = tf_hub.KerasLayer(str(saved), trainable=True)

@@ -1,4 +1,4 @@
-"""jaxhub.exporter.ModuleExporter: periodic exports that load back, latest or best kept."""
+"""jaxhub.ModuleExporter: periodic exports that load back, latest or best kept."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 import jaxhub
-from jaxhub.exporter import RECORD_FILE, ModuleExporter
+from jaxhub._src.exporter import RECORD_FILE, ModuleExporter
 from tests.conftest import mlp
 
 

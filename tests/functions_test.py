@@ -62,7 +62,7 @@ def exported_calls(module, fn, *args) -> list[str | None]:
 
     None stands for an exported function stored in no file of its own (a VJP).
     """
-    names = {id(exp): file for file, exp in module._exported.items()}
+    names = {id(exp): file for file, exp in module.functions.items()}
     return [names.get(id(exp)) for exp in _exported_in(jax.make_jaxpr(fn)(*args).jaxpr)]
 
 
@@ -114,14 +114,14 @@ class TestStoredHalves:
         x_index = len(paths)
         # x @ kernel: its gradient needs both operands, which the caller already holds.
         assert kernels | {x_index} <= set(spec.vjp.saved_inputs)
-        forward = loaded._exported[spec.vjp.forward]
+        forward = loaded.functions[spec.vjp.forward]
         residuals = forward.out_avals[len(spec.signature.outputs):]
         arg_shapes = {str(a.shape) for a in forward.in_avals}
         assert residuals and not {str(r.shape) for r in residuals} & arg_shapes
 
     def test_the_halves_carry_no_vjp_of_their_own(self, mlp_dir, loaded):
         spec = function_spec(loaded, "default")
-        half, whole = loaded._exported[spec.vjp.backward], loaded._exported[spec.file]
+        half, whole = loaded.functions[spec.vjp.backward], loaded.functions[spec.file]
         assert not half.has_vjp()
         assert whole.has_vjp()
 
@@ -204,7 +204,7 @@ class TestModulesWithoutHalves:
 
 
 def test_upgrade_relowers_the_halves(loaded, mlp_dir, tmp_path, x):
-    from jaxhub.format.upgrade import upgrade
+    from jaxhub._src.upgrade import upgrade
     upgraded = upgrade(mlp_dir, tmp_path / "upgraded")
     for name, (module_loss, loss) in LOSSES.items():
         spec = function_spec(upgraded, name)

@@ -10,7 +10,7 @@ import pytest
 from flax import linen, nnx
 
 import jaxhub
-from jaxhub import tree
+from jaxhub._src import tree
 from jaxhub.linen import HubLayer, module_params
 from tests.conftest import double, mlp, mlp_train
 

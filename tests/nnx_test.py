@@ -10,7 +10,7 @@ import pytest
 from flax import nnx
 
 import jaxhub
-from jaxhub import tree
+from jaxhub._src import tree
 from jaxhub.nnx import HubLayer, HubState
 from tests.conftest import double, l2, mlp, mlp_train, not_stats
 

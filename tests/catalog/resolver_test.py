@@ -14,7 +14,7 @@ import pytest
 
 import jaxhub
 from jaxhub import catalog, hub
-from jaxhub.catalog import layout
+from jaxhub._src.catalog import layout
 
 from .conftest import StaticServer
 

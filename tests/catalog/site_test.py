@@ -24,7 +24,7 @@ import pytest
 
 import jaxhub
 from jaxhub import catalog
-from jaxhub.catalog import snippet
+from jaxhub._src.catalog import snippet
 
 _ROOT = pathlib.Path(__file__).resolve().parents[2]
 ARTIFACTS = _ROOT / "test-artifacts"

@@ -15,7 +15,7 @@ FIXTURE_DIRS = sorted(FIXTURES.glob("mlp-format*"))
 
 
 def test_there_is_a_fixture_for_the_current_format():
-    from jaxhub.format.manifest import FORMAT_VERSION
+    from jaxhub._src.storage.manifest import FORMAT_VERSION
     assert FIXTURES / f"mlp-format{FORMAT_VERSION}" in FIXTURE_DIRS
 
 
@@ -38,7 +38,7 @@ def test_fixture_loads_and_matches_the_functions_that_made_it(path, x):
 
 @pytest.mark.parametrize("path", FIXTURE_DIRS, ids=lambda p: p.name)
 def test_upgrade_relowers_functions_and_keeps_results(path, x, tmp_path):
-    from jaxhub.cli import main
+    from jaxhub._src.cli import main
     assert main(["upgrade", str(path), str(tmp_path / "upgraded")]) == 0
     old, new = jaxhub.load(path), jaxhub.load(tmp_path / "upgraded")
     assert new.manifest.origin["upgraded_from"] == dict(old.manifest.written_by)

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 import jaxhub
-from jaxhub.format.manifest import FORMAT_VERSION
+from jaxhub._src.storage.manifest import FORMAT_VERSION
 
 
 @pytest.fixture
@@ -142,8 +142,8 @@ def test_file_names_cannot_leave_the_module(module_copy):
 
 
 def test_relative_path(module_copy, monkeypatch, x):
-    from jaxhub.format import reader
+    from jaxhub._src import loading
     monkeypatch.chdir(module_copy.parent)
-    module = reader.read("copy")
+    module = loading.read("copy")
     assert module.path.is_absolute()
     np.testing.assert_allclose(module(x), jaxhub.load(module_copy)(x))

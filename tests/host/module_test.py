@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 import jaxhub
-from jaxhub.host import ATTACHMENT_KEY, HostStage
+from jaxhub._src.host import ATTACHMENT_KEY, HostStage
 
 PROGRAM = {
     "inputs": {"default": {"dtype": "string", "shape": [None]}},

@@ -11,7 +11,7 @@ import tarfile
 
 import pytest
 
-from jaxhub import hub
+from jaxhub._src import hub
 
 from .helpers import entries, file_info, staging, tar_bytes
 from .server import Route
@@ -107,7 +107,7 @@ import os, subprocess, sys
 cache, archive = sys.argv[1:3]
 subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4m,nr_inodes=12", "tmpfs", cache],
                check=True)
-from jaxhub import hub
+from jaxhub._src import hub
 try:
     hub.resolve(archive, cache_dir=cache)
 except hub.HubError as e:

@@ -10,8 +10,8 @@ import sys
 
 import pytest
 
-from jaxhub import hub
-from jaxhub.cli import main
+from jaxhub._src import hub
+from jaxhub._src.cli import main
 
 from .helpers import make_module_dir, tree_digest
 

@@ -12,8 +12,8 @@ import time
 
 import pytest
 
-from jaxhub import hub
-from jaxhub.hub.cache import Cache, entry_key
+from jaxhub._src import hub
+from jaxhub._src.hub.cache import Cache, entry_key
 
 from .helpers import entries, make_module_dir, packed, staging, tree_digest
 from .server import Route
@@ -24,7 +24,7 @@ _ROOT = pathlib.Path(__file__).resolve().parents[2]
 # resolves and prints the path it got.
 _LOADER = """
 import pathlib, sys, time
-from jaxhub import hub
+from jaxhub._src import hub
 url, cache, ready, go = sys.argv[1:5]
 pathlib.Path(ready).touch()
 while not pathlib.Path(go).exists():
@@ -132,7 +132,7 @@ def test_waiting_for_a_live_download_is_announced(published, cache, caplog):
     holder.start()
     holding.wait(timeout=30)
     threading.Timer(2.5, release.set).start()
-    with caplog.at_level("WARNING", logger="jaxhub.hub.cache"):
+    with caplog.at_level("WARNING", logger="jaxhub._src.hub.cache"):
         path = hub.resolve(url, cache_dir=cache)
     holder.join(timeout=30)
     assert "Waiting for another process" in caplog.text

@@ -9,7 +9,7 @@ import sys
 
 import pytest
 
-from jaxhub import hub
+from jaxhub._src import hub
 
 from .helpers import entries, make_module_dir, packed, staging, tree_digest
 from .server import Route

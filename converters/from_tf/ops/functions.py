@@ -7,7 +7,7 @@ library function's name is called the same way by the interpreter itself.)
 
 from __future__ import annotations
 
-from converters.from_tf.ops.registry import register
+from jaxhub_tf.from_tf.ops.registry import register
 
 
 @register("PartitionedCall", "StatefulPartitionedCall")

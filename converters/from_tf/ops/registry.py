@@ -16,7 +16,7 @@ Values flowing through the interpreter are of two kinds:
 
 Register an op of your own before converting::
 
-    from converters.from_tf.ops import registry
+    from jaxhub_tf.from_tf.ops import registry
 
     @registry.register("MyCustomOp")
     def _my_custom_op(node, x):

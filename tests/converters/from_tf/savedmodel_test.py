@@ -17,7 +17,7 @@ from jax.experimental import jax2tf
 
 import jaxhub
 
-from converters.from_tf import interpreter, savedmodel
+from jaxhub_tf.from_tf import interpreter, savedmodel
 from tests.converters.from_tf import _helpers
 
 

@@ -10,7 +10,7 @@ import sys
 import numpy as np
 import tensorflow_hub as hub
 
-from jaxhub import cli
+from jaxhub._src import cli
 
 REPO_ROOT = pathlib.Path(__file__).resolve().parents[3]
 

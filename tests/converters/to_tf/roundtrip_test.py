@@ -9,10 +9,10 @@ import pytest
 import tensorflow as tf
 import tf_keras
 
-from converters.from_tf.savedmodel import load_saved_model
-from converters.to_tf import export_saved_model
+from jaxhub_tf.from_tf.saved_model import load_saved_model
+from jaxhub_tf.to_tf import export_saved_model
 import jaxhub
-from jaxhub import tree as tree_lib
+from jaxhub._src import tree
 from tests.converters.to_tf.conftest import bn_inputs
 
 
@@ -79,15 +79,15 @@ def test_jaxhub_to_tf_to_jaxhub_keeps_outputs_and_gradients(mlp_saved_model, mlp
         for key in want:
             np.testing.assert_allclose(got[key], want[key], rtol=1e-5, atol=1e-6)
     # The SavedModel's RNG state (an integer variable) comes back as a param too.
-    floats = tree_lib.unflatten((path, v) for path, v in tree_lib.flatten(module.params)
+    floats = tree.unflatten((path, v) for path, v in tree.flatten(module.params)
                                 if jnp.issubdtype(v.dtype, jnp.floating))
     grads = jax.grad(lambda p: jnp.sum(
         module.apply(jaxhub.merge_params(module.params, p), x) ** 2))(floats)
     want = jax.grad(lambda p: jnp.sum(mlp_module.apply(p, x) ** 2))(mlp_module.params)
-    assert tree_lib.flatten(jax.tree.map(np.shape, grads)) == tree_lib.flatten(
+    assert tree.flatten(jax.tree.map(np.shape, grads)) == tree.flatten(
         jax.tree.map(np.shape, want))
-    want = dict(tree_lib.flatten(want))
-    for path, g in tree_lib.flatten(grads):
+    want = dict(tree.flatten(want))
+    for path, g in tree.flatten(grads):
         np.testing.assert_allclose(g, want[path], rtol=1e-5, atol=1e-6)
 
 

@@ -16,9 +16,9 @@ import tensorflow_hub as hub
 from tensorflow.core.protobuf import saved_model_pb2
 
 import jaxhub
-from jaxhub import tree as tree_lib
-from converters.from_tf.tf1_hub import load_tf1_hub_module
-from converters.to_tf import export_saved_model
+from jaxhub._src import tree
+from jaxhub_tf.from_tf.tf1.hub_module import load_tf1_hub_module
+from jaxhub_tf.to_tf import export_saved_model
 from tests.converters.to_tf.conftest import bn_inputs
 
 FIXTURES = pathlib.Path(__file__).resolve().parents[2] / "fixtures"
@@ -46,7 +46,7 @@ def _tf_grads(tape, loss, obj) -> dict[str, np.ndarray]:
 
 
 def _jax_grads(grads) -> dict[str, np.ndarray]:
-    return {"/".join(path): np.asarray(g) for path, g in tree_lib.flatten(grads)}
+    return {"/".join(path): np.asarray(g) for path, g in tree.flatten(grads)}
 
 
 @pytest.mark.parametrize("batch", [1, 7])
@@ -113,8 +113,8 @@ def test_tf1_session_runs_serving_signatures(mlp_saved_model, mlp_module):
 
 def test_variables_carry_params_and_trainable_mask(mlp_saved_model, mlp_module):
     obj = hub.load(str(mlp_saved_model))
-    params = {"/".join(p): np.asarray(v) for p, v in tree_lib.flatten(mlp_module.params)}
-    mask = {"/".join(p): t for p, t in tree_lib.flatten(mlp_module.trainable_mask)}
+    params = {"/".join(p): np.asarray(v) for p, v in tree.flatten(mlp_module.params)}
+    mask = {"/".join(p): t for p, t in tree.flatten(mlp_module.trainable_mask)}
     variables = _by_path(obj)
     assert set(variables) == set(params)
     for name, var in variables.items():

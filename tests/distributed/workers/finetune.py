@@ -16,7 +16,7 @@ import optax
 from jax.sharding import NamedSharding, PartitionSpec as P
 
 import jaxhub
-from jaxhub import tree
+from jaxhub._src import tree
 
 TX = optax.adam(1e-2)
 BATCH = 16

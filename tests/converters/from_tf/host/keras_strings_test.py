@@ -19,8 +19,8 @@ import pytest
 import tensorflow as tf
 
 import jaxhub
-from converters.from_tf.host.split import HostStageUnsupportedError
-from converters.from_tf.savedmodel import load_saved_model
+from jaxhub_tf.from_tf.host_stages.split import HostStageUnsupportedError
+from jaxhub_tf.from_tf.saved_model import load_saved_model
 
 # The empty string is not last: embedding_lookup_sparse has as many rows as the last
 # non-empty one.

@@ -12,10 +12,10 @@ import tensorflow as tf
 from tensorflow.core.protobuf import saved_model_pb2
 
 import jaxhub
-from converters.from_tf.host.saved_model import split_function
-from converters.from_tf.interpreter import Interpreter
-from converters.from_tf.values import Resource
-from jaxhub.host import HostStage
+from jaxhub_tf.from_tf.host_stages.string_functions import split_function
+from jaxhub_tf.from_tf.interpreter import Interpreter
+from jaxhub_tf.from_tf.values import Resource
+from jaxhub._src.host import HostStage
 
 STRINGS = ["A long sentence", "single word x", "zzz unknown words", "word word"]
 

@@ -4,7 +4,7 @@ op families listed in :data:`FAMILIES` is in a conformance table.
 
 from __future__ import annotations
 
-from converters.from_tf.ops import registry
+from jaxhub_tf.from_tf.ops import registry
 from tests.converters.from_tf.ops import (activation_test, array_test, conv_test,
                                           elementwise_test, image_test, linalg_test,
                                           losses_test, normalization_test, random_test,

@@ -9,7 +9,7 @@ import pytest
 import tensorflow as tf
 
 import jaxhub
-from converters.from_tf.values import Context
+from jaxhub_tf.from_tf.values import Context
 
 from ._session import flat_params
 
