@@ -47,5 +47,5 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _version() -> str:
-    from jaxhub import __version__
+    from jaxhub._src.version import __version__
     return f"jaxhub {__version__}"

@@ -23,16 +23,16 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    import jaxhub  # imported here: `jaxhub --help` stays fast
+    from jaxhub._src.loading import load  # imported here: `jaxhub --help` stays fast
 
     if args.dst.exists() and any(args.dst.iterdir()):
         raise ValueError(f"{args.dst} exists and is not empty")
     if args.to == "tf":
-        from jaxhub_tf.to_tf import export_saved_model
+        from jaxhub_tf import export_saved_model
         print(f"wrote {export_saved_model(args.src, args.dst)}: TF2 SavedModel")
         return 0
     try:
-        module = jaxhub.load(args.src)
+        module = load(args.src)
     except NotImplementedError as e:  # unsupported TF ops: the message lists them all
         print(f"jaxhub convert: cannot convert {args.src}:\n{e}", file=sys.stderr)
         return 1

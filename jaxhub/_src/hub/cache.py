@@ -36,7 +36,7 @@ import filelock
 
 from jaxhub._src.hub import entry_record
 from jaxhub._src.hub.errors import CacheLockError, CacheWriteError, HubError
-from jaxhub._src.hub.entry_record import FileRecord, Manifest
+from jaxhub._src.hub.entry_record import FileRecord, EntryRecord
 from jaxhub._src.units import format_bytes
 
 _log = logging.getLogger(__name__)
@@ -64,7 +64,7 @@ class Entry:
 
     key: str
     path: pathlib.Path
-    manifest: Manifest
+    manifest: EntryRecord
 
     @property
     def module_dir(self) -> pathlib.Path:
@@ -77,7 +77,7 @@ class Listing:
 
     key: str
     path: pathlib.Path
-    manifest: Manifest | None
+    manifest: EntryRecord | None
     problems: tuple[str, ...]
 
 
@@ -241,7 +241,7 @@ class Cache:
                 removed.append(path)
         return removed
 
-    def _check(self, path: pathlib.Path, found: Manifest) -> list[str]:
+    def _check(self, path: pathlib.Path, found: EntryRecord) -> list[str]:
         # The cheap check: sampled files and directory times. Changed times alone may
         # mean a copied or touched cache rather than a purge, so the full list of sizes
         # decides; if it is intact, the new times are recorded and later hits stay cheap.
@@ -305,7 +305,7 @@ class Cache:
                 scratch.unlink()
             files = built.files if built.files is not None else entry_record.scan(
                 staging.module_dir)
-            record = Manifest.describe(staging.module_dir, files, kind=kind, source=source,
+            record = EntryRecord.describe(staging.module_dir, files, kind=kind, source=source,
                                        archive_sha256=built.archive_sha256, origin=origin)
             entry_record.write(staging.path, record, files)
             target = self._entries / key

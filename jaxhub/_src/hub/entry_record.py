@@ -25,7 +25,7 @@ import time
 import uuid
 from collections.abc import Iterable
 
-MANIFEST_NAME = "entry.json"
+RECORD_NAME = "entry.json"
 FILES_NAME = "files.json"
 _FORMAT = 2
 _LEGACY_FORMAT = 1  # entry.json held the whole file list and no directory times
@@ -52,7 +52,7 @@ class DirStamp:
 
 
 @dataclasses.dataclass(frozen=True)
-class Manifest:
+class EntryRecord:
     """What a cache entry holds and where it came from (the summary in `entry.json`).
 
     Attributes:
@@ -81,14 +81,14 @@ class Manifest:
     created: float = dataclasses.field(default_factory=time.time)
 
     @classmethod
-    def describe(cls, root: pathlib.Path, files: tuple[FileRecord, ...], **fields) -> Manifest:
+    def describe(cls, root: pathlib.Path, files: tuple[FileRecord, ...], **fields) -> EntryRecord:
         """Summarises the finished module directory `root` holding `files`."""
         largest = sorted(files, key=lambda f: (-f.size, f.path))[:SAMPLE_FILES]
         return cls(file_count=len(files), size=sum(f.size for f in files),
                    sample=tuple(sorted(largest, key=lambda f: f.path)),
                    directories=directory_stamps(root), **fields)
 
-    def restamped(self, root: pathlib.Path) -> Manifest:
+    def restamped(self, root: pathlib.Path) -> EntryRecord:
         """The same summary with the directory times `root` has now."""
         return dataclasses.replace(self, directories=directory_stamps(root))
 
@@ -98,7 +98,7 @@ class Manifest:
         return json.dumps(data, indent=1)
 
     @classmethod
-    def from_json(cls, text: str) -> Manifest:
+    def from_json(cls, text: str) -> EntryRecord:
         data = json.loads(text)
         version = data.pop("format", None)
         if version == _LEGACY_FORMAT:
@@ -112,10 +112,10 @@ class Manifest:
         return cls(**data)
 
 
-def read(entry: pathlib.Path) -> Manifest | None:
+def read(entry: pathlib.Path) -> EntryRecord | None:
     """Returns the summary of the entry directory `entry`, or None when missing or unreadable."""
     try:
-        return Manifest.from_json((entry / MANIFEST_NAME).read_text())
+        return EntryRecord.from_json((entry / RECORD_NAME).read_text())
     except (OSError, ValueError, TypeError, KeyError):
         return None
 
@@ -124,26 +124,26 @@ def read_files(entry: pathlib.Path) -> tuple[FileRecord, ...] | None:
     """Returns every file record of the entry directory `entry`, or None when unreadable."""
     try:
         if not (entry / FILES_NAME).exists():  # written before the list had its own file
-            data = json.loads((entry / MANIFEST_NAME).read_text())
+            data = json.loads((entry / RECORD_NAME).read_text())
             return tuple(FileRecord(**f) for f in data["files"])
         return tuple(FileRecord(**f) for f in json.loads((entry / FILES_NAME).read_text()))
     except (OSError, ValueError, TypeError, KeyError):
         return None
 
 
-def write(entry: pathlib.Path, manifest: Manifest, files: tuple[FileRecord, ...]) -> None:
+def write(entry: pathlib.Path, manifest: EntryRecord, files: tuple[FileRecord, ...]) -> None:
     """Writes the file list and the summary of an entry being built in `entry`."""
     _write_synced(entry / FILES_NAME,
                   json.dumps([dataclasses.asdict(f) for f in files], separators=(",", ":")))
-    _write_synced(entry / MANIFEST_NAME, manifest.to_json())
+    _write_synced(entry / RECORD_NAME, manifest.to_json())
 
 
-def rewrite(entry: pathlib.Path, manifest: Manifest) -> None:
+def rewrite(entry: pathlib.Path, manifest: EntryRecord) -> None:
     """Replaces the summary of a live entry atomically (readers see the old or the new one)."""
-    tmp = entry / f".{MANIFEST_NAME}.{os.getpid()}-{uuid.uuid4().hex[:8]}"
+    tmp = entry / f".{RECORD_NAME}.{os.getpid()}-{uuid.uuid4().hex[:8]}"
     try:
         _write_synced(tmp, manifest.to_json())
-        os.replace(tmp, entry / MANIFEST_NAME)
+        os.replace(tmp, entry / RECORD_NAME)
     finally:
         tmp.unlink(missing_ok=True)
 
@@ -172,7 +172,7 @@ def changed_directories(root: pathlib.Path, stamps: Iterable[DirStamp]) -> list[
     return problems
 
 
-def quick_check(root: pathlib.Path, manifest: Manifest) -> tuple[list[str], list[str]]:
+def quick_check(root: pathlib.Path, manifest: EntryRecord) -> tuple[list[str], list[str]]:
     """The check of every cache hit: its cost depends on directories, not on files.
 
     Args:

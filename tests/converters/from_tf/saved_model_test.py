@@ -17,7 +17,8 @@ from jax.experimental import jax2tf
 
 import jaxhub
 
-from jaxhub_tf.from_tf import interpreter, savedmodel
+from jaxhub._src import formats
+from jaxhub_tf.from_tf import interpreter, saved_model
 from tests.converters.from_tf import _helpers
 
 
@@ -91,7 +92,7 @@ def saved(request, tmp_path_factory):
 @pytest.fixture(scope="module")
 def converted(saved):
     """The jaxhub module converted from ``saved`` (once per SavedModel)."""
-    return savedmodel.load_saved_model(saved[1])
+    return saved_model.load_saved_model(saved[1])
 
 
 def _tf_reference(saved, input_name: str):
@@ -110,9 +111,10 @@ def _tf_reference(saved, input_name: str):
     return lambda inputs: fn(**inputs), fn.trainable_variables, loaded
 
 
-def test_is_saved_model(saved, tmp_path):
-    assert savedmodel.is_saved_model(saved[1])
-    assert not savedmodel.is_saved_model(tmp_path)
+def test_is_detected_as_a_saved_model(saved, tmp_path):
+    assert formats.detect(saved[1]).name == "TF2 SavedModel"
+    with pytest.raises(jaxhub.ModuleFormatError, match="no module jaxhub can read"):
+        formats.detect(tmp_path)
 
 
 def test_signatures_match_tf(saved, converted):
@@ -146,7 +148,7 @@ def test_sequences_of_any_length(tmp_path):
     keras.utils.set_random_seed(0)
     path = tmp_path / "birnn"
     _save(_birnn(), "export", path)
-    module = savedmodel.load_saved_model(path)
+    module = saved_model.load_saved_model(path)
     (input_name,) = module.signatures["serving_default"].inputs
     assert module.signatures["serving_default"].inputs[input_name].shape[1] not in (None, 5)
     fn = tf.saved_model.load(str(path)).signatures["serving_default"]
@@ -207,7 +209,7 @@ def jax2tf_saved(tmp_path_factory):
         input_signature=[tf.TensorSpec([None, 4], tf.float32)])
     path = tmp_path_factory.mktemp("jax2tf") / "saved_model"
     tf.saved_model.save(module, str(path))
-    return path, params, savedmodel.load_saved_model(path)
+    return path, params, saved_model.load_saved_model(path)
 
 
 @pytest.mark.parametrize("jit", [False, True])
@@ -247,7 +249,7 @@ def test_jax2tf_saved_model_under_vmap(jax2tf_saved):
 
 def test_jax2tf_saved_model_round_trip_in_fresh_process(jax2tf_saved, tmp_path):
     path = jax2tf_saved[0]
-    module = savedmodel.convert_saved_model(path, tmp_path / "converted")
+    module = saved_model.convert_saved_model(path, tmp_path / "converted")
     loaded = tf.saved_model.load(str(path))
     inputs = {"default": np.random.default_rng(5).standard_normal((3, 4)).astype(np.float32)}
     ref = _helpers.tf_reference(lambda i: loaded(i["default"]), inputs,
@@ -272,7 +274,7 @@ def reusable(tmp_path_factory):
         tf_keras.layers.Dense(2, kernel_regularizer=tf_keras.regularizers.l1(0.02))])
     path = tmp_path_factory.mktemp("reusable") / "saved_model"
     tf.saved_model.save(model, str(path))
-    return path, savedmodel.load_saved_model(path)
+    return path, saved_model.load_saved_model(path)
 
 
 def test_reusable_call_is_the_default_signature(reusable):
@@ -335,7 +337,7 @@ def test_one_error_lists_every_unsupported_op_of_every_signature(tmp_path):
     tf.saved_model.save(module, str(tmp_path / "saved"),
                         signatures={"clock": module.clock, "unique": module.unique})
     with pytest.raises(interpreter.UnsupportedOpsError) as error:
-        savedmodel.load_saved_model(tmp_path / "saved")
+        saved_model.load_saved_model(tmp_path / "saved")
     message = str(error.value)
     assert "2 TF op(s)" in message
     assert "Timestamp: " in message and "Unique: " in message
@@ -354,7 +356,7 @@ def test_jaxhub_load_converts_a_saved_model_once_and_caches_it(tmp_path):
 def test_a_keras_export_converts_its_aliased_signatures_once(tmp_path):
     model = _mlp()
     _save(model, "export", tmp_path / "saved")
-    module = savedmodel.load_saved_model(tmp_path / "saved")
+    module = saved_model.load_saved_model(tmp_path / "saved")
     files = {f.signature_name: f.file for f in module.manifest.functions}
     assert {"serve", "serving_default"} <= set(files)
     assert files["serve"] == files["serving_default"]
@@ -372,8 +374,8 @@ def test_text_format_saved_model(tmp_path):
     proto.ParseFromString((tmp_path / "saved" / "saved_model.pb").read_bytes())
     (tmp_path / "saved" / "saved_model.pbtxt").write_text(text_format.MessageToString(proto))
     (tmp_path / "saved" / "saved_model.pb").unlink()
-    assert savedmodel.is_saved_model(tmp_path / "saved")
-    module = savedmodel.load_saved_model(tmp_path / "saved")
+    assert formats.detect(tmp_path / "saved").name == "TF2 SavedModel"
+    module = saved_model.load_saved_model(tmp_path / "saved")
     x = np.random.default_rng(9).standard_normal((2, 8)).astype(np.float32)
     np.testing.assert_allclose(module(x, signature="serving_default"), model(x), rtol=1e-5,
                                atol=1e-6)

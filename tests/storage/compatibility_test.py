@@ -54,7 +54,7 @@ def test_upgrade_relowers_functions_and_keeps_results(path, x, tmp_path):
 
 
 def test_fixture_with_split_vjp_differentiates_through_its_halves(x):
-    from tests.functions_test import exported_calls
+    from tests.serialization_test import exported_calls
     module = jaxhub.load(FIXTURES / "mlp-format1-split-vjp")
     spec = module.manifest.function(frozenset(), "default")
     loss = lambda p: jnp.sum(module.apply(p, x) ** 2)
