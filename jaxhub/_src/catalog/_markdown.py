@@ -25,12 +25,12 @@ def render(text: str, *, heading_offset: int = 1) -> str:
     """Renders Markdown to an HTML fragment.
 
     Args:
-        text: The Markdown source.
-        heading_offset: Added to each heading's level (capped at 6), so a card's `#`
-            title sits below the page's own `<h1>`.
+      text: The Markdown source.
+      heading_offset: Added to each heading's level (capped at 6), so a card's ``#``
+        title sits below the page's own ``<h1>``.
 
     Returns:
-        HTML, safe to embed in a page.
+      HTML, safe to embed in a page.
     """
     out: list[str] = []
     lines = text.replace("\r\n", "\n").split("\n")

@@ -1,9 +1,9 @@
-"""`index.json`: every module of a repository with all its versions, and reading it back.
+"""``index.json``: every module of a repository with all its versions, and reading it back.
 
-The index is derived data: `publish` rebuilds it from the `<N>.json` records after every
+The index is derived data: ``publish`` rebuilds it from the ``<N>.json`` records after every
 change, so it can always be made again from the repository's files. Each module entry
 holds its versions' records (without model cards and attachments, which can be large
-and stay in `<N>.json`) and a `search_text` that both `jaxhub search` and the catalog's
+and stay in ``<N>.json``) and a ``search_text`` that both ``jaxhub search`` and the catalog's
 search box match against.
 """
 
@@ -38,16 +38,16 @@ class NotARepositoryError(HandleError):
 
 
 def build(records: Iterable[dict[str, Any]]) -> dict[str, Any]:
-    """Builds the index from version records (as `metadata.describe` writes them).
+    """Builds the index from version records (as ``metadata.describe`` writes them).
 
     Args:
-        records: One record per published version, in any order.
+      records: One record per published version, in any order.
 
     Returns:
-        The index: modules sorted by name, each with `latest` (the highest version),
-        `versions` (version number as a string -> record without model card and
-        attachments) and
-        `search_text`.
+      The index: modules sorted by name, each with ``latest`` (the highest version),
+      ``versions`` (version number as a string -> record without model card and
+      attachments) and
+      ``search_text``.
     """
     by_name: dict[str, dict[int, dict[str, Any]]] = {}
     for record in records:
@@ -78,12 +78,12 @@ def parse(text: str, source: str) -> dict[str, Any]:
     """Parses and checks an index.
 
     Args:
-        text: Contents of `index.json`.
-        source: Where it came from, for error messages.
+      text: Contents of ``index.json``.
+      source: Where it came from, for error messages.
 
     Raises:
-        NotARepositoryError: Not JSON, or not a jaxhub repository index.
-        ValueError: An index in a newer format than this jaxhub reads.
+      NotARepositoryError: Not JSON, or not a jaxhub repository index.
+      ValueError: An index in a newer format than this jaxhub reads.
     """
     try:
         data = json.loads(text)
@@ -99,10 +99,10 @@ def parse(text: str, source: str) -> dict[str, Any]:
 
 
 def module_entry(index: dict[str, Any], name: str, repository: str) -> dict[str, Any]:
-    """Returns the index entry of module `name`.
+    """Returns the index entry of module ``name``.
 
     Raises:
-        HandleError: The repository has no such module; the message lists those it has.
+      HandleError: The repository has no such module; the message lists those it has.
     """
     for entry in index["modules"]:
         if entry["name"] == name:
@@ -115,10 +115,10 @@ def module_entry(index: dict[str, Any], name: str, repository: str) -> dict[str,
 
 def version_record(index: dict[str, Any], name: str, version: str,
                    repository: str) -> dict[str, Any]:
-    """Returns the record of `name` at `version` (a number, or "latest").
+    """Returns the record of ``name`` at ``version`` (a number, or "latest").
 
     Raises:
-        HandleError: No such module or version; the message lists the versions that exist.
+      HandleError: No such module or version; the message lists the versions that exist.
     """
     entry = module_entry(index, name, repository)
     key = str(entry["latest"]) if version == layout.LATEST else str(int(version))
@@ -130,10 +130,10 @@ def version_record(index: dict[str, Any], name: str, version: str,
 
 
 def read_records(repo: pathlib.Path) -> list[dict[str, Any]]:
-    """Reads every version record `<org>/<model>/<N>.json` of a repository.
+    """Reads every version record ``<org>/<model>/<N>.json`` of a repository.
 
     Raises:
-        ValueError: A record is unreadable or does not match its place in the layout.
+      ValueError: A record is unreadable or does not match its place in the layout.
     """
     records = []
     for path in sorted(repo.glob("*/*/*.json")):
@@ -152,10 +152,10 @@ def read_records(repo: pathlib.Path) -> list[dict[str, Any]]:
 
 
 def read_local(root: pathlib.Path) -> dict[str, Any]:
-    """Reads the index of the repository in directory `root`.
+    """Reads the index of the repository in directory ``root``.
 
     Raises:
-        NotARepositoryError: There is no readable index.
+      NotARepositoryError: There is no readable index.
     """
     path = root / layout.INDEX_FILE
     try:
@@ -169,19 +169,19 @@ def read_local(root: pathlib.Path) -> dict[str, Any]:
 def fetch(repository: str, settings: Settings) -> dict[str, Any]:
     """Reads the index of the repository at a URL (http, https, file) or local path.
 
-    The index is always read afresh (never from the cache) so `latest` is current.
+    The index is always read afresh (never from the cache) so ``latest`` is current.
 
     Args:
-        repository: The repository root, such as `http://host/models/`.
-        settings: Timeouts and retries for downloads.
+      repository: The repository root, such as ``http://host/models/``.
+      settings: Timeouts and retries for downloads.
 
     Returns:
-        The parsed index.
+      The parsed index.
 
     Raises:
-        NotARepositoryError: Nothing is there, or it is not a jaxhub index.
-        DownloadError: The server could not be reached or failed.
-        OfflineError: The repository is on the network and offline mode is on.
+      NotARepositoryError: Nothing is there, or it is not a jaxhub index.
+      DownloadError: The server could not be reached or failed.
+      OfflineError: The repository is on the network and offline mode is on.
     """
     scheme = urllib.parse.urlsplit(repository).scheme.lower()
     if scheme == "file":

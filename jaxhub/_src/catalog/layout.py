@@ -2,17 +2,17 @@
 
 Layout under the repository root::
 
-    index.json                  every module and version (what `jaxhub search` reads)
-    index.html                  the catalog's index page (`jaxhub catalog build`)
+    index.json                  every module and version (what ``jaxhub search`` reads)
+    index.html                  the catalog's index page (``jaxhub catalog build``)
     _catalog/                   the catalog's stylesheet, scripts and embedded index data
-    <org>/<model>/<N>.tar.gz    version N of the module, packed by `jaxhub.hub.pack`
+    <org>/<model>/<N>.tar.gz    version N of the module, packed by ``jaxhub.hub.pack``
     <org>/<model>/<N>.json      what version N is: signatures, specs, sizes, sha256, card
-    <org>/<model>/latest.json   the `latest` alias: a copy of the newest `<N>.json`
+    <org>/<model>/latest.json   the ``latest`` alias: a copy of the newest ``<N>.json``
     <org>/<model>/<N>/index.html        the catalog page of version N
     <org>/<model>/latest/index.html     forwards to the newest version's page
 
-A module's handle is its version's URL without a suffix, `<repo>/<org>/<model>/<N>` or
-`<repo>/<org>/<model>/latest`; in a browser the same URL shows the version's page.
+A module's handle is its version's URL without a suffix, ``<repo>/<org>/<model>/<N>`` or
+``<repo>/<org>/<model>/latest``; in a browser the same URL shows the version's page.
 """
 
 from __future__ import annotations
@@ -37,10 +37,10 @@ _VERSION = re.compile(r"^[1-9][0-9]{0,8}$")
 
 
 def check_name(name: str) -> str:
-    """Returns `name` if it is a valid `org/model` name.
+    """Returns ``name`` if it is a valid ``org/model`` name.
 
     Raises:
-        ValueError: It is not two parts of letters, digits, `.`, `_` and `-`.
+      ValueError: It is not two parts of letters, digits, ``.``, ``_`` and ``-``.
     """
     if not isinstance(name, str) or not _NAME.match(name):
         raise ValueError(f"module name {name!r} must look like 'org/model': two parts of "
@@ -50,10 +50,10 @@ def check_name(name: str) -> str:
 
 
 def check_version(version: int | str) -> int:
-    """Returns `version` as an int if it is a positive integer.
+    """Returns ``version`` as an int if it is a positive integer.
 
     Raises:
-        ValueError: It is not a positive integer.
+      ValueError: It is not a positive integer.
     """
     text = str(version)
     if isinstance(version, bool) or not _VERSION.match(text):
@@ -67,26 +67,26 @@ def archive_path(name: str, version: int) -> str:
 
 
 def record_path(name: str, version: int | str) -> str:
-    """Path of a version's metadata, or of the `latest` alias, relative to the root."""
+    """Path of a version's metadata, or of the ``latest`` alias, relative to the root."""
     return f"{name}/{version}.json"
 
 
 def page_path(name: str, version: int | str) -> str:
-    """Path of a version's catalog page (or the `latest` one) relative to the root."""
+    """Path of a version's catalog page (or the ``latest`` one) relative to the root."""
     return f"{name}/{version}/index.html"
 
 
 def split_handle(url: str) -> tuple[str, str, str] | None:
-    """Splits a repository handle into (repository URL, `org/model`, version or "latest").
+    """Splits a repository handle into (repository URL, ``org/model``, version or "latest").
 
     Syntax only, no I/O. The repository URL ends with a slash.
 
     Args:
-        url: A URL such as `http://host/models/org/model/3` (a trailing slash is allowed).
+      url: A URL such as ``http://host/models/org/model/3`` (a trailing slash is allowed).
 
     Returns:
-        The three parts, or None when the URL's path does not end in
-        `<org>/<model>/<N>` or `<org>/<model>/latest`.
+      The three parts, or None when the URL's path does not end in
+      ``<org>/<model>/<N>`` or ``<org>/<model>/latest``.
     """
     parts = urllib.parse.urlsplit(url)
     if parts.query or parts.fragment:
@@ -103,13 +103,13 @@ def split_handle(url: str) -> tuple[str, str, str] | None:
 
 
 def write_json(path: pathlib.Path, data: Any) -> None:
-    """Writes `data` as JSON to `path` atomically (a unique temporary file, then a rename)."""
+    """Writes ``data`` as JSON to ``path`` atomically (a unique temporary file, then a rename)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     write_text(path, json.dumps(data, indent=1) + "\n")
 
 
 def write_text(path: pathlib.Path, text: str) -> None:
-    """Writes `text` to `path` atomically, so a web server never serves half a file."""
+    """Writes ``text`` to ``path`` atomically, so a web server never serves half a file."""
     partial = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.partial")
     try:
         partial.write_text(text, encoding="utf-8")

@@ -1,7 +1,7 @@
 """What a published version is, read from its module directory without running anything.
 
-The record is plain JSON, written beside the archive as `<N>.json` and gathered into the
-repository's `index.json`: the catalog pages, `jaxhub search` and the repository
+The record is plain JSON, written beside the archive as ``<N>.json`` and gathered into the
+repository's ``index.json``: the catalog pages, ``jaxhub search`` and the repository
 resolver all read it, never the archive.
 """
 
@@ -26,7 +26,7 @@ def read_manifest(module_dir: pathlib.Path) -> Manifest:
     """Parses the manifest of a jaxhub module directory.
 
     Raises:
-        ModuleFormatError: The directory holds no jaxhub module (a TF SavedModel, say).
+      ModuleFormatError: The directory holds no jaxhub module (a TF SavedModel, say).
     """
     path = module_dir / MANIFEST_FILE
     if not path.is_file():
@@ -41,21 +41,21 @@ def describe(module_dir: pathlib.Path, *, name: str, version: int, sha256: str,
              description: str | None = None) -> dict[str, Any]:
     """Builds the metadata record of one published version.
 
-    `task`, `license` and `description` default to the module's attachments of the same
+    ``task``, ``license`` and ``description`` default to the module's attachments of the same
     names; the description then falls back to the model card's first paragraph.
 
     Args:
-        module_dir: The jaxhub module directory that was packed.
-        name: `org/model`.
-        version: The version number.
-        sha256: Hex sha256 of the archive.
-        archive_bytes: Size of the archive.
-        task: What the module does ("image-classification", "text-embedding", ...).
-        license: The license of the module's weights (an SPDX identifier, say).
-        description: One paragraph for listings.
+      module_dir: The jaxhub module directory that was packed.
+      name: ``org/model``.
+      version: The version number.
+      sha256: Hex sha256 of the archive.
+      archive_bytes: Size of the archive.
+      task: What the module does ("image-classification", "text-embedding", ...).
+      license: The license of the module's weights (an SPDX identifier, say).
+      description: One paragraph for listings.
 
     Returns:
-        The record, a JSON-compatible dict.
+      The record, a JSON-compatible dict.
     """
     manifest = read_manifest(module_dir)
     card_path = module_dir / README_FILE
@@ -91,10 +91,10 @@ def describe(module_dir: pathlib.Path, *, name: str, version: int, sha256: str,
 
 
 def input_size(signatures: dict[str, Any]) -> str:
-    """The sizes of one example's inputs to the `"default"` (else first) signature.
+    """The sizes of one example's inputs to the ``"default"`` (else first) signature.
 
-    The leading (batch) axis is dropped; unknown sizes show as `?`. An image input
-    `[batch, 224, 224, 3]` gives `"224x224x3"`; several inputs are joined with `"; "`.
+    The leading (batch) axis is dropped; unknown sizes show as ``?``. An image input
+    ``[batch, 224, 224, 3]`` gives ``"224x224x3"``; several inputs are joined with ``"; "``.
     """
     if not signatures:
         return ""

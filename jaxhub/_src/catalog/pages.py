@@ -1,6 +1,6 @@
-"""The HTML of a version's catalog page, and of the `latest` page that forwards to it.
+"""The HTML of a version's catalog page, and of the ``latest`` page that forwards to it.
 
-A version page sits at `<org>/<model>/<N>/index.html`, three directories below the
+A version page sits at ``<org>/<model>/<N>/index.html``, three directories below the
 repository root; every link on it is relative to that place.
 """
 
@@ -23,14 +23,14 @@ def version_page(record: dict[str, Any], *, versions: list[int], latest: int,
     """Renders the page of one version.
 
     Args:
-        record: The version's metadata record, with its model card (Markdown) if any.
-        versions: Every version of the module.
-        latest: The newest version.
-        base_url: The repository's URL for the usage snippet; None to let the page
-            work it out from its own address.
+      record: The version's metadata record, with its model card (Markdown) if any.
+      versions: Every version of the module.
+      latest: The newest version.
+      base_url: The repository's URL for the usage snippet; None to let the page
+        work it out from its own address.
 
     Returns:
-        A complete HTML document.
+      A complete HTML document.
     """
     name, version = record["name"], int(record["version"])
     title = f"{name} {version}"
@@ -51,7 +51,7 @@ def version_page(record: dict[str, Any], *, versions: list[int], latest: int,
 
 
 def redirect_page(target: str) -> str:
-    """A page that forwards to `target` (relative), with a link for when it cannot."""
+    """A page that forwards to ``target`` (relative), with a link for when it cannot."""
     t = _e(target)
     return _document("Latest version",
                      f'<p>The latest version is at <a href="{t}">{t}</a>.</p>',

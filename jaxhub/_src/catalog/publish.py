@@ -1,4 +1,4 @@
-"""`publish`: put a version of a module into a repository that a static web server hosts."""
+"""``publish``: put a version of a module into a repository that a static web server hosts."""
 
 from __future__ import annotations
 
@@ -22,11 +22,11 @@ class Published:
     """A version just published.
 
     Attributes:
-        name: `org/model`.
-        version: The version number.
-        archive: Path of the archive in the repository.
-        sha256: Hex sha256 of the archive.
-        record: The version's metadata, as written to `<N>.json`.
+      name: ``org/model``.
+      version: The version number.
+      archive: Path of the archive in the repository.
+      sha256: Hex sha256 of the archive.
+      record: The version's metadata, as written to ``<N>.json``.
     """
 
     name: str
@@ -37,43 +37,43 @@ class Published:
 
     @property
     def handle(self) -> str:
-        """The module's path under the repository URL: `org/model/N`."""
+        """The module's path under the repository URL: ``org/model/N``."""
         return f"{self.name}/{self.version}"
 
 
 def publish(module_dir: str | os.PathLike, repo_dir: str | os.PathLike, name: str,
             version: int, *, task: str | None = None, license: str | None = None,
             description: str | None = None) -> Published:
-    """Packs a module into a repository as `org/model/N.tar.gz` and updates its index.
+    """Packs a module into a repository as ``org/model/N.tar.gz`` and updates its index.
 
-    Writes the archive (a reproducible tar.gz), its metadata `<N>.json`, the module's
-    `latest.json` alias and the repository's `index.json`. A published version is never
+    Writes the archive (a reproducible tar.gz), its metadata ``<N>.json``, the module's
+    ``latest.json`` alias and the repository's ``index.json``. A published version is never
     replaced: caches and sha256 pins depend on it staying the same. Serve the repository
     directory with any static web server; then
-    `jaxhub.load("http://host/org/model/N")` (or `.../latest`) resolves through it. Run
-    `build_catalog` afterwards to refresh the catalog pages.
+    ``jaxhub.load("http://host/org/model/N")`` (or ``.../latest``) resolves through it. Run
+    ``build_catalog`` afterwards to refresh the catalog pages.
 
     Args:
-        module_dir: A jaxhub module directory (as `Module.export` writes).
-        repo_dir: The repository root; created if missing.
-        name: `org/model`.
-        version: A positive integer, new for this module.
-        task: What the module does, for filters; defaults to the `task` attachment.
-        license: License of the weights; defaults to the `license` attachment.
-        description: One paragraph for listings; defaults to the `description`
-            attachment, else the model card's first paragraph.
+      module_dir: A jaxhub module directory (as ``Module.export`` writes).
+      repo_dir: The repository root; created if missing.
+      name: ``org/model``.
+      version: A positive integer, new for this module.
+      task: What the module does, for filters; defaults to the ``task`` attachment.
+      license: License of the weights; defaults to the ``license`` attachment.
+      description: One paragraph for listings; defaults to the ``description``
+        attachment, else the model card's first paragraph.
 
     Returns:
-        What was published, with the archive's sha256.
+      What was published, with the archive's sha256.
 
     Raises:
-        ValueError: A malformed name or version, or `module_dir` is not a jaxhub module.
-        FileExistsError: That version was published already.
+      ValueError: A malformed name or version, or ``module_dir`` is not a jaxhub module.
+      FileExistsError: That version was published already.
 
     Examples:
-        >>> p = publish("exported/encoder", "repo", "acme/encoder", 1)  # doctest: +SKIP
-        >>> p.handle, p.sha256[:12]  # doctest: +SKIP
-        ('acme/encoder/1', '3f5a9c0e21b7')
+      >>> p = publish("exported/encoder", "repo", "acme/encoder", 1)  # doctest: +SKIP
+      >>> p.handle, p.sha256[:12]  # doctest: +SKIP
+      ('acme/encoder/1', '3f5a9c0e21b7')
     """
     name, version = layout.check_name(name), layout.check_version(version)
     module_dir, repo = pathlib.Path(module_dir), pathlib.Path(repo_dir)
@@ -102,15 +102,15 @@ def publish(module_dir: str | os.PathLike, repo_dir: str | os.PathLike, name: st
 
 
 def reindex(repo_dir: str | os.PathLike) -> dict[str, Any]:
-    """Rebuilds `index.json` and every `latest.json` from the `<N>.json` records.
+    """Rebuilds ``index.json`` and every ``latest.json`` from the ``<N>.json`` records.
 
     Publishing does this by itself; call it after deleting a version by hand.
 
     Args:
-        repo_dir: The repository root.
+      repo_dir: The repository root.
 
     Returns:
-        The new index.
+      The new index.
     """
     repo = pathlib.Path(repo_dir)
     with filelock.FileLock(repo / _LOCK_FILE):

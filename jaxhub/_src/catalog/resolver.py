@@ -1,9 +1,9 @@
-"""Resolves `<repo>/<org>/<model>/<N>` and `.../latest` URLs through a repository's index.
+"""Resolves ``<repo>/<org>/<model>/<N>`` and ``.../latest`` URLs through a repository's index.
 
 The index says which archive a handle means and what its sha256 is; the archive is then
 fetched, checked against that sha256 and cached by the ordinary http(s) / file://
 resolvers. A URL of the same shape that is not a jaxhub repository (a TF Hub handle such
-as `https://tfhub.dev/google/nnlm-en-dim128/2`) is handed to those resolvers unchanged.
+as ``https://tfhub.dev/google/nnlm-en-dim128/2``) is handed to those resolvers unchanged.
 """
 
 from __future__ import annotations
@@ -52,7 +52,7 @@ class RepositoryResolver:
 
 
 def _cached(archive: str, request: Request) -> pathlib.Path | None:
-    """The cache entry of `archive` if there is one (matching the caller's pin), else None."""
+    """The cache entry of ``archive`` if there is one (matching the caller's pin), else None."""
     settings = dataclasses.replace(request.settings, offline=True)
     try:
         return dataclasses.replace(request, settings=settings).resolve(archive)

@@ -1,4 +1,4 @@
-"""`search`: find modules in a repository by reading its `index.json`."""
+"""``search``: find modules in a repository by reading its ``index.json``."""
 
 from __future__ import annotations
 
@@ -17,17 +17,17 @@ class SearchResult:
     """One module found, described by its latest version.
 
     Attributes:
-        name: `org/model`.
-        version: The latest version number.
-        versions: Every published version, oldest first.
-        handle: URL to pass to `jaxhub.load` (pinned to `version`).
-        sha256: Hex sha256 of that version's archive.
-        task: What the module does.
-        license: License of the weights.
-        description: One paragraph about the module.
-        signatures: Names of the inference signatures.
-        input_size: One example's input sizes for the default signature, e.g. `"32x32x3"`.
-        params: Number of parameters.
+      name: ``org/model``.
+      version: The latest version number.
+      versions: Every published version, oldest first.
+      handle: URL to pass to ``jaxhub.load`` (pinned to ``version``).
+      sha256: Hex sha256 of that version's archive.
+      task: What the module does.
+      license: License of the weights.
+      description: One paragraph about the module.
+      signatures: Names of the inference signatures.
+      input_size: One example's input sizes for the default signature, e.g. ``"32x32x3"``.
+      params: Number of parameters.
     """
 
     name: str
@@ -46,32 +46,32 @@ class SearchResult:
 def search(query: str, repo_url: str | os.PathLike, *, task: str | None = None,
            license: str | None = None, signature: str | None = None,
            offline: bool | None = None) -> list[SearchResult]:
-    """Finds the modules of a repository whose description matches every word of `query`.
+    """Finds the modules of a repository whose description matches every word of ``query``.
 
-    A module matches when each whitespace-separated word of `query` occurs (ignoring
+    A module matches when each whitespace-separated word of ``query`` occurs (ignoring
     case) in its name, task, license, description or signature names: the same rule as
     the catalog's search box. Modules whose names contain more of the words come first,
     then by name. An empty query matches everything.
 
     Args:
-        query: Words to look for.
-        repo_url: The repository root: an http(s) or file:// URL, or a local directory.
-        task: Keep only modules with exactly this task.
-        license: Keep only modules with exactly this license.
-        signature: Keep only modules with an inference signature of this name.
-        offline: Fail rather than use the network. Defaults to `JAXHUB_OFFLINE`.
+      query: Words to look for.
+      repo_url: The repository root: an http(s) or file:// URL, or a local directory.
+      task: Keep only modules with exactly this task.
+      license: Keep only modules with exactly this license.
+      signature: Keep only modules with an inference signature of this name.
+      offline: Fail rather than use the network. Defaults to ``JAXHUB_OFFLINE``.
 
     Returns:
-        The matching modules, best first.
+      The matching modules, best first.
 
     Raises:
-        jaxhub.hub.HandleError: No repository index at `repo_url`.
-        jaxhub.hub.DownloadError: The repository's server failed.
+      jaxhub.hub.HandleError: No repository index at ``repo_url``.
+      jaxhub.hub.DownloadError: The repository's server failed.
 
     Examples:
-        >>> for hit in search("image classifier", "http://127.0.0.1:8000/"):  # doctest: +SKIP
-        ...     print(hit.name, hit.version, hit.handle)
-        acme/resnet 2 http://127.0.0.1:8000/acme/resnet/2
+      >>> for hit in search("image classifier", "http://127.0.0.1:8000/"):  # doctest: +SKIP
+      ...     print(hit.name, hit.version, hit.handle)
+      acme/resnet 2 http://127.0.0.1:8000/acme/resnet/2
     """
     root = _root_url(repo_url)
     index = fetch(root, Settings.from_env(offline=offline, progress=False))

@@ -1,8 +1,8 @@
-"""`build_catalog`: the static site inside a repository, plain HTML/CSS/JS, no build step.
+"""``build_catalog``: the static site inside a repository, plain HTML/CSS/JS, no build step.
 
-The index page lists every module from `_catalog/index-data.js`, a script that sets
-`window.JAXHUB_INDEX`: a script, not a fetched JSON file, so the site works from
-`file://` as well as over HTTP. Each version gets a page rendered here in Python, with
+The index page lists every module from ``_catalog/index-data.js``, a script that sets
+``window.JAXHUB_INDEX``: a script, not a fetched JSON file, so the site works from
+``file://`` as well as over HTTP. Each version gets a page rendered here in Python, with
 everything a reader needs to choose and use it; links are relative throughout, so the
 repository can be hosted under any URL prefix.
 """
@@ -28,27 +28,27 @@ def build_catalog(repo_dir: str | os.PathLike, *, base_url: str | None = None,
                   title: str = "jaxhub modules") -> pathlib.Path:
     """Writes the catalog: an index page, a page per version, and their assets.
 
-    Run it after `publish`. Only the catalog's own files are written: `index.html`,
-    `_catalog/`, and `<org>/<model>/<N>/index.html` plus `<org>/<model>/latest/index.html`
+    Run it after ``publish``. Only the catalog's own files are written: ``index.html``,
+    ``_catalog/``, and ``<org>/<model>/<N>/index.html`` plus ``<org>/<model>/latest/index.html``
     (which forwards to the newest version's page); pages of versions that are gone are
     removed.
 
     Args:
-        repo_dir: The repository root, holding `index.json`.
-        base_url: The URL the repository will be served at, written into the usage
-            snippets. When None, each page works it out in the browser from its own
-            address.
-        title: The index page's heading.
+      repo_dir: The repository root, holding ``index.json``.
+      base_url: The URL the repository will be served at, written into the usage
+        snippets. When None, each page works it out in the browser from its own
+        address.
+      title: The index page's heading.
 
     Returns:
-        Path of the index page.
+      Path of the index page.
 
     Raises:
-        jaxhub.hub.HandleError: `repo_dir` holds no `index.json`.
+      jaxhub.hub.HandleError: ``repo_dir`` holds no ``index.json``.
 
     Examples:
-        >>> page = build_catalog("repo")  # doctest: +SKIP
-        >>> # python -m http.server -d repo, then open http://localhost:8000/
+      >>> page = build_catalog("repo")  # doctest: +SKIP
+      >>> # python -m http.server -d repo, then open http://localhost:8000/
     """
     repo = pathlib.Path(repo_dir)
     index = read_local(repo)

@@ -13,11 +13,11 @@ def usage(record: dict[str, Any], handle: str) -> str:
     """Python that loads the version, pinned to its sha256, and applies it to zeros.
 
     Args:
-        record: The version's metadata record.
-        handle: The URL to load, such as `http://host/org/model/3`.
+      record: The version's metadata record.
+      handle: The URL to load, such as ``http://host/org/model/3``.
 
     Returns:
-        A runnable script that prints the shapes of the outputs.
+      A runnable script that prints the shapes of the outputs.
     """
     lines = ["import numpy as np", "import jaxhub", "",
              f'module = jaxhub.load("{handle}",',
@@ -62,5 +62,5 @@ def _describe(spec: dict[str, Any]) -> str:
 
 
 def format_shape(shape: list[Any]) -> str:
-    """Writes a spec's shape as the catalog shows it: `[batch, 224, 224, 3]`, `?` unknown."""
+    """Writes a spec's shape as the catalog shows it: ``[batch, 224, 224, 3]``, ``?`` unknown."""
     return "[" + ", ".join("?" if d is None else str(d) for d in shape) + "]"

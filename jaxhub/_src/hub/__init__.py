@@ -1,7 +1,7 @@
 """Handles, downloads and the module cache.
 
-`resolve` turns a handle (path, `file://` or http(s) URL) into a local directory,
-downloading and unpacking archives into a verified cache; `pack` makes such archives.
+``resolve`` turns a handle (path, ``file://`` or http(s) URL) into a local directory,
+downloading and unpacking archives into a verified cache; ``pack`` makes such archives.
 """
 
 from jaxhub._src.hub.archive import pack as pack

@@ -1,10 +1,10 @@
 """Safe extraction of module archives, and packing a module directory into one.
 
 Extraction accepts only regular files and directories with relative names that stay
-inside the destination; anything else (absolute paths, `..`, symlinks, hard links,
+inside the destination; anything else (absolute paths, ``..``, symlinks, hard links,
 devices, FIFOs) rejects the whole archive, and so does a decompression bomb: more members,
 more bytes, a larger expansion over the archive's own size, or less free disk space than
-the `Limits` allow. Each member's size is read from its header and checked before its
+the ``Limits`` allow. Each member's size is read from its header and checked before its
 data is written, and free space is checked again while writing. Packing writes a
 reproducible tar.gz (sorted names, zero timestamps and owners), so the same directory
 always gives the same sha256.
@@ -41,12 +41,12 @@ class Limits:
     """What an archive may unpack to.
 
     Attributes:
-        max_bytes: Largest total size of the unpacked files (`JAXHUB_MAX_ARCHIVE_BYTES`).
-        max_expansion: Largest ratio of unpacked bytes to archive bytes, above
-            `EXPANSION_FLOOR_BYTES` (`JAXHUB_MAX_EXPANSION_RATIO`).
-        max_members: Most files and directories (`JAXHUB_MAX_ARCHIVE_MEMBERS`).
-        min_free_bytes: Disk space that must stay free after unpacking
-            (`JAXHUB_MIN_FREE_BYTES`).
+      max_bytes: Largest total size of the unpacked files (``JAXHUB_MAX_ARCHIVE_BYTES``).
+      max_expansion: Largest ratio of unpacked bytes to archive bytes, above
+        ``EXPANSION_FLOOR_BYTES`` (``JAXHUB_MAX_EXPANSION_RATIO``).
+      max_members: Most files and directories (``JAXHUB_MAX_ARCHIVE_MEMBERS``).
+      min_free_bytes: Disk space that must stay free after unpacking
+        (``JAXHUB_MIN_FREE_BYTES``).
     """
 
     max_bytes: int = 64 * 2**30
@@ -55,7 +55,7 @@ class Limits:
     min_free_bytes: int = 128 * 2**20
 
     def byte_budget(self, archive_size: int) -> tuple[int, str]:
-        """The most bytes an archive of `archive_size` bytes may unpack to, and why."""
+        """The most bytes an archive of ``archive_size`` bytes may unpack to, and why."""
         by_ratio = max(EXPANSION_FLOOR_BYTES, int(self.max_expansion * archive_size))
         if by_ratio < self.max_bytes:
             return by_ratio, (f"{self.max_expansion:g} times its own {archive_size} bytes; "
@@ -70,25 +70,25 @@ def is_archive_name(name: str) -> bool:
 
 def extract(archive: pathlib.Path, dest: pathlib.Path, *, limits: Limits = Limits(),
             label: str | None = None) -> tuple[FileRecord, ...]:
-    """Unpacks a tar (optionally gzip-compressed) archive into the existing directory `dest`.
+    """Unpacks a tar (optionally gzip-compressed) archive into the existing directory ``dest``.
 
     Members are read in one streaming pass and each is checked before it is written; the
     first unsafe member aborts. Callers extract into a staging directory that they
     delete on failure, so a refused archive leaves nothing behind.
 
     Args:
-        archive: Path of the archive.
-        dest: Existing, empty directory to unpack into.
-        limits: Bounds on members, bytes, expansion and free disk space.
-        label: How messages name the archive (the handle it came from); its file name
-            when None.
+      archive: Path of the archive.
+      dest: Existing, empty directory to unpack into.
+      limits: Bounds on members, bytes, expansion and free disk space.
+      label: How messages name the archive (the handle it came from); its file name
+        when None.
 
     Returns:
-        A record (path, size, sha256) of every file written, sorted by path.
+      A record (path, size, sha256) of every file written, sorted by path.
 
     Raises:
-        UnsafeArchiveError: A member is not allowed, or a limit is exceeded.
-        ArchiveError: The file is not a readable tar archive.
+      UnsafeArchiveError: A member is not allowed, or a limit is exceeded.
+      ArchiveError: The file is not a readable tar archive.
     """
     label = label or archive.name
     state = _Progress(dest, limits, *limits.byte_budget(archive.stat().st_size))
@@ -177,8 +177,8 @@ def safe_member_name(member: tarfile.TarInfo) -> str | None:
     """Returns the member's normalized relative name, or None for the archive root.
 
     Raises:
-        UnsafeArchiveError: The member is not a plain file or directory, or its name is
-            absolute or climbs out of the destination.
+      UnsafeArchiveError: The member is not a plain file or directory, or its name is
+        absolute or climbs out of the destination.
     """
     name = member.name
     if not (member.isfile() or member.isdir()):
@@ -200,21 +200,21 @@ def safe_member_name(member: tarfile.TarInfo) -> str | None:
 def pack(src_dir: str | os.PathLike, out_path: str | os.PathLike) -> str:
     """Packs the contents of a module directory into a reproducible tar.gz.
 
-    Files sit at the archive root (`saved_model.pb`, not `mymodule/saved_model.pb`), as
-    `jaxhub.resolve` and `tensorflow_hub.resolve` expect. The output appears atomically.
+    Files sit at the archive root (``saved_model.pb``, not ``mymodule/saved_model.pb``), as
+    ``jaxhub.resolve`` and ``tensorflow_hub.resolve`` expect. The output appears atomically.
 
     Args:
-        src_dir: Directory to pack; may hold only regular files and directories.
-        out_path: Archive to write, conventionally ending in `.tar.gz`.
+      src_dir: Directory to pack; may hold only regular files and directories.
+      out_path: Archive to write, conventionally ending in ``.tar.gz``.
 
     Returns:
-        The hex sha256 of the archive, to publish with it (`jaxhub.resolve(url, sha256=...)`).
+      The hex sha256 of the archive, to publish with it (``jaxhub.resolve(url, sha256=...)``).
 
     Raises:
-        ValueError: `src_dir` is not a directory or holds a symlink or special file.
+      ValueError: ``src_dir`` is not a directory or holds a symlink or special file.
 
     Examples:
-        >>> digest = pack("exported/my_module", "my_module.tar.gz")  # doctest: +SKIP
+      >>> digest = pack("exported/my_module", "my_module.tar.gz")  # doctest: +SKIP
     """
     src = pathlib.Path(src_dir)
     if not src.is_dir():

@@ -4,17 +4,17 @@ Layout under the cache root::
 
     entries/<key>/module/       the module directory handed to callers
     entries/<key>/entry.json    summary checked on every hit; present only in complete entries
-    entries/<key>/files.json    every file's size and sha256, for `verify`
+    entries/<key>/files.json    every file's size and sha256, for ``verify``
     tmp/<key>~<pid>-<random>/   staging directories, renamed into entries/ when done
     locks/<key>.lock            one lock per key
 
 Atomicity comes from the rename, not from the lock: a reader either sees a complete
 entry or none. The lock only keeps processes from downloading the same thing twice, and
-it is an OS-level lock (`filelock`, `flock` on POSIX) that the kernel drops when its
+it is an OS-level lock (``filelock``, ``flock`` on POSIX) that the kernel drops when its
 holder dies, so a killed download never blocks the next one (TF Hub's hand-made lock
 files made survivors wait for minutes: tensorflow/hub#55, #326, #579). A waiter says
 which process holds the lock and how far its download got, and gives up after
-`lock_timeout` seconds rather than waiting forever behind a live but stuck process.
+``lock_timeout`` seconds rather than waiting forever behind a live but stuck process.
 """
 
 from __future__ import annotations
@@ -73,7 +73,7 @@ class Entry:
 
 @dataclasses.dataclass(frozen=True)
 class Listing:
-    """One directory under `entries/`, complete or not (for `jaxhub cache ls`)."""
+    """One directory under ``entries/``, complete or not (for ``jaxhub cache ls``)."""
 
     key: str
     path: pathlib.Path
@@ -109,7 +109,7 @@ Accept = Callable[[Entry], bool]
 
 
 def entry_key(kind: str, source: str) -> str:
-    """Returns the directory name of the entry for `source`: readable slug plus hash."""
+    """Returns the directory name of the entry for ``source``: readable slug plus hash."""
     digest = hashlib.sha256(f"{kind}\0{source}".encode()).hexdigest()[:20]
     slug = re.sub(r"[^A-Za-z0-9._-]+", "_", source.split("://", 1)[-1])[-60:].strip("._-")
     return f"{slug}--{digest}" if slug else digest
@@ -119,8 +119,8 @@ class Cache:
     """A cache rooted at one directory. Cheap to create; holds no open resources.
 
     Args:
-        root: The cache directory; created on first write.
-        lock_timeout: Seconds to wait for another process's lock before giving up.
+      root: The cache directory; created on first write.
+      lock_timeout: Seconds to wait for another process's lock before giving up.
     """
 
     def __init__(self, root: str | os.PathLike, *, lock_timeout: float = 7200.0):
@@ -131,7 +131,7 @@ class Cache:
         self._locks = self.root / "locks"
 
     def lookup(self, key: str) -> Entry | None:
-        """Returns the entry for `key` if it is complete and not damaged (cheap check)."""
+        """Returns the entry for ``key`` if it is complete and not damaged (cheap check)."""
         path = self._entries / key
         found = entry_record.read(path)
         if found is None:
@@ -146,22 +146,22 @@ class Cache:
     def get_or_create(self, key: str, kind: str, source: str, build: Build,
                       accept: Accept = lambda entry: True, *,
                       origin: str | None = None) -> Entry:
-        """Returns the entry for `key`, building it under the lock if needed.
+        """Returns the entry for ``key``, building it under the lock if needed.
 
         Args:
-            key: Entry key, from `entry_key(kind, source)`.
-            kind: Recorded in the manifest (`"handle"` or `"derived"`).
-            source: Recorded in the manifest; the canonical handle or derivation key.
-            build: Fills a staging directory; any exception leaves nothing behind.
-            accept: Whether an existing entry is good enough (e.g. matches a sha256 pin).
-            origin: Recorded in the manifest: what a derived entry was computed from.
+          key: Entry key, from ``entry_key(kind, source)``.
+          kind: Recorded in the manifest (``"handle"`` or ``"derived"``).
+          source: Recorded in the manifest; the canonical handle or derivation key.
+          build: Fills a staging directory; any exception leaves nothing behind.
+          accept: Whether an existing entry is good enough (e.g. matches a sha256 pin).
+          origin: Recorded in the manifest: what a derived entry was computed from.
 
         Returns:
-            A complete entry.
+          A complete entry.
 
         Raises:
-            CacheLockError: Another process held the lock for `lock_timeout` seconds.
-            CacheWriteError: The cache's disk is full, refuses a name, or is not writable.
+          CacheLockError: Another process held the lock for ``lock_timeout`` seconds.
+          CacheWriteError: The cache's disk is full, refuses a name, or is not writable.
         """
         entry = self.lookup(key)
         if entry is not None and accept(entry):
@@ -175,14 +175,14 @@ class Cache:
 
     @contextlib.contextmanager
     def lock(self, key: str, label: str | None = None) -> Iterator[None]:
-        """Holds the lock of `key`; while another process has it, says who and waits.
+        """Holds the lock of ``key``; while another process has it, says who and waits.
 
         Args:
-            key: The entry's key.
-            label: How messages name the entry (its handle); the key when None.
+          key: The entry's key.
+          label: How messages name the entry (its handle); the key when None.
 
         Raises:
-            CacheLockError: The lock stayed taken for `lock_timeout` seconds.
+          CacheLockError: The lock stayed taken for ``lock_timeout`` seconds.
         """
         self._locks.mkdir(parents=True, exist_ok=True)
         lock = filelock.FileLock(self._locks / f"{key}.lock")
@@ -193,7 +193,7 @@ class Cache:
             lock.release()
 
     def remove(self, key: str) -> bool:
-        """Deletes the entry for `key`; returns whether there was one."""
+        """Deletes the entry for ``key``; returns whether there was one."""
         path = self._entries / key
         with self.lock(key):
             if not path.exists():
@@ -202,7 +202,7 @@ class Cache:
             return True
 
     def listing(self) -> list[Listing]:
-        """Every directory under `entries/`, with its problems (the cheap check of a hit)."""
+        """Every directory under ``entries/``, with its problems (the cheap check of a hit)."""
         result = []
         for path in sorted(_children(self._entries)):
             found = entry_record.read(path)
@@ -223,7 +223,7 @@ class Cache:
         """Removes what no live process owns: staging dirs, broken entries, idle locks.
 
         Returns:
-            The paths removed.
+          The paths removed.
         """
         removed = []
         for path in _children(self._staging):
@@ -346,7 +346,7 @@ class Cache:
 
 @contextlib.contextmanager
 def _cache_writes(source: str, root: pathlib.Path) -> Iterator[None]:
-    """Turns the cache disk's errors that a user can fix into a `CacheWriteError`."""
+    """Turns the cache disk's errors that a user can fix into a ``CacheWriteError``."""
     try:
         yield
     except HubError:

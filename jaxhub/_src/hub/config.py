@@ -1,7 +1,7 @@
 """Settings of the hub client, read from the environment once per call.
 
-Only `Settings.from_env` reads environment variables; everything below it receives a
-`Settings` value, so resolvers and the cache stay pure functions of their arguments.
+Only ``Settings.from_env`` reads environment variables; everything below it receives a
+``Settings`` value, so resolvers and the cache stay pure functions of their arguments.
 """
 
 from __future__ import annotations
@@ -40,25 +40,25 @@ class Settings:
     """How handles are resolved: where the cache lives and how downloads behave.
 
     Attributes:
-        cache_dir: Root of the cache.
-        offline: Never touch the network; serve from the cache or fail.
-        progress: Show a progress bar while downloading.
-        timeout: Seconds to wait for a connection or for the next bytes of a body; also
-            the window over which `min_rate` is measured.
-        retries: Extra attempts after a transient failure (5xx, reset, dropped body).
-        backoff: Seconds before the first retry; doubled for each further one.
-        deadline: Seconds one download may take in all, retries included.
-        min_rate: Bytes per second a body must average over each `timeout` window
-            (0 turns the check off).
-        max_archive_bytes: Largest archive accepted, both downloaded and unpacked.
-        max_expansion: Largest ratio of unpacked bytes to archive bytes (beyond a
-            floor of `archive.EXPANSION_FLOOR_BYTES`).
-        max_members: Most members (files and directories) an archive may hold.
-        min_free_bytes: Disk space that downloading and unpacking must leave free.
-        lock_timeout: Seconds to wait for another process's lock on an entry.
-        allow_insecure_redirects: Follow a redirect from https to http.
-        secret_params: Extra URL query parameters (lowercase) that carry credentials,
-            besides the built-in ones (`jaxhub._src.hub.urls`).
+      cache_dir: Root of the cache.
+      offline: Never touch the network; serve from the cache or fail.
+      progress: Show a progress bar while downloading.
+      timeout: Seconds to wait for a connection or for the next bytes of a body; also
+        the window over which ``min_rate`` is measured.
+      retries: Extra attempts after a transient failure (5xx, reset, dropped body).
+      backoff: Seconds before the first retry; doubled for each further one.
+      deadline: Seconds one download may take in all, retries included.
+      min_rate: Bytes per second a body must average over each ``timeout`` window
+        (0 turns the check off).
+      max_archive_bytes: Largest archive accepted, both downloaded and unpacked.
+      max_expansion: Largest ratio of unpacked bytes to archive bytes (beyond a
+        floor of ``archive.EXPANSION_FLOOR_BYTES``).
+      max_members: Most members (files and directories) an archive may hold.
+      min_free_bytes: Disk space that downloading and unpacking must leave free.
+      lock_timeout: Seconds to wait for another process's lock on an entry.
+      allow_insecure_redirects: Follow a redirect from https to http.
+      secret_params: Extra URL query parameters (lowercase) that carry credentials,
+        besides the built-in ones (``jaxhub._src.hub.urls``).
     """
 
     cache_dir: pathlib.Path
@@ -89,18 +89,18 @@ class Settings:
         """Builds settings from explicit arguments, falling back to the environment.
 
         Args:
-            env: Environment to read; `os.environ` when None.
-            cache_dir: Overrides `JAXHUB_CACHE_DIR` / `TFHUB_CACHE_DIR`.
-            offline: Overrides `JAXHUB_OFFLINE`.
-            progress: Overrides the default, which is on when stderr is a terminal and
-                `JAXHUB_DISABLE_PROGRESS` is not set.
+          env: Environment to read; ``os.environ`` when None.
+          cache_dir: Overrides ``JAXHUB_CACHE_DIR`` / ``TFHUB_CACHE_DIR``.
+          offline: Overrides ``JAXHUB_OFFLINE``.
+          progress: Overrides the default, which is on when stderr is a terminal and
+            ``JAXHUB_DISABLE_PROGRESS`` is not set.
 
         Returns:
-            The settings.
+          The settings.
 
         Raises:
-            SettingsError: A numeric environment variable does not parse or is out of
-                range; the message names the variable and what it accepts.
+          SettingsError: A numeric environment variable does not parse or is out of
+            range; the message names the variable and what it accepts.
         """
         env = os.environ if env is None else env
         if offline is None:
@@ -130,17 +130,17 @@ class Settings:
 
 
 def default_cache_dir(env: Mapping[str, str] | None = None) -> pathlib.Path:
-    """Returns the cache root: `JAXHUB_CACHE_DIR`, else `TFHUB_CACHE_DIR`, else a user dir.
+    """Returns the cache root: ``JAXHUB_CACHE_DIR``, else ``TFHUB_CACHE_DIR``, else a user dir.
 
-    The user directory is `$XDG_CACHE_HOME/jaxhub` (`~/.cache/jaxhub`), or
-    `%LOCALAPPDATA%\\jaxhub` on Windows. It is never under /tmp, which systems purge
+    The user directory is ``$XDG_CACHE_HOME/jaxhub`` (``~/.cache/jaxhub``), or
+    ``%LOCALAPPDATA%\\jaxhub`` on Windows. It is never under /tmp, which systems purge
     behind a cache's back (tensorflow/hub#575, #646, #850, #896).
 
     Args:
-        env: Environment to read; `os.environ` when None.
+      env: Environment to read; ``os.environ`` when None.
 
     Returns:
-        An absolute path (it may not exist yet).
+      An absolute path (it may not exist yet).
     """
     env = os.environ if env is None else env
     for name in (ENV_CACHE_DIR, ENV_TFHUB_CACHE_DIR):

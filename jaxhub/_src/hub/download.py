@@ -1,8 +1,8 @@
 """Streaming HTTP(S) downloads with progress, retries, resumption and clear errors.
 
-Built on `urllib.request`, whose default opener follows redirects and takes proxies
-from the standard `http_proxy` / `https_proxy` / `no_proxy` environment variables.
-A download is bounded in time as a whole (`deadline`) and must keep up a minimum rate,
+Built on ``urllib.request``, whose default opener follows redirects and takes proxies
+from the standard ``http_proxy`` / ``https_proxy`` / ``no_proxy`` environment variables.
+A download is bounded in time as a whole (``deadline``) and must keep up a minimum rate,
 so a server that trickles bytes cannot hold a download, and the cache lock behind it,
 forever. Messages name the URL in its canonical form, never its credentials.
 """
@@ -46,18 +46,18 @@ class Options:
     """How to download.
 
     Attributes:
-        timeout: Seconds to wait to connect, and for each read of the body; also the
-            window over which `min_rate` is measured.
-        retries: Extra attempts after a transient failure.
-        backoff: Seconds before the first retry, doubled for each further one.
-        progress: Show a tqdm progress bar on stderr.
-        max_bytes: Abort when the body grows beyond this many bytes.
-        deadline: Seconds the whole download may take, retries included (None: no limit).
-        min_rate: Bytes per second the body must average over each `timeout` window
-            (0: no minimum).
-        min_free_bytes: Disk space the download must leave free.
-        allow_insecure_redirects: Follow redirects from https to http.
-        secret_params: Extra query parameters that carry credentials (see `urls`).
+      timeout: Seconds to wait to connect, and for each read of the body; also the
+        window over which ``min_rate`` is measured.
+      retries: Extra attempts after a transient failure.
+      backoff: Seconds before the first retry, doubled for each further one.
+      progress: Show a tqdm progress bar on stderr.
+      max_bytes: Abort when the body grows beyond this many bytes.
+      deadline: Seconds the whole download may take, retries included (None: no limit).
+      min_rate: Bytes per second the body must average over each ``timeout`` window
+        (0: no minimum).
+      min_free_bytes: Disk space the download must leave free.
+      allow_insecure_redirects: Follow redirects from https to http.
+      secret_params: Extra query parameters that carry credentials (see ``urls``).
     """
 
     timeout: float = 60.0
@@ -73,7 +73,7 @@ class Options:
 
     @classmethod
     def from_settings(cls, settings: Settings, **overrides) -> Options:
-        """The options `settings` ask for; `overrides` replace single fields."""
+        """The options ``settings`` ask for; ``overrides`` replace single fields."""
         fields = dict(timeout=settings.timeout, retries=settings.retries,
                       backoff=settings.backoff, progress=settings.progress,
                       max_bytes=settings.max_archive_bytes, deadline=settings.deadline,
@@ -150,23 +150,23 @@ class _Clock:
 
 
 def download(url: str, dest: pathlib.Path, options: Options = Options()) -> Downloaded:
-    """Downloads `url` to `dest`, retrying transient failures with exponential backoff.
+    """Downloads ``url`` to ``dest``, retrying transient failures with exponential backoff.
 
-    A retry resumes where the previous attempt stopped when the server honours `Range`
+    A retry resumes where the previous attempt stopped when the server honours ``Range``
     (and answers with the bytes asked for) and starts over otherwise.
 
     Args:
-        url: An http(s) URL.
-        dest: File to write; created or truncated.
-        options: Timeouts, retries, limits, progress.
+      url: An http(s) URL.
+      dest: File to write; created or truncated.
+      options: Timeouts, retries, limits, progress.
 
     Returns:
-        The finished download.
+      The finished download.
 
     Raises:
-        DownloadError: HTTP 4xx (other than 408/429), a refused connection, an unknown
-            host, an invalid answer, the deadline passed, a limit exceeded, or still
-            failing after the last retry. The message names the URL without credentials.
+      DownloadError: HTTP 4xx (other than 408/429), a refused connection, an unknown
+        host, an invalid answer, the deadline passed, a limit exceeded, or still
+        failing after the last retry. The message names the URL without credentials.
     """
     label = canonical_url(url, options.secret_params)
     clock = _Clock(label, options)
@@ -243,7 +243,7 @@ def _fail_fast(reason: object, partial: _Partial, label: str) -> None:
 
 
 def _start_body(response: http.client.HTTPResponse, partial: _Partial, label: str) -> None:
-    """Decides whether the answer continues `partial` or replaces it."""
+    """Decides whether the answer continues ``partial`` or replaces it."""
     if not partial.size:
         return
     if response.status != 206:
@@ -315,7 +315,7 @@ def _receive(response: http.client.HTTPResponse, partial: _Partial, options: Opt
 
 
 class _RateWatch:
-    """Fails an attempt whose body arrives slower than `min_rate` over a `timeout` window."""
+    """Fails an attempt whose body arrives slower than ``min_rate`` over a ``timeout`` window."""
 
     def __init__(self, options: Options, size: int):
         self.options = options
@@ -355,7 +355,7 @@ class _Watchdog:
         self._timer.cancel()
 
     def watch(self, http_class: type) -> Callable[..., http.client.HTTPConnection]:
-        """A factory of `http_class` connections that the watchdog can shut down."""
+        """A factory of ``http_class`` connections that the watchdog can shut down."""
         def connection(*args, **kwargs) -> http.client.HTTPConnection:
             made = http_class(*args, **kwargs)
             self._connections.append(made)

@@ -1,17 +1,17 @@
 """The record kept beside each cache entry: where it came from and every file it holds.
 
-Two files sit beside an entry's `module/` directory, written into the staging directory
+Two files sit beside an entry's ``module/`` directory, written into the staging directory
 before the entry is renamed into place:
 
-- `files.json`: every file with its size and sha256, for `jaxhub cache verify`;
-- `entry.json`: a small summary read on every cache hit: source, totals, the
+- ``files.json``: every file with its size and sha256, for ``jaxhub cache verify``;
+- ``entry.json``: a small summary read on every cache hit: source, totals, the
   modification times of the module's directories, and the sizes of a bounded sample of
   its files (all of them when there are few).
 
-A cache hit reads only `entry.json` and runs `quick_check`: one `stat` per directory
+A cache hit reads only ``entry.json`` and runs ``quick_check``: one ``stat`` per directory
 and per sampled file. Removing, adding or renaming any file changes its directory's
 modification time, so purges are caught however many files an entry holds; a file
-rewritten in place is caught if it is sampled, and otherwise by `jaxhub cache verify`.
+rewritten in place is caught if it is sampled, and otherwise by ``jaxhub cache verify``.
 """
 
 from __future__ import annotations
@@ -53,21 +53,21 @@ class DirStamp:
 
 @dataclasses.dataclass(frozen=True)
 class EntryRecord:
-    """What a cache entry holds and where it came from (the summary in `entry.json`).
+    """What a cache entry holds and where it came from (the summary in ``entry.json``).
 
     Attributes:
-        kind: `"handle"` for resolved handles, `"derived"` for `cached_derivation`.
-        source: The canonical handle or derivation key the entry was made for.
-        file_count: Number of files in the module directory.
-        size: Total bytes of those files.
-        sample: Files whose presence and size every cache hit checks.
-        directories: Every directory of the module with its modification time; None for
-            entries written before directory times were recorded (then `sample` holds
-            every file).
-        archive_sha256: sha256 of the archive the files were unpacked from, if any.
-        origin: What a derived entry was computed from (a path, or the handle of the
-            cache entry it was computed from), if known.
-        created: Seconds since the epoch when the entry was written.
+      kind: ``"handle"`` for resolved handles, ``"derived"`` for ``cached_derivation``.
+      source: The canonical handle or derivation key the entry was made for.
+      file_count: Number of files in the module directory.
+      size: Total bytes of those files.
+      sample: Files whose presence and size every cache hit checks.
+      directories: Every directory of the module with its modification time; None for
+        entries written before directory times were recorded (then ``sample`` holds
+        every file).
+      archive_sha256: sha256 of the archive the files were unpacked from, if any.
+      origin: What a derived entry was computed from (a path, or the handle of the
+        cache entry it was computed from), if known.
+      created: Seconds since the epoch when the entry was written.
     """
 
     kind: str
@@ -82,14 +82,14 @@ class EntryRecord:
 
     @classmethod
     def describe(cls, root: pathlib.Path, files: tuple[FileRecord, ...], **fields) -> EntryRecord:
-        """Summarises the finished module directory `root` holding `files`."""
+        """Summarises the finished module directory ``root`` holding ``files``."""
         largest = sorted(files, key=lambda f: (-f.size, f.path))[:SAMPLE_FILES]
         return cls(file_count=len(files), size=sum(f.size for f in files),
                    sample=tuple(sorted(largest, key=lambda f: f.path)),
                    directories=directory_stamps(root), **fields)
 
     def restamped(self, root: pathlib.Path) -> EntryRecord:
-        """The same summary with the directory times `root` has now."""
+        """The same summary with the directory times ``root`` has now."""
         return dataclasses.replace(self, directories=directory_stamps(root))
 
     def to_json(self) -> str:
@@ -113,7 +113,7 @@ class EntryRecord:
 
 
 def read(entry: pathlib.Path) -> EntryRecord | None:
-    """Returns the summary of the entry directory `entry`, or None when missing or unreadable."""
+    """Returns the summary of the entry directory ``entry``, or None when missing or unreadable."""
     try:
         return EntryRecord.from_json((entry / RECORD_NAME).read_text())
     except (OSError, ValueError, TypeError, KeyError):
@@ -121,7 +121,7 @@ def read(entry: pathlib.Path) -> EntryRecord | None:
 
 
 def read_files(entry: pathlib.Path) -> tuple[FileRecord, ...] | None:
-    """Returns every file record of the entry directory `entry`, or None when unreadable."""
+    """Returns every file record of the entry directory ``entry``, or None when unreadable."""
     try:
         if not (entry / FILES_NAME).exists():  # written before the list had its own file
             data = json.loads((entry / RECORD_NAME).read_text())
@@ -132,7 +132,7 @@ def read_files(entry: pathlib.Path) -> tuple[FileRecord, ...] | None:
 
 
 def write(entry: pathlib.Path, manifest: EntryRecord, files: tuple[FileRecord, ...]) -> None:
-    """Writes the file list and the summary of an entry being built in `entry`."""
+    """Writes the file list and the summary of an entry being built in ``entry``."""
     _write_synced(entry / FILES_NAME,
                   json.dumps([dataclasses.asdict(f) for f in files], separators=(",", ":")))
     _write_synced(entry / RECORD_NAME, manifest.to_json())
@@ -149,7 +149,7 @@ def rewrite(entry: pathlib.Path, manifest: EntryRecord) -> None:
 
 
 def directory_stamps(root: pathlib.Path) -> tuple[DirStamp, ...]:
-    """Every directory under `root` (itself included) with its modification time."""
+    """Every directory under ``root`` (itself included) with its modification time."""
     stamps = []
     for dirpath, dirnames, _ in os.walk(root):
         dirnames.sort()
@@ -176,13 +176,13 @@ def quick_check(root: pathlib.Path, manifest: EntryRecord) -> tuple[list[str], l
     """The check of every cache hit: its cost depends on directories, not on files.
 
     Args:
-        root: The entry's module directory.
-        manifest: The entry's summary.
+      root: The entry's module directory.
+      manifest: The entry's summary.
 
     Returns:
-        Problems with sampled files (the entry is damaged), and directories whose times
-        changed (the entry may be damaged, or merely copied or touched: `missing_files`
-        over the full list tells).
+      Problems with sampled files (the entry is damaged), and directories whose times
+      changed (the entry may be damaged, or merely copied or touched: ``missing_files``
+      over the full list tells).
     """
     changed = ([] if manifest.directories is None
                else changed_directories(root, manifest.directories))
@@ -206,10 +206,10 @@ def file_sha256(path: pathlib.Path) -> str:
 
 
 def scan(root: pathlib.Path) -> tuple[FileRecord, ...]:
-    """Records every regular file under `root`, sorted by path.
+    """Records every regular file under ``root``, sorted by path.
 
     Raises:
-        ValueError: `root` holds a symlink or a special file, which entries never do.
+      ValueError: ``root`` holds a symlink or a special file, which entries never do.
     """
     records = []
     for path in sorted(_walk(root)):

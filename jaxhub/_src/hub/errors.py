@@ -1,14 +1,14 @@
 """Errors raised while resolving handles, downloading and caching modules.
 
-Each error subclasses the builtin a caller would naturally catch (`OSError` for I/O
-trouble, `ValueError` for bad input or data), so generic handlers keep working.
+Each error subclasses the builtin a caller would naturally catch (``OSError`` for I/O
+trouble, ``ValueError`` for bad input or data), so generic handlers keep working.
 """
 
 from __future__ import annotations
 
 
 class HubError(Exception):
-    """Base class of every error raised by `jaxhub.hub`."""
+    """Base class of every error raised by ``jaxhub.hub``."""
 
 
 class HandleError(HubError, ValueError):
@@ -40,7 +40,7 @@ class SettingsError(HubError, ValueError):
 
 
 class CacheLockError(HubError, TimeoutError):
-    """Another live process held an entry's lock for longer than `JAXHUB_LOCK_TIMEOUT`."""
+    """Another live process held an entry's lock for longer than ``JAXHUB_LOCK_TIMEOUT``."""
 
 
 class CacheWriteError(HubError, OSError):

@@ -2,7 +2,7 @@
 
 Resolvers are asked newest first, so one registered by a user takes precedence over the
 built-in ones; the local-path resolver is registered first and so is the catch-all.
-`is_supported` must look only at the handle's syntax: no I/O, no environment.
+``is_supported`` must look only at the handle's syntax: no I/O, no environment.
 """
 
 from __future__ import annotations
@@ -21,24 +21,24 @@ class Resolver(Protocol):
     """Turns the handles it supports into local module directories.
 
     Examples:
-        A resolver for a custom scheme that maps names onto a web server::
+      A resolver for a custom scheme that maps names onto a web server::
 
-            class MyHubResolver:
-                def is_supported(self, handle):
-                    return handle.startswith("myhub://")
+        class MyHubResolver:
+          def is_supported(self, handle):
+            return handle.startswith("myhub://")
 
-                def resolve(self, handle, request):
-                    name = handle.removeprefix("myhub://")
-                    return request.resolve(f"https://models.example.com/{name}.tar.gz")
+          def resolve(self, handle, request):
+            name = handle.removeprefix("myhub://")
+            return request.resolve(f"https://models.example.com/{name}.tar.gz")
 
-            jaxhub.hub.register_resolver(MyHubResolver())
+        jaxhub.hub.register_resolver(MyHubResolver())
     """
 
     def is_supported(self, handle: str) -> bool:
-        """Whether this resolver handles `handle`, judged by syntax alone."""
+        """Whether this resolver handles ``handle``, judged by syntax alone."""
 
     def resolve(self, handle: str, request: Request) -> pathlib.Path:
-        """Returns the local directory holding the module named by `handle`."""
+        """Returns the local directory holding the module named by ``handle``."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -46,10 +46,10 @@ class Request:
     """Everything a resolver needs besides the handle.
 
     Attributes:
-        settings: Cache location, offline mode, download behaviour.
-        sha256: Expected sha256 (lowercase hex) of the module's archive, if pinned.
-        registry: The registry that chose the resolver, for resolvers that rewrite a
-            handle into another one.
+      settings: Cache location, offline mode, download behaviour.
+      sha256: Expected sha256 (lowercase hex) of the module's archive, if pinned.
+      registry: The registry that chose the resolver, for resolvers that rewrite a
+        handle into another one.
     """
 
     settings: Settings
@@ -67,7 +67,7 @@ class Registry:
     """An ordered set of resolvers; the most recently added is asked first.
 
     Args:
-        resolvers: Initial resolvers, oldest (lowest precedence) first.
+      resolvers: Initial resolvers, oldest (lowest precedence) first.
     """
 
     def __init__(self, resolvers: tuple[Resolver, ...] = ()):
@@ -76,10 +76,10 @@ class Registry:
             self.add(resolver)
 
     def add(self, resolver: Resolver) -> None:
-        """Adds `resolver` with precedence over every resolver added before it.
+        """Adds ``resolver`` with precedence over every resolver added before it.
 
         Raises:
-            TypeError: `resolver` lacks `is_supported` or `resolve`.
+          TypeError: ``resolver`` lacks ``is_supported`` or ``resolve``.
         """
         if not isinstance(resolver, Resolver):
             raise TypeError(f"{resolver!r} needs is_supported(handle) and "
@@ -87,11 +87,11 @@ class Registry:
         self._resolvers.append(resolver)
 
     def resolve(self, handle: str, request: Request) -> pathlib.Path:
-        """Resolves `handle` with the newest resolver that supports it.
+        """Resolves ``handle`` with the newest resolver that supports it.
 
         Raises:
-            HandleError: No resolver supports the handle, or the one that does cannot find
-                it; the message names every resolver asked.
+          HandleError: No resolver supports the handle, or the one that does cannot find
+            it; the message names every resolver asked.
         """
         declined = []
         for resolver in reversed(self._resolvers):

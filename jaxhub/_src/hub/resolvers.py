@@ -1,7 +1,7 @@
-"""The built-in resolvers: local paths, `file://` URLs, and http(s) module archives.
+"""The built-in resolvers: local paths, ``file://`` URLs, and http(s) module archives.
 
 Each resolver is a few lines: it names a source and hands a fetch step to
-`cached_archive`, the one pipeline that downloads, checks, unpacks and caches.
+``cached_archive``, the one pipeline that downloads, checks, unpacks and caches.
 """
 
 from __future__ import annotations
@@ -98,10 +98,10 @@ def _check_url(handle: str) -> None:
 
 
 def archive_url(handle: str) -> str:
-    """Returns the URL that answers with a tarball for `handle`.
+    """Returns the URL that answers with a tarball for ``handle``.
 
     URLs whose path ends like an archive are used as they are. Others follow the TF Hub
-    convention: asked with `?tf-hub-format=compressed`, the server answers with the
+    convention: asked with ``?tf-hub-format=compressed``, the server answers with the
     module as a tar.gz.
     """
     parts = urllib.parse.urlsplit(handle)
@@ -115,30 +115,30 @@ def archive_url(handle: str) -> str:
 
 def cached_archive(source: str, fetch: Fetch, request: Request, *, network: bool,
                    key: str | None = None) -> pathlib.Path:
-    """Returns the cached module unpacked from the archive that `fetch` obtains.
+    """Returns the cached module unpacked from the archive that ``fetch`` obtains.
 
     The pipeline: look up the entry; else (unless offline) take the lock, fetch into a
     staging directory, check the sha256 pin, unpack safely, record the manifest, and
     rename the entry into place.
 
     Args:
-        source: The handle, recorded in the entry and listed by `jaxhub cache ls`; its
-            canonical form for URLs (`jaxhub._src.hub.urls.canonical_url`), which holds no
-            credentials.
-        fetch: Obtains the archive, writing it to the path it is given if it must.
-        request: Settings and the optional sha256 pin.
-        network: Whether `fetch` uses the network (then offline mode forbids it).
-        key: Cache key; derived from `source` when None.
+      source: The handle, recorded in the entry and listed by ``jaxhub cache ls``; its
+        canonical form for URLs (``jaxhub._src.hub.urls.canonical_url``), which holds no
+        credentials.
+      fetch: Obtains the archive, writing it to the path it is given if it must.
+      request: Settings and the optional sha256 pin.
+      network: Whether ``fetch`` uses the network (then offline mode forbids it).
+      key: Cache key; derived from ``source`` when None.
 
     Returns:
-        The module directory inside the cache.
+      The module directory inside the cache.
 
     Raises:
-        OfflineError: Offline mode is on and the entry is not cached.
-        IntegrityError: The archive does not match the sha256 pin; nothing is cached.
-        UnsafeArchiveError: The archive breaks a rule or a limit (`archive.Limits`).
-        CacheLockError: Another process kept the entry locked too long.
-        CacheWriteError: The cache's disk is full or refuses a name.
+      OfflineError: Offline mode is on and the entry is not cached.
+      IntegrityError: The archive does not match the sha256 pin; nothing is cached.
+      UnsafeArchiveError: The archive breaks a rule or a limit (``archive.Limits``).
+      CacheLockError: Another process kept the entry locked too long.
+      CacheWriteError: The cache's disk is full or refuses a name.
     """
     cache = Cache(request.settings.cache_dir, lock_timeout=request.settings.lock_timeout)
     key = key or entry_key("handle", source)
@@ -165,7 +165,7 @@ def _unpack(source: str, fetch: Fetch, request: Request, staging: Staging) -> Bu
 
 
 def archive_limits(settings: Settings) -> archive.Limits:
-    """The limits on unpacking that `settings` ask for."""
+    """The limits on unpacking that ``settings`` ask for."""
     return archive.Limits(max_bytes=settings.max_archive_bytes,
                           max_expansion=settings.max_expansion,
                           max_members=settings.max_members,

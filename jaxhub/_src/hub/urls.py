@@ -2,12 +2,12 @@
 
 A signed URL (S3, GCS, Azure, CloudFront, a bearer token in the query) carries secrets
 that change with every signature but do not change which file it names. The canonical
-form drops them, together with `user:password@` and the `#fragment`, and keeps every
-other query parameter (`?version=2`, `?versionId=…` do name different files). The cache
-key, the entry's directory and lock names, its record, log lines and `jaxhub cache ls`
+form drops them, together with ``user:password@`` and the ``#fragment``, and keeps every
+other query parameter (``?version=2``, ``?versionId=…`` do name different files). The cache
+key, the entry's directory and lock names, its record, log lines and ``jaxhub cache ls``
 use only the canonical form, so secrets never reach the disk, and two signatures of the
 same file share one cache entry. A server that passes a secret in a parameter not listed
-here needs it named in `JAXHUB_URL_SECRET_PARAMS`.
+here needs it named in ``JAXHUB_URL_SECRET_PARAMS``.
 """
 
 from __future__ import annotations
@@ -33,29 +33,29 @@ SECRET_PREFIXES = ("x-amz-", "x-goog-")
 
 
 def is_secret_param(name: str, extra: Iterable[str] = ()) -> bool:
-    """Whether query parameter `name` carries a credential (case-insensitive)."""
+    """Whether query parameter ``name`` carries a credential (case-insensitive)."""
     lowered = name.lower()
     return (lowered in SECRET_PARAMS or lowered.startswith(SECRET_PREFIXES)
             or lowered in extra)
 
 
 def canonical_url(url: str, secret_params: Iterable[str] = ()) -> str:
-    """Returns `url` without credentials: userinfo, fragment and secret query parameters.
+    """Returns ``url`` without credentials: userinfo, fragment and secret query parameters.
 
     Strings that are not http(s) URLs are returned unchanged.
 
     Args:
-        url: A handle.
-        secret_params: Extra lowercase parameter names to drop (`JAXHUB_URL_SECRET_PARAMS`).
+      url: A handle.
+      secret_params: Extra lowercase parameter names to drop (``JAXHUB_URL_SECRET_PARAMS``).
 
     Returns:
-        The canonical handle; safe to write to disk and to logs.
+      The canonical handle; safe to write to disk and to logs.
 
     Examples:
-        >>> canonical_url("https://b.s3.amazonaws.com/m.tar.gz?versionId=3&X-Amz-Signature=ab")
-        'https://b.s3.amazonaws.com/m.tar.gz?versionId=3'
-        >>> canonical_url("https://user:pw@host/m.tgz#x")
-        'https://host/m.tgz'
+      >>> canonical_url("https://b.s3.amazonaws.com/m.tar.gz?versionId=3&X-Amz-Signature=ab")
+      'https://b.s3.amazonaws.com/m.tar.gz?versionId=3'
+      >>> canonical_url("https://user:pw@host/m.tgz#x")
+      'https://host/m.tgz'
     """
     try:
         parts = urllib.parse.urlsplit(url)
@@ -73,5 +73,5 @@ def canonical_url(url: str, secret_params: Iterable[str] = ()) -> str:
 
 
 def has_credentials(url: str, secret_params: Iterable[str] = ()) -> bool:
-    """Whether `url` carries anything `canonical_url` drops."""
+    """Whether ``url`` carries anything ``canonical_url`` drops."""
     return canonical_url(url, secret_params) != url
