@@ -18,14 +18,19 @@ import pathlib
 import tempfile
 import threading
 
-import jax
-import jax.numpy as jnp
-import numpy as np
-import optax
-from flax import nnx
+from jaxhub._src.cli import tf_logging
 
-import jaxhub
-from jaxhub._src import hub
+# TensorFlow's C++ log level must be set before JAX is imported too: both read it once.
+tf_logging.set_environment()
+
+import jax  # noqa: E402
+import jax.numpy as jnp  # noqa: E402
+import numpy as np  # noqa: E402
+import optax  # noqa: E402
+from flax import nnx  # noqa: E402
+
+import jaxhub  # noqa: E402
+from jaxhub import hub  # noqa: E402
 
 
 class Classifier(nnx.Module):
@@ -115,6 +120,8 @@ def _toy_dataset(key, n):
 
 def convert_keras(workdir: pathlib.Path) -> None:
     step("4. convert a Keras model saved as a TF SavedModel")
+    from jaxhub._src.cli import tf_logging
+    tf_logging.import_tensorflow_quietly()  # no start-up log lines, as in `jaxhub convert`
     import tensorflow as tf
     import keras
 

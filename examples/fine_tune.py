@@ -5,7 +5,7 @@
 2. Reuse: on task B, which has few labelled examples, put the module under a new head with
    ``jaxhub.nnx.HubLayer``; train once with the module frozen and once fine-tuned
    (``trainable=True``: its train variant, dropout and batch statistics included). A
-   :class:`jaxhub._src.exporter.ModuleExporter` keeps the best fine-tuned module by validation
+   :class:`jaxhub.ModuleExporter` keeps the best fine-tuned module by validation
    loss.
 3. Report test accuracies and save the loss curves as a PNG.
 
@@ -34,7 +34,7 @@ from flax import nnx
 from tqdm import tqdm
 
 import jaxhub
-from jaxhub._src.exporter import ModuleExporter
+from jaxhub import ModuleExporter
 from jaxhub.nnx import HubLayer
 
 D_IN, D_HIDDEN, D_FEATURES = 64, 16, 64
@@ -137,7 +137,8 @@ def train(model: Classifier, data, val, steps: int, learning_rate: float, desc: 
         return {"val_loss": float(evaluate(model, *val)[0])}
 
     progress = tqdm(zip(range(1, steps + 1), batches(data, batch_size, seed=steps)),
-                    total=steps, desc=desc, unit="step")
+                    total=steps, desc=desc, unit="step",
+                    disable=None)  # None: a bar only when stderr is a terminal
     for step, (x, y) in progress:
         model.train()
         history.train.append(float(train_step(model, optimizer, x, y)))

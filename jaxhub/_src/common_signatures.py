@@ -9,7 +9,10 @@ from the attachments or, failing that, from the input and output specs.
 
 Examples:
   >>> spec, attachments = image_input(224, 224)
-  >>> module = jaxhub.create_module(params, signatures={"default": (net, spec)},
+  >>> def net(params, images):                   # global average pool, then a linear map
+  ...     return images.mean(axis=(1, 2)) @ params["w"]
+  >>> module = jaxhub.create_module({"w": jnp.ones((3, 8))},
+  ...                               signatures={"default": (net, spec)},
   ...                               attachments=attachments)
   >>> get_expected_image_size(module), get_num_image_channels(module)
   ((224, 224), 3)

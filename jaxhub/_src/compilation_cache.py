@@ -23,8 +23,13 @@ def enable_compilation_cache(directory: str | os.PathLike | None = None) -> path
       The cache directory.
 
     Examples:
-      >>> jaxhub.enable_compilation_cache()
-      >>> m = jaxhub.load(handle)   # the first call compiles once per machine, not per process
+      >>> jaxhub.enable_compilation_cache("xla-cache")
+      PosixPath('.../xla-cache')
+      >>> module = jaxhub.create_module(
+      ...     {"w": jnp.ones((4, 2))},
+      ...     signatures={"default": (lambda p, x: x @ p["w"], jaxhub.TensorSpec([None, 4]))})
+      >>> module(jnp.ones((1, 4)))   # compiled once per machine, not once per process
+      Array([[4., 4.]], dtype=float32)
     """
     if directory is None:
         from jaxhub._src import hub

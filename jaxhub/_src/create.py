@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import pathlib
@@ -17,7 +18,7 @@ from jaxhub._src import tree
 from jaxhub._src.storage import files
 from jaxhub._src.storage.manifest import FunctionSpec, Manifest, ParamSpec, Tags, VjpSpec
 from jaxhub._src.module import RNG_IMPL, Module, canonical_tags
-from jaxhub._src.specs import Signature, TensorSpec, symbolic_input_specs
+from jaxhub._src.specs import Signature, SignatureError, TensorSpec, symbolic_input_specs
 
 InputSpecs = TensorSpec | Mapping[str, TensorSpec]
 SignatureFns = Mapping[str, tuple[Callable[..., Any], InputSpecs]]
@@ -140,10 +141,11 @@ class _Builder:
             self._functions.append(dataclasses.replace(self._added[key], signature_name=name))
             return
         flat, arg_specs, traced = self._flat(fn, inputs, bare, tags, takes_rng=bool(tags))
-        takes_rng = bool(tags) and serialization.uses_last_arg(flat, arg_specs)
-        if bool(tags) and not takes_rng:  # draws no random numbers: do not ask for a key
-            flat, arg_specs, traced = self._flat(fn, inputs, bare, tags, takes_rng=False)
-        exported = serialization.export(flat, arg_specs, platforms=self._platforms)
+        with _naming_mesh_axes(name):
+            takes_rng = bool(tags) and serialization.uses_last_arg(flat, arg_specs)
+            if bool(tags) and not takes_rng:  # draws no random numbers: do not ask for a key
+                flat, arg_specs, traced = self._flat(fn, inputs, bare, tags, takes_rng=False)
+            exported = serialization.export(flat, arg_specs, platforms=self._platforms)
         outputs, state = traced["outputs"], traced["state"]
         output_specs = {k: TensorSpec.from_aval(a) for k, a in zip(outputs, exported.out_avals)}
         file = files.function_file(tags, name)
@@ -224,6 +226,27 @@ class _Builder:
                             regularizer=self._regularizer, attachments=attachments,
                             origin=origin)
         return Module(manifest, self._exported, self._params, assets)
+
+
+@contextlib.contextmanager
+def _naming_mesh_axes(signature: str):
+    """Turns JAX's errors for a function that shards over a mesh into a SignatureError.
+
+    Functions are traced outside any mesh (see :func:`jaxhub._src.serialization.outside_mesh`)
+    with a symbolic batch size, so a ``PartitionSpec`` inside one has no mesh to refer
+    to, and a ``NamedSharding`` cannot split a batch of unknown size.
+    """
+    try:
+        yield
+    except ValueError as e:
+        if "mesh" not in str(e):
+            raise
+        raise SignatureError(
+            f"signature {signature!r}: the function shards its values over a mesh "
+            f"({str(e)[:300]}). A module runs on any number of devices and takes its "
+            f"shardings from its inputs: drop the shardings (reshard, "
+            f"with_sharding_constraint, out_sharding=...) from the function, and shard the "
+            f"inputs and params where the module is called") from e
 
 
 def _output_dict(outputs: Any) -> dict[str, Any]:

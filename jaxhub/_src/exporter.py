@@ -4,11 +4,18 @@ The counterpart of TF Hub's ``LatestModuleExporter``. Each export is a complete 
 directory ``<directory>/<step>`` (written atomically by :meth:`jaxhub.Module.export`);
 ``<directory>/exports.json`` records the steps kept and their metrics, and is replaced
 atomically after each export, so a reader (or a restarted run) sees only whole modules.
+
+A writer killed mid-export leaves its hidden temporary directory (``.<step>.<random>.tmp``)
+behind. Every exporter holds a shared lock on ``<directory>/.exporter.lock`` while it
+writes, and the kernel drops the lock of a process that dies; an export first tries the
+lock exclusively, and only when no writer holds it removes the temporaries left over.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import fcntl
 import json
 import math
 import os
@@ -16,13 +23,19 @@ import pathlib
 import re
 import shutil
 import tempfile
-from typing import Any, Callable, Mapping
+from typing import Any, Callable, Iterator, Mapping
+
+import jax
 
 from jaxhub._src.module import Module
 
 RECORD_FILE = "exports.json"
+LOCK_FILE = ".exporter.lock"
 Metrics = Mapping[str, float]
 _STEP_DIR = re.compile(r"^\d+$")
+# What a killed writer leaves: Module.export's ``.<step>.<random>.tmp`` (``.<step>.export.tmp``
+# in a multi-process run) and the record's ``.exports.json.<random>.tmp``.
+_LEFTOVER = re.compile(r"^\.(\d+|" + re.escape(RECORD_FILE) + r")\..+\.tmp$")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -61,13 +74,24 @@ class ModuleExporter:
       ValueError: bad ``every_n_steps``, ``keep`` or ``mode``.
 
     Examples:
-      >>> exporter = ModuleExporter("exports", module, every_n_steps=100, keep=3,
+      >>> module = jaxhub.create_module(
+      ...     {"w": jnp.zeros(4)},
+      ...     signatures={"default": (lambda p, x: x @ p["w"], jaxhub.TensorSpec([None, 4]))})
+      >>> x, y = jnp.ones((8, 4)), jnp.full(8, 2.0)
+      >>> loss = lambda params: jnp.mean((module.apply(params, x) - y) ** 2)
+      >>> evaluate = lambda params: float(loss(params))
+      >>> exporter = ModuleExporter("exports", module, every_n_steps=10, keep=2,
       ...                           best_metric="val_loss")
+      >>> params, steps = module.params, 30
       >>> for step in range(1, steps + 1):
-      ...     params, opt_state = train_step(params, opt_state, next(batches))
-      ...     exporter.maybe_export(step, params, metrics=lambda: {"val_loss": evaluate(params)})
-      >>> exporter.finish(steps, params, {"val_loss": evaluate(params)})   # the end
+      ...     grads = jax.grad(loss)(params)
+      ...     params = jax.tree.map(lambda p, g: p - 0.01 * g, params, grads)
+      ...     _ = exporter.maybe_export(step, params,
+      ...                               metrics=lambda: {"val_loss": evaluate(params)})
+      >>> _ = exporter.finish(steps, params, {"val_loss": evaluate(params)})   # the end
       >>> best = jaxhub.load(exporter.best.path)
+      >>> exporter.best.step, round(evaluate(best.params), 3) == round(evaluate(params), 3)
+      (30, True)
     """
 
     def __init__(self, directory: str | os.PathLike, module: Module, *, every_n_steps: int,
@@ -135,13 +159,17 @@ class ModuleExporter:
             raise ValueError(f"export at step {step}: metrics {sorted(metrics)} lack the "
                              f"best_metric {self._metric!r}")
         path = self._directory / str(step)
-        if path.exists():  # the same step again (a restarted run): this export replaces it
-            shutil.rmtree(path)
-        self._module.export(path, params)
-        export = Export(step, path, metrics)
-        self._exports = sorted([e for e in self._exports if e.step != step] + [export],
-                               key=lambda e: e.step)
-        self._prune()
+        self._directory.mkdir(parents=True, exist_ok=True)
+        if jax.process_index() == 0:
+            remove_abandoned(self._directory)
+        with _writing(self._directory):
+            if path.exists():  # the same step again (a restarted run): this export replaces it
+                shutil.rmtree(path)
+            self._module.export(path, params)
+            export = Export(step, path, metrics)
+            self._exports = sorted([e for e in self._exports if e.step != step] + [export],
+                                   key=lambda e: e.step)
+            self._prune()
         return export
 
     def finish(self, step: int, params: Mapping[str, Any],
@@ -177,6 +205,54 @@ class ModuleExporter:
         for child in self._directory.iterdir():
             if _STEP_DIR.match(child.name) and child.name not in names and child.is_dir():
                 shutil.rmtree(child)
+
+
+@contextlib.contextmanager
+def _lock(directory: pathlib.Path, how: int) -> Iterator[bool]:
+    """Holds ``flock(how)`` on the directory's lock file; yields False if it was refused
+    (held by another process, with ``fcntl.LOCK_NB``) or the filesystem has no locks:
+    then nothing may be removed, and writing goes on unlocked."""
+    with open(directory / LOCK_FILE, "a") as f:
+        try:
+            fcntl.flock(f, how)
+        except OSError:  # BlockingIOError: held; ENOLCK and the like: no locks here
+            yield False
+            return
+        try:
+            yield True
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
+
+
+@contextlib.contextmanager
+def _writing(directory: pathlib.Path) -> Iterator[None]:
+    """Marks this process as a live writer of ``directory`` (a shared lock)."""
+    with _lock(directory, fcntl.LOCK_SH):
+        yield
+
+
+def remove_abandoned(directory: str | os.PathLike) -> list[pathlib.Path]:
+    """Removes the temporaries that killed writers left in an export directory.
+
+    Nothing is removed while any writer of ``directory`` is alive: the exclusive lock is
+    refused as long as one holds its shared lock, and a new writer waits for it before
+    making a temporary directory. Only writers that take the lock (every
+    :class:`ModuleExporter`) are seen; keep other writers out of the directory.
+
+    Returns:
+      What was removed (nothing when a writer is alive).
+    """
+    directory = pathlib.Path(directory)
+    with _lock(directory, fcntl.LOCK_EX | fcntl.LOCK_NB) as alone:
+        if not alone:
+            return []
+        removed = sorted(p for p in directory.iterdir() if _LEFTOVER.match(p.name))
+        for leftover in removed:
+            if leftover.is_dir():
+                shutil.rmtree(leftover, ignore_errors=True)
+            else:
+                leftover.unlink(missing_ok=True)
+        return removed
 
 
 def _read_record(directory: pathlib.Path) -> list[Export]:

@@ -41,9 +41,12 @@ def load(handle: str | os.PathLike, *, sha256: str | None = None,
       HubError: the handle cannot be resolved or downloaded.
 
     Examples:
-      >>> module = jaxhub.load(mlp_dir)
-      >>> module(np.ones((2, 3), np.float32)).shape
-      (2, 4)
+      >>> module = jaxhub.create_module(
+      ...     {"w": jnp.ones((4, 2))},
+      ...     signatures={"default": (lambda p, x: x @ p["w"], jaxhub.TensorSpec([None, 4]))})
+      >>> m = jaxhub.load(module.export("mlp"))   # or an http(s):// URL of a .tar.gz
+      >>> m(jnp.ones((1, 4)))
+      Array([[4., 4.]], dtype=float32)
     """
     path = hub.resolve(handle, sha256=sha256, offline=offline, cache_dir=cache_dir,
                        progress=progress)

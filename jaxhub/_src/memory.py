@@ -40,9 +40,8 @@ def enable_memory_reuse() -> bool:
       C libraries and operating systems are left alone).
 
     Examples:
-      >>> jaxhub.enable_memory_reuse()
+      >>> jaxhub.enable_memory_reuse()   # then large batches on CPU reuse freed pages
       True
-      >>> m = jaxhub.load(handle)   # large batches on CPU no longer fault pages in per call
     """
     if platform.system() != "Linux" or platform.libc_ver()[0] != "glibc":
         return False

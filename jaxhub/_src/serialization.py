@@ -15,10 +15,20 @@ The ``custom_vjp`` takes one of two routes to the gradient:
   are not returned again: the backward pass takes them back from the call.
 * otherwise: the forward pass is the exported function and the backward pass its
   exported VJP, which takes the primal inputs and runs the forward pass again.
+
+An exported function carries no shardings in its types (it is exported for any number of
+devices), so on a mesh with ``Explicit`` axes its results would be typed replicated and
+the batch sharding would vanish from the types that follow. The call therefore runs with
+those axes made ``Auto`` (``jax.sharding.auto_axes``), where XLA partitions it as it
+partitions any ``jit`` on an ``Auto`` mesh, and its outputs are resharded to types derived
+from the inputs: an output that leads with a batch symbol keeps the leading-axis sharding
+of the input that leads with it; the other outputs are replicated. Autodiff transposes
+the reshards, so cotangents come back typed as their primal inputs.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
 import re
@@ -42,7 +52,24 @@ def export(fn: Callable[..., Any], arg_specs: Sequence[TensorSpec], *,
     scope = jax_export.SymbolicScope()
     args = [jax.ShapeDtypeStruct(_symbolic_shape(spec, scope), spec.dtype)
             for spec in arg_specs]
-    return jax_export.export(jax.jit(fn), platforms=tuple(platforms))(*args)
+    with outside_mesh():
+        return jax_export.export(jax.jit(fn), platforms=tuple(platforms))(*args)
+
+
+@contextlib.contextmanager
+def outside_mesh():
+    """Traces in here see no mesh, even under ``jax.set_mesh``.
+
+    A module runs on any number of devices: exported under a mesh, a function would be
+    fixed to that mesh's device count, and its symbolic batch dimension checked against
+    the mesh's axes. Its shardings come from its inputs when it is called instead.
+    """
+    try:
+        cleared = jax.set_mesh(None)
+    except ValueError:  # inside jit, where set_mesh cannot be used: nothing to clear
+        cleared = contextlib.nullcontext()
+    with cleared:
+        yield
 
 
 def uses_last_arg(fn: Callable[..., Any], arg_specs: Sequence[TensorSpec]) -> bool:
@@ -54,7 +81,8 @@ def uses_last_arg(fn: Callable[..., Any], arg_specs: Sequence[TensorSpec]) -> bo
     scope = jax_export.SymbolicScope()
     args = [jax.ShapeDtypeStruct(_symbolic_shape(spec, scope), spec.dtype)
             for spec in arg_specs]
-    jaxpr = jax.make_jaxpr(fn)(*args).jaxpr
+    with outside_mesh():
+        jaxpr = jax.make_jaxpr(fn)(*args).jaxpr
     live = {v for v in jaxpr.outvars if isinstance(v, jax_core.Var)}
     for eqn in reversed(jaxpr.eqns):
         if eqn.effects or any(v in live for v in eqn.outvars):
@@ -113,7 +141,8 @@ def export_split_vjp(fn: Callable[..., Sequence[Any]], arg_specs: Sequence[Tenso
       differentiated (then with a warning).
     """
     try:
-        return _export_halves(fn, arg_specs, platforms)
+        with outside_mesh():
+            return _export_halves(fn, arg_specs, platforms)
     except Exception as e:  # noqa: BLE001 (whatever JAX raised while differentiating)
         # A function that JAX cannot differentiate still makes a module that runs; its
         # gradient fails when asked for, as it did before split VJPs existed.
@@ -262,7 +291,15 @@ def make_callable(exported: jax_export.Exported, split: SplitVjp | None = None
     """
     forward = _batchable(exported.call, exported.in_avals, exported.out_avals)
     if split is not None:
-        return _with_split_vjp(forward, split, len(exported.out_avals))
+        call = _with_split_vjp(forward, split, len(exported.out_avals))
+    else:
+        call = _with_exported_vjp(forward, exported)
+    return _keeping_shardings(call, exported.in_avals, exported.out_avals)
+
+
+def _with_exported_vjp(forward: Callable[..., tuple], exported: jax_export.Exported
+                       ) -> Callable[..., tuple]:
+    """A ``custom_vjp`` of ``forward`` whose backward pass is ``exported``'s own VJP."""
     backward = _Backward(exported)
 
     @jax.custom_vjp
@@ -311,6 +348,90 @@ def _with_split_vjp(forward: Callable[..., tuple], split: SplitVjp, n_outputs: i
 
     call.defvjp(call_fwd, call_bwd)
     return call
+
+
+def _keeping_shardings(call: Callable[..., tuple], in_avals: Sequence, out_avals: Sequence
+                       ) -> Callable[..., tuple]:
+    """``call`` run with the args' explicit mesh axes made auto, its outputs resharded to
+    the types :func:`_output_shardings` derives; ``call`` itself when no axis is explicit.
+
+    Inside, the ``custom_vjp`` and its batching rules see auto-typed args, so their
+    cotangents and folds need no shardings; the reshards around them carry the types.
+    """
+    def in_auto_axes(*args):
+        mesh = _explicit_mesh(args)
+        if mesh is None:
+            return call(*args)
+        shardings = _output_shardings(mesh, args, in_avals, out_avals)
+        return jax.sharding.auto_axes(call, axes=mesh.explicit_axes,
+                                      out_sharding=shardings)(*args)
+
+    # Called on arrays (not under a transformation), the reshards would each be
+    # dispatched on their own: one compiled call instead (0.3 ms, not 3 ms, for a small
+    # MLP on 8 host devices).
+    compiled = jax.jit(in_auto_axes)
+
+    @functools.wraps(call)
+    def typed_call(*args):
+        if _explicit_mesh(args) is None:
+            return call(*args)
+        if any(isinstance(a, jax.core.Tracer) for a in args):
+            return in_auto_axes(*args)
+        return compiled(*args)
+
+    return typed_call
+
+
+def _explicit_mesh(args: Sequence[Any]) -> Any:
+    """The (abstract) mesh of the first arg typed on a mesh with explicit axes, or None."""
+    for arg in args:
+        sharding = getattr(jax.typeof(arg), "sharding", None)
+        mesh = getattr(sharding, "mesh", None)
+        if mesh is not None and not mesh.empty and mesh.explicit_axes:
+            return mesh.abstract_mesh
+    return None
+
+
+def _output_shardings(mesh: Any, args: Sequence[Any], in_avals: Sequence,
+                      out_avals: Sequence) -> tuple[jax.sharding.NamedSharding, ...]:
+    """The shardings of an exported function's outputs, from the shardings of its args.
+
+    An output whose axis 0 is a batch symbol (``b``) is split along that axis as the
+    first arg whose axis 0 is ``b`` and split is (``float32[64@data,16]`` in, so
+    ``float32[64@data,32]`` out); its other axes, and every other output, are
+    replicated. Only explicit mesh axes are named: auto ones are left to XLA.
+
+    Args:
+      mesh: the abstract mesh the args are typed on.
+      args: the args of the call.
+      in_avals: the exported function's arg types, with their symbolic dims.
+      out_avals: its output types.
+
+    Returns:
+      One ``NamedSharding`` per output.
+    """
+    leading: dict[str, Any] = {}
+    for arg, aval in zip(args, in_avals):
+        if aval.shape and not isinstance(aval.shape[0], int):
+            spec = jax.typeof(arg).sharding.spec
+            axes = spec[0] if len(spec) else None
+            if leading.get(str(aval.shape[0])) is None:
+                leading[str(aval.shape[0])] = _explicit_only(axes, mesh)
+    result = []
+    for aval in out_avals:
+        axis0 = leading.get(str(aval.shape[0])) if aval.shape else None
+        spec = jax.sharding.PartitionSpec(axis0) if axis0 else jax.sharding.PartitionSpec()
+        result.append(jax.sharding.NamedSharding(mesh, spec))
+    return tuple(result)
+
+
+def _explicit_only(axes: Any, mesh: Any) -> Any:
+    """The explicit mesh axes among ``axes`` (a name, a tuple of names or None)."""
+    if axes is None:
+        return None
+    names = (axes,) if isinstance(axes, str) else tuple(axes)
+    kept = tuple(a for a in names if a in mesh.explicit_axes)
+    return kept[0] if len(kept) == 1 else (kept or None)
 
 
 class _Backward:

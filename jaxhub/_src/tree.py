@@ -54,8 +54,10 @@ def merge_params(params: Mapping[str, Any], updates: Mapping[str, Any]) -> dict[
     Use it to fold the state a train variant returns (batch-norm statistics) back in.
 
     Examples:
-      >>> outputs, state = module.apply(params, x, tags={"train"}, rng=key)
-      >>> params = jaxhub.merge_params(params, state)
+      >>> params = {"dense": {"w": jnp.ones(2)}, "norm": {"mean": jnp.zeros(2)}}
+      >>> state = {"norm": {"mean": jnp.ones(2)}}   # from a train variant: new statistics
+      >>> jaxhub.merge_params(params, state)["norm"]["mean"]
+      Array([1., 1.], dtype=float32)
     """
     merged = dict(params)
     for key, value in updates.items():

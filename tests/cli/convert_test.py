@@ -23,6 +23,12 @@ class _Affine(tf.Module):
         return tf.tanh(tf.matmul(x, self.w))
 
 
+class _PythonCall(tf.Module):
+    @tf.function(input_signature=[tf.TensorSpec([None], tf.float32)])
+    def __call__(self, x):
+        return tf.py_function(lambda a: a * 2.0, [x], tf.float32)
+
+
 class _Clock(tf.Module):
     @tf.function(input_signature=[tf.TensorSpec([None], tf.float64)])
     def __call__(self, x):
@@ -30,8 +36,7 @@ class _Clock(tf.Module):
 
 
 def _convert(src, dst, tmp_path):
-    env = dict(os.environ, PYTHONPATH=str(REPO_ROOT), JAXHUB_CACHE_DIR=str(tmp_path / "cache"),
-               TF_CPP_MIN_LOG_LEVEL="2")
+    env = dict(os.environ, PYTHONPATH=str(REPO_ROOT), JAXHUB_CACHE_DIR=str(tmp_path / "cache"))
     return subprocess.run([sys.executable, "-m", "jaxhub", "convert", str(src), str(dst)],
                           env=env, capture_output=True, text=True, timeout=300)
 
@@ -41,6 +46,7 @@ def test_convert_writes_a_module_that_matches_tf(tmp_path):
     tf.saved_model.save(model, str(tmp_path / "saved"))
     proc = _convert(tmp_path / "saved", tmp_path / "out", tmp_path)
     assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stderr == ""  # TensorFlow's start-up log lines are silenced
     module = jaxhub.load(tmp_path / "out")
     x = np.random.default_rng(0).standard_normal((4, 3)).astype(np.float32)
     np.testing.assert_allclose(module(x), model(x).numpy(), rtol=1e-6)
@@ -60,3 +66,20 @@ def test_convert_refuses_a_non_empty_destination(tmp_path):
     proc = _convert(tmp_path, tmp_path / "out", tmp_path)
     assert proc.returncode == 1
     assert "not empty" in proc.stderr
+
+
+def test_convert_of_a_python_call_says_what_can_help(tmp_path):
+    tf.saved_model.save(_PythonCall(), str(tmp_path / "saved"))
+    proc = _convert(tmp_path / "saved", tmp_path / "out", tmp_path)
+    assert proc.returncode == 1
+    assert "(EagerPyFunc): calls Python code through tf.py_function" in proc.stderr
+    assert "rewrite that function with TF ops" in proc.stderr
+    assert "Register" not in proc.stderr  # registering an op cannot bring the code back
+    assert "Traceback" not in proc.stderr
+
+
+def test_convert_of_a_missing_path_says_it_is_missing(tmp_path):
+    proc = _convert(tmp_path / "nowhere", tmp_path / "out", tmp_path)
+    assert proc.returncode == 1
+    missing = tmp_path / "nowhere"
+    assert proc.stderr == f"jaxhub convert: error: {missing}: no such file or directory\n"

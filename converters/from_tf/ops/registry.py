@@ -47,6 +47,8 @@ class Node(Protocol):
 OpImpl = Callable[..., Any]
 
 _OPS: dict[str, OpImpl] = {}
+#: Ops that no implementation can support, by name: why, and what the user can do.
+_REFUSED: dict[str, str] = {}
 
 
 def register(*op_names: str) -> Callable[[OpImpl], OpImpl]:
@@ -67,11 +69,27 @@ def register(*op_names: str) -> Callable[[OpImpl], OpImpl]:
     return decorate
 
 
+def refuse(*op_names: str, reason: str) -> None:
+    """Marks ``op_names`` as ops no implementation can support, with ``reason``.
+
+    Running such a node raises ``UnsupportedOpsError`` with ``reason``, which should say
+    what the user can do instead (registering an implementation is no help for them).
+    Refused ops are not among :func:`registered_ops`.
+    """
+
+    def refused(node, *inputs):
+        from jaxhub_tf.from_tf.interpreter import UnsupportedOpsError  # imports the ops
+        raise UnsupportedOpsError(f"TF node {node.name!r} ({node.op}): {_REFUSED[node.op]}")
+
+    register(*op_names)(refused)
+    _REFUSED.update(dict.fromkeys(op_names, reason))
+
+
 def lookup(op_name: str) -> OpImpl | None:
     """The implementation of ``op_name``, or None when no family registers it."""
     return _OPS.get(op_name)
 
 
 def registered_ops() -> list[str]:
-    """Every registered op name, sorted."""
-    return sorted(_OPS)
+    """Every registered op name, sorted (refused ones left out)."""
+    return sorted(set(_OPS) - set(_REFUSED))

@@ -71,9 +71,14 @@ def publish(module_dir: str | os.PathLike, repo_dir: str | os.PathLike, name: st
       FileExistsError: That version was published already.
 
     Examples:
-      >>> p = publish("exported/encoder", "repo", "acme/encoder", 1)  # doctest: +SKIP
-      >>> p.handle, p.sha256[:12]  # doctest: +SKIP
-      ('acme/encoder/1', '3f5a9c0e21b7')
+      >>> module = jaxhub.create_module(
+      ...     {"w": jnp.ones((4, 2))},
+      ...     signatures={"default": (lambda p, x: x @ p["w"], jaxhub.TensorSpec([None, 4]))},
+      ...     attachments={"task": "image classifier"})
+      >>> module_dir = module.export("exported/encoder")
+      >>> p = publish(module_dir, "repo", "acme/encoder", 1)
+      >>> p.handle, len(p.sha256)
+      ('acme/encoder/1', 64)
     """
     name, version = layout.check_name(name), layout.check_version(version)
     module_dir, repo = pathlib.Path(module_dir), pathlib.Path(repo_dir)

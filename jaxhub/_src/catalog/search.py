@@ -69,9 +69,15 @@ def search(query: str, repo_url: str | os.PathLike, *, task: str | None = None,
       jaxhub.hub.DownloadError: The repository's server failed.
 
     Examples:
-      >>> for hit in search("image classifier", "http://127.0.0.1:8000/"):  # doctest: +SKIP
+      >>> module = jaxhub.create_module(
+      ...     {"w": jnp.ones((4, 2))},
+      ...     signatures={"default": (lambda p, x: x @ p["w"], jaxhub.TensorSpec([None, 4]))},
+      ...     attachments={"task": "image classifier"})
+      >>> module_dir = module.export("exported/encoder")
+      >>> _ = jaxhub.catalog.publish(module_dir, "repo", "acme/encoder", 1)
+      >>> for hit in search("image classifier", "repo"):   # or the repository's URL
       ...     print(hit.name, hit.version, hit.handle)
-      acme/resnet 2 http://127.0.0.1:8000/acme/resnet/2
+      acme/encoder 1 file:///.../repo/acme/encoder/1
     """
     root = _root_url(repo_url)
     index = fetch(root, Settings.from_env(offline=offline, progress=False))

@@ -47,8 +47,14 @@ def build_catalog(repo_dir: str | os.PathLike, *, base_url: str | None = None,
       jaxhub.hub.HandleError: ``repo_dir`` holds no ``index.json``.
 
     Examples:
-      >>> page = build_catalog("repo")  # doctest: +SKIP
-      >>> # python -m http.server -d repo, then open http://localhost:8000/
+      >>> module = jaxhub.create_module(
+      ...     {"w": jnp.ones((4, 2))},
+      ...     signatures={"default": (lambda p, x: x @ p["w"], jaxhub.TensorSpec([None, 4]))},
+      ...     attachments={"task": "image classifier"})
+      >>> module_dir = module.export("exported/encoder")
+      >>> _ = jaxhub.catalog.publish(module_dir, "repo", "acme/encoder", 1)
+      >>> build_catalog("repo")   # then: python -m http.server -d repo; open the page
+      PosixPath('repo/index.html')
     """
     repo = pathlib.Path(repo_dir)
     index = read_local(repo)

@@ -5,9 +5,6 @@ from __future__ import annotations
 import argparse
 import pathlib
 
-from jaxhub._src.catalog.publish import reindex
-from jaxhub._src.catalog.site import build_catalog
-
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
@@ -33,11 +30,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _build(args: argparse.Namespace) -> int:
+    from jaxhub._src.catalog.site import build_catalog
     print(build_catalog(args.repo_dir, base_url=args.base_url, title=args.title))
     return 0
 
 
 def _reindex(args: argparse.Namespace) -> int:
+    from jaxhub._src.catalog.publish import reindex
     index = reindex(args.repo_dir)
     print(f"{len(index['modules'])} modules, "
           f"{sum(len(m['versions']) for m in index['modules'])} versions")

@@ -6,6 +6,8 @@ import argparse
 import pathlib
 import sys
 
+from jaxhub._src.cli import resolve_handle, tf_logging
+
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
@@ -23,19 +25,30 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from jaxhub._src.loading import load  # imported here: `jaxhub --help` stays fast
+    from jaxhub._src import formats, loading
 
     if args.dst.exists() and any(args.dst.iterdir()):
         raise ValueError(f"{args.dst} exists and is not empty")
     if args.to == "tf":
+        _require_tensorflow("writing a TF2 SavedModel")
         from jaxhub_tf import export_saved_model
         print(f"wrote {export_saved_model(args.src, args.dst)}: TF2 SavedModel")
         return 0
+    path = resolve_handle(args.src)
+    fmt = formats.detect(path)
+    if fmt.convert is not None:
+        _require_tensorflow(f"converting a {fmt.name}")
     try:
-        module = load(args.src)
+        module = loading.read(formats.native_path(path))
     except NotImplementedError as e:  # unsupported TF ops: the message lists them all
         print(f"jaxhub convert: cannot convert {args.src}:\n{e}", file=sys.stderr)
         return 1
     module.export(args.dst)
     print(f"wrote {args.dst}: {module}")
     return 0
+
+
+def _require_tensorflow(what: str) -> None:
+    if not tf_logging.import_tensorflow_quietly():
+        raise ImportError(f"{what} needs TensorFlow: pip install 'jaxhub[tf]'",
+                          name="tensorflow")

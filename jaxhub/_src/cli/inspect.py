@@ -1,46 +1,62 @@
-"""``jaxhub inspect PATH``: what a module offers, without running it."""
+"""``jaxhub inspect HANDLE``: what a module offers, without running it."""
 
 from __future__ import annotations
 
 import argparse
 import json
 import pathlib
+from typing import TYPE_CHECKING
 
-import numpy as np
-
-from jaxhub._src.storage.files import MANIFEST_FILE
-from jaxhub._src.storage.manifest import Manifest
-from jaxhub._src.specs import Signature
+from jaxhub._src.cli import resolve_handle, tf_logging
 from jaxhub._src.units import format_bytes
+
+if TYPE_CHECKING:
+    from jaxhub._src.storage.manifest import Manifest
+    from jaxhub._src.specs import Signature
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
         "inspect", help="show a module's signatures, variants, params and attachments",
-        description="Show a module's signatures, variants, params and attachments.")
-    parser.add_argument("path", type=pathlib.Path, help="a jaxhub module directory")
+        description="Show a module's signatures, variants, params and attachments. HANDLE "
+                    "is a module directory, a .tar.gz, a file:// or http(s) URL, or a "
+                    "repository handle (<repo>/<org>/<model>/<N>); URLs are fetched into "
+                    "the cache. A TF2 SavedModel or TF1 Hub module is converted first "
+                    "(cached; needs TensorFlow), as jaxhub.load does.")
+    parser.add_argument("handle", help="a module directory, archive, URL or handle")
     parser.add_argument("--json", action="store_true", help="print the raw manifest")
     parser.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    if not (args.path / MANIFEST_FILE).is_file():
-        raise ValueError(f"{args.path} is not a jaxhub module directory (no {MANIFEST_FILE})")
-    text = (args.path / MANIFEST_FILE).read_text()
-    manifest = Manifest.from_json(text)
+    from jaxhub._src import formats
+    from jaxhub._src.storage.manifest import MANIFEST_FILE, Manifest
+
+    path = resolve_handle(args.handle)
+    fmt = formats.detect(path)
+    title = str(path) if args.handle == str(path) else f"{args.handle} ({path})"
+    if fmt.convert is not None:
+        if not tf_logging.import_tensorflow_quietly():
+            raise ValueError(
+                f"{args.handle} is a {fmt.name}: inspecting it converts it, which needs "
+                f"TensorFlow (pip install 'jaxhub[{fmt.extra}]'); or convert it where "
+                f"TensorFlow is installed: jaxhub convert {args.handle} OUT_DIR")
+        path = formats.converted(fmt, path)
+        title = f"{args.handle} ({fmt.name}, converted: {path})"
+    text = (path / MANIFEST_FILE).read_text()
     if args.json:
         print(json.dumps(json.loads(text), indent=2))
         return 0
-    print(describe(manifest, args.path))
+    print(describe(Manifest.from_json(text), title))
     return 0
 
 
-def describe(manifest: Manifest, path: pathlib.Path) -> str:
-    """A human-readable summary of a module."""
+def describe(manifest: Manifest, title: str | pathlib.Path) -> str:
+    """A human-readable summary of a module; ``title`` names it on the first line."""
     n_params = sum(p.size for p in manifest.params)
     n_trainable = sum(p.size for p in manifest.params if p.trainable)
     n_bytes = _params_bytes(manifest)
-    lines = [f"module: {path}",
+    lines = [f"module: {title}",
              f"format version: {manifest.format_version} (written by "
              + ", ".join(f"{k} {v}" for k, v in manifest.written_by.items()) + ")",
              f"params: {n_params:,} ({n_trainable:,} trainable) in {len(manifest.params)} "
@@ -66,4 +82,5 @@ def _signature_lines(name: str, signature: Signature, takes_rng: bool) -> list[s
 
 
 def _params_bytes(manifest: Manifest) -> int:
+    import numpy as np
     return sum(p.size * np.dtype(p.dtype).itemsize for p in manifest.params)

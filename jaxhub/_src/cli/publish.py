@@ -6,8 +6,6 @@ import argparse
 import pathlib
 import sys
 
-from jaxhub._src.catalog.publish import publish
-
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
@@ -29,6 +27,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _run(args: argparse.Namespace) -> int:
+    from jaxhub._src.catalog.publish import publish
     done = publish(args.module_dir, args.repo_dir, args.name, args.version, task=args.task,
                    license=args.license, description=args.description)
     print(f"published {done.handle} as {done.archive} "

@@ -6,8 +6,6 @@ import argparse
 import dataclasses
 import json
 
-from jaxhub._src.catalog.search import search
-
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
@@ -26,6 +24,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _run(args: argparse.Namespace) -> int:
+    from jaxhub._src.catalog.search import search
     hits = search(args.query, args.repo, task=args.task, license=args.license,
                   signature=args.signature)
     if args.json:

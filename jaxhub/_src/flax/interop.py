@@ -42,8 +42,11 @@ def from_flax(model: Any, inputs: InputSpecs, *, variables: Mapping[str, Any] | 
       A module with an inference variant and a ``{"train"}`` variant.
 
     Examples:
+      >>> from flax import nnx
       >>> model = nnx.Sequential(nnx.Linear(4, 8, rngs=nnx.Rngs(0)), nnx.relu)
       >>> module = jaxhub.from_flax(model, jaxhub.TensorSpec([None, 4], "float32"))
+      >>> module(jnp.ones((2, 4))).shape, module.variants
+      ((2, 8), (frozenset(), frozenset({'train'})))
     """
     from flax import linen, nnx
 

@@ -6,14 +6,26 @@ live in the ``"params"`` collection; the rest (batch-norm statistics, frozen wei
 ``mutable=["batch_stats"]`` work unchanged). Both start at the module's own values.
 
 Examples:
+  >>> def features(params, x):
+  ...     return jnp.tanh(x @ params["w"])
+  >>> def features_train(params, x, rng):       # the {"train"} variant: dropout
+  ...     y = features(params, x)
+  ...     return y * jax.random.bernoulli(rng, 0.9, y.shape) / 0.9, {}
+  >>> module = jaxhub.create_module(
+  ...     {"w": jnp.ones((4, 8))},
+  ...     signatures={"default": (features, jaxhub.TensorSpec([None, 4]))},
+  ...     variants={"train": features_train})
   >>> class Classifier(linen.Module):
   ...     @linen.compact
   ...     def __call__(self, x, train: bool = False):
   ...         h = HubLayer(module, trainable=True)(x, train=train)
   ...         return linen.Dense(10)(h)
+  >>> x = jnp.ones((2, 4))
   >>> variables = Classifier().init(jax.random.key(0), x)
   >>> y, updates = Classifier().apply(variables, x, train=True, mutable=["batch_stats"],
-  ...                                 rngs={"dropout": key})
+  ...                                 rngs={"dropout": jax.random.key(1)})
+  >>> y.shape
+  (2, 10)
 """
 
 from __future__ import annotations

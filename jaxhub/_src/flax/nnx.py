@@ -6,15 +6,28 @@ the rest (batch-norm statistics, frozen weights), so ``nnx.Optimizer(model, tx,
 wrt=nnx.Param)`` steps exactly the trainable ones.
 
 Examples:
+  >>> import optax
+  >>> def features(params, x):
+  ...     return jnp.tanh(x @ params["w"])
+  >>> def features_train(params, x, rng):       # the {"train"} variant: dropout
+  ...     y = features(params, x)
+  ...     return y * jax.random.bernoulli(rng, 0.9, y.shape) / 0.9, {}
+  >>> jaxhub.create_module(
+  ...     {"w": jnp.ones((4, 128))},
+  ...     signatures={"default": (features, jaxhub.TensorSpec([None, 4]))},
+  ...     variants={"train": features_train}).export("features")
+  PosixPath('.../features')
   >>> class Classifier(nnx.Module):
   ...     def __init__(self, rngs):
-  ...         self.features = HubLayer("/path/to/module", trainable=True, rngs=rngs)
+  ...         self.features = HubLayer("features", trainable=True, rngs=rngs)
   ...         self.head = nnx.Linear(128, 10, rngs=rngs)
   ...     def __call__(self, x):
   ...         return self.head(self.features(x))
   >>> model = Classifier(nnx.Rngs(0, dropout=1))
   >>> model.train()                        # the module's {"train"} variant, with dropout
   >>> optimizer = nnx.Optimizer(model, optax.adam(1e-3), wrt=nnx.Param)
+  >>> model(jnp.ones((2, 4))).shape
+  (2, 10)
 """
 
 from __future__ import annotations
@@ -62,9 +75,16 @@ class HubLayer(nnx.Module):
       SignatureError: the module has no such signature or output.
 
     Examples:
+      >>> module = jaxhub.create_module(
+      ...     {"w": jnp.ones((4, 8))},
+      ...     signatures={"default": (lambda p, x: x @ p["w"], jaxhub.TensorSpec([None, 4]))},
+      ...     variants={"train": lambda p, x, rng: (x @ p["w"], {})})
       >>> layer = HubLayer(module, trainable=True, rngs=nnx.Rngs(dropout=0))
+      >>> x = jnp.ones((2, 4))
       >>> y = layer(x)                                   # inference
       >>> layer.train(); y = layer(x)                    # train variant, dropout on
+      >>> y.shape
+      (2, 8)
     """
 
     def __init__(self, handle_or_module: Module | str | os.PathLike, trainable: bool = False,
