@@ -126,10 +126,21 @@ class Module:
     ``jax.tree.map(f, module)`` is the same module with ``f`` applied to its params.
 
     Examples:
-      >>> m = jaxhub.load("/path/to/module")
-      >>> y = m(x)                                     # "default" signature, own params
-      >>> out = m({"a": a}, signature="double", as_dict=True)
-      >>> grads = jax.grad(lambda p: loss(m.apply(p, x)))(m.params)
+      >>> m = jaxhub.create_module(                   # or jaxhub.load(path or URL)
+      ...     {"w": jnp.ones((3, 2))},
+      ...     signatures={"default": (lambda p, x: x @ p["w"], jaxhub.TensorSpec([None, 3])),
+      ...                 "double": (lambda p, x: {"y": 2 * x["a"]},
+      ...                            {"a": jaxhub.TensorSpec([None])})})
+      >>> x = jnp.ones((1, 3))
+      >>> m(x)                                         # "default" signature, own params
+      Array([[3., 3.]], dtype=float32)
+      >>> m({"a": jnp.arange(2.0)}, signature="double", as_dict=True)
+      {'y': Array([0., 2.], dtype=float32)}
+      >>> grads = jax.grad(lambda p: jnp.sum(m.apply(p, x)))(m.params)
+      >>> grads["w"].shape
+      (3, 2)
+      >>> jax.jit(lambda module, x: module(x))(m, x)  # a module is a pytree
+      Array([[3., 3.]], dtype=float32)
     """
 
     def __init__(self, manifest: Manifest, exported: Mapping[str, jax_export.Exported],

@@ -214,7 +214,12 @@ def pack(src_dir: str | os.PathLike, out_path: str | os.PathLike) -> str:
       ValueError: ``src_dir`` is not a directory or holds a symlink or special file.
 
     Examples:
-      >>> digest = pack("exported/my_module", "my_module.tar.gz")  # doctest: +SKIP
+      >>> module = jaxhub.create_module(
+      ...     {"w": jnp.ones(2)},
+      ...     signatures={"default": (lambda p, x: x * p["w"], jaxhub.TensorSpec([None, 2]))})
+      >>> digest = pack(module.export("my_module"), "my_module.tar.gz")
+      >>> len(digest)
+      64
     """
     src = pathlib.Path(src_dir)
     if not src.is_dir():

@@ -66,8 +66,13 @@ def resolve(
       Limits and their variables: docs/cache.md, "Security limits".
 
     Examples:
-      >>> path = resolve("https://example.com/models/encoder.tar.gz")  # doctest: +SKIP
-      >>> (path / "jaxhub_module.json").exists()  # doctest: +SKIP
+      >>> module = jaxhub.create_module(
+      ...     {"w": jnp.ones(2)},
+      ...     signatures={"default": (lambda p, x: x * p["w"], jaxhub.TensorSpec([None, 2]))})
+      >>> digest = jaxhub.pack(module.export("encoder"), "encoder.tar.gz")
+      >>> url = pathlib.Path("encoder.tar.gz").absolute().as_uri()  # or an http(s) URL
+      >>> path = resolve(url, sha256=digest)
+      >>> (path / "jaxhub_module.json").exists()
       True
     """
     settings = Settings.from_env(cache_dir=cache_dir, offline=offline, progress=progress)
@@ -124,10 +129,13 @@ def cached_derivation(key: str, build: Callable[[pathlib.Path], None], *,
       CacheWriteError: The cache's disk is full or refuses a name.
 
     Examples:
-      >>> def build(out):  # doctest: +SKIP
-      ...     (out / "converted.json").write_text("{}")
-      >>> path = cached_derivation("tf2jax:v1:abc123", build,  # doctest: +SKIP
-      ...                          origin="exported/saved_model")
+      >>> def build(out):
+      ...     _ = (out / "converted.json").write_text("{}")
+      >>> path = cached_derivation("tf2jax:v1:abc123", build)
+      >>> sorted(p.name for p in path.iterdir())
+      ['converted.json']
+      >>> cached_derivation("tf2jax:v1:abc123", build) == path   # built once
+      True
     """
     settings = Settings.from_env(cache_dir=cache_dir)
     cache = Cache(settings.cache_dir, lock_timeout=settings.lock_timeout)
