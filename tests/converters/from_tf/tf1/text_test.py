@@ -93,9 +93,8 @@ def _host_vs_tf(build, inputs):
         outputs = outputs if isinstance(outputs, (list, tuple)) else [outputs]
         with v1.Session() as sess:
             theirs = sess.run(outputs, {x: inputs})
-    from jaxhub_tf.from_tf import graph as graph_lib
-    fn = graph_lib.function_from_graph_def(graph.as_graph_def(), ["x:0"],
-                                           [t.name for t in outputs])
+    from jaxhub_tf.from_tf.graph import function_from_graph_def
+    fn = function_from_graph_def(graph.as_graph_def(), ["x:0"], [t.name for t in outputs])
     parts = split.split(fn)
     feeds = HostStage(parts.program).run({"x": np.asarray(inputs, object)})
     return [feeds[source] for source, _ in parts.device.outputs], theirs
