@@ -28,6 +28,7 @@ PUBLIC = {
     "jaxhub.nnx": ("HubLayer", "HubState"),
     "jaxhub.linen": ("HubLayer", "module_params"),
     "jaxhub.common_signatures": (
+        "EMBEDDING_DIM", "IMAGE_CHANNELS", "IMAGE_SIZE", "IMAGE_VALUE_RANGE",
         "get_embedding_dim", "get_expected_image_size", "get_num_image_channels",
         "image_input", "takes_text", "text_embedding_input"),
     "jaxhub.extend": (
