@@ -31,6 +31,7 @@ _RUN = """
 import doctest, importlib, sys
 import jax, jax.numpy as jnp, numpy as np
 import jaxhub
+from tests.conftest import repo_pythonpath
 results = doctest.testmod(importlib.import_module(sys.argv[1]),
                           extraglobs={"jax": jax, "jnp": jnp, "np": np, "jaxhub": jaxhub},
                           optionflags=doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE)
@@ -60,7 +61,7 @@ def test_docstring_examples_run(name, tmp_path, monkeypatch):
     if name in _PROCESS_WIDE:
         result = subprocess.run([sys.executable, "-c", _RUN, name], capture_output=True,
                                 text=True, timeout=300,
-                                env={**os.environ, "PYTHONPATH": str(ROOT)})
+                                env={**os.environ, "PYTHONPATH": repo_pythonpath()})
         assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-2000:]
         return
     results = doctest.testmod(importlib.import_module(name),

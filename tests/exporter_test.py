@@ -16,7 +16,7 @@ import pytest
 
 import jaxhub
 from jaxhub._src.exporter import LOCK_FILE, RECORD_FILE, ModuleExporter, remove_abandoned
-from tests.conftest import mlp
+from tests.conftest import mlp, repo_pythonpath
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -138,7 +138,7 @@ LIVE_WRITER = textwrap.dedent("""
 
 
 def _start(script: str, directory) -> subprocess.Popen:
-    env = dict(os.environ, PYTHONPATH=ROOT, JAX_PLATFORMS="cpu")
+    env = dict(os.environ, PYTHONPATH=repo_pythonpath(), JAX_PLATFORMS="cpu")
     return subprocess.Popen([sys.executable, "-c", script, str(directory)], cwd=ROOT, env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 

@@ -25,6 +25,7 @@ _ROOT = pathlib.Path(__file__).resolve().parents[2]
 _LOADER = """
 import pathlib, sys, time
 from jaxhub._src import hub
+from tests.conftest import repo_pythonpath
 url, cache, ready, go = sys.argv[1:5]
 pathlib.Path(ready).touch()
 while not pathlib.Path(go).exists():
@@ -34,7 +35,7 @@ print(hub.resolve(url, cache_dir=cache))
 
 
 def _spawn(args: list[str]) -> subprocess.Popen:
-    env = dict(os.environ, PYTHONPATH=str(_ROOT), JAXHUB_DISABLE_PROGRESS="1",
+    env = dict(os.environ, PYTHONPATH=repo_pythonpath(), JAXHUB_DISABLE_PROGRESS="1",
                no_proxy="127.0.0.1,localhost")
     return subprocess.Popen([sys.executable, "-c", _LOADER, *args], cwd=_ROOT, env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)

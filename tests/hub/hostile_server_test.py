@@ -18,6 +18,7 @@ from jaxhub._src.hub.cache import entry_key
 
 from .helpers import entries, make_module_dir, packed, staging, tree_digest
 from .server import Route
+from tests.conftest import repo_pythonpath
 
 _ROOT = pathlib.Path(__file__).resolve().parents[2]
 
@@ -85,7 +86,7 @@ def test_lock_wait_names_the_holder_and_gives_up(server, tmp_path, cache, monkey
     body, _ = packed(make_module_dir(tmp_path / "src"), tmp_path / "m.tar.gz")
     path = "/held/module.tar.gz"
     url = server.add(path, Route(body=body, byte_delay=0.01))
-    env = dict(os.environ, PYTHONPATH=str(_ROOT), JAXHUB_DOWNLOAD_MIN_RATE="0")
+    env = dict(os.environ, PYTHONPATH=repo_pythonpath(), JAXHUB_DOWNLOAD_MIN_RATE="0")
     child = subprocess.Popen([sys.executable, "-c", _LOADER, url, str(cache)], cwd=_ROOT,
                              env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     try:
