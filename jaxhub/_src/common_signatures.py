@@ -117,7 +117,7 @@ def text_embedding_input(embedding_dim: int, sequence_length: int | None = None,
                          dtype: str = "int32") -> tuple[TensorSpec, dict[str, Any]]:
     """The input spec and attachments of a text-embedding module that takes token ids.
 
-    Modules that take strings get them through a host stage (see :mod:`jaxhub.host`);
+    Modules that take strings get them through a host stage (see :class:`jaxhub.extend.HostStage`);
     JAX-made ones take ``[batch, sequence]`` token ids and return ``[batch, dim]``.
 
     Args:

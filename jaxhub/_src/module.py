@@ -286,7 +286,7 @@ class Module:
             do not flow into non-trainable leaves.
           inputs: a dict of arrays by input name, or one array when the signature has a
             single input. A signature with a host stage (text modules; see
-            :mod:`jaxhub.host`) takes the stage's inputs instead, such as strings.
+            :class:`jaxhub.extend.HostStage`) takes the stage's inputs instead, such as strings.
           signature: the signature's name.
           as_dict: return all outputs as a dict. Otherwise the single output is returned
             bare (or the ``"default"`` one, when there are several).

@@ -3,7 +3,7 @@ exhaust memory or time.
 
 A host stage is data from the module. Every bound below is checked at load (program size
 and depth, asset bytes) or before an op allocates (array elements, string bytes), and a
-breach is a :class:`jaxhub.host.HostStageError` naming the node and the limit's
+breach is a :class:`jaxhub.HostStageError` naming the node and the limit's
 environment variable.
 
 ========================  ==============================  =========================

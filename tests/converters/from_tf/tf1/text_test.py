@@ -57,7 +57,7 @@ def test_embedding_gradient_matches_tf(converted, tf_session):
 def test_vocabulary_is_an_asset_and_the_host_stage_is_data(converted):
     embed = converted("text")
     assert embed.assets["vocab.txt"].read_text().split("\n")[:3] == ["<unk>", "a", "long"]
-    stages = embed.attachments[jaxhub.host.ATTACHMENT_KEY]
+    stages = embed.attachments[jaxhub.extend.HOST_STAGES_ATTACHMENT]
     assert set(stages) == {"default", "tokens"}
     ops = {node["op"] for node in stages["default"]["nodes"]}
     assert {"StringLower", "StaticRegexReplace", "StringSplit", "LookupTableFindV2",
