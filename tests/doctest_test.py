@@ -21,6 +21,7 @@ import numpy as np
 import pytest
 
 import jaxhub
+from tests.conftest import repo_pythonpath
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 _PROCESS_WIDE = {"jaxhub._src.compilation_cache", "jaxhub._src.memory"}
@@ -31,7 +32,6 @@ _RUN = """
 import doctest, importlib, sys
 import jax, jax.numpy as jnp, numpy as np
 import jaxhub
-from tests.conftest import repo_pythonpath
 results = doctest.testmod(importlib.import_module(sys.argv[1]),
                           extraglobs={"jax": jax, "jnp": jnp, "np": np, "jaxhub": jaxhub},
                           optionflags=doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE)

@@ -15,6 +15,7 @@ from jaxhub._src import hub
 
 from .helpers import entries, file_info, staging, tar_bytes
 from .server import Route
+from tests.conftest import repo_pythonpath
 
 _ROOT = pathlib.Path(__file__).resolve().parents[2]
 
@@ -108,7 +109,6 @@ cache, archive = sys.argv[1:3]
 subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4m,nr_inodes=12", "tmpfs", cache],
                check=True)
 from jaxhub._src import hub
-from tests.conftest import repo_pythonpath
 try:
     hub.resolve(archive, cache_dir=cache)
 except hub.HubError as e:

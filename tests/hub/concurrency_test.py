@@ -17,6 +17,7 @@ from jaxhub._src.hub.cache import Cache, entry_key
 
 from .helpers import entries, make_module_dir, packed, staging, tree_digest
 from .server import Route
+from tests.conftest import repo_pythonpath
 
 _ROOT = pathlib.Path(__file__).resolve().parents[2]
 
@@ -25,7 +26,6 @@ _ROOT = pathlib.Path(__file__).resolve().parents[2]
 _LOADER = """
 import pathlib, sys, time
 from jaxhub._src import hub
-from tests.conftest import repo_pythonpath
 url, cache, ready, go = sys.argv[1:5]
 pathlib.Path(ready).touch()
 while not pathlib.Path(go).exists():
