@@ -23,8 +23,8 @@ import jax.numpy as jnp
 import numpy as np
 from jax import export as jax_export
 
-from converters.from_tf.ops.registry import register
-from converters.from_tf.values import as_jax, is_static
+from jaxhub_tf.from_tf.ops.registry import register
+from jaxhub_tf.from_tf.values import as_jax, is_static
 
 
 #: Not implemented: called TF functions (``function_list``), side effects (tokens) and

@@ -1,6 +1,6 @@
 """Static in, static out, over the whole registry.
 
-Every op folds (see :func:`converters.from_tf.ops.registry.folding`) but those in
+Every op folds (see :func:`jaxhub_tf.from_tf.ops.registry.folding`) but those in
 :data:`TRACED`, each with its reason. Every conformance case runs once more with its inputs
 given as numpy values (static, as constants are while tracing): its outputs must come back
 static, with TF's values and dtypes, so that a shape computed from constants stays usable
@@ -12,8 +12,8 @@ from __future__ import annotations
 import numpy as np
 import tensorflow as tf
 
-from converters.from_tf.ops import registry
-from converters.from_tf.values import is_static
+from jaxhub_tf.from_tf.ops import registry
+from jaxhub_tf.from_tf.values import is_static
 from tests.converters.from_tf.ops import (activation_test, array_test, conv_test,
                                           elementwise_test, image_test, linalg_test,
                                           losses_test, normalization_test, reduction_test,

@@ -11,7 +11,7 @@ import tensorflow as tf
 from tensorflow.compiler.tf2xla.python import xla
 from tensorflow.compiler.xla import xla_data_pb2
 
-from converters.from_tf.ops.xla import proto_ints
+from jaxhub_tf.from_tf.ops.xla import proto_ints
 from tests.converters.from_tf.ops._conformance import (Case, check, distinct, integers,
                                                        normal, params)
 
