@@ -26,6 +26,7 @@ import os
 import pathlib
 import subprocess
 import sys
+import tempfile
 import time
 
 REPO = pathlib.Path(__file__).resolve().parent.parent
@@ -33,13 +34,15 @@ REPO = pathlib.Path(__file__).resolve().parent.parent
 _TIMED_LOAD = """
 import json, sys, time
 start = time.perf_counter()
-from converters.from_tf import savedmodel, tf1_hub
+import pathlib
+from jaxhub_tf.from_tf import saved_model
+from jaxhub_tf.from_tf.tf1 import hub_module
 imported = time.perf_counter()
 path = sys.argv[1]
-if tf1_hub.is_tf1_hub_module(path):
-    tf1_hub.load_tf1_hub_module(path)
+if (pathlib.Path(path) / "tfhub_module.pb").is_file():
+    hub_module.load_tf1_hub_module(path)
 else:
-    savedmodel.load_saved_model(path)
+    saved_model.load_saved_model(path)
 done = time.perf_counter()
 print(json.dumps({"import": imported - start, "load": done - imported,
                   "tensorflow": "tensorflow" in sys.modules}))
@@ -48,7 +51,11 @@ print(json.dumps({"import": imported - start, "load": done - imported,
 
 def timed_load(source: pathlib.Path, path: str) -> dict:
     """``import`` and ``load`` seconds of converting ``path`` with the tree ``source``."""
-    env = {**os.environ, "PYTHONPATH": str(source), "TF_CPP_MIN_LOG_LEVEL": "3"}
+    # The tree's converters/ folder is the package jaxhub_tf: a link makes it importable.
+    links = pathlib.Path(tempfile.mkdtemp())
+    (links / "jaxhub_tf").symlink_to(source / "converters")
+    env = {**os.environ, "PYTHONPATH": f"{links}{os.pathsep}{source}",
+           "TF_CPP_MIN_LOG_LEVEL": "3"}
     proc = subprocess.run([sys.executable, "-c", _TIMED_LOAD, path], env=env, text=True,
                           capture_output=True, timeout=1800, cwd=str(source))
     if proc.returncode:
@@ -68,8 +75,7 @@ def _best(fn, repeat: int = 3) -> float:
 def read_times(path: pathlib.Path) -> tuple[float, float | None]:
     """Seconds to parse ``saved_model.pb`` and read every checkpoint tensor: jaxhub's
     reader, TF's (None without TensorFlow)."""
-    sys.path.insert(0, str(REPO))
-    from converters.from_tf.reader import bundle, protos
+    from jaxhub_tf.from_tf.reader import bundle, protos
 
     prefix = path / "variables" / "variables"
     has_checkpoint = prefix.with_name("variables.index").is_file()

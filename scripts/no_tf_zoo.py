@@ -43,7 +43,7 @@ def build(out: pathlib.Path) -> None:
 
     from tests.converters.from_tf import _zoo
     from tests.converters.from_tf.control_flow_test import SPEC, Stateful
-    from tests.converters.from_tf.host.saved_model_test import STRINGS, _TextModel
+    from tests.converters.from_tf.host_stages.string_functions_test import STRINGS, _TextModel
     from tests.converters.from_tf.tf1._session import FIXTURES, TF1Session
 
     if out.exists():

@@ -11,8 +11,8 @@ from __future__ import annotations
 import dataclasses
 from typing import Any, Iterable, Mapping
 
-from converters.from_tf.reader import op_defs, tensors
-from converters.from_tf.reader.protos import AttrValue, FunctionDef, GraphDef
+from jaxhub_tf.from_tf.reader import op_defs, tensors
+from jaxhub_tf.from_tf.reader.protos import AttrValue, FunctionDef, GraphDef
 
 _MISSING = object()
 _LIST_FIELDS = ("s", "i", "f", "b", "type", "shape", "tensor", "func")

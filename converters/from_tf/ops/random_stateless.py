@@ -16,8 +16,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from converters.from_tf.ops.registry import register
-from converters.from_tf.values import as_jax, is_static, shape_tuple
+from jaxhub_tf.from_tf.ops.registry import register
+from jaxhub_tf.from_tf.values import as_jax, is_static, shape_tuple
 
 #: TF's id of the Philox algorithm, reported by ``StatelessRandomGetAlg``.
 _PHILOX = 1
@@ -73,6 +73,15 @@ def _stateless_v2(node, shape, key, counter, alg):
 @register("StatelessRandomUniformIntV2")
 def _stateless_uniform_int_v2(node, shape, key, counter, alg, low, high):
     return _sample(node, _key(key, counter), shape, (low, high))
+
+
+@register("StatelessRandomUniformFullIntV2")
+def _stateless_full_int(node, shape, key, counter, alg):
+    """Integers over the whole range of ``dtype``: its bits, drawn uniformly."""
+    dtype = np.dtype(node.attr("dtype"))
+    unsigned = np.dtype(f"uint{dtype.itemsize * 8}")
+    bits = jax.random.bits(_key(key, counter), shape_tuple(shape), unsigned)
+    return jax.lax.bitcast_convert_type(bits, dtype) if dtype != unsigned else bits
 
 
 @register("StatelessRandomGetKeyCounter")

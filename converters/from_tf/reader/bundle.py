@@ -23,8 +23,8 @@ import struct
 import google_crc32c
 import numpy as np
 
-from converters.from_tf.reader import protos, tensors
-from jaxhub.format.manifest import ModuleFormatError
+from jaxhub_tf.from_tf.reader import protos, tensors
+from jaxhub import ModuleFormatError
 
 _FOOTER_SIZE = 48  # two block handles (varints, padded to 40 bytes) + 8-byte magic
 _MAGIC = 0xDB4775248B80FB57

@@ -2,7 +2,7 @@
 that name the file.
 
 Reading registers each MetaGraphDef's op definitions (see
-:mod:`converters.from_tf.reader.op_defs`) and refuses function libraries the
+:mod:`jaxhub_tf.from_tf.reader.op_defs`) and refuses function libraries the
 interpreter could not finish: functions that call themselves, through any chain of
 calls, and chains of calls nested deeper than :data:`MAX_CALL_DEPTH`.
 
@@ -19,8 +19,8 @@ from typing import Any, Callable
 
 from google.protobuf import message, text_format
 
-from converters.from_tf.reader import op_defs, protos, tensors
-from jaxhub.format.manifest import ModuleFormatError
+from jaxhub_tf.from_tf.reader import op_defs, protos, tensors
+from jaxhub import ModuleFormatError
 
 #: The deepest chain of function calls a library may nest (Python's recursion limit
 #: would stop the interpreter in a few hundred).

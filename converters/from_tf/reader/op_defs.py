@@ -17,7 +17,7 @@ from __future__ import annotations
 import functools
 import pathlib
 
-from converters.from_tf.reader import protos
+from jaxhub_tf.from_tf.reader import protos
 
 TABLE = pathlib.Path(__file__).with_name("op_defs.binpb")
 

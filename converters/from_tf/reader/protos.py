@@ -5,7 +5,7 @@ The messages are built at import time from the table below into a private descri
 with protobuf 6.31, the oldest TF 2.21 allows, and 7.36). Field numbers and wire types are those of TensorFlow's
 ``.proto`` files; fields left out are kept as unknown fields by the parser, so newer
 SavedModels parse too. ``DataType`` fields read as plain integers, as all enums do
-(see :mod:`converters.from_tf.reader.tensors`).
+(see :mod:`jaxhub_tf.from_tf.reader.tensors`).
 
 A field is ``(name, number, type)``; ``type`` is a scalar type (``string``, ``bytes``,
 ``int32``, ``int64``, ``uint32``, ``uint64``, ``sint64``, ``fixed32``, ``float``,

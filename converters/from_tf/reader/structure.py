@@ -15,8 +15,8 @@ from __future__ import annotations
 import dataclasses
 from typing import Any, Mapping
 
-from converters.from_tf import graph as graph_lib
-from converters.from_tf.reader import tensors
+from jaxhub_tf.from_tf import graph as graph_lib
+from jaxhub_tf.from_tf.reader import tensors
 
 
 @dataclasses.dataclass(frozen=True)

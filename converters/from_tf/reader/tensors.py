@@ -15,7 +15,7 @@ from typing import Any
 import ml_dtypes
 import numpy as np
 
-from jaxhub.format.manifest import ModuleFormatError
+from jaxhub import ModuleFormatError
 
 #: The largest tensor a proto or a checkpoint may expand to (a constant filled from one
 #: value can claim any shape): past it, the file is refused rather than memory exhausted.

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from converters.from_tf.interpreter import run_graph
+from jaxhub_tf.from_tf.interpreter import run_graph
 from tests.converters.from_tf.ops._conformance import (Case, check, integers, normal, params,
                                                        spd)
 
@@ -73,6 +73,9 @@ CASES = [
     Case("Svd", lambda x: tf.abs(tf.linalg.svd(x)[1]), (((4, 3),),), name="Svd-uv",
          grad=False, **_TOL),
     Case("SelfAdjointEigV2", lambda x: tf.linalg.eigvalsh(x), _SQUARE, sample=spd, **_TOL),
+    # Eigenvalues in ascending order (the kernel's order is its own); real for SPD inputs.
+    Case("Eig", lambda x: tf.sort(tf.math.real(tf.linalg.eigvals(x)), axis=-1), _SQUARE,
+         sample=spd, grad=False, **_TOL),
     Case("SelfAdjointEigV2", lambda x: tf.abs(tf.linalg.eigh(x)[1]), _SQUARE, sample=spd,
          name="Eigh-vectors", grad=False, **_TOL),
     Case("MatrixBandPart", lambda x: tf.linalg.band_part(x, 1, 0), _SQUARE),
@@ -81,6 +84,25 @@ CASES = [
     Case("MatrixDiagPartV3", tf.linalg.diag_part, (((3, 4),), ((2, 3, 3),)), batched=False),
     Case("MatrixDiagV3", tf.linalg.diag, (((3,),), ((2, 4),))),
     Case("MatrixSetDiagV3", tf.linalg.set_diag, (((3, 3), (3,)), ((2, 3, 4), (2, 3)))),
+    Case("MatrixDiagPartV3", lambda x: tf.linalg.diag_part(x, k=(-1, 2)), (((2, 3, 4),),),
+         name="MatrixDiagPartV3-band"),
+    Case("MatrixDiagPartV3", lambda x: tf.linalg.diag_part(
+        x, k=(-2, 1), padding_value=9, align="LEFT_RIGHT"), (((2, 4, 3),),),
+         name="MatrixDiagPartV3-band-left-right"),
+    Case("MatrixDiagPartV3", lambda x: tf.linalg.diag_part(x, k=1), (((2, 3, 4),),),
+         name="MatrixDiagPartV3-superdiagonal"),
+    Case("MatrixDiagV3", lambda d: tf.linalg.diag(d, k=-1), (((2, 3),),),
+         name="MatrixDiagV3-subdiagonal"),
+    Case("MatrixDiagV3", lambda d: tf.linalg.diag(d, k=(-1, 1), num_cols=4,
+                                                  padding_value=-1.0),
+         (((2, 3, 3),),), name="MatrixDiagV3-band"),
+    Case("MatrixDiagV3", lambda d: tf.linalg.diag(d, k=(0, 2), align="LEFT_LEFT"),
+         (((2, 3, 3),),), name="MatrixDiagV3-band-left-left"),
+    # TF's shape function refuses a band of diagonals once the batch size is unknown.
+    Case("MatrixSetDiagV3", lambda x, d: tf.linalg.set_diag(x, d, k=(-1, 1)),
+         (((2, 3, 4), (2, 3, 3)),), name="MatrixSetDiagV3-band", batched=False),
+    Case("MatrixSetDiagV3", lambda x, d: tf.linalg.set_diag(x, d, k=2, align="LEFT_RIGHT"),
+         (((2, 3, 4), (2, 2)),), name="MatrixSetDiagV3-superdiagonal"),
     Case("Cross", tf.linalg.cross, (((3,), (3,)), ((4, 3), (4, 3)))),
     Case("Transpose", tf.linalg.matrix_transpose, (((2, 3, 4),),)),
     Case("OneHot", lambda i: tf.one_hot(i, 5), (((4,),),), dtypes=("int32",),

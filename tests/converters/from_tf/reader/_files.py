@@ -5,7 +5,7 @@ from __future__ import annotations
 import pathlib
 import struct
 
-from converters.from_tf.reader import bundle, protos
+from jaxhub_tf.from_tf.reader import bundle, protos
 
 
 def varint(value: int) -> bytes:

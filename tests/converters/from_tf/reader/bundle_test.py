@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from converters.from_tf.reader import bundle, protos
+from jaxhub_tf.from_tf.reader import bundle, protos
 
 from ._files import header, write_index
 

@@ -11,8 +11,9 @@ import pytest
 import tensorflow as tf
 
 import jaxhub
-from converters.from_tf import savedmodel, tf1_hub
-from converters.from_tf.reader import files, protos
+from jaxhub_tf.from_tf import saved_model as savedmodel
+from jaxhub_tf.from_tf.tf1 import hub_module as tf1_hub
+from jaxhub_tf.from_tf.reader import files, protos
 
 from tests.converters.from_tf.tf1._session import FIXTURES
 

@@ -30,6 +30,9 @@ _CONVERT = textwrap.dedent("""
         sys.modules[name] = None
     import numpy as np
     import jaxhub
+    from jaxhub_tf import formats
+
+    formats.register()  # as the entry point does (idempotent; a stale dev install lacks it)
 
     jobs, cache = json.loads(sys.argv[1]), sys.argv[2]
     results = {}

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from tensorflow.python.framework import op_def_registry
 
-import converters.from_tf.ops  # noqa: F401  (registers every op family)
-from converters.from_tf.ops import registry
-from converters.from_tf.reader import op_defs
-from jaxhub.host import ops as host_ops
+import jaxhub_tf.from_tf.ops  # noqa: F401  (registers every op family)
+from jaxhub_tf.from_tf.ops import registry
+from jaxhub_tf.from_tf.reader import op_defs
+from jaxhub._src.host import ops as host_ops
 
 
 def test_the_table_covers_every_op_jaxhub_runs():

@@ -15,7 +15,7 @@ from tensorflow.core.protobuf import (meta_graph_pb2, saved_model_pb2,
                                       trackable_object_graph_pb2)
 from tensorflow.python.saved_model import nested_structure_coder
 
-from converters.from_tf.reader import protos, structure, tensors
+from jaxhub_tf.from_tf.reader import protos, structure, tensors
 
 # jaxhub's message -> TensorFlow's.
 _THEIRS = {
