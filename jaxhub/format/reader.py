@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import os
 import pathlib
 from typing import Any, Mapping
 
+import jax
+
 from jaxhub import functions
 from jaxhub import host
+from jaxhub.format import durable
 from jaxhub.format import params as params_io
 from jaxhub.format.manifest import MANIFEST_FILE, Manifest, ModuleFormatError
 from jaxhub.format.writer import ASSETS_DIR, README_FILE
@@ -51,8 +55,7 @@ def read(path: pathlib.Path, sharding: params_io.ShardingFn | None = None) -> Mo
     files = {file for f in manifest.functions for file in f.files}
     if manifest.regularizer:
         files.add(manifest.regularizer)
-    exported = {file: _read_function(path, file, manifest.function_files.get(file))
-                for file in sorted(files)}
+    exported = {file: _read_function(path, file, manifest) for file in sorted(files)}
     params = params_io.restore(path, manifest.params, sharding)
     try:
         return Module(manifest, exported, params, _assets(path, manifest), path=path)
@@ -72,9 +75,36 @@ def max_manifest_bytes(env: Mapping[str, str] | None = None) -> int:
     return int(text)
 
 
-def _read_function(module_dir: pathlib.Path, file: str,
-                   record: Mapping[str, Any] | None = None):
-    """The function in ``file``, checked against its manifest record when there is one."""
+def _read_function(module_dir: pathlib.Path, file: str, manifest: Manifest):
+    """The function in ``file``: its ``jax.export`` wrapper when this JAX reads it, else
+    its durable copy (see :mod:`jaxhub.format.durable`).
+
+    Raises:
+      ModuleFormatError: a file is missing or damaged, or neither the wrapper nor a
+        durable copy can be read by this JAX (the message names both JAX versions).
+    """
+    data = _checked_bytes(module_dir, file, manifest.function_files.get(file))
+    durable_record = manifest.durable_functions.get(file)
+    try:
+        exported = functions.deserialize(data)
+    except Exception as e:  # flatbuffer/StableHLO errors; report the file, not the guts.
+        failure: Exception = e
+    else:
+        failure = _unreadable_artifact(exported, manifest) if durable_record is None else None
+        if failure is None and not _newer_writer(manifest):
+            return exported
+    if durable_record is not None:
+        try:
+            return durable.rebuild(durable_record, functools.partial(
+                _durable_bytes, module_dir, durable.files_of(durable_record)))
+        except durable.DurableCopyError as e:
+            failure = e
+    raise ModuleFormatError(_unreadable_message(module_dir, file, manifest, failure))
+
+
+def _checked_bytes(module_dir: pathlib.Path, file: str,
+                   record: Mapping[str, Any] | None) -> bytes:
+    """The bytes of ``file``, checked against its manifest record when there is one."""
     source = _inside(module_dir, file)
     if not source.is_file():
         raise ModuleFormatError(f"module at {module_dir} is missing function file {file}")
@@ -84,12 +114,49 @@ def _read_function(module_dir: pathlib.Path, file: str,
         raise ModuleFormatError(
             f"module at {module_dir}: function file {file} is damaged (its size or sha256 "
             f"differs from the manifest's); {_REFETCH}")
+    return data
+
+
+def _durable_bytes(module_dir: pathlib.Path, records: Mapping[str, Mapping[str, Any]],
+                   file: str) -> bytes:
+    return _checked_bytes(module_dir, file, records[file])
+
+
+def _newer_writer(manifest: Manifest) -> bool:
+    """Whether the module was written by a newer JAX than the running one."""
+    written = durable.version_tuple(manifest.written_by.get("jax", ""))
+    return written > durable.version_tuple(jax.__version__)
+
+
+def _unreadable_artifact(exported, manifest: Manifest) -> Exception | None:
+    """Why this JAX cannot read the StableHLO inside a wrapper written by a newer JAX
+    (None when it can): found at load time, not at the first call."""
+    if not _newer_writer(manifest):
+        return None
     try:
-        return functions.deserialize(data)
-    except Exception as e:  # flatbuffer/StableHLO errors; report the file, not the guts.
-        raise ModuleFormatError(
-            f"module at {module_dir} has an unreadable function file {file}: "
-            f"{type(e).__name__}; {_REFETCH}") from e
+        exported.mlir_module()
+    except Exception as e:  # noqa: BLE001 (a StableHLO version this JAX does not read)
+        return e
+    return None
+
+
+def _unreadable_message(module_dir: pathlib.Path, file: str, manifest: Manifest,
+                        failure: Exception | None) -> str:
+    writer_jax = manifest.written_by.get("jax", "an unknown version")
+    reason = str(failure).splitlines()[0][:300] if failure else ""
+    head = (f"module at {module_dir}: function file {file} was written by JAX "
+            f"{writer_jax} and cannot be read by the running JAX {jax.__version__}"
+            f" ({type(failure).__name__}: {reason})")
+    if _newer_writer(manifest):
+        fix = (f"install JAX {writer_jax} or newer (pip install -U jax jaxlib), or ask the "
+               f"publisher to write it with a jaxhub that stores durable copies")
+    elif manifest.durable_functions:
+        fix = _REFETCH
+    else:
+        fix = (f"the module has no durable copy of its functions; with a JAX that still "
+               f"reads it (pip install 'jax=={writer_jax}' in another environment) run "
+               f"`jaxhub upgrade SRC DST`, which writes one")
+    return f"{head}; {fix}"
 
 
 def _assets(module_dir: pathlib.Path, manifest: Manifest) -> dict[str, pathlib.Path]:
