@@ -89,8 +89,27 @@ def converted(fmt: Format, path: pathlib.Path, *, cache_dir: Any = None) -> path
     """
     from jaxhub import hub
     key = f"converted:{fmt.name}:jaxhub-{__version__}:{fingerprint(path)}"
-    return hub.cached_derivation(key, lambda out: _converter(fmt)(path, out),
-                                 cache_dir=cache_dir, origin=path)
+    module_dir = hub.cached_derivation(key, lambda out: _converter(fmt)(path, out),
+                                       cache_dir=cache_dir, origin=path)
+    return _refreshed(module_dir, key, path, cache_dir)
+
+
+def _refreshed(module_dir: pathlib.Path, key: str, origin: pathlib.Path,
+               cache_dir: Any) -> pathlib.Path:
+    """``module_dir``, or its upgrade for the running JAX when that JAX cannot read its
+    functions' wrappers (a JAX upgraded since the conversion).
+
+    The upgrade is made from the durable copies (no TensorFlow needed) and cached beside
+    the conversion under a key naming the JAX version, so it is made once.
+    """
+    if not reader.stale_functions(module_dir):
+        return module_dir
+    import jax
+    from jaxhub import hub
+    from jaxhub.format.upgrade import upgrade
+    return hub.cached_derivation(f"{key}:upgraded-for-jax-{jax.__version__}",
+                                 lambda out: upgrade(module_dir, out),
+                                 cache_dir=cache_dir, origin=origin)
 
 
 def fingerprint(path: pathlib.Path) -> str:

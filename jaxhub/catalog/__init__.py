@@ -10,6 +10,7 @@ find archives through a repository's index, checking their sha256.
 from jaxhub.catalog.publish import Published as Published
 from jaxhub.catalog.publish import publish as publish
 from jaxhub.catalog.publish import reindex as reindex
+from jaxhub.catalog.publish import upgrade as upgrade
 from jaxhub.catalog.resolver import RepositoryResolver as RepositoryResolver
 from jaxhub.catalog.search import SearchResult as SearchResult
 from jaxhub.catalog.search import search as search

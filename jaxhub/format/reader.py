@@ -102,6 +102,33 @@ def _read_function(module_dir: pathlib.Path, file: str, manifest: Manifest):
     raise ModuleFormatError(_unreadable_message(module_dir, file, manifest, failure))
 
 
+def stale_functions(path: pathlib.Path) -> list[str]:
+    """The function files of the module at ``path`` that need ``jaxhub upgrade``.
+
+    A file needs it when the running JAX cannot read its ``jax.export`` wrapper (the
+    module then loads from its durable copy, or not at all) or when it has no durable
+    copy (it stops loading once its wrapper expires).
+
+    Raises:
+      ModuleFormatError: ``path`` holds no readable manifest.
+    """
+    manifest = Manifest.from_json(pathlib.Path(path, MANIFEST_FILE).read_text())
+    stale = []
+    for file in sorted({file for f in manifest.functions for file in f.files}
+                       | ({manifest.regularizer} if manifest.regularizer else set())):
+        if file not in manifest.durable_functions:
+            stale.append(file)
+            continue
+        try:
+            exported = functions.deserialize(_inside(pathlib.Path(path), file).read_bytes())
+        except Exception:  # noqa: BLE001 (whatever JAX refuses it for)
+            stale.append(file)
+            continue
+        if _unreadable_artifact(exported, manifest) is not None:
+            stale.append(file)
+    return stale
+
+
 def _checked_bytes(module_dir: pathlib.Path, file: str,
                    record: Mapping[str, Any] | None) -> bytes:
     """The bytes of ``file``, checked against its manifest record when there is one."""
@@ -143,19 +170,20 @@ def _unreadable_artifact(exported, manifest: Manifest) -> Exception | None:
 def _unreadable_message(module_dir: pathlib.Path, file: str, manifest: Manifest,
                         failure: Exception | None) -> str:
     writer_jax = manifest.written_by.get("jax", "an unknown version")
-    reason = str(failure).splitlines()[0][:300] if failure else ""
-    head = (f"module at {module_dir}: function file {file} was written by JAX "
-            f"{writer_jax} and cannot be read by the running JAX {jax.__version__}"
-            f" ({type(failure).__name__}: {reason})")
+    reason = str(failure).splitlines()[0][:300] if failure and str(failure) else ""
+    head = (f"module at {module_dir} has an unreadable function file {file}: written by "
+            f"JAX {writer_jax}, it cannot be read by the running JAX {jax.__version__} "
+            f"({type(failure).__name__}{': ' + reason if reason else ''})")
     if _newer_writer(manifest):
         fix = (f"install JAX {writer_jax} or newer (pip install -U jax jaxlib), or ask the "
                f"publisher to write it with a jaxhub that stores durable copies")
     elif manifest.durable_functions:
         fix = _REFETCH
     else:
-        fix = (f"the module has no durable copy of its functions; with a JAX that still "
-               f"reads it (pip install 'jax=={writer_jax}' in another environment) run "
-               f"`jaxhub upgrade SRC DST`, which writes one")
+        fix = (f"the module has no durable copy of its functions: if the file was damaged, "
+               f"{_REFETCH}; if it has expired, run `jaxhub upgrade SRC DST` with a JAX "
+               f"that still reads it (pip install 'jax=={writer_jax}' in another "
+               f"environment), which writes one")
     return f"{head}; {fix}"
 
 

@@ -4,6 +4,9 @@
 JAX releases. Calling a deserialized function inside a new export inlines its StableHLO
 into a module serialized by the running JAX, so re-exporting every function renews that
 window (and rewrites the manifest in the current format) without the publisher's code.
+The functions are read as any load reads them: from their ``jax.export`` wrappers while
+the running JAX reads those, else from their durable copies
+(:mod:`jaxhub.format.durable`), which the upgraded module gets afresh.
 """
 
 from __future__ import annotations
@@ -28,15 +31,18 @@ def upgrade(src: str | pathlib.Path, dst: str | pathlib.Path) -> Module:
       The upgraded module, loaded from ``dst``.
     """
     module = reader.read(pathlib.Path(src))
-    exported = {file: _relower(exp) for file, exp in module._exported.items()}
+    # A function with a split VJP is called through its halves, so that its own VJP (the
+    # new wrapper's) need not be read: a durable copy keeps none.
+    split = {f.file: f.vjp for f in module.manifest.functions if f.vjp}
+    exported = {file: _relower(exp, module._callable(file, split.get(file)))
+                for file, exp in module._exported.items()}
     manifest = dataclasses.replace(module.manifest, origin={
         **module.manifest.origin, "upgraded_from": dict(module.manifest.written_by)})
     upgraded = Module(manifest, exported, module.params, module.assets)
     return reader.read(upgraded.export(dst))
 
 
-def _relower(exported):
+def _relower(exported, call):
     specs = [TensorSpec.from_aval(aval) for aval in exported.in_avals]
-    call = functions.make_callable(exported)
     return functions.export(lambda *args: call(*args), specs,
                             platforms=exported.platforms)

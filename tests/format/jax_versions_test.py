@@ -1,0 +1,203 @@
+"""Modules whose functions were written by other JAX releases load, run, grad and vmap.
+
+The fixtures (``tests/fixtures/modules/mlp-jax<version>``, written by
+``scripts/make-jax-fixtures``) hold the same tiny MLP written by JAX 0.5.0, by the oldest
+JAX jaxhub supports and by the newest; these tests run under both ends of that range
+(the host and ``scripts/newest-jax``). A wrapper that the running JAX refuses (too old
+for its six-month window, or written by a newer JAX) is replaced by its durable copy.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import shutil
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import jaxhub
+from jaxhub import functions
+from jaxhub.format import durable
+from jaxhub.format.manifest import MANIFEST_FILE, Manifest, ModuleFormatError
+from tests.fixtures.jax_fixtures import FUNCTION_FILE, mlp
+from tests.fixtures.make_fixtures import FIXTURES
+
+JAX_FIXTURES = sorted(FIXTURES.glob("mlp-jax*"))
+
+
+def _written_by(path) -> str:
+    return json.loads((path / MANIFEST_FILE).read_text())["written_by"]["jax"]
+
+
+def _wrapper_readable(path) -> bool:
+    """Whether the running JAX reads the fixture's ``jax.export`` wrapper itself."""
+    try:
+        functions.deserialize((path / FUNCTION_FILE).read_bytes()).mlir_module()
+    except Exception:  # noqa: BLE001 (expired, or newer than this JAX)
+        return False
+    return True
+
+
+@pytest.fixture
+def batch():
+    return jax.random.normal(jax.random.key(5), (6, 3))
+
+
+def test_fixtures_span_jax_0_5_the_oldest_supported_and_a_newer_one():
+    versions = {_written_by(p) for p in JAX_FIXTURES}
+    assert {"0.5.0", "0.10.2"} <= versions
+    assert any(durable.version_tuple(v) >= (0, 12) for v in versions), versions
+
+
+@pytest.mark.parametrize("path", JAX_FIXTURES, ids=lambda p: p.name)
+def test_module_of_any_jax_runs_grads_and_vmaps(path, batch):
+    module = jaxhub.load(path)
+    params = module.params
+    np.testing.assert_allclose(module(batch), mlp(params, batch), rtol=1e-5, atol=1e-6)
+    loss = lambda p, x: jnp.sum(module.apply(p, x) ** 2)
+    ref_loss = lambda p, x: jnp.sum(mlp(p, x) ** 2)
+    grads, ref = jax.grad(loss)(params, batch), jax.grad(ref_loss)(params, batch)
+    for name in ref:
+        np.testing.assert_allclose(grads[name], ref[name], rtol=1e-4, atol=1e-5)
+    stacked = jnp.stack([batch, 2 * batch, -batch])
+    np.testing.assert_allclose(jax.vmap(module)(stacked),
+                               jax.vmap(lambda x: mlp(params, x))(stacked),
+                               rtol=1e-5, atol=1e-6)
+    per_example = jax.vmap(jax.grad(lambda x: loss(params, x[None])))(batch)
+    np.testing.assert_allclose(per_example,
+                               jax.vmap(jax.grad(lambda x: ref_loss(params, x[None])))(batch),
+                               rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(jax.jit(module)(batch), module(batch), rtol=1e-6)
+
+
+def test_jax_0_5_wrapper_is_refused_from_jax_0_11_1_and_the_durable_copy_loads(batch):
+    path = FIXTURES / "mlp-jax0.5.0"
+    expired = durable.version_tuple(jax.__version__) >= (0, 11, 1)
+    assert _wrapper_readable(path) is not expired
+    module = jaxhub.load(path)  # through the durable copy when the wrapper has expired
+    np.testing.assert_allclose(module(batch), mlp(module.params, batch), rtol=1e-5,
+                               atol=1e-6)
+
+
+def test_durable_copy_stands_in_for_an_unreadable_wrapper(tmp_path, batch):
+    """Whatever JAX runs: a wrapper it cannot read (here: bytes it refuses) is replaced by
+    the durable copy, for the function and for its gradient."""
+    path = shutil.copytree(FIXTURES / "mlp-jax0.10.2", tmp_path / "m")
+    _replace_function_file(path, FUNCTION_FILE, b"not a jax.export flatbuffer")
+    module = jaxhub.load(path)
+    params = module.params
+    np.testing.assert_allclose(module(batch), mlp(params, batch), rtol=1e-5, atol=1e-6)
+    grads = jax.grad(lambda p: jnp.sum(module.apply(p, batch) ** 2))(params)
+    ref = jax.grad(lambda p: jnp.sum(mlp(p, batch) ** 2))(params)
+    np.testing.assert_allclose(grads["w1"], ref["w1"], rtol=1e-4, atol=1e-5)
+
+
+def test_unreadable_wrapper_without_a_durable_copy_names_both_jax_versions_and_the_fix(
+        tmp_path):
+    path = shutil.copytree(FIXTURES / "mlp-jax0.10.2", tmp_path / "m")
+    _replace_function_file(path, FUNCTION_FILE, b"not a jax.export flatbuffer")
+    manifest = Manifest.from_json((path / MANIFEST_FILE).read_text())
+    manifest = dataclasses.replace(manifest, durable_functions={},
+                                   written_by={**manifest.written_by, "jax": "0.4.30"})
+    (path / MANIFEST_FILE).write_text(manifest.to_json())
+    with pytest.raises(ModuleFormatError) as e:
+        jaxhub.load(path)
+    message = str(e.value)
+    assert "0.4.30" in message and jax.__version__ in message
+    assert "jaxhub upgrade" in message and FUNCTION_FILE in message
+
+
+def test_durable_copy_newer_than_this_jax_reads_fails_naming_both_versions(tmp_path):
+    path = shutil.copytree(FIXTURES / "mlp-jax0.10.2", tmp_path / "m")
+    _replace_function_file(path, FUNCTION_FILE, b"not a jax.export flatbuffer")
+    manifest = Manifest.from_json((path / MANIFEST_FILE).read_text())
+    record = {**manifest.durable_functions[FUNCTION_FILE], "stablehlo_version": "99.0.0"}
+    manifest = dataclasses.replace(
+        manifest, durable_functions={**manifest.durable_functions, FUNCTION_FILE: record},
+        written_by={**manifest.written_by, "jax": "99.1.0"})
+    (path / MANIFEST_FILE).write_text(manifest.to_json())
+    with pytest.raises(ModuleFormatError) as e:
+        jaxhub.load(path)
+    message = str(e.value)
+    assert "99.1.0" in message and jax.__version__ in message and "99.0.0" in message
+    assert "pip install -U jax jaxlib" in message
+
+
+def test_durable_copies_target_the_oldest_stablehlo_and_cost_less_than_the_wrappers(
+        mlp_dir):
+    manifest = Manifest.from_json((mlp_dir / MANIFEST_FILE).read_text())
+    assert set(manifest.durable_functions) == set(manifest.function_files)
+    durable_bytes = sum(r["size"] for rec in manifest.durable_functions.values()
+                        for r in durable.files_of(rec).values())
+    wrapper_bytes = sum(r["size"] for r in manifest.function_files.values())
+    assert durable_bytes < wrapper_bytes
+    versions = {r["stablehlo_version"] for r in manifest.durable_functions.values()}
+    assert all(durable.version_tuple(v) <= durable.version_tuple(durable.stablehlo_version())
+               for v in versions)
+
+
+def _replace_function_file(path, file, data: bytes) -> None:
+    """Writes ``data`` as ``file`` and records its hash, as a writer of it would."""
+    import hashlib
+    (path / file).write_bytes(data)
+    manifest = Manifest.from_json((path / MANIFEST_FILE).read_text())
+    records = {**manifest.function_files,
+               file: {"sha256": hashlib.sha256(data).hexdigest(), "size": len(data)}}
+    (path / MANIFEST_FILE).write_text(
+        dataclasses.replace(manifest, function_files=records).to_json())
+
+
+@pytest.mark.parametrize("name", ["mlp-jax0.5.0", "mlp-format1"])
+def test_upgrade_rewrites_for_the_running_jax_with_durable_copies(name, tmp_path, batch):
+    from jaxhub.cli import main
+    from jaxhub.format.reader import stale_functions
+    assert main(["upgrade", str(FIXTURES / name), str(tmp_path / "up")]) == 0
+    upgraded = jaxhub.load(tmp_path / "up")
+    assert upgraded.manifest.written_by["jax"] == jax.__version__
+    assert stale_functions(tmp_path / "up") == []
+    assert set(upgraded.manifest.durable_functions) == set(upgraded.manifest.function_files)
+    original = jaxhub.load(FIXTURES / name)
+    x = jax.random.normal(jax.random.key(5), (6, 50)) if name == "mlp-format1" else batch
+    np.testing.assert_allclose(upgraded(x), original(x), rtol=1e-5, atol=1e-6)
+
+
+def test_catalog_reindex_upgrade_publishes_next_versions_of_stale_modules_only(
+        tmp_path, mlp_dir):
+    from jaxhub.catalog import publish
+    from jaxhub.catalog.index import read_local
+    from jaxhub.cli import main
+    from jaxhub.format.reader import stale_functions
+    repo = tmp_path / "repo"
+    publish(FIXTURES / "mlp-format1", repo, "acme/old", 1, task="regression")
+    publish(mlp_dir, repo, "acme/fresh", 1)
+    assert main(["catalog", "reindex", "--upgrade", str(repo)]) == 0
+    versions = {m["name"]: sorted(m["versions"]) for m in read_local(repo)["modules"]}
+    assert versions == {"acme/old": ["1", "2"], "acme/fresh": ["1"]}
+    module = jaxhub.load(repo / "acme" / "old" / "2.tar.gz")
+    assert module.path is not None and stale_functions(module.path) == []
+    assert module.manifest.origin["upgraded_from"]["jax"] == "0.10.2"
+
+
+def test_converted_module_cache_refreshes_when_its_functions_cannot_be_read(
+        tmp_path, batch):
+    """A cached conversion whose functions the running JAX cannot read is upgraded once,
+    from its durable copies, without converting again."""
+    from jaxhub import formats, hub
+    source = tmp_path / "saved_model"
+    source.mkdir()
+    (source / "saved_model.pb").write_bytes(b"never read: the conversion is cached")
+    fmt = formats.detect(source)
+    key = f"converted:{fmt.name}:jaxhub-{jaxhub.__version__}:{formats.fingerprint(source)}"
+    stale = shutil.copytree(FIXTURES / "mlp-jax0.10.2", tmp_path / "stale")
+    _replace_function_file(stale, FUNCTION_FILE, b"a wrapper this JAX refuses")
+    cache = tmp_path / "cache"
+    hub.cached_derivation(key, lambda out: shutil.copytree(stale, out, dirs_exist_ok=True),
+                          cache_dir=cache, origin=source)
+    module = jaxhub.load(source, cache_dir=cache)
+    assert module.manifest.origin["upgraded_from"]["jax"] == "0.10.2"
+    np.testing.assert_allclose(module(batch), mlp(module.params, batch), rtol=1e-5,
+                               atol=1e-6)
+    assert jaxhub.load(source, cache_dir=cache).path == module.path  # upgraded once
