@@ -102,7 +102,9 @@ def _refreshed(module_dir: pathlib.Path, key: str, origin: pathlib.Path,
     The upgrade is made from the durable copies (no TensorFlow needed) and cached beside
     the conversion under a key naming the JAX version, so it is made once.
     """
-    if not reader.stale_functions(module_dir):
+    # Conversions are keyed by the jaxhub version, which writes durable copies: only
+    # wrappers that the running JAX refuses call for an upgrade.
+    if not reader.stale_functions(module_dir, without_durable_copy=False):
         return module_dir
     import jax
     from jaxhub import hub

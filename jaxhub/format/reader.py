@@ -102,12 +102,13 @@ def _read_function(module_dir: pathlib.Path, file: str, manifest: Manifest):
     raise ModuleFormatError(_unreadable_message(module_dir, file, manifest, failure))
 
 
-def stale_functions(path: pathlib.Path) -> list[str]:
+def stale_functions(path: pathlib.Path, *, without_durable_copy: bool = True) -> list[str]:
     """The function files of the module at ``path`` that need ``jaxhub upgrade``.
 
     A file needs it when the running JAX cannot read its ``jax.export`` wrapper (the
-    module then loads from its durable copy, or not at all) or when it has no durable
-    copy (it stops loading once its wrapper expires).
+    module then loads from its durable copy, or not at all) or, unless
+    ``without_durable_copy`` is False, when it has no durable copy (it stops loading
+    once its wrapper expires).
 
     Raises:
       ModuleFormatError: ``path`` holds no readable manifest.
@@ -116,7 +117,7 @@ def stale_functions(path: pathlib.Path) -> list[str]:
     stale = []
     for file in sorted({file for f in manifest.functions for file in f.files}
                        | ({manifest.regularizer} if manifest.regularizer else set())):
-        if file not in manifest.durable_functions:
+        if file not in manifest.durable_functions and without_durable_copy:
             stale.append(file)
             continue
         try:

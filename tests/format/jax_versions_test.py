@@ -95,6 +95,35 @@ def test_durable_copy_stands_in_for_an_unreadable_wrapper(tmp_path, batch):
     np.testing.assert_allclose(grads["w1"], ref["w1"], rtol=1e-4, atol=1e-5)
 
 
+def test_durable_copies_alone_carry_every_variant_signature_and_gradient(mlp_dir, tmp_path,
+                                                                        x):
+    """All wrappers refused: the conftest MLP (a second signature, a train variant with
+    RNG and state, split VJPs, a regularizer) computes what it computed with them."""
+    from tests.conftest import double
+    path = shutil.copytree(mlp_dir, tmp_path / "m")
+    for file in Manifest.from_json((path / MANIFEST_FILE).read_text()).function_files:
+        _replace_function_file(path, file, b"refused")
+    durable_only, original = jaxhub.load(path), jaxhub.load(mlp_dir)
+    params = original.params
+    np.testing.assert_allclose(durable_only(x), original(x), rtol=1e-6)
+    out = durable_only({"a": x}, signature="double", as_dict=True)
+    np.testing.assert_allclose(out["total"], double(params, {"a": x})["total"], rtol=1e-5)
+    key = jax.random.key(3)
+    (out, state), (ref, ref_state) = (m(x, tags="train", rng=key)
+                                      for m in (durable_only, original))
+    np.testing.assert_allclose(out, ref, rtol=1e-6)
+    np.testing.assert_allclose(state["stats"]["mean"], ref_state["stats"]["mean"], rtol=1e-6)
+    np.testing.assert_allclose(durable_only.regularization_loss(),
+                               original.regularization_loss(), rtol=1e-6)
+    grad = lambda m, **kw: jax.grad(
+        lambda p: jnp.sum(jnp.asarray(m.apply(p, x, **kw)[0] if kw else m.apply(p, x)) ** 2)
+    )(params)
+    for kw in ({}, {"tags": "train", "rng": key}):
+        np.testing.assert_allclose(grad(durable_only, **kw)["dense1"]["kernel"],
+                                   grad(original, **kw)["dense1"]["kernel"], rtol=1e-5,
+                                   atol=1e-6)
+
+
 def test_unreadable_wrapper_without_a_durable_copy_names_both_jax_versions_and_the_fix(
         tmp_path):
     path = shutil.copytree(FIXTURES / "mlp-jax0.10.2", tmp_path / "m")
