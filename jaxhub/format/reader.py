@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import functools
 import hashlib
 import os
 import pathlib
@@ -90,14 +89,19 @@ def _read_function(module_dir: pathlib.Path, file: str, manifest: Manifest):
     except Exception as e:  # flatbuffer/StableHLO errors; report the file, not the guts.
         failure: Exception = e
     else:
-        failure = _unreadable_artifact(exported, manifest) if durable_record is None else None
-        if failure is None and not _newer_writer(manifest):
+        if durable_record is None:
+            failure = _unreadable_artifact(exported, manifest)
+            if failure is None:
+                return exported
+        elif not _newer_writer(manifest):
             return exported
     if durable_record is not None:
+        # Every file read and checked now: a damaged one fails the load, not a grad.
+        stored = {name: _checked_bytes(module_dir, name, record)
+                  for name, record in durable.files_of(durable_record).items()}
         try:
-            return durable.rebuild(durable_record, functools.partial(
-                _durable_bytes, module_dir, durable.files_of(durable_record)))
-        except durable.DurableCopyError as e:
+            return durable.rebuild(durable_record, stored.__getitem__)
+        except (KeyError, TypeError, ValueError) as e:  # too new, or a malformed record
             failure = e
     raise ModuleFormatError(_unreadable_message(module_dir, file, manifest, failure))
 
@@ -143,11 +147,6 @@ def _checked_bytes(module_dir: pathlib.Path, file: str,
             f"module at {module_dir}: function file {file} is damaged (its size or sha256 "
             f"differs from the manifest's); {_REFETCH}")
     return data
-
-
-def _durable_bytes(module_dir: pathlib.Path, records: Mapping[str, Mapping[str, Any]],
-                   file: str) -> bytes:
-    return _checked_bytes(module_dir, file, records[file])
 
 
 def _newer_writer(manifest: Manifest) -> bool:
