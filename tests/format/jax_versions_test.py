@@ -139,6 +139,27 @@ def test_unreadable_wrapper_without_a_durable_copy_names_both_jax_versions_and_t
     assert "jaxhub upgrade" in message and FUNCTION_FILE in message
 
 
+def test_module_of_a_newer_jax_without_durable_copies_loads_or_names_both_versions(
+        tmp_path, batch):
+    """The 0.12.0.1 fixture without its durable copies: JAX 0.12 reads it; JAX 0.10.2
+    cannot read its StableHLO (1.18.0 > 1.17.0) and says so at load, not at a call."""
+    (newest,) = [p for p in JAX_FIXTURES if _written_by(p) == "0.12.0.1"]
+    path = shutil.copytree(newest, tmp_path / "m")
+    manifest = Manifest.from_json((path / MANIFEST_FILE).read_text())
+    (path / MANIFEST_FILE).write_text(
+        dataclasses.replace(manifest, durable_functions={}).to_json())
+    if durable.version_tuple(jax.__version__) >= (0, 12, 0, 1):
+        module = jaxhub.load(path)
+        np.testing.assert_allclose(module(batch), mlp(module.params, batch), rtol=1e-5,
+                                   atol=1e-6)
+        return
+    with pytest.raises(ModuleFormatError) as e:
+        jaxhub.load(path)
+    message = str(e.value)
+    assert "0.12.0.1" in message and jax.__version__ in message
+    assert "pip install -U jax jaxlib" in message
+
+
 def test_durable_copy_newer_than_this_jax_reads_fails_naming_both_versions(tmp_path):
     path = shutil.copytree(FIXTURES / "mlp-jax0.10.2", tmp_path / "m")
     _replace_function_file(path, FUNCTION_FILE, b"not a jax.export flatbuffer")
