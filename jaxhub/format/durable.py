@@ -24,8 +24,6 @@ import jax.numpy as jnp
 import numpy as np
 from jax import export as jax_export
 
-#: The manifest key: function file -> its durable record (see :func:`describe`).
-MANIFEST_KEY = "durable_functions"
 SUFFIX = ".stablehlo"
 
 
@@ -59,10 +57,13 @@ def describe(exported: jax_export.Exported, file: str, vjp: bool
       durable copy does not carry (effects, shardings, disabled safety checks); such a
       function keeps only its ``.jaxexport`` file.
     """
+    # JAX has kept shardings under several names; a durable copy carries none of them.
+    shardings = [s for name in ("in_shardings_hlo", "out_shardings_hlo",
+                                "_in_named_shardings", "_out_named_shardings")
+                 for s in getattr(exported, name, ())]
     if (exported.ordered_effects or exported.unordered_effects
             or exported.disabled_safety_checks
-            or any(s is not None for s in (*exported.in_shardings_hlo,
-                                           *exported.out_shardings_hlo))):
+            or any(s is not None for s in shardings)):
         return None
     stem = file[:-len(".jaxexport")] if file.endswith(".jaxexport") else file
     artifact, version = _portable_artifact(exported)
