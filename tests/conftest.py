@@ -9,6 +9,19 @@ import pytest
 
 import jaxhub
 
+#: Warnings that mean a test passed over a bug. A test that expects one says so with
+#: ``pytest.warns``.
+WARNINGS_AS_ERRORS = (
+    # The module still runs, but its gradient is gone (a converter that misplaces
+    # gradients ends up here).
+    "error:a function's gradient could not be traced:UserWarning",
+)
+
+
+def pytest_configure(config):
+    for entry in WARNINGS_AS_ERRORS:
+        config.addinivalue_line("filterwarnings", entry)
+
 
 def mlp(params, x):
     """The publisher's function: a two-layer MLP."""

@@ -67,18 +67,25 @@ class Interpreter:
     """Runs the functions of one TF function library (and graphs that call into it)."""
 
     def __init__(self, library: function_pb2.FunctionDefLibrary | None = None,
-                 gradient_captures: Mapping[str, Sequence[str]] | None = None):
+                 gradient_captures: Mapping[str, Sequence[str]] | None = None,
+                 gradient_outputs: Mapping[str, Sequence[int]] | None = None):
         """
         Args:
           library: the functions that graphs may call.
           gradient_captures: for each custom-gradient function of the library, the tensors
             (``"node:index"`` in the forward function) it captures, in argument order
             (a SavedModel's object graph has them).
+          gradient_outputs: for each custom-gradient function, the ``IdentityN`` input that
+            each of its outputs is the gradient of. TF drops the ``None`` gradients from a
+            saved gradient function's outputs; the SavedModel's object graph records where
+            they were. Without an entry, the outputs are taken to be the gradients of the
+            trailing inputs (TF's ``custom_gradient`` gives the results none).
         """
         self._fdefs = {f.signature.name: f for f in (library.function if library else ())}
         self._gradients = {g.registered_op_type: g.gradient_func
                            for g in (library.registered_gradients if library else ())}
         self._gradient_captures = dict(gradient_captures or {})
+        self._gradient_outputs = dict(gradient_outputs or {})
         self._functions: dict[str, graph_lib.Function] = {}
         self._orders: dict[int, tuple[graph_lib.Function, list[graph_lib.Node]]] = {}
 
@@ -203,7 +210,8 @@ class Interpreter:
         TF's ``custom_gradient`` puts the forward results and the arguments through one
         ``IdentityN``; its gradient function takes the cotangents of all of them, then the
         tensors it captured, and returns the gradients of the arguments (the trailing
-        inputs). The results get zero: their producers are not differentiated.
+        inputs; see :meth:`_gradient_positions`). The results get zero: their producers are
+        not differentiated.
         """
         if not all(isinstance(v, (jax.Array, np.ndarray, np.generic))
                    for v in inputs + captures):
@@ -220,15 +228,24 @@ class Interpreter:
         def backward(residuals, cotangents):
             xs, caps = residuals
             grads = self.run(grad_fn, list(cotangents) + list(caps), Context(self, {}))
-            lead = len(xs) - len(grads)
-            dxs = [None] * lead + [None if g is None or not _is_float(x) else
-                                   as_jax(g, x.dtype).reshape(x.shape)
-                                   for x, g in zip(xs[lead:], grads)]
+            positions = self._gradient_positions(gradient, len(xs), len(grads))
+            dxs = [None] * len(xs)
+            for i, g in zip(positions, grads):
+                if g is not None and _is_float(xs[i]):
+                    dxs[i] = as_jax(g, xs[i].dtype).reshape(xs[i].shape)
             return tuple(dxs), tuple(None for _ in caps)
 
         identity.defvjp(forward, backward)
         return list(identity(tuple(as_jax(v) for v in inputs),
                              tuple(as_jax(c) for c in captures)))
+
+    def _gradient_positions(self, gradient: str, n_inputs: int, n_grads: int) -> Sequence[int]:
+        """The ``IdentityN`` input that each output of the gradient function belongs to."""
+        positions = self._gradient_outputs.get(gradient, range(n_inputs - n_grads, n_inputs))
+        if len(positions) != n_grads or not all(0 <= i < n_inputs for i in positions):
+            raise ValueError(f"custom gradient {gradient!r} returns {n_grads} gradients, which "
+                             f"cannot be matched to the {n_inputs} tensors it differentiates")
+        return positions
 
     def _order(self, fn: graph_lib.Function) -> list[graph_lib.Node]:
         """The nodes that ``fn``'s outputs need, dependencies first (cached)."""

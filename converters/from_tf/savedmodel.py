@@ -141,7 +141,8 @@ class _SavedModel:
         self._path = path
         self._meta = meta
         self._objects = meta.object_graph_def
-        self._interp = Interpreter(meta.graph_def.library, self._gradient_captures())
+        self._interp = Interpreter(meta.graph_def.library, self._gradient_captures(),
+                                   self._gradient_outputs())
         self._top = {n.name: n for n in meta.graph_def.node}
         self._stored = _read_variables(path, self._objects)
         # Only variables that a converted function captures become params (a Keras export
@@ -183,6 +184,22 @@ class _SavedModel:
             captures[grad.gradient_func] = [
                 self._objects.nodes[i].captured_tensor.name for i in concrete.bound_inputs]
         return captures
+
+    def _gradient_outputs(self) -> dict[str, list[int]]:
+        """Custom-gradient function -> the ``IdentityN`` input of each of its outputs.
+
+        The saved function returns only the gradients that are not None; its output
+        signature keeps a None in the place of each dropped one.
+        """
+        positions = {}
+        for grad in self._meta.graph_def.library.registered_gradients:
+            concrete = self._objects.concrete_functions.get(grad.gradient_func)
+            if concrete is None or not concrete.HasField("output_signature"):
+                continue
+            structure = nested_structure_coder.decode_proto(concrete.output_signature)
+            positions[grad.gradient_func] = [
+                i for i, spec in enumerate(tf.nest.flatten(structure)) if spec is not None]
+        return positions
 
     def check_supported(self) -> None:
         """One error for every unsupported op of every function converted so far."""

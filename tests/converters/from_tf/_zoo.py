@@ -10,8 +10,11 @@ get random statistics in every normalization layer, and comparisons are relative
 from __future__ import annotations
 
 import dataclasses
+import os
 import pathlib
 import re
+import subprocess
+import sys
 from typing import Any, Callable
 
 import jax
@@ -19,6 +22,10 @@ import jax.numpy as jnp
 import keras
 import numpy as np
 import tensorflow as tf
+import tf_keras
+from tensorflow.python.util import _pywrap_util_port
+
+from tests.converters.from_tf._helpers import REPO_ROOT
 
 #: Classes of every zoo model (a small head keeps the last kernel cheap).
 CLASSES = 10
@@ -198,6 +205,56 @@ def tf_reference(model: Any, x: np.ndarray, cotangent: np.ndarray,
             "var_grads": {tf_name(v): g.numpy() for v, g in zip(variables, var_grads)}}
 
 
+def onednn_enabled() -> bool:
+    """True when TF runs its oneDNN CPU kernels in this process.
+
+    TF decides once, at import: on with AVX-512 unless ``TF_ENABLE_ONEDNN_OPTS=0``, off
+    without AVX-512 unless ``TF_ENABLE_ONEDNN_OPTS=1``.
+    """
+    return bool(_pywrap_util_port.IsMklEnabled())
+
+
+def tf_reference_other_kernels(spec: ZooModel, api: Any, x: np.ndarray, cotangent: np.ndarray,
+                               workdir: pathlib.Path) -> dict[str, Any]:
+    """:func:`tf_reference` from a fresh process that runs TF's other CPU kernels.
+
+    The process builds the same model (same seed) with oneDNN on if it is off here, and
+    off if it is on, and computes the reference on the same images and cotangent.
+
+    Args:
+      spec: the model.
+      api: ``keras`` or ``tf_keras``, as for :func:`build`.
+      x: the images.
+      cotangent: the cotangent of the logits.
+      workdir: where the inputs and the result are passed as files.
+
+    Returns:
+      The reference, as :func:`tf_reference` returns it.
+    """
+    src, dst = workdir / "reference_inputs.npz", workdir / "reference_other_kernels.npz"
+    np.savez(src, images=x, cotangent=cotangent)
+    env = dict(os.environ, PYTHONPATH=str(REPO_ROOT),
+               TF_ENABLE_ONEDNN_OPTS="0" if onednn_enabled() else "1")
+    proc = subprocess.run([sys.executable, "-m", __name__, spec.name, api.__name__, str(src),
+                           str(dst)], env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    with np.load(dst) as saved:
+        return {"outputs": saved["outputs"], "input_grad": saved["input_grad"],
+                "var_grads": {k[len("var:"):]: saved[k] for k in saved.files
+                              if k.startswith("var:")}}
+
+
+def _write_reference(name: str, api_name: str, src: str, dst: str) -> None:
+    """The subprocess of :func:`tf_reference_other_kernels`."""
+    api = {"keras": keras, "tf_keras": tf_keras}[api_name]
+    model = build(MODELS[name], api)
+    with np.load(src) as given:
+        ref = tf_reference(model, given["images"], given["cotangent"],
+                           representative_kernels(model))
+    np.savez(dst, outputs=ref["outputs"], input_grad=ref["input_grad"],
+             **{f"var:{k}": v for k, v in ref["var_grads"].items()})
+
+
 def jax_outputs_and_grads(module: Any, signature: str, x: np.ndarray,
                           cotangent: np.ndarray) -> tuple[np.ndarray, Any, np.ndarray]:
     """Logits, param gradients and input gradient of ``sum(logits * cotangent)``, jitted.
@@ -232,3 +289,7 @@ def leaf(tree: Any, path: str) -> Any:
     for key in path.split("/"):
         tree = tree[key]
     return tree
+
+
+if __name__ == "__main__":
+    _write_reference(*sys.argv[1:])

@@ -8,8 +8,17 @@ representative kernels (``tf.GradientTape``). Errors are relative to the largest
 got a layer wrong cannot pass on tiny numbers. Two models also make a round trip through
 the jaxhub format into a fresh process that never imports TensorFlow.
 
+TF has two CPU kernel paths: with oneDNN (its default on CPUs with AVX-512) and without
+(its default elsewhere, or ``TF_ENABLE_ONEDNN_OPTS=0``). They agree to about 1e-6 relative,
+except where an input sits at a near-tie: InceptionV3's gradients of one image, in one
+receptive field of its stem, move by 2e-3 between them on AVX2 kernels (a ReLU's or a max
+pool's branch flips under rounding). A conversion that misses TF's reference on this
+process's path must then match TF's reference on the other path (computed in a fresh
+process), with the same tolerance.
+
 Each test records its relative errors as properties (shown by
-``--junitxml=FILE -o junit_family=xunit1``).
+``--junitxml=FILE -o junit_family=xunit1``), and, when the other path was needed, how far
+TF's two paths are apart.
 """
 
 from __future__ import annotations
@@ -51,8 +60,8 @@ class _Converted:
 
     def __init__(self, name: str, way: str, workdir, destination=None):
         self.spec = _zoo.MODELS[name]
-        api, save = SAVERS[way]
-        self.model = _zoo.build(self.spec, api)
+        self.api, save = SAVERS[way]
+        self.model = _zoo.build(self.spec, self.api)
         saved = workdir / "saved_model"
         self.signature = save(self.model, saved)
         if destination is None:
@@ -72,6 +81,31 @@ class _Converted:
     def kernel_paths(self) -> dict[str, str]:
         """TF name -> module param path, for the representative kernels."""
         return {name: _zoo.param_path(self.module, name) for name in self.ref["var_grads"]}
+
+    def compare(self, got: dict[str, np.ndarray], workdir, record_property) -> None:
+        """Asserts that ``got`` (keyed as :func:`_quantities`) matches TF's reference on
+        this process's CPU kernel path, or else on the other one."""
+        errors = _relative_errors(got, _quantities(self.ref))
+        if max(errors.values()) > RTOL:
+            other = _quantities(_zoo.tf_reference_other_kernels(
+                self.spec, self.api, self.images, self.cotangent, workdir))
+            for what, error in _relative_errors(other, _quantities(self.ref)).items():
+                record_property(f"tf_kernel_paths_apart:{what}", f"{error:.2e}")
+            record_property("reference", "TF's other CPU kernel path")
+            errors = _relative_errors(got, other)
+        _check(errors, record_property)
+
+
+def _quantities(ref) -> dict[str, np.ndarray]:
+    """A reference as the compared quantities: logits, then gradients by TF name."""
+    return {"logits": ref["outputs"], "grad:images": ref["input_grad"],
+            **{f"grad:{name}": g for name, g in ref["var_grads"].items()}}
+
+
+def _relative_errors(got: dict[str, np.ndarray], want: dict[str, np.ndarray]
+                     ) -> dict[str, float]:
+    assert set(got) == set(want)
+    return {what: _zoo.relative_error(got[what], want[what]) for what in want}
 
 
 def _assert_not_degenerate(ref) -> None:
@@ -96,13 +130,11 @@ def test_converted_model_matches_tf(name, way, tmp_path, record_property):
     _assert_not_degenerate(case.ref)
     outputs, param_grads, input_grad = _zoo.jax_outputs_and_grads(
         case.module, case.signature, case.images, case.cotangent)
-    errors = {"logits": _zoo.relative_error(outputs, case.ref["outputs"]),
-              "grad:images": _zoo.relative_error(input_grad, case.ref["input_grad"])}
+    got = {"logits": outputs, "grad:images": input_grad}
     for tf_name, path in case.kernel_paths().items():
         assert _zoo.leaf(case.module.trainable_mask, path), f"{path} is not trainable"
-        errors[f"grad:{tf_name}"] = _zoo.relative_error(
-            _zoo.leaf(param_grads, path), case.ref["var_grads"][tf_name])
-    _check(errors, record_property)
+        got[f"grad:{tf_name}"] = _zoo.leaf(param_grads, path)
+    case.compare(got, tmp_path, record_property)
 
 
 @pytest.mark.parametrize("name, way", ROUND_TRIPS, ids=_ids(ROUND_TRIPS))
@@ -115,12 +147,8 @@ def test_round_trip_in_fresh_process_without_tensorflow(name, way, tmp_path,
     result = _helpers.round_trip_in_fresh_process(
         tmp_path / "jaxhub_module", {case.input_name: case.images},
         {"cotangents": {case.output_name: case.cotangent}}, case.signature, tmp_path)
-    errors = {
-        "logits": _zoo.relative_error(result[f"out:{case.output_name}"],
-                                      case.ref["outputs"]),
-        "grad:images": _zoo.relative_error(result[f"gin:{case.input_name}"],
-                                           case.ref["input_grad"])}
+    got = {"logits": result[f"out:{case.output_name}"],
+           "grad:images": result[f"gin:{case.input_name}"]}
     for tf_name, path in case.kernel_paths().items():
-        errors[f"grad:{tf_name}"] = _zoo.relative_error(result[f"gp:{path}"],
-                                                        case.ref["var_grads"][tf_name])
-    _check(errors, record_property)
+        got[f"grad:{tf_name}"] = result[f"gp:{path}"]
+    case.compare(got, tmp_path, record_property)

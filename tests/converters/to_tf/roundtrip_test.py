@@ -13,6 +13,7 @@ from converters.from_tf.savedmodel import load_saved_model
 from converters.to_tf import export_saved_model
 import jaxhub
 from jaxhub import tree as tree_lib
+from tests.conftest import mlp, mlp_params
 from tests.converters.to_tf.conftest import bn_inputs
 
 
@@ -30,6 +31,37 @@ def keras_saved_model(tmp_path_factory):
     path = tmp_path_factory.mktemp("keras") / "saved_model"
     tf.saved_model.save(model, str(path))
     return path
+
+
+def _noisy(params, x):
+    """Inference: the MLP's output, and the same again where training adds noise."""
+    y = mlp(params, x)
+    return {"y": y, "noisy": y}
+
+
+def _noisy_train(params, x, rng):
+    """Training: the random draw feeds only ``noisy``, so the gradient of ``y`` does not
+    depend on the key; batch statistics come back as state."""
+    y = mlp(params, x)
+    mean = 0.9 * params["stats"]["mean"] + 0.1 * jnp.mean(jnp.tanh(
+        x @ params["dense1"]["kernel"] + params["dense1"]["bias"]), 0)
+    noisy = y + 0.1 * jax.random.normal(rng, y.shape)
+    return {"y": y, "noisy": noisy}, {"stats": {"mean": mean}}
+
+
+@pytest.fixture(scope="module")
+def noisy_module():
+    """A train variant that takes an RNG key and returns state, as the MLP's does."""
+    params = {k: v for k, v in mlp_params().items() if k != "scale"}
+    return jaxhub.create_module(
+        params, signatures={"default": (_noisy, jaxhub.TensorSpec([None, 50], "float32"))},
+        variants={"train": _noisy_train}, trainable=lambda path, _: path[0] != "stats")
+
+
+def _float_params(module: jaxhub.Module) -> dict:
+    """The module's float params (a converted SavedModel also has its integer RNG state)."""
+    return tree_lib.unflatten((path, v) for path, v in tree_lib.flatten(module.params)
+                              if jnp.issubdtype(v.dtype, jnp.floating))
 
 
 def _x(batch: int = 5) -> np.ndarray:
@@ -79,8 +111,7 @@ def test_jaxhub_to_tf_to_jaxhub_keeps_outputs_and_gradients(mlp_saved_model, mlp
         for key in want:
             np.testing.assert_allclose(got[key], want[key], rtol=1e-5, atol=1e-6)
     # The SavedModel's RNG state (an integer variable) comes back as a param too.
-    floats = tree_lib.unflatten((path, v) for path, v in tree_lib.flatten(module.params)
-                                if jnp.issubdtype(v.dtype, jnp.floating))
+    floats = _float_params(module)
     grads = jax.grad(lambda p: jnp.sum(
         module.apply(jaxhub.merge_params(module.params, p), x) ** 2))(floats)
     want = jax.grad(lambda p: jnp.sum(mlp_module.apply(p, x) ** 2))(mlp_module.params)
@@ -100,3 +131,28 @@ def test_jaxhub_to_tf_to_jaxhub_with_dict_inputs_and_several_outputs(bn_saved_mo
     assert set(got) == set(want) == {"embedding", "logits"}
     for key in want:
         np.testing.assert_allclose(got[key], want[key], rtol=1e-5, atol=1e-6)
+
+
+def test_jaxhub_to_tf_to_jaxhub_train_variant_keeps_gradients_and_state(noisy_module,
+                                                                         tmp_path):
+    """The train variant takes an RNG key, which has no gradient: TF saves its gradient
+    function without that output, and the converted gradient still lines up."""
+    module = load_saved_model(export_saved_model(noisy_module, tmp_path / "noisy"))
+    x = np.random.default_rng(3).normal(size=(4, 50)).astype(np.float32)
+    key = jax.random.key(7)
+
+    def loss(apply, params):
+        outputs, state = apply(params, x, tags="train", rng=key, as_dict=True)
+        return jnp.sum(outputs["y"] ** 2), state
+
+    grads, state = jax.grad(loss, argnums=1, has_aux=True)(
+        lambda p, *a, **k: module.apply(jaxhub.merge_params(module.params, p), *a, **k),
+        _float_params(module))
+    want_grads, want_state = jax.grad(loss, argnums=1, has_aux=True)(
+        noisy_module.apply, noisy_module.params)
+    want = dict(tree_lib.flatten(want_grads))
+    assert {path for path, _ in tree_lib.flatten(grads)} == set(want)
+    for path, g in tree_lib.flatten(grads):
+        np.testing.assert_allclose(g, want[path], rtol=1e-5, atol=1e-6, err_msg=str(path))
+    np.testing.assert_allclose(state["stats"]["mean"], want_state["stats"]["mean"],
+                               rtol=1e-5, atol=1e-6)

@@ -93,6 +93,11 @@ class Case:
       batched: the leading axis is a batch axis: the op also converts with it symbolic
         (false where the graph fixes it, e.g. a constant output shape).
       symbolic_xfail: a reason when only the symbolic-batch conversion is known to fail.
+      grad_reference: a TF function equal to ``fn`` whose gradient TF computes on every
+        CPU, for ops whose own gradient kernel exists only in TF's oneDNN build (dilated
+        and grouped ``Conv2D``): without oneDNN (CPUs without AVX-512, or
+        ``TF_ENABLE_ONEDNN_OPTS=0``) TF refuses them. Its outputs are checked against
+        ``fn``'s, then its gradient is the reference.
     """
 
     op: str
@@ -107,6 +112,7 @@ class Case:
     xfail: str | None = None
     batched: bool = True
     symbolic_xfail: str | None = None
+    grad_reference: Callable[..., Any] | None = None
 
 
 def params(cases: Sequence[Case]) -> list:
@@ -184,10 +190,17 @@ def check(case: Case, shapes: Sequence[tuple], dtypes: Any, seed: int = 0) -> No
     wrt = [i for i, d in enumerate(dtypes) if _is_float(d)]
     float_outputs = [i for i, e in enumerate(expected) if _is_float(e.dtype)]
     if case.grad and wrt and float_outputs:
-        _check_gradients(concrete, converted, args, wrt, float_outputs, expected, rtol, atol)
+        reference = concrete
+        if case.grad_reference is not None:
+            reference = case.grad_reference
+            for r, e in zip(tf.nest.flatten(reference(*[tf.constant(a) for a in args])),
+                            expected):
+                np.testing.assert_allclose(r.numpy(), e, rtol=rtol, atol=atol,
+                                           err_msg="grad_reference differs from the op")
+        _check_gradients(reference, converted, args, wrt, float_outputs, expected, rtol, atol)
 
 
-def _check_gradients(concrete, converted, args, wrt, float_outputs, expected, rtol, atol):
+def _check_gradients(reference, converted, args, wrt, float_outputs, expected, rtol, atol):
     rng = np.random.default_rng(1)
     cts = {i: rng.standard_normal(expected[i].shape).astype(np.float32) for i in float_outputs}
 
@@ -195,7 +208,7 @@ def _check_gradients(concrete, converted, args, wrt, float_outputs, expected, rt
     with tf.GradientTape() as tape:
         for i in wrt:
             tape.watch(tensors[i])
-        outputs = tf.nest.flatten(concrete(*tensors))
+        outputs = tf.nest.flatten(reference(*tensors))
         loss = tf.add_n([tf.reduce_sum(tf.cast(outputs[i], tf.float32) * cts[i])
                          for i in float_outputs])
     tf_grads = tape.gradient(loss, [tensors[i] for i in wrt],

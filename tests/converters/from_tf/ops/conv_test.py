@@ -14,6 +14,30 @@ def _conv2d(strides=1, padding="SAME", dilations=1):
     return lambda x, k: tf.nn.conv2d(x, k, strides, padding, dilations=dilations)
 
 
+def _undilated(k: tf.Tensor, rate: int) -> tf.Tensor:
+    """``k`` with ``rate - 1`` zeros between its taps: the dense kernel a dilated one is."""
+    kh, kw, c_in, c_out = k.shape
+    taps = tf.pad(k[:, None, :, None], [[0, 0], [0, rate - 1], [0, 0], [0, rate - 1],
+                                        [0, 0], [0, 0]])
+    dense = tf.reshape(taps, [kh * rate, kw * rate, c_in, c_out])
+    return dense[:(kh - 1) * rate + 1, :(kw - 1) * rate + 1]
+
+
+def _dilated_as_dense(padding="SAME", rate=2):
+    """A stride-1 dilated ``conv2d`` as a dense one (same effective size and padding)."""
+    return lambda x, k: tf.nn.conv2d(x, _undilated(k, rate), 1, padding)
+
+
+def _grouped_as_convs(x, k):
+    """A grouped ``conv2d`` (stride 1, SAME) as one convolution per group, concatenated."""
+    per_group, c_out = k.shape[2], k.shape[3]
+    groups = x.shape[-1] // per_group
+    size = c_out // groups
+    return tf.concat([tf.nn.conv2d(x[..., g * per_group:(g + 1) * per_group],
+                                   k[..., g * size:(g + 1) * size], 1, "SAME")
+                      for g in range(groups)], axis=-1)
+
+
 def _depthwise(strides=1, padding="SAME", dilations=(1, 1)):
     return lambda x, k: tf.nn.depthwise_conv2d(x, k, [1, strides, strides, 1], padding,
                                                dilations=dilations)
@@ -55,25 +79,28 @@ DEPTHWISE = [
          (((1, 3, 3, 2), (3, 3, 2, 1)),), batched=False, **_TOL),
 ]
 
+# TF computes the gradients of dilated and grouped Conv2D only with oneDNN; the cases give
+# an equivalent formulation whose gradient every TF CPU build has (grad_reference).
 CONV = [
     Case("Conv2D", _conv2d(), (((2, 7, 7, 3), (3, 3, 3, 4)), ((1, 8, 6, 2), (2, 3, 2, 3))),
          name="Conv2D-same", **_TOL),
     Case("Conv2D", _conv2d(2, "VALID"), (((2, 9, 8, 3), (3, 3, 3, 4)),), name="Conv2D-valid-s2",
          **_TOL),
     Case("Conv2D", _conv2d(1, "SAME", 2), (((1, 9, 9, 2), (3, 3, 2, 3)),),
-         name="Conv2D-dilated", **_TOL),
+         name="Conv2D-dilated", grad_reference=_dilated_as_dense(), **_TOL),
     Case("Conv2D", _conv2d(1, [[0, 0], [1, 2], [0, 1], [0, 0]]),
          (((1, 6, 6, 2), (3, 3, 2, 3)),), name="Conv2D-explicit", **_TOL),
     Case("Conv2D", _conv2d(), (((2, 5, 5, 8), (1, 1, 8, 6)),), name="Conv2D-1x1", **_TOL),
     Case("Conv2D", _conv2d(2), (((2, 7, 7, 4), (1, 1, 4, 6)),), name="Conv2D-1x1-s2", **_TOL),
-    Case("Conv2D", _conv2d(), (((1, 6, 6, 8), (3, 3, 2, 4)),), name="Conv2D-grouped", **_TOL),
+    Case("Conv2D", _conv2d(), (((1, 6, 6, 8), (3, 3, 2, 4)),), name="Conv2D-grouped",
+         grad_reference=_grouped_as_convs, **_TOL),
     # Outputs smaller than the window run as patches times the kernel matrix.
     Case("Conv2D", _conv2d(), (((2, 2, 2, 8), (3, 3, 8, 4)), ((1, 1, 3, 4), (3, 3, 4, 5))),
          name="Conv2D-small-map", **_TOL),
     Case("Conv2D", _conv2d(2), (((1, 3, 4, 4), (3, 3, 4, 5)),), name="Conv2D-small-map-s2",
          **_TOL),
     Case("Conv2D", _conv2d(1, "SAME", 2), (((1, 3, 3, 2), (2, 3, 2, 3)),),
-         name="Conv2D-small-map-dilated", **_TOL),
+         name="Conv2D-small-map-dilated", grad_reference=_dilated_as_dense(), **_TOL),
     Case("Conv2D", lambda x, k: tf.nn.conv1d(x, k, 2, "SAME"), (((2, 9, 3), (3, 3, 4)),),
          name="Conv1D", **_TOL),
     Case("Conv3D", lambda x, k: tf.nn.conv3d(x, k, [1, 1, 2, 1, 1], "SAME"),
