@@ -9,6 +9,7 @@ where ``source`` is a node name or an argument name.
 from __future__ import annotations
 
 import dataclasses
+import functools
 from typing import Any, Iterable, Mapping
 
 import numpy as np
@@ -100,6 +101,23 @@ class Node:
 
     def has_attr(self, key: str) -> bool:
         return key in self.attrs or _default_attr(self.op, key) is not None
+
+
+@functools.lru_cache(maxsize=None)
+def implicit_attrs(op: str) -> frozenset[str]:
+    """The attributes of TF op ``op`` that only describe its arguments.
+
+    Those are the OpDef's ``type``/``list(type)`` attributes (``T``, ``Tidx``, ``DstT``;
+    the values carry their dtypes) and the counts of its list arguments (``N``): an op
+    implementation need not declare them. Empty for an op TF does not know.
+    """
+    op_def = op_def_registry.get(op)
+    if op_def is None:
+        return frozenset()
+    args = list(op_def.input_arg) + list(op_def.output_arg)
+    counts = {a.number_attr for a in args} | {a.type_list_attr for a in args}
+    return frozenset(a.name for a in op_def.attr
+                     if a.type in ("type", "list(type)") or a.name in counts)
 
 
 def _default_attr(op: str, key: str) -> attr_value_pb2.AttrValue | None:

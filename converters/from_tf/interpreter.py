@@ -36,6 +36,17 @@ class UnsupportedOpsError(NotImplementedError):
     """The graph holds ops that no family registers; the message lists them all."""
 
 
+class UnsupportedAttrsError(UnsupportedOpsError):
+    """Nodes carry attributes their ops' implementations do not handle; the message lists
+    each one with the nodes (``function/node``) carrying it."""
+
+
+def _some(names: set[str]) -> str:
+    """Up to five of ``names``, sorted, and how many more."""
+    shown = ", ".join(sorted(names)[:5])
+    return shown + (f" (+{len(names) - 5} more)" if len(names) > 5 else "")
+
+
 class _AllUnknown:
     """The outputs of a node skipped during partial evaluation."""
 
@@ -44,7 +55,10 @@ class _AllUnknown:
 
 
 class _Running:
-    """A node as an op implementation sees it while it runs: the node plus ``ctx``."""
+    """A node as an op implementation sees it while it runs: the node plus ``ctx``.
+
+    The :class:`~converters.from_tf.ops.registry.Node` protocol, all of it.
+    """
 
     __slots__ = ("_node", "ctx")
 
@@ -108,25 +122,40 @@ class Interpreter:
     # -- checks before any work ----------------------------------------------------------
 
     def check_supported(self, *fns: graph_lib.Function) -> None:
-        """Raises one error listing every unsupported op that ``fns`` can reach.
+        """Raises one error listing every unsupported op or attribute ``fns`` can reach.
 
         Raises:
-          UnsupportedOpsError: with each missing op and the nodes (``function/node``) using it.
+          UnsupportedOpsError: with each missing op and the nodes (``function/node``) using
+            it, and each attribute that its op's implementation would ignore.
+          UnsupportedAttrsError: when every op is registered but some attribute is not
+            supported (a subclass of UnsupportedOpsError).
         """
         missing: dict[str, set[str]] = {}
+        bad_attrs: dict[tuple[str, str], set[str]] = {}
         for fn in fns:
             for owner, node in self.reachable_nodes(fn):
-                if registry.lookup(node.op) is None and not self.is_function(node.op):
-                    missing.setdefault(node.op, set()).add(f"{owner}/{node.name}" if owner
-                                                           else node.name)
+                where = f"{owner}/{node.name}" if owner else node.name
+                if registry.lookup(node.op) is not None:
+                    for problem in registry.attr_violations(
+                            node, node.attrs, graph_lib.implicit_attrs(node.op)):
+                        bad_attrs.setdefault((node.op, problem), set()).add(where)
+                elif not self.is_function(node.op):
+                    missing.setdefault(node.op, set()).add(where)
+        sections = []
         if missing:
-            lines = [f"  {op}: {', '.join(sorted(names)[:5])}"
-                     + (f" (+{len(names) - 5} more)" if len(names) > 5 else "")
-                     for op, names in sorted(missing.items())]
-            raise UnsupportedOpsError(
-                f"{len(missing)} TF op(s) have no JAX implementation:\n" + "\n".join(lines)
-                + "\nRegister them with converters.from_tf.ops.registry.register "
-                  "(see docs/converters.md).")
+            sections.append(f"{len(missing)} TF op(s) have no JAX implementation:\n" + "\n".join(
+                f"  {op}: {_some(names)}" for op, names in sorted(missing.items())))
+        if bad_attrs:
+            sections.append(
+                f"{len(bad_attrs)} TF node attribute(s) are not supported, so converting "
+                "would compute something else:\n" + "\n".join(
+                    f"  {op} {problem}: {_some(names)}"
+                    for (op, problem), names in sorted(bad_attrs.items())))
+        if sections:
+            error = UnsupportedOpsError if missing else UnsupportedAttrsError
+            raise error("\n".join(sections)
+                        + "\nRegister ops, or the attributes they handle, with "
+                          "converters.from_tf.ops.registry.register (see docs/converters.md).")
 
     def writes_state(self, fn: graph_lib.Function) -> bool:
         """True when ``fn`` (or a function it calls) assigns a variable."""

@@ -1,6 +1,7 @@
 """Host stages: string and table preprocessing that runs with numpy before the device call.
 
-See :mod:`jaxhub.host.program` for the stored form and :mod:`jaxhub.host.ops` for the ops.
+See :mod:`jaxhub.host.program` for the stored form and :mod:`jaxhub.host.ops` for the ops;
+:mod:`jaxhub.host.registry` is the op table that the TF graph converter uses too.
 """
 
 from jaxhub.host.limits import HostLimits as HostLimits

@@ -14,15 +14,16 @@ array from values check it against the node's limits before allocating.
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from typing import Any, Callable, Container, Iterable, Mapping
 
 import numpy as np
 import re2
 
 from jaxhub.host.limits import check_elements
+from jaxhub.host.registry import ANY, AttrNode, AttrSpec, Registry
 
 HostOp = Callable[..., Any]
-_OPS: dict[str, HostOp] = {}
+_OPS = Registry("host op")
 #: Load-time checks of a node's attrs, by op (static regex patterns compile here).
 _CHECKS: dict[str, Callable[[Any], None]] = {}
 #: Which inputs of an op are files (an Asset node's bytes), by op.
@@ -31,27 +32,39 @@ _FILE_INPUTS = {"InitializeTableFromTextFileV2": frozenset({1})}
 _INITIALIZERS = frozenset({"InitializeTableFromTextFileV2"})
 
 
-def register(*names: str) -> Callable[[HostOp], HostOp]:
-    """Registers a host op implementation under TF op ``names`` (no duplicates)."""
+def register(*names: str, attrs: AttrSpec = ()) -> Callable[[HostOp], HostOp]:
+    """Registers a host op implementation under TF op ``names`` (no duplicates).
 
-    def decorate(impl: HostOp) -> HostOp:
-        for name in names:
-            if name in _OPS:
-                raise ValueError(f"host op {name!r} is registered already")
-            _OPS[name] = impl
-        return impl
+    Args:
+      names: TF op names.
+      attrs: the node attributes it reads (see :mod:`jaxhub.host.registry`); the
+        converter refuses a graph whose host nodes carry others.
 
-    return decorate
+    Raises:
+      ValueError: one of ``names`` is registered already.
+    """
+    return _OPS.register(*names, attrs=attrs)
+
+
+def declared_attrs(name: str) -> Mapping[str, tuple | None]:
+    """The attributes host op ``name`` declares: name -> handled values or :data:`ANY`."""
+    return _OPS.declared_attrs(name)
+
+
+def attr_problems(node: AttrNode, present: Iterable[str],
+                  implicit: Container[str] = ()) -> list[str]:
+    """What is wrong with the attributes of ``node`` (see :meth:`Registry.attr_problems`)."""
+    return _OPS.attr_problems(node, present, implicit)
 
 
 def lookup(name: str) -> HostOp | None:
     """The host implementation of TF op ``name``, or None."""
-    return _OPS.get(name)
+    return _OPS.lookup(name)
 
 
 def supported_ops() -> list[str]:
     """Every op a host stage can run, sorted."""
-    return sorted(_OPS)
+    return _OPS.names()
 
 
 def file_inputs(name: str) -> frozenset[int]:
@@ -108,7 +121,7 @@ def _map_strings(x: Any, fn: Callable[[bytes], bytes]) -> np.ndarray:
 # -- strings -------------------------------------------------------------------------------
 
 
-@register("StringLower")
+@register("StringLower", attrs=("encoding",))
 def _lower(node, x):
     # TF's StringLower with encoding="" lowers ASCII only; "utf-8" lowers every letter.
     if node.attrs.get("encoding", ""):
@@ -116,7 +129,7 @@ def _lower(node, x):
     return _map_strings(x, bytes.lower)
 
 
-@register("StringUpper")
+@register("StringUpper", attrs=("encoding",))
 def _upper(node, x):
     if node.attrs.get("encoding", ""):
         return _map_strings(x, lambda s: s.decode("utf-8").upper().encode("utf-8"))
@@ -223,14 +236,14 @@ def _check_static_pattern(node) -> None:
     _compile(node.attrs["pattern"].encode("utf-8", "surrogateescape"))
 
 
-@register("StaticRegexReplace")
+@register("StaticRegexReplace", attrs=("pattern", "rewrite", "replace_global"))
 def _static_regex_replace(node, x):
     return _regex_replace(x, node.attrs["pattern"].encode("utf-8", "surrogateescape"),
                           node.attrs["rewrite"].encode("utf-8", "surrogateescape"),
                           node.attrs.get("replace_global", True))
 
 
-@register("RegexReplace")
+@register("RegexReplace", attrs=("replace_global",))
 def _dynamic_regex_replace(node, x, pattern, rewrite):
     return _regex_replace(x, bytes(np.asarray(pattern, object).item()),
                           bytes(np.asarray(rewrite, object).item()),
@@ -244,7 +257,7 @@ def _full_match(x, pattern: bytes) -> np.ndarray:
     return np.asarray(flat, dtype=bool).reshape(arr.shape)
 
 
-@register("StaticRegexFullMatch")
+@register("StaticRegexFullMatch", attrs=("pattern",))
 def _static_regex_full_match(node, x):
     return _full_match(x, node.attrs["pattern"].encode("utf-8", "surrogateescape"))
 
@@ -259,7 +272,7 @@ def _strip(node, x):
     return _map_strings(x, bytes.strip)
 
 
-@register("StringToHashBucketFast")
+@register("StringToHashBucketFast", attrs=("num_buckets",))
 def _hash_bucket_fast(node, x):
     import farmhash  # pyfarmhash: farmhash::Fingerprint64, as TF's kernel calls
     buckets = int(node.attrs["num_buckets"])
@@ -277,7 +290,7 @@ def _sparse(rows: list[list[bytes]]) -> tuple[np.ndarray, np.ndarray, np.ndarray
             np.asarray([len(rows), width], np.int64))
 
 
-@register("StringSplit")
+@register("StringSplit", attrs=("skip_empty",))
 def _string_split(node, x, delimiter):
     sep = bytes(np.asarray(delimiter, object).item())
     skip_empty = node.attrs.get("skip_empty", True)
@@ -291,7 +304,7 @@ def _string_split(node, x, delimiter):
     return _sparse(rows)
 
 
-@register("StringSplitV2")
+@register("StringSplitV2", attrs=("maxsplit",))
 def _string_split_v2(node, x, sep):
     sep = bytes(np.asarray(sep, object).item())
     maxsplit = int(node.attrs.get("maxsplit", -1))
@@ -313,7 +326,8 @@ class Table:
         self.data: dict[Any, Any] = {}
 
 
-@register("HashTableV2")
+# Each module owns its tables: sharing by name across graphs does not apply.
+@register("HashTableV2", attrs=("container", "shared_name", "use_node_name_sharing"))
 def _hash_table(node):
     return Table(node.attrs["key_dtype"], node.attrs["value_dtype"])
 
@@ -330,7 +344,10 @@ def _line_field(line: bytes, index: int, line_number: int, delimiter: bytes, dty
     return np.dtype(dtype).type(value if not isinstance(value, bytes) else value.decode())
 
 
-@register("InitializeTableFromTextFileV2")
+# ``offset`` (start reading that far into the file) is not implemented.
+@register("InitializeTableFromTextFileV2",
+          attrs={"key_index": ANY, "value_index": ANY, "vocab_size": ANY, "delimiter": ANY,
+                 "offset": (0,)})
 def _init_from_text_file(node, table, file):
     if type(file).__name__ != "AssetFile":  # a path would let a module read any file
         raise TypeError("the file of a table initializer must be a module asset")
@@ -386,7 +403,10 @@ for _names, _fn in ((("Add", "AddV2"), np.add), (("Sub",), np.subtract),
                     (("GreaterEqual",), np.greater_equal), (("FloorMod",), np.mod),
                     (("FloorDiv",), np.floor_divide), (("LogicalAnd",), np.logical_and),
                     (("LogicalOr",), np.logical_or)):
-    register(*_names)(_binary(_fn))
+    # ``incompatible_shape_error=False`` only changes shapes that do not broadcast, which
+    # fail here with the node named.
+    register(*_names, attrs=("incompatible_shape_error",) if _fn in (np.equal, np.not_equal)
+             else ())(_binary(_fn))
 
 
 @register("Identity", "StopGradient", "Snapshot")
@@ -403,7 +423,8 @@ def _select(node, cond, x, y):
     return np.where(cond, x, y)
 
 
-@register("Cast")
+# ``Truncate`` (cut the mantissa instead of rounding) is not implemented.
+@register("Cast", attrs={"Truncate": (False,)})
 def _cast(node, x):
     return np.asarray(x).astype(node.attrs["DstT"])
 
@@ -426,13 +447,13 @@ def _expand_dims(node, x, axis):
     return np.expand_dims(x, int(np.asarray(axis)))
 
 
-@register("Squeeze")
+@register("Squeeze", attrs=("squeeze_dims",))
 def _squeeze(node, x):
     dims = node.attrs.get("squeeze_dims", [])
     return np.squeeze(x, axis=tuple(dims) if dims else None)
 
 
-@register("Pack")
+@register("Pack", attrs=("axis",))
 def _pack(node, *xs):
     return np.stack([np.asarray(x) for x in xs], axis=node.attrs.get("axis", 0))
 
@@ -443,7 +464,7 @@ def _concat(node, *args):
     return np.concatenate([np.asarray(x) for x in xs], axis=int(np.asarray(axis)))
 
 
-@register("GatherV2")
+@register("GatherV2", attrs={"batch_dims": (0,)})
 def _gather(node, params, indices, axis):
     return np.take(params, np.asarray(indices), axis=int(np.asarray(axis)))
 
@@ -470,7 +491,8 @@ def _unique(node, x):
     return values, idx
 
 
-@register("StridedSlice")
+@register("StridedSlice", attrs=("begin_mask", "end_mask", "ellipsis_mask", "new_axis_mask",
+                                  "shrink_axis_mask"))
 def _strided_slice(node, x, begin, end, strides):
     x = np.asarray(x)
     begin, end, strides = (np.asarray(v).reshape(-1).tolist() for v in (begin, end, strides))
@@ -510,7 +532,7 @@ _REDUCTIONS = {"Sum": np.sum, "Max": np.max, "Min": np.min, "Prod": np.prod,
                "Mean": np.mean, "All": np.all, "Any": np.any}
 
 
-@register(*_REDUCTIONS)
+@register(*_REDUCTIONS, attrs=("keep_dims",))
 def _reduce(node, x, axis):
     x = np.asarray(x)
     result = _REDUCTIONS[node.op](x, axis=_axes(axis), keepdims=node.attrs.get("keep_dims",
@@ -518,7 +540,7 @@ def _reduce(node, x, axis):
     return np.asarray(result, dtype=x.dtype)
 
 
-@register("Cumsum")
+@register("Cumsum", attrs=("exclusive", "reverse"))
 def _cumsum(node, x, axis):
     x, axis = np.asarray(x), int(np.asarray(axis))
     if node.attrs.get("reverse", False):
@@ -529,7 +551,7 @@ def _cumsum(node, x, axis):
     return np.flip(out, axis) if node.attrs.get("reverse", False) else out
 
 
-@register("DenseBincount")
+@register("DenseBincount", attrs=("binary_output",))
 def _dense_bincount(node, values, size, weights):
     values, weights, size = np.asarray(values), np.asarray(weights), int(np.asarray(size))
     check_elements(node, size * (len(values) if values.ndim > 1 else 1))
@@ -583,7 +605,7 @@ def _where(node, x):
     return np.argwhere(np.asarray(x)).astype(np.int64)
 
 
-@register("StringJoin")
+@register("StringJoin", attrs=("separator",))
 def _string_join(node, *inputs):
     sep = node.attrs.get("separator", "").encode()
     _check_broadcast(node, *inputs)
@@ -594,10 +616,9 @@ def _string_join(node, *inputs):
     return out
 
 
-@register("Substr")
+# Positions count bytes: ``unit="UTF8_CHAR"`` is not implemented.
+@register("Substr", attrs={"unit": ("BYTE",)})
 def _substr(node, x, pos, length):
-    if node.attrs.get("unit", "BYTE") != "BYTE":
-        raise NotImplementedError("Substr with unit UTF8_CHAR")
     _check_broadcast(node, x, pos, length)
     arrays = np.broadcast_arrays(_strings(x), np.asarray(pos), np.asarray(length))
     out = np.empty(arrays[0].shape, dtype=object)
@@ -611,7 +632,7 @@ def _substr(node, x, pos, length):
     return out
 
 
-@register("StringLength")
+@register("StringLength", attrs=("unit",))
 def _string_length(node, x):
     if node.attrs.get("unit", "BYTE") == "UTF8_CHAR":
         return np.vectorize(lambda s: len(s.decode("utf-8")), otypes=[np.int32])(_strings(x))

@@ -135,10 +135,17 @@ def _check_supported(nodes, host: set[str], fn, device_dep: set[str]) -> None:
         node.op for name, node in nodes.items() if name in device_dep
         and node.op not in _DEVICE_SEED_OPS and any(
             s in host and _is_string(nodes, fn, s, i) for s, i in node.inputs)})
-    if missing or strings_to_device:
+    bad_attrs = sorted(
+        f"{nodes[n].op} node {n!r}: {problem}" for n in host
+        if host_ops.lookup(nodes[n].op) is not None
+        for problem in host_ops.attr_problems(nodes[n], nodes[n].attrs,
+                                              graph_lib.implicit_attrs(nodes[n].op)))
+    if missing or strings_to_device or bad_attrs:
         lines = []
         if missing:
             lines.append(f"string/table op(s) with no host implementation: {missing}")
+        if bad_attrs:
+            lines.append("attribute(s) the host stage does not handle: " + "; ".join(bad_attrs))
         if strings_to_device:
             lines.append(f"op(s) that mix strings with params: {strings_to_device}")
         raise HostStageUnsupportedError(

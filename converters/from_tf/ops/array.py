@@ -27,12 +27,14 @@ def _ints(value) -> list[int]:
 # -- constants and identities ---------------------------------------------------------------
 
 
-@register("Const")
+@register("Const", attrs=("value",))
 def _const(node):
     return node.attr("value")
 
 
-@register("Identity", "Snapshot", "PreventGradient", "EnsureShape", "CheckNumerics")
+# ``message`` (a text for errors) and ``shape`` (a check) do not change the value.
+@register("Identity", "Snapshot", "PreventGradient", "EnsureShape", "CheckNumerics",
+          attrs=("message", "shape"))
 def _identity(node, x, *unused):
     return x
 
@@ -52,7 +54,7 @@ def _no_op(node, *unused):
     return []
 
 
-@register("PlaceholderWithDefault")
+@register("PlaceholderWithDefault", attrs=("shape",))
 def _placeholder_with_default(node, default):
     return default
 
@@ -90,7 +92,7 @@ def _reshape(node, x, shape):
     return xnp(x).reshape(x, shape_tuple(shape))
 
 
-@register("Squeeze")
+@register("Squeeze", attrs=("squeeze_dims",))
 def _squeeze(node, x):
     axes = tuple(node.attr("squeeze_dims", [])) or None
     return xnp(x).squeeze(x, axis=axes)
@@ -106,7 +108,7 @@ def _transpose(node, x, perm):
     return xnp(x).transpose(x, tuple(int(p) for p in np.asarray(perm)))
 
 
-@register("Pack")
+@register("Pack", attrs=("axis",))
 def _pack(node, *xs):
     axis = node.attr("axis", 0)
     if is_static(*xs):
@@ -114,7 +116,7 @@ def _pack(node, *xs):
     return jnp.stack([as_jax(x) for x in xs], axis=axis)
 
 
-@register("Unpack")
+@register("Unpack", attrs=("axis",))
 def _unpack(node, x):
     axis = node.attr("axis", 0)
     m = xnp(x)
@@ -178,17 +180,18 @@ def _split_v(node, x, sizes, axis):
     return xnp(x).split(x, [int(b) for b in bounds], axis=int(np.asarray(axis)))
 
 
-@register("GatherV2")
+@register("GatherV2", attrs={"batch_dims": (0,)})
 def _gather(node, params, indices, axis):
     axis = int(np.asarray(axis))
-    if node.attr("batch_dims", 0):
-        raise NotImplementedError("GatherV2 with batch_dims")
     if is_static(params, indices):
         return np.take(params, indices, axis=axis)
     return jnp.take(as_jax(params), as_jax(indices), axis=axis, mode="clip")
 
 
-@register("StridedSlice")
+_MASKS = ("begin_mask", "end_mask", "ellipsis_mask", "new_axis_mask", "shrink_axis_mask")
+
+
+@register("StridedSlice", attrs=_MASKS)
 def _strided_slice(node, x, begin, end, strides):
     if not is_static(begin, end, strides):
         raise NotImplementedError("StridedSlice with traced bounds")
@@ -226,8 +229,7 @@ def _take_steps(x, index: tuple) -> tuple[jax.Array, tuple]:
 
 def _slice_index(node, begin, end, strides) -> tuple:
     """The Python index that a StridedSlice's masks describe."""
-    masks = {m: node.attr(m, 0) for m in ("begin_mask", "end_mask", "ellipsis_mask",
-                                          "new_axis_mask", "shrink_axis_mask")}
+    masks = {m: node.attr(m, 0) for m in _MASKS}
     index = []
     for i in range(len(begin)):
         bit = 1 << i
@@ -251,12 +253,18 @@ def _nd_index(indices) -> tuple:
     return tuple(jnp.moveaxis(as_jax(indices), -1, 0))
 
 
-@register("GatherNd")
+#: Out-of-range indices: jnp gathers clamp them (TF's "IGNORE" gives zeros instead);
+#: jnp scatters drop their updates, as "IGNORE" does. In-range indices: all agree.
+_GATHER_POLICIES = {"bad_indices_policy": ("", "DEFAULT", "ERROR")}
+_SCATTER_POLICIES = ("bad_indices_policy",)
+
+
+@register("GatherNd", attrs=_GATHER_POLICIES)
 def _gather_nd(node, params, indices):
     return as_jax(params)[_nd_index(indices)]
 
 
-@register("ScatterNd")
+@register("ScatterNd", attrs=_SCATTER_POLICIES)
 def _scatter_nd(node, indices, updates, shape):
     updates = as_jax(updates)
     zeros = jnp.zeros(shape_tuple(shape), updates.dtype)
@@ -272,12 +280,12 @@ _TENSOR_SCATTER = {
 }
 
 
-@register(*_TENSOR_SCATTER)
+@register(*_TENSOR_SCATTER, attrs=_SCATTER_POLICIES)
 def _tensor_scatter(node, tensor, indices, updates):
     return _TENSOR_SCATTER[node.op](as_jax(tensor).at[_nd_index(indices)], as_jax(updates))
 
 
-@register("OneHot")
+@register("OneHot", attrs=("axis",))
 def _one_hot(node, indices, depth, on_value, off_value):
     indices = as_jax(indices)
     hot = indices[..., None] == jnp.arange(int(np.asarray(depth)), dtype=indices.dtype)
@@ -322,7 +330,7 @@ def _pad(node, x, paddings, constant=0):
     return jnp.pad(as_jax(x), _pairs(paddings), constant_values=as_jax(constant))
 
 
-@register("MirrorPad")
+@register("MirrorPad", attrs=("mode",))
 def _mirror_pad(node, x, paddings):
     mode = {"REFLECT": "reflect", "SYMMETRIC": "symmetric"}[node.attr("mode")]
     return xnp(x).pad(x, _pairs(paddings), mode=mode)
@@ -367,7 +375,8 @@ def _where(node, condition):
     return np.argwhere(np.asarray(condition)).astype(np.int64)
 
 
-@register("TopKV2")
+# Unsorted top-k leaves the order to the kernel: sorted is one such order.
+@register("TopKV2", attrs=("sorted",))
 def _top_k(node, x, k):
     values, indices = jax.lax.top_k(as_jax(x), int(np.asarray(k)))
     return [values, indices.astype(node.attr("index_type", np.dtype(np.int32)))]
@@ -386,23 +395,19 @@ def _bitcast(node, x):
 # -- block rearrangements -------------------------------------------------------------------
 
 
-def _check_nhwc(node):
-    if node.attr("data_format", "NHWC") != "NHWC":
-        raise NotImplementedError(f"{node.op} in layout {node.attr('data_format')}")
+_BLOCKS = {"block_size": None, "data_format": ("NHWC",)}
 
 
-@register("DepthToSpace")
+@register("DepthToSpace", attrs=_BLOCKS)
 def _depth_to_space(node, x):
-    _check_nhwc(node)
     x, bs = as_jax(x), node.attr("block_size")
     n, h, w, c = x.shape
     x = x.reshape(n, h, w, bs, bs, c // (bs * bs)).transpose(0, 1, 3, 2, 4, 5)
     return x.reshape(n, h * bs, w * bs, c // (bs * bs))
 
 
-@register("SpaceToDepth")
+@register("SpaceToDepth", attrs=_BLOCKS)
 def _space_to_depth(node, x):
-    _check_nhwc(node)
     x, bs = as_jax(x), node.attr("block_size")
     n, h, w, c = x.shape
     x = x.reshape(n, h // bs, bs, w // bs, bs, c).transpose(0, 1, 3, 2, 4, 5)

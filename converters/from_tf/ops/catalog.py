@@ -49,7 +49,23 @@ def markdown() -> str:
     for family in sorted(by_family):
         lines += ["", f"## {family}", "", _summary(family) + ".", "",
                   "Ops: " + ", ".join(f"`{op}`" for op in by_family[family])]
-    return "\n".join(lines) + "\n"
+    return "\n".join(lines + _limited_attrs()) + "\n"
+
+
+def _limited_attrs() -> list[str]:
+    """The section listing attributes of which only some values are implemented."""
+    lines = ["", "## Attributes", "",
+             "Each op declares the attributes it handles. A node carrying another attribute "
+             "(besides TF-internal ones starting with `_`, and the dtype and count "
+             "attributes of its OpDef such as `T` or `N`) fails before conversion, as does "
+             "a value outside these:", "",
+             "| Op | Attribute | Supported values |", "|---|---|---|"]
+    for op in registry.registered_ops():
+        for name, values in sorted(registry.declared_attrs(op).items()):
+            if values is not registry.ANY:
+                shown = ", ".join(f"`{v!r}`" for v in values)
+                lines.append(f"| `{op}` | `{name}` | {shown} |")
+    return lines
 
 
 def main() -> None:

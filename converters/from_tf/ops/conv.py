@@ -354,6 +354,10 @@ def _tap_products(xp, dy, window_shape, first_rows, rows, groups, window: _Windo
     return jnp.sum(jnp.stack(sums, axis=3), axis=(0, 1, 2))
 
 
+#: ``use_cudnn_on_gpu`` picks a kernel, not a result.
+_CONV_ATTRS = ("strides", "padding", "explicit_paddings", "data_format", "dilations",
+               "use_cudnn_on_gpu")
+
 _FORWARD = {
     "Conv2D": _conv,
     "Conv3D": _conv,
@@ -367,12 +371,12 @@ _BACKPROP_INPUT = {
 }
 
 
-@register(*_FORWARD)
+@register(*_FORWARD, attrs=_CONV_ATTRS)
 def _forward(node, x, kernel):
     return _FORWARD[node.op](node, x, kernel)
 
 
-@register(*_BACKPROP_INPUT)
+@register(*_BACKPROP_INPUT, attrs=_CONV_ATTRS)
 def _backprop_input(node, input_sizes, kernel, out_backprop):
     """A transposed convolution: the input gradient of the forward op with these attrs."""
     forward = _BACKPROP_INPUT[node.op]
@@ -383,6 +387,12 @@ def _backprop_input(node, input_sizes, kernel, out_backprop):
 
 
 # -- pooling --------------------------------------------------------------------------------
+
+
+#: Windows and strides span every axis in the layout's order, so any layout works;
+#: ``EXPLICIT`` padding (and so ``explicit_paddings``) is not implemented for pools.
+_POOL_LAYOUT = {"data_format": None, "padding": ("SAME", "VALID")}
+_POOL_ATTRS = {"ksize": None, "strides": None, **_POOL_LAYOUT}
 
 
 def _pool_window(node, x, window=None, strides=None):
@@ -462,17 +472,17 @@ def _shifted_max_jvp(window, strides, pads, primals, tangents):
     return out, t_out
 
 
-@register("MaxPool", "MaxPool3D")
+@register("MaxPool", "MaxPool3D", attrs={**_POOL_ATTRS, "explicit_paddings": None})
 def _max_pool_op(node, x):
     return _max_pool(node, x)
 
 
-@register("MaxPoolV2")
+@register("MaxPoolV2", attrs=_POOL_LAYOUT)
 def _max_pool_v2(node, x, ksize, strides):
     return _max_pool(node, x, np.asarray(ksize), np.asarray(strides))
 
 
-@register("AvgPool", "AvgPool3D")
+@register("AvgPool", "AvgPool3D", attrs=_POOL_ATTRS)
 def _avg_pool(node, x):
     x = as_jax(x)
     window, strides, pads = _pool_window(node, x)

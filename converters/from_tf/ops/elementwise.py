@@ -235,11 +235,17 @@ def _elementwise(np_fn: _NpFn, jnp_fn: Callable) -> Callable:
     return impl
 
 
+#: ``incompatible_shape_error=False`` only changes shapes that do not broadcast, which
+#: fail to convert here with the node named.
+_SHAPE_ERROR = {"Equal": ("incompatible_shape_error",),
+                "NotEqual": ("incompatible_shape_error",)}
+
 for _name, (_np_fn, _jnp_fn) in {**_UNARY, **_BINARY}.items():
-    register(_name)(_elementwise(_np_fn, _jnp_fn))
+    register(_name, attrs=_SHAPE_ERROR.get(_name, ()))(_elementwise(_np_fn, _jnp_fn))
 
 
-@register("Cast")
+# ``Truncate`` (cut the mantissa instead of rounding) is not implemented.
+@register("Cast", attrs={"Truncate": (False,)})
 def _cast(node, x):
     dtype = node.attr("DstT")
     if is_static(x) and not (isinstance(x, np.ndarray) and x.dtype == object):
@@ -278,6 +284,6 @@ def _clip_by_value(node, x, low, high):
     return jnp.minimum(jnp.maximum(as_jax(x), low), high)
 
 
-@register("ApproximateEqual")
+@register("ApproximateEqual", attrs=("tolerance",))
 def _approximate_equal(node, x, y):
     return jnp.abs(as_jax(x) - as_jax(y)) < node.attr("tolerance")

@@ -20,6 +20,8 @@ refuse("EagerPyFunc", "PyFunc", "PyFuncStateless", reason=(
     "again, or do that step in your own code before or after calling the module."))
 
 
-@register("PartitionedCall", "StatefulPartitionedCall")
+# ``config``, ``config_proto`` and ``executor_type`` tune how TF runs the call.
+@register("PartitionedCall", "StatefulPartitionedCall",
+          attrs=("f", "config", "config_proto", "executor_type"))
 def _call(node, *args):
     return node.ctx.interpreter.call(node.attr("f"), args, node.ctx)

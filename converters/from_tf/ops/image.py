@@ -102,7 +102,7 @@ def _resample(x, axis: int, taps: list[tuple]):
     return out
 
 
-@register(*_KERNELS)
+@register(*_KERNELS, attrs=("align_corners", "half_pixel_centers"))
 def _resize(node, images, size):
     x = as_jax(images)
     if node.op != "ResizeNearestNeighbor":

@@ -20,7 +20,8 @@ def _adjoint(x):
     return jnp.conj(jnp.swapaxes(x, -1, -2))
 
 
-@register("MatMul")
+# ``grad_a``/``grad_b`` mark gradient matmuls for TF's kernels.
+@register("MatMul", attrs=("transpose_a", "transpose_b", "grad_a", "grad_b"))
 def _matmul(node, a, b):
     if node.attr("transpose_a", False):
         a = a.T
@@ -29,7 +30,8 @@ def _matmul(node, a, b):
     return xnp(a, b).matmul(a, b)
 
 
-@register("BatchMatMulV2", "BatchMatMulV3", "BatchMatMul")
+@register("BatchMatMulV2", "BatchMatMulV3", "BatchMatMul",
+          attrs=("adj_x", "adj_y", "grad_x", "grad_y"))
 def _batch_matmul(node, x, y):
     m = xnp(x, y)
     if node.attr("adj_x", False):
@@ -42,7 +44,7 @@ def _batch_matmul(node, x, y):
     return out
 
 
-@register("Einsum")
+@register("Einsum", attrs=("equation",))
 def _einsum(node, *operands):
     equation = node.attr("equation").replace(" ", "")
     if len(operands) == 2:
@@ -130,7 +132,7 @@ def _cholesky(node, x):
     return jnp.linalg.cholesky(as_jax(x))
 
 
-@register("MatrixInverse")
+@register("MatrixInverse", attrs=("adjoint",))
 def _matrix_inverse(node, x):
     x = as_jax(x)
     return jnp.linalg.inv(_adjoint(x) if node.attr("adjoint", False) else x)
@@ -147,7 +149,7 @@ def _log_matrix_determinant(node, x):
     return [sign, log_abs]
 
 
-@register("MatrixSolve")
+@register("MatrixSolve", attrs=("adjoint",))
 def _matrix_solve(node, matrix, rhs):
     matrix = as_jax(matrix)
     if node.attr("adjoint", False):
@@ -155,7 +157,7 @@ def _matrix_solve(node, matrix, rhs):
     return jnp.linalg.solve(matrix, as_jax(rhs))
 
 
-@register("MatrixTriangularSolve")
+@register("MatrixTriangularSolve", attrs=("lower", "adjoint"))
 def _matrix_triangular_solve(node, matrix, rhs):
     matrix, rhs = as_jax(matrix), as_jax(rhs)
     batch = jnp.broadcast_shapes(matrix.shape[:-2], rhs.shape[:-2])
@@ -166,14 +168,14 @@ def _matrix_triangular_solve(node, matrix, rhs):
         conjugate_a=node.attr("adjoint", False))
 
 
-@register("Qr")
+@register("Qr", attrs=("full_matrices",))
 def _qr(node, x):
     mode = "complete" if node.attr("full_matrices", False) else "reduced"
     q, r = jnp.linalg.qr(as_jax(x), mode=mode)
     return [q, r]
 
 
-@register("Svd")
+@register("Svd", attrs=("compute_uv", "full_matrices"))
 def _svd(node, x):
     x = as_jax(x)
     full = node.attr("full_matrices", False)
@@ -185,7 +187,7 @@ def _svd(node, x):
     return [s, u, _adjoint(vh)]  # TF returns v, not its adjoint
 
 
-@register("SelfAdjointEigV2")
+@register("SelfAdjointEigV2", attrs=("compute_v",))
 def _self_adjoint_eig(node, x):
     # TF reads the lower triangle only (so its gradient is lower triangular too).
     x = as_jax(x)
@@ -205,7 +207,8 @@ def _matrix_band_part(node, x, num_lower, num_upper):
     return jnp.where(keep, x, jnp.zeros_like(x))
 
 
-@register("MatrixDiagPartV3")
+# ``align`` places the diagonals of a band; one diagonal (all that runs) has no choice.
+@register("MatrixDiagPartV3", attrs=("align",))
 def _matrix_diag_part(node, x, k, padding_value):
     x = as_jax(x)
     if np.asarray(k).size != 1:
@@ -213,7 +216,7 @@ def _matrix_diag_part(node, x, k, padding_value):
     return jnp.diagonal(x, offset=int(np.asarray(k).reshape(())), axis1=-2, axis2=-1)
 
 
-@register("MatrixDiagV3")
+@register("MatrixDiagV3", attrs=("align",))
 def _matrix_diag(node, diagonal, k, num_rows, num_cols, padding_value):
     diagonal = as_jax(diagonal)
     if np.asarray(k).size != 1 or int(np.asarray(k).reshape(())) != 0:
@@ -227,7 +230,7 @@ def _matrix_diag(node, diagonal, k, num_rows, num_cols, padding_value):
     return jnp.where(on_diagonal, values, jnp.asarray(padding_value, diagonal.dtype))
 
 
-@register("MatrixSetDiagV3")
+@register("MatrixSetDiagV3", attrs=("align",))
 def _matrix_set_diag(node, x, diagonal, k):
     x, diagonal = as_jax(x), as_jax(diagonal)
     if int(np.asarray(k).reshape(-1)[0]) != 0 or np.asarray(k).size != 1:

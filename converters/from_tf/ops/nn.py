@@ -38,7 +38,7 @@ def _selu(node, x):
     return jax.nn.selu(x)
 
 
-@register("LeakyRelu")
+@register("LeakyRelu", attrs=("alpha",))
 def _leaky_relu(node, x):
     return jax.nn.leaky_relu(x, node.attr("alpha", 0.2))
 
@@ -79,7 +79,7 @@ def _log_softmax(node, logits):
     return _log_softmax_last(logits)
 
 
-@register("BiasAdd")
+@register("BiasAdd", attrs=("data_format",))
 def _bias_add(node, x, bias):
     # data_format NHWC puts channels last; NCHW (and NCDHW) right after the batch.
     if node.attr("data_format", "NHWC").startswith("NC"):

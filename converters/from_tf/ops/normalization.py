@@ -23,7 +23,8 @@ def _channel_shape(layout: str, ndim: int) -> tuple[int, ...]:
     return (-1,)
 
 
-@register("FusedBatchNorm", "FusedBatchNormV2", "FusedBatchNormV3")
+@register("FusedBatchNorm", "FusedBatchNormV2", "FusedBatchNormV3",
+          attrs=("epsilon", "exponential_avg_factor", "data_format", "is_training"))
 def _fused_batch_norm(node, x, scale, offset, mean, variance):
     x = as_jax(x)
     layout = node.attr("data_format", "NHWC")
@@ -71,7 +72,7 @@ def _batch_statistics_norm(node, x, scale, offset, mean, variance, layout, epsil
     return y, batch_mean, unbiased
 
 
-@register("LRN")
+@register("LRN", attrs=("depth_radius", "bias", "alpha", "beta"))
 def _lrn(node, x):
     """Local response normalization across the last (depth) axis."""
     x = as_jax(x)

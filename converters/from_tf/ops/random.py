@@ -14,20 +14,23 @@ import numpy as np
 from converters.from_tf.ops.registry import register
 from converters.from_tf.values import UnknowableError, as_jax, is_static, shape_tuple
 
+#: The numbers come from the caller's JAX key, so TF's op seeds do not pick them.
+_SEEDS = ("seed", "seed2")
 
-@register("RandomUniform")
+
+@register("RandomUniform", attrs=_SEEDS)
 def _uniform(node, shape):
     key = node.ctx.next_key(node.op)
     return jax.random.uniform(key, shape_tuple(shape), node.attr("dtype"))
 
 
-@register("RandomStandardNormal")
+@register("RandomStandardNormal", attrs=_SEEDS)
 def _normal(node, shape):
     key = node.ctx.next_key(node.op)
     return jax.random.normal(key, shape_tuple(shape), node.attr("dtype"))
 
 
-@register("TruncatedNormal")
+@register("TruncatedNormal", attrs=_SEEDS)
 def _truncated_normal(node, shape):
     key = node.ctx.next_key(node.op)
     return jax.random.truncated_normal(key, -2.0, 2.0, shape_tuple(shape), node.attr("dtype"))

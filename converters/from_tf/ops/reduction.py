@@ -45,7 +45,7 @@ _REDUCTIONS = {
 }
 
 for _name, (_np_fn, _jnp_fn) in _REDUCTIONS.items():
-    register(_name)(_reduce(_np_fn, _jnp_fn))
+    register(_name, attrs=("keep_dims",))(_reduce(_np_fn, _jnp_fn))
 
 
 @register("ArgMax", "ArgMin")
@@ -80,7 +80,7 @@ _SCANS = {
 }
 
 
-@register(*_SCANS)
+@register(*_SCANS, attrs=("exclusive", "reverse"))
 def _cumulative(node, x, axis):
     combine, identity = _SCANS[node.op]
     x = as_jax(x)
@@ -88,7 +88,7 @@ def _cumulative(node, x, axis):
                  node.attr("reverse", False), combine, identity)
 
 
-@register("EuclideanNorm")
+@register("EuclideanNorm", attrs=("keep_dims",))
 def _euclidean_norm(node, x, axis):
     return jnp.sqrt(jnp.sum(jnp.square(as_jax(x)), axis=_axes(axis),
                             keepdims=node.attr("keep_dims", False)))

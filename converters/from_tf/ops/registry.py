@@ -18,21 +18,47 @@ Register an op of your own before converting::
 
     from converters.from_tf.ops import registry
 
-    @registry.register("MyCustomOp")
+    @registry.register("MyCustomOp", attrs=("scale",))
     def _my_custom_op(node, x):
         return x * node.attr("scale")
+
+**Attributes are part of the contract.** A registration names every attribute its
+implementation reads (``attrs``); before conversion starts, a graph whose node carries
+an attribute that its op did not declare fails, in one error with every such node (see
+:func:`attr_violations`). Declaring ``{"name": (v1, v2)}`` instead of ``"name"`` accepts
+only those values and refuses the others, for an attribute whose other values change
+what the op computes and are not implemented. Undeclared but always accepted: attributes
+starting with ``_`` (TF-internal: ``_output_shapes``, ``_class``, ...) and those the caller
+passes as ``implicit`` (the interpreter passes the op's dtype and argument-count
+attributes, ``T``, ``Tidx``, ``N``, ..., which the input values already carry). For an op
+that TF does not know (no OpDef), nothing is implicit: declare its dtype attributes too.
 """
 
 from __future__ import annotations
 
-from typing import Any, Callable, Protocol
+from typing import TYPE_CHECKING, Any, Callable, Container, Iterable, Mapping, Protocol
+
+from jaxhub.host.registry import ANY as ANY
+from jaxhub.host.registry import AttrSpec, Registry
+
+if TYPE_CHECKING:
+    from converters.from_tf.values import Context
 
 
 class Node(Protocol):
-    """What an op implementation sees of the TF node it runs."""
+    """What an op implementation sees of the TF node it runs.
+
+    Attributes:
+      name: the node's name.
+      op: its TF op name.
+      num_inputs: how many data inputs it has.
+      ctx: the running evaluation (variable state, RNG, the interpreter for calls).
+    """
 
     name: str
     op: str
+    num_inputs: int
+    ctx: "Context"
 
     def attr(self, key: str, default: Any = ...) -> Any:
         """The attribute ``key``, decoded to Python/numpy.
@@ -43,30 +69,29 @@ class Node(Protocol):
         attribute is absent and no default is given.
         """
 
+    def has_attr(self, key: str) -> bool:
+        """True when the node has ``key`` (set, or at its op's default)."""
+
 
 OpImpl = Callable[..., Any]
 
-_OPS: dict[str, OpImpl] = {}
+_OPS = Registry("TF op")
 #: Ops that no implementation can support, by name: why, and what the user can do.
 _REFUSED: dict[str, str] = {}
 
 
-def register(*op_names: str) -> Callable[[OpImpl], OpImpl]:
+def register(*op_names: str, attrs: AttrSpec = ()) -> Callable[[OpImpl], OpImpl]:
     """Registers the decorated function as the implementation of ``op_names``.
+
+    Args:
+      op_names: TF op names.
+      attrs: the attributes the implementation reads: names (every value handled), or a
+        mapping from name to a tuple of the handled values (or :data:`ANY`).
 
     Raises:
       ValueError: an op of that name is registered already.
     """
-
-    def decorate(impl: OpImpl) -> OpImpl:
-        for name in op_names:
-            if name in _OPS:
-                raise ValueError(
-                    f"TF op {name!r} is registered already (by {_OPS[name].__module__})")
-            _OPS[name] = impl
-        return impl
-
-    return decorate
+    return _OPS.register(*op_names, attrs=attrs)
 
 
 def refuse(*op_names: str, reason: str) -> None:
@@ -87,9 +112,30 @@ def refuse(*op_names: str, reason: str) -> None:
 
 def lookup(op_name: str) -> OpImpl | None:
     """The implementation of ``op_name``, or None when no family registers it."""
-    return _OPS.get(op_name)
+    return _OPS.lookup(op_name)
+
+
+def declared_attrs(op_name: str) -> Mapping[str, tuple | None]:
+    """The attributes ``op_name`` declares: name -> handled values or :data:`ANY`.
+
+    Raises:
+      KeyError: ``op_name`` is not registered.
+    """
+    return _OPS.declared_attrs(op_name)
 
 
 def registered_ops() -> list[str]:
     """Every registered op name, sorted (refused ones left out)."""
-    return sorted(set(_OPS) - set(_REFUSED))
+    return sorted(set(_OPS.names()) - set(_REFUSED))
+
+
+def attr_violations(node: Node, present: Iterable[str], implicit: Container[str] = ()
+                    ) -> list[str]:
+    """What is wrong with the attributes of ``node``, whose op is registered.
+
+    See :meth:`jaxhub.host.registry.Registry.attr_problems`. Nothing, for a refused op:
+    its node fails with the reason, whatever its attributes.
+    """
+    if node.op in _REFUSED:
+        return []
+    return _OPS.attr_problems(node, present, implicit)

@@ -46,7 +46,8 @@ def _from_tensor(node, tensor, element_shape):
     return as_jax(tensor)
 
 
-@register("TensorListStack")
+# ``num_elements`` is a hint (-1 when unknown); the list knows its length.
+@register("TensorListStack", attrs=("num_elements",))
 def _stack(node, handle, element_shape):
     if isinstance(handle, PendingList):
         return handle.materialize(shape_tuple(element_shape))
@@ -62,7 +63,8 @@ def _get_item(node, handle, index, element_shape):
     return jax.lax.dynamic_index_in_dim(handle, index, axis=0, keepdims=False)
 
 
-@register("TensorListSetItem")
+# Setting past the end drops the item here: growing the list is not implemented.
+@register("TensorListSetItem", attrs={"resize_if_index_out_of_bounds": (False,)})
 def _set_item(node, handle, index, item):
     item = as_jax(item)
     if isinstance(handle, PendingList):

@@ -22,7 +22,7 @@ from converters.from_tf.ops.registry import register
 from converters.from_tf.values import Resource, as_jax, is_static
 
 
-@register("VariableV2", "Variable")
+@register("VariableV2", "Variable", attrs=("shape", "container", "shared_name"))
 def _ref_variable(node):
     return Resource(node.attr("shared_name", "") or node.name)
 
@@ -35,7 +35,8 @@ def _current(node, handle: Resource):
                        ) from None
 
 
-@register("Assign", "AssignAdd", "AssignSub")
+# A new value replaces the old whatever its shape; there are no concurrent writers.
+@register("Assign", "AssignAdd", "AssignSub", attrs=("validate_shape", "use_locking"))
 def _ref_assign(node, handle, value):
     old = _current(node, handle)
     if node.op == "AssignAdd":
@@ -55,7 +56,9 @@ def _l2_loss(node, x):
     return jnp.sum(x * x) / 2
 
 
-@register("SparseSegmentSqrtN", "SparseSegmentMean", "SparseSegmentSum")
+# ``sparse_gradient`` picks how TF represents the gradient, not its value.
+@register("SparseSegmentSqrtN", "SparseSegmentMean", "SparseSegmentSum",
+          attrs=("sparse_gradient",))
 def _sparse_segment(node, data, indices, segment_ids, size_carrier=None):
     if size_carrier is not None:
         num_segments = size_carrier.shape[0]
@@ -70,7 +73,7 @@ def _sparse_segment(node, data, indices, segment_ids, size_carrier=None):
 
 
 @register("SparseSegmentSqrtNWithNumSegments", "SparseSegmentMeanWithNumSegments",
-          "SparseSegmentSumWithNumSegments")
+          "SparseSegmentSumWithNumSegments", attrs=("sparse_gradient",))
 def _sparse_segment_n(node, data, indices, segment_ids, num_segments):
     if not is_static(num_segments):
         raise NotImplementedError(f"{node.op}: num_segments must be known while tracing")

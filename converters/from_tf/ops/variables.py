@@ -15,7 +15,8 @@ from converters.from_tf.ops.registry import register
 from converters.from_tf.values import UNKNOWN, Resource, as_jax, is_static
 
 
-@register("VarHandleOp")
+@register("VarHandleOp", attrs=("container", "shared_name", "debug_name", "shape",
+                                  "allowed_devices"))
 def _var_handle(node):
     return Resource(node.attr("shared_name", "") or node.name)
 
@@ -35,7 +36,7 @@ def _read(node, handle):
     return _value(node, handle)
 
 
-@register("AssignVariableOp")
+@register("AssignVariableOp", attrs=("validate_shape",))
 def _assign(node, handle, value):
     _store(node, handle, value)
     return []
@@ -72,8 +73,7 @@ def _disable_copy_on_read(node, handle):
     return []
 
 
-@register("ResourceGather")
+# ``validate_indices`` is deprecated: TF ignores it.
+@register("ResourceGather", attrs={"batch_dims": (0,), "validate_indices": None})
 def _resource_gather(node, handle, indices):
-    if node.attr("batch_dims", 0):
-        raise NotImplementedError("ResourceGather with batch_dims")
     return jnp.take(as_jax(_value(node, handle)), as_jax(indices), axis=0, mode="clip")

@@ -23,12 +23,15 @@ from converters.from_tf.ops.registry import register
 from converters.from_tf.values import as_jax, is_static
 
 
-@register("XlaCallModule")
+#: Not implemented: called TF functions (``function_list``), side effects (tokens) and
+#: the pre-shape-polymorphism ``dim_args_spec``. Checks and partitioners change no value.
+_ATTRS = {"version": None, "module": None, "Sout": None, "platforms": None,
+          "disabled_checks": None, "use_shardy_partitioner": None,
+          "function_list": ([],), "has_token_input_output": (False,), "dim_args_spec": ([],)}
+
+
+@register("XlaCallModule", attrs=_ATTRS)
 def _xla_call_module(node, *args):
-    if node.attr("function_list", []):
-        raise NotImplementedError("XlaCallModule with called TF functions (function_list)")
-    if node.attr("has_token_input_output", False):
-        raise NotImplementedError("XlaCallModule with side effects (tokens)")
     args = [jax.lax.stop_gradient(as_jax(a)) if not is_static(a) else as_jax(a)
             for a in args]
     exported = _exported(node, args)

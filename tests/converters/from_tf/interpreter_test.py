@@ -166,7 +166,7 @@ def test_unsupported_ops_are_listed_in_one_error_before_any_work():
 def test_an_op_of_ones_own_can_be_registered(monkeypatch):
     # Register into a copy of the table, so that later tests (the generated op catalog)
     # in this process see only the shipped ops.
-    monkeypatch.setattr(registry, "_OPS", dict(registry._OPS))
+    monkeypatch.setattr(registry, "_OPS", registry._OPS.copy())
     graph = _handmade_graph()
     for node in graph.node:
         if node.op == "MadeUpOpA":
