@@ -34,12 +34,19 @@ def upgrade(src: str | pathlib.Path, dst: str | pathlib.Path) -> Module:
     # A function with a split VJP is called through its halves, so that its own VJP (the
     # new wrapper's) need not be read: a durable copy keeps none.
     split = {f.file: f.vjp for f in module.manifest.functions if f.vjp}
-    exported = {file: _relower(exp, module._callable(file, split.get(file)))
+    exported = {file: _relower(exp, _callable(module._exported, file, split.get(file)))
                 for file, exp in module._exported.items()}
     manifest = dataclasses.replace(module.manifest, origin={
         **module.manifest.origin, "upgraded_from": dict(module.manifest.written_by)})
     upgraded = Module(manifest, exported, module.params, module.assets)
     return reader.read(upgraded.export(dst))
+
+
+def _callable(exported, file, vjp):
+    """The function in ``file``, differentiated through its split VJP when it has one."""
+    halves = None if vjp is None else functions.SplitVjp(
+        exported[vjp.forward], exported[vjp.backward], vjp.saved_inputs, vjp.saved_outputs)
+    return functions.make_callable(exported[file], halves)
 
 
 def _relower(exported, call):
