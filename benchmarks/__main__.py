@@ -249,7 +249,7 @@ def _uptime() -> str:
 
 def _version(package: str) -> str:
     if package == "jaxhub":  # run from the repository, maybe not installed
-        from jaxhub.version import __version__
+        from jaxhub._src.version import __version__
         return __version__
     try:
         return metadata.version(package)

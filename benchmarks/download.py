@@ -29,7 +29,7 @@ import numpy as np
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
 
-from jaxhub import hub  # noqa: E402
+from jaxhub._src import hub  # noqa: E402
 
 
 def main() -> None:

@@ -42,6 +42,7 @@ from typing import Any, Callable
 import numpy as np
 
 from benchmarks import models
+from benchmarks.processes import REPO_ROOT, child_env
 
 FRAMEWORKS = ("jaxhub", "tf", "tf2jax")
 #: The batch of throughput and fine-tune measurements.
@@ -53,7 +54,6 @@ LEARNING_RATE = 1e-4
 #: Where SavedModels and converted modules are kept between runs.
 DEFAULT_WORKDIR = pathlib.Path(tempfile.gettempdir()) / "jaxhub-benchmarks"
 _RESULT_PREFIX = "BENCHMARK_RESULT "
-_REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -108,7 +108,7 @@ def measure(kind: str, framework: str, model: str, saved_model: pathlib.Path,
     env = child_env()
     command += ["--t0", repr(time.time())]  # the last thing before the process exists
     try:
-        done = subprocess.run(command, cwd=_REPO_ROOT, env=env, capture_output=True,
+        done = subprocess.run(command, cwd=REPO_ROOT, env=env, capture_output=True,
                               text=True, timeout=settings.timeout)
     except subprocess.TimeoutExpired as e:
         # Keep what was measured before the limit: the child reports after every phase.
@@ -140,8 +140,8 @@ def jaxhub_cache(workdir: pathlib.Path) -> pathlib.Path:
     """
     digest = hashlib.sha256()
     for package in ("jaxhub", "converters"):
-        for file in sorted((_REPO_ROOT / package).rglob("*.py")):
-            digest.update(file.relative_to(_REPO_ROOT).as_posix().encode() + b"\0")
+        for file in sorted((REPO_ROOT / package).rglob("*.py")):
+            digest.update(file.relative_to(REPO_ROOT).as_posix().encode() + b"\0")
             digest.update(file.read_bytes())
     return workdir / f"jaxhub-cache-{digest.hexdigest()[:12]}"
 
@@ -153,16 +153,6 @@ def jaxhub_cache(workdir: pathlib.Path) -> pathlib.Path:
 #: (``jaxhub.enable_memory_reuse()`` does the same with ``mallopt`` at run time).
 KEEP_HEAP_ENV = {"MALLOC_MMAP_THRESHOLD_": str(1 << 30), "MALLOC_TRIM_THRESHOLD_": str(1 << 34),
                  "MALLOC_ARENA_MAX": "1"}
-
-
-def child_env() -> dict[str, str]:
-    """The environment of measuring processes: quiet, and the repo importable."""
-    env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(_REPO_ROOT),
-                                                      env.get("PYTHONPATH")]))
-    env.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    env["JAXHUB_DISABLE_PROGRESS"] = "1"
-    return env
 
 
 def _last_line(text: str) -> str:

@@ -24,11 +24,12 @@ from typing import Any, Callable
 
 import numpy as np
 
+from benchmarks.processes import REPO_ROOT, child_env
+
 #: The seed of every model's initial weights.
 SEED = 0
 #: The file beside a SavedModel that records how it was built.
 BUILD_INFO = "benchmark_model.json"
-_REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -167,9 +168,8 @@ def ensure_saved_model(name: str, workdir: pathlib.Path, image_size: int) -> pat
         path.parent.mkdir(parents=True, exist_ok=True)
         staging = pathlib.Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{name}-"))
         staging.rmdir()  # Keras creates the directory itself
-        from benchmarks.harness import child_env  # harness imports this module
         subprocess.run([sys.executable, "-m", "benchmarks.models", name, str(staging),
-                        "--image-size", str(image_size)], check=True, cwd=_REPO_ROOT,
+                        "--image-size", str(image_size)], check=True, cwd=REPO_ROOT,
                        env=child_env(), capture_output=True)
         staging.rename(path)
     return path

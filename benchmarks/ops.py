@@ -32,7 +32,7 @@ import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
-from converters.from_tf.interpreter import run_graph  # noqa: E402
+from jaxhub_tf.from_tf.interpreter import run_graph  # noqa: E402
 
 
 @dataclasses.dataclass(frozen=True)

@@ -1,7 +1,7 @@
 """A jaxhub module exported to TensorFlow: export cost and run time in TF against JAX.
 
 Builds two modules from plain JAX code (an MLP and a small CNN), exports each with
-`converters.to_tf.export_saved_model`, and times, on the same inputs:
+`jaxhub_tf.to_tf.export_saved_model`, and times, on the same inputs:
 
 - jaxhub: `jax.jit(module.apply)` and a `jax.jit(jax.grad)` fine-tuning step;
 - TF: the `hub.load`ed `__call__`, the same under `tf.function(jit_compile=True)`,
@@ -36,7 +36,7 @@ import tensorflow_hub as hub  # noqa: E402
 import tf_keras  # noqa: E402
 
 import jaxhub  # noqa: E402
-from converters.to_tf import export_saved_model  # noqa: E402
+from jaxhub_tf.to_tf import export_saved_model  # noqa: E402
 
 
 def _mlp():

@@ -18,7 +18,7 @@ import pathlib
 import tempfile
 import threading
 
-from jaxhub.cli import tf_logging
+from jaxhub._src.cli import tf_logging
 
 # TensorFlow's C++ log level must be set before JAX is imported too: both read it once.
 tf_logging.set_environment()
@@ -120,7 +120,7 @@ def _toy_dataset(key, n):
 
 def convert_keras(workdir: pathlib.Path) -> None:
     step("4. convert a Keras model saved as a TF SavedModel")
-    from jaxhub.cli import tf_logging
+    from jaxhub._src.cli import tf_logging
     tf_logging.import_tensorflow_quietly()  # no start-up log lines, as in `jaxhub convert`
     import tensorflow as tf
     import keras
@@ -159,7 +159,7 @@ def export_to_tf(module: jaxhub.Module, workdir: pathlib.Path) -> None:
     step("5. export back to TensorFlow and load with tensorflow_hub")
     os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
     import tensorflow_hub as tf_hub
-    from converters.to_tf import export_saved_model
+    from jaxhub_tf.to_tf import export_saved_model
 
     saved = export_saved_model(module, workdir / "classifier_tf")
     layer = tf_hub.KerasLayer(str(saved), trainable=True)

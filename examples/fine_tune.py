@@ -5,7 +5,7 @@
 2. Reuse: on task B, which has few labelled examples, put the module under a new head with
    ``jaxhub.nnx.HubLayer``; train once with the module frozen and once fine-tuned
    (``trainable=True``: its train variant, dropout and batch statistics included). A
-   :class:`jaxhub.exporter.ModuleExporter` keeps the best fine-tuned module by validation
+   :class:`jaxhub.ModuleExporter` keeps the best fine-tuned module by validation
    loss.
 3. Report test accuracies and save the loss curves as a PNG.
 
@@ -34,7 +34,7 @@ from flax import nnx
 from tqdm import tqdm
 
 import jaxhub
-from jaxhub.exporter import ModuleExporter
+from jaxhub import ModuleExporter
 from jaxhub.nnx import HubLayer
 
 D_IN, D_HIDDEN, D_FEATURES = 64, 16, 64

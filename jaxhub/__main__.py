@@ -1,5 +1,5 @@
 import sys
 
-from jaxhub.cli import main
+from jaxhub._src.cli import main
 
 sys.exit(main())

@@ -9,7 +9,7 @@ import pytest
 
 import jaxhub
 from jaxhub import common_signatures as cs
-from jaxhub import host
+from jaxhub._src import host
 
 
 def _image_features(params, images):

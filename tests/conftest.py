@@ -2,12 +2,23 @@
 
 from __future__ import annotations
 
+import os
+import pathlib
+
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
 import jaxhub
+
+REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
+
+
+def repo_pythonpath() -> str:
+    """``PYTHONPATH`` for a child process: this checkout first, then the caller's own."""
+    return os.pathsep.join(filter(None, [str(REPO_ROOT), os.environ.get("PYTHONPATH")]))
+
 
 #: Warnings that mean a test passed over a bug. A test that expects one says so with
 #: ``pytest.warns``.

@@ -1,4 +1,4 @@
-"""jaxhub.exporter.ModuleExporter: periodic exports that load back, latest or best kept."""
+"""jaxhub._src.exporter.ModuleExporter: periodic exports that load back, latest or best kept."""
 
 from __future__ import annotations
 
@@ -15,8 +15,8 @@ import numpy as np
 import pytest
 
 import jaxhub
-from jaxhub.exporter import LOCK_FILE, RECORD_FILE, ModuleExporter, remove_abandoned
-from tests.conftest import mlp
+from jaxhub._src.exporter import LOCK_FILE, RECORD_FILE, ModuleExporter, remove_abandoned
+from tests.conftest import mlp, repo_pythonpath
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -117,7 +117,7 @@ def test_bad_settings_are_refused(mlp_module, tmp_path):
 # Exports a module with 16 MB of params over and over, until it is killed.
 ENDLESS_WRITER = textwrap.dedent("""
     import itertools, sys
-    from jaxhub.exporter import ModuleExporter
+    from jaxhub._src.exporter import ModuleExporter
     from tests.conftest import make_mlp_module, mlp_params
     module = make_mlp_module(mlp_params(d_hidden=40_000))
     exporter = ModuleExporter(sys.argv[1], module, every_n_steps=1, keep=1)
@@ -128,7 +128,7 @@ ENDLESS_WRITER = textwrap.dedent("""
 # Holds the writer's lock with a temporary directory of its own, as a writer mid-export.
 LIVE_WRITER = textwrap.dedent("""
     import pathlib, sys, time
-    from jaxhub import exporter
+    from jaxhub._src import exporter
     directory = pathlib.Path(sys.argv[1])
     with exporter._writing(directory):
         (directory / ".7.live.tmp").mkdir()
@@ -138,7 +138,7 @@ LIVE_WRITER = textwrap.dedent("""
 
 
 def _start(script: str, directory) -> subprocess.Popen:
-    env = dict(os.environ, PYTHONPATH=ROOT, JAX_PLATFORMS="cpu")
+    env = dict(os.environ, PYTHONPATH=repo_pythonpath(), JAX_PLATFORMS="cpu")
     return subprocess.Popen([sys.executable, "-c", script, str(directory)], cwd=ROOT, env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 import jaxhub
-from jaxhub import formats
+from jaxhub._src import formats
 
 tf = pytest.importorskip("tensorflow")
 

@@ -247,3 +247,34 @@ class TestExportAndLoad:
                                  jaxhub.TensorSpec([None, 50]))})
         assert set(module.params) == {"0", "1"}
         np.testing.assert_allclose(module(x), x @ params[0]["w"] @ params[1]["w"], rtol=1e-5)
+
+
+class TestModuleIsAValue:
+    """A module is a pytree: params as leaves, a static, hashable description as aux data."""
+
+    def test_crosses_jit_as_an_argument(self, mlp_module, x):
+        calls = []
+
+        @jax.jit
+        def apply(module, x):
+            calls.append(1)
+            return module(x)
+
+        np.testing.assert_allclose(apply(mlp_module, x), mlp_module(x), atol=ATOL)
+        doubled = jax.tree.map(lambda p: 2 * p, mlp_module)
+        apply(doubled, x)
+        assert len(calls) == 1  # same description: the compiled call is reused
+
+    def test_leaves_are_the_params_and_tree_map_keeps_the_description(self, mlp_module):
+        leaves = jax.tree.leaves(mlp_module)
+        assert len(leaves) == len(jax.tree.leaves(mlp_module.params))
+        zeroed = jax.tree.map(jnp.zeros_like, mlp_module)
+        assert isinstance(zeroed, jaxhub.Module)
+        assert zeroed.definition is mlp_module.definition
+        assert all(float(jnp.abs(p).sum()) == 0 for p in jax.tree.leaves(zeroed.params))
+        assert hash(zeroed.definition) == hash(mlp_module.definition)
+
+    def test_grad_with_respect_to_the_module(self, mlp_module, x):
+        grads = jax.grad(lambda m: jnp.sum(m(x)))(mlp_module)
+        expected = jax.grad(lambda p: jnp.sum(mlp_module.apply(p, x)))(mlp_module.params)
+        assert_trees_close(grads.params, expected)

@@ -89,7 +89,7 @@ SCRIPT = textwrap.dedent("""
     with jax.set_mesh(mesh):
         made = make_mlp_module(jax.device_put(reference.params, NamedSharding(mesh, P())))
         y = jax.jit(made.apply)(made.params, jax.device_put(x_host, NamedSharding(mesh, P("data"))))
-    assert all(e.nr_devices == 1 for e in made._exported.values())
+    assert all(e.nr_devices == 1 for e in made.functions.values())
     np.testing.assert_allclose(y, ref_y, atol=1e-5)
     np.testing.assert_allclose(jaxhub.load(made.export(sys.argv[2]))(x_host), ref_y, atol=1e-5)
 

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 import jaxhub
-from jaxhub.specs import symbolic_input_specs
+from jaxhub._src.specs import symbolic_input_specs
 
 
 def test_spec_repr_and_equality():

@@ -1,6 +1,6 @@
 """Evaluates TF graphs and function libraries as pure JAX functions.
 
-The interpreter walks a :class:`~converters.from_tf.graph.Function` in dependency order
+The interpreter walks a :class:`~jaxhub_tf.from_tf.graph.Function` in dependency order
 (data and control edges), running each node through the op registry. Calls to library
 functions are evaluated inline; control-flow ops (see ``ops/control_flow.py``) evaluate
 their bodies through :meth:`Interpreter.run` with a forked :class:`Context`.
@@ -19,10 +19,10 @@ import jax.numpy as jnp
 import numpy as np
 from tensorflow.core.framework import function_pb2, graph_pb2
 
-from converters.from_tf import graph as graph_lib
-from converters.from_tf import ops as _ops  # noqa: F401  (registers every op family)
-from converters.from_tf.ops import registry
-from converters.from_tf.values import UNKNOWN, Context, UnknowableError, as_jax
+from jaxhub_tf.from_tf import graph as graph_lib
+from jaxhub_tf.from_tf import ops as _ops  # noqa: F401  (registers every op family)
+from jaxhub_tf.from_tf.ops import registry
+from jaxhub_tf.from_tf.values import UNKNOWN, Context, UnknowableError, as_jax
 
 #: Ops that write variables: a body holding one must carry the state through control flow.
 STATE_WRITING_OPS = frozenset({"AssignVariableOp", "AssignAddVariableOp",
@@ -57,7 +57,7 @@ class _AllUnknown:
 class _Running:
     """A node as an op implementation sees it while it runs: the node plus ``ctx``.
 
-    The :class:`~converters.from_tf.ops.registry.Node` protocol, all of it.
+    The :class:`~jaxhub_tf.from_tf.ops.registry.Node` protocol, all of it.
     """
 
     __slots__ = ("_node", "ctx")
@@ -155,7 +155,7 @@ class Interpreter:
             error = UnsupportedOpsError if missing else UnsupportedAttrsError
             raise error("\n".join(sections)
                         + "\nRegister ops, or the attributes they handle, with "
-                          "converters.from_tf.ops.registry.register (see docs/converters.md).")
+                          "jaxhub_tf.from_tf.ops.registry.register (see docs/converters.md).")
 
     def writes_state(self, fn: graph_lib.Function) -> bool:
         """True when ``fn`` (or a function it calls) assigns a variable."""
@@ -289,7 +289,7 @@ class Interpreter:
                     ) -> Callable[[Mapping[str, Any], Sequence[Any], Any], tuple]:
         """``fn`` as ``f(state, args, rng=None) -> (outputs, new_state)``: pure JAX.
 
-        ``state`` maps variable keys (see :class:`~converters.from_tf.values.Resource`) to
+        ``state`` maps variable keys (see :class:`~jaxhub_tf.from_tf.values.Resource`) to
         values; ``new_state`` holds only the entries the graph assigned.
 
         Args:

@@ -1,7 +1,7 @@
 """Runtime values of the graph interpreter, and helpers that op implementations share.
 
 Besides static values (numpy) and traced values (``jax.Array``), described in
-:mod:`converters.from_tf.ops.registry`, two kinds flow between nodes:
+:mod:`jaxhub_tf.from_tf.ops.registry`, two kinds flow between nodes:
 
 * :class:`Resource`: a variable handle. It names an entry of the running
   :class:`Context`'s ``state``; reading and assigning go through that dict, so variable

@@ -1,3 +1,3 @@
 """jaxhub modules as TensorFlow SavedModels (TF Hub's Reusable SavedModel conventions)."""
 
-from converters.to_tf.savedmodel import export_saved_model as export_saved_model
+from jaxhub_tf.to_tf.saved_model import export_saved_model as export_saved_model

@@ -6,7 +6,7 @@ import html.parser
 
 import pytest
 
-from jaxhub.catalog import _markdown
+from jaxhub._src.catalog import _markdown
 
 
 class _Tags(html.parser.HTMLParser):

@@ -12,7 +12,7 @@ import pytest
 
 import jaxhub
 from jaxhub import catalog
-from jaxhub.catalog import layout
+from jaxhub._src.catalog import layout
 
 
 def _sha256(path) -> str:

@@ -14,9 +14,10 @@ import pytest
 
 import jaxhub
 from jaxhub import catalog, hub
-from jaxhub.catalog import layout
+from jaxhub._src.catalog import layout
 
 from .conftest import StaticServer
+from tests.conftest import repo_pythonpath
 
 _ROOT = pathlib.Path(__file__).resolve().parents[2]
 
@@ -146,7 +147,7 @@ def test_fresh_process_loads_by_repository_url(served, tmp_path):
     # `import jaxhub` alone registers the repository resolver.
     code = (f"import jaxhub; m = jaxhub.load({served.url('acme/mlp/2')!r}); "
             "print(sorted(m.signatures))")
-    env = {**os.environ, "PYTHONPATH": str(_ROOT)}
+    env = {**os.environ, "PYTHONPATH": repo_pythonpath()}
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                           env=env, timeout=120, cwd=tmp_path)
     assert done.returncode == 0, done.stderr[-2000:]

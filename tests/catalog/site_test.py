@@ -24,7 +24,8 @@ import pytest
 
 import jaxhub
 from jaxhub import catalog
-from jaxhub.catalog import snippet
+from jaxhub._src.catalog import snippet
+from tests.conftest import repo_pythonpath
 
 _ROOT = pathlib.Path(__file__).resolve().parents[2]
 ARTIFACTS = _ROOT / "test-artifacts"
@@ -180,7 +181,7 @@ def test_model_card_is_rendered_and_its_html_is_inert(browser, served):
 def test_usage_snippet_runs_as_copied(browser, served, sources, tmp_path):
     browser.get(served.url("acme/mlp/2/index.html"))
     code = _wait(browser, lambda b: _css(b, "#usage"))[0].text
-    env = {**os.environ, "PYTHONPATH": str(_ROOT), "JAXHUB_CACHE_DIR": str(tmp_path / "c"),
+    env = {**os.environ, "PYTHONPATH": repo_pythonpath(), "JAXHUB_CACHE_DIR": str(tmp_path / "c"),
            "JAXHUB_DISABLE_PROGRESS": "1"}
     done = subprocess.run([sys.executable, "-c", code],
                           capture_output=True, text=True, env=env, timeout=120, cwd=tmp_path)

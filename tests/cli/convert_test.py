@@ -11,6 +11,7 @@ import tensorflow as tf
 
 import jaxhub
 from tests.converters.from_tf._helpers import REPO_ROOT
+from tests.conftest import repo_pythonpath
 
 
 class _Affine(tf.Module):
@@ -36,7 +37,7 @@ class _Clock(tf.Module):
 
 
 def _convert(src, dst, tmp_path):
-    env = dict(os.environ, PYTHONPATH=str(REPO_ROOT), JAXHUB_CACHE_DIR=str(tmp_path / "cache"))
+    env = dict(os.environ, PYTHONPATH=repo_pythonpath(), JAXHUB_CACHE_DIR=str(tmp_path / "cache"))
     return subprocess.run([sys.executable, "-m", "jaxhub", "convert", str(src), str(dst)],
                           env=env, capture_output=True, text=True, timeout=300)
 

@@ -8,14 +8,14 @@ import sys
 
 import pytest
 
-from jaxhub.cli import _COMMANDS
+from jaxhub._src.cli import _COMMANDS
 
 _HEAVY = ("jax", "jaxlib", "numpy", "tensorflow", "flax", "orbax", "optax")
 
 # Runs the command line's --help in a fresh interpreter, then lists the packages imported.
 _PROBE = """
 import contextlib, io, json, sys
-from jaxhub.cli import main
+from jaxhub._src.cli import main
 with contextlib.redirect_stdout(io.StringIO()) as out:
     try:
         main(sys.argv[1:])
@@ -52,8 +52,9 @@ def test_command_help_imports_neither_jax_nor_tensorflow(command):
 
 def test_import_jaxhub_is_lazy_and_the_first_use_registers_the_repository_resolver():
     code = ("import sys, jaxhub; assert 'jax' not in sys.modules; jaxhub.load; "
-            "print('jaxhub.catalog' in sys.modules, 'jax' in sys.modules)")
+            "print('jaxhub._src.catalog.resolver' in sys.modules, 'jax' in sys.modules, "
+            "'jaxhub._src.catalog.site' in sys.modules)")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                             timeout=120)
     assert result.returncode == 0, result.stderr
-    assert result.stdout.split() == ["True", "True"]
+    assert result.stdout.split() == ["True", "True", "False"]  # the resolver, not the site

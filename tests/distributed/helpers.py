@@ -9,6 +9,7 @@ import shutil
 import socket
 import subprocess
 import sys
+from tests.conftest import repo_pythonpath
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 WORKERS = pathlib.Path(__file__).resolve().parent / "workers"
@@ -16,7 +17,7 @@ WORKERS = pathlib.Path(__file__).resolve().parent / "workers"
 
 def worker_env(devices: int = 1) -> dict[str, str]:
     """The environment of a worker: the repo importable, ``devices`` host devices."""
-    env = dict(os.environ, PYTHONPATH=str(ROOT), JAX_PLATFORMS="cpu")
+    env = dict(os.environ, PYTHONPATH=repo_pythonpath(), JAX_PLATFORMS="cpu")
     env["XLA_FLAGS"] = f"--xla_force_host_platform_device_count={devices}"
     return env
 

@@ -7,7 +7,7 @@ import subprocess
 import numpy as np
 
 import jaxhub
-from jaxhub import tree
+from jaxhub._src import tree
 from tests.distributed.helpers import ROOT, finish, free_port, worker_command, worker_env
 from tests.distributed.workers import finetune
 

@@ -10,6 +10,7 @@ import sys
 import pytest
 
 import jaxhub
+from tests.conftest import repo_pythonpath
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 
@@ -21,7 +22,7 @@ def test_fine_tune_example_runs(tmp_path):
         [sys.executable, str(ROOT / "examples" / "fine_tune.py"), "--out", str(tmp_path),
          "--steps", "20", "--pretrain-steps", "20", "--examples-b", "64"],
         cwd=ROOT, capture_output=True, text=True, timeout=300,
-        env=dict(os.environ, PYTHONPATH=str(ROOT), JAX_PLATFORMS="cpu"))
+        env=dict(os.environ, PYTHONPATH=repo_pythonpath(), JAX_PLATFORMS="cpu"))
     assert result.returncode == 0, result.stderr[-3000:]
     png = (tmp_path / "loss_curve.png").read_bytes()
     assert png.startswith(b"\x89PNG") and len(png) > 10_000

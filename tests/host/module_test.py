@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 import jaxhub
-from jaxhub.host import ATTACHMENT_KEY, HostStage
+from jaxhub._src.host import ATTACHMENT_KEY, HostStage
 
 PROGRAM = {
     "inputs": {"default": {"dtype": "string", "shape": [None]}},
@@ -66,3 +66,13 @@ def test_an_empty_batch_of_strings_is_a_signature_error():
     with pytest.raises(jaxhub.SignatureError, match=r"signature 'default': input 'ids' has "
                                                     r"batch=0 on axis 0.*empty batch"):
         _module()([])
+
+
+def test_the_host_stage_is_an_explicit_step_before_a_pure_device_call():
+    module = _module()
+    words = ["Apple", "apple", "pear"]
+    assert module.has_host_stage("default")
+    feeds = module.preprocess(words)
+    assert feeds["ids"].dtype == np.int32
+    jitted = jax.jit(lambda p, f: module.apply_device(p, f))
+    np.testing.assert_allclose(jitted(module.params, feeds), module(words))

@@ -5,9 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from jaxhub.host import HostStage, HostStageError
-from jaxhub.host.program import decode_array, encode_array
-from jaxhub.specs import SignatureError
+from jaxhub._src.host import HostStage, HostStageError
+from jaxhub._src.host.program import decode_array, encode_array
+from jaxhub._src.specs import SignatureError
 
 
 def _program(nodes, outputs, **extra):

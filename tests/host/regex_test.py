@@ -8,8 +8,8 @@ import time
 import numpy as np
 import pytest
 
-from jaxhub.host import HostStage, HostStageError
-from jaxhub.host.program import encode_array
+from jaxhub._src.host import HostStage, HostStageError
+from jaxhub._src.host.program import encode_array
 
 tf = pytest.importorskip("tensorflow")
 

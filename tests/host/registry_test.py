@@ -11,11 +11,11 @@ import pytest
 import tensorflow as tf
 from tensorflow.python.framework import op_def_registry
 
-from converters.from_tf import graph as graph_lib
-from converters.from_tf.host import split
-from converters.from_tf.ops import registry as tf_ops
-from jaxhub.host import ops as host_ops
-from jaxhub.host.registry import Registry
+from jaxhub_tf.from_tf import graph as graph_lib
+from jaxhub_tf.from_tf.host_stages import split
+from jaxhub_tf.from_tf.ops import registry as tf_ops
+from jaxhub._src.host import ops as host_ops
+from jaxhub._src.host.registry import Registry
 
 
 def _double(node, x):

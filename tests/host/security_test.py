@@ -17,8 +17,8 @@ import numpy as np
 import pytest
 
 import jaxhub
-from jaxhub.host import ATTACHMENT_KEY, HostLimits, HostStage, HostStageError
-from jaxhub.host.program import encode_array
+from jaxhub._src.host import ATTACHMENT_KEY, HostLimits, HostStage, HostStageError
+from jaxhub._src.host.program import encode_array
 
 VOCAB = "apple\npear\nplum\n"
 WORDS = ["pear", "Apple", "kiwi", "plum"]

@@ -11,10 +11,11 @@ import tarfile
 
 import pytest
 
-from jaxhub import hub
+from jaxhub._src import hub
 
 from .helpers import entries, file_info, staging, tar_bytes
 from .server import Route
+from tests.conftest import repo_pythonpath
 
 _ROOT = pathlib.Path(__file__).resolve().parents[2]
 
@@ -107,7 +108,7 @@ import os, subprocess, sys
 cache, archive = sys.argv[1:3]
 subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4m,nr_inodes=12", "tmpfs", cache],
                check=True)
-from jaxhub import hub
+from jaxhub._src import hub
 try:
     hub.resolve(archive, cache_dir=cache)
 except hub.HubError as e:
@@ -127,7 +128,7 @@ def test_full_disk_is_a_clear_error_and_leaves_nothing(tmp_path):
     cache.mkdir()
     run = subprocess.run(
         ["unshare", "-rm", sys.executable, "-c", _FULL_DISK, str(cache), str(archive)],
-        cwd=_ROOT, env=dict(os.environ, PYTHONPATH=str(_ROOT), JAXHUB_MIN_FREE_BYTES="0"),
+        cwd=_ROOT, env=dict(os.environ, PYTHONPATH=repo_pythonpath(), JAXHUB_MIN_FREE_BYTES="0"),
         capture_output=True, text=True, timeout=120)
     assert run.returncode == 0, run.stderr
     assert run.stdout.startswith(f"CacheWriteError Caching {archive} in {cache} failed: "

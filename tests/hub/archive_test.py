@@ -7,7 +7,7 @@ import tarfile
 
 import pytest
 
-from jaxhub import hub
+from jaxhub._src import hub
 
 from .helpers import (entries, file_info, files_outside, link_info, make_module_dir, staging,
                       tar_bytes, tree_digest)

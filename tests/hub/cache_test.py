@@ -11,9 +11,9 @@ import sys
 
 import pytest
 
-from jaxhub import hub
-from jaxhub.hub.cache import Cache
-from jaxhub.hub.manifest import SAMPLE_FILES
+from jaxhub._src import hub
+from jaxhub._src.hub.cache import Cache
+from jaxhub._src.hub.entry_record import SAMPLE_FILES
 
 from .helpers import entries, file_info, staging, tar_bytes, tree_digest
 from .server import Route

@@ -10,10 +10,11 @@ import sys
 
 import pytest
 
-from jaxhub import hub
-from jaxhub.cli import main
+from jaxhub._src import hub
+from jaxhub._src.cli import main
 
 from .helpers import make_module_dir, tree_digest
+from tests.conftest import repo_pythonpath
 
 _ROOT = pathlib.Path(__file__).resolve().parents[2]
 
@@ -22,7 +23,7 @@ def test_pack_prints_the_sha256_of_the_archive(tmp_path):
     source = make_module_dir(tmp_path / "src")
     out = tmp_path / "m.tar.gz"
     run = subprocess.run([sys.executable, "-m", "jaxhub", "pack", str(source), str(out)],
-                         cwd=_ROOT, env=dict(os.environ, PYTHONPATH=str(_ROOT)),
+                         cwd=_ROOT, env=dict(os.environ, PYTHONPATH=repo_pythonpath()),
                          capture_output=True, text=True, timeout=120)
     assert run.returncode == 0, run.stderr
     assert run.stdout.strip() == hashlib.sha256(out.read_bytes()).hexdigest()

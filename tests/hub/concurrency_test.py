@@ -12,11 +12,12 @@ import time
 
 import pytest
 
-from jaxhub import hub
-from jaxhub.hub.cache import Cache, entry_key
+from jaxhub._src import hub
+from jaxhub._src.hub.cache import Cache, entry_key
 
 from .helpers import entries, make_module_dir, packed, staging, tree_digest
 from .server import Route
+from tests.conftest import repo_pythonpath
 
 _ROOT = pathlib.Path(__file__).resolve().parents[2]
 
@@ -24,7 +25,7 @@ _ROOT = pathlib.Path(__file__).resolve().parents[2]
 # resolves and prints the path it got.
 _LOADER = """
 import pathlib, sys, time
-from jaxhub import hub
+from jaxhub._src import hub
 url, cache, ready, go = sys.argv[1:5]
 pathlib.Path(ready).touch()
 while not pathlib.Path(go).exists():
@@ -34,7 +35,7 @@ print(hub.resolve(url, cache_dir=cache))
 
 
 def _spawn(args: list[str]) -> subprocess.Popen:
-    env = dict(os.environ, PYTHONPATH=str(_ROOT), JAXHUB_DISABLE_PROGRESS="1",
+    env = dict(os.environ, PYTHONPATH=repo_pythonpath(), JAXHUB_DISABLE_PROGRESS="1",
                no_proxy="127.0.0.1,localhost")
     return subprocess.Popen([sys.executable, "-c", _LOADER, *args], cwd=_ROOT, env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
@@ -132,7 +133,7 @@ def test_waiting_for_a_live_download_is_announced(published, cache, caplog):
     holder.start()
     holding.wait(timeout=30)
     threading.Timer(2.5, release.set).start()
-    with caplog.at_level("WARNING", logger="jaxhub.hub.cache"):
+    with caplog.at_level("WARNING", logger="jaxhub._src.hub.cache"):
         path = hub.resolve(url, cache_dir=cache)
     holder.join(timeout=30)
     assert "Waiting for another process" in caplog.text

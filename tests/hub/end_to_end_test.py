@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 import jaxhub
-from jaxhub import hub
+from jaxhub._src import hub
 from tests.conftest import mlp, mlp_params
 
 from .server import Route

@@ -10,7 +10,7 @@ import tarfile
 
 import numpy as np
 
-from jaxhub import hub
+from jaxhub._src import hub
 
 
 def make_module_dir(root: pathlib.Path, seed: int = 0, big: int = 200_000) -> pathlib.Path:

@@ -13,11 +13,12 @@ import time
 import filelock
 import pytest
 
-from jaxhub import hub
-from jaxhub.hub.cache import entry_key
+from jaxhub._src import hub
+from jaxhub._src.hub.cache import entry_key
 
 from .helpers import entries, make_module_dir, packed, staging, tree_digest
 from .server import Route
+from tests.conftest import repo_pythonpath
 
 _ROOT = pathlib.Path(__file__).resolve().parents[2]
 
@@ -85,7 +86,7 @@ def test_lock_wait_names_the_holder_and_gives_up(server, tmp_path, cache, monkey
     body, _ = packed(make_module_dir(tmp_path / "src"), tmp_path / "m.tar.gz")
     path = "/held/module.tar.gz"
     url = server.add(path, Route(body=body, byte_delay=0.01))
-    env = dict(os.environ, PYTHONPATH=str(_ROOT), JAXHUB_DOWNLOAD_MIN_RATE="0")
+    env = dict(os.environ, PYTHONPATH=repo_pythonpath(), JAXHUB_DOWNLOAD_MIN_RATE="0")
     child = subprocess.Popen([sys.executable, "-c", _LOADER, url, str(cache)], cwd=_ROOT,
                              env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     try:
@@ -94,7 +95,7 @@ def test_lock_wait_names_the_holder_and_gives_up(server, tmp_path, cache, monkey
             assert time.monotonic() < deadline and child.poll() is None
             time.sleep(0.05)
         monkeypatch.setenv("JAXHUB_LOCK_TIMEOUT", "2.5")
-        with caplog.at_level(logging.WARNING, logger="jaxhub.hub.cache"):
+        with caplog.at_level(logging.WARNING, logger="jaxhub._src.hub.cache"):
             with pytest.raises(hub.CacheLockError) as error:
                 hub.resolve(url, cache_dir=cache)
     finally:
@@ -116,7 +117,7 @@ def test_resume_answered_from_byte_zero_is_not_spliced(server, tmp_path, cache, 
     body, digest = packed(source, tmp_path / "m.tar.gz")
     path = "/wrong-range/module.tar.gz"
     url = server.add(path, Route(body=body, drop_first=1, ranges=True, range_from_start=True))
-    with caplog.at_level(logging.WARNING, logger="jaxhub.hub.download"):
+    with caplog.at_level(logging.WARNING, logger="jaxhub._src.hub.download"):
         resolved = hub.resolve(url, cache_dir=cache, sha256=digest)
     assert tree_digest(resolved) == tree_digest(source)
     assert f"asked to resume at byte {len(body) // 2}" in caplog.text
@@ -130,7 +131,7 @@ def test_refused_connection_fails_at_once_and_asks_if_the_server_runs(cache, cap
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
     url = f"http://127.0.0.1:{port}/module.tar.gz"
-    with caplog.at_level(logging.WARNING, logger="jaxhub.hub.download"):
+    with caplog.at_level(logging.WARNING, logger="jaxhub._src.hub.download"):
         with pytest.raises(hub.DownloadError) as error:
             hub.resolve(url, cache_dir=cache)
     assert str(error.value) == (f"Cannot connect to 127.0.0.1:{port}: connection refused. "

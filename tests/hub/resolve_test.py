@@ -9,10 +9,11 @@ import sys
 
 import pytest
 
-from jaxhub import hub
+from jaxhub._src import hub
 
 from .helpers import entries, make_module_dir, packed, staging, tree_digest
 from .server import Route
+from tests.conftest import repo_pythonpath
 
 
 def test_local_directory_is_returned_as_is(module_dir, cache):
@@ -240,7 +241,7 @@ def test_resolving_never_imports_tensorflow(published, cache):
             "print('tensorflow' in sys.modules)")
     root = pathlib.Path(__file__).resolve().parents[2]
     run = subprocess.run([sys.executable, "-c", code, published[0], str(cache)], cwd=root,
-                         env=dict(os.environ, PYTHONPATH=str(root)), capture_output=True,
+                         env=dict(os.environ, PYTHONPATH=repo_pythonpath()), capture_output=True,
                          text=True, timeout=120)
     assert run.returncode == 0, run.stderr
     assert run.stdout.strip() == "False"

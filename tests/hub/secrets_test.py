@@ -10,9 +10,9 @@ import subprocess
 
 import pytest
 
-from jaxhub import hub
-from jaxhub.cli import main
-from jaxhub.hub.urls import canonical_url
+from jaxhub._src import hub
+from jaxhub._src.cli import main
+from jaxhub._src.hub.urls import canonical_url
 
 from .helpers import entries, staging, tree_digest
 from .server import HubServer, Route

@@ -8,9 +8,9 @@ import tensorflow as tf
 import tensorflow_hub
 
 import jaxhub
-from jaxhub import hub
-from jaxhub.cli import main
-from jaxhub.hub.cache import Cache
+from jaxhub._src import hub
+from jaxhub._src.cli import main
+from jaxhub._src.hub.cache import Cache
 
 from .helpers import tree_digest
 from .server import Route

@@ -5,7 +5,7 @@ Importing this package registers every family: add a new family module to ``_FAM
 Conventions for every family (extend them in the same way):
 
 * Static in, static out: when every input is static (numpy), compute with numpy
-  (:func:`~converters.from_tf.values.xnp` picks the module), so shape arithmetic stays
+  (:func:`~jaxhub_tf.from_tf.values.xnp` picks the module), so shape arithmetic stays
   concrete under ``jit`` and ``jax.export``.
 * Attributes are read with ``node.attr(name)``; a dtype attribute comes back as a numpy
   dtype, to pass to ``astype``.

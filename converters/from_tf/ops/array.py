@@ -16,8 +16,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from converters.from_tf.ops.registry import register
-from converters.from_tf.values import as_jax, has_symbolic, is_static, shape_tuple, xnp
+from jaxhub_tf.from_tf.ops.registry import register
+from jaxhub_tf.from_tf.values import as_jax, has_symbolic, is_static, shape_tuple, xnp
 
 
 def _ints(value) -> list[int]:

@@ -21,9 +21,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from converters.from_tf.ops.registry import register
-from converters.from_tf.ops.tensor_lists import PendingList
-from converters.from_tf.values import (UNKNOWN, Context, Resource, UnknowableError, as_jax,
+from jaxhub_tf.from_tf.ops.registry import register
+from jaxhub_tf.from_tf.ops.tensor_lists import PendingList
+from jaxhub_tf.from_tf.values import (UNKNOWN, Context, Resource, UnknowableError, as_jax,
                                        is_static)
 
 #: How many iterations partial evaluation simulates before giving up on a static trip

@@ -35,8 +35,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from converters.from_tf.ops.registry import register
-from converters.from_tf.values import as_jax, shape_tuple
+from jaxhub_tf.from_tf.ops.registry import register
+from jaxhub_tf.from_tf.values import as_jax, shape_tuple
 
 #: Depthwise kernels with at most this many taps run as shifted multiply-adds.
 MAX_SHIFTED_TAPS = 25

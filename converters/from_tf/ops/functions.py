@@ -8,7 +8,7 @@ Python functions (``tf.py_function``, ``tf.numpy_function``) are refused with ad
 
 from __future__ import annotations
 
-from converters.from_tf.ops.registry import refuse, register
+from jaxhub_tf.from_tf.ops.registry import refuse, register
 
 # A SavedModel keeps only a token naming the Python function, never its code; TF itself
 # cannot run such a node after the process that saved it has exited.

@@ -15,7 +15,7 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from converters.from_tf.ops.registry import register
+from jaxhub_tf.from_tf.ops.registry import register
 
 
 @register("Relu")

@@ -11,8 +11,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from converters.from_tf.ops.registry import register
-from converters.from_tf.values import UnknowableError, as_jax, is_static, shape_tuple
+from jaxhub_tf.from_tf.ops.registry import register
+from jaxhub_tf.from_tf.values import UnknowableError, as_jax, is_static, shape_tuple
 
 #: The numbers come from the caller's JAX key, so TF's op seeds do not pick them.
 _SEEDS = ("seed", "seed2")

@@ -16,7 +16,7 @@ Values flowing through the interpreter are of two kinds:
 
 Register an op of your own before converting::
 
-    from converters.from_tf.ops import registry
+    from jaxhub_tf.from_tf.ops import registry
 
     @registry.register("MyCustomOp", attrs=("scale",))
     def _my_custom_op(node, x):
@@ -38,11 +38,11 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any, Callable, Container, Iterable, Mapping, Protocol
 
-from jaxhub.host.registry import ANY as ANY
-from jaxhub.host.registry import AttrSpec, Registry
+from jaxhub.extend import ANY as ANY
+from jaxhub.extend import AttrSpec, Registry
 
 if TYPE_CHECKING:
-    from converters.from_tf.values import Context
+    from jaxhub_tf.from_tf.values import Context
 
 
 class Node(Protocol):
@@ -103,7 +103,7 @@ def refuse(*op_names: str, reason: str) -> None:
     """
 
     def refused(node, *inputs):
-        from converters.from_tf.interpreter import UnsupportedOpsError  # imports the ops
+        from jaxhub_tf.from_tf.interpreter import UnsupportedOpsError  # imports the ops
         raise UnsupportedOpsError(f"TF node {node.name!r} ({node.op}): {_REFUSED[node.op]}")
 
     register(*op_names)(refused)
@@ -133,7 +133,7 @@ def attr_violations(node: Node, present: Iterable[str], implicit: Container[str]
                     ) -> list[str]:
     """What is wrong with the attributes of ``node``, whose op is registered.
 
-    See :meth:`jaxhub.host.registry.Registry.attr_problems`. Nothing, for a refused op:
+    See :meth:`jaxhub.extend.Registry.attr_problems`. Nothing, for a refused op:
     its node fails with the reason, whatever its attributes.
     """
     if node.op in _REFUSED:

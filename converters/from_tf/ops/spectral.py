@@ -7,8 +7,8 @@ from __future__ import annotations
 import jax.numpy as jnp
 import numpy as np
 
-from converters.from_tf.ops.registry import register
-from converters.from_tf.values import as_jax
+from jaxhub_tf.from_tf.ops.registry import register
+from jaxhub_tf.from_tf.values import as_jax
 
 _COMPLEX = {
     "FFT": (jnp.fft.fftn, 1), "FFT2D": (jnp.fft.fftn, 2), "FFT3D": (jnp.fft.fftn, 3),

@@ -16,8 +16,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from converters.from_tf.ops.registry import register
-from converters.from_tf.values import as_jax, is_static, shape_tuple
+from jaxhub_tf.from_tf.ops.registry import register
+from jaxhub_tf.from_tf.values import as_jax, is_static, shape_tuple
 
 
 @dataclasses.dataclass(frozen=True)

@@ -18,8 +18,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from converters.from_tf.ops.registry import register
-from converters.from_tf.values import Resource, as_jax, is_static
+from jaxhub_tf.from_tf.ops.registry import register
+from jaxhub_tf.from_tf.values import Resource, as_jax, is_static
 
 
 @register("VariableV2", "Variable", attrs=("shape", "container", "shared_name"))

@@ -1,6 +1,6 @@
 """Resource variables: handles, reads, and assignments that become returned state.
 
-A variable handle is a :class:`~converters.from_tf.values.Resource` naming an entry of the
+A variable handle is a :class:`~jaxhub_tf.from_tf.values.Resource` naming an entry of the
 running context's ``state`` (the converter fills it from the model's params). Reads look
 the entry up; assignments replace it, and the interpreter returns what changed, so a
 train variant can hand back updated batch-norm statistics or seed counters.
@@ -11,8 +11,8 @@ from __future__ import annotations
 import jax.numpy as jnp
 import numpy as np
 
-from converters.from_tf.ops.registry import register
-from converters.from_tf.values import UNKNOWN, Resource, as_jax, is_static
+from jaxhub_tf.from_tf.ops.registry import register
+from jaxhub_tf.from_tf.values import UNKNOWN, Resource, as_jax, is_static
 
 
 @register("VarHandleOp", attrs=("container", "shared_name", "debug_name", "shape",

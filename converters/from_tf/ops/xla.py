@@ -19,8 +19,8 @@ from typing import Iterable
 import jax
 from jax import export as jax_export
 
-from converters.from_tf.ops.registry import register
-from converters.from_tf.values import as_jax, is_static
+from jaxhub_tf.from_tf.ops.registry import register
+from jaxhub_tf.from_tf.values import as_jax, is_static
 
 
 #: Not implemented: called TF functions (``function_list``), side effects (tokens) and

@@ -19,6 +19,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import tensorflow as tf
+from tests.conftest import repo_pythonpath
 
 REPO_ROOT = pathlib.Path(__file__).resolve().parents[3]
 
@@ -168,7 +169,7 @@ def round_trip_in_fresh_process(module_dir: pathlib.Path, inputs, ref, signature
     np.savez(data, **{f"in:{k}": v for k, v in inputs.items()},
              **{f"ct:{k}": v for k, v in ref["cotangents"].items()})
     out = workdir / "round_trip_out.npz"
-    env = dict(os.environ, PYTHONPATH=str(REPO_ROOT), JAX_PLATFORMS="cpu")
+    env = dict(os.environ, PYTHONPATH=repo_pythonpath(), JAX_PLATFORMS="cpu")
     proc = subprocess.run([sys.executable, "-c", _ROUND_TRIP, str(module_dir), str(data),
                            signature, str(out)], env=env, capture_output=True, text=True,
                           timeout=300)

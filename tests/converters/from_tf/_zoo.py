@@ -25,7 +25,7 @@ import tensorflow as tf
 import tf_keras
 from tensorflow.python.util import _pywrap_util_port
 
-from tests.converters.from_tf._helpers import REPO_ROOT
+from tests.conftest import repo_pythonpath
 
 #: Classes of every zoo model (a small head keeps the last kernel cheap).
 CLASSES = 10
@@ -233,7 +233,7 @@ def tf_reference_other_kernels(spec: ZooModel, api: Any, x: np.ndarray, cotangen
     """
     src, dst = workdir / "reference_inputs.npz", workdir / "reference_other_kernels.npz"
     np.savez(src, images=x, cotangent=cotangent)
-    env = dict(os.environ, PYTHONPATH=str(REPO_ROOT),
+    env = dict(os.environ, PYTHONPATH=repo_pythonpath(),
                TF_ENABLE_ONEDNN_OPTS="0" if onednn_enabled() else "1")
     proc = subprocess.run([sys.executable, "-m", __name__, spec.name, api.__name__, str(src),
                            str(dst)], env=env, capture_output=True, text=True, timeout=600)

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from converters.from_tf import savedmodel
+from jaxhub_tf.from_tf import saved_model
 from tests.converters.from_tf import _helpers
 
 SPEC = tf.TensorSpec([None, 4], tf.float32)
@@ -64,7 +64,7 @@ def saved_path(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def converted(saved_path):
-    return savedmodel.load_saved_model(saved_path)
+    return saved_model.load_saved_model(saved_path)
 
 
 def _inputs(scale: float) -> np.ndarray:
@@ -140,7 +140,7 @@ def data_dependent(tmp_path_factory):
     module = DataDependentLoop()
     path = tmp_path_factory.mktemp("data_dependent") / "saved_model"
     tf.saved_model.save(module, str(path))
-    return savedmodel.load_saved_model(path), tf.saved_model.load(str(path))
+    return saved_model.load_saved_model(path), tf.saved_model.load(str(path))
 
 
 @pytest.mark.parametrize("jit", [False, True])
@@ -189,7 +189,7 @@ def _saved_with_training_call(module: tf.Module, path):
     module.__call__.get_concrete_function(SPEC, training=False)
     module.__call__.get_concrete_function(SPEC, training=True)
     tf.saved_model.save(module, str(path))
-    return savedmodel.load_saved_model(path)
+    return saved_model.load_saved_model(path)
 
 
 def test_random_ops_draw_from_the_explicit_key(tmp_path):

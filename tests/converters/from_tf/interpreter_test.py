@@ -14,9 +14,9 @@ import tensorflow as tf
 from jax import export as jax_export
 from tensorflow.core.framework import graph_pb2
 
-from converters.from_tf import interpreter
-from converters.from_tf.ops import registry
-from converters.from_tf.values import Resource
+from jaxhub_tf.from_tf import interpreter
+from jaxhub_tf.from_tf.ops import registry
+from jaxhub_tf.from_tf.values import Resource
 from tests.converters.from_tf import _helpers
 
 

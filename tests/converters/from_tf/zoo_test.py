@@ -28,7 +28,7 @@ import numpy as np
 import pytest
 import tf_keras
 
-from converters.from_tf import savedmodel
+from jaxhub_tf.from_tf import saved_model
 from tests.converters.from_tf import _helpers, _zoo
 
 #: Relative error allowed (float32 through 50-120 layers measures about 1e-6).
@@ -65,9 +65,9 @@ class _Converted:
         saved = workdir / "saved_model"
         self.signature = save(self.model, saved)
         if destination is None:
-            self.module = savedmodel.load_saved_model(saved)
+            self.module = saved_model.load_saved_model(saved)
         else:
-            self.module = savedmodel.convert_saved_model(saved, destination)
+            self.module = saved_model.convert_saved_model(saved, destination)
         sig = self.module.signatures[self.signature]
         (self.input_name,) = sig.inputs
         (self.output_name,) = sig.outputs

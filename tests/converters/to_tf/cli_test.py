@@ -10,13 +10,14 @@ import sys
 import numpy as np
 import tensorflow_hub as hub
 
-from jaxhub import cli
+from jaxhub._src import cli
+from tests.conftest import repo_pythonpath
 
 REPO_ROOT = pathlib.Path(__file__).resolve().parents[3]
 
 
 def _jaxhub(tmp_path, *args: str) -> subprocess.CompletedProcess:
-    env = dict(os.environ, PYTHONPATH=str(REPO_ROOT), JAXHUB_CACHE_DIR=str(tmp_path / "cache"))
+    env = dict(os.environ, PYTHONPATH=repo_pythonpath(), JAXHUB_CACHE_DIR=str(tmp_path / "cache"))
     return subprocess.run([sys.executable, "-m", "jaxhub", *args], env=env, cwd=tmp_path,
                           capture_output=True, text=True, timeout=300)
 

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 import jaxhub
-from converters.to_tf import export_saved_model
+from jaxhub_tf.to_tf import export_saved_model
 
 DROPOUT_KEEP = 0.8
 BN_MOMENTUM = 0.9

@@ -11,7 +11,7 @@ import tf_keras
 from flax import nnx
 
 import jaxhub
-from converters.to_tf import export_saved_model
+from jaxhub_tf.to_tf import export_saved_model
 
 
 class _Net(nnx.Module):
@@ -53,7 +53,7 @@ def test_flax_train_variant_runs_in_tf(flax_saved_model, flax_module):
     want, state = flax_module(x, tags="train", rng=key)
     np.testing.assert_allclose(obj(x, training=True).numpy(), want, rtol=1e-5, atol=1e-5)
     variables = {v.name.split(":")[0]: v.numpy() for v in obj.variables}
-    for path, value in jaxhub.tree.flatten(state):
+    for path, value in jaxhub._src.tree.flatten(state):
         np.testing.assert_allclose(variables["/".join(path)], value, rtol=1e-5, atol=1e-6)
 
 
@@ -74,7 +74,7 @@ def test_flax_model_fine_tunes_in_tf_keras(flax_saved_model, flax_module):
     for v in layer.non_trainable_weights:
         assert not np.allclose(v.numpy(), stats[v.name]), v.name
     # The fine-tuned variables give, in jaxhub, what TF computes.
-    tuned = jaxhub.tree.unflatten(
+    tuned = jaxhub._src.tree.unflatten(
         (tuple(v.name.split(":")[0].split("/")), v.numpy()) for v in layer.weights)
     np.testing.assert_allclose(model.predict(x[:4], verbose=0),
                                flax_module.apply(jax.tree.map(np.asarray, tuned), x[:4]),

@@ -9,10 +9,10 @@ import pytest
 import tensorflow as tf
 import tf_keras
 
-from converters.from_tf.savedmodel import load_saved_model
-from converters.to_tf import export_saved_model
+from jaxhub_tf.from_tf.saved_model import load_saved_model
+from jaxhub_tf.to_tf import export_saved_model
 import jaxhub
-from jaxhub import tree as tree_lib
+from jaxhub._src import tree
 from tests.conftest import mlp, mlp_params
 from tests.converters.to_tf.conftest import bn_inputs
 
@@ -60,7 +60,7 @@ def noisy_module():
 
 def _float_params(module: jaxhub.Module) -> dict:
     """The module's float params (a converted SavedModel also has its integer RNG state)."""
-    return tree_lib.unflatten((path, v) for path, v in tree_lib.flatten(module.params)
+    return tree.unflatten((path, v) for path, v in tree.flatten(module.params)
                               if jnp.issubdtype(v.dtype, jnp.floating))
 
 
@@ -115,10 +115,10 @@ def test_jaxhub_to_tf_to_jaxhub_keeps_outputs_and_gradients(mlp_saved_model, mlp
     grads = jax.grad(lambda p: jnp.sum(
         module.apply(jaxhub.merge_params(module.params, p), x) ** 2))(floats)
     want = jax.grad(lambda p: jnp.sum(mlp_module.apply(p, x) ** 2))(mlp_module.params)
-    assert tree_lib.flatten(jax.tree.map(np.shape, grads)) == tree_lib.flatten(
+    assert tree.flatten(jax.tree.map(np.shape, grads)) == tree.flatten(
         jax.tree.map(np.shape, want))
-    want = dict(tree_lib.flatten(want))
-    for path, g in tree_lib.flatten(grads):
+    want = dict(tree.flatten(want))
+    for path, g in tree.flatten(grads):
         np.testing.assert_allclose(g, want[path], rtol=1e-5, atol=1e-6)
 
 
@@ -150,9 +150,9 @@ def test_jaxhub_to_tf_to_jaxhub_train_variant_keeps_gradients_and_state(noisy_mo
         _float_params(module))
     want_grads, want_state = jax.grad(loss, argnums=1, has_aux=True)(
         noisy_module.apply, noisy_module.params)
-    want = dict(tree_lib.flatten(want_grads))
-    assert {path for path, _ in tree_lib.flatten(grads)} == set(want)
-    for path, g in tree_lib.flatten(grads):
+    want = dict(tree.flatten(want_grads))
+    assert {path for path, _ in tree.flatten(grads)} == set(want)
+    for path, g in tree.flatten(grads):
         np.testing.assert_allclose(g, want[path], rtol=1e-5, atol=1e-6, err_msg=str(path))
     np.testing.assert_allclose(state["stats"]["mean"], want_state["stats"]["mean"],
                                rtol=1e-5, atol=1e-6)

@@ -17,7 +17,7 @@ from flax import nnx
 from jax.sharding import NamedSharding, PartitionSpec as P
 
 import jaxhub
-from jaxhub import tree
+from jaxhub._src import tree
 from jaxhub.nnx import HubLayer
 from tests.distributed.workers import finetune
 

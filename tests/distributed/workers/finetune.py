@@ -19,7 +19,7 @@ from flax import linen, nnx
 from jax.sharding import NamedSharding, PartitionSpec as P
 
 import jaxhub
-from jaxhub import tree
+from jaxhub._src import tree
 from jaxhub import linen as hub_linen
 from jaxhub import nnx as hub_nnx
 

@@ -13,7 +13,7 @@ import numpy as np
 from jax.sharding import NamedSharding, PartitionSpec as P
 
 import jaxhub
-from jaxhub import tree
+from jaxhub._src import tree
 
 
 def shard_over(mesh: jax.sharding.Mesh):

@@ -26,8 +26,8 @@ def main(module_dir: str, port: str, process_id: str, out_dir: str, *mode: str) 
     from jax.sharding import NamedSharding, PartitionSpec as P
 
     import jaxhub
-    from jaxhub import tree
-    from jaxhub.exporter import ModuleExporter
+    from jaxhub._src import tree
+    from jaxhub._src.exporter import ModuleExporter
     from tests.distributed.workers import finetune
 
     assert jax.process_count() == 2 and jax.device_count() == 2, jax.devices()

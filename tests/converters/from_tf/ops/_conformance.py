@@ -19,7 +19,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from converters.from_tf.interpreter import run_graph
+from jaxhub_tf.from_tf.interpreter import run_graph
 
 Sampler = Callable[[np.random.Generator, tuple, np.dtype], np.ndarray]
 

@@ -141,7 +141,7 @@ def test_strided_slices_of_a_symbolic_batch_are_slices_not_gathers():
     import jax.numpy as jnp
     from jax import export
 
-    from converters.from_tf.interpreter import run_graph
+    from jaxhub_tf.from_tf.interpreter import run_graph
     fn = tf.function(lambda x: x[:, ::2, ..., 4:0:-2])
     concrete = fn.get_concrete_function(tf.TensorSpec((None, 5, 3, 6), tf.float32))
     run = run_graph(concrete.graph.as_graph_def(), [t.name for t in concrete.inputs],

@@ -12,7 +12,7 @@ import tensorflow as tf
 from jax import export
 from jax.extend.core import jaxprs_in_params
 
-from converters.from_tf.interpreter import run_graph
+from jaxhub_tf.from_tf.interpreter import run_graph
 from tests.converters.from_tf.ops._conformance import Case
 from tests.converters.from_tf.ops.conv_test import CONV, DEPTHWISE
 

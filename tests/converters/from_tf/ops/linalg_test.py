@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from converters.from_tf.interpreter import run_graph
+from jaxhub_tf.from_tf.interpreter import run_graph
 from tests.converters.from_tf.ops._conformance import (Case, check, integers, normal, params,
                                                        spd)
 

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from converters.from_tf.interpreter import run_graph
+from jaxhub_tf.from_tf.interpreter import run_graph
 
 _N = (200, 100)
 

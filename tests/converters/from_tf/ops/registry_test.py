@@ -18,10 +18,10 @@ import pytest
 import tensorflow as tf
 from tensorflow.python.framework import op_def_registry
 
-from converters.from_tf import graph as graph_lib
-from converters.from_tf import interpreter
-from converters.from_tf import ops as ops_package
-from converters.from_tf.ops import registry
+from jaxhub_tf.from_tf import graph as graph_lib
+from jaxhub_tf.from_tf import interpreter
+from jaxhub_tf.from_tf import ops as ops_package
+from jaxhub_tf.from_tf.ops import registry
 from tests.converters.from_tf.ops import (activation_test, array_test, conv_test,
                                           elementwise_test, image_test, linalg_test,
                                           losses_test, normalization_test, random_test,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from converters.from_tf.tf1_hub import load_tf1_hub_module
+from jaxhub_tf.from_tf.tf1.hub_module import load_tf1_hub_module
 
 from ._session import FIXTURES, TF1Session
 

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 import jaxhub
-from jaxhub import hub
+from jaxhub._src import hub
 from tests.hub.server import HubServer, Route
 
 from ._session import FIXTURES

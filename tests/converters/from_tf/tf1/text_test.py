@@ -13,9 +13,9 @@ import pytest
 import tensorflow as tf
 
 import jaxhub
-from converters.from_tf.host import split as split_lib
-from converters.from_tf.tf1_hub import load_tf1_hub_module
-from jaxhub.host import HostStage
+from jaxhub_tf.from_tf.host_stages import split
+from jaxhub_tf.from_tf.tf1.hub_module import load_tf1_hub_module
+from jaxhub._src.host import HostStage
 
 from ._session import REPO_ROOT, flat_params
 
@@ -57,7 +57,7 @@ def test_embedding_gradient_matches_tf(converted, tf_session):
 def test_vocabulary_is_an_asset_and_the_host_stage_is_data(converted):
     embed = converted("text")
     assert embed.assets["vocab.txt"].read_text().split("\n")[:3] == ["<unk>", "a", "long"]
-    stages = embed.attachments[jaxhub.host.ATTACHMENT_KEY]
+    stages = embed.attachments[jaxhub.extend.HOST_STAGES_ATTACHMENT]
     assert set(stages) == {"default", "tokens"}
     ops = {node["op"] for node in stages["default"]["nodes"]}
     assert {"StringLower", "StaticRegexReplace", "StringSplit", "LookupTableFindV2",
@@ -93,10 +93,9 @@ def _host_vs_tf(build, inputs):
         outputs = outputs if isinstance(outputs, (list, tuple)) else [outputs]
         with v1.Session() as sess:
             theirs = sess.run(outputs, {x: inputs})
-    from converters.from_tf import graph as graph_lib
-    fn = graph_lib.function_from_graph_def(graph.as_graph_def(), ["x:0"],
-                                           [t.name for t in outputs])
-    parts = split_lib.split(fn)
+    from jaxhub_tf.from_tf.graph import function_from_graph_def
+    fn = function_from_graph_def(graph.as_graph_def(), ["x:0"], [t.name for t in outputs])
+    parts = split.split(fn)
     feeds = HostStage(parts.program).run({"x": np.asarray(inputs, object)})
     return [feeds[source] for source, _ in parts.device.outputs], theirs
 
@@ -149,7 +148,7 @@ def test_unsupported_string_ops_are_named(tmp_path):
     _write_tf1_hub_module(tmp_path / "m", lambda x: tf.strings.to_hash_bucket_fast(
         tf.strings.as_string(tf.strings.to_number(tf.strings.reduce_join(x, keepdims=True))),
         10))
-    with pytest.raises(split_lib.HostStageUnsupportedError) as info:
+    with pytest.raises(split.HostStageUnsupportedError) as info:
         load_tf1_hub_module(tmp_path / "m")
     assert all(op in str(info.value) for op in ("ReduceJoin", "StringToNumber", "AsString"))
 

@@ -1,0 +1,283 @@
+"""Splits a TF graph where its string and table ops end: a host stage, then the device part.
+
+A node runs on the host when it does not depend on a variable, a random op or a numeric
+input, and it depends on a string input or is a string or table op itself (or the initializer of such a
+table). Everything else stays in the device function, which takes the host stage's
+numeric results as inputs (its *frontier*) and is exported as usual.
+
+Sizes that the host stage decides (the number of tokens, of unique ids) become symbolic
+dimensions of the device function's inputs. Which of them are equal is found by running
+the host stage on a few probe batches of different shapes: dimensions whose sizes agree
+on every probe share one symbol.
+
+A sparse-segment reduction whose segment ids come from the host (``embedding_lookup_sparse``)
+has a number of output rows set by those values; the host stage then also feeds a
+zero-filled array of that length (``size_of`` in the program), which the op reads its
+size from (see ``ops/sparse.py``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import pathlib
+from typing import Any, Mapping
+
+import numpy as np
+
+from jaxhub_tf.from_tf import graph
+from jaxhub_tf.from_tf.interpreter import UnsupportedOpsError
+from jaxhub import extend
+
+#: Ops that work on strings or tables: they seed the host stage.
+HOST_SEED_OPS = frozenset({
+    "StringLower", "StringUpper", "StaticRegexReplace", "RegexReplace", "StringSplit",
+    "StringSplitV2", "StringStrip", "StringToHashBucketFast", "StringToHashBucket",
+    "StringToHashBucketStrong", "StringJoin", "StringLength", "Substr", "StringFormat",
+    "AsString", "StringToNumber", "UnicodeDecode", "UnicodeEncode", "UnicodeTranscode",
+    "HashTableV2", "MutableHashTableV2", "LookupTableFindV2", "LookupTableSizeV2",
+    "LookupTableImportV2", "InitializeTableV2", "InitializeTableFromTextFileV2",
+    "RegexFullMatch", "StaticRegexFullMatch", "ReduceJoin", "DecodeRaw", "StringNGrams",
+})
+
+#: Ops whose results depend on params or randomness: never on the host.
+_DEVICE_SEED_OPS = frozenset({
+    "VarHandleOp", "VariableV2", "Variable", "ReadVariableOp", "RandomUniform",
+    "RandomStandardNormal", "TruncatedNormal", "RandomUniformInt",
+})
+
+#: Device ops whose output size is the largest of their segment ids plus one.
+SIZED_SEGMENT_OPS = frozenset({"SparseSegmentSqrtN", "SparseSegmentMean",
+                               "SparseSegmentSum"})
+
+
+@dataclasses.dataclass
+class Split:
+    """A function split into a host stage and a device function.
+
+    Attributes:
+      program: the host stage as JSON (see :class:`jaxhub.extend.HostStage`), or None when the
+        function needs none.
+      device: the device part. Its args are the host stage's output names, then the
+        original function's numeric args (all of them, without a host stage).
+    """
+
+    program: dict[str, Any] | None
+    device: graph.Function
+
+
+class HostStageUnsupportedError(UnsupportedOpsError):
+    """String or table ops that the host stage cannot run; the message names them."""
+
+
+def split(fn: graph.Function, *, table_initializers: Mapping[str, str] = {},
+          assets: Mapping[str, str] = {}, input_names: Mapping[str, str] = {}) -> Split:
+    """Splits ``fn`` into a host stage and a device function.
+
+    Args:
+      fn: the function, its args the signature's inputs.
+      table_initializers: table node name -> the name of the node that initializes it.
+      assets: const node name -> asset file name, for nodes holding an asset's path.
+      input_names: arg -> the name callers give that input (the signature's key), for
+        the host stage's inputs; default the arg's own name.
+
+    Raises:
+      HostStageUnsupportedError: a string or table op has no host implementation, or
+        strings would reach the device function.
+    """
+    string_args = {a for a, d in zip(fn.args, fn.arg_dtypes) if d == np.dtype(object)}
+    if not string_args and not any(n.op in HOST_SEED_OPS for n in fn.nodes.values()):
+        return Split(None, fn)
+    nodes = dict(fn.nodes)
+    # Table initializers run on the host with their table.
+    extra_roots = [init for table, init in table_initializers.items() if table in nodes]
+    order = _order(nodes, [s for s, _ in fn.outputs] + list(fn.control_outputs) + extra_roots)
+    # Numeric inputs are device values: what reads them runs on the device.
+    device_dep: set[str] = set(fn.args) - string_args
+    host: set[str] = set(string_args)
+    for name in order:
+        node = nodes[name]
+        deps = [s for s, _ in node.inputs]
+        if node.op in _DEVICE_SEED_OPS or any(d in device_dep for d in deps):
+            device_dep.add(name)
+        elif node.op in HOST_SEED_OPS or any(d in host for d in deps):
+            host.add(name)
+    host |= {init for table, init in table_initializers.items() if table in host}
+    _check_supported(nodes, host - string_args, fn, device_dep)
+    renamed = {a: input_names.get(a, a) for a in string_args}
+    return _build(fn, nodes, order, host, renamed, table_initializers, assets)
+
+
+def _order(nodes: Mapping[str, graph.Node], roots: list[str]) -> list[str]:
+    seen: set[str] = set()
+    order: list[str] = []
+    stack = [(r, False) for r in reversed(roots) if r in nodes]
+    while stack:
+        name, done = stack.pop()
+        if done:
+            order.append(name)
+            continue
+        if name in seen:
+            continue
+        seen.add(name)
+        stack.append((name, True))
+        node = nodes[name]
+        for dep in [s for s, _ in node.inputs] + node.control_inputs:
+            if dep in nodes and dep not in seen:
+                stack.append((dep, False))
+    return order
+
+
+def _check_supported(nodes, host: set[str], fn, device_dep: set[str]) -> None:
+    missing = sorted({nodes[n].op for n in host
+                      if nodes[n].op != "Const" and not extend.has_host_op(nodes[n].op)})
+    strings_to_device = sorted({
+        node.op for name, node in nodes.items() if name in device_dep
+        and node.op not in _DEVICE_SEED_OPS and any(
+            s in host and _is_string(nodes, fn, s, i) for s, i in node.inputs)})
+    bad_attrs = sorted(
+        f"{nodes[n].op} node {n!r}: {problem}" for n in host
+        if extend.has_host_op(nodes[n].op)
+        for problem in extend.host_op_attr_problems(nodes[n], nodes[n].attrs,
+                                              graph.implicit_attrs(nodes[n].op)))
+    if missing or strings_to_device or bad_attrs:
+        lines = []
+        if missing:
+            lines.append(f"string/table op(s) with no host implementation: {missing}")
+        if bad_attrs:
+            lines.append("attribute(s) the host stage does not handle: " + "; ".join(bad_attrs))
+        if strings_to_device:
+            lines.append(f"op(s) that mix strings with params: {strings_to_device}")
+        raise HostStageUnsupportedError(
+            "this graph's string preprocessing cannot run in jaxhub: " + "; ".join(lines)
+            + f". The host stage runs: {extend.supported_host_ops()}")
+
+
+def _is_string(nodes, fn, source: str, index: int) -> bool:
+    if source in fn.args:
+        return fn.arg_dtypes[fn.args.index(source)] == np.dtype(object)
+    node = nodes[source]
+    if node.op in ("StringSplit", "StringSplitV2"):
+        return index == 1
+    return node.op in HOST_SEED_OPS and node.op not in (
+        "StringToHashBucketFast", "StringToHashBucket", "StringToHashBucketStrong",
+        "LookupTableFindV2", "LookupTableSizeV2", "StringLength", "StringToNumber")
+
+
+def _build(fn, nodes, order, host, string_args: Mapping[str, str], table_initializers,
+           assets) -> Split:
+    """The host program and the device function; ``string_args`` maps arg -> input name."""
+    program_nodes, consts = [], set()
+    for name in order:
+        if name not in host or name in string_args:
+            continue
+        node = nodes[name]
+        for dep, _ in node.inputs:
+            if dep in nodes and nodes[dep].op == "Const" and dep not in consts and \
+                    dep not in host:
+                consts.add(dep)
+                program_nodes.append(_const(nodes[dep], assets))
+        program_nodes.append(_const(node, assets) if node.op == "Const" else
+                             {"name": name, "op": node.op,
+                              "inputs": [[string_args.get(s, s), i] for s, i in node.inputs],
+                              "attrs": _json_attrs(node)})
+    frontier: dict[tuple[str, int], str] = {}
+    size_of: dict[str, list] = {}
+
+    def feed(ref: tuple[str, int]) -> str:
+        if ref not in frontier:
+            frontier[ref] = f"host_{len(frontier)}"
+        return frontier[ref]
+
+    device_nodes = {}
+    for name in order:
+        if name in host:
+            continue
+        node = nodes[name]
+        inputs = [(feed(ref), 0) if ref[0] in host else ref for ref in node.inputs]
+        if node.op in SIZED_SEGMENT_OPS and node.inputs[2][0] in host:
+            key = f"size_{len(size_of)}"
+            size_of[key] = list(node.inputs[2])
+            inputs.append((key, 0))
+        device_nodes[name] = dataclasses.replace(node, inputs=inputs, _decoded={})
+    outputs = [(feed(ref), 0) if ref[0] in host else ref for ref in fn.outputs]
+    # Numeric args (inputs, captured handles) stay args of the device function, after the
+    # host stage's results.
+    args = list(frontier.values()) + list(size_of) + [a for a in fn.args
+                                                      if a not in string_args]
+    program = {
+        "inputs": {name: {"dtype": "string", "shape": [None]}
+                   for name in sorted(string_args.values())},
+        "nodes": program_nodes,
+        "init": [init for table, init in table_initializers.items() if table in host],
+        "outputs": {name: list(ref) for ref, name in frontier.items()},
+        "size_of": size_of,
+    }
+    device = graph.Function(fn.name, args, [None] * len(args), device_nodes, outputs,
+                                fn.output_names,
+                                [c for c in fn.control_outputs if c not in host])
+    return Split(program, device)
+
+
+def _const(node: graph.Node, assets: Mapping[str, str]) -> dict[str, Any]:
+    if node.name in assets:
+        return {"name": node.name, "op": "Asset", "attrs": {"name": assets[node.name]}}
+    return {"name": node.name, "op": "Const",
+            "attrs": {"value": extend.encode_array(node.attr("value"))}}
+
+
+def _json_attrs(node: graph.Node) -> dict[str, Any]:
+    attrs = {}
+    for key in node.attrs:
+        if key.startswith("_"):
+            continue
+        value = node.attr(key)
+        if isinstance(value, np.dtype):
+            value = "string" if value == np.dtype(object) else value.name
+        elif isinstance(value, np.ndarray):
+            value = extend.encode_array(value)
+        elif isinstance(value, tuple) or value is None:
+            value = None if value is None else list(value)
+        attrs[key] = value
+    return attrs
+
+
+def device_input_specs(program: Mapping[str, Any], assets: Mapping[str, pathlib.Path]
+                       ) -> dict[str, Any]:
+    """Specs of the device function's inputs, with symbolic sizes shared where they agree.
+
+    Runs the host stage on probe batches of different sizes, token counts and repeats;
+    each axis gets the tuple of its sizes over the probes, and equal tuples share one
+    symbol (``"batch"`` for the one that follows the number of input strings). A leading
+    axis is always symbolic (token and id counts vary with the text even where the probes
+    happen to agree); a later axis of constant size is fixed (``[n, 2]`` indices).
+    """
+    import jaxhub
+    stage = extend.HostStage(program, assets)
+    runs = []
+    for batch in _PROBES:
+        inputs = {name: np.asarray(batch, dtype=object) for name in stage.input_specs}
+        runs.append(stage.run(inputs))
+    symbols: dict[tuple[int, ...], str] = {tuple(len(b) for b in _PROBES): "batch"}
+    specs = {}
+    for name in list(program["outputs"]) + list(program.get("size_of", {})):
+        first = runs[0][name]
+        dims = []
+        for axis in range(first.ndim):
+            sizes = tuple(r[name].shape[axis] for r in runs)
+            if axis > 0 and len(set(sizes)) == 1:
+                dims.append(sizes[0])
+            else:
+                dims.append(symbols.setdefault(sizes, f"n{len(symbols)}"))
+        specs[name] = jaxhub.TensorSpec(dims, first.dtype)
+    return specs
+
+
+#: Probe batches: growing, with repeated and distinct words, an empty string, punctuation.
+_PROBES = [
+    [b"a"],
+    [b"the of", b"a a a"],
+    [b"x y z w", b"x", b"q q", b"long sentence."],
+    [b"one two three", b"", b"word", b"a b c d e f", b"tok"],
+    [b"Hello, World!", b"hello world", b"r s t u v w x y", b"single-word", b"m", b"n n n n"],
+    [b"http://example-url.com", b"1 2 3 4 5 6 7 8 9", b"A", b"B b", b"c C c", b"d", b"e f"],
+]

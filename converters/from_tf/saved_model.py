@@ -1,0 +1,495 @@
+"""TF2 SavedModels (``tf.saved_model.save``, Keras ``model.export``) as jaxhub modules.
+
+What becomes what:
+
+* Every serving signature (``signature_def``) becomes a jaxhub signature of the same name,
+  with the same input and output names; unknown sizes stay symbolic (the leading one is
+  the shared ``batch``).
+* A reusable SavedModel's ``__call__(inputs, training)`` becomes the ``"default"``
+  signature: its ``training=False`` function is the inference variant, its
+  ``training=True`` function the ``{"train"}`` variant, which takes an RNG key and returns
+  the variables it assigned (batch-norm statistics) as state.
+* The root's ``regularization_losses`` (tf-keras weight regularizers) become the module's
+  regularizer, ``module.regularization_loss(params)``.
+* Variables become params, named after the TF variable (``dense/kernel:0`` ->
+  ``{"dense": {"kernel": ...}}``) with their trainable flags; the attachment
+  ``"tf_variable_names"`` maps each param path back to its TF name.
+* A signature (or ``__call__``) that takes strings is split into a host stage (string and
+  table ops, run with numpy; see :class:`jaxhub.extend.HostStage`) and a device function, as for TF1
+  text modules: captured lookup tables become host tables, their vocabulary files the
+  module's assets (see :mod:`jaxhub_tf.from_tf.host_stages.string_functions`). Such a ``__call__``
+  gets no ``{"train"}`` variant.
+
+Examples:
+  >>> module = load_saved_model("/tmp/my_saved_model")
+  >>> module(x, signature="serving_default")
+  >>> convert_saved_model("/tmp/my_saved_model", "/tmp/my_jaxhub_module")
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import pathlib
+import re
+import warnings
+from typing import Any, Callable, Mapping, Sequence
+
+import jax.numpy as jnp
+import numpy as np
+import tensorflow as tf
+from google.protobuf import text_format
+from tensorflow.core.framework import function_pb2
+from tensorflow.core.protobuf import saved_model_pb2, trackable_object_graph_pb2
+from tensorflow.python.saved_model import nested_structure_coder
+
+import jaxhub
+from jaxhub import extend
+from jaxhub_tf.from_tf import graph
+from jaxhub_tf.formats import SAVED_MODEL_FILES
+from jaxhub_tf.from_tf.host_stages import split
+from jaxhub_tf.from_tf.host_stages import string_functions
+from jaxhub_tf.from_tf.ops import xla as xla_ops
+from jaxhub_tf.from_tf.interpreter import Interpreter
+from jaxhub_tf.from_tf.values import Resource
+
+_INIT_OP_KEY = "__saved_model_init_op"
+_CKPT_GRAPH_KEY = "_CHECKPOINTABLE_OBJECT_GRAPH"
+_UNCLEAN = re.compile(r"[^A-Za-z0-9_.\-]")
+
+
+def load_saved_model(path: str | os.PathLike, **unused: Any) -> jaxhub.Module:
+    """Converts the SavedModel in directory ``path`` to a jaxhub module (in memory).
+
+    Args:
+      path: the SavedModel directory.
+
+    Returns:
+      A module with one signature per serving signature, plus ``"default"`` (with a
+      ``{"train"}`` variant) for a SavedModel with ``__call__``.
+
+    Raises:
+      UnsupportedOpsError: some ops have no JAX implementation (all are listed).
+      ValueError: the SavedModel has neither signatures nor ``__call__``.
+    """
+    saved = _SavedModel(pathlib.Path(path))
+    signatures, variants = {}, {}
+    for name in saved.signature_names():
+        signatures[name] = saved.signature(name)
+    call = saved.call_functions()
+    if call is not None:
+        inference, train = call
+        signatures["default"] = inference
+        if train is not None:
+            variants["train"] = train
+    if not signatures:
+        raise ValueError(f"{path}: the SavedModel has no signatures and no __call__")
+    regularizer = saved.regularizer()
+    saved.check_supported()
+    attachments: dict[str, Any] = {"tf_variable_names": saved.tf_names}
+    if saved.host_stages:
+        attachments[extend.HOST_STAGES_ATTACHMENT] = saved.host_stages
+    return jaxhub.create_module(
+        saved.params, signatures=signatures, variants=variants or None,
+        trainable=saved.trainable, regularizer=regularizer,
+        platforms=saved.platforms(), attachments=attachments,
+        assets=saved.assets or None,
+        origin={"format": "TF2 SavedModel", "source": str(path)})
+
+
+def convert_saved_model(src: str | os.PathLike, dst: str | os.PathLike) -> jaxhub.Module:
+    """Converts the SavedModel in ``src`` and writes it as a jaxhub module to ``dst``.
+
+    Returns:
+      The converted module (also readable later with ``jaxhub.load(dst)``, without
+      TensorFlow).
+
+    Examples:
+      >>> convert_saved_model("/tmp/keras_export", "/tmp/jaxhub_module")
+    """
+    module = load_saved_model(src)
+    module.export(dst)
+    return module
+
+
+@dataclasses.dataclass
+class _Variable:
+    key: str  # the state key its handles name
+    path: tuple[str, ...]
+    tf_name: str
+    value: np.ndarray
+    trainable: bool
+
+
+class _SavedModel:
+    """One parsed SavedModel: its graph, object graph, variables and functions."""
+
+    def __init__(self, path: pathlib.Path):
+        proto = saved_model_pb2.SavedModel()
+        binary, text = SAVED_MODEL_FILES
+        if (path / binary).is_file():
+            proto.ParseFromString((path / binary).read_bytes())
+        else:
+            text_format.Parse((path / text).read_text(), proto)
+        meta = proto.meta_graphs[0]
+        self._path = path
+        self._meta = meta
+        self._objects = meta.object_graph_def
+        self._interp = Interpreter(meta.graph_def.library, self._gradient_captures(),
+                                   self._gradient_outputs())
+        self._top = {n.name: n for n in meta.graph_def.node}
+        self._stored = _read_variables(path, self._objects)
+        # Only variables that a converted function captures become params (a Keras export
+        # also saves second copies of its variables that no function uses).
+        self._variables: dict[int, _Variable] = {}
+        self._names = _ParamNames()
+        self._used: list[graph.Function] = []  # the graphs converted so far
+        self._signatures: dict[tuple, tuple[str, tuple]] = {}  # see signature()
+        self.host_stages: dict[str, Any] = {}  # signature name -> host stage program
+        self.assets: dict[str, pathlib.Path] = {}  # files the host stages read
+
+    @property
+    def params(self) -> dict[str, Any]:
+        return extend.unflatten((v.path, v.value) for v in self._variables.values())
+
+    @property
+    def trainable(self) -> dict[str, Any]:
+        return extend.unflatten((v.path, v.trainable) for v in self._variables.values())
+
+    @property
+    def tf_names(self) -> dict[str, str]:
+        """Param path (``a/b``) -> the TF variable's name."""
+        return {"/".join(v.path): v.tf_name for v in self._variables.values()}
+
+    def _variable(self, node_id: int) -> _Variable | None:
+        if node_id not in self._variables and node_id in self._stored:
+            tf_name, value, trainable = self._stored[node_id]
+            self._variables[node_id] = _Variable(f"var{node_id}", self._names.make(tf_name),
+                                                 tf_name, value, trainable)
+        return self._variables.get(node_id)
+
+    def _gradient_captures(self) -> dict[str, list[str]]:
+        """Custom-gradient function -> the forward tensors it captures, in order."""
+        captures = {}
+        for grad in self._meta.graph_def.library.registered_gradients:
+            concrete = self._objects.concrete_functions.get(grad.gradient_func)
+            if concrete is None:
+                continue
+            captures[grad.gradient_func] = [
+                self._objects.nodes[i].captured_tensor.name for i in concrete.bound_inputs]
+        return captures
+
+    def _gradient_outputs(self) -> dict[str, list[int]]:
+        """Custom-gradient function -> the ``IdentityN`` input of each of its outputs.
+
+        The saved function returns only the gradients that are not None; its output
+        signature keeps a None in the place of each dropped one.
+        """
+        positions = {}
+        for grad in self._meta.graph_def.library.registered_gradients:
+            concrete = self._objects.concrete_functions.get(grad.gradient_func)
+            if concrete is None or not concrete.HasField("output_signature"):
+                continue
+            structure = nested_structure_coder.decode_proto(concrete.output_signature)
+            positions[grad.gradient_func] = [
+                i for i, spec in enumerate(tf.nest.flatten(structure)) if spec is not None]
+        return positions
+
+    def check_supported(self) -> None:
+        """One error for every unsupported op of every function converted so far."""
+        self._interp.check_supported(*self._used)
+
+    def platforms(self) -> tuple[str, ...]:
+        """The platforms every embedded StableHLO module (``XlaCallModule``) of the
+        functions converted so far supports."""
+        platforms = set(extend.DEFAULT_PLATFORMS)
+        for fn in self._used:
+            for _, node in self._interp.reachable_nodes(fn):
+                if node.op == "XlaCallModule":
+                    platforms &= set(xla_ops.platform_names(node.attr("platforms")))
+        if not platforms:
+            raise NotImplementedError("the embedded StableHLO modules share no platform")
+        return tuple(p for p in extend.DEFAULT_PLATFORMS if p in platforms)
+
+    # -- signatures ----------------------------------------------------------------------
+
+    def signature_names(self) -> list[str]:
+        return sorted(k for k in self._meta.signature_def if k != _INIT_OP_KEY)
+
+    def signature(self, name: str) -> tuple[Callable, dict[str, jaxhub.TensorSpec]]:
+        """``(fn(params, inputs) -> outputs, input specs)`` for one signature_def."""
+        sig = self._meta.signature_def[name]
+        outputs = {key: graph.parse_ref(t.name) for key, t in sig.outputs.items()}
+        callers = {node for node, _ in outputs.values()}
+        if len(callers) != 1:
+            raise NotImplementedError(f"signature {name!r}: outputs of several call nodes")
+        caller = self._top[callers.pop()]
+        function_name = caller.attr["f"].func.name
+        arg_nodes = [ref.split(":")[0] for ref in caller.input if not ref.startswith("^")]
+        placeholders = {graph.parse_ref(t.name)[0]: key for key, t in sig.inputs.items()}
+        # Read the count, not the values: captured tables have no value to bind.
+        n_user = len(arg_nodes) - len(self._objects.concrete_functions[function_name]
+                                      .bound_inputs)
+        arg_keys = [placeholders[node] for node in arg_nodes[:n_user]]
+        out_index = {key: index for key, (_, index) in outputs.items()}
+        specs = {key: _spec(t.tensor_shape, t.dtype) for key, t in sig.inputs.items()}
+        # Signatures that call one function the same way ("serve" and "serving_default"
+        # of a Keras export, whose wrappers differ only in name) get the same callable,
+        # which create_module exports once.
+        same_call = (self._body(function_name), tuple(arg_keys),
+                     tuple(sorted(out_index.items())), repr(sorted(specs.items())))
+        if same_call not in self._signatures:
+            self._signatures[same_call] = (name, self._signature_fn(
+                name, function_name, arg_keys, out_index, specs))
+        first, fn_and_specs = self._signatures[same_call]
+        if first in self.host_stages:
+            self.host_stages[name] = self.host_stages[first]
+        return fn_and_specs
+
+    def _body(self, function_name: str) -> bytes:
+        """A function's definition without its name and its args' annotations (such as
+        ``_user_specified_name``), to recognise identical wrappers."""
+        (definition,) = [f for f in self._meta.graph_def.library.function
+                         if f.signature.name == function_name]
+        nameless = function_pb2.FunctionDef()
+        nameless.CopyFrom(definition)
+        nameless.signature.name = ""
+        nameless.ClearField("arg_attr")
+        return nameless.SerializeToString(deterministic=True)
+
+    def _signature_fn(self, name, function_name, arg_keys, out_index, specs):
+        """The callable and input specs of signature ``name`` (see :meth:`signature`)."""
+        if any(_is_string(specs[key]) for key in arg_keys):
+            run, arg_keys, specs = self._string_runner(name, function_name, arg_keys, specs)
+        else:
+            run = self._runner(function_name)
+
+        def fn(params, inputs):
+            outs, _ = run(params, [inputs[k] for k in arg_keys], None)
+            return {key: outs[i] for key, i in out_index.items()}
+
+        return fn, specs
+
+    # -- __call__ ------------------------------------------------------------------------
+
+    def call_functions(self):
+        """``((fn, specs), train_fn or None)`` for the root's ``__call__``, or None."""
+        root = self._objects.nodes[0]
+        child = next((c.node_id for c in root.children if c.local_name == "__call__"), None)
+        if child is None or self._objects.nodes[child].WhichOneof("kind") != "function":
+            return None
+        by_training: dict[bool, tuple] = {}
+        for name in self._objects.nodes[child].function.concrete_functions:
+            concrete = self._objects.concrete_functions[name]
+            args = nested_structure_coder.decode_proto(concrete.canonicalized_input_signature)
+            flags = [x for x in tf.nest.flatten(args) if isinstance(x, bool)]
+            training = any(flags)
+            specs = [x for x in tf.nest.flatten(args) if isinstance(x, tf.TensorSpec)]
+            if len(specs) != 1:
+                continue  # one tensor in: the convention of reusable SavedModels
+            best = by_training.get(training)
+            if best is None or _unknown_dims(specs[0]) > _unknown_dims(best[1]):
+                out = nested_structure_coder.decode_proto(concrete.output_signature)
+                by_training[training] = (name, specs[0], out)
+        if False not in by_training:
+            return None
+        name, spec, out = by_training[False]
+        in_spec = jaxhub.TensorSpec(spec.shape.as_list(), spec.dtype.as_numpy_dtype)
+        names = _output_names(out)
+        if _is_string(in_spec):
+            if True in by_training:
+                warnings.warn("__call__ takes strings: its training=True function is not "
+                              "converted (the module gets no train variant)", stacklevel=3)
+            run, keys, specs = self._string_runner("default", name, ["default"],
+                                                   {"default": in_spec})
+
+            def string_fn(params, inputs):
+                outs, _ = run(params, [inputs[k] for k in keys], None)
+                return _outputs(names, outs)
+
+            return (string_fn, specs), None
+        run = self._runner(name)
+
+        def fn(params, x):
+            outs, _ = run(params, [x], None)
+            return _outputs(names, outs)
+
+        train_fn = None
+        if True in by_training:
+            train_run = self._runner(by_training[True][0])
+            train_names = _output_names(by_training[True][2])
+
+            def train_fn(params, x, rng):
+                outs, updates = train_run(params, [x], rng)
+                return _outputs(train_names, outs), updates
+
+        return (fn, in_spec), train_fn
+
+    # -- regularization losses -------------------------------------------------------------
+
+    def regularizer(self) -> Callable[[Any], Any] | None:
+        """``reg(params)``: the sum of the root's ``regularization_losses``, or None.
+
+        Keras (tf-keras) saves each weight regularizer as a function of no arguments that
+        captures its variable (TF Hub's REGULARIZATION_LOSSES of a reusable SavedModel).
+        """
+        root = self._objects.nodes[0]
+        losses = next((c.node_id for c in root.children
+                       if c.local_name == "regularization_losses"), None)
+        if losses is None:
+            return None
+        names = []
+        for child in self._objects.nodes[losses].children:
+            obj = self._objects.nodes[child.node_id]
+            if obj.WhichOneof("kind") == "function":
+                names.extend(obj.function.concrete_functions[:1])
+        if not names:
+            return None
+        runners = [self._runner(name) for name in names]
+
+        def regularizer(params):
+            return sum(jnp.sum(run(params, [], None)[0][0]) for run in runners)
+
+        return regularizer
+
+    # -- running concrete functions --------------------------------------------------------
+
+    def _bound_inputs(self, function_name: str) -> list[Any]:
+        """The values a concrete function captures: variable handles, constants."""
+        concrete = self._objects.concrete_functions[function_name]
+        return [self._bound_value(function_name, node_id)
+                for node_id in concrete.bound_inputs]
+
+    def _bound_value(self, function_name: str, node_id: int) -> Any:
+        """The value of one capture: a variable's handle or a constant."""
+        obj = self._objects.nodes[node_id]
+        kind = obj.WhichOneof("kind")
+        if self._variable(node_id) is not None:
+            return Resource(self._variables[node_id].key)
+        if kind == "constant":
+            return graph.decode_attr(self._top[obj.constant.operation].attr["value"])
+        raise NotImplementedError(
+            f"function {function_name} captures a {kind} object (node {node_id})")
+
+    def _string_runner(self, name: str, function_name: str, input_keys: Sequence[str],
+                       specs: Mapping[str, jaxhub.TensorSpec]):
+        """The device part of a function that takes strings; records its host stage.
+
+        Args:
+          name: the signature's name (the host stage is stored under it).
+          function_name: the concrete function.
+          input_keys: the signature's input keys, in the order of the function's args.
+          specs: the signature's input specs (strings included).
+
+        Returns:
+          ``(run, keys, device specs)``: ``run(params, [inputs[k] for k in keys], rng)``
+          runs the device function on the host stage's results and the numeric inputs.
+        """
+        parts = string_functions.split_function(self._interp, self._meta, self._path,
+                                                function_name, input_keys)
+        if parts is None:  # strings in, but no string op reads them
+            raise NotImplementedError(f"signature {name!r}: string inputs that no "
+                                      f"string op reads")
+        self.host_stages[name] = parts.program
+        self.assets.update(parts.assets)
+        concrete = self._objects.concrete_functions[function_name]
+        variables = [self._bound_value(function_name, node_id)
+                     for position, node_id in enumerate(concrete.bound_inputs)
+                     if position not in parts.inlined_captures]
+        # Device args: host results, then numeric inputs, then the captured variables.
+        n_inputs = len(parts.device.args) - len(variables)
+        keys = [parts.user_args.get(a, a) for a in parts.device.args[:n_inputs]]
+        device_specs = {**split.device_input_specs(parts.program, parts.assets),
+                        **{k: specs[k] for k in parts.user_args.values()}}
+        return self._graph_runner(parts.device, variables), keys, device_specs
+
+    def _runner(self, function_name: str):
+        """``run(params, args, rng) -> (outputs, updates as a params subtree)``."""
+        return self._graph_runner(self._interp.function(function_name),
+                                  self._bound_inputs(function_name))
+
+    def _graph_runner(self, fn: graph.Function, bound: list[Any]):
+        """:meth:`_runner` for a graph whose captured values are ``bound``."""
+        self._used.append(fn)
+        evaluate = self._interp.as_function(fn, check=False)  # see check_supported
+
+        def run(params: Mapping[str, Any], args: Sequence[Any], rng: Any):
+            by_key = {v.key: v for v in self._variables.values()}
+            flat = dict(extend.flatten(params))
+            state = {v.key: flat[v.path] for v in self._variables.values()}
+            outs, updates = evaluate(state, list(args) + bound, rng)
+            return outs, extend.unflatten((by_key[k].path, v) for k, v in updates.items())
+
+        return run
+
+
+def _read_variables(path: pathlib.Path, objects) -> dict[int, tuple[str, np.ndarray, bool]]:
+    """Object graph node id -> (TF name, checkpointed value, trainable) of each variable."""
+    reader = tf.train.load_checkpoint(str(path / "variables" / "variables"))
+    ckpt_graph = trackable_object_graph_pb2.TrackableObjectGraph()
+    ckpt_graph.ParseFromString(reader.get_tensor(_CKPT_GRAPH_KEY))
+    variables = {}
+    for node_id, obj in enumerate(objects.nodes):
+        if obj.WhichOneof("kind") != "variable":
+            continue
+        keys = [a.checkpoint_key for a in ckpt_graph.nodes[node_id].attributes
+                if a.name == "VARIABLE_VALUE"]
+        if not keys:
+            continue
+        value = reader.get_tensor(keys[0])
+        if value.dtype == object:  # string variables cannot be params
+            continue
+        variables[node_id] = (obj.variable.name or f"variable_{node_id}", np.asarray(value),
+                              bool(obj.variable.trainable))
+    return variables
+
+
+class _ParamNames:
+    """Clean, unique param paths from TF variable names."""
+
+    def __init__(self):
+        self._leaves: set[tuple[str, ...]] = set()
+        self._prefixes: set[tuple[str, ...]] = set()
+
+    def make(self, tf_name: str) -> tuple[str, ...]:
+        name = tf_name[:-2] if re.search(r":\d+$", tf_name) else tf_name
+        parts = tuple(_UNCLEAN.sub("_", p) or "_" for p in name.split("/")) or ("_",)
+        path, n = parts, 0
+        while path in self._leaves or path in self._prefixes or any(
+                path[:i] in self._leaves for i in range(1, len(path))):
+            n += 1
+            path = parts[:-1] + (f"{parts[-1]}_{n}",)
+        self._leaves.add(path)
+        self._prefixes.update(path[:i] for i in range(1, len(path)))
+        return path
+
+
+def _spec(shape_proto, dtype_enum: int) -> jaxhub.TensorSpec:
+    shape = graph.decode_shape(shape_proto)
+    if shape is None:
+        raise NotImplementedError("an input of unknown rank cannot be exported")
+    return jaxhub.TensorSpec(list(shape), graph.decode_dtype(dtype_enum))
+
+
+def _is_string(spec: jaxhub.TensorSpec) -> bool:
+    return spec.dtype == "string"
+
+
+def _unknown_dims(spec: tf.TensorSpec) -> int:
+    return sum(d is None for d in spec.shape.as_list())
+
+
+def _output_names(structure: Any) -> list[str] | None:
+    """Output names for a function's flat outputs: dict keys, or None for one tensor."""
+    if isinstance(structure, Mapping):
+        return [str(k) for k in sorted(structure)]
+    flat = tf.nest.flatten(structure)
+    if len(flat) == 1:
+        return None
+    return [f"output_{i}" for i in range(len(flat))]
+
+
+def _outputs(names: list[str] | None, outs: Sequence[Any]):
+    if names is None:
+        return outs[0]
+    return dict(zip(names, outs))

@@ -1,0 +1,1 @@
+"""Flax support: ``from_flax`` and ``HubLayer`` for ``flax.nnx`` and ``flax.linen``."""

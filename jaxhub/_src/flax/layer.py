@@ -1,0 +1,104 @@
+"""What the Flax layers (:mod:`jaxhub.nnx`, :mod:`jaxhub.linen`) share: one call of a module.
+
+A layer wraps a module like ``hub.KerasLayer`` does: it holds the module's params as
+framework variables and, per call, picks the variant (inference, or ``{"train"}`` when
+training a trainable layer), draws a key only if that variant takes one, and hands back
+the outputs and the state the variant updated.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from typing import Any, Callable
+
+import jax
+
+from jaxhub._src import loading
+from jaxhub._src import tree
+from jaxhub._src.module import Module
+from jaxhub._src.specs import SignatureError
+
+TRAIN = frozenset({"train"})
+
+
+def resolve_module(handle_or_module: Module | str | os.PathLike) -> Module:
+    """The module itself, or the module loaded from a handle (path or URL)."""
+    if isinstance(handle_or_module, Module):
+        return handle_or_module
+    if isinstance(handle_or_module, (str, os.PathLike)):
+        return loading.load(handle_or_module)
+    raise TypeError(f"a hub layer wraps a jaxhub.Module or a handle (path or URL), not "
+                    f"{type(handle_or_module).__name__}")
+
+
+@dataclasses.dataclass(frozen=True)
+class LayerCall:
+    """How a layer calls one signature of a module, checked once when the layer is made.
+
+    Attributes:
+      module: the wrapped module.
+      signature: the signature to call.
+      output_key: the output to return, or None for the single (or ``"default"``) one.
+      trainable: whether the layer fine-tunes the module's trainable params.
+    """
+
+    module: Module
+    signature: str
+    output_key: str | None
+    trainable: bool
+    _trainable_paths: frozenset[tree.Path] = dataclasses.field(
+        init=False, repr=False, compare=False)
+
+    def __post_init__(self):
+        signatures = self.module.signatures
+        if self.signature not in signatures:
+            raise SignatureError(f"module has no signature {self.signature!r}; its "
+                                 f"signatures: {sorted(signatures)}")
+        outputs = signatures[self.signature].outputs
+        if self.output_key is not None and self.output_key not in outputs:
+            raise SignatureError(f"signature {self.signature!r} has no output "
+                                 f"{self.output_key!r}; its outputs: {sorted(outputs)}")
+        paths = frozenset(p.path for p in self.module.manifest.params if p.trainable)
+        object.__setattr__(self, "_trainable_paths", paths)  # frozen: set once, here
+
+    def is_trainable(self, path: tree.Path) -> bool:
+        """Whether the param at ``path`` is a trainable variable of the layer."""
+        return self.trainable and path in self._trainable_paths
+
+    def uses_train_variant(self, training: bool) -> bool:
+        """Training runs the train variant, like ``hub.KerasLayer``: only when the layer is
+        trainable (a frozen feature extractor keeps its batch statistics) and the module
+        has one for this signature (otherwise inference is all there is)."""
+        return (training and self.trainable
+                and self.module.manifest.function(TRAIN, self.signature) is not None)
+
+    def needs_rng(self, training: bool) -> bool:
+        """Whether the call in this mode needs a PRNG key (the train variant has dropout)."""
+        return (self.uses_train_variant(training)
+                and self.module.manifest.function(TRAIN, self.signature).takes_rng)
+
+    def __call__(self, params: dict[str, Any], inputs: Any, training: bool,
+                 rng: Callable[[], jax.Array]) -> tuple[Any, dict[str, Any]]:
+        """Applies the signature.
+
+        Args:
+          params: the module's params tree, current values.
+          inputs: the signature's inputs.
+          training: whether the model is in training mode.
+          rng: draws a PRNG key; called only when the variant takes one.
+
+        Returns:
+          ``(outputs, state)``: ``state`` holds the params the train variant updated
+          (empty in inference).
+        """
+        as_dict = self.output_key is not None
+        if not self.uses_train_variant(training):
+            outputs = self.module.apply(params, inputs, signature=self.signature,
+                                        as_dict=as_dict)
+            state: dict[str, Any] = {}
+        else:
+            key = rng() if self.needs_rng(training) else None
+            outputs, state = self.module.apply(params, inputs, signature=self.signature,
+                                               as_dict=as_dict, tags=TRAIN, rng=key)
+        return (outputs[self.output_key] if as_dict else outputs), state

@@ -1,0 +1,191 @@
+"""The formats ``jaxhub.load`` reads, asked in order: jaxhub's own, then registered ones.
+
+Detection only looks at file names, so it is cheap and never imports TensorFlow. A
+foreign format (a TF2 SavedModel, a TF1 Hub module) is converted once into a jaxhub module
+kept in the cache, keyed by the source's files and this jaxhub's version, and that module
+is what gets loaded: a converted module runs the same code as a native one.
+
+Formats come from plug-ins: an installed distribution declares an entry point in the
+group ``jaxhub.formats`` naming a function that calls :func:`register_format`
+(``jaxhub_tf``, installed with jaxhub, registers the TensorFlow formats). Entry points
+are loaded on the first detection, not on ``import jaxhub``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import importlib.metadata
+import importlib.util
+import pathlib
+from typing import Any, Callable, Sequence
+
+from jaxhub._src.hub import cached_derivation
+from jaxhub._src.storage import files
+from jaxhub._src.storage.manifest import ModuleFormatError
+from jaxhub._src.version import __version__
+
+#: The entry point group of format plug-ins.
+ENTRY_POINT_GROUP = "jaxhub.formats"
+
+
+@dataclasses.dataclass(frozen=True)
+class Format:
+    """A kind of module directory.
+
+    Attributes:
+      name: what users call it ("TF2 SavedModel").
+      marker_files: the file names that identify it; a directory holding any of them is
+        of this format (no I/O but stats).
+      convert: ``convert(src_dir, dst_dir)`` writes a jaxhub module converted from
+        ``src_dir``; None for jaxhub's own format.
+      requires: the top-level modules ``convert`` imports (checked before converting).
+      extra: the pip extra that installs ``requires``.
+    """
+
+    name: str
+    marker_files: tuple[str, ...]
+    convert: Callable[[pathlib.Path, pathlib.Path], Any] | None = None
+    requires: tuple[str, ...] = ()
+    extra: str | None = None
+
+    def detect(self, path: pathlib.Path) -> bool:
+        """True when directory ``path`` holds a module of this format."""
+        return any((path / name).is_file() for name in self.marker_files)
+
+
+_NATIVE = Format("jaxhub module", (files.MANIFEST_FILE,))
+_registered: list[Format] = []
+_plugins_loaded = False
+
+
+def register_format(name: str, marker_files: Sequence[str],
+                    convert: Callable[[pathlib.Path, pathlib.Path], Any], *,
+                    requires: Sequence[str] = (), extra: str | None = None) -> Format:
+    """Makes :func:`jaxhub.load` read another format by converting it to a jaxhub module.
+
+    Formats are asked in the order they were registered, after jaxhub's own; a format
+    whose marker files a later one also has (a TF1 Hub module holds a ``saved_model.pb``)
+    is registered first. Registering a name again replaces the earlier format in place.
+
+    Args:
+      name: what users call the format; error messages name it.
+      marker_files: file names that identify a directory of this format.
+      convert: ``convert(src_dir, dst_dir)`` writes the converted jaxhub module into the
+        new directory ``dst_dir``. Import heavy dependencies inside it, not at the top of
+        the plug-in, so that detection stays cheap.
+      requires: top-level modules ``convert`` needs; when one is missing, loading raises
+        an ``ImportError`` that names ``extra``.
+      extra: the pip extra of jaxhub that installs ``requires`` (``"tf"``).
+
+    Returns:
+      The registered format.
+    """
+    fmt = Format(name, tuple(marker_files), convert, tuple(requires), extra)
+    for i, known in enumerate(_registered):
+        if known.name == name:
+            _registered[i] = fmt
+            return fmt
+    _registered.append(fmt)
+    return fmt
+
+
+def formats() -> tuple[Format, ...]:
+    """Every format ``jaxhub.load`` reads, in the order they are asked."""
+    _load_plugins()
+    return (_NATIVE, *_registered)
+
+
+def _load_plugins() -> None:
+    global _plugins_loaded
+    if _plugins_loaded:
+        return
+    _plugins_loaded = True
+    for entry_point in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP):
+        entry_point.load()()
+
+
+def detect(path: pathlib.Path) -> Format:
+    """The format of the module directory ``path``.
+
+    Raises:
+      ModuleFormatError: no format recognises the directory.
+    """
+    known = formats()
+    for fmt in known:
+        if fmt.detect(path):
+            return fmt
+    names = ", ".join(f.name for f in known)
+    raise ModuleFormatError(f"{path} holds no module jaxhub can read (tried: {names})")
+
+
+def native_path(path: pathlib.Path, *, cache_dir: Any = None) -> pathlib.Path:
+    """A jaxhub module directory for ``path``: itself, or its cached conversion.
+
+    Raises:
+      ModuleFormatError: no format recognises the directory.
+      ImportError: converting needs an extra that is not installed.
+    """
+    fmt = detect(path)
+    if fmt.convert is None:
+        return path
+    return converted(fmt, path, cache_dir=cache_dir)
+
+
+def converted(fmt: Format, path: pathlib.Path, *, cache_dir: Any = None) -> pathlib.Path:
+    """The cached jaxhub module converted from ``path``, converting it on first use.
+
+    The converter (and so TensorFlow) is imported only when the cache has no entry yet.
+    """
+    key = f"converted:{fmt.name}:jaxhub-{__version__}:{fingerprint(path)}"
+    module_dir = cached_derivation(key, lambda out: _convert(fmt, path, out),
+                                   cache_dir=cache_dir, origin=path)
+    return _refreshed(module_dir, key, path, cache_dir)
+
+
+def _refreshed(module_dir: pathlib.Path, key: str, origin: pathlib.Path,
+               cache_dir: Any) -> pathlib.Path:
+    """``module_dir``, or its upgrade for the running JAX when that JAX cannot read its
+    functions' wrappers (a JAX upgraded since the conversion).
+
+    The upgrade is made from the durable copies (no TensorFlow needed) and cached beside
+    the conversion under a key naming the JAX version, so it is made once.
+    """
+    import jax
+    from jaxhub._src.storage.reader import stale_functions
+    from jaxhub._src.storage.relower import relower_dir
+    # Conversions are keyed by the jaxhub version, which writes durable copies: only
+    # wrappers that the running JAX refuses call for an upgrade.
+    if not stale_functions(module_dir, without_durable_copy=False):
+        return module_dir
+    return cached_derivation(f"{key}:upgraded-for-jax-{jax.__version__}",
+                             lambda out: relower_dir(module_dir, out),
+                             cache_dir=cache_dir, origin=origin)
+
+
+def fingerprint(path: pathlib.Path) -> str:
+    """A digest of the relative name, size and modification time of every file below ``path``.
+
+    Reading every byte of a large SavedModel on each load costs seconds; a file rewritten
+    in place changes its modification time, which is what matters for a cache key.
+    Downloaded archives are verified by their sha256 in the hub cache already.
+    """
+    digest = hashlib.sha256()
+    for file in sorted(p for p in path.rglob("*") if p.is_file()):
+        stat = file.stat()
+        digest.update(f"{file.relative_to(path).as_posix()}\0{stat.st_size}\0"
+                      f"{stat.st_mtime_ns}\0".encode())
+    return digest.hexdigest()
+
+
+def _convert(fmt: Format, src: pathlib.Path, dst: pathlib.Path) -> Any:
+    missing = [name for name in fmt.requires if importlib.util.find_spec(name) is None]
+    try:
+        if missing:
+            raise ModuleNotFoundError(f"No module named {missing[0]!r}", name=missing[0])
+        return fmt.convert(src, dst)
+    except ImportError as e:
+        if e.name not in fmt.requires:
+            raise
+        raise ImportError(f"reading a {fmt.name} needs {e.name}: "
+                          f"pip install 'jaxhub[{fmt.extra}]'") from e

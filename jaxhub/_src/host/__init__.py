@@ -1,0 +1,12 @@
+"""Host stages: string and table preprocessing that runs with numpy before the device call.
+
+See :mod:`jaxhub._src.host.program` for the stored form and :mod:`jaxhub._src.host.ops` for
+the ops; :mod:`jaxhub._src.host.registry` is the op table that the TF graph converter uses
+too (through :mod:`jaxhub.extend`).
+"""
+
+from jaxhub._src.host.limits import HostLimits as HostLimits
+from jaxhub._src.host.program import ATTACHMENT_KEY as ATTACHMENT_KEY
+from jaxhub._src.host.program import AssetStore as AssetStore
+from jaxhub._src.host.program import HostStage as HostStage
+from jaxhub._src.host.program import HostStageError as HostStageError

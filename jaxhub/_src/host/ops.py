@@ -1,0 +1,639 @@
+"""numpy implementations of the TF ops a host stage runs: strings, tables, small integer math.
+
+Each op is ``impl(node, *inputs) -> value or tuple of values`` where ``node`` is a
+:class:`jaxhub._src.host.program.HostNode` (its ``attrs`` are JSON values) and inputs are numpy
+arrays (strings as ``bytes`` in object arrays, as TF holds them). The results match
+TensorFlow's kernels bit for bit: ``StringToHashBucketFast`` is farmhash ``Fingerprint64``
+modulo the bucket count, as in TF. Regular expressions use RE2, as TF does: linear time in
+the text, whatever the pattern.
+
+No op opens a file: a file-reading op gets an :class:`jaxhub._src.host.program.AssetFile` (an
+asset's bytes, read at load) at the inputs :func:`file_inputs` names. Ops that size an
+array from values check it against the node's limits before allocating.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, Container, Iterable, Mapping
+
+import numpy as np
+import re2
+
+from jaxhub._src.host.limits import check_elements
+from jaxhub._src.host.registry import ANY, AttrNode, AttrSpec, Registry
+
+HostOp = Callable[..., Any]
+_OPS = Registry("host op")
+#: Load-time checks of a node's attrs, by op (static regex patterns compile here).
+_CHECKS: dict[str, Callable[[Any], None]] = {}
+#: Which inputs of an op are files (an Asset node's bytes), by op.
+_FILE_INPUTS = {"InitializeTableFromTextFileV2": frozenset({1})}
+#: Ops that fill a table: they run once, at load.
+_INITIALIZERS = frozenset({"InitializeTableFromTextFileV2"})
+
+
+def register(*names: str, attrs: AttrSpec = ()) -> Callable[[HostOp], HostOp]:
+    """Registers a host op implementation under TF op ``names`` (no duplicates).
+
+    Args:
+      names: TF op names.
+      attrs: the node attributes it reads (see :mod:`jaxhub._src.host.registry`); the
+        converter refuses a graph whose host nodes carry others.
+
+    Raises:
+      ValueError: one of ``names`` is registered already.
+    """
+    return _OPS.register(*names, attrs=attrs)
+
+
+def declared_attrs(name: str) -> Mapping[str, tuple | None]:
+    """The attributes host op ``name`` declares: name -> handled values or :data:`ANY`."""
+    return _OPS.declared_attrs(name)
+
+
+def attr_problems(node: AttrNode, present: Iterable[str],
+                  implicit: Container[str] = ()) -> list[str]:
+    """What is wrong with the attributes of ``node`` (see :meth:`Registry.attr_problems`)."""
+    return _OPS.attr_problems(node, present, implicit)
+
+
+def lookup(name: str) -> HostOp | None:
+    """The host implementation of TF op ``name``, or None."""
+    return _OPS.lookup(name)
+
+
+def supported_ops() -> list[str]:
+    """Every op a host stage can run, sorted."""
+    return _OPS.names()
+
+
+def file_inputs(name: str) -> frozenset[int]:
+    """The input positions of op ``name`` that are files (empty for most ops)."""
+    return _FILE_INPUTS.get(name, frozenset())
+
+
+def is_initializer(name: str) -> bool:
+    """True for ops that fill a table (run once, at load)."""
+    return name in _INITIALIZERS
+
+
+def check(node) -> None:
+    """Checks ``node``'s attrs at load (a static regex must compile, for one).
+
+    Raises:
+      ValueError: the attrs are malformed (the host stage names the node).
+    """
+    if node.op in _CHECKS:
+        _CHECKS[node.op](node)
+
+
+def _checked_by(*names: str) -> Callable[[Callable[[Any], None]], Callable[[Any], None]]:
+    def decorate(fn):
+        _CHECKS.update(dict.fromkeys(names, fn))
+        return fn
+    return decorate
+
+
+def _check_broadcast(node, *arrays) -> tuple[int, ...]:
+    """The broadcast shape of ``arrays``, refused before allocating if over the limit."""
+    shape = np.broadcast_shapes(*(np.shape(a) for a in arrays))
+    check_elements(node, int(np.prod(shape, dtype=np.float64)))
+    return shape
+
+
+def _strings(x: Any) -> np.ndarray:
+    """An object array of ``bytes`` (str inputs are UTF-8 encoded, as TF does)."""
+    arr = np.asarray(x, dtype=object)
+    out = np.empty(arr.shape, dtype=object)
+    for i, s in enumerate(arr.reshape(-1)):
+        out.reshape(-1)[i] = s.encode("utf-8") if isinstance(s, str) else bytes(s)
+    return out
+
+
+def _map_strings(x: Any, fn: Callable[[bytes], bytes]) -> np.ndarray:
+    arr = _strings(x)
+    out = np.empty(arr.shape, dtype=object)
+    for i, s in enumerate(arr.reshape(-1)):
+        out.reshape(-1)[i] = fn(s)
+    return out
+
+
+# -- strings -------------------------------------------------------------------------------
+
+
+@register("StringLower", attrs=("encoding",))
+def _lower(node, x):
+    # TF's StringLower with encoding="" lowers ASCII only; "utf-8" lowers every letter.
+    if node.attrs.get("encoding", ""):
+        return _map_strings(x, lambda s: s.decode("utf-8").lower().encode("utf-8"))
+    return _map_strings(x, bytes.lower)
+
+
+@register("StringUpper", attrs=("encoding",))
+def _upper(node, x):
+    if node.attrs.get("encoding", ""):
+        return _map_strings(x, lambda s: s.decode("utf-8").upper().encode("utf-8"))
+    return _map_strings(x, bytes.upper)
+
+
+_RE2_OPTIONS = re2.Options()
+_RE2_OPTIONS.log_errors = False  # a bad pattern is reported by the error, not on stderr
+
+
+def _compile(pattern: bytes) -> "re2._Regexp":
+    """``pattern`` compiled by RE2 with TF's options (UTF-8, RE2's default memory budget).
+
+    Raises:
+      ValueError: RE2 rejects the pattern (a syntax error, or too large a program).
+    """
+    try:
+        return re2.compile(pattern, _RE2_OPTIONS)
+    except re2.error as e:
+        raise ValueError(f"invalid regular expression {pattern!r}: {e}") from None
+
+
+def _max_group(rewrite: bytes) -> int:
+    """The highest ``\\N`` group a rewrite names (RE2's ``MaxSubmatch``)."""
+    top, i = 0, 0
+    while i < len(rewrite):
+        if rewrite[i:i + 1] == b"\\" and rewrite[i + 1:i + 2].isdigit():
+            top = max(top, int(rewrite[i + 1:i + 2]))
+        i += 2 if rewrite[i:i + 1] == b"\\" else 1
+    return top
+
+
+def _rewrite(rewrite: bytes, text: bytes, match) -> tuple[bytes, bool]:
+    """RE2's ``Rewrite``: ``\\N`` is group N (empty if it did not take part), ``\\\\`` a
+    backslash; any other escape stops it. Returns what it wrote and whether it finished."""
+    out, i = bytearray(), 0
+    while i < len(rewrite):
+        c = rewrite[i:i + 1]
+        if c != b"\\":
+            out += c
+            i += 1
+            continue
+        nxt = rewrite[i + 1:i + 2]
+        if nxt.isdigit():
+            start, end = match.span(int(nxt))
+            out += text[start:end] if start >= 0 else b""
+        elif nxt == b"\\":
+            out += b"\\"
+        else:
+            return bytes(out), False
+        i += 2
+    return bytes(out), True
+
+
+def _utf8_length(text: bytes, pos: int) -> int:
+    """Bytes of the UTF-8 character at ``pos``; 1 for a byte that starts none."""
+    for n in (1, 2, 3, 4):
+        try:
+            text[pos:pos + n].decode("utf-8")
+            return n
+        except UnicodeDecodeError:
+            continue
+    return 1
+
+
+def _replace(compiled, rewrite: bytes, text: bytes, replace_global: bool) -> bytes:
+    """RE2's ``Replace`` (first match) or ``GlobalReplace`` (all), as TF's kernel calls."""
+    if _max_group(rewrite) > compiled.groups:
+        return text  # RE2 refuses a rewrite naming groups the pattern lacks
+    if not replace_global:
+        match = compiled.search(text)
+        if match is None:
+            return text
+        written, ok = _rewrite(rewrite, text, match)
+        return text[:match.start()] + written + text[match.end():] if ok else text
+    out, pos, last_end, count = bytearray(), 0, -1, 0
+    while pos <= len(text):
+        match = compiled.search(text, pos)
+        if match is None:
+            break
+        start, end = match.span()
+        out += text[pos:start]
+        if start == end == last_end:
+            # No empty match right after the previous match: step over one character.
+            step = _utf8_length(text, pos) if pos < len(text) else 1
+            out += text[pos:pos + step]
+            pos += step
+            continue
+        out += _rewrite(rewrite, text, match)[0]
+        pos = last_end = end
+        count += 1
+    if count == 0:
+        return text
+    return bytes(out) + text[pos:]
+
+
+def _regex_replace(x, pattern: bytes, rewrite: bytes, replace_global: bool) -> np.ndarray:
+    compiled = _compile(pattern)
+    return _map_strings(x, lambda s: _replace(compiled, rewrite, s, replace_global))
+
+
+@_checked_by("StaticRegexReplace", "StaticRegexFullMatch")
+def _check_static_pattern(node) -> None:
+    _compile(node.attrs["pattern"].encode("utf-8", "surrogateescape"))
+
+
+@register("StaticRegexReplace", attrs=("pattern", "rewrite", "replace_global"))
+def _static_regex_replace(node, x):
+    return _regex_replace(x, node.attrs["pattern"].encode("utf-8", "surrogateescape"),
+                          node.attrs["rewrite"].encode("utf-8", "surrogateescape"),
+                          node.attrs.get("replace_global", True))
+
+
+@register("RegexReplace", attrs=("replace_global",))
+def _dynamic_regex_replace(node, x, pattern, rewrite):
+    return _regex_replace(x, bytes(np.asarray(pattern, object).item()),
+                          bytes(np.asarray(rewrite, object).item()),
+                          node.attrs.get("replace_global", True))
+
+
+def _full_match(x, pattern: bytes) -> np.ndarray:
+    compiled = _compile(pattern)
+    arr = _strings(x)
+    flat = [compiled.fullmatch(s) is not None for s in arr.reshape(-1)]
+    return np.asarray(flat, dtype=bool).reshape(arr.shape)
+
+
+@register("StaticRegexFullMatch", attrs=("pattern",))
+def _static_regex_full_match(node, x):
+    return _full_match(x, node.attrs["pattern"].encode("utf-8", "surrogateescape"))
+
+
+@register("RegexFullMatch")
+def _dynamic_regex_full_match(node, x, pattern):
+    return _full_match(x, bytes(np.asarray(pattern, object).item()))
+
+
+@register("StringStrip")
+def _strip(node, x):
+    return _map_strings(x, bytes.strip)
+
+
+@register("StringToHashBucketFast", attrs=("num_buckets",))
+def _hash_bucket_fast(node, x):
+    import farmhash  # pyfarmhash: farmhash::Fingerprint64, as TF's kernel calls
+    buckets = int(node.attrs["num_buckets"])
+    flat = [farmhash.fingerprint64(s) % buckets for s in _strings(x).reshape(-1)]
+    return np.asarray(flat, dtype=np.int64).reshape(np.shape(x))
+
+
+def _sparse(rows: list[list[bytes]]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Token lists as TF's sparse triple: indices [n, 2], values [n], dense shape [2]."""
+    indices = [(r, c) for r, row in enumerate(rows) for c in range(len(row))]
+    values = np.empty(len(indices), dtype=object)
+    values[:] = [t for row in rows for t in row]
+    width = max((len(row) for row in rows), default=0)
+    return (np.asarray(indices, np.int64).reshape(-1, 2), values,
+            np.asarray([len(rows), width], np.int64))
+
+
+@register("StringSplit", attrs=("skip_empty",))
+def _string_split(node, x, delimiter):
+    sep = bytes(np.asarray(delimiter, object).item())
+    skip_empty = node.attrs.get("skip_empty", True)
+    rows = []
+    for s in _strings(x).reshape(-1):
+        if not sep:  # an empty delimiter splits into characters (bytes)
+            tokens = [s[i:i + 1] for i in range(len(s))]
+        else:  # each character of the delimiter separates: map them all to the first
+            tokens = s.translate(bytes.maketrans(sep, sep[:1] * len(sep))).split(sep[:1])
+        rows.append([t for t in tokens if t or not skip_empty])
+    return _sparse(rows)
+
+
+@register("StringSplitV2", attrs=("maxsplit",))
+def _string_split_v2(node, x, sep):
+    sep = bytes(np.asarray(sep, object).item())
+    maxsplit = int(node.attrs.get("maxsplit", -1))
+    rows = []
+    for s in _strings(x).reshape(-1):
+        # An empty separator splits on runs of whitespace, dropping empty tokens.
+        rows.append(s.split(None if not sep else sep, maxsplit))
+    return _sparse(rows)
+
+
+# -- tables --------------------------------------------------------------------------------
+
+
+class Table:
+    """A key -> value hash table (TF's ``HashTableV2``), filled by an initializer."""
+
+    def __init__(self, key_dtype: str, value_dtype: str):
+        self.key_dtype, self.value_dtype = key_dtype, value_dtype
+        self.data: dict[Any, Any] = {}
+
+
+# Each module owns its tables: sharing by name across graphs does not apply.
+@register("HashTableV2", attrs=("container", "shared_name", "use_node_name_sharing"))
+def _hash_table(node):
+    return Table(node.attrs["key_dtype"], node.attrs["value_dtype"])
+
+
+def _line_field(line: bytes, index: int, line_number: int, delimiter: bytes, dtype: str):
+    if index == -2:  # WHOLE_LINE
+        value: Any = line
+    elif index == -1:  # LINE_NUMBER
+        value = line_number
+    else:
+        value = line.split(delimiter)[index]
+    if dtype == "string":
+        return value if isinstance(value, bytes) else str(value).encode()
+    return np.dtype(dtype).type(value if not isinstance(value, bytes) else value.decode())
+
+
+# ``offset`` (start reading that far into the file) is not implemented.
+@register("InitializeTableFromTextFileV2",
+          attrs={"key_index": ANY, "value_index": ANY, "vocab_size": ANY, "delimiter": ANY,
+                 "offset": (0,)})
+def _init_from_text_file(node, table, file):
+    if type(file).__name__ != "AssetFile":  # a path would let a module read any file
+        raise TypeError("the file of a table initializer must be a module asset")
+    path = file.name
+    delimiter = node.attrs.get("delimiter", "\t").encode()
+    vocab_size = int(node.attrs.get("vocab_size", -1))
+    lines = file.data.split(b"\n")
+    if lines and lines[-1] == b"":
+        lines.pop()  # a final newline ends the last line; it starts no new one
+    if vocab_size >= 0:
+        lines = lines[:vocab_size]
+    for number, line in enumerate(lines):
+        line = line.rstrip(b"\r")
+        key = _line_field(line, node.attrs["key_index"], number, delimiter, table.key_dtype)
+        if key in table.data:
+            raise ValueError(f"table initializer {node.name!r}: duplicate key {key!r} on "
+                             f"line {number + 1} of {path}")
+        table.data[key] = _line_field(line, node.attrs["value_index"], number, delimiter,
+                                      table.value_dtype)
+    return ()
+
+
+@register("LookupTableFindV2")
+def _table_find(node, table, keys, default):
+    default = np.asarray(default)
+    keys_arr = _strings(keys) if table.key_dtype == "string" else np.asarray(keys)
+    flat = [table.data.get(k if isinstance(k, bytes) else k.item(), default.item())
+            for k in keys_arr.reshape(-1)]
+    dtype = object if table.value_dtype == "string" else np.dtype(table.value_dtype)
+    return np.asarray(flat, dtype=dtype).reshape(keys_arr.shape)
+
+
+@register("LookupTableSizeV2")
+def _table_size(node, table):
+    return np.asarray(len(table.data), np.int64)
+
+
+# -- numbers and shapes (what text graphs do between string ops) ----------------------------
+
+
+def _binary(fn: Callable[[Any, Any], Any]) -> HostOp:
+    def op(node, x, y):
+        _check_broadcast(node, x, y)
+        return np.asarray(fn(np.asarray(x), np.asarray(y)))
+    return op
+
+
+for _names, _fn in ((("Add", "AddV2"), np.add), (("Sub",), np.subtract),
+                    (("Mul",), np.multiply), (("Maximum",), np.maximum),
+                    (("Minimum",), np.minimum), (("Equal",), np.equal),
+                    (("NotEqual",), np.not_equal), (("Less",), np.less),
+                    (("LessEqual",), np.less_equal), (("Greater",), np.greater),
+                    (("GreaterEqual",), np.greater_equal), (("FloorMod",), np.mod),
+                    (("FloorDiv",), np.floor_divide), (("LogicalAnd",), np.logical_and),
+                    (("LogicalOr",), np.logical_or)):
+    # ``incompatible_shape_error=False`` only changes shapes that do not broadcast, which
+    # fail here with the node named.
+    register(*_names, attrs=("incompatible_shape_error",) if _fn in (np.equal, np.not_equal)
+             else ())(_binary(_fn))
+
+
+@register("Identity", "StopGradient", "Snapshot")
+def _identity(node, x):
+    return x
+
+
+@register("Select", "SelectV2")
+def _select(node, cond, x, y):
+    cond = np.asarray(cond)
+    if node.op == "Select" and cond.ndim == 1 and np.ndim(x) > 1:
+        cond = cond.reshape((-1,) + (1,) * (np.ndim(x) - 1))
+    _check_broadcast(node, cond, x, y)
+    return np.where(cond, x, y)
+
+
+# ``Truncate`` (cut the mantissa instead of rounding) is not implemented.
+@register("Cast", attrs={"Truncate": (False,)})
+def _cast(node, x):
+    return np.asarray(x).astype(node.attrs["DstT"])
+
+
+@register("Shape", "Size", "Rank")
+def _shape(node, x):
+    dtype = node.attrs.get("out_type", "int32")
+    shape = np.shape(x)
+    value = {"Shape": shape, "Size": int(np.prod(shape)), "Rank": len(shape)}[node.op]
+    return np.asarray(value, dtype=dtype)
+
+
+@register("Reshape")
+def _reshape(node, x, shape):
+    return np.reshape(x, [int(d) for d in np.asarray(shape).reshape(-1)])
+
+
+@register("ExpandDims")
+def _expand_dims(node, x, axis):
+    return np.expand_dims(x, int(np.asarray(axis)))
+
+
+@register("Squeeze", attrs=("squeeze_dims",))
+def _squeeze(node, x):
+    dims = node.attrs.get("squeeze_dims", [])
+    return np.squeeze(x, axis=tuple(dims) if dims else None)
+
+
+@register("Pack", attrs=("axis",))
+def _pack(node, *xs):
+    return np.stack([np.asarray(x) for x in xs], axis=node.attrs.get("axis", 0))
+
+
+@register("ConcatV2")
+def _concat(node, *args):
+    *xs, axis = args
+    return np.concatenate([np.asarray(x) for x in xs], axis=int(np.asarray(axis)))
+
+
+@register("GatherV2", attrs={"batch_dims": (0,)})
+def _gather(node, params, indices, axis):
+    return np.take(params, np.asarray(indices), axis=int(np.asarray(axis)))
+
+
+@register("Range")
+def _range(node, start, limit, delta):
+    step = np.asarray(delta).item()
+    if step == 0:
+        raise ValueError("Range with delta 0")
+    span = (np.asarray(limit).item() - np.asarray(start).item()) / step
+    check_elements(node, max(0, int(np.ceil(span))))
+    return np.arange(np.asarray(start), np.asarray(limit), np.asarray(delta),
+                     dtype=node.attrs.get("Tidx", None))
+
+
+@register("Unique")
+def _unique(node, x):
+    # TF orders unique values by first occurrence (np.unique sorts them).
+    flat = np.asarray(x).reshape(-1)
+    first: dict[Any, int] = {}
+    idx = np.asarray([first.setdefault(v.item() if hasattr(v, "item") else v, len(first))
+                      for v in flat], dtype=node.attrs.get("out_idx", "int32"))
+    values = np.asarray(list(first), dtype=flat.dtype)
+    return values, idx
+
+
+@register("StridedSlice", attrs=("begin_mask", "end_mask", "ellipsis_mask", "new_axis_mask",
+                                  "shrink_axis_mask"))
+def _strided_slice(node, x, begin, end, strides):
+    x = np.asarray(x)
+    begin, end, strides = (np.asarray(v).reshape(-1).tolist() for v in (begin, end, strides))
+    masks = {k: int(node.attrs.get(k, 0)) for k in
+             ("begin_mask", "end_mask", "ellipsis_mask", "new_axis_mask", "shrink_axis_mask")}
+    index: list[Any] = []
+    for i, (b, e, s) in enumerate(zip(begin, end, strides)):
+        bit = 1 << i
+        if masks["ellipsis_mask"] & bit:
+            index.append(Ellipsis)
+        elif masks["new_axis_mask"] & bit:
+            index.append(np.newaxis)
+        elif masks["shrink_axis_mask"] & bit:
+            index.append(b)
+        else:
+            index.append(slice(None if masks["begin_mask"] & bit else b,
+                               None if masks["end_mask"] & bit else e, s))
+    return x[tuple(index)]
+
+
+@register("Fill")
+def _fill(node, dims, value):
+    check_elements(node, int(np.prod([float(d) for d in np.asarray(dims).reshape(-1)])))
+    return np.full([int(d) for d in np.asarray(dims).reshape(-1)], np.asarray(value))
+
+
+@register("ZerosLike", "OnesLike")
+def _zeros_like(node, x):
+    return (np.zeros_like if node.op == "ZerosLike" else np.ones_like)(np.asarray(x))
+
+
+def _axes(axis) -> tuple[int, ...]:
+    return tuple(int(a) for a in np.asarray(axis).reshape(-1))
+
+
+_REDUCTIONS = {"Sum": np.sum, "Max": np.max, "Min": np.min, "Prod": np.prod,
+               "Mean": np.mean, "All": np.all, "Any": np.any}
+
+
+@register(*_REDUCTIONS, attrs=("keep_dims",))
+def _reduce(node, x, axis):
+    x = np.asarray(x)
+    result = _REDUCTIONS[node.op](x, axis=_axes(axis), keepdims=node.attrs.get("keep_dims",
+                                                                                False))
+    return np.asarray(result, dtype=x.dtype)
+
+
+@register("Cumsum", attrs=("exclusive", "reverse"))
+def _cumsum(node, x, axis):
+    x, axis = np.asarray(x), int(np.asarray(axis))
+    if node.attrs.get("reverse", False):
+        x = np.flip(x, axis)
+    out = np.cumsum(x, axis=axis, dtype=x.dtype)
+    if node.attrs.get("exclusive", False):
+        out = out - x
+    return np.flip(out, axis) if node.attrs.get("reverse", False) else out
+
+
+@register("DenseBincount", attrs=("binary_output",))
+def _dense_bincount(node, values, size, weights):
+    values, weights, size = np.asarray(values), np.asarray(weights), int(np.asarray(size))
+    check_elements(node, size * (len(values) if values.ndim > 1 else 1))
+    binary = node.attrs.get("binary_output", False)
+    dtype = weights.dtype if weights.size else values.dtype
+
+    def count(row, row_weights):
+        row = row[(row >= 0) & (row < size)] if row.size else row
+        if binary:
+            out = np.zeros(size, dtype)
+            out[row] = 1
+            return out
+        w = row_weights if row_weights is not None and row_weights.size else None
+        return np.bincount(row, weights=w, minlength=size)[:size].astype(dtype)
+
+    if values.ndim == 1:
+        return count(values, weights if weights.size else None)
+    return np.stack([count(r, weights[i] if weights.size else None)
+                     for i, r in enumerate(values)])
+
+
+@register("RaggedTensorToSparse")
+def _ragged_to_sparse(node, *args):
+    *splits, values = args
+    values = np.asarray(values)
+    # Index of each value along each ragged dimension, from the row splits.
+    rows = [np.arange(len(values))]
+    index_columns = []
+    for split in reversed([np.asarray(s) for s in splits]):
+        positions = rows[0]
+        row = np.searchsorted(split, positions, side="right") - 1
+        index_columns.insert(0, positions - split[row])
+        rows[0] = row
+    index_columns.insert(0, rows[0])
+    inner = [np.indices(values.shape[1:]).reshape(values.ndim - 1, -1).T] \
+        if values.ndim > 1 else []
+    indices = np.stack(index_columns, axis=1).astype(np.int64)
+    if inner:
+        reps = inner[0].shape[0]
+        indices = np.concatenate([np.repeat(indices, reps, axis=0),
+                                  np.tile(inner[0], (len(values), 1))], axis=1)
+        values = values.reshape(-1)
+    widths = [len(np.asarray(splits[0])) - 1] + [
+        int(np.max(np.diff(np.asarray(s)))) if len(s) > 1 else 0 for s in splits]
+    shape = np.asarray(widths + list(np.shape(args[-1])[1:]), np.int64)
+    return indices, values, shape
+
+
+@register("Where")
+def _where(node, x):
+    return np.argwhere(np.asarray(x)).astype(np.int64)
+
+
+@register("StringJoin", attrs=("separator",))
+def _string_join(node, *inputs):
+    sep = node.attrs.get("separator", "").encode()
+    _check_broadcast(node, *inputs)
+    arrays = np.broadcast_arrays(*[_strings(x) for x in inputs])
+    out = np.empty(arrays[0].shape, dtype=object)
+    for i in np.ndindex(out.shape):
+        out[i] = sep.join(a[i] for a in arrays)
+    return out
+
+
+# Positions count bytes: ``unit="UTF8_CHAR"`` is not implemented.
+@register("Substr", attrs={"unit": ("BYTE",)})
+def _substr(node, x, pos, length):
+    _check_broadcast(node, x, pos, length)
+    arrays = np.broadcast_arrays(_strings(x), np.asarray(pos), np.asarray(length))
+    out = np.empty(arrays[0].shape, dtype=object)
+    for i in np.ndindex(out.shape):
+        s, p, n = arrays[0][i], int(arrays[1][i]), int(arrays[2][i])
+        if p < 0:
+            p += len(s)
+        if not 0 <= p <= len(s):
+            raise ValueError(f"Substr position {arrays[1][i]} out of range for {s!r}")
+        out[i] = s[p:p + n]
+    return out
+
+
+@register("StringLength", attrs=("unit",))
+def _string_length(node, x):
+    if node.attrs.get("unit", "BYTE") == "UTF8_CHAR":
+        return np.vectorize(lambda s: len(s.decode("utf-8")), otypes=[np.int32])(_strings(x))
+    return np.vectorize(len, otypes=[np.int32])(_strings(x))

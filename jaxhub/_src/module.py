@@ -1,0 +1,454 @@
+"""``jaxhub.Module``: serialized functions with named signatures, plus their params.
+
+A module is a value: a static, hashable :class:`ModuleDef` (the manifest, the
+deserialized functions, the host stages and the assets they read) beside a params
+pytree. It is itself a pytree whose children are the params and whose auxiliary data is
+the ``ModuleDef``, so it can be passed through ``jax.jit``, ``jax.tree.map`` and friends
+like any other tree of arrays.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import pathlib
+import types
+from typing import Any, Iterable, Mapping
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax import export as jax_export
+
+from jaxhub._src import serialization
+from jaxhub._src import host
+from jaxhub._src import tree
+from jaxhub._src.storage.manifest import FunctionSpec, Manifest, ParamSpec, Tags
+from jaxhub._src.specs import Signature, SignatureError, TensorSpec, check_inputs
+
+#: The implementation behind the raw key data that train variants take.
+RNG_IMPL = "threefry2x32"
+
+TagsLike = str | Iterable[str] | None
+
+
+def canonical_tags(tags: TagsLike) -> Tags:
+    """``None`` -> ``frozenset()``, ``"train"`` -> ``frozenset({"train"})``, sets as sets."""
+    if tags is None:
+        return frozenset()
+    if isinstance(tags, str):
+        return frozenset([tags])
+    return frozenset(tags)
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class ModuleDef:
+    """The static part of a module: everything but the values of its params.
+
+    Built once per loaded (or created) module and shared by every module that differs
+    only in its params (a ``jax.tree.map`` of one, a module rebuilt inside ``jit``). It is
+    compared and hashed by identity, which is what ``jit`` needs of auxiliary data: the
+    same loaded module hits the same compiled code.
+
+    Attributes:
+      manifest: the module's description, as stored in ``jaxhub_module.json``.
+      functions: the deserialized functions, by file name.
+      assets: the module's files (vocabularies), by name.
+      path: the directory the module was loaded from, if any.
+      host_stages: the host stage of each signature that has one, by signature name.
+      asset_bytes: the assets the host stages read, held in memory since load.
+      callables: each function made callable (differentiable and batchable), by file.
+    """
+
+    manifest: Manifest
+    functions: Mapping[str, jax_export.Exported]
+    assets: Mapping[str, pathlib.Path]
+    path: pathlib.Path | None
+    host_stages: Mapping[str, host.HostStage]
+    asset_bytes: Mapping[str, bytes]
+    callables: Mapping[str, Any]
+
+    @classmethod
+    def build(cls, manifest: Manifest, functions: Mapping[str, jax_export.Exported],
+              assets: Mapping[str, pathlib.Path] | None = None,
+              path: pathlib.Path | None = None) -> ModuleDef:
+        """Checks the host stages, reads the assets they use, makes each function callable.
+
+        Raises:
+          HostStageError: a stage is malformed, breaks a limit, or reads a file that is
+            not one of the module's assets.
+        """
+        assets = types.MappingProxyType(dict(assets or {}))
+        stages, asset_bytes = _host_stages(manifest, assets)
+        return cls(manifest, types.MappingProxyType(dict(functions)), assets, path,
+                   types.MappingProxyType(stages), types.MappingProxyType(asset_bytes),
+                   types.MappingProxyType(_callables(manifest, functions)))
+
+
+def _host_stages(manifest: Manifest, assets: Mapping[str, pathlib.Path]
+                 ) -> tuple[dict[str, host.HostStage], dict[str, bytes]]:
+    """Every host stage, checked, and the bytes of the assets they read."""
+    programs = manifest.attachments.get(host.ATTACHMENT_KEY, {})
+    if not isinstance(programs, Mapping):
+        raise host.HostStageError(f"attachment {host.ATTACHMENT_KEY!r} is not a "
+                                  f"mapping of signature name to host stage")
+    limits = host.HostLimits.from_env()
+    store = host.AssetStore(assets, limits, expected=manifest.assets)
+    stages = {str(name): host.HostStage(program, store, signature=str(name), limits=limits)
+              for name, program in programs.items()}
+    return stages, dict(store.loaded)
+
+
+def _callables(manifest: Manifest, functions: Mapping[str, jax_export.Exported]
+               ) -> dict[str, Any]:
+    """Each function made callable; differentiated through its split VJP when it has one."""
+    vjps = {f.file: f.vjp for f in manifest.functions}
+    out = {}
+    for file in [*(f.file for f in manifest.functions), manifest.regularizer]:
+        if file is None or file in out:
+            continue
+        vjp, split = vjps.get(file), None
+        if vjp is not None:
+            split = serialization.SplitVjp(functions[vjp.forward], functions[vjp.backward],
+                                           vjp.saved_inputs, vjp.saved_outputs)
+        out[file] = serialization.make_callable(functions[file], split)
+    return out
+
+
+class Module:
+    """A self-contained piece of a model: named signatures over one params tree.
+
+    Modules come from :func:`jaxhub.load`, :func:`jaxhub.create_module` or
+    :func:`jaxhub.from_flax`. Applying one runs XLA-compiled code deserialized from the
+    module; no Python code of its publisher is needed.
+
+    A module is a pytree: its leaves are its params, so it can be an argument of a
+    jitted function (``jax.jit(lambda m, x: m(x))(module, x)``), and
+    ``jax.tree.map(f, module)`` is the same module with ``f`` applied to its params.
+
+    Examples:
+      >>> m = jaxhub.create_module(                   # or jaxhub.load(path or URL)
+      ...     {"w": jnp.ones((3, 2))},
+      ...     signatures={"default": (lambda p, x: x @ p["w"], jaxhub.TensorSpec([None, 3])),
+      ...                 "double": (lambda p, x: {"y": 2 * x["a"]},
+      ...                            {"a": jaxhub.TensorSpec([None])})})
+      >>> x = jnp.ones((1, 3))
+      >>> m(x)                                         # "default" signature, own params
+      Array([[3., 3.]], dtype=float32)
+      >>> m({"a": jnp.arange(2.0)}, signature="double", as_dict=True)
+      {'y': Array([0., 2.], dtype=float32)}
+      >>> grads = jax.grad(lambda p: jnp.sum(m.apply(p, x)))(m.params)
+      >>> grads["w"].shape
+      (3, 2)
+      >>> jax.jit(lambda module, x: module(x))(m, x)  # a module is a pytree
+      Array([[3., 3.]], dtype=float32)
+    """
+
+    def __init__(self, manifest: Manifest, exported: Mapping[str, jax_export.Exported],
+                 params: dict[str, Any], assets: Mapping[str, pathlib.Path] | None = None,
+                 path: pathlib.Path | None = None):
+        self._def = ModuleDef.build(manifest, exported, assets, path)
+        self._params = params
+
+    @classmethod
+    def from_def(cls, definition: ModuleDef, params: Any) -> Module:
+        """The module described by ``definition`` with ``params`` (not checked)."""
+        module = object.__new__(cls)
+        module._def = definition
+        module._params = params
+        return module
+
+    @property
+    def definition(self) -> ModuleDef:
+        """The static part of the module: all but its params."""
+        return self._def
+
+    # -- description ----------------------------------------------------------------
+
+    @property
+    def manifest(self) -> Manifest:
+        """The module's full description, as stored in ``jaxhub_module.json``."""
+        return self._def.manifest
+
+    @property
+    def functions(self) -> Mapping[str, jax_export.Exported]:
+        """The module's deserialized ``jax.export`` functions, by file name."""
+        return self._def.functions
+
+    @property
+    def signatures(self) -> Mapping[str, Signature]:
+        """Signatures of the inference variant (no tags), by name."""
+        return self.variant_signatures(frozenset())
+
+    def variant_signatures(self, tags: TagsLike) -> Mapping[str, Signature]:
+        """Signatures of the variant with ``tags``, by name."""
+        tags = canonical_tags(tags)
+        return types.MappingProxyType({f.signature_name: self._public_signature(f)
+                                       for f in self._def.manifest.functions if f.tags == tags})
+
+    def _public_signature(self, fn: FunctionSpec) -> Signature:
+        """What callers pass: a host stage's inputs (strings) replace the ones it makes."""
+        stage = self._host_stage(fn.signature_name)
+        if stage is None:
+            return fn.signature
+        made = set(stage.outputs) | set(stage.size_of)
+        inputs = {k: TensorSpec(v["shape"], v["dtype"]) for k, v in stage.input_specs.items()}
+        inputs.update({k: s for k, s in fn.signature.inputs.items() if k not in made})
+        return Signature(inputs, fn.signature.outputs)
+
+    @property
+    def variants(self) -> tuple[Tags, ...]:
+        """The tag sets of the module's variants: ``frozenset()`` is inference."""
+        seen = dict.fromkeys(f.tags for f in self._def.manifest.functions)
+        return tuple(sorted(seen, key=sorted))
+
+    @property
+    def attachments(self) -> Mapping[str, Any]:
+        """Small metadata a consumer can read without running anything (image size, ...)."""
+        return self._def.manifest.attachments
+
+    def get_attached_message(self, key: str, default: Any = None) -> Any:
+        """The attachment ``key``, or ``default`` (TF Hub's name for attachments)."""
+        return self._def.manifest.attachments.get(key, default)
+
+    @property
+    def assets(self) -> Mapping[str, pathlib.Path]:
+        """Files the module ships (vocabularies), by name.
+
+        These are paths into the module's directory. Host stages do not read them after
+        loading: the assets they use are read at load and held in memory, so a cache entry
+        replaced later does not change what the module computes.
+        """
+        return self._def.assets
+
+    @property
+    def platforms(self) -> tuple[str, ...]:
+        """The platforms the module's functions were lowered for (``"cpu"``, ``"cuda"``, ...)."""
+        found = {p for exp in self._def.functions.values() for p in exp.platforms}
+        return tuple(sorted(found))
+
+    @property
+    def path(self) -> pathlib.Path | None:
+        """The directory the module was loaded from, if any."""
+        return self._def.path
+
+    # -- params -----------------------------------------------------------------------
+
+    @property
+    def params(self) -> dict[str, Any]:
+        """All params, trainable or not, as a nested dict."""
+        return self._params
+
+    @property
+    def trainable_mask(self) -> dict[str, Any]:
+        """A nested dict of bools like :attr:`params`: ``True`` where fine-tuning may step.
+
+        Pass it to ``optax.masked`` so that frozen params (batch-norm statistics) keep their
+        values even under weight decay.
+        """
+        return tree.unflatten((p.path, p.trainable) for p in self._def.manifest.params)
+
+    def num_params(self) -> int:
+        return sum(p.size for p in self._def.manifest.params)
+
+    def regularization_loss(self, params: Mapping[str, Any] | None = None) -> jax.Array:
+        """The module's regularization loss at ``params`` (its own by default); 0 if none.
+
+        Differentiable: add it to a fine-tuning loss (TF Hub's REGULARIZATION_LOSSES).
+        """
+        leaves = self._param_leaves(self._params if params is None else params, "regularizer")
+        if self._def.manifest.regularizer is None:
+            return jnp.zeros((), jnp.float32)
+        (loss,) = self._callable(self._def.manifest.regularizer)(*leaves)
+        return loss
+
+    # -- applying ---------------------------------------------------------------------
+
+    def __call__(self, inputs: Any, signature: str = "default", as_dict: bool = False,
+                 tags: TagsLike = None, rng: jax.Array | None = None) -> Any:
+        """Applies a signature with the module's own params; see :meth:`apply`."""
+        return self.apply(self._params, inputs, signature=signature, as_dict=as_dict,
+                          tags=tags, rng=rng)
+
+    def apply(self, params: Mapping[str, Any], inputs: Any, *, signature: str = "default",
+              as_dict: bool = False, tags: TagsLike = None, rng: jax.Array | None = None
+              ) -> Any:
+        """Applies a signature of a variant with the given params.
+
+        Pure, so usable under ``jit``, ``grad`` and ``vmap``, for every signature without a
+        host stage. A signature with a host stage (a text module's string and table
+        preprocessing; :meth:`has_host_stage`) is the one documented exception: its numpy
+        stage runs first, on concrete inputs, outside any trace; only the device function
+        after it is traced. To jit such a call, run :meth:`preprocess` outside and pass
+        its result to :meth:`apply_device` inside.
+
+        Args:
+          params: a params tree like :attr:`params` (fine-tuned values, say). Gradients
+            do not flow into non-trainable leaves.
+          inputs: a dict of arrays by input name, or one array when the signature has a
+            single input. A signature with a host stage (text modules; see
+            :class:`jaxhub.extend.HostStage`) takes the stage's inputs instead, such as strings.
+          signature: the signature's name.
+          as_dict: return all outputs as a dict. Otherwise the single output is returned
+            bare (or the ``"default"`` one, when there are several).
+          tags: the variant: ``None`` for inference, ``{"train"}`` (or ``"train"``) for
+            training.
+          rng: a PRNG key, for variants that draw random numbers (dropout).
+
+        Returns:
+          The outputs for the inference variant; ``(outputs, state)`` for any other
+          variant, ``state`` holding the updated non-trainable params (merge them back
+          with :func:`jaxhub.merge_params`).
+
+        Raises:
+          SignatureError: unknown signature or variant, inputs that do not match the
+            signature's specs, or a missing ``rng``.
+        """
+        return self._apply(params, inputs, signature, as_dict, tags, rng, host_stage=True)
+
+    def _apply(self, params, inputs, signature, as_dict, tags, rng, *, host_stage: bool):
+        tags = canonical_tags(tags)
+        spec = self._function_spec(tags, signature)
+        if host_stage:  # strings and tables: numpy first, numbers to the device
+            inputs = self.preprocess(inputs, signature=signature)
+        arrays = check_inputs(signature, spec.signature, inputs)
+        args = self._param_leaves(params, signature)
+        args += [arrays[name] for name in spec.signature.inputs]
+        if spec.takes_rng:
+            args.append(_key_data(rng, signature))
+        flat = self._callable(spec.file)(*args)
+        n_outputs = len(spec.signature.outputs)
+        outputs = dict(zip(spec.signature.outputs, flat[:n_outputs]))
+        result = outputs if as_dict else _single_output(signature, outputs)
+        if not tags:
+            return result
+        return result, tree.unflatten(zip(spec.state, flat[n_outputs:]))
+
+    def has_host_stage(self, signature: str = "default") -> bool:
+        """True when ``signature`` runs a numpy host stage before its device function."""
+        return self._host_stage(signature) is not None
+
+    def preprocess(self, inputs: Any, *, signature: str = "default") -> Any:
+        """Runs the host stage of ``signature`` (numpy, not traceable) on ``inputs``.
+
+        Returns:
+          The device function's inputs by name; ``inputs`` unchanged when the signature
+          has no host stage.
+
+        Raises:
+          SignatureError: inputs that do not match the stage's inputs.
+          HostStageError: an op of the stage failed or broke a limit.
+        """
+        stage = self._host_stage(signature)
+        return inputs if stage is None else stage.run(inputs)
+
+    def apply_device(self, params: Mapping[str, Any], inputs: Any, *,
+                     signature: str = "default", as_dict: bool = False,
+                     tags: TagsLike = None, rng: jax.Array | None = None) -> Any:
+        """Like :meth:`apply`, but never runs a host stage: pure for every signature.
+
+        ``inputs`` are the device function's inputs: for a signature with a host stage,
+        what :meth:`preprocess` returns.
+        """
+        return self._apply(params, inputs, signature, as_dict, tags, rng, host_stage=False)
+
+    def _function_spec(self, tags: Tags, signature: str) -> FunctionSpec:
+        spec = self._def.manifest.function(tags, signature)
+        if spec is not None:
+            return spec
+        if tags not in self.variants:
+            raise SignatureError(
+                f"module has no variant with tags {sorted(tags)}; its variants: "
+                f"{[sorted(t) for t in self.variants]}")
+        raise SignatureError(
+            f"module has no signature {signature!r} in variant {sorted(tags)}; its "
+            f"signatures: {dict(self.variant_signatures(tags))}")
+
+    def _host_stage(self, signature: str) -> host.HostStage | None:
+        """The signature's host stage, or None."""
+        return self._def.host_stages.get(signature)
+
+    def _param_leaves(self, params: Mapping[str, Any], signature: str) -> list[Any]:
+        given = dict(tree.flatten(params))
+        expected = {p.path: p for p in self._def.manifest.params}
+        if given.keys() != expected.keys():
+            missing = sorted(map(tree.path_str, expected.keys() - given.keys()))
+            extra = sorted(map(tree.path_str, given.keys() - expected.keys()))
+            raise SignatureError(f"signature {signature!r}: params tree does not match the "
+                                 f"module: missing {missing}, unexpected {extra}")
+        leaves = []
+        for path, spec in expected.items():
+            leaf = given[path]
+            _check_param(signature, spec, leaf)
+            leaves.append(leaf if spec.trainable else jax.lax.stop_gradient(leaf))
+        return leaves
+
+    def _callable(self, file: str):
+        """The function in ``file`` made callable (through its split VJP if it has one)."""
+        return self._def.callables[file]
+
+    # -- saving -----------------------------------------------------------------------
+
+    def export(self, path: str | pathlib.Path, params: Mapping[str, Any] | None = None
+               ) -> pathlib.Path:
+        """Writes the module to directory ``path``, with ``params`` when given.
+
+        The directory appears complete or not at all: it is written beside ``path`` and
+        renamed into place.
+
+        Returns:
+          The module directory.
+        """
+        from jaxhub._src.storage import writer
+        params = self._params if params is None else params
+        self._param_leaves(params, "export")
+        # Assets the host stages read are written from memory: what the module loaded.
+        assets = {name: self._def.asset_bytes.get(name, file) for name, file in
+                  self._def.assets.items()}
+        return writer.write(pathlib.Path(path), self._def.manifest, self._def.functions,
+                            params, assets)
+
+    def __repr__(self) -> str:
+        sigs = ", ".join(f"{name}{_sig_str(sig)}" for name, sig in self.signatures.items())
+        variants = ", ".join("{" + ", ".join(sorted(t)) + "}" for t in self.variants)
+        where = f", path={str(self._def.path)!r}" if self._def.path else ""
+        return (f"Module(signatures=[{sigs}], variants=[{variants}], "
+                f"params={self.num_params():,}{where})")
+
+
+jax.tree_util.register_pytree_node(
+    Module, lambda m: ((m.params,), m.definition),
+    lambda definition, children: Module.from_def(definition, children[0]))
+
+
+def _sig_str(sig: Signature) -> str:
+    ins = ", ".join(f"{k}: {s}" for k, s in sig.inputs.items())
+    outs = ", ".join(f"{k}: {s}" for k, s in sig.outputs.items())
+    return f"({ins}) -> ({outs})"
+
+
+def _single_output(signature: str, outputs: dict[str, Any]) -> Any:
+    if len(outputs) == 1:
+        return next(iter(outputs.values()))
+    if "default" in outputs:
+        return outputs["default"]
+    raise SignatureError(f"signature {signature!r} has outputs {sorted(outputs)} and none "
+                         f"named 'default'; pass as_dict=True")
+
+
+def _check_param(signature: str, spec: ParamSpec, leaf: Any) -> None:
+    shape, dtype = tuple(np.shape(leaf)), np.dtype(getattr(leaf, "dtype", np.float64)).name
+    if shape != spec.shape or dtype != spec.dtype:
+        raise SignatureError(
+            f"signature {signature!r}: param {tree.path_str(spec.path)} is "
+            f"{dtype}{list(shape)}, the module expects {spec.dtype}{list(spec.shape)}")
+
+
+def _key_data(rng: jax.Array | None, signature: str) -> jax.Array:
+    if rng is None:
+        raise SignatureError(f"signature {signature!r} draws random numbers: pass rng=<key>")
+    if jnp.issubdtype(rng.dtype, jax.dtypes.prng_key):
+        return jax.random.key_data(rng)
+    if rng.shape != (2,) or rng.dtype != jnp.uint32:
+        raise SignatureError(f"signature {signature!r}: rng must be a PRNG key, "
+                             f"got {rng.dtype}{list(rng.shape)}")
+    return rng

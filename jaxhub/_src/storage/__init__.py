@@ -1,0 +1,1 @@
+"""The on-disk format of a module: file names, manifest, params, writer and reader."""

@@ -1,0 +1,130 @@
+"""Writes a module directory: manifest, params, functions and assets, atomically."""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import pathlib
+import shutil
+import tempfile
+from typing import Any, Mapping
+
+import jax
+from jax import export as jax_export
+
+from jaxhub._src import serialization
+from jaxhub._src import version
+from jaxhub._src.storage import durable
+from jaxhub._src.storage import params as params_io
+from jaxhub._src.storage import files
+from jaxhub._src.storage.manifest import Manifest
+
+
+def write(path: pathlib.Path, manifest: Manifest, exported: Mapping[str, jax_export.Exported],
+          params: dict[str, Any], assets: Mapping[str, pathlib.Path | bytes]
+          ) -> pathlib.Path:
+    """Writes a complete module directory at ``path``, replacing nothing.
+
+    Everything is written into a temporary directory beside ``path`` and renamed into
+    place, so readers see the whole module or none of it. In a multi-process JAX run,
+    every process must call this (saving params is collective); they share one
+    temporary directory, and process 0 writes the rest and renames it.
+
+    Raises:
+      FileExistsError: ``path`` exists and is not an empty directory.
+    """
+    path = path.absolute()
+    leader = jax.process_index() == 0
+    if path.exists() and (not path.is_dir() or any(path.iterdir())):
+        raise FileExistsError(f"{path} exists; export into a new directory")
+    tmp = _temporary_dir(path, leader)
+    try:
+        params_io.save(tmp, params)
+        if leader:
+            _write_description(tmp, manifest, exported, assets)
+            if path.exists():
+                path.rmdir()
+            tmp.rename(path)
+    except BaseException:
+        if leader:
+            shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    _sync_processes(f"jaxhub export {path}")
+    return path
+
+
+def _temporary_dir(path: pathlib.Path, leader: bool) -> pathlib.Path:
+    """A fresh directory beside ``path``: unique per call, or agreed on by all processes."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if jax.process_count() == 1:
+        return pathlib.Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp",
+                                             dir=path.parent))
+    tmp = path.parent / f".{path.name}.export.tmp"
+    if leader:
+        shutil.rmtree(tmp, ignore_errors=True)  # left by an earlier, killed export
+        tmp.mkdir()
+    _sync_processes(f"jaxhub export start {path}")
+    return tmp
+
+
+def _write_description(tmp: pathlib.Path, manifest: Manifest,
+                       exported: Mapping[str, jax_export.Exported],
+                       assets: Mapping[str, pathlib.Path | bytes]) -> None:
+    manifest = _with_provenance(manifest, _copy_assets(tmp, assets))
+    # The halves of a split VJP are never differentiated: no VJP of their own.
+    halves = {file for f in manifest.functions if f.vjp
+              for file in (f.vjp.forward, f.vjp.backward)}
+    split = {f.file for f in manifest.functions if f.vjp}
+    records, durable_records = {}, {}
+    for file, exp in sorted(exported.items()):
+        data = serialization.serialize(exp, vjp_order=0 if file in halves else 1)
+        _write_file(tmp, file, data)
+        records[file] = {"sha256": hashlib.sha256(data).hexdigest(), "size": len(data)}
+        # Described from the bytes just written, so that the VJP is the stored one. A
+        # function with a split VJP is differentiated through its halves: its own VJP
+        # needs no durable copy.
+        described = durable.describe(serialization.deserialize(data), file,
+                                     vjp=file not in halves and file not in split)
+        if described is not None:
+            durable_records[file], durable_files = described
+            for name, artifact in durable_files.items():
+                _write_file(tmp, name, artifact)
+    # Readers check the hashes: a damaged function file fails the load, not a later call.
+    manifest = dataclasses.replace(manifest, function_files=records,
+                                   durable_functions=durable_records)
+    (tmp / files.MANIFEST_FILE).write_text(manifest.to_json())
+
+
+def _write_file(tmp: pathlib.Path, name: str, data: bytes) -> None:
+    target = tmp / name
+    target.parent.mkdir(parents=True, exist_ok=True)
+    target.write_bytes(data)
+
+
+def _sync_processes(name: str) -> None:
+    if jax.process_count() > 1:
+        from jax.experimental import multihost_utils
+        multihost_utils.sync_global_devices(name)
+
+
+def _copy_assets(tmp: pathlib.Path, assets: Mapping[str, pathlib.Path | bytes]
+                 ) -> dict[str, dict[str, Any]]:
+    """Copies assets, given as files or bytes (a model card ``README.md`` goes to the
+    top); returns their hashes."""
+    entries = {}
+    for name, source in sorted(assets.items()):
+        target = tmp / files.asset_file(name)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        if isinstance(source, bytes):
+            target.write_bytes(source)
+        else:
+            shutil.copyfile(source, target)
+        data = target.read_bytes()
+        entries[name] = {"sha256": hashlib.sha256(data).hexdigest(), "size": len(data)}
+    return entries
+
+
+def _with_provenance(manifest: Manifest, assets: dict[str, dict[str, Any]]) -> Manifest:
+    return dataclasses.replace(
+        manifest, assets=assets,
+        written_by={"jaxhub": version.__version__, "jax": jax.__version__})
