@@ -39,6 +39,26 @@ def _identity(node, x, *unused):
     return x
 
 
+class GraphAssertionError(ValueError):
+    """A TF ``Assert`` whose condition is false on constants: the graph always fails."""
+
+
+@register("Assert", attrs=("summarize",))
+def _assert(node, condition, *data):
+    """``tf.debugging.assert_*``: checked when the condition is static, dropped if traced.
+
+    A traced condition cannot stop a jitted function (``jax.experimental.checkify`` could,
+    at the price of a changed signature), and Keras layers assert on values they trust.
+    """
+    if is_static(condition) and not np.all(condition):
+        shown = [np.asarray(d).reshape(-1)[:node.attr("summarize", 3)].tolist()
+                 for d in data if is_static(d)]
+        raise GraphAssertionError(
+            f"TF node {node.name!r} (Assert): the condition is false on constant inputs, so "
+            f"the graph always fails; its data: {shown}")
+    return []
+
+
 @register("IdentityN")
 def _identity_n(node, *xs):
     return list(xs)
@@ -108,6 +128,11 @@ def _transpose(node, x, perm):
     return xnp(x).transpose(x, tuple(int(p) for p in np.asarray(perm)))
 
 
+@register("ConjugateTranspose")
+def _conjugate_transpose(node, x, perm):
+    return xnp(x).conj(_transpose(node, x, perm))
+
+
 @register("Pack", attrs=("axis",))
 def _pack(node, *xs):
     axis = node.attr("axis", 0)
@@ -152,6 +177,12 @@ def _fill(node, dims, value):
                     else value.dtype)
 
 
+# ``init`` asks for zeros; without it the contents are undefined, and zeros are one choice.
+@register("Empty", attrs=("init",))
+def _empty(node, shape):
+    return jnp.zeros(shape_tuple(shape), node.attr("dtype"))
+
+
 @register("ZerosLike", "OnesLike")
 def _zeros_like(node, x):
     fill = 0 if node.op == "ZerosLike" else 1
@@ -160,10 +191,11 @@ def _zeros_like(node, x):
 
 @register("Range")
 def _range(node, start, limit, delta):
-    dtype = node.attr("Tidx")
-    if is_static(start, limit, delta):
-        return np.arange(start, limit, delta, dtype=dtype)
-    return jnp.arange(start, limit, delta, dtype=dtype)
+    if not is_static(start, limit, delta):
+        raise NotImplementedError(
+            "Range with bounds computed from tensor values has a data-dependent length, "
+            "which jit cannot trace: its bounds must come from shapes or constants")
+    return np.arange(start, limit, delta, dtype=node.attr("Tidx"))
 
 
 # -- splitting, gathers and strided slices --------------------------------------------------
@@ -176,16 +208,30 @@ def _split(node, axis, x):
 
 @register("SplitV")
 def _split_v(node, x, sizes, axis):
-    bounds = np.cumsum(np.asarray(sizes))[:-1]
-    return xnp(x).split(x, [int(b) for b in bounds], axis=int(np.asarray(axis)))
-
-
-@register("GatherV2", attrs={"batch_dims": (0,)})
-def _gather(node, params, indices, axis):
     axis = int(np.asarray(axis))
-    if is_static(params, indices):
-        return np.take(params, indices, axis=axis)
-    return jnp.take(as_jax(params), as_jax(indices), axis=axis, mode="clip")
+    sizes = _ints(sizes)
+    if -1 in sizes:  # at most one: the rest of the axis
+        sizes[sizes.index(-1)] = x.shape[axis] - (sum(sizes) + 1)
+    bounds = np.cumsum(sizes)[:-1]
+    return xnp(x).split(x, [int(b) for b in bounds], axis=axis)
+
+
+@register("GatherV2", attrs=("batch_dims",))
+def _gather(node, params, indices, axis):
+    """``params`` indexed along ``axis``, per batch of the leading ``batch_dims`` axes.
+
+    Out-of-range indices are clamped (TF's CPU kernel fails on them).
+    """
+    batch_dims = node.attr("batch_dims", 0)
+    batch_dims += np.ndim(indices) if batch_dims < 0 else 0
+    axis = int(np.asarray(axis)) % np.ndim(params)
+    if batch_dims == 0 and is_static(params, indices):  # shapes with symbolic sizes too
+        return np.asarray(np.take(params, indices, axis=axis))
+    take = lambda p, i: jnp.take(p, i, axis=axis - batch_dims, mode="clip")
+    params, indices = as_jax(params), as_jax(indices)
+    for _ in range(batch_dims):
+        take = jax.vmap(take)
+    return take(params, indices)
 
 
 _MASKS = ("begin_mask", "end_mask", "ellipsis_mask", "new_axis_mask", "shrink_axis_mask")
@@ -363,15 +409,38 @@ def _roll(node, x, shift, axis):
 
 @register("InvertPermutation")
 def _invert_permutation(node, perm):
-    perm = np.asarray(perm)
-    return np.argsort(perm).astype(perm.dtype)
+    perm = as_jax(perm)
+    return jnp.zeros_like(perm).at[perm].set(jnp.arange(perm.shape[0], dtype=perm.dtype))
+
+
+_INPLACE = {
+    "InplaceUpdate": lambda ref, v: ref.set(v),
+    "InplaceAdd": lambda ref, v: ref.add(v),
+    "InplaceSub": lambda ref, v: ref.add(-v),
+}
+
+
+@register(*_INPLACE)
+def _inplace(node, x, rows, v):
+    """``x`` with the rows ``rows`` (of its first axis) replaced by, or added ``v``."""
+    return _INPLACE[node.op](as_jax(x).at[as_jax(rows)], as_jax(v))
+
+
+@register("LowerBound", "UpperBound")
+def _search_sorted(node, sorted_inputs, values):
+    """``tf.searchsorted``: row by row, where ``values`` would go into sorted rows."""
+    side = "left" if node.op == "LowerBound" else "right"
+    search = jax.vmap(lambda row, v: jnp.searchsorted(row, v, side=side))
+    found = search(as_jax(sorted_inputs), as_jax(values))
+    return found.astype(node.attr("out_type"))
 
 
 @register("Where")
 def _where(node, condition):
     if not is_static(condition):
         raise NotImplementedError(
-            "Where with one argument has a data-dependent shape: it needs a static input")
+            "Where with one argument (the indices of true entries) has a data-dependent "
+            "shape, which jit cannot trace: it needs an input computed from constants")
     return np.argwhere(np.asarray(condition)).astype(np.int64)
 
 

@@ -38,7 +38,8 @@ def _is_traced(value: Any) -> bool:
 # -- If / Case -----------------------------------------------------------------------------
 
 
-@register("If", "StatelessIf", attrs=("then_branch", "else_branch", "output_shapes"))
+@register("If", "StatelessIf", attrs=("then_branch", "else_branch", "output_shapes"),
+          fold=False)
 def _if(node, pred, *args):
     interp = node.ctx.interpreter
     branches = [interp.function(node.attr("else_branch")),
@@ -55,7 +56,7 @@ def _truth(pred: np.ndarray) -> bool:
     return bool(pred.reshape(-1)[0]) if pred.ndim == 0 or pred.size == 1 else pred.size > 0
 
 
-@register("Case", "StatelessCase", attrs=("branches", "output_shapes"))
+@register("Case", "StatelessCase", attrs=("branches", "output_shapes"), fold=False)
 def _case(node, index, *args):
     interp = node.ctx.interpreter
     branches = [interp.function(name) for name in node.attr("branches")]
@@ -117,7 +118,7 @@ def _carried_state(sub: Context, given: dict[str, Any], written: set[str]) -> di
 
 # ``parallel_iterations`` is a scheduling hint.
 @register("While", "StatelessWhile",
-          attrs=("cond", "body", "output_shapes", "parallel_iterations"))
+          attrs=("cond", "body", "output_shapes", "parallel_iterations"), fold=False)
 def _while(node, *loop_vars):
     ctx: Context = node.ctx
     interp = ctx.interpreter

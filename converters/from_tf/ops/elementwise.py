@@ -162,6 +162,8 @@ _UNARY: dict[str, tuple[_NpFn, Callable]] = {
     "Digamma": (None, jsp.digamma),
     "BesselI0e": (None, jsp.i0e),
     "BesselI1e": (None, jsp.i1e),
+    "FresnelSin": (None, lambda x: jsp.fresnel(x)[0]),
+    "FresnelCos": (None, lambda x: jsp.fresnel(x)[1]),
     "Inv": (np.reciprocal, jnp.reciprocal),
     "Ceil": (np.ceil, jnp.ceil),
     "Floor": (np.floor, jnp.floor),

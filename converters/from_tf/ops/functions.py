@@ -22,6 +22,7 @@ refuse("EagerPyFunc", "PyFunc", "PyFuncStateless", reason=(
 
 # ``config``, ``config_proto`` and ``executor_type`` tune how TF runs the call.
 @register("PartitionedCall", "StatefulPartitionedCall",
-          attrs=("f", "config", "config_proto", "executor_type"))
+          attrs=("f", "config", "config_proto", "executor_type"),
+          fold=False)
 def _call(node, *args):
     return node.ctx.interpreter.call(node.attr("f"), args, node.ctx)

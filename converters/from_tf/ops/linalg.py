@@ -196,6 +196,15 @@ def _self_adjoint_eig(node, x):
     return [w, v if node.attr("compute_v", True) else jnp.zeros((0,), x.dtype)]
 
 
+# JAX computes general eigendecompositions on the CPU only, as TF's kernel does.
+@register("Eig", attrs=("compute_v",))
+def _eig(node, x):
+    dtype = node.attr("Tout")
+    w, v = jnp.linalg.eig(as_jax(x))
+    v = v.astype(dtype) if node.attr("compute_v", True) else jnp.zeros((0,), dtype)
+    return [w.astype(dtype), v]
+
+
 @register("MatrixBandPart")
 def _matrix_band_part(node, x, num_lower, num_upper):
     x = as_jax(x)
@@ -207,39 +216,77 @@ def _matrix_band_part(node, x, num_lower, num_upper):
     return jnp.where(keep, x, jnp.zeros_like(x))
 
 
-# ``align`` places the diagonals of a band; one diagonal (all that runs) has no choice.
+def _diag_range(k) -> tuple[int, int]:
+    """``k`` (one diagonal, or ``[low, high]``) as the range ``(low, high)``."""
+    k = [int(v) for v in np.asarray(k).reshape(-1)]
+    return k[0], k[-1]
+
+
+def _band(k, rows: int, cols: int, align: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Where the packed diagonals of a band sit in a ``rows x cols`` matrix.
+
+    TF packs the diagonals ``k[1]`` down to ``k[0]`` as rows of ``max_len`` entries; a
+    diagonal shorter than that is padded at the side ``align`` says (``"RIGHT_LEFT"``:
+    superdiagonals right-aligned, subdiagonals left-aligned). Returns ``rows_of``,
+    ``cols_of`` (``[diagonals, max_len]``: each packed entry's matrix position, clipped)
+    and ``valid`` (false for padding).
+    """
+    low, high = _diag_range(k)
+    max_len = min(rows + min(high, 0), cols - max(low, 0))
+    sup, sub = align.split("_")
+    d = np.arange(high, low - 1, -1)[:, None]
+    length = np.minimum(rows + np.minimum(d, 0), cols - np.maximum(d, 0))
+    right = ((d > 0) & (sup == "RIGHT")) | ((d < 0) & (sub == "RIGHT"))
+    m = np.arange(max_len)[None, :] - np.where(right, max_len - length, 0)
+    valid = (m >= 0) & (m < length)
+    i = np.clip(m - np.minimum(d, 0), 0, rows - 1)
+    j = np.clip(m + np.maximum(d, 0), 0, cols - 1)
+    return i, j, valid
+
+
+def _packed(x, k):
+    """``x``'s trailing diagonals axis added for a single ``k`` (TF drops it)."""
+    return x[..., None, :] if np.asarray(k).size == 1 else x
+
+
+def _unpacked(x, k):
+    return x[..., 0, :] if np.asarray(k).size == 1 else x
+
+
 @register("MatrixDiagPartV3", attrs=("align",))
 def _matrix_diag_part(node, x, k, padding_value):
     x = as_jax(x)
-    if np.asarray(k).size != 1:
-        raise NotImplementedError("MatrixDiagPartV3 with a band of diagonals")
-    return jnp.diagonal(x, offset=int(np.asarray(k).reshape(())), axis1=-2, axis2=-1)
+    i, j, valid = _band(k, *x.shape[-2:], node.attr("align", "RIGHT_LEFT"))
+    band = jnp.where(valid, x[..., i, j], as_jax(padding_value).astype(x.dtype))
+    return _unpacked(band, k)
+
+
+def _scatter_band(diagonals, k, base, align: str):
+    """``base`` (``[..., rows, cols]``) with the packed ``diagonals`` of band ``k`` set."""
+    rows, cols = base.shape[-2:]
+    i, j, valid = _band(k, rows, cols, align)
+    b, n = np.nonzero(valid)  # each matrix position of the band once
+    return base.at[..., i[b, n], j[b, n]].set(diagonals[..., b, n])
 
 
 @register("MatrixDiagV3", attrs=("align",))
 def _matrix_diag(node, diagonal, k, num_rows, num_cols, padding_value):
-    diagonal = as_jax(diagonal)
-    if np.asarray(k).size != 1 or int(np.asarray(k).reshape(())) != 0:
-        raise NotImplementedError("MatrixDiagV3 off the main diagonal")
-    n = diagonal.shape[-1]
-    rows = n if int(np.asarray(num_rows)) < 0 else int(np.asarray(num_rows))
-    cols = n if int(np.asarray(num_cols)) < 0 else int(np.asarray(num_cols))
-    j = np.arange(cols)
-    on_diagonal = np.eye(rows, cols, dtype=bool) & (j < n)
-    values = jnp.take(diagonal, np.minimum(j, n - 1), axis=-1)[..., None, :]
-    return jnp.where(on_diagonal, values, jnp.asarray(padding_value, diagonal.dtype))
+    diagonal = _packed(as_jax(diagonal), k)
+    low, high = _diag_range(k)
+    max_len = diagonal.shape[-1]
+    rows, cols = int(np.asarray(num_rows)), int(np.asarray(num_cols))
+    min_rows, min_cols = max_len - min(high, 0), max_len + max(low, 0)
+    if rows < 0 and cols < 0:
+        rows = cols = max(min_rows, min_cols)
+    rows, cols = (min_rows if rows < 0 else rows), (min_cols if cols < 0 else cols)
+    base = jnp.full(diagonal.shape[:-2] + (rows, cols), as_jax(padding_value), diagonal.dtype)
+    return _scatter_band(diagonal, k, base, node.attr("align", "RIGHT_LEFT"))
 
 
 @register("MatrixSetDiagV3", attrs=("align",))
 def _matrix_set_diag(node, x, diagonal, k):
-    x, diagonal = as_jax(x), as_jax(diagonal)
-    if int(np.asarray(k).reshape(-1)[0]) != 0 or np.asarray(k).size != 1:
-        raise NotImplementedError("MatrixSetDiagV3 off the main diagonal")
-    rows, cols = x.shape[-2:]
-    n = min(rows, cols)
-    eye = np.eye(rows, cols, dtype=bool)
-    padded = jnp.pad(diagonal, [(0, 0)] * (diagonal.ndim - 1) + [(0, cols - n)])
-    return jnp.where(eye, padded[..., None, :], x)
+    diagonal = _packed(as_jax(diagonal), k)
+    return _scatter_band(diagonal, k, as_jax(x), node.attr("align", "RIGHT_LEFT"))
 
 
 @register("Cross")

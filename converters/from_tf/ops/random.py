@@ -18,25 +18,32 @@ from jaxhub_tf.from_tf.values import UnknowableError, as_jax, is_static, shape_t
 _SEEDS = ("seed", "seed2")
 
 
-@register("RandomUniform", attrs=_SEEDS)
+@register("RandomUniform", attrs=_SEEDS, fold=False)
 def _uniform(node, shape):
     key = node.ctx.next_key(node.op)
     return jax.random.uniform(key, shape_tuple(shape), node.attr("dtype"))
 
 
-@register("RandomStandardNormal", attrs=_SEEDS)
+@register("RandomStandardNormal", attrs=_SEEDS, fold=False)
 def _normal(node, shape):
     key = node.ctx.next_key(node.op)
     return jax.random.normal(key, shape_tuple(shape), node.attr("dtype"))
 
 
-@register("TruncatedNormal", attrs=_SEEDS)
+@register("TruncatedNormal", attrs=_SEEDS, fold=False)
 def _truncated_normal(node, shape):
     key = node.ctx.next_key(node.op)
     return jax.random.truncated_normal(key, -2.0, 2.0, shape_tuple(shape), node.attr("dtype"))
 
 
-@register("RngReadAndSkip")
+@register("RandomUniformInt", attrs=_SEEDS, fold=False)
+def _uniform_int(node, shape, minval, maxval):
+    key = node.ctx.next_key(node.op)
+    return jax.random.randint(key, shape_tuple(shape), as_jax(minval), as_jax(maxval),
+                              np.asarray(minval).dtype if is_static(minval) else minval.dtype)
+
+
+@register("RngReadAndSkip", fold=False)
 def _rng_read_and_skip(node, handle, alg, delta):
     """A ``tf.random.Generator`` step: returns its state, advances the stored counter.
 

@@ -75,6 +75,15 @@ def _stateless_uniform_int_v2(node, shape, key, counter, alg, low, high):
     return _sample(node, _key(key, counter), shape, (low, high))
 
 
+@register("StatelessRandomUniformFullIntV2")
+def _stateless_full_int(node, shape, key, counter, alg):
+    """Integers over the whole range of ``dtype``: its bits, drawn uniformly."""
+    dtype = np.dtype(node.attr("dtype"))
+    unsigned = np.dtype(f"uint{dtype.itemsize * 8}")
+    bits = jax.random.bits(_key(key, counter), shape_tuple(shape), unsigned)
+    return jax.lax.bitcast_convert_type(bits, dtype) if dtype != unsigned else bits
+
+
 @register("StatelessRandomGetKeyCounter")
 def _get_key_counter(node, seed):
     return [_words(seed), jnp.zeros((2,), jnp.uint32)]

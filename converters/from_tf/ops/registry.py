@@ -36,10 +36,15 @@ that TF does not know (no OpDef), nothing is implicit: declare its dtype attribu
 
 from __future__ import annotations
 
+import functools
 from typing import TYPE_CHECKING, Any, Callable, Container, Iterable, Mapping, Protocol
+
+import jax
+import numpy as np
 
 from jaxhub.extend import ANY as ANY
 from jaxhub.extend import AttrSpec, Registry
+from jaxhub_tf.from_tf.values import has_symbolic, is_static
 
 if TYPE_CHECKING:
     from jaxhub_tf.from_tf.values import Context
@@ -78,20 +83,58 @@ OpImpl = Callable[..., Any]
 _OPS = Registry("TF op")
 #: Ops that no implementation can support, by name: why, and what the user can do.
 _REFUSED: dict[str, str] = {}
+#: Ops registered with ``fold=False``: traced outputs even on static inputs.
+_UNFOLDED: set[str] = set()
 
 
-def register(*op_names: str, attrs: AttrSpec = ()) -> Callable[[OpImpl], OpImpl]:
+def register(*op_names: str, attrs: AttrSpec = (), fold: bool = True
+             ) -> Callable[[OpImpl], OpImpl]:
     """Registers the decorated function as the implementation of ``op_names``.
 
     Args:
       op_names: TF op names.
       attrs: the attributes the implementation reads: names (every value handled), or a
         mapping from name to a tuple of the handled values (or :data:`ANY`).
+      fold: keep static inputs static (see :func:`folding`); false for ops that run
+        functions or touch the context's state, whose values are not the inputs' alone.
 
     Raises:
       ValueError: an op of that name is registered already.
     """
-    return _OPS.register(*op_names, attrs=attrs)
+    def decorate(impl: OpImpl) -> OpImpl:
+        _OPS.register(*op_names, attrs=attrs)(folding(impl) if fold else impl)
+        if not fold:
+            _UNFOLDED.update(op_names)
+        return impl
+
+    return decorate
+
+
+def folding(impl: OpImpl) -> OpImpl:
+    """``impl``, made to give static outputs when every input is static.
+
+    Static in, static out: an implementation written with JAX functions would trace even
+    on constants (a ``Cumsum`` of sizes, a ``GatherNd`` of a shape), and a shape computed
+    from them then fails under ``jit``. With concrete inputs (static, no symbolic
+    dimension) ``impl`` runs eagerly, outside the trace, with 64-bit types on so that an
+    int64/float64 constant keeps TF's dtype; its JAX outputs come back as numpy.
+    """
+    @functools.wraps(impl)
+    def folded(node, *inputs):
+        if not inputs or not is_static(*inputs) or any(has_symbolic(x) for x in inputs):
+            return impl(node, *inputs)
+        with jax.ensure_compile_time_eval(), jax.enable_x64(True):
+            return _as_static(impl(node, *inputs))
+
+    return folded
+
+
+def _as_static(value: Any) -> Any:
+    if isinstance(value, (list, tuple)):
+        return [_as_static(v) for v in value]
+    if isinstance(value, jax.Array) and not isinstance(value, jax.core.Tracer):
+        return np.asarray(value)
+    return value
 
 
 def refuse(*op_names: str, reason: str) -> None:
@@ -106,13 +149,18 @@ def refuse(*op_names: str, reason: str) -> None:
         from jaxhub_tf.from_tf.interpreter import UnsupportedOpsError  # imports the ops
         raise UnsupportedOpsError(f"TF node {node.name!r} ({node.op}): {_REFUSED[node.op]}")
 
-    register(*op_names)(refused)
+    register(*op_names, fold=False)(refused)
     _REFUSED.update(dict.fromkeys(op_names, reason))
 
 
 def lookup(op_name: str) -> OpImpl | None:
     """The implementation of ``op_name``, or None when no family registers it."""
     return _OPS.lookup(op_name)
+
+
+def folds(op_name: str) -> bool:
+    """True when ``op_name`` gives static outputs on static inputs (see :func:`folding`)."""
+    return op_name not in _UNFOLDED
 
 
 def declared_attrs(op_name: str) -> Mapping[str, tuple | None]:

@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from tests.converters.from_tf.ops._conformance import (Case, check, distinct, integers,
-                                                       normal, params)
+from tests.converters.from_tf.ops._conformance import (Case, check, convert, distinct,
+                                                       integers, normal, params)
 
 _IDX = "int32"
 
@@ -28,6 +28,13 @@ def _after_no_op(x):
     """``x`` doubled, computed after a ``NoOp`` (a control input: no value flows)."""
     with tf.control_dependencies([tf.no_op()]):
         return x * 2.0
+
+
+def _asserting(x):
+    """``x`` doubled after the checks Keras layers make (``tf.debugging.assert_*``)."""
+    tf.debugging.assert_equal(tf.shape(x)[-1], 3, message="three channels")
+    tf.debugging.assert_rank(x, 2)
+    return x * 2.0
 
 
 CASES = [
@@ -124,6 +131,47 @@ CASES = [
     Case("PreventGradient", lambda x: tf.raw_ops.PreventGradient(input=x), (((2, 3),),),
          grad=False),
     Case("NoOp", _after_no_op, (((2, 3),),)),
+    Case("Assert", _asserting, (((2, 3),),)),
+    Case("ConjugateTranspose", lambda x: tf.raw_ops.ConjugateTranspose(x=x, perm=[1, 2, 0]),
+         (((2, 3, 4),),)),
+    Case("Empty", lambda x: x + tf.raw_ops.Empty(shape=tf.shape(x), dtype=tf.float32,
+                                                  init=True), (((2, 3),),)),
+    # TF registers no gradient for the Inplace* ops.
+    Case("InplaceUpdate", lambda x, v: tf.raw_ops.InplaceUpdate(x=x, i=[2, 0], v=v),
+         (((4, 3), (2, 3)),), batched=False, grad=False),
+    Case("InplaceAdd", lambda x, v: tf.raw_ops.InplaceAdd(x=x, i=[1, 3], v=v),
+         (((4, 3), (2, 3)),), batched=False, grad=False),
+    Case("InplaceSub", lambda x, v: tf.raw_ops.InplaceSub(x=x, i=[0], v=v),
+         (((4, 3), (1, 3)),), batched=False, grad=False),
+    Case("LowerBound", lambda s, v: tf.searchsorted(tf.sort(s), v), (((3, 5), (3, 4)),),
+         grad=False),
+    Case("UpperBound", lambda s, v: tf.searchsorted(tf.sort(s), tf.round(v), side="right"),
+         (((3, 5), (3, 4)),), grad=False),
+    Case("GatherV2", lambda x, i: tf.gather(x, i, axis=2, batch_dims=1),
+         (((3, 2, 5), (3, 4)),), dtypes=(("float32", _IDX),), sample=(normal, integers(0, 5)),
+         name="GatherV2-batch_dims"),
+    Case("GatherV2", lambda x: tf.reshape(x, [tf.gather(tf.shape(x), 0), -1]),
+         (((2, 3, 4),),), name="GatherV2-of-a-shape"),  # a symbolic batch stays static
+    Case("GatherV2", lambda x, i: tf.gather(x, i, axis=-1, batch_dims=-1),
+         (((3, 2, 5), (3, 2, 4)),), dtypes=(("float32", _IDX),),
+         sample=(normal, integers(0, 5)), name="GatherV2-batch_dims-negative"),
+    Case("SplitV", lambda x: tf.split(x, [1, -1, 2], axis=1), (((3, 6),),), name="SplitV-rest"),
+    Case("InvertPermutation", lambda p: tf.math.invert_permutation(p), (((5,),),),
+         dtypes=(_IDX,), sample=lambda rng, s, d: rng.permutation(s[0]).astype(d),
+         batched=False, name="InvertPermutation-traced"),
+    Case("Range", lambda x: x[:, :1] * tf.cast(tf.range(
+        tf.reduce_sum(tf.constant([1, 2])), 9, tf.constant(2)), tf.float32), (((2, 3),),),
+         name="Range-of-computed-bounds"),
+    Case("Where", lambda x: tf.gather_nd(x, tf.where(tf.constant([[True, False], [False, True]]))),
+         (((2, 2),),), batched=False, name="Where-indices"),
+    Case("Cumsum", lambda x: tf.reshape(x, tf.math.cumsum([2, 1, 2])[1:]), (((3, 5),),),
+         batched=False, name="Cumsum-of-a-shape"),
+    Case("GatherNd", lambda x: tf.reshape(x, tf.gather_nd(tf.constant([[5, 3], [3, 5]]), [1])),
+         (((3, 5),),), batched=False, name="GatherNd-of-a-shape"),
+    Case("ScatterNd", lambda x: tf.reshape(x, tf.scatter_nd([[1], [0]], [3, 5], [2])),
+         (((3, 5),),), batched=False, name="ScatterNd-of-a-shape"),
+    Case("Cumprod", lambda x: tf.reshape(x, tf.math.cumprod([3, 5])[1:]), (((3, 5),),),
+         batched=False, name="Cumprod-of-a-shape"),
     Case("Conv2D", lambda x, k: tf.nn.atrous_conv2d(x, k, 2, "SAME"),
          (((1, 8, 8, 2), (3, 3, 2, 3)),), name="Atrous-conv", rtol=1e-4, atol=1e-4),
 ]
@@ -154,3 +202,17 @@ def test_strided_slices_of_a_symbolic_batch_are_slices_not_gathers():
     assert not primitives & {"gather", "scatter", "scatter-add", "scatter_add"}, primitives
     x = np.random.default_rng(0).standard_normal((2, 5, 3, 6)).astype(np.float32)
     np.testing.assert_array_equal(converted(jnp.asarray(x)), concrete(tf.constant(x)))
+
+
+def test_an_assert_false_on_constants_fails_naming_the_node():
+    def checked(x):
+        tf.raw_ops.Assert(condition=tf.equal(tf.shape(x)[-1], 4), data=[tf.shape(x)],
+                          name="four_channels")
+        return x * 2.0
+
+    case = Case("Assert", checked)
+    _, converted = convert(case, [(2, 3)], [np.float32])
+    with pytest.raises(Exception, match="four_channels") as error:
+        converted(np.zeros((2, 3), np.float32))
+    assert "condition is false on constant inputs" in str(error.value)
+    assert "[2, 3]" in str(error.value)  # the data TF would print

@@ -63,6 +63,8 @@ UNARY = [
     _unary("Digamma", tf.math.digamma, _POSITIVE, rtol=1e-4, atol=1e-4),
     _unary("BesselI0e", tf.math.special.bessel_i0e, rtol=1e-4),
     _unary("BesselI1e", tf.math.special.bessel_i1e, rtol=1e-4),
+    _unary("FresnelCos", tf.math.special.fresnel_cos, rtol=1e-4, atol=1e-5),
+    _unary("FresnelSin", tf.math.special.fresnel_sin, rtol=1e-4, atol=1e-5),
     _unary("Ceil", tf.math.ceil),
     _unary("Floor", tf.math.floor),
     _unary("Round", tf.math.round, uniform(-3, 3)),

@@ -46,6 +46,9 @@ STATELESS = [
         shape=_N, seed=s), lambda x: abs(x).max() <= 2),
     ("StatelessRandomUniformInt", lambda s: tf.raw_ops.StatelessRandomUniformInt(
         shape=_N, seed=s, minval=0, maxval=5), lambda x: (x.min() == 0) & (x.max() == 4)),
+    ("StatelessRandomUniformFullIntV2", lambda s: tf.random.stateless_uniform(
+        _N, s, minval=None, maxval=None, dtype=tf.int32),
+     lambda x: (x.min() < -2**30) & (x.max() > 2**30) & (abs(x.mean()) < 2**31 * 0.01)),
     ("StatelessMultinomial", lambda s: tf.random.stateless_categorical(
         tf.math.log([[0.2, 0.8], [0.9, 0.1]]), 5000, s),
      lambda x: (abs(x[0].mean() - 0.8) < 0.03) & (abs(x[1].mean() - 0.1) < 0.03)),
@@ -66,6 +69,9 @@ STATEFUL = [
      lambda x: abs(x.std() - 1) < 0.02),
     ("TruncatedNormal", lambda x: x + tf.random.truncated_normal(_N),
      lambda x: abs(x).max() <= 2),
+    ("RandomUniformInt", lambda x: x + tf.cast(tf.random.uniform(_N, -2, 3, tf.int32),
+                                               tf.float32),
+     lambda x: (x.min() == -2) & (x.max() == 2)),
 ]
 
 OPS = [op for op, _, _ in STATELESS + STATEFUL] + ["StatelessRandomGetKeyCounter"]

@@ -25,12 +25,12 @@ from jaxhub_tf.from_tf.ops import registry
 from tests.converters.from_tf.ops import (activation_test, array_test, conv_test,
                                           elementwise_test, image_test, linalg_test,
                                           losses_test, normalization_test, random_test,
-                                          reduction_test)
+                                          reduction_test, xla_test)
 from tests.converters.from_tf.ops._conformance import ops_of
 
 CONFORMANCE_OPS = set(random_test.OPS).union(*(ops_of(m.CASES) for m in (
     activation_test, array_test, conv_test, elementwise_test, image_test, linalg_test,
-    losses_test, normalization_test, reduction_test)))
+    losses_test, normalization_test, reduction_test, xla_test)))
 
 #: The op families whose every op must have a conformance entry here.
 FAMILIES = ("array", "conv", "elementwise", "image", "linalg", "losses", "nn",
@@ -124,45 +124,44 @@ def test_the_interpreter_gives_ops_the_whole_node_protocol():
     assert _node_members() <= members
 
 
-def _gather_graph(batch_dims: int) -> tf.compat.v1.GraphDef:
-    """``per_row``: a gather (with ``batch_dims``) then a Relu, ``act``, as TF builds them."""
+def _gather_graph(policy: str = "") -> tf.compat.v1.GraphDef:
+    """``per_row``: a GatherNd (``bad_indices_policy`` = ``policy``) then a Relu, ``act``."""
     with tf.Graph().as_default() as graph:
         params = tf.compat.v1.placeholder(tf.float32, [2, 3, 4], name="params")
         indices = tf.compat.v1.placeholder(tf.int32, [2, 2], name="indices")
-        gathered = tf.gather(params, indices, axis=1, batch_dims=batch_dims, name="per_row")
+        gathered = tf.gather_nd(params, indices, name="per_row")
         tf.nn.relu(gathered, name="act")
-    return graph.as_graph_def()
+    graph_def = graph.as_graph_def()
+    if policy:
+        per_row = next(n for n in graph_def.node if n.name == "per_row")
+        per_row.attr["bad_indices_policy"].s = policy.encode()
+    return graph_def
 
 
 def _run(graph_def):
     return interpreter.run_graph(graph_def, ["params:0", "indices:0"], ["act:0"])
 
 
-def _gather_op(graph_def) -> str:
-    return next(n.op for n in graph_def.node if n.name == "per_row")
-
-
 def test_supported_attribute_values_convert():
-    graph_def = _gather_graph(batch_dims=0)
+    graph_def = _gather_graph("ERROR")
     act = next(n for n in graph_def.node if n.name == "act")
     act.attr["_class"].list.s.append(b"loc:@params")  # TF-internal: ignored
     params = np.arange(24, dtype=np.float32).reshape(2, 3, 4) - 10
-    indices = np.array([[2, 0], [1, 1]], np.int32)
+    indices = np.array([[1, 2], [0, 1]], np.int32)
     (out,), _ = _run(graph_def)({}, [params, indices])
-    np.testing.assert_array_equal(out, np.maximum(np.take(params, indices, axis=1), 0))
+    np.testing.assert_array_equal(out, np.maximum(params[indices[:, 0], indices[:, 1]], 0))
 
 
 def test_an_unsupported_attribute_value_fails_naming_node_op_and_attribute():
-    graph_def = _gather_graph(batch_dims=1)
     with pytest.raises(interpreter.UnsupportedAttrsError) as error:
-        _run(graph_def)
+        _run(_gather_graph("IGNORE"))
     message = str(error.value)
-    assert f"{_gather_op(graph_def)} attribute 'batch_dims' = 1 is not supported" in message
-    assert "(supported: 0): per_row" in message
+    assert "GatherNd attribute 'bad_indices_policy' = 'IGNORE' is not supported" in message
+    assert ": per_row" in message
 
 
 def test_every_attribute_problem_is_in_one_error_with_missing_ops():
-    graph_def = _gather_graph(batch_dims=1)
+    graph_def = _gather_graph("IGNORE")
     act = next(n for n in graph_def.node if n.name == "act")
     act.attr["frobnicate"].i = 3
     graph_def.node.add(name="mystery", op="MadeUpOpForAttrs", input=["act"])
@@ -172,4 +171,4 @@ def test_every_attribute_problem_is_in_one_error_with_missing_ops():
     assert "MadeUpOpForAttrs: mystery" in message
     assert "2 TF node attribute(s) are not supported" in message
     assert "Relu attribute 'frobnicate' is unknown to the implementation: act" in message
-    assert "attribute 'batch_dims' = 1" in message
+    assert "attribute 'bad_indices_policy' = 'IGNORE'" in message
