@@ -214,7 +214,8 @@ class TestExportAndLoad:
         assert files["a"] == files["b"] and files["a"] != files["twice"]
         loaded = jaxhub.load(module.export(tmp_path / "m"))
         stored = {p.name for p in (tmp_path / "m" / "functions" / "inference").glob("*")}
-        assert stored == {"a.jaxexport", "twice.jaxexport", "vjp"}
+        assert stored == {"a.jaxexport", "a.stablehlo", "twice.jaxexport",
+                          "twice.stablehlo", "vjp"}
         for name, fn in (("a", mlp), ("b", mlp), ("twice", twice)):
             np.testing.assert_allclose(loaded(x, signature=name), fn(mlp_params(), x),
                                        atol=ATOL)

@@ -18,7 +18,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxhub_tf.from_tf import graph as graph_lib
+from jaxhub_tf.from_tf import graph
 from jaxhub_tf.from_tf import ops as _ops  # noqa: F401  (registers every op family)
 from jaxhub_tf.from_tf.ops import registry
 from jaxhub_tf.from_tf.reader import protos
@@ -62,7 +62,7 @@ class _Running:
 
     __slots__ = ("_node", "ctx")
 
-    def __init__(self, node: graph_lib.Node, ctx: Context):
+    def __init__(self, node: graph.Node, ctx: Context):
         self._node = node
         self.ctx = ctx
 
@@ -100,19 +100,19 @@ class Interpreter:
                            for g in (library.registered_gradients if library else ())}
         self._gradient_captures = dict(gradient_captures or {})
         self._gradient_outputs = dict(gradient_outputs or {})
-        self._functions: dict[str, graph_lib.Function] = {}
-        self._orders: dict[int, tuple[graph_lib.Function, list[graph_lib.Node]]] = {}
+        self._functions: dict[str, graph.Function] = {}
+        self._orders: dict[int, tuple[graph.Function, list[graph.Node]]] = {}
 
     @classmethod
     def from_graph_def(cls, graph_def: protos.GraphDef) -> "Interpreter":
         return cls(graph_def.library)
 
-    def function(self, name: str) -> graph_lib.Function:
+    def function(self, name: str) -> graph.Function:
         """The library function ``name``, parsed once."""
         if name not in self._functions:
             if name not in self._fdefs:
                 raise KeyError(f"function {name!r} is not in the graph's library")
-            self._functions[name] = graph_lib.function_from_function_def(
+            self._functions[name] = graph.function_from_function_def(
                 self._fdefs[name], self._fdefs)
         return self._functions[name]
 
@@ -121,7 +121,7 @@ class Interpreter:
 
     # -- checks before any work ----------------------------------------------------------
 
-    def check_supported(self, *fns: graph_lib.Function) -> None:
+    def check_supported(self, *fns: graph.Function) -> None:
         """Raises one error listing every unsupported op or attribute ``fns`` can reach.
 
         Raises:
@@ -137,7 +137,7 @@ class Interpreter:
                 where = f"{owner}/{node.name}" if owner else node.name
                 if registry.lookup(node.op) is not None:
                     for problem in registry.attr_violations(
-                            node, node.attrs, graph_lib.implicit_attrs(node.op)):
+                            node, node.attrs, graph.implicit_attrs(node.op)):
                         bad_attrs.setdefault((node.op, problem), set()).add(where)
                 elif not self.is_function(node.op):
                     missing.setdefault(node.op, set()).add(where)
@@ -157,11 +157,11 @@ class Interpreter:
                         + "\nRegister ops, or the attributes they handle, with "
                           "jaxhub_tf.from_tf.ops.registry.register (see docs/converters.md).")
 
-    def writes_state(self, fn: graph_lib.Function) -> bool:
+    def writes_state(self, fn: graph.Function) -> bool:
         """True when ``fn`` (or a function it calls) assigns a variable."""
         return any(node.op in STATE_WRITING_OPS for _, node in self.reachable_nodes(fn))
 
-    def reachable_nodes(self, fn: graph_lib.Function):
+    def reachable_nodes(self, fn: graph.Function):
         """``(function name, node)`` for every node ``fn`` may run, callees included."""
         seen, stack = {id(fn)}, [fn]
         while stack:
@@ -174,7 +174,7 @@ class Interpreter:
                         seen.add(id(callee_fn))
                         stack.append(callee_fn)
 
-    def _callees(self, node: graph_lib.Node) -> list[str]:
+    def _callees(self, node: graph.Node) -> list[str]:
         names = [node.op] if self.is_function(node.op) else []
         gradient = self._custom_gradient(node)
         if gradient is not None:
@@ -187,7 +187,7 @@ class Interpreter:
 
     # -- evaluation ----------------------------------------------------------------------
 
-    def run(self, fn: graph_lib.Function, args: Sequence[Any], ctx: Context) -> list[Any]:
+    def run(self, fn: graph.Function, args: Sequence[Any], ctx: Context) -> list[Any]:
         """Evaluates ``fn`` on ``args``; returns its outputs. Assignments update ``ctx``."""
         if len(args) != len(fn.args):
             raise ValueError(f"function {fn.name!r} takes {len(fn.args)} args, got {len(args)}")
@@ -207,7 +207,7 @@ class Interpreter:
         """Evaluates the library function ``name`` inline, in ``ctx``."""
         return self.run(self.function(name), args, ctx)
 
-    def _run_node(self, node: graph_lib.Node, inputs: list[Any], ctx: Context):
+    def _run_node(self, node: graph.Node, inputs: list[Any], ctx: Context):
         if ctx.partial and any(v is UNKNOWN for v in inputs):
             return _AllUnknown()
         impl = registry.lookup(node.op)
@@ -227,7 +227,7 @@ class Interpreter:
 
     # -- custom gradients (tf.custom_gradient, saved with the SavedModel) ----------------
 
-    def _custom_gradient(self, node: graph_lib.Node) -> str | None:
+    def _custom_gradient(self, node: graph.Node) -> str | None:
         """The library function holding ``node``'s custom gradient, if it has one."""
         if node.op != "IdentityN" or "_gradient_op_type" not in node.attrs:
             return None
@@ -276,7 +276,7 @@ class Interpreter:
                              f"cannot be matched to the {n_inputs} tensors it differentiates")
         return positions
 
-    def _order(self, fn: graph_lib.Function) -> list[graph_lib.Node]:
+    def _order(self, fn: graph.Function) -> list[graph.Node]:
         """The nodes that ``fn``'s outputs need, dependencies first (cached)."""
         if id(fn) not in self._orders:
             # The entry holds fn itself, so its id cannot be reused by another object.
@@ -285,7 +285,7 @@ class Interpreter:
 
     # -- as JAX functions ----------------------------------------------------------------
 
-    def as_function(self, fn: graph_lib.Function, check: bool = True
+    def as_function(self, fn: graph.Function, check: bool = True
                     ) -> Callable[[Mapping[str, Any], Sequence[Any], Any], tuple]:
         """``fn`` as ``f(state, args, rng=None) -> (outputs, new_state)``: pure JAX.
 
@@ -310,7 +310,7 @@ class Interpreter:
 
 
 def _lookup(env: Mapping[str, Any], ref: str, gradient: str) -> Any:
-    name, index = graph_lib.parse_ref(ref)
+    name, index = graph.parse_ref(ref)
     if name not in env:
         raise KeyError(f"custom gradient {gradient!r} captures {ref!r}, which the forward "
                        "function did not compute")
@@ -325,7 +325,7 @@ class _NodeError(RuntimeError):
     """An op failed; the message names the node (innermost first)."""
 
 
-def _topological_order(fn: graph_lib.Function) -> list[graph_lib.Node]:
+def _topological_order(fn: graph.Function) -> list[graph.Node]:
     """Nodes that outputs and control outputs depend on, each after its dependencies."""
     nodes = fn.nodes
     order, state = [], {}  # state: 1 = visiting, 2 = done
@@ -362,4 +362,4 @@ def run_graph(graph_def: protos.GraphDef, inputs: Iterable[str], outputs: Iterab
     if not isinstance(graph_def, protos.GraphDef):  # TF's GraphDef: read through jaxhub's
         graph_def = protos.GraphDef.FromString(graph_def.SerializeToString())
     interp = Interpreter.from_graph_def(graph_def)
-    return interp.as_function(graph_lib.function_from_graph_def(graph_def, inputs, outputs))
+    return interp.as_function(graph.function_from_graph_def(graph_def, inputs, outputs))

@@ -138,8 +138,29 @@ def converted(fmt: Format, path: pathlib.Path, *, cache_dir: Any = None) -> path
     The converter (and so TensorFlow) is imported only when the cache has no entry yet.
     """
     key = f"converted:{fmt.name}:jaxhub-{__version__}:{fingerprint(path)}"
-    return cached_derivation(key, lambda out: _convert(fmt, path, out),
-                             cache_dir=cache_dir, origin=path)
+    module_dir = cached_derivation(key, lambda out: _convert(fmt, path, out),
+                                   cache_dir=cache_dir, origin=path)
+    return _refreshed(module_dir, key, path, cache_dir)
+
+
+def _refreshed(module_dir: pathlib.Path, key: str, origin: pathlib.Path,
+               cache_dir: Any) -> pathlib.Path:
+    """``module_dir``, or its upgrade for the running JAX when that JAX cannot read its
+    functions' wrappers (a JAX upgraded since the conversion).
+
+    The upgrade is made from the durable copies (no TensorFlow needed) and cached beside
+    the conversion under a key naming the JAX version, so it is made once.
+    """
+    import jax
+    from jaxhub._src.storage.reader import stale_functions
+    from jaxhub._src.storage.relower import relower_dir
+    # Conversions are keyed by the jaxhub version, which writes durable copies: only
+    # wrappers that the running JAX refuses call for an upgrade.
+    if not stale_functions(module_dir, without_durable_copy=False):
+        return module_dir
+    return cached_derivation(f"{key}:upgraded-for-jax-{jax.__version__}",
+                             lambda out: relower_dir(module_dir, out),
+                             cache_dir=cache_dir, origin=origin)
 
 
 def fingerprint(path: pathlib.Path) -> str:

@@ -11,7 +11,7 @@ import pytest
 import tensorflow as tf
 from tensorflow.python.framework import op_def_registry
 
-from jaxhub_tf.from_tf import graph as graph_lib
+from jaxhub_tf.from_tf import graph as tf_graph
 from jaxhub_tf.from_tf.host_stages import split
 from jaxhub_tf.from_tf.ops import registry as tf_ops
 from jaxhub._src.host import ops as host_ops
@@ -58,7 +58,7 @@ def test_every_host_op_declares_the_attributes_of_its_tf_op_def():
     undeclared = {}
     for op in host_ops.supported_ops():
         missing = ({a.name for a in op_def_registry.get(op).attr}
-                   - graph_lib.implicit_attrs(op) - set(host_ops.declared_attrs(op)))
+                   - tf_graph.implicit_attrs(op) - set(host_ops.declared_attrs(op)))
         if missing:
             undeclared[op] = sorted(missing)
     assert not undeclared, f"declare (and handle or refuse) these attributes: {undeclared}"
@@ -69,7 +69,7 @@ def test_a_host_node_with_an_unsupported_attribute_value_is_refused_by_name():
         words = tf.compat.v1.placeholder(tf.string, [2, 3], name="words")
         picked = tf.gather(words, [[2, 0], [1, 1]], axis=1, batch_dims=1, name="per_row")
         tf.strings.to_hash_bucket_fast(picked, 16, name="ids")
-    fn = graph_lib.function_from_graph_def(graph.as_graph_def(), ["words:0"], ["ids:0"])
+    fn = tf_graph.function_from_graph_def(graph.as_graph_def(), ["words:0"], ["ids:0"])
     with pytest.raises(split.HostStageUnsupportedError,
                        match=r"attribute\(s\) the host stage does not handle: GatherV2 node "
                              r"'per_row': attribute 'batch_dims' = 1 is not supported"):

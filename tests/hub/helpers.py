@@ -51,6 +51,12 @@ def tar_bytes(members: list[tuple[tarfile.TarInfo, bytes | None]], gz: bool = Tr
             if data is not None:
                 info.size = len(data)
                 tar.addfile(info, io.BytesIO(data))
+            elif info.isreg() and info.size:
+                # A header promising content that never follows; Python 3.13's addfile
+                # refuses to write one, so the header goes in by hand.
+                header = info.tobuf(tar.format, tar.encoding, tar.errors)
+                tar.fileobj.write(header)
+                tar.offset += len(header)
             else:
                 tar.addfile(info)
     return buffer.getvalue()

@@ -78,6 +78,8 @@ def test_garbled_function_file(module_copy):
         jaxhub.load(module_copy)
     assert REFETCH in str(error.value)
     edit_manifest(module_copy, function_files={})  # as modules written before the hashes
+    jaxhub.load(module_copy)  # an unreadable wrapper is stood in for by its durable copy
+    edit_manifest(module_copy, durable_functions={})  # ... before durable copies too
     with pytest.raises(jaxhub.ModuleFormatError, match="unreadable function file") as error:
         jaxhub.load(module_copy)
     assert REFETCH in str(error.value)

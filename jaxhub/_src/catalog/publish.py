@@ -5,13 +5,14 @@ from __future__ import annotations
 import dataclasses
 import os
 import pathlib
-from typing import Any
+import tempfile
+from typing import Any, Iterable
 
 import filelock
 
 from jaxhub._src.catalog.index import build, read_records
 from jaxhub._src.catalog import layout, metadata
-from jaxhub._src.hub.archive import pack
+from jaxhub._src.hub.archive import extract, pack
 
 # Serializes publishers of one repository, so no index rebuild misses another's version.
 _LOCK_FILE = ".jaxhub-publish.lock"
@@ -141,3 +142,45 @@ def _reindex_locked(repo: pathlib.Path) -> dict[str, Any]:
 def _next_version(repo: pathlib.Path, name: str) -> int:
     numbers = [int(p.stem) for p in (repo / name).glob("*.json") if p.stem.isdigit()]
     return max(numbers, default=0) + 1
+
+
+def upgrade(repo_dir: str | os.PathLike, *, names: Iterable[str] | None = None
+            ) -> list[Published]:
+    """Publishes, for each module whose newest version needs it, an upgraded next version.
+
+    A newest version needs upgrading when the running JAX cannot read one of its
+    functions' ``jax.export`` wrappers or one of them has no durable copy (see
+    :func:`jaxhub._src.storage.reader.stale_functions`). Its functions are lowered anew by the
+    running JAX from the durable copies (or the wrappers, while this JAX reads them) and
+    the result is published as version N+1 with the same task, license and description;
+    version N stays as it is, since published archives never change.
+
+    Args:
+        repo_dir: The repository root.
+        names: Only these modules (``org/model``); default: every module.
+
+    Returns:
+        The versions published, in name order.
+    """
+    from jaxhub._src.storage.reader import stale_functions
+    from jaxhub._src.upgrade import upgrade as upgrade_module
+    repo = pathlib.Path(repo_dir)
+    newest: dict[str, dict[str, Any]] = {}
+    for record in read_records(repo):
+        if names is None or record["name"] in names:
+            if int(record["version"]) > int(newest.get(record["name"], {}).get("version", 0)):
+                newest[record["name"]] = record
+    published = []
+    for name, record in sorted(newest.items()):
+        with tempfile.TemporaryDirectory(prefix="jaxhub-upgrade-") as tmp:
+            unpacked = pathlib.Path(tmp, "module")
+            unpacked.mkdir()
+            extract(repo / layout.archive_path(name, int(record["version"])), unpacked)
+            if not stale_functions(unpacked):
+                continue
+            upgrade_module(unpacked, pathlib.Path(tmp, "upgraded"))
+            published.append(publish(
+                pathlib.Path(tmp, "upgraded"), repo, name, _next_version(repo, name),
+                task=record.get("task"), license=record.get("license"),
+                description=record.get("description")))
+    return published

@@ -26,6 +26,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         description="Rebuild index.json and every latest.json from the <N>.json records, "
                     "after removing a version by hand.")
     again.add_argument("repo_dir", type=pathlib.Path, help="the repository root")
+    again.add_argument("--upgrade", action="store_true",
+                       help="first publish, for each module whose newest version the "
+                            "running JAX cannot read or that has no durable copy of its "
+                            "functions, an upgraded next version (jaxhub upgrade)")
+    again.add_argument("--name", action="append", dest="names", metavar="ORG/MODEL",
+                       help="with --upgrade: only this module (repeatable)")
     again.set_defaults(func=_reindex)
 
 
@@ -36,7 +42,10 @@ def _build(args: argparse.Namespace) -> int:
 
 
 def _reindex(args: argparse.Namespace) -> int:
-    from jaxhub._src.catalog.publish import reindex
+    from jaxhub._src.catalog.publish import reindex, upgrade
+    if args.upgrade:
+        for published in upgrade(args.repo_dir, names=args.names):
+            print(f"upgraded {published.name}: published version {published.version}")
     index = reindex(args.repo_dir)
     print(f"{len(index['modules'])} modules, "
           f"{sum(len(m['versions']) for m in index['modules'])} versions")

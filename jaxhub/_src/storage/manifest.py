@@ -116,9 +116,15 @@ class Manifest:
     #: Function file -> {"sha256", "size"}, recorded when written and checked
     #: when read (absent in modules written before jaxhub recorded them).
     function_files: Mapping[str, Mapping[str, Any]] = dataclasses.field(default_factory=dict)
+    #: Function file -> the record of its durable copy (a StableHLO portable artifact
+    #: and the types to call it with; see :mod:`jaxhub._src.storage.durable`), absent in
+    #: modules written before jaxhub wrote durable copies.
+    durable_functions: Mapping[str, Mapping[str, Any]] = dataclasses.field(
+        default_factory=dict)
 
     def __post_init__(self):
-        for name in ("attachments", "assets", "origin", "written_by", "function_files"):
+        for name in ("attachments", "assets", "origin", "written_by", "function_files",
+                     "durable_functions"):
             object.__setattr__(self, name, types.MappingProxyType(dict(getattr(self, name))))
 
     def __hash__(self) -> int:
@@ -146,6 +152,9 @@ class Manifest:
         # Written only when known: readers that predate it ignore unknown keys.
         if self.function_files:
             data["function_files"] = {k: dict(v) for k, v in self.function_files.items()}
+        if self.durable_functions:
+            data["durable_functions"] = {k: dict(v)
+                                         for k, v in self.durable_functions.items()}
         return json.dumps(data, indent=2, sort_keys=False) + "\n"
 
     @classmethod
@@ -190,7 +199,8 @@ class Manifest:
                    attachments=data.get("attachments", {}), assets=data.get("assets", {}),
                    origin=data.get("origin", {}), written_by=data.get("written_by", {}),
                    format_version=data["format_version"],
-                   function_files=_file_records(data.get("function_files", {})))
+                   function_files=_file_records(data.get("function_files", {})),
+                   durable_functions=_durable_records(data.get("durable_functions", {})))
 
 
 def _param_spec(data: Mapping[str, Any]) -> ParamSpec:
@@ -218,6 +228,21 @@ def _file_records(data: Any) -> dict[str, dict[str, Any]]:
         if not isinstance(record.get("sha256"), str) or not isinstance(record.get("size"), int):
             raise ValueError(f"function_files[{file!r}] needs a sha256 and a size")
         records[str(file)] = {"sha256": record["sha256"], "size": record["size"]}
+    return records
+
+
+def _durable_records(data: Any) -> dict[str, dict[str, Any]]:
+    """The ``durable_functions`` entries, each checked to name a file, its hash and size
+    (the rest is read when a durable copy is needed)."""
+    records = {}
+    for file, record in dict(data).items():
+        record = dict(record)
+        for part in (record, *([record["vjp"]] if record.get("vjp") else [])):
+            if not (isinstance(part.get("file"), str) and isinstance(part.get("sha256"), str)
+                    and isinstance(part.get("size"), int)):
+                raise ValueError(f"durable_functions[{file!r}] needs a file, a sha256 "
+                                 f"and a size")
+        records[str(file)] = record
     return records
 
 

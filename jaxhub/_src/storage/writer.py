@@ -14,6 +14,7 @@ from jax import export as jax_export
 
 from jaxhub._src import serialization
 from jaxhub._src import version
+from jaxhub._src.storage import durable
 from jaxhub._src.storage import params as params_io
 from jaxhub._src.storage import files
 from jaxhub._src.storage.manifest import Manifest
@@ -73,16 +74,31 @@ def _write_description(tmp: pathlib.Path, manifest: Manifest,
     # The halves of a split VJP are never differentiated: no VJP of their own.
     halves = {file for f in manifest.functions if f.vjp
               for file in (f.vjp.forward, f.vjp.backward)}
-    records = {}
+    split = {f.file for f in manifest.functions if f.vjp}
+    records, durable_records = {}, {}
     for file, exp in sorted(exported.items()):
-        target = tmp / file
-        target.parent.mkdir(parents=True, exist_ok=True)
         data = serialization.serialize(exp, vjp_order=0 if file in halves else 1)
-        target.write_bytes(data)
+        _write_file(tmp, file, data)
         records[file] = {"sha256": hashlib.sha256(data).hexdigest(), "size": len(data)}
+        # Described from the bytes just written, so that the VJP is the stored one. A
+        # function with a split VJP is differentiated through its halves: its own VJP
+        # needs no durable copy.
+        described = durable.describe(serialization.deserialize(data), file,
+                                     vjp=file not in halves and file not in split)
+        if described is not None:
+            durable_records[file], durable_files = described
+            for name, artifact in durable_files.items():
+                _write_file(tmp, name, artifact)
     # Readers check the hashes: a damaged function file fails the load, not a later call.
-    manifest = dataclasses.replace(manifest, function_files=records)
+    manifest = dataclasses.replace(manifest, function_files=records,
+                                   durable_functions=durable_records)
     (tmp / files.MANIFEST_FILE).write_text(manifest.to_json())
+
+
+def _write_file(tmp: pathlib.Path, name: str, data: bytes) -> None:
+    target = tmp / name
+    target.parent.mkdir(parents=True, exist_ok=True)
+    target.write_bytes(data)
 
 
 def _sync_processes(name: str) -> None:

@@ -18,7 +18,7 @@ import pytest
 import tensorflow as tf
 from tensorflow.python.framework import op_def_registry
 
-from jaxhub_tf.from_tf import graph as graph_lib
+from jaxhub_tf.from_tf import graph as tf_graph
 from jaxhub_tf.from_tf import interpreter
 from jaxhub_tf.from_tf import ops as ops_package
 from jaxhub_tf.from_tf.ops import registry
@@ -64,7 +64,7 @@ def test_every_op_declares_the_attributes_of_its_tf_op_def():
     for op in registry.registered_ops():
         if op_def_registry.get(op) is None:
             continue
-        missing = (_op_def_attrs(op) - graph_lib.implicit_attrs(op)
+        missing = (_op_def_attrs(op) - tf_graph.implicit_attrs(op)
                    - set(registry.declared_attrs(op)))
         if missing:
             undeclared[op] = sorted(missing)
