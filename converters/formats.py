@@ -1,7 +1,8 @@
 """The TensorFlow formats ``jaxhub.load`` reads, registered through ``jaxhub.extend``.
 
-``register`` is the ``jaxhub.formats`` entry point of the jaxhub distribution. This
-module imports no TensorFlow: detection looks only at file names, and each converter is
+``register`` is the ``jaxhub.formats`` entry point of the jaxhub distribution. Neither
+this module nor the converters import TensorFlow (they read TF's files with
+``jaxhub_tf.from_tf.reader``): detection looks only at file names, and each converter is
 imported when a directory of its format is first converted.
 """
 
@@ -15,17 +16,13 @@ from jaxhub import extend
 TF1_MODULE_DEF_FILE = "tfhub_module.pb"
 #: The files that mark a TF2 SavedModel, binary or text.
 SAVED_MODEL_FILES = ("saved_model.pb", "saved_model.pbtxt")
-#: What converting imports, and the extra that installs it.
-_REQUIRES = ("tensorflow", "tensorflow_hub", "tf_keras")
 
 
 def register() -> None:
     """Registers the TF1 Hub module and TF2 SavedModel formats with ``jaxhub.load``."""
     # The TF1 format first: a TF1 Hub module also holds a saved_model.pb.
-    extend.register_format("TF1 Hub module", [TF1_MODULE_DEF_FILE], _convert_tf1_hub_module,
-                           requires=_REQUIRES, extra="tf")
-    extend.register_format("TF2 SavedModel", SAVED_MODEL_FILES, _convert_saved_model,
-                           requires=_REQUIRES, extra="tf")
+    extend.register_format("TF1 Hub module", [TF1_MODULE_DEF_FILE], _convert_tf1_hub_module)
+    extend.register_format("TF2 SavedModel", SAVED_MODEL_FILES, _convert_saved_model)
 
 
 def _convert_tf1_hub_module(src: pathlib.Path, dst: pathlib.Path) -> None:

@@ -9,29 +9,18 @@ where ``source`` is a node name or an argument name.
 from __future__ import annotations
 
 import dataclasses
-import functools
 from typing import Any, Iterable, Mapping
 
-import numpy as np
-import tensorflow as tf
-from tensorflow.core.framework import attr_value_pb2, function_pb2, graph_pb2
-from tensorflow.python.framework import op_def_registry, tensor_util
+from jaxhub_tf.from_tf.reader import op_defs, tensors
+from jaxhub_tf.from_tf.reader.protos import AttrValue, FunctionDef, GraphDef
 
 _MISSING = object()
-
-#: TF dtypes with no numpy counterpart, decoded to these names.
-_SPECIAL_DTYPES = {tf.resource.as_datatype_enum: "resource",
-                   tf.variant.as_datatype_enum: "variant"}
+_LIST_FIELDS = ("s", "i", "f", "b", "type", "shape", "tensor", "func")
 
 
 def decode_dtype(enum: int) -> Any:
     """A TF ``DataType`` enum as a ``numpy.dtype`` (strings: object; resources: a name)."""
-    if enum in _SPECIAL_DTYPES:
-        return _SPECIAL_DTYPES[enum]
-    dtype = tf.dtypes.as_dtype(enum)
-    if dtype == tf.string:
-        return np.dtype(object)
-    return np.dtype(dtype.as_numpy_dtype)
+    return tensors.numpy_dtype(enum)
 
 
 def decode_shape(proto) -> tuple[int | None, ...] | None:
@@ -41,31 +30,35 @@ def decode_shape(proto) -> tuple[int | None, ...] | None:
     return tuple(None if d.size < 0 else int(d.size) for d in proto.dim)
 
 
-def decode_attr(value: attr_value_pb2.AttrValue) -> Any:
+def decode_attr(value: AttrValue) -> Any:
     """An ``AttrValue`` as Python/numpy (see :class:`registry.Node`)."""
     kind = value.WhichOneof("value")
     if kind == "list":
-        items = value.list
-        for field in ("s", "i", "f", "b", "type", "shape", "tensor", "func"):
-            entries = getattr(items, field)
+        for field in _LIST_FIELDS:
+            entries = getattr(value.list, field)
             if entries:
-                return [decode_attr(attr_value_pb2.AttrValue(**{field: e})) for e in entries]
+                return [_decode_value(field, e) for e in entries]
         return []
-    if kind == "s":
-        return value.s.decode("utf-8", errors="surrogateescape")
-    if kind in ("i", "f", "b"):
-        return getattr(value, kind)
-    if kind == "type":
-        return decode_dtype(value.type)
-    if kind == "shape":
-        return decode_shape(value.shape)
-    if kind == "tensor":
-        return tensor_util.MakeNdarray(value.tensor)
-    if kind == "func":
-        return value.func.name
     if kind == "placeholder":
         raise ValueError(f"attribute placeholder {value.placeholder!r} was never bound")
-    return None
+    if kind is None:
+        return None
+    return _decode_value(kind, getattr(value, kind))
+
+
+def _decode_value(kind: str, value: Any) -> Any:
+    """One value of an ``AttrValue`` (or of its list) held in field ``kind``."""
+    if kind == "s":
+        return value.decode("utf-8", errors="surrogateescape")
+    if kind == "type":
+        return decode_dtype(value)
+    if kind == "shape":
+        return decode_shape(value)
+    if kind == "tensor":
+        return tensors.to_numpy(value)
+    if kind == "func":
+        return value.name
+    return value  # i, f, b
 
 
 @dataclasses.dataclass(eq=False)
@@ -84,7 +77,7 @@ class Node:
     op: str
     inputs: list[tuple[str, int]]
     control_inputs: list[str]
-    attrs: Mapping[str, attr_value_pb2.AttrValue]
+    attrs: Mapping[str, AttrValue]
     _decoded: dict[str, Any] = dataclasses.field(default_factory=dict, repr=False)
 
     def attr(self, key: str, default: Any = _MISSING) -> Any:
@@ -103,7 +96,6 @@ class Node:
         return key in self.attrs or _default_attr(self.op, key) is not None
 
 
-@functools.lru_cache(maxsize=None)
 def implicit_attrs(op: str) -> frozenset[str]:
     """The attributes of TF op ``op`` that only describe its arguments.
 
@@ -111,17 +103,23 @@ def implicit_attrs(op: str) -> frozenset[str]:
     the values carry their dtypes) and the counts of its list arguments (``N``): an op
     implementation need not declare them. Empty for an op TF does not know.
     """
-    op_def = op_def_registry.get(op)
+    op_def = op_defs.get(op)
     if op_def is None:
         return frozenset()
-    args = list(op_def.input_arg) + list(op_def.output_arg)
-    counts = {a.number_attr for a in args} | {a.type_list_attr for a in args}
-    return frozenset(a.name for a in op_def.attr
-                     if a.type in ("type", "list(type)") or a.name in counts)
+    if id(op_def) not in _IMPLICIT:  # the entry keeps op_def alive, so its id stays its own
+        args = list(op_def.input_arg) + list(op_def.output_arg)
+        counts = {a.number_attr for a in args} | {a.type_list_attr for a in args}
+        _IMPLICIT[id(op_def)] = (op_def, frozenset(
+            a.name for a in op_def.attr
+            if a.type in ("type", "list(type)") or a.name in counts))
+    return _IMPLICIT[id(op_def)][1]
 
 
-def _default_attr(op: str, key: str) -> attr_value_pb2.AttrValue | None:
-    op_def = op_def_registry.get(op)
+_IMPLICIT: dict[int, tuple[Any, frozenset[str]]] = {}
+
+
+def _default_attr(op: str, key: str) -> AttrValue | None:
+    op_def = op_defs.get(op)
     for attr in op_def.attr if op_def is not None else ():
         if attr.name == key and attr.HasField("default_value"):
             return attr.default_value
@@ -165,7 +163,7 @@ def parse_ref(ref: str) -> tuple[str, int] | None:
     return name, int(index) if index else 0
 
 
-def function_from_graph_def(graph_def: graph_pb2.GraphDef, inputs: Iterable[str] = (),
+def function_from_graph_def(graph_def: GraphDef, inputs: Iterable[str] = (),
                             outputs: Iterable[str] = ()) -> Function:
     """A GraphDef as a :class:`Function` from tensors ``inputs`` to tensors ``outputs``.
 
@@ -192,8 +190,8 @@ def function_from_graph_def(graph_def: graph_pb2.GraphDef, inputs: Iterable[str]
     return Function("", args, arg_dtypes, nodes, outs, [t for t in outputs], [])
 
 
-def function_from_function_def(fdef: function_pb2.FunctionDef,
-                               library: Mapping[str, function_pb2.FunctionDef]) -> Function:
+def function_from_function_def(fdef: FunctionDef,
+                               library: Mapping[str, FunctionDef]) -> Function:
     """A FunctionDef as a :class:`Function`; ``library`` resolves calls by function name."""
     args = [a.name for a in fdef.signature.input_arg]
     arg_dtypes = [decode_dtype(a.type) for a in fdef.signature.input_arg]
@@ -223,11 +221,11 @@ def function_from_function_def(fdef: function_pb2.FunctionDef,
                     control_outputs)
 
 
-def _output_offsets(proto, library: Mapping[str, function_pb2.FunctionDef]) -> dict[str, int]:
+def _output_offsets(proto, library: Mapping[str, FunctionDef]) -> dict[str, int]:
     """Where each named output list of ``proto`` starts among its flat outputs."""
     if proto.op in library:
         return {a.name: i for i, a in enumerate(library[proto.op].signature.output_arg)}
-    op_def = op_def_registry.get(proto.op)
+    op_def = op_defs.get(proto.op)
     if op_def is None:
         return {}  # unknown op: reported by the interpreter's coverage check
     offsets, start = {}, 0
@@ -242,7 +240,7 @@ def _output_offsets(proto, library: Mapping[str, function_pb2.FunctionDef]) -> d
     return offsets
 
 
-def _node_attr(proto, op_def, name: str) -> attr_value_pb2.AttrValue:
+def _node_attr(proto, op_def, name: str) -> AttrValue:
     if name in proto.attr:
         return proto.attr[name]
     for attr in op_def.attr:  # an attribute left at its default

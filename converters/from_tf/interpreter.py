@@ -17,11 +17,11 @@ from typing import Any, Callable, Iterable, Mapping, Sequence
 import jax
 import jax.numpy as jnp
 import numpy as np
-from tensorflow.core.framework import function_pb2, graph_pb2
 
 from jaxhub_tf.from_tf import graph
 from jaxhub_tf.from_tf import ops as _ops  # noqa: F401  (registers every op family)
 from jaxhub_tf.from_tf.ops import registry
+from jaxhub_tf.from_tf.reader import protos
 from jaxhub_tf.from_tf.values import UNKNOWN, Context, UnknowableError, as_jax
 
 #: Ops that write variables: a body holding one must carry the state through control flow.
@@ -80,7 +80,7 @@ class _Running:
 class Interpreter:
     """Runs the functions of one TF function library (and graphs that call into it)."""
 
-    def __init__(self, library: function_pb2.FunctionDefLibrary | None = None,
+    def __init__(self, library: protos.FunctionDefLibrary | None = None,
                  gradient_captures: Mapping[str, Sequence[str]] | None = None,
                  gradient_outputs: Mapping[str, Sequence[int]] | None = None):
         """
@@ -104,7 +104,7 @@ class Interpreter:
         self._orders: dict[int, tuple[graph.Function, list[graph.Node]]] = {}
 
     @classmethod
-    def from_graph_def(cls, graph_def: graph_pb2.GraphDef) -> "Interpreter":
+    def from_graph_def(cls, graph_def: protos.GraphDef) -> "Interpreter":
         return cls(graph_def.library)
 
     def function(self, name: str) -> graph.Function:
@@ -351,7 +351,7 @@ def _topological_order(fn: graph.Function) -> list[graph.Node]:
     return order
 
 
-def run_graph(graph_def: graph_pb2.GraphDef, inputs: Iterable[str], outputs: Iterable[str]
+def run_graph(graph_def: protos.GraphDef, inputs: Iterable[str], outputs: Iterable[str]
               ) -> Callable[..., tuple]:
     """A GraphDef from tensors ``inputs`` to tensors ``outputs`` as a pure JAX function.
 
@@ -359,5 +359,7 @@ def run_graph(graph_def: graph_pb2.GraphDef, inputs: Iterable[str], outputs: Ite
       ``f(state, args, rng=None) -> (outputs, state updates)``, see
       :meth:`Interpreter.as_function`.
     """
+    if not isinstance(graph_def, protos.GraphDef):  # TF's GraphDef: read through jaxhub's
+        graph_def = protos.GraphDef.FromString(graph_def.SerializeToString())
     interp = Interpreter.from_graph_def(graph_def)
     return interp.as_function(graph.function_from_graph_def(graph_def, inputs, outputs))

@@ -37,11 +37,6 @@ from typing import Any, Callable, Mapping, Sequence
 
 import jax.numpy as jnp
 import numpy as np
-import tensorflow as tf
-from google.protobuf import text_format
-from tensorflow.core.framework import function_pb2
-from tensorflow.core.protobuf import saved_model_pb2, trackable_object_graph_pb2
-from tensorflow.python.saved_model import nested_structure_coder
 
 import jaxhub
 from jaxhub import extend
@@ -51,6 +46,8 @@ from jaxhub_tf.from_tf.host_stages import split
 from jaxhub_tf.from_tf.host_stages import string_functions
 from jaxhub_tf.from_tf.ops import xla as xla_ops
 from jaxhub_tf.from_tf.interpreter import Interpreter
+from jaxhub_tf.from_tf.reader import bundle, files, protos
+from jaxhub_tf.from_tf.reader import structure as structure_lib
 from jaxhub_tf.from_tf.values import Resource
 
 _INIT_OP_KEY = "__saved_model_init_op"
@@ -58,6 +55,7 @@ _CKPT_GRAPH_KEY = "_CHECKPOINTABLE_OBJECT_GRAPH"
 _UNCLEAN = re.compile(r"[^A-Za-z0-9_.\-]")
 
 
+@files.names_source
 def load_saved_model(path: str | os.PathLike, **unused: Any) -> jaxhub.Module:
     """Converts the SavedModel in directory ``path`` to a jaxhub module (in memory).
 
@@ -97,6 +95,7 @@ def load_saved_model(path: str | os.PathLike, **unused: Any) -> jaxhub.Module:
         origin={"format": "TF2 SavedModel", "source": str(path)})
 
 
+@files.names_source
 def convert_saved_model(src: str | os.PathLike, dst: str | os.PathLike) -> jaxhub.Module:
     """Converts the SavedModel in ``src`` and writes it as a jaxhub module to ``dst``.
 
@@ -125,13 +124,7 @@ class _SavedModel:
     """One parsed SavedModel: its graph, object graph, variables and functions."""
 
     def __init__(self, path: pathlib.Path):
-        proto = saved_model_pb2.SavedModel()
-        binary, text = SAVED_MODEL_FILES
-        if (path / binary).is_file():
-            proto.ParseFromString((path / binary).read_bytes())
-        else:
-            text_format.Parse((path / text).read_text(), proto)
-        meta = proto.meta_graphs[0]
+        meta = files.read_saved_model(path).meta_graphs[0]
         self._path = path
         self._meta = meta
         self._objects = meta.object_graph_def
@@ -190,9 +183,10 @@ class _SavedModel:
             concrete = self._objects.concrete_functions.get(grad.gradient_func)
             if concrete is None or not concrete.HasField("output_signature"):
                 continue
-            structure = nested_structure_coder.decode_proto(concrete.output_signature)
+            structure = structure_lib.decode(concrete.output_signature)
             positions[grad.gradient_func] = [
-                i for i, spec in enumerate(tf.nest.flatten(structure)) if spec is not None]
+                i for i, spec in enumerate(structure_lib.flatten(structure))
+                if spec is not None]
         return positions
 
     def check_supported(self) -> None:
@@ -251,7 +245,7 @@ class _SavedModel:
         ``_user_specified_name``), to recognise identical wrappers."""
         (definition,) = [f for f in self._meta.graph_def.library.function
                          if f.signature.name == function_name]
-        nameless = function_pb2.FunctionDef()
+        nameless = protos.FunctionDef()
         nameless.CopyFrom(definition)
         nameless.signature.name = ""
         nameless.ClearField("arg_attr")
@@ -281,20 +275,21 @@ class _SavedModel:
         by_training: dict[bool, tuple] = {}
         for name in self._objects.nodes[child].function.concrete_functions:
             concrete = self._objects.concrete_functions[name]
-            args = nested_structure_coder.decode_proto(concrete.canonicalized_input_signature)
-            flags = [x for x in tf.nest.flatten(args) if isinstance(x, bool)]
+            args = structure_lib.decode(concrete.canonicalized_input_signature)
+            flags = [x for x in structure_lib.flatten(args) if isinstance(x, bool)]
             training = any(flags)
-            specs = [x for x in tf.nest.flatten(args) if isinstance(x, tf.TensorSpec)]
+            specs = [x for x in structure_lib.flatten(args)
+                     if isinstance(x, structure_lib.TensorSpec)]
             if len(specs) != 1:
                 continue  # one tensor in: the convention of reusable SavedModels
             best = by_training.get(training)
             if best is None or _unknown_dims(specs[0]) > _unknown_dims(best[1]):
-                out = nested_structure_coder.decode_proto(concrete.output_signature)
+                out = structure_lib.decode(concrete.output_signature)
                 by_training[training] = (name, specs[0], out)
         if False not in by_training:
             return None
         name, spec, out = by_training[False]
-        in_spec = jaxhub.TensorSpec(spec.shape.as_list(), spec.dtype.as_numpy_dtype)
+        in_spec = jaxhub.TensorSpec(list(spec.shape), spec.dtype)
         names = _output_names(out)
         if _is_string(in_spec):
             if True in by_training:
@@ -425,9 +420,13 @@ class _SavedModel:
 
 def _read_variables(path: pathlib.Path, objects) -> dict[int, tuple[str, np.ndarray, bool]]:
     """Object graph node id -> (TF name, checkpointed value, trainable) of each variable."""
-    reader = tf.train.load_checkpoint(str(path / "variables" / "variables"))
-    ckpt_graph = trackable_object_graph_pb2.TrackableObjectGraph()
-    ckpt_graph.ParseFromString(reader.get_tensor(_CKPT_GRAPH_KEY))
+    reader = bundle.BundleReader(path / "variables" / "variables")
+    ckpt_graph = protos.TrackableObjectGraph()
+    try:
+        ckpt_graph.ParseFromString(reader.get_tensor(_CKPT_GRAPH_KEY).item())
+    except Exception as e:  # noqa: BLE001  (KeyError, DecodeError: the same fix)
+        raise bundle.CheckpointError(f"{path / 'variables'}: the checkpoint has no readable "
+                                     f"object graph ({e})") from None
     variables = {}
     for node_id, obj in enumerate(objects.nodes):
         if obj.WhichOneof("kind") != "variable":
@@ -475,15 +474,15 @@ def _is_string(spec: jaxhub.TensorSpec) -> bool:
     return spec.dtype == "string"
 
 
-def _unknown_dims(spec: tf.TensorSpec) -> int:
-    return sum(d is None for d in spec.shape.as_list())
+def _unknown_dims(spec: structure_lib.TensorSpec) -> int:
+    return sum(d is None for d in spec.shape)
 
 
 def _output_names(structure: Any) -> list[str] | None:
     """Output names for a function's flat outputs: dict keys, or None for one tensor."""
     if isinstance(structure, Mapping):
         return [str(k) for k in sorted(structure)]
-    flat = tf.nest.flatten(structure)
+    flat = structure_lib.flatten(structure)
     if len(flat) == 1:
         return None
     return [f"output_{i}" for i in range(len(flat))]

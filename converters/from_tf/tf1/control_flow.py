@@ -27,10 +27,9 @@ from __future__ import annotations
 import dataclasses
 import itertools
 
-from tensorflow.core.framework import attr_value_pb2
-
 from jaxhub_tf.from_tf import graph
 from jaxhub_tf.from_tf.interpreter import Interpreter
+from jaxhub_tf.from_tf.reader import protos
 
 _COUNTER = itertools.count()
 
@@ -133,8 +132,8 @@ def _rewrite_loop(nodes, frame: str, enters: list[graph.Node], interp) -> None:
                                                {})
 
 
-def _func_attr(name: str) -> attr_value_pb2.AttrValue:
-    return attr_value_pb2.AttrValue(func=attr_value_pb2.NameAttrList(name=name))
+def _func_attr(name: str) -> protos.AttrValue:
+    return protos.AttrValue(func=protos.NameAttrList(name=name))
 
 
 def _subgraph(nodes, name: str, args: list[str], outputs: list[tuple[str, int]],

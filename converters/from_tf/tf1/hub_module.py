@@ -39,9 +39,6 @@ import pathlib
 from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
-import tensorflow as tf
-from tensorflow.core.framework import variable_pb2
-from tensorflow.core.protobuf import meta_graph_pb2, saved_model_pb2
 
 import jaxhub
 from jaxhub import extend
@@ -49,15 +46,23 @@ from jaxhub_tf.formats import TF1_MODULE_DEF_FILE
 from jaxhub_tf.from_tf.graph import Function, Node, decode_dtype, decode_shape, function_from_graph_def
 from jaxhub_tf.from_tf.tf1 import control_flow
 from jaxhub_tf.from_tf.host_stages import split
+from jaxhub_tf.from_tf.reader import bundle, files, protos
 
 #: ``ModuleDef.FORMAT_V3``, the only TF1 Hub format version there is.
 _FORMAT_V3 = 3
 _ATTACHMENTS = "hub_module_attachments"
+# TF1 collection keys (tf.compat.v1.GraphKeys).
+_TRAINABLE_VARIABLES = "trainable_variables"
+_GLOBAL_VARIABLES = "variables"
+_REGULARIZATION_LOSSES = "regularization_losses"
+_UPDATE_OPS = "update_ops"
+_TABLE_INITIALIZERS = "table_initializer"
 _IMAGE_MODULE_INFO = "image_module_info"
 _REF_ASSIGN_OPS = frozenset({"Assign", "AssignAdd", "AssignSub"})
 _REF_VARIABLE_OPS = frozenset({"VariableV2", "Variable"})
 
 
+@files.names_source
 def load_tf1_hub_module(path: str | os.PathLike) -> jaxhub.Module:
     """Converts the TF1 Hub module in directory ``path`` to a jaxhub module (in memory).
 
@@ -101,6 +106,7 @@ def load_tf1_hub_module(path: str | os.PathLike) -> jaxhub.Module:
         origin={"format": "TF1 Hub module", "source": str(path)})
 
 
+@files.names_source
 def convert_tf1_hub_module(src: str | os.PathLike, dst: str | os.PathLike
                            ) -> jaxhub.Module:
     """Converts the TF1 Hub module in ``src`` and writes it as a jaxhub module to ``dst``.
@@ -115,10 +121,14 @@ def convert_tf1_hub_module(src: str | os.PathLike, dst: str | os.PathLike
 
 def _check_module_def(path: pathlib.Path) -> None:
     data = (path / TF1_MODULE_DEF_FILE).read_bytes()
-    fields = _proto_fields(data)
+    try:
+        fields = _proto_fields(data)
+    except (IndexError, ValueError):
+        raise jaxhub.ModuleFormatError(f"{path / TF1_MODULE_DEF_FILE}: not a TF Hub "
+                                       f"ModuleDef (truncated or corrupt)") from None
     fmt = fields.get(1, [0])[0]
     if fmt != _FORMAT_V3:
-        raise ValueError(f"{path / TF1_MODULE_DEF_FILE}: ModuleDef format {fmt}; only the TF1 "
+        raise jaxhub.ModuleFormatError(f"{path / TF1_MODULE_DEF_FILE}: ModuleDef format {fmt}; only the TF1 "
                          f"Hub format V3 exists")
     features = [f.decode() for f in fields.get(2, [])]
     if features:
@@ -160,6 +170,8 @@ def _proto_fields(data: bytes) -> dict[int, list[Any]]:
             value, pos = data[pos:pos + 8], pos + 8
         else:
             raise ValueError(f"unsupported protobuf wire type {wire}")
+        if pos > len(data):
+            raise ValueError("truncated protobuf message")
         fields.setdefault(number, []).append(value)
     return fields
 
@@ -176,11 +188,10 @@ class _HubModule:
     """The parsed module: one :class:`_Graph` per tag set, variables, assets."""
 
     def __init__(self, path: pathlib.Path):
-        proto = saved_model_pb2.SavedModel()
-        proto.ParseFromString((path / "saved_model.pb").read_bytes())
+        proto = files.read_saved_model(path)
         checkpoint = path / "variables" / "variables"
         # A module without variables may come without a checkpoint.
-        reader = (tf.train.load_checkpoint(str(checkpoint))
+        reader = (bundle.BundleReader(checkpoint)
                   if checkpoint.with_suffix(".index").is_file() else None)
         self.variables: dict[str, _Variable] = {}
         values: dict[tuple[str, ...], np.ndarray] = {}
@@ -212,13 +223,13 @@ class _HubModule:
         return extend.unflatten((by_key[k].path, v) for k, v in updates.items())
 
 
-def _variables(meta: meta_graph_pb2.MetaGraphDef) -> list[_Variable]:
+def _variables(meta: protos.MetaGraphDef) -> list[_Variable]:
     nodes = {n.name: n for n in meta.graph_def.node}
     trainable = set()
-    for proto in _collection_bytes(meta, tf.compat.v1.GraphKeys.TRAINABLE_VARIABLES):
+    for proto in _collection_bytes(meta, _TRAINABLE_VARIABLES):
         trainable.add(_var_op_name(proto))
     result = []
-    for proto in _collection_bytes(meta, tf.compat.v1.GraphKeys.GLOBAL_VARIABLES):
+    for proto in _collection_bytes(meta, _GLOBAL_VARIABLES):
         op_name = _var_op_name(proto)
         node = nodes[op_name]
         shared = node.attr["shared_name"].s.decode() if "shared_name" in node.attr else ""
@@ -240,7 +251,7 @@ def _collection_nodes(meta, key: str) -> list[str]:
 
 
 def _var_op_name(proto: bytes) -> str:
-    var = variable_pb2.VariableDef()
+    var = protos.VariableDef()
     var.ParseFromString(proto)
     return var.variable_name.split(":")[0]
 
@@ -250,8 +261,7 @@ def _asset_map(meta) -> dict[str, str]:
     result = {}
     if "saved_model_assets" in meta.collection_def:
         for item in meta.collection_def["saved_model_assets"].any_list.value:
-            asset = meta_graph_pb2.AssetFileDef()
-            item.Unpack(asset)
+            asset = protos.AssetFileDef.FromString(item.value)  # an Any
             result[asset.tensor_info.name.split(":")[0]] = asset.filename
     for asset in meta.asset_file_def:
         result[asset.tensor_info.name.split(":")[0]] = asset.filename
@@ -261,7 +271,7 @@ def _asset_map(meta) -> dict[str, str]:
 class _Graph:
     """One MetaGraphDef: its signatures as JAX functions of (params, inputs)."""
 
-    def __init__(self, meta: meta_graph_pb2.MetaGraphDef, module: _HubModule,
+    def __init__(self, meta: protos.MetaGraphDef, module: _HubModule,
                  assets: Mapping[str, str]):
         self.meta = meta
         self._module = module
@@ -291,7 +301,7 @@ class _Graph:
         return result
 
     def regularizer(self) -> Callable[[Any], Any] | None:
-        losses = _collection_nodes(self.meta, tf.compat.v1.GraphKeys.REGULARIZATION_LOSSES)
+        losses = _collection_nodes(self.meta, _REGULARIZATION_LOSSES)
         if not losses:
             return None
         fn = self._prepare(function_from_graph_def(
@@ -320,7 +330,7 @@ class _Graph:
                                                list(outputs.values()))
         if self._train:
             fn.control_outputs = _runnable(fn, _collection_nodes(
-                self.meta, tf.compat.v1.GraphKeys.UPDATE_OPS))
+                self.meta, _UPDATE_OPS))
         fn = self._prepare(fn)
         parts = split.split(fn, table_initializers=self._tables, assets=self._assets,
                                 input_names={t.split(":")[0]: k for k, t in feeds.items()})
@@ -422,7 +432,7 @@ def _table_initializers(meta, graph_def) -> dict[str, str]:
     """Table node -> its initializer node (TABLE_INITIALIZERS)."""
     nodes = {n.name: n for n in graph_def.node}
     result = {}
-    for init in _collection_nodes(meta, tf.compat.v1.GraphKeys.TABLE_INITIALIZERS):
+    for init in _collection_nodes(meta, _TABLE_INITIALIZERS):
         node = nodes.get(init)
         if node is not None and node.input:
             result[node.input[0].split(":")[0]] = init

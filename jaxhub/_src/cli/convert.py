@@ -35,9 +35,6 @@ def run(args: argparse.Namespace) -> int:
         print(f"wrote {export_saved_model(args.src, args.dst)}: TF2 SavedModel")
         return 0
     path = resolve_handle(args.src)
-    fmt = formats.detect(path)
-    if fmt.convert is not None:
-        _require_tensorflow(f"converting a {fmt.name}")
     try:
         module = loading.read(formats.native_path(path))
     except NotImplementedError as e:  # unsupported TF ops: the message lists them all

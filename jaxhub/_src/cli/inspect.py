@@ -7,7 +7,7 @@ import json
 import pathlib
 from typing import TYPE_CHECKING
 
-from jaxhub._src.cli import resolve_handle, tf_logging
+from jaxhub._src.cli import resolve_handle
 from jaxhub._src.units import format_bytes
 
 if TYPE_CHECKING:
@@ -22,7 +22,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                     "is a module directory, a .tar.gz, a file:// or http(s) URL, or a "
                     "repository handle (<repo>/<org>/<model>/<N>); URLs are fetched into "
                     "the cache. A TF2 SavedModel or TF1 Hub module is converted first "
-                    "(cached; needs TensorFlow), as jaxhub.load does.")
+                    "(cached), as jaxhub.load does.")
     parser.add_argument("handle", help="a module directory, archive, URL or handle")
     parser.add_argument("--json", action="store_true", help="print the raw manifest")
     parser.set_defaults(func=run)
@@ -36,11 +36,6 @@ def run(args: argparse.Namespace) -> int:
     fmt = formats.detect(path)
     title = str(path) if args.handle == str(path) else f"{args.handle} ({path})"
     if fmt.convert is not None:
-        if not tf_logging.import_tensorflow_quietly():
-            raise ValueError(
-                f"{args.handle} is a {fmt.name}: inspecting it converts it, which needs "
-                f"TensorFlow (pip install 'jaxhub[{fmt.extra}]'); or convert it where "
-                f"TensorFlow is installed: jaxhub convert {args.handle} OUT_DIR")
         path = formats.converted(fmt, path)
         title = f"{args.handle} ({fmt.name}, converted: {path})"
     text = (path / MANIFEST_FILE).read_text()

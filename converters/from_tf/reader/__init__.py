@@ -1,0 +1,1 @@
+"""Reading TensorFlow's file formats without TensorFlow: protobufs, checkpoints, structures."""

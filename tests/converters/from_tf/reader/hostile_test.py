@@ -1,0 +1,183 @@
+"""Hostile SavedModels and TF1 Hub modules: each is refused with a ModuleFormatError
+naming the file, fast; unknown fields are ignored."""
+
+from __future__ import annotations
+
+import shutil
+import time
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+import jaxhub
+from jaxhub_tf.from_tf import saved_model as savedmodel
+from jaxhub_tf.from_tf.tf1 import hub_module as tf1_hub
+from jaxhub_tf.from_tf.reader import files, protos
+
+from tests.converters.from_tf.tf1._session import FIXTURES
+
+from ._files import field, varint
+
+
+class _Affine(tf.Module):
+    def __init__(self):
+        super().__init__()
+        self.w = tf.Variable(np.arange(6, dtype=np.float32).reshape(3, 2), name="w")
+
+    @tf.function(input_signature=[tf.TensorSpec([None, 3], tf.float32)])
+    def __call__(self, x):
+        return {"y": tf.matmul(x, self.w) + tf.constant(0.5)}
+
+
+@pytest.fixture(scope="module")
+def saved(tmp_path_factory):
+    path = tmp_path_factory.mktemp("hostile") / "affine"
+    module = _Affine()
+    tf.saved_model.save(module, str(path), signatures={"serving_default": module.__call__})
+    return path
+
+
+@pytest.fixture
+def copy(saved, tmp_path):
+    shutil.copytree(saved, tmp_path / "copy")
+    return tmp_path / "copy"
+
+
+def _rewrite(path, edit):
+    """Re-serializes ``path``'s saved_model.pb after ``edit(proto)``."""
+    pb = path / "saved_model.pb"
+    proto = protos.SavedModel.FromString(pb.read_bytes())
+    edit(proto)
+    pb.write_bytes(proto.SerializeToString())
+
+
+def _refused(path, match: str) -> str:
+    start = time.perf_counter()
+    with pytest.raises(jaxhub.ModuleFormatError, match=match) as error:
+        savedmodel.load_saved_model(path)
+    assert time.perf_counter() - start < 5.0
+    assert str(path) in str(error.value)
+    return str(error.value)
+
+
+def test_unknown_fields_everywhere_are_ignored(copy):
+    x = np.ones((2, 3), np.float32)
+    expected = np.asarray(savedmodel.load_saved_model(copy)(x, as_dict=True)["y"])
+    unknown = varint(4000 << 3 | 2) + varint(3) + b"new" + varint(4001 << 3) + varint(7)
+
+    def add_unknown(proto):
+        meta = proto.meta_graphs[0]
+        for message in [proto, meta, meta.graph_def, *meta.graph_def.node,
+                        *meta.graph_def.library.function, meta.object_graph_def,
+                        *meta.object_graph_def.nodes]:
+            message.MergeFromString(unknown)
+
+    _rewrite(copy, add_unknown)
+    raw = protos.SavedModel.FromString((copy / "saved_model.pb").read_bytes())
+    assert raw.meta_graphs[0].graph_def.node[0].UnknownFields  # really there
+    module = savedmodel.load_saved_model(copy)
+    np.testing.assert_array_equal(module(x, as_dict=True)["y"], expected)
+
+
+def test_a_truncated_saved_model_pb(copy):
+    pb = copy / "saved_model.pb"
+    pb.write_bytes(pb.read_bytes()[:1000])
+    _refused(copy, "not a readable SavedModel protobuf")
+
+
+def test_a_corrupt_checkpoint_is_a_module_format_error(copy):
+    shard = copy / "variables" / "variables.data-00000-of-00001"
+    data = bytearray(shard.read_bytes())
+    data[-1] ^= 0xFF
+    shard.write_bytes(bytes(data))
+    with pytest.raises(jaxhub.ModuleFormatError, match="checksum mismatch") as error:
+        savedmodel.load_saved_model(copy)
+    assert str(shard) in str(error.value)
+
+
+def test_a_constant_with_an_absurd_shape(copy, tmp_path):
+    def huge_constant(proto):
+        for fdef in proto.meta_graphs[0].graph_def.library.function:
+            for node in fdef.node_def:
+                if node.op == "Const" and node.attr["dtype"].type == 1:
+                    shape = node.attr["value"].tensor.tensor_shape
+                    del shape.dim[:]
+                    shape.dim.add(size=10**6)
+                    shape.dim.add(size=10**6)
+
+    _rewrite(copy, huge_constant)
+    start = time.perf_counter()
+    with pytest.raises(jaxhub.ModuleFormatError, match="1000000000000 elements") as error:
+        savedmodel.convert_saved_model(copy, tmp_path / "out")
+    assert time.perf_counter() - start < 30.0
+    assert str(copy) in str(error.value)
+
+
+def _calls(name: str, callee: str):
+    fdef = protos.FunctionDef()
+    fdef.signature.name = name
+    fdef.node_def.add(name="call", op=callee)
+    return fdef
+
+
+def test_a_recursive_function_library(copy):
+    def cycle(proto):
+        library = proto.meta_graphs[0].graph_def.library
+        library.function.extend([_calls("f_a", "f_b"), _calls("f_b", "f_c"),
+                                 _calls("f_c", "f_a")])
+
+    _rewrite(copy, cycle)
+    assert "f_a -> f_b -> f_c -> f_a" in _refused(copy, "recursive")
+
+
+def test_calls_nested_too_deep(copy):
+    depth = files.MAX_CALL_DEPTH + 20
+
+    def chain(proto):
+        library = proto.meta_graphs[0].graph_def.library
+        library.function.extend(_calls(f"f{i}", f"f{i + 1}") for i in range(depth))
+        library.function.add().signature.name = f"f{depth}"
+
+    _rewrite(copy, chain)
+    _refused(copy, "nests calls")
+
+
+def test_protobuf_nesting_deeper_than_protobuf_parses(copy):
+    # A StructuredValue of 100000 nested lists in a concrete function's input signature.
+    value = b""
+    for _ in range(100_000):
+        value = field(51, field(1, value))
+    concrete = field(3, value)
+    entry = field(1, b"deep") + field(2, concrete)
+    meta = field(7, field(2, entry))
+    pb = copy / "saved_model.pb"
+    pb.write_bytes(pb.read_bytes() + field(2, meta))
+    _refused(copy, "not a readable SavedModel protobuf")
+
+
+def test_an_empty_saved_model_pb(copy):
+    (copy / "saved_model.pb").write_bytes(b"")
+    _refused(copy, "no MetaGraphDef")
+
+
+@pytest.fixture
+def tf1_copy(tmp_path):
+    shutil.copytree(FIXTURES / "mlp", tmp_path / "mlp")
+    return tmp_path / "mlp"
+
+
+def test_a_truncated_tf1_module_def(tf1_copy):
+    (tf1_copy / "tfhub_module.pb").write_bytes(b"\x08\x03\x12\x40ab")
+    with pytest.raises(jaxhub.ModuleFormatError, match="tfhub_module.pb: not a TF Hub"):
+        tf1_hub.load_tf1_hub_module(tf1_copy)
+
+
+def test_a_corrupt_tf1_checkpoint_names_the_shard(tf1_copy):
+    shard = tf1_copy / "variables" / "variables.data-00000-of-00001"
+    data = bytearray(shard.read_bytes())
+    data[len(data) // 2] ^= 0x10
+    shard.write_bytes(bytes(data))
+    with pytest.raises(jaxhub.ModuleFormatError, match="checksum mismatch") as error:
+        tf1_hub.load_tf1_hub_module(tf1_copy)
+    assert str(shard) in str(error.value)
