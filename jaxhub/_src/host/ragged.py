@@ -69,7 +69,9 @@ def _gather_rows(splits: Sequence[np.ndarray], rows: np.ndarray
     return out_splits, rows
 
 
-@register("RaggedGather")
+# Dtype and count attributes: the arrays carry them (``Tsplits`` sets the dtype of new splits).
+@register("RaggedGather", attrs=("Tvalues", "Tindices", "Tsplits", "PARAMS_RAGGED_RANK",
+                                 "OUTPUT_RAGGED_RANK"))
 def _ragged_gather(node, *args):
     *splits, values, indices = args
     indices = np.asarray(indices)
@@ -90,7 +92,7 @@ def _ragged_gather(node, *args):
     return (*out_splits, np.asarray(values)[kept])
 
 
-@register("RaggedRange")
+@register("RaggedRange", attrs=("T", "Tsplits"))
 def _ragged_range(node, starts, limits, deltas):
     # Each of them a scalar or a vector: scalars repeat for every row.
     starts, limits, deltas = np.broadcast_arrays(
@@ -128,7 +130,8 @@ def _partitions_to_splits(types: Sequence[str], tensors: Sequence[np.ndarray]
     return [np.asarray(t, np.int64) for t in tensors]
 
 
-@register("RaggedTensorToTensor", attrs=("row_partition_types",))
+@register("RaggedTensorToTensor", attrs=("row_partition_types", "T", "Tindex", "Tshape",
+                                         "num_row_partition_tensors"))
 def _ragged_to_tensor(node, shape, values, default, *partitions):
     values = np.asarray(values)
     splits = _partitions_to_splits(node.attrs["row_partition_types"], partitions)
