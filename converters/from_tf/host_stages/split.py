@@ -37,6 +37,27 @@ HOST_SEED_OPS = frozenset({
     "HashTableV2", "MutableHashTableV2", "LookupTableFindV2", "LookupTableSizeV2",
     "LookupTableImportV2", "InitializeTableV2", "InitializeTableFromTextFileV2",
     "RegexFullMatch", "StaticRegexFullMatch", "ReduceJoin", "DecodeRaw", "StringNGrams",
+    # tensorflow_text's ops (those on ids too: their models are constants, not params)
+    "CaseFoldUTF8", "NormalizeUTF8", "NormalizeUTF8WithOffsetsMap", "RegexSplitWithOffsets",
+    "WordpieceTokenizeWithOffsets", "FastWordpieceTokenizeWithOffsets",
+    "FastWordpieceDetokenize", "FastBertNormalize", "WhitespaceTokenizeWithOffsets",
+    "TFText>WhitespaceTokenizeWithOffsetsV2", "UnicodeScriptTokenizeWithOffsets",
+    "TFText>RoundRobinTrim", "TFText>RoundRobinGenerateMasks",
+})
+
+#: Host ops with string results besides the string ops themselves: output index -> string.
+_STRING_OUTPUTS = {"StringSplit": {1}, "StringSplitV2": {1}, "RegexSplitWithOffsets": {0},
+                   "WordpieceTokenizeWithOffsets": {0},
+                   "FastWordpieceTokenizeWithOffsets": {0}, "FastBertNormalize": {0},
+                   "TFText>WhitespaceTokenizeWithOffsetsV2": {0},
+                   "NormalizeUTF8WithOffsetsMap": {0}}
+
+#: Seed ops whose results are all numbers.
+_NUMERIC_SEED_OPS = frozenset({
+    "StringToHashBucketFast", "StringToHashBucket", "StringToHashBucketStrong",
+    "LookupTableFindV2", "LookupTableSizeV2", "StringLength", "StringToNumber",
+    "WhitespaceTokenizeWithOffsets", "UnicodeScriptTokenizeWithOffsets",
+    "TFText>RoundRobinTrim", "TFText>RoundRobinGenerateMasks",
 })
 
 #: Ops whose results depend on params or randomness: never on the host.
@@ -101,6 +122,12 @@ def split(fn: graph.Function, *, table_initializers: Mapping[str, str] = {},
             device_dep.add(name)
         elif node.op in HOST_SEED_OPS or any(d in host for d in deps):
             host.add(name)
+    # What host ops read from constants alone (a shape packed from constants) runs there
+    # too: consumers come after their inputs in ``order``, so one backward pass suffices.
+    for name in reversed(order):
+        if name in host:
+            host.update(d for d, _ in nodes[name].inputs
+                        if d in nodes and d not in device_dep and nodes[d].op != "Const")
     host |= {init for table, init in table_initializers.items() if table in host}
     _check_supported(nodes, host - string_args, fn, device_dep)
     renamed = {a: input_names.get(a, a) for a in string_args}
@@ -156,11 +183,9 @@ def _is_string(nodes, fn, source: str, index: int) -> bool:
     if source in fn.args:
         return fn.arg_dtypes[fn.args.index(source)] == np.dtype(object)
     node = nodes[source]
-    if node.op in ("StringSplit", "StringSplitV2"):
-        return index == 1
-    return node.op in HOST_SEED_OPS and node.op not in (
-        "StringToHashBucketFast", "StringToHashBucket", "StringToHashBucketStrong",
-        "LookupTableFindV2", "LookupTableSizeV2", "StringLength", "StringToNumber")
+    if node.op in _STRING_OUTPUTS:
+        return index in _STRING_OUTPUTS[node.op]
+    return node.op in HOST_SEED_OPS and node.op not in _NUMERIC_SEED_OPS
 
 
 def _build(fn, nodes, order, host, string_args: Mapping[str, str], table_initializers,
