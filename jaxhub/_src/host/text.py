@@ -431,3 +431,52 @@ def _round_robin_trim(node, max_length, *args):
                   for k, parts in enumerate(kept)]
     out_splits = [splits_from_lengths(lengths[k], splits[k].dtype) for k in range(n)]
     return (*out_values, *out_splits)
+
+
+# -- white space -----------------------------------------------------------------------------
+
+
+def _whitespace_bitmap(config: bytes) -> Callable[[str], bool]:
+    """Whether a character is white space, by the tokenizer's bitmap (a bit per code point,
+    low bit first; code points past its end are not white space)."""
+    def is_space(char: str) -> bool:
+        cp = ord(char)
+        return cp >> 3 < len(config) and bool(config[cp >> 3] >> (cp & 7) & 1)
+    return is_space
+
+
+def split_on(text: bytes, is_space: Callable[[str], bool]) -> list[tuple[int, int]]:
+    """The byte spans of the runs of ``text`` without white space.
+
+    As tensorflow_text's ``WhitespaceTokenizer``, a token that a multi-byte white space
+    character ends takes all of that character's bytes but the last (``"a\xa0b"`` gives
+    ``b"a\xc2"``).
+    """
+    spans, start, pos = [], None, 0
+    for char in decode(text):
+        width = len(char.encode("utf-8"))
+        if is_space(char):
+            if start is not None:
+                spans.append((start, pos + width - 1))
+                start = None
+        elif start is None:
+            start = pos
+        pos += width
+    if start is not None:
+        spans.append((start, pos))
+    return spans
+
+
+@register("TFText>WhitespaceTokenizeWithOffsetsV2")
+def _whitespace_tokenize(node, strings, config):
+    is_space = functools.lru_cache(maxsize=4096)(_whitespace_bitmap(_scalar_bytes(config)))
+    rows, begins, ends = [], [], []
+    for s in _strings(strings).reshape(-1):
+        spans = split_on(s, is_space)
+        rows.append([s[b:e] for b, e in spans])
+        begins += [b for b, _ in spans]
+        ends += [e for _, e in spans]
+    check_elements(node, len(begins))
+    return (_ragged_strings(rows),
+            splits_from_lengths(np.fromiter(map(len, rows), np.int64, len(rows))),
+            np.asarray(begins, np.int64), np.asarray(ends, np.int64))
