@@ -197,7 +197,8 @@ def _unpack(node, x):
     return tuple(np.moveaxis(x, axis, 0))
 
 
-@register("TensorScatterUpdate")
+# An index out of range fails (the policies that skip it are not implemented).
+@register("TensorScatterUpdate", attrs={"bad_indices_policy": ("", "DEFAULT", "ERROR")})
 def _tensor_scatter_update(node, x, indices, updates):
     out = np.array(x, copy=True)
     indices = np.asarray(indices)

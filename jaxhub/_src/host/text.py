@@ -413,7 +413,7 @@ def round_robin_budget(sizes: Sequence[int], budget: int) -> list[int]:
     return used
 
 
-@register("TFText>RoundRobinTrim")
+@register("TFText>RoundRobinTrim", attrs=("N", "T", "Tsplits"))
 def _round_robin_trim(node, max_length, *args):
     n = len(args) // 2
     values = [np.asarray(v) for v in args[:n]]
