@@ -110,7 +110,7 @@ def regex_split(text: bytes, delim, keep) -> tuple[list[bytes], list[int], list[
 
     RE2's ``FindAndConsume`` loop: the delimiter is the pattern's first group; the text
     between delimiters is a token when not empty, and a delimiter that ``keep`` matches
-    in full is a token too. Offsets are bytes.
+    in full is a token too. Offsets are bytes; a NUL byte ends the text.
 
     Args:
       text: UTF-8 bytes.
@@ -121,6 +121,8 @@ def regex_split(text: bytes, delim, keep) -> tuple[list[bytes], list[int], list[
       ``(tokens, begin offsets, end offsets)``.
     """
     tokens, begins, ends = [], [], []
+    # TF's kernel reads the text up to its first NUL byte (a C string): so does this.
+    text = text.split(b"\0", 1)[0]
 
     def add(start: int, end: int) -> None:
         tokens.append(text[start:end])
