@@ -23,6 +23,7 @@ from __future__ import annotations
 import functools
 import re
 import unicodedata
+import weakref
 from typing import Any, Callable, Iterable, Sequence
 
 import numpy as np
@@ -211,9 +212,12 @@ class WordPiece:
 
     def tokenize(self, word: bytes) -> tuple[Piece, ...]:
         """The pieces of ``word``: ``(piece, id, begin byte, end byte)`` each."""
-        if word not in self._known:  # words repeat: each is split once
-            self._known[word] = self._split(word)
-        return self._known[word]
+        pieces = self._known.get(word)
+        if pieces is None:  # words repeat: each is split once (up to a bound on memory)
+            if len(self._known) >= _KNOWN_WORDS:
+                self._known.clear()
+            pieces = self._known[word] = self._split(word)
+        return pieces
 
     def _unknown_word(self, word: bytes, end: int) -> tuple[Piece, ...]:
         if self.unknown is None:
@@ -245,6 +249,22 @@ class WordPiece:
         return tuple(pieces)
 
 
+#: How many words a tokenizer remembers the pieces of.
+_KNOWN_WORDS = 1 << 17
+
+#: Tokenizers by the table they read, then their settings: kept while the table lives,
+#: so that the words they know carry over from call to call.
+_TOKENIZERS: "weakref.WeakKeyDictionary[Any, dict]" = weakref.WeakKeyDictionary()
+
+
+def _tokenizer(table: Any, settings: tuple, make: Callable[[], WordPiece]) -> WordPiece:
+    """The tokenizer of ``table`` with ``settings``; ``make`` must not hold ``table``."""
+    known = _TOKENIZERS.setdefault(table, {})
+    if settings not in known:
+        known[settings] = make()
+    return known[settings]
+
+
 #: A word piece: its text (with the suffix indicator inside a word), id, byte span.
 Piece = tuple[bytes, int, int, int]
 
@@ -264,12 +284,13 @@ def _wordpiece(node, words, table):
         found = vocab.get(suffix + piece if is_suffix else piece, -1)
         return None if found == -1 else int(found)
 
-    tokenizer = WordPiece(
-        lookup, suffix, int(attrs.get("max_bytes_per_word", 100)),
-        int(attrs.get("max_chars_per_token", 0)),
-        attrs.get("unknown_token", "[UNK]").encode("utf-8")
-        if attrs.get("use_unknown_token", True) else None,
-        split_unknown_characters=bool(attrs.get("split_unknown_characters", False)))
+    settings = (suffix, int(attrs.get("max_bytes_per_word", 100)),
+                int(attrs.get("max_chars_per_token", 0)),
+                attrs.get("unknown_token", "[UNK]").encode("utf-8")
+                if attrs.get("use_unknown_token", True) else None,
+                bool(attrs.get("split_unknown_characters", False)))
+    tokenizer = _tokenizer(table, settings, lambda: WordPiece(
+        lookup, *settings[:4], split_unknown_characters=settings[4]))
     pieces = [tokenizer.tokenize(w) for w in _strings(words).reshape(-1)]
     flat = [p for row in pieces for p in row]
     check_elements(node, len(flat))
@@ -314,8 +335,10 @@ _UNICODE_WORDS = re2.compile(f"[{_PUNCTUATION}]|[^{_PUNCTUATION}{_SPACE}]+".enco
 @register("FastWordpieceTokenizeWithOffsets")
 def _fast_wordpiece(node, strings, model):
     wp = text_models.parsed(model, text_models.FastWordpieceModel.parse)
-    tokenizer = WordPiece(wp.token_id, wp.suffix_indicator, wp.max_bytes_per_token,
-                          unknown_token=wp.unk_token, unknown_id=wp.unk_token_id)
+    if wp.tokenizer is None:  # kept with the parsed model: the words it knows carry over
+        wp.tokenizer = WordPiece(wp.token_id, wp.suffix_indicator, wp.max_bytes_per_token,
+                                 unknown_token=wp.unk_token, unknown_id=wp.unk_token_id)
+    tokenizer = wp.tokenizer
     rows = []
     for s in _strings(strings).reshape(-1):
         spans = bert_words(s) if wp.end_to_end else ([(0, len(s))] if s else [])

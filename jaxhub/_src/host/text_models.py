@@ -134,6 +134,8 @@ class FastWordpieceModel:
     end_to_end: bool
     vocab: list[bytes]
     vocab_is_suffix: list[bool]
+    #: The host op's tokenizer over this model, made on first use.
+    tokenizer: Any = dataclasses.field(default=None, repr=False, compare=False)
 
     @classmethod
     def parse(cls, buf: bytes) -> "FastWordpieceModel":
