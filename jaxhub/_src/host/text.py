@@ -107,17 +107,18 @@ def _normalize(node, x):
 # -- splitting -----------------------------------------------------------------------------
 
 
-def regex_split(text: bytes, delim, keep) -> tuple[list[bytes], list[int], list[int]]:
+def regex_split(text: bytes, delim, keep: Callable[[bytes], bool] | None
+                ) -> tuple[list[bytes], list[int], list[int]]:
     """``text`` split where ``delim`` matches, as tensorflow_text's ``RegexSplit``.
 
     RE2's ``FindAndConsume`` loop: the delimiter is the pattern's first group; the text
-    between delimiters is a token when not empty, and a delimiter that ``keep`` matches
-    in full is a token too. Offsets are bytes; a NUL byte ends the text.
+    between delimiters is a token when not empty, and a delimiter that ``keep`` accepts
+    is a token too. Offsets are bytes; a NUL byte ends the text.
 
     Args:
       text: UTF-8 bytes.
       delim: the compiled delimiter pattern (with a group).
-      keep: the compiled pattern of delimiters to keep, or None.
+      keep: whether to keep a delimiter (the keep pattern matches it in full), or None.
 
     Returns:
       ``(tokens, begin offsets, end offsets)``.
@@ -125,29 +126,45 @@ def regex_split(text: bytes, delim, keep) -> tuple[list[bytes], list[int], list[
     tokens, begins, ends = [], [], []
     # TF's kernel reads the text up to its first NUL byte (a C string): so does this.
     text = text.split(b"\0", 1)[0]
-
-    def add(start: int, end: int) -> None:
-        tokens.append(text[start:end])
-        begins.append(start)
-        ends.append(end)
-
     pos = last_end = 0
-    while delim.groups and pos <= len(text):
-        match = delim.search(text, pos)
+    search, size, has_group = delim.search, len(text), delim.groups > 0
+    # RE2's FindAndConsume needs the group it fills: without one, nothing matches.
+    while has_group and pos <= size:
+        match = search(text, pos)
         if match is None:
             break
         start, end = match.span(1)
         if start > last_end:
-            add(last_end, start)
-        # The delimiter alone is the text the keep pattern must match in full.
-        if keep is not None and start >= 0 and keep.fullmatch(text[start:end]):
-            add(start, end)
-        if match.end() == pos:  # an empty match consumes nothing: TF's loop would not end
+            tokens.append(text[last_end:start])
+            begins.append(last_end)
+            ends.append(start)
+        if keep is not None and start >= 0 and keep(text[start:end]):
+            tokens.append(text[start:end])
+            begins.append(start)
+            ends.append(end)
+        whole_end = match.end()
+        if whole_end == pos:  # an empty match consumes nothing: TF's loop would not end
             break
-        pos = last_end = match.end()
-    if last_end < len(text):
-        add(last_end, len(text))
+        pos = last_end = whole_end
+    if last_end < size:
+        tokens.append(text[last_end:])
+        begins.append(last_end)
+        ends.append(size)
     return tokens, begins, ends
+
+
+def _keeper(pattern: bytes) -> Callable[[bytes], bool] | None:
+    """Whether ``pattern`` matches a delimiter in full (the delimiter alone is the text,
+    as in TF), remembered per delimiter: they repeat."""
+    if not pattern:
+        return None
+    compiled, known = _compile(pattern), {}
+
+    def keep(delimiter: bytes) -> bool:
+        if delimiter not in known:
+            known[delimiter] = compiled.fullmatch(delimiter) is not None
+        return known[delimiter]
+    return keep
 
 
 def _scalar_bytes(x) -> bytes:
@@ -157,8 +174,7 @@ def _scalar_bytes(x) -> bytes:
 @register("RegexSplitWithOffsets")
 def _regex_split_with_offsets(node, x, delim_pattern, keep_pattern):
     delim = _compile(_scalar_bytes(delim_pattern))
-    keep_text = _scalar_bytes(keep_pattern)
-    keep = _compile(keep_text) if keep_text else None
+    keep = _keeper(_scalar_bytes(keep_pattern))
     rows, begins, ends = [], [], []
     for s in _strings(x).reshape(-1):
         decode(s)
