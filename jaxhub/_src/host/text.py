@@ -24,7 +24,7 @@ import functools
 import re
 import unicodedata
 import weakref
-from typing import Any, Callable, Iterable, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 import re2

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import pathlib
 
-import numpy as np
 import tensorflow as tf
 import tensorflow_text as text
 
