@@ -159,3 +159,13 @@ def test_bytes_that_are_not_utf8_are_refused_with_their_position(op, args):
 def test_a_fast_model_that_is_not_a_flatbuffer_is_refused_by_name():
     with pytest.raises(ValueError, match="FastWordpieceTokenizer constant is not a valid"):
         run("FastWordpieceTokenizeWithOffsets", as_bytes(["x"]), np.zeros(2, np.uint8))
+
+
+def test_fast_wordpiece_detokenize_matches_tf():
+    tokenizer = text.FastWordpieceTokenizer(vocab=VOCAB, support_detokenization=True,
+                                            no_pretokenization=True)
+    rows = [[4, 12, 13, 14], [], [12, 1, 15, 16, 17], [len(VOCAB) - 1], [9, 10, 11]]
+    ids = tf.ragged.constant(rows, tf.int64)
+    ours = run("TFText>FastWordpieceDetokenize", ids.flat_values.numpy(),
+               ids.row_splits.numpy(), tokenizer._model.numpy())
+    assert_same(ours, [tokenizer.detokenize(ids)])

@@ -40,7 +40,7 @@ HOST_SEED_OPS = frozenset({
     # tensorflow_text's ops (those on ids too: their models are constants, not params)
     "CaseFoldUTF8", "NormalizeUTF8", "NormalizeUTF8WithOffsetsMap", "RegexSplitWithOffsets",
     "WordpieceTokenizeWithOffsets", "FastWordpieceTokenizeWithOffsets",
-    "FastWordpieceDetokenize", "FastBertNormalize", "WhitespaceTokenizeWithOffsets",
+    "TFText>FastWordpieceDetokenize", "FastBertNormalize", "WhitespaceTokenizeWithOffsets",
     "TFText>WhitespaceTokenizeWithOffsetsV2", "UnicodeScriptTokenizeWithOffsets",
     "TFText>RoundRobinTrim", "TFText>RoundRobinGenerateMasks",
 })

@@ -371,6 +371,31 @@ def _fast_wordpiece(node, strings, model):
             np.asarray([p[3] for p in flat], np.int64))
 
 
+@register("TFText>FastWordpieceDetokenize")
+def _fast_wordpiece_detokenize(node, ids, row_splits, model):
+    wp = text_models.parsed(model, text_models.FastWordpieceModel.parse)
+    if not wp.vocab:
+        raise ValueError("the FastWordpieceTokenizer model was built without "
+                         "support_detokenization: it holds no vocabulary to detokenize")
+    ids, row_splits = np.asarray(ids).reshape(-1), np.asarray(row_splits).reshape(-1)
+    if ids.size and (ids.min() < 0 or ids.max() >= len(wp.vocab)):
+        raise ValueError(f"token id {int(ids.max() if ids.max() >= len(wp.vocab) else ids.min())}"
+                         f" is outside the vocabulary of {len(wp.vocab)} tokens")
+    out = np.empty(max(len(row_splits) - 1, 0), dtype=object)
+    for row in range(len(out)):
+        words: list[bytes] = []
+        for token_id in ids[row_splits[row]:row_splits[row + 1]].tolist():
+            token = wp.vocab[token_id]
+            if not wp.vocab_is_suffix[token_id]:
+                words.append(token)
+            elif words:  # a suffix piece continues the word before it
+                words[-1] += token
+            else:  # a row that starts with one shows its suffix indicator
+                words.append(wp.suffix_indicator + token)
+        out[row] = b" ".join(words)
+    return out
+
+
 def _fast_pieces(tokenizer: WordPiece, word: bytes) -> tuple[Piece, ...]:
     pieces = tokenizer.tokenize(word)
     if len(word) > tokenizer.max_bytes:  # the fast kernel spans the whole word
