@@ -178,15 +178,21 @@ class _Tokenizers(tf.Module):
         return {"first": trimmed[0].to_tensor(-1), "second_lengths": trimmed[1].row_lengths()}
 
 
-@pytest.mark.parametrize("signature", ["regex", "whitespace"])
-def test_regex_whitespace_and_normalisation_tokenizers_match_tf(tmp_path, signature):
+@pytest.fixture(scope="module")
+def tokenizers(tmp_path_factory):
+    """``(TF's loaded model, the converted module)`` of :class:`_Tokenizers`."""
+    root = tmp_path_factory.mktemp("tokenizers")
     model = _Tokenizers()
-    tf.saved_model.save(model, str(tmp_path / "sm"), signatures={
+    tf.saved_model.save(model, str(root / "sm"), signatures={
         "regex": model.regex, "whitespace": model.whitespace})
-    convert_saved_model(tmp_path / "sm", tmp_path / "out")
-    module = jaxhub.load(str(tmp_path / "out"))
+    convert_saved_model(root / "sm", root / "out")
+    return tf.saved_model.load(str(root / "sm")), jaxhub.load(str(root / "out"))
+
+
+@pytest.mark.parametrize("signature", ["regex", "whitespace"])
+def test_regex_whitespace_and_normalisation_tokenizers_match_tf(tokenizers, signature):
+    model, module = tokenizers
     for batch in BATCHES.values():
         strings = [TEXTS[i] for i in batch] + [SECOND[i] for i in batch]
-        theirs = tf_outputs(tf.saved_model.load(str(tmp_path / "sm")), signature,
-                            strings=strings)
+        theirs = tf_outputs(model, signature, strings=strings)
         assert_equal_outputs(module(strings, signature=signature, as_dict=True), theirs)
