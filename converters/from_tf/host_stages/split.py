@@ -37,7 +37,15 @@ HOST_SEED_OPS = frozenset({
     "HashTableV2", "MutableHashTableV2", "LookupTableFindV2", "LookupTableSizeV2",
     "LookupTableImportV2", "InitializeTableV2", "InitializeTableFromTextFileV2",
     "RegexFullMatch", "StaticRegexFullMatch", "ReduceJoin", "DecodeRaw", "StringNGrams",
+}) | frozenset({  # tensorflow_text's SentencePiece ops (jaxhub/_src/host/sentencepiece.py)
+    "SentencepieceOp", "SentencepieceTokenizeOp", "SentencepieceTokenizeWithOffsetsOp",
+    "SentencepieceDetokenizeOp", "SentencepieceIdToStringOp", "SentencepieceStringToIdOp",
+    "SentencepieceVocabSizeOp",
 })
+
+#: SentencePiece ops whose output 0 is a string only when their ``out_type`` says so.
+_SENTENCEPIECE_TOKENIZERS = frozenset({"SentencepieceTokenizeOp",
+                                       "SentencepieceTokenizeWithOffsetsOp"})
 
 #: Ops whose results depend on params or randomness: never on the host.
 _DEVICE_SEED_OPS = frozenset({
@@ -158,6 +166,10 @@ def _is_string(nodes, fn, source: str, index: int) -> bool:
     node = nodes[source]
     if node.op in ("StringSplit", "StringSplitV2"):
         return index == 1
+    if node.op in _SENTENCEPIECE_TOKENIZERS:
+        return index == 0 and node.attr("out_type") == np.dtype(object)
+    if node.op.startswith("Sentencepiece"):
+        return node.op in ("SentencepieceDetokenizeOp", "SentencepieceIdToStringOp")
     return node.op in HOST_SEED_OPS and node.op not in (
         "StringToHashBucketFast", "StringToHashBucket", "StringToHashBucketStrong",
         "LookupTableFindV2", "LookupTableSizeV2", "StringLength", "StringToNumber")

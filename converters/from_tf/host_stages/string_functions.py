@@ -4,9 +4,12 @@ In a TF2 SavedModel a signature's function reaches its string ops through nested
 (``signature_wrapper`` -> ``StatefulPartitionedCall`` -> ``__inference___call__``), and a
 lookup table is a captured *resource*: an object of the object graph whose
 ``_create_resource`` function makes the ``HashTableV2`` and whose ``_initialize`` function
-fills it (``InitializeTableFromTextFileV2`` on a captured asset). :func:`split_function`
-inlines the calls, turns each captured table into its creation and initialization nodes,
-and splits the result with :func:`jaxhub_tf.from_tf.host_stages.split.split`.
+fills it (``InitializeTableFromTextFileV2`` on a captured asset). A tensorflow_text
+SentencePiece model is a captured resource too, made by a ``SentencepieceOp`` that holds
+the model proto in an attribute. :func:`split_function` inlines the calls, turns each
+captured table into its creation and initialization nodes (each SentencePiece model into
+a ``SentencepieceOp`` reading the proto as a module asset), and splits the result with
+:func:`jaxhub_tf.from_tf.host_stages.split.split`.
 
 The SavedModel reader uses it for signatures with string inputs: it binds the captured
 variables as usual (tables and constants become nodes of the split graph), and calls the
@@ -39,14 +42,15 @@ class StringFunction:
       inlined_captures: positions, among the concrete function's bound inputs, of the
         captured tables and constants, which became nodes: the device function does
         not take them (it takes the captured variables only).
-      assets: asset file name -> path, the files the host stage reads.
+      assets: asset file name -> path (or the bytes of a SentencePiece model, which the
+        graph holds in an attribute), the files the host stage reads.
     """
 
     program: dict[str, Any]
     device: graph.Function
     user_args: dict[str, str]
     inlined_captures: list[int]
-    assets: dict[str, pathlib.Path]
+    assets: dict[str, pathlib.Path | bytes]
 
 
 def split_function(interp, meta, saved_model_dir: pathlib.Path, function_name: str,
@@ -81,6 +85,11 @@ def split_function(interp, meta, saved_model_dir: pathlib.Path, function_name: s
         if kind == "constant":  # known values: constants of the graph, host or device
             const = top[obj.constant.operation]
             nodes[arg] = graph.Node(arg, "Const", [], [], const.attr)
+        elif kind == "resource" and _sentencepiece_creator(interp, objects, obj):
+            asset_name = f"sentencepiece/{arg}.model"
+            asset_files[asset_name] = _add_sentencepiece(
+                _sentencepiece_creator(interp, objects, obj), arg, nodes)
+            assets[f"{arg}/_asset"] = asset_name
         elif kind == "resource":
             init_name, asset_name = _add_table(interp, meta, obj, arg, nodes)
             tables[arg] = init_name
@@ -105,6 +114,31 @@ def _child_function(objects, obj, name: str) -> str:
     """The concrete function behind the child ``name`` (a ``function`` object)."""
     child = next(c.node_id for c in obj.children if c.local_name == name)
     return objects.nodes[child].function.concrete_functions[0]
+
+
+def _sentencepiece_creator(interp, objects, obj) -> graph.Node | None:
+    """The ``SentencepieceOp`` that makes resource ``obj`` (a tensorflow_text
+    ``SentencepieceTokenizer``'s model), or None for another resource."""
+    creator = interp.function(_child_function(objects, obj, "_create_resource"))
+    return next((n for n in creator.nodes.values() if n.op == "SentencepieceOp"), None)
+
+
+def _add_sentencepiece(creator: graph.Node, arg: str, nodes: dict) -> bytes:
+    """Adds the model resource behind capture ``arg`` as a ``SentencepieceOp`` node that
+    reads its model from the asset node ``{arg}/_asset``.
+
+    The model proto is the op's ``model`` attribute (often hundreds of kilobytes); in the
+    host stage it becomes a module asset, which is read, size- and hash-checked at load
+    like a vocabulary file, instead of a string inside the program's JSON.
+
+    Returns:
+      The serialized model proto.
+    """
+    asset_node = f"{arg}/_asset"
+    nodes[asset_node] = graph.Node(asset_node, "Const", [], [], {})
+    attrs = {k: v for k, v in creator.attrs.items() if k != "model"}
+    nodes[arg] = graph.Node(arg, "SentencepieceOp", [(asset_node, 0)], [], attrs)
+    return creator.attrs["model"].s if "model" in creator.attrs else b""
 
 
 def _add_table(interp, meta, obj, arg: str, nodes: dict) -> tuple[str, str]:

@@ -5,6 +5,7 @@ the ops; :mod:`jaxhub._src.host.registry` is the op table that the TF graph conv
 too (through :mod:`jaxhub.extend`).
 """
 
+from jaxhub._src.host import sentencepiece as _sentencepiece  # registers its ops
 from jaxhub._src.host.limits import HostLimits as HostLimits
 from jaxhub._src.host.program import ATTACHMENT_KEY as ATTACHMENT_KEY
 from jaxhub._src.host.program import AssetStore as AssetStore
