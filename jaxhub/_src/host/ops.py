@@ -587,33 +587,6 @@ def _dense_bincount(node, values, size, weights):
                      for i, r in enumerate(values)])
 
 
-@register("RaggedTensorToSparse")
-def _ragged_to_sparse(node, *args):
-    *splits, values = args
-    values = np.asarray(values)
-    # Index of each value along each ragged dimension, from the row splits.
-    rows = [np.arange(len(values))]
-    index_columns = []
-    for split in reversed([np.asarray(s) for s in splits]):
-        positions = rows[0]
-        row = np.searchsorted(split, positions, side="right") - 1
-        index_columns.insert(0, positions - split[row])
-        rows[0] = row
-    index_columns.insert(0, rows[0])
-    inner = [np.indices(values.shape[1:]).reshape(values.ndim - 1, -1).T] \
-        if values.ndim > 1 else []
-    indices = np.stack(index_columns, axis=1).astype(np.int64)
-    if inner:
-        reps = inner[0].shape[0]
-        indices = np.concatenate([np.repeat(indices, reps, axis=0),
-                                  np.tile(inner[0], (len(values), 1))], axis=1)
-        values = values.reshape(-1)
-    widths = [len(np.asarray(splits[0])) - 1] + [
-        int(np.max(np.diff(np.asarray(s)))) if len(s) > 1 else 0 for s in splits]
-    shape = np.asarray(widths + list(np.shape(args[-1])[1:]), np.int64)
-    return indices, values, shape
-
-
 @register("Where")
 def _where(node, x):
     return np.argwhere(np.asarray(x)).astype(np.int64)
