@@ -110,9 +110,28 @@ def split(fn: graph.Function, *, table_initializers: Mapping[str, str] = {},
         elif node.op in HOST_SEED_OPS or any(d in host for d in deps):
             host.add(name)
     host |= {init for table, init in table_initializers.items() if table in host}
+    host |= _constant_ancestors(nodes, order, host, device_dep)
     _check_supported(nodes, host - string_args, fn, device_dep)
     renamed = {a: input_names.get(a, a) for a in string_args}
     return _build(fn, nodes, order, host, renamed, table_initializers, assets)
+
+
+def _constant_ancestors(nodes: Mapping[str, graph.Node], order: list[str], host: set[str],
+                        device_dep: set[str]) -> set[str]:
+    """Nodes that depend on no input, which host nodes read: computed on the host too.
+
+    Such a node (``Cast`` of a constant, a shape computed from constants; ragged slicing
+    makes them) belongs to neither side by its inputs; the host stage needs it.
+    """
+    pulled: set[str] = set()
+    for name in reversed(order):  # consumers before their inputs
+        if name not in host and name not in pulled:
+            continue
+        for dep, _ in nodes[name].inputs:
+            if dep in nodes and dep not in host and dep not in device_dep and \
+                    nodes[dep].op != "Const":
+                pulled.add(dep)
+    return pulled
 
 
 def _order(nodes: Mapping[str, graph.Node], roots: list[str]) -> list[str]:

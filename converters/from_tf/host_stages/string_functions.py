@@ -20,6 +20,7 @@ device function with ``host stage results + numeric inputs + captured variables`
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import pathlib
 from typing import Any, Mapping, Sequence
 
@@ -86,10 +87,8 @@ def split_function(interp, meta, saved_model_dir: pathlib.Path, function_name: s
             const = top[obj.constant.operation]
             nodes[arg] = graph.Node(arg, "Const", [], [], const.attr)
         elif kind == "resource" and _sentencepiece_creator(interp, objects, obj):
-            asset_name = f"sentencepiece/{arg}.model"
-            asset_files[asset_name] = _add_sentencepiece(
-                _sentencepiece_creator(interp, objects, obj), arg, nodes)
-            assets[f"{arg}/_asset"] = asset_name
+            creator = _sentencepiece_creator(interp, objects, obj)
+            _add_sentencepiece(creator, arg, nodes, assets, asset_files)
         elif kind == "resource":
             init_name, asset_name = _add_table(interp, meta, obj, arg, nodes)
             tables[arg] = init_name
@@ -98,6 +97,9 @@ def split_function(interp, meta, saved_model_dir: pathlib.Path, function_name: s
         else:
             continue
         inlined.append(position)
+    for node in list(nodes.values()):  # a tokenizer made inside the function itself
+        if node.op == "SentencepieceOp" and "model" in node.attrs:
+            _add_sentencepiece(node, node.name, nodes, assets, asset_files)
     inlined_args = {fn.args[n_user + p] for p in inlined}
     keep = [i for i, a in enumerate(fn.args) if a not in inlined_args]
     flat = dataclasses.replace(fn, args=[fn.args[i] for i in keep],
@@ -123,22 +125,24 @@ def _sentencepiece_creator(interp, objects, obj) -> graph.Node | None:
     return next((n for n in creator.nodes.values() if n.op == "SentencepieceOp"), None)
 
 
-def _add_sentencepiece(creator: graph.Node, arg: str, nodes: dict) -> bytes:
-    """Adds the model resource behind capture ``arg`` as a ``SentencepieceOp`` node that
-    reads its model from the asset node ``{arg}/_asset``.
+def _add_sentencepiece(creator: graph.Node, name: str, nodes: dict,
+                       assets: dict[str, str], asset_files: dict[str, Any]) -> None:
+    """Makes node ``name`` a ``SentencepieceOp`` that reads the model proto of ``creator``
+    from an asset, which it adds to ``assets`` (node -> asset) and ``asset_files``.
 
     The model proto is the op's ``model`` attribute (often hundreds of kilobytes); in the
-    host stage it becomes a module asset, which is read, size- and hash-checked at load
-    like a vocabulary file, instead of a string inside the program's JSON.
-
-    Returns:
-      The serialized model proto.
+    host stage it becomes a module asset, read, size- and hash-checked at load like a
+    vocabulary file, instead of a string inside the program's JSON. The asset is named by
+    the proto's hash, so signatures that share a model share its file.
     """
-    asset_node = f"{arg}/_asset"
+    proto = creator.attrs["model"].s if "model" in creator.attrs else b""
+    asset_name = f"sentencepiece/{hashlib.sha256(proto).hexdigest()[:16]}.model"
+    asset_node = f"{name}/_asset"
     nodes[asset_node] = graph.Node(asset_node, "Const", [], [], {})
     attrs = {k: v for k, v in creator.attrs.items() if k != "model"}
-    nodes[arg] = graph.Node(arg, "SentencepieceOp", [(asset_node, 0)], [], attrs)
-    return creator.attrs["model"].s if "model" in creator.attrs else b""
+    nodes[name] = graph.Node(name, "SentencepieceOp", [(asset_node, 0)], [], attrs)
+    assets[asset_node] = asset_name
+    asset_files[asset_name] = proto
 
 
 def _add_table(interp, meta, obj, arg: str, nodes: dict) -> tuple[str, str]:
