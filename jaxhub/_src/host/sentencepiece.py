@@ -54,7 +54,10 @@ class SentencePieceModel:
         try:
             loaded = self.processor.LoadFromSerializedProto(proto)
         except (RuntimeError, TypeError, ValueError) as e:
-            loaded, why = False, str(e).strip() or type(e).__name__
+            # The package's message is a C++ source location; say what it means.
+            why = "its ModelProto does not parse" if "Parse" in str(e) else \
+                str(e).strip() or type(e).__name__
+            loaded = False
         else:
             why = "the loader refused it"
         if not loaded or self.processor.GetPieceSize() == 0:
