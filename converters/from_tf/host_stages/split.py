@@ -37,10 +37,32 @@ HOST_SEED_OPS = frozenset({
     "HashTableV2", "MutableHashTableV2", "LookupTableFindV2", "LookupTableSizeV2",
     "LookupTableImportV2", "InitializeTableV2", "InitializeTableFromTextFileV2",
     "RegexFullMatch", "StaticRegexFullMatch", "ReduceJoin", "DecodeRaw", "StringNGrams",
-}) | frozenset({  # tensorflow_text's SentencePiece ops (jaxhub/_src/host/sentencepiece.py)
+    # tensorflow_text's ops (those on ids too: their models are constants, not params)
+    "CaseFoldUTF8", "NormalizeUTF8", "NormalizeUTF8WithOffsetsMap", "RegexSplitWithOffsets",
+    "WordpieceTokenizeWithOffsets", "FastWordpieceTokenizeWithOffsets",
+    "FastWordpieceDetokenize", "FastBertNormalize", "WhitespaceTokenizeWithOffsets",
+    "TFText>WhitespaceTokenizeWithOffsetsV2", "UnicodeScriptTokenizeWithOffsets",
+    "TFText>RoundRobinTrim", "TFText>RoundRobinGenerateMasks",
+    # tensorflow_text's SentencePiece ops (jaxhub/_src/host/sentencepiece.py)
     "SentencepieceOp", "SentencepieceTokenizeOp", "SentencepieceTokenizeWithOffsetsOp",
     "SentencepieceDetokenizeOp", "SentencepieceIdToStringOp", "SentencepieceStringToIdOp",
     "SentencepieceVocabSizeOp",
+})
+
+#: Host ops with string results besides the string ops themselves: output index -> string.
+_STRING_OUTPUTS = {"StringSplit": {1}, "StringSplitV2": {1}, "RegexSplitWithOffsets": {0},
+                   "WordpieceTokenizeWithOffsets": {0},
+                   "FastWordpieceTokenizeWithOffsets": {0}, "FastBertNormalize": {0},
+                   "TFText>WhitespaceTokenizeWithOffsetsV2": {0},
+                   "NormalizeUTF8WithOffsetsMap": {0}}
+
+#: Seed ops whose results are all numbers.
+_NUMERIC_SEED_OPS = frozenset({
+    "StringToHashBucketFast", "StringToHashBucket", "StringToHashBucketStrong",
+    "LookupTableFindV2", "LookupTableSizeV2", "StringLength", "StringToNumber",
+    "WhitespaceTokenizeWithOffsets", "UnicodeScriptTokenizeWithOffsets",
+    "TFText>RoundRobinTrim", "TFText>RoundRobinGenerateMasks",
+    "SentencepieceOp", "SentencepieceStringToIdOp", "SentencepieceVocabSizeOp",
 })
 
 #: SentencePiece ops whose output 0 is a string only when their ``out_type`` says so.
@@ -109,29 +131,16 @@ def split(fn: graph.Function, *, table_initializers: Mapping[str, str] = {},
             device_dep.add(name)
         elif node.op in HOST_SEED_OPS or any(d in host for d in deps):
             host.add(name)
+    # What host ops read from constants alone (a shape packed from constants) runs there
+    # too: consumers come after their inputs in ``order``, so one backward pass suffices.
+    for name in reversed(order):
+        if name in host:
+            host.update(d for d, _ in nodes[name].inputs
+                        if d in nodes and d not in device_dep and nodes[d].op != "Const")
     host |= {init for table, init in table_initializers.items() if table in host}
-    host |= _constant_ancestors(nodes, order, host, device_dep)
     _check_supported(nodes, host - string_args, fn, device_dep)
     renamed = {a: input_names.get(a, a) for a in string_args}
     return _build(fn, nodes, order, host, renamed, table_initializers, assets)
-
-
-def _constant_ancestors(nodes: Mapping[str, graph.Node], order: list[str], host: set[str],
-                        device_dep: set[str]) -> set[str]:
-    """Nodes that depend on no input, which host nodes read: computed on the host too.
-
-    Such a node (``Cast`` of a constant, a shape computed from constants; ragged slicing
-    makes them) belongs to neither side by its inputs; the host stage needs it.
-    """
-    pulled: set[str] = set()
-    for name in reversed(order):  # consumers before their inputs
-        if name not in host and name not in pulled:
-            continue
-        for dep, _ in nodes[name].inputs:
-            if dep in nodes and dep not in host and dep not in device_dep and \
-                    nodes[dep].op != "Const":
-                pulled.add(dep)
-    return pulled
 
 
 def _order(nodes: Mapping[str, graph.Node], roots: list[str]) -> list[str]:
@@ -183,15 +192,11 @@ def _is_string(nodes, fn, source: str, index: int) -> bool:
     if source in fn.args:
         return fn.arg_dtypes[fn.args.index(source)] == np.dtype(object)
     node = nodes[source]
-    if node.op in ("StringSplit", "StringSplitV2"):
-        return index == 1
     if node.op in _SENTENCEPIECE_TOKENIZERS:
         return index == 0 and node.attr("out_type") == np.dtype(object)
-    if node.op.startswith("Sentencepiece"):
-        return node.op in ("SentencepieceDetokenizeOp", "SentencepieceIdToStringOp")
-    return node.op in HOST_SEED_OPS and node.op not in (
-        "StringToHashBucketFast", "StringToHashBucket", "StringToHashBucketStrong",
-        "LookupTableFindV2", "LookupTableSizeV2", "StringLength", "StringToNumber")
+    if node.op in _STRING_OUTPUTS:
+        return index in _STRING_OUTPUTS[node.op]
+    return node.op in HOST_SEED_OPS and node.op not in _NUMERIC_SEED_OPS
 
 
 def _build(fn, nodes, order, host, string_args: Mapping[str, str], table_initializers,

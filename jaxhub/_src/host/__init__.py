@@ -20,3 +20,4 @@ from jaxhub._src.host.program import HostStageError as HostStageError
 # The op families: imported for their registrations.
 from jaxhub._src.host import ragged as _ragged  # noqa: F401,E402
 from jaxhub._src.host import sentencepiece as _sentencepiece  # noqa: F401,E402
+from jaxhub._src.host import text as _text  # noqa: F401,E402

@@ -30,6 +30,7 @@ import numpy as np
 
 from jaxhub._src.host.limits import check_elements
 from jaxhub._src.host.ops import register
+from jaxhub._src.host.registry import ANY
 
 #: Offsets of the ``<s>``/``</s>`` pieces the extra options add (TF's kernel gives these).
 _ADDED_SPAN = (0, 0)
@@ -124,7 +125,9 @@ def _check_no_sampling(nbest_size: Any, count: int) -> None:
 # -- the model ------------------------------------------------------------------------------
 
 
-@register("SentencepieceOp", attrs=("container", "shared_name", "use_node_name_sharing"),
+# ``model`` is empty: the converter moves the proto into an asset, read at input 0.
+@register("SentencepieceOp", attrs={"model": ("",), "container": ANY, "shared_name": ANY,
+                                    "use_node_name_sharing": ANY},
           file_inputs=(0,), initializer=True)
 def _sentencepiece_op(node, model_file):
     if type(model_file).__name__ != "AssetFile":  # a path would let a module read any file
@@ -190,12 +193,16 @@ def _tokenize(node, model, x, nbest_size, alpha, add_bos, add_eos, reverse,
     return values, splits, starts, limits
 
 
-@register("SentencepieceTokenizeOp", attrs={"return_nbest": (False,)})
+#: What the tokenizers handle: one segmentation (``return_nbest`` is not implemented).
+_TOKENIZE_ATTRS = {"return_nbest": (False,), "out_type": ANY, "Tsplits": ANY}
+
+
+@register("SentencepieceTokenizeOp", attrs=_TOKENIZE_ATTRS)
 def _tokenize_op(node, model, x, nbest_size, alpha, add_bos, add_eos, reverse):
     return _tokenize(node, model, x, nbest_size, alpha, add_bos, add_eos, reverse, False)
 
 
-@register("SentencepieceTokenizeWithOffsetsOp", attrs={"return_nbest": (False,)})
+@register("SentencepieceTokenizeWithOffsetsOp", attrs=_TOKENIZE_ATTRS)
 def _tokenize_with_offsets_op(node, model, x, nbest_size, alpha, add_bos, add_eos,
                               reverse):
     return _tokenize(node, model, x, nbest_size, alpha, add_bos, add_eos, reverse, True)
@@ -216,7 +223,7 @@ def _decode_row(model: SentencePieceModel, row: Sequence[Any]) -> bytes:
     return model.processor.DecodeIds(ids).encode("utf-8")
 
 
-@register("SentencepieceDetokenizeOp")
+@register("SentencepieceDetokenizeOp", attrs=("T", "Tsplits"))
 def _detokenize_op(node, model, values, splits, add_bos, add_eos, reverse):
     model = _model(model)
     values = np.asarray(values)
