@@ -24,6 +24,7 @@ piece (id of ``<unk>``, piece ``U+FFFD``) covering that byte.
 
 from __future__ import annotations
 
+import itertools
 from typing import Any, Sequence
 
 import numpy as np
@@ -143,29 +144,43 @@ def _vocab_size(node, model):
 # -- tokenizing -----------------------------------------------------------------------------
 
 
-def _encode(model: SentencePieceModel, texts: list[bytes], with_offsets: bool
-            ) -> list[list[tuple[int, bytes, int, int]]]:
-    """Each text as ``(id, piece, begin, end)`` tuples, no extra options applied."""
+def _encode(model: SentencePieceModel, texts: list[bytes], pieces: bool, offsets: bool
+            ) -> list[list[list]]:
+    """Each text as columns ``[ids, pieces?, starts?, limits?]``, without extra options.
+
+    Only what is asked for is computed: ids alone are the package's fastest path.
+    """
     if not texts:
         return []
-    rows = model.processor.encode(texts, return_type="offset_mapping", return_bytes=True)
-    if not with_offsets:
-        return [list(zip(r["ids"], r["pieces"], [0] * len(r["ids"]), [0] * len(r["ids"])))
+    if offsets:
+        rows = model.processor.encode(texts, return_type="offset_mapping",
+                                      return_bytes=True)
+        return [[r["ids"]] + ([r["pieces"]] if pieces else [])
+                + [[b for b, _ in r["offsets"]], [e for _, e in r["offsets"]]]
                 for r in rows]
-    return [[(i, p, b, e) for i, p, (b, e) in zip(r["ids"], r["pieces"], r["offsets"])]
-            for r in rows]
+    ids = model.processor.encode(texts)
+    if not pieces:
+        return [[row] for row in ids]
+    return [[row, p] for row, p in zip(ids, model.processor.encode(texts, out_type=bytes))]
 
 
-def _with_options(model: SentencePieceModel, row: list, add_bos: bool, add_eos: bool,
-                  reverse: bool) -> list:
-    """TF's extra options on one row: ``<s>`` first, ``</s>`` last, then reversed."""
-    if add_bos:
-        bos = model.special_id("bos")
-        row = [(bos, model.piece(bos), *_ADDED_SPAN)] + row
-    if add_eos:
-        eos = model.special_id("eos")
-        row = row + [(eos, model.piece(eos), *_ADDED_SPAN)]
-    return row[::-1] if reverse else row
+def _special(model: SentencePieceModel, which: str, pieces: bool, offsets: bool) -> list:
+    """The columns' entries of ``<s>`` or ``</s>``: id, piece, offsets ``(0, 0)`` (TF's)."""
+    piece_id = model.special_id(which)
+    return [piece_id] + ([model.piece(piece_id)] if pieces else []) + \
+        (list(_ADDED_SPAN) if offsets else [])
+
+
+def _with_options(columns: list[list], bos: list | None, eos: list | None,
+                  reverse: bool) -> list[list]:
+    """TF's extra options on one row: ``bos`` first, ``eos`` last, then reversed."""
+    if bos is None and eos is None and not reverse:
+        return columns
+    out = []
+    for index, column in enumerate(columns):
+        column = ([bos[index]] if bos else []) + list(column) + ([eos[index]] if eos else [])
+        out.append(column[::-1] if reverse else column)
+    return out
 
 
 def _tokenize(node, model, x, nbest_size, alpha, add_bos, add_eos, reverse,
@@ -173,24 +188,31 @@ def _tokenize(node, model, x, nbest_size, alpha, add_bos, add_eos, reverse,
     model = _model(model)
     texts = _texts(x)
     _check_no_sampling(nbest_size, len(texts))
-    options = [_flag(v, k) for k, v in (("add_bos", add_bos), ("add_eos", add_eos),
-                                         ("reverse", reverse))]
-    check_elements(node, sum(map(len, texts)) + 2 * len(texts), "tokens")
-    rows = [_with_options(model, row, *options)
-            for row in _encode(model, texts, with_offsets)]
-    flat = [t for row in rows for t in row]
-    if node.attrs.get("out_type", "int32") == "string":
-        values = np.empty(len(flat), dtype=object)
-        values[:] = [piece for _, piece, _, _ in flat]
-    else:
-        values = np.asarray([i for i, _, _, _ in flat], np.int32)
-    splits = np.cumsum([0] + [len(r) for r in rows]).astype(node.attrs.get("Tsplits",
-                                                                           "int64"))
+    add_bos, add_eos, reverse = (_flag(v, k) for k, v in (
+        ("add_bos", add_bos), ("add_eos", add_eos), ("reverse", reverse)))
+    # At most one token per byte, a leading "▁", and the two added ones.
+    check_elements(node, sum(map(len, texts)) + 3 * len(texts), "tokens")
+    as_pieces = node.attrs.get("out_type", "int32") == "string"
+    bos = _special(model, "bos", as_pieces, with_offsets) if add_bos else None
+    eos = _special(model, "eos", as_pieces, with_offsets) if add_eos else None
+    rows = [_with_options(columns, bos, eos, reverse)
+            for columns in _encode(model, texts, as_pieces, with_offsets)]
+    lengths = [len(columns[0]) for columns in rows]
+    splits = np.cumsum([0] + lengths).astype(node.attrs.get("Tsplits", "int64"))
+
+    def flat(column: int, dtype) -> np.ndarray:
+        items = itertools.chain.from_iterable(columns[column] for columns in rows)
+        if dtype is object:
+            out = np.empty(int(splits[-1]), dtype=object)
+            out[:] = list(items)
+            return out
+        return np.fromiter(items, dtype, count=int(splits[-1]))
+
+    values = flat(1, object) if as_pieces else flat(0, np.int32)
     if not with_offsets:
         return values, splits
-    starts = np.asarray([b for _, _, b, _ in flat], np.int64)
-    limits = np.asarray([e for _, _, _, e in flat], np.int64)
-    return values, splits, starts, limits
+    first = 2 if as_pieces else 1
+    return values, splits, flat(first, np.int64), flat(first + 1, np.int64)
 
 
 #: What the tokenizers handle: one segmentation (``return_nbest`` is not implemented).
