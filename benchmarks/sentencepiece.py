@@ -4,7 +4,7 @@ Builds a SavedModel like TF Hub's SentencePiece preprocessors (tokenize, trim to
 ``seq_length - 2``, ``<s>`` ids ``</s>``, pad: ``input_word_ids``, ``input_mask``,
 ``input_type_ids``) around a SentencePiece model trained here on generated text, converts
 it with jaxhub, and measures strings per second in one process, same batches, same
-machine:
+machine, the runtimes taking turns:
 
 * ``TF + tensorflow_text``: the loaded SavedModel's signature (eager call of its graph);
 * ``jaxhub host stage``: ``module.preprocess(strings)``, the numpy host stage alone;
@@ -14,7 +14,7 @@ Every output of jaxhub is checked equal to TF's before anything is timed.
 
 Usage::
 
-    python -m benchmarks.sentencepiece [--batch 256] [--seconds 3] [--vocab 2000]
+    python -m benchmarks.sentencepiece [--batch 256] [--seconds 5] [--vocab 2000]
     python -m benchmarks.sentencepiece --quick       # a smoke run: small sizes
 
 Prints a markdown table; ``--write`` also writes it, with the machine and the versions,
@@ -87,17 +87,26 @@ def build_saved_model(model: bytes, seq_length: int, path: pathlib.Path) -> None
     tf.saved_model.save(module, str(path), signatures={"preprocess": module.preprocess})
 
 
-def throughput(fn: Callable[[], object], strings: int, seconds: float) -> float:
-    """Strings per second of ``fn`` (one batch of ``strings``), after one warm-up call:
-    the median of repeated calls for about ``seconds``."""
-    fn()
-    times = []
-    deadline = time.perf_counter() + seconds
-    while time.perf_counter() < deadline or len(times) < 3:
-        start = time.perf_counter()
+def throughput(fns: dict[str, Callable[[], object]], strings: int, seconds: float,
+               rounds: int = 5) -> dict[str, float]:
+    """Strings per second of each of ``fns`` (one call: one batch of ``strings``).
+
+    The runtimes take turns, ``rounds`` times, each for about ``seconds / rounds`` a turn,
+    so that a change in the machine's load touches all of them alike; the figure is the
+    fastest call (the least disturbed by other work on a shared machine). One warm-up
+    call each comes first.
+    """
+    for fn in fns.values():
         fn()
-        times.append(time.perf_counter() - start)
-    return strings / float(np.median(times))
+    times: dict[str, list[float]] = {name: [] for name in fns}
+    for _ in range(rounds):
+        for name, fn in fns.items():
+            deadline = time.perf_counter() + seconds / rounds
+            while time.perf_counter() < deadline or not times[name]:
+                start = time.perf_counter()
+                fn()
+                times[name].append(time.perf_counter() - start)
+    return {name: strings / min(t) for name, t in times.items()}
 
 
 def measure(batch: int, seconds: float, vocab: int, seq_length: int,
@@ -117,15 +126,12 @@ def measure(batch: int, seconds: float, vocab: int, seq_length: int,
     for key, value in expected.items():
         np.testing.assert_array_equal(np.asarray(ours[key]), value, err_msg=key)
     tf_input = tf.constant(batch_texts)
-    return {
-        "TF + tensorflow_text": throughput(lambda: theirs(text=tf_input), batch, seconds),
-        "jaxhub host stage": throughput(
-            lambda: module.preprocess(batch_texts, signature="preprocess"), batch, seconds),
-        "jaxhub module": throughput(
-            lambda: {k: np.asarray(v) for k, v in module(
-                batch_texts, signature="preprocess", as_dict=True).items()},
-            batch, seconds),
-    }
+    return throughput({
+        "TF + tensorflow_text": lambda: theirs(text=tf_input),
+        "jaxhub host stage": lambda: module.preprocess(batch_texts, signature="preprocess"),
+        "jaxhub module": lambda: {k: np.asarray(v) for k, v in module(
+            batch_texts, signature="preprocess", as_dict=True).items()},
+    }, batch, seconds)
 
 
 def table(figures: dict[str, float], batch: int, seq_length: int, vocab: int) -> str:
@@ -151,7 +157,7 @@ def _versions() -> str:
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--batch", type=int, default=256)
-    parser.add_argument("--seconds", type=float, default=3.0)
+    parser.add_argument("--seconds", type=float, default=5.0)
     parser.add_argument("--vocab", type=int, default=2000)
     parser.add_argument("--seq-length", type=int, default=128)
     parser.add_argument("--quick", action="store_true", help="small sizes, short timing")
@@ -160,6 +166,7 @@ def main(argv: list[str] | None = None) -> None:
     if args.quick:
         args.batch, args.seconds, args.vocab, args.seq_length = 8, 0.2, 300, 16
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    load_before = os.getloadavg()[0]
     with tempfile.TemporaryDirectory(prefix="sentencepiece-bench-") as scratch:
         figures = measure(args.batch, args.seconds, args.vocab, args.seq_length,
                           pathlib.Path(scratch))
@@ -167,7 +174,8 @@ def main(argv: list[str] | None = None) -> None:
     print(text)
     if args.write:
         machine = f"{platform.machine()}, {os.cpu_count()} cores, Python " \
-                  f"{platform.python_version()}"
+                  f"{platform.python_version()}, load average {load_before:.1f} before " \
+                  f"the run and {os.getloadavg()[0]:.1f} after"
         command = "python -m benchmarks.sentencepiece " + " ".join(argv or sys.argv[1:])
         _RESULTS.write_text(f"# SentencePiece preprocessing throughput\n\n{text}\n\n"
                             f"Machine: {machine}. Versions: {_versions()}.\n"
