@@ -178,3 +178,45 @@ def _tile(node, x, multiples):
 @register("Transpose")
 def _transpose(node, x, perm):
     return np.transpose(np.asarray(x), [int(p) for p in np.asarray(perm).reshape(-1)])
+
+
+# -- dense ops of ragged graphs (trimmers, ngrams) -------------------------------------------
+
+
+@register("BroadcastTo")
+def _broadcast_to(node, x, shape):
+    shape = [int(d) for d in np.asarray(shape).reshape(-1)]
+    check_elements(node, int(np.prod(shape, dtype=np.float64)))
+    return np.broadcast_to(np.asarray(x), shape).copy()
+
+
+@register("Unpack", attrs=("num", "axis"))
+def _unpack(node, x):
+    x = np.asarray(x)
+    axis = int(node.attrs.get("axis", 0))
+    return tuple(np.moveaxis(x, axis, 0))
+
+
+# An index out of range fails (the policies that skip it are not implemented).
+@register("TensorScatterUpdate", attrs={"bad_indices_policy": ("", "DEFAULT", "ERROR")})
+def _tensor_scatter_update(node, x, indices, updates):
+    out = np.array(x, copy=True)
+    indices = np.asarray(indices)
+    updates = np.asarray(updates)
+    depth = indices.shape[-1]
+    flat_indices = indices.reshape(-1, depth)
+    flat_updates = updates.reshape((len(flat_indices),) + out.shape[depth:])
+    for index, update in zip(flat_indices, flat_updates):  # later updates win, as on CPU
+        out[tuple(index)] = update
+    return out
+
+
+@register("UnsortedSegmentSum")
+def _unsorted_segment_sum(node, data, segment_ids, num_segments):
+    data, ids = np.asarray(data), np.asarray(segment_ids)
+    n = int(np.asarray(num_segments))
+    check_elements(node, n * int(np.prod(data.shape[ids.ndim:], dtype=np.float64)))
+    out = np.zeros((n,) + data.shape[ids.ndim:], data.dtype)
+    keep = (ids >= 0) & (ids < n)  # TF drops ids outside [0, n)
+    np.add.at(out, ids[keep], data[keep])
+    return out

@@ -27,6 +27,7 @@ from typing import Any, Callable, Iterable, Sequence
 import numpy as np
 import re2
 
+from jaxhub._src.host import text_models
 from jaxhub._src.host.limits import check_elements
 from jaxhub._src.host.ops import _compile, _strings, register
 from jaxhub._src.host.ragged import splits_from_lengths
@@ -109,7 +110,7 @@ def regex_split(text: bytes, delim, keep) -> tuple[list[bytes], list[int], list[
 
     RE2's ``FindAndConsume`` loop: the delimiter is the pattern's first group; the text
     between delimiters is a token when not empty, and a delimiter that ``keep`` matches
-    in full is a token too. Offsets are bytes.
+    in full is a token too. Offsets are bytes; a NUL byte ends the text.
 
     Args:
       text: UTF-8 bytes.
@@ -120,6 +121,8 @@ def regex_split(text: bytes, delim, keep) -> tuple[list[bytes], list[int], list[
       ``(tokens, begin offsets, end offsets)``.
     """
     tokens, begins, ends = [], [], []
+    # TF's kernel reads the text up to its first NUL byte (a C string): so does this.
+    text = text.split(b"\0", 1)[0]
 
     def add(start: int, end: int) -> None:
         tokens.append(text[start:end])
@@ -182,67 +185,66 @@ class WordPiece:
     """Greedy longest-match-first WordPiece, as tensorflow_text's ``WordpieceTokenize``.
 
     Args:
-      contains: whether a piece (bytes, with the suffix indicator inside a word) is in the
-        vocabulary.
+      lookup: ``lookup(piece, is_suffix)``: the id of a piece (bytes, without the suffix
+        indicator), or None when the vocabulary lacks it.
       suffix_indicator: prepended to pieces that do not start a word (``"##"``).
       max_bytes_per_word: longer words are one unknown piece.
       max_chars_per_token: the longest piece tried, in characters (0: no limit).
       unknown_token: the piece of a word that cannot be split; None keeps the word.
+      unknown_id: the id of ``unknown_token``.
       split_unknown_characters: an unknown character is a piece of its own instead of
         making the whole word unknown.
     """
 
-    def __init__(self, contains: Callable[[bytes], bool], suffix_indicator: bytes,
+    def __init__(self, lookup: Callable[[bytes, bool], int | None], suffix_indicator: bytes,
                  max_bytes_per_word: int, max_chars_per_token: int = 0,
-                 unknown_token: bytes | None = b"[UNK]",
+                 unknown_token: bytes | None = b"[UNK]", unknown_id: int = -1,
                  split_unknown_characters: bool = False):
-        self.contains = contains
+        self.lookup = lookup
         self.suffix = suffix_indicator
         self.max_bytes = max_bytes_per_word
         self.max_chars = max_chars_per_token
-        self.unknown = unknown_token
+        self.unknown, self.unknown_id = unknown_token, unknown_id
         self.split_unknown = split_unknown_characters
-        self._known: dict[bytes, tuple[tuple[bytes, int, int], ...]] = {}
+        self._known: dict[bytes, tuple[Piece, ...]] = {}
 
-    def tokenize(self, word: bytes) -> tuple[tuple[bytes, int, int], ...]:
-        """The pieces of ``word``, each ``(piece, begin byte, end byte)``."""
+    def tokenize(self, word: bytes) -> tuple[Piece, ...]:
+        """The pieces of ``word``: ``(piece, id, begin byte, end byte)`` each."""
         if word not in self._known:  # words repeat: each is split once
             self._known[word] = self._split(word)
         return self._known[word]
 
-    def _split(self, word: bytes) -> tuple[tuple[bytes, int, int], ...]:
+    def _unknown_word(self, word: bytes, end: int) -> tuple[Piece, ...]:
+        if self.unknown is None:
+            return ((word, self.unknown_id, 0, len(word)),)
+        return ((self.unknown, self.unknown_id, 0, end),)
+
+    def _split(self, word: bytes) -> tuple[Piece, ...]:
         if len(word) > self.max_bytes:
             # TF's kernel ends the unknown piece at the length of the unknown token.
-            if self.unknown is not None:
-                return ((self.unknown, 0, len(self.unknown)),)
-            return ((word, 0, len(word)),)
+            return self._unknown_word(word, len(self.unknown or b""))
         ends = _char_ends(decode(word))
         pieces, start, i = [], 0, 0  # ends[i] is the end of the first character from start
         while start < len(word):
             last = min(len(ends), i + self.max_chars) if self.max_chars > 0 else len(ends)
             for j in range(last - 1, i - 1, -1):
-                piece = word[start:ends[j]]
-                if self.contains(piece if start == 0 else self.suffix + piece):
+                token_id = self.lookup(word[start:ends[j]], start > 0)
+                if token_id is not None:
+                    piece = word[start:ends[j]]
                     break
             else:
                 if not self.split_unknown:
-                    return ((self.unknown if self.unknown is not None else word, 0,
-                             len(word)),)
-                j = i  # one unknown character
+                    return self._unknown_word(word, len(word))
+                j, token_id = i, self.unknown_id  # one unknown character
                 piece = self.unknown if self.unknown is not None else word[start:ends[i]]
-            pieces.append((piece if start == 0 else self.suffix + piece, start, ends[j]))
+            pieces.append((piece if start == 0 else self.suffix + piece, token_id, start,
+                           ends[j]))
             start, i = ends[j], j + 1
         return tuple(pieces)
 
-    def run(self, words: Iterable[bytes]) -> tuple[list[list[bytes]], list[int], list[int]]:
-        """The pieces of each word, and their begin and end offsets (flat)."""
-        rows, begins, ends = [], [], []
-        for word in words:
-            pieces = self.tokenize(word)
-            rows.append([p for p, _, _ in pieces])
-            begins += [b for _, b, _ in pieces]
-            ends += [e for _, _, e in pieces]
-        return rows, begins, ends
+
+#: A word piece: its text (with the suffix indicator inside a word), id, byte span.
+Piece = tuple[bytes, int, int, int]
 
 
 @register("WordpieceTokenizeWithOffsets",
@@ -253,24 +255,130 @@ class WordPiece:
 def _wordpiece(node, words, table):
     attrs = node.attrs
     vocab = table.data
+    suffix = attrs.get("suffix_indicator", "##").encode("utf-8")
 
-    def contains(piece: bytes) -> bool:
+    def lookup(piece: bytes, is_suffix: bool) -> int | None:
         # TF's lookup default is -1: a key mapped to -1 counts as missing, as there.
-        return vocab.get(piece, -1) != -1
+        found = vocab.get(suffix + piece if is_suffix else piece, -1)
+        return None if found == -1 else int(found)
 
     tokenizer = WordPiece(
-        contains, attrs.get("suffix_indicator", "##").encode("utf-8"),
-        int(attrs.get("max_bytes_per_word", 100)), int(attrs.get("max_chars_per_token", 0)),
+        lookup, suffix, int(attrs.get("max_bytes_per_word", 100)),
+        int(attrs.get("max_chars_per_token", 0)),
         attrs.get("unknown_token", "[UNK]").encode("utf-8")
         if attrs.get("use_unknown_token", True) else None,
-        bool(attrs.get("split_unknown_characters", False)))
-    rows, begins, ends = tokenizer.run(_strings(words).reshape(-1))
-    check_elements(node, len(begins))
-    lengths = np.fromiter(map(len, rows), np.int64, len(rows))
+        split_unknown_characters=bool(attrs.get("split_unknown_characters", False)))
+    pieces = [tokenizer.tokenize(w) for w in _strings(words).reshape(-1)]
+    flat = [p for row in pieces for p in row]
+    check_elements(node, len(flat))
+    lengths = np.fromiter(map(len, pieces), np.int64, len(pieces))
     partition = lengths if attrs.get("output_row_partition_type", "row_lengths") == \
         "row_lengths" else splits_from_lengths(lengths)
-    return (_ragged_strings(rows), partition, np.asarray(begins, np.int64),
-            np.asarray(ends, np.int64))
+    return (_ragged_strings([[p[0] for p in flat]]), partition,
+            np.asarray([p[2] for p in flat], np.int64),
+            np.asarray([p[3] for p in flat], np.int64))
+
+
+#: Unicode's White_Space characters (ICU's ``u_isUWhiteSpace``).
+_WHITE_SPACE = frozenset("\t\n\x0b\x0c\r \x85\xa0\u1680\u2000\u2001\u2002\u2003\u2004"
+                         "\u2005\u2006\u2007\u2008\u2009\u200a\u2028\u2029\u202f"
+                         "\u205f\u3000")
+
+
+def is_bert_punctuation(char: str) -> bool:
+    """BERT's punctuation: ASCII symbols, Unicode punctuation and CJK ideographs, each a
+    word of its own."""
+    cp = ord(char)
+    return (0x4E00 <= cp <= 0x9FFF or 0x3400 <= cp <= 0x4DBF or 0x20000 <= cp <= 0x2A6DF
+            or 0x2A700 <= cp <= 0x2B73F or 0x2B740 <= cp <= 0x2B81F
+            or 0x2B820 <= cp <= 0x2CEAF or 0xF900 <= cp <= 0xFAFF
+            or 0x2F800 <= cp <= 0x2FA1F or 33 <= cp <= 47 or 58 <= cp <= 64
+            or 91 <= cp <= 96 or 123 <= cp <= 126
+            or unicodedata.category(char).startswith("P"))
+
+
+def bert_words(text: bytes) -> list[tuple[int, int]]:
+    """The byte spans of ``text``'s words: split at white space, each punctuation
+    character a word (the end-to-end mode of the fast WordPiece tokenizer)."""
+    spans, start, pos = [], None, 0
+    for char in decode(text):
+        width = len(char.encode("utf-8"))
+        if char in _WHITE_SPACE or is_bert_punctuation(char):
+            if start is not None:
+                spans.append((start, pos))
+                start = None
+            if char not in _WHITE_SPACE:
+                spans.append((pos, pos + width))
+        elif start is None:
+            start = pos
+        pos += width
+    if start is not None:
+        spans.append((start, pos))
+    return spans
+
+
+@register("FastWordpieceTokenizeWithOffsets")
+def _fast_wordpiece(node, strings, model):
+    wp = text_models.parsed(model, text_models.FastWordpieceModel.parse)
+    tokenizer = WordPiece(wp.token_id, wp.suffix_indicator, wp.max_bytes_per_token,
+                          unknown_token=wp.unk_token, unknown_id=wp.unk_token_id)
+    rows = []
+    for s in _strings(strings).reshape(-1):
+        spans = bert_words(s) if wp.end_to_end else ([(0, len(s))] if s else [])
+        rows.append([(wp.unk_token if token_id == wp.unk_token_id else piece, token_id,
+                      start + b, start + e)
+                     for start, end in spans
+                     for piece, token_id, b, e in _fast_pieces(tokenizer, s[start:end])])
+    flat = [p for row in rows for p in row]
+    check_elements(node, len(flat))
+    return (_ragged_strings([[p[0] for p in flat]]),
+            np.asarray([p[1] for p in flat], np.int64),
+            splits_from_lengths(np.fromiter(map(len, rows), np.int64, len(rows))),
+            np.asarray([p[2] for p in flat], np.int64),
+            np.asarray([p[3] for p in flat], np.int64))
+
+
+def _fast_pieces(tokenizer: WordPiece, word: bytes) -> tuple[Piece, ...]:
+    pieces = tokenizer.tokenize(word)
+    if len(word) > tokenizer.max_bytes:  # the fast kernel spans the whole word
+        return ((tokenizer.unknown, tokenizer.unknown_id, 0, len(word)),)
+    return pieces
+
+
+@register("FastBertNormalize", attrs=("get_offsets",))
+def _fast_bert_normalize(node, strings, model):
+    normalizer = text_models.parsed(model, text_models.FastBertNormalizerModel.parse)
+    with_offsets = bool(node.attrs.get("get_offsets", False))
+    out, offsets, splits = [], [], [0]
+    for s in _strings(strings).reshape(-1):
+        text, mapping = _fast_normalize(normalizer, s)
+        out.append(text)
+        if with_offsets:
+            offsets += mapping
+            splits.append(len(offsets))
+    if not with_offsets:
+        splits = [0] * (len(out) + 1)
+    values = np.empty(len(out), dtype=object)
+    values[:] = out
+    return values, np.asarray(offsets, np.int64), np.asarray(splits, np.int64)
+
+
+def _fast_normalize(normalizer, text: bytes) -> tuple[bytes, list[int]]:
+    """``text`` normalised character by character, and where each output byte (and the
+    end) comes from in ``text``."""
+    out, mapping, pos = bytearray(), [], 0
+    for char in decode(text):
+        raw = char.encode("utf-8")
+        form = normalizer.normalized(raw)
+        if form is None:
+            out += raw
+            mapping.extend(range(pos, pos + len(raw)))
+        else:  # every byte of a changed character maps to the character's start
+            out += form
+            mapping.extend([pos] * len(form))
+        pos += len(raw)
+    mapping.append(pos)
+    return bytes(out), mapping
 
 
 # -- trimming ------------------------------------------------------------------------------
@@ -307,7 +415,7 @@ def round_robin_budget(sizes: Sequence[int], budget: int) -> list[int]:
     return used
 
 
-@register("TFText>RoundRobinTrim")
+@register("TFText>RoundRobinTrim", attrs=("N", "T", "Tsplits"))
 def _round_robin_trim(node, max_length, *args):
     n = len(args) // 2
     values = [np.asarray(v) for v in args[:n]]
@@ -325,3 +433,52 @@ def _round_robin_trim(node, max_length, *args):
                   for k, parts in enumerate(kept)]
     out_splits = [splits_from_lengths(lengths[k], splits[k].dtype) for k in range(n)]
     return (*out_values, *out_splits)
+
+
+# -- white space -----------------------------------------------------------------------------
+
+
+def _whitespace_bitmap(config: bytes) -> Callable[[str], bool]:
+    """Whether a character is white space, by the tokenizer's bitmap (a bit per code point,
+    low bit first; code points past its end are not white space)."""
+    def is_space(char: str) -> bool:
+        cp = ord(char)
+        return cp >> 3 < len(config) and bool(config[cp >> 3] >> (cp & 7) & 1)
+    return is_space
+
+
+def split_on(text: bytes, is_space: Callable[[str], bool]) -> list[tuple[int, int]]:
+    """The byte spans of the runs of ``text`` without white space.
+
+    As tensorflow_text's ``WhitespaceTokenizer``, a token that a multi-byte white space
+    character ends takes all of that character's bytes but the last (``"a\xa0b"`` gives
+    ``b"a\xc2"``).
+    """
+    spans, start, pos = [], None, 0
+    for char in decode(text):
+        width = len(char.encode("utf-8"))
+        if is_space(char):
+            if start is not None:
+                spans.append((start, pos + width - 1))
+                start = None
+        elif start is None:
+            start = pos
+        pos += width
+    if start is not None:
+        spans.append((start, pos))
+    return spans
+
+
+@register("TFText>WhitespaceTokenizeWithOffsetsV2")
+def _whitespace_tokenize(node, strings, config):
+    is_space = functools.lru_cache(maxsize=4096)(_whitespace_bitmap(_scalar_bytes(config)))
+    rows, begins, ends = [], [], []
+    for s in _strings(strings).reshape(-1):
+        spans = split_on(s, is_space)
+        rows.append([s[b:e] for b, e in spans])
+        begins += [b for b, _ in spans]
+        ends += [e for _, e in spans]
+    check_elements(node, len(begins))
+    return (_ragged_strings(rows),
+            splits_from_lengths(np.fromiter(map(len, rows), np.int64, len(rows))),
+            np.asarray(begins, np.int64), np.asarray(ends, np.int64))

@@ -106,3 +106,78 @@ def save_preprocessor(root: pathlib.Path, fast: bool = False) -> pathlib.Path:
         "serving_default": model.__call__, "tokenize": model.tokenize,
         "bert_pack_inputs": model.bert_pack_inputs})
     return path
+
+
+class TinyEncoder(tf.Module):
+    """A BERT-shaped encoder, small: embeddings, one masked self-attention block, a
+    pooler. Takes BERT inputs; returns ``pooled_output`` (also as ``default``, as TF Hub's
+    encoders) and ``sequence_output``."""
+
+    def __init__(self, vocab_size: int, width: int = 16, seed: int = 0):
+        super().__init__()
+        init = tf.random.stateless_normal
+
+        def var(name, shape, scale=0.2):
+            return tf.Variable(init(shape, seed=[seed, len(name)]) * scale, name=name)
+
+        self.word_embeddings = var("word_embeddings", [vocab_size, width])
+        self.type_embeddings = var("type_embeddings", [2, width])
+        self.position_embeddings = var("position_embeddings", [SEQ_LENGTH, width])
+        self.query, self.key, self.value = (var(n, [width, width]) for n in ("query", "key",
+                                                                             "value"))
+        self.ffn = var("ffn", [width, width])
+        self.pooler = var("pooler", [width, width])
+        self.pooler_bias = tf.Variable(tf.zeros([width]), name="pooler_bias")
+
+    def encode(self, word_ids, mask, type_ids):
+        h = (tf.gather(self.word_embeddings, word_ids) + tf.gather(self.type_embeddings, type_ids)
+             + self.position_embeddings[None])
+        h = (h - tf.reduce_mean(h, -1, keepdims=True)) * tf.math.rsqrt(
+            tf.math.reduce_variance(h, -1, keepdims=True) + 1e-6)
+        q, k, v = h @ self.query, h @ self.key, h @ self.value
+        scores = tf.einsum("bqd,bkd->bqk", q, k) / 4.0
+        scores += (1.0 - tf.cast(mask[:, None, :], tf.float32)) * -1e4
+        h = h + tf.einsum("bqk,bkd->bqd", tf.nn.softmax(scores, -1), v)
+        h = h + tf.nn.gelu(h @ self.ffn)
+        pooled = tf.tanh(h[:, 0] @ self.pooler + self.pooler_bias)
+        return {"pooled_output": pooled, "sequence_output": h, "default": pooled}
+
+    @tf.function(input_signature=[{k: tf.TensorSpec([None, SEQ_LENGTH], tf.int32) for k in
+                                   ("input_word_ids", "input_mask", "input_type_ids")}])
+    def __call__(self, inputs):
+        return self.encode(inputs["input_word_ids"], inputs["input_mask"],
+                           inputs["input_type_ids"])
+
+
+class Classifier(tf.Module):
+    """Strings to logits in one SavedModel: BERT preprocessing, the encoder, a head."""
+
+    def __init__(self, preprocessor: BertPreprocessor, encoder: TinyEncoder, classes: int = 3):
+        super().__init__()
+        self.preprocessor, self.encoder = preprocessor, encoder
+        self.head = tf.Variable(tf.random.stateless_normal([16, classes], seed=[7, 7]) * 0.3,
+                                name="head")
+
+    @tf.function(input_signature=[tf.TensorSpec([None], tf.string)])
+    def __call__(self, strings):
+        inputs = self.preprocessor._pack([self.preprocessor._tokens(strings)])
+        pooled = self.encoder.encode(inputs["input_word_ids"], inputs["input_mask"],
+                                     inputs["input_type_ids"])["pooled_output"]
+        return {"logits": pooled @ self.head}
+
+
+def save_encoder(root: pathlib.Path, vocab_size: int) -> tuple[pathlib.Path, TinyEncoder]:
+    encoder = TinyEncoder(vocab_size)
+    path = root / "encoder"
+    tf.saved_model.save(encoder, str(path), signatures={"serving_default": encoder.__call__})
+    return path, encoder
+
+
+def save_classifier(root: pathlib.Path) -> tuple[pathlib.Path, Classifier]:
+    root.mkdir(parents=True, exist_ok=True)
+    vocab_file = root / "vocab.txt"
+    vocab = make_vocab(vocab_file)
+    model = Classifier(BertPreprocessor(vocab_file, vocab), TinyEncoder(len(vocab), seed=3))
+    path = root / "classifier"
+    tf.saved_model.save(model, str(path), signatures={"serving_default": model.__call__})
+    return path, model
