@@ -118,6 +118,19 @@ class _SentencePieceModel(tf.Module):
     def preprocess(self, text):
         return self._pack(text)
 
+    @tf.function(input_signature=[tf.TensorSpec([None], tf.string)] * 2)
+    def preprocess_pair(self, first, second):
+        """Two segments, as ALBERT-style preprocessors pack them: case-folded, trimmed
+        round-robin, ``<s> a </s> b </s>``, padded."""
+        segments = [self.tok.tokenize(tft.case_fold_utf8(t)) for t in (first, second)]
+        trimmed = tft.RoundRobinTrimmer(max_seq_length=SEQ_LENGTH - 3).trim(segments)
+        ids, types = tft.combine_segments(
+            trimmed, start_of_sequence_id=self.tok.string_to_id("<s>"),
+            end_of_segment_id=self.tok.string_to_id("</s>"))
+        word_ids, mask = tft.pad_model_inputs(ids, max_seq_length=SEQ_LENGTH)
+        type_ids, _ = tft.pad_model_inputs(types, max_seq_length=SEQ_LENGTH)
+        return {"input_word_ids": word_ids, "input_mask": mask, "input_type_ids": type_ids}
+
     @tf.function(input_signature=[tf.TensorSpec([None], tf.string)])
     def classify(self, text):
         inputs = self._pack(text)
@@ -128,7 +141,7 @@ class _SentencePieceModel(tf.Module):
 
 
 _SIGNATURES = ("tokenize", "tokenize_fixed", "offsets", "round_trip", "preprocess",
-               "classify")
+               "preprocess_pair", "classify")
 
 
 @pytest.fixture(scope="module", params=[("unigram", 48), ("bpe", 60)],
@@ -160,6 +173,28 @@ def test_integer_outputs_equal_tf(saved, signature):
             np.testing.assert_array_equal(np.asarray(ours[key]), value.astype(np.int32)
                                           if value.dtype == np.int64 else value,
                                           err_msg=f"{signature}/{key}, {len(texts)} texts")
+
+
+def _is_utf8(text: bytes) -> bool:
+    try:
+        text.decode("utf-8")
+    except UnicodeDecodeError:
+        return False
+    return True
+
+
+def test_two_segment_packing_equals_tf(saved):
+    _, model, converted = saved
+    for batch in BATCHES:
+        # case_fold_utf8 takes UTF-8 only (the host stage says so; see the text ops' tests)
+        texts = [t for t in batch if _is_utf8(t)]
+        seconds = list(reversed(texts))
+        theirs = model.preprocess_pair(tf.constant(texts), tf.constant(seconds))
+        ours = converted({"first": texts, "second": seconds}, signature="preprocess_pair",
+                         as_dict=True)
+        for key, value in theirs.items():
+            np.testing.assert_array_equal(np.asarray(ours[key]), value.numpy(),
+                                          err_msg=f"{key}, {len(texts)} texts")
 
 
 def test_offsets_cover_the_input_bytes(saved):
