@@ -12,9 +12,10 @@ of the extra options (``<s>`` first, then ``</s>``, then the whole sequence reve
 added ids have offsets ``(0, 0)``). Detokenizing honours ``reverse`` and ignores
 ``add_bos``/``add_eos``, as TF's kernel does. Two things differ on purpose:
 
-* Sampling (``nbest_size`` other than 0 or 1) draws a random segmentation in TF; a host
-  stage is deterministic, so it refuses (export the tokenizer with ``nbest_size=0``).
-  ``return_nbest`` (the n best segmentations, deterministic) is not implemented.
+* Sampling (``nbest_size`` other than 0 or 1 without ``return_nbest``) draws a random
+  segmentation in TF; a host stage is deterministic, so it refuses (export the tokenizer
+  with ``nbest_size=0``). ``return_nbest`` (the n best segmentations, one row each) is
+  deterministic and supported.
 * An id outside the vocabulary given to ``SentencepieceIdToStringOp`` is an error here;
   TF's kernel reads past its table.
 
@@ -164,6 +165,24 @@ def _encode(model: SentencePieceModel, texts: list[bytes], pieces: bool, offsets
     return [[row, p] for row, p in zip(ids, model.processor.encode(texts, out_type=bytes))]
 
 
+def _encode_nbest(model: SentencePieceModel, texts: list[bytes], nbest: int, pieces: bool,
+                  offsets: bool) -> list[list[list]]:
+    """:func:`_encode` of the ``nbest`` best segmentations of each text, one row each
+    (fewer where a text has fewer; an empty text has one, empty), text after text."""
+    if not texts:
+        return []
+    rows = []
+    for result in model.processor.nbest_encode(texts, nbest_size=nbest, return_type="proto"):
+        for best in result.nbests:
+            columns = [[p.id for p in best.pieces]]
+            if pieces:
+                columns.append([p.piece.encode("utf-8") for p in best.pieces])
+            if offsets:
+                columns += [[p.begin for p in best.pieces], [p.end for p in best.pieces]]
+            rows.append(columns)
+    return rows
+
+
 def _special(model: SentencePieceModel, which: str, pieces: bool, offsets: bool) -> list:
     """The columns' entries of ``<s>`` or ``</s>``: id, piece, offsets ``(0, 0)`` (TF's)."""
     piece_id = model.special_id(which)
@@ -187,16 +206,19 @@ def _tokenize(node, model, x, nbest_size, alpha, add_bos, add_eos, reverse,
               with_offsets: bool):
     model = _model(model)
     texts = _texts(x)
-    _check_no_sampling(nbest_size, len(texts))
+    nbest = _nbest(node, nbest_size) if node.attrs.get("return_nbest", False) else None
+    if nbest is None:
+        _check_no_sampling(nbest_size, len(texts))
     add_bos, add_eos, reverse = (_flag(v, k) for k, v in (
         ("add_bos", add_bos), ("add_eos", add_eos), ("reverse", reverse)))
-    # At most one token per byte, a leading "▁", and the two added ones.
-    check_elements(node, sum(map(len, texts)) + 3 * len(texts), "tokens")
+    # At most one token per byte, a leading "▁", and the two added ones (per segmentation).
+    check_elements(node, (sum(map(len, texts)) + 3 * len(texts)) * (nbest or 1), "tokens")
     as_pieces = node.attrs.get("out_type", "int32") == "string"
     bos = _special(model, "bos", as_pieces, with_offsets) if add_bos else None
     eos = _special(model, "eos", as_pieces, with_offsets) if add_eos else None
-    rows = [_with_options(columns, bos, eos, reverse)
-            for columns in _encode(model, texts, as_pieces, with_offsets)]
+    encoded = _encode(model, texts, as_pieces, with_offsets) if nbest is None else \
+        _encode_nbest(model, texts, nbest, as_pieces, with_offsets)
+    rows = [_with_options(columns, bos, eos, reverse) for columns in encoded]
     lengths = [len(columns[0]) for columns in rows]
     splits = np.cumsum([0] + lengths).astype(node.attrs.get("Tsplits", "int64"))
 
@@ -215,8 +237,17 @@ def _tokenize(node, model, x, nbest_size, alpha, add_bos, add_eos, reverse,
     return values, splits, flat(first, np.int64), flat(first + 1, np.int64)
 
 
-#: What the tokenizers handle: one segmentation (``return_nbest`` is not implemented).
-_TOKENIZE_ATTRS = {"return_nbest": (False,), "out_type": ANY, "Tsplits": ANY}
+def _nbest(node, nbest_size: Any) -> int:
+    """``nbest_size`` of a node with ``return_nbest``: a scalar of at least 1 (as TF)."""
+    sizes = np.asarray(nbest_size)
+    if sizes.shape != () or int(sizes) < 1:
+        raise ValueError(f"with return_nbest, nbest_size must be a scalar >= 1, not "
+                         f"{sizes.tolist()!r}")
+    check_elements(node, int(sizes), "segmentations per text")
+    return int(sizes)
+
+
+_TOKENIZE_ATTRS = {"return_nbest": ANY, "out_type": ANY, "Tsplits": ANY}
 
 
 @register("SentencepieceTokenizeOp", attrs=_TOKENIZE_ATTRS)

@@ -292,6 +292,41 @@ def test_converts_and_runs_without_tensorflow(saved, tmp_path):
                 np.testing.assert_array_equal(outs[key], value, err_msg=f"{signature}/{key}")
 
 
+class _NBest(tf.Module):
+    """The n best segmentations (deterministic), with and without offsets and options."""
+
+    def __init__(self, model: bytes):
+        super().__init__()
+        self.tok = tft.SentencepieceTokenizer(model=model, nbest_size=3, return_nbest=True)
+        self.tok_options = tft.SentencepieceTokenizer(
+            model=model, nbest_size=3, return_nbest=True, add_bos=True, reverse=True,
+            out_type=tf.string)
+
+    @tf.function(input_signature=[tf.TensorSpec([None], tf.string)])
+    def __call__(self, text):
+        ids, starts, ends = self.tok.tokenize_with_offsets(text)
+        pieces = self.tok_options.tokenize(text)
+        return {"ids": ids.to_tensor(default_value=-1), "rows": ids.row_lengths(),
+                "starts": starts.to_tensor(default_value=-1),
+                "ends": ends.to_tensor(default_value=-1),
+                "pieces": tf.strings.to_hash_bucket_fast(pieces, 2**62).to_tensor()}
+
+
+def test_nbest_segmentations_equal_tf(tmp_path):
+    model = _NBest(_train("unigram", 48))
+    tf.saved_model.save(model, str(tmp_path / "sm"),
+                        signatures={"serving_default": model.__call__})
+    converted = load_saved_model(tmp_path / "sm")
+    for texts in BATCHES:
+        theirs = {k: v.numpy() for k, v in model(tf.constant(texts)).items()}
+        ours = converted(texts, signature="serving_default", as_dict=True)
+        assert len(theirs["rows"]) > len(texts)  # several segmentations of a text
+        for key, value in theirs.items():
+            np.testing.assert_array_equal(np.asarray(ours[key]), value.astype(np.int32)
+                                          if value.dtype == np.int64 else value,
+                                          err_msg=f"{key}, {len(texts)} texts")
+
+
 # -- bad input -------------------------------------------------------------------------------
 
 
