@@ -382,6 +382,24 @@ def test_a_damaged_model_asset_fails_the_load_naming_it():
         _stage(b"\x08not a model proto")
 
 
+def test_a_model_from_anything_but_a_module_asset_is_refused():
+    """A hostile program cannot make the op read a file by path: its model input must
+    be an Asset node, checked when the stage is built."""
+    program = {
+        "inputs": {"text": {"dtype": "string", "shape": [None]}},
+        "nodes": [{"name": "path", "op": "Const",
+                   "attrs": {"value": {"dtype": "string", "shape": [],
+                                       "values": ["/etc/passwd"]}}},
+                  {"name": "model", "op": "SentencepieceOp", "inputs": [["path", 0]]},
+                  {"name": "size", "op": "SentencepieceVocabSizeOp",
+                   "inputs": [["model", 0]]}],
+        "outputs": {"size": ["size", 0]},
+    }
+    with pytest.raises(HostStageError, match=r"'model' \(SentencepieceOp\) reads a file "
+                                             r"named by 'path', not by an Asset node"):
+        HostStage(program, {})
+
+
 def test_sampling_is_refused_with_the_fix():
     stage = _stage(_train("unigram", 48), nbest=4)
     with pytest.raises(HostStageError, match=r"nbest_size=4 .* random.*nbest_size=0"):
