@@ -118,6 +118,8 @@ def _check_broadcast(node, *arrays) -> tuple[int, ...]:
 def _strings(x: Any) -> np.ndarray:
     """An object array of ``bytes`` (str inputs are UTF-8 encoded, as TF does)."""
     arr = np.asarray(x, dtype=object)
+    if all(type(s) is bytes for s in arr.flat):  # the common case: as the ops return them
+        return arr
     out = np.empty(arr.shape, dtype=object)
     for i, s in enumerate(arr.reshape(-1)):
         out.reshape(-1)[i] = s.encode("utf-8") if isinstance(s, str) else bytes(s)

@@ -21,7 +21,9 @@ vocabulary and normaliser as a flatbuffer model in a constant:
 from __future__ import annotations
 
 import functools
+import re
 import unicodedata
+import weakref
 from typing import Any, Callable, Iterable, Sequence
 
 import numpy as np
@@ -210,9 +212,12 @@ class WordPiece:
 
     def tokenize(self, word: bytes) -> tuple[Piece, ...]:
         """The pieces of ``word``: ``(piece, id, begin byte, end byte)`` each."""
-        if word not in self._known:  # words repeat: each is split once
-            self._known[word] = self._split(word)
-        return self._known[word]
+        pieces = self._known.get(word)
+        if pieces is None:  # words repeat: each is split once (up to a bound on memory)
+            if len(self._known) >= _KNOWN_WORDS:
+                self._known.clear()
+            pieces = self._known[word] = self._split(word)
+        return pieces
 
     def _unknown_word(self, word: bytes, end: int) -> tuple[Piece, ...]:
         if self.unknown is None:
@@ -223,7 +228,8 @@ class WordPiece:
         if len(word) > self.max_bytes:
             # TF's kernel ends the unknown piece at the length of the unknown token.
             return self._unknown_word(word, len(self.unknown or b""))
-        ends = _char_ends(decode(word))
+        ends = list(range(1, len(word) + 1)) if word.isascii() else \
+            _char_ends(decode(word))
         pieces, start, i = [], 0, 0  # ends[i] is the end of the first character from start
         while start < len(word):
             last = min(len(ends), i + self.max_chars) if self.max_chars > 0 else len(ends)
@@ -241,6 +247,22 @@ class WordPiece:
                            ends[j]))
             start, i = ends[j], j + 1
         return tuple(pieces)
+
+
+#: How many words a tokenizer remembers the pieces of.
+_KNOWN_WORDS = 1 << 17
+
+#: Tokenizers by the table they read, then their settings: kept while the table lives,
+#: so that the words they know carry over from call to call.
+_TOKENIZERS: "weakref.WeakKeyDictionary[Any, dict]" = weakref.WeakKeyDictionary()
+
+
+def _tokenizer(table: Any, settings: tuple, make: Callable[[], WordPiece]) -> WordPiece:
+    """The tokenizer of ``table`` with ``settings``; ``make`` must not hold ``table``."""
+    known = _TOKENIZERS.setdefault(table, {})
+    if settings not in known:
+        known[settings] = make()
+    return known[settings]
 
 
 #: A word piece: its text (with the suffix indicator inside a word), id, byte span.
@@ -262,12 +284,13 @@ def _wordpiece(node, words, table):
         found = vocab.get(suffix + piece if is_suffix else piece, -1)
         return None if found == -1 else int(found)
 
-    tokenizer = WordPiece(
-        lookup, suffix, int(attrs.get("max_bytes_per_word", 100)),
-        int(attrs.get("max_chars_per_token", 0)),
-        attrs.get("unknown_token", "[UNK]").encode("utf-8")
-        if attrs.get("use_unknown_token", True) else None,
-        split_unknown_characters=bool(attrs.get("split_unknown_characters", False)))
+    settings = (suffix, int(attrs.get("max_bytes_per_word", 100)),
+                int(attrs.get("max_chars_per_token", 0)),
+                attrs.get("unknown_token", "[UNK]").encode("utf-8")
+                if attrs.get("use_unknown_token", True) else None,
+                bool(attrs.get("split_unknown_characters", False)))
+    tokenizer = _tokenizer(table, settings, lambda: WordPiece(
+        lookup, *settings[:4], split_unknown_characters=settings[4]))
     pieces = [tokenizer.tokenize(w) for w in _strings(words).reshape(-1)]
     flat = [p for row in pieces for p in row]
     check_elements(node, len(flat))
@@ -285,43 +308,37 @@ _WHITE_SPACE = frozenset("\t\n\x0b\x0c\r \x85\xa0\u1680\u2000\u2001\u2002\u2003\
                          "\u205f\u3000")
 
 
-def is_bert_punctuation(char: str) -> bool:
-    """BERT's punctuation: ASCII symbols, Unicode punctuation and CJK ideographs, each a
-    word of its own."""
-    cp = ord(char)
-    return (0x4E00 <= cp <= 0x9FFF or 0x3400 <= cp <= 0x4DBF or 0x20000 <= cp <= 0x2A6DF
-            or 0x2A700 <= cp <= 0x2B73F or 0x2B740 <= cp <= 0x2B81F
-            or 0x2B820 <= cp <= 0x2CEAF or 0xF900 <= cp <= 0xFAFF
-            or 0x2F800 <= cp <= 0x2FA1F or 33 <= cp <= 47 or 58 <= cp <= 64
-            or 91 <= cp <= 96 or 123 <= cp <= 126
-            or unicodedata.category(char).startswith("P"))
+#: ASCII text's words for :func:`bert_words`: a punctuation character, or a run of
+#: neither punctuation nor white space.
+_ASCII_WORDS = re.compile(rb"[!-/:-@\[-`{-~]|[^\t\n\x0b\x0c\r !-/:-@\[-`{-~]+")
 
 
 def bert_words(text: bytes) -> list[tuple[int, int]]:
     """The byte spans of ``text``'s words: split at white space, each punctuation
     character a word (the end-to-end mode of the fast WordPiece tokenizer)."""
-    spans, start, pos = [], None, 0
-    for char in decode(text):
-        width = len(char.encode("utf-8"))
-        if char in _WHITE_SPACE or is_bert_punctuation(char):
-            if start is not None:
-                spans.append((start, pos))
-                start = None
-            if char not in _WHITE_SPACE:
-                spans.append((pos, pos + width))
-        elif start is None:
-            start = pos
-        pos += width
-    if start is not None:
-        spans.append((start, pos))
-    return spans
+    if text.isascii():
+        return [m.span() for m in _ASCII_WORDS.finditer(text)]
+    decode(text)
+    return [m.span() for m in _UNICODE_WORDS.finditer(text)]
+
+
+#: Unicode text's words for :func:`bert_words`: BERT's punctuation (ASCII symbols, RE2's
+#: ``\pP``, CJK ideographs) and the code points of :data:`_WHITE_SPACE` (RE2's ``\s`` is
+#: ASCII only).
+_PUNCTUATION = ("!-/:-@\\[-`{-~\\pP\\x{4E00}-\\x{9FFF}\\x{3400}-\\x{4DBF}\\x{20000}-\\x{2A6DF}"
+                "\\x{2A700}-\\x{2B73F}\\x{2B740}-\\x{2B81F}\\x{2B820}-\\x{2CEAF}"
+                "\\x{F900}-\\x{FAFF}\\x{2F800}-\\x{2FA1F}")
+_SPACE = "".join(f"\\x{{{ord(c):X}}}" for c in sorted(_WHITE_SPACE))
+_UNICODE_WORDS = re2.compile(f"[{_PUNCTUATION}]|[^{_PUNCTUATION}{_SPACE}]+".encode())
 
 
 @register("FastWordpieceTokenizeWithOffsets")
 def _fast_wordpiece(node, strings, model):
     wp = text_models.parsed(model, text_models.FastWordpieceModel.parse)
-    tokenizer = WordPiece(wp.token_id, wp.suffix_indicator, wp.max_bytes_per_token,
-                          unknown_token=wp.unk_token, unknown_id=wp.unk_token_id)
+    if wp.tokenizer is None:  # kept with the parsed model: the words it knows carry over
+        wp.tokenizer = WordPiece(wp.token_id, wp.suffix_indicator, wp.max_bytes_per_token,
+                                 unknown_token=wp.unk_token, unknown_id=wp.unk_token_id)
+    tokenizer = wp.tokenizer
     rows = []
     for s in _strings(strings).reshape(-1):
         spans = bert_words(s) if wp.end_to_end else ([(0, len(s))] if s else [])
@@ -351,7 +368,7 @@ def _fast_bert_normalize(node, strings, model):
     with_offsets = bool(node.attrs.get("get_offsets", False))
     out, offsets, splits = [], [], [0]
     for s in _strings(strings).reshape(-1):
-        text, mapping = _fast_normalize(normalizer, s)
+        text, mapping = _fast_normalize(normalizer, s, with_offsets)
         out.append(text)
         if with_offsets:
             offsets += mapping
@@ -363,9 +380,26 @@ def _fast_bert_normalize(node, strings, model):
     return values, np.asarray(offsets, np.int64), np.asarray(splits, np.int64)
 
 
-def _fast_normalize(normalizer, text: bytes) -> tuple[bytes, list[int]]:
+_ASCII_RUNS = re.compile(r"[\x00-\x7f]+|.", re.DOTALL)
+
+
+def _fast_normalize(normalizer, text: bytes, with_offsets: bool = True
+                    ) -> tuple[bytes, list[int]]:
     """``text`` normalised character by character, and where each output byte (and the
-    end) comes from in ``text``."""
+    end) comes from in ``text`` (when ``with_offsets``)."""
+    table = normalizer.ascii_table()
+    if not with_offsets and table is not None:
+        if text.isascii():
+            return text.translate(*table), []
+        out = bytearray()
+        for run in _ASCII_RUNS.findall(decode(text)):  # ASCII runs at once, others alone
+            if run.isascii():
+                out += run.encode("ascii").translate(*table)
+            else:
+                raw = run.encode("utf-8")
+                form = normalizer.normalized(raw)
+                out += raw if form is None else form
+        return bytes(out), []
     out, mapping, pos = bytearray(), [], 0
     for char in decode(text):
         raw = char.encode("utf-8")

@@ -134,6 +134,8 @@ class FastWordpieceModel:
     end_to_end: bool
     vocab: list[bytes]
     vocab_is_suffix: list[bool]
+    #: The host op's tokenizer over this model, made on first use.
+    tokenizer: Any = dataclasses.field(default=None, repr=False, compare=False)
 
     @classmethod
     def parse(cls, buf: bytes) -> "FastWordpieceModel":
@@ -162,7 +164,7 @@ class FastBertNormalizerModel:
     trie: DartsTrie
     zero: int
     pool: bytes
-    _forms: dict[bytes, bytes | None] = dataclasses.field(default_factory=dict, repr=False)
+    _forms: dict[Any, Any] = dataclasses.field(default_factory=dict, repr=False)
 
     @classmethod
     def parse(cls, buf: bytes) -> "FastBertNormalizerModel":
@@ -175,6 +177,25 @@ class FastBertNormalizerModel:
         if char not in self._forms:
             self._forms[char] = self._lookup(char)
         return self._forms[char]
+
+    def ascii_table(self) -> tuple[bytes, bytes] | None:
+        """``bytes.translate`` arguments that normalise ASCII text (a table and the bytes
+        to delete), or None when an ASCII character becomes several."""
+        if "ascii" not in self._forms:
+            table, delete = bytearray(range(256)), bytearray()
+            for code in range(128):
+                form = self.normalized(bytes([code]))
+                if form is None:
+                    continue
+                if len(form) > 1:
+                    self._forms["ascii"] = None
+                    return None
+                if form:
+                    table[code] = form[0]
+                else:
+                    delete.append(code)
+            self._forms["ascii"] = (bytes(table), bytes(delete))
+        return self._forms["ascii"]
 
     def _lookup(self, char: bytes) -> bytes | None:
         data = self.zero if char == b"\0" else self.trie.value(self.trie.walk(char)) or 0

@@ -142,11 +142,9 @@ class TinyEncoder(tf.Module):
         pooled = tf.tanh(h[:, 0] @ self.pooler + self.pooler_bias)
         return {"pooled_output": pooled, "sequence_output": h, "default": pooled}
 
-    @tf.function(input_signature=[{k: tf.TensorSpec([None, SEQ_LENGTH], tf.int32) for k in
-                                   ("input_word_ids", "input_mask", "input_type_ids")}])
-    def __call__(self, inputs):
-        return self.encode(inputs["input_word_ids"], inputs["input_mask"],
-                           inputs["input_type_ids"])
+    @tf.function(input_signature=[tf.TensorSpec([None, SEQ_LENGTH], tf.int32)] * 3)
+    def __call__(self, input_word_ids, input_mask, input_type_ids):
+        return self.encode(input_word_ids, input_mask, input_type_ids)
 
 
 class Classifier(tf.Module):
