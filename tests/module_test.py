@@ -240,6 +240,12 @@ class TestExportAndLoad:
         assert (tmp_path / "m" / "README.md").read_text() == "# MLP\n"
         np.testing.assert_allclose(loaded(x), module(x), atol=ATOL)
 
+    def test_assets_given_as_bytes_are_written_on_export(self, tmp_path):
+        module = make_mlp_module(assets={"models/tok.model": b"\x00\x01binary"})
+        assert module.assets["models/tok.model"] == b"\x00\x01binary"
+        loaded = jaxhub.load(module.export(tmp_path / "m"))
+        assert loaded.assets["models/tok.model"].read_bytes() == b"\x00\x01binary"
+
     def test_params_of_other_containers_keep_their_structure(self, x):
         params = [{"w": jnp.ones((50, 3))}, {"w": jnp.full((3, 2), 0.5)}]
         module = jaxhub.create_module(

@@ -33,7 +33,7 @@ def create_module(params: Any, signatures: SignatureFns, *, variants: VariantFns
                   trainable: bool | Any = True,
                   regularizer: Callable[[Any], jax.Array] | None = None,
                   attachments: Mapping[str, Any] | None = None,
-                  assets: Mapping[str, str | pathlib.Path] | None = None,
+                  assets: Mapping[str, str | pathlib.Path | bytes] | None = None,
                   origin: Mapping[str, Any] | None = None,
                   platforms: Sequence[str] = serialization.DEFAULT_PLATFORMS) -> Module:
     """Creates a module from pure functions of ``(params, inputs)``.
@@ -61,8 +61,8 @@ def create_module(params: Any, signatures: SignatureFns, *, variants: VariantFns
         like ``params``, or ``fn(path, leaf) -> bool``.
       regularizer: ``fn(params) -> scalar``, exported as the module's regularization loss.
       attachments: small JSON-serializable metadata (``{"image_size": [224, 224]}``).
-      assets: files to ship with the module, name -> path. ``"README.md"`` is the model
-        card.
+      assets: files to ship with the module, name -> path (or the file's bytes, written
+        when the module is exported). ``"README.md"`` is the model card.
       origin: JSON-serializable provenance recorded in the manifest.
       platforms: the platforms to lower for.
 
@@ -270,12 +270,16 @@ def _json_dict(value: Mapping[str, Any] | None, what: str) -> dict[str, Any]:
     return value
 
 
-def _assets(assets: Mapping[str, str | pathlib.Path] | None) -> dict[str, pathlib.Path]:
-    result = {}
+def _assets(assets: Mapping[str, str | pathlib.Path | bytes] | None
+            ) -> dict[str, pathlib.Path | bytes]:
+    result: dict[str, pathlib.Path | bytes] = {}
     for name, source in (assets or {}).items():
         rel = pathlib.PurePosixPath(name)
         if rel.is_absolute() or ".." in rel.parts or not rel.parts:
             raise ValueError(f"asset name {name!r} must be a relative path inside the module")
+        if isinstance(source, (bytes, bytearray)):
+            result[name] = bytes(source)
+            continue
         source = pathlib.Path(source)
         if not source.is_file():
             raise FileNotFoundError(f"asset {name!r}: no file at {source}")

@@ -52,7 +52,8 @@ class ModuleDef:
     Attributes:
       manifest: the module's description, as stored in ``jaxhub_module.json``.
       functions: the deserialized functions, by file name.
-      assets: the module's files (vocabularies), by name.
+      assets: the module's files (vocabularies), by name: paths, or bytes for a module
+        created in memory with assets given as bytes.
       path: the directory the module was loaded from, if any.
       host_stages: the host stage of each signature that has one, by signature name.
       asset_bytes: the assets the host stages read, held in memory since load.
@@ -61,7 +62,7 @@ class ModuleDef:
 
     manifest: Manifest
     functions: Mapping[str, jax_export.Exported]
-    assets: Mapping[str, pathlib.Path]
+    assets: Mapping[str, pathlib.Path | bytes]
     path: pathlib.Path | None
     host_stages: Mapping[str, host.HostStage]
     asset_bytes: Mapping[str, bytes]
@@ -69,7 +70,7 @@ class ModuleDef:
 
     @classmethod
     def build(cls, manifest: Manifest, functions: Mapping[str, jax_export.Exported],
-              assets: Mapping[str, pathlib.Path] | None = None,
+              assets: Mapping[str, pathlib.Path | bytes] | None = None,
               path: pathlib.Path | None = None) -> ModuleDef:
         """Checks the host stages, reads the assets they use, makes each function callable.
 
@@ -84,7 +85,7 @@ class ModuleDef:
                    types.MappingProxyType(_callables(manifest, functions)))
 
 
-def _host_stages(manifest: Manifest, assets: Mapping[str, pathlib.Path]
+def _host_stages(manifest: Manifest, assets: Mapping[str, pathlib.Path | bytes]
                  ) -> tuple[dict[str, host.HostStage], dict[str, bytes]]:
     """Every host stage, checked, and the bytes of the assets they read."""
     programs = manifest.attachments.get(host.ATTACHMENT_KEY, {})
@@ -144,7 +145,7 @@ class Module:
     """
 
     def __init__(self, manifest: Manifest, exported: Mapping[str, jax_export.Exported],
-                 params: dict[str, Any], assets: Mapping[str, pathlib.Path] | None = None,
+                 params: dict[str, Any], assets: Mapping[str, pathlib.Path | bytes] | None = None,
                  path: pathlib.Path | None = None):
         self._def = ModuleDef.build(manifest, exported, assets, path)
         self._params = params
@@ -211,10 +212,12 @@ class Module:
         return self._def.manifest.attachments.get(key, default)
 
     @property
-    def assets(self) -> Mapping[str, pathlib.Path]:
+    def assets(self) -> Mapping[str, pathlib.Path | bytes]:
         """Files the module ships (vocabularies), by name.
 
-        These are paths into the module's directory. Host stages do not read them after
+        These are paths into the module's directory (a module made by
+        :func:`jaxhub.create_module` holds the bytes of assets it was given as bytes,
+        until it is exported). Host stages do not read them after
         loading: the assets they use are read at load and held in memory, so a cache entry
         replaced later does not change what the module computes.
         """

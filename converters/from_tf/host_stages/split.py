@@ -43,6 +43,10 @@ HOST_SEED_OPS = frozenset({
     "TFText>FastWordpieceDetokenize", "FastBertNormalize", "WhitespaceTokenizeWithOffsets",
     "TFText>WhitespaceTokenizeWithOffsetsV2", "UnicodeScriptTokenizeWithOffsets",
     "TFText>RoundRobinTrim", "TFText>RoundRobinGenerateMasks",
+    # tensorflow_text's SentencePiece ops (jaxhub/_src/host/sentencepiece.py)
+    "SentencepieceOp", "SentencepieceTokenizeOp", "SentencepieceTokenizeWithOffsetsOp",
+    "SentencepieceDetokenizeOp", "SentencepieceIdToStringOp", "SentencepieceStringToIdOp",
+    "SentencepieceVocabSizeOp",
 })
 
 #: Host ops with string results besides the string ops themselves: output index -> string.
@@ -58,7 +62,12 @@ _NUMERIC_SEED_OPS = frozenset({
     "LookupTableFindV2", "LookupTableSizeV2", "StringLength", "StringToNumber",
     "WhitespaceTokenizeWithOffsets", "UnicodeScriptTokenizeWithOffsets",
     "TFText>RoundRobinTrim", "TFText>RoundRobinGenerateMasks",
+    "SentencepieceOp", "SentencepieceStringToIdOp", "SentencepieceVocabSizeOp",
 })
+
+#: SentencePiece ops whose output 0 is a string only when their ``out_type`` says so.
+_SENTENCEPIECE_TOKENIZERS = frozenset({"SentencepieceTokenizeOp",
+                                       "SentencepieceTokenizeWithOffsetsOp"})
 
 #: Ops whose results depend on params or randomness: never on the host.
 _DEVICE_SEED_OPS = frozenset({
@@ -200,6 +209,8 @@ def _is_string(nodes, fn, source: str, index: int) -> bool:
     if source in fn.args:
         return fn.arg_dtypes[fn.args.index(source)] == np.dtype(object)
     node = nodes[source]
+    if node.op in _SENTENCEPIECE_TOKENIZERS:
+        return index == 0 and node.attr("out_type") == np.dtype(object)
     if node.op in _STRING_OUTPUTS:
         return index in _STRING_OUTPUTS[node.op]
     return node.op in HOST_SEED_OPS and node.op not in _NUMERIC_SEED_OPS

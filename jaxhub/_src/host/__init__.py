@@ -6,7 +6,8 @@ too (through :mod:`jaxhub.extend`).
 
 The op families live in their own modules, each registering into the table of
 :mod:`jaxhub._src.host.ops`: :mod:`~jaxhub._src.host.ragged` (ragged tensors as row
-splits) and :mod:`~jaxhub._src.host.text` (tensorflow_text's normalisers and tokenizers).
+splits), :mod:`~jaxhub._src.host.text` (tensorflow_text's normalisers and tokenizers) and
+:mod:`~jaxhub._src.host.sentencepiece` (tensorflow_text's SentencePiece ops).
 Importing the package registers them all.
 """
 
@@ -18,4 +19,5 @@ from jaxhub._src.host.program import HostStageError as HostStageError
 
 # The op families: imported for their registrations.
 from jaxhub._src.host import ragged as _ragged  # noqa: F401,E402
+from jaxhub._src.host import sentencepiece as _sentencepiece  # noqa: F401,E402
 from jaxhub._src.host import text as _text  # noqa: F401,E402
