@@ -291,8 +291,10 @@ class Module:
             single input. A signature with a host stage (text modules; see
             :class:`jaxhub.extend.HostStage`) takes the stage's inputs instead, such as strings.
           signature: the signature's name.
-          as_dict: return all outputs as a dict. Otherwise the single output is returned
-            bare (or the ``"default"`` one, when there are several).
+          as_dict: return all outputs as a dict. Otherwise a single output is returned
+            bare; of several, the one named ``"default"`` (as TF1 ``hub.Module`` does),
+            or, when none has that name, all of them as a dict (as a TF2 SavedModel's
+            signature does).
           tags: the variant: ``None`` for inference, ``{"train"}`` (or ``"train"``) for
             training.
           rng: a PRNG key, for variants that draw random numbers (dropout).
@@ -321,7 +323,7 @@ class Module:
         flat = self._callable(spec.file)(*args)
         n_outputs = len(spec.signature.outputs)
         outputs = dict(zip(spec.signature.outputs, flat[:n_outputs]))
-        result = outputs if as_dict else _single_output(signature, outputs)
+        result = outputs if as_dict else _single_output(outputs)
         if not tags:
             return result
         return result, tree.unflatten(zip(spec.state, flat[n_outputs:]))
@@ -429,13 +431,12 @@ def _sig_str(sig: Signature) -> str:
     return f"({ins}) -> ({outs})"
 
 
-def _single_output(signature: str, outputs: dict[str, Any]) -> Any:
+def _single_output(outputs: dict[str, Any]) -> Any:
+    """The output a call returns without ``as_dict``: the only one, the ``default`` one,
+    or the dict (so ``encoder(preprocess(strings))`` chains as in TF Hub)."""
     if len(outputs) == 1:
         return next(iter(outputs.values()))
-    if "default" in outputs:
-        return outputs["default"]
-    raise SignatureError(f"signature {signature!r} has outputs {sorted(outputs)} and none "
-                         f"named 'default'; pass as_dict=True")
+    return outputs.get("default", outputs)
 
 
 def _check_param(signature: str, spec: ParamSpec, leaf: Any) -> None:
