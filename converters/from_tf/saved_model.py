@@ -45,7 +45,7 @@ from jaxhub_tf.formats import SAVED_MODEL_FILES
 from jaxhub_tf.from_tf.host_stages import split
 from jaxhub_tf.from_tf.host_stages import string_functions
 from jaxhub_tf.from_tf.ops import xla as xla_ops
-from jaxhub_tf.from_tf.interpreter import Interpreter
+from jaxhub_tf.from_tf.interpreter import Interpreter, UnsupportedOpsError
 from jaxhub_tf.from_tf.reader import bundle, files, protos
 from jaxhub_tf.from_tf.reader import structure as structure_lib
 from jaxhub_tf.from_tf.values import Resource
@@ -80,6 +80,7 @@ def load_saved_model(path: str | os.PathLike, **unused: Any) -> jaxhub.Module:
         signatures["default"] = inference
         if train is not None:
             variants["train"] = train
+    signatures.update(saved.attribute_functions(taken=set(signatures)))
     if not signatures:
         raise ValueError(f"{path}: the SavedModel has no signatures and no __call__")
     regularizer = saved.regularizer()
@@ -251,10 +252,13 @@ class _SavedModel:
         nameless.ClearField("arg_attr")
         return nameless.SerializeToString(deterministic=True)
 
-    def _signature_fn(self, name, function_name, arg_keys, out_index, specs):
-        """The callable and input specs of signature ``name`` (see :meth:`signature`)."""
-        if any(_is_string(specs[key]) for key in arg_keys):
-            run, arg_keys, specs = self._string_runner(name, function_name, arg_keys, specs)
+    def _signature_fn(self, name, function_name, arg_keys, out_index, specs,
+                      host_keys: frozenset[str] = frozenset()):
+        """The callable and input specs of signature ``name`` (see :meth:`signature`);
+        ``host_keys`` names numeric inputs that the host stage takes (ragged components)."""
+        if host_keys or any(_is_string(specs[key]) for key in arg_keys):
+            run, arg_keys, specs = self._string_runner(name, function_name, arg_keys, specs,
+                                                       host_keys)
         else:
             run = self._runner(function_name)
 
@@ -320,6 +324,73 @@ class _SavedModel:
 
         return (fn, in_spec), train_fn
 
+    # -- the root's other tf.functions -----------------------------------------------------
+
+    def attribute_functions(self, taken: set[str]) -> dict[str, tuple[Callable, dict]]:
+        """Signatures for the root's other tf.functions, named after their attribute.
+
+        TF Hub's BERT preprocessors expose ``tokenize`` and ``bert_pack_inputs`` this way
+        (``hub.KerasLayer(preprocessor.tokenize)``), not as signatures. A function with
+        one concrete function (an ``input_signature``) whose inputs and outputs are
+        tensors and ragged tensors (see :class:`jaxhub.Ragged`) is converted; one that
+        cannot be is skipped with a warning, as are names in ``taken`` and private ones.
+        """
+        root = self._objects.nodes[0]
+        found = {}
+        for child in root.children:
+            name, obj = child.local_name, self._objects.nodes[child.node_id]
+            if (obj.WhichOneof("kind") != "function" or name.startswith("_")
+                    or name in taken or len(obj.function.concrete_functions) != 1):
+                continue
+            function_name = obj.function.concrete_functions[0]
+            boundary = self._boundary(function_name)
+            if boundary is None:
+                continue
+            arg_keys, specs, out_index, host_keys = boundary
+            used = len(self._used)
+            try:
+                found[name] = self._signature_fn(name, function_name, arg_keys, out_index,
+                                                 specs, host_keys)
+                self._interp.check_supported(*self._used[used:])
+            except (NotImplementedError, UnsupportedOpsError) as e:
+                del self._used[used:]
+                found.pop(name, None)
+                self.host_stages.pop(name, None)
+                warnings.warn(f"the SavedModel's tf.function {name!r} is not converted: {e}",
+                              stacklevel=3)
+        return found
+
+    def _boundary(self, function_name: str):
+        """``(arg keys, input specs, output key -> flat index, host keys)`` of a concrete
+        function taking and returning tensors and ragged tensors; None for another."""
+        concrete = self._objects.concrete_functions[function_name]
+        args, kwargs = structure_lib.decode(concrete.canonicalized_input_signature)
+        fn = self._interp.function(function_name)
+        user_args = fn.args[:len(fn.args) - len(concrete.bound_inputs)]
+        keys: list[str] = []
+        specs: dict[str, jaxhub.TensorSpec] = {}
+        host_keys: set[str] = set()
+        for position, arg in enumerate(list(args) + [kwargs[k] for k in sorted(kwargs)]):
+            prefix = (user_args[len(keys)] if position < len(args) and len(keys) < len(user_args)
+                      else sorted(kwargs)[position - len(args)])
+            for path, leaf in _leaves(arg, prefix):
+                components = _components(path, leaf)
+                if components is None:
+                    return None
+                keys.extend(components)
+                specs.update(components)
+                if len(components) > 1:
+                    host_keys.update(components)
+        if len(keys) != len(user_args):
+            return None
+        out_index: dict[str, int] = {}
+        for path, leaf in _leaves(structure_lib.decode(concrete.output_signature), "default"):
+            components = _components(path, leaf)
+            if components is None:
+                return None
+            out_index.update((key, len(out_index)) for key in components)
+        return keys, specs, out_index, frozenset(host_keys)
+
     # -- regularization losses -------------------------------------------------------------
 
     def regularizer(self) -> Callable[[Any], Any] | None:
@@ -367,7 +438,8 @@ class _SavedModel:
             f"function {function_name} captures a {kind} object (node {node_id})")
 
     def _string_runner(self, name: str, function_name: str, input_keys: Sequence[str],
-                       specs: Mapping[str, jaxhub.TensorSpec]):
+                       specs: Mapping[str, jaxhub.TensorSpec],
+                       host_keys: frozenset[str] = frozenset()):
         """The device part of a function that takes strings; records its host stage.
 
         Args:
@@ -375,13 +447,14 @@ class _SavedModel:
           function_name: the concrete function.
           input_keys: the signature's input keys, in the order of the function's args.
           specs: the signature's input specs (strings included).
+          host_keys: numeric inputs the host stage takes too (ragged components).
 
         Returns:
           ``(run, keys, device specs)``: ``run(params, [inputs[k] for k in keys], rng)``
           runs the device function on the host stage's results and the numeric inputs.
         """
         parts = string_functions.split_function(self._interp, self._meta, self._path,
-                                                function_name, input_keys)
+                                                function_name, input_keys, host_keys)
         if parts is None:  # strings in, but no string op reads them
             raise NotImplementedError(f"signature {name!r}: string inputs that no "
                                       f"string op reads")
@@ -472,6 +545,35 @@ def _spec(shape_proto, dtype_enum: int) -> jaxhub.TensorSpec:
 
 def _is_string(spec: jaxhub.TensorSpec) -> bool:
     return spec.dtype == "string"
+
+
+def _leaves(structure: Any, prefix: str) -> list[tuple[str, Any]]:
+    """``(path, leaf)`` of a decoded structure in TF's flattening order: dict keys
+    (sorted) and list positions joined to ``prefix`` with ``/``."""
+    if isinstance(structure, Mapping):
+        return [leaf for key in sorted(structure)
+                for leaf in _leaves(structure[key], str(key) if prefix == "default" else
+                                    f"{prefix}/{key}")]
+    if isinstance(structure, (list, tuple)):
+        return [leaf for i, item in enumerate(structure)
+                for leaf in _leaves(item, f"{prefix}/{i}")]
+    return [(prefix, structure)]
+
+
+def _components(path: str, leaf: Any) -> dict[str, jaxhub.TensorSpec] | None:
+    """The flat tensors of a tensor or ragged tensor at ``path``, by name (in TF's order);
+    None for another leaf (a Python value, a sparse tensor)."""
+    if isinstance(leaf, structure_lib.TensorSpec) and leaf.shape is not None:
+        return {path: jaxhub.TensorSpec(list(leaf.shape), leaf.dtype)}
+    if not (isinstance(leaf, structure_lib.TypeSpec) and leaf.class_name == "RaggedTensorSpec"):
+        return None
+    shape, dtype, ragged_rank, splits_dtype = leaf.state[:4]
+    if shape is None or leaf.num_flat_components != ragged_rank + 1:
+        return None
+    names = extend.ragged_component_names(path, ragged_rank)
+    specs = {names[0]: jaxhub.TensorSpec([None, *shape[ragged_rank + 1:]], dtype)}
+    specs.update((n, jaxhub.TensorSpec([None], splits_dtype)) for n in names[1:])
+    return specs
 
 
 def _unknown_dims(spec: structure_lib.TensorSpec) -> int:

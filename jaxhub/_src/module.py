@@ -23,7 +23,8 @@ from jaxhub._src import serialization
 from jaxhub._src import host
 from jaxhub._src import tree
 from jaxhub._src.storage.manifest import FunctionSpec, Manifest, ParamSpec, Tags
-from jaxhub._src.specs import Signature, SignatureError, TensorSpec, check_inputs
+from jaxhub._src.specs import (Signature, SignatureError, TensorSpec, check_inputs,
+                               flatten_ragged, nest_ragged)
 
 #: The implementation behind the raw key data that train variants take.
 RNG_IMPL = "threefry2x32"
@@ -288,13 +289,15 @@ class Module:
           params: a params tree like :attr:`params` (fine-tuned values, say). Gradients
             do not flow into non-trainable leaves.
           inputs: a dict of arrays by input name, or one array when the signature has a
-            single input. A signature with a host stage (text modules; see
+            single input; a :class:`jaxhub.Ragged` (or a list of them) for the
+            components of a ragged input. A signature with a host stage (text modules; see
             :class:`jaxhub.extend.HostStage`) takes the stage's inputs instead, such as strings.
           signature: the signature's name.
           as_dict: return all outputs as a dict. Otherwise a single output is returned
             bare; of several, the one named ``"default"`` (as TF1 ``hub.Module`` does),
             or, when none has that name, all of them as a dict (as a TF2 SavedModel's
-            signature does).
+            signature does). The components of a ragged output come as one
+            :class:`jaxhub.Ragged`.
           tags: the variant: ``None`` for inference, ``{"train"}`` (or ``"train"``) for
             training.
           rng: a PRNG key, for variants that draw random numbers (dropout).
@@ -315,6 +318,7 @@ class Module:
         spec = self._function_spec(tags, signature)
         if host_stage:  # strings and tables: numpy first, numbers to the device
             inputs = self.preprocess(inputs, signature=signature)
+        inputs = flatten_ragged(inputs, spec.signature.inputs)
         arrays = check_inputs(signature, spec.signature, inputs)
         args = self._param_leaves(params, signature)
         args += [arrays[name] for name in spec.signature.inputs]
@@ -322,7 +326,7 @@ class Module:
             args.append(_key_data(rng, signature))
         flat = self._callable(spec.file)(*args)
         n_outputs = len(spec.signature.outputs)
-        outputs = dict(zip(spec.signature.outputs, flat[:n_outputs]))
+        outputs = nest_ragged(dict(zip(spec.signature.outputs, flat[:n_outputs])))
         result = outputs if as_dict else _single_output(outputs)
         if not tags:
             return result
@@ -344,7 +348,9 @@ class Module:
           HostStageError: an op of the stage failed or broke a limit.
         """
         stage = self._host_stage(signature)
-        return inputs if stage is None else stage.run(inputs)
+        if stage is None:
+            return inputs
+        return stage.run(flatten_ragged(inputs, stage.input_specs))
 
     def apply_device(self, params: Mapping[str, Any], inputs: Any, *,
                      signature: str = "default", as_dict: bool = False,

@@ -10,7 +10,7 @@ from __future__ import annotations
 import dataclasses
 import re
 import types
-from typing import Any, Mapping
+from typing import Any, Iterable, Mapping, NamedTuple
 
 import jax
 import numpy as np
@@ -119,6 +119,119 @@ class Signature:
     def from_json(cls, data: Mapping[str, Any]) -> "Signature":
         return cls({k: TensorSpec.from_json(s) for k, s in data["inputs"].items()},
                    {k: TensorSpec.from_json(s) for k, s in data["outputs"].items()})
+
+
+class Ragged(NamedTuple):
+    """A ragged tensor at a signature's boundary: TF's ``RaggedTensor`` as plain arrays.
+
+    A signature converted from a TF function that takes or returns a ``RaggedTensor``
+    (tensorflow_text's ``tokenize``, ``bert_pack_inputs``) has one input or output per
+    component, named ``<name>.values`` and ``<name>.row_splits.<k>``; calls take and
+    return a ``Ragged`` in their place. ``values`` are the flat values; ``row_splits``
+    are TF's ``nested_row_splits``, outermost first: row ``i`` of level ``k`` spans
+    ``row_splits[k][i]:row_splits[k][i + 1]`` of the next level.
+
+    Examples:
+      >>> tokens = preprocess(["hello world", "hi"], signature="tokenize")
+      >>> tokens.row_splits[0]                  # [batch, words, wordpieces]
+      Array([0, 2, 3], dtype=int32)
+      >>> inputs = preprocess([tokens, tokens], signature="bert_pack_inputs")
+    """
+
+    values: Any
+    row_splits: tuple[Any, ...]
+
+    @property
+    def ragged_rank(self) -> int:
+        return len(self.row_splits)
+
+    def to_list(self) -> list:
+        """The nested Python lists the ragged tensor stands for (as ``tf.RaggedTensor``'s)."""
+        rows = np.asarray(self.values).tolist()
+        for splits in reversed(self.row_splits):
+            bounds = np.asarray(splits).tolist()
+            rows = [rows[a:b] for a, b in zip(bounds[:-1], bounds[1:])]
+        return rows
+
+
+def ragged_component_names(name: str, ragged_rank: int) -> list[str]:
+    """The component names of ragged value ``name``, in TF's order (values, then the row
+    splits, outermost first)."""
+    return [f"{name}.values"] + [f"{name}.row_splits.{k}" for k in range(ragged_rank)]
+
+
+def ragged_component(name: str) -> tuple[str | None, int | None]:
+    """``(ragged value's name, row-splits level or None for the values)`` of a component
+    name; ``(None, None)`` for another name."""
+    if name.endswith(".values"):
+        return name[:-len(".values")], None
+    base, sep, level = name.rpartition(".row_splits.")
+    if sep and level.isdigit():
+        return base, int(level)
+    return None, None
+
+
+def flatten_ragged(inputs: Any, names: Iterable[str]) -> Any:
+    """``inputs`` with each :class:`Ragged` (and each list of them) replaced by its
+    components, named as among ``names`` (a signature's input names).
+
+    A list or tuple stands for inputs named ``<arg>/0``, ``<arg>/1``, ...; unnamed inputs
+    for a signature whose inputs all belong to one argument are that argument.
+    """
+    if not _holds_ragged(inputs):
+        return inputs
+    if not isinstance(inputs, Mapping):
+        args = {_argument(n) for n in names}
+        if len(args) != 1:
+            return inputs  # check_inputs reports it
+        inputs = {args.pop(): inputs}
+    flat: dict[str, Any] = {}
+
+    def add(name: str, value: Any) -> None:
+        if isinstance(value, Ragged):
+            flat.update(zip(ragged_component_names(name, value.ragged_rank),
+                            (value.values, *value.row_splits)))
+        elif isinstance(value, (list, tuple)) and _holds_ragged(value):
+            for i, item in enumerate(value):
+                add(f"{name}/{i}", item)
+        else:
+            flat[name] = value
+
+    for key, value in inputs.items():
+        add(key, value)
+    return flat
+
+
+def nest_ragged(outputs: Mapping[str, Any]) -> dict[str, Any]:
+    """``outputs`` with the components of each ragged value gathered into a :class:`Ragged`."""
+    nested: dict[str, Any] = {}
+    levels: dict[str, dict[int, Any]] = {}
+    for name, value in outputs.items():
+        base, level = ragged_component(name)
+        if base is None or f"{base}.values" not in outputs:
+            nested[name] = value
+        elif level is not None:
+            levels.setdefault(base, {})[level] = value
+    for base, splits in levels.items():
+        nested[base] = Ragged(outputs[f"{base}.values"],
+                              tuple(splits[k] for k in sorted(splits)))
+    return nested
+
+
+def _holds_ragged(value: Any) -> bool:
+    if isinstance(value, Ragged):
+        return True
+    if isinstance(value, Mapping):
+        return any(_holds_ragged(v) for v in value.values())
+    if isinstance(value, (list, tuple)):
+        return any(_holds_ragged(v) for v in value)
+    return False
+
+
+def _argument(name: str) -> str:
+    """The argument an input name belongs to (``segments`` of ``segments/0.values``)."""
+    base, _ = ragged_component(name)
+    return (name if base is None else base).split("/")[0]
 
 
 def _specs_str(specs: Mapping[str, TensorSpec]) -> str:
