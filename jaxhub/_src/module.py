@@ -24,7 +24,7 @@ from jaxhub._src import host
 from jaxhub._src import tree
 from jaxhub._src.storage.manifest import FunctionSpec, Manifest, ParamSpec, Tags
 from jaxhub._src.specs import (Signature, SignatureError, TensorSpec, check_inputs,
-                               flatten_ragged, nest_ragged)
+                               empty_outputs, flatten_ragged, nest_ragged)
 
 #: The implementation behind the raw key data that train variants take.
 RNG_IMPL = "threefry2x32"
@@ -319,14 +319,19 @@ class Module:
         if host_stage:  # strings and tables: numpy first, numbers to the device
             inputs = self.preprocess(inputs, signature=signature)
         inputs = flatten_ragged(inputs, spec.signature.inputs)
-        arrays = check_inputs(signature, spec.signature, inputs)
+        arrays = check_inputs(signature, spec.signature, inputs, allow_empty=not tags)
         args = self._param_leaves(params, signature)
-        args += [arrays[name] for name in spec.signature.inputs]
-        if spec.takes_rng:
-            args.append(_key_data(rng, signature))
-        flat = self._callable(spec.file)(*args)
         n_outputs = len(spec.signature.outputs)
-        outputs = nest_ragged(dict(zip(spec.signature.outputs, flat[:n_outputs])))
+        # An empty batch: outputs known from the specs, no call (jax.export's sizes are
+        # at least 1).
+        outputs = empty_outputs(signature, spec.signature, arrays) if not tags else None
+        if outputs is None:
+            args += [arrays[name] for name in spec.signature.inputs]
+            if spec.takes_rng:
+                args.append(_key_data(rng, signature))
+            flat = self._callable(spec.file)(*args)
+            outputs = dict(zip(spec.signature.outputs, flat[:n_outputs]))
+        outputs = nest_ragged(outputs)
         result = outputs if as_dict else _single_output(outputs)
         if not tags:
             return result

@@ -257,11 +257,14 @@ def symbolic_input_specs(specs: Mapping[str, TensorSpec]) -> dict[str, TensorSpe
     return named
 
 
-def check_inputs(signature_name: str, signature: Signature, inputs: Any) -> dict[str, Any]:
+def check_inputs(signature_name: str, signature: Signature, inputs: Any, *,
+                 allow_empty: bool = False) -> dict[str, Any]:
     """Checks ``inputs`` against ``signature``; returns them as a dict of arrays.
 
     A bare array is accepted for a signature with a single input. Python scalars and lists
-    are converted to the spec's dtype; arrays must already have it.
+    are converted to the spec's dtype; arrays must already have it. A symbolic size of 0
+    is refused (jax.export assumes sizes of at least 1) unless ``allow_empty``, for a
+    caller that then uses :func:`empty_outputs`.
 
     Raises:
       SignatureError: the names, dtypes, ranks or sizes do not match. The message names
@@ -296,7 +299,7 @@ def check_inputs(signature_name: str, signature: Signature, inputs: Any) -> dict
         for axis, (size, dim) in enumerate(zip(value.shape, spec.shape)):
             if isinstance(dim, int) and size != dim:
                 fail(f"input {name!r} has size {size} on axis {axis}, not {dim}")
-            if isinstance(dim, str) and size == 0:
+            if isinstance(dim, str) and size == 0 and not allow_empty:
                 fail(f"input {name!r} has {dim}=0 on axis {axis}; a symbolic size is at "
                      f"least 1 (jax.export assumes it): skip the call for an empty batch")
             if isinstance(dim, str) and _SYMBOL.match(dim):
@@ -314,3 +317,34 @@ def _as_array(value: Any, spec: TensorSpec):
     if hasattr(value, "shape") and hasattr(value, "dtype"):  # tracers, ShapeDtypeStructs
         return value
     return np.asarray(value, dtype=spec.dtype)
+
+
+def empty_outputs(signature_name: str, signature: Signature, arrays: Mapping[str, Any]
+                  ) -> dict[str, np.ndarray] | None:
+    """The outputs of a call in which a symbolic size is 0, known without making it.
+
+    jax.export's symbolic sizes are at least 1, so such a call cannot run. When every
+    output has a size-0 axis and sizes known from the inputs (an empty batch through
+    outputs shaped ``[batch, ...]``), the outputs are empty arrays of those shapes.
+
+    Returns:
+      The outputs by name, or None when no symbolic size of ``arrays`` is 0.
+
+    Raises:
+      SignatureError: a size is 0 and some output's shape is not known or not empty.
+    """
+    sizes = {dim: np.shape(arrays[name])[axis] for name, spec in signature.inputs.items()
+             for axis, dim in enumerate(spec.shape) if isinstance(dim, str)}
+    zero = sorted(dim for dim, size in sizes.items() if size == 0)
+    if not zero:
+        return None
+    outputs = {}
+    for name, spec in signature.outputs.items():
+        shape = [dim if isinstance(dim, int) else sizes.get(dim) for dim in spec.shape]
+        if None in shape or 0 not in shape:
+            raise SignatureError(
+                f"signature {signature_name!r}: inputs with {zero[0]}=0, and output "
+                f"{name!r} ({spec}) would not be empty; a symbolic size is at least 1 "
+                f"(jax.export assumes it): skip the call for an empty batch")
+        outputs[name] = np.zeros(shape, spec.dtype)
+    return outputs

@@ -117,3 +117,18 @@ def test_a_ragged_input_of_the_wrong_kind_is_a_signature_error(hub_style):
     with pytest.raises(jaxhub.SignatureError, match="bert_pack_inputs"):
         module([jaxhub.Ragged(np.array([1, 2]), (np.array([0, 2]),))],
                signature="bert_pack_inputs")
+
+
+def test_an_empty_batch_preprocesses_to_empty_arrays_as_tf(hub_style):
+    model, module = hub_style
+    theirs = numpy_outputs(model(tf.constant([], tf.string)))
+    assert theirs["input_word_ids"].shape == (0, SEQ_LENGTH)
+    assert_equal_outputs(module([]), theirs)
+
+
+def test_tokenize_with_zero_tokens_is_refused_naming_the_signature(hub_style):
+    # The row splits a device function would return are not empty: it would have to run
+    # with zero tokens, a size jax.export does not allow.
+    with pytest.raises(jaxhub.SignatureError, match=r"signature 'tokenize'.*would not be "
+                                                    r"empty"):
+        hub_style[1](["", ""], signature="tokenize")
