@@ -23,7 +23,8 @@ from jaxhub._src import serialization
 from jaxhub._src import host
 from jaxhub._src import tree
 from jaxhub._src.storage.manifest import FunctionSpec, Manifest, ParamSpec, Tags
-from jaxhub._src.specs import Signature, SignatureError, TensorSpec, check_inputs
+from jaxhub._src.specs import (WIDE_DTYPES, Signature, SignatureError, TensorSpec,
+                               check_inputs)
 
 #: The implementation behind the raw key data that train variants take.
 RNG_IMPL = "threefry2x32"
@@ -57,6 +58,10 @@ class ModuleDef:
       host_stages: the host stage of each signature that has one, by signature name.
       asset_bytes: the assets the host stages read, held in memory since load.
       callables: each function made callable (differentiable and batchable), by file.
+      x64_files: the function files whose numbers are wide (their 64-bit inputs were
+        exported as 64-bit: JAX's 64-bit types were on), each mapped to True, and those
+        whose 64-bit inputs were exported narrowed (to False); files with no 64-bit
+        input are absent.
     """
 
     manifest: Manifest
@@ -66,6 +71,7 @@ class ModuleDef:
     host_stages: Mapping[str, host.HostStage]
     asset_bytes: Mapping[str, bytes]
     callables: Mapping[str, Any]
+    x64_files: Mapping[str, bool] = dataclasses.field(default_factory=dict)
 
     @classmethod
     def build(cls, manifest: Manifest, functions: Mapping[str, jax_export.Exported],
@@ -81,7 +87,8 @@ class ModuleDef:
         stages, asset_bytes = _host_stages(manifest, assets)
         return cls(manifest, types.MappingProxyType(dict(functions)), assets, path,
                    types.MappingProxyType(stages), types.MappingProxyType(asset_bytes),
-                   types.MappingProxyType(_callables(manifest, functions)))
+                   types.MappingProxyType(_callables(manifest, functions)),
+                   types.MappingProxyType(_x64_files(manifest, functions)))
 
 
 def _host_stages(manifest: Manifest, assets: Mapping[str, pathlib.Path]
@@ -96,6 +103,21 @@ def _host_stages(manifest: Manifest, assets: Mapping[str, pathlib.Path]
     stages = {str(name): host.HostStage(program, store, signature=str(name), limits=limits)
               for name, program in programs.items()}
     return stages, dict(store.loaded)
+
+
+def _x64_files(manifest: Manifest, functions: Mapping[str, jax_export.Exported]
+               ) -> dict[str, bool]:
+    """Whether each function with a declared 64-bit input was exported with 64-bit types."""
+    out = {}
+    for fn in manifest.functions:
+        declared = [name for name, s in fn.signature.inputs.items() if s.dtype in WIDE_DTYPES]
+        if not declared:
+            continue
+        avals = functions[fn.file].in_avals[len(manifest.params):]
+        by_name = dict(zip(fn.signature.inputs, avals))
+        out[fn.file] = any(np.dtype(by_name[n].dtype).itemsize == np.dtype(
+            fn.signature.inputs[n].dtype).itemsize for n in declared)
+    return out
 
 
 def _callables(manifest: Manifest, functions: Mapping[str, jax_export.Exported]
@@ -310,6 +332,7 @@ class Module:
         spec = self._function_spec(tags, signature)
         if host_stage:  # strings and tables: numpy first, numbers to the device
             inputs = self.preprocess(inputs, signature=signature)
+        self._check_x64(spec)
         arrays = check_inputs(signature, spec.signature, inputs)
         args = self._param_leaves(params, signature)
         args += [arrays[name] for name in spec.signature.inputs]
@@ -322,6 +345,19 @@ class Module:
         if not tags:
             return result
         return result, tree.unflatten(zip(spec.state, flat[n_outputs:]))
+
+    def _check_x64(self, spec: FunctionSpec) -> None:
+        """Refuses a call whose function was exported with JAX's 64-bit types on while
+        they are off now, or the other way round: its argument dtypes cannot match."""
+        wide = self._def.x64_files.get(spec.file)
+        if wide is None or wide == jax.config.jax_enable_x64:
+            return
+        then, now = ("on", "off") if wide else ("off", "on")
+        raise SignatureError(
+            f"signature {spec.signature_name!r} takes 64-bit inputs and was exported with "
+            f"JAX's 64-bit types {then}; they are {now} now: call it with "
+            f"jax.config.update('jax_enable_x64', {wide}), or export (or convert) the "
+            f"module again with them {now}")
 
     def has_host_stage(self, signature: str = "default") -> bool:
         """True when ``signature`` runs a numpy host stage before its device function."""

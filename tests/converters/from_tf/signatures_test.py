@@ -1,0 +1,154 @@
+"""How converted signatures behave: 64-bit inputs, forward-only functions, random ops in
+serving signatures, and signatures whose effect is a variable assignment.
+
+Every expected value is what TensorFlow computes for the same SavedModel.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import textwrap
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+import tensorflow as tf
+
+import jaxhub
+from jaxhub_tf.from_tf.saved_model import convert_saved_model, load_saved_model
+from tests.conftest import repo_pythonpath
+
+# -- the 64-bit rule ----------------------------------------------------------------------
+
+
+class _Wide(tf.Module):
+    """numpy's defaults: float64 features and int64 ids, as tf.data hands them over."""
+
+    def __init__(self):
+        super().__init__()
+        self.w = tf.Variable(np.linspace(-1.0, 1.0, 6).reshape(2, 3))
+
+    @tf.function(input_signature=[tf.TensorSpec([None, 2], tf.float64),
+                                  tf.TensorSpec([None], tf.int64)])
+    def serve(self, x, ids):
+        scale = tf.cast(ids % 7, tf.float64)[:, None]
+        return {"y": tf.tanh(tf.matmul(x, self.w)) * scale, "next_ids": ids * 3 + 1}
+
+
+@pytest.fixture(scope="module")
+def wide(tmp_path_factory):
+    path = tmp_path_factory.mktemp("wide") / "saved"
+    model = _Wide()
+    tf.saved_model.save(model, str(path), signatures={"serving_default": model.serve})
+    rng = np.random.default_rng(0)
+    inputs = {"x": rng.standard_normal((4, 2)), "ids": np.array([1, 5, 9, 12])}
+    return path, model, inputs
+
+
+def _tf_outputs(model, inputs):
+    return {k: v.numpy() for k, v in model.serve(inputs["x"], inputs["ids"]).items()}
+
+
+def test_64_bit_inputs_take_32_bit_arrays_under_jit_with_x64_off(wide):
+    path, model, inputs = wide
+    module = load_saved_model(path)
+    assert module.signatures["serving_default"].inputs["ids"].dtype == "int64"
+    call = jax.jit(lambda x, ids: module({"x": x, "ids": ids}, signature="serving_default",
+                                         as_dict=True))
+    out = call(jnp.asarray(inputs["x"]), jnp.asarray(inputs["ids"]))
+    expected = _tf_outputs(model, inputs)
+    assert out["next_ids"].dtype == jnp.int32 and out["y"].dtype == jnp.float32
+    np.testing.assert_array_equal(out["next_ids"], expected["next_ids"])
+    np.testing.assert_allclose(out["y"], expected["y"], rtol=1e-5, atol=1e-6)
+    # numpy's own 64-bit arrays are accepted too, eagerly and under jit.
+    eager = module(inputs, signature="serving_default", as_dict=True)
+    np.testing.assert_array_equal(eager["next_ids"], expected["next_ids"])
+    np.testing.assert_allclose(call(inputs["x"], inputs["ids"])["y"], expected["y"],
+                               rtol=1e-5, atol=1e-6)
+
+
+def test_grad_and_vmap_through_float64_inputs_with_x64_off(wide):
+    path, model, inputs = wide
+    module = load_saved_model(path)
+
+    def loss(x):
+        return jnp.sum(module({"x": x, "ids": inputs["ids"]}, signature="serving_default",
+                              as_dict=True)["y"])
+
+    x = tf.constant(inputs["x"])
+    with tf.GradientTape() as tape:
+        tape.watch(x)
+        tf_loss = tf.reduce_sum(model.serve(x, inputs["ids"])["y"])
+    grad = jax.jit(jax.grad(loss))(inputs["x"])
+    np.testing.assert_allclose(grad, tape.gradient(tf_loss, x).numpy(), rtol=1e-5, atol=1e-6)
+
+    xs = np.stack([inputs["x"], 2 * inputs["x"]])
+    ys = jax.vmap(lambda x: module({"x": x, "ids": jnp.asarray(inputs["ids"])},
+                                   signature="serving_default", as_dict=True)["y"])(xs)
+    for x, y in zip(xs, ys):
+        np.testing.assert_allclose(y, _tf_outputs(model, {**inputs, "x": x})["y"],
+                                   rtol=1e-5, atol=1e-6)
+
+
+def test_an_int64_value_beyond_int32_is_refused_with_x64_off(wide):
+    path, _, inputs = wide
+    module = load_saved_model(path)
+    too_big = {**inputs, "ids": np.array([1, 2, 3, 2**40])}
+    with pytest.raises(jaxhub.SignatureError) as error:
+        module(too_big, signature="serving_default")
+    message = str(error.value)
+    assert "signature 'serving_default'" in message and "input 'ids'" in message
+    assert "jax_enable_x64" in message
+
+
+_X64_ON = textwrap.dedent("""
+    import sys
+    import jax
+    jax.config.update("jax_enable_x64", True)
+    import jax.numpy as jnp, numpy as np, jaxhub
+    saved, narrow, cache, data = sys.argv[1:5]
+    inputs = dict(np.load(data))
+    module = jaxhub.load(saved, cache_dir=cache)    # converted in this mode, without TF
+    call = jax.jit(lambda x, ids: module({"x": x, "ids": ids}, signature="serving_default",
+                                         as_dict=True))
+    out = call(jnp.asarray(inputs["x"]), jnp.asarray(inputs["ids"]))
+    grad = jax.grad(lambda x: jnp.sum(module({"x": x, "ids": inputs["ids"]},
+                                             signature="serving_default",
+                                             as_dict=True)["y"]))(inputs["x"])
+    try:
+        jaxhub.load(narrow)(inputs, signature="serving_default")
+        refused = ""
+    except jaxhub.SignatureError as e:
+        refused = str(e)
+    np.savez(data, y=out["y"], next_ids=out["next_ids"], grad=grad, refused=refused)
+""")
+
+
+def test_with_x64_on_64_bit_inputs_compute_in_64_bits(wide, tmp_path):
+    path, model, inputs = wide
+    inputs = {**inputs, "ids": np.array([1, 5, 9, 2**40])}   # fits int64 only
+    convert_saved_model(path, tmp_path / "narrow")            # here x64 is off
+    data = tmp_path / "data.npz"
+    np.savez(data, **inputs)
+    env = dict(os.environ, PYTHONPATH=repo_pythonpath(), JAX_PLATFORMS="cpu")
+    proc = subprocess.run([sys.executable, "-c", _X64_ON, str(path), str(tmp_path / "narrow"),
+                           str(tmp_path / "cache"), str(data)],
+                          env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    result = np.load(data)
+    expected = _tf_outputs(model, inputs)
+    assert result["next_ids"].dtype == np.int64 and result["y"].dtype == np.float64
+    np.testing.assert_array_equal(result["next_ids"], expected["next_ids"])
+    np.testing.assert_allclose(result["y"], expected["y"], rtol=1e-12)
+    x = tf.constant(inputs["x"])
+    with tf.GradientTape() as tape:
+        tape.watch(x)
+        tf_loss = tf.reduce_sum(model.serve(x, inputs["ids"])["y"])
+    np.testing.assert_allclose(result["grad"], tape.gradient(tf_loss, x).numpy(), rtol=1e-12)
+    # A module converted with x64 off cannot take 64-bit arrays: it says how to call it.
+    refused = str(result["refused"])
+    assert "exported with JAX's 64-bit types off" in refused
+    assert "jax_enable_x64" in refused
