@@ -278,3 +278,21 @@ class TestModuleIsAValue:
         grads = jax.grad(lambda m: jnp.sum(m(x)))(mlp_module)
         expected = jax.grad(lambda p: jnp.sum(mlp_module.apply(p, x)))(mlp_module.params)
         assert_trees_close(grads.params, expected)
+
+
+def test_a_function_jax_cannot_differentiate_is_stored_forward_only(tmp_path):
+    def spectrum(params, x):   # no JVP rule for full-matrices SVD
+        return jnp.linalg.svd(x * params["scale"], full_matrices=True)[1]
+
+    with pytest.warns(UserWarning, match="signature 'default' is stored forward-only"):
+        module = jaxhub.create_module({"scale": jnp.ones(())},
+                                      {"default": (spectrum, jaxhub.TensorSpec([None, 3, 2]))})
+    x = np.random.default_rng(0).standard_normal((2, 3, 2)).astype(np.float32)
+    loaded = jaxhub.load(module.export(tmp_path / "m"))
+    for m in (module, loaded):
+        np.testing.assert_allclose(jax.jit(m)(x), np.linalg.svd(x, compute_uv=False),
+                                   rtol=1e-5)
+        with pytest.raises(jaxhub.SignatureError, match="signature 'default' is forward-only"
+                                                        ".*JVP not implemented"):
+            jax.grad(lambda p: jnp.sum(m.apply(p, x)))(m.params)
+    assert "forward-only" in repr(loaded)

@@ -7,6 +7,7 @@ import dataclasses
 import json
 import pathlib
 import re
+import warnings
 from typing import Any, Callable, Mapping, Sequence
 
 import jax
@@ -150,9 +151,16 @@ class _Builder:
         output_specs = {k: TensorSpec.from_aval(a) for k, a in zip(outputs, exported.out_avals)}
         file = files.function_file(tags, name)
         self._exported[file] = exported
-        vjp = self._add_split_vjp(flat, arg_specs, files.vjp_files(tags, name))
+        try:
+            vjp, forward_only = self._add_split_vjp(flat, arg_specs,
+                                                    files.vjp_files(tags, name)), None
+        except serialization.NoGradient as e:
+            vjp, forward_only = None, str(e)
+            # The safety net of tests that must keep gradients matches this message.
+            warnings.warn(f"a function's gradient could not be traced: signature {name!r} "
+                          f"is stored forward-only ({forward_only})", stacklevel=3)
         self._added[key] = FunctionSpec(tags, name, Signature(inputs, output_specs), file,
-                                        takes_rng, tuple(state), vjp)
+                                        takes_rng, tuple(state), vjp, forward_only)
         self._functions.append(self._added[key])
 
     def _add_split_vjp(self, flat, arg_specs: list[TensorSpec], halves: tuple[str, str]

@@ -132,8 +132,20 @@ def _callables(manifest: Manifest, functions: Mapping[str, jax_export.Exported]
         if vjp is not None:
             split = serialization.SplitVjp(functions[vjp.forward], functions[vjp.backward],
                                            vjp.saved_inputs, vjp.saved_outputs)
-        out[file] = serialization.make_callable(functions[file], split)
+        out[file] = serialization.make_callable(functions[file], split,
+                                                no_gradient=_no_gradient(manifest, file))
     return out
+
+
+def _no_gradient(manifest: Manifest, file: str) -> str | None:
+    """What differentiating the forward-only function in ``file`` raises, or None."""
+    fns = [f for f in manifest.functions if f.file == file and f.forward_only is not None]
+    if not fns:
+        return None
+    names = ", ".join(repr(f.signature_name) for f in fns)
+    return (f"signature {names} is forward-only: JAX could not differentiate it when the "
+            f"module was made ({fns[0].forward_only}); call it outside jax.grad, or "
+            f"stop_gradient its inputs and params")
 
 
 class Module:
@@ -444,7 +456,10 @@ class Module:
                             params, assets)
 
     def __repr__(self) -> str:
-        sigs = ", ".join(f"{name}{_sig_str(sig)}" for name, sig in self.signatures.items())
+        sigs = ", ".join(
+            f"{name}{_sig_str(sig)}"
+            + (" forward-only" if self._function_spec(frozenset(), name).forward_only else "")
+            for name, sig in self.signatures.items())
         variants = ", ".join("{" + ", ".join(sorted(t)) + "}" for t in self.variants)
         where = f", path={str(self._def.path)!r}" if self._def.path else ""
         return (f"Module(signatures=[{sigs}], variants=[{variants}], "

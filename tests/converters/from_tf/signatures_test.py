@@ -6,6 +6,7 @@ Every expected value is what TensorFlow computes for the same SavedModel.
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -152,3 +153,85 @@ def test_with_x64_on_64_bit_inputs_compute_in_64_bits(wide, tmp_path):
     refused = str(result["refused"])
     assert "exported with JAX's 64-bit types off" in refused
     assert "jax_enable_x64" in refused
+
+
+# -- forward-only functions ----------------------------------------------------------------
+
+
+class _Spectra(tf.Module):
+    """One signature JAX can differentiate, one it cannot (full-matrices SVD has no JVP)."""
+
+    def __init__(self):
+        super().__init__()
+        self.w = tf.Variable(np.random.default_rng(2).standard_normal((3, 4), np.float32))
+
+    @tf.function(input_signature=[tf.TensorSpec([None, 4, 3], tf.float32)])
+    def spectrum(self, x):
+        s, u, _ = tf.linalg.svd(tf.matmul(x, self.w[:, :3]), full_matrices=True)
+        return {"s": s, "u_abs": tf.abs(u)}
+
+    @tf.function(input_signature=[tf.TensorSpec([None, 4, 3], tf.float32)])
+    def project(self, x):
+        return tf.tanh(tf.matmul(x, self.w))
+
+
+@pytest.fixture(scope="module")
+def spectra(tmp_path_factory):
+    root = tmp_path_factory.mktemp("spectra")
+    model = _Spectra()
+    tf.saved_model.save(model, str(root / "saved"),
+                        signatures={"spectrum": model.spectrum, "project": model.project})
+    with pytest.warns(UserWarning, match="signature 'spectrum' is stored forward-only"):
+        convert_saved_model(root / "saved", root / "converted")
+    x = np.random.default_rng(1).standard_normal((2, 4, 3)).astype(np.float32)
+    return root, model, x
+
+
+def test_a_function_jax_cannot_differentiate_loads_forward_only(spectra):
+    root, model, x = spectra
+    module = jaxhub.load(root / "converted")
+    manifest = json.loads((root / "converted" / "jaxhub_module.json").read_text())
+    assert manifest["format_version"] == 1
+    reasons = {f["signature"]: f.get("forward_only") for f in manifest["functions"]}
+    assert "Svd" in reasons["spectrum"] and reasons["project"] is None
+    assert "spectrum(x: float32[batch, 4, 3]) -> (s: float32[batch, 3], u_abs: float32" \
+           "[batch, 4, 4]) forward-only" in repr(module)
+    expected = {k: v.numpy() for k, v in model.spectrum(x).items()}
+    out = jax.jit(lambda x: module(x, signature="spectrum", as_dict=True))(x)
+    np.testing.assert_allclose(out["s"], expected["s"], rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(out["u_abs"], expected["u_abs"], rtol=1e-3, atol=1e-4)
+
+
+def test_grad_through_a_forward_only_signature_names_it_and_the_op(spectra):
+    root, model, x = spectra
+    module = jaxhub.load(root / "converted")
+    with pytest.raises(jaxhub.SignatureError) as error:
+        jax.grad(lambda x: jnp.sum(module(x, signature="spectrum", as_dict=True)["s"]))(x)
+    message = str(error.value)
+    assert "signature 'spectrum' is forward-only" in message
+    assert "TF node 'Svd' (Svd)" in message and "full matrices" in message
+    # Gradients that do not flow through it still work: a head trained on its outputs,
+    features = module(x, signature="spectrum", as_dict=True)["s"]
+    head_grad = jax.grad(lambda w: jnp.sum(features @ w))(jnp.ones((3, 2)))
+    np.testing.assert_allclose(head_grad, np.repeat(np.sum(np.asarray(features), 0)[:, None],
+                                                    2, 1), rtol=1e-5)
+    # and the module's other signature differentiates as TF does.
+    xt = tf.constant(x)
+    with tf.GradientTape() as tape:
+        tape.watch(xt)
+        tf_loss = tf.reduce_sum(model.project(xt))
+    grad = jax.grad(lambda x: jnp.sum(module(x, signature="project")))(x)
+    np.testing.assert_allclose(grad, tape.gradient(tf_loss, xt).numpy(), rtol=1e-4, atol=1e-5)
+
+
+def test_inspect_says_which_signatures_are_forward_only(spectra):
+    root, _, _ = spectra
+    env = dict(os.environ, PYTHONPATH=repo_pythonpath(), JAX_PLATFORMS="cpu")
+    result = subprocess.run([sys.executable, "-m", "jaxhub", "inspect", str(root / "converted")],
+                            env=env, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    at = lines.index("  signature 'spectrum'")
+    assert lines[at + 1].startswith("    forward-only: no gradient (") and "Svd" in lines[at + 1]
+    assert not any("forward-only" in line for line in lines[lines.index("  signature 'project'"):
+                                                              lines.index("  signature 'project'") + 2])
