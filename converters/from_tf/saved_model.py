@@ -44,6 +44,7 @@ from jaxhub_tf.from_tf import graph
 from jaxhub_tf.formats import SAVED_MODEL_FILES
 from jaxhub_tf.from_tf.host_stages import split
 from jaxhub_tf.from_tf.host_stages import string_functions
+from jaxhub_tf.from_tf.ops import random as random_ops
 from jaxhub_tf.from_tf.ops import xla as xla_ops
 from jaxhub_tf.from_tf.interpreter import Interpreter
 from jaxhub_tf.from_tf.reader import bundle, files, protos
@@ -87,8 +88,12 @@ def load_saved_model(path: str | os.PathLike, **unused: Any) -> jaxhub.Module:
     attachments: dict[str, Any] = {"tf_variable_names": saved.tf_names}
     if saved.host_stages:
         attachments[extend.HOST_STAGES_ATTACHMENT] = saved.host_stages
+    # Serving signatures may draw random numbers (from the caller's rng) and assign
+    # variables (returned as state); see docs/converters.md.
+    serving = set(saved.signature_names())
     return jaxhub.create_module(
         saved.params, signatures=signatures, variants=variants or None,
+        with_rng=saved.random_signatures & serving, with_state=serving,
         trainable=saved.trainable, regularizer=regularizer,
         platforms=saved.platforms(), attachments=attachments,
         assets=saved.assets or None,
@@ -139,6 +144,7 @@ class _SavedModel:
         self._used: list[graph.Function] = []  # the graphs converted so far
         self._signatures: dict[tuple, tuple[str, tuple]] = {}  # see signature()
         self.host_stages: dict[str, Any] = {}  # signature name -> host stage program
+        self.random_signatures: set[str] = set()  # signatures with stateful random ops
         self.assets: dict[str, pathlib.Path] = {}  # files the host stages read
 
     @property
@@ -211,16 +217,19 @@ class _SavedModel:
         return sorted(k for k in self._meta.signature_def if k != _INIT_OP_KEY)
 
     def signature(self, name: str) -> tuple[Callable, dict[str, jaxhub.TensorSpec]]:
-        """``(fn(params, inputs) -> outputs, input specs)`` for one signature_def."""
+        """``(fn(params, inputs, rng) -> (outputs, state), input specs)`` for one
+        signature_def.
+
+        ``state`` holds the variables the function assigned (empty for most signatures);
+        ``rng`` is used only when the function draws random numbers, and then the
+        signature's name is in :attr:`random_signatures`.
+        """
         sig = self._meta.signature_def[name]
         outputs = {key: graph.parse_ref(t.name) for key, t in sig.outputs.items()}
-        callers = {node for node, _ in outputs.values()}
-        if len(callers) != 1:
-            raise NotImplementedError(f"signature {name!r}: outputs of several call nodes")
-        caller = self._top[callers.pop()]
+        placeholders = {graph.parse_ref(t.name)[0]: key for key, t in sig.inputs.items()}
+        caller = self._top[self._caller(name, outputs, placeholders)]
         function_name = caller.attr["f"].func.name
         arg_nodes = [ref.split(":")[0] for ref in caller.input if not ref.startswith("^")]
-        placeholders = {graph.parse_ref(t.name)[0]: key for key, t in sig.inputs.items()}
         # Read the count, not the values: captured tables have no value to bind.
         n_user = len(arg_nodes) - len(self._objects.concrete_functions[function_name]
                                       .bound_inputs)
@@ -238,7 +247,23 @@ class _SavedModel:
         first, fn_and_specs = self._signatures[same_call]
         if first in self.host_stages:
             self.host_stages[name] = self.host_stages[first]
+        if first in self.random_signatures:
+            self.random_signatures.add(name)
         return fn_and_specs
+
+    def _caller(self, name: str, outputs: Mapping[str, tuple[str, int]],
+                placeholders: Mapping[str, str]) -> str:
+        """The call node of a signature: the one its outputs come from, or, for a
+        signature with no outputs (its effect is an assignment), the one its inputs feed."""
+        callers = {node for node, _ in outputs.values()}
+        if not callers:
+            callers = {n.name for n in self._top.values()
+                       if n.op in ("StatefulPartitionedCall", "PartitionedCall")
+                       and any(ref.split(":")[0] in placeholders for ref in n.input)}
+        if len(callers) != 1:
+            raise NotImplementedError(f"signature {name!r}: no single call node computes it "
+                                      f"(found {sorted(callers)})")
+        return callers.pop()
 
     def _body(self, function_name: str) -> bytes:
         """A function's definition without its name and its args' annotations (such as
@@ -257,10 +282,12 @@ class _SavedModel:
             run, arg_keys, specs = self._string_runner(name, function_name, arg_keys, specs)
         else:
             run = self._runner(function_name)
+        if run.draws_random:
+            self.random_signatures.add(name)
 
-        def fn(params, inputs):
-            outs, _ = run(params, [inputs[k] for k in arg_keys], None)
-            return {key: outs[i] for key, i in out_index.items()}
+        def fn(params, inputs, rng=None):  # rng: passed when the function draws
+            outs, updates = run(params, [inputs[k] for k in arg_keys], rng)
+            return {key: outs[i] for key, i in out_index.items()}, updates
 
         return fn, specs
 
@@ -415,6 +442,8 @@ class _SavedModel:
             outs, updates = evaluate(state, list(args) + bound, rng)
             return outs, extend.unflatten((by_key[k].path, v) for k, v in updates.items())
 
+        run.draws_random = any(node.op in random_ops.KEYED_OPS
+                               for _, node in self._interp.reachable_nodes(fn))
         return run
 
 

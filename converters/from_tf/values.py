@@ -63,7 +63,7 @@ class Context:
             raise UnknowableError(op_name)
         if self.rng is None:
             raise ValueError(
-                f"random op {op_name!r} needs an RNG key: call the train variant with rng=")
+                f"random op {op_name!r} needs an RNG key, and none was passed")
         self.rng, key = jax.random.split(self.rng)
         return key
 

@@ -8,7 +8,7 @@ import json
 import pathlib
 import re
 import warnings
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any, Callable, Collection, Mapping, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -36,7 +36,9 @@ def create_module(params: Any, signatures: SignatureFns, *, variants: VariantFns
                   attachments: Mapping[str, Any] | None = None,
                   assets: Mapping[str, str | pathlib.Path] | None = None,
                   origin: Mapping[str, Any] | None = None,
-                  platforms: Sequence[str] = serialization.DEFAULT_PLATFORMS) -> Module:
+                  platforms: Sequence[str] = serialization.DEFAULT_PLATFORMS,
+                  with_rng: Collection[str] = (), with_state: Collection[str] = ()
+                  ) -> Module:
     """Creates a module from pure functions of ``(params, inputs)``.
 
     Each function is exported with ``jax.export`` (symbolic batch dims, lowered for every
@@ -66,6 +68,13 @@ def create_module(params: Any, signatures: SignatureFns, *, variants: VariantFns
         card.
       origin: JSON-serializable provenance recorded in the manifest.
       platforms: the platforms to lower for.
+      with_rng: names of signatures whose (inference) function draws random numbers:
+        it is ``fn(params, inputs, rng)``, ``rng`` a PRNG key, and callers pass
+        ``rng=key`` as for a train variant. A function that turns out to draw nothing
+        asks for no key.
+      with_state: names of signatures whose (inference) function assigns params: it
+        returns ``(outputs, state)`` like a variant function. When ``state`` is not
+        empty, calling the signature returns ``(outputs, state)`` too.
 
     Returns:
       The module, holding ``params``.
@@ -81,7 +90,8 @@ def create_module(params: Any, signatures: SignatureFns, *, variants: VariantFns
     """
     builder = _Builder(params, trainable, platforms)
     for name, (fn, specs) in signatures.items():
-        builder.add(frozenset(), name, fn, specs)
+        builder.add(frozenset(), name, fn, specs, rng=name in with_rng,
+                    state=name in with_state)
     for tags, fns in (variants or {}).items():
         tags = canonical_tags(tags)
         if not tags:
@@ -93,7 +103,7 @@ def create_module(params: Any, signatures: SignatureFns, *, variants: VariantFns
             if name not in signatures:
                 raise ValueError(f"variant {sorted(tags)} has signature {name!r}, which "
                                  f"`signatures` does not define")
-            builder.add(tags, name, fn, signatures[name][1])
+            builder.add(tags, name, fn, signatures[name][1], rng=True, state=True)
     if regularizer is not None:
         builder.add_regularizer(regularizer)
     return builder.build(_json_dict(attachments, "attachments"), _assets(assets),
@@ -132,7 +142,13 @@ class _Builder:
     def _param_structs(self) -> list[TensorSpec]:
         return [TensorSpec(p.shape, p.dtype) for p in self._param_specs]
 
-    def add(self, tags: Tags, name: str, fn: Callable[..., Any], specs: InputSpecs) -> None:
+    def add(self, tags: Tags, name: str, fn: Callable[..., Any], specs: InputSpecs, *,
+            rng: bool, state: bool) -> None:
+        """Exports ``fn`` as signature ``name`` of variant ``tags``.
+
+        ``rng``: ``fn`` takes a PRNG key after the inputs; ``state``: it returns
+        ``(outputs, state)`` (both hold for variant functions).
+        """
         if not _NAME.match(name):
             raise ValueError(f"signature name {name!r} must match {_NAME.pattern}")
         bare = isinstance(specs, TensorSpec)
@@ -141,11 +157,12 @@ class _Builder:
         if key in self._added:
             self._functions.append(dataclasses.replace(self._added[key], signature_name=name))
             return
-        flat, arg_specs, traced = self._flat(fn, inputs, bare, tags, takes_rng=bool(tags))
+        form = _Form(bare, rng, state)
+        flat, arg_specs, traced = self._flat(fn, inputs, form, takes_rng=rng)
         with _naming_mesh_axes(name):
-            takes_rng = bool(tags) and serialization.uses_last_arg(flat, arg_specs)
-            if bool(tags) and not takes_rng:  # draws no random numbers: do not ask for a key
-                flat, arg_specs, traced = self._flat(fn, inputs, bare, tags, takes_rng=False)
+            takes_rng = rng and serialization.uses_last_arg(flat, arg_specs)
+            if rng and not takes_rng:  # draws no random numbers: do not ask for a key
+                flat, arg_specs, traced = self._flat(fn, inputs, form, takes_rng=False)
             exported = serialization.export(flat, arg_specs, platforms=self._platforms)
         outputs, state = traced["outputs"], traced["state"]
         output_specs = {k: TensorSpec.from_aval(a) for k, a in zip(outputs, exported.out_avals)}
@@ -174,8 +191,7 @@ class _Builder:
         self._exported[vjp.backward] = split.backward
         return vjp
 
-    def _flat(self, fn, inputs: dict[str, TensorSpec], bare: bool, tags: Tags,
-              takes_rng: bool):
+    def _flat(self, fn, inputs: dict[str, TensorSpec], form: _Form, takes_rng: bool):
         """``fn`` as a function of flat arrays, with the specs of its args.
 
         The returned dict gets the output names and state paths when the function is traced.
@@ -186,13 +202,11 @@ class _Builder:
         def flat(*args):
             params = self._user_params(args[:n_params])
             given = dict(zip(names, args[n_params:n_params + len(names)]))
-            x = given[DEFAULT_NAME] if bare else given
-            if tags:
-                rng = (jax.random.wrap_key_data(args[-1], impl=RNG_IMPL) if takes_rng
-                       else jax.random.key(0))
-                outputs, state = fn(params, x, rng)
-            else:
-                outputs, state = fn(params, x), {}
+            call = [params, given[DEFAULT_NAME] if form.bare else given]
+            if form.rng:
+                call.append(jax.random.wrap_key_data(args[-1], impl=RNG_IMPL) if takes_rng
+                            else jax.random.key(0))
+            outputs, state = fn(*call) if form.state else (fn(*call), {})
             outputs = _output_dict(outputs)
             state_items = self._state_items(state)
             traced["outputs"] = sorted(outputs)
@@ -234,6 +248,16 @@ class _Builder:
                             regularizer=self._regularizer, attachments=attachments,
                             origin=origin)
         return Module(manifest, self._exported, self._params, assets)
+
+
+@dataclasses.dataclass(frozen=True)
+class _Form:
+    """How a function is called: one bare input or a dict (``bare``), with a PRNG key
+    after the inputs (``rng``), returning ``(outputs, state)`` (``state``)."""
+
+    bare: bool
+    rng: bool
+    state: bool
 
 
 @contextlib.contextmanager

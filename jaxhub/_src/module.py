@@ -326,12 +326,15 @@ class Module:
             bare (or the ``"default"`` one, when there are several).
           tags: the variant: ``None`` for inference, ``{"train"}`` (or ``"train"``) for
             training.
-          rng: a PRNG key, for variants that draw random numbers (dropout).
+          rng: a PRNG key, for variants and signatures that draw random numbers
+            (dropout, sampling).
 
         Returns:
           The outputs for the inference variant; ``(outputs, state)`` for any other
           variant, ``state`` holding the updated non-trainable params (merge them back
-          with :func:`jaxhub.merge_params`).
+          with :func:`jaxhub.merge_params`). An inference signature that assigns params
+          (a converted TF signature whose effect is ``v.assign_add(x)``) returns
+          ``(outputs, state)`` too, ``state`` holding the params it assigned.
 
         Raises:
           SignatureError: unknown signature or variant, inputs that do not match the
@@ -354,7 +357,7 @@ class Module:
         n_outputs = len(spec.signature.outputs)
         outputs = dict(zip(spec.signature.outputs, flat[:n_outputs]))
         result = outputs if as_dict else _single_output(signature, outputs)
-        if not tags:
+        if not tags and not spec.state:
             return result
         return result, tree.unflatten(zip(spec.state, flat[n_outputs:]))
 
@@ -478,6 +481,8 @@ def _sig_str(sig: Signature) -> str:
 
 
 def _single_output(signature: str, outputs: dict[str, Any]) -> Any:
+    if not outputs:  # a signature whose only effect is its state
+        return {}
     if len(outputs) == 1:
         return next(iter(outputs.values()))
     if "default" in outputs:
@@ -496,7 +501,9 @@ def _check_param(signature: str, spec: ParamSpec, leaf: Any) -> None:
 
 def _key_data(rng: jax.Array | None, signature: str) -> jax.Array:
     if rng is None:
-        raise SignatureError(f"signature {signature!r} draws random numbers: pass rng=<key>")
+        raise SignatureError(f"signature {signature!r} draws random numbers: pass a PRNG "
+                             f"key, module(inputs, signature={signature!r}, "
+                             f"rng=jax.random.key(seed)), a fresh one for each call")
     if jnp.issubdtype(rng.dtype, jax.dtypes.prng_key):
         return jax.random.key_data(rng)
     if rng.shape != (2,) or rng.dtype != jnp.uint32:

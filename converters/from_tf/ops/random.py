@@ -17,6 +17,12 @@ from jaxhub_tf.from_tf.values import UnknowableError, as_jax, is_static, shape_t
 #: The numbers come from the caller's JAX key, so TF's op seeds do not pick them.
 _SEEDS = ("seed", "seed2")
 
+#: The ops that need the caller's key: a function that may run one takes ``rng``.
+#: (``RngReadAndSkip`` draws from the key when there is one and otherwise reads its
+#: generator's state, as TF does.)
+KEYED_OPS = frozenset({"RandomUniform", "RandomStandardNormal", "TruncatedNormal",
+                       "RandomUniformInt"})
+
 
 @register("RandomUniform", attrs=_SEEDS, fold=False)
 def _uniform(node, shape):

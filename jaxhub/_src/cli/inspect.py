@@ -74,6 +74,8 @@ def _signature_lines(fn: FunctionSpec) -> list[str]:
         lines.append(f"    forward-only: no gradient ({fn.forward_only})")
     lines += [f"    input  {k}: {s}" for k, s in fn.signature.inputs.items()]
     lines += [f"    output {k}: {s}" for k, s in fn.signature.outputs.items()]
+    if fn.state:
+        lines.append("    returns state: " + ", ".join("/".join(p) for p in fn.state))
     return lines
 
 

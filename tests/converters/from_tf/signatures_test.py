@@ -235,3 +235,125 @@ def test_inspect_says_which_signatures_are_forward_only(spectra):
     assert lines[at + 1].startswith("    forward-only: no gradient (") and "Svd" in lines[at + 1]
     assert not any("forward-only" in line for line in lines[lines.index("  signature 'project'"):
                                                               lines.index("  signature 'project'") + 2])
+
+
+# -- random ops in serving signatures ------------------------------------------------------
+
+
+class _Noisy(tf.Module):
+    """Serving signatures that draw random numbers, with no train variant to call."""
+
+    @tf.function(input_signature=[tf.TensorSpec([None, 3], tf.float32)])
+    def noisy(self, x):
+        return {"y": x + tf.random.normal(tf.shape(x)), "dropped": tf.nn.dropout(x, 0.5)}
+
+    @tf.function(input_signature=[])
+    def sample(self):
+        return {"u": tf.random.uniform([1000])}
+
+
+@pytest.fixture(scope="module")
+def noisy(tmp_path_factory):
+    path = tmp_path_factory.mktemp("noisy") / "saved"
+    model = _Noisy()
+    tf.saved_model.save(model, str(path),
+                        signatures={"noisy": model.noisy, "sample": model.sample})
+    return model, load_saved_model(path)
+
+
+def test_random_serving_signatures_draw_from_the_callers_key(noisy):
+    model, module = noisy
+    assert all(f.takes_rng for f in module.manifest.functions)
+    x = np.random.default_rng(3).standard_normal((2000, 3)).astype(np.float32)
+    call = jax.jit(lambda x, key: module(x, signature="noisy", as_dict=True, rng=key))
+    out = call(x, jax.random.key(0))
+    again = call(x, jax.random.key(0))
+    other = call(x, jax.random.key(1))
+    np.testing.assert_array_equal(out["y"], again["y"])          # the key decides
+    assert not np.allclose(out["y"], other["y"])
+    expected = {k: v.numpy() for k, v in model.noisy(x).items()}
+    # Same distributions as TF (TF's own stream differs): dropout keeps x / 0.5 or 0,
+    for dropped in (out["dropped"], expected["dropped"]):
+        kept = dropped != 0
+        np.testing.assert_allclose(np.asarray(dropped)[kept], 2 * x[kept], rtol=1e-6)
+        assert abs(kept.mean() - 0.5) < 0.03
+    # and the added noise is standard normal.
+    for y in (out["y"], expected["y"]):
+        noise = np.asarray(y) - x
+        assert abs(noise.mean()) < 0.05 and abs(noise.std() - 1) < 0.05
+    samples = module({}, signature="sample", rng=jax.random.key(2))
+    tf_samples = model.sample()["u"].numpy()
+    for u in (np.asarray(samples), tf_samples):
+        assert u.min() >= 0 and u.max() < 1 and abs(u.mean() - 0.5) < 0.05
+
+
+def test_random_serving_signatures_under_vmap_over_keys(noisy):
+    _, module = noisy
+    keys = jax.random.split(jax.random.key(4), 3)
+    samples = jax.vmap(lambda k: module({}, signature="sample", rng=k))(keys)
+    assert samples.shape == (3, 1000)
+    np.testing.assert_array_equal(samples[1], module({}, signature="sample", rng=keys[1]))
+    assert not np.allclose(samples[0], samples[1])
+
+
+def test_a_random_serving_signature_without_a_key_says_how_to_pass_one(noisy):
+    _, module = noisy
+    with pytest.raises(jaxhub.SignatureError) as error:
+        module(np.ones((2, 3), np.float32), signature="noisy")
+    assert "signature 'noisy' draws random numbers" in str(error.value)
+    assert "rng=jax.random.key(seed)" in str(error.value)
+
+
+# -- signatures whose effect is a variable assignment --------------------------------------
+
+
+class _Accumulator(tf.Module):
+    def __init__(self):
+        super().__init__()
+        self.total = tf.Variable(np.zeros(3, np.float32), name="total")
+        self.calls = tf.Variable(0, name="calls")
+
+    @tf.function(input_signature=[tf.TensorSpec([3], tf.float32)])
+    def add(self, x):
+        self.total.assign_add(x)
+        return {}
+
+    @tf.function(input_signature=[tf.TensorSpec([3], tf.float32)])
+    def add_and_read(self, x):
+        self.total.assign_add(x)
+        self.calls.assign_add(1)
+        return {"sum": tf.reduce_sum(self.total), "total": self.total.read_value()}
+
+
+@pytest.fixture(scope="module")
+def accumulator(tmp_path_factory):
+    path = tmp_path_factory.mktemp("accumulator") / "saved"
+    model = _Accumulator()
+    tf.saved_model.save(model, str(path),
+                        signatures={"add": model.add, "add_and_read": model.add_and_read})
+    return path
+
+
+def test_an_assignment_signature_returns_the_new_state_as_tf_assigns_it(accumulator):
+    module = jaxhub.load(accumulator)
+    tf_model = tf.saved_model.load(str(accumulator))   # a fresh copy of the variables
+    names = module.attachments["tf_variable_names"]
+    by_tf_name = {names[path].split(":")[0]: path for path in names}
+    params = module.params
+    step = jax.jit(lambda p, x: module.apply(p, x, signature="add"))
+    for x in (np.array([1.0, 2.0, 3.0], np.float32), np.array([0.5, -1.0, 4.0], np.float32)):
+        outputs, state = step(params, x)
+        tf_model.signatures["add"](x=tf.constant(x))
+        assert outputs == {}
+        np.testing.assert_allclose(state[by_tf_name["total"]],
+                                   tf_model.total.numpy(), rtol=1e-6)
+        params = jaxhub.merge_params(params, state)
+    # Outputs read after the assignment, as TF orders them, and every assigned variable.
+    x = np.array([1.0, 1.0, 1.0], np.float32)
+    outputs, state = module.apply(params, x, signature="add_and_read", as_dict=True)
+    expected = tf_model.signatures["add_and_read"](x=tf.constant(x))
+    np.testing.assert_allclose(outputs["sum"], expected["sum"].numpy(), rtol=1e-6)
+    np.testing.assert_allclose(outputs["total"], expected["total"].numpy(), rtol=1e-6)
+    assert sorted(state) == sorted(by_tf_name.values())
+    np.testing.assert_allclose(state[by_tf_name["total"]], tf_model.total.numpy())
+    assert int(state[by_tf_name["calls"]]) == int(tf_model.calls.numpy()) == 1
