@@ -19,6 +19,7 @@ import pytest
 import tensorflow as tf
 
 import jaxhub
+from jaxhub._src.cli.inspect import describe
 from jaxhub_tf.from_tf.saved_model import convert_saved_model, load_saved_model
 from tests.conftest import repo_pythonpath
 
@@ -46,7 +47,8 @@ def wide(tmp_path_factory):
     tf.saved_model.save(model, str(path), signatures={"serving_default": model.serve})
     rng = np.random.default_rng(0)
     inputs = {"x": rng.standard_normal((4, 2)), "ids": np.array([1, 5, 9, 12])}
-    return path, model, inputs
+    module = convert_saved_model(path, path.parent / "narrow")   # here x64 is off
+    return path, model, inputs, module
 
 
 def _tf_outputs(model, inputs):
@@ -54,8 +56,7 @@ def _tf_outputs(model, inputs):
 
 
 def test_64_bit_inputs_take_32_bit_arrays_under_jit_with_x64_off(wide):
-    path, model, inputs = wide
-    module = load_saved_model(path)
+    _, model, inputs, module = wide
     assert module.signatures["serving_default"].inputs["ids"].dtype == "int64"
     call = jax.jit(lambda x, ids: module({"x": x, "ids": ids}, signature="serving_default",
                                          as_dict=True))
@@ -72,8 +73,7 @@ def test_64_bit_inputs_take_32_bit_arrays_under_jit_with_x64_off(wide):
 
 
 def test_grad_and_vmap_through_float64_inputs_with_x64_off(wide):
-    path, model, inputs = wide
-    module = load_saved_model(path)
+    _, model, inputs, module = wide
 
     def loss(x):
         return jnp.sum(module({"x": x, "ids": inputs["ids"]}, signature="serving_default",
@@ -95,8 +95,7 @@ def test_grad_and_vmap_through_float64_inputs_with_x64_off(wide):
 
 
 def test_an_int64_value_beyond_int32_is_refused_with_x64_off(wide):
-    path, _, inputs = wide
-    module = load_saved_model(path)
+    _, _, inputs, module = wide
     too_big = {**inputs, "ids": np.array([1, 2, 3, 2**40])}
     with pytest.raises(jaxhub.SignatureError) as error:
         module(too_big, signature="serving_default")
@@ -129,13 +128,12 @@ _X64_ON = textwrap.dedent("""
 
 
 def test_with_x64_on_64_bit_inputs_compute_in_64_bits(wide, tmp_path):
-    path, model, inputs = wide
+    path, model, inputs, _ = wide
     inputs = {**inputs, "ids": np.array([1, 5, 9, 2**40])}   # fits int64 only
-    convert_saved_model(path, tmp_path / "narrow")            # here x64 is off
     data = tmp_path / "data.npz"
     np.savez(data, **inputs)
     env = dict(os.environ, PYTHONPATH=repo_pythonpath(), JAX_PLATFORMS="cpu")
-    proc = subprocess.run([sys.executable, "-c", _X64_ON, str(path), str(tmp_path / "narrow"),
+    proc = subprocess.run([sys.executable, "-c", _X64_ON, str(path), str(path.parent / "narrow"),
                            str(tmp_path / "cache"), str(data)],
                           env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
@@ -226,15 +224,11 @@ def test_grad_through_a_forward_only_signature_names_it_and_the_op(spectra):
 
 def test_inspect_says_which_signatures_are_forward_only(spectra):
     root, _, _ = spectra
-    env = dict(os.environ, PYTHONPATH=repo_pythonpath(), JAX_PLATFORMS="cpu")
-    result = subprocess.run([sys.executable, "-m", "jaxhub", "inspect", str(root / "converted")],
-                            env=env, capture_output=True, text=True, timeout=120)
-    assert result.returncode == 0, result.stderr
-    lines = result.stdout.splitlines()
+    lines = describe(jaxhub.load(root / "converted").manifest, "spectra").splitlines()
     at = lines.index("  signature 'spectrum'")
     assert lines[at + 1].startswith("    forward-only: no gradient (") and "Svd" in lines[at + 1]
-    assert not any("forward-only" in line for line in lines[lines.index("  signature 'project'"):
-                                                              lines.index("  signature 'project'") + 2])
+    at = lines.index("  signature 'project'")
+    assert lines[at + 1].startswith("    input ")
 
 
 # -- random ops in serving signatures ------------------------------------------------------
@@ -302,6 +296,7 @@ def test_a_random_serving_signature_without_a_key_says_how_to_pass_one(noisy):
         module(np.ones((2, 3), np.float32), signature="noisy")
     assert "signature 'noisy' draws random numbers" in str(error.value)
     assert "rng=jax.random.key(seed)" in str(error.value)
+    assert "  signature 'noisy' (takes rng)" in describe(module.manifest, "noisy")
 
 
 # -- signatures whose effect is a variable assignment --------------------------------------
@@ -357,3 +352,6 @@ def test_an_assignment_signature_returns_the_new_state_as_tf_assigns_it(accumula
     assert sorted(state) == sorted(by_tf_name.values())
     np.testing.assert_allclose(state[by_tf_name["total"]], tf_model.total.numpy())
     assert int(state[by_tf_name["calls"]]) == int(tf_model.calls.numpy()) == 1
+    described = describe(module.manifest, "accumulator").splitlines()
+    at = described.index("  signature 'add'")
+    assert described[at + 2] == f"    returns state: {by_tf_name['total']}"
