@@ -57,11 +57,15 @@ _UNCLEAN = re.compile(r"[^A-Za-z0-9_.\-]")
 
 
 @files.names_source
-def load_saved_model(path: str | os.PathLike, **unused: Any) -> jaxhub.Module:
+def load_saved_model(path: str | os.PathLike, *, checks: bool = False,
+                     **unused: Any) -> jaxhub.Module:
     """Converts the SavedModel in directory ``path`` to a jaxhub module (in memory).
 
     Args:
       path: the SavedModel directory.
+      checks: keep the ``Assert`` nodes (``tf.debugging.assert_*``) of serving signatures
+        that test traced values, as checks for ``jax.experimental.checkify`` (see
+        docs/converters.md); by default they are dropped.
 
     Returns:
       A module with one signature per serving signature, plus ``"default"`` (with a
@@ -71,7 +75,7 @@ def load_saved_model(path: str | os.PathLike, **unused: Any) -> jaxhub.Module:
       UnsupportedOpsError: some ops have no JAX implementation (all are listed).
       ValueError: the SavedModel has neither signatures nor ``__call__``.
     """
-    saved = _SavedModel(pathlib.Path(path))
+    saved = _SavedModel(pathlib.Path(path), checks)
     signatures, variants = {}, {}
     for name in saved.signature_names():
         signatures[name] = saved.signature(name)
@@ -94,6 +98,7 @@ def load_saved_model(path: str | os.PathLike, **unused: Any) -> jaxhub.Module:
     return jaxhub.create_module(
         saved.params, signatures=signatures, variants=variants or None,
         with_rng=saved.random_signatures & serving, with_state=serving,
+        with_checks=serving if checks else (),
         trainable=saved.trainable, regularizer=regularizer,
         platforms=saved.platforms(), attachments=attachments,
         assets=saved.assets or None,
@@ -101,8 +106,11 @@ def load_saved_model(path: str | os.PathLike, **unused: Any) -> jaxhub.Module:
 
 
 @files.names_source
-def convert_saved_model(src: str | os.PathLike, dst: str | os.PathLike) -> jaxhub.Module:
+def convert_saved_model(src: str | os.PathLike, dst: str | os.PathLike, *,
+                        checks: bool = False) -> jaxhub.Module:
     """Converts the SavedModel in ``src`` and writes it as a jaxhub module to ``dst``.
+
+    ``checks`` keeps traced ``Assert`` nodes as checks (see :func:`load_saved_model`).
 
     Returns:
       The converted module (also readable later with ``jaxhub.load(dst)``, without
@@ -111,7 +119,7 @@ def convert_saved_model(src: str | os.PathLike, dst: str | os.PathLike) -> jaxhu
     Examples:
       >>> convert_saved_model("/tmp/keras_export", "/tmp/jaxhub_module")
     """
-    module = load_saved_model(src)
+    module = load_saved_model(src, checks=checks)
     module.export(dst)
     return module
 
@@ -128,9 +136,10 @@ class _Variable:
 class _SavedModel:
     """One parsed SavedModel: its graph, object graph, variables and functions."""
 
-    def __init__(self, path: pathlib.Path):
+    def __init__(self, path: pathlib.Path, checks: bool = False):
         meta = files.read_saved_model(path).meta_graphs[0]
         self._path = path
+        self._checks = checks  # keep traced Asserts of serving signatures
         self._meta = meta
         self._objects = meta.object_graph_def
         self._interp = Interpreter(meta.graph_def.library, self._gradient_captures(),
@@ -286,8 +295,10 @@ class _SavedModel:
             self.random_signatures.add(name)
 
         def fn(params, inputs, rng=None):  # rng: passed when the function draws
-            outs, updates = run(params, [inputs[k] for k in arg_keys], rng)
-            return {key: outs[i] for key, i in out_index.items()}, updates
+            checks = [] if self._checks else None
+            outs, updates = run(params, [inputs[k] for k in arg_keys], rng, checks)
+            outputs = {key: outs[i] for key, i in out_index.items()}
+            return (outputs, updates) if checks is None else (outputs, updates, checks)
 
         return fn, specs
 
@@ -435,11 +446,12 @@ class _SavedModel:
         self._used.append(fn)
         evaluate = self._interp.as_function(fn, check=False)  # see check_supported
 
-        def run(params: Mapping[str, Any], args: Sequence[Any], rng: Any):
+        def run(params: Mapping[str, Any], args: Sequence[Any], rng: Any,
+                checks: list | None = None):
             by_key = {v.key: v for v in self._variables.values()}
             flat = dict(extend.flatten(params))
             state = {v.key: flat[v.path] for v in self._variables.values()}
-            outs, updates = evaluate(state, list(args) + bound, rng)
+            outs, updates = evaluate(state, list(args) + bound, rng, checks)
             return outs, extend.unflatten((by_key[k].path, v) for k, v in updates.items())
 
         run.draws_random = any(node.op in random_ops.KEYED_OPS

@@ -37,8 +37,8 @@ def create_module(params: Any, signatures: SignatureFns, *, variants: VariantFns
                   assets: Mapping[str, str | pathlib.Path] | None = None,
                   origin: Mapping[str, Any] | None = None,
                   platforms: Sequence[str] = serialization.DEFAULT_PLATFORMS,
-                  with_rng: Collection[str] = (), with_state: Collection[str] = ()
-                  ) -> Module:
+                  with_rng: Collection[str] = (), with_state: Collection[str] = (),
+                  with_checks: Collection[str] = ()) -> Module:
     """Creates a module from pure functions of ``(params, inputs)``.
 
     Each function is exported with ``jax.export`` (symbolic batch dims, lowered for every
@@ -75,6 +75,11 @@ def create_module(params: Any, signatures: SignatureFns, *, variants: VariantFns
       with_state: names of signatures whose (inference) function assigns params: it
         returns ``(outputs, state)`` like a variant function. When ``state`` is not
         empty, calling the signature returns ``(outputs, state)`` too.
+      with_checks: names of signatures (among ``with_state``) whose function also
+        returns checks: ``(outputs, state, checks)``, ``checks`` a list of ``(message,
+        condition)`` with a boolean scalar condition. Calling the signature hands each
+        to ``jax.experimental.checkify.check``: an eager call raises when a condition is
+        false, and ``checkify.checkify`` of a (jitted) call returns the error.
 
     Returns:
       The module, holding ``params``.
@@ -91,7 +96,7 @@ def create_module(params: Any, signatures: SignatureFns, *, variants: VariantFns
     builder = _Builder(params, trainable, platforms)
     for name, (fn, specs) in signatures.items():
         builder.add(frozenset(), name, fn, specs, rng=name in with_rng,
-                    state=name in with_state)
+                    state=name in with_state, checks=name in with_checks)
     for tags, fns in (variants or {}).items():
         tags = canonical_tags(tags)
         if not tags:
@@ -143,11 +148,12 @@ class _Builder:
         return [TensorSpec(p.shape, p.dtype) for p in self._param_specs]
 
     def add(self, tags: Tags, name: str, fn: Callable[..., Any], specs: InputSpecs, *,
-            rng: bool, state: bool) -> None:
+            rng: bool, state: bool, checks: bool = False) -> None:
         """Exports ``fn`` as signature ``name`` of variant ``tags``.
 
         ``rng``: ``fn`` takes a PRNG key after the inputs; ``state``: it returns
-        ``(outputs, state)`` (both hold for variant functions).
+        ``(outputs, state)`` (both hold for variant functions); ``checks``: it returns
+        ``(outputs, state, checks)``.
         """
         if not _NAME.match(name):
             raise ValueError(f"signature name {name!r} must match {_NAME.pattern}")
@@ -157,7 +163,7 @@ class _Builder:
         if key in self._added:
             self._functions.append(dataclasses.replace(self._added[key], signature_name=name))
             return
-        form = _Form(bare, rng, state)
+        form = _Form(bare, rng, state or checks, checks)
         flat, arg_specs, traced = self._flat(fn, inputs, form, takes_rng=rng)
         with _naming_mesh_axes(name):
             takes_rng = rng and serialization.uses_last_arg(flat, arg_specs)
@@ -177,7 +183,8 @@ class _Builder:
             warnings.warn(f"a function's gradient could not be traced: signature {name!r} "
                           f"is stored forward-only ({forward_only})", stacklevel=3)
         self._added[key] = FunctionSpec(tags, name, Signature(inputs, output_specs), file,
-                                        takes_rng, tuple(state), vjp, forward_only)
+                                        takes_rng, tuple(state), vjp, forward_only,
+                                        tuple(traced["checks"]))
         self._functions.append(self._added[key])
 
     def _add_split_vjp(self, flat, arg_specs: list[TensorSpec], halves: tuple[str, str]
@@ -206,12 +213,16 @@ class _Builder:
             if form.rng:
                 call.append(jax.random.wrap_key_data(args[-1], impl=RNG_IMPL) if takes_rng
                             else jax.random.key(0))
-            outputs, state = fn(*call) if form.state else (fn(*call), {})
+            result = fn(*call)
+            checks = result[2] if form.checks else []
+            outputs, state = result[:2] if form.state else (result, {})
             outputs = _output_dict(outputs)
             state_items = self._state_items(state)
             traced["outputs"] = sorted(outputs)
             traced["state"] = [path for path, _ in state_items]
-            return (*(outputs[k] for k in sorted(outputs)), *(v for _, v in state_items))
+            traced["checks"] = [message for message, _ in checks]
+            return (*(outputs[k] for k in sorted(outputs)), *(v for _, v in state_items),
+                    *(jnp.asarray(ok, jnp.bool_).reshape(()) for _, ok in checks))
 
         arg_specs = self._param_structs() + [inputs[k] for k in names]
         if takes_rng:
@@ -253,11 +264,13 @@ class _Builder:
 @dataclasses.dataclass(frozen=True)
 class _Form:
     """How a function is called: one bare input or a dict (``bare``), with a PRNG key
-    after the inputs (``rng``), returning ``(outputs, state)`` (``state``)."""
+    after the inputs (``rng``), returning ``(outputs, state)`` (``state``) or
+    ``(outputs, state, checks)`` (``checks``)."""
 
     bare: bool
     rng: bool
     state: bool
+    checks: bool = False
 
 
 @contextlib.contextmanager

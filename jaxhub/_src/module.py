@@ -12,12 +12,13 @@ from __future__ import annotations
 import dataclasses
 import pathlib
 import types
-from typing import Any, Iterable, Mapping
+from typing import Any, Iterable, Mapping, Sequence
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 from jax import export as jax_export
+from jax.experimental import checkify
 
 from jaxhub._src import serialization
 from jaxhub._src import host
@@ -355,6 +356,7 @@ class Module:
             args.append(_key_data(rng, signature))
         flat = self._callable(spec.file)(*args)
         n_outputs = len(spec.signature.outputs)
+        _check(spec, flat[n_outputs + len(spec.state):])
         outputs = dict(zip(spec.signature.outputs, flat[:n_outputs]))
         result = outputs if as_dict else _single_output(signature, outputs)
         if not tags and not spec.state:
@@ -497,6 +499,16 @@ def _check_param(signature: str, spec: ParamSpec, leaf: Any) -> None:
         raise SignatureError(
             f"signature {signature!r}: param {tree.path_str(spec.path)} is "
             f"{dtype}{list(shape)}, the module expects {spec.dtype}{list(spec.shape)}")
+
+
+def _check(spec: FunctionSpec, conditions: Sequence[Any]) -> None:
+    """Hands a function's checks to ``checkify`` (see :attr:`FunctionSpec.checks`)."""
+    for message, ok in zip(spec.checks, conditions):
+        # checkify formats its message with str.format: braces are literal here.
+        text = f"signature {spec.signature_name!r}: {message}"
+        # Under jit outside checkify.checkify, JAX fails when lowering, not here: the
+        # opt-in mode documents that such calls go through checkify.
+        checkify.check(ok, text.replace("{", "{{").replace("}", "}}"))
 
 
 def _key_data(rng: jax.Array | None, signature: str) -> jax.Array:

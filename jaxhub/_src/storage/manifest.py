@@ -90,6 +90,10 @@ class FunctionSpec:
     differentiate one of its ops when it was exported): it runs, but ``jax.grad``
     through it raises a ``SignatureError`` with that reason. Stored only when present,
     so modules with it keep format version 1 (older readers ignore the key).
+
+    ``checks``, when not empty, holds one message per boolean result after the state:
+    conditions that :meth:`jaxhub.Module.apply` hands to ``checkify.check`` (older
+    readers ignore the key and those results, so they run without the checks).
     """
 
     tags: Tags
@@ -100,6 +104,7 @@ class FunctionSpec:
     state: tuple[Path, ...] = ()
     vjp: VjpSpec | None = None
     forward_only: str | None = None
+    checks: tuple[str, ...] = ()
 
     @property
     def files(self) -> tuple[str, ...]:
@@ -200,7 +205,8 @@ class Manifest:
                          f["file"], bool(f.get("takes_rng", False)),
                          tuple(tuple(p) for p in f.get("state", ())),
                          VjpSpec.from_json(f["vjp"]) if f.get("vjp") else None,
-                         _optional_str(f.get("forward_only"), "forward_only"))
+                         _optional_str(f.get("forward_only"), "forward_only"),
+                         tuple(str(m) for m in f.get("checks", ())))
             for f in data["functions"])
         return cls(params=params, functions=functions, regularizer=data.get("regularizer"),
                    attachments=data.get("attachments", {}), assets=data.get("assets", {}),
@@ -267,4 +273,6 @@ def _function_json(f: FunctionSpec) -> dict[str, Any]:
         data["vjp"] = f.vjp.to_json()
     if f.forward_only is not None:
         data["forward_only"] = f.forward_only
+    if f.checks:
+        data["checks"] = list(f.checks)
     return data

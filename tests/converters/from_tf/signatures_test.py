@@ -14,6 +14,7 @@ import textwrap
 
 import jax
 import jax.numpy as jnp
+from jax.experimental import checkify
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -355,3 +356,53 @@ def test_an_assignment_signature_returns_the_new_state_as_tf_assigns_it(accumula
     described = describe(module.manifest, "accumulator").splitlines()
     at = described.index("  signature 'add'")
     assert described[at + 2] == f"    returns state: {by_tf_name['total']}"
+
+
+# -- checks (Assert) -----------------------------------------------------------------------
+
+
+class _Checked(tf.Module):
+    @tf.function(input_signature=[tf.TensorSpec([None, 3], tf.float32)])
+    def log(self, x):
+        tf.debugging.assert_positive(x, message="x must be positive")
+        return tf.math.log(x)
+
+
+@pytest.fixture(scope="module")
+def checked(tmp_path_factory):
+    root = tmp_path_factory.mktemp("checked")
+    model = _Checked()
+    tf.saved_model.save(model, str(root / "saved"), signatures={"log": model.log})
+    convert_saved_model(root / "saved", root / "converted", checks=True)
+    return model, jaxhub.load(root / "converted"), load_saved_model(root / "saved")
+
+
+def test_traced_asserts_kept_as_checks_fail_where_tf_fails(checked):
+    model, module, _ = checked
+    good = np.full((2, 3), 2.0, np.float32)
+    bad = good * np.array([1, -1, 1], np.float32)
+    np.testing.assert_allclose(module(good, signature="log"), model.log(good).numpy(),
+                               rtol=1e-6)
+    with pytest.raises(tf.errors.InvalidArgumentError, match="x must be positive"):
+        model.log(bad)
+    with pytest.raises(checkify.JaxRuntimeError, match="signature 'log': TF node .*"
+                                                         "Assert.* x must be positive"):
+        module(bad, signature="log")
+    checked_call = checkify.checkify(jax.jit(lambda x: module(x, signature="log")))
+    error, _ = checked_call(bad)
+    assert "x must be positive" in error.get()
+    error, out = checked_call(good)
+    assert error.get() is None
+    np.testing.assert_allclose(out, model.log(good).numpy(), rtol=1e-6)
+    error, grad = checkify.checkify(jax.grad(lambda x: jnp.sum(module(x, signature="log"))))(good)
+    assert error.get() is None
+    np.testing.assert_allclose(grad, 1 / good, rtol=1e-6)
+    with pytest.raises(ValueError, match="through `checkify.checkify`"):  # as documented
+        jax.jit(lambda x: module(x, signature="log"))(good)
+
+
+def test_traced_asserts_are_dropped_by_default(checked):
+    _, _, unchecked = checked
+    bad = np.full((1, 3), -1.0, np.float32)
+    assert np.isnan(np.asarray(jax.jit(lambda x: unchecked(x, signature="log"))(bad))).all()
+    assert unchecked.manifest.function(frozenset(), "log").checks == ()
