@@ -93,8 +93,9 @@ def load_saved_model(path: str | os.PathLike, *, checks: bool = False,
     if saved.host_stages:
         attachments[extend.HOST_STAGES_ATTACHMENT] = saved.host_stages
     # Serving signatures may draw random numbers (from the caller's rng) and assign
-    # variables (returned as state); see docs/converters.md.
-    serving = set(saved.signature_names())
+    # variables (returned as state); see docs/converters.md. A serving signature named
+    # "default" gave way to __call__, whose inference function returns outputs only.
+    serving = set(saved.signature_names()) - ({"default"} if call is not None else set())
     return jaxhub.create_module(
         saved.params, signatures=signatures, variants=variants or None,
         with_rng=saved.random_signatures & serving, with_state=serving,

@@ -214,6 +214,11 @@ class _Builder:
                 call.append(jax.random.wrap_key_data(args[-1], impl=RNG_IMPL) if takes_rng
                             else jax.random.key(0))
             result = fn(*call)
+            if form.state and not (isinstance(result, (tuple, list))
+                                   and len(result) == 2 + form.checks):
+                shape = "(outputs, state, checks)" if form.checks else "(outputs, state)"
+                raise TypeError(f"a variant function, or one declared with_state, returns "
+                                f"{shape}, not {type(result).__name__}")
             checks = result[2] if form.checks else []
             outputs, state = result[:2] if form.state else (result, {})
             outputs = _output_dict(outputs)

@@ -406,3 +406,22 @@ def test_traced_asserts_are_dropped_by_default(checked):
     bad = np.full((1, 3), -1.0, np.float32)
     assert np.isnan(np.asarray(jax.jit(lambda x: unchecked(x, signature="log"))(bad))).all()
     assert unchecked.manifest.function(frozenset(), "log").checks == ()
+
+
+def test_assignments_and_random_draws_survive_the_way_back_to_tf(accumulator, noisy, tmp_path):
+    from jaxhub_tf.to_tf import export_saved_model
+    export_saved_model(jaxhub.load(accumulator), tmp_path / "accumulator")
+    original = tf.saved_model.load(str(accumulator))
+    back = tf.saved_model.load(str(tmp_path / "accumulator"))
+    x = tf.constant([1.0, 2.0, 3.0])
+    for _ in range(2):
+        original.signatures["add"](x=x)
+        back.signatures["add"](x=x)
+    by_name = {v.name: v.numpy() for v in back.variables}
+    np.testing.assert_allclose(by_name["total:0"], original.total.numpy())
+
+    _, module = noisy
+    export_saved_model(module, tmp_path / "noisy", seed=3)
+    sample = tf.saved_model.load(str(tmp_path / "noisy")).signatures["sample"]
+    first, second = sample()["u"].numpy(), sample()["u"].numpy()   # the generator advances
+    assert not np.allclose(first, second) and 0 <= first.min() and first.max() < 1
