@@ -464,7 +464,9 @@ def _lin_space(node, start, stop, num):
 
 @register("Bitcast")
 def _bitcast(node, x):
-    return jax.lax.bitcast_convert_type(as_jax(x), node.attr("type"))
+    # With 64-bit types off a 64-bit value is held in 32 bits: so is its bitcast.
+    return jax.lax.bitcast_convert_type(as_jax(x),
+                                        jax.dtypes.canonicalize_dtype(node.attr("type")))
 
 
 # -- block rearrangements -------------------------------------------------------------------

@@ -49,6 +49,10 @@ def _uniform_int(node, shape, minval, maxval):
                               np.asarray(minval).dtype if is_static(minval) else minval.dtype)
 
 
+#: How far ``RngReadAndSkip`` moves a Philox counter per unit of ``delta``.
+_COUNTER_STEPS = 256
+
+
 @register("RngReadAndSkip", fold=False)
 def _rng_read_and_skip(node, handle, alg, delta):
     """A ``tf.random.Generator`` step: returns its state, advances the stored counter.
@@ -66,6 +70,9 @@ def _rng_read_and_skip(node, handle, alg, delta):
     else:
         drawn = jax.random.bits(node.ctx.next_key(node.op), np.shape(state), jnp.uint32)
         drawn = drawn.astype(dtype)
-    advanced = as_jax(state).at[0].add(as_jax(delta).astype(dtype))
+    # TF's Philox kernel moves the counter 256 steps per number asked for (measured:
+    # uniform([3]) adds 768); the carry into the counter's high word is not modelled.
+    step = as_jax(delta).astype(dtype) * _COUNTER_STEPS
+    advanced = as_jax(state).at[0].add(step)
     node.ctx.state[handle.key] = advanced
     return drawn

@@ -425,3 +425,31 @@ def test_assignments_and_random_draws_survive_the_way_back_to_tf(accumulator, no
     sample = tf.saved_model.load(str(tmp_path / "noisy")).signatures["sample"]
     first, second = sample()["u"].numpy(), sample()["u"].numpy()   # the generator advances
     assert not np.allclose(first, second) and 0 <= first.min() and first.max() < 1
+
+
+class _Generating(tf.Module):
+    def __init__(self):
+        super().__init__()
+        self.generator = tf.random.Generator.from_seed(1)
+
+    @tf.function(input_signature=[])
+    def draw(self):
+        return {"u": self.generator.uniform([3]), "n": self.generator.normal([5, 2])}
+
+
+def test_a_generator_signature_returns_its_state_as_tf_advances_it(tmp_path):
+    model = _Generating()
+    tf.saved_model.save(model, str(tmp_path / "saved"), signatures={"draw": model.draw})
+    module = load_saved_model(tmp_path / "saved")
+    params = module.params
+    for _ in range(2):
+        _, state = module.apply(params, {}, signature="draw", as_dict=True)
+        model.draw()
+        (path,) = [p for p, _ in _leaves(state)]
+        np.testing.assert_array_equal(dict(_leaves(state))[path], model.generator.state.numpy())
+        params = jaxhub.merge_params(params, state)
+
+
+def _leaves(tree):
+    flat, _ = jax.tree_util.tree_flatten_with_path(tree)
+    return [("/".join(str(k.key) for k in path), leaf) for path, leaf in flat]
