@@ -12,19 +12,20 @@ from __future__ import annotations
 import dataclasses
 import pathlib
 import types
-from typing import Any, Iterable, Mapping
+from typing import Any, Iterable, Mapping, Sequence
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 from jax import export as jax_export
+from jax.experimental import checkify
 
 from jaxhub._src import serialization
 from jaxhub._src import host
 from jaxhub._src import tree
 from jaxhub._src.storage.manifest import FunctionSpec, Manifest, ParamSpec, Tags
-from jaxhub._src.specs import (Signature, SignatureError, TensorSpec, check_inputs,
-                               empty_outputs, flatten_ragged, nest_ragged)
+from jaxhub._src.specs import (WIDE_DTYPES, Signature, SignatureError, TensorSpec,
+                               check_inputs, empty_outputs, flatten_ragged, nest_ragged)
 
 #: The implementation behind the raw key data that train variants take.
 RNG_IMPL = "threefry2x32"
@@ -59,6 +60,10 @@ class ModuleDef:
       host_stages: the host stage of each signature that has one, by signature name.
       asset_bytes: the assets the host stages read, held in memory since load.
       callables: each function made callable (differentiable and batchable), by file.
+      x64_files: the function files whose numbers are wide (their 64-bit inputs were
+        exported as 64-bit: JAX's 64-bit types were on), each mapped to True, and those
+        whose 64-bit inputs were exported narrowed (to False); files with no 64-bit
+        input are absent.
     """
 
     manifest: Manifest
@@ -68,6 +73,7 @@ class ModuleDef:
     host_stages: Mapping[str, host.HostStage]
     asset_bytes: Mapping[str, bytes]
     callables: Mapping[str, Any]
+    x64_files: Mapping[str, bool] = dataclasses.field(default_factory=dict)
 
     @classmethod
     def build(cls, manifest: Manifest, functions: Mapping[str, jax_export.Exported],
@@ -83,7 +89,8 @@ class ModuleDef:
         stages, asset_bytes = _host_stages(manifest, assets)
         return cls(manifest, types.MappingProxyType(dict(functions)), assets, path,
                    types.MappingProxyType(stages), types.MappingProxyType(asset_bytes),
-                   types.MappingProxyType(_callables(manifest, functions)))
+                   types.MappingProxyType(_callables(manifest, functions)),
+                   types.MappingProxyType(_x64_files(manifest, functions)))
 
 
 def _host_stages(manifest: Manifest, assets: Mapping[str, pathlib.Path | bytes]
@@ -100,6 +107,21 @@ def _host_stages(manifest: Manifest, assets: Mapping[str, pathlib.Path | bytes]
     return stages, dict(store.loaded)
 
 
+def _x64_files(manifest: Manifest, functions: Mapping[str, jax_export.Exported]
+               ) -> dict[str, bool]:
+    """Whether each function with a declared 64-bit input was exported with 64-bit types."""
+    out = {}
+    for fn in manifest.functions:
+        declared = [name for name, s in fn.signature.inputs.items() if s.dtype in WIDE_DTYPES]
+        if not declared:
+            continue
+        avals = functions[fn.file].in_avals[len(manifest.params):]
+        by_name = dict(zip(fn.signature.inputs, avals))
+        out[fn.file] = any(np.dtype(by_name[n].dtype).itemsize == np.dtype(
+            fn.signature.inputs[n].dtype).itemsize for n in declared)
+    return out
+
+
 def _callables(manifest: Manifest, functions: Mapping[str, jax_export.Exported]
                ) -> dict[str, Any]:
     """Each function made callable; differentiated through its split VJP when it has one."""
@@ -112,8 +134,20 @@ def _callables(manifest: Manifest, functions: Mapping[str, jax_export.Exported]
         if vjp is not None:
             split = serialization.SplitVjp(functions[vjp.forward], functions[vjp.backward],
                                            vjp.saved_inputs, vjp.saved_outputs)
-        out[file] = serialization.make_callable(functions[file], split)
+        out[file] = serialization.make_callable(functions[file], split,
+                                                no_gradient=_no_gradient(manifest, file))
     return out
+
+
+def _no_gradient(manifest: Manifest, file: str) -> str | None:
+    """What differentiating the forward-only function in ``file`` raises, or None."""
+    fns = [f for f in manifest.functions if f.file == file and f.forward_only is not None]
+    if not fns:
+        return None
+    names = ", ".join(repr(f.signature_name) for f in fns)
+    return (f"signature {names} is forward-only: JAX could not differentiate it when the "
+            f"module was made ({fns[0].forward_only}); call it outside jax.grad, or "
+            f"stop_gradient its inputs and params")
 
 
 class Module:
@@ -300,12 +334,15 @@ class Module:
             :class:`jaxhub.Ragged`.
           tags: the variant: ``None`` for inference, ``{"train"}`` (or ``"train"``) for
             training.
-          rng: a PRNG key, for variants that draw random numbers (dropout).
+          rng: a PRNG key, for variants and signatures that draw random numbers
+            (dropout, sampling).
 
         Returns:
           The outputs for the inference variant; ``(outputs, state)`` for any other
           variant, ``state`` holding the updated non-trainable params (merge them back
-          with :func:`jaxhub.merge_params`).
+          with :func:`jaxhub.merge_params`). An inference signature that assigns params
+          (a converted TF signature whose effect is ``v.assign_add(x)``) returns
+          ``(outputs, state)`` too, ``state`` holding the params it assigned.
 
         Raises:
           SignatureError: unknown signature or variant, inputs that do not match the
@@ -318,24 +355,40 @@ class Module:
         spec = self._function_spec(tags, signature)
         if host_stage:  # strings and tables: numpy first, numbers to the device
             inputs = self.preprocess(inputs, signature=signature)
+        self._check_x64(spec)
         inputs = flatten_ragged(inputs, spec.signature.inputs)
-        arrays = check_inputs(signature, spec.signature, inputs, allow_empty=not tags)
+        plain = not tags and not spec.state  # outputs alone
+        arrays = check_inputs(signature, spec.signature, inputs, allow_empty=plain)
         args = self._param_leaves(params, signature)
         n_outputs = len(spec.signature.outputs)
         # An empty batch: outputs known from the specs, no call (jax.export's sizes are
         # at least 1).
-        outputs = empty_outputs(signature, spec.signature, arrays) if not tags else None
+        outputs = empty_outputs(signature, spec.signature, arrays) if plain else None
         if outputs is None:
             args += [arrays[name] for name in spec.signature.inputs]
             if spec.takes_rng:
                 args.append(_key_data(rng, signature))
             flat = self._callable(spec.file)(*args)
+            _check(spec, flat[n_outputs + len(spec.state):])
             outputs = dict(zip(spec.signature.outputs, flat[:n_outputs]))
         outputs = nest_ragged(outputs)
         result = outputs if as_dict else _single_output(outputs)
-        if not tags:
+        if plain:
             return result
         return result, tree.unflatten(zip(spec.state, flat[n_outputs:]))
+
+    def _check_x64(self, spec: FunctionSpec) -> None:
+        """Refuses a call whose function was exported with JAX's 64-bit types on while
+        they are off now, or the other way round: its argument dtypes cannot match."""
+        wide = self._def.x64_files.get(spec.file)
+        if wide is None or wide == jax.config.jax_enable_x64:
+            return
+        then, now = ("on", "off") if wide else ("off", "on")
+        raise SignatureError(
+            f"signature {spec.signature_name!r} takes 64-bit inputs and was exported with "
+            f"JAX's 64-bit types {then}; they are {now} now: call it with "
+            f"jax.config.update('jax_enable_x64', {wide}), or export (or convert) the "
+            f"module again with them {now}")
 
     def has_host_stage(self, signature: str = "default") -> bool:
         """True when ``signature`` runs a numpy host stage before its device function."""
@@ -424,7 +477,10 @@ class Module:
                             params, assets)
 
     def __repr__(self) -> str:
-        sigs = ", ".join(f"{name}{_sig_str(sig)}" for name, sig in self.signatures.items())
+        sigs = ", ".join(
+            f"{name}{_sig_str(sig)}"
+            + (" forward-only" if self._function_spec(frozenset(), name).forward_only else "")
+            for name, sig in self.signatures.items())
         variants = ", ".join("{" + ", ".join(sorted(t)) + "}" for t in self.variants)
         where = f", path={str(self._def.path)!r}" if self._def.path else ""
         return (f"Module(signatures=[{sigs}], variants=[{variants}], "
@@ -444,7 +500,8 @@ def _sig_str(sig: Signature) -> str:
 
 def _single_output(outputs: dict[str, Any]) -> Any:
     """The output a call returns without ``as_dict``: the only one, the ``default`` one,
-    or the dict (so ``encoder(preprocess(strings))`` chains as in TF Hub)."""
+    or the dict (so ``encoder(preprocess(strings))`` chains as in TF Hub; empty for a
+    signature whose only effect is its state)."""
     if len(outputs) == 1:
         return next(iter(outputs.values()))
     return outputs.get("default", outputs)
@@ -458,9 +515,21 @@ def _check_param(signature: str, spec: ParamSpec, leaf: Any) -> None:
             f"{dtype}{list(shape)}, the module expects {spec.dtype}{list(spec.shape)}")
 
 
+def _check(spec: FunctionSpec, conditions: Sequence[Any]) -> None:
+    """Hands a function's checks to ``checkify`` (see :attr:`FunctionSpec.checks`)."""
+    for message, ok in zip(spec.checks, conditions):
+        # checkify formats its message with str.format: braces are literal here.
+        text = f"signature {spec.signature_name!r}: {message}"
+        # Under jit outside checkify.checkify, JAX fails when lowering, not here: the
+        # opt-in mode documents that such calls go through checkify.
+        checkify.check(ok, text.replace("{", "{{").replace("}", "}}"))
+
+
 def _key_data(rng: jax.Array | None, signature: str) -> jax.Array:
     if rng is None:
-        raise SignatureError(f"signature {signature!r} draws random numbers: pass rng=<key>")
+        raise SignatureError(f"signature {signature!r} draws random numbers: pass a PRNG "
+                             f"key, module(inputs, signature={signature!r}, "
+                             f"rng=jax.random.key(seed)), a fresh one for each call")
     if jnp.issubdtype(rng.dtype, jax.dtypes.prng_key):
         return jax.random.key_data(rng)
     if rng.shape != (2,) or rng.dtype != jnp.uint32:

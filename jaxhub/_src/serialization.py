@@ -32,7 +32,6 @@ import contextlib
 import dataclasses
 import functools
 import re
-import warnings
 from typing import Any, Callable, Sequence
 
 import jax
@@ -40,7 +39,7 @@ import jax.numpy as jnp
 from jax import export as jax_export
 from jax.extend import core as jax_core
 
-from jaxhub._src.specs import TensorSpec
+from jaxhub._src.specs import SignatureError, TensorSpec
 
 #: Platforms every function is lowered for, so a module runs wherever it is loaded.
 DEFAULT_PLATFORMS = ("cpu", "cuda", "rocm", "tpu")
@@ -136,19 +135,22 @@ def export_split_vjp(fn: Callable[..., Sequence[Any]], arg_specs: Sequence[Tenso
     gradient. The residuals keep their symbolic shapes.
 
     Returns:
-      The two halves, or None when ``fn`` has no float args or float outputs, has a
-      residual that an exported function cannot return (a PRNG key), or cannot be
-      differentiated (then with a warning).
+      The two halves, or None when ``fn`` has no float args or float outputs, or has a
+      residual that an exported function cannot return (a PRNG key).
+
+    Raises:
+      NoGradient: JAX cannot differentiate ``fn`` (an op without a derivative); the
+        reason says which op and why.
     """
     try:
         with outside_mesh():
             return _export_halves(fn, arg_specs, platforms)
     except Exception as e:  # noqa: BLE001 (whatever JAX raised while differentiating)
-        # A function that JAX cannot differentiate still makes a module that runs; its
-        # gradient fails when asked for, as it did before split VJPs existed.
-        warnings.warn(f"a function's gradient could not be traced, so it is stored without "
-                      f"a split VJP: {type(e).__name__}: {str(e)[:500]}", stacklevel=2)
-        return None
+        raise NoGradient(f"{type(e).__name__}: {str(e).splitlines()[0][:500]}") from e
+
+
+class NoGradient(Exception):
+    """JAX cannot differentiate a function that is being exported; the message says why."""
 
 
 def _export_halves(fn: Callable[..., Sequence[Any]], arg_specs: Sequence[TensorSpec],
@@ -277,8 +279,8 @@ def _is_exportable(leaf) -> bool:
     return not jax.dtypes.issubdtype(leaf.dtype, jax.dtypes.extended)
 
 
-def make_callable(exported: jax_export.Exported, split: SplitVjp | None = None
-                  ) -> Callable[..., tuple]:
+def make_callable(exported: jax_export.Exported, split: SplitVjp | None = None, *,
+                  no_gradient: str | None = None) -> Callable[..., tuple]:
     """``exported.call`` made differentiable (reverse mode) and batchable.
 
     The returned function takes the flat positional args of ``exported`` and returns a
@@ -288,9 +290,13 @@ def make_callable(exported: jax_export.Exported, split: SplitVjp | None = None
       exported: the function.
       split: its gradient in two halves; without it, the gradient runs ``exported``'s own
         VJP, which computes the forward pass again.
+      no_gradient: for a function stored forward-only, the message of the
+        ``SignatureError`` that differentiating it raises.
     """
     forward = _batchable(exported.call, exported.in_avals, exported.out_avals)
-    if split is not None:
+    if no_gradient is not None:
+        call = _without_gradient(forward, no_gradient)
+    elif split is not None:
         call = _with_split_vjp(forward, split, len(exported.out_avals))
     else:
         call = _with_exported_vjp(forward, exported)
@@ -311,6 +317,26 @@ def _with_exported_vjp(forward: Callable[..., tuple], exported: jax_export.Expor
 
     def call_bwd(args, cotangents):
         return backward(args, cotangents)
+
+    call.defvjp(call_fwd, call_bwd)
+    return call
+
+
+def _without_gradient(forward: Callable[..., tuple], message: str) -> Callable[..., tuple]:
+    """A ``custom_vjp`` of ``forward`` whose backward pass raises ``SignatureError(message)``.
+
+    Calls that are not differentiated run as usual; only a gradient asked of them fails,
+    when its backward pass is traced.
+    """
+    @jax.custom_vjp
+    def call(*args):
+        return tuple(forward(*args))
+
+    def call_fwd(*args):
+        return tuple(forward(*args)), None
+
+    def call_bwd(_, cotangents):
+        raise SignatureError(message)
 
     call.defvjp(call_fwd, call_bwd)
     return call
