@@ -85,7 +85,8 @@ def load_saved_model(path: str | os.PathLike, *, checks: bool = False,
         signatures["default"] = inference
         if train is not None:
             variants["train"] = train
-    signatures.update(saved.attribute_functions(taken=set(signatures)))
+    attribute_functions = saved.attribute_functions(taken=set(signatures))
+    signatures.update(attribute_functions)
     if not signatures:
         raise ValueError(f"{path}: the SavedModel has no signatures and no __call__")
     regularizer = saved.regularizer()
@@ -96,7 +97,9 @@ def load_saved_model(path: str | os.PathLike, *, checks: bool = False,
     # Serving signatures may draw random numbers (from the caller's rng) and assign
     # variables (returned as state); see docs/converters.md. A serving signature named
     # "default" gave way to __call__, whose inference function returns outputs only.
-    serving = set(saved.signature_names()) - ({"default"} if call is not None else set())
+    # The root's other tf.functions are called as serving signatures are.
+    serving = (set(saved.signature_names()) - ({"default"} if call is not None else set())
+               | set(attribute_functions))
     return jaxhub.create_module(
         saved.params, signatures=signatures, variants=variants or None,
         with_rng=saved.random_signatures & serving, with_state=serving,
