@@ -225,3 +225,25 @@ def save_hub_style_preprocessor(root: pathlib.Path) -> pathlib.Path:
     path = root / "hub_style_preprocess"
     tf.saved_model.save(model, str(path))
     return path
+
+
+class DictInputEncoder(TinyEncoder):
+    """:class:`TinyEncoder` called as TF Hub's BERT encoders are: ``__call__`` takes one
+    dict of the three BERT inputs (a Keras model with dict inputs, saved with
+    ``tf.saved_model.save``)."""
+
+    @tf.function(input_signature=[{
+        name: tf.TensorSpec([None, SEQ_LENGTH], tf.int32)
+        for name in ("input_word_ids", "input_mask", "input_type_ids")}])
+    def __call__(self, inputs):
+        return self.encode(inputs["input_word_ids"], inputs["input_mask"],
+                           inputs["input_type_ids"])
+
+
+def save_dict_input_encoder(root: pathlib.Path, vocab_size: int
+                            ) -> tuple[pathlib.Path, DictInputEncoder]:
+    """A :class:`DictInputEncoder` SavedModel under ``root`` (no signatures given)."""
+    encoder = DictInputEncoder(vocab_size)
+    path = root / "dict_input_encoder"
+    tf.saved_model.save(encoder, str(path))
+    return path, encoder
