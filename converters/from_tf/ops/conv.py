@@ -12,9 +12,15 @@ networks take other routes, each with a written-out gradient where autodiff's is
   slices of the padded input, each multiplied by one tap of the kernel; its input
   gradient is the same kind of sum over the cotangent, one per stride phase, and its
   kernel gradient fused partial sums (autodiff's was a full-size pad per tap);
-* a convolution whose output is smaller than its window (small feature maps) is patches
-  times the kernel matrix: XLA:CPU swaps the operands of such a convolution into a form
-  no fast kernel handles;
+* a convolution whose output is smaller than its window (small feature maps, kernels
+  as wide as an audio input's frequency axis, framed audio) is patches times the kernel
+  matrix: XLA:CPU swaps the operands of such a convolution into a form no fast kernel
+  handles. The patches are cut one axis at a time, from at most ``min(taps, outputs)``
+  slices per axis (one when the stride is at least the window), so the program stays
+  small whatever the kernel's size;
+* a convolution with symbolic spatial sizes is ``lax.conv_general_dilated`` on the input
+  padded by ``lax.pad`` (``SAME`` paddings then depend on the sizes), with a gradient
+  that needs no symbolic padding;
 * everything else (and channels-first layouts) is ``lax.conv_general_dilated``, grouped
   convolutions with ``feature_group_count``.
 
@@ -121,7 +127,10 @@ def _conv(node, x, kernel):
         lo or hi for lo, hi in pads)
     if pointwise and groups == 1 and _channels_last(layout):
         return _pointwise(x, kernel, strides)
-    if groups == 1 and kernel.ndim == 4 and _channels_last(layout):
+    if not _static(_spatial_shape(layout, x.shape)) and groups == 1:
+        x = _pad_symbolic(x, layout, pads, kernel.shape[:-2], strides, dilations)
+        return _symbolic_conv(x, kernel, _ConvDims(layout, tuple(strides), tuple(dilations)))
+    if groups == 1 and kernel.ndim == 4 and _channels_last(layout) and _static(x.shape[1:3]):
         padded = [n + lo + hi for n, (lo, hi) in zip(x.shape[1:3], pads)]
         out = _out_sizes(padded, kernel.shape[:2], strides, dilations)
         if any(o < k for o, k in zip(out, kernel.shape[:2])):
@@ -132,20 +141,142 @@ def _conv(node, x, kernel):
         dimension_numbers=(layout, spec, layout), feature_group_count=groups)
 
 
+class _ConvDims(NamedTuple):
+    """The static geometry of a (padded) convolution with symbolic spatial sizes."""
+
+    layout: str
+    strides: tuple[int, ...]
+    dilations: tuple[int, ...]
+
+
+def _pad_symbolic(x, layout: str, pads, window, strides, dilations):
+    """``x`` padded by ``pads`` (widths that may depend on symbolic sizes, as ``SAME``
+    with strides gives), then cut to the rows and columns its windows read."""
+    first = 1 if _channels_last(layout) else 2
+    widths = [(0, 0, 0)] * x.ndim
+    for axis, (lo, hi) in enumerate(pads, start=first):
+        widths[axis] = (lo, hi, 0)
+    x = jax.lax.pad(x, np.zeros((), x.dtype), widths)
+    padded = _spatial_shape(layout, x.shape)
+    outs = _out_sizes(padded, window, strides, dilations)
+    for axis, o, k, s, d in zip(range(first, x.ndim), outs, window, strides, dilations):
+        x = jax.lax.slice_in_dim(x, 0, (o - 1) * s + (k - 1) * d + 1, 1, axis)
+    return x
+
+
+def _valid_conv(x, kernel, dims: _ConvDims, strides):
+    spec = "HWIO" if kernel.ndim == 4 else "DHWIO"
+    return jax.lax.conv_general_dilated(
+        x, kernel, window_strides=strides, padding=[(0, 0)] * len(strides),
+        rhs_dilation=dims.dilations, dimension_numbers=(dims.layout, spec, dims.layout))
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2,))
+def _symbolic_conv(x, kernel, dims: _ConvDims):
+    """A ``VALID`` convolution of ``x`` with symbolic spatial sizes.
+
+    ``conv_general_dilated`` takes such sizes, but its gradient for strides computes a
+    padding from them (through a ``max``) that it then refuses. So the gradient is that
+    of the stride-1 convolution, every ``s``-th output kept: static paddings only.
+    """
+    return _valid_conv(x, kernel, dims, dims.strides)
+
+
+def _symbolic_conv_fwd(x, kernel, dims: _ConvDims):
+    return _symbolic_conv(x, kernel, dims), (x, kernel)
+
+
+def _symbolic_conv_bwd(dims: _ConvDims, residuals, dy):
+    first = 1 if _channels_last(dims.layout) else 2
+
+    def unstrided(x, kernel):
+        # x holds (o-1)*s + window rows; s-1 more make the stride-1 output o*s rows long,
+        # which a reshape into [o, s] strides, where a strided slice could not prove its
+        # bounds.
+        widths = [(0, 0, 0)] * x.ndim
+        for axis, s in enumerate(dims.strides, start=first):
+            widths[axis] = (0, s - 1, 0)
+        x = jax.lax.pad(x, np.zeros((), x.dtype), widths)
+        y = _valid_conv(x, kernel, dims, (1,) * len(dims.strides))
+        for axis, s in enumerate(dims.strides, start=first):
+            if s != 1:
+                o = dy.shape[axis]
+                y = y.reshape(y.shape[:axis] + (o, s) + y.shape[axis + 1:])
+                y = jax.lax.index_in_dim(y, 0, axis + 1, keepdims=False)
+        return y
+
+    _, vjp = jax.vjp(unstrided, *residuals)
+    return vjp(dy)
+
+
+_symbolic_conv.defvjp(_symbolic_conv_fwd, _symbolic_conv_bwd)
+
+
+def _static(sizes: Sequence) -> bool:
+    """Whether every size is a plain integer (not a symbolic dimension)."""
+    return all(isinstance(n, (int, np.integer)) for n in sizes)
+
+
 def _patches_conv(x, kernel, strides, dilations, pads, out_sizes):
     """A 2-D convolution (NHWC) as its patches times the kernel matrix.
 
-    For an output smaller than the kernel window (small feature maps), XLA:CPU swaps the
-    convolution's operands into a form no fast kernel handles, hundreds of times slower;
-    the patches are small there, and one matrix product does the work.
+    For an output smaller than the kernel window (small feature maps, or kernels as wide
+    as the input, as in audio front ends), XLA:CPU swaps the convolution's operands into
+    a form no fast kernel handles, hundreds of times slower. The patches are gathered one
+    spatial axis at a time (see :func:`_axis_windows`), so the program grows with at most
+    ``min(taps, outputs)`` slices per axis, not with the product of the kernel's sizes.
     """
     kh, kw, in_channels, out_channels = kernel.shape
     xp = _pad_spatial(x, pads)
-    patches = jnp.concatenate(
-        [_strided(xp, (i * dilations[0], j * dilations[1]), out_sizes, strides)
-         for i in range(kh) for j in range(kw)], axis=-1)
+    windows = _axis_windows(xp, 1, kh, strides[0], dilations[0], out_sizes[0])
+    windows = _axis_windows(windows, 2, kw, strides[1], dilations[1], out_sizes[1])
+    # [N, out_h, out_w, kh, kw, C]: the (kh, kw, C) axes are the kernel matrix's rows.
+    patches = windows.reshape(windows.shape[:3] + (kh * kw * in_channels,))
     matrix = kernel.reshape(kh * kw * in_channels, out_channels)
     return jax.lax.dot_general(patches, matrix, (((3,), (0,)), ((), ())))
+
+
+def _axis_windows(x, axis: int, k: int, s: int, d: int, count: int):
+    """``x`` with ``axis`` cut into windows: ``count`` outputs along ``axis``, and a new
+    window axis just before the last (channel) axis, ``y[.., o, .., i, c] = x[.., o*s + i*d,
+    .., c]``.
+
+    Built from the fewest slices of three equivalent forms: one strided slice per tap
+    (``k``), one per output (``count``), or, undilated, a reshape of ``axis`` into rows
+    of ``s`` and one slice per row that a window spans (``ceil(k / s)``: a single one
+    when the stride is at least the window, as in framed audio).
+    """
+    blocks = -(-k // s)
+    if d == 1 and blocks < min(k, count):
+        windows = _blocked_windows(x, axis, k, s, count, blocks)  # [.., o, k, ..., c]
+        return jnp.moveaxis(windows, axis + 1, -2)
+    if count < k:
+        per_output = [jax.lax.slice_in_dim(x, o * s, o * s + (k - 1) * d + 1, d, axis)
+                      for o in range(count)]
+        return jnp.moveaxis(jnp.stack(per_output, axis=axis), axis + 1, -2)
+    per_tap = [jax.lax.slice_in_dim(x, i * d, i * d + (count - 1) * s + 1, s, axis)
+               for i in range(k)]
+    return jnp.stack(per_tap, axis=-2)
+
+
+def _blocked_windows(x, axis: int, k: int, s: int, count: int, blocks: int):
+    """The windows of :func:`_axis_windows` (undilated), window axis after ``axis``,
+    through ``x`` reshaped into rows of ``s``.
+
+    Position ``o*s + i`` is row ``o + i // s``, column ``i % s``: rows ``b .. b+count``
+    side by side for ``b < blocks`` hold every window, and its first ``k`` columns are it.
+    """
+    rows = count + blocks - 1
+    size = x.shape[axis]
+    if size < rows * s:  # columns past the last window's end, never read
+        widths = [(0, 0)] * x.ndim
+        widths[axis] = (0, rows * s - size)
+        x = jnp.pad(x, widths)
+    x = jax.lax.slice_in_dim(x, 0, rows * s, 1, axis)
+    x = x.reshape(x.shape[:axis] + (rows, s) + x.shape[axis + 1:])
+    parts = [jax.lax.slice_in_dim(x, b, b + count, 1, axis) for b in range(blocks)]
+    windows = parts[0] if blocks == 1 else jnp.concatenate(parts, axis=axis + 1)
+    return jax.lax.slice_in_dim(windows, 0, k, 1, axis + 1)
 
 
 def _pointwise(x, kernel, strides):
