@@ -236,6 +236,10 @@ def _patches_conv(x, kernel, strides, dilations, pads, out_sizes):
     return jax.lax.dot_general(patches, matrix, (((3,), (0,)), ((), ())))
 
 
+#: Windows along one axis that take more slices than this are one ``gather`` instead.
+MAX_WINDOW_SLICES = 8
+
+
 def _axis_windows(x, axis: int, k: int, s: int, d: int, count: int):
     """``x`` with ``axis`` cut into windows: ``count`` outputs along ``axis``, and a new
     window axis just before the last (channel) axis, ``y[.., o, .., i, c] = x[.., o*s + i*d,
@@ -244,10 +248,16 @@ def _axis_windows(x, axis: int, k: int, s: int, d: int, count: int):
     Built from the fewest slices of three equivalent forms: one strided slice per tap
     (``k``), one per output (``count``), or, undilated, a reshape of ``axis`` into rows
     of ``s`` and one slice per row that a window spans (``ceil(k / s)``: a single one
-    when the stride is at least the window, as in framed audio).
+    when the stride is at least the window, as in framed audio). When even that takes
+    more than :data:`MAX_WINDOW_SLICES`, one ``gather`` of constant indices: each slice
+    costs about ten ops under a symbolic batch size, and hundreds of them took seconds
+    to export and to compile, for no faster a program.
     """
-    blocks = -(-k // s)
-    if d == 1 and blocks < min(k, count):
+    blocks = -(-k // s) if d == 1 else k
+    if min(k, count, blocks) > MAX_WINDOW_SLICES:
+        positions = np.arange(count)[:, None] * s + np.arange(k)[None, :] * d
+        return jnp.moveaxis(jnp.take(x, positions, axis=axis), axis + 1, -2)
+    if blocks < min(k, count):
         windows = _blocked_windows(x, axis, k, s, count, blocks)  # [.., o, k, ..., c]
         return jnp.moveaxis(windows, axis + 1, -2)
     if count < k:

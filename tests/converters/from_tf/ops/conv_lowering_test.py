@@ -22,7 +22,8 @@ _LOWERED = ([case for case in DEPTHWISE
              if case.op == "DepthwiseConv2dNative" and case.name != "Depthwise-7x7"] +
             [case for case in CONV if case.name in {
                 "Conv2D-1x1", "Conv2D-1x1-s2", "Conv2D-small-map", "Conv2D-small-map-s2",
-                "Conv2D-kernel-spans-axis", "Conv2D-framed", "Conv2D-overlapping-frames"}])
+                "Conv2D-kernel-spans-axis", "Conv2D-framed", "Conv2D-overlapping-frames",
+                "Conv1D-long-window"}])
 
 
 def _params():
@@ -145,6 +146,7 @@ def _stablehlo_ops(f, *args) -> int:
     ((1, 20, 161, 1), (7, 161, 1, 4), 1),    # a kernel spanning the frequency axis
     ((1, 1, 4096, 1), (1, 256, 1, 8), [1, 256]),  # framed audio: stride = window
     ((1, 1, 4096, 1), (1, 256, 1, 8), [1, 64]),   # overlapping frames
+    ((1, 1, 427, 1), (1, 256, 1, 8), 1),          # more windows and taps than slices pay
 ])
 def test_large_kernel_program_does_not_grow_with_the_kernel(x_shape, k_shape, strides):
     """A conv whose output is smaller than its large window lowers to a few dozen

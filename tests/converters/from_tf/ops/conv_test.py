@@ -115,6 +115,10 @@ CONV = [
          **_TOL),
     Case("Conv2D", lambda x, k: tf.nn.conv1d(x, k, 16, "VALID"), (((2, 70, 1), (32, 1, 6)),),
          name="Conv1D-framed", **_TOL),
+    # More windows and taps than MAX_WINDOW_SLICES: one gather cuts them.
+    Case("Conv2D", lambda x, k: tf.nn.conv1d(x, k, 1, "VALID"),
+         (((2, 40, 2), (30, 2, 3)), ((1, 40, 1), (24, 1, 4))), name="Conv1D-long-window",
+         **_TOL),
     Case("Conv2D", lambda x, k: tf.nn.conv1d(x, k, 2, "SAME"), (((2, 9, 3), (3, 3, 4)),),
          name="Conv1D", **_TOL),
     Case("Conv3D", lambda x, k: tf.nn.conv3d(x, k, [1, 1, 2, 1, 1], "SAME"),
