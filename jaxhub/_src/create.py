@@ -151,6 +151,11 @@ class _Builder:
         file = files.function_file(tags, name)
         self._exported[file] = exported
         vjp = self._add_split_vjp(flat, arg_specs, files.vjp_files(tags, name))
+        if vjp is not None:  # its own VJP calls the halves, not a third trace of fn
+            halves = serialization.SplitVjp(self._exported[vjp.forward],
+                                            self._exported[vjp.backward],
+                                            vjp.saved_inputs, vjp.saved_outputs)
+            self._exported[file] = serialization.with_vjp_from_halves(exported, halves)
         self._added[key] = FunctionSpec(tags, name, Signature(inputs, output_specs), file,
                                         takes_rng, tuple(state), vjp)
         self._functions.append(self._added[key])
