@@ -222,19 +222,29 @@ def _patches_conv(x, kernel, strides, dilations, pads, out_sizes):
 
     For an output smaller than the kernel window (small feature maps, or kernels as wide
     as the input, as in audio front ends), XLA:CPU swaps the convolution's operands into
-    a form no fast kernel handles, hundreds of times slower. The patches are gathered one
-    spatial axis at a time (see :func:`_axis_windows`), so the program grows with at most
-    ``min(taps, outputs)`` slices per axis, not with the product of the kernel's sizes.
+    a form no fast kernel handles, hundreds of times slower. A kernel of up to
+    :data:`MAX_TAP_SLICES` taps takes one slice per tap; a larger one has its patches cut
+    one spatial axis at a time (see :func:`_axis_windows`), so that the program stays
+    small whatever the kernel's size.
     """
     kh, kw, in_channels, out_channels = kernel.shape
     xp = _pad_spatial(x, pads)
-    windows = _axis_windows(xp, 1, kh, strides[0], dilations[0], out_sizes[0])
-    windows = _axis_windows(windows, 2, kw, strides[1], dilations[1], out_sizes[1])
-    # [N, out_h, out_w, kh, kw, C]: the (kh, kw, C) axes are the kernel matrix's rows.
-    patches = windows.reshape(windows.shape[:3] + (kh * kw * in_channels,))
+    if kh * kw <= MAX_TAP_SLICES:
+        # A small kernel (3x3 on a small map): its taps' slices side by side.
+        patches = jnp.concatenate(
+            [_strided(xp, (i * dilations[0], j * dilations[1]), out_sizes, strides)
+             for i in range(kh) for j in range(kw)], axis=-1)
+    else:
+        windows = _axis_windows(xp, 1, kh, strides[0], dilations[0], out_sizes[0])
+        windows = _axis_windows(windows, 2, kw, strides[1], dilations[1], out_sizes[1])
+        # [N, out_h, out_w, kh, kw, C]: the (kh, kw, C) axes are the kernel matrix's rows.
+        patches = windows.reshape(windows.shape[:3] + (kh * kw * in_channels,))
     matrix = kernel.reshape(kh * kw * in_channels, out_channels)
     return jax.lax.dot_general(patches, matrix, (((3,), (0,)), ((), ())))
 
+
+#: Kernels with at most this many taps take their patches as one slice per tap.
+MAX_TAP_SLICES = 9
 
 #: Windows along one axis that take more slices than this are one ``gather`` instead.
 MAX_WINDOW_SLICES = 8
@@ -253,7 +263,7 @@ def _axis_windows(x, axis: int, k: int, s: int, d: int, count: int):
     costs about ten ops under a symbolic batch size, and hundreds of them took seconds
     to export and to compile, for no faster a program.
     """
-    blocks = -(-k // s) if d == 1 else k
+    blocks = _blocks(k, s, d)
     if min(k, count, blocks) > MAX_WINDOW_SLICES:
         positions = np.arange(count)[:, None] * s + np.arange(k)[None, :] * d
         return jnp.moveaxis(jnp.take(x, positions, axis=axis), axis + 1, -2)
@@ -267,6 +277,11 @@ def _axis_windows(x, axis: int, k: int, s: int, d: int, count: int):
     per_tap = [jax.lax.slice_in_dim(x, i * d, i * d + (count - 1) * s + 1, s, axis)
                for i in range(k)]
     return jnp.stack(per_tap, axis=-2)
+
+
+def _blocks(k: int, s: int, d: int) -> int:
+    """Rows of ``s`` that a window spans (undilated), or ``k`` when dilated."""
+    return -(-k // s) if d == 1 else k
 
 
 def _blocked_windows(x, axis: int, k: int, s: int, count: int, blocks: int):
