@@ -151,7 +151,7 @@ class _Builder:
         file = files.function_file(tags, name)
         self._exported[file] = exported
         vjp = self._add_split_vjp(flat, arg_specs, files.vjp_files(tags, name))
-        if vjp is not None:  # its own VJP calls the halves, not a third trace of fn
+        if vjp is not None:  # its own VJP calls the halves: no third gradient
             halves = serialization.SplitVjp(self._exported[vjp.forward],
                                             self._exported[vjp.backward],
                                             vjp.saved_inputs, vjp.saved_outputs)

@@ -156,11 +156,11 @@ def with_vjp_from_halves(exported: jax_export.Exported, split: SplitVjp
     """``exported`` whose own VJP (the one ``serialize(vjp_order=1)`` writes, which
     readers without split VJPs differentiate through) calls the two halves of ``split``.
 
-    Exporting the VJP of the original function would trace and lower its gradient once
-    more (a third of the time of converting a TF model); this VJP calls the halves,
-    already lowered, and is built in a fraction of that time. It takes and returns
-    what JAX's own exported VJP does: the args and the cotangents of every output, then
-    the cotangents of every arg.
+    Exporting the VJP of the original function would differentiate it and lower its
+    whole gradient once more (most of the time of writing a converted model); this VJP
+    calls the halves, already lowered, and is built in a fraction of that time. It takes
+    and returns what JAX's own exported VJP does: the args and the cotangents of every
+    output, then the cotangents of every arg.
     """
     call = make_callable(exported, split)
 
