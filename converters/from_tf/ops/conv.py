@@ -561,6 +561,12 @@ def _pool_window(node, x, window=None, strides=None):
 def _max_pool(node, x, window=None, strides=None):
     x = as_jax(x)
     window, strides, pads = _pool_window(node, x, window, strides)
+    if not _static(x.shape[1:]):
+        # Symbolic sizes: the shifted slices' bounds cannot be compared, and the padding
+        # may depend on them, which ``reduce_window`` does not take but ``lax.pad`` does.
+        x = _pad_axes(x, pads, _lowest(x.dtype))
+        return jax.lax.reduce_window(x, _lowest(x.dtype), jax.lax.max, window, strides,
+                                     "VALID")
     if max(window) <= MAX_SHIFTED_TAPS:
         return _shifted_max(x, window, strides, tuple(tuple(p) for p in pads))
     return jax.lax.reduce_window(x, _lowest(x.dtype), jax.lax.max, window, strides, pads)

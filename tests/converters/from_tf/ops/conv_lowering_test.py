@@ -162,3 +162,30 @@ def test_large_kernel_program_does_not_grow_with_the_kernel(x_shape, k_shape, st
     # forward for the first.
     assert forward <= 30, forward
     assert backward <= 80, backward
+
+
+@pytest.mark.parametrize("window,strides,padding", [(2, 2, "SAME"), (3, 2, "VALID")])
+def test_max_pool_with_symbolic_height_and_width_matches_tensorflow(window, strides, padding):
+    """Max pooling traced with unknown height and width exports with them symbolic and
+    gives TF's values and gradients."""
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((2, 7, 6, 3)).astype(np.float32)
+    fn = tf.function(lambda x: tf.nn.max_pool2d(x, window, strides, padding))
+    concrete = fn.get_concrete_function(tf.TensorSpec((None, None, None, 3), tf.float32))
+    run = run_graph(concrete.graph.as_graph_def(), [t.name for t in concrete.inputs],
+                    [t.name for t in concrete.outputs])
+    f = lambda x: run({}, [x])[0][0]  # noqa: E731
+    tx = tf.constant(x)
+    with tf.GradientTape() as tape:
+        tape.watch(tx)
+        y = concrete(tx)
+        loss = tf.reduce_sum(tf.sin(y))
+    expected = tape.gradient(loss, tx)
+
+    b, h, w = export.symbolic_shape("b, h, w")
+    spec = jax.ShapeDtypeStruct((b, h, w, 3), np.float32)
+    value = export.export(jax.jit(f))(spec)
+    np.testing.assert_allclose(np.asarray(value.call(x)), y.numpy(), rtol=1e-6)
+    grad = export.export(jax.jit(jax.grad(lambda x: jnp.sum(jnp.sin(f(x))))))(spec)
+    np.testing.assert_allclose(np.asarray(grad.call(x)), expected.numpy(), rtol=1e-5,
+                               atol=1e-6)
