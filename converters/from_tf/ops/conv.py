@@ -15,12 +15,12 @@ networks take other routes, each with a written-out gradient where autodiff's is
 * a convolution whose output is smaller than its window (small feature maps, kernels
   as wide as an audio input's frequency axis, framed audio) is patches times the kernel
   matrix: XLA:CPU swaps the operands of such a convolution into a form no fast kernel
-  handles. The patches are cut one axis at a time, from at most ``min(taps, outputs)``
-  slices per axis (one when the stride is at least the window), so the program stays
-  small whatever the kernel's size;
+  handles. Beyond 3×3 the patches are cut one axis at a time, from at most
+  ``min(taps, outputs)`` slices per axis (one when the stride is at least the window)
+  or one ``gather``, so the program stays small whatever the kernel's size;
 * a convolution with symbolic spatial sizes is ``lax.conv_general_dilated`` on the input
   padded by ``lax.pad`` (``SAME`` paddings then depend on the sizes), with a gradient
-  that needs no symbolic padding;
+  that needs no symbolic padding; max pooling likewise pads, then ``reduce_window``;
 * everything else (and channels-first layouts) is ``lax.conv_general_dilated``, grouped
   convolutions with ``feature_group_count``.
 
@@ -130,7 +130,7 @@ def _conv(node, x, kernel):
     if not _static(_spatial_shape(layout, x.shape)) and groups == 1:
         x = _pad_symbolic(x, layout, pads, kernel.shape[:-2], strides, dilations)
         return _symbolic_conv(x, kernel, _ConvDims(layout, tuple(strides), tuple(dilations)))
-    if groups == 1 and kernel.ndim == 4 and _channels_last(layout) and _static(x.shape[1:3]):
+    if groups == 1 and kernel.ndim == 4 and _channels_last(layout):
         padded = [n + lo + hi for n, (lo, hi) in zip(x.shape[1:3], pads)]
         out = _out_sizes(padded, kernel.shape[:2], strides, dilations)
         if any(o < k for o, k in zip(out, kernel.shape[:2])):
