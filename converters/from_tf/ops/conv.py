@@ -19,8 +19,8 @@ networks take other routes, each with a written-out gradient where autodiff's is
   ``min(taps, outputs)`` slices per axis (one when the stride is at least the window)
   or one ``gather``, so the program stays small whatever the kernel's size;
 * a convolution with symbolic spatial sizes is ``lax.conv_general_dilated`` on the input
-  padded by ``lax.pad`` (``SAME`` paddings then depend on the sizes), with a gradient
-  that needs no symbolic padding; max pooling likewise pads, then ``reduce_window``;
+  padded by ``lax.pad`` (``SAME`` paddings then depend on the sizes), with a written-out
+  gradient that needs no symbolic padding; max pooling likewise pads, then ``reduce_window``;
 * everything else (and channels-first layouts) is ``lax.conv_general_dilated``, grouped
   convolutions with ``feature_group_count``.
 
@@ -175,9 +175,10 @@ def _valid_conv(x, kernel, dims: _ConvDims, strides):
 def _symbolic_conv(x, kernel, dims: _ConvDims):
     """A ``VALID`` convolution of ``x`` with symbolic spatial sizes.
 
-    ``conv_general_dilated`` takes such sizes, but its gradient for strides computes a
-    padding from them (through a ``max``) that it then refuses. So the gradient is that
-    of the stride-1 convolution, every ``s``-th output kept: static paddings only.
+    ``conv_general_dilated`` takes such sizes, but its transpose computes paddings from
+    them (through the ``max(n - k + 1, 0)`` of its output sizes) that it then refuses. So
+    the gradient is written out with static paddings, and ``lax.pad`` (which takes
+    symbolic widths) fits each result to its primal's shape.
     """
     return _valid_conv(x, kernel, dims, dims.strides)
 
@@ -187,26 +188,41 @@ def _symbolic_conv_fwd(x, kernel, dims: _ConvDims):
 
 
 def _symbolic_conv_bwd(dims: _ConvDims, residuals, dy):
+    x, kernel = residuals
+    n = len(dims.strides)
     first = 1 if _channels_last(dims.layout) else 2
+    axes = range(first, first + n)
+    window = kernel.shape[:n]
+    zero = np.zeros((), dy.dtype)
+    # Input gradient: dy spread by the strides and padded by the dilated window, against
+    # the flipped kernel (inputs and outputs swapped). Rows that no window read (after
+    # the last) get zeros from the fitting pad.
+    spread = [(0, 0, 0)] * dy.ndim
+    for axis, k, s, d in zip(axes, window, dims.strides, dims.dilations):
+        spread[axis] = ((k - 1) * d, (k - 1) * d, s - 1)
+    flipped = jnp.swapaxes(jnp.flip(kernel, tuple(range(n))), -1, -2)
+    dx = _valid_conv(jax.lax.pad(dy, zero, spread), flipped, dims, (1,) * n)
+    dx = _fit(dx, zip(axes, (x.shape[axis] for axis in axes)))
+    # Kernel gradient: x correlated with dy, batch and channel axes swapped; the window
+    # positions step by the dilations, dy's taps by the strides.
+    swapped = dims.layout.replace("N", "_").replace("C", "N").replace("_", "C")
+    dk = jax.lax.conv_general_dilated(
+        x, dy, window_strides=dims.dilations, padding=[(0, 0)] * n,
+        rhs_dilation=dims.strides,
+        dimension_numbers=(swapped, dims.layout.replace("N", "I").replace("C", "O"), swapped))
+    dk = _fit(dk, zip(axes, window))
+    # [.., x's channels at 'N', .., dy's channels at 'C', ..] -> [*window, in, out]
+    dk = jnp.moveaxis(dk, (swapped.index("N"), swapped.index("C")), (-2, -1))
+    return dx, dk
 
-    def unstrided(x, kernel):
-        # x holds (o-1)*s + window rows; s-1 more make the stride-1 output o*s rows long,
-        # which a reshape into [o, s] strides, where a strided slice could not prove its
-        # bounds.
-        widths = [(0, 0, 0)] * x.ndim
-        for axis, s in enumerate(dims.strides, start=first):
-            widths[axis] = (0, s - 1, 0)
-        x = jax.lax.pad(x, np.zeros((), x.dtype), widths)
-        y = _valid_conv(x, kernel, dims, (1,) * len(dims.strides))
-        for axis, s in enumerate(dims.strides, start=first):
-            if s != 1:
-                o = dy.shape[axis]
-                y = y.reshape(y.shape[:axis] + (o, s) + y.shape[axis + 1:])
-                y = jax.lax.index_in_dim(y, 0, axis + 1, keepdims=False)
-        return y
 
-    _, vjp = jax.vjp(unstrided, *residuals)
-    return vjp(dy)
+def _fit(y, sizes):
+    """``y`` padded (or cut) at the end of each ``(axis, size)`` to that size: equal in
+    value, and a shape that is the wanted expression, not JAX's ``max(.., 0)`` of it."""
+    widths = [(0, 0, 0)] * y.ndim
+    for axis, size in sizes:
+        widths[axis] = (0, size - y.shape[axis], 0)
+    return jax.lax.pad(y, np.zeros((), y.dtype), widths)
 
 
 _symbolic_conv.defvjp(_symbolic_conv_fwd, _symbolic_conv_bwd)

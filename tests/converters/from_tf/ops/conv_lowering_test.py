@@ -189,3 +189,37 @@ def test_max_pool_with_symbolic_height_and_width_matches_tensorflow(window, stri
     grad = export.export(jax.jit(jax.grad(lambda x: jnp.sum(jnp.sin(f(x))))))(spec)
     np.testing.assert_allclose(np.asarray(grad.call(x)), expected.numpy(), rtol=1e-5,
                                atol=1e-6)
+
+
+def test_symbolic_sizes_through_a_chain_of_convs_and_pools_match_tensorflow():
+    """Sizes that JAX derives from a ``VALID`` conv (``max(h - 2, 0)``) feed a pool and a
+    strided conv: values and gradients (input and both kernels) exported with batch,
+    height and width symbolic equal TF's, as in fully convolutional detectors."""
+    def net(x, k1, k2):
+        y = tf.nn.max_pool2d(tf.nn.conv2d(x, k1, 1, "VALID"), 2, 2, "SAME")
+        return tf.nn.conv2d(y, k2, 2, "SAME")
+
+    specs = [tf.TensorSpec((None, None, None, 3), tf.float32),
+             tf.TensorSpec((3, 3, 3, 4), tf.float32), tf.TensorSpec((3, 3, 4, 5), tf.float32)]
+    concrete = tf.function(net).get_concrete_function(*specs)
+    run = run_graph(concrete.graph.as_graph_def(), [t.name for t in concrete.inputs],
+                    [t.name for t in concrete.outputs])
+    f = lambda *args: run({}, list(args))[0][0]  # noqa: E731
+    rng = np.random.default_rng(0)
+    args = [rng.standard_normal(s).astype(np.float32)
+            for s in [(2, 13, 12, 3), (3, 3, 3, 4), (3, 3, 4, 5)]]
+    targs = [tf.constant(a) for a in args]
+    with tf.GradientTape() as tape:
+        tape.watch(targs)
+        y = concrete(*targs)
+        loss = tf.reduce_sum(tf.sin(y))
+    expected = tape.gradient(loss, targs)
+
+    b, h, w = export.symbolic_shape("b, h, w")
+    jspecs = [jax.ShapeDtypeStruct((b, h, w, 3), np.float32)] + [
+        jax.ShapeDtypeStruct(a.shape, np.float32) for a in args[1:]]
+    value = export.export(jax.jit(f))(*jspecs)
+    np.testing.assert_allclose(np.asarray(value.call(*args)), y.numpy(), rtol=1e-4, atol=1e-4)
+    grad = jax.jit(jax.grad(lambda *a: jnp.sum(jnp.sin(f(*a))), argnums=(0, 1, 2)))
+    for g, e in zip(export.export(grad)(*jspecs).call(*args), expected):
+        np.testing.assert_allclose(np.asarray(g), e.numpy(), rtol=1e-4, atol=1e-4)
