@@ -182,6 +182,11 @@ class _Builder:
             # The safety net of tests that must keep gradients matches this message.
             warnings.warn(f"a function's gradient could not be traced: signature {name!r} "
                           f"is stored forward-only ({forward_only})", stacklevel=3)
+        if vjp is not None:  # its own VJP calls the halves: no third gradient
+            halves = serialization.SplitVjp(self._exported[vjp.forward],
+                                            self._exported[vjp.backward],
+                                            vjp.saved_inputs, vjp.saved_outputs)
+            self._exported[file] = serialization.with_vjp_from_halves(exported, halves)
         self._added[key] = FunctionSpec(tags, name, Signature(inputs, output_specs), file,
                                         takes_rng, tuple(state), vjp, forward_only,
                                         tuple(traced["checks"]))
