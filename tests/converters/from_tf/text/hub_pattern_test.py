@@ -132,3 +132,17 @@ def test_tokenize_with_zero_tokens_is_refused_naming_the_signature(hub_style):
     with pytest.raises(jaxhub.SignatureError, match=r"signature 'tokenize'.*would not be "
                                                     r"empty"):
         hub_style[1](["", ""], signature="tokenize")
+
+
+def test_an_encoder_whose_call_takes_a_dict_gets_a_default_signature(hub_style, tmp_path):
+    """TF Hub's encoders: ``__call__`` takes one dict of the three BERT inputs, so the
+    ``default`` signature takes them by name, and ``encoder(preprocess(strings))``
+    chains without naming a signature."""
+    model, preprocess = hub_style
+    vocab = preprocessors.make_vocab(tmp_path / "vocab.txt")
+    path, tf_encoder = preprocessors.save_dict_input_encoder(tmp_path, len(vocab))
+    encoder = jaxhub.load(str(path))
+    assert set(encoder.signatures["default"].inputs) == {
+        "input_word_ids", "input_mask", "input_type_ids"}
+    theirs = tf_encoder(model(tf.constant(TEXTS)))["pooled_output"].numpy()
+    np.testing.assert_allclose(encoder(preprocess(TEXTS)), theirs, atol=2e-4, rtol=2e-4)
