@@ -9,6 +9,9 @@ What becomes what:
   signature: its ``training=False`` function is the inference variant, its
   ``training=True`` function the ``{"train"}`` variant, which takes an RNG key and returns
   the variables it assigned (batch-norm statistics) as state.
+* The root's other tf.functions with one concrete function (TF Hub's ``tokenize`` and
+  ``bert_pack_inputs``) become signatures named after them; a ``RaggedTensor`` input or
+  output is a :class:`jaxhub.Ragged` in calls, one component per input or output.
 * The root's ``regularization_losses`` (tf-keras weight regularizers) become the module's
   regularizer, ``module.regularization_loss(params)``.
 * Variables become params, named after the TF variable (``dense/kernel:0`` ->
