@@ -416,8 +416,14 @@ class _SavedModel:
         specs: dict[str, jaxhub.TensorSpec] = {}
         host_keys: set[str] = set()
         for position, arg in enumerate(list(args) + [kwargs[k] for k in sorted(kwargs)]):
-            prefix = (user_args[len(keys)] if position < len(args) and len(keys) < len(user_args)
-                      else sorted(kwargs)[position - len(args)])
+            # A dict argument's keys are the names (as in a signature_def); another
+            # argument is named after the function's arg (or keyword).
+            if isinstance(arg, Mapping):
+                prefix = None
+            elif position < len(args):
+                prefix = user_args[min(len(keys), len(user_args) - 1)] if user_args else None
+            else:
+                prefix = sorted(kwargs)[position - len(args)]
             for path, leaf in _leaves(arg, prefix):
                 components = _components(path, leaf)
                 if components is None:
@@ -429,7 +435,7 @@ class _SavedModel:
         if len(keys) != len(user_args):
             return None
         out_index: dict[str, int] = {}
-        for path, leaf in _leaves(structure_lib.decode(concrete.output_signature), "default"):
+        for path, leaf in _leaves(structure_lib.decode(concrete.output_signature)):
             components = _components(path, leaf)
             if components is None:
                 return None
@@ -595,17 +601,19 @@ def _is_string(spec: jaxhub.TensorSpec) -> bool:
     return spec.dtype == "string"
 
 
-def _leaves(structure: Any, prefix: str) -> list[tuple[str, Any]]:
+def _leaves(structure: Any, prefix: str | None = None) -> list[tuple[str, Any]]:
     """``(path, leaf)`` of a decoded structure in TF's flattening order: dict keys
-    (sorted) and list positions joined to ``prefix`` with ``/``."""
+    (sorted) and list positions joined with ``/`` after ``prefix``; a bare leaf without
+    a prefix is ``default``."""
+    def path(key: Any) -> str:
+        return str(key) if prefix is None else f"{prefix}/{key}"
+
     if isinstance(structure, Mapping):
         return [leaf for key in sorted(structure)
-                for leaf in _leaves(structure[key], str(key) if prefix == "default" else
-                                    f"{prefix}/{key}")]
+                for leaf in _leaves(structure[key], path(key))]
     if isinstance(structure, (list, tuple)):
-        return [leaf for i, item in enumerate(structure)
-                for leaf in _leaves(item, f"{prefix}/{i}")]
-    return [(prefix, structure)]
+        return [leaf for i, item in enumerate(structure) for leaf in _leaves(item, path(i))]
+    return [(prefix or "default", structure)]
 
 
 def _components(path: str, leaf: Any) -> dict[str, jaxhub.TensorSpec] | None:
