@@ -58,6 +58,7 @@ def main(argv: list[str] | None = None) -> None:
         print("No GPU: JAX finds no GPU backend here (it needs its GPU build, e.g. "
               "jax[cuda12]); nothing was measured.")
         return
+    frameworks = [f for f in frameworks if f in args.frameworks]
     if not args.glibc_defaults:  # inherited by every measuring process
         os.environ.update(harness.KEEP_HEAP_ENV)
     started = datetime.datetime.now(datetime.timezone.utc)
@@ -126,6 +127,9 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
                              f"(at most {harness.MAX_CALLS} calls; default 2)")
     parser.add_argument("--warmup", type=int, default=2, help="untimed calls first")
     parser.add_argument("--image-size", type=int, default=224)
+    parser.add_argument("--frameworks", default=",".join(report.COLUMNS),
+                        help="comma-separated, from: " + ", ".join(report.COLUMNS)
+                        + " (jaxhub is always measured: the ratios are against it)")
     parser.add_argument("--device", choices=harness.DEVICES, default="cpu",
                         help="where to measure (default cpu; gpu: see above)")
     parser.add_argument("--quick", action="store_true",
@@ -148,6 +152,10 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
                              "jaxhub.enable_memory_reuse() sets them at run time)")
     args = parser.parse_args(argv)
     args.models = [m.strip() for m in args.models.split(",") if m.strip()]
+    args.frameworks = {"jaxhub", *(f.strip() for f in args.frameworks.split(","))}
+    if args.frameworks - set(report.COLUMNS):
+        parser.error(f"unknown frameworks {sorted(args.frameworks - set(report.COLUMNS))}; "
+                     f"known: {list(report.COLUMNS)}")
     unknown = sorted(set(args.models) - set(models.MODELS))
     if unknown or not args.models:
         parser.error(f"unknown models {unknown}; known: {list(models.MODELS)}")

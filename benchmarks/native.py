@@ -296,3 +296,4 @@ def functional(model: Any) -> tuple[Callable, Any, Any]:
     params = (trainable, rest)
     mask = (jax.tree.map(lambda _: True, trainable), jax.tree.map(lambda _: False, rest))
     return apply, params, mask
+
