@@ -8,19 +8,24 @@ fine-tuning step needs them). Each variant runs in a process of its own, because
 
 * ``xla``: ``lax.conv_general_dilated`` in NHWC/HWIO (what the converter emits);
 * ``xla-nchw``: the same in NCHW/OIHW, inputs already in that layout;
-* ``winograd``: :func:`winograd_conv3x3`, F(2x2, 3x3) written in JAX;
+* ``winograd``: ``jaxhub_tf.from_tf.ops.winograd.conv3x3``, F(2x2, 3x3) in JAX;
 * ``xla+FLAG``: ``xla`` under one of XLA:CPU's oneDNN / XNNPACK / YNNPACK flags;
 * ``tf``: ``tf.nn.conv2d`` in a ``tf.function`` (``tf.GradientTape`` for the gradient).
 
 Prints a Markdown table of median milliseconds per shape and the total over the four
-shapes. Usage::
+shapes. Processes run one after the other, so on a loaded machine list variants twice
+(``--variants xla,tf,xla,tf``) and compare rounds. ``--alternate`` instead times the
+JAX lowerings (no flags) in one process, call by call, and prints their ratios to
+``xla``: the robust A/B where the load varies. Usage::
 
     python -m benchmarks.conv_lowerings [--batch 32] [--repeats 3] [--variants xla,tf]
+    python -m benchmarks.conv_lowerings --alternate [--repeats 5]
 """
 
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import statistics
@@ -32,6 +37,7 @@ from typing import Callable
 import numpy as np
 
 from benchmarks import harness
+from jaxhub_tf.from_tf.ops import winograd
 from benchmarks.processes import REPO_ROOT, child_env
 
 #: ResNet50's 3x3 stride-1 convs at 224x224: (spatial size, channels).
@@ -54,54 +60,11 @@ VARIANTS: dict[str, tuple[str, str]] = {
     "tf": ("tf", ""),
 }
 
-# F(2x2, 3x3) transforms (Lavin & Gray): input B^T, kernel G, output A^T.
-_G = np.array([[1, 0, 0], [.5, .5, .5], [.5, -.5, .5], [0, 0, 1]], np.float32)
-
-
-def _input_transform_1d(rows):
-    """B^T applied along one axis to the four strided views ``rows`` of a tile."""
-    d0, d1, d2, d3 = rows
-    return [d0 - d2, d1 + d2, d2 - d1, d1 - d3]
-
-
-def winograd_conv3x3(x, kernel):
-    """A 3x3, stride-1, ``SAME`` convolution as Winograd F(2x2, 3x3) in JAX.
-
-    The input is cut into overlapping 4x4 tiles (stride 2), each tile and the kernel are
-    transformed, 16 batched matrix products over the channels replace the 9 taps (2.25x
-    fewer multiplies), and each product is transformed back to a 2x2 output tile.
-
-    Args:
-      x: f32[N, H, W, C] (NHWC).
-      kernel: f32[3, 3, C, D] (HWIO).
-
-    Returns:
-      f32[N, H, W, D], equal to ``lax.conv_general_dilated(x, kernel, (1, 1), "SAME")`` up
-      to float rounding.
-    """
-    import jax.numpy as jnp
-    n, h, w, c = x.shape
-    th, tw = -(-h // 2), -(-w // 2)  # output tiles of 2x2
-    # SAME padding of 1, plus one more row/column where H or W is odd.
-    xp = jnp.pad(x, ((0, 0), (1, 2 * th + 1 - h), (1, 2 * tw + 1 - w), (0, 0)))
-    rows = _input_transform_1d([xp[:, i:i + 2 * th:2] for i in range(4)])
-    tiles = [t for r in rows
-             for t in _input_transform_1d([r[:, :, j:j + 2 * tw:2] for j in range(4)])]
-    v = jnp.stack(tiles).reshape(16, n * th * tw, c)
-    u = jnp.einsum("ai,ijcd,bj->abcd", _G, kernel, _G).reshape(16, c, kernel.shape[-1])
-    m = jnp.einsum("tpc,tcd->tpd", v, u).reshape(4, 4, n, th, tw, -1)
-    # A^T = [[1, 1, 1, 0], [0, 1, -1, -1]] on both tile axes.
-    m = jnp.stack([m[0] + m[1] + m[2], m[1] - m[2] - m[3]])
-    m = jnp.stack([m[:, 0] + m[:, 1] + m[:, 2], m[:, 1] - m[:, 2] - m[:, 3]], axis=1)
-    y = m.transpose(2, 3, 0, 4, 1, 5).reshape(n, 2 * th, 2 * tw, -1)
-    return y[:, :h, :w]
-
-
 def _jax_fns(lowering: str) -> tuple[Callable, Callable]:
     """``(conv(x, k), layout(x, k))`` for a JAX lowering."""
     import jax
     if lowering == "winograd":
-        return winograd_conv3x3, lambda x, k: (x, k)
+        return winograd.conv3x3, lambda x, k: (x, k)
     if lowering == "nchw":
         def conv(x, k):
             return jax.lax.conv_general_dilated(x, k, (1, 1), "SAME",
@@ -138,14 +101,56 @@ def _measure_jax(lowering: str, batch: int, repeats: int) -> dict[str, float]:
             np.testing.assert_allclose(np.asarray(jax.jit(conv)(x, k)),
                                        np.asarray(reference(x, k)), rtol=1e-3, atol=2e-3)
         lx, lk = (jnp.asarray(a) for a in layout(x, k))
-        lct = layout(ct, k)[0]
+        lct = jnp.asarray(layout(ct, k)[0])
         forward = jax.jit(conv)
-        grad = jax.jit(jax.grad(lambda a, b: jnp.sum(conv(a, b) * lct), argnums=(0, 1)))
+        # The cotangent is an argument: a constant one would be folded at compile time.
+        grad = jax.jit(jax.grad(lambda a, b, t: jnp.sum(conv(a, b) * t), argnums=(0, 1)))
         out[f"{size}x{channels} fwd"] = _median_ms(
             lambda: jax.block_until_ready(forward(lx, lk)), repeats)
         out[f"{size}x{channels} grad"] = _median_ms(
-            lambda: jax.block_until_ready(grad(lx, lk)), repeats)
+            lambda: jax.block_until_ready(grad(lx, lk, lct)), repeats)
     return out
+
+
+def _alternate(batch: int, repeats: int) -> None:
+    """Prints NCHW's and Winograd's time over XLA's NHWC, calls alternating per shape."""
+    import jaxhub
+    jaxhub.enable_memory_reuse()  # freed memory kept, as python -m benchmarks
+    import jax
+    import jax.numpy as jnp
+    lowerings = ("nhwc", "nchw", "winograd")
+    print(f"| shape, batch {batch} | " + " | ".join(
+        f"{name} {kind} (ms)" for kind in ("fwd", "grad") for name in lowerings)
+        + " | nchw / nhwc fwd, grad | winograd / nhwc fwd, grad |")
+    print("|---|" + "---:|" * (2 * len(lowerings) + 2))
+    for size, channels in SHAPES:
+        x, k = _operands(batch, size, channels)
+        ct = np.random.default_rng(2).standard_normal(x.shape[:3] + (channels,)).astype(
+            np.float32)
+        fns = {}
+        for name in lowerings:
+            conv, layout = _jax_fns(name)
+            lx, lk = (jnp.asarray(a) for a in layout(x, k))
+            lct = jnp.asarray(layout(ct, k)[0])
+            forward = jax.jit(conv)
+            grad = jax.jit(jax.grad(lambda a, b, t, c=conv: jnp.sum(c(a, b) * t),
+                                    argnums=(0, 1)))
+            fns[(name, "fwd")] = functools.partial(forward, lx, lk)
+            fns[(name, "grad")] = functools.partial(grad, lx, lk, lct)
+        times: dict[tuple[str, str], list[float]] = {key: [] for key in fns}
+        for fn in fns.values():
+            jax.block_until_ready(fn())
+        for _ in range(repeats):
+            for key, fn in fns.items():
+                start = time.perf_counter()
+                jax.block_until_ready(fn())
+                times[key].append(time.perf_counter() - start)
+        ms = {key: 1e3 * statistics.median(t) for key, t in times.items()}
+        cells = [f"{ms[(n, kind)]:.1f}" for kind in ("fwd", "grad") for n in lowerings]
+        ratios = [f"{ms[(n, 'fwd')] / ms[('nhwc', 'fwd')]:.2f}, "
+                  f"{ms[(n, 'grad')] / ms[('nhwc', 'grad')]:.2f}" for n in lowerings[1:]]
+        print(f"| {size}x{size}x{channels} | " + " | ".join(cells + ratios) + " |",
+              flush=True)
 
 
 def _measure_tf(batch: int, repeats: int) -> dict[str, float]:
@@ -206,10 +211,14 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--variants", default=",".join(VARIANTS),
                         help=f"comma-separated, from: {', '.join(VARIANTS)}")
+    parser.add_argument("--alternate", action="store_true",
+                        help="JAX lowerings in this process, alternating call by call")
     parser.add_argument("--child", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.child:
         return _child(args.child, args.batch, args.repeats)
+    if args.alternate:
+        return _alternate(args.batch, args.repeats)
     os.environ.update(harness.KEEP_HEAP_ENV)  # freed memory kept, as python -m benchmarks
     columns = [f"{s}x{c} {kind}" for s, c in SHAPES for kind in ("fwd", "grad")]
     print(f"3x3 stride-1 SAME convs of ResNet50, batch {args.batch}, median ms of "

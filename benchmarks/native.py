@@ -109,7 +109,7 @@ _BN_EPSILON = 1.001e-5  # Keras applications' ResNet
 
 
 def resnet(weights: Weights, blocks: tuple[int, ...] = RESNET50_BLOCKS,
-           filters: tuple[int, ...] = (64, 128, 256, 512)) -> Any:
+           filters: tuple[int, ...] = (64, 128, 256, 512), winograd: bool = False) -> Any:
     """Keras applications' ResNet v1 (ResNet50 with the default ``blocks``) in nnx.
 
     Stage ``i`` is Keras's ``conv{i+2}``: bottleneck blocks whose first one has a 1x1
@@ -121,6 +121,8 @@ def resnet(weights: Weights, blocks: tuple[int, ...] = RESNET50_BLOCKS,
       weights: the Keras model's variables by path.
       blocks: residual blocks per stage.
       filters: bottleneck width per stage (outputs are 4x wider).
+      winograd: run the 3x3 convs that suit it as Winograd F(2x2, 3x3)
+        (``jaxhub_tf.from_tf.ops.winograd``), to measure that lowering in a whole model.
 
     Returns:
       An ``nnx.Module``: f32[N, H, W, 3] -> class probabilities (softmax).
@@ -129,8 +131,9 @@ def resnet(weights: Weights, blocks: tuple[int, ...] = RESNET50_BLOCKS,
     classes = weights["predictions/kernel"].shape[1]
 
     def conv_bn(cin, cout, size, stride, rngs, padding="VALID"):
+        extra = {"conv_general_dilated": _winograd_or_lax} if winograd else {}
         return (nnx.Conv(cin, cout, (size, size), (stride, stride), padding=padding,
-                         rngs=rngs),
+                         rngs=rngs, **extra),
                 nnx.BatchNorm(cout, use_running_average=True, epsilon=_BN_EPSILON,
                               rngs=rngs))
 
@@ -191,6 +194,17 @@ def resnet(weights: Weights, blocks: tuple[int, ...] = RESNET50_BLOCKS,
                 _copy_conv_bn(pair, weights, f"{prefix}_{i + 1}")
     _copy_dense(model.head, weights, "predictions")
     return model
+
+
+def _winograd_or_lax(x, kernel, strides, padding, **kwargs):
+    """``lax.conv_general_dilated``, or Winograd where :func:`winograd.suits`."""
+    import jax
+    from jaxhub_tf.from_tf.ops import winograd
+    dilation = kwargs.get("rhs_dilation") or (1, 1)
+    if (not isinstance(padding, str) and kwargs.get("feature_group_count", 1) == 1
+            and winograd.suits(kernel.shape, strides, dilation, "NHWC", x.shape[1:3])):
+        return winograd.conv3x3(x, kernel, tuple(map(tuple, padding)))
+    return jax.lax.conv_general_dilated(x, kernel, strides, padding, **kwargs)
 
 
 def _copy_conv_bn(pair: Any, weights: Weights, prefix: str) -> None:
