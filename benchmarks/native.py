@@ -201,9 +201,10 @@ def _winograd_or_lax(x, kernel, strides, padding, **kwargs):
     import jax
     from jaxhub_tf.from_tf.ops import winograd
     dilation = kwargs.get("rhs_dilation") or (1, 1)
-    if (not isinstance(padding, str) and kwargs.get("feature_group_count", 1) == 1
+    pads = ((1, 1), (1, 1)) if padding == "SAME" else padding  # 3x3, stride 1
+    if (not isinstance(pads, str) and kwargs.get("feature_group_count", 1) == 1
             and winograd.suits(kernel.shape, strides, dilation, "NHWC", x.shape[1:3])):
-        return winograd.conv3x3(x, kernel, tuple(map(tuple, padding)))
+        return winograd.conv3x3(x, kernel, tuple(map(tuple, pads)))
     return jax.lax.conv_general_dilated(x, kernel, strides, padding, **kwargs)
 
 
