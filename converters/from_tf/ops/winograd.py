@@ -6,8 +6,8 @@ tile from a 4×4 input tile with 16 multiplies per channel pair instead of 36: t
 tiles and the kernel are transformed by small constant matrices, 16 batched matrix
 products over the channels (which XLA:CPU runs as fast dots) replace the 9 taps, and an
 output transform folds each product back into a tile. Autodiff's gradient of this
-lowering is itself a Winograd-shaped computation (transposed transforms around the same
-batched products), so fine-tuning gains too.
+lowering would be a scatter of padded views, so the input gradient is written out: the
+cotangent convolved with the flipped kernel, Winograd again.
 
 Not registered for any op: ``conv.py`` decides where it applies (:func:`suits`).
 Numerically it differs from a direct convolution by float rounding only (the
@@ -16,8 +16,10 @@ transforms' constants are 0, ±1 and ±½).
 
 from __future__ import annotations
 
+import functools
 from typing import Sequence
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 
@@ -53,18 +55,57 @@ def _input_transform(d0, d1, d2, d3):
     return [d0 - d2, d1 + d2, d2 - d1, d1 - d3]
 
 
-def conv3x3(x, kernel, padding: tuple[tuple[int, int], tuple[int, int]] = ((1, 1), (1, 1))):
+Padding = tuple[tuple[int, int], tuple[int, int]]
+SAME: Padding = ((1, 1), (1, 1))
+
+
+def conv3x3(x, kernel, padding: Padding = SAME):
     """A 3×3, stride-1 convolution in NHWC/HWIO as Winograd F(2×2, 3×3).
+
+    Its input gradient is Winograd too (the cotangent convolved with the flipped kernel);
+    its kernel gradient is XLA's (autodiff of ``lax.conv_general_dilated``). Autodiff
+    through the tile views instead would turn every strided view into a padded
+    scatter of the cotangent.
 
     Args:
       x: f32[N, H, W, C]; N may be symbolic.
       kernel: f32[3, 3, C, D].
-      padding: ``((top, bottom), (left, right))``; the default is ``SAME``.
+      padding: ``((top, bottom), (left, right))``, each at most 2; the default is
+        ``SAME``.
 
     Returns:
       f32[N, H', W', D] with H' = H + top + bottom - 2 (W' alike), equal to
       ``lax.conv_general_dilated(x, kernel, (1, 1), padding)`` up to float rounding.
     """
+    padding = tuple(tuple(int(p) for p in pair) for pair in padding)
+    if max(max(pair) for pair in padding) > 2:
+        return _winograd(x, kernel, padding)  # no flipped-kernel form; autodiff's VJP
+    return _conv3x3(x, kernel, padding)
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2,))
+def _conv3x3(x, kernel, padding):
+    return _winograd(x, kernel, padding)
+
+
+def _conv3x3_fwd(x, kernel, padding):
+    return _winograd(x, kernel, padding), (x, kernel)
+
+
+def _conv3x3_bwd(padding, residuals, cotangent):
+    x, kernel = residuals
+    flipped = kernel[::-1, ::-1].transpose(0, 1, 3, 2)
+    dx = _winograd(cotangent, flipped, tuple((2 - a, 2 - b) for a, b in padding))
+    _, kernel_vjp = jax.vjp(lambda k: jax.lax.conv_general_dilated(
+        x, k, (1, 1), padding, dimension_numbers=("NHWC", "HWIO", "NHWC")), kernel)
+    return dx, kernel_vjp(cotangent)[0]
+
+
+_conv3x3.defvjp(_conv3x3_fwd, _conv3x3_bwd)
+
+
+def _winograd(x, kernel, padding):
+    """The forward pass of :func:`conv3x3`."""
     n, h, w, c = x.shape
     (top, bottom), (left, right) = padding
     oh, ow = h + top + bottom - 2, w + left + right - 2

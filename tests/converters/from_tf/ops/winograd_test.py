@@ -36,16 +36,18 @@ def test_values_match_the_direct_convolution(size, padding):
                                _direct(x, kernel, padding), rtol=1e-5, atol=1e-4)
 
 
-def test_gradients_match_the_direct_convolution():
+@pytest.mark.parametrize("padding", [_SAME, _VALID, _UNEVEN, ((3, 0), (1, 1))])
+def test_gradients_match_the_direct_convolution(padding):
     x, kernel = _operands((6, 7))
-    cotangent = np.random.default_rng(1).standard_normal((2, 6, 7, 7)).astype(np.float32)
+    out_shape = _direct(x, kernel, padding).shape
+    cotangent = np.random.default_rng(1).standard_normal(out_shape).astype(np.float32)
 
     def grads(conv):
         return jax.grad(lambda a, b: jnp.sum(conv(a, b) * cotangent), argnums=(0, 1))(
             x, kernel)
 
-    ours = grads(winograd.conv3x3)
-    theirs = grads(lambda a, b: _direct(a, b, "SAME"))
+    ours = grads(lambda a, b: winograd.conv3x3(a, b, padding))
+    theirs = grads(lambda a, b: _direct(a, b, padding))
     for got, want in zip(ours, theirs):
         np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-4)
 
