@@ -13,7 +13,7 @@ kind); it starts ``python -m benchmarks.harness`` and reads the last JSON line i
   a squared loss w.r.t. the trainable params) at batch 32, each the median of timed calls
   after warm-up calls (the first of which compiles), and peak memory (``ru_maxrss``).
 
-The three frameworks run the same SavedModel's ``serving_default`` signature:
+The frameworks run the same SavedModel's ``serving_default`` signature:
 
 * ``tf``: ``tf.saved_model.load``; inference calls the signature, fine-tuning runs in a
   ``tf.function(jit_compile=False)`` (TF's default kernels, oneDNN on x86).
