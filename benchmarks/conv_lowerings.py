@@ -8,7 +8,7 @@ fine-tuning step needs them). Each variant runs in a process of its own, because
 
 * ``xla``: ``lax.conv_general_dilated`` in NHWC/HWIO (what the converter emits);
 * ``xla-nchw``: the same in NCHW/OIHW, inputs already in that layout;
-* ``winograd``: ``jaxhub_tf.from_tf.ops.winograd.conv3x3``, F(2x2, 3x3) in JAX;
+* ``winograd``: ``benchmarks.winograd.conv3x3``, F(2x2, 3x3) in JAX;
 * ``xla+FLAG``: ``xla`` under one of XLA:CPU's oneDNN / XNNPACK / YNNPACK flags;
 * ``tf``: ``tf.nn.conv2d`` in a ``tf.function`` (``tf.GradientTape`` for the gradient).
 
@@ -37,7 +37,7 @@ from typing import Callable
 import numpy as np
 
 from benchmarks import harness
-from jaxhub_tf.from_tf.ops import winograd
+from benchmarks import winograd
 from benchmarks.processes import REPO_ROOT, child_env
 
 #: ResNet50's 3x3 stride-1 convs at 224x224: (spatial size, channels).

@@ -122,7 +122,7 @@ def resnet(weights: Weights, blocks: tuple[int, ...] = RESNET50_BLOCKS,
       blocks: residual blocks per stage.
       filters: bottleneck width per stage (outputs are 4x wider).
       winograd: run the 3x3 convs that suit it as Winograd F(2x2, 3x3)
-        (``jaxhub_tf.from_tf.ops.winograd``), to measure that lowering in a whole model.
+        (``benchmarks.winograd``), to measure that lowering in a whole model.
 
     Returns:
       An ``nnx.Module``: f32[N, H, W, 3] -> class probabilities (softmax).
@@ -199,7 +199,7 @@ def resnet(weights: Weights, blocks: tuple[int, ...] = RESNET50_BLOCKS,
 def _winograd_or_lax(x, kernel, strides, padding, **kwargs):
     """``lax.conv_general_dilated``, or Winograd where :func:`winograd.suits`."""
     import jax
-    from jaxhub_tf.from_tf.ops import winograd
+    from benchmarks import winograd
     dilation = kwargs.get("rhs_dilation") or (1, 1)
     pads = ((1, 1), (1, 1)) if padding == "SAME" else padding  # 3x3, stride 1
     if (not isinstance(pads, str) and kwargs.get("feature_group_count", 1) == 1

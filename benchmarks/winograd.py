@@ -9,8 +9,10 @@ output transform folds each product back into a tile. Autodiff's gradient of thi
 lowering would be a scatter of padded views, so the input gradient is written out: the
 cotangent convolved with the flipped kernel, Winograd again.
 
-Not registered for any op: ``conv.py`` decides where it applies (:func:`suits`).
-Numerically it differs from a direct convolution by float rounding only (the
+An experiment for the benchmarks (``benchmarks/conv_lowerings.py``, ``native.py``): the
+converter does not use it, because a converted module's batch is symbolic and this
+lowering wins only at large batches (``benchmarks/PROFILE.md``, section 8).
+:func:`suits` says where it applies. Numerically it differs from a direct convolution by float rounding only (the
 transforms' constants are 0, ±1 and ±½).
 """
 

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from jax import export
 
-from jaxhub_tf.from_tf.ops import winograd
+from benchmarks import winograd
 
 
 def _direct(x, kernel, padding):
