@@ -20,7 +20,8 @@ networks take other routes, each with a written-out gradient where autodiff's is
   or one ``gather``, so the program stays small whatever the kernel's size;
 * a convolution with symbolic spatial sizes is ``lax.conv_general_dilated`` on the input
   padded by ``lax.pad`` (``SAME`` paddings then depend on the sizes), with a written-out
-  gradient that needs no symbolic padding; max pooling likewise pads, then ``reduce_window``;
+  gradient that needs no symbolic padding; max and average pooling likewise pad, then
+  ``reduce_window`` (the average's per-window counts are a ones-array pooled the same way);
 * everything else (and channels-first layouts) is ``lax.conv_general_dilated``, grouped
   convolutions with ``feature_group_count``.
 
@@ -664,6 +665,8 @@ def _max_pool_v2(node, x, ksize, strides):
 def _avg_pool(node, x):
     x = as_jax(x)
     window, strides, pads = _pool_window(node, x)
+    if not _static(x.shape[1:]):
+        return _symbolic_avg_pool(x, window, strides, pads)
     if max(window) <= MAX_SHIFTED_TAPS:
         total = _shifted_window_sum(x, window, strides, pads)
     else:
@@ -671,6 +674,20 @@ def _avg_pool(node, x):
                                       strides, pads)
     # TF averages over the cells inside the input only; the counts depend on shapes alone.
     return total / _window_counts(x.shape, window, strides, pads).astype(x.dtype)
+
+
+def _symbolic_avg_pool(x, window, strides, pads):
+    """Average pooling with symbolic sizes, as max pooling does it: ``lax.pad`` then a
+    ``VALID`` window sum. The per-window counts, which depend on the sizes, are the same
+    window sums of a ones-array shaped like ``x`` where pooling happens (1 elsewhere)."""
+    def window_sum(a):
+        a = _pad_axes(a, pads, 0)
+        return jax.lax.reduce_window(a, np.asarray(0, a.dtype), jax.lax.add, window,
+                                     strides, "VALID")
+
+    ones = jnp.ones([n if k > 1 or lo or hi else 1
+                     for n, k, (lo, hi) in zip(x.shape, window, pads)], x.dtype)
+    return window_sum(x) / window_sum(ones)
 
 
 def _shifted_window_sum(x, window, strides, pads):

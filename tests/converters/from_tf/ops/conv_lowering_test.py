@@ -164,14 +164,23 @@ def test_large_kernel_program_does_not_grow_with_the_kernel(x_shape, k_shape, st
     assert backward <= 80, backward
 
 
-@pytest.mark.parametrize("window,strides,padding", [(2, 2, "SAME"), (3, 2, "VALID")])
-def test_max_pool_with_symbolic_height_and_width_matches_tensorflow(window, strides, padding):
-    """Max pooling traced with unknown height and width exports with them symbolic and
-    gives TF's values and gradients."""
+_POOLS = {"max": tf.nn.max_pool2d, "avg": tf.nn.avg_pool2d, "avg3d": tf.nn.avg_pool3d}
+
+
+@pytest.mark.parametrize("pool", sorted(_POOLS))
+@pytest.mark.parametrize("window,strides,padding", [(2, 2, "SAME"), (3, 2, "VALID"),
+                                                    (3, 1, "SAME")])
+def test_pool_with_symbolic_height_and_width_matches_tensorflow(pool, window, strides,
+                                                                padding):
+    """Max and average pooling traced with unknown height and width (and depth) export
+    with them symbolic and give TF's values and gradients; average pooling divides by the
+    number of cells inside the input, which depends on those sizes."""
     rng = np.random.default_rng(0)
-    x = rng.standard_normal((2, 7, 6, 3)).astype(np.float32)
-    fn = tf.function(lambda x: tf.nn.max_pool2d(x, window, strides, padding))
-    concrete = fn.get_concrete_function(tf.TensorSpec((None, None, None, 3), tf.float32))
+    x_shape = (2, 5, 7, 6, 3) if pool == "avg3d" else (2, 7, 6, 3)
+    x = rng.standard_normal(x_shape).astype(np.float32)
+    fn = tf.function(lambda x: _POOLS[pool](x, window, strides, padding))
+    unknown = (None,) * (len(x_shape) - 1)
+    concrete = fn.get_concrete_function(tf.TensorSpec(unknown + (3,), tf.float32))
     run = run_graph(concrete.graph.as_graph_def(), [t.name for t in concrete.inputs],
                     [t.name for t in concrete.outputs])
     f = lambda x: run({}, [x])[0][0]  # noqa: E731
@@ -182,10 +191,10 @@ def test_max_pool_with_symbolic_height_and_width_matches_tensorflow(window, stri
         loss = tf.reduce_sum(tf.sin(y))
     expected = tape.gradient(loss, tx)
 
-    b, h, w = export.symbolic_shape("b, h, w")
-    spec = jax.ShapeDtypeStruct((b, h, w, 3), np.float32)
+    sizes = export.symbolic_shape("b, d, h, w" if pool == "avg3d" else "b, h, w")
+    spec = jax.ShapeDtypeStruct((*sizes, 3), np.float32)
     value = export.export(jax.jit(f))(spec)
-    np.testing.assert_allclose(np.asarray(value.call(x)), y.numpy(), rtol=1e-6)
+    np.testing.assert_allclose(np.asarray(value.call(x)), y.numpy(), rtol=1e-5, atol=1e-6)
     grad = export.export(jax.jit(jax.grad(lambda x: jnp.sum(jnp.sin(f(x))))))(spec)
     np.testing.assert_allclose(np.asarray(grad.call(x)), expected.numpy(), rtol=1e-5,
                                atol=1e-6)
