@@ -113,13 +113,25 @@ def _tf_value_and_grads(fn, x, k):
     return y, tape.gradient(loss, [tx, tk])
 
 
+#: conv kind -> (TF function of (x, kernel, strides, padding), x's shape, kernel's shape).
+_SYMBOLIC_CONVS = {
+    "plain": (lambda x, k, s, p: tf.nn.conv2d(x, k, s, p), (2, 3, 4, 3), (3, 3, 3, 5)),
+    # Two groups of 2 input channels, 3 outputs each.
+    "grouped": (lambda x, k, s, p: tf.nn.conv2d(x, k, s, p), (2, 7, 6, 4), (3, 3, 2, 6)),
+    "depthwise": (lambda x, k, s, p: tf.nn.depthwise_conv2d(x, k, [1, s, s, 1], p),
+                  (2, 7, 6, 4), (3, 3, 4, 2)),
+}
+
+
+@pytest.mark.parametrize("kind", sorted(_SYMBOLIC_CONVS))
 @pytest.mark.parametrize("strides,padding", [(1, "SAME"), (2, "SAME"), (2, "VALID")])
-def test_symbolic_height_and_width_convert_and_match_tensorflow(strides, padding):
-    """A conv traced with unknown batch, height and width (input ``[None, None, None, C]``)
-    converts, and exported with all three symbolic gives TF's values and gradients, on a
-    map small enough that a static size would take the patches lowering."""
-    case = Case("Conv2D", lambda x, k: tf.nn.conv2d(x, k, strides, padding))
-    x_shape, k_shape = (2, 3, 4, 3), (3, 3, 3, 5)
+def test_symbolic_height_and_width_convert_and_match_tensorflow(kind, strides, padding):
+    """A conv (plain, grouped or depthwise) traced with unknown batch, height and width
+    (input ``[None, None, None, C]``) converts, and exported with all three symbolic gives
+    TF's values and gradients; the plain one on a map small enough that a static size
+    would take the patches lowering."""
+    fn, x_shape, k_shape = _SYMBOLIC_CONVS[kind]
+    case = Case("Conv2D", lambda x, k: fn(x, k, strides, padding))
     rng = np.random.default_rng(0)
     x = rng.standard_normal(x_shape).astype(np.float32)
     k = rng.standard_normal(k_shape).astype(np.float32)
