@@ -1,14 +1,24 @@
 """``python -m benchmarks``: jaxhub against TensorFlow and tf2jax on the same SavedModels.
 
-For every model (see :mod:`benchmarks.models`): latency at batch 1, throughput at batch
-32, one fine-tune step, cold start, warm start (a second process; for JAX with its
-persistent compilation cache) and peak memory, each measured in its own process (see
-:mod:`benchmarks.harness`). Prints markdown tables and writes them, with the machine, the
+And against the same architectures written natively in Flax nnx with the same weights
+(:mod:`benchmarks.native`; MLP, text embedding, ResNet50, transformer), which shows what
+converting costs. For every model (see :mod:`benchmarks.models`): latency at batch 1,
+throughput at batch 32, one fine-tune step, cold start, warm start (a second process;
+for JAX with its persistent compilation cache) and peak memory, each measured in its own
+process (see :mod:`benchmarks.harness`). Prints markdown tables and writes them, with the machine, the
 versions and the command, to ``benchmarks/RESULTS.md``.
 
 Usage:
     python -m benchmarks [--models mlp,resnet50] [--repeats 3] [--budget 2] [--image-size 224]
     python -m benchmarks --quick --models mlp        # a smoke run: tiny sizes, one repeat
+    python -m benchmarks --device gpu                # the same table on a GPU
+
+On a GPU (``--device gpu``) JAX needs its GPU build (``pip install "jax[cuda12]"``);
+TensorFlow and tf2jax are measured only if TensorFlow sees the GPU too (a TF build with
+CUDA), otherwise the table has jaxhub and native Flax only. Peak memory is then the
+host's resident memory, not the GPU's. Where JAX finds no GPU, the command says so in
+one line and exits with status 0, measuring nothing. ``--device cpu`` (the default)
+hides any GPU from the measuring processes.
 
 SavedModels and converted modules are kept in ``--workdir`` between runs; converted
 modules are keyed by a hash of the converter and core sources, so a changed converter
@@ -33,7 +43,9 @@ from typing import Any
 
 from benchmarks import harness
 from benchmarks import models
+from benchmarks import native
 from benchmarks import report
+from benchmarks.processes import REPO_ROOT, child_env
 
 _RESULTS = pathlib.Path(__file__).resolve().parent / "RESULTS.md"
 _PACKAGES = ("jax", "jaxlib", "tensorflow", "tf2jax", "keras", "numpy", "jaxhub")
@@ -41,6 +53,12 @@ _PACKAGES = ("jax", "jaxlib", "tensorflow", "tf2jax", "keras", "numpy", "jaxhub"
 
 def main(argv: list[str] | None = None) -> None:
     args = _parse(argv)
+    frameworks = _frameworks(args.device)
+    if frameworks is None:
+        print("No GPU: JAX finds no GPU backend here (it needs its GPU build, e.g. "
+              "jax[cuda12]); nothing was measured.")
+        return
+    frameworks = [f for f in frameworks if f in args.frameworks]
     if not args.glibc_defaults:  # inherited by every measuring process
         os.environ.update(harness.KEEP_HEAP_ENV)
     started = datetime.datetime.now(datetime.timezone.utc)
@@ -53,16 +71,41 @@ def main(argv: list[str] | None = None) -> None:
                                 budget=args.budget, warmup=args.warmup,
                                 timeout=args.timeout,
                                 jaxhub_cache=args.jaxhub_cache
-                                or harness.jaxhub_cache(args.workdir))
+                                or harness.jaxhub_cache(args.workdir), device=args.device)
     results: report.Results = {}
     with tempfile.TemporaryDirectory(prefix="compile-cache-") as scratch:
         for name, path in saved_models.items():
-            results[name] = _measure_model(name, path, settings, pathlib.Path(scratch))
+            results[name] = _measure_model(name, path, settings, pathlib.Path(scratch),
+                                           frameworks)
             # Written after every model, so that a run cut short still leaves its figures.
             text = _document(results, args, started, load_before, _uptime())
             _write(args, text, results)
             _progress(f"{name}: done")
     print(text)
+
+
+def _frameworks(device: str) -> list[str] | None:
+    """The frameworks to measure on ``device``, or None where there is no GPU.
+
+    On a GPU, TF and tf2jax only if TensorFlow sees the GPU too. Asked in subprocesses,
+    so that this process imports neither JAX nor TensorFlow.
+    """
+    if device == "cpu":
+        return list(report.COLUMNS)
+    if _probe("import jax; print(jax.default_backend())") != "gpu":
+        return None
+    if _probe("import tensorflow as tf; print(len(tf.config.list_physical_devices('GPU')))"
+              ) in ("", "0"):
+        return ["jaxhub", "native"]
+    return list(report.COLUMNS)
+
+
+def _probe(code: str) -> str:
+    """The last line ``python -c code`` printed (empty if it failed)."""
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          env=child_env(), cwd=REPO_ROOT)
+    lines = done.stdout.split()
+    return lines[-1] if done.returncode == 0 and lines else ""
 
 
 def _write(args: argparse.Namespace, text: str, results: report.Results) -> None:
@@ -84,6 +127,11 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
                              f"(at most {harness.MAX_CALLS} calls; default 2)")
     parser.add_argument("--warmup", type=int, default=2, help="untimed calls first")
     parser.add_argument("--image-size", type=int, default=224)
+    parser.add_argument("--frameworks", default=",".join(report.COLUMNS),
+                        help="comma-separated, from: " + ", ".join(report.COLUMNS)
+                        + " (jaxhub is always measured: the ratios are against it)")
+    parser.add_argument("--device", choices=harness.DEVICES, default="cpu",
+                        help="where to measure (default cpu; gpu: see above)")
     parser.add_argument("--quick", action="store_true",
                         help="smoke run: 32x32 images, 1 warm-up, 2 timed calls, no RESULTS.md")
     parser.add_argument("--workdir", type=pathlib.Path,
@@ -104,6 +152,10 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
                              "jaxhub.enable_memory_reuse() sets them at run time)")
     args = parser.parse_args(argv)
     args.models = [m.strip() for m in args.models.split(",") if m.strip()]
+    args.frameworks = {"jaxhub", *(f.strip() for f in args.frameworks.split(","))}
+    if args.frameworks - set(report.COLUMNS):
+        parser.error(f"unknown frameworks {sorted(args.frameworks - set(report.COLUMNS))}; "
+                     f"known: {list(report.COLUMNS)}")
     unknown = sorted(set(args.models) - set(models.MODELS))
     if unknown or not args.models:
         parser.error(f"unknown models {unknown}; known: {list(models.MODELS)}")
@@ -116,11 +168,14 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
 
 
 def _measure_model(name: str, path: pathlib.Path, settings: harness.Settings,
-                   scratch: pathlib.Path) -> dict[str, dict[str, Any]]:
+                   scratch: pathlib.Path, frameworks: list[str]
+                   ) -> dict[str, dict[str, Any]]:
     """All measurements of one model, per framework: a run, then a second start."""
     measured: dict[str, dict[str, Any]] = {}
     prepared = _prepare(name, path, settings)
-    for framework in report.COLUMNS:
+    for framework in frameworks:
+        if framework == "native" and name not in native.BUILDERS:
+            continue
         _progress(f"{name}: {framework}")
         cache = scratch / f"{name}-{framework}"  # empty: the run's start is a cold one
         runs = {"run": harness.measure("run", framework, name, path, settings, cache),
@@ -176,6 +231,7 @@ def _document(results: report.Results, args: argparse.Namespace,
         f"(`TF_ENABLE_ONEDNN_OPTS`={os.environ.get('TF_ENABLE_ONEDNN_OPTS', 'unset')}). "
         f"JAX: XLA:CPU's default thread pool (one thread per core), `XLA_FLAGS`="
         f"`{os.environ.get('XLA_FLAGS', '')}`.",
+        f"- Device: {args.device} (JAX: {first_run.get('jax_devices', '?')}).",
         f"- Memory allocator (every framework): {_allocator_env()}.",
         f"- Image models at {args.image_size}x{args.image_size}x3; batch 1 for latency, "
         f"{harness.BATCH} for throughput and fine-tuning. Medians of at least "
@@ -185,7 +241,9 @@ def _document(results: report.Results, args: argparse.Namespace,
         "- jaxhub: `jaxhub.load(saved_model)` (converted once beforehand and read from the "
         "jaxhub cache), `jax.jit(module.apply)`. TF: `tf.saved_model.load`, the "
         "`serving_default` signature; fine-tuning in `tf.function(jit_compile=False)`. "
-        "tf2jax: `tf2jax.convert` of the same signature, `jax.jit`. Fine-tuning: one SGD "
+        "tf2jax: `tf2jax.convert` of the same signature, `jax.jit`. native Flax: the same "
+        "architecture written in Flax nnx (`benchmarks/native.py`), the Keras weights "
+        "copied in, the same JAX code as jaxhub. Fine-tuning: one SGD "
         "step on a mean squared loss w.r.t. the trainable params (inference-mode batch norm); "
         "JAX steps donate the params, TF's `assign_sub` updates them in place.",
         "- Cold start: from just before the process is spawned to the first output at "
@@ -198,6 +256,11 @@ def _document(results: report.Results, args: argparse.Namespace,
         "good)",
         "",
         report.summary_table(results),
+        "",
+        "## jaxhub against the same model written in Flax nnx with the same weights "
+        "(native / jaxhub; >= 0.95 is within 5 %)",
+        "",
+        report.summary_table(results, "native"),
         "",
         "## All figures",
         "",

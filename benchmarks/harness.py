@@ -13,13 +13,18 @@ kind); it starts ``python -m benchmarks.harness`` and reads the last JSON line i
   a squared loss w.r.t. the trainable params) at batch 32, each the median of timed calls
   after warm-up calls (the first of which compiles), and peak memory (``ru_maxrss``).
 
-The three frameworks run the same SavedModel's ``serving_default`` signature:
+The frameworks run the same SavedModel's ``serving_default`` signature:
 
 * ``tf``: ``tf.saved_model.load``; inference calls the signature, fine-tuning runs in a
   ``tf.function(jit_compile=False)`` (TF's default kernels, oneDNN on x86).
 * ``jaxhub``: ``jaxhub.load(saved_model)`` (converted once, then read from the jaxhub
   cache), ``jax.jit(module.apply)``, ``jax.jit(value_and_grad)`` for fine-tuning (params donated).
 * ``tf2jax``: ``tf2jax.convert`` of the loaded signature, then the same JAX code.
+* ``native``: the same architecture written in Flax nnx with the Keras weights
+  (:mod:`benchmarks.native`), then the same JAX code: what converting costs.
+
+``--device gpu`` runs on the GPU (every framework's default device where one is
+visible); ``--device cpu`` hides GPUs from the measuring process.
 """
 
 from __future__ import annotations
@@ -44,7 +49,8 @@ import numpy as np
 from benchmarks import models
 from benchmarks.processes import REPO_ROOT, child_env
 
-FRAMEWORKS = ("jaxhub", "tf", "tf2jax")
+FRAMEWORKS = ("jaxhub", "tf", "tf2jax", "native")
+DEVICES = ("cpu", "gpu")
 #: The batch of throughput and fine-tune measurements.
 BATCH = 32
 #: The most timed calls per figure.
@@ -68,6 +74,7 @@ class Settings:
       warmup: untimed calls before timing (the first one compiles).
       jaxhub_cache: the jaxhub cache holding the converted modules.
       timeout: seconds before a measuring process is killed.
+      device: ``"cpu"`` or ``"gpu"`` (see :func:`device_env`).
     """
 
     image_size: int
@@ -76,6 +83,19 @@ class Settings:
     warmup: int
     jaxhub_cache: pathlib.Path
     timeout: float = 900.0
+    device: str = "cpu"
+
+
+def device_env(device: str) -> dict[str, str]:
+    """Environment variables that put a measuring process on ``device``.
+
+    On ``"cpu"`` GPUs are hidden from JAX and TF alike, so a machine with a GPU measures
+    its CPU; on ``"gpu"`` nothing is hidden and each framework uses its default device,
+    the GPU where its GPU build finds one.
+    """
+    if device == "cpu":
+        return {"CUDA_VISIBLE_DEVICES": "", "JAX_PLATFORMS": "cpu"}
+    return {}
 
 
 # -- the driver's side ----------------------------------------------------------------------
@@ -102,10 +122,10 @@ def measure(kind: str, framework: str, model: str, saved_model: pathlib.Path,
                str(saved_model), "--image-size", str(settings.image_size),
                "--repeats", str(settings.repeats), "--budget", str(settings.budget),
                "--warmup", str(settings.warmup),
-               "--jaxhub-cache", str(settings.jaxhub_cache)]
+               "--jaxhub-cache", str(settings.jaxhub_cache), "--device", settings.device]
     if compile_cache is not None:
         command += ["--compile-cache", str(compile_cache)]
-    env = child_env()
+    env = {**child_env(), **device_env(settings.device)}
     command += ["--t0", repr(time.time())]  # the last thing before the process exists
     try:
         done = subprocess.run(command, cwd=REPO_ROOT, env=env, capture_output=True,
@@ -243,6 +263,18 @@ def _load_tf2jax(saved_model: pathlib.Path, input_name: str, _: Any) -> _Runner:
     return runner
 
 
+def _load_native(saved_model: pathlib.Path, _: str, __: Any) -> _Runner:
+    from benchmarks import native
+    model = native.load(models.build_info(saved_model)["model"], saved_model)
+    apply, params, mask = native.functional(model)
+    return _jax_runner(apply, params, mask, {"flax": _version("flax")})
+
+
+def _version(package: str) -> str:
+    from importlib import metadata
+    return metadata.version(package)
+
+
 def _jax_runner(apply: Callable, params: Any, mask: Any, info: dict[str, Any]) -> _Runner:
     """Inference and SGD steps of ``apply(params, x)``, compiled with ``jax.jit``."""
     import jax
@@ -278,7 +310,8 @@ def _jax_runner(apply: Callable, params: Any, mask: Any, info: dict[str, Any]) -
     return _Runner(lambda x: np.asarray(forward(params, x)), make_step, info)
 
 
-_LOADERS = {"tf": _load_tf, "jaxhub": _load_jaxhub, "tf2jax": _load_tf2jax}
+_LOADERS = {"tf": _load_tf, "jaxhub": _load_jaxhub, "tf2jax": _load_tf2jax,
+            "native": _load_native}
 
 
 def _run(args: argparse.Namespace) -> dict[str, Any]:
@@ -341,6 +374,10 @@ def _start(args: argparse.Namespace) -> tuple[dict[str, Any], _Runner | None]:
         args.saved_model, info["input"], args.jaxhub_cache))
     if runner is None:
         return result, None
+    if args.device == "gpu" and "jax_devices" in runner.info and (
+            "cpu" in runner.info["jax_devices"].lower()):
+        result["error"] = f"JAX runs on {runner.info['jax_devices']}, not on a GPU"
+        return result, None
     loaded = time.time()
     if _guarded(result, "failed at batch 1", lambda: runner.infer(x1)) is None:
         return result, None
@@ -394,6 +431,7 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--jaxhub-cache", type=pathlib.Path, required=True)
     parser.add_argument("--compile-cache", type=pathlib.Path)
+    parser.add_argument("--device", choices=DEVICES, default="cpu")
     parser.add_argument("--t0", type=float, required=True)
     args = parser.parse_args()
     _report(_run(args) if args.kind == "run" else _start(args)[0])

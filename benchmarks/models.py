@@ -24,6 +24,7 @@ from typing import Any, Callable
 
 import numpy as np
 
+from benchmarks import native
 from benchmarks.processes import REPO_ROOT, child_env
 
 #: The seed of every model's initial weights.
@@ -55,9 +56,9 @@ def _mlp(_: int):
     import keras
     return keras.Sequential([
         keras.Input((784,)),
-        keras.layers.Dense(1024, activation="relu"),
-        keras.layers.Dense(1024, activation="relu"),
-        keras.layers.Dense(10)], name="mlp")
+        keras.layers.Dense(1024, activation="relu", name="dense0"),
+        keras.layers.Dense(1024, activation="relu", name="dense1"),
+        keras.layers.Dense(10, name="dense2")], name="mlp")
 
 
 _VOCAB, _TEXT_LENGTH = 20_000, 128
@@ -68,9 +69,9 @@ def _text_embedding(_: int):
     # tokenization runs on the host, before this graph).
     import keras
     ids = keras.Input((_TEXT_LENGTH,), dtype="int32")
-    x = keras.layers.Embedding(_VOCAB, 128)(ids)
+    x = keras.layers.Embedding(_VOCAB, 128, name="embedding")(ids)
     x = keras.layers.GlobalAveragePooling1D()(x)
-    x = keras.layers.Dense(128, activation="tanh")(x)
+    x = keras.layers.Dense(128, activation="tanh", name="pooled")(x)
     return keras.Model(ids, x, name="text_embedding")
 
 
@@ -86,16 +87,46 @@ _WIDTH, _LENGTH, _LAYERS, _HEADS = 256, 128, 4, 4
 
 
 def _transformer(_: int):
-    # A post-norm encoder (BERT's layout) over already-embedded tokens.
+    return transformer_encoder(_LAYERS, _WIDTH, _HEADS, _LENGTH)
+
+
+def transformer_encoder(layers: int, width: int, heads: int, length: int):
+    """A post-norm encoder (BERT's layout) over already-embedded tokens.
+
+    Layers are named ``layer{i}_attention``, ``_norm1``, ``_ffn_in``, ``_ffn_out`` and
+    ``_norm2``, so that :mod:`benchmarks.native` finds their weights.
+    """
     import keras
-    inputs = keras.Input((_LENGTH, _WIDTH))
+    inputs = keras.Input((length, width))
     x = inputs
-    for _ in range(_LAYERS):
-        attention = keras.layers.MultiHeadAttention(_HEADS, _WIDTH // _HEADS)(x, x)
-        x = keras.layers.LayerNormalization(epsilon=1e-6)(x + attention)
-        hidden = keras.layers.Dense(4 * _WIDTH, activation="gelu")(x)
-        x = keras.layers.LayerNormalization(epsilon=1e-6)(x + keras.layers.Dense(_WIDTH)(hidden))
+    for i in range(layers):
+        attention = keras.layers.MultiHeadAttention(
+            heads, width // heads, name=f"layer{i}_attention")(x, x)
+        x = keras.layers.LayerNormalization(epsilon=1e-6, name=f"layer{i}_norm1")(
+            x + attention)
+        hidden = keras.layers.Dense(4 * width, activation="gelu", name=f"layer{i}_ffn_in")(x)
+        x = keras.layers.LayerNormalization(epsilon=1e-6, name=f"layer{i}_norm2")(
+            x + keras.layers.Dense(width, name=f"layer{i}_ffn_out")(hidden))
     return keras.Model(inputs, x, name="transformer")
+
+
+def keras_resnet(image_size: int, blocks: tuple[int, ...], filters: tuple[int, ...],
+                 classes: int = 1000):
+    """Keras applications' ResNet v1 with ``blocks`` per stage (3, 4, 6, 3: ResNet50).
+
+    Built by Keras's own ResNet code, so that small variants have ResNet50's layers.
+    """
+    from keras.src.applications import resnet
+
+    def stack_fn(x):
+        for stage, (count, width) in enumerate(zip(blocks, filters)):
+            x = resnet.stack_residual_blocks_v1(x, width, count, stride1=1 if stage == 0
+                                                else 2, name=f"conv{stage + 2}")
+        return x
+
+    return resnet.ResNet(stack_fn, preact=False, use_bias=True, weights=None,
+                         input_shape=(image_size, image_size, 3), classes=classes,
+                         name="resnet")
 
 
 def _image(size: int) -> tuple[int, ...]:
@@ -138,6 +169,7 @@ def build_saved_model(name: str, path: pathlib.Path, image_size: int) -> dict[st
     keras.utils.set_random_seed(SEED)
     model = MODELS[name].build(image_size)
     model.export(str(path), format="tf_saved_model", verbose=False)
+    native.save_keras_weights(model, path)
     info = {"model": name, "image_size": image_size, "params": int(model.count_params()),
             "keras": keras.__version__, "input": _signature_input(path)}
     (path / BUILD_INFO).write_text(json.dumps(info, indent=1))

@@ -11,9 +11,9 @@ import dataclasses
 from typing import Any, Callable
 
 #: The table's framework columns, in order, with their headings.
-COLUMNS = {"jaxhub": "jaxhub", "tf": "TF", "tf2jax": "tf2jax"}
+COLUMNS = {"jaxhub": "jaxhub", "tf": "TF", "tf2jax": "tf2jax", "native": "native Flax"}
 #: The ratio columns: jaxhub against each other framework.
-RATIOS = {"tf": "TF / jaxhub", "tf2jax": "tf2jax / jaxhub"}
+RATIOS = {"tf": "TF / jaxhub", "tf2jax": "tf2jax / jaxhub", "native": "native / jaxhub"}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -98,10 +98,10 @@ def details_table(results: Results) -> str:
 
 
 def summary_table(results: Results, other: str = "tf") -> str:
-    """One row per model: jaxhub's ratio against ``other`` on every metric."""
+    """One row per model that ``other`` ran: jaxhub's ratio against it on every metric."""
     head = ["model", *(m.label.split(" (")[0] for m in METRICS)]
     rows = [[model, *(_ratio_text(ratio(results, model, other, m)) for m in METRICS)]
-            for model in results]
+            for model in results if other in results[model]]
     return _markdown(head, rows)
 
 

@@ -44,8 +44,8 @@ def _table_with(stdout: str, first_cell: str) -> list[list[str]]:
 def test_details_table_has_every_framework_and_ratio(quick_run):
     stdout, _ = quick_run
     header, rule, *rows = _table_with(stdout, "model | metric")
-    assert header == ["model", "metric", "jaxhub", "TF", "tf2jax", "TF / jaxhub",
-                      "tf2jax / jaxhub"]
+    assert header == ["model", "metric", "jaxhub", "TF", "tf2jax", "native Flax",
+                      "TF / jaxhub", "tf2jax / jaxhub", "native / jaxhub"]
     assert set(rule) == {"---"}
     metrics = [row[1] for row in rows]
     for wanted in ("latency, batch 1", "throughput, batch 32", "fine-tune step",
@@ -58,11 +58,11 @@ def test_every_figure_was_measured(quick_run):
     stdout, figures = quick_run
     header, _, *rows = _table_with(stdout, "model | metric")
     for row in rows:
-        for framework, cell in zip(header[2:5], row[2:5]):
+        for framework, cell in zip(header[2:6], row[2:6]):
             assert float(cell.replace(",", "")) > 0, (row[1], framework, cell)
-        for cell in row[5:]:
+        for cell in row[6:]:
             assert float(cell.strip("*")) > 0, row
-    for framework in ("jaxhub", "tf", "tf2jax"):
+    for framework in ("jaxhub", "tf", "tf2jax", "native"):
         assert "error" not in figures["mlp"][framework]["run"], figures["mlp"][framework]
 
 
@@ -72,7 +72,16 @@ def test_ratios_are_computed_from_the_figures(quick_run):
     latency = next(row for label, row in rows.items() if label.startswith("latency"))
     ours = figures["mlp"]["jaxhub"]["run"]["latency_ms"]
     theirs = figures["mlp"]["tf"]["run"]["latency_ms"]
-    assert float(latency[5].strip("*")) == pytest.approx(theirs / ours, abs=0.006)
+    assert float(latency[6].strip("*")) == pytest.approx(theirs / ours, abs=0.006)
+    native = figures["mlp"]["native"]["run"]["latency_ms"]
+    assert float(latency[8].strip("*")) == pytest.approx(native / ours, abs=0.006)
+
+
+def test_summarises_jaxhub_against_native_flax(quick_run):
+    stdout, _ = quick_run
+    assert "same model written in Flax nnx" in stdout
+    tables = [line for line in stdout.splitlines() if line.startswith("| model | latency")]
+    assert len(tables) == 2  # against TF, against native Flax
 
 
 def test_states_machine_and_compilation_cache(quick_run):
@@ -82,3 +91,18 @@ def test_states_machine_and_compilation_cache(quick_run):
     assert "2nd process, cache: first call (s)" in header and row[0] == "mlp"
     warm = figures["mlp"]["jaxhub"]["warm"]
     assert warm["start_s"] > warm["first_call_s"] > 0
+
+
+def test_gpu_run_on_a_machine_without_gpu_says_so_and_exits_cleanly(tmp_path):
+    import jax
+    if jax.default_backend() == "gpu":
+        pytest.skip("this machine has a GPU")
+    output = tmp_path / "results.md"
+    done = subprocess.run(
+        [sys.executable, "-m", "benchmarks", "--device", "gpu", "--models", "mlp",
+         "--workdir", str(tmp_path / "work"), "--output", str(output)],
+        cwd=_ROOT, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stdout.strip().splitlines() == [done.stdout.strip()]  # one line
+    assert "No GPU" in done.stdout
+    assert not output.exists() and not (tmp_path / "work").exists()  # nothing measured

@@ -18,9 +18,11 @@ networks take other routes, each with a written-out gradient where autodiff's is
   handles. Beyond 3×3 the patches are cut one axis at a time, from at most
   ``min(taps, outputs)`` slices per axis (one when the stride is at least the window)
   or one ``gather``, so the program stays small whatever the kernel's size;
-* a convolution with symbolic spatial sizes is ``lax.conv_general_dilated`` on the input
+* a convolution with symbolic spatial sizes (grouped and depthwise ones too, as
+  ``feature_group_count``) is ``lax.conv_general_dilated`` on the input
   padded by ``lax.pad`` (``SAME`` paddings then depend on the sizes), with a written-out
-  gradient that needs no symbolic padding; max pooling likewise pads, then ``reduce_window``;
+  gradient that needs no symbolic padding; max and average pooling likewise pad, then
+  ``reduce_window`` (the average's per-window counts are a ones-array pooled the same way);
 * everything else (and channels-first layouts) is ``lax.conv_general_dilated``, grouped
   convolutions with ``feature_group_count``.
 
@@ -127,9 +129,8 @@ def _conv(node, x, kernel):
         lo or hi for lo, hi in pads)
     if pointwise and groups == 1 and _channels_last(layout):
         return _pointwise(x, kernel, strides)
-    if not _static(_spatial_shape(layout, x.shape)) and groups == 1:
-        x = _pad_symbolic(x, layout, pads, kernel.shape[:-2], strides, dilations)
-        return _symbolic_conv(x, kernel, _ConvDims(layout, tuple(strides), tuple(dilations)))
+    if not _static(_spatial_shape(layout, x.shape)):
+        return _symbolic_sized_conv(x, kernel, layout, strides, dilations, pads, groups)
     if groups == 1 and kernel.ndim == 4 and _channels_last(layout):
         padded = [n + lo + hi for n, (lo, hi) in zip(x.shape[1:3], pads)]
         out = _out_sizes(padded, kernel.shape[:2], strides, dilations)
@@ -147,6 +148,14 @@ class _ConvDims(NamedTuple):
     layout: str
     strides: tuple[int, ...]
     dilations: tuple[int, ...]
+    groups: int = 1
+
+
+def _symbolic_sized_conv(x, kernel, layout: str, strides, dilations, pads, groups: int):
+    """A (grouped) convolution of ``x`` whose spatial sizes are symbolic."""
+    x = _pad_symbolic(x, layout, pads, kernel.shape[:-2], strides, dilations)
+    return _symbolic_conv(x, kernel,
+                          _ConvDims(layout, tuple(strides), tuple(dilations), groups))
 
 
 def _pad_symbolic(x, layout: str, pads, window, strides, dilations):
@@ -168,7 +177,8 @@ def _valid_conv(x, kernel, dims: _ConvDims, strides):
     spec = "HWIO" if kernel.ndim == 4 else "DHWIO"
     return jax.lax.conv_general_dilated(
         x, kernel, window_strides=strides, padding=[(0, 0)] * len(strides),
-        rhs_dilation=dims.dilations, dimension_numbers=(dims.layout, spec, dims.layout))
+        rhs_dilation=dims.dilations, dimension_numbers=(dims.layout, spec, dims.layout),
+        feature_group_count=dims.groups)
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(2,))
@@ -200,20 +210,31 @@ def _symbolic_conv_bwd(dims: _ConvDims, residuals, dy):
     spread = [(0, 0, 0)] * dy.ndim
     for axis, k, s, d in zip(axes, window, dims.strides, dims.dilations):
         spread[axis] = ((k - 1) * d, (k - 1) * d, s - 1)
-    flipped = jnp.swapaxes(jnp.flip(kernel, tuple(range(n))), -1, -2)
+    flipped = _transposed_kernel(jnp.flip(kernel, tuple(range(n))), dims.groups)
     dx = _valid_conv(jax.lax.pad(dy, zero, spread), flipped, dims, (1,) * n)
     dx = _fit(dx, zip(axes, (x.shape[axis] for axis in axes)))
     # Kernel gradient: x correlated with dy, batch and channel axes swapped; the window
-    # positions step by the dilations, dy's taps by the strides.
+    # positions step by the dilations, dy's taps by the strides. Groups of x's channels
+    # (now its batch) meet their groups of dy's channels: batch groups.
     swapped = dims.layout.replace("N", "_").replace("C", "N").replace("_", "C")
     dk = jax.lax.conv_general_dilated(
         x, dy, window_strides=dims.dilations, padding=[(0, 0)] * n,
         rhs_dilation=dims.strides,
-        dimension_numbers=(swapped, dims.layout.replace("N", "I").replace("C", "O"), swapped))
+        dimension_numbers=(swapped, dims.layout.replace("N", "I").replace("C", "O"), swapped),
+        batch_group_count=dims.groups)
     dk = _fit(dk, zip(axes, window))
     # [.., x's channels at 'N', .., dy's channels at 'C', ..] -> [*window, in, out]
     dk = jnp.moveaxis(dk, (swapped.index("N"), swapped.index("C")), (-2, -1))
     return dx, dk
+
+
+def _transposed_kernel(kernel, groups: int):
+    """``[*window, in / groups, out]`` -> ``[*window, out / groups, in]``: each group's
+    inputs and outputs swapped, the groups kept in order."""
+    *window, group_in, out = kernel.shape
+    kernel = kernel.reshape(*window, group_in, groups, out // groups)
+    kernel = jnp.swapaxes(kernel, -3, -1)  # [*window, out / groups, groups, in / groups]
+    return kernel.reshape(*window, out // groups, groups * group_in)
 
 
 def _fit(y, sizes):
@@ -358,6 +379,9 @@ def _depthwise(node, x, kernel):
     x, kernel = as_jax(x), as_jax(kernel)
     layout, strides, dilations, pads = _conv_geometry(node, x, kernel)
     kh, kw, channels, multiplier = kernel.shape
+    if not _static(_spatial_shape(layout, x.shape)):
+        return _symbolic_sized_conv(x, kernel.reshape(kh, kw, 1, channels * multiplier),
+                                    layout, strides, dilations, pads, channels)
     if _channels_last(layout) and kh * kw <= MAX_SHIFTED_TAPS:
         return _shifted_depthwise(x, kernel, strides, dilations, pads)
     return jax.lax.conv_general_dilated(
@@ -664,6 +688,8 @@ def _max_pool_v2(node, x, ksize, strides):
 def _avg_pool(node, x):
     x = as_jax(x)
     window, strides, pads = _pool_window(node, x)
+    if not _static(x.shape[1:]):
+        return _symbolic_avg_pool(x, window, strides, pads)
     if max(window) <= MAX_SHIFTED_TAPS:
         total = _shifted_window_sum(x, window, strides, pads)
     else:
@@ -671,6 +697,20 @@ def _avg_pool(node, x):
                                       strides, pads)
     # TF averages over the cells inside the input only; the counts depend on shapes alone.
     return total / _window_counts(x.shape, window, strides, pads).astype(x.dtype)
+
+
+def _symbolic_avg_pool(x, window, strides, pads):
+    """Average pooling with symbolic sizes, as max pooling does it: ``lax.pad`` then a
+    ``VALID`` window sum. The per-window counts, which depend on the sizes, are the same
+    window sums of a ones-array shaped like ``x`` where pooling happens (1 elsewhere)."""
+    def window_sum(a):
+        a = _pad_axes(a, pads, 0)
+        return jax.lax.reduce_window(a, np.asarray(0, a.dtype), jax.lax.add, window,
+                                     strides, "VALID")
+
+    ones = jnp.ones([n if k > 1 or lo or hi else 1
+                     for n, k, (lo, hi) in zip(x.shape, window, pads)], x.dtype)
+    return window_sum(x) / window_sum(ones)
 
 
 def _shifted_window_sum(x, window, strides, pads):

@@ -24,7 +24,7 @@ import numpy as np
 from jax import export as jax_export
 
 from jaxhub_tf.from_tf.ops.registry import register
-from jaxhub_tf.from_tf.values import as_jax, is_static
+from jaxhub_tf.from_tf.values import as_jax, is_static, shape_tuple
 
 
 #: Not implemented: called TF functions (``function_list``), side effects (tokens) and
@@ -237,6 +237,60 @@ def _xla_sharding(node, x):
 @register("XlaOptimizationBarrier")
 def _xla_optimization_barrier(node, *xs):
     return list(jax.lax.optimization_barrier(tuple(as_jax(x) for x in xs)))
+
+
+#: ``tf.random.Algorithm`` ids (what ``XlaRngBitGenerator`` takes) -> XLA's algorithms.
+_RNG_ALGORITHMS = {1: jax.lax.RandomAlgorithm.RNG_PHILOX,
+                   2: jax.lax.RandomAlgorithm.RNG_THREE_FRY,
+                   3: jax.lax.RandomAlgorithm.RNG_DEFAULT}
+
+
+@register("XlaRngBitGenerator", attrs=("dtype", "Tshape"))
+def _xla_rng_bit_generator(node, algorithm, initial_state, shape):
+    """XLA's ``RngBitGenerator``: the same HLO op TF compiles, so the same bits.
+
+    The ``u64[2]`` state is handed to JAX as four 32-bit words (low word first, as JAX's
+    lowering bitcasts them back). With JAX's 64-bit types off (the 64-bit rule) a traced
+    state arrives as 32-bit words: its high words are taken as zero, exact for states that
+    fit in 32 bits; a static state is exact whatever its value. The returned state is then
+    given as its low words, and 64-bit outputs are drawn as 32-bit words (TF's differ).
+    """
+    if not is_static(algorithm) or int(np.asarray(algorithm)) not in _RNG_ALGORITHMS:
+        raise NotImplementedError(
+            f"XlaRngBitGenerator algorithm must be a constant among "
+            f"{sorted(_RNG_ALGORITHMS)} (tf.random.Algorithm ids)")
+    if tuple(np.shape(initial_state)) != (2,):
+        raise NotImplementedError(
+            "XlaRngBitGenerator with a state of shape "
+            f"{tuple(np.shape(initial_state))}: only u64[2] states are supported (JAX's "
+            "RngBitGenerator takes no Philox u64[3] state)")
+    dtype = np.dtype(node.attr("dtype", np.dtype(np.uint64)))
+    bits_dtype = jax.dtypes.canonicalize_dtype(np.dtype(f"uint{dtype.itemsize * 8}"))
+    new_words, bits = jax.lax.rng_bit_generator(
+        _state_words(initial_state), shape_tuple(shape), bits_dtype,
+        _RNG_ALGORITHMS[int(np.asarray(algorithm))])
+    out_dtype = jax.dtypes.canonicalize_dtype(dtype)
+    if out_dtype != bits_dtype:  # signed outputs: the same bits, reinterpreted
+        bits = jax.lax.bitcast_convert_type(bits, out_dtype)
+    pairs = new_words.reshape(2, 2)
+    if jax.config.jax_enable_x64:
+        new_state = jax.lax.bitcast_convert_type(pairs, jnp.uint64)
+    else:
+        new_state = pairs[:, 0]
+    return [new_state, bits]
+
+
+def _state_words(state) -> jax.Array:
+    """A ``u64[2]`` state as JAX's ``u32[4]`` key: each word's low half, then its high half."""
+    if is_static(state):
+        words = np.asarray(state).astype(np.uint64)
+        return jnp.asarray(np.stack([words & 0xFFFFFFFF, words >> 32], -1)
+                           .astype(np.uint32).reshape(4))
+    state = as_jax(state)
+    if state.dtype == jnp.uint64:
+        return jax.lax.bitcast_convert_type(state, jnp.uint32).reshape(4)
+    low = state.astype(jnp.uint32)
+    return jnp.stack([low, jnp.zeros_like(low)], -1).reshape(4)
 
 
 def _computation(node, attr: str):

@@ -2,8 +2,9 @@
 
 A layer wraps a module like ``hub.KerasLayer`` does: it holds the module's params as
 framework variables and, per call, picks the variant (inference, or ``{"train"}`` when
-training a trainable layer), draws a key only if that variant takes one, and hands back
-the outputs and the state the variant updated.
+training a trainable layer), draws a key only if the function it calls takes one (a train
+variant's dropout, a serving signature's random ops), and hands back the outputs and the
+state the call updated (batch statistics, or the variables a signature assigns).
 """
 
 from __future__ import annotations
@@ -59,8 +60,18 @@ class LayerCall:
         if self.output_key is not None and self.output_key not in outputs:
             raise SignatureError(f"signature {self.signature!r} has no output "
                                  f"{self.output_key!r}; its outputs: {sorted(outputs)}")
-        paths = frozenset(p.path for p in self.module.manifest.params if p.trainable)
+        # Params the signature assigns (a converted counter, a moving statistic) are the
+        # layer's state, never stepped by a gradient, even when the module marks them
+        # trainable (a tf.Variable is trainable unless told otherwise).
+        assigned = {path for tags in (frozenset(), TRAIN)
+                    for path in self._state_paths(tags)}
+        paths = frozenset(p.path for p in self.module.manifest.params
+                          if p.trainable and p.path not in assigned)
         object.__setattr__(self, "_trainable_paths", paths)  # frozen: set once, here
+
+    def _state_paths(self, tags: frozenset[str]) -> tuple[tree.Path, ...]:
+        spec = self.module.manifest.function(tags, self.signature)
+        return spec.state if spec is not None else ()
 
     def is_trainable(self, path: tree.Path) -> bool:
         """Whether the param at ``path`` is a trainable variable of the layer."""
@@ -73,10 +84,14 @@ class LayerCall:
         return (training and self.trainable
                 and self.module.manifest.function(TRAIN, self.signature) is not None)
 
+    def _tags(self, training: bool) -> frozenset[str]:
+        return TRAIN if self.uses_train_variant(training) else frozenset()
+
     def needs_rng(self, training: bool) -> bool:
-        """Whether the call in this mode needs a PRNG key (the train variant has dropout)."""
-        return (self.uses_train_variant(training)
-                and self.module.manifest.function(TRAIN, self.signature).takes_rng)
+        """Whether the call in this mode needs a PRNG key: the train variant has dropout,
+        or the signature itself draws random numbers (a converted serving signature with
+        ``tf.random.normal``)."""
+        return self.module.manifest.function(self._tags(training), self.signature).takes_rng
 
     def __call__(self, params: dict[str, Any], inputs: Any, training: bool,
                  rng: Callable[[], jax.Array]) -> tuple[Any, dict[str, Any]]:
@@ -86,19 +101,20 @@ class LayerCall:
           params: the module's params tree, current values.
           inputs: the signature's inputs.
           training: whether the model is in training mode.
-          rng: draws a PRNG key; called only when the variant takes one.
+          rng: draws a PRNG key; called only when the function called takes one.
 
         Returns:
-          ``(outputs, state)``: ``state`` holds the params the train variant updated
-          (empty in inference).
+          ``(outputs, state)``: ``state`` holds the params the call updated: the train
+          variant's statistics, or what a signature that assigns variables assigned
+          (empty when the call updates nothing).
         """
+        tags = self._tags(training)
         as_dict = self.output_key is not None
-        if not self.uses_train_variant(training):
-            outputs = self.module.apply(params, inputs, signature=self.signature,
-                                        as_dict=as_dict)
-            state: dict[str, Any] = {}
+        key = rng() if self.needs_rng(training) else None
+        result = self.module.apply(params, inputs, signature=self.signature,
+                                   as_dict=as_dict, tags=tags, rng=key)
+        if tags or self._state_paths(tags):  # the module returns (outputs, state)
+            outputs, state = result
         else:
-            key = rng() if self.needs_rng(training) else None
-            outputs, state = self.module.apply(params, inputs, signature=self.signature,
-                                               as_dict=as_dict, tags=TRAIN, rng=key)
+            outputs, state = result, {}
         return (outputs[self.output_key] if as_dict else outputs), state

@@ -51,13 +51,20 @@ class HubLayer(linen.Module):
     ``state_collection`` (pass it as mutable). Like ``hub.KerasLayer``, a frozen layer
     always runs inference.
 
+    A signature that draws random numbers in inference too (a converted serving
+    signature with ``tf.random.normal``) takes its key from ``self.make_rng`` on
+    ``rng_collection`` as well; one that assigns variables (``v.assign_add(x)``) keeps
+    them in ``state_collection`` and writes their new values there, so that collection
+    must be mutable for such a call, as for training.
+
     Attributes:
       handle: a :class:`jaxhub.Module`, or a handle (path or URL), loaded once per process.
       trainable: whether fine-tuning changes the module's trainable params.
       signature: the signature to call.
       output_key: the output to return, for signatures with several outputs.
       state_collection: the collection of the params that are not trained.
-      rng_collection: the RNG stream the train variant's key comes from.
+      rng_collection: the RNG stream keys come from (the train variant's dropout, a
+        signature's random ops).
     """
 
     handle: Module | str | os.PathLike

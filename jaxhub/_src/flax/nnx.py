@@ -60,14 +60,20 @@ class HubLayer(nnx.Module):
     variables. Like ``hub.KerasLayer``, a frozen layer always runs inference, so a frozen
     feature extractor keeps its statistics. The layer starts in inference mode.
 
+    A signature that draws random numbers in inference too (a converted serving
+    signature with ``tf.random.normal``) takes its keys from the same stream; one that
+    assigns variables (``v.assign_add(x)``) writes the new values into the layer's
+    variables, which hold such params as :class:`HubState`.
+
     Args:
       handle_or_module: a :class:`jaxhub.Module`, or a handle (path or URL) to load.
       trainable: whether fine-tuning changes the module's trainable params.
       signature: the signature to call.
       output_key: the output to return, for signatures with several outputs.
-      rngs: where training draws dropout keys from (the ``rng_collection`` stream of an
-        ``nnx.Rngs``, or an ``nnx.RngStream``). Needed only when the train variant draws
-        random numbers and no ``rngs`` is passed to the call.
+      rngs: where the layer draws PRNG keys from (the ``rng_collection`` stream of an
+        ``nnx.Rngs``, or an ``nnx.RngStream``). Needed only when the function called
+        draws random numbers (the train variant's dropout, or a signature that samples,
+        in either mode) and no ``rngs`` is passed to the call.
       rng_collection: the stream of ``rngs`` to use.
       deterministic: start in inference (``True``) or training (``False``) mode.
 
@@ -158,8 +164,9 @@ class HubLayer(nnx.Module):
         if rngs is None:
             rngs = self.rngs
         if rngs is None:
-            raise ValueError("the module's train variant draws random numbers (dropout): "
-                             "give the HubLayer `rngs=`, or pass `rngs=` to the call")
+            raise ValueError(f"signature {self._call.signature!r} draws random numbers "
+                             f"here (dropout, sampling): give the HubLayer `rngs=`, or "
+                             f"pass `rngs=` to the call")
         if isinstance(rngs, nnx.Rngs):
             return rngs[self.rng_collection]()
         if isinstance(rngs, nnx.RngStream):

@@ -113,13 +113,25 @@ def _tf_value_and_grads(fn, x, k):
     return y, tape.gradient(loss, [tx, tk])
 
 
+#: conv kind -> (TF function of (x, kernel, strides, padding), x's shape, kernel's shape).
+_SYMBOLIC_CONVS = {
+    "plain": (lambda x, k, s, p: tf.nn.conv2d(x, k, s, p), (2, 3, 4, 3), (3, 3, 3, 5)),
+    # Two groups of 2 input channels, 3 outputs each.
+    "grouped": (lambda x, k, s, p: tf.nn.conv2d(x, k, s, p), (2, 7, 6, 4), (3, 3, 2, 6)),
+    "depthwise": (lambda x, k, s, p: tf.nn.depthwise_conv2d(x, k, [1, s, s, 1], p),
+                  (2, 7, 6, 4), (3, 3, 4, 2)),
+}
+
+
+@pytest.mark.parametrize("kind", sorted(_SYMBOLIC_CONVS))
 @pytest.mark.parametrize("strides,padding", [(1, "SAME"), (2, "SAME"), (2, "VALID")])
-def test_symbolic_height_and_width_convert_and_match_tensorflow(strides, padding):
-    """A conv traced with unknown batch, height and width (input ``[None, None, None, C]``)
-    converts, and exported with all three symbolic gives TF's values and gradients, on a
-    map small enough that a static size would take the patches lowering."""
-    case = Case("Conv2D", lambda x, k: tf.nn.conv2d(x, k, strides, padding))
-    x_shape, k_shape = (2, 3, 4, 3), (3, 3, 3, 5)
+def test_symbolic_height_and_width_convert_and_match_tensorflow(kind, strides, padding):
+    """A conv (plain, grouped or depthwise) traced with unknown batch, height and width
+    (input ``[None, None, None, C]``) converts, and exported with all three symbolic gives
+    TF's values and gradients; the plain one on a map small enough that a static size
+    would take the patches lowering."""
+    fn, x_shape, k_shape = _SYMBOLIC_CONVS[kind]
+    case = Case("Conv2D", lambda x, k: fn(x, k, strides, padding))
     rng = np.random.default_rng(0)
     x = rng.standard_normal(x_shape).astype(np.float32)
     k = rng.standard_normal(k_shape).astype(np.float32)
@@ -164,14 +176,23 @@ def test_large_kernel_program_does_not_grow_with_the_kernel(x_shape, k_shape, st
     assert backward <= 80, backward
 
 
-@pytest.mark.parametrize("window,strides,padding", [(2, 2, "SAME"), (3, 2, "VALID")])
-def test_max_pool_with_symbolic_height_and_width_matches_tensorflow(window, strides, padding):
-    """Max pooling traced with unknown height and width exports with them symbolic and
-    gives TF's values and gradients."""
+_POOLS = {"max": tf.nn.max_pool2d, "avg": tf.nn.avg_pool2d, "avg3d": tf.nn.avg_pool3d}
+
+
+@pytest.mark.parametrize("pool", sorted(_POOLS))
+@pytest.mark.parametrize("window,strides,padding", [(2, 2, "SAME"), (3, 2, "VALID"),
+                                                    (3, 1, "SAME")])
+def test_pool_with_symbolic_height_and_width_matches_tensorflow(pool, window, strides,
+                                                                padding):
+    """Max and average pooling traced with unknown height and width (and depth) export
+    with them symbolic and give TF's values and gradients; average pooling divides by the
+    number of cells inside the input, which depends on those sizes."""
     rng = np.random.default_rng(0)
-    x = rng.standard_normal((2, 7, 6, 3)).astype(np.float32)
-    fn = tf.function(lambda x: tf.nn.max_pool2d(x, window, strides, padding))
-    concrete = fn.get_concrete_function(tf.TensorSpec((None, None, None, 3), tf.float32))
+    x_shape = (2, 5, 7, 6, 3) if pool == "avg3d" else (2, 7, 6, 3)
+    x = rng.standard_normal(x_shape).astype(np.float32)
+    fn = tf.function(lambda x: _POOLS[pool](x, window, strides, padding))
+    unknown = (None,) * (len(x_shape) - 1)
+    concrete = fn.get_concrete_function(tf.TensorSpec(unknown + (3,), tf.float32))
     run = run_graph(concrete.graph.as_graph_def(), [t.name for t in concrete.inputs],
                     [t.name for t in concrete.outputs])
     f = lambda x: run({}, [x])[0][0]  # noqa: E731
@@ -182,10 +203,10 @@ def test_max_pool_with_symbolic_height_and_width_matches_tensorflow(window, stri
         loss = tf.reduce_sum(tf.sin(y))
     expected = tape.gradient(loss, tx)
 
-    b, h, w = export.symbolic_shape("b, h, w")
-    spec = jax.ShapeDtypeStruct((b, h, w, 3), np.float32)
+    sizes = export.symbolic_shape("b, d, h, w" if pool == "avg3d" else "b, h, w")
+    spec = jax.ShapeDtypeStruct((*sizes, 3), np.float32)
     value = export.export(jax.jit(f))(spec)
-    np.testing.assert_allclose(np.asarray(value.call(x)), y.numpy(), rtol=1e-6)
+    np.testing.assert_allclose(np.asarray(value.call(x)), y.numpy(), rtol=1e-5, atol=1e-6)
     grad = export.export(jax.jit(jax.grad(lambda x: jnp.sum(jnp.sin(f(x))))))(spec)
     np.testing.assert_allclose(np.asarray(grad.call(x)), expected.numpy(), rtol=1e-5,
                                atol=1e-6)

@@ -6,11 +6,14 @@ the op sits in the graph's function library, which the converter runs as any oth
 
 from __future__ import annotations
 
+import jax
+import numpy as np
 import pytest
 import tensorflow as tf
 from tensorflow.compiler.tf2xla.python import xla
 from tensorflow.compiler.xla import xla_data_pb2
 
+from jaxhub_tf.from_tf.interpreter import run_graph
 from jaxhub_tf.from_tf.ops.xla import proto_ints
 from tests.converters.from_tf.ops._conformance import (Case, check, distinct, integers,
                                                        normal, params)
@@ -145,6 +148,23 @@ CASES += [
 ]
 
 
+_STATE = np.array([0x123456789ABCDEF0, 42], np.uint64)
+
+
+def _uniform_from_bits(algorithm):
+    """``x`` plus floats in [0, 1) made of the generator's bits (exact if the bits are)."""
+    def body(x):
+        _, bits = xla.rng_bit_generator(algorithm, tf.constant(_STATE), [3], dtype=tf.uint32)
+        return x + tf.cast(tf.bitwise.right_shift(bits, 8), tf.float32) * 2.0 ** -24
+    return body
+
+
+# tf.random.Algorithm ids: Philox, ThreeFry, and the platform's default (Philox on CPU).
+CASES += [Case("XlaRngBitGenerator", _compiled(_uniform_from_bits(algorithm)),
+               (((2, 3),),), name=name)
+          for algorithm, name in ((1, "philox"), (2, "threefry"), (3, "auto_select"))]
+
+
 @pytest.mark.parametrize("case,shapes,dtypes", params(CASES))
 def test_matches_tensorflow(case, shapes, dtypes):
     check(case, shapes, dtypes)
@@ -155,3 +175,52 @@ def test_dimension_numbers_are_read_without_tensorflow():
     numbers.lhs_batch_dimensions.append(300)  # multi-byte varints
     assert proto_ints(numbers.SerializeToString()) == {1: [2, 3], 2: [1], 3: [0, 300], 4: [0]}
 
+
+
+@pytest.fixture(params=[False, True], ids=["x64_off", "x64_on"])
+def x64(request):
+    with jax.enable_x64(request.param):
+        yield request.param
+
+
+def run_concrete(concrete, *args):
+    """The converted ``concrete`` function's outputs on ``args``."""
+    run = run_graph(concrete.graph.as_graph_def(), [t.name for t in concrete.inputs],
+                    [t.name for t in concrete.outputs])
+    return run({}, list(args))[0]
+
+
+def _rng_bit_generator_graph(algorithm, dtype, state_spec):
+    fn = _compiled(lambda state: xla.rng_bit_generator(algorithm, state, [4, 5], dtype=dtype))
+    return fn, fn.get_concrete_function(state_spec)
+
+
+@pytest.mark.parametrize("algorithm", [1, 2, 3])
+@pytest.mark.parametrize("dtype", [tf.uint8, tf.uint32, tf.uint64])
+def test_rng_bit_generator_gives_tfs_bits_and_state(algorithm, dtype, x64):
+    """The same XLA op: the bits and the new state equal TF's exactly, for a state given
+    as an argument (traced) or as a constant (static)."""
+    if dtype == tf.uint64 and not x64:
+        pytest.skip("64-bit outputs are drawn as 32-bit words with JAX's 64-bit types off")
+    fn, concrete = _rng_bit_generator_graph(algorithm, dtype, tf.TensorSpec([2], tf.uint64))
+    tf_state, tf_bits = (t.numpy() for t in fn(tf.constant(_STATE)))
+    converted = jax.jit(lambda state: run_concrete(concrete, state))
+    state, bits = converted(_STATE if x64 else (_STATE & 0xFFFFFFFF).astype(np.uint32))
+    if x64:
+        np.testing.assert_array_equal(bits, tf_bits)
+        np.testing.assert_array_equal(state, tf_state)
+    else:   # the traced state lost its high word (the 64-bit rule): TF's bits for that state
+        low = (_STATE & 0xFFFFFFFF).astype(np.uint64)
+        low_state, low_bits = (t.numpy() for t in fn(tf.constant(low)))
+        np.testing.assert_array_equal(bits, low_bits)
+        np.testing.assert_array_equal(state, (low_state & 0xFFFFFFFF).astype(np.uint32))
+    constant = _compiled(lambda: xla.rng_bit_generator(algorithm, tf.constant(_STATE),
+                                                       [4, 5], dtype=dtype))
+    _, static_bits = jax.jit(lambda: run_concrete(constant.get_concrete_function()))()
+    np.testing.assert_array_equal(static_bits, tf_bits)   # exact even with 64-bit types off
+
+
+def test_rng_bit_generator_refuses_a_philox_three_word_state():
+    _, concrete = _rng_bit_generator_graph(1, tf.uint32, tf.TensorSpec([3], tf.uint64))
+    with pytest.raises(Exception, match="only u64\\[2\\] states"):
+        run_concrete(concrete, np.zeros(3, np.uint32))
