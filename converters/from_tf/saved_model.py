@@ -379,11 +379,16 @@ class _SavedModel:
         one concrete function (an ``input_signature``) whose inputs and outputs are
         tensors and ragged tensors (see :class:`jaxhub.Ragged`) is converted; one that
         cannot be is skipped with a warning, as are names in ``taken`` and private ones.
+        A ``__call__`` with one concrete function, if ``default`` is not taken, becomes
+        ``default``: a dict argument's keys name its inputs.
         """
         root = self._objects.nodes[0]
         found = {}
         for child in root.children:
-            name, obj = child.local_name, self._objects.nodes[child.node_id]
+            obj = self._objects.nodes[child.node_id]
+            # A __call__ that call_functions() did not take (one taking a dict of
+            # tensors, as TF Hub's encoders) is the default signature.
+            name = "default" if child.local_name == "__call__" else child.local_name
             if (obj.WhichOneof("kind") != "function" or name.startswith("_")
                     or name in taken or len(obj.function.concrete_functions) != 1):
                 continue
