@@ -131,11 +131,16 @@ class Ragged(NamedTuple):
     are TF's ``nested_row_splits``, outermost first: row ``i`` of level ``k`` spans
     ``row_splits[k][i]:row_splits[k][i + 1]`` of the next level.
 
+    A converted BERT preprocessor's ``tokenize`` returns one (``[batch, words,
+    wordpieces]``), and ``bert_pack_inputs`` takes a list of them:
+    ``preprocess([tokens, tokens], signature="bert_pack_inputs")``.
+
     Examples:
-      >>> tokens = preprocess(["hello world", "hi"], signature="tokenize")
-      >>> tokens.row_splits[0]                  # [batch, words, wordpieces]
-      Array([0, 2, 3], dtype=int32)
-      >>> inputs = preprocess([tokens, tokens], signature="bert_pack_inputs")
+      >>> tokens = Ragged(np.array([7, 8, 9]), (np.array([0, 2, 3]),))
+      >>> tokens.to_list()
+      [[7, 8], [9]]
+      >>> tokens.ragged_rank
+      1
     """
 
     values: Any
