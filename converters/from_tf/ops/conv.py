@@ -18,6 +18,9 @@ networks take other routes, each with a written-out gradient where autodiff's is
   handles. Beyond 3×3 the patches are cut one axis at a time, from at most
   ``min(taps, outputs)`` slices per axis (one when the stride is at least the window)
   or one ``gather``, so the program stays small whatever the kernel's size;
+* a convolution with few output channels (taps x outputs at most its input channels) is
+  one product of the input with every tap's matrix, then a sum of shifted slices: XLA:CPU
+  runs one-output-channel convolutions far below its speed;
 * a convolution with symbolic spatial sizes is ``lax.conv_general_dilated`` on the input
   padded by ``lax.pad`` (``SAME`` paddings then depend on the sizes), with a written-out
   gradient that needs no symbolic padding; max pooling likewise pads, then ``reduce_window``;
