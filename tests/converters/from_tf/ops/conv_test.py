@@ -136,6 +136,10 @@ CONV = [
     Case("Conv2DBackpropInput", lambda dy, k: tf.nn.conv2d_transpose(
         dy, k, [2, 8, 8, 3], 2, "SAME"), (((2, 4, 4, 5), (3, 3, 3, 5)),), batched=False,
          **_TOL),
+    # Its forward conv has few outputs (9 taps x 1 <= 9 channels): the tap projection's VJP.
+    Case("Conv2DBackpropInput", lambda dy, k: tf.nn.conv2d_transpose(
+        dy, k, [2, 8, 8, 9], 2, "SAME"), (((2, 4, 4, 1), (3, 3, 9, 1)),), batched=False,
+         name="Conv2DBackpropInput-few-outputs", **_TOL),
     Case("Conv2DBackpropInput", lambda dy, k: tf.nn.conv2d_transpose(
         dy, k, tf.stack([tf.shape(dy)[0], 8, 8, 3]), 2, "SAME"),
          (((2, 4, 4, 5), (3, 3, 3, 5)),), name="Conv2DTranspose-dynamic-batch", **_TOL),
