@@ -16,14 +16,15 @@ from jaxhub_tf.from_tf.interpreter import run_graph
 from tests.converters.from_tf.ops._conformance import Case
 from tests.converters.from_tf.ops.conv_test import CONV, DEPTHWISE
 
-# Shifted depthwise convs, 1x1 convs (matrix products) and convs whose output is smaller
-# than the window (patches).
+# Shifted depthwise convs, 1x1 convs (matrix products), convs whose output is smaller
+# than the window (patches) and convs with few outputs (tap projections).
 _LOWERED = ([case for case in DEPTHWISE
              if case.op == "DepthwiseConv2dNative" and case.name != "Depthwise-7x7"] +
             [case for case in CONV if case.name in {
                 "Conv2D-1x1", "Conv2D-1x1-s2", "Conv2D-small-map", "Conv2D-small-map-s2",
                 "Conv2D-kernel-spans-axis", "Conv2D-framed", "Conv2D-overlapping-frames",
-                "Conv1D-long-window"}])
+                "Conv1D-long-window", "Conv2D-few-outputs", "Conv2D-few-outputs-s2",
+                "Conv2D-few-outputs-explicit"}])
 
 
 def _params():
@@ -174,6 +175,31 @@ def test_large_kernel_program_does_not_grow_with_the_kernel(x_shape, k_shape, st
     # forward for the first.
     assert forward <= 30, forward
     assert backward <= 80, backward
+
+
+@pytest.mark.parametrize("x_shape,k_shape,strides", [
+    ((2, 20, 16, 33), (3, 3, 33, 1), 1),   # a 3x3 head with one output channel
+    ((2, 20, 16, 32), (7, 3, 32, 1), 1),
+    ((2, 20, 16, 12), (3, 3, 12, 1), 2),
+])
+def test_few_output_conv_runs_as_products_forward_and_backward(x_shape, k_shape, strides):
+    """A conv whose taps x output channels are at most its input channels is one product
+    with every tap's matrix and shifted sums, and its gradient is two products: no
+    ``convolution`` at all (XLA:CPU runs one-output-channel convs at a fraction of its
+    speed), and no slice of the product padded back to full size per tap."""
+    case = Case("Conv2D", lambda x, k: tf.nn.conv2d(x, k, strides, "SAME"))
+    _, f = _converted(case, x_shape, k_shape)
+    x = jax.ShapeDtypeStruct(x_shape, np.float32)
+    k = jax.ShapeDtypeStruct(k_shape, np.float32)
+    grad = jax.grad(lambda x, k: jnp.sum(f(x, k)), argnums=(0, 1))
+    for fn in (f, grad):
+        text = jax.jit(fn).lower(x, k).as_text()
+        assert "stablehlo.convolution" not in text
+        assert "stablehlo.dot_general" in text
+    taps = k_shape[0] * k_shape[1]
+    backward = jax.jit(grad).lower(x, k).as_text()
+    # One padded cotangent; autodiff of the slices padded each tap's slice.
+    assert backward.count("stablehlo.pad") < taps, backward.count("stablehlo.pad")
 
 
 _POOLS = {"max": tf.nn.max_pool2d, "avg": tf.nn.avg_pool2d, "avg3d": tf.nn.avg_pool3d}

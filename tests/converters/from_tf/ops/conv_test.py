@@ -113,6 +113,16 @@ CONV = [
     Case("Conv2D", _conv2d(1, "VALID", 2), (((1, 5, 12, 2), (2, 5, 2, 3)),),
          name="Conv2D-kernel-spans-axis-dilated", grad_reference=_dilated_as_dense("VALID"),
          **_TOL),
+    # Taps x outputs at most the input channels: one product with every tap, shifted sums.
+    Case("Conv2D", _conv2d(), (((2, 7, 6, 10), (3, 3, 10, 1)), ((1, 9, 5, 12), (3, 2, 12, 2)),
+                               ((1, 12, 6, 21), (7, 3, 21, 1))),
+         name="Conv2D-few-outputs", **_TOL),
+    Case("Conv2D", _conv2d(2, "VALID"), (((2, 9, 8, 9), (3, 3, 9, 1)),),
+         name="Conv2D-few-outputs-s2", **_TOL),
+    Case("Conv2D", _conv2d([1, 3], [[0, 0], [1, 2], [0, 1], [0, 0]]),
+         (((1, 8, 10, 9), (3, 3, 9, 1)),), name="Conv2D-few-outputs-explicit", **_TOL),
+    Case("Conv2D", _conv2d(1, "SAME", 2), (((1, 9, 9, 9), (3, 3, 9, 1)),),
+         name="Conv2D-few-outputs-dilated", grad_reference=_dilated_as_dense(), **_TOL),
     Case("Conv2D", lambda x, k: tf.nn.conv1d(x, k, 16, "VALID"), (((2, 70, 1), (32, 1, 6)),),
          name="Conv1D-framed", **_TOL),
     # More windows and taps than MAX_WINDOW_SLICES: one gather cuts them.
@@ -126,6 +136,10 @@ CONV = [
     Case("Conv2DBackpropInput", lambda dy, k: tf.nn.conv2d_transpose(
         dy, k, [2, 8, 8, 3], 2, "SAME"), (((2, 4, 4, 5), (3, 3, 3, 5)),), batched=False,
          **_TOL),
+    # Its forward conv has few outputs (9 taps x 1 <= 9 channels): the tap projection's VJP.
+    Case("Conv2DBackpropInput", lambda dy, k: tf.nn.conv2d_transpose(
+        dy, k, [2, 8, 8, 9], 2, "SAME"), (((2, 4, 4, 1), (3, 3, 9, 1)),), batched=False,
+         name="Conv2DBackpropInput-few-outputs", **_TOL),
     Case("Conv2DBackpropInput", lambda dy, k: tf.nn.conv2d_transpose(
         dy, k, tf.stack([tf.shape(dy)[0], 8, 8, 3]), 2, "SAME"),
          (((2, 4, 4, 5), (3, 3, 3, 5)),), name="Conv2DTranspose-dynamic-batch", **_TOL),
