@@ -9,9 +9,12 @@ serving signature's outputs, and the gradients of one random linear function of 
 outputs with respect to every trainable param and every float input.
 
 Errors are relative L2 (``|jax - tf| / |tf|`` over a whole array), recorded as test
-properties. TF's two CPU kernel paths (oneDNN on and off) agree to about 1e-6 on these
-models; :data:`RTOL` covers both with room. TF's gradient of ``fer`` aborts with oneDNN
-on, so its reference gradients come from TF's other kernels (see ``_real_models.py``).
+properties. TF's two CPU kernel paths (oneDNN on and off) agree to about 1e-6 on most of
+these models, and :data:`RTOL` covers both with room; where they do not, the measured
+spread is in :data:`GRADIENT_RTOL`. Two references take another path (see
+``_real_models.py``): TF's gradient of ``fer`` aborts with oneDNN on, so its gradients
+come from TF's other kernels; TF 2 cannot differentiate musicnn's TF 1 graph once saved
+as a TF 2 function, so its gradients come from a TF 1 session over the TF 1 SavedModel.
 
 Two shipped models are skipped for now (with the reason): their convolutions take the
 patches lowering (one slice per kernel tap), so they take minutes to convert and to
@@ -37,6 +40,11 @@ from tests.converters.from_tf import _real_models
 
 #: Relative L2 error allowed (measured: 1e-7 to 1e-5; float32 through up to 40 layers).
 RTOL = 1e-4
+#: Gradient tolerances of models where TF's own CPU kernel paths disagree by more: a
+#: 2-layer LSTM over 40 steps into a confident 465-way softmax (textgenrnn). Measured:
+#: TF with oneDNN against TF without, up to 3.1e-3 at batch 1 (1.7e-6 at batch 4);
+#: jaxhub against TF up to 1.8e-3 at batch 1 and 1.0e-3 at batch 4.
+GRADIENT_RTOL = {"textgenrnn": 5e-3}
 #: Below this spread of TF's outputs, a comparison would prove nothing.
 MIN_STD = 1e-4
 #: The batch sizes compared.
@@ -120,11 +128,11 @@ def relative_error(got, want) -> float:
     return float(np.linalg.norm(got - want) / max(np.linalg.norm(want), 1e-30))
 
 
-def _check(errors: dict[str, float], record_property) -> None:
+def _check(errors: dict[str, float], record_property, rtol: float = RTOL) -> None:
     for what, error in errors.items():
         record_property(f"relative_error:{what}", f"{error:.2e}")
-    bad = {k: f"{v:.2e}" for k, v in errors.items() if not v <= RTOL}
-    assert not bad, f"relative L2 errors above {RTOL}: {bad}"
+    bad = {k: f"{v:.2e}" for k, v in errors.items() if not v <= rtol}
+    assert not bad, f"relative L2 errors above {rtol}: {bad}"
 
 
 def _apply(module, jit: bool):
@@ -138,8 +146,11 @@ def test_tf_reference_is_not_degenerate(converted):
         for k, out in ref["out"].items():
             assert np.std(out) > MIN_STD or out.size == 1, f"{case}: TF output {k} is flat"
         assert ref["gvar"], "TF gave no trainable variable"
-        for k, grad in ref["gvar"].items():
-            assert np.any(grad != 0), f"{case}: TF gradient of {k} is zero"
+    # Per case, a branch can get no gradient (deepcut's ``Maximum`` of 12 conv branches
+    # passes it to the winning one only): every variable gets one in some case.
+    for k in converted.ref[f"batch{BATCHES[0]}"]["gvar"]:
+        assert any(np.any(ref["gvar"][k] != 0) for ref in converted.ref.values()), \
+            f"TF gradient of {k} is zero in every case"
 
 
 @pytest.mark.parametrize("jit", [False, True], ids=["eager", "jit"])
@@ -180,7 +191,7 @@ def test_gradients_match_tf(converted, batch, jit, record_property):
     compared = {k.removeprefix("param:") for k in errors if k.startswith("param:")}
     assert compared == set(ref["gvar"]), "TF variables without a trainable param: " \
         f"{sorted(set(ref['gvar']) - compared)}"
-    _check(errors, record_property)
+    _check(errors, record_property, GRADIENT_RTOL.get(converted.name, RTOL))
 
 
 def _flatten(tree) -> list[tuple[str, Any]]:
