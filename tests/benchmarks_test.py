@@ -82,3 +82,17 @@ def test_states_machine_and_compilation_cache(quick_run):
     assert "2nd process, cache: first call (s)" in header and row[0] == "mlp"
     warm = figures["mlp"]["jaxhub"]["warm"]
     assert warm["start_s"] > warm["first_call_s"] > 0
+
+
+def test_real_models_benchmark_measures_both_frameworks(tmp_path):
+    # The smallest shipped model, one timed call per figure: a smoke run, not a timing.
+    done = subprocess.run(
+        [sys.executable, "-m", "benchmarks.real_models_bench", "--models", "mtcnn_rnet",
+         "--batch", "2", "--repeats", "1", "--budget", "0", "--warmup", "1",
+         "--workdir", str(tmp_path)],
+        cwd=_ROOT, capture_output=True, text=True, timeout=900)
+    assert done.returncode == 0, done.stderr[-3000:]
+    header, _, row = _table_with(done.stdout, "model")
+    assert row[0] == "mtcnn_rnet" and len(row) == len(header)
+    assert "-" not in row, f"a figure is missing: {dict(zip(header, row))}"
+    assert "mtcnn_rnet, " not in done.stdout, "a measurement reported an error"
