@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import functools
 import importlib
 import importlib.metadata
 import json
@@ -152,17 +153,19 @@ _MTCNN_STAGES = {"rnet": ("RNet", 24), "onet": ("ONet", 48)}  # class, input siz
 def _build_mtcnn(stage: str) -> Callable[[pathlib.Path], None]:
     def build(path: pathlib.Path) -> None:
         import joblib
+        import tensorflow as tf
         class_name, size = _MTCNN_STAGES[stage]
         model = getattr(_import_module("mtcnn", "mtcnn", f"network.{stage}"), class_name)()
         model.build()
         weights = _package_dir("mtcnn", "mtcnn") / "assets" / "weights" / f"{stage}.lz4"
         model.set_weights(joblib.load(weights))
         # A subclassed model built by hand: Keras cannot tell its input signature.
-        import tensorflow as tf
         _export_keras(model, path, [tf.TensorSpec([None, size, size, 3], tf.float32)])
     return build
 
 
+# textgenrnn's default config (textgenrnn/textgenrnn.py), restated: that module imports
+# the whole application.
 _TEXTGENRNN_CONFIG = {"rnn_layers": 2, "rnn_size": 128, "rnn_bidirectional": False,
                       "max_length": 40, "dim_embeddings": 100}
 
@@ -175,7 +178,9 @@ def _build_textgenrnn(path: pathlib.Path) -> None:
     model = _import_module("textgenrnn", "textgenrnn", "model").textgenrnn_model(
         len(vocab) + 1, _TEXTGENRNN_CONFIG, weights_path=str(folder / "textgenrnn_weights.hdf5"))
 
-    @tf.function(input_signature=[tf.TensorSpec([None, 40], tf.int32, name="input")])
+    length = _TEXTGENRNN_CONFIG["max_length"]
+
+    @tf.function(input_signature=[tf.TensorSpec([None, length], tf.int32, name="input")])
     def serve(ids):
         return {"output": model(ids, training=False)}
 
@@ -183,12 +188,6 @@ def _build_textgenrnn(path: pathlib.Path) -> None:
 
 
 _MUSICNN_FRAMES, _MELS = 187, 96
-
-
-def _build_musicnn(variant: str) -> Callable[[pathlib.Path], None]:
-    def build(path: pathlib.Path) -> None:
-        _save_musicnn(variant, path)
-    return build
 
 
 def _save_musicnn(variant: str, path: pathlib.Path) -> None:
@@ -234,16 +233,18 @@ def _build_basic_pitch(path: pathlib.Path) -> None:
     shutil.copytree(shipped, path)
 
 
-_AUDIO_SAMPLES = 43844  # basic-pitch's window: 2 s at 22050 Hz minus its overlap
+_AUDIO_SAMPLES = 43844  # basic-pitch's window: 2 s at 22050 Hz less one 256-sample hop
 
 _MUSICNN_INPUT = {"melspectrogram": Input((_MUSICNN_FRAMES, _MELS), low=0.0, high=3.0)}
 
 MODELS: dict[str, RealModel] = {m.name: m for m in [
     RealModel("tempocnn", "audio", "tempocnn==0.0.8", _build_tempocnn,
               {"input_16": Input((40, _TEMPOCNN_FRAMES, 1), low=0.0)}),
-    RealModel("musicnn_vgg", "audio", "musicnn==0.1.0", _build_musicnn("MTT_vgg"),
+    RealModel("musicnn_vgg", "audio", "musicnn==0.1.0",
+              functools.partial(_save_musicnn, "MTT_vgg"),
               _MUSICNN_INPUT, legacy_keras=True),
-    RealModel("musicnn", "audio", "musicnn==0.1.0", _build_musicnn("MTT_musicnn"),
+    RealModel("musicnn", "audio", "musicnn==0.1.0",
+              functools.partial(_save_musicnn, "MTT_musicnn"),
               _MUSICNN_INPUT, legacy_keras=True),
     RealModel("basic_pitch", "audio", "basic-pitch==0.4.0", _build_basic_pitch,
               {"input_2": Input((_AUDIO_SAMPLES, 1), low=-0.5, high=0.5)}),
@@ -256,7 +257,8 @@ MODELS: dict[str, RealModel] = {m.name: m for m in [
               {"keras_tensor": Input((21,), low=0, high=178, ids=True),  # characters
                "keras_tensor_1": Input((21,), low=0, high=12, ids=True)}),  # their types
     RealModel("textgenrnn", "text", "textgenrnn==2.0.0", _build_textgenrnn,
-              {"input": Input((40,), "int32", low=0, high=465, ids=True)}, legacy_keras=True),
+              {"input": Input((_TEXTGENRNN_CONFIG["max_length"],), "int32", low=0, high=465,
+                               ids=True)}, legacy_keras=True),
 ]}
 
 
