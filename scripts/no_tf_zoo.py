@@ -3,8 +3,8 @@
 Two steps, run by ``scripts/check-no-tf-convert`` in two venvs:
 
 ``build OUT`` (a venv with TensorFlow) writes a small zoo of SavedModels and TF1 Hub
-modules to ``OUT`` (a Keras application, a text module with a vocabulary, loops and
-branches with a train variant, and the committed TF1 Hub fixtures: an MLP with a train
+modules to ``OUT`` (a Keras application, a text module with a vocabulary, a
+SentencePiece tokenizer and classifier, loops and branches with a train variant, and the committed TF1 Hub fixtures: an MLP with a train
 variant, a text module, v1 control flow) and, for each, TF's outputs and the gradients
 of ``sum(outputs * cotangents)`` by input and by variable, in ``OUT/<case>.npz``, with
 ``OUT/cases.json`` saying how to call each.
@@ -92,6 +92,13 @@ def build(out: pathlib.Path) -> None:
                         signatures={"serving_default": text.__call__})
     tf2_case("tf2_text", out / "tf2_text", "serving_default",
              {"s": np.array([s.encode() for s in STRINGS], dtype=object)})
+    # SentencePiece (tensorflow_text) to logits: the model proto becomes a module asset.
+    from tests.converters.from_tf.host_stages import sentencepiece_test as spm_test
+    sentencepiece = spm_test._SentencePieceModel(spm_test._train("unigram", 48))
+    tf.saved_model.save(sentencepiece, str(out / "tf2_sentencepiece"),
+                        signatures={"classify": sentencepiece.classify})
+    tf2_case("tf2_sentencepiece", out / "tf2_sentencepiece", "classify",
+             {"text": np.array(spm_test.TEXTS, dtype=object)})
     # Loops, branches and variable assignments; __call__(training=True): a train variant.
     stateful = Stateful()
     stateful.__call__.get_concrete_function(SPEC, training=True)
@@ -222,7 +229,8 @@ def check(out: pathlib.Path) -> None:
               f"{compared}: {status}")
         if errors:
             failures.append(name)
-    leaked = [m for m in sys.modules if m.split(".")[0] in ("tensorflow", "tf_keras")]
+    leaked = [m for m in sys.modules
+              if m.split(".")[0] in ("tensorflow", "tf_keras", "tensorflow_text")]
     if leaked:
         failures.append(f"imported {leaked[:3]}")
     if failures:

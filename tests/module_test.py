@@ -240,6 +240,12 @@ class TestExportAndLoad:
         assert (tmp_path / "m" / "README.md").read_text() == "# MLP\n"
         np.testing.assert_allclose(loaded(x), module(x), atol=ATOL)
 
+    def test_assets_given_as_bytes_are_written_on_export(self, tmp_path):
+        module = make_mlp_module(assets={"models/tok.model": b"\x00\x01binary"})
+        assert module.assets["models/tok.model"] == b"\x00\x01binary"
+        loaded = jaxhub.load(module.export(tmp_path / "m"))
+        assert loaded.assets["models/tok.model"].read_bytes() == b"\x00\x01binary"
+
     def test_params_of_other_containers_keep_their_structure(self, x):
         params = [{"w": jnp.ones((50, 3))}, {"w": jnp.full((3, 2), 0.5)}]
         module = jaxhub.create_module(
@@ -278,3 +284,48 @@ class TestModuleIsAValue:
         grads = jax.grad(lambda m: jnp.sum(m(x)))(mlp_module)
         expected = jax.grad(lambda p: jnp.sum(mlp_module.apply(p, x)))(mlp_module.params)
         assert_trees_close(grads.params, expected)
+
+
+def test_a_function_jax_cannot_differentiate_is_stored_forward_only(tmp_path):
+    def spectrum(params, x):   # no JVP rule for full-matrices SVD
+        return jnp.linalg.svd(x * params["scale"], full_matrices=True)[1]
+
+    with pytest.warns(UserWarning, match="signature 'default' is stored forward-only"):
+        module = jaxhub.create_module({"scale": jnp.ones(())},
+                                      {"default": (spectrum, jaxhub.TensorSpec([None, 3, 2]))})
+    x = np.random.default_rng(0).standard_normal((2, 3, 2)).astype(np.float32)
+    loaded = jaxhub.load(module.export(tmp_path / "m"))
+    for m in (module, loaded):
+        np.testing.assert_allclose(jax.jit(m)(x), np.linalg.svd(x, compute_uv=False),
+                                   rtol=1e-5)
+        with pytest.raises(jaxhub.SignatureError, match="signature 'default' is forward-only"
+                                                        ".*JVP not implemented"):
+            jax.grad(lambda p: jnp.sum(m.apply(p, x)))(m.params)
+    assert "forward-only" in repr(loaded)
+
+
+def test_signatures_that_draw_random_numbers_or_assign_params(tmp_path):
+    def noisy(params, x, rng):
+        return x + params["scale"] * jax.random.normal(rng, x.shape)
+
+    def count(params, x, rng):   # declared with_rng, but draws nothing: asks for no key
+        n = params["seen"] + x.shape[0]
+        return {"n": n}, {"seen": n}
+
+    spec = jaxhub.TensorSpec([None, 2])
+    module = jaxhub.create_module(
+        {"scale": jnp.float32(0.5), "seen": jnp.float32(0)},
+        {"noisy": (noisy, spec), "count": (count, spec)},
+        with_rng=["noisy", "count"], with_state=["count"])
+    loaded = jaxhub.load(module.export(tmp_path / "m"))
+    x = jnp.ones((3, 2))
+    for m in (module, loaded):
+        key = jax.random.key(7)
+        expected = x + 0.5 * jax.random.normal(key, x.shape)
+        np.testing.assert_allclose(jax.jit(lambda x, k: m(x, signature="noisy", rng=k))(x, key),
+                                   expected, rtol=1e-6)
+        with pytest.raises(jaxhub.SignatureError, match="rng=jax.random.key"):
+            m(x, signature="noisy")
+        outputs, state = m(x, signature="count")
+        assert float(outputs) == 3.0 and float(state["seen"]) == 3.0
+        assert m.manifest.function(frozenset(), "count").takes_rng is False

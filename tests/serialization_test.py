@@ -232,8 +232,8 @@ def test_sizes_that_no_residual_has_are_passed_back():
                            jax.grad(loss(pool), (0, 1))(params, images))
 
 
-def test_a_function_whose_gradient_cannot_be_traced_is_stored_without_halves(x):
-    """As before split VJPs: the module runs, and its gradient fails only when asked for."""
+def test_a_function_whose_gradient_cannot_be_traced_is_stored_forward_only(x):
+    """The module runs, and its gradient fails only when asked for, naming the reason."""
     @jax.custom_vjp
     def broken(v):
         return v
@@ -241,10 +241,11 @@ def test_a_function_whose_gradient_cannot_be_traced_is_stored_without_halves(x):
     broken.defvjp(lambda v: (v, None), lambda _, ct: (ct.reshape(-1),))  # wrong shape
 
     params = {"w": jnp.ones((50, 3))}
-    with pytest.warns(UserWarning, match="stored without a split VJP"):
+    with pytest.warns(UserWarning, match="signature 'default' is stored forward-only"):
         module = jaxhub.create_module(params, signatures={
             "default": (lambda p, v: broken(v) @ p["w"], jaxhub.TensorSpec([None, 50]))})
     assert function_spec(module, "default").vjp is None
+    assert "Custom VJP bwd rule" in function_spec(module, "default").forward_only
     np.testing.assert_allclose(module(x), x @ params["w"], atol=ATOL)
-    with pytest.raises(Exception):
+    with pytest.raises(jaxhub.SignatureError, match="signature 'default' is forward-only"):
         jax.grad(lambda v: jnp.sum(module(v)))(x)

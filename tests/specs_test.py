@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
@@ -86,3 +87,34 @@ def test_params_with_missing_leaves(mlp_module):
     del params["scale"]
     with pytest.raises(jaxhub.SignatureError, match=r"missing \['scale'\]"):
         mlp_module.apply(params, jnp.ones((1, 50)))
+
+
+def _wide_module():
+    return jaxhub.create_module(
+        {}, {"default": (lambda p, d: {"ids": d["ids"] * 2, "x": d["x"] * 2},
+                         {"ids": jaxhub.TensorSpec([None], "int64"),
+                          "x": jaxhub.TensorSpec([None], "float64")})})
+
+
+def test_64_bit_inputs_take_the_32_bit_dtype_jax_computes_in():
+    module = _wide_module()      # JAX's default: 64-bit types off
+    call = jax.jit(lambda ids, x: module({"ids": ids, "x": x}, as_dict=True))
+    out = call(jnp.arange(3), jnp.ones(3))
+    assert out["ids"].dtype == jnp.int32 and out["x"].dtype == jnp.float32
+    out = module({"ids": np.array([1, -2**31]), "x": np.array([0.5, 1.5])}, as_dict=True)
+    np.testing.assert_array_equal(out["ids"], [2, 0])   # int32 arithmetic: -2**32 wraps
+    np.testing.assert_array_equal(module({"ids": [3], "x": [1.0]}, as_dict=True)["ids"], [6])
+
+
+@pytest.mark.parametrize("ids, message", [
+    (np.array([0, 2**31]), "input 'ids' holds int64 values outside int32's range"),
+    (np.array([-2**31 - 1]), "input 'ids' holds int64 values outside int32's range"),
+    ([2**40], "input 'ids' holds int64 values outside int32's range"),
+    (jnp.ones(2), "input 'ids' has dtype float32, not int64 (or int32, since 64-bit types "
+                  "are off)"),
+])
+def test_64_bit_values_that_do_not_fit_are_refused(ids, message):
+    with pytest.raises(jaxhub.SignatureError) as error:
+        _wide_module()({"ids": ids, "x": np.ones(np.shape(ids))})
+    assert message in str(error.value)
+    assert "signature 'default'" in str(error.value)

@@ -297,10 +297,13 @@ class Interpreter:
 
     def as_function(self, fn: graph.Function, check: bool = True
                     ) -> Callable[[Mapping[str, Any], Sequence[Any], Any], tuple]:
-        """``fn`` as ``f(state, args, rng=None) -> (outputs, new_state)``: pure JAX.
+        """``fn`` as ``f(state, args, rng=None, checks=None) -> (outputs, new_state)``:
+        pure JAX.
 
         ``state`` maps variable keys (see :class:`~jaxhub_tf.from_tf.values.Resource`) to
-        values; ``new_state`` holds only the entries the graph assigned.
+        values; ``new_state`` holds only the entries the graph assigned. When ``checks``
+        is a list, each ``Assert`` on traced values appends ``(message, condition)`` to it
+        instead of being dropped.
 
         Args:
           fn: the graph to run.
@@ -310,8 +313,9 @@ class Interpreter:
         if check:
             self.check_supported(fn)
 
-        def evaluate(state: Mapping[str, Any], args: Sequence[Any], rng: Any = None):
-            ctx = Context(self, dict(state), rng)
+        def evaluate(state: Mapping[str, Any], args: Sequence[Any], rng: Any = None,
+                     checks: list[tuple[str, Any]] | None = None):
+            ctx = Context(self, dict(state), rng, checks=checks)
             outputs = self.run(fn, list(args), ctx)
             updates = {k: v for k, v in ctx.state.items() if v is not state.get(k)}
             return outputs, updates

@@ -47,6 +47,7 @@ from jaxhub_tf.from_tf import graph
 from jaxhub_tf.formats import SAVED_MODEL_FILES
 from jaxhub_tf.from_tf.host_stages import split
 from jaxhub_tf.from_tf.host_stages import string_functions
+from jaxhub_tf.from_tf.ops import random as random_ops
 from jaxhub_tf.from_tf.ops import xla as xla_ops
 from jaxhub_tf.from_tf.interpreter import Interpreter
 from jaxhub_tf.from_tf.reader import bundle, files, protos
@@ -66,11 +67,15 @@ _UNCLEAN = re.compile(r"[^A-Za-z0-9_.\-]")
 
 
 @files.names_source
-def load_saved_model(path: str | os.PathLike, **unused: Any) -> jaxhub.Module:
+def load_saved_model(path: str | os.PathLike, *, checks: bool = False,
+                     **unused: Any) -> jaxhub.Module:
     """Converts the SavedModel in directory ``path`` to a jaxhub module (in memory).
 
     Args:
       path: the SavedModel directory.
+      checks: keep the ``Assert`` nodes (``tf.debugging.assert_*``) of serving signatures
+        that test traced values, as checks for ``jax.experimental.checkify`` (see
+        docs/converters.md); by default they are dropped.
 
     Returns:
       A module with one signature per serving signature, plus ``"default"`` (with a
@@ -80,7 +85,7 @@ def load_saved_model(path: str | os.PathLike, **unused: Any) -> jaxhub.Module:
       UnsupportedOpsError: some ops have no JAX implementation (all are listed).
       ValueError: the SavedModel has neither signatures nor ``__call__``.
     """
-    saved = _SavedModel(pathlib.Path(path))
+    saved = _SavedModel(pathlib.Path(path), checks)
     signatures, variants = {}, {}
     for name in saved.signature_names():
         signatures[name] = saved.signature(name)
@@ -102,8 +107,14 @@ def load_saved_model(path: str | os.PathLike, **unused: Any) -> jaxhub.Module:
     attachments: dict[str, Any] = {"tf_variable_names": saved.tf_names}
     if saved.host_stages:
         attachments[extend.HOST_STAGES_ATTACHMENT] = saved.host_stages
+    # Serving signatures may draw random numbers (from the caller's rng) and assign
+    # variables (returned as state); see docs/converters.md. A serving signature named
+    # "default" gave way to __call__, whose inference function returns outputs only.
+    serving = set(saved.signature_names()) - ({"default"} if call is not None else set())
     return jaxhub.create_module(
         saved.params, signatures=signatures, variants=variants or None,
+        with_rng=saved.random_signatures & serving, with_state=serving,
+        with_checks=serving if checks else (),
         trainable=saved.trainable, regularizer=regularizer,
         platforms=saved.platforms(), attachments=attachments,
         assets=saved.assets or None,
@@ -112,8 +123,11 @@ def load_saved_model(path: str | os.PathLike, **unused: Any) -> jaxhub.Module:
 
 
 @files.names_source
-def convert_saved_model(src: str | os.PathLike, dst: str | os.PathLike) -> jaxhub.Module:
+def convert_saved_model(src: str | os.PathLike, dst: str | os.PathLike, *,
+                        checks: bool = False) -> jaxhub.Module:
     """Converts the SavedModel in ``src`` and writes it as a jaxhub module to ``dst``.
+
+    ``checks`` keeps traced ``Assert`` nodes as checks (see :func:`load_saved_model`).
 
     Returns:
       The converted module (also readable later with ``jaxhub.load(dst)``, without
@@ -122,7 +136,7 @@ def convert_saved_model(src: str | os.PathLike, dst: str | os.PathLike) -> jaxhu
     Examples:
       >>> convert_saved_model("/tmp/keras_export", "/tmp/jaxhub_module")
     """
-    module = load_saved_model(src)
+    module = load_saved_model(src, checks=checks)
     module.export(dst)
     return module
 
@@ -139,9 +153,10 @@ class _Variable:
 class _SavedModel:
     """One parsed SavedModel: its graph, object graph, variables and functions."""
 
-    def __init__(self, path: pathlib.Path):
+    def __init__(self, path: pathlib.Path, checks: bool = False):
         meta = files.read_saved_model(path).meta_graphs[0]
         self._path = path
+        self._checks = checks  # keep traced Asserts of serving signatures
         self._meta = meta
         self._objects = meta.object_graph_def
         self._interp = Interpreter(meta.graph_def.library, self._gradient_captures(),
@@ -155,6 +170,7 @@ class _SavedModel:
         self._used: list[graph.Function] = []  # the graphs converted so far
         self._signatures: dict[tuple, tuple[str, tuple]] = {}  # see signature()
         self.host_stages: dict[str, Any] = {}  # signature name -> host stage program
+        self.random_signatures: set[str] = set()  # signatures with stateful random ops
         self.assets: dict[str, pathlib.Path] = {}  # files the host stages read
 
     @property
@@ -227,16 +243,19 @@ class _SavedModel:
         return sorted(k for k in self._meta.signature_def if k != _INIT_OP_KEY)
 
     def signature(self, name: str) -> tuple[Callable, dict[str, jaxhub.TensorSpec]]:
-        """``(fn(params, inputs) -> outputs, input specs)`` for one signature_def."""
+        """``(fn(params, inputs, rng) -> (outputs, state), input specs)`` for one
+        signature_def.
+
+        ``state`` holds the variables the function assigned (empty for most signatures);
+        ``rng`` is used only when the function draws random numbers, and then the
+        signature's name is in :attr:`random_signatures`.
+        """
         sig = self._meta.signature_def[name]
         outputs = {key: graph.parse_ref(t.name) for key, t in sig.outputs.items()}
-        callers = {node for node, _ in outputs.values()}
-        if len(callers) != 1:
-            raise NotImplementedError(f"signature {name!r}: outputs of several call nodes")
-        caller = self._top[callers.pop()]
+        placeholders = {graph.parse_ref(t.name)[0]: key for key, t in sig.inputs.items()}
+        caller = self._top[self._caller(name, outputs, placeholders)]
         function_name = caller.attr["f"].func.name
         arg_nodes = [ref.split(":")[0] for ref in caller.input if not ref.startswith("^")]
-        placeholders = {graph.parse_ref(t.name)[0]: key for key, t in sig.inputs.items()}
         # Read the count, not the values: captured tables have no value to bind.
         n_user = len(arg_nodes) - len(self._objects.concrete_functions[function_name]
                                       .bound_inputs)
@@ -254,7 +273,23 @@ class _SavedModel:
         first, fn_and_specs = self._signatures[same_call]
         if first in self.host_stages:
             self.host_stages[name] = self.host_stages[first]
+        if first in self.random_signatures:
+            self.random_signatures.add(name)
         return fn_and_specs
+
+    def _caller(self, name: str, outputs: Mapping[str, tuple[str, int]],
+                placeholders: Mapping[str, str]) -> str:
+        """The call node of a signature: the one its outputs come from, or, for a
+        signature with no outputs (its effect is an assignment), the one its inputs feed."""
+        callers = {node for node, _ in outputs.values()}
+        if not callers:
+            callers = {n.name for n in self._top.values()
+                       if n.op in ("StatefulPartitionedCall", "PartitionedCall")
+                       and any(ref.split(":")[0] in placeholders for ref in n.input)}
+        if len(callers) != 1:
+            raise NotImplementedError(f"signature {name!r}: no single call node computes it "
+                                      f"(found {sorted(callers)})")
+        return callers.pop()
 
     def _body(self, function_name: str) -> bytes:
         """A function's definition without its name and its args' annotations (such as
@@ -273,10 +308,14 @@ class _SavedModel:
             run, arg_keys, specs = self._string_runner(name, function_name, arg_keys, specs)
         else:
             run = self._runner(function_name)
+        if run.draws_random:
+            self.random_signatures.add(name)
 
-        def fn(params, inputs):
-            outs, _ = run(params, [inputs[k] for k in arg_keys], None)
-            return {key: outs[i] for key, i in out_index.items()}
+        def fn(params, inputs, rng=None):  # rng: passed when the function draws
+            checks = [] if self._checks else None
+            outs, updates = run(params, [inputs[k] for k in arg_keys], rng, checks)
+            outputs = {key: outs[i] for key, i in out_index.items()}
+            return (outputs, updates) if checks is None else (outputs, updates, checks)
 
         return fn, specs
 
@@ -436,13 +475,16 @@ class _SavedModel:
         self._used.append(fn)
         evaluate = self._interp.as_function(fn, check=False)  # see check_supported
 
-        def run(params: Mapping[str, Any], args: Sequence[Any], rng: Any):
+        def run(params: Mapping[str, Any], args: Sequence[Any], rng: Any,
+                checks: list | None = None):
             by_key = {v.key: v for v in self._variables.values()}
             flat = dict(extend.flatten(params))
             state = {v.key: flat[v.path] for v in self._variables.values()}
-            outs, updates = evaluate(state, list(args) + bound, rng)
+            outs, updates = evaluate(state, list(args) + bound, rng, checks)
             return outs, extend.unflatten((by_key[k].path, v) for k, v in updates.items())
 
+        run.draws_random = any(node.op in random_ops.KEYED_OPS
+                               for _, node in self._interp.reachable_nodes(fn))
         return run
 
 

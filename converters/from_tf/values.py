@@ -50,12 +50,16 @@ class Context:
       state: variable key -> current value; assignments replace entries.
       rng: a typed JAX PRNG key for random ops, or None (random ops then fail).
       partial: True while evaluating only what is static (see :data:`UNKNOWN`).
+      checks: where ``Assert`` nodes on traced values put ``(message, condition)``, or
+        None to drop them. Bodies of control flow (their own contexts) drop theirs: a
+        condition traced inside a loop cannot leave it.
     """
 
     interpreter: Any
     state: dict[str, Any]
     rng: jax.Array | None = None
     partial: bool = False
+    checks: list[tuple[str, Any]] | None = None
 
     def next_key(self, op_name: str) -> jax.Array:
         """A fresh PRNG key for one random op; the context keeps the rest."""
@@ -63,7 +67,7 @@ class Context:
             raise UnknowableError(op_name)
         if self.rng is None:
             raise ValueError(
-                f"random op {op_name!r} needs an RNG key: call the train variant with rng=")
+                f"random op {op_name!r} needs an RNG key, and none was passed")
         self.rng, key = jax.random.split(self.rng)
         return key
 

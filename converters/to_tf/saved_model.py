@@ -127,16 +127,17 @@ def _build(module: jaxhub.Module, params: Mapping[str, Any], seed: int,
     root.regularization_losses = _regularization_losses(module, variables, platforms)
     # Copied into the SavedModel's assets/; `obj.assets[name].asset_path` after loading.
     root.assets = {name: tf.saved_model.Asset(str(path)) for name, path in module.assets.items()}
+    if any(fn.spec.takes_rng for fn in convert.values()):
+        root.rng = tf.random.Generator.from_seed(seed)
+    rng = getattr(root, "rng", None)
     inference = convert.get((frozenset(), DEFAULT_SIGNATURE))
     if inference is not None:
         train = convert.get((TRAIN_TAGS, DEFAULT_SIGNATURE))
-        if train is not None and train.spec.takes_rng:
-            root.rng = tf.random.Generator.from_seed(seed)
-        root.__call__ = _reusable_call(variables, inference, train, getattr(root, "rng", None))
+        root.__call__ = _reusable_call(variables, inference, train, rng)
     signatures = {}
     for (tags, name), fn in convert.items():
         if not tags:
-            signatures[name] = _serving_function(variables, fn)
+            signatures[name] = _serving_function(variables, fn, rng)
     if DEFAULT_SIGNATURE in signatures and SERVING_DEFAULT not in signatures:
         signatures[SERVING_DEFAULT] = signatures[DEFAULT_SIGNATURE]
     return root, signatures
@@ -190,7 +191,7 @@ def _reusable_call(variables: _Variables, inference: tf_functions.TfFunction,
 
 
 def _draw_key(rng: tf.random.Generator) -> tf.Tensor:
-    """uint32[2] key data for the train variant, from the saved generator.
+    """uint32[2] key data for a function that draws random numbers, from the saved generator.
 
     Drawn as int32 over its full range (but its maximum) and bit-cast, so that the graph
     uses only ``RngReadAndSkip`` and ``StatelessRandomUniformIntV2``, which the TF -> jaxhub
@@ -200,11 +201,18 @@ def _draw_key(rng: tf.random.Generator) -> tf.Tensor:
     return tf.bitcast(words, tf.uint32)
 
 
-def _serving_function(variables: _Variables, fn: tf_functions.TfFunction):
-    """A serving signature: named inputs in, a dict of named outputs out."""
+def _serving_function(variables: _Variables, fn: tf_functions.TfFunction,
+                      rng: tf.random.Generator | None):
+    """A serving signature: named inputs in, a dict of named outputs out.
+
+    A signature that draws random numbers takes its key from the saved generator, and
+    one that assigns params assigns their variables, as the TF function it came from.
+    """
     def serve(inputs):
-        outputs, _ = fn.call(variables.values(), inputs, None)
-        return outputs
+        key = _draw_key(rng) if fn.spec.takes_rng else None
+        outputs, state = fn.call(variables.values(), inputs, key)
+        with tf.control_dependencies(variables.assign(fn.spec.state, state)):
+            return {k: tf.identity(v) for k, v in outputs.items()}
 
     return tf.function(serve, autograph=False).get_concrete_function(fn.input_specs)
 

@@ -81,7 +81,7 @@ def convert(module: jaxhub.Module, spec: extend.FunctionSpec, platforms: Sequenc
         result = module.apply(extend.unflatten(zip(paths, args[:n_params])), inputs,
                               signature=spec.signature_name, as_dict=True, tags=spec.tags,
                               rng=args[-1] if spec.takes_rng else None)
-        outs, state = result if spec.tags else (result, {})
+        outs, state = result if spec.tags or spec.state else (result, {})
         by_path = dict(extend.flatten(state))
         return [*(outs[k] for k in outputs), *(by_path[path] for path in spec.state)]
 

@@ -7,7 +7,8 @@ import dataclasses
 import json
 import pathlib
 import re
-from typing import Any, Callable, Mapping, Sequence
+import warnings
+from typing import Any, Callable, Collection, Mapping, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -33,9 +34,11 @@ def create_module(params: Any, signatures: SignatureFns, *, variants: VariantFns
                   trainable: bool | Any = True,
                   regularizer: Callable[[Any], jax.Array] | None = None,
                   attachments: Mapping[str, Any] | None = None,
-                  assets: Mapping[str, str | pathlib.Path] | None = None,
+                  assets: Mapping[str, str | pathlib.Path | bytes] | None = None,
                   origin: Mapping[str, Any] | None = None,
-                  platforms: Sequence[str] = serialization.DEFAULT_PLATFORMS) -> Module:
+                  platforms: Sequence[str] = serialization.DEFAULT_PLATFORMS,
+                  with_rng: Collection[str] = (), with_state: Collection[str] = (),
+                  with_checks: Collection[str] = ()) -> Module:
     """Creates a module from pure functions of ``(params, inputs)``.
 
     Each function is exported with ``jax.export`` (symbolic batch dims, lowered for every
@@ -61,10 +64,22 @@ def create_module(params: Any, signatures: SignatureFns, *, variants: VariantFns
         like ``params``, or ``fn(path, leaf) -> bool``.
       regularizer: ``fn(params) -> scalar``, exported as the module's regularization loss.
       attachments: small JSON-serializable metadata (``{"image_size": [224, 224]}``).
-      assets: files to ship with the module, name -> path. ``"README.md"`` is the model
-        card.
+      assets: files to ship with the module, name -> path (or the file's bytes, written
+        when the module is exported). ``"README.md"`` is the model card.
       origin: JSON-serializable provenance recorded in the manifest.
       platforms: the platforms to lower for.
+      with_rng: names of signatures whose (inference) function draws random numbers:
+        it is ``fn(params, inputs, rng)``, ``rng`` a PRNG key, and callers pass
+        ``rng=key`` as for a train variant. A function that turns out to draw nothing
+        asks for no key.
+      with_state: names of signatures whose (inference) function assigns params: it
+        returns ``(outputs, state)`` like a variant function. When ``state`` is not
+        empty, calling the signature returns ``(outputs, state)`` too.
+      with_checks: names of signatures (among ``with_state``) whose function also
+        returns checks: ``(outputs, state, checks)``, ``checks`` a list of ``(message,
+        condition)`` with a boolean scalar condition. Calling the signature hands each
+        to ``jax.experimental.checkify.check``: an eager call raises when a condition is
+        false, and ``checkify.checkify`` of a (jitted) call returns the error.
 
     Returns:
       The module, holding ``params``.
@@ -80,7 +95,8 @@ def create_module(params: Any, signatures: SignatureFns, *, variants: VariantFns
     """
     builder = _Builder(params, trainable, platforms)
     for name, (fn, specs) in signatures.items():
-        builder.add(frozenset(), name, fn, specs)
+        builder.add(frozenset(), name, fn, specs, rng=name in with_rng,
+                    state=name in with_state, checks=name in with_checks)
     for tags, fns in (variants or {}).items():
         tags = canonical_tags(tags)
         if not tags:
@@ -92,7 +108,7 @@ def create_module(params: Any, signatures: SignatureFns, *, variants: VariantFns
             if name not in signatures:
                 raise ValueError(f"variant {sorted(tags)} has signature {name!r}, which "
                                  f"`signatures` does not define")
-            builder.add(tags, name, fn, signatures[name][1])
+            builder.add(tags, name, fn, signatures[name][1], rng=True, state=True)
     if regularizer is not None:
         builder.add_regularizer(regularizer)
     return builder.build(_json_dict(attachments, "attachments"), _assets(assets),
@@ -131,7 +147,14 @@ class _Builder:
     def _param_structs(self) -> list[TensorSpec]:
         return [TensorSpec(p.shape, p.dtype) for p in self._param_specs]
 
-    def add(self, tags: Tags, name: str, fn: Callable[..., Any], specs: InputSpecs) -> None:
+    def add(self, tags: Tags, name: str, fn: Callable[..., Any], specs: InputSpecs, *,
+            rng: bool, state: bool, checks: bool = False) -> None:
+        """Exports ``fn`` as signature ``name`` of variant ``tags``.
+
+        ``rng``: ``fn`` takes a PRNG key after the inputs; ``state``: it returns
+        ``(outputs, state)`` (both hold for variant functions); ``checks``: it returns
+        ``(outputs, state, checks)``.
+        """
         if not _NAME.match(name):
             raise ValueError(f"signature name {name!r} must match {_NAME.pattern}")
         bare = isinstance(specs, TensorSpec)
@@ -140,19 +163,33 @@ class _Builder:
         if key in self._added:
             self._functions.append(dataclasses.replace(self._added[key], signature_name=name))
             return
-        flat, arg_specs, traced = self._flat(fn, inputs, bare, tags, takes_rng=bool(tags))
+        form = _Form(bare, rng, state or checks, checks)
+        flat, arg_specs, traced = self._flat(fn, inputs, form, takes_rng=rng)
         with _naming_mesh_axes(name):
-            takes_rng = bool(tags) and serialization.uses_last_arg(flat, arg_specs)
-            if bool(tags) and not takes_rng:  # draws no random numbers: do not ask for a key
-                flat, arg_specs, traced = self._flat(fn, inputs, bare, tags, takes_rng=False)
+            takes_rng = rng and serialization.uses_last_arg(flat, arg_specs)
+            if rng and not takes_rng:  # draws no random numbers: do not ask for a key
+                flat, arg_specs, traced = self._flat(fn, inputs, form, takes_rng=False)
             exported = serialization.export(flat, arg_specs, platforms=self._platforms)
         outputs, state = traced["outputs"], traced["state"]
         output_specs = {k: TensorSpec.from_aval(a) for k, a in zip(outputs, exported.out_avals)}
         file = files.function_file(tags, name)
         self._exported[file] = exported
-        vjp = self._add_split_vjp(flat, arg_specs, files.vjp_files(tags, name))
+        try:
+            vjp, forward_only = self._add_split_vjp(flat, arg_specs,
+                                                    files.vjp_files(tags, name)), None
+        except serialization.NoGradient as e:
+            vjp, forward_only = None, str(e)
+            # The safety net of tests that must keep gradients matches this message.
+            warnings.warn(f"a function's gradient could not be traced: signature {name!r} "
+                          f"is stored forward-only ({forward_only})", stacklevel=3)
+        if vjp is not None:  # its own VJP calls the halves: no third gradient
+            halves = serialization.SplitVjp(self._exported[vjp.forward],
+                                            self._exported[vjp.backward],
+                                            vjp.saved_inputs, vjp.saved_outputs)
+            self._exported[file] = serialization.with_vjp_from_halves(exported, halves)
         self._added[key] = FunctionSpec(tags, name, Signature(inputs, output_specs), file,
-                                        takes_rng, tuple(state), vjp)
+                                        takes_rng, tuple(state), vjp, forward_only,
+                                        tuple(traced["checks"]))
         self._functions.append(self._added[key])
 
     def _add_split_vjp(self, flat, arg_specs: list[TensorSpec], halves: tuple[str, str]
@@ -166,8 +203,7 @@ class _Builder:
         self._exported[vjp.backward] = split.backward
         return vjp
 
-    def _flat(self, fn, inputs: dict[str, TensorSpec], bare: bool, tags: Tags,
-              takes_rng: bool):
+    def _flat(self, fn, inputs: dict[str, TensorSpec], form: _Form, takes_rng: bool):
         """``fn`` as a function of flat arrays, with the specs of its args.
 
         The returned dict gets the output names and state paths when the function is traced.
@@ -178,18 +214,25 @@ class _Builder:
         def flat(*args):
             params = self._user_params(args[:n_params])
             given = dict(zip(names, args[n_params:n_params + len(names)]))
-            x = given[DEFAULT_NAME] if bare else given
-            if tags:
-                rng = (jax.random.wrap_key_data(args[-1], impl=RNG_IMPL) if takes_rng
-                       else jax.random.key(0))
-                outputs, state = fn(params, x, rng)
-            else:
-                outputs, state = fn(params, x), {}
+            call = [params, given[DEFAULT_NAME] if form.bare else given]
+            if form.rng:
+                call.append(jax.random.wrap_key_data(args[-1], impl=RNG_IMPL) if takes_rng
+                            else jax.random.key(0))
+            result = fn(*call)
+            if form.state and not (isinstance(result, (tuple, list))
+                                   and len(result) == 2 + form.checks):
+                shape = "(outputs, state, checks)" if form.checks else "(outputs, state)"
+                raise TypeError(f"a variant function, or one declared with_state, returns "
+                                f"{shape}, not {type(result).__name__}")
+            checks = result[2] if form.checks else []
+            outputs, state = result[:2] if form.state else (result, {})
             outputs = _output_dict(outputs)
             state_items = self._state_items(state)
             traced["outputs"] = sorted(outputs)
             traced["state"] = [path for path, _ in state_items]
-            return (*(outputs[k] for k in sorted(outputs)), *(v for _, v in state_items))
+            traced["checks"] = [message for message, _ in checks]
+            return (*(outputs[k] for k in sorted(outputs)), *(v for _, v in state_items),
+                    *(jnp.asarray(ok, jnp.bool_).reshape(()) for _, ok in checks))
 
         arg_specs = self._param_structs() + [inputs[k] for k in names]
         if takes_rng:
@@ -226,6 +269,18 @@ class _Builder:
                             regularizer=self._regularizer, attachments=attachments,
                             origin=origin)
         return Module(manifest, self._exported, self._params, assets)
+
+
+@dataclasses.dataclass(frozen=True)
+class _Form:
+    """How a function is called: one bare input or a dict (``bare``), with a PRNG key
+    after the inputs (``rng``), returning ``(outputs, state)`` (``state``) or
+    ``(outputs, state, checks)`` (``checks``)."""
+
+    bare: bool
+    rng: bool
+    state: bool
+    checks: bool = False
 
 
 @contextlib.contextmanager
@@ -270,12 +325,16 @@ def _json_dict(value: Mapping[str, Any] | None, what: str) -> dict[str, Any]:
     return value
 
 
-def _assets(assets: Mapping[str, str | pathlib.Path] | None) -> dict[str, pathlib.Path]:
-    result = {}
+def _assets(assets: Mapping[str, str | pathlib.Path | bytes] | None
+            ) -> dict[str, pathlib.Path | bytes]:
+    result: dict[str, pathlib.Path | bytes] = {}
     for name, source in (assets or {}).items():
         rel = pathlib.PurePosixPath(name)
         if rel.is_absolute() or ".." in rel.parts or not rel.parts:
             raise ValueError(f"asset name {name!r} must be a relative path inside the module")
+        if isinstance(source, (bytes, bytearray)):
+            result[name] = bytes(source)
+            continue
         source = pathlib.Path(source)
         if not source.is_file():
             raise FileNotFoundError(f"asset {name!r}: no file at {source}")

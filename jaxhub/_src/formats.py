@@ -137,7 +137,11 @@ def converted(fmt: Format, path: pathlib.Path, *, cache_dir: Any = None) -> path
 
     The converter (and so TensorFlow) is imported only when the cache has no entry yet.
     """
-    key = f"converted:{fmt.name}:jaxhub-{__version__}:{fingerprint(path)}"
+    import jax
+    # 64-bit inputs are exported as 64-bit only with JAX's 64-bit types on, and such a
+    # module cannot be called with them off (nor the other way round): one conversion each.
+    x64 = ":x64" if jax.config.jax_enable_x64 else ""
+    key = f"converted:{fmt.name}:jaxhub-{__version__}{x64}:{fingerprint(path)}"
     module_dir = cached_derivation(key, lambda out: _convert(fmt, path, out),
                                    cache_dir=cache_dir, origin=path)
     return _refreshed(module_dir, key, path, cache_dir)

@@ -12,18 +12,20 @@ from __future__ import annotations
 import dataclasses
 import pathlib
 import types
-from typing import Any, Iterable, Mapping
+from typing import Any, Iterable, Mapping, Sequence
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 from jax import export as jax_export
+from jax.experimental import checkify
 
 from jaxhub._src import serialization
 from jaxhub._src import host
 from jaxhub._src import tree
 from jaxhub._src.storage.manifest import FunctionSpec, Manifest, ParamSpec, Tags
-from jaxhub._src.specs import Signature, SignatureError, TensorSpec, check_inputs
+from jaxhub._src.specs import (WIDE_DTYPES, Signature, SignatureError, TensorSpec,
+                               check_inputs)
 
 #: The implementation behind the raw key data that train variants take.
 RNG_IMPL = "threefry2x32"
@@ -52,24 +54,30 @@ class ModuleDef:
     Attributes:
       manifest: the module's description, as stored in ``jaxhub_module.json``.
       functions: the deserialized functions, by file name.
-      assets: the module's files (vocabularies), by name.
+      assets: the module's files (vocabularies), by name: paths, or bytes for a module
+        created in memory with assets given as bytes.
       path: the directory the module was loaded from, if any.
       host_stages: the host stage of each signature that has one, by signature name.
       asset_bytes: the assets the host stages read, held in memory since load.
       callables: each function made callable (differentiable and batchable), by file.
+      x64_files: the function files whose numbers are wide (their 64-bit inputs were
+        exported as 64-bit: JAX's 64-bit types were on), each mapped to True, and those
+        whose 64-bit inputs were exported narrowed (to False); files with no 64-bit
+        input are absent.
     """
 
     manifest: Manifest
     functions: Mapping[str, jax_export.Exported]
-    assets: Mapping[str, pathlib.Path]
+    assets: Mapping[str, pathlib.Path | bytes]
     path: pathlib.Path | None
     host_stages: Mapping[str, host.HostStage]
     asset_bytes: Mapping[str, bytes]
     callables: Mapping[str, Any]
+    x64_files: Mapping[str, bool] = dataclasses.field(default_factory=dict)
 
     @classmethod
     def build(cls, manifest: Manifest, functions: Mapping[str, jax_export.Exported],
-              assets: Mapping[str, pathlib.Path] | None = None,
+              assets: Mapping[str, pathlib.Path | bytes] | None = None,
               path: pathlib.Path | None = None) -> ModuleDef:
         """Checks the host stages, reads the assets they use, makes each function callable.
 
@@ -81,10 +89,11 @@ class ModuleDef:
         stages, asset_bytes = _host_stages(manifest, assets)
         return cls(manifest, types.MappingProxyType(dict(functions)), assets, path,
                    types.MappingProxyType(stages), types.MappingProxyType(asset_bytes),
-                   types.MappingProxyType(_callables(manifest, functions)))
+                   types.MappingProxyType(_callables(manifest, functions)),
+                   types.MappingProxyType(_x64_files(manifest, functions)))
 
 
-def _host_stages(manifest: Manifest, assets: Mapping[str, pathlib.Path]
+def _host_stages(manifest: Manifest, assets: Mapping[str, pathlib.Path | bytes]
                  ) -> tuple[dict[str, host.HostStage], dict[str, bytes]]:
     """Every host stage, checked, and the bytes of the assets they read."""
     programs = manifest.attachments.get(host.ATTACHMENT_KEY, {})
@@ -96,6 +105,21 @@ def _host_stages(manifest: Manifest, assets: Mapping[str, pathlib.Path]
     stages = {str(name): host.HostStage(program, store, signature=str(name), limits=limits)
               for name, program in programs.items()}
     return stages, dict(store.loaded)
+
+
+def _x64_files(manifest: Manifest, functions: Mapping[str, jax_export.Exported]
+               ) -> dict[str, bool]:
+    """Whether each function with a declared 64-bit input was exported with 64-bit types."""
+    out = {}
+    for fn in manifest.functions:
+        declared = [name for name, s in fn.signature.inputs.items() if s.dtype in WIDE_DTYPES]
+        if not declared:
+            continue
+        avals = functions[fn.file].in_avals[len(manifest.params):]
+        by_name = dict(zip(fn.signature.inputs, avals))
+        out[fn.file] = any(np.dtype(by_name[n].dtype).itemsize == np.dtype(
+            fn.signature.inputs[n].dtype).itemsize for n in declared)
+    return out
 
 
 def _callables(manifest: Manifest, functions: Mapping[str, jax_export.Exported]
@@ -110,8 +134,20 @@ def _callables(manifest: Manifest, functions: Mapping[str, jax_export.Exported]
         if vjp is not None:
             split = serialization.SplitVjp(functions[vjp.forward], functions[vjp.backward],
                                            vjp.saved_inputs, vjp.saved_outputs)
-        out[file] = serialization.make_callable(functions[file], split)
+        out[file] = serialization.make_callable(functions[file], split,
+                                                no_gradient=_no_gradient(manifest, file))
     return out
+
+
+def _no_gradient(manifest: Manifest, file: str) -> str | None:
+    """What differentiating the forward-only function in ``file`` raises, or None."""
+    fns = [f for f in manifest.functions if f.file == file and f.forward_only is not None]
+    if not fns:
+        return None
+    names = ", ".join(repr(f.signature_name) for f in fns)
+    return (f"signature {names} is forward-only: JAX could not differentiate it when the "
+            f"module was made ({fns[0].forward_only}); call it outside jax.grad, or "
+            f"stop_gradient its inputs and params")
 
 
 class Module:
@@ -144,7 +180,7 @@ class Module:
     """
 
     def __init__(self, manifest: Manifest, exported: Mapping[str, jax_export.Exported],
-                 params: dict[str, Any], assets: Mapping[str, pathlib.Path] | None = None,
+                 params: dict[str, Any], assets: Mapping[str, pathlib.Path | bytes] | None = None,
                  path: pathlib.Path | None = None):
         self._def = ModuleDef.build(manifest, exported, assets, path)
         self._params = params
@@ -211,10 +247,12 @@ class Module:
         return self._def.manifest.attachments.get(key, default)
 
     @property
-    def assets(self) -> Mapping[str, pathlib.Path]:
+    def assets(self) -> Mapping[str, pathlib.Path | bytes]:
         """Files the module ships (vocabularies), by name.
 
-        These are paths into the module's directory. Host stages do not read them after
+        These are paths into the module's directory (a module made by
+        :func:`jaxhub.create_module` holds the bytes of assets it was given as bytes,
+        until it is exported). Host stages do not read them after
         loading: the assets they use are read at load and held in memory, so a cache entry
         replaced later does not change what the module computes.
         """
@@ -292,12 +330,15 @@ class Module:
             bare (or the ``"default"`` one, when there are several).
           tags: the variant: ``None`` for inference, ``{"train"}`` (or ``"train"``) for
             training.
-          rng: a PRNG key, for variants that draw random numbers (dropout).
+          rng: a PRNG key, for variants and signatures that draw random numbers
+            (dropout, sampling).
 
         Returns:
           The outputs for the inference variant; ``(outputs, state)`` for any other
           variant, ``state`` holding the updated non-trainable params (merge them back
-          with :func:`jaxhub.merge_params`).
+          with :func:`jaxhub.merge_params`). An inference signature that assigns params
+          (a converted TF signature whose effect is ``v.assign_add(x)``) returns
+          ``(outputs, state)`` too, ``state`` holding the params it assigned.
 
         Raises:
           SignatureError: unknown signature or variant, inputs that do not match the
@@ -310,6 +351,7 @@ class Module:
         spec = self._function_spec(tags, signature)
         if host_stage:  # strings and tables: numpy first, numbers to the device
             inputs = self.preprocess(inputs, signature=signature)
+        self._check_x64(spec)
         arrays = check_inputs(signature, spec.signature, inputs)
         args = self._param_leaves(params, signature)
         args += [arrays[name] for name in spec.signature.inputs]
@@ -317,11 +359,25 @@ class Module:
             args.append(_key_data(rng, signature))
         flat = self._callable(spec.file)(*args)
         n_outputs = len(spec.signature.outputs)
+        _check(spec, flat[n_outputs + len(spec.state):])
         outputs = dict(zip(spec.signature.outputs, flat[:n_outputs]))
         result = outputs if as_dict else _single_output(signature, outputs)
-        if not tags:
+        if not tags and not spec.state:
             return result
         return result, tree.unflatten(zip(spec.state, flat[n_outputs:]))
+
+    def _check_x64(self, spec: FunctionSpec) -> None:
+        """Refuses a call whose function was exported with JAX's 64-bit types on while
+        they are off now, or the other way round: its argument dtypes cannot match."""
+        wide = self._def.x64_files.get(spec.file)
+        if wide is None or wide == jax.config.jax_enable_x64:
+            return
+        then, now = ("on", "off") if wide else ("off", "on")
+        raise SignatureError(
+            f"signature {spec.signature_name!r} takes 64-bit inputs and was exported with "
+            f"JAX's 64-bit types {then}; they are {now} now: call it with "
+            f"jax.config.update('jax_enable_x64', {wide}), or export (or convert) the "
+            f"module again with them {now}")
 
     def has_host_stage(self, signature: str = "default") -> bool:
         """True when ``signature`` runs a numpy host stage before its device function."""
@@ -408,7 +464,10 @@ class Module:
                             params, assets)
 
     def __repr__(self) -> str:
-        sigs = ", ".join(f"{name}{_sig_str(sig)}" for name, sig in self.signatures.items())
+        sigs = ", ".join(
+            f"{name}{_sig_str(sig)}"
+            + (" forward-only" if self._function_spec(frozenset(), name).forward_only else "")
+            for name, sig in self.signatures.items())
         variants = ", ".join("{" + ", ".join(sorted(t)) + "}" for t in self.variants)
         where = f", path={str(self._def.path)!r}" if self._def.path else ""
         return (f"Module(signatures=[{sigs}], variants=[{variants}], "
@@ -427,6 +486,8 @@ def _sig_str(sig: Signature) -> str:
 
 
 def _single_output(signature: str, outputs: dict[str, Any]) -> Any:
+    if not outputs:  # a signature whose only effect is its state
+        return {}
     if len(outputs) == 1:
         return next(iter(outputs.values()))
     if "default" in outputs:
@@ -443,9 +504,21 @@ def _check_param(signature: str, spec: ParamSpec, leaf: Any) -> None:
             f"{dtype}{list(shape)}, the module expects {spec.dtype}{list(spec.shape)}")
 
 
+def _check(spec: FunctionSpec, conditions: Sequence[Any]) -> None:
+    """Hands a function's checks to ``checkify`` (see :attr:`FunctionSpec.checks`)."""
+    for message, ok in zip(spec.checks, conditions):
+        # checkify formats its message with str.format: braces are literal here.
+        text = f"signature {spec.signature_name!r}: {message}"
+        # Under jit outside checkify.checkify, JAX fails when lowering, not here: the
+        # opt-in mode documents that such calls go through checkify.
+        checkify.check(ok, text.replace("{", "{{").replace("}", "}}"))
+
+
 def _key_data(rng: jax.Array | None, signature: str) -> jax.Array:
     if rng is None:
-        raise SignatureError(f"signature {signature!r} draws random numbers: pass rng=<key>")
+        raise SignatureError(f"signature {signature!r} draws random numbers: pass a PRNG "
+                             f"key, module(inputs, signature={signature!r}, "
+                             f"rng=jax.random.key(seed)), a fresh one for each call")
     if jnp.issubdtype(rng.dtype, jax.dtypes.prng_key):
         return jax.random.key_data(rng)
     if rng.shape != (2,) or rng.dtype != jnp.uint32:

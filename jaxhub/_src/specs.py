@@ -10,7 +10,7 @@ from __future__ import annotations
 import dataclasses
 import re
 import types
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping
 
 import jax
 import numpy as np
@@ -144,11 +144,35 @@ def symbolic_input_specs(specs: Mapping[str, TensorSpec]) -> dict[str, TensorSpe
     return named
 
 
+#: 64-bit dtypes and what JAX makes of them with x64 off (``jnp.asarray``'s dtype).
+_NARROWED = {"int64": "int32", "uint64": "uint32", "float64": "float32",
+             "complex128": "complex64"}
+
+
+#: The dtypes the 64-bit rule is about.
+WIDE_DTYPES = frozenset(_NARROWED)
+
+
+def canonical_dtype(dtype: str) -> str:
+    """The dtype that JAX computes a ``dtype`` input in: itself, or its 32-bit
+    counterpart when 64-bit types are off (JAX's default, ``jax_enable_x64=False``)."""
+    if jax.config.jax_enable_x64:
+        return dtype
+    return _NARROWED.get(dtype, dtype)
+
+
 def check_inputs(signature_name: str, signature: Signature, inputs: Any) -> dict[str, Any]:
     """Checks ``inputs`` against ``signature``; returns them as a dict of arrays.
 
     A bare array is accepted for a signature with a single input. Python scalars and lists
     are converted to the spec's dtype; arrays must already have it.
+
+    The 64-bit rule: with 64-bit types off (JAX's default), an input declared
+    ``int64``/``uint64``/``float64``/``complex128`` takes what JAX computes in, the 32-bit
+    dtype that ``jnp.asarray`` gives (under ``jit``, ``grad`` and ``vmap`` there is no
+    other), and also a 64-bit numpy array, narrowed to it. An integer value that does
+    not fit is refused, not wrapped around. With 64-bit types on, the declared dtype is
+    the only one.
 
     Raises:
       SignatureError: the names, dtypes, ranks or sizes do not match. The message names
@@ -175,8 +199,7 @@ def check_inputs(signature_name: str, signature: Signature, inputs: Any) -> dict
         except (TypeError, ValueError) as e:  # ragged lists, dicts, text for numbers
             fail(f"input {name!r} is not a rectangular array of {spec.dtype}: "
                  f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}")
-        if np.dtype(value.dtype).name != spec.dtype:
-            fail(f"input {name!r} has dtype {np.dtype(value.dtype).name}, not {spec.dtype}")
+        value = _narrowed(value, spec, name, fail)
         if len(value.shape) != spec.rank:
             fail(f"input {name!r} has shape {tuple(value.shape)} of rank {len(value.shape)}, "
                  f"not {spec.rank}")
@@ -193,6 +216,23 @@ def check_inputs(signature_name: str, signature: Signature, inputs: Any) -> dict
                          f"{seen[1]!r} has {dim}={seen[0]}")
         arrays[name] = value
     return arrays
+
+
+def _narrowed(value: Any, spec: TensorSpec, name: str, fail: Callable[[str], Any]) -> Any:
+    """``value`` in the dtype JAX computes ``spec`` in (see :func:`check_inputs`)."""
+    dtype, canonical = np.dtype(value.dtype).name, canonical_dtype(spec.dtype)
+    if dtype == canonical:
+        return value
+    if dtype != spec.dtype or not isinstance(value, (np.ndarray, np.generic)):
+        also = f" (or {canonical}, since 64-bit types are off)" if canonical != spec.dtype else ""
+        fail(f"input {name!r} has dtype {dtype}, not {spec.dtype}{also}")
+    info = np.iinfo(canonical) if np.issubdtype(value.dtype, np.integer) else None
+    if info is not None and value.size and (value.min() < info.min or value.max() > info.max):
+        fail(f"input {name!r} holds {spec.dtype} values outside {canonical}'s range "
+             f"[{info.min}, {info.max}], which JAX computes it in while 64-bit types are "
+             f"off: enable them (jax.config.update('jax_enable_x64', True) before any JAX "
+             f"work) to pass such values")
+    return np.asarray(value, canonical)
 
 
 def _as_array(value: Any, spec: TensorSpec):

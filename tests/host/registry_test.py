@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import pytest
 import tensorflow as tf
+import tensorflow_text  # noqa: F401 -- registers the op definitions of the text ops
 from tensorflow.python.framework import op_def_registry
 
 from jaxhub_tf.from_tf import graph as tf_graph

@@ -37,13 +37,48 @@ HOST_SEED_OPS = frozenset({
     "HashTableV2", "MutableHashTableV2", "LookupTableFindV2", "LookupTableSizeV2",
     "LookupTableImportV2", "InitializeTableV2", "InitializeTableFromTextFileV2",
     "RegexFullMatch", "StaticRegexFullMatch", "ReduceJoin", "DecodeRaw", "StringNGrams",
+    # tensorflow_text's ops (those on ids too: their models are constants, not params)
+    "CaseFoldUTF8", "NormalizeUTF8", "NormalizeUTF8WithOffsetsMap", "RegexSplitWithOffsets",
+    "WordpieceTokenizeWithOffsets", "FastWordpieceTokenizeWithOffsets",
+    "TFText>FastWordpieceDetokenize", "FastBertNormalize", "WhitespaceTokenizeWithOffsets",
+    "TFText>WhitespaceTokenizeWithOffsetsV2", "UnicodeScriptTokenizeWithOffsets",
+    "TFText>RoundRobinTrim", "TFText>RoundRobinGenerateMasks",
+    # tensorflow_text's SentencePiece ops (jaxhub/_src/host/sentencepiece.py)
+    "SentencepieceOp", "SentencepieceTokenizeOp", "SentencepieceTokenizeWithOffsetsOp",
+    "SentencepieceDetokenizeOp", "SentencepieceIdToStringOp", "SentencepieceStringToIdOp",
+    "SentencepieceVocabSizeOp",
 })
+
+#: Host ops with string results besides the string ops themselves: output index -> string.
+_STRING_OUTPUTS = {"StringSplit": {1}, "StringSplitV2": {1}, "RegexSplitWithOffsets": {0},
+                   "WordpieceTokenizeWithOffsets": {0},
+                   "FastWordpieceTokenizeWithOffsets": {0}, "FastBertNormalize": {0},
+                   "TFText>WhitespaceTokenizeWithOffsetsV2": {0},
+                   "NormalizeUTF8WithOffsetsMap": {0}}
+
+#: Seed ops whose results are all numbers.
+_NUMERIC_SEED_OPS = frozenset({
+    "StringToHashBucketFast", "StringToHashBucket", "StringToHashBucketStrong",
+    "LookupTableFindV2", "LookupTableSizeV2", "StringLength", "StringToNumber",
+    "WhitespaceTokenizeWithOffsets", "UnicodeScriptTokenizeWithOffsets",
+    "TFText>RoundRobinTrim", "TFText>RoundRobinGenerateMasks",
+    "SentencepieceOp", "SentencepieceStringToIdOp", "SentencepieceVocabSizeOp",
+})
+
+#: SentencePiece ops whose output 0 is a string only when their ``out_type`` says so.
+_SENTENCEPIECE_TOKENIZERS = frozenset({"SentencepieceTokenizeOp",
+                                       "SentencepieceTokenizeWithOffsetsOp"})
 
 #: Ops whose results depend on params or randomness: never on the host.
 _DEVICE_SEED_OPS = frozenset({
     "VarHandleOp", "VariableV2", "Variable", "ReadVariableOp", "RandomUniform",
     "RandomStandardNormal", "TruncatedNormal", "RandomUniformInt",
 })
+
+#: Device ops whose output size is an input's value: that input's position.
+_SIZE_INPUTS = {"UnsortedSegmentSum": 2, "UnsortedSegmentMax": 2, "UnsortedSegmentMin": 2,
+                "UnsortedSegmentProd": 2, "Fill": 0, "Range": 1, "Reshape": 1,
+                "BroadcastTo": 1, "Tile": 1, "ZerosLike": None}
 
 #: Device ops whose output size is the largest of their segment ids plus one.
 SIZED_SEGMENT_OPS = frozenset({"SparseSegmentSqrtN", "SparseSegmentMean",
@@ -101,10 +136,20 @@ def split(fn: graph.Function, *, table_initializers: Mapping[str, str] = {},
             device_dep.add(name)
         elif node.op in HOST_SEED_OPS or any(d in host for d in deps):
             host.add(name)
+    # What host ops read from constants alone (a shape packed from constants) runs there
+    # too: consumers come after their inputs in ``order``, so one backward pass suffices.
+    # The device function keeps its own copy, so that those values stay static there.
+    shared: set[str] = set()
+    for name in reversed(order):
+        if name in host:
+            shared.update(d for d, _ in nodes[name].inputs
+                          if d in nodes and d not in device_dep and d not in host
+                          and nodes[d].op != "Const")
+            host |= shared
     host |= {init for table, init in table_initializers.items() if table in host}
-    _check_supported(nodes, host - string_args, fn, device_dep)
+    _check_supported(nodes, host - string_args, fn, device_dep, shared)
     renamed = {a: input_names.get(a, a) for a in string_args}
-    return _build(fn, nodes, order, host, renamed, table_initializers, assets)
+    return _build(fn, nodes, order, host, renamed, table_initializers, assets, shared)
 
 
 def _order(nodes: Mapping[str, graph.Node], roots: list[str]) -> list[str]:
@@ -127,7 +172,8 @@ def _order(nodes: Mapping[str, graph.Node], roots: list[str]) -> list[str]:
     return order
 
 
-def _check_supported(nodes, host: set[str], fn, device_dep: set[str]) -> None:
+def _check_supported(nodes, host: set[str], fn, device_dep: set[str],
+                     shared: set[str] = frozenset()) -> None:
     missing = sorted({nodes[n].op for n in host
                       if nodes[n].op != "Const" and not extend.has_host_op(nodes[n].op)})
     strings_to_device = sorted({
@@ -139,7 +185,11 @@ def _check_supported(nodes, host: set[str], fn, device_dep: set[str]) -> None:
         if extend.has_host_op(nodes[n].op)
         for problem in extend.host_op_attr_problems(nodes[n], nodes[n].attrs,
                                               graph.implicit_attrs(nodes[n].op)))
-    if missing or strings_to_device or bad_attrs:
+    host_sized = sorted({
+        nodes[name].op for name in device_dep if name in nodes
+        and nodes[name].op in _SIZE_INPUTS
+        and nodes[name].inputs[_SIZE_INPUTS[nodes[name].op]][0] in host - shared})
+    if missing or strings_to_device or bad_attrs or host_sized:
         lines = []
         if missing:
             lines.append(f"string/table op(s) with no host implementation: {missing}")
@@ -147,6 +197,9 @@ def _check_supported(nodes, host: set[str], fn, device_dep: set[str]) -> None:
             lines.append("attribute(s) the host stage does not handle: " + "; ".join(bad_attrs))
         if strings_to_device:
             lines.append(f"op(s) that mix strings with params: {strings_to_device}")
+        if host_sized:
+            lines.append(f"device op(s) whose output size the host stage computes (a shape "
+                         f"must be static): {host_sized}")
         raise HostStageUnsupportedError(
             "this graph's string preprocessing cannot run in jaxhub: " + "; ".join(lines)
             + f". The host stage runs: {extend.supported_host_ops()}")
@@ -156,16 +209,18 @@ def _is_string(nodes, fn, source: str, index: int) -> bool:
     if source in fn.args:
         return fn.arg_dtypes[fn.args.index(source)] == np.dtype(object)
     node = nodes[source]
-    if node.op in ("StringSplit", "StringSplitV2"):
-        return index == 1
-    return node.op in HOST_SEED_OPS and node.op not in (
-        "StringToHashBucketFast", "StringToHashBucket", "StringToHashBucketStrong",
-        "LookupTableFindV2", "LookupTableSizeV2", "StringLength", "StringToNumber")
+    if node.op in _SENTENCEPIECE_TOKENIZERS:
+        return index == 0 and node.attr("out_type") == np.dtype(object)
+    if node.op in _STRING_OUTPUTS:
+        return index in _STRING_OUTPUTS[node.op]
+    return node.op in HOST_SEED_OPS and node.op not in _NUMERIC_SEED_OPS
 
 
 def _build(fn, nodes, order, host, string_args: Mapping[str, str], table_initializers,
-           assets) -> Split:
-    """The host program and the device function; ``string_args`` maps arg -> input name."""
+           assets, shared: set[str] = frozenset()) -> Split:
+    """The host program and the device function; ``string_args`` maps arg -> input name,
+    ``shared`` names host nodes of constants alone, which the device function computes too.
+    """
     program_nodes, consts = [], set()
     for name in order:
         if name not in host or name in string_args:
@@ -188,18 +243,21 @@ def _build(fn, nodes, order, host, string_args: Mapping[str, str], table_initial
             frontier[ref] = f"host_{len(frontier)}"
         return frontier[ref]
 
+    def on_host(ref: tuple[str, int]) -> bool:
+        return ref[0] in host and ref[0] not in shared
+
     device_nodes = {}
     for name in order:
-        if name in host:
+        if name in host and name not in shared:
             continue
         node = nodes[name]
-        inputs = [(feed(ref), 0) if ref[0] in host else ref for ref in node.inputs]
-        if node.op in SIZED_SEGMENT_OPS and node.inputs[2][0] in host:
+        inputs = [(feed(ref), 0) if on_host(ref) else ref for ref in node.inputs]
+        if node.op in SIZED_SEGMENT_OPS and on_host(node.inputs[2]):
             key = f"size_{len(size_of)}"
             size_of[key] = list(node.inputs[2])
             inputs.append((key, 0))
         device_nodes[name] = dataclasses.replace(node, inputs=inputs, _decoded={})
-    outputs = [(feed(ref), 0) if ref[0] in host else ref for ref in fn.outputs]
+    outputs = [(feed(ref), 0) if on_host(ref) else ref for ref in fn.outputs]
     # Numeric args (inputs, captured handles) stay args of the device function, after the
     # host stage's results.
     args = list(frontier.values()) + list(size_of) + [a for a in fn.args

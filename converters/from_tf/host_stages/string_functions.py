@@ -4,9 +4,12 @@ In a TF2 SavedModel a signature's function reaches its string ops through nested
 (``signature_wrapper`` -> ``StatefulPartitionedCall`` -> ``__inference___call__``), and a
 lookup table is a captured *resource*: an object of the object graph whose
 ``_create_resource`` function makes the ``HashTableV2`` and whose ``_initialize`` function
-fills it (``InitializeTableFromTextFileV2`` on a captured asset). :func:`split_function`
-inlines the calls, turns each captured table into its creation and initialization nodes,
-and splits the result with :func:`jaxhub_tf.from_tf.host_stages.split.split`.
+fills it (``InitializeTableFromTextFileV2`` on a captured asset). A tensorflow_text
+SentencePiece model is a captured resource too, made by a ``SentencepieceOp`` that holds
+the model proto in an attribute. :func:`split_function` inlines the calls, turns each
+captured table into its creation and initialization nodes (each SentencePiece model into
+a ``SentencepieceOp`` reading the proto as a module asset), and splits the result with
+:func:`jaxhub_tf.from_tf.host_stages.split.split`.
 
 The SavedModel reader uses it for signatures with string inputs: it binds the captured
 variables as usual (tables and constants become nodes of the split graph), and calls the
@@ -17,6 +20,7 @@ device function with ``host stage results + numeric inputs + captured variables`
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import pathlib
 from typing import Any, Mapping, Sequence
 
@@ -39,14 +43,15 @@ class StringFunction:
       inlined_captures: positions, among the concrete function's bound inputs, of the
         captured tables and constants, which became nodes: the device function does
         not take them (it takes the captured variables only).
-      assets: asset file name -> path, the files the host stage reads.
+      assets: asset file name -> path (or the bytes of a SentencePiece model, which the
+        graph holds in an attribute), the files the host stage reads.
     """
 
     program: dict[str, Any]
     device: graph.Function
     user_args: dict[str, str]
     inlined_captures: list[int]
-    assets: dict[str, pathlib.Path]
+    assets: dict[str, pathlib.Path | bytes]
 
 
 def split_function(interp, meta, saved_model_dir: pathlib.Path, function_name: str,
@@ -81,6 +86,9 @@ def split_function(interp, meta, saved_model_dir: pathlib.Path, function_name: s
         if kind == "constant":  # known values: constants of the graph, host or device
             const = top[obj.constant.operation]
             nodes[arg] = graph.Node(arg, "Const", [], [], const.attr)
+        elif kind == "resource" and _sentencepiece_creator(interp, objects, obj):
+            creator = _sentencepiece_creator(interp, objects, obj)
+            _add_sentencepiece(creator, arg, nodes, assets, asset_files)
         elif kind == "resource":
             init_name, asset_name = _add_table(interp, meta, obj, arg, nodes)
             tables[arg] = init_name
@@ -89,6 +97,9 @@ def split_function(interp, meta, saved_model_dir: pathlib.Path, function_name: s
         else:
             continue
         inlined.append(position)
+    for node in list(nodes.values()):  # a tokenizer made inside the function itself
+        if node.op == "SentencepieceOp" and "model" in node.attrs:
+            _add_sentencepiece(node, node.name, nodes, assets, asset_files)
     inlined_args = {fn.args[n_user + p] for p in inlined}
     keep = [i for i, a in enumerate(fn.args) if a not in inlined_args]
     flat = dataclasses.replace(fn, args=[fn.args[i] for i in keep],
@@ -105,6 +116,33 @@ def _child_function(objects, obj, name: str) -> str:
     """The concrete function behind the child ``name`` (a ``function`` object)."""
     child = next(c.node_id for c in obj.children if c.local_name == name)
     return objects.nodes[child].function.concrete_functions[0]
+
+
+def _sentencepiece_creator(interp, objects, obj) -> graph.Node | None:
+    """The ``SentencepieceOp`` that makes resource ``obj`` (a tensorflow_text
+    ``SentencepieceTokenizer``'s model), or None for another resource."""
+    creator = interp.function(_child_function(objects, obj, "_create_resource"))
+    return next((n for n in creator.nodes.values() if n.op == "SentencepieceOp"), None)
+
+
+def _add_sentencepiece(creator: graph.Node, name: str, nodes: dict,
+                       assets: dict[str, str], asset_files: dict[str, Any]) -> None:
+    """Makes node ``name`` a ``SentencepieceOp`` that reads the model proto of ``creator``
+    from an asset, which it adds to ``assets`` (node -> asset) and ``asset_files``.
+
+    The model proto is the op's ``model`` attribute (often hundreds of kilobytes); in the
+    host stage it becomes a module asset, read, size- and hash-checked at load like a
+    vocabulary file, instead of a string inside the program's JSON. The asset is named by
+    the proto's hash, so signatures that share a model share its file.
+    """
+    proto = creator.attrs["model"].s if "model" in creator.attrs else b""
+    asset_name = f"sentencepiece/{hashlib.sha256(proto).hexdigest()[:16]}.model"
+    asset_node = f"{name}/_asset"
+    nodes[asset_node] = graph.Node(asset_node, "Const", [], [], {})
+    attrs = {k: v for k, v in creator.attrs.items() if k != "model"}
+    nodes[name] = graph.Node(name, "SentencepieceOp", [(asset_node, 0)], [], attrs)
+    assets[asset_node] = asset_name
+    asset_files[asset_name] = proto
 
 
 def _add_table(interp, meta, obj, arg: str, nodes: dict) -> tuple[str, str]:

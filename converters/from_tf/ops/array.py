@@ -45,17 +45,23 @@ class GraphAssertionError(ValueError):
 
 @register("Assert", attrs=("summarize",))
 def _assert(node, condition, *data):
-    """``tf.debugging.assert_*``: checked when the condition is static, dropped if traced.
+    """``tf.debugging.assert_*``: checked when the condition is static; if traced, dropped,
+    or kept as a check when the context collects them (conversion with ``checks=True``).
 
-    A traced condition cannot stop a jitted function (``jax.experimental.checkify`` could,
-    at the price of a changed signature), and Keras layers assert on values they trust.
+    A traced condition cannot stop an exported function: a kept check becomes a result
+    that the module hands to ``jax.experimental.checkify``. Keras layers assert on
+    values they trust, hence dropped by default.
     """
-    if is_static(condition) and not np.all(condition):
-        shown = [np.asarray(d).reshape(-1)[:node.attr("summarize", 3)].tolist()
-                 for d in data if is_static(d)]
-        raise GraphAssertionError(
-            f"TF node {node.name!r} (Assert): the condition is false on constant inputs, so "
-            f"the graph always fails; its data: {shown}")
+    if is_static(condition):
+        if not np.all(condition):
+            shown = [np.asarray(d).reshape(-1)[:node.attr("summarize", 3)].tolist()
+                     for d in data if is_static(d)]
+            raise GraphAssertionError(
+                f"TF node {node.name!r} (Assert): the condition is false on constant "
+                f"inputs, so the graph always fails; its data: {shown}")
+    elif node.ctx.checks is not None:
+        node.ctx.checks.append((f"TF node {node.name!r} (Assert) failed",
+                                jnp.all(as_jax(condition))))
     return []
 
 
@@ -458,7 +464,9 @@ def _lin_space(node, start, stop, num):
 
 @register("Bitcast")
 def _bitcast(node, x):
-    return jax.lax.bitcast_convert_type(as_jax(x), node.attr("type"))
+    # With 64-bit types off a 64-bit value is held in 32 bits: so is its bitcast.
+    return jax.lax.bitcast_convert_type(as_jax(x),
+                                        jax.dtypes.canonicalize_dtype(node.attr("type")))
 
 
 # -- block rearrangements -------------------------------------------------------------------

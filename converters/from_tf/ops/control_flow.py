@@ -49,7 +49,40 @@ def _if(node, pred, *args):
     index = jnp.asarray(pred).astype(bool)
     if index.ndim:  # TF: a non-scalar predicate is true when non-empty
         index = jnp.asarray(index.size > 0)
+    if node.ctx.checks is not None:
+        message = _guard_message(branches[0], pred, args)
+        if message is not None:
+            node.ctx.checks.append((message, index))
     return _switch(node, index.astype(jnp.int32), branches, args)
+
+
+def _guard_message(else_branch, pred, args: Sequence[Any]) -> str | None:
+    """The message of an assert guard's ``Assert``, or None if the ``If`` is no guard.
+
+    ``tf.debugging.assert_*`` traces to ``If(ok, ...)`` whose else branch runs ``Assert``
+    on ``ok`` itself, so it fails exactly when that branch is taken: the check is
+    ``ok``. Branch bodies run in their own trace, so the check is taken here, outside.
+    """
+    # The predicate passed in again as an arg is the very same value.
+    pred_args = {(name, 0) for name, value in zip(else_branch.args, args) if value is pred}
+    for inner in else_branch.nodes.values():
+        if inner.op == "Assert" and inner.inputs and inner.inputs[0] in pred_args:
+            texts = [_const_text(else_branch, ref) for ref in inner.inputs[1:]]
+            said = " ".join(t.strip() for t in texts if t and t.strip())
+            return f"TF node {inner.name!r} (Assert) failed" + (f": {said}" if said else "")
+    return None
+
+
+def _const_text(fn, ref) -> str | None:
+    """The text of a string constant of ``fn`` (an ``Assert``'s message), else None."""
+    source = fn.nodes.get(ref[0])
+    if source is None or source.op != "Const":
+        return None
+    value = np.asarray(source.attr("value"))
+    if value.dtype != object or value.size != 1:
+        return None
+    text = value.reshape(-1)[0]
+    return text.decode("utf-8", "replace") if isinstance(text, bytes) else str(text)
 
 
 def _truth(pred: np.ndarray) -> bool:

@@ -12,9 +12,15 @@ networks take other routes, each with a written-out gradient where autodiff's is
   slices of the padded input, each multiplied by one tap of the kernel; its input
   gradient is the same kind of sum over the cotangent, one per stride phase, and its
   kernel gradient fused partial sums (autodiff's was a full-size pad per tap);
-* a convolution whose output is smaller than its window (small feature maps) is patches
-  times the kernel matrix: XLA:CPU swaps the operands of such a convolution into a form
-  no fast kernel handles;
+* a convolution whose output is smaller than its window (small feature maps, kernels
+  as wide as an audio input's frequency axis, framed audio) is patches times the kernel
+  matrix: XLA:CPU swaps the operands of such a convolution into a form no fast kernel
+  handles. Beyond 3×3 the patches are cut one axis at a time, from at most
+  ``min(taps, outputs)`` slices per axis (one when the stride is at least the window)
+  or one ``gather``, so the program stays small whatever the kernel's size;
+* a convolution with symbolic spatial sizes is ``lax.conv_general_dilated`` on the input
+  padded by ``lax.pad`` (``SAME`` paddings then depend on the sizes), with a written-out
+  gradient that needs no symbolic padding; max pooling likewise pads, then ``reduce_window``;
 * everything else (and channels-first layouts) is ``lax.conv_general_dilated``, grouped
   convolutions with ``feature_group_count``.
 
@@ -121,6 +127,9 @@ def _conv(node, x, kernel):
         lo or hi for lo, hi in pads)
     if pointwise and groups == 1 and _channels_last(layout):
         return _pointwise(x, kernel, strides)
+    if not _static(_spatial_shape(layout, x.shape)) and groups == 1:
+        x = _pad_symbolic(x, layout, pads, kernel.shape[:-2], strides, dilations)
+        return _symbolic_conv(x, kernel, _ConvDims(layout, tuple(strides), tuple(dilations)))
     if groups == 1 and kernel.ndim == 4 and _channels_last(layout):
         padded = [n + lo + hi for n, (lo, hi) in zip(x.shape[1:3], pads)]
         out = _out_sizes(padded, kernel.shape[:2], strides, dilations)
@@ -132,20 +141,183 @@ def _conv(node, x, kernel):
         dimension_numbers=(layout, spec, layout), feature_group_count=groups)
 
 
+class _ConvDims(NamedTuple):
+    """The static geometry of a (padded) convolution with symbolic spatial sizes."""
+
+    layout: str
+    strides: tuple[int, ...]
+    dilations: tuple[int, ...]
+
+
+def _pad_symbolic(x, layout: str, pads, window, strides, dilations):
+    """``x`` padded by ``pads`` (widths that may depend on symbolic sizes, as ``SAME``
+    with strides gives), then cut to the rows and columns its windows read."""
+    first = 1 if _channels_last(layout) else 2
+    widths = [(0, 0, 0)] * x.ndim
+    for axis, (lo, hi) in enumerate(pads, start=first):
+        widths[axis] = (lo, hi, 0)
+    x = jax.lax.pad(x, np.zeros((), x.dtype), widths)
+    padded = _spatial_shape(layout, x.shape)
+    outs = _out_sizes(padded, window, strides, dilations)
+    for axis, o, k, s, d in zip(range(first, x.ndim), outs, window, strides, dilations):
+        x = jax.lax.slice_in_dim(x, 0, (o - 1) * s + (k - 1) * d + 1, 1, axis)
+    return x
+
+
+def _valid_conv(x, kernel, dims: _ConvDims, strides):
+    spec = "HWIO" if kernel.ndim == 4 else "DHWIO"
+    return jax.lax.conv_general_dilated(
+        x, kernel, window_strides=strides, padding=[(0, 0)] * len(strides),
+        rhs_dilation=dims.dilations, dimension_numbers=(dims.layout, spec, dims.layout))
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2,))
+def _symbolic_conv(x, kernel, dims: _ConvDims):
+    """A ``VALID`` convolution of ``x`` with symbolic spatial sizes.
+
+    ``conv_general_dilated`` takes such sizes, but its transpose computes paddings from
+    them (through the ``max(n - k + 1, 0)`` of its output sizes) that it then refuses. So
+    the gradient is written out with static paddings, and ``lax.pad`` (which takes
+    symbolic widths) fits each result to its primal's shape.
+    """
+    return _valid_conv(x, kernel, dims, dims.strides)
+
+
+def _symbolic_conv_fwd(x, kernel, dims: _ConvDims):
+    return _symbolic_conv(x, kernel, dims), (x, kernel)
+
+
+def _symbolic_conv_bwd(dims: _ConvDims, residuals, dy):
+    x, kernel = residuals
+    n = len(dims.strides)
+    first = 1 if _channels_last(dims.layout) else 2
+    axes = range(first, first + n)
+    window = kernel.shape[:n]
+    zero = np.zeros((), dy.dtype)
+    # Input gradient: dy spread by the strides and padded by the dilated window, against
+    # the flipped kernel (inputs and outputs swapped). Rows that no window read (after
+    # the last) get zeros from the fitting pad.
+    spread = [(0, 0, 0)] * dy.ndim
+    for axis, k, s, d in zip(axes, window, dims.strides, dims.dilations):
+        spread[axis] = ((k - 1) * d, (k - 1) * d, s - 1)
+    flipped = jnp.swapaxes(jnp.flip(kernel, tuple(range(n))), -1, -2)
+    dx = _valid_conv(jax.lax.pad(dy, zero, spread), flipped, dims, (1,) * n)
+    dx = _fit(dx, zip(axes, (x.shape[axis] for axis in axes)))
+    # Kernel gradient: x correlated with dy, batch and channel axes swapped; the window
+    # positions step by the dilations, dy's taps by the strides.
+    swapped = dims.layout.replace("N", "_").replace("C", "N").replace("_", "C")
+    dk = jax.lax.conv_general_dilated(
+        x, dy, window_strides=dims.dilations, padding=[(0, 0)] * n,
+        rhs_dilation=dims.strides,
+        dimension_numbers=(swapped, dims.layout.replace("N", "I").replace("C", "O"), swapped))
+    dk = _fit(dk, zip(axes, window))
+    # [.., x's channels at 'N', .., dy's channels at 'C', ..] -> [*window, in, out]
+    dk = jnp.moveaxis(dk, (swapped.index("N"), swapped.index("C")), (-2, -1))
+    return dx, dk
+
+
+def _fit(y, sizes):
+    """``y`` padded (or cut) at the end of each ``(axis, size)`` to that size: equal in
+    value, and a shape that is the wanted expression, not JAX's ``max(.., 0)`` of it."""
+    widths = [(0, 0, 0)] * y.ndim
+    for axis, size in sizes:
+        widths[axis] = (0, size - y.shape[axis], 0)
+    return jax.lax.pad(y, np.zeros((), y.dtype), widths)
+
+
+_symbolic_conv.defvjp(_symbolic_conv_fwd, _symbolic_conv_bwd)
+
+
+def _static(sizes: Sequence) -> bool:
+    """Whether every size is a plain integer (not a symbolic dimension)."""
+    return all(isinstance(n, (int, np.integer)) for n in sizes)
+
+
 def _patches_conv(x, kernel, strides, dilations, pads, out_sizes):
     """A 2-D convolution (NHWC) as its patches times the kernel matrix.
 
-    For an output smaller than the kernel window (small feature maps), XLA:CPU swaps the
-    convolution's operands into a form no fast kernel handles, hundreds of times slower;
-    the patches are small there, and one matrix product does the work.
+    For an output smaller than the kernel window (small feature maps, or kernels as wide
+    as the input, as in audio front ends), XLA:CPU swaps the convolution's operands into
+    a form no fast kernel handles, hundreds of times slower. A kernel of up to
+    :data:`MAX_TAP_SLICES` taps takes one slice per tap; a larger one has its patches cut
+    one spatial axis at a time (see :func:`_axis_windows`), so that the program stays
+    small whatever the kernel's size.
     """
     kh, kw, in_channels, out_channels = kernel.shape
     xp = _pad_spatial(x, pads)
-    patches = jnp.concatenate(
-        [_strided(xp, (i * dilations[0], j * dilations[1]), out_sizes, strides)
-         for i in range(kh) for j in range(kw)], axis=-1)
+    if kh * kw <= MAX_TAP_SLICES:
+        # A small kernel (3x3 on a small map): its taps' slices side by side.
+        patches = jnp.concatenate(
+            [_strided(xp, (i * dilations[0], j * dilations[1]), out_sizes, strides)
+             for i in range(kh) for j in range(kw)], axis=-1)
+    else:
+        windows = _axis_windows(xp, 1, kh, strides[0], dilations[0], out_sizes[0])
+        windows = _axis_windows(windows, 2, kw, strides[1], dilations[1], out_sizes[1])
+        # [N, out_h, out_w, kh, kw, C]: the (kh, kw, C) axes are the kernel matrix's rows.
+        patches = windows.reshape(windows.shape[:3] + (kh * kw * in_channels,))
     matrix = kernel.reshape(kh * kw * in_channels, out_channels)
     return jax.lax.dot_general(patches, matrix, (((3,), (0,)), ((), ())))
+
+
+#: Kernels with at most this many taps take their patches as one slice per tap.
+MAX_TAP_SLICES = 9
+
+#: Windows along one axis that take more slices than this are one ``gather`` instead.
+MAX_WINDOW_SLICES = 8
+
+
+def _axis_windows(x, axis: int, k: int, s: int, d: int, count: int):
+    """``x`` with ``axis`` cut into windows: ``count`` outputs along ``axis``, and a new
+    window axis just before the last (channel) axis, ``y[.., o, .., i, c] = x[.., o*s + i*d,
+    .., c]``.
+
+    Built from the fewest slices of three equivalent forms: one strided slice per tap
+    (``k``), one per output (``count``), or, undilated, a reshape of ``axis`` into rows
+    of ``s`` and one slice per row that a window spans (``ceil(k / s)``: a single one
+    when the stride is at least the window, as in framed audio). When even that takes
+    more than :data:`MAX_WINDOW_SLICES`, one ``gather`` of constant indices: each slice
+    costs about ten ops under a symbolic batch size, and hundreds of them took seconds
+    to export and to compile, for no faster a program.
+    """
+    blocks = _blocks(k, s, d)
+    if min(k, count, blocks) > MAX_WINDOW_SLICES:
+        positions = np.arange(count)[:, None] * s + np.arange(k)[None, :] * d
+        return jnp.moveaxis(jnp.take(x, positions, axis=axis), axis + 1, -2)
+    if blocks < min(k, count):
+        windows = _blocked_windows(x, axis, k, s, count, blocks)  # [.., o, k, ..., c]
+        return jnp.moveaxis(windows, axis + 1, -2)
+    if count < k:
+        per_output = [jax.lax.slice_in_dim(x, o * s, o * s + (k - 1) * d + 1, d, axis)
+                      for o in range(count)]
+        return jnp.moveaxis(jnp.stack(per_output, axis=axis), axis + 1, -2)
+    per_tap = [jax.lax.slice_in_dim(x, i * d, i * d + (count - 1) * s + 1, s, axis)
+               for i in range(k)]
+    return jnp.stack(per_tap, axis=-2)
+
+
+def _blocks(k: int, s: int, d: int) -> int:
+    """Rows of ``s`` that a window spans (undilated), or ``k`` when dilated."""
+    return -(-k // s) if d == 1 else k
+
+
+def _blocked_windows(x, axis: int, k: int, s: int, count: int, blocks: int):
+    """The windows of :func:`_axis_windows` (undilated), window axis after ``axis``,
+    through ``x`` reshaped into rows of ``s``.
+
+    Position ``o*s + i`` is row ``o + i // s``, column ``i % s``: rows ``b .. b+count``
+    side by side for ``b < blocks`` hold every window, and its first ``k`` columns are it.
+    """
+    rows = count + blocks - 1
+    size = x.shape[axis]
+    if size < rows * s:  # columns past the last window's end, never read
+        widths = [(0, 0)] * x.ndim
+        widths[axis] = (0, rows * s - size)
+        x = jnp.pad(x, widths)
+    x = jax.lax.slice_in_dim(x, 0, rows * s, 1, axis)
+    x = x.reshape(x.shape[:axis] + (rows, s) + x.shape[axis + 1:])
+    parts = [jax.lax.slice_in_dim(x, b, b + count, 1, axis) for b in range(blocks)]
+    windows = parts[0] if blocks == 1 else jnp.concatenate(parts, axis=axis + 1)
+    return jax.lax.slice_in_dim(windows, 0, k, 1, axis + 1)
 
 
 def _pointwise(x, kernel, strides):
@@ -405,6 +577,12 @@ def _pool_window(node, x, window=None, strides=None):
 def _max_pool(node, x, window=None, strides=None):
     x = as_jax(x)
     window, strides, pads = _pool_window(node, x, window, strides)
+    if not _static(x.shape[1:]):
+        # Symbolic sizes: the shifted slices' bounds cannot be compared, and the padding
+        # may depend on them, which ``reduce_window`` does not take but ``lax.pad`` does.
+        x = _pad_axes(x, pads, _lowest(x.dtype))
+        return jax.lax.reduce_window(x, _lowest(x.dtype), jax.lax.max, window, strides,
+                                     "VALID")
     if max(window) <= MAX_SHIFTED_TAPS:
         return _shifted_max(x, window, strides, tuple(tuple(p) for p in pads))
     return jax.lax.reduce_window(x, _lowest(x.dtype), jax.lax.max, window, strides, pads)

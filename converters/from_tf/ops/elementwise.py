@@ -252,7 +252,9 @@ def _cast(node, x):
     dtype = node.attr("DstT")
     if is_static(x) and not (isinstance(x, np.ndarray) and x.dtype == object):
         return np.asarray(x).astype(dtype)
-    return as_jax(x).astype(dtype)
+    # With 64-bit types off a cast to int64/float64 computes in 32 bits (the 64-bit rule
+    # of docs/converters.md): ask for that, not for a dtype JAX would warn it narrows.
+    return as_jax(x).astype(jax.dtypes.canonicalize_dtype(dtype))
 
 
 @register("Select", "SelectV2")

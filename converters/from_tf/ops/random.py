@@ -17,6 +17,12 @@ from jaxhub_tf.from_tf.values import UnknowableError, as_jax, is_static, shape_t
 #: The numbers come from the caller's JAX key, so TF's op seeds do not pick them.
 _SEEDS = ("seed", "seed2")
 
+#: The ops that need the caller's key: a function that may run one takes ``rng``.
+#: (``RngReadAndSkip`` draws from the key when there is one and otherwise reads its
+#: generator's state, as TF does.)
+KEYED_OPS = frozenset({"RandomUniform", "RandomStandardNormal", "TruncatedNormal",
+                       "RandomUniformInt"})
+
 
 @register("RandomUniform", attrs=_SEEDS, fold=False)
 def _uniform(node, shape):
@@ -43,6 +49,10 @@ def _uniform_int(node, shape, minval, maxval):
                               np.asarray(minval).dtype if is_static(minval) else minval.dtype)
 
 
+#: How far ``RngReadAndSkip`` moves a Philox counter per unit of ``delta``.
+_COUNTER_STEPS = 256
+
+
 @register("RngReadAndSkip", fold=False)
 def _rng_read_and_skip(node, handle, alg, delta):
     """A ``tf.random.Generator`` step: returns its state, advances the stored counter.
@@ -60,6 +70,9 @@ def _rng_read_and_skip(node, handle, alg, delta):
     else:
         drawn = jax.random.bits(node.ctx.next_key(node.op), np.shape(state), jnp.uint32)
         drawn = drawn.astype(dtype)
-    advanced = as_jax(state).at[0].add(as_jax(delta).astype(dtype))
+    # TF's Philox kernel moves the counter 256 steps per number asked for (measured:
+    # uniform([3]) adds 768); the carry into the counter's high word is not modelled.
+    step = as_jax(delta).astype(dtype) * _COUNTER_STEPS
+    advanced = as_jax(state).at[0].add(step)
     node.ctx.state[handle.key] = advanced
     return drawn

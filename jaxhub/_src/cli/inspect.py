@@ -11,8 +11,7 @@ from jaxhub._src.cli import resolve_handle
 from jaxhub._src.units import format_bytes
 
 if TYPE_CHECKING:
-    from jaxhub._src.storage.manifest import Manifest
-    from jaxhub._src.specs import Signature
+    from jaxhub._src.storage.manifest import FunctionSpec, Manifest
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -60,7 +59,7 @@ def describe(manifest: Manifest, title: str | pathlib.Path) -> str:
         lines.append(f"variant {{{', '.join(sorted(tags))}}}:")
         for fn in manifest.functions:
             if fn.tags == tags:
-                lines.extend(_signature_lines(fn.signature_name, fn.signature, fn.takes_rng))
+                lines.extend(_signature_lines(fn))
     lines.append(f"regularizer: {'yes' if manifest.regularizer else 'no'}")
     # A converter's notes: what the source lacked for a signature or variant.
     lines.extend(f"note: {note}" for note in manifest.origin.get("notes", []))
@@ -71,10 +70,14 @@ def describe(manifest: Manifest, title: str | pathlib.Path) -> str:
     return "\n".join(lines)
 
 
-def _signature_lines(name: str, signature: Signature, takes_rng: bool) -> list[str]:
-    lines = [f"  signature {name!r}" + (" (takes rng)" if takes_rng else "")]
-    lines += [f"    input  {k}: {s}" for k, s in signature.inputs.items()]
-    lines += [f"    output {k}: {s}" for k, s in signature.outputs.items()]
+def _signature_lines(fn: FunctionSpec) -> list[str]:
+    lines = [f"  signature {fn.signature_name!r}" + (" (takes rng)" if fn.takes_rng else "")]
+    if fn.forward_only is not None:
+        lines.append(f"    forward-only: no gradient ({fn.forward_only})")
+    lines += [f"    input  {k}: {s}" for k, s in fn.signature.inputs.items()]
+    lines += [f"    output {k}: {s}" for k, s in fn.signature.outputs.items()]
+    if fn.state:
+        lines.append("    returns state: " + ", ".join("/".join(p) for p in fn.state))
     return lines
 
 

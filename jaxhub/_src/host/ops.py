@@ -27,23 +27,37 @@ _OPS = Registry("host op")
 #: Load-time checks of a node's attrs, by op (static regex patterns compile here).
 _CHECKS: dict[str, Callable[[Any], None]] = {}
 #: Which inputs of an op are files (an Asset node's bytes), by op.
-_FILE_INPUTS = {"InitializeTableFromTextFileV2": frozenset({1})}
-#: Ops that fill a table: they run once, at load.
-_INITIALIZERS = frozenset({"InitializeTableFromTextFileV2"})
+_FILE_INPUTS: dict[str, frozenset[int]] = {}
+#: Ops that fill a table or load a model: they run once, at load.
+_INITIALIZERS: set[str] = set()
 
 
-def register(*names: str, attrs: AttrSpec = ()) -> Callable[[HostOp], HostOp]:
+def register(*names: str, attrs: AttrSpec = (), file_inputs: Iterable[int] = (),
+             initializer: bool = False) -> Callable[[HostOp], HostOp]:
     """Registers a host op implementation under TF op ``names`` (no duplicates).
 
     Args:
       names: TF op names.
       attrs: the node attributes it reads (see :mod:`jaxhub._src.host.registry`); the
         converter refuses a graph whose host nodes carry others.
+      file_inputs: the positions of its inputs that are files: the host stage feeds
+        them only from ``Asset`` nodes.
+      initializer: it fills a table or loads a model: it runs once, at load.
 
     Raises:
       ValueError: one of ``names`` is registered already.
     """
-    return _OPS.register(*names, attrs=attrs)
+    decorate = _OPS.register(*names, attrs=attrs)
+
+    def register_op(impl: HostOp) -> HostOp:
+        decorate(impl)
+        if file_inputs:
+            _FILE_INPUTS.update(dict.fromkeys(names, frozenset(file_inputs)))
+        if initializer:
+            _INITIALIZERS.update(names)
+        return impl
+
+    return register_op
 
 
 def declared_attrs(name: str) -> Mapping[str, tuple | None]:
@@ -73,7 +87,7 @@ def file_inputs(name: str) -> frozenset[int]:
 
 
 def is_initializer(name: str) -> bool:
-    """True for ops that fill a table (run once, at load)."""
+    """True for ops that fill a table or load a model (run once, at load)."""
     return name in _INITIALIZERS
 
 
@@ -104,6 +118,8 @@ def _check_broadcast(node, *arrays) -> tuple[int, ...]:
 def _strings(x: Any) -> np.ndarray:
     """An object array of ``bytes`` (str inputs are UTF-8 encoded, as TF does)."""
     arr = np.asarray(x, dtype=object)
+    if all(type(s) is bytes for s in arr.flat):  # the common case: as the ops return them
+        return arr
     out = np.empty(arr.shape, dtype=object)
     for i, s in enumerate(arr.reshape(-1)):
         out.reshape(-1)[i] = s.encode("utf-8") if isinstance(s, str) else bytes(s)
@@ -347,7 +363,7 @@ def _line_field(line: bytes, index: int, line_number: int, delimiter: bytes, dty
 # ``offset`` (start reading that far into the file) is not implemented.
 @register("InitializeTableFromTextFileV2",
           attrs={"key_index": ANY, "value_index": ANY, "vocab_size": ANY, "delimiter": ANY,
-                 "offset": (0,)})
+                 "offset": (0,)}, file_inputs=(1,), initializer=True)
 def _init_from_text_file(node, table, file):
     if type(file).__name__ != "AssetFile":  # a path would let a module read any file
         raise TypeError("the file of a table initializer must be a module asset")
@@ -571,33 +587,6 @@ def _dense_bincount(node, values, size, weights):
         return count(values, weights if weights.size else None)
     return np.stack([count(r, weights[i] if weights.size else None)
                      for i, r in enumerate(values)])
-
-
-@register("RaggedTensorToSparse")
-def _ragged_to_sparse(node, *args):
-    *splits, values = args
-    values = np.asarray(values)
-    # Index of each value along each ragged dimension, from the row splits.
-    rows = [np.arange(len(values))]
-    index_columns = []
-    for split in reversed([np.asarray(s) for s in splits]):
-        positions = rows[0]
-        row = np.searchsorted(split, positions, side="right") - 1
-        index_columns.insert(0, positions - split[row])
-        rows[0] = row
-    index_columns.insert(0, rows[0])
-    inner = [np.indices(values.shape[1:]).reshape(values.ndim - 1, -1).T] \
-        if values.ndim > 1 else []
-    indices = np.stack(index_columns, axis=1).astype(np.int64)
-    if inner:
-        reps = inner[0].shape[0]
-        indices = np.concatenate([np.repeat(indices, reps, axis=0),
-                                  np.tile(inner[0], (len(values), 1))], axis=1)
-        values = values.reshape(-1)
-    widths = [len(np.asarray(splits[0])) - 1] + [
-        int(np.max(np.diff(np.asarray(s)))) if len(s) > 1 else 0 for s in splits]
-    shape = np.asarray(widths + list(np.shape(args[-1])[1:]), np.int64)
-    return indices, values, shape
 
 
 @register("Where")

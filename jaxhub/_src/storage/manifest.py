@@ -85,6 +85,15 @@ class FunctionSpec:
 
     ``vjp``, when present, names the two files that compute its gradient without running
     the forward pass twice; modules without it differentiate through ``file``'s own VJP.
+
+    ``forward_only``, when present, says why the function has no gradient (JAX could not
+    differentiate one of its ops when it was exported): it runs, but ``jax.grad``
+    through it raises a ``SignatureError`` with that reason. Stored only when present,
+    so modules with it keep format version 1 (older readers ignore the key).
+
+    ``checks``, when not empty, holds one message per boolean result after the state:
+    conditions that :meth:`jaxhub.Module.apply` hands to ``checkify.check`` (older
+    readers ignore the key and those results, so they run without the checks).
     """
 
     tags: Tags
@@ -94,6 +103,8 @@ class FunctionSpec:
     takes_rng: bool = False
     state: tuple[Path, ...] = ()
     vjp: VjpSpec | None = None
+    forward_only: str | None = None
+    checks: tuple[str, ...] = ()
 
     @property
     def files(self) -> tuple[str, ...]:
@@ -193,7 +204,9 @@ class Manifest:
             FunctionSpec(frozenset(f["tags"]), f["signature"], Signature.from_json(f),
                          f["file"], bool(f.get("takes_rng", False)),
                          tuple(tuple(p) for p in f.get("state", ())),
-                         VjpSpec.from_json(f["vjp"]) if f.get("vjp") else None)
+                         VjpSpec.from_json(f["vjp"]) if f.get("vjp") else None,
+                         _optional_str(f.get("forward_only"), "forward_only"),
+                         tuple(str(m) for m in f.get("checks", ())))
             for f in data["functions"])
         return cls(params=params, functions=functions, regularizer=data.get("regularizer"),
                    attachments=data.get("attachments", {}), assets=data.get("assets", {}),
@@ -220,6 +233,12 @@ def _param_spec(data: Mapping[str, Any]) -> ParamSpec:
         raise ValueError(f"param {name} has dtype {data['dtype']!r}, not a numeric dtype "
                          f"that jax knows")
     return ParamSpec(path, shape, dtype.name, bool(data["trainable"]))
+
+
+def _optional_str(value: Any, key: str) -> str | None:
+    if value is not None and not isinstance(value, str):
+        raise ValueError(f"{key} is {value!r}, not a string")
+    return value
 
 
 def _file_records(data: Any) -> dict[str, dict[str, Any]]:
@@ -252,4 +271,8 @@ def _function_json(f: FunctionSpec) -> dict[str, Any]:
             "file": f.file, "takes_rng": f.takes_rng, "state": [list(p) for p in f.state]}
     if f.vjp is not None:
         data["vjp"] = f.vjp.to_json()
+    if f.forward_only is not None:
+        data["forward_only"] = f.forward_only
+    if f.checks:
+        data["checks"] = list(f.checks)
     return data

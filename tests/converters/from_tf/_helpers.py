@@ -79,8 +79,11 @@ def jax_outputs_and_grads(module, inputs: Mapping[str, np.ndarray], cts, *,
     """Outputs and gradients (params, inputs) of ``sum(outputs * cts)`` through the module."""
     params = module.params if params is None else params
 
-    def apply(p, x):
-        return module.apply(p, x, signature=signature, as_dict=True)
+    assigns = bool(module.manifest.function(frozenset(), signature).state)
+
+    def apply(p, x):  # a signature that assigns variables also returns their new values
+        result = module.apply(p, x, signature=signature, as_dict=True)
+        return result[0] if assigns else result
 
     def loss(p, x):
         outs = apply(p, x)

@@ -83,6 +83,20 @@ def test_inference_matches_tf_through_loop_and_branches(converted, signature, sc
                                {name: x}, [reference.w], signature=signature)
 
 
+def test_serving_signature_returns_the_assignments_tf_makes(converted, saved_path):
+    loaded = tf.saved_model.load(str(saved_path))
+    x = _inputs(1.0)
+    expected = loaded.signatures["serving_default"](x=tf.constant(x))
+    outputs, state = jax.jit(lambda p, x: converted.apply(
+        p, {"x": x}, signature="serving_default", as_dict=True))(converted.params, x)
+    for k, v in expected.items():
+        np.testing.assert_allclose(outputs[k], v.numpy(), rtol=1e-5, atol=1e-5)
+    assert state == {"stats": {"steps": state["stats"]["steps"]}}  # only what it assigned
+    np.testing.assert_allclose(state["stats"]["steps"], loaded.steps.numpy())
+    # The reusable __call__ keeps TF Hub's convention: inference returns outputs only.
+    assert set(converted(x, as_dict=True)) == set(expected)
+
+
 def test_call_becomes_default_signature_with_train_variant(converted):
     assert set(converted.variant_signatures(None)) == {"serving_default", "default"}
     assert set(converted.variant_signatures("train")) == {"default"}

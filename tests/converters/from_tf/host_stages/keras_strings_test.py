@@ -210,8 +210,8 @@ class _RaggedMean(tf.Module):
 
 
 @pytest.mark.xfail(raises=HostStageUnsupportedError, strict=True,
-                   reason="the host stage has no BroadcastTo/Tile, and a ragged mean's "
-                          "segment count is a host value, not a shape")
+                   reason="a ragged mean's segment count (UnsortedSegmentSum's "
+                          "num_segments) is a host value, not a shape")
 def test_ragged_mean_pooling(tmp_path):
     model = _RaggedMean()
     tf.saved_model.save(model, str(tmp_path / "sm"))

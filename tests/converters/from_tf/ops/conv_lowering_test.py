@@ -16,11 +16,14 @@ from jaxhub_tf.from_tf.interpreter import run_graph
 from tests.converters.from_tf.ops._conformance import Case
 from tests.converters.from_tf.ops.conv_test import CONV, DEPTHWISE
 
-# Shifted depthwise convs, 1x1 convs (matrix products) and small-map convs (patches).
+# Shifted depthwise convs, 1x1 convs (matrix products) and convs whose output is smaller
+# than the window (patches).
 _LOWERED = ([case for case in DEPTHWISE
              if case.op == "DepthwiseConv2dNative" and case.name != "Depthwise-7x7"] +
             [case for case in CONV if case.name in {
-                "Conv2D-1x1", "Conv2D-1x1-s2", "Conv2D-small-map", "Conv2D-small-map-s2"}])
+                "Conv2D-1x1", "Conv2D-1x1-s2", "Conv2D-small-map", "Conv2D-small-map-s2",
+                "Conv2D-kernel-spans-axis", "Conv2D-framed", "Conv2D-overlapping-frames",
+                "Conv1D-long-window"}])
 
 
 def _params():
@@ -29,9 +32,10 @@ def _params():
             for case in _LOWERED for shapes in case.shapes]
 
 
-def _converted(case, x_shape, k_shape):
-    """The converted op as ``f(x, kernel)``, traced from TF with an unknown batch size."""
-    specs = [tf.TensorSpec((None,) + tuple(x_shape[1:]), tf.float32),
+def _converted(case, x_shape, k_shape, unknown=1):
+    """The converted op as ``f(x, kernel)``, traced from TF with the first ``unknown``
+    sizes of ``x`` unknown (the batch size, by default)."""
+    specs = [tf.TensorSpec((None,) * unknown + tuple(x_shape[unknown:]), tf.float32),
              tf.TensorSpec(k_shape, tf.float32)]
     concrete = tf.function(lambda x, k: case.fn(x, k)).get_concrete_function(*specs)
     run = run_graph(concrete.graph.as_graph_def(), [t.name for t in concrete.inputs],
@@ -97,3 +101,125 @@ def test_gradient_pads_the_cotangent_once_and_never_gathers(strides, window):
     # phase puts the input gradient's phases back in place. None per tap.
     assert primitives.count("pad") <= 2 + (strides * strides if strides > 1 else 0), primitives
     assert not {"gather", "scatter", "scatter-add"} & set(primitives), primitives
+
+
+def _tf_value_and_grads(fn, x, k):
+    """TF's ``fn(x, k)`` and the gradients of ``sum(sin(fn(x, k)))``."""
+    tx, tk = tf.constant(x), tf.constant(k)
+    with tf.GradientTape() as tape:
+        tape.watch([tx, tk])
+        y = fn(tx, tk)
+        loss = tf.reduce_sum(tf.sin(y))
+    return y, tape.gradient(loss, [tx, tk])
+
+
+@pytest.mark.parametrize("strides,padding", [(1, "SAME"), (2, "SAME"), (2, "VALID")])
+def test_symbolic_height_and_width_convert_and_match_tensorflow(strides, padding):
+    """A conv traced with unknown batch, height and width (input ``[None, None, None, C]``)
+    converts, and exported with all three symbolic gives TF's values and gradients, on a
+    map small enough that a static size would take the patches lowering."""
+    case = Case("Conv2D", lambda x, k: tf.nn.conv2d(x, k, strides, padding))
+    x_shape, k_shape = (2, 3, 4, 3), (3, 3, 3, 5)
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal(x_shape).astype(np.float32)
+    k = rng.standard_normal(k_shape).astype(np.float32)
+    concrete, f = _converted(case, x_shape, k_shape, unknown=3)
+    y, expected = _tf_value_and_grads(concrete, x, k)
+
+    b, h, w = export.symbolic_shape("b, h, w")
+    x_spec = jax.ShapeDtypeStruct((b, h, w, x_shape[3]), np.float32)
+    k_spec = jax.ShapeDtypeStruct(k_shape, np.float32)
+    value = export.export(jax.jit(f))(x_spec, k_spec)
+    np.testing.assert_allclose(np.asarray(value.call(x, k)), y.numpy(), rtol=1e-4, atol=1e-4)
+    grad = jax.jit(jax.grad(lambda x, k: jnp.sum(jnp.sin(f(x, k))), argnums=(0, 1)))
+    got = export.export(grad)(x_spec, k_spec).call(x, k)
+    for g, e in zip(got, expected):
+        np.testing.assert_allclose(np.asarray(g), e.numpy(), rtol=1e-4, atol=1e-4)
+
+
+def _stablehlo_ops(f, *args) -> int:
+    text = jax.jit(f).lower(*args).as_text()
+    return sum(1 for line in text.splitlines() if "= stablehlo." in line)
+
+
+@pytest.mark.parametrize("x_shape,k_shape,strides", [
+    ((1, 20, 161, 1), (7, 161, 1, 4), 1),    # a kernel spanning the frequency axis
+    ((1, 1, 4096, 1), (1, 256, 1, 8), [1, 256]),  # framed audio: stride = window
+    ((1, 1, 4096, 1), (1, 256, 1, 8), [1, 64]),   # overlapping frames
+    ((1, 1, 427, 1), (1, 256, 1, 8), 1),          # more windows and taps than slices pay
+])
+def test_large_kernel_program_does_not_grow_with_the_kernel(x_shape, k_shape, strides):
+    """A conv whose output is smaller than its large window lowers to a few dozen
+    StableHLO ops, forward and gradient, however many taps it has (one slice per tap
+    made tens of thousands of ops and minutes of compilation on audio models)."""
+    case = Case("Conv2D", lambda x, k: tf.nn.conv2d(x, k, strides, "VALID"))
+    _, f = _converted(case, x_shape, k_shape)
+    x = jax.ShapeDtypeStruct(x_shape, np.float32)
+    k = jax.ShapeDtypeStruct(k_shape, np.float32)
+    forward = _stablehlo_ops(f, x, k)
+    backward = _stablehlo_ops(jax.grad(lambda x, k: jnp.sum(f(x, k)), argnums=(0, 1)), x, k)
+    # One slice per tap gave 275 and 1,308 ops for the framed case, and 1,127 slices
+    # forward for the first.
+    assert forward <= 30, forward
+    assert backward <= 80, backward
+
+
+@pytest.mark.parametrize("window,strides,padding", [(2, 2, "SAME"), (3, 2, "VALID")])
+def test_max_pool_with_symbolic_height_and_width_matches_tensorflow(window, strides, padding):
+    """Max pooling traced with unknown height and width exports with them symbolic and
+    gives TF's values and gradients."""
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((2, 7, 6, 3)).astype(np.float32)
+    fn = tf.function(lambda x: tf.nn.max_pool2d(x, window, strides, padding))
+    concrete = fn.get_concrete_function(tf.TensorSpec((None, None, None, 3), tf.float32))
+    run = run_graph(concrete.graph.as_graph_def(), [t.name for t in concrete.inputs],
+                    [t.name for t in concrete.outputs])
+    f = lambda x: run({}, [x])[0][0]  # noqa: E731
+    tx = tf.constant(x)
+    with tf.GradientTape() as tape:
+        tape.watch(tx)
+        y = concrete(tx)
+        loss = tf.reduce_sum(tf.sin(y))
+    expected = tape.gradient(loss, tx)
+
+    b, h, w = export.symbolic_shape("b, h, w")
+    spec = jax.ShapeDtypeStruct((b, h, w, 3), np.float32)
+    value = export.export(jax.jit(f))(spec)
+    np.testing.assert_allclose(np.asarray(value.call(x)), y.numpy(), rtol=1e-6)
+    grad = export.export(jax.jit(jax.grad(lambda x: jnp.sum(jnp.sin(f(x))))))(spec)
+    np.testing.assert_allclose(np.asarray(grad.call(x)), expected.numpy(), rtol=1e-5,
+                               atol=1e-6)
+
+
+def test_symbolic_sizes_through_a_chain_of_convs_and_pools_match_tensorflow():
+    """Sizes that JAX derives from a ``VALID`` conv (``max(h - 2, 0)``) feed a pool and a
+    strided conv: values and gradients (input and both kernels) exported with batch,
+    height and width symbolic equal TF's, as in fully convolutional detectors."""
+    def net(x, k1, k2):
+        y = tf.nn.max_pool2d(tf.nn.conv2d(x, k1, 1, "VALID"), 2, 2, "SAME")
+        return tf.nn.conv2d(y, k2, 2, "SAME")
+
+    specs = [tf.TensorSpec((None, None, None, 3), tf.float32),
+             tf.TensorSpec((3, 3, 3, 4), tf.float32), tf.TensorSpec((3, 3, 4, 5), tf.float32)]
+    concrete = tf.function(net).get_concrete_function(*specs)
+    run = run_graph(concrete.graph.as_graph_def(), [t.name for t in concrete.inputs],
+                    [t.name for t in concrete.outputs])
+    f = lambda *args: run({}, list(args))[0][0]  # noqa: E731
+    rng = np.random.default_rng(0)
+    args = [rng.standard_normal(s).astype(np.float32)
+            for s in [(2, 13, 12, 3), (3, 3, 3, 4), (3, 3, 4, 5)]]
+    targs = [tf.constant(a) for a in args]
+    with tf.GradientTape() as tape:
+        tape.watch(targs)
+        y = concrete(*targs)
+        loss = tf.reduce_sum(tf.sin(y))
+    expected = tape.gradient(loss, targs)
+
+    b, h, w = export.symbolic_shape("b, h, w")
+    jspecs = [jax.ShapeDtypeStruct((b, h, w, 3), np.float32)] + [
+        jax.ShapeDtypeStruct(a.shape, np.float32) for a in args[1:]]
+    value = export.export(jax.jit(f))(*jspecs)
+    np.testing.assert_allclose(np.asarray(value.call(*args)), y.numpy(), rtol=1e-4, atol=1e-4)
+    grad = jax.jit(jax.grad(lambda *a: jnp.sum(jnp.sin(f(*a))), argnums=(0, 1, 2)))
+    for g, e in zip(export.export(grad)(*jspecs).call(*args), expected):
+        np.testing.assert_allclose(np.asarray(g), e.numpy(), rtol=1e-4, atol=1e-4)

@@ -1,0 +1,455 @@
+"""How converted signatures behave: 64-bit inputs, forward-only functions, random ops in
+serving signatures, and signatures whose effect is a variable assignment.
+
+Every expected value is what TensorFlow computes for the same SavedModel.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+
+import jax
+import jax.numpy as jnp
+from jax.experimental import checkify
+import numpy as np
+import pytest
+import tensorflow as tf
+
+import jaxhub
+from jaxhub._src.cli.inspect import describe
+from jaxhub_tf.from_tf.saved_model import convert_saved_model, load_saved_model
+from tests.conftest import repo_pythonpath
+
+# -- the 64-bit rule ----------------------------------------------------------------------
+
+
+class _Wide(tf.Module):
+    """numpy's defaults: float64 features and int64 ids, as tf.data hands them over."""
+
+    def __init__(self):
+        super().__init__()
+        self.w = tf.Variable(np.linspace(-1.0, 1.0, 6).reshape(2, 3))
+
+    @tf.function(input_signature=[tf.TensorSpec([None, 2], tf.float64),
+                                  tf.TensorSpec([None], tf.int64)])
+    def serve(self, x, ids):
+        scale = tf.cast(ids % 7, tf.float64)[:, None]
+        return {"y": tf.tanh(tf.matmul(x, self.w)) * scale, "next_ids": ids * 3 + 1}
+
+
+@pytest.fixture(scope="module")
+def wide(tmp_path_factory):
+    path = tmp_path_factory.mktemp("wide") / "saved"
+    model = _Wide()
+    tf.saved_model.save(model, str(path), signatures={"serving_default": model.serve})
+    rng = np.random.default_rng(0)
+    inputs = {"x": rng.standard_normal((4, 2)), "ids": np.array([1, 5, 9, 12])}
+    module = convert_saved_model(path, path.parent / "narrow")   # here x64 is off
+    return path, model, inputs, module
+
+
+def _tf_outputs(model, inputs):
+    return {k: v.numpy() for k, v in model.serve(inputs["x"], inputs["ids"]).items()}
+
+
+def test_64_bit_inputs_take_32_bit_arrays_under_jit_with_x64_off(wide):
+    _, model, inputs, module = wide
+    assert module.signatures["serving_default"].inputs["ids"].dtype == "int64"
+    call = jax.jit(lambda x, ids: module({"x": x, "ids": ids}, signature="serving_default",
+                                         as_dict=True))
+    out = call(jnp.asarray(inputs["x"]), jnp.asarray(inputs["ids"]))
+    expected = _tf_outputs(model, inputs)
+    assert out["next_ids"].dtype == jnp.int32 and out["y"].dtype == jnp.float32
+    np.testing.assert_array_equal(out["next_ids"], expected["next_ids"])
+    np.testing.assert_allclose(out["y"], expected["y"], rtol=1e-5, atol=1e-6)
+    # numpy's own 64-bit arrays are accepted too, eagerly and under jit.
+    eager = module(inputs, signature="serving_default", as_dict=True)
+    np.testing.assert_array_equal(eager["next_ids"], expected["next_ids"])
+    np.testing.assert_allclose(call(inputs["x"], inputs["ids"])["y"], expected["y"],
+                               rtol=1e-5, atol=1e-6)
+
+
+def test_grad_and_vmap_through_float64_inputs_with_x64_off(wide):
+    _, model, inputs, module = wide
+
+    def loss(x):
+        return jnp.sum(module({"x": x, "ids": inputs["ids"]}, signature="serving_default",
+                              as_dict=True)["y"])
+
+    x = tf.constant(inputs["x"])
+    with tf.GradientTape() as tape:
+        tape.watch(x)
+        tf_loss = tf.reduce_sum(model.serve(x, inputs["ids"])["y"])
+    grad = jax.jit(jax.grad(loss))(inputs["x"])
+    np.testing.assert_allclose(grad, tape.gradient(tf_loss, x).numpy(), rtol=1e-5, atol=1e-6)
+
+    xs = np.stack([inputs["x"], 2 * inputs["x"]])
+    ys = jax.vmap(lambda x: module({"x": x, "ids": jnp.asarray(inputs["ids"])},
+                                   signature="serving_default", as_dict=True)["y"])(xs)
+    for x, y in zip(xs, ys):
+        np.testing.assert_allclose(y, _tf_outputs(model, {**inputs, "x": x})["y"],
+                                   rtol=1e-5, atol=1e-6)
+
+
+def test_an_int64_value_beyond_int32_is_refused_with_x64_off(wide):
+    _, _, inputs, module = wide
+    too_big = {**inputs, "ids": np.array([1, 2, 3, 2**40])}
+    with pytest.raises(jaxhub.SignatureError) as error:
+        module(too_big, signature="serving_default")
+    message = str(error.value)
+    assert "signature 'serving_default'" in message and "input 'ids'" in message
+    assert "jax_enable_x64" in message
+
+
+_X64_ON = textwrap.dedent("""
+    import sys
+    import jax
+    jax.config.update("jax_enable_x64", True)
+    import jax.numpy as jnp, numpy as np, jaxhub
+    saved, narrow, cache, data = sys.argv[1:5]
+    inputs = dict(np.load(data))
+    module = jaxhub.load(saved, cache_dir=cache)    # converted in this mode, without TF
+    call = jax.jit(lambda x, ids: module({"x": x, "ids": ids}, signature="serving_default",
+                                         as_dict=True))
+    out = call(jnp.asarray(inputs["x"]), jnp.asarray(inputs["ids"]))
+    grad = jax.grad(lambda x: jnp.sum(module({"x": x, "ids": inputs["ids"]},
+                                             signature="serving_default",
+                                             as_dict=True)["y"]))(inputs["x"])
+    try:
+        jaxhub.load(narrow)(inputs, signature="serving_default")
+        refused = ""
+    except jaxhub.SignatureError as e:
+        refused = str(e)
+    np.savez(data, y=out["y"], next_ids=out["next_ids"], grad=grad, refused=refused)
+""")
+
+
+def test_with_x64_on_64_bit_inputs_compute_in_64_bits(wide, tmp_path):
+    path, model, inputs, _ = wide
+    inputs = {**inputs, "ids": np.array([1, 5, 9, 2**40])}   # fits int64 only
+    data = tmp_path / "data.npz"
+    np.savez(data, **inputs)
+    env = dict(os.environ, PYTHONPATH=repo_pythonpath(), JAX_PLATFORMS="cpu")
+    proc = subprocess.run([sys.executable, "-c", _X64_ON, str(path), str(path.parent / "narrow"),
+                           str(tmp_path / "cache"), str(data)],
+                          env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    result = np.load(data)
+    expected = _tf_outputs(model, inputs)
+    assert result["next_ids"].dtype == np.int64 and result["y"].dtype == np.float64
+    np.testing.assert_array_equal(result["next_ids"], expected["next_ids"])
+    np.testing.assert_allclose(result["y"], expected["y"], rtol=1e-12)
+    x = tf.constant(inputs["x"])
+    with tf.GradientTape() as tape:
+        tape.watch(x)
+        tf_loss = tf.reduce_sum(model.serve(x, inputs["ids"])["y"])
+    np.testing.assert_allclose(result["grad"], tape.gradient(tf_loss, x).numpy(), rtol=1e-12)
+    # A module converted with x64 off cannot take 64-bit arrays: it says how to call it.
+    refused = str(result["refused"])
+    assert "exported with JAX's 64-bit types off" in refused
+    assert "jax_enable_x64" in refused
+
+
+# -- forward-only functions ----------------------------------------------------------------
+
+
+class _Spectra(tf.Module):
+    """One signature JAX can differentiate, one it cannot (full-matrices SVD has no JVP)."""
+
+    def __init__(self):
+        super().__init__()
+        self.w = tf.Variable(np.random.default_rng(2).standard_normal((3, 4), np.float32))
+
+    @tf.function(input_signature=[tf.TensorSpec([None, 4, 3], tf.float32)])
+    def spectrum(self, x):
+        s, u, _ = tf.linalg.svd(tf.matmul(x, self.w[:, :3]), full_matrices=True)
+        return {"s": s, "u_abs": tf.abs(u)}
+
+    @tf.function(input_signature=[tf.TensorSpec([None, 4, 3], tf.float32)])
+    def project(self, x):
+        return tf.tanh(tf.matmul(x, self.w))
+
+
+@pytest.fixture(scope="module")
+def spectra(tmp_path_factory):
+    root = tmp_path_factory.mktemp("spectra")
+    model = _Spectra()
+    tf.saved_model.save(model, str(root / "saved"),
+                        signatures={"spectrum": model.spectrum, "project": model.project})
+    with pytest.warns(UserWarning, match="signature 'spectrum' is stored forward-only"):
+        convert_saved_model(root / "saved", root / "converted")
+    x = np.random.default_rng(1).standard_normal((2, 4, 3)).astype(np.float32)
+    return root, model, x
+
+
+def test_a_function_jax_cannot_differentiate_loads_forward_only(spectra):
+    root, model, x = spectra
+    module = jaxhub.load(root / "converted")
+    manifest = json.loads((root / "converted" / "jaxhub_module.json").read_text())
+    assert manifest["format_version"] == 1
+    reasons = {f["signature"]: f.get("forward_only") for f in manifest["functions"]}
+    assert "Svd" in reasons["spectrum"] and reasons["project"] is None
+    assert "spectrum(x: float32[batch, 4, 3]) -> (s: float32[batch, 3], u_abs: float32" \
+           "[batch, 4, 4]) forward-only" in repr(module)
+    expected = {k: v.numpy() for k, v in model.spectrum(x).items()}
+    out = jax.jit(lambda x: module(x, signature="spectrum", as_dict=True))(x)
+    np.testing.assert_allclose(out["s"], expected["s"], rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(out["u_abs"], expected["u_abs"], rtol=1e-3, atol=1e-4)
+
+
+def test_grad_through_a_forward_only_signature_names_it_and_the_op(spectra):
+    root, model, x = spectra
+    module = jaxhub.load(root / "converted")
+    with pytest.raises(jaxhub.SignatureError) as error:
+        jax.grad(lambda x: jnp.sum(module(x, signature="spectrum", as_dict=True)["s"]))(x)
+    message = str(error.value)
+    assert "signature 'spectrum' is forward-only" in message
+    assert "TF node 'Svd' (Svd)" in message and "full matrices" in message
+    # Gradients that do not flow through it still work: a head trained on its outputs,
+    features = module(x, signature="spectrum", as_dict=True)["s"]
+    head_grad = jax.grad(lambda w: jnp.sum(features @ w))(jnp.ones((3, 2)))
+    np.testing.assert_allclose(head_grad, np.repeat(np.sum(np.asarray(features), 0)[:, None],
+                                                    2, 1), rtol=1e-5)
+    # and the module's other signature differentiates as TF does.
+    xt = tf.constant(x)
+    with tf.GradientTape() as tape:
+        tape.watch(xt)
+        tf_loss = tf.reduce_sum(model.project(xt))
+    grad = jax.grad(lambda x: jnp.sum(module(x, signature="project")))(x)
+    np.testing.assert_allclose(grad, tape.gradient(tf_loss, xt).numpy(), rtol=1e-4, atol=1e-5)
+
+
+def test_inspect_says_which_signatures_are_forward_only(spectra):
+    root, _, _ = spectra
+    lines = describe(jaxhub.load(root / "converted").manifest, "spectra").splitlines()
+    at = lines.index("  signature 'spectrum'")
+    assert lines[at + 1].startswith("    forward-only: no gradient (") and "Svd" in lines[at + 1]
+    at = lines.index("  signature 'project'")
+    assert lines[at + 1].startswith("    input ")
+
+
+# -- random ops in serving signatures ------------------------------------------------------
+
+
+class _Noisy(tf.Module):
+    """Serving signatures that draw random numbers, with no train variant to call."""
+
+    @tf.function(input_signature=[tf.TensorSpec([None, 3], tf.float32)])
+    def noisy(self, x):
+        return {"y": x + tf.random.normal(tf.shape(x)), "dropped": tf.nn.dropout(x, 0.5)}
+
+    @tf.function(input_signature=[])
+    def sample(self):
+        return {"u": tf.random.uniform([1000])}
+
+
+@pytest.fixture(scope="module")
+def noisy(tmp_path_factory):
+    path = tmp_path_factory.mktemp("noisy") / "saved"
+    model = _Noisy()
+    tf.saved_model.save(model, str(path),
+                        signatures={"noisy": model.noisy, "sample": model.sample})
+    return model, load_saved_model(path)
+
+
+def test_random_serving_signatures_draw_from_the_callers_key(noisy):
+    model, module = noisy
+    assert all(f.takes_rng for f in module.manifest.functions)
+    x = np.random.default_rng(3).standard_normal((2000, 3)).astype(np.float32)
+    call = jax.jit(lambda x, key: module(x, signature="noisy", as_dict=True, rng=key))
+    out = call(x, jax.random.key(0))
+    again = call(x, jax.random.key(0))
+    other = call(x, jax.random.key(1))
+    np.testing.assert_array_equal(out["y"], again["y"])          # the key decides
+    assert not np.allclose(out["y"], other["y"])
+    expected = {k: v.numpy() for k, v in model.noisy(x).items()}
+    # Same distributions as TF (TF's own stream differs): dropout keeps x / 0.5 or 0,
+    for dropped in (out["dropped"], expected["dropped"]):
+        kept = dropped != 0
+        np.testing.assert_allclose(np.asarray(dropped)[kept], 2 * x[kept], rtol=1e-6)
+        assert abs(kept.mean() - 0.5) < 0.03
+    # and the added noise is standard normal.
+    for y in (out["y"], expected["y"]):
+        noise = np.asarray(y) - x
+        assert abs(noise.mean()) < 0.05 and abs(noise.std() - 1) < 0.05
+    samples = module({}, signature="sample", rng=jax.random.key(2))
+    tf_samples = model.sample()["u"].numpy()
+    for u in (np.asarray(samples), tf_samples):
+        assert u.min() >= 0 and u.max() < 1 and abs(u.mean() - 0.5) < 0.05
+
+
+def test_random_serving_signatures_under_vmap_over_keys(noisy):
+    _, module = noisy
+    keys = jax.random.split(jax.random.key(4), 3)
+    samples = jax.vmap(lambda k: module({}, signature="sample", rng=k))(keys)
+    assert samples.shape == (3, 1000)
+    np.testing.assert_array_equal(samples[1], module({}, signature="sample", rng=keys[1]))
+    assert not np.allclose(samples[0], samples[1])
+
+
+def test_a_random_serving_signature_without_a_key_says_how_to_pass_one(noisy):
+    _, module = noisy
+    with pytest.raises(jaxhub.SignatureError) as error:
+        module(np.ones((2, 3), np.float32), signature="noisy")
+    assert "signature 'noisy' draws random numbers" in str(error.value)
+    assert "rng=jax.random.key(seed)" in str(error.value)
+    assert "  signature 'noisy' (takes rng)" in describe(module.manifest, "noisy")
+
+
+# -- signatures whose effect is a variable assignment --------------------------------------
+
+
+class _Accumulator(tf.Module):
+    def __init__(self):
+        super().__init__()
+        self.total = tf.Variable(np.zeros(3, np.float32), name="total")
+        self.calls = tf.Variable(0, name="calls")
+
+    @tf.function(input_signature=[tf.TensorSpec([3], tf.float32)])
+    def add(self, x):
+        self.total.assign_add(x)
+        return {}
+
+    @tf.function(input_signature=[tf.TensorSpec([3], tf.float32)])
+    def add_and_read(self, x):
+        self.total.assign_add(x)
+        self.calls.assign_add(1)
+        return {"sum": tf.reduce_sum(self.total), "total": self.total.read_value()}
+
+
+@pytest.fixture(scope="module")
+def accumulator(tmp_path_factory):
+    path = tmp_path_factory.mktemp("accumulator") / "saved"
+    model = _Accumulator()
+    tf.saved_model.save(model, str(path),
+                        signatures={"add": model.add, "add_and_read": model.add_and_read})
+    return path
+
+
+def test_an_assignment_signature_returns_the_new_state_as_tf_assigns_it(accumulator):
+    module = jaxhub.load(accumulator)
+    tf_model = tf.saved_model.load(str(accumulator))   # a fresh copy of the variables
+    names = module.attachments["tf_variable_names"]
+    by_tf_name = {names[path].split(":")[0]: path for path in names}
+    params = module.params
+    step = jax.jit(lambda p, x: module.apply(p, x, signature="add"))
+    for x in (np.array([1.0, 2.0, 3.0], np.float32), np.array([0.5, -1.0, 4.0], np.float32)):
+        outputs, state = step(params, x)
+        tf_model.signatures["add"](x=tf.constant(x))
+        assert outputs == {}
+        np.testing.assert_allclose(state[by_tf_name["total"]],
+                                   tf_model.total.numpy(), rtol=1e-6)
+        params = jaxhub.merge_params(params, state)
+    # Outputs read after the assignment, as TF orders them, and every assigned variable.
+    x = np.array([1.0, 1.0, 1.0], np.float32)
+    outputs, state = module.apply(params, x, signature="add_and_read", as_dict=True)
+    expected = tf_model.signatures["add_and_read"](x=tf.constant(x))
+    np.testing.assert_allclose(outputs["sum"], expected["sum"].numpy(), rtol=1e-6)
+    np.testing.assert_allclose(outputs["total"], expected["total"].numpy(), rtol=1e-6)
+    assert sorted(state) == sorted(by_tf_name.values())
+    np.testing.assert_allclose(state[by_tf_name["total"]], tf_model.total.numpy())
+    assert int(state[by_tf_name["calls"]]) == int(tf_model.calls.numpy()) == 1
+    described = describe(module.manifest, "accumulator").splitlines()
+    at = described.index("  signature 'add'")
+    assert described[at + 2] == f"    returns state: {by_tf_name['total']}"
+
+
+# -- checks (Assert) -----------------------------------------------------------------------
+
+
+class _Checked(tf.Module):
+    @tf.function(input_signature=[tf.TensorSpec([None, 3], tf.float32)])
+    def log(self, x):
+        tf.debugging.assert_positive(x, message="x must be positive")
+        return tf.math.log(x)
+
+
+@pytest.fixture(scope="module")
+def checked(tmp_path_factory):
+    root = tmp_path_factory.mktemp("checked")
+    model = _Checked()
+    tf.saved_model.save(model, str(root / "saved"), signatures={"log": model.log})
+    convert_saved_model(root / "saved", root / "converted", checks=True)
+    return model, jaxhub.load(root / "converted"), load_saved_model(root / "saved")
+
+
+def test_traced_asserts_kept_as_checks_fail_where_tf_fails(checked):
+    model, module, _ = checked
+    good = np.full((2, 3), 2.0, np.float32)
+    bad = good * np.array([1, -1, 1], np.float32)
+    np.testing.assert_allclose(module(good, signature="log"), model.log(good).numpy(),
+                               rtol=1e-6)
+    with pytest.raises(tf.errors.InvalidArgumentError, match="x must be positive"):
+        model.log(bad)
+    with pytest.raises(checkify.JaxRuntimeError, match="signature 'log': TF node .*"
+                                                         "Assert.* x must be positive"):
+        module(bad, signature="log")
+    checked_call = checkify.checkify(jax.jit(lambda x: module(x, signature="log")))
+    error, _ = checked_call(bad)
+    assert "x must be positive" in error.get()
+    error, out = checked_call(good)
+    assert error.get() is None
+    np.testing.assert_allclose(out, model.log(good).numpy(), rtol=1e-6)
+    error, grad = checkify.checkify(jax.grad(lambda x: jnp.sum(module(x, signature="log"))))(good)
+    assert error.get() is None
+    np.testing.assert_allclose(grad, 1 / good, rtol=1e-6)
+    with pytest.raises(ValueError, match="through `checkify.checkify`"):  # as documented
+        jax.jit(lambda x: module(x, signature="log"))(good)
+
+
+def test_traced_asserts_are_dropped_by_default(checked):
+    _, _, unchecked = checked
+    bad = np.full((1, 3), -1.0, np.float32)
+    assert np.isnan(np.asarray(jax.jit(lambda x: unchecked(x, signature="log"))(bad))).all()
+    assert unchecked.manifest.function(frozenset(), "log").checks == ()
+
+
+def test_assignments_and_random_draws_survive_the_way_back_to_tf(accumulator, noisy, tmp_path):
+    from jaxhub_tf.to_tf import export_saved_model
+    export_saved_model(jaxhub.load(accumulator), tmp_path / "accumulator")
+    original = tf.saved_model.load(str(accumulator))
+    back = tf.saved_model.load(str(tmp_path / "accumulator"))
+    x = tf.constant([1.0, 2.0, 3.0])
+    for _ in range(2):
+        original.signatures["add"](x=x)
+        back.signatures["add"](x=x)
+    by_name = {v.name: v.numpy() for v in back.variables}
+    np.testing.assert_allclose(by_name["total:0"], original.total.numpy())
+
+    _, module = noisy
+    export_saved_model(module, tmp_path / "noisy", seed=3)
+    sample = tf.saved_model.load(str(tmp_path / "noisy")).signatures["sample"]
+    first, second = sample()["u"].numpy(), sample()["u"].numpy()   # the generator advances
+    assert not np.allclose(first, second) and 0 <= first.min() and first.max() < 1
+
+
+class _Generating(tf.Module):
+    def __init__(self):
+        super().__init__()
+        self.generator = tf.random.Generator.from_seed(1)
+
+    @tf.function(input_signature=[])
+    def draw(self):
+        return {"u": self.generator.uniform([3]), "n": self.generator.normal([5, 2])}
+
+
+def test_a_generator_signature_returns_its_state_as_tf_advances_it(tmp_path):
+    model = _Generating()
+    tf.saved_model.save(model, str(tmp_path / "saved"), signatures={"draw": model.draw})
+    module = load_saved_model(tmp_path / "saved")
+    params = module.params
+    for _ in range(2):
+        _, state = module.apply(params, {}, signature="draw", as_dict=True)
+        model.draw()
+        (path,) = [p for p, _ in _leaves(state)]
+        np.testing.assert_array_equal(dict(_leaves(state))[path], model.generator.state.numpy())
+        params = jaxhub.merge_params(params, state)
+
+
+def _leaves(tree):
+    flat, _ = jax.tree_util.tree_flatten_with_path(tree)
+    return [("/".join(str(k.key) for k in path), leaf) for path, leaf in flat]
