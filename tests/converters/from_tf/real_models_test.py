@@ -16,10 +16,9 @@ spread is in :data:`GRADIENT_RTOL`. Two references take another path (see
 come from TF's other kernels; TF 2 cannot differentiate musicnn's TF 1 graph once saved
 as a TF 2 function, so its gradients come from a TF 1 session over the TF 1 SavedModel.
 
-Two shipped models are skipped for now (with the reason): their convolutions take the
-patches lowering (one slice per kernel tap), so they take minutes to convert and to
-compile (see :data:`SLOW`); the benchmark (``python -m benchmarks.real_models_bench``)
-converts and times them.
+One shipped model is skipped for now (with the reason): its convolutions take minutes to
+convert and to compile (see :data:`SLOW`); the benchmark
+(``python -m benchmarks.real_models_bench``) converts and times it.
 """
 
 from __future__ import annotations
@@ -40,11 +39,13 @@ from tests.converters.from_tf import _real_models
 
 #: Relative L2 error allowed (measured: 1e-7 to 1e-5; float32 through up to 40 layers).
 RTOL = 1e-4
-#: Gradient tolerances of models where TF's own CPU kernel paths disagree by more: a
-#: 2-layer LSTM over 40 steps into a confident 465-way softmax (textgenrnn). Measured:
-#: TF with oneDNN against TF without, up to 3.1e-3 at batch 1 (1.7e-6 at batch 4);
-#: jaxhub against TF up to 1.8e-3 at batch 1 and 1.0e-3 at batch 4.
-GRADIENT_RTOL = {"textgenrnn": 5e-3}
+#: Gradient tolerances of models where TF's own CPU kernel paths disagree by more.
+#: textgenrnn, a 2-layer LSTM over 40 steps into a confident 465-way softmax: TF with
+#: oneDNN against TF without, up to 3.1e-3 at batch 1 (1.7e-6 at batch 4); jaxhub against
+#: TF up to 1.8e-3 at batch 1 and 1.0e-3 at batch 4. basic_pitch, a log-magnitude CQT
+#: front end: TF against TF up to 1.5e-3 at batch 1 and 1.5e-2 at batch 4 (its first
+#: conv's bias); jaxhub against TF up to 1.5e-3 and 1.3e-2.
+GRADIENT_RTOL = {"textgenrnn": 5e-3, "basic_pitch": 3e-2}
 #: Below this spread of TF's outputs, a comparison would prove nothing.
 MIN_STD = 1e-4
 #: The batch sizes compared.
@@ -52,8 +53,6 @@ BATCHES = (1, 4)
 
 #: Shipped models that are too slow to convert and compile for the test suite today.
 SLOW = {
-    "basic_pitch": "a CQT front end as Conv1D with 1x256 kernels and strides up to 256: "
-                   "the patches lowering takes minutes to convert and compile",
     "musicnn": "convolutions spanning the whole frequency axis (7x86 over 96 mel bands): "
                "the patches lowering takes minutes to convert, its jitted gradient longer",
 }
