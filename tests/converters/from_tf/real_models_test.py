@@ -4,9 +4,10 @@ Not models built for the tests: the weights their authors published, in the form
 shipped (see :mod:`benchmarks.real_models`; the packages come from
 ``tests/real_models_requirements.txt``, installed with ``--no-deps`` by scripts/setup).
 Each is saved as a SavedModel the way a TF 2 user would, loaded with ``jaxhub.load``, and
-compared with TF on fixed, seeded inputs at batch 1 and 4, eagerly and under ``jit``: the
-serving signature's outputs, and the gradients of one random linear function of the
-outputs with respect to every trainable param and every float input.
+compared with TF on fixed, seeded inputs: the serving signature's outputs at batch 1 and
+4, eagerly and under ``jit``, and the gradients of one random linear function of the
+outputs with respect to every trainable param and every float input (batch 1 eagerly,
+batch 4 under ``jit``).
 
 Errors are relative L2 (``|jax - tf| / |tf|`` over a whole array), recorded as test
 properties. TF's two CPU kernel paths (oneDNN on and off) agree to about 1e-6 on most of
