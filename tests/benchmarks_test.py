@@ -106,3 +106,17 @@ def test_gpu_run_on_a_machine_without_gpu_says_so_and_exits_cleanly(tmp_path):
     assert done.stdout.strip().splitlines() == [done.stdout.strip()]  # one line
     assert "No GPU" in done.stdout
     assert not output.exists() and not (tmp_path / "work").exists()  # nothing measured
+
+
+def test_real_models_benchmark_measures_both_frameworks(tmp_path):
+    # The smallest shipped model, one timed call per figure: a smoke run, not a timing.
+    done = subprocess.run(
+        [sys.executable, "-m", "benchmarks.real_models_bench", "--models", "mtcnn_rnet",
+         "--batch", "2", "--repeats", "1", "--budget", "0", "--warmup", "1",
+         "--workdir", str(tmp_path)],
+        cwd=_ROOT, capture_output=True, text=True, timeout=900)
+    assert done.returncode == 0, done.stderr[-3000:]
+    header, _, row = _table_with(done.stdout, "model")
+    assert row[0] == "mtcnn_rnet" and len(row) == len(header)
+    assert "-" not in row, f"a figure is missing: {dict(zip(header, row))}"
+    assert "mtcnn_rnet, " not in done.stdout, "a measurement reported an error"

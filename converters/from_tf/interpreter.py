@@ -22,6 +22,7 @@ from jaxhub_tf.from_tf import graph
 from jaxhub_tf.from_tf import ops as _ops  # noqa: F401  (registers every op family)
 from jaxhub_tf.from_tf.ops import registry
 from jaxhub_tf.from_tf.reader import protos
+from jaxhub_tf.from_tf.tf1 import control_flow
 from jaxhub_tf.from_tf.values import UNKNOWN, Context, UnknowableError, as_jax
 
 #: Ops that write variables: a body holding one must carry the state through control flow.
@@ -108,16 +109,25 @@ class Interpreter:
         return cls(graph_def.library)
 
     def function(self, name: str) -> graph.Function:
-        """The library function ``name``, parsed once."""
+        """The library function ``name``, parsed once, its v1 control flow functional.
+
+        TF1 graphs brought into TF2 (a TF1 SavedModel loaded and saved again, a
+        ``wrap_function``) keep their ``Switch``/``Merge`` nodes inside TF2 functions, so
+        every library function gets the rewrite TF1 Hub graphs get.
+        """
         if name not in self._functions:
             if name not in self._fdefs:
                 raise KeyError(f"function {name!r} is not in the graph's library")
-            self._functions[name] = graph.function_from_function_def(
-                self._fdefs[name], self._fdefs)
+            fn = graph.function_from_function_def(self._fdefs[name], self._fdefs)
+            self._functions[name] = control_flow.functionalize(fn, self)
         return self._functions[name]
 
     def is_function(self, name: str) -> bool:
-        return name in self._fdefs
+        return name in self._fdefs or name in self._functions
+
+    def add_function(self, fn: graph.Function) -> None:
+        """Adds a function made outside the library (a rewritten v1 loop's body)."""
+        self._functions[fn.name] = fn
 
     # -- checks before any work ----------------------------------------------------------
 

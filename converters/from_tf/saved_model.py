@@ -6,9 +6,11 @@ What becomes what:
   with the same input and output names; unknown sizes stay symbolic (the leading one is
   the shared ``batch``).
 * A reusable SavedModel's ``__call__(inputs, training)`` becomes the ``"default"``
-  signature: its ``training=False`` function is the inference variant, its
-  ``training=True`` function the ``{"train"}`` variant, which takes an RNG key and returns
-  the variables it assigned (batch-norm statistics) as state.
+  signature (taking a dict by input name when ``__call__`` takes several tensors, as a
+  Keras model with several inputs does, or one dict of tensors, as TF Hub's encoders):
+  its ``training=False`` function is the inference variant, its ``training=True``
+  function the ``{"train"}`` variant, which takes an RNG key and returns the variables it
+  assigned (batch-norm statistics) as state.
 * The root's other tf.functions with one concrete function (TF Hub's ``tokenize`` and
   ``bert_pack_inputs``) become signatures named after them; a ``RaggedTensor`` input or
   output is a :class:`jaxhub.Ragged` in calls, one component per input or output.
@@ -22,6 +24,8 @@ What becomes what:
   text modules: captured lookup tables become host tables, their vocabulary files the
   module's assets (see :mod:`jaxhub_tf.from_tf.host_stages.string_functions`). Such a ``__call__``
   gets no ``{"train"}`` variant.
+* A SavedModel without ``__call__`` (Keras 3 ``model.export``) gets neither ``"default"``
+  nor ``{"train"}``; the manifest's ``origin["notes"]`` says so (``jaxhub inspect``).
 
 Examples:
   >>> module = load_saved_model("/tmp/my_saved_model")
@@ -55,6 +59,13 @@ from jaxhub_tf.from_tf.reader import structure as structure_lib
 from jaxhub_tf.from_tf.values import Resource
 
 _INIT_OP_KEY = "__saved_model_init_op"
+#: What the manifest's ``origin["notes"]`` (shown by ``jaxhub inspect``) says when the
+#: SavedModel lacks what the ``default`` signature or its train variant is made from.
+_NO_DEFAULT = ("no 'default' signature and no train variant: the SavedModel has no "
+               "usable root __call__ (Keras 3 model.export saves only serving signatures); "
+               "save the model with tf.saved_model.save to get them")
+_NO_TRAIN = ("no train variant: the root __call__ has no training=True function (call the "
+             "model with training=True once before saving)")
 _CKPT_GRAPH_KEY = "_CHECKPOINTABLE_OBJECT_GRAPH"
 _UNCLEAN = re.compile(r"[^A-Za-z0-9_.\-]")
 
@@ -83,11 +94,16 @@ def load_saved_model(path: str | os.PathLike, *, checks: bool = False,
     for name in saved.signature_names():
         signatures[name] = saved.signature(name)
     call = saved.call_functions()
-    if call is not None:
+    notes = []
+    if call is None:
+        notes.append(_NO_DEFAULT)
+    else:
         inference, train = call
         signatures["default"] = inference
         if train is not None:
             variants["train"] = train
+        else:
+            notes.append(_NO_TRAIN)
     attribute_functions = saved.attribute_functions(taken=set(signatures))
     signatures.update(attribute_functions)
     if not signatures:
@@ -110,7 +126,8 @@ def load_saved_model(path: str | os.PathLike, *, checks: bool = False,
         trainable=saved.trainable, regularizer=regularizer,
         platforms=saved.platforms(), attachments=attachments,
         assets=saved.assets or None,
-        origin={"format": "TF2 SavedModel", "source": str(path)})
+        origin={"format": "TF2 SavedModel", "source": str(path),
+                **({"notes": notes} if notes else {})})
 
 
 @files.names_source
@@ -316,7 +333,11 @@ class _SavedModel:
     # -- __call__ ------------------------------------------------------------------------
 
     def call_functions(self):
-        """``((fn, specs), train_fn or None)`` for the root's ``__call__``, or None."""
+        """``((fn, specs), train_fn or None)`` for the root's ``__call__``, or None.
+
+        ``__call__`` takes one tensor (``fn(params, x)``) or several, as a Keras model
+        with several inputs does (``fn(params, {name: x})``, named after the inputs).
+        """
         root = self._objects.nodes[0]
         child = next((c.node_id for c in root.children if c.local_name == "__call__"), None)
         if child is None or self._objects.nodes[child].WhichOneof("kind") != "function":
@@ -327,20 +348,27 @@ class _SavedModel:
             args = structure_lib.decode(concrete.canonicalized_input_signature)
             flags = [x for x in structure_lib.flatten(args) if isinstance(x, bool)]
             training = any(flags)
-            specs = [x for x in structure_lib.flatten(args)
-                     if isinstance(x, structure_lib.TensorSpec)]
-            if len(specs) != 1:
-                continue  # one tensor in: the convention of reusable SavedModels
+            specs = _named_by_keys(args, [x for x in structure_lib.flatten(args)
+                                          if isinstance(x, structure_lib.TensorSpec)])
+            if not specs:
+                continue
             best = by_training.get(training)
-            if best is None or _unknown_dims(specs[0]) > _unknown_dims(best[1]):
+            unknown = sum(map(_unknown_dims, specs))
+            if best is None or unknown > sum(map(_unknown_dims, best[1])):
                 out = structure_lib.decode(concrete.output_signature)
-                by_training[training] = (name, specs[0], out)
+                by_training[training] = (name, specs, out)
         if False not in by_training:
             return None
-        name, spec, out = by_training[False]
-        in_spec = jaxhub.TensorSpec(list(spec.shape), spec.dtype)
+        name, specs, out = by_training[False]
+        in_spec = _call_input_specs(specs)
         names = _output_names(out)
-        if _is_string(in_spec):
+        if isinstance(in_spec, dict):
+            if any(map(_is_string, in_spec.values())):
+                warnings.warn("__call__ takes several inputs, some of them strings: it is "
+                              "not converted (the module gets no 'default' signature)",
+                              stacklevel=3)
+                return None
+        elif _is_string(in_spec):
             if True in by_training:
                 warnings.warn("__call__ takes strings: its training=True function is not "
                               "converted (the module gets no train variant)", stacklevel=3)
@@ -352,10 +380,11 @@ class _SavedModel:
                 return _outputs(names, outs)
 
             return (string_fn, specs), None
+        as_args = _call_args(in_spec)
         run = self._runner(name)
 
         def fn(params, x):
-            outs, _ = run(params, [x], None)
+            outs, _ = run(params, as_args(x), None)
             return _outputs(names, outs)
 
         train_fn = None
@@ -364,7 +393,7 @@ class _SavedModel:
             train_names = _output_names(by_training[True][2])
 
             def train_fn(params, x, rng):
-                outs, updates = train_run(params, [x], rng)
+                outs, updates = train_run(params, as_args(x), rng)
                 return _outputs(train_names, outs), updates
 
         return (fn, in_spec), train_fn
@@ -639,6 +668,42 @@ def _components(path: str, leaf: Any) -> dict[str, jaxhub.TensorSpec] | None:
 
 def _unknown_dims(spec: structure_lib.TensorSpec) -> int:
     return sum(d is None for d in spec.shape)
+
+
+def _named_by_keys(args: Any, specs: list[structure_lib.TensorSpec]
+                   ) -> list[structure_lib.TensorSpec]:
+    """``specs`` named by the keys of a dict first argument (TF names them after the
+    argument: ``inputs_input_mask``), as TF Hub's encoders take their inputs."""
+    positional = args[0] if isinstance(args, tuple) and args else ()
+    first = positional[0] if positional else None
+    if isinstance(first, Mapping):
+        leaves = [(path, leaf) for path, leaf in _leaves(first)
+                  if isinstance(leaf, structure_lib.TensorSpec)]
+        if len(leaves) == len(specs):
+            return [dataclasses.replace(leaf, name=path) for path, leaf in leaves]
+    return specs
+
+
+def _call_input_specs(specs: Sequence[structure_lib.TensorSpec]
+                      ) -> jaxhub.TensorSpec | dict[str, jaxhub.TensorSpec]:
+    """``__call__``'s inputs as jaxhub specs: one spec, or a dict for several inputs,
+    keyed by the inputs' names (Keras ``Input(name=...)``), else ``input_0``, ..."""
+    converted = [jaxhub.TensorSpec(list(s.shape), s.dtype) for s in specs]
+    if len(converted) == 1:
+        return converted[0]
+    names = [s.name for s in specs]
+    if not all(names) or len(set(names)) != len(names):
+        names = [f"input_{i}" for i in range(len(specs))]
+    return dict(zip(names, converted))
+
+
+def _call_args(in_spec: jaxhub.TensorSpec | dict[str, jaxhub.TensorSpec]
+               ) -> Callable[[Any], list[Any]]:
+    """How the ``default`` signature's inputs become ``__call__``'s arguments, in order."""
+    if isinstance(in_spec, dict):
+        keys = list(in_spec)
+        return lambda inputs: [inputs[k] for k in keys]
+    return lambda x: [x]
 
 
 def _output_names(structure: Any) -> list[str] | None:

@@ -2,8 +2,10 @@
 rewritten into the functional form the interpreter runs.
 
 Graphs built with ``tf.compat.v1.disable_control_flow_v2()`` express control flow as
-dataflow between frames. Before interpretation a :class:`~jaxhub_tf.from_tf.graph.Function`
-is rewritten:
+dataflow between frames: TF1 Hub graphs, and TF2 functions that hold a TF1 graph (a TF1
+SavedModel loaded into TF2 and saved again, ``tf.compat.v1.wrap_function``). Before
+interpretation a :class:`~jaxhub_tf.from_tf.graph.Function` is rewritten (the TF1 Hub
+reader rewrites its graphs, the interpreter every library function it parses):
 
 * **Loops.** Each frame (the ``Enter`` nodes sharing a ``frame_name``) becomes one
   functional ``While`` node: its loop variables are the non-constant ``Enter`` inputs, then
@@ -16,7 +18,10 @@ is rewritten:
 * **Conditionals.** A ``Switch`` passes its input to both outputs, so both branches are
   computed, and each ``Merge`` of a ``tf.cond`` becomes ``_V1CondMerge(false, true, pred)``,
   a select by the predicate of the ``Switch`` nodes of the same name scope (``tf.cond``
-  puts them there). A static predicate picks its branch without a select.
+  puts them there, or the ``pred_id`` they read). A predicate fixed in the graph (a
+  constant, or a ``PlaceholderWithDefault`` of one) picks its branch here, so the other
+  branch never runs (nor its random ops); a static traced predicate picks its branch
+  without a select.
 
 Nested frames with several loop levels work as long as inner frame names extend outer ones
 (TF's naming); a ``Merge`` without a ``Switch`` in its scope is reported.
@@ -26,36 +31,25 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
+from typing import Protocol
 
 from jaxhub_tf.from_tf import graph
-from jaxhub_tf.from_tf.interpreter import Interpreter
 from jaxhub_tf.from_tf.reader import protos
 
 _COUNTER = itertools.count()
 
 
-class V1Interpreter(Interpreter):
-    """An interpreter whose library also holds functions made by the rewrite (loop bodies)."""
+class FunctionSink(Protocol):
+    """Where the rewrite puts the functions it makes (the interpreter running the graph)."""
 
-    def __init__(self, library=None):
-        super().__init__(library)
-        self._made: dict[str, graph.Function] = {}
-
-    def add_function(self, fn: graph.Function) -> None:
-        self._made[fn.name] = fn
-
-    def function(self, name: str) -> graph.Function:
-        return self._made[name] if name in self._made else super().function(name)
-
-    def is_function(self, name: str) -> bool:
-        return name in self._made or super().is_function(name)
+    def add_function(self, fn: graph.Function) -> None: ...
 
 
 def has_v1_control_flow(fn: graph.Function) -> bool:
     return any(n.op in ("Switch", "RefSwitch", "Merge", "Enter") for n in fn.nodes.values())
 
 
-def functionalize(fn: graph.Function, interp: V1Interpreter) -> graph.Function:
+def functionalize(fn: graph.Function, interp: FunctionSink) -> graph.Function:
     """``fn`` with its v1 loops as ``While`` nodes and its cond merges as selects.
 
     Raises:
@@ -89,13 +83,45 @@ def _rewrite_cond_merges(nodes: dict[str, graph.Node]) -> None:
         sources = [nodes[s].op if s in nodes else "" for s, _ in node.inputs]
         if "NextIteration" in sources or "Enter" in sources:
             continue  # a loop's merge: the loop rewrite removes it
-        switches = [n for n in nodes.values() if n.op in ("Switch", "RefSwitch")
-                    and _scope(n.name) == _scope(name)]
-        if len(node.inputs) != 2 or not switches:
+        pred = _cond_predicate(nodes, _scope(name))
+        if len(node.inputs) != 2 or pred is None:
             raise NotImplementedError(f"v1 Merge {name!r}: no tf.cond Switch in its scope")
-        pred = switches[0].inputs[1]
-        nodes[name] = graph.Node(name, "_V1CondMerge", [*node.inputs, pred],
+        taken = _static_predicate(nodes, pred)
+        if taken is None:
+            nodes[name] = graph.Node(name, "_V1CondMerge", [*node.inputs, pred],
                                      node.control_inputs, {})
+        else:  # the other branch is never reached: not even its random ops run
+            nodes[name] = graph.Node(name, "Identity", [node.inputs[int(taken)]],
+                                     node.control_inputs, {})
+
+
+def _cond_predicate(nodes: dict[str, graph.Node], scope: str) -> tuple[str, int] | None:
+    """The predicate of the ``tf.cond`` whose nodes are in ``scope``, or None.
+
+    ``tf.cond`` puts a ``Switch`` of the predicate in its scope. A graph pruned to its
+    outputs (a TF1 graph saved as a TF2 function) can lose that node, which only fed
+    control edges, and keep the ``pred_id`` identity every branch's switches read.
+    """
+    for n in nodes.values():
+        if n.op in ("Switch", "RefSwitch") and _scope(n.name) == scope:
+            return n.inputs[1]
+    pred_id = f"{scope}/pred_id"
+    return (pred_id, 0) if pred_id in nodes else None
+
+
+def _static_predicate(nodes: dict[str, graph.Node], ref: tuple[str, int]) -> bool | None:
+    """The value of a predicate fixed in the graph (a constant, through identities), or None.
+
+    A ``PlaceholderWithDefault`` counts as its default: inside a function nothing can
+    feed it (TF1 code's ``is_training`` flags saved as TF2 functions).
+    """
+    node = nodes.get(ref[0])
+    while node is not None and node.op in ("Identity", "PlaceholderWithDefault"):
+        node = nodes.get(node.inputs[0][0])
+    if node is None or node.op != "Const":
+        return None
+    value = node.attr("value")
+    return bool(value) if getattr(value, "size", 1) == 1 else None
 
 
 def _rewrite_loop(nodes, frame: str, enters: list[graph.Node], interp) -> None:

@@ -46,6 +46,7 @@ from jaxhub_tf.formats import TF1_MODULE_DEF_FILE
 from jaxhub_tf.from_tf.graph import Function, Node, decode_dtype, decode_shape, function_from_graph_def
 from jaxhub_tf.from_tf.tf1 import control_flow
 from jaxhub_tf.from_tf.host_stages import split
+from jaxhub_tf.from_tf.interpreter import Interpreter
 from jaxhub_tf.from_tf.reader import bundle, files, protos
 
 #: ``ModuleDef.FORMAT_V3``, the only TF1 Hub format version there is.
@@ -277,7 +278,7 @@ class _Graph:
         self._module = module
         self._assets = assets
         self._graph_def = meta.graph_def
-        self._interp = control_flow.V1Interpreter(meta.graph_def.library)
+        self._interp = Interpreter(meta.graph_def.library)
         # Any tagged graph is a variant: it takes an rng and returns state (UPDATE_OPS).
         self._train = bool(meta.meta_info_def.tags)
         self.host_stages: dict[str, Any] = {}

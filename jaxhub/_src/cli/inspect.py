@@ -61,6 +61,8 @@ def describe(manifest: Manifest, title: str | pathlib.Path) -> str:
             if fn.tags == tags:
                 lines.extend(_signature_lines(fn))
     lines.append(f"regularizer: {'yes' if manifest.regularizer else 'no'}")
+    # A converter's notes: what the source lacked for a signature or variant.
+    lines.extend(f"note: {note}" for note in manifest.origin.get("notes", []))
     for key, value in manifest.attachments.items():
         lines.append(f"attachment {key}: {json.dumps(value)}")
     for name, entry in manifest.assets.items():

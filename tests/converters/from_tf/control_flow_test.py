@@ -261,3 +261,60 @@ def test_train_variant_with_random_ops_in_a_loop_of_unknown_length(tmp_path):
     assert np.sum(y1) >= 1e3  # the loop ran until its condition failed
     grads = jax.jit(jax.grad(loss))(converted.params, jax.random.key(1))
     assert np.all(np.isfinite(grads["w"])) and np.any(grads["w"] != 0)
+
+
+# -- TF1 control flow inside TF2 functions -------------------------------------------------
+
+
+def _tf1_saved_model_resaved_in_tf2(tmp_path):
+    """A TF1 graph (``is_training`` cond with dropout, v1 control flow) saved as a TF1
+    SavedModel, loaded into TF2 and saved again; with TF1's own values and gradients."""
+    rng = np.random.default_rng(3)
+    x_value = rng.standard_normal((5, 4)).astype(np.float32)
+    cotangent = rng.standard_normal((5, 3)).astype(np.float32)
+    tf.compat.v1.disable_control_flow_v2()
+    try:
+        with tf.Graph().as_default(), tf.compat.v1.Session() as session:
+            x = tf.compat.v1.placeholder(tf.float32, [None, 4])
+            w = tf.compat.v1.get_variable("w", initializer=rng.standard_normal(
+                (4, 3)).astype(np.float32))
+            is_training = tf.compat.v1.placeholder_with_default(False, [])
+            h = tf.matmul(x, w)
+            y = tf.cond(is_training, lambda: tf.nn.dropout(h, rate=0.5), lambda: h * 0.5)
+            session.run(tf.compat.v1.global_variables_initializer())
+            grads = tf.gradients(tf.reduce_sum(y * cotangent), [x, w])
+            want = session.run({"y": y, "dx": grads[0], "dw": grads[1]}, {x: x_value})
+            builder = tf.compat.v1.saved_model.Builder(str(tmp_path / "tf1"))
+            builder.add_meta_graph_and_variables(session, ["serve"], {
+                "serving_default": tf.compat.v1.saved_model.predict_signature_def(
+                    {"x": x}, {"y": y})})
+            builder.save()
+    finally:
+        tf.compat.v1.enable_control_flow_v2()
+    loaded = tf.saved_model.load(str(tmp_path / "tf1"))
+    tf.saved_model.save(loaded, str(tmp_path / "tf2"), signatures=dict(loaded.signatures))
+    return tmp_path / "tf2", x_value, cotangent, want
+
+
+def test_tf1_control_flow_inside_tf2_functions_converts(tmp_path):
+    from tensorflow.core.protobuf import saved_model_pb2
+    path, x, cotangent, want = _tf1_saved_model_resaved_in_tf2(tmp_path)
+    proto = saved_model_pb2.SavedModel.FromString((path / "saved_model.pb").read_bytes())
+    ops = {n.op for f in proto.meta_graphs[0].graph_def.library.function for n in f.node_def}
+    assert {"Switch", "Merge"} <= ops  # what this test is about: TF1 control flow kept
+    module = saved_model.load_saved_model(path)
+    def apply(params, x):
+        return module.apply(params, {"x": x}, signature="serving_default", as_dict=True)
+
+    def loss(params, x):
+        return jnp.sum(apply(params, x)["y"] * cotangent)
+
+    for jit in (False, True):
+        grad = jax.grad(loss, argnums=(0, 1))
+        forward = jax.jit(apply) if jit else apply
+        if jit:
+            grad = jax.jit(grad)
+        np.testing.assert_allclose(forward(module.params, x)["y"], want["y"], rtol=1e-6)
+        param_grads, input_grad = grad(module.params, x)
+        np.testing.assert_allclose(input_grad, want["dx"], rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(param_grads["w"], want["dw"], rtol=1e-5, atol=1e-6)

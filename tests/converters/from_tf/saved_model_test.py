@@ -320,6 +320,71 @@ def test_regularization_losses_match_tf(reusable):
         np.testing.assert_allclose(grad, expected_grad, rtol=1e-6, atol=1e-7, err_msg=path_)
 
 
+# -- Keras models with several inputs -------------------------------------------------------
+
+
+def _two_inputs(api):
+    """A functional model of two named inputs, with batch norm and dropout."""
+    api.utils.set_random_seed(1)
+    ids, extra = api.Input((3,), name="ids"), api.Input((2,), name="extra")
+    x = api.layers.Concatenate()([api.layers.Dense(4)(ids), extra])
+    x = api.layers.Dropout(0.5)(api.layers.BatchNormalization()(x))
+    return api.Model([ids, extra], api.layers.Dense(2)(x))
+
+
+def _two_input_batch(seed: int) -> dict[str, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    return {"ids": rng.standard_normal((5, 3)).astype(np.float32),
+            "extra": rng.standard_normal((5, 2)).astype(np.float32)}
+
+
+@pytest.fixture(scope="module")
+def two_inputs(tmp_path_factory):
+    import tf_keras
+    path = tmp_path_factory.mktemp("two_inputs") / "saved_model"
+    tf.saved_model.save(_two_inputs(tf_keras), str(path))
+    return path, saved_model.load_saved_model(path)
+
+
+def test_a_two_input_keras_model_gets_a_default_signature_by_input_name(two_inputs):
+    path, module = two_inputs
+    assert set(module.signatures["default"].inputs) == {"ids", "extra"}
+    loaded = tf.saved_model.load(str(path))
+    variables = [v for v in loaded.variables if v.trainable]
+    _helpers.assert_matches_tf(
+        module, lambda i: loaded([i["ids"], i["extra"]], training=False),
+        _two_input_batch(11), variables, signature="default")
+    assert "notes" not in module.manifest.origin
+
+
+def test_a_two_input_keras_model_gets_a_train_variant_as_tf(two_inputs):
+    path, module = two_inputs
+    loaded = tf.saved_model.load(str(path))
+    x = _two_input_batch(12)
+    loaded([x["ids"], x["extra"]], training=True)
+    outputs, state = jax.jit(lambda p, x: module.apply(p, x, tags="train",
+                                                       rng=jax.random.key(0)))(module.params, x)
+    assert outputs.shape == (5, 2)
+    tf_values = {v.name.removesuffix(":0"): v.numpy() for v in loaded.variables}
+    names = module.attachments["tf_variable_names"]
+    updated = dict(_helpers._flatten(state))
+    assert len(updated) == 2  # moving mean and variance
+    for path_, value in updated.items():
+        np.testing.assert_allclose(value, tf_values[names[path_].removesuffix(":0")],
+                                   rtol=1e-5, atol=1e-6, err_msg=path_)
+
+
+def test_a_keras_export_says_why_it_has_no_default_signature(tmp_path):
+    from jaxhub._src.cli import inspect
+    _save(_two_inputs(keras), "export", tmp_path / "saved")
+    module = saved_model.load_saved_model(tmp_path / "saved")
+    assert "default" not in module.signatures
+    assert module.variants == (frozenset(),)
+    summary = inspect.describe(module.manifest, "two inputs")
+    assert "note: no 'default' signature and no train variant" in summary
+    assert "tf.saved_model.save" in summary
+
+
 class _Unconvertible(tf.Module):
     """Two signatures, each with an op no JAX function can implement."""
 

