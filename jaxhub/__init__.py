@@ -28,6 +28,7 @@ _LAZY = {
     "Module": ("jaxhub._src.module", "Module"),
     "ModuleExporter": ("jaxhub._src.exporter", "ModuleExporter"),
     "ModuleFormatError": ("jaxhub._src.storage.manifest", "ModuleFormatError"),
+    "Ragged": ("jaxhub._src.specs", "Ragged"),
     "Signature": ("jaxhub._src.specs", "Signature"),
     "SignatureError": ("jaxhub._src.specs", "SignatureError"),
     "TensorSpec": ("jaxhub._src.specs", "TensorSpec"),
@@ -49,6 +50,7 @@ __all__ = (
     "Module",
     "ModuleExporter",
     "ModuleFormatError",
+    "Ragged",
     "Signature",
     "SignatureError",
     "TensorSpec",
@@ -78,6 +80,7 @@ if _TYPE_CHECKING:  # what type checkers and IDEs see
     from jaxhub._src.loading import resolve as resolve
     from jaxhub._src.memory import enable_memory_reuse as enable_memory_reuse
     from jaxhub._src.module import Module as Module
+    from jaxhub._src.specs import Ragged as Ragged
     from jaxhub._src.specs import Signature as Signature
     from jaxhub._src.specs import SignatureError as SignatureError
     from jaxhub._src.specs import TensorSpec as TensorSpec

@@ -34,6 +34,8 @@ from jaxhub._src.host.registry import Registry as Registry
 from jaxhub._src.hub import cached_derivation as cached_derivation
 from jaxhub._src.module import ModuleDef as ModuleDef
 from jaxhub._src.serialization import DEFAULT_PLATFORMS as DEFAULT_PLATFORMS
+from jaxhub._src.specs import ragged_component as ragged_component
+from jaxhub._src.specs import ragged_component_names as ragged_component_names
 from jaxhub._src.storage.manifest import FunctionSpec as FunctionSpec
 from jaxhub._src.storage.manifest import ParamSpec as ParamSpec
 from jaxhub._src.tree import Path as Path
@@ -58,6 +60,8 @@ __all__ = (
     "flatten",
     "has_host_op",
     "host_op_attr_problems",
+    "ragged_component",
+    "ragged_component_names",
     "register_format",
     "supported_host_ops",
     "unflatten",

@@ -33,9 +33,12 @@ class TestApply:
         assert set(out) == {"doubled", "total"}
         assert_trees_close(out, double(mlp_params(), {"a": x}))
 
-    def test_several_outputs_without_default_need_as_dict(self, mlp_module, x):
-        with pytest.raises(jaxhub.SignatureError, match="as_dict=True"):
-            mlp_module({"a": x}, signature="double")
+    def test_several_outputs_without_default_come_as_a_dict(self, mlp_module, x):
+        # As a TF2 SavedModel's signature: the dict, ready to feed a signature taking
+        # those names (``encoder(preprocess(strings))``).
+        out = mlp_module({"a": x}, signature="double")
+        assert set(out) == {"doubled", "total"}
+        assert_trees_close(out, double(mlp_params(), {"a": x}))
 
     def test_batch_size_is_symbolic(self, mlp_module):
         for batch in (1, 3, 17):

@@ -14,7 +14,7 @@ import pytest
 PUBLIC = {
     "jaxhub": (
         "HostStageError", "HubError", "Module", "ModuleExporter", "ModuleFormatError",
-        "Signature", "SignatureError", "TensorSpec", "__version__", "create_module",
+        "Ragged", "Signature", "SignatureError", "TensorSpec", "__version__", "create_module",
         "enable_compilation_cache", "enable_memory_reuse", "from_flax", "load",
         "merge_params", "pack", "register_format", "resolve", "upgrade"),
     "jaxhub.hub": (
@@ -35,7 +35,8 @@ PUBLIC = {
         "ANY", "AttrSpec", "DEFAULT_PLATFORMS", "Format", "FunctionSpec",
         "HOST_STAGES_ATTACHMENT", "HostStage", "HostStageError", "ModuleDef", "ParamSpec",
         "Path", "Registry", "cached_derivation", "encode_array", "flatten", "has_host_op",
-        "host_op_attr_problems", "register_format", "supported_host_ops", "unflatten"),
+        "host_op_attr_problems", "ragged_component", "ragged_component_names",
+        "register_format", "supported_host_ops", "unflatten"),
     "jaxhub_tf": ("convert_saved_model", "convert_tf1_hub_module", "export_saved_model"),
 }
 #: Public modules a package may hold as attributes without listing them in ``__all__``.

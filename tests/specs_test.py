@@ -32,8 +32,6 @@ def test_unnamed_dims_become_symbols():
     ([[1.0] * 50, [1.0] * 49], "input 'default' is not a rectangular array of float32"),
     ([{"a": 1.0}], "input 'default' is not a rectangular array of float32: TypeError"),
     ([["word"] * 50], "could not convert string to float: 'word'"),
-    (np.zeros((0, 50), np.float32), "input 'default' has batch=0 on axis 0; a symbolic size "
-                                    "is at least 1"),
 ])
 def test_wrong_dtype_rank_or_size(mlp_module, inputs, message):
     with pytest.raises(jaxhub.SignatureError) as error:
@@ -41,6 +39,23 @@ def test_wrong_dtype_rank_or_size(mlp_module, inputs, message):
     assert message in str(error.value)
     assert "signature 'default'" in str(error.value)
     assert "expected inputs {default: float32[batch, 50]}" in str(error.value)
+
+
+def test_an_empty_batch_gives_empty_outputs(mlp_module):
+    # jax.export's sizes are at least 1: the outputs [batch, 10] are known without a call.
+    out = mlp_module(np.zeros((0, 50), np.float32))
+    assert out.shape == (0, 10) and out.dtype == np.float32
+    grads = jax.grad(lambda p: jnp.sum(mlp_module.apply(p, np.zeros((0, 50), np.float32))))(
+        mlp_module.params)
+    assert all(not np.any(g) for g in jax.tree.leaves(grads))
+
+
+def test_an_empty_batch_is_refused_when_an_output_would_not_be_empty():
+    total = jaxhub.create_module(
+        {}, {"default": (lambda p, x: jnp.sum(x, axis=0), jaxhub.TensorSpec([None, 3]))})
+    with pytest.raises(jaxhub.SignatureError, match=r"signature 'default': inputs with "
+                       r"batch=0, and output 'default' \(float32\[3\]\) would not be empty"):
+        total(np.zeros((0, 3), np.float32))
 
 
 @pytest.mark.parametrize("inputs, message", [

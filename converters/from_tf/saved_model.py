@@ -7,9 +7,13 @@ What becomes what:
   the shared ``batch``).
 * A reusable SavedModel's ``__call__(inputs, training)`` becomes the ``"default"``
   signature (taking a dict by input name when ``__call__`` takes several tensors, as a
-  Keras model with several inputs does): its ``training=False`` function is the inference
-  variant, its ``training=True`` function the ``{"train"}`` variant, which takes an RNG
-  key and returns the variables it assigned (batch-norm statistics) as state.
+  Keras model with several inputs does, or one dict of tensors, as TF Hub's encoders):
+  its ``training=False`` function is the inference variant, its ``training=True``
+  function the ``{"train"}`` variant, which takes an RNG key and returns the variables it
+  assigned (batch-norm statistics) as state.
+* The root's other tf.functions with one concrete function (TF Hub's ``tokenize`` and
+  ``bert_pack_inputs``) become signatures named after them; a ``RaggedTensor`` input or
+  output is a :class:`jaxhub.Ragged` in calls, one component per input or output.
 * The root's ``regularization_losses`` (tf-keras weight regularizers) become the module's
   regularizer, ``module.regularization_loss(params)``.
 * Variables become params, named after the TF variable (``dense/kernel:0`` ->
@@ -49,7 +53,7 @@ from jaxhub_tf.from_tf.host_stages import split
 from jaxhub_tf.from_tf.host_stages import string_functions
 from jaxhub_tf.from_tf.ops import random as random_ops
 from jaxhub_tf.from_tf.ops import xla as xla_ops
-from jaxhub_tf.from_tf.interpreter import Interpreter
+from jaxhub_tf.from_tf.interpreter import Interpreter, UnsupportedOpsError
 from jaxhub_tf.from_tf.reader import bundle, files, protos
 from jaxhub_tf.from_tf.reader import structure as structure_lib
 from jaxhub_tf.from_tf.values import Resource
@@ -100,6 +104,8 @@ def load_saved_model(path: str | os.PathLike, *, checks: bool = False,
             variants["train"] = train
         else:
             notes.append(_NO_TRAIN)
+    attribute_functions = saved.attribute_functions(taken=set(signatures))
+    signatures.update(attribute_functions)
     if not signatures:
         raise ValueError(f"{path}: the SavedModel has no signatures and no __call__")
     regularizer = saved.regularizer()
@@ -110,7 +116,9 @@ def load_saved_model(path: str | os.PathLike, *, checks: bool = False,
     # Serving signatures may draw random numbers (from the caller's rng) and assign
     # variables (returned as state); see docs/converters.md. A serving signature named
     # "default" gave way to __call__, whose inference function returns outputs only.
-    serving = set(saved.signature_names()) - ({"default"} if call is not None else set())
+    # The root's other tf.functions are called as serving signatures are.
+    serving = (set(saved.signature_names()) - ({"default"} if call is not None else set())
+               | set(attribute_functions))
     return jaxhub.create_module(
         saved.params, signatures=signatures, variants=variants or None,
         with_rng=saved.random_signatures & serving, with_state=serving,
@@ -302,10 +310,13 @@ class _SavedModel:
         nameless.ClearField("arg_attr")
         return nameless.SerializeToString(deterministic=True)
 
-    def _signature_fn(self, name, function_name, arg_keys, out_index, specs):
-        """The callable and input specs of signature ``name`` (see :meth:`signature`)."""
-        if any(_is_string(specs[key]) for key in arg_keys):
-            run, arg_keys, specs = self._string_runner(name, function_name, arg_keys, specs)
+    def _signature_fn(self, name, function_name, arg_keys, out_index, specs,
+                      host_keys: frozenset[str] = frozenset()):
+        """The callable and input specs of signature ``name`` (see :meth:`signature`);
+        ``host_keys`` names numeric inputs that the host stage takes (ragged components)."""
+        if host_keys or any(_is_string(specs[key]) for key in arg_keys):
+            run, arg_keys, specs = self._string_runner(name, function_name, arg_keys, specs,
+                                                       host_keys)
         else:
             run = self._runner(function_name)
         if run.draws_random:
@@ -337,8 +348,8 @@ class _SavedModel:
             args = structure_lib.decode(concrete.canonicalized_input_signature)
             flags = [x for x in structure_lib.flatten(args) if isinstance(x, bool)]
             training = any(flags)
-            specs = [x for x in structure_lib.flatten(args)
-                     if isinstance(x, structure_lib.TensorSpec)]
+            specs = _named_by_keys(args, [x for x in structure_lib.flatten(args)
+                                          if isinstance(x, structure_lib.TensorSpec)])
             if not specs:
                 continue
             best = by_training.get(training)
@@ -387,6 +398,84 @@ class _SavedModel:
 
         return (fn, in_spec), train_fn
 
+    # -- the root's other tf.functions -----------------------------------------------------
+
+    def attribute_functions(self, taken: set[str]) -> dict[str, tuple[Callable, dict]]:
+        """Signatures for the root's other tf.functions, named after their attribute.
+
+        TF Hub's BERT preprocessors expose ``tokenize`` and ``bert_pack_inputs`` this way
+        (``hub.KerasLayer(preprocessor.tokenize)``), not as signatures. A function with
+        one concrete function (an ``input_signature``) whose inputs and outputs are
+        tensors and ragged tensors (see :class:`jaxhub.Ragged`) is converted; one that
+        cannot be is skipped with a warning, as are names in ``taken`` and private ones.
+        A ``__call__`` with one concrete function, if ``default`` is not taken, becomes
+        ``default``: a dict argument's keys name its inputs.
+        """
+        root = self._objects.nodes[0]
+        found = {}
+        for child in root.children:
+            obj = self._objects.nodes[child.node_id]
+            # A __call__ that call_functions() did not take (one taking a dict of
+            # tensors, as TF Hub's encoders) is the default signature.
+            name = "default" if child.local_name == "__call__" else child.local_name
+            if (obj.WhichOneof("kind") != "function" or name.startswith("_")
+                    or name in taken or len(obj.function.concrete_functions) != 1):
+                continue
+            function_name = obj.function.concrete_functions[0]
+            boundary = self._boundary(function_name)
+            if boundary is None:
+                continue
+            arg_keys, specs, out_index, host_keys = boundary
+            used = len(self._used)
+            try:
+                found[name] = self._signature_fn(name, function_name, arg_keys, out_index,
+                                                 specs, host_keys)
+                self._interp.check_supported(*self._used[used:])
+            except (NotImplementedError, UnsupportedOpsError) as e:
+                del self._used[used:]
+                found.pop(name, None)
+                self.host_stages.pop(name, None)
+                warnings.warn(f"the SavedModel's tf.function {name!r} is not converted: {e}",
+                              stacklevel=3)
+        return found
+
+    def _boundary(self, function_name: str):
+        """``(arg keys, input specs, output key -> flat index, host keys)`` of a concrete
+        function taking and returning tensors and ragged tensors; None for another."""
+        concrete = self._objects.concrete_functions[function_name]
+        args, kwargs = structure_lib.decode(concrete.canonicalized_input_signature)
+        fn = self._interp.function(function_name)
+        user_args = fn.args[:len(fn.args) - len(concrete.bound_inputs)]
+        keys: list[str] = []
+        specs: dict[str, jaxhub.TensorSpec] = {}
+        host_keys: set[str] = set()
+        for position, arg in enumerate(list(args) + [kwargs[k] for k in sorted(kwargs)]):
+            # A dict argument's keys are the names (as in a signature_def); another
+            # argument is named after the function's arg (or keyword).
+            if isinstance(arg, Mapping):
+                prefix = None
+            elif position < len(args):
+                prefix = user_args[min(len(keys), len(user_args) - 1)] if user_args else None
+            else:
+                prefix = sorted(kwargs)[position - len(args)]
+            for path, leaf in _leaves(arg, prefix):
+                components = _components(path, leaf)
+                if components is None:
+                    return None
+                keys.extend(components)
+                specs.update(components)
+                if len(components) > 1:
+                    host_keys.update(components)
+        if len(keys) != len(user_args):
+            return None
+        out_index: dict[str, int] = {}
+        for path, leaf in _leaves(structure_lib.decode(concrete.output_signature)):
+            components = _components(path, leaf)
+            if components is None:
+                return None
+            out_index.update((key, len(out_index)) for key in components)
+        return keys, specs, out_index, frozenset(host_keys)
+
     # -- regularization losses -------------------------------------------------------------
 
     def regularizer(self) -> Callable[[Any], Any] | None:
@@ -434,7 +523,8 @@ class _SavedModel:
             f"function {function_name} captures a {kind} object (node {node_id})")
 
     def _string_runner(self, name: str, function_name: str, input_keys: Sequence[str],
-                       specs: Mapping[str, jaxhub.TensorSpec]):
+                       specs: Mapping[str, jaxhub.TensorSpec],
+                       host_keys: frozenset[str] = frozenset()):
         """The device part of a function that takes strings; records its host stage.
 
         Args:
@@ -442,13 +532,14 @@ class _SavedModel:
           function_name: the concrete function.
           input_keys: the signature's input keys, in the order of the function's args.
           specs: the signature's input specs (strings included).
+          host_keys: numeric inputs the host stage takes too (ragged components).
 
         Returns:
           ``(run, keys, device specs)``: ``run(params, [inputs[k] for k in keys], rng)``
           runs the device function on the host stage's results and the numeric inputs.
         """
         parts = string_functions.split_function(self._interp, self._meta, self._path,
-                                                function_name, input_keys)
+                                                function_name, input_keys, host_keys)
         if parts is None:  # strings in, but no string op reads them
             raise NotImplementedError(f"signature {name!r}: string inputs that no "
                                       f"string op reads")
@@ -544,8 +635,53 @@ def _is_string(spec: jaxhub.TensorSpec) -> bool:
     return spec.dtype == "string"
 
 
+def _leaves(structure: Any, prefix: str | None = None) -> list[tuple[str, Any]]:
+    """``(path, leaf)`` of a decoded structure in TF's flattening order: dict keys
+    (sorted) and list positions joined with ``/`` after ``prefix``; a bare leaf without
+    a prefix is ``default``."""
+    def path(key: Any) -> str:
+        return str(key) if prefix is None else f"{prefix}/{key}"
+
+    if isinstance(structure, Mapping):
+        return [leaf for key in sorted(structure)
+                for leaf in _leaves(structure[key], path(key))]
+    if isinstance(structure, (list, tuple)):
+        return [leaf for i, item in enumerate(structure) for leaf in _leaves(item, path(i))]
+    return [(prefix or "default", structure)]
+
+
+def _components(path: str, leaf: Any) -> dict[str, jaxhub.TensorSpec] | None:
+    """The flat tensors of a tensor or ragged tensor at ``path``, by name (in TF's order);
+    None for another leaf (a Python value, a sparse tensor)."""
+    if isinstance(leaf, structure_lib.TensorSpec) and leaf.shape is not None:
+        return {path: jaxhub.TensorSpec(list(leaf.shape), leaf.dtype)}
+    if not (isinstance(leaf, structure_lib.TypeSpec) and leaf.class_name == "RaggedTensorSpec"):
+        return None
+    shape, dtype, ragged_rank, splits_dtype = leaf.state[:4]
+    if shape is None or leaf.num_flat_components != ragged_rank + 1:
+        return None
+    names = extend.ragged_component_names(path, ragged_rank)
+    specs = {names[0]: jaxhub.TensorSpec([None, *shape[ragged_rank + 1:]], dtype)}
+    specs.update((n, jaxhub.TensorSpec([None], splits_dtype)) for n in names[1:])
+    return specs
+
+
 def _unknown_dims(spec: structure_lib.TensorSpec) -> int:
     return sum(d is None for d in spec.shape)
+
+
+def _named_by_keys(args: Any, specs: list[structure_lib.TensorSpec]
+                   ) -> list[structure_lib.TensorSpec]:
+    """``specs`` named by the keys of a dict first argument (TF names them after the
+    argument: ``inputs_input_mask``), as TF Hub's encoders take their inputs."""
+    positional = args[0] if isinstance(args, tuple) and args else ()
+    first = positional[0] if positional else None
+    if isinstance(first, Mapping):
+        leaves = [(path, leaf) for path, leaf in _leaves(first)
+                  if isinstance(leaf, structure_lib.TensorSpec)]
+        if len(leaves) == len(specs):
+            return [dataclasses.replace(leaf, name=path) for path, leaf in leaves]
+    return specs
 
 
 def _call_input_specs(specs: Sequence[structure_lib.TensorSpec]

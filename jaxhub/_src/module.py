@@ -25,7 +25,7 @@ from jaxhub._src import host
 from jaxhub._src import tree
 from jaxhub._src.storage.manifest import FunctionSpec, Manifest, ParamSpec, Tags
 from jaxhub._src.specs import (WIDE_DTYPES, Signature, SignatureError, TensorSpec,
-                               check_inputs)
+                               check_inputs, empty_outputs, flatten_ragged, nest_ragged)
 
 #: The implementation behind the raw key data that train variants take.
 RNG_IMPL = "threefry2x32"
@@ -323,11 +323,15 @@ class Module:
           params: a params tree like :attr:`params` (fine-tuned values, say). Gradients
             do not flow into non-trainable leaves.
           inputs: a dict of arrays by input name, or one array when the signature has a
-            single input. A signature with a host stage (text modules; see
+            single input; a :class:`jaxhub.Ragged` (or a list of them) for the
+            components of a ragged input. A signature with a host stage (text modules; see
             :class:`jaxhub.extend.HostStage`) takes the stage's inputs instead, such as strings.
           signature: the signature's name.
-          as_dict: return all outputs as a dict. Otherwise the single output is returned
-            bare (or the ``"default"`` one, when there are several).
+          as_dict: return all outputs as a dict. Otherwise a single output is returned
+            bare; of several, the one named ``"default"`` (as TF1 ``hub.Module`` does),
+            or, when none has that name, all of them as a dict (as a TF2 SavedModel's
+            signature does). The components of a ragged output come as one
+            :class:`jaxhub.Ragged`.
           tags: the variant: ``None`` for inference, ``{"train"}`` (or ``"train"``) for
             training.
           rng: a PRNG key, for variants and signatures that draw random numbers
@@ -352,17 +356,24 @@ class Module:
         if host_stage:  # strings and tables: numpy first, numbers to the device
             inputs = self.preprocess(inputs, signature=signature)
         self._check_x64(spec)
-        arrays = check_inputs(signature, spec.signature, inputs)
+        inputs = flatten_ragged(inputs, spec.signature.inputs)
+        plain = not tags and not spec.state  # outputs alone
+        arrays = check_inputs(signature, spec.signature, inputs, allow_empty=plain)
         args = self._param_leaves(params, signature)
-        args += [arrays[name] for name in spec.signature.inputs]
-        if spec.takes_rng:
-            args.append(_key_data(rng, signature))
-        flat = self._callable(spec.file)(*args)
         n_outputs = len(spec.signature.outputs)
-        _check(spec, flat[n_outputs + len(spec.state):])
-        outputs = dict(zip(spec.signature.outputs, flat[:n_outputs]))
-        result = outputs if as_dict else _single_output(signature, outputs)
-        if not tags and not spec.state:
+        # An empty batch: outputs known from the specs, no call (jax.export's sizes are
+        # at least 1).
+        outputs = empty_outputs(signature, spec.signature, arrays) if plain else None
+        if outputs is None:
+            args += [arrays[name] for name in spec.signature.inputs]
+            if spec.takes_rng:
+                args.append(_key_data(rng, signature))
+            flat = self._callable(spec.file)(*args)
+            _check(spec, flat[n_outputs + len(spec.state):])
+            outputs = dict(zip(spec.signature.outputs, flat[:n_outputs]))
+        outputs = nest_ragged(outputs)
+        result = outputs if as_dict else _single_output(outputs)
+        if plain:
             return result
         return result, tree.unflatten(zip(spec.state, flat[n_outputs:]))
 
@@ -395,7 +406,9 @@ class Module:
           HostStageError: an op of the stage failed or broke a limit.
         """
         stage = self._host_stage(signature)
-        return inputs if stage is None else stage.run(inputs)
+        if stage is None:
+            return inputs
+        return stage.run(flatten_ragged(inputs, stage.input_specs))
 
     def apply_device(self, params: Mapping[str, Any], inputs: Any, *,
                      signature: str = "default", as_dict: bool = False,
@@ -485,15 +498,13 @@ def _sig_str(sig: Signature) -> str:
     return f"({ins}) -> ({outs})"
 
 
-def _single_output(signature: str, outputs: dict[str, Any]) -> Any:
-    if not outputs:  # a signature whose only effect is its state
-        return {}
+def _single_output(outputs: dict[str, Any]) -> Any:
+    """The output a call returns without ``as_dict``: the only one, the ``default`` one,
+    or the dict (so ``encoder(preprocess(strings))`` chains as in TF Hub; empty for a
+    signature whose only effect is its state)."""
     if len(outputs) == 1:
         return next(iter(outputs.values()))
-    if "default" in outputs:
-        return outputs["default"]
-    raise SignatureError(f"signature {signature!r} has outputs {sorted(outputs)} and none "
-                         f"named 'default'; pass as_dict=True")
+    return outputs.get("default", outputs)
 
 
 def _check_param(signature: str, spec: ParamSpec, leaf: Any) -> None:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import dataclasses
 import re
 import types
-from typing import Any, Callable, Mapping
+from typing import Any, Callable, Iterable, Mapping, NamedTuple
 
 import jax
 import numpy as np
@@ -121,6 +121,124 @@ class Signature:
                    {k: TensorSpec.from_json(s) for k, s in data["outputs"].items()})
 
 
+class Ragged(NamedTuple):
+    """A ragged tensor at a signature's boundary: TF's ``RaggedTensor`` as plain arrays.
+
+    A signature converted from a TF function that takes or returns a ``RaggedTensor``
+    (tensorflow_text's ``tokenize``, ``bert_pack_inputs``) has one input or output per
+    component, named ``<name>.values`` and ``<name>.row_splits.<k>``; calls take and
+    return a ``Ragged`` in their place. ``values`` are the flat values; ``row_splits``
+    are TF's ``nested_row_splits``, outermost first: row ``i`` of level ``k`` spans
+    ``row_splits[k][i]:row_splits[k][i + 1]`` of the next level.
+
+    A converted BERT preprocessor's ``tokenize`` returns one (``[batch, words,
+    wordpieces]``), and ``bert_pack_inputs`` takes a list of them:
+    ``preprocess([tokens, tokens], signature="bert_pack_inputs")``.
+
+    Examples:
+      >>> tokens = Ragged(np.array([7, 8, 9]), (np.array([0, 2, 3]),))
+      >>> tokens.to_list()
+      [[7, 8], [9]]
+      >>> tokens.ragged_rank
+      1
+    """
+
+    values: Any
+    row_splits: tuple[Any, ...]
+
+    @property
+    def ragged_rank(self) -> int:
+        return len(self.row_splits)
+
+    def to_list(self) -> list:
+        """The nested Python lists the ragged tensor stands for (as ``tf.RaggedTensor``'s)."""
+        rows = np.asarray(self.values).tolist()
+        for splits in reversed(self.row_splits):
+            bounds = np.asarray(splits).tolist()
+            rows = [rows[a:b] for a, b in zip(bounds[:-1], bounds[1:])]
+        return rows
+
+
+def ragged_component_names(name: str, ragged_rank: int) -> list[str]:
+    """The component names of ragged value ``name``, in TF's order (values, then the row
+    splits, outermost first)."""
+    return [f"{name}.values"] + [f"{name}.row_splits.{k}" for k in range(ragged_rank)]
+
+
+def ragged_component(name: str) -> tuple[str | None, int | None]:
+    """``(ragged value's name, row-splits level or None for the values)`` of a component
+    name; ``(None, None)`` for another name."""
+    if name.endswith(".values"):
+        return name[:-len(".values")], None
+    base, sep, level = name.rpartition(".row_splits.")
+    if sep and level.isdigit():
+        return base, int(level)
+    return None, None
+
+
+def flatten_ragged(inputs: Any, names: Iterable[str]) -> Any:
+    """``inputs`` with each :class:`Ragged` (and each list of them) replaced by its
+    components, named as among ``names`` (a signature's input names).
+
+    A list or tuple stands for inputs named ``<arg>/0``, ``<arg>/1``, ...; unnamed inputs
+    for a signature whose inputs all belong to one argument are that argument.
+    """
+    if not _holds_ragged(inputs):
+        return inputs
+    if not isinstance(inputs, Mapping):
+        args = {_argument(n) for n in names}
+        if len(args) != 1:
+            return inputs  # check_inputs reports it
+        inputs = {args.pop(): inputs}
+    flat: dict[str, Any] = {}
+
+    def add(name: str, value: Any) -> None:
+        if isinstance(value, Ragged):
+            flat.update(zip(ragged_component_names(name, value.ragged_rank),
+                            (value.values, *value.row_splits)))
+        elif isinstance(value, (list, tuple)) and _holds_ragged(value):
+            for i, item in enumerate(value):
+                add(f"{name}/{i}", item)
+        else:
+            flat[name] = value
+
+    for key, value in inputs.items():
+        add(key, value)
+    return flat
+
+
+def nest_ragged(outputs: Mapping[str, Any]) -> dict[str, Any]:
+    """``outputs`` with the components of each ragged value gathered into a :class:`Ragged`."""
+    nested: dict[str, Any] = {}
+    levels: dict[str, dict[int, Any]] = {}
+    for name, value in outputs.items():
+        base, level = ragged_component(name)
+        if base is None or f"{base}.values" not in outputs:
+            nested[name] = value
+        elif level is not None:
+            levels.setdefault(base, {})[level] = value
+    for base, splits in levels.items():
+        nested[base] = Ragged(outputs[f"{base}.values"],
+                              tuple(splits[k] for k in sorted(splits)))
+    return nested
+
+
+def _holds_ragged(value: Any) -> bool:
+    if isinstance(value, Ragged):
+        return True
+    if isinstance(value, Mapping):
+        return any(_holds_ragged(v) for v in value.values())
+    if isinstance(value, (list, tuple)):
+        return any(_holds_ragged(v) for v in value)
+    return False
+
+
+def _argument(name: str) -> str:
+    """The argument an input name belongs to (``segments`` of ``segments/0.values``)."""
+    base, _ = ragged_component(name)
+    return (name if base is None else base).split("/")[0]
+
+
 def _specs_str(specs: Mapping[str, TensorSpec]) -> str:
     return "{" + ", ".join(f"{k}: {s}" for k, s in specs.items()) + "}"
 
@@ -161,11 +279,14 @@ def canonical_dtype(dtype: str) -> str:
     return _NARROWED.get(dtype, dtype)
 
 
-def check_inputs(signature_name: str, signature: Signature, inputs: Any) -> dict[str, Any]:
+def check_inputs(signature_name: str, signature: Signature, inputs: Any, *,
+                 allow_empty: bool = False) -> dict[str, Any]:
     """Checks ``inputs`` against ``signature``; returns them as a dict of arrays.
 
     A bare array is accepted for a signature with a single input. Python scalars and lists
-    are converted to the spec's dtype; arrays must already have it.
+    are converted to the spec's dtype; arrays must already have it. A symbolic size of 0
+    is refused (jax.export assumes sizes of at least 1) unless ``allow_empty``, for a
+    caller that then uses :func:`empty_outputs`.
 
     The 64-bit rule: with 64-bit types off (JAX's default), an input declared
     ``int64``/``uint64``/``float64``/``complex128`` takes what JAX computes in, the 32-bit
@@ -206,7 +327,7 @@ def check_inputs(signature_name: str, signature: Signature, inputs: Any) -> dict
         for axis, (size, dim) in enumerate(zip(value.shape, spec.shape)):
             if isinstance(dim, int) and size != dim:
                 fail(f"input {name!r} has size {size} on axis {axis}, not {dim}")
-            if isinstance(dim, str) and size == 0:
+            if isinstance(dim, str) and size == 0 and not allow_empty:
                 fail(f"input {name!r} has {dim}=0 on axis {axis}; a symbolic size is at "
                      f"least 1 (jax.export assumes it): skip the call for an empty batch")
             if isinstance(dim, str) and _SYMBOL.match(dim):
@@ -241,3 +362,34 @@ def _as_array(value: Any, spec: TensorSpec):
     if hasattr(value, "shape") and hasattr(value, "dtype"):  # tracers, ShapeDtypeStructs
         return value
     return np.asarray(value, dtype=spec.dtype)
+
+
+def empty_outputs(signature_name: str, signature: Signature, arrays: Mapping[str, Any]
+                  ) -> dict[str, np.ndarray] | None:
+    """The outputs of a call in which a symbolic size is 0, known without making it.
+
+    jax.export's symbolic sizes are at least 1, so such a call cannot run. When every
+    output has a size-0 axis and sizes known from the inputs (an empty batch through
+    outputs shaped ``[batch, ...]``), the outputs are empty arrays of those shapes.
+
+    Returns:
+      The outputs by name, or None when no symbolic size of ``arrays`` is 0.
+
+    Raises:
+      SignatureError: a size is 0 and some output's shape is not known or not empty.
+    """
+    sizes = {dim: np.shape(arrays[name])[axis] for name, spec in signature.inputs.items()
+             for axis, dim in enumerate(spec.shape) if isinstance(dim, str)}
+    zero = sorted(dim for dim, size in sizes.items() if size == 0)
+    if not zero:
+        return None
+    outputs = {}
+    for name, spec in signature.outputs.items():
+        shape = [dim if isinstance(dim, int) else sizes.get(dim) for dim in spec.shape]
+        if None in shape or 0 not in shape:
+            raise SignatureError(
+                f"signature {signature_name!r}: inputs with {zero[0]}=0, and output "
+                f"{name!r} ({spec}) would not be empty; a symbolic size is at least 1 "
+                f"(jax.export assumes it): skip the call for an empty batch")
+        outputs[name] = np.zeros(shape, canonical_dtype(spec.dtype))
+    return outputs

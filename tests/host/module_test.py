@@ -62,10 +62,9 @@ def test_inputs_that_are_not_strings_name_the_signature_and_input(words, message
     assert "expected inputs {default: string[?]}" in str(error.value)
 
 
-def test_an_empty_batch_of_strings_is_a_signature_error():
-    with pytest.raises(jaxhub.SignatureError, match=r"signature 'default': input 'ids' has "
-                                                    r"batch=0 on axis 0.*empty batch"):
-        _module()([])
+def test_an_empty_batch_of_strings_gives_empty_outputs():
+    out = _module()([])  # the device function is not called: its sizes are at least 1
+    assert out.shape == (0, 3) and out.dtype == np.float32
 
 
 def test_the_host_stage_is_an_explicit_step_before_a_pure_device_call():

@@ -11,6 +11,7 @@ from tensorflow_text.python.ops.fast_wordpiece_tokenizer import \
     gen_fast_wordpiece_tokenizer
 
 from jaxhub._src.host import ops as host_ops
+from jaxhub._src.host import text as host_text
 from jaxhub._src.host.program import HostNode
 from tests.converters.from_tf.text.preprocessors import SECOND, TEXTS
 
@@ -69,6 +70,24 @@ def test_regex_split_matches_tf(delim, keep):
     ours = run("RegexSplitWithOffsets", as_bytes(STRINGS), *wrapped)
     assert_same(ours, [tokens.flat_values, begins.flat_values, ends.flat_values,
                        tokens.row_splits])
+
+
+class _PublicApiOnly:
+    """A compiled pattern offering only the RE2 binding's public API (``search``,
+    ``groups``): the path taken where the binding's internals differ."""
+
+    def __init__(self, compiled):
+        self.search, self.groups = compiled.search, compiled.groups
+
+
+@pytest.mark.parametrize("delim,keep", [(r"(\s+|[[:punct:]])", r"[[:punct:]]"),
+                                        (r"((\p{Han})|\s)", r"\p{Han}"), (r"(x*)", "")])
+def test_regex_split_through_the_public_api_gives_the_same_tokens(delim, keep):
+    compiled = host_ops._compile(delim.encode())
+    keeper = host_text._keeper(f"({keep})".encode() if keep else b"")
+    for string in as_bytes(STRINGS).tolist():
+        assert host_text.regex_split(string, _PublicApiOnly(compiled), keeper) == \
+            host_text.regex_split(string, compiled, keeper)
 
 
 def _table(vocab):

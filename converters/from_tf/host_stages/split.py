@@ -105,7 +105,8 @@ class HostStageUnsupportedError(UnsupportedOpsError):
 
 
 def split(fn: graph.Function, *, table_initializers: Mapping[str, str] = {},
-          assets: Mapping[str, str] = {}, input_names: Mapping[str, str] = {}) -> Split:
+          assets: Mapping[str, str] = {}, input_names: Mapping[str, str] = {},
+          host_args: frozenset[str] = frozenset()) -> Split:
     """Splits ``fn`` into a host stage and a device function.
 
     Args:
@@ -114,12 +115,15 @@ def split(fn: graph.Function, *, table_initializers: Mapping[str, str] = {},
       assets: const node name -> asset file name, for nodes holding an asset's path.
       input_names: arg -> the name callers give that input (the signature's key), for
         the host stage's inputs; default the arg's own name.
+      host_args: numeric args that are host stage inputs too (a RaggedTensor's
+        components: ragged ops run on the host), besides the string args.
 
     Raises:
       HostStageUnsupportedError: a string or table op has no host implementation, or
         strings would reach the device function.
     """
     string_args = {a for a, d in zip(fn.args, fn.arg_dtypes) if d == np.dtype(object)}
+    string_args |= set(host_args) & set(fn.args)  # the stage's inputs
     if not string_args and not any(n.op in HOST_SEED_OPS for n in fn.nodes.values()):
         return Split(None, fn)
     nodes = dict(fn.nodes)
@@ -262,9 +266,10 @@ def _build(fn, nodes, order, host, string_args: Mapping[str, str], table_initial
     # host stage's results.
     args = list(frontier.values()) + list(size_of) + [a for a in fn.args
                                                       if a not in string_args]
+    dtypes = dict(zip(fn.args, fn.arg_dtypes))
     program = {
-        "inputs": {name: {"dtype": "string", "shape": [None]}
-                   for name in sorted(string_args.values())},
+        "inputs": {name: {"dtype": _dtype_name(dtypes[arg]), "shape": [None]}
+                   for arg, name in sorted(string_args.items(), key=lambda kv: kv[1])},
         "nodes": program_nodes,
         "init": [init for table, init in table_initializers.items() if table in host],
         "outputs": {name: list(ref) for ref, name in frontier.items()},
@@ -274,6 +279,10 @@ def _build(fn, nodes, order, host, string_args: Mapping[str, str], table_initial
                                 fn.output_names,
                                 [c for c in fn.control_outputs if c not in host])
     return Split(program, device)
+
+
+def _dtype_name(dtype: np.dtype) -> str:
+    return "string" if dtype == np.dtype(object) else np.dtype(dtype).name
 
 
 def _const(node: graph.Node, assets: Mapping[str, str]) -> dict[str, Any]:
@@ -311,10 +320,7 @@ def device_input_specs(program: Mapping[str, Any], assets: Mapping[str, pathlib.
     """
     import jaxhub
     stage = extend.HostStage(program, assets)
-    runs = []
-    for batch in _PROBES:
-        inputs = {name: np.asarray(batch, dtype=object) for name in stage.input_specs}
-        runs.append(stage.run(inputs))
+    runs = [stage.run(_probe_inputs(stage.input_specs, batch)) for batch in _PROBES]
     symbols: dict[tuple[int, ...], str] = {tuple(len(b) for b in _PROBES): "batch"}
     specs = {}
     for name in list(program["outputs"]) + list(program.get("size_of", {})):
@@ -339,3 +345,43 @@ _PROBES = [
     [b"Hello, World!", b"hello world", b"r s t u v w x y", b"single-word", b"m", b"n n n n"],
     [b"http://example-url.com", b"1 2 3 4 5 6 7 8 9", b"A", b"B b", b"c C c", b"d", b"e f"],
 ]
+
+
+def _probe_inputs(specs: Mapping[str, Mapping[str, Any]], batch: list[bytes]
+                  ) -> dict[str, np.ndarray]:
+    """The host stage's inputs for one probe batch: the strings themselves, or, for the
+    components of a ragged input (``x.values``, ``x.row_splits.0``, ...; see
+    :class:`jaxhub.Ragged`), the ids of its bytes: rows, then words, then bytes."""
+    inputs = {}
+    for name, spec in specs.items():
+        if spec["dtype"] == "string":
+            inputs[name] = np.asarray(batch, dtype=object)
+            continue
+        base, level = extend.ragged_component(name)
+        depth = sum(extend.ragged_component(k)[0] == base and k != f"{base}.values"
+                    for k in specs) if base is not None else 0
+        if not depth:
+            raise HostStageUnsupportedError(
+                f"host stage input {name!r}: numbers that are not a ragged tensor's "
+                f"components cannot be probed for their sizes")
+        value = _ragged_probe(batch, depth)[depth if level is None else level]
+        inputs[name] = value.astype(spec["dtype"])
+    return inputs
+
+
+def _ragged_probe(batch: list[bytes], depth: int) -> list[np.ndarray]:
+    """Row splits (outermost first) and flat values of a ragged probe of rank
+    ``depth + 1``: texts -> words -> bytes, or texts -> bytes for ``depth`` 1."""
+    words = [t.split() for t in batch]
+    if depth == 1:
+        pieces = [b"".join(w) for w in words]
+        splits = [np.cumsum([0] + [len(p) for p in pieces])]
+    else:
+        flat_words = [w for row in words for w in row]
+        splits = [np.cumsum([0] + [len(row) for row in words]),
+                  np.cumsum([0] + [len(w) for w in flat_words])]
+        pieces = flat_words
+        for _ in range(depth - 2):  # deeper levels: one element per item
+            splits.append(np.arange(splits[-1][-1] + 1))
+    values = np.frombuffer(b"".join(pieces), np.uint8).astype(np.int64) % 5 + 1
+    return splits + [values]

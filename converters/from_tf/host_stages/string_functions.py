@@ -55,7 +55,8 @@ class StringFunction:
 
 
 def split_function(interp, meta, saved_model_dir: pathlib.Path, function_name: str,
-                   input_keys: Sequence[str]) -> StringFunction | None:
+                   input_keys: Sequence[str], host_keys: frozenset[str] = frozenset()
+                   ) -> StringFunction | None:
     """Splits the concrete function ``function_name`` when it takes strings.
 
     Args:
@@ -64,6 +65,7 @@ def split_function(interp, meta, saved_model_dir: pathlib.Path, function_name: s
       saved_model_dir: the SavedModel directory (its ``assets/``).
       function_name: the concrete function a signature calls.
       input_keys: the signature's input keys, in the order of the function's user args.
+      host_keys: numeric inputs (by key) the host stage takes too: ragged components.
 
     Returns:
       The split, or None when the function takes no strings and uses no tables.
@@ -105,7 +107,8 @@ def split_function(interp, meta, saved_model_dir: pathlib.Path, function_name: s
     flat = dataclasses.replace(fn, args=[fn.args[i] for i in keep],
                                arg_dtypes=[fn.arg_dtypes[i] for i in keep], nodes=nodes)
     user = dict(zip(fn.args[:n_user], input_keys))
-    parts = split.split(flat, table_initializers=tables, assets=assets, input_names=user)
+    parts = split.split(flat, table_initializers=tables, assets=assets, input_names=user,
+                        host_args=frozenset(a for a, k in user.items() if k in host_keys))
     if parts.program is None:
         return None
     numeric_user = {a: k for a, k in user.items() if a in parts.device.args}

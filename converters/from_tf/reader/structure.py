@@ -30,9 +30,13 @@ class TensorSpec:
 
 @dataclasses.dataclass(frozen=True)
 class TypeSpec:
-    """A composite tensor's spec (``RaggedTensorSpec``, ...), kept by class name only."""
+    """A composite tensor's spec (``RaggedTensorSpec``, ...): its class name, the number
+    of tensors it flattens to, and its decoded ``type_state`` (for a ``RaggedTensorSpec``:
+    ``(shape, dtype, ragged_rank, row_splits_dtype)``)."""
 
     class_name: str
+    num_flat_components: int = 0
+    state: Any = None
 
 
 def decode(value) -> Any:
@@ -52,8 +56,9 @@ def decode(value) -> Any:
         return TensorSpec(graph_lib.decode_shape(spec.shape),
                           graph_lib.decode_dtype(spec.dtype), spec.name)
     if kind == "type_spec_value":
-        return TypeSpec(value.type_spec_value.type_spec_class_name
-                        or str(value.type_spec_value.type_spec_class))
+        spec = value.type_spec_value
+        return TypeSpec(spec.type_spec_class_name or str(spec.type_spec_class),
+                        spec.num_flat_components, decode(spec.type_state))
     if kind == "tensor_shape_value":
         return graph_lib.decode_shape(value.tensor_shape_value)
     if kind == "tensor_dtype_value":

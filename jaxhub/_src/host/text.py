@@ -127,13 +127,13 @@ def regex_split(text: bytes, delim, keep: Callable[[bytes], bool] | None
     # TF's kernel reads the text up to its first NUL byte (a C string): so does this.
     text = text.split(b"\0", 1)[0]
     pos = last_end = 0
-    search, size, has_group = delim.search, len(text), delim.groups > 0
+    search, size, has_group = _span_search(delim), len(text), delim.groups > 0
     # RE2's FindAndConsume needs the group it fills: without one, nothing matches.
     while has_group and pos <= size:
-        match = search(text, pos)
-        if match is None:
+        spans = search(text, pos, size)
+        if spans is None:
             break
-        start, end = match.span(1)
+        (_, whole_end), (start, end) = spans
         if start > last_end:
             tokens.append(text[last_end:start])
             begins.append(last_end)
@@ -142,7 +142,6 @@ def regex_split(text: bytes, delim, keep: Callable[[bytes], bool] | None
             tokens.append(text[start:end])
             begins.append(start)
             ends.append(end)
-        whole_end = match.end()
         if whole_end == pos:  # an empty match consumes nothing: TF's loop would not end
             break
         pos = last_end = whole_end
@@ -151,6 +150,29 @@ def regex_split(text: bytes, delim, keep: Callable[[bytes], bool] | None
         begins.append(last_end)
         ends.append(size)
     return tokens, begins, ends
+
+
+def _span_search(delim) -> Callable[[bytes, int, int], tuple | None]:
+    """``search(text, pos, end) -> (whole match span, group 1 span) or None``.
+
+    The RE2 binding's ``Match`` of its compiled ``RE2`` object returns the spans at once;
+    its ``search`` wraps each match in a generator and a ``Match`` object, which was half
+    of a BERT preprocessor's host time (one search per word). The public ``search`` is
+    the fallback where the binding differs.
+    """
+    regexp = getattr(delim, "_regexp", None)
+    anchor = getattr(getattr(re2, "_Anchor", None), "UNANCHORED", None)
+    if regexp is None or anchor is None or not hasattr(regexp, "Match"):
+        def search(text: bytes, pos: int, end: int) -> tuple | None:
+            match = delim.search(text, pos, end)
+            return None if match is None else (match.span(), match.span(1))
+        return search
+    match = regexp.Match
+
+    def search(text: bytes, pos: int, end: int) -> tuple | None:
+        spans = match(anchor, text, pos, end)
+        return None if spans[0] == (-1, -1) else spans[:2]
+    return search
 
 
 def _keeper(pattern: bytes) -> Callable[[bytes], bool] | None:

@@ -178,3 +178,72 @@ def save_classifier(root: pathlib.Path) -> tuple[pathlib.Path, Classifier]:
     path = root / "classifier"
     tf.saved_model.save(model, str(path), signatures={"serving_default": model.__call__})
     return path, model
+
+
+class HubStylePreprocessor(tf.Module):
+    """Shaped like TF Hub's ``bert_en_uncased_preprocess``: ``tokenize`` and
+    ``bert_pack_inputs`` are tf.functions of the root object, not signatures.
+
+    ``tokenize`` returns a RaggedTensor ``[batch, words, wordpieces]``;
+    ``bert_pack_inputs`` takes a list of such RaggedTensors, one per segment.
+    """
+
+    def __init__(self, vocab_file: pathlib.Path, vocab: list[str]):
+        super().__init__()
+        self.tokenizer = text.BertTokenizer(str(vocab_file), lower_case=True,
+                                            token_out_type=tf.int32)
+        self.cls, self.sep = vocab.index("[CLS]"), vocab.index("[SEP]")
+
+    @tf.function(input_signature=[tf.TensorSpec([None], tf.string)])
+    def tokenize(self, strings):
+        return self.tokenizer.tokenize(strings)
+
+    def _pack(self, segments):
+        segments = [s.merge_dims(-2, -1) for s in segments]
+        trimmed = text.RoundRobinTrimmer(max_seq_length=SEQ_LENGTH - 1 - len(segments)
+                                         ).trim(segments)
+        ids, types = text.combine_segments(trimmed, self.cls, self.sep)
+        word_ids, mask = text.pad_model_inputs(ids, SEQ_LENGTH)
+        type_ids, _ = text.pad_model_inputs(types, SEQ_LENGTH)
+        return {"input_word_ids": word_ids, "input_mask": mask, "input_type_ids": type_ids}
+
+    @tf.function(input_signature=[[tf.RaggedTensorSpec([None, None, None], tf.int32)] * 2])
+    def bert_pack_inputs(self, segments):
+        return self._pack(segments)
+
+    @tf.function(input_signature=[tf.TensorSpec([None], tf.string)])
+    def __call__(self, strings):
+        return self._pack([self.tokenize(strings)][:1])
+
+
+def save_hub_style_preprocessor(root: pathlib.Path) -> pathlib.Path:
+    """A :class:`HubStylePreprocessor` SavedModel under ``root`` (no explicit
+    signatures: ``serving_default`` comes from ``__call__``); its path."""
+    root.mkdir(parents=True, exist_ok=True)
+    vocab_file = root / "vocab.txt"
+    model = HubStylePreprocessor(vocab_file, make_vocab(vocab_file))
+    path = root / "hub_style_preprocess"
+    tf.saved_model.save(model, str(path))
+    return path
+
+
+class DictInputEncoder(TinyEncoder):
+    """:class:`TinyEncoder` called as TF Hub's BERT encoders are: ``__call__`` takes one
+    dict of the three BERT inputs (a Keras model with dict inputs, saved with
+    ``tf.saved_model.save``)."""
+
+    @tf.function(input_signature=[{
+        name: tf.TensorSpec([None, SEQ_LENGTH], tf.int32)
+        for name in ("input_word_ids", "input_mask", "input_type_ids")}])
+    def __call__(self, inputs):
+        return self.encode(inputs["input_word_ids"], inputs["input_mask"],
+                           inputs["input_type_ids"])
+
+
+def save_dict_input_encoder(root: pathlib.Path, vocab_size: int
+                            ) -> tuple[pathlib.Path, DictInputEncoder]:
+    """A :class:`DictInputEncoder` SavedModel under ``root`` (no signatures given)."""
+    encoder = DictInputEncoder(vocab_size)
+    path = root / "dict_input_encoder"
+    tf.saved_model.save(encoder, str(path))
+    return path, encoder

@@ -1,0 +1,148 @@
+"""TF Hub's usage pattern for BERT preprocessors, in JAX.
+
+The preprocessor is shaped like TF Hub's ``bert_en_uncased_preprocess``: ``tokenize``
+and ``bert_pack_inputs`` are tf.functions of the SavedModel's root object (with input
+signatures), not signatures; ``tokenize`` returns a RaggedTensor ``[batch, words,
+wordpieces]`` and ``bert_pack_inputs`` takes a list of them. Converted, each becomes a
+signature of its name, with ragged values as :class:`jaxhub.Ragged`, and TF Hub's
+compositions give TF's ids:
+
+    preprocess(strings)                                  # the one-shot __call__
+    pack([tokenize(first), tokenize(second)])            # two segments
+    encoder(preprocess(strings))                         # the dict feeds the encoder
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+import jaxhub
+from jaxhub_tf import convert_saved_model
+from tests.converters.from_tf.text import preprocessors
+from tests.converters.from_tf.text.bert_test import assert_equal_outputs
+from tests.converters.from_tf.text.preprocessors import SECOND, SEQ_LENGTH, TEXTS
+
+#: Batches: all texts (odd count), one long text alone, three.
+BATCHES = {"all": list(range(len(TEXTS))), "one": [5], "three": [1, 3, 4]}
+
+
+@pytest.fixture(scope="module")
+def hub_style(tmp_path_factory):
+    """``(TF's loaded preprocessor, the converted jaxhub module)``."""
+    root = tmp_path_factory.mktemp("hub_style")
+    path = preprocessors.save_hub_style_preprocessor(root)
+    convert_saved_model(path, root / "converted")
+    return tf.saved_model.load(str(path)), jaxhub.load(str(root / "converted"))
+
+
+def numpy_outputs(outputs) -> dict[str, np.ndarray]:
+    return {k: v.numpy() for k, v in outputs.items()}
+
+
+def test_root_functions_become_signatures_with_ragged_components(hub_style):
+    module = hub_style[1]
+    assert {"default", "tokenize", "bert_pack_inputs"} <= set(module.signatures)
+    tokenize = module.signatures["tokenize"]
+    assert set(tokenize.outputs) == {"default.values", "default.row_splits.0",
+                                     "default.row_splits.1"}
+    assert set(module.signatures["bert_pack_inputs"].outputs) == {
+        "input_word_ids", "input_mask", "input_type_ids"}
+
+
+@pytest.mark.parametrize("batch", BATCHES)
+def test_tokenize_returns_tf_ragged_token_ids(hub_style, batch):
+    model, module = hub_style
+    strings = [TEXTS[i] for i in BATCHES[batch]]
+    theirs = model.tokenize(tf.constant(strings))
+    ours = module(strings, signature="tokenize")
+    assert isinstance(ours, jaxhub.Ragged) and ours.ragged_rank == 2
+    assert ours.to_list() == theirs.to_list()
+    for got, want in zip(ours.row_splits, theirs.nested_row_splits):
+        np.testing.assert_array_equal(got, want.numpy())
+
+
+@pytest.mark.parametrize("batch", BATCHES)
+def test_pack_of_tokenize_gives_tf_bert_inputs(hub_style, batch):
+    model, module = hub_style
+    first = [TEXTS[i] for i in BATCHES[batch]]
+    second = [SECOND[i] for i in BATCHES[batch]]
+    theirs = numpy_outputs(model.bert_pack_inputs(
+        [model.tokenize(tf.constant(first)), model.tokenize(tf.constant(second))]))
+    assert theirs["input_word_ids"].shape == (len(first), SEQ_LENGTH)
+
+    def tokenize(strings):
+        return module(strings, signature="tokenize")
+
+    def pack(segments):
+        return module(segments, signature="bert_pack_inputs")
+
+    assert_equal_outputs(pack([tokenize(first), tokenize(second)]), theirs)
+
+
+def test_pack_takes_ragged_values_made_in_python(hub_style):
+    """A Ragged built by hand (int64 row splits, as TF's) packs as TF's RaggedTensor."""
+    model, module = hub_style
+    segment = tf.RaggedTensor.from_nested_row_splits(
+        tf.constant([7, 8, 9, 10, 11], tf.int32),
+        [tf.constant([0, 2, 3], tf.int64), tf.constant([0, 1, 3, 5], tf.int64)])
+    ragged = jaxhub.Ragged(segment.flat_values.numpy(),
+                           tuple(s.numpy() for s in segment.nested_row_splits))
+    assert ragged.to_list() == segment.to_list()
+    theirs = numpy_outputs(model.bert_pack_inputs([segment, segment]))
+    assert_equal_outputs(module([ragged, ragged], signature="bert_pack_inputs"), theirs)
+
+
+def test_the_one_shot_call_gives_tf_ids(hub_style):
+    model, module = hub_style
+    theirs = numpy_outputs(model(tf.constant(TEXTS)))
+    assert_equal_outputs(module(TEXTS), theirs)
+
+
+def test_encoder_of_preprocess_chains_as_in_tf_hub(hub_style, tmp_path):
+    """``encoder(preprocess(strings))``: the preprocessor's dict feeds the encoder's
+    inputs by name; its ``default`` output (the pooled one) within 2e-4 of TF's."""
+    model, preprocess = hub_style
+    vocab = preprocessors.make_vocab(tmp_path / "vocab.txt")
+    path, tf_encoder = preprocessors.save_encoder(tmp_path, len(vocab))
+    encoder = jaxhub.load(str(path))
+    theirs = tf_encoder(**model(tf.constant(TEXTS)))["pooled_output"].numpy()
+    ours = encoder(preprocess(TEXTS), signature="serving_default")
+    np.testing.assert_allclose(ours, theirs, atol=2e-4, rtol=2e-4)
+
+
+def test_a_ragged_input_of_the_wrong_kind_is_a_signature_error(hub_style):
+    module = hub_style[1]
+    with pytest.raises(jaxhub.SignatureError, match="bert_pack_inputs"):
+        module([jaxhub.Ragged(np.array([1, 2]), (np.array([0, 2]),))],
+               signature="bert_pack_inputs")
+
+
+def test_an_empty_batch_preprocesses_to_empty_arrays_as_tf(hub_style):
+    model, module = hub_style
+    theirs = numpy_outputs(model(tf.constant([], tf.string)))
+    assert theirs["input_word_ids"].shape == (0, SEQ_LENGTH)
+    assert_equal_outputs(module([]), theirs)
+
+
+def test_tokenize_with_zero_tokens_is_refused_naming_the_signature(hub_style):
+    # The row splits a device function would return are not empty: it would have to run
+    # with zero tokens, a size jax.export does not allow.
+    with pytest.raises(jaxhub.SignatureError, match=r"signature 'tokenize'.*would not be "
+                                                    r"empty"):
+        hub_style[1](["", ""], signature="tokenize")
+
+
+def test_an_encoder_whose_call_takes_a_dict_gets_a_default_signature(hub_style, tmp_path):
+    """TF Hub's encoders: ``__call__`` takes one dict of the three BERT inputs, so the
+    ``default`` signature takes them by name, and ``encoder(preprocess(strings))``
+    chains without naming a signature."""
+    model, preprocess = hub_style
+    vocab = preprocessors.make_vocab(tmp_path / "vocab.txt")
+    path, tf_encoder = preprocessors.save_dict_input_encoder(tmp_path, len(vocab))
+    encoder = jaxhub.load(str(path))
+    assert set(encoder.signatures["default"].inputs) == {
+        "input_word_ids", "input_mask", "input_type_ids"}
+    theirs = tf_encoder(model(tf.constant(TEXTS)))["pooled_output"].numpy()
+    np.testing.assert_allclose(encoder(preprocess(TEXTS)), theirs, atol=2e-4, rtol=2e-4)
