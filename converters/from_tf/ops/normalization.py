@@ -1,7 +1,9 @@
 """Batch normalization (``FusedBatchNorm*``) and local response normalization.
 
-Inference folds the statistics into one scale and one shift per channel, so the whole op
-is a single multiply-add over the activations. Training normalizes with the batch's biased
+Inference centres, scales and shifts, in TF's order: ``(x - mean) * factor + offset``.
+Folding the mean into the shift (``x * factor + (offset - mean * factor)``) saves one
+subtraction that XLA fuses anyway, but cancels when the mean is large against the spread,
+and rounds away from TF's values otherwise. Training normalizes with the batch's biased
 variance and returns the unbiased one, blended into the running statistics by
 ``exponential_avg_factor``, as TF's kernel does.
 """
@@ -47,10 +49,14 @@ def _fused_batch_norm(node, x, scale, offset, mean, variance):
 
 
 def _inference_norm(x, scale, offset, mean, variance, layout, epsilon):
+    # Centred first: ``x - mean`` is exact where x is close to the mean, and the result
+    # rounds as TF's kernel does far more often (on musicnn's input, 2.3 times fewer
+    # values differ from TF's in the last bit), which matters where a following max
+    # compares values TF computes as exactly equal.
     factor = scale * jax.lax.rsqrt(variance + epsilon)
-    shift = offset - mean * factor
     shape = _channel_shape(layout, x.ndim)
-    return x * factor.reshape(shape) + shift.reshape(shape), mean, variance
+    y = (x - mean.reshape(shape)) * factor.reshape(shape) + offset.reshape(shape)
+    return y, mean, variance
 
 
 def _batch_statistics_norm(node, x, scale, offset, mean, variance, layout, epsilon):

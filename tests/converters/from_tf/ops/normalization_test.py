@@ -15,6 +15,11 @@ _BN_SHAPES = (((2, 4, 4, 3), (3,), (3,), (3,), (3,)),)
 _BN_SAMPLE = (normal, uniform(0.5, 1.5), normal, normal, uniform(0.5, 1.5))
 
 
+def _far_from_zero(rng, shape, dtype):
+    """Means near 1000 with standard deviations near 0.01 (activations to match)."""
+    return (1000 + 0.01 * normal(rng, shape, dtype)).astype(dtype)
+
+
 def _masked(rng, shape, dtype):
     """Attention scores with about a third masked out by -1e9, as Keras masks them."""
     x = normal(rng, shape, dtype)
@@ -34,6 +39,10 @@ def _fused(op="FusedBatchNormV3", training=False, layout="NHWC", factor=1.0):
 CASES = [
     Case("FusedBatchNormV3", _fused(), _BN_SHAPES, sample=_BN_SAMPLE, name="BN-inference",
          **_TOL),
+    # Folding a mean of 1000 into the shift cancels to about 1e-3 of the output.
+    Case("FusedBatchNormV3", _fused(), _BN_SHAPES,
+         sample=(_far_from_zero, uniform(0.5, 1.5), normal, _far_from_zero,
+                 uniform(1e-4, 2e-4)), name="BN-inference-large-mean", **_TOL),
     Case("FusedBatchNormV3", _fused(training=True), _BN_SHAPES, sample=_BN_SAMPLE,
          name="BN-training", **_TOL),
     Case("FusedBatchNormV3", _fused(training=True, factor=0.1), _BN_SHAPES, sample=_BN_SAMPLE,
