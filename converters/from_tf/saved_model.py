@@ -419,25 +419,49 @@ class _SavedModel:
             # tensors, as TF Hub's encoders) is the default signature.
             name = "default" if child.local_name == "__call__" else child.local_name
             if (obj.WhichOneof("kind") != "function" or name.startswith("_")
-                    or name in taken or len(obj.function.concrete_functions) != 1):
+                    or name in taken or not obj.function.concrete_functions
+                    or (name == "default" and len(obj.function.concrete_functions) > 1)):
                 continue
-            function_name = obj.function.concrete_functions[0]
-            boundary = self._boundary(function_name)
-            if boundary is None:
-                continue
-            arg_keys, specs, out_index, host_keys = boundary
-            used = len(self._used)
-            try:
-                found[name] = self._signature_fn(name, function_name, arg_keys, out_index,
-                                                 specs, host_keys)
-                self._interp.check_supported(*self._used[used:])
-            except (NotImplementedError, UnsupportedOpsError) as e:
-                del self._used[used:]
-                found.pop(name, None)
-                self.host_stages.pop(name, None)
-                warnings.warn(f"the SavedModel's tf.function {name!r} is not converted: {e}",
-                              stacklevel=3)
+            for signature_name, function_name in self._concrete_names(
+                    name, obj.function.concrete_functions).items():
+                if signature_name not in taken:
+                    self._attribute_function(signature_name, function_name, found)
         return found
+
+    def _concrete_names(self, name: str, function_names: Sequence[str]) -> dict[str, str]:
+        """Signature name -> concrete function, for the tf.function ``name``.
+
+        One concrete function is ``name``; several (a tf.function traced for several
+        input structures, as TF Hub's ``bert_pack_inputs`` for 1, 2, ... segments) are
+        ``name`` plus the lengths of their list arguments (``bert_pack_inputs_2``), or,
+        where those do not tell them apart, their position (``name_0``, ``name_1``, ...).
+        """
+        if len(function_names) == 1:
+            return {name: function_names[0]}
+        suffixes = [_list_lengths(structure_lib.decode(
+            self._objects.concrete_functions[f].canonicalized_input_signature))
+            for f in function_names]
+        if not all(suffixes) or len(set(suffixes)) != len(suffixes):
+            suffixes = [str(i) for i in range(len(function_names))]
+        return {f"{name}_{suffix}": f for suffix, f in sorted(zip(suffixes, function_names))}
+
+    def _attribute_function(self, name: str, function_name: str, found: dict) -> None:
+        """Converts one concrete function into ``found[name]``; warns if it cannot be."""
+        boundary = self._boundary(function_name)
+        if boundary is None:
+            return
+        arg_keys, specs, out_index, host_keys = boundary
+        used = len(self._used)
+        try:
+            found[name] = self._signature_fn(name, function_name, arg_keys, out_index,
+                                             specs, host_keys)
+            self._interp.check_supported(*self._used[used:])
+        except (NotImplementedError, UnsupportedOpsError) as e:
+            del self._used[used:]
+            found.pop(name, None)
+            self.host_stages.pop(name, None)
+            warnings.warn(f"the SavedModel's tf.function {name!r} is not converted: {e}",
+                          stacklevel=4)
 
     def _boundary(self, function_name: str):
         """``(arg keys, input specs, output key -> flat index, host keys)`` of a concrete
@@ -468,6 +492,11 @@ class _SavedModel:
                     host_keys.update(components)
         if len(keys) != len(user_args):
             return None
+        if host_keys or any(_is_string(spec) for spec in specs.values()):
+            # With a host stage, a scalar integer (BERT packing's ``seq_length``) is a
+            # host input: the sizes it sets are then decided on the host, as token counts.
+            host_keys.update(k for k, spec in specs.items()
+                             if spec.shape == () and np.dtype(spec.dtype).kind in "iu")
         out_index: dict[str, int] = {}
         for path, leaf in _leaves(structure_lib.decode(concrete.output_signature)):
             components = _components(path, leaf)
@@ -539,7 +568,9 @@ class _SavedModel:
           runs the device function on the host stage's results and the numeric inputs.
         """
         parts = string_functions.split_function(self._interp, self._meta, self._path,
-                                                function_name, input_keys, host_keys)
+                                                function_name, input_keys, host_keys,
+                                                {k: [] for k in host_keys
+                                                 if specs[k].shape == ()})
         if parts is None:  # strings in, but no string op reads them
             raise NotImplementedError(f"signature {name!r}: string inputs that no "
                                       f"string op reads")
@@ -664,6 +695,14 @@ def _components(path: str, leaf: Any) -> dict[str, jaxhub.TensorSpec] | None:
     specs = {names[0]: jaxhub.TensorSpec([None, *shape[ragged_rank + 1:]], dtype)}
     specs.update((n, jaxhub.TensorSpec([None], splits_dtype)) for n in names[1:])
     return specs
+
+
+def _list_lengths(structure: Any) -> str:
+    """The lengths of a function's list arguments, joined by ``_`` (``"2"`` for one list
+    of two items); empty for a function without list arguments."""
+    args, kwargs = structure
+    arguments = list(args) + [kwargs[k] for k in sorted(kwargs)]
+    return "_".join(str(len(a)) for a in arguments if isinstance(a, (list, tuple)))
 
 
 def _unknown_dims(spec: structure_lib.TensorSpec) -> int:
