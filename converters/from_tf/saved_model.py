@@ -11,9 +11,12 @@ What becomes what:
   its ``training=False`` function is the inference variant, its ``training=True``
   function the ``{"train"}`` variant, which takes an RNG key and returns the variables it
   assigned (batch-norm statistics) as state.
-* The root's other tf.functions with one concrete function (TF Hub's ``tokenize`` and
-  ``bert_pack_inputs``) become signatures named after them; a ``RaggedTensor`` input or
-  output is a :class:`jaxhub.Ragged` in calls, one component per input or output.
+* The root's other tf.functions (TF Hub's ``tokenize`` and ``bert_pack_inputs``) become
+  signatures named after them, one per concrete function when there are several
+  (``bert_pack_inputs_1``, ``bert_pack_inputs_2``: by the lengths of their list
+  arguments); a ``RaggedTensor`` input or output is a :class:`jaxhub.Ragged` in calls,
+  one component per input or output. A scalar integer input of such a function with a
+  host stage (``seq_length``) is a host stage input: the sizes it sets are the host's.
 * The root's ``regularization_losses`` (tf-keras weight regularizers) become the module's
   regularizer, ``module.regularization_loss(params)``.
 * Variables become params, named after the TF variable (``dense/kernel:0`` ->
@@ -404,10 +407,11 @@ class _SavedModel:
         """Signatures for the root's other tf.functions, named after their attribute.
 
         TF Hub's BERT preprocessors expose ``tokenize`` and ``bert_pack_inputs`` this way
-        (``hub.KerasLayer(preprocessor.tokenize)``), not as signatures. A function with
-        one concrete function (an ``input_signature``) whose inputs and outputs are
-        tensors and ragged tensors (see :class:`jaxhub.Ragged`) is converted; one that
-        cannot be is skipped with a warning, as are names in ``taken`` and private ones.
+        (``hub.KerasLayer(preprocessor.tokenize)``), not as signatures. Each concrete
+        function whose inputs and outputs are tensors and ragged tensors (see
+        :class:`jaxhub.Ragged`) is converted, named as :meth:`_concrete_names` says; one
+        that cannot be is skipped with a warning, as are names in ``taken`` and private
+        ones.
         A ``__call__`` with one concrete function, if ``default`` is not taken, becomes
         ``default``: a dict argument's keys name its inputs.
         """

@@ -6,9 +6,9 @@ signatures; ``tokenize`` returns a RaggedTensor ``[batch, words, wordpieces]`` a
 ``bert_pack_inputs`` takes a list of them and a scalar ``seq_length`` tensor, traced for
 1 and 2 segments (two concrete functions). Converted, ``tokenize`` becomes a signature of
 its name and each concrete function of ``bert_pack_inputs`` one named after its number of
-segments (``bert_pack_inputs_1``, ``bert_pack_inputs_2``), with ragged values as
-:class:`jaxhub.Ragged` and ``seq_length`` a host stage input; TF Hub's compositions give
-TF's ids:
+segments (``bert_pack_inputs_1``, ``bert_pack_inputs_2``; calling ``bert_pack_inputs``
+picks the one for the segments given), with ragged values as :class:`jaxhub.Ragged` and
+``seq_length`` a host stage input; TF Hub's compositions give TF's ids:
 
     preprocess(strings)                                             # the one-shot __call__
     pack([tokenize(first), tokenize(second)], seq_length=64)        # two segments
@@ -109,6 +109,29 @@ def test_pack_takes_ragged_values_made_in_python(hub_style):
     theirs = numpy_outputs(model.bert_pack_inputs([segment, segment],
                                                   seq_length=tf.constant(SEQ_LENGTH)))
     assert_equal_outputs(pack(module, [ragged, ragged], SEQ_LENGTH), theirs)
+
+
+@pytest.mark.parametrize("segments", [1, 2])
+def test_calling_the_function_name_picks_the_concrete_function_by_segment_count(
+        hub_style, segments):
+    """As TF Hub's ``preprocessor.bert_pack_inputs(segments, seq_length=...)``: the
+    signature named after the tf.function picks the one for that many segments."""
+    model, module = hub_style
+    texts = [TEXTS, SECOND][:segments]
+    theirs = numpy_outputs(model.bert_pack_inputs(
+        [model.tokenize(tf.constant(t)) for t in texts], seq_length=tf.constant(32)))
+    ours = module({"segments": [module(t, signature="tokenize") for t in texts],
+                   "seq_length": np.int32(32)}, signature="bert_pack_inputs")
+    assert_equal_outputs(ours, theirs)
+
+
+def test_a_segment_count_that_was_not_traced_is_a_signature_error(hub_style):
+    module = hub_style[1]
+    segment = module(TEXTS, signature="tokenize")
+    with pytest.raises(jaxhub.SignatureError, match=r"no signature 'bert_pack_inputs'.*"
+                                                    r"bert_pack_inputs_2"):
+        module({"segments": [segment] * 3, "seq_length": np.int32(32)},
+               signature="bert_pack_inputs")
 
 
 def test_the_one_shot_call_gives_tf_ids(hub_style):
