@@ -426,10 +426,11 @@ class _SavedModel:
                     or name in taken or not obj.function.concrete_functions
                     or (name == "default" and len(obj.function.concrete_functions) > 1)):
                 continue
+            arg_names = _arg_names(obj.function.function_spec)
             for signature_name, function_name in self._concrete_names(
                     name, obj.function.concrete_functions).items():
                 if signature_name not in taken:
-                    self._attribute_function(signature_name, function_name, found)
+                    self._attribute_function(signature_name, function_name, found, arg_names)
         return found
 
     def _concrete_names(self, name: str, function_names: Sequence[str]) -> dict[str, str]:
@@ -449,9 +450,11 @@ class _SavedModel:
             suffixes = [str(i) for i in range(len(function_names))]
         return {f"{name}_{suffix}": f for suffix, f in sorted(zip(suffixes, function_names))}
 
-    def _attribute_function(self, name: str, function_name: str, found: dict) -> None:
-        """Converts one concrete function into ``found[name]``; warns if it cannot be."""
-        boundary = self._boundary(function_name)
+    def _attribute_function(self, name: str, function_name: str, found: dict,
+                            arg_names: Sequence[str] = ()) -> None:
+        """Converts one concrete function into ``found[name]``; warns if it cannot be.
+        ``arg_names``: the Python function's positional args (see :meth:`_boundary`)."""
+        boundary = self._boundary(function_name, arg_names)
         if boundary is None:
             return
         arg_keys, specs, out_index, host_keys = boundary
@@ -467,9 +470,12 @@ class _SavedModel:
             warnings.warn(f"the SavedModel's tf.function {name!r} is not converted: {e}",
                           stacklevel=4)
 
-    def _boundary(self, function_name: str):
+    def _boundary(self, function_name: str, arg_names: Sequence[str] = ()):
         """``(arg keys, input specs, output key -> flat index, host keys)`` of a concrete
-        function taking and returning tensors and ragged tensors; None for another."""
+        function taking and returning tensors and ragged tensors; None for another.
+
+        A positional argument is named after the Python function's arg (``arg_names``),
+        else after the graph's (which numbers a list's items: ``parts_0``)."""
         concrete = self._objects.concrete_functions[function_name]
         args, kwargs = structure_lib.decode(concrete.canonicalized_input_signature)
         fn = self._interp.function(function_name)
@@ -482,6 +488,8 @@ class _SavedModel:
             # argument is named after the function's arg (or keyword).
             if isinstance(arg, Mapping):
                 prefix = None
+            elif position < len(arg_names):
+                prefix = arg_names[position]
             elif position < len(args):
                 prefix = user_args[min(len(keys), len(user_args) - 1)] if user_args else None
             else:
@@ -699,6 +707,16 @@ def _components(path: str, leaf: Any) -> dict[str, jaxhub.TensorSpec] | None:
     specs = {names[0]: jaxhub.TensorSpec([None, *shape[ragged_rank + 1:]], dtype)}
     specs.update((n, jaxhub.TensorSpec([None], splits_dtype)) for n in names[1:])
     return specs
+
+
+def _arg_names(function_spec) -> list[str]:
+    """The positional arg names of a saved tf.function's Python function (without
+    ``self``); empty when the SavedModel does not record them."""
+    if not function_spec.HasField("fullargspec"):
+        return []
+    spec = structure_lib.decode(function_spec.fullargspec)
+    names = [str(n) for n in (spec[0] or ())] if isinstance(spec, tuple) and spec else []
+    return names[1:] if function_spec.is_method and names[:1] == ["self"] else names
 
 
 def _list_lengths(structure: Any) -> str:
