@@ -439,16 +439,18 @@ class _SavedModel:
         One concrete function is ``name``; several (a tf.function traced for several
         input structures, as TF Hub's ``bert_pack_inputs`` for 1, 2, ... segments) are
         ``name`` plus the lengths of their list arguments (``bert_pack_inputs_2``), or,
-        where those do not tell them apart, their position (``name_0``, ``name_1``, ...).
+        where those do not tell them apart, their position in the order of those lengths
+        (``name_0``, ``name_1``, ...).
         """
         if len(function_names) == 1:
             return {name: function_names[0]}
         suffixes = [_list_lengths(structure_lib.decode(
             self._objects.concrete_functions[f].canonicalized_input_signature))
             for f in function_names]
+        ordered = sorted(zip(suffixes, function_names))
         if not all(suffixes) or len(set(suffixes)) != len(suffixes):
-            suffixes = [str(i) for i in range(len(function_names))]
-        return {f"{name}_{suffix}": f for suffix, f in sorted(zip(suffixes, function_names))}
+            return {f"{name}_{i}": f for i, (_, f) in enumerate(ordered)}
+        return {f"{name}_{suffix}": f for suffix, f in ordered}
 
     def _attribute_function(self, name: str, function_name: str, found: dict,
                             arg_names: Sequence[str] = ()) -> None:

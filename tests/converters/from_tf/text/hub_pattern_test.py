@@ -78,6 +78,12 @@ def pack(module, segments, seq_length):
                   signature=f"bert_pack_inputs_{len(segments)}")
 
 
+def pack_by_name(module, segments, seq_length):
+    """``bert_pack_inputs`` called by the tf.function's own name (it picks the trace)."""
+    return module({"segments": segments, "seq_length": seq_length},
+                  signature="bert_pack_inputs")
+
+
 @pytest.mark.parametrize("batch", BATCHES)
 @pytest.mark.parametrize("segments, seq_length", [(1, SEQ_LENGTH), (2, 64)])
 def test_pack_of_tokenize_gives_tf_bert_inputs(hub_style, batch, segments, seq_length):
@@ -120,9 +126,8 @@ def test_calling_the_function_name_picks_the_concrete_function_by_segment_count(
     texts = [TEXTS, SECOND][:segments]
     theirs = numpy_outputs(model.bert_pack_inputs(
         [model.tokenize(tf.constant(t)) for t in texts], seq_length=tf.constant(32)))
-    ours = module({"segments": [module(t, signature="tokenize") for t in texts],
-                   "seq_length": np.int32(32)}, signature="bert_pack_inputs")
-    assert_equal_outputs(ours, theirs)
+    segments = [module(t, signature="tokenize") for t in texts]
+    assert_equal_outputs(pack_by_name(module, segments, 32), theirs)
 
 
 def test_a_segment_count_that_was_not_traced_is_a_signature_error(hub_style):
@@ -132,6 +137,28 @@ def test_a_segment_count_that_was_not_traced_is_a_signature_error(hub_style):
                                                     r"bert_pack_inputs_2"):
         module({"segments": [segment] * 3, "seq_length": np.int32(32)},
                signature="bert_pack_inputs")
+
+
+def test_traces_for_two_ragged_ranks_as_tf_hubs_are_picked_by_their_inputs(tmp_path):
+    """TF Hub's ``bert_pack_inputs`` has four concrete functions: 1 or 2 segments of
+    ragged rank 1 (``[batch, tokens]``) or 2. Their list lengths do not tell them apart,
+    so they are ``bert_pack_inputs_0`` ... ``_3``; calling ``bert_pack_inputs`` picks the
+    one whose inputs are given (``segments/k.row_splits.1`` only for rank 2)."""
+    path = preprocessors.save_hub_style_preprocessor(tmp_path, ragged_ranks=(1, 2))
+    convert_saved_model(path, tmp_path / "converted")
+    model, module = tf.saved_model.load(str(path)), jaxhub.load(str(tmp_path / "converted"))
+    assert {f"bert_pack_inputs_{i}" for i in range(4)} <= set(module.signatures)
+    for rank in (1, 2):
+        for count in (1, 2):
+            segments = [model.tokenize(tf.constant(t)) for t in (TEXTS, SECOND)[:count]]
+            if rank == 1:
+                segments = [s.merge_dims(-2, -1) for s in segments]
+            theirs = numpy_outputs(model.bert_pack_inputs(segments,
+                                                          seq_length=tf.constant(40)))
+            ragged = [jaxhub.Ragged(s.flat_values.numpy(),
+                                    tuple(x.numpy() for x in s.nested_row_splits))
+                      for s in segments]
+            assert_equal_outputs(pack_by_name(module, ragged, 40), theirs)
 
 
 def test_the_one_shot_call_gives_tf_ids(hub_style):

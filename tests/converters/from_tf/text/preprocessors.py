@@ -202,7 +202,8 @@ class HubStylePreprocessor(tf.Module):
         return self.tokenizer.tokenize(strings)
 
     def _pack(self, segments, seq_length):
-        segments = [s.merge_dims(-2, -1) for s in segments]
+        # [batch, words, wordpieces] (tokenize's) or [batch, tokens]
+        segments = [s.merge_dims(-2, -1) if s.ragged_rank == 2 else s for s in segments]
         trimmed = text.RoundRobinTrimmer(max_seq_length=seq_length - 1 - len(segments)
                                          ).trim(segments)
         ids, types = text.combine_segments(trimmed, self.cls, self.sep)
@@ -219,19 +220,21 @@ class HubStylePreprocessor(tf.Module):
         return self._pack([self.tokenize(strings)], SEQ_LENGTH)
 
 
-def save_hub_style_preprocessor(root: pathlib.Path) -> pathlib.Path:
+def save_hub_style_preprocessor(root: pathlib.Path, ragged_ranks: tuple[int, ...] = (2,)
+                                ) -> pathlib.Path:
     """A :class:`HubStylePreprocessor` SavedModel under ``root`` (no explicit
     signatures: ``serving_default`` comes from ``__call__``); its path.
 
-    ``bert_pack_inputs`` is traced for lists of 1 and 2 segments, with ``seq_length`` a
-    scalar int32 tensor."""
+    ``bert_pack_inputs`` is traced for lists of 1 and 2 segments of each of
+    ``ragged_ranks`` (TF Hub's has 1 and 2), with ``seq_length`` a scalar int32 tensor."""
     root.mkdir(parents=True, exist_ok=True)
     vocab_file = root / "vocab.txt"
     model = HubStylePreprocessor(vocab_file, make_vocab(vocab_file))
-    segment = tf.RaggedTensorSpec([None, None, None], tf.int32)
-    for count in (1, 2):
-        model.bert_pack_inputs.get_concrete_function(
-            [segment] * count, seq_length=tf.TensorSpec([], tf.int32))
+    for rank in ragged_ranks:
+        segment = tf.RaggedTensorSpec([None] * (rank + 1), tf.int32)
+        for count in (1, 2):
+            model.bert_pack_inputs.get_concrete_function(
+                [segment] * count, seq_length=tf.TensorSpec([], tf.int32))
     path = root / "hub_style_preprocess"
     tf.saved_model.save(model, str(path))
     return path
