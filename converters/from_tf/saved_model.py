@@ -11,9 +11,12 @@ What becomes what:
   its ``training=False`` function is the inference variant, its ``training=True``
   function the ``{"train"}`` variant, which takes an RNG key and returns the variables it
   assigned (batch-norm statistics) as state.
-* The root's other tf.functions with one concrete function (TF Hub's ``tokenize`` and
-  ``bert_pack_inputs``) become signatures named after them; a ``RaggedTensor`` input or
-  output is a :class:`jaxhub.Ragged` in calls, one component per input or output.
+* The root's other tf.functions (TF Hub's ``tokenize`` and ``bert_pack_inputs``) become
+  signatures named after them, one per concrete function when there are several
+  (``bert_pack_inputs_1``, ``bert_pack_inputs_2``: by the lengths of their list
+  arguments); a ``RaggedTensor`` input or output is a :class:`jaxhub.Ragged` in calls,
+  one component per input or output. A scalar integer input of such a function with a
+  host stage (``seq_length``) is a host stage input: the sizes it sets are the host's.
 * The root's ``regularization_losses`` (tf-keras weight regularizers) become the module's
   regularizer, ``module.regularization_loss(params)``.
 * Variables become params, named after the TF variable (``dense/kernel:0`` ->
@@ -404,10 +407,11 @@ class _SavedModel:
         """Signatures for the root's other tf.functions, named after their attribute.
 
         TF Hub's BERT preprocessors expose ``tokenize`` and ``bert_pack_inputs`` this way
-        (``hub.KerasLayer(preprocessor.tokenize)``), not as signatures. A function with
-        one concrete function (an ``input_signature``) whose inputs and outputs are
-        tensors and ragged tensors (see :class:`jaxhub.Ragged`) is converted; one that
-        cannot be is skipped with a warning, as are names in ``taken`` and private ones.
+        (``hub.KerasLayer(preprocessor.tokenize)``), not as signatures. Each concrete
+        function whose inputs and outputs are tensors and ragged tensors (see
+        :class:`jaxhub.Ragged`) is converted, named as :meth:`_concrete_names` says; one
+        that cannot be is skipped with a warning, as are names in ``taken`` and private
+        ones.
         A ``__call__`` with one concrete function, if ``default`` is not taken, becomes
         ``default``: a dict argument's keys name its inputs.
         """
@@ -419,29 +423,61 @@ class _SavedModel:
             # tensors, as TF Hub's encoders) is the default signature.
             name = "default" if child.local_name == "__call__" else child.local_name
             if (obj.WhichOneof("kind") != "function" or name.startswith("_")
-                    or name in taken or len(obj.function.concrete_functions) != 1):
+                    or name in taken or not obj.function.concrete_functions
+                    or (name == "default" and len(obj.function.concrete_functions) > 1)):
                 continue
-            function_name = obj.function.concrete_functions[0]
-            boundary = self._boundary(function_name)
-            if boundary is None:
-                continue
-            arg_keys, specs, out_index, host_keys = boundary
-            used = len(self._used)
-            try:
-                found[name] = self._signature_fn(name, function_name, arg_keys, out_index,
-                                                 specs, host_keys)
-                self._interp.check_supported(*self._used[used:])
-            except (NotImplementedError, UnsupportedOpsError) as e:
-                del self._used[used:]
-                found.pop(name, None)
-                self.host_stages.pop(name, None)
-                warnings.warn(f"the SavedModel's tf.function {name!r} is not converted: {e}",
-                              stacklevel=3)
+            arg_names = _arg_names(obj.function.function_spec)
+            for signature_name, function_name in self._concrete_names(
+                    name, obj.function.concrete_functions).items():
+                if signature_name not in taken:
+                    self._attribute_function(signature_name, function_name, found, arg_names)
         return found
 
-    def _boundary(self, function_name: str):
+    def _concrete_names(self, name: str, function_names: Sequence[str]) -> dict[str, str]:
+        """Signature name -> concrete function, for the tf.function ``name``.
+
+        One concrete function is ``name``; several (a tf.function traced for several
+        input structures, as TF Hub's ``bert_pack_inputs`` for 1, 2, ... segments) are
+        ``name`` plus the lengths of their list arguments (``bert_pack_inputs_2``), or,
+        where those do not tell them apart, their position in the order of those lengths
+        (``name_0``, ``name_1``, ...).
+        """
+        if len(function_names) == 1:
+            return {name: function_names[0]}
+        suffixes = [_list_lengths(structure_lib.decode(
+            self._objects.concrete_functions[f].canonicalized_input_signature))
+            for f in function_names]
+        ordered = sorted(zip(suffixes, function_names))
+        if not all(suffixes) or len(set(suffixes)) != len(suffixes):
+            return {f"{name}_{i}": f for i, (_, f) in enumerate(ordered)}
+        return {f"{name}_{suffix}": f for suffix, f in ordered}
+
+    def _attribute_function(self, name: str, function_name: str, found: dict,
+                            arg_names: Sequence[str] = ()) -> None:
+        """Converts one concrete function into ``found[name]``; warns if it cannot be.
+        ``arg_names``: the Python function's positional args (see :meth:`_boundary`)."""
+        boundary = self._boundary(function_name, arg_names)
+        if boundary is None:
+            return
+        arg_keys, specs, out_index, host_keys = boundary
+        used = len(self._used)
+        try:
+            found[name] = self._signature_fn(name, function_name, arg_keys, out_index,
+                                             specs, host_keys)
+            self._interp.check_supported(*self._used[used:])
+        except (NotImplementedError, UnsupportedOpsError) as e:
+            del self._used[used:]
+            found.pop(name, None)
+            self.host_stages.pop(name, None)
+            warnings.warn(f"the SavedModel's tf.function {name!r} is not converted: {e}",
+                          stacklevel=4)
+
+    def _boundary(self, function_name: str, arg_names: Sequence[str] = ()):
         """``(arg keys, input specs, output key -> flat index, host keys)`` of a concrete
-        function taking and returning tensors and ragged tensors; None for another."""
+        function taking and returning tensors and ragged tensors; None for another.
+
+        A positional argument is named after the Python function's arg (``arg_names``),
+        else after the graph's (which numbers a list's items: ``parts_0``)."""
         concrete = self._objects.concrete_functions[function_name]
         args, kwargs = structure_lib.decode(concrete.canonicalized_input_signature)
         fn = self._interp.function(function_name)
@@ -454,6 +490,8 @@ class _SavedModel:
             # argument is named after the function's arg (or keyword).
             if isinstance(arg, Mapping):
                 prefix = None
+            elif position < len(arg_names):
+                prefix = arg_names[position]
             elif position < len(args):
                 prefix = user_args[min(len(keys), len(user_args) - 1)] if user_args else None
             else:
@@ -468,6 +506,11 @@ class _SavedModel:
                     host_keys.update(components)
         if len(keys) != len(user_args):
             return None
+        if host_keys or any(_is_string(spec) for spec in specs.values()):
+            # With a host stage, a scalar integer (BERT packing's ``seq_length``) is a
+            # host input: the sizes it sets are then decided on the host, as token counts.
+            host_keys.update(k for k, spec in specs.items()
+                             if spec.shape == () and np.dtype(spec.dtype).kind in "iu")
         out_index: dict[str, int] = {}
         for path, leaf in _leaves(structure_lib.decode(concrete.output_signature)):
             components = _components(path, leaf)
@@ -539,7 +582,9 @@ class _SavedModel:
           runs the device function on the host stage's results and the numeric inputs.
         """
         parts = string_functions.split_function(self._interp, self._meta, self._path,
-                                                function_name, input_keys, host_keys)
+                                                function_name, input_keys, host_keys,
+                                                {k: [] for k in host_keys
+                                                 if specs[k].shape == ()})
         if parts is None:  # strings in, but no string op reads them
             raise NotImplementedError(f"signature {name!r}: string inputs that no "
                                       f"string op reads")
@@ -664,6 +709,24 @@ def _components(path: str, leaf: Any) -> dict[str, jaxhub.TensorSpec] | None:
     specs = {names[0]: jaxhub.TensorSpec([None, *shape[ragged_rank + 1:]], dtype)}
     specs.update((n, jaxhub.TensorSpec([None], splits_dtype)) for n in names[1:])
     return specs
+
+
+def _arg_names(function_spec) -> list[str]:
+    """The positional arg names of a saved tf.function's Python function (without
+    ``self``); empty when the SavedModel does not record them."""
+    if not function_spec.HasField("fullargspec"):
+        return []
+    spec = structure_lib.decode(function_spec.fullargspec)
+    names = [str(n) for n in (spec[0] or ())] if isinstance(spec, tuple) and spec else []
+    return names[1:] if function_spec.is_method and names[:1] == ["self"] else names
+
+
+def _list_lengths(structure: Any) -> str:
+    """The lengths of a function's list arguments, joined by ``_`` (``"2"`` for one list
+    of two items); empty for a function without list arguments."""
+    args, kwargs = structure
+    arguments = list(args) + [kwargs[k] for k in sorted(kwargs)]
+    return "_".join(str(len(a)) for a in arguments if isinstance(a, (list, tuple)))
 
 
 def _unknown_dims(spec: structure_lib.TensorSpec) -> int:

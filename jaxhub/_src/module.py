@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import pathlib
+import re
 import types
 from typing import Any, Iterable, Mapping, Sequence
 
@@ -326,7 +327,9 @@ class Module:
             single input; a :class:`jaxhub.Ragged` (or a list of them) for the
             components of a ragged input. A signature with a host stage (text modules; see
             :class:`jaxhub.extend.HostStage`) takes the stage's inputs instead, such as strings.
-          signature: the signature's name.
+          signature: the signature's name; or the name of a converted tf.function
+            traced for several input structures, whose signatures are
+            ``<name>_<list lengths>``: the one taking the given inputs is applied.
           as_dict: return all outputs as a dict. Otherwise a single output is returned
             bare; of several, the one named ``"default"`` (as TF1 ``hub.Module`` does),
             or, when none has that name, all of them as a dict (as a TF2 SavedModel's
@@ -352,6 +355,7 @@ class Module:
 
     def _apply(self, params, inputs, signature, as_dict, tags, rng, *, host_stage: bool):
         tags = canonical_tags(tags)
+        signature = self._overload(signature, inputs, tags)
         spec = self._function_spec(tags, signature)
         if host_stage:  # strings and tables: numpy first, numbers to the device
             inputs = self.preprocess(inputs, signature=signature)
@@ -405,7 +409,7 @@ class Module:
           SignatureError: inputs that do not match the stage's inputs.
           HostStageError: an op of the stage failed or broke a limit.
         """
-        stage = self._host_stage(signature)
+        stage = self._host_stage(self._overload(signature, inputs, frozenset()))
         if stage is None:
             return inputs
         return stage.run(flatten_ragged(inputs, stage.input_specs))
@@ -419,6 +423,25 @@ class Module:
         what :meth:`preprocess` returns.
         """
         return self._apply(params, inputs, signature, as_dict, tags, rng, host_stage=False)
+
+    def _overload(self, signature: str, inputs: Any, tags: Tags) -> str:
+        """``signature``, or, when the module has no signature of that name, the one of
+        its overloads whose inputs are those of the call.
+
+        A converted tf.function traced for several input structures has one signature per
+        structure, ``<name>_<list lengths>`` (TF Hub's ``bert_pack_inputs_1``,
+        ``bert_pack_inputs_2`` for 1 and 2 segments); calling ``<name>`` picks the one
+        whose input names are the call's (a list of two segments: ``segments/0``,
+        ``segments/1``). Otherwise ``signature`` is returned as is, for the usual error.
+        """
+        if self._def.manifest.function(tags, signature) is not None:
+            return signature
+        overload = re.compile(re.escape(signature) + r"_\d+(_\d+)*")
+        candidates = {name: sig for name, sig in self.variant_signatures(tags).items()
+                      if overload.fullmatch(name)}
+        picked = [name for name, sig in candidates.items()
+                  if _input_names(inputs, sig.inputs) == set(sig.inputs)]
+        return picked[0] if len(picked) == 1 else signature
 
     def _function_spec(self, tags: Tags, signature: str) -> FunctionSpec:
         spec = self._def.manifest.function(tags, signature)
@@ -536,3 +559,10 @@ def _key_data(rng: jax.Array | None, signature: str) -> jax.Array:
         raise SignatureError(f"signature {signature!r}: rng must be a PRNG key, "
                              f"got {rng.dtype}{list(rng.shape)}")
     return rng
+
+
+def _input_names(inputs: Any, names: Iterable[str]) -> set[str]:
+    """The input names a call's ``inputs`` give (see :func:`flatten_ragged`); empty for
+    inputs that name nothing (one bare array)."""
+    flat = flatten_ragged(inputs, names)
+    return set(flat) if isinstance(flat, Mapping) else set()

@@ -106,7 +106,8 @@ class HostStageUnsupportedError(UnsupportedOpsError):
 
 def split(fn: graph.Function, *, table_initializers: Mapping[str, str] = {},
           assets: Mapping[str, str] = {}, input_names: Mapping[str, str] = {},
-          host_args: frozenset[str] = frozenset()) -> Split:
+          host_args: frozenset[str] = frozenset(),
+          input_shapes: Mapping[str, list] = {}) -> Split:
     """Splits ``fn`` into a host stage and a device function.
 
     Args:
@@ -117,6 +118,8 @@ def split(fn: graph.Function, *, table_initializers: Mapping[str, str] = {},
         the host stage's inputs; default the arg's own name.
       host_args: numeric args that are host stage inputs too (a RaggedTensor's
         components: ragged ops run on the host), besides the string args.
+      input_shapes: input name -> the shape of that host stage input (a scalar's ``[]``);
+        default ``[None]``.
 
     Raises:
       HostStageUnsupportedError: a string or table op has no host implementation, or
@@ -153,7 +156,8 @@ def split(fn: graph.Function, *, table_initializers: Mapping[str, str] = {},
     host |= {init for table, init in table_initializers.items() if table in host}
     _check_supported(nodes, host - string_args, fn, device_dep, shared)
     renamed = {a: input_names.get(a, a) for a in string_args}
-    return _build(fn, nodes, order, host, renamed, table_initializers, assets, shared)
+    return _build(fn, nodes, order, host, renamed, table_initializers, assets, shared,
+                  input_shapes)
 
 
 def _order(nodes: Mapping[str, graph.Node], roots: list[str]) -> list[str]:
@@ -221,9 +225,11 @@ def _is_string(nodes, fn, source: str, index: int) -> bool:
 
 
 def _build(fn, nodes, order, host, string_args: Mapping[str, str], table_initializers,
-           assets, shared: set[str] = frozenset()) -> Split:
+           assets, shared: set[str] = frozenset(),
+           input_shapes: Mapping[str, list] = {}) -> Split:
     """The host program and the device function; ``string_args`` maps arg -> input name,
-    ``shared`` names host nodes of constants alone, which the device function computes too.
+    ``shared`` names host nodes of constants alone, which the device function computes too,
+    ``input_shapes`` the inputs' shapes by name (default ``[None]``).
     """
     program_nodes, consts = [], set()
     for name in order:
@@ -268,7 +274,8 @@ def _build(fn, nodes, order, host, string_args: Mapping[str, str], table_initial
                                                       if a not in string_args]
     dtypes = dict(zip(fn.args, fn.arg_dtypes))
     program = {
-        "inputs": {name: {"dtype": _dtype_name(dtypes[arg]), "shape": [None]}
+        "inputs": {name: {"dtype": _dtype_name(dtypes[arg]),
+                          "shape": list(input_shapes.get(name, [None]))}
                    for arg, name in sorted(string_args.items(), key=lambda kv: kv[1])},
         "nodes": program_nodes,
         "init": [init for table, init in table_initializers.items() if table in host],
@@ -347,6 +354,11 @@ _PROBES = [
 ]
 
 
+#: The smallest probe value of a scalar integer host input: above the few tokens that
+#: packing adds (``[CLS]``, ``[SEP]``), so that the probes keep some text.
+_SCALAR_PROBE = 16
+
+
 def _probe_inputs(specs: Mapping[str, Mapping[str, Any]], batch: list[bytes]
                   ) -> dict[str, np.ndarray]:
     """The host stage's inputs for one probe batch: the strings themselves, or, for the
@@ -356,6 +368,11 @@ def _probe_inputs(specs: Mapping[str, Mapping[str, Any]], batch: list[bytes]
     for name, spec in specs.items():
         if spec["dtype"] == "string":
             inputs[name] = np.asarray(batch, dtype=object)
+            continue
+        if spec["shape"] == [] and np.dtype(spec["dtype"]).kind in "iu":
+            # A scalar that sets a size (BERT packing's ``seq_length``): a value per probe,
+            # so that the sizes it sets become symbolic.
+            inputs[name] = np.asarray(_SCALAR_PROBE + 4 * len(batch), spec["dtype"])
             continue
         base, level = extend.ragged_component(name)
         depth = sum(extend.ragged_component(k)[0] == base and k != f"{base}.values"

@@ -55,8 +55,8 @@ class StringFunction:
 
 
 def split_function(interp, meta, saved_model_dir: pathlib.Path, function_name: str,
-                   input_keys: Sequence[str], host_keys: frozenset[str] = frozenset()
-                   ) -> StringFunction | None:
+                   input_keys: Sequence[str], host_keys: frozenset[str] = frozenset(),
+                   input_shapes: Mapping[str, list] = {}) -> StringFunction | None:
     """Splits the concrete function ``function_name`` when it takes strings.
 
     Args:
@@ -65,7 +65,9 @@ def split_function(interp, meta, saved_model_dir: pathlib.Path, function_name: s
       saved_model_dir: the SavedModel directory (its ``assets/``).
       function_name: the concrete function a signature calls.
       input_keys: the signature's input keys, in the order of the function's user args.
-      host_keys: numeric inputs (by key) the host stage takes too: ragged components.
+      host_keys: numeric inputs (by key) the host stage takes too: ragged components,
+        scalars that set sizes.
+      input_shapes: input key -> its shape, for host stage inputs other than ``[None]``.
 
     Returns:
       The split, or None when the function takes no strings and uses no tables.
@@ -108,7 +110,8 @@ def split_function(interp, meta, saved_model_dir: pathlib.Path, function_name: s
                                arg_dtypes=[fn.arg_dtypes[i] for i in keep], nodes=nodes)
     user = dict(zip(fn.args[:n_user], input_keys))
     parts = split.split(flat, table_initializers=tables, assets=assets, input_names=user,
-                        host_args=frozenset(a for a, k in user.items() if k in host_keys))
+                        host_args=frozenset(a for a, k in user.items() if k in host_keys),
+                        input_shapes=input_shapes)
     if parts.program is None:
         return None
     numeric_user = {a: k for a, k in user.items() if a in parts.device.args}

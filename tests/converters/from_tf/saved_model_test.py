@@ -444,3 +444,46 @@ def test_text_format_saved_model(tmp_path):
     x = np.random.default_rng(9).standard_normal((2, 8)).astype(np.float32)
     np.testing.assert_allclose(module(x, signature="serving_default"), model(x), rtol=1e-5,
                                atol=1e-6)
+
+
+class _Traced(tf.Module):
+    """Root tf.functions without input signatures, traced for several input structures."""
+
+    def __init__(self):
+        super().__init__()
+        self.scale = tf.Variable([2.0, -1.0, 0.5], name="scale")
+
+    @tf.function
+    def total(self, parts, bias):
+        return tf.add_n(parts) * self.scale + bias
+
+    @tf.function
+    def double(self, x):
+        return x + x
+
+
+def test_a_tf_function_with_several_concrete_functions_gives_one_signature_each(tmp_path):
+    """Named by the lengths of the list arguments (``total_2``, ``total_3``), else by
+    position (``double_0``, ``double_1``: two dtypes); ``total`` picks the one whose
+    inputs the call names (the k-th item of ``parts`` is ``parts/k``)."""
+    model = _Traced()
+    vector = tf.TensorSpec([None, 3], tf.float32)
+    for count in (2, 3):
+        model.total.get_concrete_function([vector] * count, tf.TensorSpec([3], tf.float32))
+    for dtype in (tf.float32, tf.int32):
+        model.double.get_concrete_function(tf.TensorSpec([None], dtype))
+    tf.saved_model.save(model, str(tmp_path / "saved"))
+    module = saved_model.load_saved_model(tmp_path / "saved")
+    assert {"total_2", "total_3", "double_0", "double_1"} <= set(module.signatures)
+    rng = np.random.default_rng(11)
+    parts = [rng.standard_normal((4, 3)).astype(np.float32) for _ in range(3)]
+    bias = rng.standard_normal(3).astype(np.float32)
+    for count in (2, 3):
+        want = model.total(parts[:count], bias).numpy()
+        inputs = {"bias": bias, **{f"parts/{i}": p for i, p in enumerate(parts[:count])}}
+        np.testing.assert_allclose(module(inputs, signature=f"total_{count}"), want,
+                                   rtol=1e-6)
+        np.testing.assert_allclose(module(inputs, signature="total"), want, rtol=1e-6)
+    doubled = {module.signatures[n].inputs["x"].dtype: n for n in ("double_0", "double_1")}
+    np.testing.assert_array_equal(module(np.array([3, 4], np.int32),
+                                         signature=doubled["int32"]), [6, 8])

@@ -185,7 +185,10 @@ class HubStylePreprocessor(tf.Module):
     ``bert_pack_inputs`` are tf.functions of the root object, not signatures.
 
     ``tokenize`` returns a RaggedTensor ``[batch, words, wordpieces]``;
-    ``bert_pack_inputs`` takes a list of such RaggedTensors, one per segment.
+    ``bert_pack_inputs(segments, seq_length)`` takes a list of such RaggedTensors, one per
+    segment, and a scalar ``seq_length`` tensor, the length of its outputs. As TF Hub's, it
+    has no input signature: :func:`save_hub_style_preprocessor` traces it for 1 and 2
+    segments, giving it two concrete functions.
     """
 
     def __init__(self, vocab_file: pathlib.Path, vocab: list[str]):
@@ -198,30 +201,40 @@ class HubStylePreprocessor(tf.Module):
     def tokenize(self, strings):
         return self.tokenizer.tokenize(strings)
 
-    def _pack(self, segments):
-        segments = [s.merge_dims(-2, -1) for s in segments]
-        trimmed = text.RoundRobinTrimmer(max_seq_length=SEQ_LENGTH - 1 - len(segments)
+    def _pack(self, segments, seq_length):
+        # [batch, words, wordpieces] (tokenize's) or [batch, tokens]
+        segments = [s.merge_dims(-2, -1) if s.ragged_rank == 2 else s for s in segments]
+        trimmed = text.RoundRobinTrimmer(max_seq_length=seq_length - 1 - len(segments)
                                          ).trim(segments)
         ids, types = text.combine_segments(trimmed, self.cls, self.sep)
-        word_ids, mask = text.pad_model_inputs(ids, SEQ_LENGTH)
-        type_ids, _ = text.pad_model_inputs(types, SEQ_LENGTH)
+        word_ids, mask = text.pad_model_inputs(ids, seq_length)
+        type_ids, _ = text.pad_model_inputs(types, seq_length)
         return {"input_word_ids": word_ids, "input_mask": mask, "input_type_ids": type_ids}
 
-    @tf.function(input_signature=[[tf.RaggedTensorSpec([None, None, None], tf.int32)] * 2])
-    def bert_pack_inputs(self, segments):
-        return self._pack(segments)
+    @tf.function
+    def bert_pack_inputs(self, segments, seq_length):
+        return self._pack(segments, seq_length)
 
     @tf.function(input_signature=[tf.TensorSpec([None], tf.string)])
     def __call__(self, strings):
-        return self._pack([self.tokenize(strings)][:1])
+        return self._pack([self.tokenize(strings)], SEQ_LENGTH)
 
 
-def save_hub_style_preprocessor(root: pathlib.Path) -> pathlib.Path:
+def save_hub_style_preprocessor(root: pathlib.Path, ragged_ranks: tuple[int, ...] = (2,)
+                                ) -> pathlib.Path:
     """A :class:`HubStylePreprocessor` SavedModel under ``root`` (no explicit
-    signatures: ``serving_default`` comes from ``__call__``); its path."""
+    signatures: ``serving_default`` comes from ``__call__``); its path.
+
+    ``bert_pack_inputs`` is traced for lists of 1 and 2 segments of each of
+    ``ragged_ranks`` (TF Hub's has 1 and 2), with ``seq_length`` a scalar int32 tensor."""
     root.mkdir(parents=True, exist_ok=True)
     vocab_file = root / "vocab.txt"
     model = HubStylePreprocessor(vocab_file, make_vocab(vocab_file))
+    for rank in ragged_ranks:
+        segment = tf.RaggedTensorSpec([None] * (rank + 1), tf.int32)
+        for count in (1, 2):
+            model.bert_pack_inputs.get_concrete_function(
+                [segment] * count, seq_length=tf.TensorSpec([], tf.int32))
     path = root / "hub_style_preprocess"
     tf.saved_model.save(model, str(path))
     return path
