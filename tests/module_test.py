@@ -332,3 +332,28 @@ def test_signatures_that_draw_random_numbers_or_assign_params(tmp_path):
         outputs, state = m(x, signature="count")
         assert float(outputs) == 3.0 and float(state["seen"]) == 3.0
         assert m.manifest.function(frozenset(), "count").takes_rng is False
+
+
+def test_each_function_is_traced_once_for_its_export_and_its_gradient(tmp_path, x):
+    # A converted model's function interprets a whole source graph each time it runs in
+    # Python: the forward export and both halves of the split VJP share one trace.
+    runs = {"plain": 0, "noisy": 0}
+
+    def plain(params, x):
+        runs["plain"] += 1
+        return mlp(params, x)
+
+    def noisy(params, x, rng):
+        runs["noisy"] += 1
+        return mlp(params, x) + jax.random.normal(rng, (x.shape[0], 1))
+
+    spec = jaxhub.TensorSpec([None, 50])
+    module = jaxhub.create_module(mlp_params(), {"plain": (plain, spec),
+                                                 "noisy": (noisy, spec)},
+                                  with_rng=["noisy"])
+    assert runs == {"plain": 1, "noisy": 1}
+    assert all(f.vjp is not None for f in module.manifest.functions)
+    loaded = jaxhub.load(module.export(tmp_path / "m"))
+    np.testing.assert_allclose(loaded(x, signature="plain"), mlp(mlp_params(), x), atol=ATOL)
+    grad = jax.grad(lambda p: jnp.sum(loaded.apply(p, x, signature="plain")))(loaded.params)
+    assert_trees_close(grad, jax.grad(lambda p: jnp.sum(mlp(p, x)))(mlp_params()))

@@ -166,16 +166,20 @@ class _Builder:
         form = _Form(bare, rng, state or checks, checks)
         flat, arg_specs, traced = self._flat(fn, inputs, form, takes_rng=rng)
         with _naming_mesh_axes(name):
-            takes_rng = rng and serialization.uses_last_arg(flat, arg_specs)
+            # One trace for every export of the function (forward, both VJP halves).
+            once = serialization.trace(flat, arg_specs)
+            takes_rng = rng and serialization.uses_last_arg(once)
             if rng and not takes_rng:  # draws no random numbers: do not ask for a key
                 flat, arg_specs, traced = self._flat(fn, inputs, form, takes_rng=False)
-            exported = serialization.export(flat, arg_specs, platforms=self._platforms)
+                once = serialization.trace(flat, arg_specs)
+            exported = serialization.export(once.fn, arg_specs, platforms=self._platforms,
+                                            scope=once.scope)
         outputs, state = traced["outputs"], traced["state"]
         output_specs = {k: TensorSpec.from_aval(a) for k, a in zip(outputs, exported.out_avals)}
         file = files.function_file(tags, name)
         self._exported[file] = exported
         try:
-            vjp, forward_only = self._add_split_vjp(flat, arg_specs,
+            vjp, forward_only = self._add_split_vjp(once, arg_specs,
                                                     files.vjp_files(tags, name)), None
         except serialization.NoGradient as e:
             vjp, forward_only = None, str(e)
@@ -192,10 +196,11 @@ class _Builder:
                                         tuple(traced["checks"]))
         self._functions.append(self._added[key])
 
-    def _add_split_vjp(self, flat, arg_specs: list[TensorSpec], halves: tuple[str, str]
-                       ) -> VjpSpec | None:
+    def _add_split_vjp(self, once: serialization.Traced, arg_specs: list[TensorSpec],
+                       halves: tuple[str, str]) -> VjpSpec | None:
         """Exports the gradient's two halves, so that ``jax.grad`` runs the forward once."""
-        split = serialization.export_split_vjp(flat, arg_specs, platforms=self._platforms)
+        split = serialization.export_split_vjp(once.fn, arg_specs, platforms=self._platforms,
+                                               scope=once.scope)
         if split is None:
             return None
         vjp = VjpSpec(*halves, split.saved_inputs, split.saved_outputs)

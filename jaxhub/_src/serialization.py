@@ -46,13 +46,48 @@ DEFAULT_PLATFORMS = ("cpu", "cuda", "rocm", "tpu")
 
 
 def export(fn: Callable[..., Any], arg_specs: Sequence[TensorSpec], *,
-           platforms: Sequence[str] = DEFAULT_PLATFORMS) -> jax_export.Exported:
-    """Exports ``fn(*args)`` for args of ``arg_specs``, their named dims kept symbolic."""
-    scope = jax_export.SymbolicScope()
-    args = [jax.ShapeDtypeStruct(_symbolic_shape(spec, scope), spec.dtype)
-            for spec in arg_specs]
+           platforms: Sequence[str] = DEFAULT_PLATFORMS,
+           scope: jax_export.SymbolicScope | None = None) -> jax_export.Exported:
+    """Exports ``fn(*args)`` for args of ``arg_specs``, their named dims kept symbolic.
+
+    ``scope``: the symbolic scope of the dims (that of a :class:`Traced` function).
+    """
+    args = _symbolic_args(arg_specs, scope or jax_export.SymbolicScope())
     with outside_mesh():
         return jax_export.export(jax.jit(fn), platforms=tuple(platforms))(*args)
+
+
+@dataclasses.dataclass(frozen=True)
+class Traced:
+    """A function traced once, replayed by the exports that follow.
+
+    Exporting a function and its split VJP traced it twice (three times with a PRNG key);
+    for a converted model each trace interprets the whole source graph again. Replaying
+    the jaxpr binds the same primitives (custom derivatives included) without running
+    the function's Python.
+
+    Attributes:
+      fn: replays the trace: same args, same tuple of outputs, same name.
+      scope: the symbolic scope of its args' dims; exports of ``fn`` must use it.
+      jaxpr: the trace.
+    """
+
+    fn: Callable[..., tuple]
+    scope: jax_export.SymbolicScope
+    jaxpr: Any
+
+
+def trace(fn: Callable[..., Sequence[Any]], arg_specs: Sequence[TensorSpec]) -> Traced:
+    """Traces ``fn(*args)`` (returning a tuple of arrays) once, for args of ``arg_specs``."""
+    scope = jax_export.SymbolicScope()
+    with outside_mesh():
+        closed = jax.make_jaxpr(fn)(*_symbolic_args(arg_specs, scope))
+
+    @functools.wraps(fn)  # jax.export records the function's name
+    def replay(*args):
+        return tuple(jax_core.jaxpr_as_fun(closed)(*args))
+
+    return Traced(replay, scope, closed)
 
 
 @contextlib.contextmanager
@@ -71,17 +106,13 @@ def outside_mesh():
         yield
 
 
-def uses_last_arg(fn: Callable[..., Any], arg_specs: Sequence[TensorSpec]) -> bool:
-    """Whether any output of ``fn`` depends on its last argument.
+def uses_last_arg(traced: Traced) -> bool:
+    """Whether any output of a traced function depends on its last argument.
 
     Tracing keeps every equation, even ones whose results go unused (wrapping a key that
     is never drawn from), so liveness is worked out backwards from the outputs.
     """
-    scope = jax_export.SymbolicScope()
-    args = [jax.ShapeDtypeStruct(_symbolic_shape(spec, scope), spec.dtype)
-            for spec in arg_specs]
-    with outside_mesh():
-        jaxpr = jax.make_jaxpr(fn)(*args).jaxpr
+    jaxpr = traced.jaxpr.jaxpr
     live = {v for v in jaxpr.outvars if isinstance(v, jax_core.Var)}
     for eqn in reversed(jaxpr.eqns):
         if eqn.effects or any(v in live for v in eqn.outvars):
@@ -100,6 +131,12 @@ def serialize(exported: jax_export.Exported, vjp_order: int = 1) -> bytes:
 
 def deserialize(data: bytes) -> jax_export.Exported:
     return jax_export.deserialize(bytearray(data))
+
+
+def _symbolic_args(arg_specs: Sequence[TensorSpec], scope: jax_export.SymbolicScope
+                   ) -> list[jax.ShapeDtypeStruct]:
+    return [jax.ShapeDtypeStruct(_symbolic_shape(spec, scope), spec.dtype)
+            for spec in arg_specs]
 
 
 def _symbolic_shape(spec: TensorSpec, scope: jax_export.SymbolicScope) -> tuple:
@@ -128,11 +165,13 @@ class SplitVjp:
 
 
 def export_split_vjp(fn: Callable[..., Sequence[Any]], arg_specs: Sequence[TensorSpec], *,
-                     platforms: Sequence[str] = DEFAULT_PLATFORMS) -> SplitVjp | None:
+                     platforms: Sequence[str] = DEFAULT_PLATFORMS,
+                     scope: jax_export.SymbolicScope | None = None) -> SplitVjp | None:
     """Exports the forward and backward halves of ``jax.vjp(fn)``; see :class:`SplitVjp`.
 
     ``fn(*args)`` returns a tuple of arrays. Only float args and outputs take part in the
-    gradient. The residuals keep their symbolic shapes.
+    gradient. The residuals keep their symbolic shapes. ``scope``: the symbolic scope of
+    the dims (that of a :class:`Traced` function).
 
     Returns:
       The two halves, or None when ``fn`` has no float args or float outputs, or has a
@@ -144,7 +183,8 @@ def export_split_vjp(fn: Callable[..., Sequence[Any]], arg_specs: Sequence[Tenso
     """
     try:
         with outside_mesh():
-            return _export_halves(fn, arg_specs, platforms)
+            return _export_halves(fn, arg_specs, platforms,
+                                  scope or jax_export.SymbolicScope())
     except Exception as e:  # noqa: BLE001 (whatever JAX raised while differentiating)
         raise NoGradient(f"{type(e).__name__}: {str(e).splitlines()[0][:500]}") from e
 
@@ -183,10 +223,9 @@ def with_vjp_from_halves(exported: jax_export.Exported, split: SplitVjp
 
 
 def _export_halves(fn: Callable[..., Sequence[Any]], arg_specs: Sequence[TensorSpec],
-                   platforms: Sequence[str]) -> SplitVjp | None:
-    scope = jax_export.SymbolicScope()
-    args = [jax.ShapeDtypeStruct(_symbolic_shape(spec, scope), spec.dtype)
-            for spec in arg_specs]
+                   platforms: Sequence[str], scope: jax_export.SymbolicScope
+                   ) -> SplitVjp | None:
+    args = _symbolic_args(arg_specs, scope)
     float_ins = [i for i, a in enumerate(args) if _is_float(a)]
     if not float_ins:
         return None

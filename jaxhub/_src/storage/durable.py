@@ -162,13 +162,18 @@ def _portable_artifact(exported: jax_export.Exported) -> tuple[bytes, str]:
     from jax._src.lib import xla_client  # noqa: PLC0415 (JAX-internal, kept local)
     from jax._src.lib.mlir.dialects import hlo  # noqa: PLC0415
     requirement = hlo.StablehloCompatibilityRequirement
-    text = exported.mlir_module()
-    for wanted in (requirement.MAX, requirement.WEEK_12, requirement.NONE):
-        version = hlo.get_version_from_compatibility_requirement(wanted)
-        try:
-            return bytes(xla_client._xla.mlir.serialize_portable_artifact(text, version)), version
-        except Exception:  # noqa: BLE001 (an op this version cannot express)
-            continue
+    versions = [hlo.get_version_from_compatibility_requirement(wanted)
+                for wanted in (requirement.MAX, requirement.WEEK_12, requirement.NONE)]
+    # The bytecode jax.export wrote is read back directly: printing it as text and
+    # parsing that text (exported.mlir_module()) took most of the time of writing a
+    # module with large gradients, for the same StableHLO. The text is the fallback.
+    for module in (exported.mlir_module_serialized, None):
+        for version in versions:
+            try:
+                return bytes(xla_client._xla.mlir.serialize_portable_artifact(
+                    exported.mlir_module() if module is None else module, version)), version
+            except Exception:  # noqa: BLE001 (an op this version cannot express)
+                continue
     raise DurableCopyError("StableHLO could not write the function at any version")
 
 

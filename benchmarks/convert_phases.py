@@ -1,0 +1,79 @@
+"""``python -m benchmarks.convert_phases SAVED_MODEL``: where ``jaxhub.load``'s time goes.
+
+Converts a SavedModel into an empty jaxhub cache (imports excluded) and prints the wall
+time of each phase of the convert path, measured by wrapping its functions: building
+the module (every signature's forward export and split-VJP halves), then writing it
+(serializing each function, with the VJP built from the halves; durable StableHLO
+copies; deserializing what was written). The rest of the total is reading and checking
+the SavedModel, saving params, hashing and writing files.
+
+Usage:
+    python -m benchmarks.convert_phases /tmp/real_models/fer
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import functools
+import tempfile
+import time
+from typing import Any
+
+PHASES = (  # (module, function, label); nested phases are indented
+    ("jaxhub._src.create", "create_module", "build the module"),
+    ("jaxhub._src.serialization", "export", "  forward exports"),
+    ("jaxhub._src.serialization", "export_split_vjp", "  split-VJP halves"),
+    ("jaxhub._src.storage.writer", "write", "write the module"),
+    ("jaxhub._src.serialization", "serialize", "  serialize (+ VJP from halves)"),
+    ("jaxhub._src.storage.durable", "describe", "  durable copies"),
+    ("jaxhub._src.serialization", "deserialize", "  deserialize"),
+)
+
+
+def _wrap(owner: Any, name: str, label: str, totals: dict, counts: dict,
+          active: set) -> None:
+    original = getattr(owner, name)
+
+    @functools.wraps(original)
+    def timed(*args, **kwargs):
+        if label in active:  # a recursive call is inside the outer one's time
+            return original(*args, **kwargs)
+        active.add(label)
+        start = time.perf_counter()
+        try:
+            return original(*args, **kwargs)
+        finally:
+            totals[label] += time.perf_counter() - start
+            counts[label] += 1
+            active.discard(label)
+
+    setattr(owner, name, timed)
+
+
+def measure(saved_model: str) -> dict[str, tuple[float, int]]:
+    """``{phase: (seconds, calls)}`` of one ``jaxhub.load`` of ``saved_model``."""
+    import importlib
+    import jaxhub
+    totals: dict[str, float] = collections.defaultdict(float)
+    counts: dict[str, int] = collections.Counter()
+    active: set[str] = set()
+    for module, name, label in PHASES:
+        _wrap(importlib.import_module(module), name, label, totals, counts, active)
+    start = time.perf_counter()
+    jaxhub.load(saved_model, cache_dir=tempfile.mkdtemp(prefix="jaxhub-phases-"))
+    result = {"jaxhub.load": (time.perf_counter() - start, 1)}
+    result.update({label: (totals[label], counts[label]) for _, _, label in PHASES})
+    return result
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("saved_model")
+    args = parser.parse_args(argv)
+    for label, (seconds, calls) in measure(args.saved_model).items():
+        print(f"{label:34s} {seconds:7.2f} s  ({calls} calls)")
+
+
+if __name__ == "__main__":
+    main()
