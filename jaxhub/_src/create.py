@@ -182,7 +182,7 @@ class _Builder:
             vjp, forward_only = self._add_split_vjp(once, arg_specs,
                                                     files.vjp_files(tags, name)), None
         except serialization.NoGradient as e:
-            vjp, forward_only = None, str(e)
+            vjp, forward_only = None, self._why_no_gradient(flat, arg_specs, e)
             # The safety net of tests that must keep gradients matches this message.
             warnings.warn(f"a function's gradient could not be traced: signature {name!r} "
                           f"is stored forward-only ({forward_only})", stacklevel=3)
@@ -195,6 +195,19 @@ class _Builder:
                                         takes_rng, tuple(state), vjp, forward_only,
                                         tuple(traced["checks"]))
         self._functions.append(self._added[key])
+
+    def _why_no_gradient(self, flat, arg_specs: list[TensorSpec],
+                         error: serialization.NoGradient) -> str:
+        """Why ``flat`` has no gradient, naming the op where its Python can.
+
+        The replayed trace binds JAX's primitives only; differentiating ``flat`` itself
+        runs its Python again, where a converter names the source node that failed.
+        """
+        try:
+            serialization.export_split_vjp(flat, arg_specs, platforms=self._platforms)
+        except serialization.NoGradient as named:
+            return str(named)
+        return str(error)
 
     def _add_split_vjp(self, once: serialization.Traced, arg_specs: list[TensorSpec],
                        halves: tuple[str, str]) -> VjpSpec | None:
