@@ -54,6 +54,18 @@ def _train(model_type: str, vocab_size: int) -> bytes:
     return model.getvalue()
 
 
+def _after(value, call):
+    """``call()`` made to run after ``value`` (a tensor or a ragged tensor) is computed.
+
+    tensorflow_text's tokenizers over the same model bytes share one TF resource, which
+    keeps the options (BOS/EOS, reverse) of the call that set them last: two tokenizers
+    with different options running at once in one graph can give each other's results in
+    TF. Running them one after another keeps TF's reference deterministic.
+    """
+    with tf.control_dependencies([getattr(value, "flat_values", value)]):
+        return call()
+
+
 class _SentencePieceModel(tf.Module):
     """Signatures over one tokenizer: ids, offsets, round trips, packing, a classifier."""
 
@@ -73,9 +85,12 @@ class _SentencePieceModel(tf.Module):
 
     @tf.function(input_signature=[tf.TensorSpec([None], tf.string)])
     def tokenize(self, text):
-        return {"ids": self.tok.tokenize(text).to_tensor(),
-                "ids_bos_eos": self.tok_bos_eos.tokenize(text).to_tensor(default_value=-1),
-                "ids_reversed": self.tok_reversed.tokenize(text).to_tensor(),
+        ids = self.tok.tokenize(text)
+        bos_eos = _after(ids, lambda: self.tok_bos_eos.tokenize(text))
+        reversed_ = _after(bos_eos, lambda: self.tok_reversed.tokenize(text))
+        return {"ids": ids.to_tensor(),
+                "ids_bos_eos": bos_eos.to_tensor(default_value=-1),
+                "ids_reversed": reversed_.to_tensor(),
                 "vocab_size": tf.fill([tf.size(text)], self.tok.vocab_size())}
 
     @tf.function(input_signature=[tf.TensorSpec([None], tf.string)])
@@ -93,9 +108,9 @@ class _SentencePieceModel(tf.Module):
     def round_trip(self, text):
         """Strings stay on the host, so they are compared through exact hashes."""
         ids = self.tok.tokenize(text)
-        pieces = self.tok_pieces.tokenize(text)
-        back = self.tok.detokenize(ids)
-        back_from_pieces = self.tok_reversed.detokenize(pieces)
+        pieces = _after(ids, lambda: self.tok_pieces.tokenize(text))
+        back = _after(pieces, lambda: self.tok.detokenize(ids))
+        back_from_pieces = _after(back, lambda: self.tok_reversed.detokenize(pieces))
         as_strings = self.tok.id_to_string(ids)
         return {"detokenized": tf.strings.to_hash_bucket_fast(back, 2**62),
                 "from_pieces": tf.strings.to_hash_bucket_fast(back_from_pieces, 2**62),
@@ -305,7 +320,7 @@ class _NBest(tf.Module):
     @tf.function(input_signature=[tf.TensorSpec([None], tf.string)])
     def __call__(self, text):
         ids, starts, ends = self.tok.tokenize_with_offsets(text)
-        pieces = self.tok_options.tokenize(text)
+        pieces = _after(ids, lambda: self.tok_options.tokenize(text))
         return {"ids": ids.to_tensor(default_value=-1), "rows": ids.row_lengths(),
                 "starts": starts.to_tensor(default_value=-1),
                 "ends": ends.to_tensor(default_value=-1),
