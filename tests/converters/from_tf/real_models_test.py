@@ -32,7 +32,11 @@ times the same models.
 from __future__ import annotations
 
 import dataclasses
+import json
+import os
 import pathlib
+import subprocess
+import sys
 import time
 from typing import Any
 
@@ -42,7 +46,9 @@ import numpy as np
 import pytest
 
 import jaxhub
+from benchmarks import keras_equivalents
 from benchmarks import real_models
+from tests.conftest import repo_pythonpath
 from tests.converters.from_tf import _real_models
 
 #: Relative L2 error allowed (measured: 1e-7 to 1e-5; float32 through up to 40 layers).
@@ -224,3 +230,21 @@ def test_gradients_match_tf(converted, batch, jit, record_property, request):
 def _flatten(tree) -> list[tuple[str, Any]]:
     leaves, _ = jax.tree_util.tree_flatten_with_path(tree)
     return [("/".join(str(k.key) for k in path), leaf) for path, leaf in leaves]
+
+
+def test_keras_equivalents_compute_what_the_shipped_models_do(tf_side):
+    """The benchmark's Keras restatements of the models not shipped as Keras models
+    (``benchmarks/keras_equivalents.py``): the same outputs, by TF, as the shipped ones."""
+    names = sorted(keras_equivalents.EQUIVALENTS)
+    real_models.ensure_saved_models(names, tf_side.workdir)  # built already if selected
+    done = subprocess.run(
+        [sys.executable, "-m", "benchmarks.keras_equivalents", "--check", "--models",
+         ",".join(names), "--workdir", str(tf_side.workdir)],
+        env=dict(os.environ, PYTHONPATH=repo_pythonpath()), capture_output=True, text=True,
+        timeout=900)
+    assert done.returncode == 0, done.stderr[-3000:]
+    checks = {c["model"]: c for c in map(json.loads, done.stdout.splitlines())}
+    assert sorted(checks) == names
+    for name, check in checks.items():
+        assert check["keras_shapes"] == check["shipped_shapes"], name
+        assert check["distance"] is not None and check["distance"] <= RTOL, name
