@@ -26,7 +26,9 @@ conv: mel bins 4 and 7) behind its input batch norm, kept only because that norm
 in TF's order (see ``BN-inference-large-mean`` in ``ops/normalization_test.py``).
 Gradients known not to match would be strict expected failures
 (:data:`KNOWN_GRADIENT_GAPS`). The benchmark (``python -m benchmarks.real_models_bench``)
-times the same models.
+times the same models; ``python -m benchmarks.keras_equivalents`` times those not shipped
+as Keras models against Keras restatements of them, which are checked here to compute
+what the shipped models do.
 """
 
 from __future__ import annotations
