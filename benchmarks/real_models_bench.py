@@ -16,6 +16,10 @@ index), each saved as a SavedModel and measured in a fresh process per framework
 Each process reports after every phase, so a crash or time-out keeps what came before
 (TF's gradient of ``fer`` aborts with oneDNN on: its fine-tune column says so).
 
+The models not shipped as Keras models (basic_pitch, musicnn, musicnn_vgg) are compared
+with equivalent Keras models, first jitted call and gradient, by
+``python -m benchmarks.keras_equivalents``.
+
 Usage:
     python -m benchmarks.real_models_bench [--models fer,deepcut] [--batch 32]
 """

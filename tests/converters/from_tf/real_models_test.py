@@ -7,7 +7,9 @@ Each is saved as a SavedModel the way a TF 2 user would, loaded with ``jaxhub.lo
 compared with TF on fixed, seeded inputs: the serving signature's outputs at batch 1 and
 4, eagerly and under ``jit``, and the gradients of one random linear function of the
 outputs with respect to every trainable param and every float input (batch 1 eagerly,
-batch 4 under ``jit``).
+batch 4 under ``jit``). A model whose signature leaves image sizes free (mtcnn's PNet)
+is compared so at each of its :attr:`~benchmarks.real_models.RealModel.sizes`: one
+converted function, and one jitted function retraced per size.
 
 Errors are relative L2 (``|jax - tf| / |tf|`` over a whole array), recorded as test
 properties. TF's two CPU kernel paths (oneDNN on and off) agree to about 1e-6 on most of
@@ -24,13 +26,19 @@ conv: mel bins 4 and 7) behind its input batch norm, kept only because that norm
 in TF's order (see ``BN-inference-large-mean`` in ``ops/normalization_test.py``).
 Gradients known not to match would be strict expected failures
 (:data:`KNOWN_GRADIENT_GAPS`). The benchmark (``python -m benchmarks.real_models_bench``)
-times the same models.
+times the same models; ``python -m benchmarks.keras_equivalents`` times those not shipped
+as Keras models against Keras restatements of them, which are checked here to compute
+what the shipped models do.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import json
+import os
 import pathlib
+import subprocess
+import sys
 import time
 from typing import Any
 
@@ -40,7 +48,9 @@ import numpy as np
 import pytest
 
 import jaxhub
+from benchmarks import keras_equivalents
 from benchmarks import real_models
+from tests.conftest import repo_pythonpath
 from tests.converters.from_tf import _real_models
 
 #: Relative L2 error allowed (measured: 1e-7 to 1e-5; float32 through up to 40 layers).
@@ -69,12 +79,22 @@ PARAMS = [pytest.param(name, marks=pytest.mark.skip(reason=SLOW[name])) if name 
           else name for name in real_models.MODELS]
 
 
+def _cases(name: str) -> dict[str, tuple[int, tuple[int, ...]]]:
+    """Model ``name``'s cases: ``{name: (batch, sizes of the free axes)}``."""
+    return {f"batch{b}" + (f"-{'x'.join(map(str, size))}" if size else ""): (b, size)
+            for b in BATCHES for size in real_models.MODELS[name].sizes}
+
+
 @dataclasses.dataclass
 class _Converted:
     name: str
     module: Any
     inputs: dict[str, dict[str, np.ndarray]]  # case -> inputs
     ref: dict[str, dict[str, dict[str, np.ndarray]]]  # see _real_models.tf_reference
+
+    def cases(self, batch: int) -> list[str]:
+        """The cases at batch size ``batch`` (one per size of the free axes)."""
+        return [case for case, (b, _) in _cases(self.name).items() if b == batch]
 
 
 @dataclasses.dataclass
@@ -95,8 +115,8 @@ def tf_side(request, tmp_path_factory) -> _TFSide:
     selected = _selected_models(request.session)
     workdir = tmp_path_factory.mktemp("real_models")
     saved_models = real_models.ensure_saved_models(selected, workdir)
-    inputs = {name: {f"batch{b}": real_models.example_inputs(name, b, seed=b)
-                     for b in BATCHES} for name in selected}
+    inputs = {name: {case: real_models.example_inputs(name, b, seed=b, size=size)
+                     for case, (b, size) in _cases(name).items()} for name in selected}
     return _TFSide(workdir, saved_models, inputs,
                    _real_models.tf_references(inputs, workdir))
 
@@ -154,7 +174,7 @@ def test_tf_reference_is_not_degenerate(converted):
         assert ref["gvar"], "TF gave no trainable variable"
     # Per case, a branch can get no gradient (deepcut's ``Maximum`` of 12 conv branches
     # passes it to the winning one only): every variable gets one in some case.
-    for k in converted.ref[f"batch{BATCHES[0]}"]["gvar"]:
+    for k in next(iter(converted.ref.values()))["gvar"]:
         assert any(np.any(ref["gvar"][k] != 0) for ref in converted.ref.values()), \
             f"TF gradient of {k} is zero in every case"
 
@@ -162,11 +182,14 @@ def test_tf_reference_is_not_degenerate(converted):
 @pytest.mark.parametrize("jit", [False, True], ids=["eager", "jit"])
 @pytest.mark.parametrize("batch", BATCHES)
 def test_outputs_match_tf(converted, batch, jit, record_property):
-    case = f"batch{batch}"
-    want = converted.ref[case]["out"]
-    got = _apply(converted.module, jit)(converted.module.params, converted.inputs[case])
-    assert sorted(got) == sorted(want)
-    _check({k: relative_error(got[k], want[k]) for k in want}, record_property)
+    apply = _apply(converted.module, jit)
+    errors = {}
+    for case in converted.cases(batch):
+        want = converted.ref[case]["out"]
+        got = apply(converted.module.params, converted.inputs[case])
+        assert sorted(got) == sorted(want)
+        errors.update({f"{case}:{k}": relative_error(got[k], want[k]) for k in want})
+    _check(errors, record_property)
 
 
 @pytest.mark.parametrize("batch, jit", [(1, False), (4, True)], ids=["batch1-eager",
@@ -176,33 +199,54 @@ def test_gradients_match_tf(converted, batch, jit, record_property, request):
     gap = KNOWN_GRADIENT_GAPS.get((converted.name, batch, jit))
     if gap is not None:
         request.applymarker(pytest.mark.xfail(reason=gap, strict=True))
-    case = f"batch{batch}"
-    ref, inputs, module = converted.ref[case], converted.inputs[case], converted.module
-    float_names = [k for k in inputs if k in ref["gin"]]
+    module = converted.module
     apply = _apply(module, jit=False)
 
-    def loss(params, floats):
+    def loss(params, floats, inputs, cotangents):
         outs = apply(params, {**inputs, **floats})
-        return sum(jnp.sum(outs[k] * ref["ct"][k]) for k in ref["ct"])
+        return sum(jnp.sum(outs[k] * cotangents[k]) for k in cotangents)
 
     grad = jax.grad(loss, argnums=(0, 1), allow_int=True)  # int params: seed states
     if jit:
         grad = jax.jit(grad)
-    param_grads, input_grads = grad(module.params, {k: inputs[k] for k in float_names})
-    errors = {f"input:{k}": relative_error(input_grads[k], ref["gin"][k])
-              for k in float_names}
     tf_names = module.attachments["tf_variable_names"]
     trainable = dict(_flatten(module.trainable_mask))
-    for path, g in _flatten(param_grads):
-        name = tf_names[path].split(":")[0]
-        if trainable[path] and name in ref["gvar"]:
-            errors[f"param:{name}"] = relative_error(g, ref["gvar"][name])
-    compared = {k.removeprefix("param:") for k in errors if k.startswith("param:")}
-    assert compared == set(ref["gvar"]), "TF variables without a trainable param: " \
-        f"{sorted(set(ref['gvar']) - compared)}"
+    errors = {}
+    for case in converted.cases(batch):
+        ref, inputs = converted.ref[case], converted.inputs[case]
+        floats = {k: v for k, v in inputs.items() if k in ref["gin"]}
+        param_grads, input_grads = grad(module.params, floats, inputs, ref["ct"])
+        errors.update({f"{case}:input:{k}": relative_error(input_grads[k], ref["gin"][k])
+                       for k in floats})
+        compared = set()
+        for path, g in _flatten(param_grads):
+            name = tf_names[path].split(":")[0]
+            if trainable[path] and name in ref["gvar"]:
+                errors[f"{case}:param:{name}"] = relative_error(g, ref["gvar"][name])
+                compared.add(name)
+        assert compared == set(ref["gvar"]), "TF variables without a trainable param: " \
+            f"{sorted(set(ref['gvar']) - compared)}"
     _check(errors, record_property, GRADIENT_RTOL.get(converted.name, RTOL))
 
 
 def _flatten(tree) -> list[tuple[str, Any]]:
     leaves, _ = jax.tree_util.tree_flatten_with_path(tree)
     return [("/".join(str(k.key) for k in path), leaf) for path, leaf in leaves]
+
+
+def test_keras_equivalents_compute_what_the_shipped_models_do(tf_side):
+    """The benchmark's Keras restatements of the models not shipped as Keras models
+    (``benchmarks/keras_equivalents.py``): the same outputs, by TF, as the shipped ones."""
+    names = sorted(keras_equivalents.EQUIVALENTS)
+    real_models.ensure_saved_models(names, tf_side.workdir)  # built already if selected
+    done = subprocess.run(
+        [sys.executable, "-m", "benchmarks.keras_equivalents", "--check", "--models",
+         ",".join(names), "--workdir", str(tf_side.workdir)],
+        env=dict(os.environ, PYTHONPATH=repo_pythonpath()), capture_output=True, text=True,
+        timeout=900)
+    assert done.returncode == 0, done.stderr[-3000:]
+    checks = {c["model"]: c for c in map(json.loads, done.stdout.splitlines())}
+    assert sorted(checks) == names
+    for name, check in checks.items():
+        assert check["keras_shapes"] == check["shipped_shapes"], name
+        assert check["distance"] is not None and check["distance"] <= RTOL, name
