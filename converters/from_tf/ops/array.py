@@ -33,10 +33,29 @@ def _const(node):
 
 
 # ``message`` (a text for errors) and ``shape`` (a check) do not change the value.
-@register("Identity", "Snapshot", "PreventGradient", "EnsureShape", "CheckNumerics",
-          attrs=("message", "shape"))
+@register("Identity", "Snapshot", "EnsureShape", "CheckNumerics", attrs=("message", "shape"))
 def _identity(node, x, *unused):
     return x
+
+
+@register("PreventGradient", attrs=("message",))
+def _prevent_gradient(node, x):
+    """The identity whose gradient TF refuses: differentiating through it raises, so a
+    function holding one is stored forward-only, naming the node and TF's reason."""
+    if is_static(x) or not jnp.issubdtype(x.dtype, jnp.inexact):
+        return x
+    reason = f"TF node {node.name!r} (PreventGradient): gradient explicitly disabled. " \
+             f"Reason: {node.attr('message', '')}"
+
+    @jax.custom_vjp
+    def identity(value):
+        return value
+
+    def refuse(*unused):
+        raise LookupError(reason)
+
+    identity.defvjp(lambda value: (value, None), refuse)
+    return identity(x)
 
 
 class GraphAssertionError(ValueError):

@@ -232,6 +232,52 @@ def test_inspect_says_which_signatures_are_forward_only(spectra):
     assert lines[at + 1].startswith("    input ")
 
 
+class _Guarded(tf.Module):
+    """A value whose gradient TF refuses (``PreventGradient``), as TF's fused losses
+    guard their second derivatives."""
+
+    @tf.function(input_signature=[tf.TensorSpec([None, 3], tf.float32)])
+    def serve(self, x):
+        return tf.raw_ops.PreventGradient(input=tf.square(x), message="no second derivative")
+
+
+def test_a_gradient_tf_refuses_makes_the_signature_forward_only(tmp_path):
+    model = _Guarded()
+    tf.saved_model.save(model, str(tmp_path / "saved"), signatures={"serve": model.serve})
+    x = np.arange(6, dtype=np.float32).reshape(2, 3)
+    xt = tf.constant(x)
+    with tf.GradientTape() as tape, pytest.raises(LookupError, match="no second derivative"):
+        tape.watch(xt)
+        tape.gradient(tf.reduce_sum(model.serve(xt)), xt)
+    with pytest.warns(UserWarning, match="signature 'serve' is stored forward-only"):
+        convert_saved_model(tmp_path / "saved", tmp_path / "converted")
+    module = jaxhub.load(tmp_path / "converted")
+    np.testing.assert_allclose(jax.jit(lambda x: module(x, signature="serve"))(x),
+                               model.serve(xt).numpy())
+    with pytest.raises(jaxhub.SignatureError, match=r"(?s)signature 'serve' is forward-only.*"
+                       r"'PreventGradient'.*Reason: no second derivative"):
+        jax.grad(lambda x: jnp.sum(module(x, signature="serve")))(x)
+
+
+class _Handles(tf.Module):
+    def __init__(self):
+        super().__init__()
+        self.v = tf.Variable([1.0, 2.0])
+
+    @tf.function(input_signature=[])
+    def handle(self):
+        return {"v": self.v.handle}
+
+
+def test_a_signature_returning_a_variable_handle_is_refused_naming_it(tmp_path):
+    model = _Handles()
+    tf.saved_model.save(model, str(tmp_path / "saved"), signatures={"handle": model.handle})
+    with pytest.raises(NotImplementedError, match=r"signature 'handle': output 'v' is a "
+                                                  r"resource handle.*read_value\(\)"):
+        convert_saved_model(tmp_path / "saved", tmp_path / "converted")
+    assert not (tmp_path / "converted").exists()
+
+
 # -- random ops in serving signatures ------------------------------------------------------
 
 
