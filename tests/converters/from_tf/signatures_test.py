@@ -413,12 +413,17 @@ class _Checked(tf.Module):
         tf.debugging.assert_positive(x, message="x must be positive")
         return tf.math.log(x)
 
+    @tf.function(input_signature=[tf.TensorSpec([None, 3], tf.float32)])
+    def inverse(self, x):
+        return tf.debugging.check_numerics(1.0 / x, message="inverse")
+
 
 @pytest.fixture(scope="module")
 def checked(tmp_path_factory):
     root = tmp_path_factory.mktemp("checked")
     model = _Checked()
-    tf.saved_model.save(model, str(root / "saved"), signatures={"log": model.log})
+    tf.saved_model.save(model, str(root / "saved"),
+                        signatures={"log": model.log, "inverse": model.inverse})
     convert_saved_model(root / "saved", root / "converted", checks=True)
     return model, jaxhub.load(root / "converted"), load_saved_model(root / "saved")
 
@@ -445,6 +450,22 @@ def test_traced_asserts_kept_as_checks_fail_where_tf_fails(checked):
     np.testing.assert_allclose(grad, 1 / good, rtol=1e-6)
     with pytest.raises(ValueError, match="through `checkify.checkify`"):  # as documented
         jax.jit(lambda x: module(x, signature="log"))(good)
+
+
+@pytest.mark.parametrize("value,kind", [(0.0, "Inf"), (np.nan, "NaN")])
+def test_check_numerics_kept_as_checks_fails_where_tf_fails(checked, value, kind):
+    model, module, unchecked = checked
+    good = np.full((2, 3), 2.0, np.float32)
+    bad = good * np.array([1, value, 1], np.float32)
+    np.testing.assert_allclose(module(good, signature="inverse"), model.inverse(good).numpy())
+    with pytest.raises(tf.errors.InvalidArgumentError, match=f"inverse : Tensor had {kind}"):
+        model.inverse(bad)
+    with pytest.raises(checkify.JaxRuntimeError, match=f"signature 'inverse': TF node .*"
+                                                       f"CheckNumerics.* Tensor had {kind}"):
+        module(bad, signature="inverse")
+    # Without checks, the values pass through as TF's would have been computed.
+    with np.errstate(divide="ignore"):
+        np.testing.assert_array_equal(unchecked(bad, signature="inverse"), 1 / bad)
 
 
 def test_traced_asserts_are_dropped_by_default(checked):
