@@ -262,6 +262,13 @@ class _SavedModel:
         signature's name is in :attr:`random_signatures`.
         """
         sig = self._meta.signature_def[name]
+        for key, t in sorted(sig.outputs.items()):
+            if graph.decode_dtype(t.dtype) in _HANDLE_DTYPES:
+                raise NotImplementedError(
+                    f"signature {name!r}: output {key!r} is a {graph.decode_dtype(t.dtype)} "
+                    f"handle (a variable, table or dataset), not a tensor: a jaxhub "
+                    f"signature returns arrays; return the value it holds (for a variable, "
+                    f"v.read_value()) and save the SavedModel again")
         outputs = {key: graph.parse_ref(t.name) for key, t in sig.outputs.items()}
         placeholders = {graph.parse_ref(t.name)[0]: key for key, t in sig.inputs.items()}
         caller = self._top[self._caller(name, outputs, placeholders)]
@@ -695,10 +702,16 @@ def _leaves(structure: Any, prefix: str | None = None) -> list[tuple[str, Any]]:
     return [(prefix or "default", structure)]
 
 
+#: Dtypes of handles (variables, datasets, ...), which no signature takes or returns.
+_HANDLE_DTYPES = frozenset({"resource", "variant"})
+
+
 def _components(path: str, leaf: Any) -> dict[str, jaxhub.TensorSpec] | None:
     """The flat tensors of a tensor or ragged tensor at ``path``, by name (in TF's order);
     None for another leaf (a Python value, a sparse tensor)."""
     if isinstance(leaf, structure_lib.TensorSpec) and leaf.shape is not None:
+        if leaf.dtype in _HANDLE_DTYPES:  # a variable or dataset: nothing to pass as an array
+            return None
         return {path: jaxhub.TensorSpec(list(leaf.shape), leaf.dtype)}
     if not (isinstance(leaf, structure_lib.TypeSpec) and leaf.class_name == "RaggedTensorSpec"):
         return None

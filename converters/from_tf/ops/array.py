@@ -33,10 +33,29 @@ def _const(node):
 
 
 # ``message`` (a text for errors) and ``shape`` (a check) do not change the value.
-@register("Identity", "Snapshot", "PreventGradient", "EnsureShape", "CheckNumerics",
-          attrs=("message", "shape"))
+@register("Identity", "Snapshot", "EnsureShape", attrs=("shape",))
 def _identity(node, x, *unused):
     return x
+
+
+@register("PreventGradient", attrs=("message",))
+def _prevent_gradient(node, x):
+    """The identity whose gradient TF refuses: differentiating through it raises, so a
+    function holding one is stored forward-only, naming the node and TF's reason."""
+    if is_static(x) or not jnp.issubdtype(x.dtype, jnp.inexact):
+        return x
+    reason = f"TF node {node.name!r} (PreventGradient): gradient explicitly disabled. " \
+             f"Reason: {node.attr('message', '')}"
+
+    @jax.custom_vjp
+    def identity(value):
+        return value
+
+    def refuse(*unused):
+        raise LookupError(reason)
+
+    identity.defvjp(lambda value: (value, None), refuse)
+    return identity(x)
 
 
 class GraphAssertionError(ValueError):
@@ -63,6 +82,24 @@ def _assert(node, condition, *data):
         node.ctx.checks.append((f"TF node {node.name!r} (Assert) failed",
                                 jnp.all(as_jax(condition))))
     return []
+
+
+@register("CheckNumerics", "CheckNumericsV2", attrs=("message",))
+def _check_numerics(node, x):
+    """``tf.debugging.check_numerics``: the identity, failing on NaN or Inf values. As an
+    ``Assert``: checked on constants; on traced values dropped, or kept as checks (one
+    for NaN, one for Inf, with TF's messages) when the context collects them."""
+    message = node.attr("message", "")
+    if is_static(x):
+        values = np.asarray(x)
+        if np.issubdtype(values.dtype, np.inexact) and not np.all(np.isfinite(values)):
+            raise GraphAssertionError(f"TF node {node.name!r} ({node.op}): {message} : "
+                                      f"Tensor had NaN or Inf values on constant inputs")
+    elif node.ctx.checks is not None:
+        for kind, bad in (("NaN", jnp.isnan), ("Inf", jnp.isinf)):
+            node.ctx.checks.append((f"TF node {node.name!r} ({node.op}) failed: {message} : "
+                                    f"Tensor had {kind} values", ~jnp.any(bad(x))))
+    return x
 
 
 @register("IdentityN")

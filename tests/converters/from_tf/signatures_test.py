@@ -232,6 +232,52 @@ def test_inspect_says_which_signatures_are_forward_only(spectra):
     assert lines[at + 1].startswith("    input ")
 
 
+class _Guarded(tf.Module):
+    """A value whose gradient TF refuses (``PreventGradient``), as TF's fused losses
+    guard their second derivatives."""
+
+    @tf.function(input_signature=[tf.TensorSpec([None, 3], tf.float32)])
+    def serve(self, x):
+        return tf.raw_ops.PreventGradient(input=tf.square(x), message="no second derivative")
+
+
+def test_a_gradient_tf_refuses_makes_the_signature_forward_only(tmp_path):
+    model = _Guarded()
+    tf.saved_model.save(model, str(tmp_path / "saved"), signatures={"serve": model.serve})
+    x = np.arange(6, dtype=np.float32).reshape(2, 3)
+    xt = tf.constant(x)
+    with tf.GradientTape() as tape, pytest.raises(LookupError, match="no second derivative"):
+        tape.watch(xt)
+        tape.gradient(tf.reduce_sum(model.serve(xt)), xt)
+    with pytest.warns(UserWarning, match="signature 'serve' is stored forward-only"):
+        convert_saved_model(tmp_path / "saved", tmp_path / "converted")
+    module = jaxhub.load(tmp_path / "converted")
+    np.testing.assert_allclose(jax.jit(lambda x: module(x, signature="serve"))(x),
+                               model.serve(xt).numpy())
+    with pytest.raises(jaxhub.SignatureError, match=r"(?s)signature 'serve' is forward-only.*"
+                       r"'PreventGradient'.*Reason: no second derivative"):
+        jax.grad(lambda x: jnp.sum(module(x, signature="serve")))(x)
+
+
+class _Handles(tf.Module):
+    def __init__(self):
+        super().__init__()
+        self.v = tf.Variable([1.0, 2.0])
+
+    @tf.function(input_signature=[])
+    def handle(self):
+        return {"v": self.v.handle}
+
+
+def test_a_signature_returning_a_variable_handle_is_refused_naming_it(tmp_path):
+    model = _Handles()
+    tf.saved_model.save(model, str(tmp_path / "saved"), signatures={"handle": model.handle})
+    with pytest.raises(NotImplementedError, match=r"signature 'handle': output 'v' is a "
+                                                  r"resource handle.*read_value\(\)"):
+        convert_saved_model(tmp_path / "saved", tmp_path / "converted")
+    assert not (tmp_path / "converted").exists()
+
+
 # -- random ops in serving signatures ------------------------------------------------------
 
 
@@ -367,12 +413,17 @@ class _Checked(tf.Module):
         tf.debugging.assert_positive(x, message="x must be positive")
         return tf.math.log(x)
 
+    @tf.function(input_signature=[tf.TensorSpec([None, 3], tf.float32)])
+    def inverse(self, x):
+        return tf.debugging.check_numerics(1.0 / x, message="inverse")
+
 
 @pytest.fixture(scope="module")
 def checked(tmp_path_factory):
     root = tmp_path_factory.mktemp("checked")
     model = _Checked()
-    tf.saved_model.save(model, str(root / "saved"), signatures={"log": model.log})
+    tf.saved_model.save(model, str(root / "saved"),
+                        signatures={"log": model.log, "inverse": model.inverse})
     convert_saved_model(root / "saved", root / "converted", checks=True)
     return model, jaxhub.load(root / "converted"), load_saved_model(root / "saved")
 
@@ -399,6 +450,22 @@ def test_traced_asserts_kept_as_checks_fail_where_tf_fails(checked):
     np.testing.assert_allclose(grad, 1 / good, rtol=1e-6)
     with pytest.raises(ValueError, match="through `checkify.checkify`"):  # as documented
         jax.jit(lambda x: module(x, signature="log"))(good)
+
+
+@pytest.mark.parametrize("value,kind", [(0.0, "Inf"), (np.nan, "NaN")])
+def test_check_numerics_kept_as_checks_fails_where_tf_fails(checked, value, kind):
+    model, module, unchecked = checked
+    good = np.full((2, 3), 2.0, np.float32)
+    bad = good * np.array([1, value, 1], np.float32)
+    np.testing.assert_allclose(module(good, signature="inverse"), model.inverse(good).numpy())
+    with pytest.raises(tf.errors.InvalidArgumentError, match=f"inverse : Tensor had {kind}"):
+        model.inverse(bad)
+    with pytest.raises(checkify.JaxRuntimeError, match=f"signature 'inverse': TF node .*"
+                                                       f"CheckNumerics.* Tensor had {kind}"):
+        module(bad, signature="inverse")
+    # Without checks, the values pass through as TF's would have been computed.
+    with np.errstate(divide="ignore"):
+        np.testing.assert_array_equal(unchecked(bad, signature="inverse"), 1 / bad)
 
 
 def test_traced_asserts_are_dropped_by_default(checked):
