@@ -129,10 +129,13 @@ def _measure(args: argparse.Namespace) -> None:
     if args.framework == "tf":
         import tensorflow  # noqa: F401
     else:
-        # jaxhub imports JAX (and its converter) on first use: imported here, as TF is.
+        # jaxhub imports JAX, its converter and its module reader (Orbax) on first use:
+        # imported here, as TF is.
         import jax.numpy  # noqa: F401
         import jaxhub  # noqa: F401
+        import jaxhub._src.loading  # noqa: F401
         import jaxhub_tf.formats  # noqa: F401
+        import jaxhub_tf.from_tf.saved_model  # noqa: F401
     started = time.perf_counter()
     if args.framework == "tf":
         runner = _guarded(result, "not loaded", lambda: _tf_runner(args.saved_model))
