@@ -307,6 +307,32 @@ def test_a_function_jax_cannot_differentiate_is_stored_forward_only(tmp_path):
     assert "forward-only" in repr(loaded)
 
 
+def test_a_function_some_platforms_cannot_run_is_exported_for_the_others(tmp_path):
+    # JAX's general eigendecomposition lowers on CPUs only: no rule for TPUs, and GPU
+    # library calls without a compatibility guarantee.
+    def eigenvalues(params, x):
+        return jnp.sort(jnp.real(jnp.linalg.eigvals(x * params["scale"])), axis=-1)
+
+    with pytest.warns(UserWarning, match=r"exported for \['cpu'\] only"):
+        module = jaxhub.create_module({"scale": jnp.ones(())},
+                                      {"default": (eigenvalues, jaxhub.TensorSpec([None, 3, 3]))})
+    x = np.random.default_rng(0).standard_normal((2, 3, 3)).astype(np.float32)
+    loaded = jaxhub.load(module.export(tmp_path / "m"))
+    expected = np.sort(np.linalg.eigvals(x).real, axis=-1)
+    for m in (module, loaded):
+        file = m.manifest.function(frozenset(), "default").file
+        assert m.functions[file].platforms == ("cpu",)
+        np.testing.assert_allclose(jax.jit(m)(x), expected, rtol=1e-4, atol=1e-5)
+
+
+def test_a_function_exported_for_other_platforms_says_where_it_runs():
+    module = jaxhub.create_module({"w": jnp.ones(3)}, {"default": (
+        lambda p, x: x * p["w"], jaxhub.TensorSpec([None, 3]))}, platforms=("tpu",))
+    with pytest.raises(jaxhub.SignatureError, match=r"signature 'default' was exported for "
+                                                    r"\['tpu'\] only and cannot run on"):
+        module(np.ones((2, 3), np.float32))
+
+
 def test_signatures_that_draw_random_numbers_or_assign_params(tmp_path):
     def noisy(params, x, rng):
         return x + params["scale"] * jax.random.normal(rng, x.shape)

@@ -179,10 +179,11 @@ class _Builder:
         file = files.function_file(tags, name)
         self._exported[file] = exported
         try:
-            vjp, forward_only = self._add_split_vjp(once, arg_specs,
+            vjp, forward_only = self._add_split_vjp(once, arg_specs, exported.platforms,
                                                     files.vjp_files(tags, name)), None
         except serialization.NoGradient as e:
-            vjp, forward_only = None, self._why_no_gradient(flat, arg_specs, e)
+            vjp, forward_only = None, self._why_no_gradient(flat, arg_specs,
+                                                            exported.platforms, e)
             # The safety net of tests that must keep gradients matches this message.
             warnings.warn(f"a function's gradient could not be traced: signature {name!r} "
                           f"is stored forward-only ({forward_only})", stacklevel=3)
@@ -196,7 +197,7 @@ class _Builder:
                                         tuple(traced["checks"]))
         self._functions.append(self._added[key])
 
-    def _why_no_gradient(self, flat, arg_specs: list[TensorSpec],
+    def _why_no_gradient(self, flat, arg_specs: list[TensorSpec], platforms: Sequence[str],
                          error: serialization.NoGradient) -> str:
         """Why ``flat`` has no gradient, naming the op where its Python can.
 
@@ -204,15 +205,16 @@ class _Builder:
         runs its Python again, where a converter names the source node that failed.
         """
         try:
-            serialization.export_split_vjp(flat, arg_specs, platforms=self._platforms)
+            serialization.export_split_vjp(flat, arg_specs, platforms=platforms)
         except serialization.NoGradient as named:
             return str(named)
         return str(error)
 
     def _add_split_vjp(self, once: serialization.Traced, arg_specs: list[TensorSpec],
-                       halves: tuple[str, str]) -> VjpSpec | None:
-        """Exports the gradient's two halves, so that ``jax.grad`` runs the forward once."""
-        split = serialization.export_split_vjp(once.fn, arg_specs, platforms=self._platforms,
+                       platforms: Sequence[str], halves: tuple[str, str]) -> VjpSpec | None:
+        """Exports the gradient's two halves (for the ``platforms`` of the forward
+        function), so that ``jax.grad`` runs the forward once."""
+        split = serialization.export_split_vjp(once.fn, arg_specs, platforms=platforms,
                                                scope=once.scope)
         if split is None:
             return None

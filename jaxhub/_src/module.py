@@ -372,7 +372,7 @@ class Module:
             args += [arrays[name] for name in spec.signature.inputs]
             if spec.takes_rng:
                 args.append(_key_data(rng, signature))
-            flat = self._callable(spec.file)(*args)
+            flat = self._call_function(spec, args)
             _check(spec, flat[n_outputs + len(spec.state):])
             outputs = dict(zip(spec.signature.outputs, flat[:n_outputs]))
         outputs = nest_ragged(outputs)
@@ -380,6 +380,18 @@ class Module:
         if plain:
             return result
         return result, tree.unflatten(zip(spec.state, flat[n_outputs:]))
+
+    def _call_function(self, spec: FunctionSpec, args: list) -> tuple:
+        try:
+            return self._callable(spec.file)(*args)
+        except ValueError as e:
+            if "was exported for platforms" not in str(e):
+                raise
+            raise SignatureError(
+                f"signature {spec.signature_name!r} was exported for "
+                f"{list(self._def.functions[spec.file].platforms)} only and cannot run on "
+                f"this platform ({jax.default_backend()}): call it on a device of one of "
+                f"those platforms (see jax.devices())") from None
 
     def _check_x64(self, spec: FunctionSpec) -> None:
         """Refuses a call whose function was exported with JAX's 64-bit types on while

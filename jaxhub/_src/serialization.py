@@ -32,6 +32,7 @@ import contextlib
 import dataclasses
 import functools
 import re
+import warnings
 from typing import Any, Callable, Sequence
 
 import jax
@@ -53,8 +54,54 @@ def export(fn: Callable[..., Any], arg_specs: Sequence[TensorSpec], *,
     ``scope``: the symbolic scope of the dims (that of a :class:`Traced` function).
     """
     args = _symbolic_args(arg_specs, scope or jax_export.SymbolicScope())
-    with outside_mesh():
-        return jax_export.export(jax.jit(fn), platforms=tuple(platforms))(*args)
+    platforms, dropped = tuple(platforms), []
+    while True:
+        try:
+            with outside_mesh():
+                exported = jax_export.export(jax.jit(fn), platforms=platforms)(*args)
+            break
+        except (NotImplementedError, ValueError) as e:
+            platforms, why = _portable_platforms(platforms, e)
+            dropped.append(why)
+    if dropped:
+        warnings.warn(f"{'; '.join(dropped)}: the function is exported for {list(platforms)} "
+                      f"only", stacklevel=2)
+    return exported
+
+
+#: JAX's error for a primitive that has no lowering on some platforms.
+_NO_LOWERING = re.compile(r"MLIR translation rule for primitive '([^']+)' not found for "
+                          r"platforms? \[([^\]]*)\]")
+
+#: The platform of a GPU library call, by its target's prefix (``cuhybrid_eig_real``).
+_CUSTOM_CALL_PLATFORMS = {"cu": "cuda", "hip": "rocm"}
+
+
+def _portable_platforms(platforms: tuple[str, ...], error: Exception
+                        ) -> tuple[tuple[str, ...], str]:
+    """``platforms`` without those where ``error`` says the function cannot be exported,
+    and why:
+    a primitive without a lowering there (a general eigendecomposition on TPUs), or a
+    library call with no compatibility guarantee (the same on GPUs), so that the function
+    is exported for the others. Re-raises ``error`` for any other error, or when no
+    platform would be left.
+    """
+    message = str(error)
+    if found := _NO_LOWERING.search(message):
+        what, missing = repr(found.group(1)), set(re.findall(r"'([^']+)'", found.group(2)))
+    elif "custom calls whose targets have no compatibility guarantees" in message:
+        targets = set(re.findall(r"custom_call @(\w+)", message))
+        platform_of = {t: next((platform for prefix, platform in _CUSTOM_CALL_PLATFORMS.items()
+                                if t.startswith(prefix)), None) for t in targets}
+        if not targets or None in platform_of.values():
+            raise error
+        what, missing = ", ".join(sorted(targets)), set(platform_of.values())
+    else:
+        raise error
+    left = tuple(p for p in platforms if p not in missing)
+    if not missing & set(platforms) or not left:
+        raise error
+    return left, f"{what} cannot be exported for {sorted(missing & set(platforms))}"
 
 
 @dataclasses.dataclass(frozen=True)
