@@ -21,6 +21,9 @@ networks take other routes, each with a written-out gradient where autodiff's is
 * a convolution with few output channels (taps x outputs at most its input channels) is
   one product of the input with every tap's matrix, then a sum of shifted slices: XLA:CPU
   runs one-output-channel convolutions far below its speed;
+* a convolution over few input channels (taps x inputs at most 32: audio front ends,
+  grayscale and RGB stems) is one fused loop of broadcast multiply-adds, and so is its
+  input gradient at stride 1: XLA:CPU's kernels are slowest there, 10-40 times;
 * a convolution with symbolic spatial sizes (grouped and depthwise ones too, as
   ``feature_group_count``) is ``lax.conv_general_dilated`` on the input
   padded by ``lax.pad`` (``SAME`` paddings then depend on the sizes), with a written-out
@@ -139,9 +142,11 @@ def _conv(node, x, kernel):
         out = _out_sizes(padded, kernel.shape[:2], strides, dilations)
         if any(o < k for o, k in zip(out, kernel.shape[:2])):
             return _patches_conv(x, kernel, strides, dilations, pads, out)
+        window = _Window(tuple(strides), tuple(dilations), tuple(tuple(p) for p in pads))
         if _few_outputs(kernel):
-            window = _Window(tuple(strides), tuple(dilations), tuple(tuple(p) for p in pads))
             return _tap_projection_conv(x, kernel, window)
+        if _few_inputs(kernel):
+            return _broadcast_taps_conv(x, kernel, window)
     spec = "HWIO" if kernel.ndim == 4 else "DHWIO"
     return jax.lax.conv_general_dilated(
         x, kernel, window_strides=strides, padding=pads, rhs_dilation=dilations,
@@ -415,6 +420,83 @@ def _tap_projection_bwd(window: _Window, residuals, dy):
 
 
 _tap_projection_conv.defvjp(_tap_projection_fwd, _tap_projection_bwd)
+
+
+#: A convolution with at most this many products per output vector (taps x input
+#: channels) runs as broadcast multiply-adds (:func:`_broadcast_taps_conv`).
+MAX_BROADCAST_TERMS = 32
+
+
+def _few_inputs(kernel) -> bool:
+    """Whether a (2-D, HWIO) kernel is best run as :func:`_broadcast_taps_conv`: taps x
+    input channels at most :data:`MAX_BROADCAST_TERMS` (a 1x5 or 3x3 conv over 1 to 4
+    channels, a 1x3 over 8: audio front ends and grayscale or RGB stems)."""
+    kh, kw, in_channels, _ = kernel.shape
+    return kh * kw * in_channels <= MAX_BROADCAST_TERMS
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2,))
+def _broadcast_taps_conv(x, kernel, window: _Window):
+    """A 2-D convolution (NHWC) over few input channels as one fused loop of
+    multiply-adds: for every tap and input channel, that channel of a shifted, strided
+    slice of the padded input times the tap's row of output weights (broadcast).
+
+    XLA:CPU's convolution kernels run far below their speed when the input has few
+    channels (1x5 1 -> 4 and 1x3 4 -> 4 over [32, 40, 256]: 16-22 ms against 0.2-0.6 ms
+    this way, and TF's 0.8-4.4 ms; ``benchmarks/PROFILE.md``). The VJP is written out: the
+    input gradient is the same kind of loop over the padded cotangent with the flipped,
+    transposed kernel when that loop is as short (stride 1), else XLA's; the kernel
+    gradient is XLA's (its backprop-filter convolution is as fast as any product here).
+    Autodiff of the loop would pad every slice to the input's size.
+    """
+    return _broadcast_taps_fwd(x, kernel, window)[0]
+
+
+def _broadcast_taps_fwd(x, kernel, window: _Window):
+    xp = _pad_spatial(x, window.pads)
+    out_sizes = _out_sizes(xp.shape[1:3], kernel.shape[:2], window.strides, window.dilations)
+    return _broadcast_taps(xp, kernel, out_sizes, window.strides, window.dilations), (xp, kernel)
+
+
+def _broadcast_taps(xp, kernel, out_sizes, strides, dilations):
+    """``sum over taps (i, j) and channels c of patch(i, j)[.., c:c+1] * kernel[i, j, c]``."""
+    kh, kw, in_channels, _ = kernel.shape
+    total = None
+    for i, j in itertools.product(range(kh), range(kw)):
+        patch = _strided(xp, (i * dilations[0], j * dilations[1]), out_sizes, strides)
+        for c in range(in_channels):
+            term = jax.lax.slice_in_dim(patch, c, c + 1, 1, 3) * kernel[i, j, c]
+            total = term if total is None else total + term
+    return total
+
+
+def _broadcast_taps_bwd(window: _Window, residuals, dy):
+    xp, kernel = residuals
+    kh, kw, _, out_channels = kernel.shape
+    in_sizes = [n - lo - hi for n, (lo, hi) in zip(xp.shape[1:3], window.pads)]
+
+    def valid_conv(xp, kernel):
+        return jax.lax.conv_general_dilated(
+            xp, kernel, window.strides, [(0, 0), (0, 0)], rhs_dilation=window.dilations,
+            dimension_numbers=("NHWC", "HWIO", "NHWC"))
+
+    if window.strides != (1, 1) or kh * kw * out_channels > MAX_BROADCAST_TERMS:
+        dxp, dkernel = jax.vjp(valid_conv, xp, kernel)[1](dy)
+        return _strided(dxp, [lo for lo, _ in window.pads], in_sizes, (1, 1)), dkernel
+    # Stride 1: input row h gets dy[h + lo - i*d] * tap i, so dy padded by the dilated
+    # window less the forward's padding (negative widths crop), read with the flipped
+    # taps in order, gives exactly the input's rows.
+    zero = np.zeros((), dy.dtype)
+    widths = [(0, 0, 0)] + [((k - 1) * d - lo, (k - 1) * d - hi, 0) for k, d, (lo, hi) in zip(
+        (kh, kw), window.dilations, window.pads)] + [(0, 0, 0)]
+    flipped = jnp.swapaxes(jnp.flip(kernel, (0, 1)), 2, 3)
+    dx = _broadcast_taps(jax.lax.pad(dy, zero, widths), flipped, in_sizes, (1, 1),
+                         window.dilations)
+    dkernel = jax.vjp(lambda k: valid_conv(xp, k), kernel)[1](dy)[0]
+    return dx, dkernel
+
+
+_broadcast_taps_conv.defvjp(_broadcast_taps_fwd, _broadcast_taps_bwd)
 
 
 def _pointwise(x, kernel, strides):
