@@ -766,8 +766,16 @@ def _max_pool(node, x, window=None, strides=None):
         return jax.lax.reduce_window(x, _lowest(x.dtype), jax.lax.max, window, strides,
                                      "VALID")
     if max(window) <= MAX_SHIFTED_TAPS:
-        return _shifted_max(x, window, strides, tuple(tuple(p) for p in pads))
+        pads = tuple(tuple(p) for p in pads)
+        if _spatial_2d(x, window, strides):
+            return _shifted_max_2d(x, window, strides, pads)
+        return _shifted_max(x, window, strides, pads)
     return jax.lax.reduce_window(x, _lowest(x.dtype), jax.lax.max, window, strides, pads)
+
+
+def _spatial_2d(x, window, strides) -> bool:
+    """Whether a pool of 4-D ``x`` spans only axes 1 and 2 (NHWC's height and width)."""
+    return x.ndim == 4 and window[0] == window[3] == strides[0] == strides[3] == 1
 
 
 def _lowest(dtype) -> np.ndarray:
@@ -830,6 +838,58 @@ def _shifted_max_jvp(window, strides, pads, primals, tangents):
         taken = taken | hit
         t_out = t_out + jnp.where(hit, _tap(tp, offsets, out.shape, strides), 0)
     return out, t_out
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(1, 2, 3))
+def _shifted_max_2d(x, window, strides, pads):
+    """:func:`_shifted_max` over NHWC's height and width, with a written-out VJP.
+
+    Autodiff of :func:`_shifted_max`'s JVP transposes every tap's slice into a ``pad`` of
+    the cotangent to the input's full size (nine for a 3×3 pool, each as costly as the
+    pool), then adds them up. Here the index of each window's winning tap is kept, and
+    each stride phase of the input gradient sums the cotangent's contiguous slices where
+    that tap won, all phases interleaved in one fused loop (as the depthwise input
+    gradient, :func:`_depthwise_input_grad`).
+    """
+    return _shifted_max(x, window, strides, pads)
+
+
+def _shifted_max_2d_fwd(x, window, strides, pads):
+    out = _shifted_max(x, window, strides, pads)
+    return out, (x, out)
+
+
+def _shifted_max_2d_bwd(window, strides, pads, residuals, dy):
+    x, out = residuals
+    kh, kw = window[1:3]
+    xp = _pad_axes(x, pads, _lowest(x.dtype))
+    # As TF's MaxPoolGrad: each output's gradient goes to the first maximum of its window
+    # (in row-major window order). Taps in reverse, so the first hit is written last.
+    winner = jnp.full(out.shape, -1, np.int32)
+    for tap in reversed(range(kh * kw)):
+        hit = _tap(xp, (0, *divmod(tap, kw), 0), out.shape, strides) == out
+        winner = jnp.where(hit, np.int32(tap), winner)
+    plans = [_phase_plan(k, s, 1, lo, n, o) for k, s, (lo, _), n, o in zip(
+        (kh, kw), strides[1:3], pads[1:3], x.shape[1:3], out.shape[1:3])]
+    (count0, pads0, phases0), (count1, pads1, phases1) = plans
+    dyp = _pad_spatial(dy, (pads0, pads1))
+    winner = _pad_axes(winner, ((0, 0), pads0, pads1, (0, 0)), -1)
+    grid = []
+    for taps0 in phases0:
+        row = []
+        for taps1 in phases1:
+            total = jnp.zeros((dy.shape[0], count0, count1, dy.shape[3]), dy.dtype)
+            for i, start0 in taps0:
+                for j, start1 in taps1:
+                    offsets, counts = (start0, start1), (count0, count1)
+                    won = _strided(winner, offsets, counts, (1, 1)) == i * kw + j
+                    total = total + jnp.where(won, _strided(dyp, offsets, counts, (1, 1)), 0)
+            row.append(total)
+        grid.append(row)
+    return (_strided(_interleave(grid), (0, 0), x.shape[1:3], (1, 1)),)
+
+
+_shifted_max_2d.defvjp(_shifted_max_2d_fwd, _shifted_max_2d_bwd)
 
 
 @register("MaxPool", "MaxPool3D", attrs={**_POOL_ATTRS, "explicit_paddings": None})
