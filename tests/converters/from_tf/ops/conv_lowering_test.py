@@ -239,6 +239,23 @@ def test_few_input_conv_runs_as_multiply_adds_forward_and_input_gradient(x_shape
     assert jax.jit(kernel_grad).lower(x, k).as_text().count("stablehlo.convolution") == 1
 
 
+@pytest.mark.parametrize("window,strides", [(3, 2), (3, 1), (5, 3)])
+def test_max_pool_gradient_pads_per_phase_not_per_tap(window, strides):
+    """The 2-D max pool's gradient takes the winning tap of each window and sums the
+    cotangent's slices per stride phase: fewer pads than the window has taps (autodiff of
+    the shifted maxima padded the cotangent to the input's size once per tap: 21 pads
+    for a 3x3 stride-2 pool), and no ``select_and_scatter``."""
+    case = Case("MaxPool", lambda x: tf.nn.max_pool2d(x, window, strides, "SAME"))
+    specs = [tf.TensorSpec((None, 9, 9, 3), tf.float32)]
+    concrete = tf.function(case.fn).get_concrete_function(*specs)
+    run = run_graph(concrete.graph.as_graph_def(), [t.name for t in concrete.inputs],
+                    [t.name for t in concrete.outputs])
+    x = jax.ShapeDtypeStruct((2, 9, 9, 3), np.float32)
+    text = jax.jit(jax.grad(lambda x: jnp.sum(run({}, [x])[0][0]))).lower(x).as_text()
+    assert text.count("stablehlo.pad") < window * window, text.count("stablehlo.pad")
+    assert "select_and_scatter" not in text
+
+
 _POOLS = {"max": tf.nn.max_pool2d, "avg": tf.nn.avg_pool2d, "avg3d": tf.nn.avg_pool3d}
 
 
