@@ -683,8 +683,11 @@ def _max_pool(node, x, window=None, strides=None):
         x = _pad_axes(x, pads, _lowest(x.dtype))
         return jax.lax.reduce_window(x, _lowest(x.dtype), jax.lax.max, window, strides,
                                      "VALID")
+    pads = tuple(tuple(p) for p in pads)
     if max(window) <= MAX_SHIFTED_TAPS:
-        return _shifted_max(x, window, strides, tuple(tuple(p) for p in pads))
+        return _shifted_max(x, window, strides, pads)
+    if all(k <= s for k, s in zip(window, strides)):
+        return _tiled_max(x, window, strides, pads)
     return jax.lax.reduce_window(x, _lowest(x.dtype), jax.lax.max, window, strides, pads)
 
 
@@ -748,6 +751,60 @@ def _shifted_max_jvp(window, strides, pads, primals, tangents):
         taken = taken | hit
         t_out = t_out + jnp.where(hit, _tap(tp, offsets, out.shape, strides), 0)
     return out, t_out
+
+
+def _tiles(x, window, strides, pads, fill):
+    """``x`` padded with ``fill``, each axis cut into ``[windows, window]``: ``y[.., o, i,
+    ..] = x[.., o*s + i, ..]``, for windows that do not overlap (``k <= s``), as a reshape
+    into rows of ``s`` cut to their first ``k`` cells. Unpooled axes get a window axis of 1.
+    """
+    x = _pad_axes(x, pads, fill)
+    shape = []
+    for axis, (n, k, s) in enumerate(zip(x.shape, window, strides)):
+        if k == 1 and s == 1:  # not pooled (the batch, whose size may be symbolic)
+            shape += [n, 1]
+            continue
+        count = (n - k) // s + 1
+        # Rows of s cells; the last window's row may end past the input by s - k cells.
+        x = jax.lax.slice_in_dim(x, 0, min(n, count * s), 1, axis)
+        if x.shape[axis] < count * s:
+            x = _pad_axes(x, [(0, count * s - x.shape[axis]) if a == axis else (0, 0)
+                              for a in range(x.ndim)], fill)
+        shape += [count, s]
+    x = x.reshape(shape)
+    for axis, k in enumerate(window):
+        x = jax.lax.slice_in_dim(x, 0, k, 1, 2 * axis + 1)
+    return x
+
+
+@functools.partial(jax.custom_jvp, nondiff_argnums=(1, 2, 3))
+def _tiled_max(x, window, strides, pads):
+    """Max pooling with large windows that do not overlap (a pool over a whole axis, as
+    audio models pool frequency): a reshape into windows and one ``max`` reduction.
+
+    ``reduce_window``'s gradient is a ``select_and_scatter``, which XLA:CPU expands into
+    a variadic ``reduce_window`` carrying each maximum's coordinates and a ``scatter``:
+    seconds per pool at batch 32, where this gradient is a few elementwise passes.
+    """
+    tiles = _tiles(x, window, strides, pads, _lowest(x.dtype))
+    return jnp.max(tiles, axis=tuple(range(1, 2 * x.ndim, 2)))
+
+
+@_tiled_max.defjvp
+def _tiled_max_jvp(window, strides, pads, primals, tangents):
+    # As TF's MaxPoolGrad: each output's gradient goes to the first maximum of its window
+    # in row-major window order, found as the smallest window position holding the max.
+    (x,), (tx,) = primals, tangents
+    out = _tiled_max(x, window, strides, pads)
+    tiles = _tiles(x, window, strides, pads, _lowest(x.dtype))
+    window_axes = tuple(range(1, 2 * x.ndim, 2))
+    position = sum(jax.lax.broadcasted_iota(np.int32, tiles.shape, axis) * int(np.prod(
+        window[i + 1:])) for i, axis in enumerate(window_axes))
+    at_max = tiles == jnp.expand_dims(out, window_axes)
+    first = jnp.min(jnp.where(at_max, position, np.int32(np.prod(window))), axis=window_axes,
+                    keepdims=True)
+    t_tiles = _tiles(tx, window, strides, pads, 0)
+    return out, jnp.sum(jnp.where(position == first, t_tiles, 0), axis=window_axes)
 
 
 @register("MaxPool", "MaxPool3D", attrs={**_POOL_ATTRS, "explicit_paddings": None})

@@ -160,6 +160,17 @@ POOL = [
          (((2, 7, 7, 3),),), name="MaxPool-ties"),  # gradients go to the first maximum
     Case("MaxPool", lambda x: tf.nn.max_pool2d(tf.nn.relu(x - 1.0), [2, 3], [2, 1], "VALID"),
          (((2, 6, 7, 3),),), name="MaxPool-ties-valid"),
+    # Windows beyond the shifted path that do not overlap: a reshape into windows. A pool
+    # over a whole axis (as audio models pool frequency), ties on the ReLU's zeros, SAME
+    # padding, and a stride past the window (cells no window reads).
+    Case("MaxPool", lambda x: tf.nn.max_pool2d(x, [1, 40], [1, 40], "VALID"),
+         (((2, 5, 40, 3),),), sample=distinct, name="MaxPool-whole-axis"),
+    Case("MaxPool", lambda x: tf.nn.max_pool2d(tf.nn.relu(x - 1.0), [2, 30], [2, 30], "VALID"),
+         (((2, 4, 61, 3),),), name="MaxPool-large-ties"),
+    Case("MaxPool", lambda x: tf.nn.max_pool2d(x, [3, 27], [3, 27], "SAME"),
+         (((2, 7, 60, 2),),), sample=distinct, name="MaxPool-large-same"),
+    Case("MaxPool", lambda x: tf.nn.max_pool2d(x, [1, 26], [2, 31], "VALID"),
+         (((1, 5, 90, 2),),), sample=distinct, name="MaxPool-large-gaps"),
     Case("AvgPool", lambda x: tf.nn.avg_pool2d(x, 3, 2, "SAME"),
          (((2, 7, 7, 3),), ((1, 8, 8, 2),)), **_TOL),
     Case("AvgPool", lambda x: tf.nn.avg_pool2d(x, [2, 3], [1, 2], "VALID"), (((2, 6, 7, 3),),),
