@@ -90,6 +90,12 @@ CONV = [
          name="Conv2D-dilated", grad_reference=_dilated_as_dense(), **_TOL),
     Case("Conv2D", _conv2d(1, [[0, 0], [1, 2], [0, 1], [0, 0]]),
          (((1, 6, 6, 2), (3, 3, 2, 3)),), name="Conv2D-explicit", **_TOL),
+    # One input channel and kernels tall or wide (audio front ends: 128x1 over time,
+    # 7x38 over time and frequency): the kernel gradient's stacked taps.
+    Case("Conv2D", _conv2d(), (((2, 24, 5, 1), (8, 1, 1, 3)),), name="Conv2D-one-channel",
+         **_TOL),
+    Case("Conv2D", _conv2d(1, "VALID"), (((2, 12, 16, 1), (3, 6, 1, 5)),),
+         name="Conv2D-one-channel-valid", **_TOL),
     Case("Conv2D", _conv2d(), (((2, 5, 5, 8), (1, 1, 8, 6)),), name="Conv2D-1x1", **_TOL),
     Case("Conv2D", _conv2d(2), (((2, 7, 7, 4), (1, 1, 4, 6)),), name="Conv2D-1x1-s2", **_TOL),
     Case("Conv2D", _conv2d(), (((1, 6, 6, 8), (3, 3, 2, 4)),), name="Conv2D-grouped",
