@@ -21,6 +21,11 @@ networks take other routes, each with a written-out gradient where autodiff's is
 * a convolution with few output channels (taps x outputs at most its input channels) is
   one product of the input with every tap's matrix, then a sum of shifted slices: XLA:CPU
   runs one-output-channel convolutions far below its speed;
+* a convolution over one input channel (audio front ends) is ``lax.conv_general_dilated``
+  with a written-out kernel gradient: the taps' input slices stacked, times the cotangent
+  (autodiff's swapped-axes convolution is 3 times slower on XLA:CPU);
+* max pooling with large windows that do not overlap (a pool over a whole axis) is a
+  reshape into windows and one ``max`` (``reduce_window``'s gradient is a scatter);
 * a convolution with symbolic spatial sizes (grouped and depthwise ones too, as
   ``feature_group_count``) is ``lax.conv_general_dilated`` on the input
   padded by ``lax.pad`` (``SAME`` paddings then depend on the sizes), with a written-out
@@ -142,7 +147,8 @@ def _conv(node, x, kernel):
         window = _Window(tuple(strides), tuple(dilations), tuple(tuple(p) for p in pads))
         if _few_outputs(kernel):
             return _tap_projection_conv(x, kernel, window)
-        return _tap_gradient_conv(x, kernel, window)
+        if kernel.shape[2] <= MAX_STACKED_CHANNELS:
+            return _tap_gradient_conv(x, kernel, window)
     spec = "HWIO" if kernel.ndim == 4 else "DHWIO"
     return jax.lax.conv_general_dilated(
         x, kernel, window_strides=strides, padding=pads, rhs_dilation=dilations,
@@ -420,16 +426,17 @@ _tap_projection_conv.defvjp(_tap_projection_fwd, _tap_projection_bwd)
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(2,))
 def _tap_gradient_conv(x, kernel, window: _Window):
-    """A 2-D convolution (NHWC) as ``lax.conv_general_dilated``, with its kernel gradient
-    written out as products of the taps' input slices with the cotangent.
+    """A 2-D convolution (NHWC) over one input channel as ``lax.conv_general_dilated``,
+    with its kernel gradient written out as one matrix product of the taps' input slices
+    with the cotangent.
 
     Autodiff's kernel gradient is a convolution with batch and channel axes swapped and
-    the whole output as its window. XLA:CPU runs that form 3 to 6 times slower than the
-    forward convolution (and transposes its operands first; audio front ends with one
-    input channel and 7×38 or 128×1 kernels took seconds per layer at batch 32). Here
-    each tap's strided slice of the padded input is copied out contiguously, stacked
-    along a new leading axis, and multiplied with the flattened cotangent: one plain
-    matrix product per group of taps (see :data:`MAX_TAP_STACK`).
+    the whole output as its window. With one input channel (audio front ends: 7×38 and
+    128×1 kernels over a mel spectrogram) XLA:CPU runs that form 3 to 7 times slower
+    than these products (seconds per layer at batch 32). Each tap's strided slice of the
+    padded input, channels first, is copied out contiguously and stacked along a new
+    leading axis: ``[taps * C, N*H*W]`` times the flattened cotangent is a plain matrix
+    product (see :data:`MAX_TAP_STACK` for its memory).
     """
     return _tap_gradient_fwd(x, kernel, window)[0]
 
@@ -443,6 +450,13 @@ def _lax_conv2d(x, kernel, window: _Window):
 def _tap_gradient_fwd(x, kernel, window: _Window):
     return _lax_conv2d(x, kernel, window), (x, kernel)
 
+
+#: Convs with at most this many input channels take :func:`_tap_gradient_conv`'s kernel
+#: gradient. Measured at batch 32 (kernel gradient alone, ms, autodiff's / stacked taps):
+#: one channel 3×3 -> 128 on 187×96 156 / 44, 128×1 -> 51 923 / 307, 7×38 -> 204
+#: 1957 / 752; three channels (image stems) 3×3 -> 32 37 / 47, 7×7/2 -> 64 212 / 240;
+#: 128 channels 3×3 -> 128 about even, and the copies cost memory.
+MAX_STACKED_CHANNELS = 1
 
 #: The kernel gradient's stacked slices hold at most this many elements at a time (or
 #: one tap's slice, if larger): taps beyond it form further groups, one product each.
@@ -460,14 +474,15 @@ def _tap_gradient_bwd(window: _Window, residuals, dy):
                                             _known_size(dy.shape[0])))
     parts = []
     for start in range(0, len(taps), per_group):
-        # Stacked along a new leading axis: contiguous copies (a stack along the channel
-        # axis interleaves narrow pieces, several times slower).
-        stack = jnp.stack([
-            _strided(xp, (i * window.dilations[0], j * window.dilations[1]), dy.shape[1:3],
-                     window.strides) for i, j in taps[start:start + per_group]])
-        stack = stack.reshape(stack.shape[0], -1, in_channels)
-        parts.append(jax.lax.dot_general(stack, rows, (((1,), (0,)), ((), ()))))
-    dkernel = parts[0] if len(parts) == 1 else jnp.concatenate(parts)  # [taps, in, out]
+        # Stacked along a new leading axis, channels first: contiguous copies (a stack
+        # along the channel axis interleaves narrow pieces, several times slower), and
+        # the product's operand needs no transpose.
+        stack = jnp.stack([jnp.moveaxis(_strided(
+            xp, (i * window.dilations[0], j * window.dilations[1]), dy.shape[1:3],
+            window.strides), -1, 0) for i, j in taps[start:start + per_group]])
+        parts.append(jax.lax.dot_general(stack.reshape(-1, rows.shape[0]), rows,
+                                         (((1,), (0,)), ((), ()))))
+    dkernel = parts[0] if len(parts) == 1 else jnp.concatenate(parts)  # [taps * in, out]
     return vjp(dy)[0], dkernel.reshape(kernel.shape)
 
 

@@ -18,8 +18,8 @@ from tests.converters.from_tf.ops._conformance import Case
 from tests.converters.from_tf.ops.conv_test import CONV, DEPTHWISE
 
 # Shifted depthwise convs, 1x1 convs (matrix products), convs whose output is smaller
-# than the window (patches), convs with few outputs (tap projections) and the others
-# (``lax`` convs whose kernel gradient is products of stacked taps).
+# than the window (patches), convs with few outputs (tap projections), and the others
+# (``lax`` convs; over one input channel, a kernel gradient of stacked taps' products).
 _LOWERED = ([case for case in DEPTHWISE
              if case.op == "DepthwiseConv2dNative" and case.name != "Depthwise-7x7"] +
             [case for case in CONV if case.name in {
