@@ -472,18 +472,25 @@ def _tap_gradient_bwd(window: _Window, residuals, dy):
     else:
         dx = jax.vjp(lambda x: _lax_conv2d(x, kernel, window), x)[1](dy)[0]
     xp = _pad_spatial(x, window.pads)
-    taps = list(itertools.product(range(kh), range(kw)))
+    (s0, s1), (d0, d1) = window.strides, window.dilations
+    out_h, out_w = dy.shape[1:3]
     rows = dy.reshape(-1, out_channels)
-    per_group = max(1, MAX_TAP_STACK // int(np.prod(dy.shape[1:3]) * in_channels *
+    # Kernel rows per group: the group's stack holds rows x kw slices of dy's size.
+    per_group = max(1, MAX_TAP_STACK // int(kw * out_h * out_w * in_channels *
                                             _known_size(dy.shape[0])))
     parts = []
-    for start in range(0, len(taps), per_group):
-        # Stacked along a new leading axis, channels first: contiguous copies (a stack
-        # along the channel axis interleaves narrow pieces, several times slower), and
-        # the product's operand needs no transpose.
-        stack = jnp.stack([jnp.moveaxis(_strided(
-            xp, (i * window.dilations[0], j * window.dilations[1]), dy.shape[1:3],
-            window.strides), -1, 0) for i, j in taps[start:start + per_group]])
+    for start in range(0, kh, per_group):
+        # Cut one axis at a time (kh + kw slices, not kh * kw: a 7x38 kernel's 266 slices
+        # took seconds to compile), each stacked along a new leading axis: contiguous
+        # copies (a stack along the channel axis interleaves narrow pieces, several times
+        # slower). Channels then go before the positions, so that the product's operand
+        # ``[taps * C, N*H*W]`` needs no transpose (one channel: no move at all).
+        stack = jnp.stack([jax.lax.slice_in_dim(xp, i * d0, i * d0 + (out_h - 1) * s0 + 1,
+                                                s0, 1)
+                           for i in range(start, min(kh, start + per_group))])
+        stack = jnp.stack([jax.lax.slice_in_dim(stack, j * d1, j * d1 + (out_w - 1) * s1 + 1,
+                                                s1, 3) for j in range(kw)], axis=1)
+        stack = jnp.moveaxis(stack, -1, 2)  # [rows, kw, C, N, out_h, out_w]
         parts.append(jax.lax.dot_general(stack.reshape(-1, rows.shape[0]), rows,
                                          (((1,), (0,)), ((), ()))))
     dkernel = parts[0] if len(parts) == 1 else jnp.concatenate(parts)  # [taps * in, out]
