@@ -93,6 +93,16 @@ CONV = [
          name="Conv2D-dilated", grad_reference=_dilated_as_dense(), **_TOL),
     Case("Conv2D", _conv2d(1, [[0, 0], [1, 2], [0, 1], [0, 0]]),
          (((1, 6, 6, 2), (3, 3, 2, 3)),), name="Conv2D-explicit", **_TOL),
+    # One input channel and kernels tall or wide (audio front ends: 128x1 over time,
+    # 7x38 over time and frequency): the kernel gradient's stacked taps.
+    Case("Conv2D", _conv2d(), (((2, 24, 5, 1), (8, 1, 1, 3)),), name="Conv2D-one-channel",
+         **_TOL),
+    Case("Conv2D", _conv2d(1, "VALID"), (((2, 12, 16, 1), (3, 6, 1, 5)),),
+         name="Conv2D-one-channel-valid", **_TOL),
+    Case("Conv2D", _conv2d(1, "SAME", 2), (((1, 10, 9, 1), (3, 3, 1, 4)),),
+         name="Conv2D-one-channel-dilated", grad_reference=_dilated_as_dense(), **_TOL),
+    Case("Conv2D", _conv2d(2), (((2, 11, 9, 1), (3, 3, 1, 4)),), name="Conv2D-one-channel-s2",
+         **_TOL),
     Case("Conv2D", _conv2d(), (((2, 5, 5, 8), (1, 1, 8, 6)),), name="Conv2D-1x1", **_TOL),
     Case("Conv2D", _conv2d(2), (((2, 7, 7, 4), (1, 1, 4, 6)),), name="Conv2D-1x1-s2", **_TOL),
     Case("Conv2D", _conv2d(), (((1, 6, 6, 8), (3, 3, 2, 4)),), name="Conv2D-grouped",
@@ -177,6 +187,17 @@ POOL = [
          (((2, 7, 7, 3),),), name="MaxPool-ties"),  # gradients go to the first maximum
     Case("MaxPool", lambda x: tf.nn.max_pool2d(tf.nn.relu(x - 1.0), [2, 3], [2, 1], "VALID"),
          (((2, 6, 7, 3),),), name="MaxPool-ties-valid"),
+    # Windows beyond the shifted path that do not overlap: a reshape into windows. A pool
+    # over a whole axis (as audio models pool frequency), ties on the ReLU's zeros, SAME
+    # padding, and a stride past the window (cells no window reads).
+    Case("MaxPool", lambda x: tf.nn.max_pool2d(x, [1, 40], [1, 40], "VALID"),
+         (((2, 5, 40, 3),),), sample=distinct, name="MaxPool-whole-axis"),
+    Case("MaxPool", lambda x: tf.nn.max_pool2d(tf.nn.relu(x - 1.0), [2, 30], [2, 30], "VALID"),
+         (((2, 4, 61, 3),),), name="MaxPool-large-ties"),
+    Case("MaxPool", lambda x: tf.nn.max_pool2d(x, [3, 27], [3, 27], "SAME"),
+         (((2, 7, 60, 2),),), sample=distinct, name="MaxPool-large-same"),
+    Case("MaxPool", lambda x: tf.nn.max_pool2d(x, [1, 26], [2, 31], "VALID"),
+         (((1, 5, 90, 2),),), sample=distinct, name="MaxPool-large-gaps"),
     Case("AvgPool", lambda x: tf.nn.avg_pool2d(x, 3, 2, "SAME"),
          (((2, 7, 7, 3),), ((1, 8, 8, 2),)), **_TOL),
     Case("AvgPool", lambda x: tf.nn.avg_pool2d(x, [2, 3], [1, 2], "VALID"), (((2, 6, 7, 3),),),
