@@ -3,8 +3,8 @@
 Unlike :mod:`benchmarks.models` (architectures with random weights), these are the
 weights their authors trained and published, in the formats they shipped: a SavedModel
 (basic-pitch), Keras 2 HDF5 models (tempocnn, fer), Keras HDF5 weights with the
-architecture in the package's code (deepcut, textgenrnn, mtcnn's joblib weights) and a
-TF1 checkpoint with its graph-building code (musicnn). Each is saved the way a user of
+architecture in the package's code (deepcut, textgenrnn, chars2vec, mhcnuggets, mtcnn's
+joblib weights) and a TF1 checkpoint with its graph-building code (musicnn). Each is saved the way a user of
 TF 2 would (Keras 3 ``model.export``, ``tf.saved_model.save``, or as shipped).
 
 The packages install without their dependencies (``pip install --no-deps -r
@@ -53,6 +53,9 @@ class Input:
       low, high: values are drawn uniformly from ``[low, high)``.
       ids: the values are ids (whole numbers, even in a float input): nothing is
         differentiable with respect to them.
+      padding: the input is a batch of sequences (axis 1) of different lengths, padded
+        with this value (a Keras ``Masking`` layer's ``mask_value``): each example's steps
+        from a random length on (at least one step is kept) hold it on every feature.
     """
 
     shape: tuple[int | None, ...]
@@ -60,6 +63,7 @@ class Input:
     low: float = -1.0
     high: float = 1.0
     ids: bool = False
+    padding: float | None = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -68,7 +72,7 @@ class RealModel:
 
     Attributes:
       name: the model's name on the command line, in tests and tables.
-      domain: ``audio``, ``vision`` or ``text``.
+      domain: ``audio``, ``vision``, ``text`` or ``biology``.
       package: the distribution that ships the weights, as ``name==version``.
       build: ``build(path)`` writes the SavedModel (runs in its own process).
       inputs: the serving signature's inputs by name.
@@ -234,6 +238,34 @@ def tf1_saved_model(path: pathlib.Path) -> pathlib.Path:
     return path / "tf1"
 
 
+def _build_chars2vec(path: pathlib.Path) -> None:
+    # chars2vec's own Keras code (two stacked LSTMs over one-hot characters, words of any
+    # length) with its HDF5 weights, loaded as ``chars2vec.load_model`` does; the word
+    # embedding model is the part a user calls.
+    import pickle
+    import tensorflow as tf
+    folder = _package_dir("chars2vec", "chars2vec") / "trained_models" / "eng_50"
+    dim, char_to_ix = pickle.loads((folder / "model.pkl").read_bytes())
+    model = _import_module("chars2vec", "chars2vec", "model").Chars2Vec(dim, char_to_ix)
+    model.embedding_model.load_weights(folder / "weights.h5")
+    _export_keras(model.embedding_model, path, [
+        tf.TensorSpec([None, None, len(char_to_ix)], tf.float32, name="characters")])
+
+
+def _build_mhcnuggets(path: pathlib.Path) -> None:
+    # mhcnuggets' class I binding-affinity model for HLA-A*02:01: its Keras code (a masked
+    # LSTM over one-hot amino acids, padded peptides masked) with its HDF5 weights, loaded
+    # as ``mhcnuggets.src.predict`` does.
+    import tensorflow as tf
+    embeddings = _import_module("mhcnuggets", "mhcnuggets", "src.aa_embeddings")
+    model = _import_module("mhcnuggets", "mhcnuggets", "src.models").mhcnuggets_lstm(
+        (embeddings.MHCI_MASK_LEN, embeddings.NUM_AAS))
+    model.load_weights(_package_dir("mhcnuggets", "mhcnuggets") / "saves" / "production"
+                       / "HLA-A02:01_BA.h5")
+    _export_keras(model, path, [tf.TensorSpec(
+        [None, embeddings.MHCI_MASK_LEN, embeddings.NUM_AAS], tf.float32, name="peptides")])
+
+
 def _build_basic_pitch(path: pathlib.Path) -> None:
     shipped = _package_dir("basic-pitch", "basic_pitch") / "saved_models" / "icassp_2022" / "nmp"
     shutil.copytree(shipped, path)
@@ -268,6 +300,12 @@ MODELS: dict[str, RealModel] = {m.name: m for m in [
     RealModel("textgenrnn", "text", "textgenrnn==2.0.0", _build_textgenrnn,
               {"input": Input((_TEXTGENRNN_CONFIG["max_length"],), "int32", low=0, high=465,
                                ids=True)}, legacy_keras=True),
+    RealModel("chars2vec", "text", "chars2vec==0.1.7", _build_chars2vec,
+              {"characters": Input((None, 59), low=0.0)}, sizes=((9,), (1,))),
+    RealModel("mhcnuggets", "biology", "mhcnuggets==2.4.1", _build_mhcnuggets,
+              # class I peptides (up to 15 amino acids), padded to 15 with mhcnuggets'
+              # MASK_VALUE; the kept steps hold uniform values, not one-hot ones
+              {"peptides": Input((15, 21), low=0.0, padding=-4200000.0)}),
 ]}
 
 
@@ -293,8 +331,22 @@ def example_inputs(name: str, batch: int, seed: int = 1,
         shape = (batch, *(next(free) if d is None else d for d in spec.shape))
         values = (rng.integers(int(spec.low), int(spec.high), shape) if spec.ids
                   else rng.uniform(spec.low, spec.high, shape))
+        if spec.padding is not None:
+            for example, length in enumerate(rng.integers(1, shape[1] + 1, batch)):
+                values[example, length:] = spec.padding
         arrays[input_name] = values.astype(spec.dtype)
     return arrays
+
+
+def serving_outputs(module: Any, params: Any, inputs: dict[str, Any]) -> dict[str, Any]:
+    """The outputs by name of a converted model's serving signature, applied with ``params``.
+
+    A signature that assigns params returns ``(outputs, state)``: its state is dropped
+    (mhcnuggets' Keras 3 LSTM with recurrent dropout advances its seed generator's state
+    at every call, in TF too).
+    """
+    result = module.apply(params, inputs, signature="serving_default", as_dict=True)
+    return result[0] if isinstance(result, tuple) else result
 
 
 def build_saved_model(name: str, path: pathlib.Path) -> dict[str, Any]:

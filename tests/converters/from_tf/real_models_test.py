@@ -144,7 +144,7 @@ def converted(request, tf_side, record_testsuite_property) -> _Converted:
 
 def test_the_suite_spans_three_domains_and_six_models():
     domains = {real_models.MODELS[name].domain for name in TESTED}
-    assert domains == {"audio", "vision", "text"}
+    assert domains >= {"audio", "vision", "text"}
     assert len(TESTED) >= 6
 
 
@@ -163,7 +163,7 @@ def _check(errors: dict[str, float], record_property, rtol: float = RTOL) -> Non
 
 def _apply(module, jit: bool):
     def apply(params, inputs):
-        return module.apply(params, inputs, signature="serving_default", as_dict=True)
+        return real_models.serving_outputs(module, params, inputs)
     return jax.jit(apply) if jit else apply
 
 
