@@ -2,7 +2,7 @@
 
 Unlike :mod:`benchmarks.models` (architectures with random weights), these are the
 weights their authors trained and published, in the formats they shipped: a SavedModel
-(basic-pitch), Keras 2 HDF5 models (tempocnn, fer), Keras HDF5 weights with the
+(basic-pitch), Keras 2 HDF5 models (tempocnn, fer, spliceai), Keras HDF5 weights with the
 architecture in the package's code (deepcut, textgenrnn, chars2vec, mhcnuggets, mtcnn's
 joblib weights) and a TF1 checkpoint with its graph-building code (musicnn). Each is saved the way a user of
 TF 2 would (Keras 3 ``model.export``, ``tf.saved_model.save``, or as shipped).
@@ -266,6 +266,23 @@ def _build_mhcnuggets(path: pathlib.Path) -> None:
         [None, embeddings.MHCI_MASK_LEN, embeddings.NUM_AAS], tf.float32, name="peptides")])
 
 
+#: SpliceAI reads 5000 nucleotides of context either side of the positions it scores
+#: (its 32 dilated residual convs crop them away): 10000 + 100 scored positions.
+_SPLICEAI_LENGTH = 10100
+
+
+def _build_spliceai(path: pathlib.Path) -> None:
+    # The first of SpliceAI's five Keras 2 HDF5 models (architecture and weights; spliceai
+    # averages the five), loaded as spliceai.utils does. The model's length axis is free;
+    # the export fixes it, as for tempocnn.
+    import keras
+    import tensorflow as tf
+    file = _package_dir("spliceai", "spliceai") / "models" / "spliceai1.h5"
+    model = keras.models.load_model(file, compile=False)
+    _export_keras(model, path, [tf.TensorSpec([None, _SPLICEAI_LENGTH, 4], tf.float32,
+                                              name=model.inputs[0].name)])
+
+
 def _build_basic_pitch(path: pathlib.Path) -> None:
     shipped = _package_dir("basic-pitch", "basic_pitch") / "saved_models" / "icassp_2022" / "nmp"
     shutil.copytree(shipped, path)
@@ -306,6 +323,8 @@ MODELS: dict[str, RealModel] = {m.name: m for m in [
               # class I peptides (up to 15 amino acids), padded to 15 with mhcnuggets'
               # MASK_VALUE; the kept steps hold uniform values, not one-hot ones
               {"peptides": Input((15, 21), low=0.0, padding=-4200000.0)}),
+    RealModel("spliceai", "biology", "spliceai==1.3.1", _build_spliceai,
+              {"input_1": Input((_SPLICEAI_LENGTH, 4), low=0.0)}),  # nucleotides (ACGT)
 ]}
 
 
