@@ -422,19 +422,7 @@ def _with_exported_vjp(forward: Callable[..., tuple], exported: jax_export.Expor
                        ) -> Callable[..., tuple]:
     """A ``custom_vjp`` of ``forward`` whose backward pass is ``exported``'s own VJP."""
     backward = _Backward(exported)
-
-    @jax.custom_vjp
-    def call(*args):
-        return tuple(forward(*args))
-
-    def call_fwd(*args):
-        return tuple(forward(*args)), args
-
-    def call_bwd(args, cotangents):
-        return backward(args, cotangents)
-
-    call.defvjp(call_fwd, call_bwd)
-    return call
+    return _custom_vjp(forward, lambda *args: (tuple(forward(*args)), args), backward)
 
 
 def _without_gradient(forward: Callable[..., tuple], message: str) -> Callable[..., tuple]:
@@ -443,17 +431,20 @@ def _without_gradient(forward: Callable[..., tuple], message: str) -> Callable[.
     Calls that are not differentiated run as usual; only a gradient asked of them fails,
     when its backward pass is traced.
     """
+    def refuse(*unused):
+        raise SignatureError(message)
+
+    return _custom_vjp(forward, lambda *args: (tuple(forward(*args)), None), refuse)
+
+
+def _custom_vjp(forward: Callable[..., tuple], fwd: Callable, bwd: Callable
+                ) -> Callable[..., tuple]:
+    """``forward``, returning a tuple, differentiated by the rules ``fwd`` and ``bwd``."""
     @jax.custom_vjp
     def call(*args):
         return tuple(forward(*args))
 
-    def call_fwd(*args):
-        return tuple(forward(*args)), None
-
-    def call_bwd(_, cotangents):
-        raise SignatureError(message)
-
-    call.defvjp(call_fwd, call_bwd)
+    call.defvjp(fwd, bwd)
     return call
 
 
@@ -471,10 +462,6 @@ def _with_split_vjp(forward: Callable[..., tuple], split: SplitVjp, n_outputs: i
     float_ins = [i for i, a in enumerate(fwd.in_avals) if _is_float(a)]
     float_outs = [j for j, a in enumerate(fwd.out_avals[:n_outputs]) if _is_float(a)]
 
-    @jax.custom_vjp
-    def call(*args):
-        return tuple(forward(*args))
-
     def call_fwd(*args):
         results = forward_with_residuals(*args)
         outs, stored = tuple(results[:n_outputs]), tuple(results[n_outputs:])
@@ -487,8 +474,7 @@ def _with_split_vjp(forward: Callable[..., tuple], split: SplitVjp, n_outputs: i
         in_cts = backward(*stored, *saved, *(cotangents[j] for j in float_outs))
         return _at_float_args(in_cts, float_ins, len(fwd.in_avals))
 
-    call.defvjp(call_fwd, call_bwd)
-    return call
+    return _custom_vjp(forward, call_fwd, call_bwd)
 
 
 def _keeping_shardings(call: Callable[..., tuple], in_avals: Sequence, out_avals: Sequence

@@ -21,6 +21,9 @@ networks take other routes, each with a written-out gradient where autodiff's is
 * a convolution with few output channels (taps x outputs at most its input channels) is
   one product of the input with every tap's matrix, then a sum of shifted slices: XLA:CPU
   runs one-output-channel convolutions far below its speed;
+* a convolution over few input channels (taps x inputs at most 32: audio front ends,
+  grayscale and RGB stems) is one fused loop of broadcast multiply-adds, and so is its
+  input gradient at stride 1: XLA:CPU's kernels are slowest there, 10-40 times;
 * a convolution with symbolic spatial sizes (grouped and depthwise ones too, as
   ``feature_group_count``) is ``lax.conv_general_dilated`` on the input
   padded by ``lax.pad`` (``SAME`` paddings then depend on the sizes), with a written-out
@@ -139,9 +142,11 @@ def _conv(node, x, kernel):
         out = _out_sizes(padded, kernel.shape[:2], strides, dilations)
         if any(o < k for o, k in zip(out, kernel.shape[:2])):
             return _patches_conv(x, kernel, strides, dilations, pads, out)
+        window = _Window(tuple(strides), tuple(dilations), tuple(tuple(p) for p in pads))
         if _few_outputs(kernel):
-            window = _Window(tuple(strides), tuple(dilations), tuple(tuple(p) for p in pads))
             return _tap_projection_conv(x, kernel, window)
+        if _few_inputs(kernel):
+            return _broadcast_taps_conv(x, kernel, window)
     spec = "HWIO" if kernel.ndim == 4 else "DHWIO"
     return jax.lax.conv_general_dilated(
         x, kernel, window_strides=strides, padding=pads, rhs_dilation=dilations,
@@ -415,6 +420,88 @@ def _tap_projection_bwd(window: _Window, residuals, dy):
 
 
 _tap_projection_conv.defvjp(_tap_projection_fwd, _tap_projection_bwd)
+
+
+#: A convolution with at most this many products per output vector (taps x input
+#: channels) runs as broadcast multiply-adds (:func:`_broadcast_taps_conv`).
+MAX_BROADCAST_TERMS = 32
+
+
+def _few_inputs(kernel) -> bool:
+    """Whether a (2-D, HWIO) kernel is best run as :func:`_broadcast_taps_conv`: taps x
+    input channels at most :data:`MAX_BROADCAST_TERMS` (a 1x5 or 3x3 conv over 1 to 4
+    channels, a 1x3 over 8: audio front ends and grayscale or RGB stems)."""
+    kh, kw, in_channels, _ = kernel.shape
+    return kh * kw * in_channels <= MAX_BROADCAST_TERMS
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2,))
+def _broadcast_taps_conv(x, kernel, window: _Window):
+    """A 2-D convolution (NHWC) over few input channels as one fused loop of
+    multiply-adds: for every tap and input channel, that channel of a shifted, strided
+    slice of the padded input times the tap's row of output weights (broadcast).
+
+    XLA:CPU's convolution kernels run far below their speed when the input has few
+    channels (1x5 1 -> 4 and 1x3 4 -> 4 over [32, 40, 256]: 16-22 ms against 0.2-0.6 ms
+    this way, and TF's 0.8-4.4 ms; ``benchmarks/PROFILE.md``). The VJP is written out: the
+    input gradient is the same kind of loop over the padded cotangent with the flipped,
+    transposed kernel when that loop is as short (stride 1), else XLA's; the kernel
+    gradient is XLA's (its backprop-filter convolution is as fast as any product here).
+    Autodiff of the loop would pad every slice to the input's size.
+    """
+    return _broadcast_taps_fwd(x, kernel, window)[0]
+
+
+def _broadcast_taps_fwd(x, kernel, window: _Window):
+    xp = _pad_spatial(x, window.pads)
+    out_sizes = _out_sizes(xp.shape[1:3], kernel.shape[:2], window.strides, window.dilations)
+    return _broadcast_taps(xp, kernel, out_sizes, window.strides, window.dilations), (xp, kernel)
+
+
+def _broadcast_taps(xp, kernel, out_sizes, strides, dilations):
+    """``sum over taps (i, j) and channels c of patch(i, j)[.., c:c+1] * kernel[i, j, c]``."""
+    kh, kw, in_channels, _ = kernel.shape
+    # XLA fuses elementwise producers into their consumers, and would fuse this loop into
+    # each of its consumers (batch norm, activation, pooling and their gradients) and
+    # the input's producers into each of its taps, computing them many times over (3-4x
+    # slower gradient steps). The barriers keep the input and the result in memory.
+    xp = jax.lax.optimization_barrier(xp)
+    total = None
+    for i, j in itertools.product(range(kh), range(kw)):
+        patch = _strided(xp, (i * dilations[0], j * dilations[1]), out_sizes, strides)
+        for c in range(in_channels):
+            term = jax.lax.slice_in_dim(patch, c, c + 1, 1, 3) * kernel[i, j, c]
+            total = term if total is None else total + term
+    return jax.lax.optimization_barrier(total)
+
+
+def _broadcast_taps_bwd(window: _Window, residuals, dy):
+    xp, kernel = residuals
+    kh, kw, _, out_channels = kernel.shape
+    in_sizes = [n - lo - hi for n, (lo, hi) in zip(xp.shape[1:3], window.pads)]
+
+    def valid_conv(xp, kernel):
+        return jax.lax.conv_general_dilated(
+            xp, kernel, window.strides, [(0, 0), (0, 0)], rhs_dilation=window.dilations,
+            dimension_numbers=("NHWC", "HWIO", "NHWC"))
+
+    if window.strides != (1, 1) or kh * kw * out_channels > MAX_BROADCAST_TERMS:
+        dxp, dkernel = jax.vjp(valid_conv, xp, kernel)[1](dy)
+        return _strided(dxp, [lo for lo, _ in window.pads], in_sizes, (1, 1)), dkernel
+    # Stride 1: input row h gets dy[h + lo - i*d] * tap i, so dy padded by the dilated
+    # window less the forward's padding (negative widths crop), read with the flipped
+    # taps in order, gives exactly the input's rows.
+    zero = np.zeros((), dy.dtype)
+    widths = [(0, 0, 0)] + [((k - 1) * d - lo, (k - 1) * d - hi, 0) for k, d, (lo, hi) in zip(
+        (kh, kw), window.dilations, window.pads)] + [(0, 0, 0)]
+    flipped = jnp.swapaxes(jnp.flip(kernel, (0, 1)), 2, 3)
+    dx = _broadcast_taps(jax.lax.pad(dy, zero, widths), flipped, in_sizes, (1, 1),
+                         window.dilations)
+    dkernel = jax.vjp(lambda k: valid_conv(xp, k), kernel)[1](dy)[0]
+    return dx, dkernel
+
+
+_broadcast_taps_conv.defvjp(_broadcast_taps_fwd, _broadcast_taps_bwd)
 
 
 def _pointwise(x, kernel, strides):
@@ -702,8 +789,16 @@ def _max_pool(node, x, window=None, strides=None):
         return jax.lax.reduce_window(x, _lowest(x.dtype), jax.lax.max, window, strides,
                                      "VALID")
     if max(window) <= MAX_SHIFTED_TAPS:
-        return _shifted_max(x, window, strides, tuple(tuple(p) for p in pads))
+        pads = tuple(tuple(p) for p in pads)
+        if _spatial_2d(x, window, strides):
+            return _shifted_max_2d(x, window, strides, pads)
+        return _shifted_max(x, window, strides, pads)
     return jax.lax.reduce_window(x, _lowest(x.dtype), jax.lax.max, window, strides, pads)
+
+
+def _spatial_2d(x, window, strides) -> bool:
+    """Whether a pool of 4-D ``x`` spans only axes 1 and 2 (NHWC's height and width)."""
+    return x.ndim == 4 and window[0] == window[3] == strides[0] == strides[3] == 1
 
 
 def _lowest(dtype) -> np.ndarray:
@@ -766,6 +861,58 @@ def _shifted_max_jvp(window, strides, pads, primals, tangents):
         taken = taken | hit
         t_out = t_out + jnp.where(hit, _tap(tp, offsets, out.shape, strides), 0)
     return out, t_out
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(1, 2, 3))
+def _shifted_max_2d(x, window, strides, pads):
+    """:func:`_shifted_max` over NHWC's height and width, with a written-out VJP.
+
+    Autodiff of :func:`_shifted_max`'s JVP transposes every tap's slice into a ``pad`` of
+    the cotangent to the input's full size (nine for a 3×3 pool, each as costly as the
+    pool), then adds them up. Here the index of each window's winning tap is kept, and
+    each stride phase of the input gradient sums the cotangent's contiguous slices where
+    that tap won, all phases interleaved in one fused loop (as the depthwise input
+    gradient, :func:`_depthwise_input_grad`).
+    """
+    return _shifted_max(x, window, strides, pads)
+
+
+def _shifted_max_2d_fwd(x, window, strides, pads):
+    out = _shifted_max(x, window, strides, pads)
+    return out, (x, out)
+
+
+def _shifted_max_2d_bwd(window, strides, pads, residuals, dy):
+    x, out = residuals
+    kh, kw = window[1:3]
+    xp = _pad_axes(x, pads, _lowest(x.dtype))
+    # As TF's MaxPoolGrad: each output's gradient goes to the first maximum of its window
+    # (in row-major window order). Taps in reverse, so the first hit is written last.
+    winner = jnp.full(out.shape, -1, np.int32)
+    for tap in reversed(range(kh * kw)):
+        hit = _tap(xp, (0, *divmod(tap, kw), 0), out.shape, strides) == out
+        winner = jnp.where(hit, np.int32(tap), winner)
+    plans = [_phase_plan(k, s, 1, lo, n, o) for k, s, (lo, _), n, o in zip(
+        (kh, kw), strides[1:3], pads[1:3], x.shape[1:3], out.shape[1:3])]
+    (count0, pads0, phases0), (count1, pads1, phases1) = plans
+    dyp = _pad_spatial(dy, (pads0, pads1))
+    winner = _pad_axes(winner, ((0, 0), pads0, pads1, (0, 0)), -1)
+    grid = []
+    for taps0 in phases0:
+        row = []
+        for taps1 in phases1:
+            total = jnp.zeros((dy.shape[0], count0, count1, dy.shape[3]), dy.dtype)
+            for i, start0 in taps0:
+                for j, start1 in taps1:
+                    offsets, counts = (start0, start1), (count0, count1)
+                    won = _strided(winner, offsets, counts, (1, 1)) == i * kw + j
+                    total = total + jnp.where(won, _strided(dyp, offsets, counts, (1, 1)), 0)
+            row.append(total)
+        grid.append(row)
+    return (_strided(_interleave(grid), (0, 0), x.shape[1:3], (1, 1)),)
+
+
+_shifted_max_2d.defvjp(_shifted_max_2d_fwd, _shifted_max_2d_bwd)
 
 
 @register("MaxPool", "MaxPool3D", attrs={**_POOL_ATTRS, "explicit_paddings": None})

@@ -17,14 +17,16 @@ from tests.converters.from_tf.ops._conformance import Case
 from tests.converters.from_tf.ops.conv_test import CONV, DEPTHWISE
 
 # Shifted depthwise convs, 1x1 convs (matrix products), convs whose output is smaller
-# than the window (patches) and convs with few outputs (tap projections).
+# than the window (patches), convs with few outputs (tap projections) and with few inputs
+# (broadcast multiply-adds).
 _LOWERED = ([case for case in DEPTHWISE
              if case.op == "DepthwiseConv2dNative" and case.name != "Depthwise-7x7"] +
             [case for case in CONV if case.name in {
                 "Conv2D-1x1", "Conv2D-1x1-s2", "Conv2D-small-map", "Conv2D-small-map-s2",
                 "Conv2D-kernel-spans-axis", "Conv2D-framed", "Conv2D-overlapping-frames",
                 "Conv1D-long-window", "Conv2D-few-outputs", "Conv2D-few-outputs-s2",
-                "Conv2D-few-outputs-explicit"}])
+                "Conv2D-few-outputs-explicit", "Conv2D-few-inputs", "Conv2D-few-inputs-s2",
+                "Conv2D-few-inputs-explicit-wide"}])
 
 
 def _params():
@@ -239,6 +241,43 @@ def test_few_output_conv_runs_as_products_forward_and_backward(x_shape, k_shape,
     backward = jax.jit(grad).lower(x, k).as_text()
     # One padded cotangent; autodiff of the slices padded each tap's slice.
     assert backward.count("stablehlo.pad") < taps, backward.count("stablehlo.pad")
+
+
+@pytest.mark.parametrize("x_shape,k_shape", [
+    ((2, 40, 64, 1), (1, 5, 1, 4)),   # an audio front end: 5 taps over one band
+    ((2, 40, 64, 4), (1, 3, 4, 4)),
+    ((2, 16, 16, 3), (3, 3, 3, 3)),   # an RGB stem
+])
+def test_few_input_conv_runs_as_multiply_adds_forward_and_input_gradient(x_shape, k_shape):
+    """A conv whose taps x input channels are few is broadcast multiply-adds, and so is
+    its stride-1 input gradient: no ``convolution`` in either (XLA:CPU runs convs over a
+    few channels 10-40 times below its speed); only the kernel gradient is one."""
+    case = Case("Conv2D", lambda x, k: tf.nn.conv2d(x, k, 1, "SAME"))
+    _, f = _converted(case, x_shape, k_shape)
+    x = jax.ShapeDtypeStruct(x_shape, np.float32)
+    k = jax.ShapeDtypeStruct(k_shape, np.float32)
+    input_grad = jax.grad(lambda x, k: jnp.sum(f(x, k)))
+    kernel_grad = jax.grad(lambda x, k: jnp.sum(f(x, k)), argnums=1)
+    for fn in (f, input_grad):
+        assert "stablehlo.convolution" not in jax.jit(fn).lower(x, k).as_text()
+    assert jax.jit(kernel_grad).lower(x, k).as_text().count("stablehlo.convolution") == 1
+
+
+@pytest.mark.parametrize("window,strides", [(3, 2), (3, 1), (5, 3)])
+def test_max_pool_gradient_pads_per_phase_not_per_tap(window, strides):
+    """The 2-D max pool's gradient takes the winning tap of each window and sums the
+    cotangent's slices per stride phase: fewer pads than the window has taps (autodiff of
+    the shifted maxima padded the cotangent to the input's size once per tap: 21 pads
+    for a 3x3 stride-2 pool), and no ``select_and_scatter``."""
+    case = Case("MaxPool", lambda x: tf.nn.max_pool2d(x, window, strides, "SAME"))
+    specs = [tf.TensorSpec((None, 9, 9, 3), tf.float32)]
+    concrete = tf.function(case.fn).get_concrete_function(*specs)
+    run = run_graph(concrete.graph.as_graph_def(), [t.name for t in concrete.inputs],
+                    [t.name for t in concrete.outputs])
+    x = jax.ShapeDtypeStruct((2, 9, 9, 3), np.float32)
+    text = jax.jit(jax.grad(lambda x: jnp.sum(run({}, [x])[0][0]))).lower(x).as_text()
+    assert text.count("stablehlo.pad") < window * window, text.count("stablehlo.pad")
+    assert "select_and_scatter" not in text
 
 
 _POOLS = {"max": tf.nn.max_pool2d, "avg": tf.nn.avg_pool2d, "avg3d": tf.nn.avg_pool3d}

@@ -126,6 +126,20 @@ CONV = [
          (((1, 8, 10, 9), (3, 3, 9, 1)),), name="Conv2D-few-outputs-explicit", **_TOL),
     Case("Conv2D", _conv2d(1, "SAME", 2), (((1, 9, 9, 9), (3, 3, 9, 1)),),
          name="Conv2D-few-outputs-dilated", grad_reference=_dilated_as_dense(), **_TOL),
+    # Taps x inputs at most 32: broadcast multiply-adds; input gradient the same at stride
+    # 1 (when taps x outputs are at most 32 too), else XLA's. Wider ones stay convolutions.
+    Case("Conv2D", _conv2d(), (((2, 9, 17, 1), (1, 5, 1, 4)), ((1, 8, 7, 4), (1, 3, 4, 4)),
+                               ((2, 7, 9, 3), (3, 3, 3, 6))),
+         name="Conv2D-few-inputs", **_TOL),
+    Case("Conv2D", _conv2d(1, "VALID"), (((2, 9, 8, 1), (3, 3, 1, 8)),),
+         name="Conv2D-few-inputs-valid", **_TOL),
+    Case("Conv2D", _conv2d(1, [[0, 0], [3, 0], [1, 2], [0, 0]]),
+         (((1, 6, 7, 2), (2, 3, 2, 3)),), name="Conv2D-few-inputs-explicit-wide", **_TOL),
+    Case("Conv2D", _conv2d([2, 1]), (((2, 9, 8, 2), (3, 3, 2, 3)),),
+         name="Conv2D-few-inputs-s2", **_TOL),
+    Case("Conv2D", _conv2d(1, "SAME", 2), (((1, 6, 11, 2), (2, 3, 2, 3)),),
+         name="Conv2D-few-inputs-dilated", grad_reference=_dilated_as_dense(), **_TOL),
+    Case("Conv2D", _conv2d(), (((2, 6, 5, 8), (3, 3, 8, 6)),), name="Conv2D-wide", **_TOL),
     Case("Conv2D", lambda x, k: tf.nn.conv1d(x, k, 16, "VALID"), (((2, 70, 1), (32, 1, 6)),),
          name="Conv1D-framed", **_TOL),
     # More windows and taps than MAX_WINDOW_SLICES: one gather cuts them.

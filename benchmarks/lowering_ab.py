@@ -1,0 +1,152 @@
+"""``python -m benchmarks.lowering_ab MODEL``: a converter lowering on and off, in one process.
+
+Converts one shipped model (:mod:`benchmarks.real_models`) twice into fresh caches: once
+with the chosen lowerings of ``converters/from_tf/ops/conv.py`` switched off (the program
+the converter emitted before them), once as the converter stands; then alternates, call
+by call, the jitted forward pass and the jitted gradient (of the summed mean squared
+outputs w.r.t. the params) of both modules with TensorFlow's ``serving_default`` and its
+``GradientTape`` gradient. On a machine shared with other work only such alternating
+figures compare. Lowerings that can be switched off:
+
+* ``few-inputs``: convs over few input channels as broadcast multiply-adds
+  (``MAX_BROADCAST_TERMS``), then ``lax.conv_general_dilated``;
+* ``barriers``: the optimization barriers around those multiply-adds;
+* ``max-pool-vjp``: 2-D max pooling's written-out VJP, then autodiff of its JVP.
+
+Prints the medians (ms) and the ratios TF / jaxhub. Usage::
+
+    python -m benchmarks.lowering_ab tempocnn [--batch 32] [--calls 10]
+        [--off few-inputs,barriers,max-pool-vjp]
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import os
+import pathlib
+import tempfile
+import time
+from typing import Callable, Iterator
+
+import numpy as np
+
+from benchmarks import real_models
+from benchmarks.real_models_bench import DEFAULT_WORKDIR
+
+LOWERINGS = ("few-inputs", "barriers", "max-pool-vjp")
+
+
+@contextlib.contextmanager
+def switched_off(lowerings: list[str]) -> Iterator[None]:
+    """The converter as it was without ``lowerings`` while the block converts."""
+    import jax
+    from jaxhub_tf.from_tf.ops import conv
+    saved = conv.MAX_BROADCAST_TERMS, conv._spatial_2d, jax.lax.optimization_barrier
+    if "few-inputs" in lowerings:
+        conv.MAX_BROADCAST_TERMS = 0
+    if "max-pool-vjp" in lowerings:
+        conv._spatial_2d = lambda *args: False
+    if "barriers" in lowerings:
+        jax.lax.optimization_barrier = lambda value: value
+    try:
+        yield
+    finally:
+        conv.MAX_BROADCAST_TERMS, conv._spatial_2d, jax.lax.optimization_barrier = saved
+
+
+def _jax_calls(saved_model: pathlib.Path, inputs: dict[str, np.ndarray]
+               ) -> tuple[Callable[[], object], Callable[[], object]]:
+    """Blocking calls of the converted module's jitted forward pass and gradient."""
+    import jax
+    import jax.numpy as jnp
+    import jaxhub
+    module = jaxhub.load(saved_model, cache_dir=pathlib.Path(tempfile.mkdtemp()))
+
+    def apply(params, x):
+        return module.apply(params, x, signature="serving_default", as_dict=True)
+
+    def loss(params, x):
+        return sum(jnp.mean(jnp.square(y)) for y in apply(params, x).values())
+
+    forward, grad = jax.jit(apply), jax.jit(jax.grad(loss))
+    return (lambda: jax.block_until_ready(forward(module.params, inputs)),
+            lambda: jax.block_until_ready(grad(module.params, inputs)))
+
+
+def _tf_calls(saved_model: pathlib.Path, inputs: dict[str, np.ndarray]
+              ) -> tuple[Callable[[], object], Callable[[], object]]:
+    import tensorflow as tf
+    loaded = tf.saved_model.load(str(saved_model))
+    signature = loaded.signatures["serving_default"]
+    x = {k: tf.constant(v) for k, v in inputs.items()}
+    variables = signature.trainable_variables
+
+    @tf.function
+    def gradient():
+        with tf.GradientTape() as tape:
+            loss = tf.add_n([tf.reduce_mean(tf.square(y)) for y in signature(**x).values()])
+        return tape.gradient(loss, variables)
+
+    # Each call holds `loaded`, which owns the signature's variables.
+    return (lambda owner=loaded: [y.numpy() for y in signature(**x).values()],
+            lambda owner=loaded: [g.numpy() for g in gradient()])
+
+
+def alternate(calls: dict[str, Callable[[], object]], rounds: int) -> dict[str, float]:
+    """Median milliseconds of each call, timed in turn ``rounds`` times after 2 warm-ups."""
+    for call in calls.values():
+        call()
+        call()
+    times: dict[str, list[float]] = {name: [] for name in calls}
+    for _ in range(rounds):
+        for name, call in calls.items():
+            start = time.perf_counter()
+            call()
+            times[name].append(time.perf_counter() - start)
+    return {name: float(np.median(t)) * 1e3 for name, t in times.items()}
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("model", choices=sorted(real_models.MODELS))
+    parser.add_argument("--batch", type=int, default=32)
+    parser.add_argument("--calls", type=int, default=10, help="alternating rounds")
+    parser.add_argument("--off", default=",".join(LOWERINGS),
+                        help=f"lowerings switched off in 'before': {', '.join(LOWERINGS)}")
+    parser.add_argument("--no-grad", action="store_true", help="forward passes only")
+    parser.add_argument("--no-tf-grad", action="store_true",
+                        help="no TF gradient (fer's aborts the process with oneDNN on)")
+    parser.add_argument("--workdir", type=pathlib.Path, default=DEFAULT_WORKDIR)
+    args = parser.parse_args(argv)
+    off = [name.strip() for name in args.off.split(",") if name.strip()]
+    if set(off) - set(LOWERINGS):
+        parser.error(f"unknown lowerings {sorted(set(off) - set(LOWERINGS))}")
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    saved_model = real_models.ensure_saved_models([args.model], args.workdir)[args.model]
+    inputs = real_models.example_inputs(args.model, args.batch)
+    with switched_off(off):
+        before = _jax_calls(saved_model, inputs)
+    after = _jax_calls(saved_model, inputs)
+    tf_calls = _tf_calls(saved_model, inputs)
+    calls = {"before": before[0], "after": after[0], "tf": tf_calls[0]}
+    if not args.no_grad:
+        calls.update({"before grad": before[1], "after grad": after[1]})
+        if not args.no_tf_grad:
+            calls["tf grad"] = tf_calls[1]
+    ms = alternate(calls, args.calls)
+    print(f"{args.model}, batch {args.batch}, off in 'before': {', '.join(off)}; "
+          f"load average {os.getloadavg()[0]:.1f}")
+    for suffix in ("", " grad"):
+        if "before" + suffix not in ms:
+            continue
+        b, a, t = ms["before" + suffix], ms["after" + suffix], ms.get("tf" + suffix)
+        line = (f"  {suffix.strip() or 'forward'}: before {b:.2f} ms, after {a:.2f} ms, "
+                f"after / before {a / b:.2f}")
+        if t is not None:
+            line += f"; TF {t:.2f} ms, TF / jaxhub {t / b:.2f} -> {t / a:.2f}"
+        print(line)
+
+
+if __name__ == "__main__":
+    main()
