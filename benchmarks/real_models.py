@@ -4,8 +4,8 @@ Unlike :mod:`benchmarks.models` (architectures with random weights), these are t
 weights their authors trained and published, in the formats they shipped: a SavedModel
 (basic-pitch), Keras 2 HDF5 models (tempocnn, fer, spliceai), Keras HDF5 weights with the
 architecture in the package's code (deepcut, textgenrnn, chars2vec, mhcnuggets, mtcnn's
-joblib weights), a Keras 3 ``.keras`` file (sleepecg) and a TF1 checkpoint with its
-graph-building code (musicnn). Each is saved the way a user of
+joblib weights), a Keras 3 ``.keras`` file (sleepecg), a frozen TF1 graph (deepbrain)
+and a TF1 checkpoint with its graph-building code (musicnn). Each is saved the way a user of
 TF 2 would (Keras 3 ``model.export``, ``tf.saved_model.save``, or as shipped).
 
 The packages install without their dependencies (``pip install --no-deps -r
@@ -57,6 +57,8 @@ class Input:
       padding: the input is a batch of sequences (axis 1) of different lengths, padded
         with this value (a Keras ``Masking`` layer's ``mask_value``): each example's steps
         from a random length on (at least one step is kept) hold it on every feature.
+      sample: ``sample(rng, shape)`` draws the values instead (``low`` and ``high`` unused),
+        for models whose outputs are flat on uniform noise.
     """
 
     shape: tuple[int | None, ...]
@@ -65,6 +67,7 @@ class Input:
     high: float = 1.0
     ids: bool = False
     padding: float | None = None
+    sample: Callable[[np.random.Generator, tuple[int, ...]], np.ndarray] | None = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -300,6 +303,47 @@ def _build_sleepecg(path: pathlib.Path) -> None:
                                               tf.float32, name="features")])
 
 
+_DEEPBRAIN_SIZE = 128  # deepbrain resizes every MRI volume to 128^3 voxels
+
+
+def _head_phantom(rng: np.random.Generator, shape: tuple[int, ...]) -> np.ndarray:
+    """MRI-like volumes ``(batch, d, h, w, 1)`` in [0, 1]: a noisy ellipsoid (tissue) in a
+    bright shell (skull) on a dark background, where deepbrain finds some brain; on
+    uniform noise its output is flat (about 1e-10)."""
+    axes = [np.linspace(-1, 1, n) for n in shape[1:4]]
+    z, y, x = np.meshgrid(*axes, indexing="ij")
+    radius = np.sqrt((x / 0.7) ** 2 + (y / 0.85) ** 2 + (z / 0.75) ** 2)[None, ..., None]
+    tissue = 0.5 + 0.2 * rng.uniform(size=shape)
+    return np.where(radius < 0.8, tissue, 0) + np.where((radius >= 0.8) & (radius < 0.9),
+                                                          0.9, 0)
+
+
+def _build_deepbrain(path: pathlib.Path) -> None:
+    # deepbrain's brain extractor: a frozen TF 1 graph (a 3D U-Net, its weights constants,
+    # its dropout behind a ``training`` flag, its input from a tf.data iterator or fed),
+    # wrapped as TF 2's migration guide does for frozen graphs and saved as a SavedModel.
+    import tensorflow as tf
+    graph_def = tf.compat.v1.GraphDef.FromString(
+        (_package_dir("deepbrain", "deepbrain") / "models" / "graph.pb").read_bytes())
+
+    def extract(image):
+        (prob,) = tf.compat.v1.import_graph_def(
+            graph_def, input_map={"img:0": image, "training:0": tf.constant(False)},
+            return_elements=["prob:0"], name="")
+        return prob
+
+    size = [None, *[_DEEPBRAIN_SIZE] * 3, 1]
+    wrapped = tf.compat.v1.wrap_function(extract, [tf.TensorSpec(size, tf.float32)])
+
+    @tf.function(input_signature=[tf.TensorSpec(size, tf.float32, name="img")])
+    def serve(image):
+        return {"prob": wrapped(image)}
+
+    module = tf.Module()
+    module.wrapped = wrapped
+    tf.saved_model.save(module, str(path), signatures={"serving_default": serve})
+
+
 def _build_basic_pitch(path: pathlib.Path) -> None:
     shipped = _package_dir("basic-pitch", "basic_pitch") / "saved_models" / "icassp_2022" / "nmp"
     shutil.copytree(shipped, path)
@@ -345,6 +389,9 @@ MODELS: dict[str, RealModel] = {m.name: m for m in [
     # nights of 30 s windows (of 36 features), padded with the classifier's mask value -1
     RealModel("sleepecg", "medicine", "sleepecg==0.6.0", _build_sleepecg,
               {"features": Input((None, 36), low=0.0, padding=-1.0)}, sizes=((120,), (9,))),
+    # MRI volumes scaled to [0, 1] (by their maximum), as deepbrain feeds them
+    RealModel("deepbrain", "medicine", "deepbrain==0.1", _build_deepbrain,
+              {"img": Input((*[_DEEPBRAIN_SIZE] * 3, 1), sample=_head_phantom)}),
 ]}
 
 
@@ -368,8 +415,12 @@ def example_inputs(name: str, batch: int, seed: int = 1,
     arrays = {}
     for input_name, spec in model.inputs.items():
         shape = (batch, *(next(free) if d is None else d for d in spec.shape))
-        values = (rng.integers(int(spec.low), int(spec.high), shape) if spec.ids
-                  else rng.uniform(spec.low, spec.high, shape))
+        if spec.sample is not None:
+            values = spec.sample(rng, shape)
+        elif spec.ids:
+            values = rng.integers(int(spec.low), int(spec.high), shape)
+        else:
+            values = rng.uniform(spec.low, spec.high, shape)
         if spec.padding is not None:
             for example, length in enumerate(rng.integers(1, shape[1] + 1, batch)):
                 values[example, length:] = spec.padding
