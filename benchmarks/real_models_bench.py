@@ -89,7 +89,7 @@ def _jaxhub_runner(saved_model: pathlib.Path, cache: pathlib.Path):
     module = jaxhub.load(saved_model, cache_dir=cache)
 
     def apply(params, inputs):
-        return module.apply(params, inputs, signature="serving_default", as_dict=True)
+        return real_models.serving_outputs(module, params, inputs)
 
     forward = jax.jit(apply)
     mask = module.trainable_mask

@@ -926,6 +926,8 @@ def _max_pool(node, x, window=None, strides=None):
     if max(window) <= MAX_SHIFTED_TAPS:
         if _spatial_2d(x, window, strides):
             return _shifted_max_2d(x, window, strides, pads)
+        if node.op == "MaxPool3D":
+            return _shifted_max_3d(x, window, strides, pads)
         return _shifted_max(x, window, strides, pads)
     if all(k <= s for k, s in zip(window, strides)):
         return _tiled_max(x, window, strides, pads)
@@ -995,6 +997,33 @@ def _shifted_max_jvp(window, strides, pads, primals, tangents):
     for offsets in itertools.product(*(range(k) for k in window)):
         hit = (_tap(xp, offsets, out.shape, strides) == out) & ~taken
         taken = taken | hit
+        t_out = t_out + jnp.where(hit, _tap(tp, offsets, out.shape, strides), 0)
+    return out, t_out
+
+
+#: TF's MaxPool3DGrad (its CPU kernel) gives a window's gradient to every input within
+#: this (absolute) of the window's maximum, ties and near ties alike, where MaxPoolGrad
+#: gives it to the first maximum only.
+MAX_POOL_3D_GRAD_NEAR = 1e-5
+
+
+@functools.partial(jax.custom_jvp, nondiff_argnums=(1, 2, 3))
+def _shifted_max_3d(x, window, strides, pads):
+    """:func:`_shifted_max` differentiated as TF's MaxPool3DGrad (see
+    :data:`MAX_POOL_3D_GRAD_NEAR`): a 3D U-Net's pools over flat image regions tie."""
+    return _shifted_max(x, window, strides, pads)
+
+
+@_shifted_max_3d.defjvp
+def _shifted_max_3d_jvp(window, strides, pads, primals, tangents):
+    (x,), (tx,) = primals, tangents
+    out = _shifted_max(x, window, strides, pads)
+    xp = _pad_axes(x, pads, _lowest(x.dtype))
+    tp = _pad_axes(tx, pads, 0)
+    near = np.asarray(MAX_POOL_3D_GRAD_NEAR, x.dtype)
+    t_out = jnp.zeros(out.shape, tx.dtype)
+    for offsets in itertools.product(*(range(k) for k in window)):
+        hit = jnp.abs(_tap(xp, offsets, out.shape, strides) - out) < near
         t_out = t_out + jnp.where(hit, _tap(tp, offsets, out.shape, strides), 0)
     return out, t_out
 

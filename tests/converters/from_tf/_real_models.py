@@ -119,11 +119,14 @@ def _tf2_reference(saved_model: pathlib.Path, cases: Mapping[str, Mapping[str, n
     result = {}
     for case, inputs in cases.items():
         tensors = {k: tf.constant(v) for k, v in inputs.items()}
-        floats = [t for t in tensors.values() if t.dtype.is_floating]
+        floats = {k: t for k, t in tensors.items() if t.dtype.is_floating}
         # No tape for values only: TF builds the gradient of a function as it records it.
-        with tf.GradientTape(persistent=True) if grads else contextlib.nullcontext() as tape:
+        # One gradient call, not a persistent tape: recording a Keras 3 LSTM's function
+        # (a while loop over variables) on a persistent tape fails in TF 2.21 ("a variable
+        # without handle data").
+        with tf.GradientTape() if grads else contextlib.nullcontext() as tape:
             if grads:
-                tape.watch(floats)
+                tape.watch(list(floats.values()))
             outputs = signature(**tensors)
             rng = np.random.default_rng(7)
             cts = {k: rng.standard_normal(o.shape).astype(np.float32)
@@ -133,10 +136,10 @@ def _tf2_reference(saved_model: pathlib.Path, cases: Mapping[str, Mapping[str, n
         result.update({f"{case}/ct/{k}": c for k, c in cts.items()})
         if not grads:
             continue
-        for (k, t), g in zip(tensors.items(), tape.gradient(loss, list(tensors.values()))):
-            if t.dtype.is_floating:
-                result[f"{case}/gin/{k}"] = _dense(g, t)
-        for v, g in zip(variables, tape.gradient(loss, variables)):
+        gradients = tape.gradient(loss, [*floats.values(), *variables])
+        for (k, t), g in zip(floats.items(), gradients):
+            result[f"{case}/gin/{k}"] = _dense(g, t)
+        for v, g in zip(variables, gradients[len(floats):]):
             result[f"{case}/gvar/{_tf_name(v)}"] = _dense(g, v)
     return result
 

@@ -60,16 +60,24 @@ RTOL = 1e-4
 #: oneDNN against TF without, up to 3.1e-3 at batch 1 (1.7e-6 at batch 4); jaxhub against
 #: TF up to 1.8e-3 at batch 1 and 1.0e-3 at batch 4. basic_pitch, a log-magnitude CQT
 #: front end: TF against TF up to 1.5e-3 at batch 1 and 1.5e-2 at batch 4 (its first
-#: conv's bias); jaxhub against TF up to 1.5e-3 and 1.3e-2.
-GRADIENT_RTOL = {"textgenrnn": 5e-3, "basic_pitch": 3e-2}
+#: conv's bias); jaxhub against TF up to 1.5e-3 and 1.3e-2. spliceai, 32 dilated residual
+#: convs over 10100 steps into a confident 3-way softmax: TF with oneDNN against TF
+#: without, up to 7.1e-2 (input) and 2.9e-1 (a param) at batch 1, 5.4e-2 and 1.8e-1 at
+#: batch 4; jaxhub against TF with oneDNN below 1e-4 at batch 1, up to 7.6e-4 at batch 4.
+GRADIENT_RTOL = {"textgenrnn": 5e-3, "basic_pitch": 3e-2, "spliceai": 2e-3}
 #: Below this spread of TF's outputs, a comparison would prove nothing.
 MIN_STD = 1e-4
 #: The batch sizes compared.
 BATCHES = (1, 4)
 
-#: Shipped models that are too slow to convert and compile for the test suite (none
-#: since the bounded patches lowering; musicnn and basic_pitch took minutes before).
-SLOW: dict[str, str] = {}
+#: Shipped models that are too slow to convert and compile for the test suite (musicnn
+#: and basic_pitch took minutes before the bounded patches lowering).
+SLOW: dict[str, str] = {
+    # Measured at batch 1: converts in 0.9 s and matches TF (outputs 3.0e-7, input
+    # gradient 1.9e-6; it has no params), but one forward pass takes 16 s under jit (TF:
+    # 1.6 s with its gradient); the gradient another 21 s, batch 4 four times that.
+    "deepbrain": "a 3D U-Net on 128^3 volumes: 16 s per forward pass (XLA:CPU Conv3D)",
+}
 #: Gradients known not to match TF yet, as strict expected failures (a fix makes them
 #: fail, to be removed from here): (model, batch, jit) -> what was measured.
 KNOWN_GRADIENT_GAPS: dict[tuple[str, int, bool], str] = {}
@@ -144,7 +152,7 @@ def converted(request, tf_side, record_testsuite_property) -> _Converted:
 
 def test_the_suite_spans_three_domains_and_six_models():
     domains = {real_models.MODELS[name].domain for name in TESTED}
-    assert domains == {"audio", "vision", "text"}
+    assert domains >= {"audio", "vision", "text"}
     assert len(TESTED) >= 6
 
 
@@ -163,7 +171,7 @@ def _check(errors: dict[str, float], record_property, rtol: float = RTOL) -> Non
 
 def _apply(module, jit: bool):
     def apply(params, inputs):
-        return module.apply(params, inputs, signature="serving_default", as_dict=True)
+        return real_models.serving_outputs(module, params, inputs)
     return jax.jit(apply) if jit else apply
 
 

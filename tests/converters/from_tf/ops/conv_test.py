@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import tensorflow as tf
 
@@ -178,6 +179,16 @@ CONV = [
          batched=False, **_TOL),
 ]
 
+def _three_values(rng, shape, dtype):
+    """Floats from {0, 1, 2}: most pooling windows hold ties."""
+    return rng.integers(0, 3, shape).astype(dtype)
+
+
+def _near_one(rng, shape, dtype):
+    """Floats in [1, 1 + 8e-6): each window's inputs are within 1e-5 of its max."""
+    return (1 + (distinct(rng, shape, np.float64) + 0.5) * 8e-6).astype(dtype)
+
+
 POOL = [
     Case("MaxPool", lambda x: tf.nn.max_pool2d(x, 3, 2, "SAME"),
          (((2, 7, 7, 3),), ((1, 8, 8, 2),)), sample=distinct),
@@ -204,6 +215,11 @@ POOL = [
          name="AvgPool-valid", **_TOL),
     Case("MaxPool3D", lambda x: tf.nn.max_pool3d(x, 2, 2, "SAME"), (((1, 5, 4, 4, 2),),),
          sample=distinct),
+    # MaxPool3DGrad gives a window's gradient to every input within 1e-5 of its maximum
+    Case("MaxPool3D", lambda x: tf.nn.max_pool3d(x, 2, 2, "SAME"), (((2, 5, 4, 4, 2),),),
+         sample=_three_values, name="MaxPool3D-ties"),
+    Case("MaxPool3D", lambda x: tf.nn.max_pool3d(x, [2, 3, 2], [1, 2, 2], "VALID"),
+         (((1, 5, 6, 4, 2),),), sample=_near_one, name="MaxPool3D-near-ties"),
     Case("AvgPool3D", lambda x: tf.nn.avg_pool3d(x, 3, 2, "SAME"), (((1, 5, 4, 4, 2),),),
          **_TOL),
     Case("MaxPoolV2", lambda x: tf.raw_ops.MaxPoolV2(input=x, ksize=[1, 3, 3, 1],
