@@ -61,10 +61,11 @@ RTOL = 1e-4
 #: TF up to 1.8e-3 at batch 1 and 1.0e-3 at batch 4. basic_pitch, a log-magnitude CQT
 #: front end: TF against TF up to 1.5e-3 at batch 1 and 1.5e-2 at batch 4 (its first
 #: conv's bias); jaxhub against TF up to 1.5e-3 and 1.3e-2. spliceai, 32 dilated residual
-#: convs over 10100 steps into a confident 3-way softmax: TF with oneDNN against TF
-#: without, up to 7.1e-2 (input) and 2.9e-1 (a param) at batch 1, 5.4e-2 and 1.8e-1 at
-#: batch 4; jaxhub against TF with oneDNN below 1e-4 at batch 1, up to 7.6e-4 at batch 4.
-GRADIENT_RTOL = {"textgenrnn": 5e-3, "basic_pitch": 3e-2, "spliceai": 2e-3}
+#: convs over 10100 steps into a confident 3-way softmax (saturated outputs get zero
+#: cotangents, see ``_real_models._cotangents``; without, TF's two paths differed by up to
+#: 2.9e-1): jaxhub against TF below 1e-4 at batch 1, up to 1.1e-3 (oneDNN) and 1.5e-3
+#: (without) at batch 4.
+GRADIENT_RTOL = {"textgenrnn": 5e-3, "basic_pitch": 3e-2, "spliceai": 3e-3}
 #: Below this spread of TF's outputs, a comparison would prove nothing.
 MIN_STD = 1e-4
 #: The batch sizes compared.
