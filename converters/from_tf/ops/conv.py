@@ -487,16 +487,11 @@ def _broadcast_taps_bwd(window: _Window, residuals, dy):
     xp, kernel = residuals
     kh, kw, _, out_channels = kernel.shape
     in_sizes = [n - lo - hi for n, (lo, hi) in zip(xp.shape[1:3], window.pads)]
-
-    def valid_conv(xp, kernel):
-        return jax.lax.conv_general_dilated(
-            xp, kernel, window.strides, [(0, 0), (0, 0)], rhs_dilation=window.dilations,
-            dimension_numbers=("NHWC", "HWIO", "NHWC"))
-
+    valid = window._replace(pads=((0, 0), (0, 0)))  # xp is padded already
     if window.strides != (1, 1) or kh * kw * out_channels > MAX_BROADCAST_TERMS:
-        dxp = jax.vjp(lambda xp: valid_conv(xp, kernel), xp)[1](dy)[0]
+        dxp = jax.vjp(lambda xp: _lax_conv2d(xp, kernel, valid), xp)[1](dy)[0]
         return (_strided(dxp, [lo for lo, _ in window.pads], in_sizes, (1, 1)),
-                _broadcast_taps_kernel_grad(xp, dy, kernel, window, valid_conv))
+                _broadcast_taps_kernel_grad(xp, dy, kernel, valid))
     # Stride 1: input row h gets dy[h + lo - i*d] * tap i, so dy padded by the dilated
     # window less the forward's padding (negative widths crop), read with the flipped
     # taps in order, gives exactly the input's rows.
@@ -506,15 +501,16 @@ def _broadcast_taps_bwd(window: _Window, residuals, dy):
     flipped = jnp.swapaxes(jnp.flip(kernel, (0, 1)), 2, 3)
     dx = _broadcast_taps(jax.lax.pad(dy, zero, widths), flipped, in_sizes, (1, 1),
                          window.dilations)
-    return dx, _broadcast_taps_kernel_grad(xp, dy, kernel, window, valid_conv)
+    return dx, _broadcast_taps_kernel_grad(xp, dy, kernel, valid)
 
 
-def _broadcast_taps_kernel_grad(xp, dy, kernel, window: _Window, valid_conv):
-    """Stacked taps' products over one input channel (measured faster there), else
-    XLA's backprop-filter convolution."""
+def _broadcast_taps_kernel_grad(xp, dy, kernel, valid: _Window):
+    """The kernel gradient of the unpadded conv ``valid`` of padded ``xp``: stacked taps'
+    products over one input channel (measured faster there), else XLA's backprop-filter
+    convolution."""
     if kernel.shape[2] <= MAX_STACKED_CHANNELS:
-        return _stacked_taps_kernel_grad(xp, dy, kernel.shape, window)
-    return jax.vjp(lambda k: valid_conv(xp, k), kernel)[1](dy)[0]
+        return _stacked_taps_kernel_grad(xp, dy, kernel.shape, valid)
+    return jax.vjp(lambda k: _lax_conv2d(xp, k, valid), kernel)[1](dy)[0]
 
 
 _broadcast_taps_conv.defvjp(_broadcast_taps_fwd, _broadcast_taps_bwd)
@@ -699,7 +695,7 @@ def _shifted_depthwise(x, kernel, strides, dilations, pads):
 
 
 class _Window(NamedTuple):
-    """The static geometry of a depthwise convolution over the two spatial axes."""
+    """The static geometry of a 2-D (or depthwise) convolution over its two spatial axes."""
 
     strides: tuple[int, int]
     dilations: tuple[int, int]
