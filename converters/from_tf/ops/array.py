@@ -84,7 +84,7 @@ def _assert(node, condition, *data):
     return []
 
 
-@register("CheckNumerics", "CheckNumericsV2", attrs=("message",))
+@register("CheckNumerics", attrs=("message",))
 def _check_numerics(node, x):
     """``tf.debugging.check_numerics``: the identity, failing on NaN or Inf values. As an
     ``Assert``: checked on constants; on traced values dropped, or kept as checks (one

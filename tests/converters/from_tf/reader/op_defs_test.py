@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import tensorflow_text  # noqa: F401  (registers the definitions of its ops with TF)
 from tensorflow.python.framework import op_def_registry
 
 import jaxhub_tf.from_tf.ops  # noqa: F401  (registers every op family)
