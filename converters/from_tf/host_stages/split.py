@@ -181,7 +181,7 @@ def split(fn: graph.Function, *, table_initializers: Mapping[str, str] = {},
     host |= {init for table, init in table_initializers.items() if table in host}
     cone, cone_inputs = _host_cones(nodes, fn, [n for n in seeds if n not in host], host,
                                     numeric_inputs)
-    host |= cone
+    host |= cone | cone_inputs
     # What only reads shapes and constants stays static on the device: both compute it.
     shared |= {n for n in cone - by_values if nodes[n].op != "Const"}
     string_args |= cone_inputs

@@ -487,24 +487,59 @@ def _gather(node, params, indices, axis):
 
 @register("Range")
 def _range(node, start, limit, delta):
-    step = np.asarray(delta).item()
-    if step == 0:
-        raise ValueError("Range with delta 0")
-    span = (np.asarray(limit).item() - np.asarray(start).item()) / step
-    check_elements(node, max(0, int(np.ceil(span))))
-    return np.arange(np.asarray(start), np.asarray(limit), np.asarray(delta),
-                     dtype=node.attrs.get("Tidx", None))
+    # As TF's kernel: bounds that run away from the limit are an error, not empty; the
+    # length and the values ``start + i * delta`` are computed in the output's type.
+    dtype = np.dtype(node.attrs.get("Tidx") or np.result_type(start, limit, delta))
+    start, limit, delta = (np.asarray(v).astype(dtype)[()] for v in (start, limit, delta))
+    if delta == 0:
+        raise ValueError("Range requires delta != 0")
+    if not (start <= limit if delta > 0 else start >= limit):
+        raise ValueError(f"Range requires start {'<=' if delta > 0 else '>='} limit when "
+                         f"delta {'>' if delta > 0 else '<'} 0: {start}/{limit}")
+    if dtype.kind in "iu":
+        size = (abs(int(limit) - int(start)) + abs(int(delta)) - 1) // abs(int(delta))
+    else:
+        span = np.abs((limit - start) / delta)
+        if not np.isfinite(span):
+            raise ValueError(f"Range from {start} to {limit} by {delta} has no finite length")
+        size = int(np.ceil(span))
+    check_elements(node, size)
+    return start + np.arange(size, dtype=dtype) * delta
+
+
+def _first_occurrences(x) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The distinct values of 1-D ``x`` in order of first occurrence (as TF orders them;
+    ``np.unique`` sorts), each element's index among them, and their counts."""
+    x = np.asarray(x)
+    if x.ndim != 1:
+        raise ValueError(f"unique values of a tensor of rank {x.ndim}; TF takes a vector")
+    _, first, inverse, counts = np.unique(x, return_index=True, return_inverse=True,
+                                          return_counts=True)
+    order = np.argsort(first, kind="stable")
+    rank = np.empty_like(order)
+    rank[order] = np.arange(len(order))
+    return x[first[order]], rank[inverse.reshape(-1)], counts[order]
 
 
 @register("Unique")
 def _unique(node, x):
-    # TF orders unique values by first occurrence (np.unique sorts them).
-    flat = np.asarray(x).reshape(-1)
-    first: dict[Any, int] = {}
-    idx = np.asarray([first.setdefault(v.item() if hasattr(v, "item") else v, len(first))
-                      for v in flat], dtype=node.attrs.get("out_idx", "int32"))
-    values = np.asarray(list(first), dtype=flat.dtype)
-    return values, idx
+    values, idx, _ = _first_occurrences(x)
+    return values, idx.astype(node.attrs.get("out_idx", "int32"))
+
+
+@register("UniqueWithCounts")
+def _unique_with_counts(node, x):
+    values, idx, counts = _first_occurrences(x)
+    out_idx = node.attrs.get("out_idx", "int32")
+    return values, idx.astype(out_idx), counts.astype(out_idx)
+
+
+@register("ListDiff")
+def _list_diff(node, x, y):
+    # ``tf.compat.v1.setdiff1d``: the values of x not in y, in x's order, and their indices.
+    x = np.asarray(x)
+    keep = np.flatnonzero(~np.isin(x, np.asarray(y)))
+    return x[keep], keep.astype(node.attrs.get("out_idx", "int32"))
 
 
 @register("StridedSlice", attrs=("begin_mask", "end_mask", "ellipsis_mask", "new_axis_mask",
