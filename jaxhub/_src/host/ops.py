@@ -626,7 +626,10 @@ def _dense_bincount(node, values, size, weights):
 
 @register("Where")
 def _where(node, x):
-    return np.argwhere(np.asarray(x)).astype(np.int64)
+    x = np.asarray(x)
+    if x.ndim == 0:
+        raise ValueError("Where of a tensor of rank 0; TF takes rank 1 or more")
+    return np.argwhere(x).astype(np.int64)
 
 
 @register("StringJoin", attrs=("separator",))
