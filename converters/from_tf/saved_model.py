@@ -27,6 +27,10 @@ What becomes what:
   text modules: captured lookup tables become host tables, their vocabulary files the
   module's assets (see :mod:`jaxhub_tf.from_tf.host_stages.string_functions`). Such a ``__call__``
   gets no ``{"train"}`` variant.
+* A signature (or ``__call__``) whose ops have output shapes set by its inputs' values
+  (``tf.range(n)``, ``tf.where(x)``, ``tf.unique``) runs them in a host stage, with the
+  ops they read (see :mod:`jaxhub_tf.from_tf.host_stages.split`); such a ``__call__`` gets
+  no ``{"train"}`` variant either.
 * A SavedModel without ``__call__`` (Keras 3 ``model.export``) gets neither ``"default"``
   nor ``{"train"}``; the manifest's ``origin["notes"]`` says so (``jaxhub inspect``).
 
@@ -382,18 +386,24 @@ class _SavedModel:
                               "not converted (the module gets no 'default' signature)",
                               stacklevel=3)
                 return None
-        elif _is_string(in_spec):
+        by_key = in_spec if isinstance(in_spec, dict) else {"default": in_spec}
+        staged = None
+        if any(map(_is_string, by_key.values())):
+            staged, why = self._string_runner("default", name, ["default"], by_key), "strings"
+        elif self._value_shaped(name):
+            staged = self._host_runner("default", name, list(by_key), by_key)
+            why = "inputs that set the shapes of its ops"
+        if staged is not None:
             if True in by_training:
-                warnings.warn("__call__ takes strings: its training=True function is not "
-                              "converted (the module gets no train variant)", stacklevel=3)
-            run, keys, specs = self._string_runner("default", name, ["default"],
-                                                   {"default": in_spec})
+                warnings.warn(f"__call__ takes {why}: its training=True function is not "
+                              f"converted (the module gets no train variant)", stacklevel=3)
+            run, keys, specs = staged
 
-            def string_fn(params, inputs):
+            def staged_fn(params, inputs):
                 outs, _ = run(params, [inputs[k] for k in keys], None)
                 return _outputs(names, outs)
 
-            return (string_fn, specs), None
+            return (staged_fn, specs), None
         as_args = _call_args(in_spec)
         run = self._runner(name)
 

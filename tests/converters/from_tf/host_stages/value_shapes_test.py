@@ -32,6 +32,10 @@ class _ValueShaped(tf.Module):
     def _scaled(self, x: tf.Tensor) -> tf.Tensor:
         return tf.cast(x, tf.float32) * self.scale[0] + self.scale[1]
 
+    @tf.function(input_signature=[tf.TensorSpec([None], tf.float32)])
+    def __call__(self, x):
+        return self._scaled(tf.boolean_mask(x, x > 0))
+
     @tf.function(input_signature=[_INT])
     def count(self, n):
         return {"y": self._scaled(tf.range(n))}
@@ -119,6 +123,14 @@ def test_outputs_match_tf_through_apply_and_jitted_apply_device(saved, signature
         device = jax.jit(lambda params, feeds: module.apply_device(
             params, feeds, signature=signature, as_dict=True))
         _assert_close(device(module.params, feeds), theirs)
+
+
+@pytest.mark.parametrize("x", [[3, -1, 0.5, 2], [-1, -2]])
+def test_call_becomes_the_default_signature_with_a_host_stage(saved, x):
+    model, module = saved
+    x = np.asarray(x, np.float32)
+    assert module.has_host_stage("default")
+    _assert_close({"y": module(x)}, {"y": model(tf.constant(x)).numpy()})
 
 
 def test_an_empty_result_with_outputs_that_are_not_empty_is_refused(saved):
