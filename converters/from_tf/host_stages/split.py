@@ -140,13 +140,14 @@ def split(fn: graph.Function, *, table_initializers: Mapping[str, str] = {},
         default ``[None]``.
 
     Raises:
-      HostStageUnsupportedError: a string or table op has no host implementation, or
-        strings would reach the device function.
+      HostStageUnsupportedError: a string or table op has no host implementation,
+        strings would reach the device function, or an op whose output shape follows
+        the inputs' values reads params or ops the host stage cannot run.
     """
     string_args = {a for a, d in zip(fn.args, fn.arg_dtypes) if d == np.dtype(object)}
     string_args |= set(host_args) & set(fn.args)  # the stage's inputs
-    if not string_args and not any(n.op in HOST_SEED_OPS or n.op in VALUE_SHAPED_OPS
-                                   for n in fn.nodes.values()):
+    text = bool(string_args) or any(n.op in HOST_SEED_OPS for n in fn.nodes.values())
+    if not text and not any(n.op in VALUE_SHAPED_OPS for n in fn.nodes.values()):
         return Split(None, fn)
     nodes = dict(fn.nodes)
     # Table initializers run on the host with their table.
@@ -155,8 +156,7 @@ def split(fn: graph.Function, *, table_initializers: Mapping[str, str] = {},
     numeric_inputs = {a for a, d in zip(fn.args, fn.arg_dtypes)
                       if (a in input_names or not input_names) and _is_number(d)}
     seeds, by_values = _value_shaped(nodes, order, numeric_inputs - string_args)
-    if not string_args and not seeds and not any(n.op in HOST_SEED_OPS
-                                                 for n in fn.nodes.values()):
+    if not text and not seeds:
         return Split(None, fn)
     # Numeric inputs are device values: what reads them runs on the device.
     device_dep: set[str] = set(fn.args) - string_args
@@ -179,7 +179,7 @@ def split(fn: graph.Function, *, table_initializers: Mapping[str, str] = {},
                           and nodes[d].op != "Const")
             host |= shared
     host |= {init for table, init in table_initializers.items() if table in host}
-    cone, cone_inputs = _host_cones(nodes, fn, [n for n in seeds if n not in host], host,
+    cone, cone_inputs = _host_cones(nodes, [n for n in seeds if n not in host], host,
                                     numeric_inputs)
     host |= cone | cone_inputs
     # What only reads shapes and constants stays static on the device: both compute it.
@@ -242,10 +242,10 @@ def _value_shaped(nodes: Mapping[str, graph.Node], order: list[str], inputs: set
     return seeds, values
 
 
-def _host_cones(nodes: Mapping[str, graph.Node], fn: graph.Function, seeds: list[str],
-                host: set[str], inputs: set[str]) -> tuple[set[str], set[str]]:
-    """The nodes that compute ``seeds`` (themselves included) and the signature inputs
-    they read: what moves to the host stage.
+def _host_cones(nodes: Mapping[str, graph.Node], seeds: list[str], host: set[str],
+                inputs: set[str]) -> tuple[set[str], set[str]]:
+    """The nodes that compute ``seeds`` (themselves included, the nodes in ``host`` left
+    out) and the signature ``inputs`` they read: what moves to the host stage.
 
     Raises:
       HostStageUnsupportedError: a seed's inputs come from params, random numbers or ops

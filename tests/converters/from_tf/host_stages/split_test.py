@@ -1,4 +1,4 @@
-"""TF2 SavedModels with ops whose output shape follows their inputs' values.
+"""Host stages for ops whose output shape follows their inputs' values (TF2 SavedModels).
 
 ``tf.range`` with tensor bounds, one-argument ``tf.where``, ``tf.unique`` and
 ``tf.boolean_mask`` of a signature's inputs run in a host stage; what follows them (here a
