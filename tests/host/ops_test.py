@@ -1,5 +1,6 @@
 """The host stage's numeric ops whose output shape follows their inputs' values give what
-TF's kernels give: ``Range``, ``Unique``, ``UniqueWithCounts``, ``ListDiff``, ``Where``."""
+TF's kernels give: ``Range``, ``Unique``, ``UniqueWithCounts``, ``ListDiff``,
+``DynamicPartition``, ``Where``."""
 
 from __future__ import annotations
 
@@ -84,3 +85,21 @@ def test_where_of_a_scalar_is_refused_as_tf():
         tf.raw_ops.Where(condition=np.float32(4))
     with pytest.raises(ValueError, match="rank 0"):
         run("Where", np.float32(4))
+
+
+@pytest.mark.parametrize("data,partitions", [
+    ([[1, 2], [3, 4], [5, 6]], [1, 0, 1]), ([1.5, 2.5, 3.5, 4.5], [2, 2, 0, 2]),
+    ([[1, 2], [3, 4]], [[0, 1], [1, 2]]), ([], [])])
+def test_dynamic_partition_matches_tf(data, partitions):
+    data, partitions = np.asarray(data, np.float32), np.asarray(partitions, np.int32)
+    theirs = tf.raw_ops.DynamicPartition(data=data, partitions=partitions, num_partitions=3)
+    assert_same(run("DynamicPartition", data, partitions, num_partitions=3),
+                [t.numpy() for t in theirs])
+
+
+def test_dynamic_partition_refuses_a_partition_outside_the_count_as_tf():
+    data, partitions = np.float32([1, 2]), np.int32([0, 5])
+    with pytest.raises(tf.errors.InvalidArgumentError):
+        tf.raw_ops.DynamicPartition(data=data, partitions=partitions, num_partitions=2)
+    with pytest.raises(ValueError, match=r"partition 5 is not in \[0, 2\)"):
+        run("DynamicPartition", data, partitions, num_partitions=2)

@@ -88,7 +88,7 @@ _DEVICE_SEED_OPS = frozenset({
 #: Ops whose output shape follows the values of their inputs (by position; None: all).
 VALUE_SHAPED_OPS: dict[str, tuple[int, ...] | None] = {
     "Range": None, "Where": None, "Unique": None, "UniqueWithCounts": None,
-    "ListDiff": None, "Fill": (0,)}
+    "ListDiff": None, "Fill": (0,), "DynamicPartition": (1,), "RaggedRange": None}
 
 #: Ops whose results are their input's shape, whatever its values.
 _SHAPE_OPS = frozenset({"Shape", "ShapeN", "Size", "Rank"})
@@ -432,7 +432,11 @@ def device_input_specs(program: Mapping[str, Any], assets: Mapping[str, pathlib.
     """
     import jaxhub
     stage = extend.HostStage(program, assets)
-    runs = [stage.run(_probe_inputs(stage.input_specs, batch)) for batch in _PROBES]
+    try:
+        runs = [stage.run(_probe_inputs(stage.input_specs, batch)) for batch in _PROBES]
+    except extend.HostStageError as e:
+        raise HostStageUnsupportedError(
+            f"the host stage fails on the sample inputs that find its sizes: {e}") from None
     symbols: dict[tuple[int, ...], str] = {tuple(len(b) for b in _PROBES): "batch"}
     specs = {}
     for name in list(program["outputs"]) + list(program.get("size_of", {})):
@@ -496,15 +500,15 @@ def _probe_inputs(specs: Mapping[str, Mapping[str, Any]], batch: list[bytes]
 
 def _numeric_probe(spec: Mapping[str, Any], batch: int) -> np.ndarray:
     """Small numbers for a numeric host input, their unknown sizes ``batch``: different
-    for each probe, so that sizes that follow the values get symbols of their own."""
+    for each probe, so that sizes that follow the values get symbols of their own.
+    Integers are 0 or 1 (valid indices, partitions, counts), floats of either sign."""
     dtype = np.dtype(spec["dtype"])
     if spec["shape"] == []:
         return np.asarray(_SCALAR_PROBE + 4 * batch, dtype)
     shape = [batch if d is None else int(d) for d in spec["shape"]]
-    rng = np.random.default_rng(batch)
-    if dtype.kind == "b":
-        return rng.random(shape) < 0.5
-    return rng.integers(0 if dtype.kind == "u" else -3, 6, shape).astype(dtype)
+    low = -2 if dtype.kind == "f" else 0
+    high = 6 if dtype.kind == "f" else 2
+    return np.random.default_rng(batch).integers(low, high, shape).astype(dtype)
 
 
 def _ragged_probe(batch: list[bytes], depth: int) -> list[np.ndarray]:

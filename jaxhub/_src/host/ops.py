@@ -542,6 +542,19 @@ def _list_diff(node, x, y):
     return x[keep], keep.astype(node.attrs.get("out_idx", "int32"))
 
 
+@register("DynamicPartition", attrs=("num_partitions",))
+def _dynamic_partition(node, data, partitions):
+    data, partitions = np.asarray(data), np.asarray(partitions)
+    if data.shape[:partitions.ndim] != partitions.shape:
+        raise ValueError(f"partitions of shape {partitions.shape} for data of shape "
+                         f"{data.shape}: TF needs them to be a prefix of it")
+    count = int(node.attrs["num_partitions"])
+    outside = (partitions < 0) | (partitions >= count)
+    if outside.any():
+        raise ValueError(f"partition {partitions[outside][0]} is not in [0, {count})")
+    return tuple(data[partitions == i] for i in range(count))
+
+
 @register("StridedSlice", attrs=("begin_mask", "end_mask", "ellipsis_mask", "new_axis_mask",
                                   "shrink_axis_mask"))
 def _strided_slice(node, x, begin, end, strides):

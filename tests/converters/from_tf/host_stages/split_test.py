@@ -1,11 +1,11 @@
 """Host stages for ops whose output shape follows their inputs' values (TF2 SavedModels).
 
-``tf.range`` with tensor bounds, one-argument ``tf.where``, ``tf.unique`` (with counts),
-``tf.compat.v1.setdiff1d`` and ``tf.boolean_mask`` of a signature's inputs run in a host
-stage; what follows them (here a product with a variable) stays in the device function,
-which takes their results with a symbolic size. Outputs are compared with TF eager on
-several inputs, empty results included, through ``apply`` and through ``preprocess`` +
-``jax.jit(apply_device)``.
+``tf.range`` and ``tf.ragged.range`` with tensor bounds, one-argument ``tf.where``,
+``tf.unique`` (with counts), ``tf.compat.v1.setdiff1d``, ``tf.dynamic_partition`` and
+``tf.boolean_mask`` of a signature's inputs run in a host stage; what follows them (here
+a product with a variable) stays in the device function, which takes their results with
+a symbolic size. Outputs are compared with TF eager on several inputs, empty results
+included, through ``apply`` and through ``preprocess`` + ``jax.jit(apply_device)``.
 """
 
 from __future__ import annotations
@@ -60,6 +60,17 @@ class _ValueShaped(tf.Module):
         _, _, counts = tf.unique_with_counts(x)
         return {"values": self._scaled(values), "index": index, "counts": counts * 2}
 
+    @tf.function(input_signature=[tf.TensorSpec([None], tf.int32)])
+    def ragged_count(self, n):
+        ranges = tf.ragged.range(n)
+        return {"values": self._scaled(ranges.flat_values), "splits": ranges.row_splits}
+
+    @tf.function(input_signature=[tf.TensorSpec([None], tf.float32),
+                                  tf.TensorSpec([None], tf.int32)])
+    def partition(self, x, parts):
+        low, high = tf.dynamic_partition(x, parts, 2)
+        return {"low": self._scaled(low), "high": self._scaled(high)}
+
     @tf.function(input_signature=[tf.TensorSpec([None], tf.int32)] * 2)
     def difference(self, x, y):
         kept, positions = tf.compat.v1.setdiff1d(x, y)
@@ -83,6 +94,9 @@ CASES = {
     "nonzero": [{"x": [[0, 1.5, 0], [2, 0, -3], [0, 0, 4]]}, {"x": [[0, 0, 7]]},
                 {"x": [[0, 0, 0], [0, 0, 0]]}],
     "unique": [{"x": [4, 1, 4, 4, -2, 1, 9]}, {"x": [3]}, {"x": np.zeros([0])}],
+    "ragged_count": [{"n": [3, 0, 2]}, {"n": [1]}],
+    "partition": [{"x": [1, 2, 3, 4, 5], "parts": [1, 0, 0, 1, 1]},
+                  {"x": [0.5, -1], "parts": [0, 1]}],
     "difference": [{"x": [1, 5, 2, 5, 7], "y": [5, 9]}, {"x": [3, 3], "y": [1, 3]}],
     "positive_rows": [{"x": [[1, 2], [-1, 5], [3, -4]], "weights": [1, 2, 3]},
                       {"x": [[-1, 2], [3, 4]], "weights": [0.5, 0.25]}],
@@ -90,9 +104,9 @@ CASES = {
 
 
 def _arrays(signature: str, inputs: dict) -> dict[str, np.ndarray]:
-    ints = ("count", "int_range", "unique", "difference")
+    ints = ("count", "int_range", "unique", "difference", "ragged_count")
     dtype = np.int32 if signature in ints else np.float32
-    return {k: np.asarray(v, dtype) for k, v in inputs.items()}
+    return {k: np.asarray(v, np.int32 if k == "parts" else dtype) for k, v in inputs.items()}
 
 
 @pytest.fixture(scope="module")
