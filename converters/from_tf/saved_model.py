@@ -621,9 +621,8 @@ class _SavedModel:
         """
         # Numeric inputs that the stage may take keep their shapes (unknown sizes None);
         # a ragged component keeps the stage's default, [None].
-        shapes = {k: [d if isinstance(d, int) else None for d in specs[k].shape]
-                  for k in input_keys if not _is_string(specs[k])
-                  and not (k in host_keys and specs[k].shape)}
+        shapes = {k: split.stage_shape(specs[k]) for k in input_keys
+                  if not _is_string(specs[k]) and not (k in host_keys and specs[k].shape)}
         parts = string_functions.split_function(self._interp, self._meta, self._path,
                                                 function_name, input_keys, host_keys,
                                                 shapes)

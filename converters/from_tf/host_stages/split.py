@@ -420,6 +420,12 @@ def _json_attrs(node: graph.Node) -> dict[str, Any]:
     return attrs
 
 
+def stage_shape(spec: Any) -> list[int | None]:
+    """The shape of a host stage input for a signature input of spec ``spec`` (a
+    :class:`jaxhub.TensorSpec`): its sizes, None for each unknown one."""
+    return [d if isinstance(d, int) else None for d in spec.shape]
+
+
 def device_input_specs(program: Mapping[str, Any], assets: Mapping[str, pathlib.Path]
                        ) -> dict[str, Any]:
     """Specs of the device function's inputs, with symbolic sizes shared where they agree.

@@ -335,8 +335,7 @@ class _Graph:
         fn = self._prepare(fn)
         by_key = specs if isinstance(specs, Mapping) else {"default": specs}
         # Numeric inputs that the host stage may take keep their shapes (unknown: None).
-        shapes = {k: [d if isinstance(d, int) else None for d in s.shape]
-                  for k, s in by_key.items() if s is not None}
+        shapes = {k: split.stage_shape(s) for k, s in by_key.items() if s is not None}
         parts = split.split(fn, table_initializers=self._tables, assets=self._assets,
                             input_names={t.split(":")[0]: k for k, t in feeds.items()},
                             input_shapes=shapes)
