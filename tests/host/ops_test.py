@@ -48,6 +48,11 @@ def test_range_refuses_what_tf_refuses(bounds, problem):
         run("Range", *args, Tidx="int32")
 
 
+def test_a_range_of_another_type_is_refused():
+    with pytest.raises(ValueError, match="Range of object"):
+        run("Range", np.int32(0), np.int32(3), np.int32(1), Tidx="object")
+
+
 @pytest.mark.parametrize("limit", [np.inf, np.nan, 1e30])
 def test_a_range_without_a_bounded_length_is_refused_before_it_allocates(limit):
     args = [np.float32(0), np.float32(limit), np.float32(1)]

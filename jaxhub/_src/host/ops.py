@@ -490,6 +490,8 @@ def _range(node, start, limit, delta):
     # As TF's kernel: bounds that run away from the limit are an error, not empty; the
     # length and the values ``start + i * delta`` are computed in the output's type.
     dtype = np.dtype(node.attrs.get("Tidx") or np.result_type(start, limit, delta))
+    if dtype.kind not in "iuf":
+        raise ValueError(f"Range of {dtype}; TF's ranges are integers or floats")
     start, limit, delta = (np.asarray(v).astype(dtype)[()] for v in (start, limit, delta))
     if delta == 0:
         raise ValueError("Range requires delta != 0")
