@@ -1,6 +1,6 @@
 """The host stage's numeric ops whose output shape follows their inputs' values give what
-TF's kernels give: ``Range``, ``Unique``, ``UniqueWithCounts``, ``ListDiff``,
-``DynamicPartition``, ``Where``."""
+TF's kernels give: ``Range``, ``Unique``, ``UniqueWithCounts``, ``ListDiff``, ``Where``,
+``DynamicPartition``, ``NonMaxSuppressionV3``, ``V4`` and ``V5`` (hard NMS)."""
 
 from __future__ import annotations
 
@@ -108,3 +108,49 @@ def test_dynamic_partition_refuses_a_partition_outside_the_count_as_tf():
         tf.raw_ops.DynamicPartition(data=data, partitions=partitions, num_partitions=2)
     with pytest.raises(ValueError, match=r"partition 5 is not in \[0, 2\)"):
         run("DynamicPartition", data, partitions, num_partitions=2)
+
+
+def _boxes(n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """``n`` boxes, some with their corners swapped or of no area, and scores with ties."""
+    rng = np.random.default_rng(seed)
+    corners = rng.uniform(0, 1, (n, 2, 2)).astype(np.float32)
+    sizes = rng.uniform(0, 0.5, (n, 1, 2)).astype(np.float32)
+    boxes = np.concatenate([corners[:, 0], corners[:, 0] + sizes[:, 0]], axis=1)
+    boxes[::5] = boxes[::5][:, [2, 3, 0, 1]]  # the other corners first
+    boxes[3::7, 2] = boxes[3::7, 0]  # no height
+    scores = np.round(rng.uniform(0, 1, n), 1).astype(np.float32)  # ties
+    return boxes, scores
+
+
+@pytest.mark.parametrize("n,limit,iou,score", [
+    (40, 10, 0.5, 0.0), (40, 40, 0.3, 0.4), (25, 5, 0.0, -1.0), (30, 30, 1.0, 0.2),
+    (0, 3, 0.5, 0.0)])
+def test_non_max_suppression_matches_tf(n, limit, iou, score):
+    boxes, scores = _boxes(n, seed=n + limit)
+    args = (boxes, scores, np.int32(limit), np.float32(iou), np.float32(score))
+    theirs = tf.raw_ops.NonMaxSuppressionV3(boxes=boxes, scores=scores, max_output_size=limit,
+                                            iou_threshold=iou, score_threshold=score)
+    assert_same(run("NonMaxSuppressionV3", *args), [theirs.numpy()])
+    for pad in (False, True):
+        theirs = tf.raw_ops.NonMaxSuppressionV4(
+            boxes=boxes, scores=scores, max_output_size=limit, iou_threshold=iou,
+            score_threshold=score, pad_to_max_output_size=pad)
+        assert_same(run("NonMaxSuppressionV4", *args, pad_to_max_output_size=pad),
+                    [t.numpy() for t in theirs])
+        theirs = tf.raw_ops.NonMaxSuppressionV5(
+            boxes=boxes, scores=scores, max_output_size=limit, iou_threshold=iou,
+            score_threshold=score, soft_nms_sigma=0.0, pad_to_max_output_size=pad)
+        assert_same(run("NonMaxSuppressionV5", *args, np.float32(0),
+                        pad_to_max_output_size=pad), [t.numpy() for t in theirs])
+
+
+def test_non_max_suppression_refuses_what_it_does_not_compute():
+    boxes, scores = _boxes(4, seed=0)
+    with pytest.raises(ValueError, match="soft NMS"):
+        run("NonMaxSuppressionV5", boxes, scores, np.int32(2), np.float32(0.5),
+            np.float32(0), np.float32(0.5))
+    with pytest.raises(ValueError, match=r"iou_threshold 1.5 in \[0, 1\]"):
+        run("NonMaxSuppressionV3", boxes, scores, np.int32(2), np.float32(1.5), np.float32(0))
+    with pytest.raises(HostStageError, match="JAXHUB_HOST_MAX_ELEMENTS"):
+        run("NonMaxSuppressionV4", boxes, scores, np.int32(10 ** 9), np.float32(0.5),
+            np.float32(0), pad_to_max_output_size=True, limits=HostLimits(max_elements=100))

@@ -88,7 +88,8 @@ _DEVICE_SEED_OPS = frozenset({
 #: Ops whose output shape follows the values of their inputs (by position; None: all).
 VALUE_SHAPED_OPS: dict[str, tuple[int, ...] | None] = {
     "Range": None, "Where": None, "Unique": None, "UniqueWithCounts": None,
-    "ListDiff": None, "Fill": (0,), "DynamicPartition": (1,), "RaggedRange": None}
+    "ListDiff": None, "Fill": (0,), "DynamicPartition": (1,), "RaggedRange": None,
+    "NonMaxSuppressionV3": None, "NonMaxSuppressionV4": None, "NonMaxSuppressionV5": None}
 
 #: Ops whose results are their input's shape, whatever its values.
 _SHAPE_OPS = frozenset({"Shape", "ShapeN", "Size", "Rank"})

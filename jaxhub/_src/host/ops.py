@@ -557,6 +557,64 @@ def _dynamic_partition(node, data, partitions):
     return tuple(data[partitions == i] for i in range(count))
 
 
+def _corners(boxes: np.ndarray) -> tuple[np.ndarray, ...]:
+    """``ymin, xmin, ymax, xmax`` of boxes given by either pair of opposite corners."""
+    return (np.minimum(boxes[:, 0], boxes[:, 2]), np.minimum(boxes[:, 1], boxes[:, 3]),
+            np.maximum(boxes[:, 0], boxes[:, 2]), np.maximum(boxes[:, 1], boxes[:, 3]))
+
+
+def _iou(corners: tuple[np.ndarray, ...], areas: np.ndarray, i: int, others: list[int]
+         ) -> np.ndarray:
+    """Intersection over union of box ``i`` with each of ``others`` (0 for an empty box),
+    in the boxes' type, as TF's kernel computes it."""
+    ymin, xmin, ymax, xmax = corners
+    inter = (np.maximum(np.minimum(ymax[i], ymax[others]) - np.maximum(ymin[i], ymin[others]), 0)
+             * np.maximum(np.minimum(xmax[i], xmax[others]) - np.maximum(xmin[i], xmin[others]), 0))
+    with np.errstate(divide="ignore", invalid="ignore"):
+        iou = inter / (areas[i] + areas[others] - inter)
+    return np.where((areas[i] <= 0) | (areas[others] <= 0), 0, iou)
+
+
+@register("NonMaxSuppressionV3", "NonMaxSuppressionV4", "NonMaxSuppressionV5",
+          attrs=("pad_to_max_output_size",))
+def _non_max_suppression(node, boxes, scores, max_output_size, iou_threshold,
+                         score_threshold, soft_nms_sigma=0.0):
+    # Greedy hard NMS as TF's kernel: candidates above the score threshold by falling
+    # score (ties: the lower index first), each kept unless it overlaps a kept box by
+    # more than the IoU threshold. Soft NMS (a sigma above 0) is not implemented.
+    boxes, scores = np.asarray(boxes), np.asarray(scores)
+    limit, threshold = int(max_output_size), float(iou_threshold)
+    if boxes.ndim != 2 or boxes.shape[1] != 4 or scores.shape != boxes.shape[:1]:
+        raise ValueError(f"boxes of shape {boxes.shape} and scores of shape {scores.shape}; "
+                         f"TF takes [n, 4] and [n]")
+    if limit < 0 or not 0 <= threshold <= 1:
+        raise ValueError(f"max_output_size {limit} must be >= 0 and iou_threshold "
+                         f"{threshold} in [0, 1]")
+    if float(soft_nms_sigma) != 0:
+        raise ValueError("soft NMS (soft_nms_sigma > 0) is not implemented on the host")
+    corners = _corners(boxes)
+    areas = (corners[2] - corners[0]) * (corners[3] - corners[1])
+    candidates = np.flatnonzero(scores > np.asarray(score_threshold, scores.dtype))
+    kept: list[int] = []
+    for i in candidates[np.lexsort((candidates, -scores[candidates]))]:
+        if len(kept) == limit:
+            break
+        if not kept or np.all(_iou(corners, areas, i, kept) <= threshold):
+            kept.append(int(i))
+    count = len(kept)
+    if node.attrs.get("pad_to_max_output_size", False):
+        check_elements(node, limit)
+        kept += [0] * (limit - count)
+    indices = np.asarray(kept, np.int32)
+    if node.op == "NonMaxSuppressionV3":
+        return indices
+    if node.op == "NonMaxSuppressionV4":
+        return indices, np.int32(count)
+    selected_scores = np.zeros(len(kept), scores.dtype)  # padding scores 0, as TF's
+    selected_scores[:count] = scores[kept[:count]]
+    return indices, selected_scores, np.int32(count)
+
+
 @register("StridedSlice", attrs=("begin_mask", "end_mask", "ellipsis_mask", "new_axis_mask",
                                   "shrink_axis_mask"))
 def _strided_slice(node, x, begin, end, strides):

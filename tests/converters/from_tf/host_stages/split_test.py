@@ -1,11 +1,12 @@
 """Host stages for ops whose output shape follows their inputs' values (TF2 SavedModels).
 
 ``tf.range`` and ``tf.ragged.range`` with tensor bounds, one-argument ``tf.where``,
-``tf.unique`` (with counts), ``tf.compat.v1.setdiff1d``, ``tf.dynamic_partition`` and
-``tf.boolean_mask`` of a signature's inputs run in a host stage; what follows them (here
-a product with a variable) stays in the device function, which takes their results with
-a symbolic size. Outputs are compared with TF eager on several inputs, empty results
-included, through ``apply`` and through ``preprocess`` + ``jax.jit(apply_device)``.
+``tf.unique`` (with counts), ``tf.compat.v1.setdiff1d``, ``tf.dynamic_partition``,
+``tf.image.non_max_suppression`` and ``tf.boolean_mask`` of a signature's inputs run in a
+host stage; what follows them (here a product with a variable) stays in the device
+function, which takes their results with a symbolic size. Outputs are compared with TF
+eager on several inputs, empty results included, through ``apply`` and through
+``preprocess`` + ``jax.jit(apply_device)``.
 """
 
 from __future__ import annotations
@@ -71,6 +72,12 @@ class _ValueShaped(tf.Module):
         low, high = tf.dynamic_partition(x, parts, 2)
         return {"low": self._scaled(low), "high": self._scaled(high)}
 
+    @tf.function(input_signature=[tf.TensorSpec([None, 4], tf.float32),
+                                  tf.TensorSpec([None], tf.float32)])
+    def detections(self, boxes, scores):
+        kept = tf.image.non_max_suppression(boxes, scores, 3, iou_threshold=0.5)
+        return {"boxes": self._scaled(tf.gather(boxes, kept)), "kept": kept}
+
     @tf.function(input_signature=[tf.TensorSpec([None], tf.int32)] * 2)
     def difference(self, x, y):
         kept, positions = tf.compat.v1.setdiff1d(x, y)
@@ -97,6 +104,9 @@ CASES = {
     "ragged_count": [{"n": [3, 0, 2]}, {"n": [1]}],
     "partition": [{"x": [1, 2, 3, 4, 5], "parts": [1, 0, 0, 1, 1]},
                   {"x": [0.5, -1], "parts": [0, 1]}],
+    "detections": [{"boxes": [[0, 0, 1, 1], [0, 0.1, 1, 1.1], [2, 2, 3, 3], [5, 5, 6, 7]],
+                    "scores": [0.9, 0.8, 0.7, 0.95]},
+                   {"boxes": [[0, 0, 1, 1]], "scores": [0.3]}],
     "difference": [{"x": [1, 5, 2, 5, 7], "y": [5, 9]}, {"x": [3, 3], "y": [1, 3]}],
     "positive_rows": [{"x": [[1, 2], [-1, 5], [3, -4]], "weights": [1, 2, 3]},
                       {"x": [[-1, 2], [3, 4]], "weights": [0.5, 0.25]}],
