@@ -265,10 +265,10 @@ def _host_cones(nodes: Mapping[str, graph.Node], seeds: list[str], host: set[str
                 read.add(name)
                 continue
             node = nodes.get(name)
-            if node is None or node.op in _DEVICE_SEED_OPS or (
-                    node.op != "Const" and not extend.has_host_op(node.op)):
-                what = f"{node.op} {name!r}" if node is not None else f"captured {name!r}"
-                blocked.setdefault(seed, set()).add(what)
+            why = _why_not_on_host(node) if node is not None else "a captured value"
+            if why:
+                what = f"{node.op} {name!r}" if node is not None else repr(name)
+                blocked.setdefault(seed, set()).add(f"{what} ({why})")
                 continue
             cone.add(name)
             stack.extend(s for s, _ in node.inputs)
@@ -277,12 +277,23 @@ def _host_cones(nodes: Mapping[str, graph.Node], seeds: list[str], host: set[str
             f"{nodes[seed].op} node {seed!r} has an output shape set by the values of the "
             f"signature's inputs, which a device function cannot have; the host stage "
             f"could compute it before the device function, but its inputs also come from "
-            f"{sorted(what)}: params, random numbers or ops that only the device computes. "
-            f"Compute them from the signature's inputs with ops the host stage runs, or "
-            f"pass the result as an input"
-            for seed, what in sorted(blocked.items()))
+            f"what only the device computes: {sorted(what)}. Compute them from the "
+            f"signature's inputs with ops the host stage runs, or pass the result as an "
+            f"input" for seed, what in sorted(blocked.items()))
             + f". The host stage runs: {extend.supported_host_ops()}")
     return cone, read
+
+
+def _why_not_on_host(node: graph.Node) -> str | None:
+    """Why ``node`` cannot run in a host stage, or None when it can."""
+    if node.op in _DEVICE_SEED_OPS:
+        return "params or random numbers"
+    if node.op == "Const":
+        return None
+    if not extend.has_host_op(node.op):
+        return "no host implementation"
+    return "; ".join(extend.host_op_attr_problems(node, node.attrs,
+                                                  graph.implicit_attrs(node.op))) or None
 
 
 def _check_supported(nodes, host: set[str], fn, device_dep: set[str],
