@@ -1,4 +1,5 @@
-"""Splits a TF graph where its string and table ops end: a host stage, then the device part.
+"""Splits a TF graph into a host stage (its string and table ops, and the ops whose output
+shapes follow input values) and the device part.
 
 A node runs on the host when it does not depend on a variable, a random op or a numeric
 input, and it depends on a string input or is a string or table op itself (or the initializer of such a

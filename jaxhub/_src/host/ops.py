@@ -1,4 +1,6 @@
-"""numpy implementations of the TF ops a host stage runs: strings, tables, small integer math.
+"""numpy implementations of the TF ops a host stage runs: strings, tables, small integer
+math, and ops whose output shapes follow their inputs' values (``Range``, ``Where``,
+``Unique``, non-max suppression).
 
 Each op is ``impl(node, *inputs) -> value or tuple of values`` where ``node`` is a
 :class:`jaxhub._src.host.program.HostNode` (its ``attrs`` are JSON values) and inputs are numpy
