@@ -2,9 +2,9 @@
 shapes follow input values) and the device part.
 
 A node runs on the host when it does not depend on a variable, a random op or a numeric
-input, and it depends on a string input or is a string or table op itself (or the initializer of such a
-table). Everything else stays in the device function, which takes the host stage's
-numeric results as inputs (its *frontier*) and is exported as usual.
+input, and it depends on a string input or is a string or table op itself (or the
+initializer of such a table). Everything else stays in the device function, which takes
+the host stage's numeric results as inputs (its *frontier*) and is exported as usual.
 
 Sizes that the host stage decides (the number of tokens, of unique ids) become symbolic
 dimensions of the device function's inputs. Which of them are equal is found by running
