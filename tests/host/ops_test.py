@@ -61,7 +61,8 @@ def test_a_range_without_a_bounded_length_is_refused_before_it_allocates(limit):
         run("Range", *args, Tidx="float32", limits=HostLimits(max_elements=1000))
 
 
-@pytest.mark.parametrize("x", [[4, 1, 4, 4, -2, 1, 9], [3], [], [2.5, -1.0, 2.5, 0.0]])
+@pytest.mark.parametrize("x", [[4, 1, 4, 4, -2, 1, 9], [3], [], [2.5, -1.0, 2.5, 0.0],
+                               [float("nan"), 1.0, float("nan"), 1.0, -0.0, 0.0]])
 @pytest.mark.parametrize("out_idx", ["int32", "int64"])
 def test_unique_and_unique_with_counts_match_tf(x, out_idx):
     x = np.asarray(x, np.float32 if any(isinstance(v, float) for v in x) else np.int32)
@@ -72,9 +73,10 @@ def test_unique_and_unique_with_counts_match_tf(x, out_idx):
 
 
 @pytest.mark.parametrize("x,y", [([1, 5, 2, 5, 7], [5, 9]), ([1, 2], []), ([], [1]),
-                                 ([3, 3], [3])])
+                                 ([3, 3], [3]), ([float("nan"), 1.0, 0.0], [float("nan"), -0.0])])
 def test_list_diff_matches_tf(x, y):
-    x, y = np.asarray(x, np.int32), np.asarray(y, np.int32)
+    dtype = np.float32 if any(isinstance(v, float) for v in x) else np.int32
+    x, y = np.asarray(x, dtype), np.asarray(y, dtype)
     theirs = tf.raw_ops.ListDiff(x=x, y=y)
     assert_same(run("ListDiff", x, y, out_idx="int32"), [t.numpy() for t in theirs])
 

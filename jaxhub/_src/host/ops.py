@@ -517,8 +517,9 @@ def _first_occurrences(x) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     x = np.asarray(x)
     if x.ndim != 1:
         raise ValueError(f"unique values of a tensor of rank {x.ndim}; TF takes a vector")
+    # TF's hash map sees each NaN as a value of its own (NaN != NaN).
     _, first, inverse, counts = np.unique(x, return_index=True, return_inverse=True,
-                                          return_counts=True)
+                                          return_counts=True, equal_nan=False)
     order = np.argsort(first, kind="stable")
     rank = np.empty_like(order)
     rank[order] = np.arange(len(order))
