@@ -1,12 +1,12 @@
 """Host stages for ops whose output shape follows their inputs' values (TF2 SavedModels).
 
-``tf.range`` and ``tf.ragged.range`` with tensor bounds, one-argument ``tf.where``,
-``tf.unique`` (with counts), ``tf.compat.v1.setdiff1d``, ``tf.dynamic_partition``,
-``tf.image.non_max_suppression`` and ``tf.boolean_mask`` of a signature's inputs run in a
-host stage; what follows them (here a product with a variable) stays in the device
-function, which takes their results with a symbolic size. Outputs are compared with TF
-eager on several inputs, empty results included, through ``apply`` and through
-``preprocess`` + ``jax.jit(apply_device)``.
+``tf.range`` and ``tf.ragged.range`` with tensor bounds, ``tf.fill`` with a tensor shape,
+one-argument ``tf.where``, ``tf.unique`` (with counts), ``tf.compat.v1.setdiff1d``,
+``tf.dynamic_partition``, ``tf.image.non_max_suppression`` and ``tf.boolean_mask`` of a
+signature's inputs run in a host stage; what follows them (here a product with a
+variable) stays in the device function, which takes their results with a symbolic size.
+Outputs are compared with TF eager on several inputs, empty results included, through
+``apply`` and through ``preprocess`` + ``jax.jit(apply_device)``.
 """
 
 from __future__ import annotations
@@ -40,7 +40,7 @@ class _ValueShaped(tf.Module):
 
     @tf.function(input_signature=[_INT])
     def count(self, n):
-        return {"y": self._scaled(tf.range(n))}
+        return {"y": self._scaled(tf.range(n)), "filled": self._scaled(tf.fill([n], 3))}
 
     @tf.function(input_signature=[_INT, _INT, _INT])
     def int_range(self, start, limit, delta):
@@ -106,7 +106,8 @@ CASES = {
                   {"x": [0.5, -1], "parts": [0, 1]}],
     "detections": [{"boxes": [[0, 0, 1, 1], [0, 0.1, 1, 1.1], [2, 2, 3, 3], [5, 5, 6, 7]],
                     "scores": [0.9, 0.8, 0.7, 0.95]},
-                   {"boxes": [[0, 0, 1, 1]], "scores": [0.3]}],
+                   {"boxes": [[0, 0, 1, 1]], "scores": [0.3]},
+                   {"boxes": np.zeros([0, 4]), "scores": np.zeros([0])}],
     "difference": [{"x": [1, 5, 2, 5, 7], "y": [5, 9]}, {"x": [3, 3], "y": [1, 3]}],
     "positive_rows": [{"x": [[1, 2], [-1, 5], [3, -4]], "weights": [1, 2, 3]},
                       {"x": [[-1, 2], [3, 4]], "weights": [0.5, 0.25]}],
@@ -191,9 +192,10 @@ def test_value_sized_results_get_symbolic_sizes_of_their_own(saved):
 def test_a_range_longer_than_the_host_limit_is_refused(saved, monkeypatch):
     model, module = saved
     with pytest.raises(jaxhub.HostStageError,
-                       match=r"signature 'count': host op .*\(Range\): would make "
+                       match=r"signature 'int_range': host op .*\(Range\): would make "
                              r"2,147,483,647 elements.*JAXHUB_HOST_MAX_ELEMENTS"):
-        module.apply(module.params, {"n": np.int32(2 ** 31 - 1)}, signature="count")
+        module.apply(module.params, {"start": 0, "limit": 2 ** 31 - 1, "delta": 1},
+                     signature="int_range")
     with pytest.raises(jaxhub.HostStageError, match=r"\(Range\).*no finite length"):
         module.apply(module.params, {"start": 0.0, "limit": np.inf, "delta": 1.0},
                      signature="float_range")
