@@ -27,6 +27,10 @@ What becomes what:
   text modules: captured lookup tables become host tables, their vocabulary files the
   module's assets (see :mod:`jaxhub_tf.from_tf.host_stages.string_functions`). Such a ``__call__``
   gets no ``{"train"}`` variant.
+* A signature (or ``__call__``) whose ops have output shapes set by its inputs' values
+  (``tf.range(n)``, ``tf.where(x)``, ``tf.unique``) runs them in a host stage, with the
+  ops they read (see :mod:`jaxhub_tf.from_tf.host_stages.split`); such a ``__call__`` gets
+  no ``{"train"}`` variant either.
 * A SavedModel without ``__call__`` (Keras 3 ``model.export``) gets neither ``"default"``
   nor ``{"train"}``; the manifest's ``origin["notes"]`` says so (``jaxhub inspect``).
 
@@ -324,9 +328,13 @@ class _SavedModel:
                       host_keys: frozenset[str] = frozenset()):
         """The callable and input specs of signature ``name`` (see :meth:`signature`);
         ``host_keys`` names numeric inputs that the host stage takes (ragged components)."""
+        staged = None
         if host_keys or any(_is_string(specs[key]) for key in arg_keys):
-            run, arg_keys, specs = self._string_runner(name, function_name, arg_keys, specs,
-                                                       host_keys)
+            staged = self._string_runner(name, function_name, arg_keys, specs, host_keys)
+        elif self._value_shaped(function_name):
+            staged = self._host_runner(name, function_name, arg_keys, specs)
+        if staged is not None:
+            run, arg_keys, specs = staged
         else:
             run = self._runner(function_name)
         if run.draws_random:
@@ -378,18 +386,24 @@ class _SavedModel:
                               "not converted (the module gets no 'default' signature)",
                               stacklevel=3)
                 return None
-        elif _is_string(in_spec):
+        by_key = in_spec if isinstance(in_spec, dict) else {"default": in_spec}
+        staged = None
+        if any(map(_is_string, by_key.values())):
+            staged, why = self._string_runner("default", name, ["default"], by_key), "strings"
+        elif self._value_shaped(name):
+            staged = self._host_runner("default", name, list(by_key), by_key)
+            why = "inputs that set the shapes of its ops"
+        if staged is not None:
             if True in by_training:
-                warnings.warn("__call__ takes strings: its training=True function is not "
-                              "converted (the module gets no train variant)", stacklevel=3)
-            run, keys, specs = self._string_runner("default", name, ["default"],
-                                                   {"default": in_spec})
+                warnings.warn(f"__call__ takes {why}: its training=True function is not "
+                              f"converted (the module gets no train variant)", stacklevel=3)
+            run, keys, specs = staged
 
-            def string_fn(params, inputs):
+            def staged_fn(params, inputs):
                 outs, _ = run(params, [inputs[k] for k in keys], None)
                 return _outputs(names, outs)
 
-            return (string_fn, specs), None
+            return (staged_fn, specs), None
         as_args = _call_args(in_spec)
         run = self._runner(name)
 
@@ -575,7 +589,23 @@ class _SavedModel:
     def _string_runner(self, name: str, function_name: str, input_keys: Sequence[str],
                        specs: Mapping[str, jaxhub.TensorSpec],
                        host_keys: frozenset[str] = frozenset()):
-        """The device part of a function that takes strings; records its host stage.
+        """:meth:`_host_runner` for a function that takes strings, which needs a stage."""
+        staged = self._host_runner(name, function_name, input_keys, specs, host_keys)
+        if staged is None:  # strings in, but no string op reads them
+            raise NotImplementedError(f"signature {name!r}: string inputs that no "
+                                      f"string op reads")
+        return staged
+
+    def _value_shaped(self, function_name: str) -> bool:
+        """True when the function runs an op whose output shape may follow its inputs'
+        values: it may need a host stage (see :mod:`jaxhub_tf.from_tf.host_stages.split`)."""
+        return any(node.op in split.VALUE_SHAPED_OPS for _, node in
+                   self._interp.reachable_nodes(self._interp.function(function_name)))
+
+    def _host_runner(self, name: str, function_name: str, input_keys: Sequence[str],
+                     specs: Mapping[str, jaxhub.TensorSpec],
+                     host_keys: frozenset[str] = frozenset()):
+        """The device part of a function with a host stage; records the stage.
 
         Args:
           name: the signature's name (the host stage is stored under it).
@@ -586,15 +616,18 @@ class _SavedModel:
 
         Returns:
           ``(run, keys, device specs)``: ``run(params, [inputs[k] for k in keys], rng)``
-          runs the device function on the host stage's results and the numeric inputs.
+          runs the device function on the host stage's results and the numeric inputs;
+          None when the function needs no host stage.
         """
+        # Numeric inputs that the stage may take keep their shapes (unknown sizes None);
+        # a ragged component keeps the stage's default, [None].
+        shapes = {k: split.stage_shape(specs[k]) for k in input_keys
+                  if not _is_string(specs[k]) and not (k in host_keys and specs[k].shape)}
         parts = string_functions.split_function(self._interp, self._meta, self._path,
                                                 function_name, input_keys, host_keys,
-                                                {k: [] for k in host_keys
-                                                 if specs[k].shape == ()})
-        if parts is None:  # strings in, but no string op reads them
-            raise NotImplementedError(f"signature {name!r}: string inputs that no "
-                                      f"string op reads")
+                                                shapes)
+        if parts is None:
+            return None
         self.host_stages[name] = parts.program
         self.assets.update(parts.assets)
         concrete = self._objects.concrete_functions[function_name]

@@ -223,6 +223,25 @@ def test_an_op_sized_by_module_data_is_refused_before_it_allocates():
         outer.run(["a"])
 
 
+def test_a_range_sized_by_an_input_is_refused_before_it_allocates():
+    # A numeric stage (tf.range of a signature's inputs): the caller's values set the
+    # length, bounded like any size from data; an infinite bound has no length at all.
+    program = {"inputs": {k: {"dtype": "float32", "shape": []} for k in ("lo", "hi", "step")},
+               "nodes": [{"name": "r", "op": "Range",
+                          "inputs": [["lo", 0], ["hi", 0], ["step", 0]],
+                          "attrs": {"Tidx": "float32"}}],
+               "outputs": {"x": ["r", 0]}}
+    stage = HostStage(program, signature="default", limits=HostLimits(max_elements=1000))
+    assert stage.run({"lo": 0, "hi": 1000, "step": 1})["x"].shape == (1000,)
+    with pytest.raises(HostStageError, match=r"host op 'r' \(Range\): would make 1,001 "
+                                             r"elements.*JAXHUB_HOST_MAX_ELEMENTS"):
+        stage.run({"lo": 0, "hi": 1001, "step": 1})
+    with pytest.raises(HostStageError, match=r"'r' \(Range\).*would make 1,000,000,000 "):
+        stage.run({"lo": 0, "hi": 1e9, "step": 1})
+    with pytest.raises(HostStageError, match=r"'r' \(Range\).*no finite length"):
+        stage.run({"lo": 0, "hi": np.inf, "step": 1})
+
+
 def test_text_that_doubles_at_every_op_is_stopped():
     nodes = [{"name": "j0", "op": "StringJoin", "inputs": [["text", 0], ["text", 0]]}]
     nodes += [{"name": f"j{i}", "op": "StringJoin", "inputs": [[f"j{i-1}", 0], [f"j{i-1}", 0]]}

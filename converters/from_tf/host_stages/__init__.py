@@ -1,1 +1,2 @@
-"""Splitting TF graphs into a host stage (strings, tables; numpy) and a device function."""
+"""Splitting TF graphs into a host stage (strings, tables, value-shaped ops; numpy) and a
+device function."""

@@ -1,9 +1,10 @@
-"""Splits a TF graph where its string and table ops end: a host stage, then the device part.
+"""Splits a TF graph into a host stage (its string and table ops, and the ops whose output
+shapes follow input values) and the device part.
 
 A node runs on the host when it does not depend on a variable, a random op or a numeric
-input, and it depends on a string input or is a string or table op itself (or the initializer of such a
-table). Everything else stays in the device function, which takes the host stage's
-numeric results as inputs (its *frontier*) and is exported as usual.
+input, and it depends on a string input or is a string or table op itself (or the
+initializer of such a table). Everything else stays in the device function, which takes
+the host stage's numeric results as inputs (its *frontier*) and is exported as usual.
 
 Sizes that the host stage decides (the number of tokens, of unique ids) become symbolic
 dimensions of the device function's inputs. Which of them are equal is found by running
@@ -14,6 +15,16 @@ A sparse-segment reduction whose segment ids come from the host (``embedding_loo
 has a number of output rows set by those values; the host stage then also feeds a
 zero-filled array of that length (``size_of`` in the program), which the op reads its
 size from (see ``ops/sparse.py``).
+
+Numeric signatures get a host stage too when an op's *output shape* follows its inputs'
+values (``tf.range(n)``, one-argument ``tf.where``, ``tf.unique``, ``tf.boolean_mask``):
+a device function's shapes cannot depend on values. When such an op's inputs are
+computed from the signature's inputs alone, through ops the host stage runs, that input
+*cone* and the op move to the host stage, whose result reaches the device function with
+a symbolic size. Only the cone moves: what follows the op stays on the device. Parts of
+the cone that read only shapes and constants are computed on both sides, so that they
+stay static on the device. When the cone reaches params, random numbers or ops the host
+stage cannot run, the graph is refused, naming the op and what blocks it.
 """
 
 from __future__ import annotations
@@ -75,6 +86,15 @@ _DEVICE_SEED_OPS = frozenset({
     "RandomStandardNormal", "TruncatedNormal", "RandomUniformInt",
 })
 
+#: Ops whose output shape follows the values of their inputs (by position; None: all).
+VALUE_SHAPED_OPS: dict[str, tuple[int, ...] | None] = {
+    "Range": None, "Where": None, "Unique": None, "UniqueWithCounts": None,
+    "ListDiff": None, "Fill": (0,), "DynamicPartition": (1,), "RaggedRange": None,
+    "NonMaxSuppressionV3": None, "NonMaxSuppressionV4": None, "NonMaxSuppressionV5": None}
+
+#: Ops whose results are their input's shape, whatever its values.
+_SHAPE_OPS = frozenset({"Shape", "ShapeN", "Size", "Rank"})
+
 #: Device ops whose output size is an input's value: that input's position.
 _SIZE_INPUTS = {"UnsortedSegmentSum": 2, "UnsortedSegmentMax": 2, "UnsortedSegmentMin": 2,
                 "UnsortedSegmentProd": 2, "Fill": 0, "Range": 1, "Reshape": 1,
@@ -122,17 +142,24 @@ def split(fn: graph.Function, *, table_initializers: Mapping[str, str] = {},
         default ``[None]``.
 
     Raises:
-      HostStageUnsupportedError: a string or table op has no host implementation, or
-        strings would reach the device function.
+      HostStageUnsupportedError: a string or table op has no host implementation,
+        strings would reach the device function, or an op whose output shape follows
+        the inputs' values reads params or ops the host stage cannot run.
     """
     string_args = {a for a, d in zip(fn.args, fn.arg_dtypes) if d == np.dtype(object)}
     string_args |= set(host_args) & set(fn.args)  # the stage's inputs
-    if not string_args and not any(n.op in HOST_SEED_OPS for n in fn.nodes.values()):
+    text = bool(string_args) or any(n.op in HOST_SEED_OPS for n in fn.nodes.values())
+    if not text and not any(n.op in VALUE_SHAPED_OPS for n in fn.nodes.values()):
         return Split(None, fn)
     nodes = dict(fn.nodes)
     # Table initializers run on the host with their table.
     extra_roots = [init for table, init in table_initializers.items() if table in nodes]
     order = _order(nodes, [s for s, _ in fn.outputs] + list(fn.control_outputs) + extra_roots)
+    numeric_inputs = {a for a, d in zip(fn.args, fn.arg_dtypes)
+                      if (a in input_names or not input_names) and _is_number(d)}
+    seeds, by_values = _value_shaped(nodes, order, numeric_inputs - string_args)
+    if not text and not seeds:
+        return Split(None, fn)
     # Numeric inputs are device values: what reads them runs on the device.
     device_dep: set[str] = set(fn.args) - string_args
     host: set[str] = set(string_args)
@@ -154,6 +181,13 @@ def split(fn: graph.Function, *, table_initializers: Mapping[str, str] = {},
                           and nodes[d].op != "Const")
             host |= shared
     host |= {init for table, init in table_initializers.items() if table in host}
+    cone, cone_inputs = _host_cones(nodes, [n for n in seeds if n not in host], host,
+                                    numeric_inputs)
+    host |= cone | cone_inputs
+    # What only reads shapes and constants stays static on the device: both compute it.
+    shared |= {n for n in cone - by_values if nodes[n].op != "Const"}
+    string_args |= cone_inputs
+    device_dep -= host
     _check_supported(nodes, host - string_args, fn, device_dep, shared)
     renamed = {a: input_names.get(a, a) for a in string_args}
     return _build(fn, nodes, order, host, renamed, table_initializers, assets, shared,
@@ -178,6 +212,89 @@ def _order(nodes: Mapping[str, graph.Node], roots: list[str]) -> list[str]:
             if dep in nodes and dep not in seen:
                 stack.append((dep, False))
     return order
+
+
+def _is_number(dtype: Any) -> bool:
+    return isinstance(dtype, np.dtype) and dtype.kind in "biuf"
+
+
+def _value_shaped(nodes: Mapping[str, graph.Node], order: list[str], inputs: set[str]
+                  ) -> tuple[list[str], set[str]]:
+    """The value-shaped ops (:data:`VALUE_SHAPED_OPS`) whose shape follows the values of
+    ``inputs``, in ``order``; and every node whose values follow them.
+
+    A shape op passes on the values' influence only when its input's shape follows them
+    (``tf.shape(x)`` of an input is known to the device function, that of ``tf.where(x)``
+    is not).
+    """
+    values, shaped, seeds = set(inputs), set(), []
+    for name in order:
+        node = nodes[name]
+        deps = [s for s, _ in node.inputs]
+        if any(d in (shaped if node.op in _SHAPE_OPS else values) for d in deps):
+            values.add(name)
+        positions = VALUE_SHAPED_OPS.get(node.op, ())
+        if positions is None:
+            positions = range(len(deps))
+        if any(deps[i] in values for i in positions if i < len(deps)):
+            seeds.append(name)
+            shaped.add(name)
+        elif any(d in shaped for d in deps):
+            shaped.add(name)
+    return seeds, values
+
+
+def _host_cones(nodes: Mapping[str, graph.Node], seeds: list[str], host: set[str],
+                inputs: set[str]) -> tuple[set[str], set[str]]:
+    """The nodes that compute ``seeds`` (themselves included, the nodes in ``host`` left
+    out) and the signature ``inputs`` they read: what moves to the host stage.
+
+    Raises:
+      HostStageUnsupportedError: a seed's inputs come from params, random numbers or ops
+        the host stage cannot run (named).
+    """
+    cone: set[str] = set()
+    read: set[str] = set()
+    blocked: dict[str, set[str]] = {}
+    for seed in seeds:
+        stack = [seed]
+        while stack:
+            name = stack.pop()
+            if name in cone or name in host or name in read:
+                continue
+            if name in inputs:
+                read.add(name)
+                continue
+            node = nodes.get(name)
+            why = _why_not_on_host(node) if node is not None else "a captured value"
+            if why:
+                what = f"{node.op} {name!r}" if node is not None else repr(name)
+                blocked.setdefault(seed, set()).add(f"{what} ({why})")
+                continue
+            cone.add(name)
+            stack.extend(s for s, _ in node.inputs)
+    if blocked:
+        raise HostStageUnsupportedError("; ".join(
+            f"{nodes[seed].op} node {seed!r} has an output shape set by the values of the "
+            f"signature's inputs, which a device function cannot have; the host stage "
+            f"could compute it before the device function, but its inputs also come from "
+            f"what only the device computes: {sorted(what)}. Compute them from the "
+            f"signature's inputs with ops the host stage runs, or pass the result as an "
+            f"input" for seed, what in sorted(blocked.items()))
+            + f". The host stage runs: {extend.supported_host_ops()}")
+    return cone, read
+
+
+def _why_not_on_host(node: graph.Node) -> str | None:
+    """Why ``node`` cannot run in a host stage, or None when it can."""
+    if node.op in _DEVICE_SEED_OPS:
+        return "params or random numbers"
+    if node.op == "Const":
+        return None
+    if not extend.has_host_op(node.op):
+        return "no host implementation"
+    return "; ".join(extend.host_op_attr_problems(node, node.attrs,
+                                                  graph.implicit_attrs(node.op))) or None
 
 
 def _check_supported(nodes, host: set[str], fn, device_dep: set[str],
@@ -279,7 +396,8 @@ def _build(fn, nodes, order, host, string_args: Mapping[str, str], table_initial
                    for arg, name in sorted(string_args.items(), key=lambda kv: kv[1])},
         "nodes": program_nodes,
         "init": [init for table, init in table_initializers.items() if table in host],
-        "outputs": {name: list(ref) for ref, name in frontier.items()},
+        "outputs": {name: [string_args.get(ref[0], ref[0]), ref[1]]
+                    for ref, name in frontier.items()},
         "size_of": size_of,
     }
     device = graph.Function(fn.name, args, [None] * len(args), device_nodes, outputs,
@@ -315,6 +433,12 @@ def _json_attrs(node: graph.Node) -> dict[str, Any]:
     return attrs
 
 
+def stage_shape(spec: Any) -> list[int | None]:
+    """The shape of a host stage input for a signature input of spec ``spec`` (a
+    :class:`jaxhub.TensorSpec`): its sizes, None for each unknown one."""
+    return [d if isinstance(d, int) else None for d in spec.shape]
+
+
 def device_input_specs(program: Mapping[str, Any], assets: Mapping[str, pathlib.Path]
                        ) -> dict[str, Any]:
     """Specs of the device function's inputs, with symbolic sizes shared where they agree.
@@ -327,7 +451,11 @@ def device_input_specs(program: Mapping[str, Any], assets: Mapping[str, pathlib.
     """
     import jaxhub
     stage = extend.HostStage(program, assets)
-    runs = [stage.run(_probe_inputs(stage.input_specs, batch)) for batch in _PROBES]
+    try:
+        runs = [stage.run(_probe_inputs(stage.input_specs, batch)) for batch in _PROBES]
+    except extend.HostStageError as e:
+        raise HostStageUnsupportedError(
+            f"the host stage fails on the sample inputs that find its sizes: {e}") from None
     symbols: dict[tuple[int, ...], str] = {tuple(len(b) for b in _PROBES): "batch"}
     specs = {}
     for name in list(program["outputs"]) + list(program.get("size_of", {})):
@@ -375,8 +503,11 @@ def _probe_inputs(specs: Mapping[str, Mapping[str, Any]], batch: list[bytes]
             inputs[name] = np.asarray(_SCALAR_PROBE + 4 * len(batch), spec["dtype"])
             continue
         base, level = extend.ragged_component(name)
+        if base is None:  # the input of an op whose shape follows values (split())
+            inputs[name] = _numeric_probe(spec, len(batch))
+            continue
         depth = sum(extend.ragged_component(k)[0] == base and k != f"{base}.values"
-                    for k in specs) if base is not None else 0
+                    for k in specs)
         if not depth:
             raise HostStageUnsupportedError(
                 f"host stage input {name!r}: numbers that are not a ragged tensor's "
@@ -384,6 +515,19 @@ def _probe_inputs(specs: Mapping[str, Mapping[str, Any]], batch: list[bytes]
         value = _ragged_probe(batch, depth)[depth if level is None else level]
         inputs[name] = value.astype(spec["dtype"])
     return inputs
+
+
+def _numeric_probe(spec: Mapping[str, Any], batch: int) -> np.ndarray:
+    """Small numbers for a numeric host input, their unknown sizes ``batch``: different
+    for each probe, so that sizes that follow the values get symbols of their own.
+    Integers are 0 or 1 (valid indices, partitions, counts), floats of either sign."""
+    dtype = np.dtype(spec["dtype"])
+    if spec["shape"] == []:
+        return np.asarray(_SCALAR_PROBE + 4 * batch, dtype)
+    shape = [batch if d is None else int(d) for d in spec["shape"]]
+    low = -2 if dtype.kind == "f" else 0
+    high = 6 if dtype.kind == "f" else 2
+    return np.random.default_rng(batch).integers(low, high, shape).astype(dtype)
 
 
 def _ragged_probe(batch: list[bytes], depth: int) -> list[np.ndarray]:

@@ -333,8 +333,12 @@ class _Graph:
             fn.control_outputs = _runnable(fn, _collection_nodes(
                 self.meta, _UPDATE_OPS))
         fn = self._prepare(fn)
+        by_key = specs if isinstance(specs, Mapping) else {"default": specs}
+        # Numeric inputs that the host stage may take keep their shapes (unknown: None).
+        shapes = {k: split.stage_shape(s) for k, s in by_key.items() if s is not None}
         parts = split.split(fn, table_initializers=self._tables, assets=self._assets,
-                                input_names={t.split(":")[0]: k for k, t in feeds.items()})
+                            input_names={t.split(":")[0]: k for k, t in feeds.items()},
+                            input_shapes=shapes)
         arg_keys = list(feeds)
         if parts.program is not None:
             self.host_stages[name] = parts.program
@@ -342,7 +346,7 @@ class _Graph:
             by_arg = {tensor.split(":")[0]: key for key, tensor in feeds.items()}
             arg_keys = [by_arg.get(a, a) for a in parts.device.args]
             numeric = {} if not isinstance(specs, Mapping) else {
-                k: s for k, s in specs.items() if s is not None}
+                k: s for k, s in specs.items() if s is not None and k in arg_keys}
             specs = {**split.device_input_specs(parts.program, self._module.assets),
                      **numeric}
         evaluate = self._interp.as_function(parts.device)

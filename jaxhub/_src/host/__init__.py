@@ -1,4 +1,5 @@
-"""Host stages: string and table preprocessing that runs with numpy before the device call.
+"""Host stages: string and table preprocessing, and ops whose output shapes follow input
+values, run with numpy before the device call.
 
 See :mod:`jaxhub._src.host.program` for the stored form and :mod:`jaxhub._src.host.ops` for
 the ops; :mod:`jaxhub._src.host.registry` is the op table that the TF graph converter uses

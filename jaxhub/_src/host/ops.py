@@ -1,4 +1,6 @@
-"""numpy implementations of the TF ops a host stage runs: strings, tables, small integer math.
+"""numpy implementations of the TF ops a host stage runs: strings, tables, small integer
+math, and ops whose output shapes follow their inputs' values (``Range``, ``Where``,
+``Unique``, non-max suppression).
 
 Each op is ``impl(node, *inputs) -> value or tuple of values`` where ``node`` is a
 :class:`jaxhub._src.host.program.HostNode` (its ``attrs`` are JSON values) and inputs are numpy
@@ -487,24 +489,133 @@ def _gather(node, params, indices, axis):
 
 @register("Range")
 def _range(node, start, limit, delta):
-    step = np.asarray(delta).item()
-    if step == 0:
-        raise ValueError("Range with delta 0")
-    span = (np.asarray(limit).item() - np.asarray(start).item()) / step
-    check_elements(node, max(0, int(np.ceil(span))))
-    return np.arange(np.asarray(start), np.asarray(limit), np.asarray(delta),
-                     dtype=node.attrs.get("Tidx", None))
+    # As TF's kernel: bounds that run away from the limit are an error, not empty; the
+    # length and the values ``start + i * delta`` are computed in the output's type.
+    dtype = np.dtype(node.attrs.get("Tidx") or np.result_type(start, limit, delta))
+    if dtype.kind not in "iuf":
+        raise ValueError(f"Range of {dtype}; TF's ranges are integers or floats")
+    start, limit, delta = (np.asarray(v).astype(dtype)[()] for v in (start, limit, delta))
+    if delta == 0:
+        raise ValueError("Range requires delta != 0")
+    if not (start <= limit if delta > 0 else start >= limit):
+        raise ValueError(f"Range requires start {'<=' if delta > 0 else '>='} limit when "
+                         f"delta {'>' if delta > 0 else '<'} 0: {start}/{limit}")
+    if dtype.kind in "iu":
+        size = (abs(int(limit) - int(start)) + abs(int(delta)) - 1) // abs(int(delta))
+    else:
+        span = np.abs((limit - start) / delta)
+        if not np.isfinite(span):
+            raise ValueError(f"Range from {start} to {limit} by {delta} has no finite length")
+        size = int(np.ceil(span))
+    check_elements(node, size)
+    return start + np.arange(size, dtype=dtype) * delta
+
+
+def _first_occurrences(x) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The distinct values of 1-D ``x`` in order of first occurrence (as TF orders them;
+    ``np.unique`` sorts), each element's index among them, and their counts."""
+    x = np.asarray(x)
+    if x.ndim != 1:
+        raise ValueError(f"unique values of a tensor of rank {x.ndim}; TF takes a vector")
+    # TF's hash map sees each NaN as a value of its own (NaN != NaN).
+    _, first, inverse, counts = np.unique(x, return_index=True, return_inverse=True,
+                                          return_counts=True, equal_nan=False)
+    order = np.argsort(first, kind="stable")
+    rank = np.empty_like(order)
+    rank[order] = np.arange(len(order))
+    return x[first[order]], rank[inverse.reshape(-1)], counts[order]
 
 
 @register("Unique")
 def _unique(node, x):
-    # TF orders unique values by first occurrence (np.unique sorts them).
-    flat = np.asarray(x).reshape(-1)
-    first: dict[Any, int] = {}
-    idx = np.asarray([first.setdefault(v.item() if hasattr(v, "item") else v, len(first))
-                      for v in flat], dtype=node.attrs.get("out_idx", "int32"))
-    values = np.asarray(list(first), dtype=flat.dtype)
-    return values, idx
+    values, idx, _ = _first_occurrences(x)
+    return values, idx.astype(node.attrs.get("out_idx", "int32"))
+
+
+@register("UniqueWithCounts")
+def _unique_with_counts(node, x):
+    values, idx, counts = _first_occurrences(x)
+    out_idx = node.attrs.get("out_idx", "int32")
+    return values, idx.astype(out_idx), counts.astype(out_idx)
+
+
+@register("ListDiff")
+def _list_diff(node, x, y):
+    # ``tf.compat.v1.setdiff1d``: the values of x not in y, in x's order, and their indices.
+    x = np.asarray(x)
+    keep = np.flatnonzero(~np.isin(x, np.asarray(y)))
+    return x[keep], keep.astype(node.attrs.get("out_idx", "int32"))
+
+
+@register("DynamicPartition", attrs=("num_partitions",))
+def _dynamic_partition(node, data, partitions):
+    data, partitions = np.asarray(data), np.asarray(partitions)
+    if data.shape[:partitions.ndim] != partitions.shape:
+        raise ValueError(f"partitions of shape {partitions.shape} for data of shape "
+                         f"{data.shape}: TF needs them to be a prefix of it")
+    count = int(node.attrs["num_partitions"])
+    outside = (partitions < 0) | (partitions >= count)
+    if outside.any():
+        raise ValueError(f"partition {partitions[outside][0]} is not in [0, {count})")
+    return tuple(data[partitions == i] for i in range(count))
+
+
+def _corners(boxes: np.ndarray) -> tuple[np.ndarray, ...]:
+    """``ymin, xmin, ymax, xmax`` of boxes given by either pair of opposite corners."""
+    return (np.minimum(boxes[:, 0], boxes[:, 2]), np.minimum(boxes[:, 1], boxes[:, 3]),
+            np.maximum(boxes[:, 0], boxes[:, 2]), np.maximum(boxes[:, 1], boxes[:, 3]))
+
+
+def _iou(corners: tuple[np.ndarray, ...], areas: np.ndarray, i: int, others: list[int]
+         ) -> np.ndarray:
+    """Intersection over union of box ``i`` with each of ``others`` (0 for an empty box),
+    in the boxes' type, as TF's kernel computes it."""
+    ymin, xmin, ymax, xmax = corners
+    inter = (np.maximum(np.minimum(ymax[i], ymax[others]) - np.maximum(ymin[i], ymin[others]), 0)
+             * np.maximum(np.minimum(xmax[i], xmax[others]) - np.maximum(xmin[i], xmin[others]), 0))
+    with np.errstate(divide="ignore", invalid="ignore"):
+        iou = inter / (areas[i] + areas[others] - inter)
+    return np.where((areas[i] <= 0) | (areas[others] <= 0), 0, iou)
+
+
+@register("NonMaxSuppressionV3", "NonMaxSuppressionV4", "NonMaxSuppressionV5",
+          attrs=("pad_to_max_output_size",))
+def _non_max_suppression(node, boxes, scores, max_output_size, iou_threshold,
+                         score_threshold, soft_nms_sigma=0.0):
+    # Greedy hard NMS as TF's kernel: candidates above the score threshold by falling
+    # score (ties: the lower index first), each kept unless it overlaps a kept box by
+    # more than the IoU threshold. Soft NMS (a sigma above 0) is not implemented.
+    boxes, scores = np.asarray(boxes), np.asarray(scores)
+    limit, threshold = int(max_output_size), float(iou_threshold)
+    if boxes.ndim != 2 or boxes.shape[1] != 4 or scores.shape != boxes.shape[:1]:
+        raise ValueError(f"boxes of shape {boxes.shape} and scores of shape {scores.shape}; "
+                         f"TF takes [n, 4] and [n]")
+    if limit < 0 or not 0 <= threshold <= 1:
+        raise ValueError(f"max_output_size {limit} must be >= 0 and iou_threshold "
+                         f"{threshold} in [0, 1]")
+    if float(soft_nms_sigma) != 0:
+        raise ValueError("soft NMS (soft_nms_sigma > 0) is not implemented on the host")
+    corners = _corners(boxes)
+    areas = (corners[2] - corners[0]) * (corners[3] - corners[1])
+    candidates = np.flatnonzero(scores > np.asarray(score_threshold, scores.dtype))
+    kept: list[int] = []
+    for i in candidates[np.lexsort((candidates, -scores[candidates]))]:
+        if len(kept) == limit:
+            break
+        if not kept or np.all(_iou(corners, areas, i, kept) <= threshold):
+            kept.append(int(i))
+    count = len(kept)
+    if node.attrs.get("pad_to_max_output_size", False):
+        check_elements(node, limit)
+        kept += [0] * (limit - count)
+    indices = np.asarray(kept, np.int32)
+    if node.op == "NonMaxSuppressionV3":
+        return indices
+    if node.op == "NonMaxSuppressionV4":
+        return indices, np.int32(count)
+    selected_scores = np.zeros(len(kept), scores.dtype)  # padding scores 0, as TF's
+    selected_scores[:count] = scores[kept[:count]]
+    return indices, selected_scores, np.int32(count)
 
 
 @register("StridedSlice", attrs=("begin_mask", "end_mask", "ellipsis_mask", "new_axis_mask",
@@ -591,7 +702,10 @@ def _dense_bincount(node, values, size, weights):
 
 @register("Where")
 def _where(node, x):
-    return np.argwhere(np.asarray(x)).astype(np.int64)
+    x = np.asarray(x)
+    if x.ndim == 0:
+        raise ValueError("Where of a tensor of rank 0; TF takes rank 1 or more")
+    return np.argwhere(x).astype(np.int64)
 
 
 @register("StringJoin", attrs=("separator",))

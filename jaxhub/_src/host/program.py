@@ -1,11 +1,12 @@
 """Host stages: the string and table part of a signature, kept as data and run with numpy.
 
 Text modules take strings and look words up in vocabulary tables: work no accelerator
-does. A converter splits such a signature in two: a *host stage* (a small program of TF
-ops, stored as JSON in the module's attachments, with its vocabulary files as assets) and
-the device function (``jax.export``), which gets the host stage's numeric results. Loading
-runs no Python code from the module: the program only names ops from
-:mod:`jaxhub._src.host.ops`.
+does. Other signatures run ops whose output shapes follow their inputs' values
+(``tf.range(n)``, ``tf.where(x)``), which a device function cannot. A converter splits
+such a signature in two: a *host stage* (a small program of TF ops, stored as JSON in the
+module's attachments, with its vocabulary files as assets) and the device function
+(``jax.export``), which gets the host stage's numeric results. Loading runs no Python
+code from the module: the program only names ops from :mod:`jaxhub._src.host.ops`.
 
 The JSON form (one per signature, under the attachment :data:`ATTACHMENT_KEY`)::
 

@@ -11,7 +11,7 @@ import tensorflow as tf
 import jaxhub
 from jaxhub_tf.from_tf.values import Context
 
-from ._session import flat_params
+from ._session import TF1Session, flat_params
 
 RNG = np.random.default_rng(0)
 X = RNG.standard_normal((5, 6)).astype(np.float32)
@@ -164,3 +164,32 @@ def test_sparse_input_is_three_dense_inputs(tmp_path):
     np.testing.assert_allclose(out["scaled"], [3.0, 6.0])
     np.testing.assert_array_equal(out["rows"], [0, 2])
     assert int(out["width"]) == 4
+
+
+def test_value_shaped_ops_on_inputs_run_in_a_host_stage(tmp_path):
+    # tf.range(n) and tf.boolean_mask of a fed tensor: their shapes follow the inputs'
+    # values, so they run on the host; the products with the variable on the device.
+    v1 = tf.compat.v1
+    with tf.Graph().as_default(), v1.Session() as sess:
+        n = v1.placeholder(tf.int32, [], name="n")
+        x = v1.placeholder(tf.float32, [None], name="x")
+        w = v1.get_variable("w", [], initializer=v1.constant_initializer(1.5))
+        outputs = {"y": tf.cast(tf.range(n), tf.float32) * w,
+                   "picked": tf.boolean_mask(x, x > 0) * w}
+        sess.run(v1.global_variables_initializer())
+        builder = v1.saved_model.Builder(str(tmp_path / "m"))
+        builder.add_meta_graph_and_variables(sess, [], {
+            "default": v1.saved_model.signature_def_utils.predict_signature_def(
+                {"n": n, "x": x}, outputs)})
+        builder.save()
+    (tmp_path / "m" / "tfhub_module.pb").write_bytes(b"\x08\x03")  # ModuleDef, format V3
+    module = jaxhub.load(tmp_path / "m", cache_dir=tmp_path / "cache")
+    assert module.has_host_stage("default")
+    sess = TF1Session(tmp_path / "m")
+    try:
+        for inputs in ({"n": np.int32(4), "x": np.array([1, -2, 3], np.float32)},
+                       {"n": np.int32(0), "x": np.array([-1, -2], np.float32)}):
+            theirs = sess.run("default", inputs)
+            _assert_close(module(inputs, as_dict=True), theirs)
+    finally:
+        sess.close()

@@ -1,0 +1,238 @@
+"""Host stages for ops whose output shape follows their inputs' values (TF2 SavedModels).
+
+``tf.range`` and ``tf.ragged.range`` with tensor bounds, ``tf.fill`` with a tensor shape,
+one-argument ``tf.where``, ``tf.unique`` (with counts), ``tf.compat.v1.setdiff1d``,
+``tf.dynamic_partition``, ``tf.image.non_max_suppression`` and ``tf.boolean_mask`` of a
+signature's inputs run in a host stage; what follows them (here a product with a
+variable) stays in the device function, which takes their results with a symbolic size.
+Outputs are compared with TF eager on several inputs, empty results included, through
+``apply`` and through ``preprocess`` + ``jax.jit(apply_device)``.
+"""
+
+from __future__ import annotations
+
+import jax
+import numpy as np
+import pytest
+import tensorflow as tf
+
+import jaxhub
+from jaxhub_tf.from_tf.host_stages.split import HostStageUnsupportedError
+from jaxhub_tf.from_tf.saved_model import load_saved_model
+
+_INT = tf.TensorSpec([], tf.int32)
+_FLOAT = tf.TensorSpec([], tf.float32)
+
+
+class _ValueShaped(tf.Module):
+    """One signature per value-shaped op, each followed by a product with a variable."""
+
+    def __init__(self):
+        super().__init__()
+        self.scale = tf.Variable([1.5, -2.0], name="scale")
+
+    def _scaled(self, x: tf.Tensor) -> tf.Tensor:
+        return tf.cast(x, tf.float32) * self.scale[0] + self.scale[1]
+
+    @tf.function(input_signature=[tf.TensorSpec([None], tf.float32)])
+    def __call__(self, x):
+        return self._scaled(tf.boolean_mask(x, x > 0))
+
+    @tf.function(input_signature=[_INT])
+    def count(self, n):
+        return {"y": self._scaled(tf.range(n)), "filled": self._scaled(tf.fill([n], 3))}
+
+    @tf.function(input_signature=[_INT, _INT, _INT])
+    def int_range(self, start, limit, delta):
+        return {"y": self._scaled(tf.range(start, limit, delta))}
+
+    @tf.function(input_signature=[_FLOAT, _FLOAT, _FLOAT])
+    def float_range(self, start, limit, delta):
+        return {"y": self._scaled(tf.range(start, limit, delta))}
+
+    @tf.function(input_signature=[tf.TensorSpec([None, 3], tf.float32)])
+    def nonzero(self, x):
+        where = tf.where(x)
+        return {"indices": where, "values": self._scaled(tf.gather_nd(x, where))}
+
+    @tf.function(input_signature=[tf.TensorSpec([None], tf.int32)])
+    def unique(self, x):
+        values, index = tf.unique(x)
+        _, _, counts = tf.unique_with_counts(x)
+        return {"values": self._scaled(values), "index": index, "counts": counts * 2}
+
+    @tf.function(input_signature=[tf.TensorSpec([None], tf.int32)])
+    def ragged_count(self, n):
+        ranges = tf.ragged.range(n)
+        return {"values": self._scaled(ranges.flat_values), "splits": ranges.row_splits}
+
+    @tf.function(input_signature=[tf.TensorSpec([None], tf.float32),
+                                  tf.TensorSpec([None], tf.int32)])
+    def partition(self, x, parts):
+        low, high = tf.dynamic_partition(x, parts, 2)
+        return {"low": self._scaled(low), "high": self._scaled(high)}
+
+    @tf.function(input_signature=[tf.TensorSpec([None, 4], tf.float32),
+                                  tf.TensorSpec([None], tf.float32)])
+    def detections(self, boxes, scores):
+        kept = tf.image.non_max_suppression(boxes, scores, 3, iou_threshold=0.5)
+        return {"boxes": self._scaled(tf.gather(boxes, kept)), "kept": kept}
+
+    @tf.function(input_signature=[tf.TensorSpec([None], tf.int32)] * 2)
+    def difference(self, x, y):
+        kept, positions = tf.compat.v1.setdiff1d(x, y)
+        return {"kept": self._scaled(kept), "positions": positions}
+
+    @tf.function(input_signature=[tf.TensorSpec([None, 2], tf.float32),
+                                  tf.TensorSpec([None], tf.float32)])
+    def positive_rows(self, x, weights):
+        rows = tf.boolean_mask(x, x[:, 0] > 0)
+        return {"rows": self._scaled(rows), "total": tf.reduce_sum(weights * self.scale[0])}
+
+
+#: signature -> inputs to compare on, empty results included.
+CASES = {
+    "count": [{"n": 5}, {"n": 1}, {"n": 0}],
+    "int_range": [{"start": 3, "limit": 17, "delta": 4}, {"start": 10, "limit": -2, "delta": -3},
+                  {"start": 7, "limit": 7, "delta": 2}],
+    "float_range": [{"start": 0.5, "limit": 3.2, "delta": 0.3},
+                    {"start": 2.0, "limit": -1.0, "delta": -0.75},
+                    {"start": 1.0, "limit": 1.0, "delta": 0.5}],
+    "nonzero": [{"x": [[0, 1.5, 0], [2, 0, -3], [0, 0, 4]]}, {"x": [[0, 0, 7]]},
+                {"x": [[0, 0, 0], [0, 0, 0]]}],
+    "unique": [{"x": [4, 1, 4, 4, -2, 1, 9]}, {"x": [3]}, {"x": np.zeros([0])}],
+    "ragged_count": [{"n": [3, 0, 2]}, {"n": [1]}],
+    "partition": [{"x": [1, 2, 3, 4, 5], "parts": [1, 0, 0, 1, 1]},
+                  {"x": [0.5, -1], "parts": [0, 1]}],
+    "detections": [{"boxes": [[0, 0, 1, 1], [0, 0.1, 1, 1.1], [2, 2, 3, 3], [5, 5, 6, 7]],
+                    "scores": [0.9, 0.8, 0.7, 0.95]},
+                   {"boxes": [[0, 0, 1, 1]], "scores": [0.3]},
+                   {"boxes": np.zeros([0, 4]), "scores": np.zeros([0])}],
+    "difference": [{"x": [1, 5, 2, 5, 7], "y": [5, 9]}, {"x": [3, 3], "y": [1, 3]}],
+    "positive_rows": [{"x": [[1, 2], [-1, 5], [3, -4]], "weights": [1, 2, 3]},
+                      {"x": [[-1, 2], [3, 4]], "weights": [0.5, 0.25]}],
+}
+
+
+def _arrays(signature: str, inputs: dict) -> dict[str, np.ndarray]:
+    ints = ("count", "int_range", "unique", "difference", "ragged_count")
+    dtype = np.int32 if signature in ints else np.float32
+    return {k: np.asarray(v, np.int32 if k == "parts" else dtype) for k, v in inputs.items()}
+
+
+@pytest.fixture(scope="module")
+def saved(tmp_path_factory):
+    root = tmp_path_factory.mktemp("value_shaped")
+    model = _ValueShaped()
+    tf.saved_model.save(model, str(root / "sm"),
+                        signatures={name: getattr(model, name) for name in CASES})
+    return model, jaxhub.load(root / "sm", cache_dir=root / "cache")
+
+
+def _tf(model: _ValueShaped, signature: str, arrays: dict) -> dict[str, np.ndarray]:
+    out = getattr(model, signature)(**{k: tf.constant(v) for k, v in arrays.items()})
+    return {k: v.numpy() for k, v in out.items()}
+
+
+def _assert_close(ours: dict, theirs: dict) -> None:
+    assert ours.keys() == theirs.keys()
+    for key, want in theirs.items():
+        got = np.asarray(ours[key])
+        assert got.shape == want.shape, key
+        # Integer results are int32 in JAX (no 64-bit types), the same numbers.
+        np.testing.assert_allclose(got, want.astype(got.dtype), rtol=1e-6, atol=1e-6)
+
+
+@pytest.mark.parametrize("signature,index", [(s, i) for s, cases in CASES.items()
+                                             for i in range(len(cases))])
+def test_outputs_match_tf_through_apply_and_jitted_apply_device(saved, signature, index):
+    model, module = saved
+    arrays = _arrays(signature, CASES[signature][index])
+    theirs = _tf(model, signature, arrays)
+    assert module.has_host_stage(signature)
+    _assert_close(module.apply(module.params, arrays, signature=signature, as_dict=True),
+                  theirs)
+    feeds = module.preprocess(arrays, signature=signature)
+    if all(np.size(v) for v in feeds.values()):  # an empty size cannot be traced
+        device = jax.jit(lambda params, feeds: module.apply_device(
+            params, feeds, signature=signature, as_dict=True))
+        _assert_close(device(module.params, feeds), theirs)
+
+
+@pytest.mark.parametrize("x", [[3, -1, 0.5, 2], [-1, -2]])
+def test_call_becomes_the_default_signature_with_a_host_stage(saved, x):
+    model, module = saved
+    x = np.asarray(x, np.float32)
+    assert module.has_host_stage("default")
+    _assert_close({"y": module(x)}, {"y": model(tf.constant(x)).numpy()})
+
+
+def test_an_empty_result_with_outputs_that_are_not_empty_is_refused(saved):
+    # jax.export's symbolic sizes are at least 1: with no row selected, ``total`` (which
+    # does not follow the selection) cannot be computed by the device function.
+    model, module = saved
+    arrays = _arrays("positive_rows", {"x": [[-1, 2], [-3, 4]], "weights": [0.5, 0.25]})
+    assert _tf(model, "positive_rows", arrays)["rows"].shape == (0, 2)
+    with pytest.raises(jaxhub.SignatureError, match=r"output 'total' .* would not be empty"):
+        module.apply(module.params, arrays, signature="positive_rows")
+
+
+def test_value_sized_results_get_symbolic_sizes_of_their_own(saved):
+    _, module = saved
+    assert module.signatures["count"].inputs == {"n": jaxhub.TensorSpec([], "int32")}
+    unique = module.signatures["unique"]
+    assert unique.inputs["x"].dtype == "int32"  # callers pass the input, not the stage's
+    (distinct,) = unique.outputs["values"].shape
+    (batch,) = unique.outputs["index"].shape
+    assert isinstance(distinct, str) and isinstance(batch, str) and distinct != batch
+    rows, width = module.signatures["positive_rows"].outputs["rows"].shape
+    assert isinstance(rows, str) and width == 2
+
+
+def test_a_range_longer_than_the_host_limit_is_refused(saved, monkeypatch):
+    model, module = saved
+    with pytest.raises(jaxhub.HostStageError,
+                       match=r"signature 'int_range': host op .*\(Range\): would make "
+                             r"2,147,483,647 elements.*JAXHUB_HOST_MAX_ELEMENTS"):
+        module.apply(module.params, {"start": 0, "limit": 2 ** 31 - 1, "delta": 1},
+                     signature="int_range")
+    with pytest.raises(jaxhub.HostStageError, match=r"\(Range\).*no finite length"):
+        module.apply(module.params, {"start": 0.0, "limit": np.inf, "delta": 1.0},
+                     signature="float_range")
+    with pytest.raises(jaxhub.HostStageError, match=r"\(Range\).*requires delta != 0"):
+        module.apply(module.params, {"start": 0, "limit": 4, "delta": 0},
+                     signature="int_range")
+    with pytest.raises(tf.errors.InvalidArgumentError):  # as TF refuses it
+        model.int_range(tf.constant(5), tf.constant(0), tf.constant(1))
+    with pytest.raises(jaxhub.HostStageError, match=r"requires start <= limit"):
+        module.apply(module.params, {"start": 5, "limit": 0, "delta": 1},
+                     signature="int_range")
+
+
+class _OnTheDevice(tf.Module):
+    """Ranges whose bounds the host stage cannot compute."""
+
+    def __init__(self):
+        super().__init__()
+        self.offset = tf.Variable(3)
+
+    @tf.function(input_signature=[_INT])
+    def from_params(self, n):
+        return tf.range(n + self.offset)
+
+    @tf.function(input_signature=[_FLOAT])
+    def from_sine(self, x):
+        return tf.range(tf.cast(10 * tf.sin(x), tf.int32))
+
+
+@pytest.mark.parametrize("signature,blocker", [
+    ("from_params", r"ReadVariableOp '[^']*' \(params or random numbers\)"),
+    ("from_sine", r"Sin '[^']*' \(no host implementation\)")])
+def test_a_range_computed_on_the_device_is_refused_naming_the_op(tmp_path, signature,
+                                                                 blocker):
+    model = _OnTheDevice()
+    tf.saved_model.save(model, str(tmp_path), signatures={signature: getattr(model, signature)})
+    with pytest.raises(HostStageUnsupportedError,
+                       match=rf"Range node '.*range.*' has an output shape set by the values "
+                             rf"of the signature's inputs.*{blocker}"):
+        load_saved_model(tmp_path)

@@ -1,0 +1,158 @@
+"""The host stage's numeric ops whose output shape follows their inputs' values give what
+TF's kernels give: ``Range``, ``Unique``, ``UniqueWithCounts``, ``ListDiff``, ``Where``,
+``DynamicPartition``, ``NonMaxSuppressionV3``, ``V4`` and ``V5`` (hard NMS)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from jaxhub._src.host import ops as host_ops
+from jaxhub._src.host.limits import HostLimits, HostStageError
+from jaxhub._src.host.program import HostNode
+
+
+def run(op: str, *inputs, limits: HostLimits = HostLimits(), **attrs):
+    """The host op ``op`` on numpy ``inputs``; a tuple of results."""
+    result = host_ops.lookup(op)(HostNode("n", op, (), attrs, limits), *inputs)
+    return result if isinstance(result, tuple) else (result,)
+
+
+def assert_same(ours, theirs):
+    assert len(ours) == len(theirs)
+    for a, b in zip(ours, theirs):
+        b = np.asarray(b)
+        assert np.asarray(a).shape == b.shape and np.asarray(a).dtype == b.dtype
+        np.testing.assert_array_equal(np.asarray(a), b)
+
+
+@pytest.mark.parametrize("bounds,dtype", [
+    ((0, 7, 1), "int32"), ((3, 17, 4), "int32"), ((10, -2, -3), "int64"), ((5, 5, 2), "int32"),
+    ((0.1, 1.0, 0.3), "float32"), ((0.0, 10.0, 0.7), "float32"),
+    ((1.5, -2.0, -0.7), "float64"), ((1.0, 1.0, 0.5), "float32")])
+def test_range_matches_tf(bounds, dtype):
+    args = [np.asarray(v, dtype) for v in bounds]
+    theirs = tf.range(*[tf.constant(a) for a in args])
+    assert_same(run("Range", *args, Tidx=dtype), [theirs.numpy()])
+
+
+@pytest.mark.parametrize("bounds,problem", [
+    ((0, 4, 0), "requires delta != 0"), ((5, 0, 1), "requires start <= limit"),
+    ((0, 5, -1), "requires start >= limit")])
+def test_range_refuses_what_tf_refuses(bounds, problem):
+    args = [np.asarray(v, np.int32) for v in bounds]
+    with pytest.raises(tf.errors.InvalidArgumentError):
+        tf.range(*[tf.constant(a) for a in args])
+    with pytest.raises(ValueError, match=problem):
+        run("Range", *args, Tidx="int32")
+
+
+def test_a_range_of_another_type_is_refused():
+    with pytest.raises(ValueError, match="Range of object"):
+        run("Range", np.int32(0), np.int32(3), np.int32(1), Tidx="object")
+
+
+@pytest.mark.parametrize("limit", [np.inf, np.nan, 1e30])
+def test_a_range_without_a_bounded_length_is_refused_before_it_allocates(limit):
+    args = [np.float32(0), np.float32(limit), np.float32(1)]
+    with pytest.raises((ValueError, HostStageError),
+                       match="no finite length|requires start|JAXHUB_HOST_MAX_ELEMENTS"):
+        run("Range", *args, Tidx="float32", limits=HostLimits(max_elements=1000))
+
+
+@pytest.mark.parametrize("x", [[4, 1, 4, 4, -2, 1, 9], [3], [], [2.5, -1.0, 2.5, 0.0],
+                               [float("nan"), 1.0, float("nan"), 1.0, -0.0, 0.0]])
+@pytest.mark.parametrize("out_idx", ["int32", "int64"])
+def test_unique_and_unique_with_counts_match_tf(x, out_idx):
+    x = np.asarray(x, np.float32 if any(isinstance(v, float) for v in x) else np.int32)
+    theirs = tf.raw_ops.Unique(x=x, out_idx=tf.as_dtype(out_idx))
+    assert_same(run("Unique", x, out_idx=out_idx), [t.numpy() for t in theirs])
+    theirs = tf.raw_ops.UniqueWithCounts(x=x, out_idx=tf.as_dtype(out_idx))
+    assert_same(run("UniqueWithCounts", x, out_idx=out_idx), [t.numpy() for t in theirs])
+
+
+@pytest.mark.parametrize("x,y", [([1, 5, 2, 5, 7], [5, 9]), ([1, 2], []), ([], [1]),
+                                 ([3, 3], [3]), ([float("nan"), 1.0, 0.0], [float("nan"), -0.0])])
+def test_list_diff_matches_tf(x, y):
+    dtype = np.float32 if any(isinstance(v, float) for v in x) else np.int32
+    x, y = np.asarray(x, dtype), np.asarray(y, dtype)
+    theirs = tf.raw_ops.ListDiff(x=x, y=y)
+    assert_same(run("ListDiff", x, y, out_idx="int32"), [t.numpy() for t in theirs])
+
+
+@pytest.mark.parametrize("x", [[[0, 1.5, 0], [2, 0, -3]], [0, 0], [[True, False]], []])
+def test_where_matches_tf(x):
+    x = np.asarray(x)
+    assert_same(run("Where", x), [tf.raw_ops.Where(condition=x).numpy()])
+
+
+def test_where_of_a_scalar_is_refused_as_tf():
+    with pytest.raises(tf.errors.InvalidArgumentError):
+        tf.raw_ops.Where(condition=np.float32(4))
+    with pytest.raises(ValueError, match="rank 0"):
+        run("Where", np.float32(4))
+
+
+@pytest.mark.parametrize("data,partitions", [
+    ([[1, 2], [3, 4], [5, 6]], [1, 0, 1]), ([1.5, 2.5, 3.5, 4.5], [2, 2, 0, 2]),
+    ([[1, 2], [3, 4]], [[0, 1], [1, 2]]), ([], [])])
+def test_dynamic_partition_matches_tf(data, partitions):
+    data, partitions = np.asarray(data, np.float32), np.asarray(partitions, np.int32)
+    theirs = tf.raw_ops.DynamicPartition(data=data, partitions=partitions, num_partitions=3)
+    assert_same(run("DynamicPartition", data, partitions, num_partitions=3),
+                [t.numpy() for t in theirs])
+
+
+def test_dynamic_partition_refuses_a_partition_outside_the_count_as_tf():
+    data, partitions = np.float32([1, 2]), np.int32([0, 5])
+    with pytest.raises(tf.errors.InvalidArgumentError):
+        tf.raw_ops.DynamicPartition(data=data, partitions=partitions, num_partitions=2)
+    with pytest.raises(ValueError, match=r"partition 5 is not in \[0, 2\)"):
+        run("DynamicPartition", data, partitions, num_partitions=2)
+
+
+def _boxes(n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """``n`` boxes, some with their corners swapped or of no area, and scores with ties."""
+    rng = np.random.default_rng(seed)
+    corners = rng.uniform(0, 1, (n, 2, 2)).astype(np.float32)
+    sizes = rng.uniform(0, 0.5, (n, 1, 2)).astype(np.float32)
+    boxes = np.concatenate([corners[:, 0], corners[:, 0] + sizes[:, 0]], axis=1)
+    boxes[::5] = boxes[::5][:, [2, 3, 0, 1]]  # the other corners first
+    boxes[3::7, 2] = boxes[3::7, 0]  # no height
+    scores = np.round(rng.uniform(0, 1, n), 1).astype(np.float32)  # ties
+    return boxes, scores
+
+
+@pytest.mark.parametrize("n,limit,iou,score", [
+    (40, 10, 0.5, 0.0), (40, 40, 0.3, 0.4), (25, 5, 0.0, -1.0), (30, 30, 1.0, 0.2),
+    (0, 3, 0.5, 0.0)])
+def test_non_max_suppression_matches_tf(n, limit, iou, score):
+    boxes, scores = _boxes(n, seed=n + limit)
+    args = (boxes, scores, np.int32(limit), np.float32(iou), np.float32(score))
+    theirs = tf.raw_ops.NonMaxSuppressionV3(boxes=boxes, scores=scores, max_output_size=limit,
+                                            iou_threshold=iou, score_threshold=score)
+    assert_same(run("NonMaxSuppressionV3", *args), [theirs.numpy()])
+    for pad in (False, True):
+        theirs = tf.raw_ops.NonMaxSuppressionV4(
+            boxes=boxes, scores=scores, max_output_size=limit, iou_threshold=iou,
+            score_threshold=score, pad_to_max_output_size=pad)
+        assert_same(run("NonMaxSuppressionV4", *args, pad_to_max_output_size=pad),
+                    [t.numpy() for t in theirs])
+        theirs = tf.raw_ops.NonMaxSuppressionV5(
+            boxes=boxes, scores=scores, max_output_size=limit, iou_threshold=iou,
+            score_threshold=score, soft_nms_sigma=0.0, pad_to_max_output_size=pad)
+        assert_same(run("NonMaxSuppressionV5", *args, np.float32(0),
+                        pad_to_max_output_size=pad), [t.numpy() for t in theirs])
+
+
+def test_non_max_suppression_refuses_what_it_does_not_compute():
+    boxes, scores = _boxes(4, seed=0)
+    with pytest.raises(ValueError, match="soft NMS"):
+        run("NonMaxSuppressionV5", boxes, scores, np.int32(2), np.float32(0.5),
+            np.float32(0), np.float32(0.5))
+    with pytest.raises(ValueError, match=r"iou_threshold 1.5 in \[0, 1\]"):
+        run("NonMaxSuppressionV3", boxes, scores, np.int32(2), np.float32(1.5), np.float32(0))
+    with pytest.raises(HostStageError, match="JAXHUB_HOST_MAX_ELEMENTS"):
+        run("NonMaxSuppressionV4", boxes, scores, np.int32(10 ** 9), np.float32(0.5),
+            np.float32(0), pad_to_max_output_size=True, limits=HostLimits(max_elements=100))
