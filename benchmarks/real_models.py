@@ -5,9 +5,10 @@ weights their authors trained and published, in the formats they shipped: a Save
 (basic-pitch), Keras 2 HDF5 models (tempocnn, fer, spliceai), Keras HDF5 weights with the
 architecture in the package's code (deepcut, textgenrnn, chars2vec, mhcnuggets, mtcnn's
 joblib weights), Keras 2 JSON or pickled architectures with HDF5 weights (russtress,
-crema), a Keras 3 ``.keras`` file (sleepecg), a frozen TF1 graph (deepbrain)
-and a TF1 checkpoint with its graph-building code (musicnn). Each is saved the way a user of
-TF 2 would (Keras 3 ``model.export``, ``tf.saved_model.save``, or as shipped).
+crema), a Keras 3 ``.keras`` file (sleepecg), a frozen TF1 graph (deepbrain), a TF1
+checkpoint with its graph-building code (musicnn) and one with the meta graph it was saved
+with (ADTLib). Each is saved the way a user of TF 2 would (Keras 3 ``model.export``,
+``tf.saved_model.save``, or as shipped).
 
 The packages install without their dependencies (``pip install --no-deps -r
 tests/real_models_requirements.txt``); only the files that define an architecture are
@@ -85,6 +86,8 @@ class RealModel:
         and Keras 2 code).
       sizes: for inputs with free axes, the sizes those axes take, in order: each entry
         is one set of example inputs (tests compare every one, benchmarks use the first).
+      batch: the batch size the signature fixes (``None``: any; ADTLib's graph takes one
+        excerpt at a time).
     """
 
     name: str
@@ -94,6 +97,7 @@ class RealModel:
     inputs: dict[str, "Input"]
     legacy_keras: bool = False
     sizes: tuple[tuple[int, ...], ...] = ((),)
+    batch: int | None = None
 
     @property
     def distribution(self) -> str:
@@ -410,6 +414,88 @@ def _build_crema(path: pathlib.Path) -> None:
         [None, None, *model.inputs[0].shape[2:]], tf.float32, name="cqt")})
 
 
+#: ADTLib's networks read 1000 spectrogram frames of 1024 bins, one excerpt at a time.
+_ADTLIB_FRAMES, _ADTLIB_BINS = 1000, 1024
+
+
+def _save_adtlib(drum: str, path: pathlib.Path) -> None:
+    # One of ADTLib's drum networks (two bidirectional LSTM layers with soft attention,
+    # TF 1 ``bidirectional_dynamic_rnn``: while loops over TensorArrays): the TF 1
+    # checkpoint and the graph it shipped in its ``.meta`` file (ADTLib's graph code needs
+    # tf.contrib, gone from TF 2). The graph's variables are TF 1 reference variables,
+    # which a TF 2 SavedModel cannot hold: the TF 2 one imports the graph as TF's
+    # migration guide does for frozen graphs (see deepbrain), its variables made
+    # resource variables of the checkpoint's values. The TF 1 SavedModel beside it, for
+    # TF 1's gradients, restores the checkpoint as ``import_meta_graph`` does.
+    import tensorflow as tf
+    from tensorflow.core.protobuf import meta_graph_pb2
+    prefix = str(_package_dir("ADTLib", "ADTLib") / "files" / f"{drum}ADTLibAll")
+    meta_graph = meta_graph_pb2.MetaGraphDef.FromString(pathlib.Path(prefix + ".meta").read_bytes())
+    graph_def = tf.compat.v1.graph_util.extract_sub_graph(meta_graph.graph_def, ["Softmax_1"])
+    checkpoint = tf.train.load_checkpoint(prefix)
+    variables = {}
+    for node in graph_def.node:
+        if node.op == "VariableV2":  # fed by a resource variable instead
+            variables[node.name] = tf.Variable(checkpoint.get_tensor(node.name), name=node.name)
+            node.op = "Placeholder"
+            for attr in list(node.attr):
+                if attr not in ("dtype", "shape"):
+                    del node.attr[attr]
+    # ``Placeholder`` is the spectrogram, ``Placeholder_2`` the dropout keep probability
+    # (1 at inference, as ADTLib feeds), ``Softmax_1`` the frames' activations.
+    def activations(spectrogram):
+        input_map = {"Placeholder:0": spectrogram, "Placeholder_2:0": tf.constant(1.0),
+                     **{f"{k}:0": tf.identity(v) for k, v in variables.items()}}
+        return tf.compat.v1.import_graph_def(graph_def, input_map, ["Softmax_1:0"], name="")[0]
+
+    spec = tf.TensorSpec([1, _ADTLIB_FRAMES, _ADTLIB_BINS], tf.float32, name="spectrogram")
+    wrapped = tf.compat.v1.wrap_function(activations, [spec])
+
+    @tf.function(input_signature=[spec])
+    def serve(spectrogram):
+        return {"activations": wrapped(spectrogram)}
+
+    module = tf.Module()
+    module.wrapped, module.weights = wrapped, list(variables.values())
+    tf.saved_model.save(module, str(path), signatures={"serving_default": serve})
+
+    with tf.Graph().as_default() as graph, tf.compat.v1.Session() as session:
+        saver = tf.compat.v1.train.import_meta_graph(
+            prefix + ".meta", input_map={"Placeholder_2:0": tf.constant(1.0)})
+        saver.restore(session, prefix)
+        builder = tf.compat.v1.saved_model.Builder(str(tf1_saved_model(path)))
+        builder.add_meta_graph_and_variables(session, ["serve"], {
+            "serving_default": tf.compat.v1.saved_model.predict_signature_def(
+                {"spectrogram": graph.get_tensor_by_name("Placeholder:0")},
+                {"activations": graph.get_tensor_by_name("Softmax_1:0")})})
+        builder.save()
+
+
+def _drum_spectrogram(rng: np.random.Generator, shape: tuple[int, ...]) -> np.ndarray:
+    """Magnitude spectrograms ``(batch, frames, bins)`` of a synthetic drum track, framed
+    as ADTLib's madmom front end does (2048-sample Hann frames, 512-sample hop, 44.1
+    kHz): falling low sines (kicks) and decaying noise bursts (snares, hi-hats) over a
+    noise floor. On uniform noise ADTLib's activations are flat (about 1e-3)."""
+    batch, frames, bins = shape
+    hop, size, rate = 512, 2048, 44100
+    t = np.arange(frames * hop + size) / rate
+    out = np.empty(shape)
+    for example in range(batch):
+        audio = 0.01 * rng.standard_normal(t.size)
+        for onset in rng.uniform(0, t[-1] - 0.5, frames // 20):
+            tail = t[t >= onset] - onset
+            kind = rng.integers(3)
+            if kind == 0:
+                hit = np.sin(2 * np.pi * (50 + 100 * np.exp(-30 * tail)) * tail)
+                hit *= np.exp(-12 * tail)
+            else:
+                hit = 0.5 * rng.standard_normal(tail.size) * np.exp(-(20, 60)[kind - 1] * tail)
+            audio[t >= onset] += hit
+        windows = np.lib.stride_tricks.sliding_window_view(audio, size)[::hop][:frames]
+        out[example] = np.abs(np.fft.rfft(windows * np.hanning(size), axis=-1))[:, :bins]
+    return out
+
+
 _AUDIO_SAMPLES = 43844  # basic-pitch's window: 2 s at 22050 Hz less one 256-sample hop
 
 _MUSICNN_INPUT = {"melspectrogram": Input((_MUSICNN_FRAMES, _MELS), low=0.0, high=3.0)}
@@ -423,6 +509,9 @@ MODELS: dict[str, RealModel] = {m.name: m for m in [
     RealModel("musicnn", "audio", "musicnn==0.1.0",
               functools.partial(_save_musicnn, "MTT_musicnn"),
               _MUSICNN_INPUT, legacy_keras=True),
+    RealModel("adtlib_kick", "audio", "ADTLib==2.1.2", functools.partial(_save_adtlib, "Kick"),
+              {"spectrogram": Input((_ADTLIB_FRAMES, _ADTLIB_BINS), sample=_drum_spectrogram)},
+              batch=1),
     RealModel("basic_pitch", "audio", "basic-pitch==0.4.0", _build_basic_pitch,
               {"input_2": Input((_AUDIO_SAMPLES, 1), low=-0.5, high=0.5)}),
     # CQT magnitudes (216 bins, 2 channels) of any number of frames
@@ -496,6 +585,9 @@ def example_inputs(name: str, batch: int, seed: int = 1,
     return arrays
 
 
+_KEY = np.array([0, 0], np.uint32)  # raw PRNG key data, which ``apply`` takes
+
+
 def serving_outputs(module: Any, params: Any, inputs: dict[str, Any]) -> dict[str, Any]:
     """The outputs by name of a converted model's serving signature, applied with ``params``.
 
@@ -503,8 +595,12 @@ def serving_outputs(module: Any, params: Any, inputs: dict[str, Any]) -> dict[st
     (mhcnuggets' Keras 3 LSTM with recurrent dropout advances its seed generator's state
     at every call, in TF too).
     """
-    result = module.apply(params, inputs, signature="serving_default", as_dict=True)
+    # One fixed key where the signature draws random numbers: ADTLib's dropout draws its
+    # mask at keep probability 1, so its outputs do not depend on the draw.
+    result = module.apply(params, inputs, signature="serving_default", as_dict=True,
+                          rng=_KEY)
     return result[0] if isinstance(result, tuple) else result
+
 
 
 def build_saved_model(name: str, path: pathlib.Path) -> dict[str, Any]:
