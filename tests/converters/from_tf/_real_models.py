@@ -148,8 +148,20 @@ def _tf1_gradients(saved_model: pathlib.Path, cases: Mapping[str, Mapping[str, n
 
     TF 2 cannot differentiate such a graph once saved as a TF 2 function (the gradient of
     its ``Merge`` nodes fails with "None values not supported"); TF 1's ``tf.gradients``
-    can, in the graph it was built in.
+    can, in the graph it was built in, with TF 1's control flow (the gradients of
+    ``TensorArrayV3`` ops make TF 1 TensorArrays).
     """
+    import tensorflow as tf
+    tf.compat.v1.disable_control_flow_v2()
+    try:
+        return _tf1_session_gradients(saved_model, cases)
+    finally:
+        tf.compat.v1.enable_control_flow_v2()
+
+
+def _tf1_session_gradients(saved_model: pathlib.Path,
+                           cases: Mapping[str, Mapping[str, np.ndarray]]
+                           ) -> dict[str, np.ndarray]:
     import tensorflow as tf
     result = {}
     with tf.Graph().as_default() as graph, tf.compat.v1.Session() as session:

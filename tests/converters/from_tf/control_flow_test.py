@@ -266,24 +266,35 @@ def test_train_variant_with_random_ops_in_a_loop_of_unknown_length(tmp_path):
 # -- TF1 control flow inside TF2 functions -------------------------------------------------
 
 
-def _tf1_saved_model_resaved_in_tf2(tmp_path):
-    """A TF1 graph (``is_training`` cond with dropout, v1 control flow) saved as a TF1
-    SavedModel, loaded into TF2 and saved again; with TF1's own values and gradients."""
+def _tf1_saved_model_resaved_in_tf2(tmp_path, build=None, x_value=None):
+    """A TF1 graph saved as a TF1 SavedModel, loaded into TF2 and saved again; with TF1's
+    own values and gradients.
+
+    ``build(x, rng)`` makes the graph from the input placeholder (by default an
+    ``is_training`` cond with dropout); ``x_value`` is the input fed.
+    """
     rng = np.random.default_rng(3)
-    x_value = rng.standard_normal((5, 4)).astype(np.float32)
-    cotangent = rng.standard_normal((5, 3)).astype(np.float32)
-    tf.compat.v1.disable_control_flow_v2()
-    try:
-        with tf.Graph().as_default(), tf.compat.v1.Session() as session:
-            x = tf.compat.v1.placeholder(tf.float32, [None, 4])
+    if x_value is None:
+        x_value = rng.standard_normal((5, 4)).astype(np.float32)
+    if build is None:
+        def build(x, rng):
             w = tf.compat.v1.get_variable("w", initializer=rng.standard_normal(
                 (4, 3)).astype(np.float32))
             is_training = tf.compat.v1.placeholder_with_default(False, [])
             h = tf.matmul(x, w)
-            y = tf.cond(is_training, lambda: tf.nn.dropout(h, rate=0.5), lambda: h * 0.5)
+            return tf.cond(is_training, lambda: tf.nn.dropout(h, rate=0.5), lambda: h * 0.5)
+    tf.compat.v1.disable_control_flow_v2()
+    try:
+        with tf.Graph().as_default(), tf.compat.v1.Session() as session:
+            x = tf.compat.v1.placeholder(tf.float32, [None, *x_value.shape[1:]])
+            y = build(x, rng)
+            cotangent = rng.standard_normal(
+                (len(x_value), *y.shape[1:].as_list())).astype(np.float32)
             session.run(tf.compat.v1.global_variables_initializer())
-            grads = tf.gradients(tf.reduce_sum(y * cotangent), [x, w])
-            want = session.run({"y": y, "dx": grads[0], "dw": grads[1]}, {x: x_value})
+            variables = tf.compat.v1.trainable_variables()
+            grads = tf.gradients(tf.reduce_sum(y * cotangent), [x, *variables])
+            want = session.run({"y": y, "dx": grads[0], "dw": dict(zip(
+                [v.op.name for v in variables], grads[1:]))}, {x: x_value})
             builder = tf.compat.v1.saved_model.Builder(str(tmp_path / "tf1"))
             builder.add_meta_graph_and_variables(session, ["serve"], {
                 "serving_default": tf.compat.v1.saved_model.predict_signature_def(
@@ -296,13 +307,12 @@ def _tf1_saved_model_resaved_in_tf2(tmp_path):
     return tmp_path / "tf2", x_value, cotangent, want
 
 
-def test_tf1_control_flow_inside_tf2_functions_converts(tmp_path):
-    from tensorflow.core.protobuf import saved_model_pb2
-    path, x, cotangent, want = _tf1_saved_model_resaved_in_tf2(tmp_path)
-    proto = saved_model_pb2.SavedModel.FromString((path / "saved_model.pb").read_bytes())
-    ops = {n.op for f in proto.meta_graphs[0].graph_def.library.function for n in f.node_def}
-    assert {"Switch", "Merge"} <= ops  # what this test is about: TF1 control flow kept
+def _check_values_and_gradients(path, x, cotangent, want, rtol=1e-5):
+    """The converted SavedModel at ``path`` against TF1's values and gradients, eagerly
+    and under ``jit``."""
     module = saved_model.load_saved_model(path)
+    names = module.attachments["tf_variable_names"]
+
     def apply(params, x):
         return module.apply(params, {"x": x}, signature="serving_default", as_dict=True)
 
@@ -314,7 +324,57 @@ def test_tf1_control_flow_inside_tf2_functions_converts(tmp_path):
         forward = jax.jit(apply) if jit else apply
         if jit:
             grad = jax.jit(grad)
-        np.testing.assert_allclose(forward(module.params, x)["y"], want["y"], rtol=1e-6)
+        np.testing.assert_allclose(forward(module.params, x)["y"], want["y"], rtol=rtol,
+                                   atol=1e-6)
         param_grads, input_grad = grad(module.params, x)
-        np.testing.assert_allclose(input_grad, want["dx"], rtol=1e-5, atol=1e-6)
-        np.testing.assert_allclose(param_grads["w"], want["dw"], rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(input_grad, want["dx"], rtol=rtol, atol=1e-6)
+        leaves = {"/".join(str(k.key) for k in path): g for path, g in
+                  jax.tree_util.tree_flatten_with_path(param_grads)[0]}
+        assert sorted(names[k].split(":")[0] for k in leaves) == sorted(want["dw"])
+        for key, g in leaves.items():
+            np.testing.assert_allclose(g, want["dw"][names[key].split(":")[0]], rtol=rtol,
+                                       atol=1e-6, err_msg=key)
+
+
+def test_tf1_control_flow_inside_tf2_functions_converts(tmp_path):
+    from tensorflow.core.protobuf import saved_model_pb2
+    path, x, cotangent, want = _tf1_saved_model_resaved_in_tf2(tmp_path)
+    proto = saved_model_pb2.SavedModel.FromString((path / "saved_model.pb").read_bytes())
+    ops = {n.op for f in proto.meta_graphs[0].graph_def.library.function for n in f.node_def}
+    assert {"Switch", "Merge"} <= ops  # what this test is about: TF1 control flow kept
+    _check_values_and_gradients(path, x, cotangent, want)
+
+
+class _TanhCell:
+    """A TF 1 RNN cell (what ``dynamic_rnn`` calls; TF 1's own cells are gone with Keras
+    3): ``h = tanh([x, h] @ w + b)``."""
+
+    def __init__(self, name: str, inputs: int, units: int, rng):
+        self.state_size = self.output_size = units
+        self.w = tf.compat.v1.get_variable(f"{name}/w", initializer=rng.standard_normal(
+            (inputs + units, units)).astype(np.float32) * 0.5)
+        self.b = tf.compat.v1.get_variable(f"{name}/b", initializer=rng.standard_normal(
+            units).astype(np.float32))
+
+    def zero_state(self, batch, dtype):
+        return tf.zeros([batch, self.state_size], dtype)
+
+    def __call__(self, x, h):
+        h = tf.tanh(tf.matmul(tf.concat([x, h], axis=1), self.w) + self.b)
+        return h, h
+
+
+def test_tf1_bidirectional_dynamic_rnn_converts(tmp_path):
+    """TF 1's ``bidirectional_dynamic_rnn`` over sequences of different lengths: while
+    loops over ``TensorArrayV3`` elements, and the backward direction's
+    ``ReverseSequence``."""
+    def build(x, rng):
+        cells = [_TanhCell(f"cell_{d}", 4, 3, rng) for d in "fb"]
+        lengths = tf.minimum(tf.range(tf.shape(x)[0]) * 2 + 2, 6)  # 2, 4, 6
+        outputs, _ = tf.compat.v1.nn.bidirectional_dynamic_rnn(
+            *cells, x, sequence_length=lengths, dtype=tf.float32)
+        return tf.concat(outputs, axis=-1)
+
+    x = np.random.default_rng(5).standard_normal((3, 6, 4)).astype(np.float32)
+    path, x, cotangent, want = _tf1_saved_model_resaved_in_tf2(tmp_path, build, x)
+    _check_values_and_gradients(path, x, cotangent, want)

@@ -56,6 +56,8 @@ CASES = [
     Case("OnesLike", lambda x: tf.raw_ops.OnesLike(x=x) * x, (((2, 3),),)),
     Case("Range", lambda x: x * tf.cast(tf.range(tf.shape(x)[-1]), tf.float32),
          (((2, 3),),)),
+    Case("Range", lambda x: x * tf.cast(tf.range(1, tf.shape(x)[0] + 1, 2), tf.float32)[
+        :, None][:1], (((3, 4),),), name="Range-of-batch"),
     Case("Shape", lambda x: x * tf.cast(tf.raw_ops.Shape(input=x)[0], tf.float32),
          (((2, 3),),), name="Shape-of-batch"),
     Case("Shape", lambda x: tf.raw_ops.Shape(input=x), (((2, 3),),), batched=False),
@@ -101,6 +103,16 @@ CASES = [
          name="MirrorPad-symmetric", batched=False),
     Case("ReverseV2", lambda x: tf.reverse(x, [0, -1]), (((2, 3, 4),),)),
     Case("Roll", lambda x: tf.roll(x, [1, -2], [0, 1]), (((3, 4),),)),
+    # Lengths 0 and the full length included; batch-major, then time-major (TF 1 RNNs).
+    Case("ReverseSequence", lambda x: tf.reverse_sequence(x, [3, 0, 4], seq_axis=1,
+                                                          batch_axis=0), (((3, 4, 2),),),
+         batched=False),
+    Case("ReverseSequence", lambda x: tf.reverse_sequence(x, [2, 5], seq_axis=0,
+                                                          batch_axis=1), (((5, 2, 3),),),
+         name="ReverseSequence-time-major", batched=False),
+    Case("ReverseSequence", lambda x, n: tf.reverse_sequence(x, n, seq_axis=2, batch_axis=0),
+         (((3, 2, 4), (3,)),), dtypes=(("float32", "int32"),),
+         sample=(normal, integers(0, 5)), name="ReverseSequence-traced-lengths"),
     Case("InvertPermutation", lambda x: tf.transpose(x, tf.math.invert_permutation(
         [2, 0, 1])), (((2, 3, 4),),)),
     Case("Where", lambda x: x * tf.cast(tf.size(tf.where([True, False, True])), tf.float32),

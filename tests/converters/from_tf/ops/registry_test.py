@@ -25,12 +25,12 @@ from jaxhub_tf.from_tf.ops import registry
 from tests.converters.from_tf.ops import (activation_test, array_test, conv_test,
                                           elementwise_test, image_test, linalg_test,
                                           losses_test, normalization_test, random_test,
-                                          reduction_test, xla_test)
+                                          reduction_test, tensor_lists_test, xla_test)
 from tests.converters.from_tf.ops._conformance import ops_of
 
 CONFORMANCE_OPS = set(random_test.OPS).union(*(ops_of(m.CASES) for m in (
     activation_test, array_test, conv_test, elementwise_test, image_test, linalg_test,
-    losses_test, normalization_test, reduction_test, xla_test)))
+    losses_test, normalization_test, reduction_test, tensor_lists_test, xla_test)))
 
 #: The op families whose every op must have a conformance entry here.
 FAMILIES = ("array", "conv", "elementwise", "image", "linalg", "losses", "nn",
