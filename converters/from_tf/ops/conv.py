@@ -155,6 +155,9 @@ def _conv(node, x, kernel):
             return _broadcast_taps_conv(x, kernel, window)
         if kernel.shape[2] <= MAX_STACKED_CHANNELS:
             return _tap_gradient_conv(x, kernel, window)
+    dims = _ConvDims(layout, tuple(strides), tuple(dilations), groups)
+    if not any(lo or hi for lo, hi in pads):
+        return _unpadded_conv(x, kernel, dims)
     spec = "HWIO" if kernel.ndim == 4 else "DHWIO"
     return jax.lax.conv_general_dilated(
         x, kernel, window_strides=strides, padding=pads, rhs_dilation=dilations,
@@ -194,10 +197,53 @@ def _pad_symbolic(x, layout: str, pads, window, strides, dilations):
 
 def _valid_conv(x, kernel, dims: _ConvDims, strides):
     spec = "HWIO" if kernel.ndim == 4 else "DHWIO"
-    return jax.lax.conv_general_dilated(
-        x, kernel, window_strides=strides, padding=[(0, 0)] * len(strides),
-        rhs_dilation=dims.dilations, dimension_numbers=(dims.layout, spec, dims.layout),
-        feature_group_count=dims.groups)
+    return _unpadded_conv_general(x, kernel, strides, dims.dilations,
+                                  (dims.layout, spec, dims.layout),
+                                  feature_group_count=dims.groups)
+
+
+def _unpadded_conv_general(lhs, rhs, strides, rhs_dilation, dimension_numbers, **groups):
+    """``lax.conv_general_dilated`` without padding, run with one cell of it.
+
+    XLA:CPU's convolutions (YNNPACK) run 2 to 4 times slower when no axis is padded: an
+    unpadded 1x11 32 -> 32 conv over [128, 1, 2535] (a dilated Conv1D after TF's
+    ``SpaceToBatchND``) took 390 ms, 100 ms with one padded cell; 3x3 32 -> 64 over
+    [32, 46, 46] 71 against 33 ms (``benchmarks/PROFILE.md``). So one axis gets a cell
+    of padding at its end, where no window reads it (:func:`_free_padding`), or else
+    one more output row that is cut off. With symbolic spatial sizes, none.
+    """
+    dims = jax.lax.conv_dimension_numbers(lhs.shape, rhs.shape, dimension_numbers)
+    sizes = [lhs.shape[axis] for axis in dims.lhs_spec[2:]]
+    window = [rhs.shape[axis] for axis in dims.rhs_spec[2:]]
+    pads, cut = [(0, 0)] * len(sizes), None
+    if _static(sizes):
+        strides, pads, cut = _free_padding(sizes, window, strides, rhs_dilation)
+    y = jax.lax.conv_general_dilated(lhs, rhs, strides, pads, rhs_dilation=rhs_dilation,
+                                     dimension_numbers=dims, **groups)
+    if cut is not None:
+        axis = dims.out_spec[2 + cut]
+        y = jax.lax.slice_in_dim(y, 0, y.shape[axis] - 1, 1, axis)
+    return y
+
+
+def _free_padding(sizes, window, strides, dilations):
+    """``(strides, pads, cut)`` of an unpadded convolution given one cell of padding
+    (at the end of one spatial axis) and the same output.
+
+    The cell is free on an axis whose last window stops short of a stride's slack (and
+    on an axis of one output, whose stride is then free to widen); else the first axis
+    gets it, and one more output row along it, to ``cut`` (that axis's index).
+    """
+    strides, pads = list(strides), [(0, 0)] * len(sizes)
+    reach = [(k - 1) * d + 1 for k, d in zip(window, dilations)]
+    for axis, (n, r, s) in enumerate(zip(sizes, reach, strides)):
+        if n - r < s:  # one output: any stride from n - r + 2 on reads the same window
+            strides[axis] = max(s, n - r + 2)
+        if (n - r) % strides[axis] < strides[axis] - 1:
+            pads[axis] = (0, 1)
+            return tuple(strides), pads, None
+    pads[0] = (0, 1)
+    return tuple(strides), pads, 0
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(2,))
@@ -232,19 +278,50 @@ def _symbolic_conv_bwd(dims: _ConvDims, residuals, dy):
     flipped = _transposed_kernel(jnp.flip(kernel, tuple(range(n))), dims.groups)
     dx = _valid_conv(jax.lax.pad(dy, zero, spread), flipped, dims, (1,) * n)
     dx = _fit(dx, zip(axes, (x.shape[axis] for axis in axes)))
-    # Kernel gradient: x correlated with dy, batch and channel axes swapped; the window
-    # positions step by the dilations, dy's taps by the strides. Groups of x's channels
-    # (now its batch) meet their groups of dy's channels: batch groups.
+    return dx, _kernel_grad(x, dy, window, dims)
+
+
+def _kernel_grad(x, dy, window, dims: _ConvDims):
+    """The kernel gradient of the unpadded convolution ``dims`` of ``x`` (which may have
+    symbolic spatial sizes) with a kernel of spatial shape ``window``."""
+    # x correlated with dy, batch and channel axes swapped; the window positions step by
+    # the dilations, dy's taps by the strides. Groups of x's channels (now its batch)
+    # meet their groups of dy's channels: batch groups.
     swapped = dims.layout.replace("N", "_").replace("C", "N").replace("_", "C")
-    dk = jax.lax.conv_general_dilated(
-        x, dy, window_strides=dims.dilations, padding=[(0, 0)] * n,
-        rhs_dilation=dims.strides,
-        dimension_numbers=(swapped, dims.layout.replace("N", "I").replace("C", "O"), swapped),
+    dk = _unpadded_conv_general(
+        x, dy, dims.dilations, dims.strides,
+        (swapped, dims.layout.replace("N", "I").replace("C", "O"), swapped),
         batch_group_count=dims.groups)
-    dk = _fit(dk, zip(axes, window))
+    first = 1 if _channels_last(dims.layout) else 2
+    dk = _fit(dk, zip(range(first, first + len(window)), window))
     # [.., x's channels at 'N', .., dy's channels at 'C', ..] -> [*window, in, out]
-    dk = jnp.moveaxis(dk, (swapped.index("N"), swapped.index("C")), (-2, -1))
-    return dx, dk
+    return jnp.moveaxis(dk, (swapped.index("N"), swapped.index("C")), (-2, -1))
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2,))
+def _unpadded_conv(x, kernel, dims: _ConvDims):
+    """A convolution without padding (static sizes), with :func:`_valid_conv`'s cell of
+    padding in the forward pass and in the kernel gradient, which autodiff would run
+    unpadded (for a dilated Conv1D, 4 times TF's time)."""
+    return _valid_conv(x, kernel, dims, dims.strides)
+
+
+def _unpadded_conv_fwd(x, kernel, dims: _ConvDims):
+    return _unpadded_conv(x, kernel, dims), (x, kernel)
+
+
+def _unpadded_conv_bwd(dims: _ConvDims, residuals, dy):
+    x, kernel = residuals
+    spec = "HWIO" if kernel.ndim == 4 else "DHWIO"
+    # The input gradient's convolution pads dy by the window: XLA's is fast.
+    dx = jax.vjp(lambda x: jax.lax.conv_general_dilated(
+        x, kernel, dims.strides, [(0, 0)] * len(dims.strides), rhs_dilation=dims.dilations,
+        dimension_numbers=(dims.layout, spec, dims.layout),
+        feature_group_count=dims.groups), x)[1](dy)[0]
+    return dx, _kernel_grad(x, dy, kernel.shape[:-2], dims)
+
+
+_unpadded_conv.defvjp(_unpadded_conv_fwd, _unpadded_conv_bwd)
 
 
 def _transposed_kernel(kernel, groups: int):

@@ -269,6 +269,25 @@ def test_few_input_conv_runs_as_multiply_adds_forward_and_input_gradient(x_shape
     assert kernel_program.count("stablehlo.convolution") == (0 if k_shape[2] == 1 else 1)
 
 
+@pytest.mark.parametrize("x_shape,k_shape,strides", [
+    ((2, 1, 40, 8), (1, 5, 8, 6), 1),     # a Conv1D: a height of one output
+    ((2, 9, 8, 8), (3, 3, 8, 6), 2),      # a stride's slack past the last window
+    ((2, 7, 8, 8), (3, 3, 8, 6), 1),      # neither: one more output row, cut off
+])
+def test_unpadded_conv_and_its_kernel_gradient_run_padded(x_shape, k_shape, strides):
+    """A VALID conv, and the kernel gradient's conv (the input gradient's pads the
+    cotangent anyway), have a cell of padding: XLA:CPU runs unpadded convs 2-4 times
+    slower. Their values are checked against TF in ``conv_test.py``."""
+    case = Case("Conv2D", lambda x, k: tf.nn.conv2d(x, k, strides, "VALID"))
+    _, f = _converted(case, x_shape, k_shape)
+    x = jax.ShapeDtypeStruct(x_shape, np.float32)
+    k = jax.ShapeDtypeStruct(k_shape, np.float32)
+    for fn in (f, jax.grad(lambda x, k: jnp.sum(f(x, k)), argnums=1)):
+        convs = [line for line in jax.jit(fn).lower(x, k).as_text().splitlines()
+                 if "stablehlo.convolution" in line]
+        assert convs and all("pad = [[0, 0], [0, 0]]" not in line for line in convs), convs
+
+
 @pytest.mark.parametrize("window,strides", [(3, 2), (3, 1), (5, 3)])
 def test_max_pool_gradient_pads_per_phase_not_per_tap(window, strides):
     """The 2-D max pool's gradient takes the winning tap of each window and sums the
