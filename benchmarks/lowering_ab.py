@@ -12,7 +12,8 @@ figures compare. Lowerings that can be switched off:
   (``MAX_BROADCAST_TERMS``), then ``lax.conv_general_dilated``;
 * ``barriers``: the optimization barriers around those multiply-adds;
 * ``max-pool-vjp``: 2-D max pooling's written-out VJP, then autodiff of its JVP;
-* ``unpadded``: the cell of padding given to unpadded convolutions (``_free_padding``).
+* ``unpadded``: the cell of padding given to unpadded convolutions (``_free_padding``);
+* ``depth-taps``: 3-D convolutions as 2-D ones per depth tap, then XLA's 3-D ones.
 
 Prints the medians (ms) and the ratios TF / jaxhub. Usage::
 
@@ -35,7 +36,7 @@ import numpy as np
 from benchmarks import real_models
 from benchmarks.real_models_bench import DEFAULT_WORKDIR
 
-LOWERINGS = ("few-inputs", "barriers", "max-pool-vjp", "unpadded")
+LOWERINGS = ("few-inputs", "barriers", "max-pool-vjp", "unpadded", "depth-taps")
 
 
 @contextlib.contextmanager
@@ -44,7 +45,7 @@ def switched_off(lowerings: list[str]) -> Iterator[None]:
     import jax
     from jaxhub_tf.from_tf.ops import conv
     saved = (conv.MAX_BROADCAST_TERMS, conv._spatial_2d, jax.lax.optimization_barrier,
-             conv._free_padding)
+             conv._free_padding, conv._depth_taps_conv)
     if "few-inputs" in lowerings:
         conv.MAX_BROADCAST_TERMS = 0
     if "max-pool-vjp" in lowerings:
@@ -54,11 +55,14 @@ def switched_off(lowerings: list[str]) -> Iterator[None]:
     if "unpadded" in lowerings:
         conv._free_padding = lambda sizes, window, strides, dilations: (
             tuple(strides), [(0, 0)] * len(sizes), None)
+    if "depth-taps" in lowerings:
+        conv._depth_taps_conv = lambda x, kernel, strides, dilations, pads: conv._xla_conv(
+            x, kernel, conv._ConvDims("NDHWC", tuple(strides), tuple(dilations)), pads)
     try:
         yield
     finally:
         (conv.MAX_BROADCAST_TERMS, conv._spatial_2d, jax.lax.optimization_barrier,
-         conv._free_padding) = saved
+         conv._free_padding, conv._depth_taps_conv) = saved
 
 
 def _jax_calls(saved_model: pathlib.Path, inputs: dict[str, np.ndarray]

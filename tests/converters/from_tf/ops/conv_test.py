@@ -173,6 +173,11 @@ CONV = [
          (((2, 31, 8), (5, 8, 6)),), name="Conv1D-dilated", **_TOL),
     Case("Conv3D", lambda x, k: tf.nn.conv3d(x, k, [1, 1, 1, 1, 1], "VALID"),
          (((1, 4, 5, 5, 2), (2, 3, 3, 2, 3)),), name="Conv3D-valid", **_TOL),
+    # 3-D convs run as 2-D ones per depth tap, each on its own 2-D path (one input
+    # channel: multiply-adds), strided in depth too.
+    Case("Conv3D", lambda x, k: tf.nn.conv3d(x, k, [1, 2, 2, 1, 1], "SAME"),
+         (((2, 7, 6, 5, 3), (3, 3, 3, 3, 4)), ((1, 5, 6, 6, 1), (3, 3, 3, 1, 4))),
+         name="Conv3D-s2", **_TOL),
     Case("Conv2DBackpropInput", lambda dy, k: tf.nn.conv2d_transpose(
         dy, k, [2, 8, 8, 3], 2, "SAME"), (((2, 4, 4, 5), (3, 3, 3, 5)),), batched=False,
          **_TOL),
