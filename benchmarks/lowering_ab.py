@@ -11,7 +11,9 @@ figures compare. Lowerings that can be switched off:
 * ``few-inputs``: convs over few input channels as broadcast multiply-adds
   (``MAX_BROADCAST_TERMS``), then ``lax.conv_general_dilated``;
 * ``barriers``: the optimization barriers around those multiply-adds;
-* ``max-pool-vjp``: 2-D max pooling's written-out VJP, then autodiff of its JVP.
+* ``max-pool-vjp``: 2-D max pooling's written-out VJP, then autodiff of its JVP;
+* ``unpadded``: the cell of padding given to unpadded convolutions (``_free_padding``);
+* ``depth-taps``: 3-D convolutions as 2-D ones per depth tap, then XLA's 3-D ones.
 
 Prints the medians (ms) and the ratios TF / jaxhub. Usage::
 
@@ -34,7 +36,7 @@ import numpy as np
 from benchmarks import real_models
 from benchmarks.real_models_bench import DEFAULT_WORKDIR
 
-LOWERINGS = ("few-inputs", "barriers", "max-pool-vjp")
+LOWERINGS = ("few-inputs", "barriers", "max-pool-vjp", "unpadded", "depth-taps")
 
 
 @contextlib.contextmanager
@@ -42,17 +44,25 @@ def switched_off(lowerings: list[str]) -> Iterator[None]:
     """The converter as it was without ``lowerings`` while the block converts."""
     import jax
     from jaxhub_tf.from_tf.ops import conv
-    saved = conv.MAX_BROADCAST_TERMS, conv._spatial_2d, jax.lax.optimization_barrier
+    saved = (conv.MAX_BROADCAST_TERMS, conv._spatial_2d, jax.lax.optimization_barrier,
+             conv._free_padding, conv._depth_taps_conv)
     if "few-inputs" in lowerings:
         conv.MAX_BROADCAST_TERMS = 0
     if "max-pool-vjp" in lowerings:
         conv._spatial_2d = lambda *args: False
     if "barriers" in lowerings:
         jax.lax.optimization_barrier = lambda value: value
+    if "unpadded" in lowerings:
+        conv._free_padding = lambda sizes, window, strides, dilations: (
+            tuple(strides), [(0, 0)] * len(sizes), None)
+    if "depth-taps" in lowerings:
+        conv._depth_taps_conv = lambda x, kernel, strides, dilations, pads: conv._xla_conv(
+            x, kernel, conv._ConvDims("NDHWC", tuple(strides), tuple(dilations)), pads)
     try:
         yield
     finally:
-        conv.MAX_BROADCAST_TERMS, conv._spatial_2d, jax.lax.optimization_barrier = saved
+        (conv.MAX_BROADCAST_TERMS, conv._spatial_2d, jax.lax.optimization_barrier,
+         conv._free_padding, conv._depth_taps_conv) = saved
 
 
 def _jax_calls(saved_model: pathlib.Path, inputs: dict[str, np.ndarray]

@@ -30,6 +30,12 @@ networks take other routes, each with a written-out gradient where autodiff's is
   input, a conv to one channel, a tap projection as above;
 * max pooling with large windows that do not overlap (a pool over a whole axis) is a
   reshape into windows and one ``max`` (``reduce_window``'s gradient is a scatter);
+* a convolution without padding (``VALID``, static sizes) is given one cell of padding
+  where no window reads it, or one more output row that is cut off: XLA:CPU's YNNPACK
+  convolutions run 2-4 times slower with none (dilated Conv1Ds, which TF cuts into
+  phases by ``SpaceToBatchND`` around an unpadded conv); its kernel gradient too;
+* a 3-D convolution (channels last) is a sum over its depth taps of 2-D convolutions,
+  each taking the 2-D routes above: XLA:CPU's 3-D convolutions are several times slower;
 * a convolution with symbolic spatial sizes (grouped and depthwise ones too, as
   ``feature_group_count``) is ``lax.conv_general_dilated`` on the input
   padded by ``lax.pad`` (``SAME`` paddings then depend on the sizes), with a written-out
@@ -143,22 +149,61 @@ def _conv(node, x, kernel):
         return _pointwise(x, kernel, strides)
     if not _static(_spatial_shape(layout, x.shape)):
         return _symbolic_sized_conv(x, kernel, layout, strides, dilations, pads, groups)
-    if groups == 1 and kernel.ndim == 4 and _channels_last(layout):
-        padded = [n + lo + hi for n, (lo, hi) in zip(x.shape[1:3], pads)]
-        out = _out_sizes(padded, kernel.shape[:2], strides, dilations)
-        if any(o < k for o, k in zip(out, kernel.shape[:2])):
-            return _patches_conv(x, kernel, strides, dilations, pads, out)
-        window = _Window(tuple(strides), tuple(dilations), tuple(tuple(p) for p in pads))
-        if _few_outputs(kernel):
-            return _tap_projection_conv(x, kernel, window)
-        if _few_inputs(kernel):
-            return _broadcast_taps_conv(x, kernel, window)
-        if kernel.shape[2] <= MAX_STACKED_CHANNELS:
-            return _tap_gradient_conv(x, kernel, window)
+    if groups == 1 and _channels_last(layout):
+        if kernel.ndim == 5:
+            return _depth_taps_conv(x, kernel, strides, dilations, pads)
+        return _conv2d(x, kernel, strides, dilations, pads)
+    return _xla_conv(x, kernel, _ConvDims(layout, tuple(strides), tuple(dilations), groups),
+                     pads)
+
+
+def _conv2d(x, kernel, strides, dilations, pads):
+    """A 2-D convolution (NHWC, static spatial sizes) on the fastest path for its shape."""
+    padded = [n + lo + hi for n, (lo, hi) in zip(x.shape[1:3], pads)]
+    out = _out_sizes(padded, kernel.shape[:2], strides, dilations)
+    if any(o < k for o, k in zip(out, kernel.shape[:2])):
+        return _patches_conv(x, kernel, strides, dilations, pads, out)
+    window = _Window(tuple(strides), tuple(dilations), tuple(tuple(p) for p in pads))
+    if _few_outputs(kernel):
+        return _tap_projection_conv(x, kernel, window)
+    if _few_inputs(kernel):
+        return _broadcast_taps_conv(x, kernel, window)
+    if kernel.shape[2] <= MAX_STACKED_CHANNELS:
+        return _tap_gradient_conv(x, kernel, window)
+    return _xla_conv(x, kernel, _ConvDims("NHWC", tuple(strides), tuple(dilations)), pads)
+
+
+def _xla_conv(x, kernel, dims: _ConvDims, pads):
+    """``lax.conv_general_dilated`` (static spatial sizes), unpadded ones through
+    :func:`_unpadded_conv`."""
+    if not any(lo or hi for lo, hi in pads):
+        return _unpadded_conv(x, kernel, dims)
     spec = "HWIO" if kernel.ndim == 4 else "DHWIO"
     return jax.lax.conv_general_dilated(
-        x, kernel, window_strides=strides, padding=pads, rhs_dilation=dilations,
-        dimension_numbers=(layout, spec, layout), feature_group_count=groups)
+        x, kernel, window_strides=dims.strides, padding=pads, rhs_dilation=dims.dilations,
+        dimension_numbers=(dims.layout, spec, dims.layout), feature_group_count=dims.groups)
+
+
+def _depth_taps_conv(x, kernel, strides, dilations, pads):
+    """A 3-D convolution (NDHWC, static spatial sizes) as the sum over its depth taps of
+    2-D convolutions (:func:`_conv2d`) of the input's depth slices, batch and depth
+    flattened.
+
+    XLA:CPU runs 3-D convolutions far slower than 2-D ones (3x3x3 16 -> 16 over 64^3:
+    1200 ms, 310 ms this way; gradient 2800 against 1270 ms; ``benchmarks/PROFILE.md``).
+    Autodiff's gradient is the 2-D convs' and one ``pad`` of the cotangent per depth tap.
+    """
+    kd = kernel.shape[0]
+    (sd, *strides2), (dd, *dilations2), ((lo, hi), *pads2) = strides, dilations, pads
+    x = _pad_axes(x, [(0, 0), (lo, hi), (0, 0), (0, 0), (0, 0)], 0)
+    out_d = _out_sizes([x.shape[1]], [kd], [sd], [dd])[0]
+    total = None
+    for i in range(kd):
+        depth = jax.lax.slice_in_dim(x, i * dd, i * dd + (out_d - 1) * sd + 1, sd, 1)
+        term = _conv2d(depth.reshape(x.shape[0] * out_d, *x.shape[2:]), kernel[i],
+                       strides2, dilations2, pads2)
+        total = term if total is None else total + term
+    return total.reshape(x.shape[0], out_d, *total.shape[1:])
 
 
 class _ConvDims(NamedTuple):
@@ -194,10 +239,53 @@ def _pad_symbolic(x, layout: str, pads, window, strides, dilations):
 
 def _valid_conv(x, kernel, dims: _ConvDims, strides):
     spec = "HWIO" if kernel.ndim == 4 else "DHWIO"
-    return jax.lax.conv_general_dilated(
-        x, kernel, window_strides=strides, padding=[(0, 0)] * len(strides),
-        rhs_dilation=dims.dilations, dimension_numbers=(dims.layout, spec, dims.layout),
-        feature_group_count=dims.groups)
+    return _unpadded_conv_general(x, kernel, strides, dims.dilations,
+                                  (dims.layout, spec, dims.layout),
+                                  feature_group_count=dims.groups)
+
+
+def _unpadded_conv_general(lhs, rhs, strides, rhs_dilation, dimension_numbers, **groups):
+    """``lax.conv_general_dilated`` without padding, run with one cell of it.
+
+    XLA:CPU's convolutions (YNNPACK) run 2 to 4 times slower when no axis is padded: an
+    unpadded 1x11 32 -> 32 conv over [128, 1, 2535] (a dilated Conv1D after TF's
+    ``SpaceToBatchND``) took 390 ms, 100 ms with one padded cell; 3x3 32 -> 64 over
+    [32, 46, 46] 71 against 33 ms (``benchmarks/PROFILE.md``). So one axis gets a cell
+    of padding at its end, where no window reads it (:func:`_free_padding`), or else
+    one more output row that is cut off. With symbolic spatial sizes, none.
+    """
+    dims = jax.lax.conv_dimension_numbers(lhs.shape, rhs.shape, dimension_numbers)
+    sizes = [lhs.shape[axis] for axis in dims.lhs_spec[2:]]
+    window = [rhs.shape[axis] for axis in dims.rhs_spec[2:]]
+    pads, cut = [(0, 0)] * len(sizes), None
+    if _static(sizes):
+        strides, pads, cut = _free_padding(sizes, window, strides, rhs_dilation)
+    y = jax.lax.conv_general_dilated(lhs, rhs, strides, pads, rhs_dilation=rhs_dilation,
+                                     dimension_numbers=dims, **groups)
+    if cut is not None:
+        axis = dims.out_spec[2 + cut]
+        y = jax.lax.slice_in_dim(y, 0, y.shape[axis] - 1, 1, axis)
+    return y
+
+
+def _free_padding(sizes, window, strides, dilations):
+    """``(strides, pads, cut)`` of an unpadded convolution given one cell of padding
+    (at the end of one spatial axis) and the same output.
+
+    The cell is free on an axis whose last window stops short of a stride's slack (and
+    on an axis of one output, whose stride is then free to widen); else the first axis
+    gets it, and one more output row along it, to ``cut`` (that axis's index).
+    """
+    strides, pads = list(strides), [(0, 0)] * len(sizes)
+    reach = [(k - 1) * d + 1 for k, d in zip(window, dilations)]
+    for axis, (n, r, s) in enumerate(zip(sizes, reach, strides)):
+        if n - r < s:  # one output: any stride from n - r + 2 on reads the same window
+            strides[axis] = max(s, n - r + 2)
+        if (n - r) % strides[axis] < strides[axis] - 1:
+            pads[axis] = (0, 1)
+            return tuple(strides), pads, None
+    pads[0] = (0, 1)
+    return tuple(strides), pads, 0
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(2,))
@@ -232,19 +320,50 @@ def _symbolic_conv_bwd(dims: _ConvDims, residuals, dy):
     flipped = _transposed_kernel(jnp.flip(kernel, tuple(range(n))), dims.groups)
     dx = _valid_conv(jax.lax.pad(dy, zero, spread), flipped, dims, (1,) * n)
     dx = _fit(dx, zip(axes, (x.shape[axis] for axis in axes)))
-    # Kernel gradient: x correlated with dy, batch and channel axes swapped; the window
-    # positions step by the dilations, dy's taps by the strides. Groups of x's channels
-    # (now its batch) meet their groups of dy's channels: batch groups.
+    return dx, _kernel_grad(x, dy, window, dims)
+
+
+def _kernel_grad(x, dy, window, dims: _ConvDims):
+    """The kernel gradient of the unpadded convolution ``dims`` of ``x`` (which may have
+    symbolic spatial sizes) with a kernel of spatial shape ``window``."""
+    # x correlated with dy, batch and channel axes swapped; the window positions step by
+    # the dilations, dy's taps by the strides. Groups of x's channels (now its batch)
+    # meet their groups of dy's channels: batch groups.
     swapped = dims.layout.replace("N", "_").replace("C", "N").replace("_", "C")
-    dk = jax.lax.conv_general_dilated(
-        x, dy, window_strides=dims.dilations, padding=[(0, 0)] * n,
-        rhs_dilation=dims.strides,
-        dimension_numbers=(swapped, dims.layout.replace("N", "I").replace("C", "O"), swapped),
+    dk = _unpadded_conv_general(
+        x, dy, dims.dilations, dims.strides,
+        (swapped, dims.layout.replace("N", "I").replace("C", "O"), swapped),
         batch_group_count=dims.groups)
-    dk = _fit(dk, zip(axes, window))
+    first = 1 if _channels_last(dims.layout) else 2
+    dk = _fit(dk, zip(range(first, first + len(window)), window))
     # [.., x's channels at 'N', .., dy's channels at 'C', ..] -> [*window, in, out]
-    dk = jnp.moveaxis(dk, (swapped.index("N"), swapped.index("C")), (-2, -1))
-    return dx, dk
+    return jnp.moveaxis(dk, (swapped.index("N"), swapped.index("C")), (-2, -1))
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2,))
+def _unpadded_conv(x, kernel, dims: _ConvDims):
+    """A convolution without padding (static sizes), with :func:`_valid_conv`'s cell of
+    padding in the forward pass and in the kernel gradient, which autodiff would run
+    unpadded (for a dilated Conv1D, 4 times TF's time)."""
+    return _valid_conv(x, kernel, dims, dims.strides)
+
+
+def _unpadded_conv_fwd(x, kernel, dims: _ConvDims):
+    return _unpadded_conv(x, kernel, dims), (x, kernel)
+
+
+def _unpadded_conv_bwd(dims: _ConvDims, residuals, dy):
+    x, kernel = residuals
+    spec = "HWIO" if kernel.ndim == 4 else "DHWIO"
+    # The input gradient's convolution pads dy by the window: XLA's is fast.
+    dx = jax.vjp(lambda x: jax.lax.conv_general_dilated(
+        x, kernel, dims.strides, [(0, 0)] * len(dims.strides), rhs_dilation=dims.dilations,
+        dimension_numbers=(dims.layout, spec, dims.layout),
+        feature_group_count=dims.groups), x)[1](dy)[0]
+    return dx, _kernel_grad(x, dy, kernel.shape[:-2], dims)
+
+
+_unpadded_conv.defvjp(_unpadded_conv_fwd, _unpadded_conv_bwd)
 
 
 def _transposed_kernel(kernel, groups: int):

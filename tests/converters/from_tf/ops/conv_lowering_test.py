@@ -20,7 +20,8 @@ from tests.converters.from_tf.ops.conv_test import CONV, DEPTHWISE
 # Shifted depthwise convs, 1x1 convs (matrix products), convs whose output is smaller
 # than the window (patches), convs with few outputs (tap projections), with few inputs
 # (broadcast multiply-adds), and the others (``lax`` convs; over one input channel, a
-# kernel gradient of stacked taps' products).
+# kernel gradient of stacked taps' products; unpadded ones with a cell of padding), 3-D
+# convs as 2-D ones per depth tap.
 _LOWERED = ([case for case in DEPTHWISE
              if case.op == "DepthwiseConv2dNative" and case.name != "Depthwise-7x7"] +
             [case for case in CONV if case.name in {
@@ -30,7 +31,8 @@ _LOWERED = ([case for case in DEPTHWISE
                 "Conv2D-few-outputs-explicit", "Conv2D-few-inputs", "Conv2D-few-inputs-s2",
                 "Conv2D-few-inputs-explicit-wide", "Conv2D-same", "Conv2D-valid-s2",
                 "Conv2D-explicit", "Conv2D-one-channel", "Conv2D-one-channel-valid",
-                "Conv2D-one-channel-s2"}])
+                "Conv2D-one-channel-s2", "Conv2D-valid", "Conv1D-valid", "Conv1D-dilated",
+                "Conv3D-valid"} or case.op == "Conv3D"])
 
 
 def _params():
@@ -267,6 +269,40 @@ def test_few_input_conv_runs_as_multiply_adds_forward_and_input_gradient(x_shape
         assert "stablehlo.convolution" not in jax.jit(fn).lower(x, k).as_text()
     kernel_program = jax.jit(kernel_grad).lower(x, k).as_text()
     assert kernel_program.count("stablehlo.convolution") == (0 if k_shape[2] == 1 else 1)
+
+
+@pytest.mark.parametrize("x_shape,k_shape,strides", [
+    ((2, 1, 40, 8), (1, 5, 8, 6), 1),     # a Conv1D: a height of one output
+    ((2, 9, 8, 8), (3, 3, 8, 6), 2),      # a stride's slack past the last window
+    ((2, 7, 8, 8), (3, 3, 8, 6), 1),      # neither: one more output row, cut off
+])
+def test_unpadded_conv_and_its_kernel_gradient_run_padded(x_shape, k_shape, strides):
+    """A VALID conv, and the kernel gradient's conv (the input gradient's pads the
+    cotangent anyway), have a cell of padding: XLA:CPU runs unpadded convs 2-4 times
+    slower. Their values are checked against TF in ``conv_test.py``."""
+    case = Case("Conv2D", lambda x, k: tf.nn.conv2d(x, k, strides, "VALID"))
+    _, f = _converted(case, x_shape, k_shape)
+    x = jax.ShapeDtypeStruct(x_shape, np.float32)
+    k = jax.ShapeDtypeStruct(k_shape, np.float32)
+    for fn in (f, jax.grad(lambda x, k: jnp.sum(f(x, k)), argnums=1)):
+        convs = [line for line in jax.jit(fn).lower(x, k).as_text().splitlines()
+                 if "stablehlo.convolution" in line]
+        assert convs and all("pad = [[0, 0], [0, 0]]" not in line for line in convs), convs
+
+
+def test_conv3d_runs_as_2d_convs_forward_and_backward():
+    """A 3-D conv and its gradient hold 2-D convolutions only, one per depth tap each way
+    (XLA:CPU runs 3-D ones several times slower). Values: ``conv_test.py``."""
+    case = Case("Conv3D", lambda x, k: tf.nn.conv3d(x, k, [1, 1, 1, 1, 1], "SAME"))
+    _, f = _converted(case, (2, 6, 8, 8, 4), (3, 3, 3, 4, 8))
+    x = jax.ShapeDtypeStruct((2, 6, 8, 8, 4), np.float32)
+    k = jax.ShapeDtypeStruct((3, 3, 3, 4, 8), np.float32)
+    for fn, most in ((f, 3), (jax.grad(lambda x, k: jnp.sum(f(x, k)), argnums=(0, 1)), 6)):
+        convs = [line for line in jax.jit(fn).lower(x, k).as_text().splitlines()
+                 if "stablehlo.convolution" in line]
+        # Spatial axes 0 and 1 only: no third, in the input's, kernel's or output's layout.
+        layouts = [line.split("dim_numbers = ")[1].split(", window")[0] for line in convs]
+        assert 0 < len(convs) <= most and not any("2" in lay for lay in layouts), layouts
 
 
 @pytest.mark.parametrize("window,strides", [(3, 2), (3, 1), (5, 3)])

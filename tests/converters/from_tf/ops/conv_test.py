@@ -161,6 +161,23 @@ CONV = [
          name="Conv1D", **_TOL),
     Case("Conv3D", lambda x, k: tf.nn.conv3d(x, k, [1, 1, 2, 1, 1], "SAME"),
          (((1, 4, 5, 5, 2), (2, 3, 3, 2, 3)),), **_TOL),
+    # Unpadded convs run with a cell of padding where no window reads it, or with one
+    # more output row cut off: VALID at stride 1 (the extra row), a Conv1D (its height of
+    # one output takes a wider stride), a dilated Conv1D as Keras runs it (TF's
+    # SpaceToBatchND, an unpadded conv, BatchToSpaceND), and in 3-D.
+    Case("Conv2D", _conv2d(1, "VALID"), (((2, 7, 8, 6), (3, 3, 6, 5)),), name="Conv2D-valid",
+         **_TOL),
+    Case("Conv2D", lambda x, k: tf.nn.conv1d(x, k, 1, "VALID"), (((2, 20, 8), (5, 8, 6)),),
+         name="Conv1D-valid", **_TOL),
+    Case("Conv2D", lambda x, k: tf.nn.convolution(x, k, padding="SAME", dilations=3),
+         (((2, 31, 8), (5, 8, 6)),), name="Conv1D-dilated", **_TOL),
+    Case("Conv3D", lambda x, k: tf.nn.conv3d(x, k, [1, 1, 1, 1, 1], "VALID"),
+         (((1, 4, 5, 5, 2), (2, 3, 3, 2, 3)),), name="Conv3D-valid", **_TOL),
+    # 3-D convs run as 2-D ones per depth tap, each on its own 2-D path (one input
+    # channel: multiply-adds), strided in depth too.
+    Case("Conv3D", lambda x, k: tf.nn.conv3d(x, k, [1, 2, 2, 1, 1], "SAME"),
+         (((2, 7, 6, 5, 3), (3, 3, 3, 3, 4)), ((1, 5, 6, 6, 1), (3, 3, 3, 1, 4))),
+         name="Conv3D-s2", **_TOL),
     Case("Conv2DBackpropInput", lambda dy, k: tf.nn.conv2d_transpose(
         dy, k, [2, 8, 8, 3], 2, "SAME"), (((2, 4, 4, 5), (3, 3, 3, 5)),), batched=False,
          **_TOL),
