@@ -24,15 +24,19 @@ from __future__ import annotations
 
 import contextlib
 import inspect
+import itertools
 import operator
 import threading
-from typing import Any, Callable, Iterator
+from typing import Any, Callable, Iterator, Sequence
 
+import numpy as np
 from jax._src import core
 from jax._src.export import shape_poly
 from jax._src.interpreters import mlir
+from jax._src.lib.mlir.dialects import hlo
 
 _jax_eval_dynamic_shape = mlir.eval_dynamic_shape
+_jax_shape_tensor = mlir.shape_tensor
 
 
 def _eval_dynamic_shape(ctx: Any, shape: tuple) -> tuple:
@@ -49,6 +53,21 @@ def _eval_dynamic_shape(ctx: Any, shape: tuple) -> tuple:
             return _jax_eval_dynamic_shape(ctx, shape)
         values.append(ctx.dim_var_values[dim_vars.index(var)])
     return tuple(values)
+
+
+def _shape_tensor(ctx: Any, sizes: Sequence[Any]) -> Any:
+    """``mlir.shape_tensor``: the same 1-D int32 tensor, each run of constant sizes as
+    one constant rather than one constant per size (and a concatenation of them all)."""
+    pieces = []
+    for constant, run in itertools.groupby(sizes, key=lambda d: type(d) is int):
+        if constant:
+            pieces.append(mlir.ir_constant(np.array(list(run), np.int32)))
+        else:
+            pieces.extend(_jax_shape_tensor(ctx, [d]) for d in run)
+    if len(pieces) == 1:
+        return pieces[0]
+    return _jax_shape_tensor(ctx, []) if not pieces else hlo.concatenate(pieces,
+                                                                          mlir.i64_attr(0))
 
 
 def _equals(size: Any, n: int) -> bool:
@@ -83,6 +102,7 @@ def _evaluate_multiply(v1: Any, v2: Any) -> Any:
 #: (owner, name, fast function, the parameters JAX's function is expected to have).
 _FAST_PATHS: tuple[tuple[Any, str, Callable, tuple[str, ...]], ...] = (
     (mlir, "eval_dynamic_shape", _eval_dynamic_shape, ("ctx", "shape")),
+    (mlir, "shape_tensor", _shape_tensor, ("ctx", "sizes")),
     (shape_poly, "_evaluate_add", _evaluate_add, ("v1", "v2")),
     (shape_poly, "_evaluate_multiply", _evaluate_multiply, ("v1", "v2")),
 )
