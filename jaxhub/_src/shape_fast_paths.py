@@ -1,23 +1,25 @@
-"""Fast paths for the two costliest steps of ``jax.export`` with symbolic shapes.
+"""Fast paths for the costliest steps of ``jax.export`` with symbolic shapes.
 
-Exporting a converted model spends much of its time in two places of JAX's shape
+Exporting a converted model spent much of its time in three places of JAX's shape
 polymorphism that do the general thing in the commonest case:
 
 * Lowering an op whose shape has a symbolic dim (slicing a ``(batch, 939)`` array) turns
   each of its shapes into IR values by tracing and lowering a small function, even when
   every dim is a constant or a bare symbol, whose value is already at hand. The backward
-  half of basic_pitch's gradient has ~7,700 such shapes: about 60% of its export time.
+  halves of basic_pitch's gradients have ~7,700 such shapes each.
+* Those IR values become shape tensors with one constant per size, concatenated: ~90,000
+  constants in basic_pitch's backward halves, which every later step walks.
 * The shape assertions of a function whose args have derived dims (``(h - 3) // 2 + 1``:
   the residuals of a conv's gradient) try ``operator.index`` on traced sizes to spot a 0
   or a 1. Each try raises an error whose message walks the whole trace built so far, so
   the cost grows with the square of the number of dims: ~2,100 errors, half of
   mtcnn_pnet's conversion time.
 
-:func:`installed` puts, for the time of an export, functions in place of JAX's that give
-the same values (so the same module) without that work: the first returns constants and
-bare symbols' values directly and hands any other shape to JAX's own function; the
-others test traced sizes without raising. Where JAX's internals are not as expected (a
-newer JAX) nothing is installed and exports take JAX's own path.
+:func:`installed` puts, for the time of an export, functions in place of JAX's that
+compute the same values without that work: constants and bare symbols' values directly
+(any other shape is handed to JAX's own function), one constant per run of constant
+sizes, and tests of traced sizes that do not raise. Where JAX's internals are not as
+expected (a newer JAX) nothing is installed and exports take JAX's own path.
 """
 
 from __future__ import annotations
@@ -30,13 +32,17 @@ import threading
 from typing import Any, Callable, Iterator, Sequence
 
 import numpy as np
-from jax._src import core
-from jax._src.export import shape_poly
-from jax._src.interpreters import mlir
-from jax._src.lib.mlir.dialects import hlo
 
-_jax_eval_dynamic_shape = mlir.eval_dynamic_shape
-_jax_shape_tensor = mlir.shape_tensor
+try:
+    from jax._src import core
+    from jax._src.export import shape_poly
+    from jax._src.interpreters import mlir
+    from jax._src.lib.mlir.dialects import hlo
+except ImportError:  # internals moved: see SUPPORTED
+    core = shape_poly = mlir = hlo = None
+
+#: JAX's own functions, by name, while the fast paths are installed.
+_jax: dict[str, Callable] = {}
 
 
 def _eval_dynamic_shape(ctx: Any, shape: tuple) -> tuple:
@@ -50,7 +56,7 @@ def _eval_dynamic_shape(ctx: Any, shape: tuple) -> tuple:
             continue
         var = d._to_var() if hasattr(d, "_to_var") else None
         if var not in dim_vars:
-            return _jax_eval_dynamic_shape(ctx, shape)
+            return _jax["eval_dynamic_shape"](ctx, shape)
         values.append(ctx.dim_var_values[dim_vars.index(var)])
     return tuple(values)
 
@@ -63,11 +69,12 @@ def _shape_tensor(ctx: Any, sizes: Sequence[Any]) -> Any:
         if constant:
             pieces.append(mlir.ir_constant(np.array(list(run), np.int32)))
         else:
-            pieces.extend(_jax_shape_tensor(ctx, [d]) for d in run)
+            pieces.extend(_jax["shape_tensor"](ctx, [d]) for d in run)
     if len(pieces) == 1:
         return pieces[0]
-    return _jax_shape_tensor(ctx, []) if not pieces else hlo.concatenate(pieces,
-                                                                          mlir.i64_attr(0))
+    if not pieces:
+        return _jax["shape_tensor"](ctx, [])
+    return hlo.concatenate(pieces, mlir.i64_attr(0))
 
 
 def _equals(size: Any, n: int) -> bool:
@@ -122,7 +129,6 @@ def _matches_jax() -> bool:
 SUPPORTED = _matches_jax()
 _lock = threading.Lock()
 _depth = 0
-_saved: list[tuple[Any, str, Callable]] = []
 
 
 @contextlib.contextmanager
@@ -135,7 +141,7 @@ def installed() -> Iterator[None]:
     with _lock:
         if _depth == 0:
             for owner, name, fast, _ in _FAST_PATHS:
-                _saved.append((owner, name, getattr(owner, name)))
+                _jax[name] = getattr(owner, name)
                 setattr(owner, name, fast)
         _depth += 1
     try:
@@ -144,6 +150,5 @@ def installed() -> Iterator[None]:
         with _lock:
             _depth -= 1
             if _depth == 0:
-                while _saved:
-                    owner, name, original = _saved.pop()
-                    setattr(owner, name, original)
+                for owner, name, _, _ in _FAST_PATHS:  # _jax stays: other threads
+                    setattr(owner, name, _jax[name])  # may still be inside a fast path
