@@ -40,6 +40,7 @@ import jax.numpy as jnp
 from jax import export as jax_export
 from jax.extend import core as jax_core
 
+from jaxhub._src import shape_fast_paths
 from jaxhub._src.specs import SignatureError, TensorSpec
 
 #: Platforms every function is lowered for, so a module runs wherever it is loaded.
@@ -57,8 +58,7 @@ def export(fn: Callable[..., Any], arg_specs: Sequence[TensorSpec], *,
     platforms, dropped = tuple(platforms), []
     while True:
         try:
-            with outside_mesh():
-                exported = jax_export.export(jax.jit(fn), platforms=platforms)(*args)
+            exported = _export_jit(fn, args, platforms)
             break
         except (NotImplementedError, ValueError) as e:
             platforms, why = _portable_platforms(platforms, e)
@@ -67,6 +67,14 @@ def export(fn: Callable[..., Any], arg_specs: Sequence[TensorSpec], *,
         warnings.warn(f"{'; '.join(dropped)}: the function is exported for {list(platforms)} "
                       f"only", stacklevel=2)
     return exported
+
+
+def _export_jit(fn: Callable[..., Any], args: Sequence[Any], platforms: Sequence[str],
+                **options: Any) -> jax_export.Exported:
+    """``jax.export`` of ``jit(fn)`` for ``args`` (avals), traced outside any mesh, with
+    JAX's shape evaluation on its fast paths (:mod:`jaxhub._src.shape_fast_paths`)."""
+    with outside_mesh(), shape_fast_paths.installed():
+        return jax_export.export(jax.jit(fn), platforms=tuple(platforms), **options)(*args)
 
 
 #: JAX's error for a primitive that has no lowering on some platforms.
@@ -262,9 +270,8 @@ def with_vjp_from_halves(exported: jax_export.Exported, split: SplitVjp
             return pullback(tuple(cotangents))
 
         avals = [*primal.in_avals, *(a.to_tangent_aval() for a in primal.out_avals)]
-        with outside_mesh():
-            return jax_export.export(jax.jit(vjp), platforms=primal.platforms,
-                                     disabled_checks=primal.disabled_safety_checks)(*avals)
+        return _export_jit(vjp, avals, primal.platforms,
+                           disabled_checks=primal.disabled_safety_checks)
 
     return dataclasses.replace(exported, _get_vjp=get_vjp)
 
@@ -286,7 +293,7 @@ def _export_halves(fn: Callable[..., Sequence[Any]], arg_specs: Sequence[TensorS
         traced["ok"] = bool(traced["float_outs"]) and all(map(_is_exportable, stored))
         return (*outs, *stored) if traced["ok"] else outs
 
-    exported_forward = jax_export.export(jax.jit(forward), platforms=tuple(platforms))(*args)
+    exported_forward = _export_jit(forward, args, platforms)
     if not traced["ok"]:
         return None
     sources, float_outs = traced["sources"], traced["float_outs"]
@@ -309,8 +316,7 @@ def _export_halves(fn: Callable[..., Sequence[Any]], arg_specs: Sequence[TensorS
     backward_args = [*residual_avals, *(args[i] for i in saved_inputs),
                      *(out_avals[j] for j in saved_outputs),
                      *(out_avals[j] for j in float_outs)]
-    exported_backward = jax_export.export(jax.jit(backward), platforms=tuple(platforms))(
-        *backward_args)
+    exported_backward = _export_jit(backward, backward_args, platforms)
     return SplitVjp(exported_forward, exported_backward, saved_inputs, saved_outputs)
 
 
