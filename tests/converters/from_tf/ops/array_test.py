@@ -65,6 +65,9 @@ CASES = [
     Case("StridedSlice", lambda x: x[..., tf.newaxis, -1], (((3, 4, 5),),),
          name="StridedSlice-ellipsis-newaxis-shrink"),
     Case("StridedSlice", lambda x: x[::-1, 1:-1], (((4, 5),),), name="StridedSlice-reverse"),
+    # An index computed from tensor values (a loop counter, an argmax): size still static.
+    Case("StridedSlice", lambda x, i: x[:, i, ..., ::-1], (((4, 5, 3), ()),), (("float32", "int32"),),
+         (normal, integers(-5, 5)), name="StridedSlice-traced-index"),
     Case("Slice", lambda x: tf.slice(x, [1, 0], [2, -1]), (((4, 5),),)),
     Case("GatherV2", lambda x, i: tf.gather(x, i, axis=1), (((3, 5), (4,)),),
          dtypes=(("float32", _IDX),), sample=(normal, integers(0, 5))),
