@@ -462,8 +462,16 @@ def _reverse(node, x, axis):
 
 @register("Roll")
 def _roll(node, x, shift, axis):
-    shifts, axes = _ints(shift), _ints(axis)
-    return xnp(x).roll(x, shifts, axis=axes)
+    """The axes are static; the shifts may be computed from tensor values."""
+    if is_static(shift):
+        return xnp(x).roll(x, _ints(shift), axis=_ints(axis))
+    shifts = jnp.reshape(as_jax(shift), (-1,))
+    axes = _ints(axis)
+    shifts = jnp.broadcast_to(shifts, (len(axes),))
+    x = as_jax(x)
+    for k, a in enumerate(axes):  # repeated axes add up, as in TF
+        x = jnp.roll(x, shifts[k], axis=a)
+    return x
 
 
 @register("InvertPermutation")

@@ -104,6 +104,8 @@ CASES = [
          name="MirrorPad-symmetric", batched=False),
     Case("ReverseV2", lambda x: tf.reverse(x, [0, -1]), (((2, 3, 4),),)),
     Case("Roll", lambda x: tf.roll(x, [1, -2], [0, 1]), (((3, 4),),)),
+    Case("Roll", lambda x, s: tf.roll(x, s, [2, 1, 2]), (((2, 3, 4), (3,)),),
+         (("float32", "int32"),), (normal, integers(-9, 9)), name="Roll-traced-shifts"),
     Case("InvertPermutation", lambda x: tf.transpose(x, tf.math.invert_permutation(
         [2, 0, 1])), (((2, 3, 4),),)),
     Case("Where", lambda x: x * tf.cast(tf.size(tf.where([True, False, True])), tf.float32),
