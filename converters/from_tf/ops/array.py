@@ -474,6 +474,20 @@ def _roll(node, x, shift, axis):
     return x
 
 
+@register("ReverseSequence", attrs=("seq_dim", "batch_dim"))
+def _reverse_sequence(node, x, seq_lengths):
+    """Each batch entry's first ``seq_lengths[b]`` steps reversed, the rest kept (padding
+    of variable-length sequences, as bidirectional RNNs read them)."""
+    seq_dim, batch_dim = node.attr("seq_dim"), node.attr("batch_dim", 0)
+    x = jnp.moveaxis(as_jax(x), (batch_dim, seq_dim), (0, 1))
+    lengths = as_jax(seq_lengths).astype(jnp.int32)[:, None]
+    t = jnp.arange(x.shape[1], dtype=jnp.int32)[None, :]
+    source = jnp.where(t < lengths, lengths - 1 - t, t)
+    source = source.reshape(source.shape + (1,) * (x.ndim - 2))
+    out = jnp.take_along_axis(x, source, axis=1)
+    return jnp.moveaxis(out, (0, 1), (batch_dim, seq_dim))
+
+
 @register("InvertPermutation")
 def _invert_permutation(node, perm):
     perm = as_jax(perm)

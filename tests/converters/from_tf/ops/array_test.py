@@ -104,6 +104,12 @@ CASES = [
          name="MirrorPad-symmetric", batched=False),
     Case("ReverseV2", lambda x: tf.reverse(x, [0, -1]), (((2, 3, 4),),)),
     Case("Roll", lambda x: tf.roll(x, [1, -2], [0, 1]), (((3, 4),),)),
+    Case("ReverseSequence", lambda x, n: tf.reverse_sequence(x, n, seq_axis=1, batch_axis=0),
+         (((3, 5, 2), (3,)),), (("float32", "int32"),), (normal, integers(0, 6)),
+         batched=False),
+    Case("ReverseSequence", lambda x, n: tf.reverse_sequence(x, n, seq_axis=0, batch_axis=2),
+         (((5, 2, 3), (3,)),), (("float32", "int64"),), (normal, integers(0, 6)),
+         name="ReverseSequence-time-major"),
     Case("Roll", lambda x, s: tf.roll(x, s, [2, 1, 2]), (((2, 3, 4), (3,)),),
          (("float32", "int32"),), (normal, integers(-9, 9)), name="Roll-traced-shifts"),
     Case("InvertPermutation", lambda x: tf.transpose(x, tf.math.invert_permutation(
