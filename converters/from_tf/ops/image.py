@@ -13,8 +13,8 @@ from __future__ import annotations
 import jax.numpy as jnp
 import numpy as np
 
-from jaxhub_tf.from_tf.ops.registry import register
-from jaxhub_tf.from_tf.values import as_jax
+from jaxhub_tf.from_tf.ops.registry import ANY, register
+from jaxhub_tf.from_tf.values import as_jax, shape_tuple
 
 
 #: Entries of TF's precomputed cubic kernel table.
@@ -113,3 +113,44 @@ def _resize(node, images, size):
     args = (node.attr("align_corners", False), node.attr("half_pixel_centers", False))
     x = _resample(x, 1, kernel(in_h, out_h, *args))
     return _resample(x, 2, kernel(in_w, out_w, *args))
+
+
+@register("CropAndResize", attrs={"method": ("bilinear", "nearest"), "extrapolation_value": ANY})
+def _crop_and_resize(node, images, boxes, box_index, crop_size):
+    """Crops of ``boxes`` (normalized ``[y1, x1, y2, x2]``, computed from tensor values)
+    resampled to ``crop_size``: TF's sampling positions, and its fill value outside the
+    image. Differentiable in the image and in the boxes."""
+    x = as_jax(images).astype(jnp.float32)
+    boxes = as_jax(boxes).astype(jnp.float32)
+    crop_h, crop_w = shape_tuple(crop_size)  # static: it is the output shape
+    in_y = _crop_positions(boxes[:, 0], boxes[:, 2], x.shape[1], crop_h)  # [boxes, crop_h]
+    in_x = _crop_positions(boxes[:, 1], boxes[:, 3], x.shape[2], crop_w)  # [boxes, crop_w]
+    image = as_jax(box_index).astype(jnp.int32)[:, None, None]
+
+    def read(y, x_):  # [boxes, crop_h, crop_w, channels]
+        y = jnp.clip(y, 0, x.shape[1] - 1).astype(jnp.int32)[:, :, None]
+        x_ = jnp.clip(x_, 0, x.shape[2] - 1).astype(jnp.int32)[:, None, :]
+        return x[image, y, x_]
+
+    if node.attr("method", "bilinear") == "nearest":
+        # TF rounds halves away from zero (roundf); positions outside are masked below.
+        out = read(jnp.floor(in_y + 0.5), jnp.floor(in_x + 0.5))
+    else:
+        top, left = jnp.floor(in_y), jnp.floor(in_x)
+        dy, dx = (in_y - top)[:, :, None, None], (in_x - left)[:, None, :, None]
+        upper = read(top, left) + (read(top, jnp.ceil(in_x)) - read(top, left)) * dx
+        lower = read(jnp.ceil(in_y), left) + (
+            read(jnp.ceil(in_y), jnp.ceil(in_x)) - read(jnp.ceil(in_y), left)) * dx
+        out = upper + (lower - upper) * dy
+    inside_y = (in_y >= 0) & (in_y <= x.shape[1] - 1)
+    inside_x = (in_x >= 0) & (in_x <= x.shape[2] - 1)
+    inside = (inside_y[:, :, None] & inside_x[:, None, :])[..., None]
+    return jnp.where(inside, out, jnp.float32(node.attr("extrapolation_value", 0.0)))
+
+
+def _crop_positions(start, end, size: int, crop: int):
+    """Source coordinates of a crop's pixels along one axis, per box (TF's formula)."""
+    if crop > 1:
+        step = (end - start) * (size - 1) / (crop - 1)
+        return start[:, None] * (size - 1) + jnp.arange(crop, dtype=jnp.float32) * step[:, None]
+    return (0.5 * (start + end) * (size - 1))[:, None]

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import tensorflow as tf
 
-from tests.converters.from_tf.ops._conformance import Case, check, params
+from tests.converters.from_tf.ops._conformance import Case, check, integers, normal, params, uniform
 
 _SHAPES = (((2, 5, 7, 3),), ((1, 8, 6, 2),))
 _SIZES = ((9, 4), (3, 12))
@@ -30,6 +30,22 @@ for _op, _tol in (("ResizeBilinear", 1e-5), ("ResizeNearestNeighbor", 0.0),
                 name=f"{_op}-{_size[0]}x{_size[1]}-align{int(_align)}-half{int(_half)}"))
 CASES.append(Case("ResizeBilinear", lambda x: tf.image.resize(x, (10, 3)), _SHAPES,
                   dtypes=("float32", "uint8"), name="tf.image.resize", rtol=1e-5, atol=1e-4))
+
+
+# Boxes partly outside the image (filled with the extrapolation value), a crop of one
+# pixel per axis (the box's center), boxes from either image of the batch.
+_CROP_INPUTS = dict(shapes=(((2, 5, 6, 3), (4, 4), (4,)),), dtypes=(("float32", "float32",
+                    "int32"),), sample=(normal, uniform(-0.3, 1.2), integers(0, 2)),
+                    batched=False)
+CASES += [
+    Case("CropAndResize", lambda x, b, i: tf.image.crop_and_resize(x, b, i, (3, 4)),
+         **_CROP_INPUTS),
+    # Constant boxes: TF's gradient for boxes is the bilinear one whatever the method.
+    Case("CropAndResize", lambda x: tf.image.crop_and_resize(
+        x, [[0.1, -0.2, 0.7, 0.9], [0.0, 0.3, 1.1, 0.8]], [1, 0], (1, 5), method="nearest",
+        extrapolation_value=-1.0), (((2, 5, 6, 3),),), name="CropAndResize-nearest-one-row",
+         batched=False),
+]
 
 
 @pytest.mark.parametrize("case,shapes,dtypes", params(CASES))
