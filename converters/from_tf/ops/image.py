@@ -1,4 +1,5 @@
-"""Image resizing with TF's exact sampling grids.
+"""Image ops: resizing with TF's exact sampling grids, crops of boxes (``CropAndResize``),
+and colour (HSV conversions, hue, saturation and contrast adjustments).
 
 Every ``Resize*`` op here is separable and linear in the image, with sampling positions
 that depend on shapes only. So each axis gets static taps (source indices and weights,
@@ -154,3 +155,64 @@ def _crop_positions(start, end, size: int, crop: int):
         step = (end - start) * (size - 1) / (crop - 1)
         return start[:, None] * (size - 1) + jnp.arange(crop, dtype=jnp.float32) * step[:, None]
     return (0.5 * (start + end) * (size - 1))[:, None]
+
+
+# -- colour ---------------------------------------------------------------------------------
+
+
+def _rgb_to_hsv(rgb):
+    """Hue, saturation and value in [0, 1] (the last axis: red, green, blue)."""
+    r, g, b = rgb[..., 0], rgb[..., 1], rgb[..., 2]
+    value = jnp.max(rgb, axis=-1)
+    chroma = value - jnp.min(rgb, axis=-1)
+    safe = jnp.where(chroma > 0, chroma, 1)
+    hue = jnp.where(value == r, (g - b) / safe,
+                    jnp.where(value == g, 2 + (b - r) / safe, 4 + (r - g) / safe)) / 6
+    hue = jnp.where(chroma > 0, jnp.where(hue < 0, hue + 1, hue), 0)
+    saturation = jnp.where(value > 0, chroma / jnp.where(value > 0, value, 1), 0)
+    return hue, saturation, value
+
+
+def _hsv_to_rgb(hue, saturation, value):
+    """The inverse of :func:`_rgb_to_hsv`: each channel from its distance to the hue."""
+    channels = []
+    for n in (5.0, 3.0, 1.0):  # red, green, blue
+        k = jnp.mod(n + hue * 6, 6)
+        channels.append(value - value * saturation * jnp.clip(jnp.minimum(k, 4 - k), 0, 1))
+    return jnp.stack(channels, axis=-1)
+
+
+@register("RGBToHSV")
+def _rgb_to_hsv_op(node, images):
+    return jnp.stack(_rgb_to_hsv(as_jax(images)), axis=-1)
+
+
+@register("HSVToRGB")
+def _hsv_to_rgb_op(node, images):
+    images = as_jax(images)
+    return _hsv_to_rgb(images[..., 0], images[..., 1], images[..., 2])
+
+
+@register("AdjustHue")
+def _adjust_hue(node, images, delta):
+    images = as_jax(images)
+    hue, saturation, value = _rgb_to_hsv(images.astype(jnp.float32))
+    hue = jnp.mod(hue + as_jax(delta, jnp.float32), 1.0)
+    return _hsv_to_rgb(hue, saturation, value).astype(images.dtype)
+
+
+@register("AdjustSaturation")
+def _adjust_saturation(node, images, scale):
+    images = as_jax(images)
+    hue, saturation, value = _rgb_to_hsv(images.astype(jnp.float32))
+    saturation = jnp.clip(saturation * as_jax(scale, jnp.float32), 0.0, 1.0)
+    return _hsv_to_rgb(hue, saturation, value).astype(images.dtype)
+
+
+@register("AdjustContrastv2")
+def _adjust_contrast(node, images, contrast_factor):
+    """Each channel's deviation from its mean over the image scaled by the factor."""
+    images = as_jax(images)
+    x = images.astype(jnp.float32)
+    mean = jnp.mean(x, axis=(-3, -2), keepdims=True)
+    return ((x - mean) * as_jax(contrast_factor, jnp.float32) + mean).astype(images.dtype)

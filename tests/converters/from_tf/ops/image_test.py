@@ -48,6 +48,32 @@ CASES += [
 ]
 
 
+# Colour: images in [0, 1] with a grey pixel row (zero chroma) and a black one, whose
+# gradients are ties (values only there); factors and deltas computed from tensor values.
+# TF defines no gradient for the adjust ops (differentiable here).
+def _pixels(rng, shape, dtype):
+    x = rng.random(shape)
+    x[..., 0, :, :] = x[..., 0, :, :1]  # grey
+    x[..., 1, 0, :] = 0  # black
+    return x.astype(dtype)
+
+
+_IMAGES = (((2, 3, 4, 3), ()),)
+CASES += [
+    Case("RGBToHSV", tf.image.rgb_to_hsv, (((2, 3, 4, 3),),), sample=uniform(0, 1)),
+    Case("RGBToHSV", tf.image.rgb_to_hsv, (((2, 3, 4, 3),),), sample=_pixels, grad=False,
+         name="RGBToHSV-grey-black"),
+    # TF declares HSVToRGB not differentiable (zero gradients): values only.
+    Case("HSVToRGB", tf.image.hsv_to_rgb, (((2, 3, 4, 3),),), sample=uniform(0, 1), grad=False),
+    Case("AdjustHue", tf.image.adjust_hue, _IMAGES, sample=(_pixels, uniform(-1, 1)),
+         grad=False),
+    Case("AdjustSaturation", tf.image.adjust_saturation, _IMAGES,
+         sample=(_pixels, uniform(0, 3)), grad=False),
+    Case("AdjustContrastv2", tf.image.adjust_contrast, _IMAGES,
+         sample=(_pixels, uniform(-1, 3)), grad=False),
+]
+
+
 @pytest.mark.parametrize("case,shapes,dtypes", params(CASES))
 def test_matches_tensorflow(case, shapes, dtypes):
     check(case, shapes, dtypes)
