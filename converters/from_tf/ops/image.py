@@ -103,17 +103,45 @@ def _resample(x, axis: int, taps: list[tuple]):
     return out
 
 
+def _separable(x, size, kernel, *args):
+    """``x`` (NHWC) resized to ``size`` with ``kernel(in_size, out_size, *args)``'s taps."""
+    out_h, out_w = (int(s) for s in np.asarray(size).reshape(2))
+    in_h, in_w = x.shape[1:3]
+    x = _resample(x, 1, kernel(in_h, out_h, *args))
+    return _resample(x, 2, kernel(in_w, out_w, *args))
+
+
 @register(*_KERNELS, attrs=("align_corners", "half_pixel_centers"))
 def _resize(node, images, size):
     x = as_jax(images)
     if node.op != "ResizeNearestNeighbor":
         x = x.astype(jnp.float32)  # TF interpolates to float32 from any dtype
-    out_h, out_w = (int(s) for s in np.asarray(size).reshape(2))
-    in_h, in_w = x.shape[1:3]
-    kernel = _KERNELS[node.op]
-    args = (node.attr("align_corners", False), node.attr("half_pixel_centers", False))
-    x = _resample(x, 1, kernel(in_h, out_h, *args))
-    return _resample(x, 2, kernel(in_w, out_w, *args))
+    return _separable(x, size, _KERNELS[node.op], node.attr("align_corners", False),
+                      node.attr("half_pixel_centers", False))
+
+
+def _area(in_size: int, out_size: int, align_corners: bool) -> list[tuple]:
+    """Box-filter taps: each output pixel averages the source cells its box
+    ``[o * scale, (o + 1) * scale)`` covers, weighted by the covered fraction (TF's
+    ``ResizeArea``, cells past the edge read the last row)."""
+    scale = _scale(in_size, out_size, align_corners)
+    start = np.arange(out_size) * scale
+    end = start + scale
+    first = np.floor(start).astype(np.int64)
+    n_taps = int(np.max(np.ceil(end).astype(np.int64) - first))
+    taps = []
+    for k in range(n_taps):
+        cell = first + k
+        covered = np.minimum(cell + 1, end) - np.maximum(cell, start)
+        weight = np.clip(covered, 0, None) / scale
+        taps.append((np.minimum(cell, in_size - 1).astype(np.int32), weight))
+    return taps
+
+
+@register("ResizeArea", attrs=("align_corners",))
+def _resize_area(node, images, size):
+    x = as_jax(images).astype(jnp.float32)  # float32 from any dtype, as TF
+    return _separable(x, size, _area, node.attr("align_corners", False))
 
 
 @register("CropAndResize", attrs={"method": ("bilinear", "nearest"), "extrapolation_value": ANY})

@@ -31,6 +31,13 @@ for _op, _tol in (("ResizeBilinear", 1e-5), ("ResizeNearestNeighbor", 0.0),
 CASES.append(Case("ResizeBilinear", lambda x: tf.image.resize(x, (10, 3)), _SHAPES,
                   dtypes=("float32", "uint8"), name="tf.image.resize", rtol=1e-5, atol=1e-4))
 
+# Area: shrinking (fractional boxes), enlarging, and corners aligned (boxes past the edge).
+# TF defines no gradient for ResizeArea: values only (differentiable here).
+for _size, _align in (((3, 4), False), ((2, 5), False), ((11, 9), False), ((3, 4), True)):
+    CASES.append(Case("ResizeArea", lambda x, s=_size, a=_align: tf.raw_ops.ResizeArea(
+        images=x, size=s, align_corners=a), _SHAPES, dtypes=("float32", "uint8"), grad=False,
+        name=f"ResizeArea-{_size[0]}x{_size[1]}-align{int(_align)}"))
+
 
 # Boxes partly outside the image (filled with the extrapolation value), a crop of one
 # pixel per axis (the box's center), boxes from either image of the batch.
