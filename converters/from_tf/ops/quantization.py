@@ -5,7 +5,8 @@ Each op rounds its input to a grid of ``2**num_bits`` levels and maps it back to
 Gradients follow TF's rules, not the rounding's (which is zero almost everywhere):
 fake-quant passes the gradient where the input lies in the (nudged) range and gives the
 range's variables the rest; ``QuantizeAndDequantizeV2``/``V3`` pass it through unchanged,
-``V4`` only inside the range.
+``V4`` only inside the range. Per-channel quantize-dequantize (``axis``) takes each
+channel's own range (TF 2.21's kernels refuse a given per-channel range).
 """
 
 from __future__ import annotations
@@ -72,15 +73,21 @@ def _fake_quant_vars(node, x, low, high):
 
 # -- quantize and dequantize ----------------------------------------------------------------
 
-# Per-channel ranges (``axis``) are not taken: TF's own kernels refuse them (2.21:
-# "input_min must be a scalar"), so there is nothing to match.
-_QDQ_ATTRS = {**{k: ANY for k in ("signed_input", "num_bits", "range_given", "narrow_range")},
-              "round_mode": ("HALF_TO_EVEN", "HALF_UP"), "axis": (-1,)}
+_QDQ_ATTRS = {**{k: ANY for k in ("signed_input", "num_bits", "range_given", "narrow_range",
+                                   "axis")},
+              "round_mode": ("HALF_TO_EVEN", "HALF_UP")}
 
 
 def _quantize_dequantize(node, x, low, high, num_bits):
     """The values TF's QuantizeAndDequantize kernels compute (gradient not defined)."""
-    if not node.attr("range_given"):  # the input's own range
+    axis = node.attr("axis", -1)
+    if axis != -1:  # per channel along ``axis``: each channel's own range
+        if node.attr("range_given"):  # TF 2.21's kernels refuse it: nothing to match
+            raise NotImplementedError(f"{node.op} {node.name!r}: per-channel quantization "
+                                      f"(axis={axis}) with a given range")
+        others = tuple(a for a in range(x.ndim) if a != axis)
+        low, high = jnp.min(x, others, keepdims=True), jnp.max(x, others, keepdims=True)
+    elif not node.attr("range_given"):  # the input's own range
         low, high = jnp.min(x), jnp.max(x)
     signed = node.attr("signed_input")
     q_min = -(1 << (num_bits - 1)) + int(node.attr("narrow_range")) if signed else 0
@@ -128,5 +135,9 @@ def _qdq_v4(node, x, low, high):
     x = as_jax(x)
     low, high = as_jax(low, x.dtype), as_jax(high, x.dtype)
     quantized = _quantize_dequantize(node, x, low, high, node.attr("num_bits"))
+    if node.attr("axis", -1) != -1:  # TF's gradient reads the ranges per channel
+        shape = [1] * x.ndim
+        shape[node.attr("axis")] = -1
+        low, high = jnp.reshape(low, shape), jnp.reshape(high, shape)
     inside = (x >= low) & (x <= high)
     return jnp.where(inside, x, jax.lax.stop_gradient(x)) + jax.lax.stop_gradient(quantized - x)

@@ -43,6 +43,10 @@ CASES = [
     Case("QuantizeAndDequantizeV2", lambda x: tf.quantization.quantize_and_dequantize(
         x, 0.0, 0.0, signed_input=False, num_bits=4, round_mode="HALF_UP"),
         (((4, 5),),), sample=uniform(0, 8), name="QuantizeAndDequantizeV2-own-range-unsigned"),
+    # Per channel (the last axis), each channel's own range.
+    Case("QuantizeAndDequantizeV2", lambda x: tf.quantization.quantize_and_dequantize(
+        x, [-1.0, -1.0, -1.0], [1.0, 1.0, 1.0], axis=-1, num_bits=5), (((4, 3),),),
+        sample=_off_grid, name="QuantizeAndDequantizeV2-per-channel-own-range"),
     Case("QuantizeAndDequantizeV3", lambda x: tf.raw_ops.QuantizeAndDequantizeV3(
         input=x, input_min=-4.0, input_max=6.0, num_bits=5), (((4, 5),),), sample=_off_grid),
     # V4's gradient stops outside [input_min, input_max].
