@@ -1,5 +1,5 @@
 """Image ops: resizing with TF's exact sampling grids, crops of boxes (``CropAndResize``),
-and colour (HSV conversions, hue, saturation and contrast adjustments).
+colour (HSV conversions, hue, saturation and contrast adjustments) and patches.
 
 Every ``Resize*`` op here is separable and linear in the image, with sampling positions
 that depend on shapes only. So each axis gets static taps (source indices and weights,
@@ -11,6 +11,7 @@ matrices) and differentiable for free.
 
 from __future__ import annotations
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 
@@ -244,3 +245,25 @@ def _adjust_contrast(node, images, contrast_factor):
     x = images.astype(jnp.float32)
     mean = jnp.mean(x, axis=(-3, -2), keepdims=True)
     return ((x - mean) * as_jax(contrast_factor, jnp.float32) + mean).astype(images.dtype)
+
+
+
+# -- patches --------------------------------------------------------------------------------
+
+
+@register("ExtractImagePatches",
+          attrs={"ksizes": ANY, "strides": ANY, "rates": ANY, "padding": ("SAME", "VALID")})
+def _extract_image_patches(node, images):
+    """Each (dilated) window's pixels as one feature vector, in TF's (row, col, channel)
+    order; one patches convolution, so differentiable like one."""
+    x = as_jax(images)
+    (_, k_rows, k_cols, _), (_, s_rows, s_cols, _), (_, r_rows, r_cols, _) = (
+        node.attr(k) for k in ("ksizes", "strides", "rates"))
+    patches = jax.lax.conv_general_dilated_patches(
+        x, (k_rows, k_cols), (s_rows, s_cols), node.attr("padding"),
+        rhs_dilation=(r_rows, r_cols), dimension_numbers=("NHWC", "HWIO", "NHWC"),
+        precision=jax.lax.Precision.HIGHEST)
+    # JAX orders each patch (channel, row, col); TF (row, col, channel).
+    n, rows, cols, _ = patches.shape
+    patches = patches.reshape(n, rows, cols, x.shape[-1], k_rows * k_cols)
+    return jnp.swapaxes(patches, -1, -2).reshape(n, rows, cols, -1)

@@ -80,6 +80,14 @@ CASES += [
          sample=(_pixels, uniform(-1, 3)), grad=False),
 ]
 
+CASES += [
+    Case("ExtractImagePatches", lambda x: tf.image.extract_patches(
+        x, [1, 3, 2, 1], [1, 2, 1, 1], [1, 1, 1, 1], "VALID"), _SHAPES),
+    Case("ExtractImagePatches", lambda x: tf.image.extract_patches(
+        x, [1, 2, 3, 1], [1, 3, 2, 1], [1, 2, 1, 1], "SAME"), _SHAPES,
+         name="ExtractImagePatches-same-dilated"),
+]
+
 
 @pytest.mark.parametrize("case,shapes,dtypes", params(CASES))
 def test_matches_tensorflow(case, shapes, dtypes):
