@@ -35,6 +35,7 @@ _FAMILIES = (
     "linalg",
     "random_stateless",
     "losses",
+    "quantization",
     "spectral",
     "tf1",
     "xla",

@@ -292,10 +292,11 @@ _MASKS = ("begin_mask", "end_mask", "ellipsis_mask", "new_axis_mask", "shrink_ax
 
 @register("StridedSlice", attrs=_MASKS)
 def _strided_slice(node, x, begin, end, strides):
-    if not is_static(begin, end, strides):
-        raise NotImplementedError("StridedSlice with traced bounds")
-    index = _slice_index(node, np.asarray(begin), np.asarray(end), np.asarray(strides))
-    if is_static(x):
+    if not is_static(strides):
+        raise NotImplementedError(f"StridedSlice {node.name!r}: strides computed from tensor "
+                                  f"values give a data-dependent size, which jit cannot trace")
+    index = _slice_index(node, begin, end, np.asarray(strides))
+    if is_static(x) and not any(isinstance(i, jax.Array) for i in index):
         return np.asarray(np.asarray(x)[index])
     x, index = _take_steps(as_jax(x), index)
     return x[index]
@@ -309,7 +310,8 @@ def _take_steps(x, index: tuple) -> tuple[jax.Array, tuple]:
     size of ``x`` is symbolic, as the batch size is in a module.
     """
     missing = x.ndim - sum(1 for i in index if i is not None and i is not Ellipsis)
-    at = index.index(Ellipsis) if Ellipsis in index else len(index)
+    # By identity: ``in``/``index`` would compare a traced index with ``==``.
+    at = next((k for k, item in enumerate(index) if item is Ellipsis), len(index))
     index = index[:at] + (slice(None),) * missing + index[at + 1:]
     axis, plain = 0, []
     for item in index:
@@ -327,20 +329,34 @@ def _take_steps(x, index: tuple) -> tuple[jax.Array, tuple]:
 
 
 def _slice_index(node, begin, end, strides) -> tuple:
-    """The Python index that a StridedSlice's masks describe."""
+    """The Python index that a StridedSlice's masks describe.
+
+    ``begin`` may be traced where it gives single-element indices (``x[i]``, shrink axes)
+    or is masked out: those keep the slice's size static. A traced bound of a slice would
+    make the size data-dependent and is refused.
+    """
     masks = {m: node.attr(m, 0) for m in _MASKS}
+
+    def bound(values, i: int, what: str) -> int:
+        if not is_static(values):
+            raise NotImplementedError(
+                f"StridedSlice {node.name!r}: the {what} of slice entry {i} is computed from "
+                f"tensor values, so the result's size is data-dependent, which jit cannot "
+                f"trace (only single-element indices such as x[i] may be computed)")
+        return int(np.asarray(values)[i])
+
     index = []
-    for i in range(len(begin)):
+    for i in range(len(strides)):
         bit = 1 << i
         if masks["ellipsis_mask"] & bit:
             index.append(Ellipsis)
         elif masks["new_axis_mask"] & bit:
             index.append(None)
         elif masks["shrink_axis_mask"] & bit:
-            index.append(int(begin[i]))
+            index.append(int(np.asarray(begin)[i]) if is_static(begin) else as_jax(begin)[i])
         else:
-            index.append(slice(None if masks["begin_mask"] & bit else int(begin[i]),
-                               None if masks["end_mask"] & bit else int(end[i]),
+            index.append(slice(None if masks["begin_mask"] & bit else bound(begin, i, "begin"),
+                               None if masks["end_mask"] & bit else bound(end, i, "end"),
                                int(strides[i])))
     return tuple(index)
 
@@ -472,8 +488,16 @@ def _reverse_sequence(node, x, seq_lengths):
 
 @register("Roll")
 def _roll(node, x, shift, axis):
-    shifts, axes = _ints(shift), _ints(axis)
-    return xnp(x).roll(x, shifts, axis=axes)
+    """The axes are static; the shifts may be computed from tensor values."""
+    if is_static(shift):
+        return xnp(x).roll(x, _ints(shift), axis=_ints(axis))
+    shifts = jnp.reshape(as_jax(shift), (-1,))
+    axes = _ints(axis)
+    shifts = jnp.broadcast_to(shifts, (len(axes),))
+    x = as_jax(x)
+    for k, a in enumerate(axes):  # repeated axes add up, as in TF
+        x = jnp.roll(x, shifts[k], axis=a)
+    return x
 
 
 @register("InvertPermutation")

@@ -1,4 +1,5 @@
-"""Image resizing with TF's exact sampling grids.
+"""Image ops: resizing with TF's exact sampling grids, crops of boxes (``CropAndResize``),
+colour (HSV conversions, hue, saturation and contrast adjustments) and patches.
 
 Every ``Resize*`` op here is separable and linear in the image, with sampling positions
 that depend on shapes only. So each axis gets static taps (source indices and weights,
@@ -10,11 +11,12 @@ matrices) and differentiable for free.
 
 from __future__ import annotations
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxhub_tf.from_tf.ops.registry import register
-from jaxhub_tf.from_tf.values import as_jax
+from jaxhub_tf.from_tf.ops.registry import ANY, register
+from jaxhub_tf.from_tf.values import as_jax, shape_tuple
 
 
 #: Entries of TF's precomputed cubic kernel table.
@@ -102,14 +104,166 @@ def _resample(x, axis: int, taps: list[tuple]):
     return out
 
 
+def _separable(x, size, kernel, *args):
+    """``x`` (NHWC) resized to ``size`` with ``kernel(in_size, out_size, *args)``'s taps."""
+    out_h, out_w = (int(s) for s in np.asarray(size).reshape(2))
+    in_h, in_w = x.shape[1:3]
+    x = _resample(x, 1, kernel(in_h, out_h, *args))
+    return _resample(x, 2, kernel(in_w, out_w, *args))
+
+
 @register(*_KERNELS, attrs=("align_corners", "half_pixel_centers"))
 def _resize(node, images, size):
     x = as_jax(images)
     if node.op != "ResizeNearestNeighbor":
         x = x.astype(jnp.float32)  # TF interpolates to float32 from any dtype
-    out_h, out_w = (int(s) for s in np.asarray(size).reshape(2))
-    in_h, in_w = x.shape[1:3]
-    kernel = _KERNELS[node.op]
-    args = (node.attr("align_corners", False), node.attr("half_pixel_centers", False))
-    x = _resample(x, 1, kernel(in_h, out_h, *args))
-    return _resample(x, 2, kernel(in_w, out_w, *args))
+    return _separable(x, size, _KERNELS[node.op], node.attr("align_corners", False),
+                      node.attr("half_pixel_centers", False))
+
+
+def _area(in_size: int, out_size: int, align_corners: bool) -> list[tuple]:
+    """Box-filter taps: each output pixel averages the source cells its box
+    ``[o * scale, (o + 1) * scale)`` covers, weighted by the covered fraction (TF's
+    ``ResizeArea``, cells past the edge read the last row)."""
+    scale = _scale(in_size, out_size, align_corners)
+    start = np.arange(out_size) * scale
+    end = start + scale
+    first = np.floor(start).astype(np.int64)
+    n_taps = int(np.max(np.ceil(end).astype(np.int64) - first))
+    taps = []
+    for k in range(n_taps):
+        cell = first + k
+        covered = np.minimum(cell + 1, end) - np.maximum(cell, start)
+        weight = np.clip(covered, 0, None) / scale
+        taps.append((np.minimum(cell, in_size - 1).astype(np.int32), weight))
+    return taps
+
+
+@register("ResizeArea", attrs=("align_corners",))
+def _resize_area(node, images, size):
+    x = as_jax(images).astype(jnp.float32)  # float32 from any dtype, as TF
+    return _separable(x, size, _area, node.attr("align_corners", False))
+
+
+@register("CropAndResize", attrs={"method": ("bilinear", "nearest"), "extrapolation_value": ANY})
+def _crop_and_resize(node, images, boxes, box_index, crop_size):
+    """Crops of ``boxes`` (normalized ``[y1, x1, y2, x2]``, computed from tensor values)
+    resampled to ``crop_size``: TF's sampling positions, and its fill value outside the
+    image. Differentiable in the image and in the boxes."""
+    x = as_jax(images).astype(jnp.float32)
+    boxes = as_jax(boxes).astype(jnp.float32)
+    crop_h, crop_w = shape_tuple(crop_size)  # static: it is the output shape
+    in_y = _crop_positions(boxes[:, 0], boxes[:, 2], x.shape[1], crop_h)  # [boxes, crop_h]
+    in_x = _crop_positions(boxes[:, 1], boxes[:, 3], x.shape[2], crop_w)  # [boxes, crop_w]
+    image = as_jax(box_index).astype(jnp.int32)[:, None, None]
+
+    def read(y, x_):  # [boxes, crop_h, crop_w, channels]
+        y = jnp.clip(y, 0, x.shape[1] - 1).astype(jnp.int32)[:, :, None]
+        x_ = jnp.clip(x_, 0, x.shape[2] - 1).astype(jnp.int32)[:, None, :]
+        return x[image, y, x_]
+
+    if node.attr("method", "bilinear") == "nearest":
+        # TF rounds halves away from zero (roundf); positions outside are masked below.
+        out = read(jnp.floor(in_y + 0.5), jnp.floor(in_x + 0.5))
+    else:
+        top, left = jnp.floor(in_y), jnp.floor(in_x)
+        dy, dx = (in_y - top)[:, :, None, None], (in_x - left)[:, None, :, None]
+        upper = read(top, left) + (read(top, jnp.ceil(in_x)) - read(top, left)) * dx
+        lower = read(jnp.ceil(in_y), left) + (
+            read(jnp.ceil(in_y), jnp.ceil(in_x)) - read(jnp.ceil(in_y), left)) * dx
+        out = upper + (lower - upper) * dy
+    inside_y = (in_y >= 0) & (in_y <= x.shape[1] - 1)
+    inside_x = (in_x >= 0) & (in_x <= x.shape[2] - 1)
+    inside = (inside_y[:, :, None] & inside_x[:, None, :])[..., None]
+    return jnp.where(inside, out, jnp.float32(node.attr("extrapolation_value", 0.0)))
+
+
+def _crop_positions(start, end, size: int, crop: int):
+    """Source coordinates of a crop's pixels along one axis, per box (TF's formula)."""
+    if crop > 1:
+        step = (end - start) * (size - 1) / (crop - 1)
+        return start[:, None] * (size - 1) + jnp.arange(crop, dtype=jnp.float32) * step[:, None]
+    return (0.5 * (start + end) * (size - 1))[:, None]
+
+
+# -- colour ---------------------------------------------------------------------------------
+
+
+def _rgb_to_hsv(rgb):
+    """Hue, saturation and value in [0, 1] (the last axis: red, green, blue)."""
+    r, g, b = rgb[..., 0], rgb[..., 1], rgb[..., 2]
+    value = jnp.max(rgb, axis=-1)
+    chroma = value - jnp.min(rgb, axis=-1)
+    safe = jnp.where(chroma > 0, chroma, 1)
+    hue = jnp.where(value == r, (g - b) / safe,
+                    jnp.where(value == g, 2 + (b - r) / safe, 4 + (r - g) / safe)) / 6
+    hue = jnp.where(chroma > 0, jnp.where(hue < 0, hue + 1, hue), 0)
+    saturation = jnp.where(value > 0, chroma / jnp.where(value > 0, value, 1), 0)
+    return hue, saturation, value
+
+
+def _hsv_to_rgb(hue, saturation, value):
+    """The inverse of :func:`_rgb_to_hsv`: each channel from its distance to the hue."""
+    channels = []
+    for n in (5.0, 3.0, 1.0):  # red, green, blue
+        k = jnp.mod(n + hue * 6, 6)
+        channels.append(value - value * saturation * jnp.clip(jnp.minimum(k, 4 - k), 0, 1))
+    return jnp.stack(channels, axis=-1)
+
+
+@register("RGBToHSV")
+def _rgb_to_hsv_op(node, images):
+    return jnp.stack(_rgb_to_hsv(as_jax(images)), axis=-1)
+
+
+@register("HSVToRGB")
+def _hsv_to_rgb_op(node, images):
+    images = as_jax(images)
+    return _hsv_to_rgb(images[..., 0], images[..., 1], images[..., 2])
+
+
+@register("AdjustHue")
+def _adjust_hue(node, images, delta):
+    images = as_jax(images)
+    hue, saturation, value = _rgb_to_hsv(images.astype(jnp.float32))
+    hue = jnp.mod(hue + as_jax(delta, jnp.float32), 1.0)
+    return _hsv_to_rgb(hue, saturation, value).astype(images.dtype)
+
+
+@register("AdjustSaturation")
+def _adjust_saturation(node, images, scale):
+    images = as_jax(images)
+    hue, saturation, value = _rgb_to_hsv(images.astype(jnp.float32))
+    saturation = jnp.clip(saturation * as_jax(scale, jnp.float32), 0.0, 1.0)
+    return _hsv_to_rgb(hue, saturation, value).astype(images.dtype)
+
+
+@register("AdjustContrastv2")
+def _adjust_contrast(node, images, contrast_factor):
+    """Each channel's deviation from its mean over the image scaled by the factor."""
+    images = as_jax(images)
+    x = images.astype(jnp.float32)
+    mean = jnp.mean(x, axis=(-3, -2), keepdims=True)
+    return ((x - mean) * as_jax(contrast_factor, jnp.float32) + mean).astype(images.dtype)
+
+
+
+# -- patches --------------------------------------------------------------------------------
+
+
+@register("ExtractImagePatches",
+          attrs={"ksizes": ANY, "strides": ANY, "rates": ANY, "padding": ("SAME", "VALID")})
+def _extract_image_patches(node, images):
+    """Each (dilated) window's pixels as one feature vector, in TF's (row, col, channel)
+    order; one patches convolution, so differentiable like one."""
+    x = as_jax(images)
+    (_, k_rows, k_cols, _), (_, s_rows, s_cols, _), (_, r_rows, r_cols, _) = (
+        node.attr(k) for k in ("ksizes", "strides", "rates"))
+    patches = jax.lax.conv_general_dilated_patches(
+        x, (k_rows, k_cols), (s_rows, s_cols), node.attr("padding"),
+        rhs_dilation=(r_rows, r_cols), dimension_numbers=("NHWC", "HWIO", "NHWC"),
+        precision=jax.lax.Precision.HIGHEST)
+    # JAX orders each patch (channel, row, col); TF (row, col, channel).
+    n, rows, cols, _ = patches.shape
+    patches = patches.reshape(n, rows, cols, x.shape[-1], k_rows * k_cols)
+    return jnp.swapaxes(patches, -1, -2).reshape(n, rows, cols, -1)

@@ -13,7 +13,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxhub_tf.from_tf.ops.registry import register
-from jaxhub_tf.from_tf.values import as_jax, xnp
+from jaxhub_tf.from_tf.values import as_jax, is_static, xnp
 
 
 def _adjoint(x):
@@ -207,8 +207,10 @@ def _eig(node, x):
 
 @register("MatrixBandPart")
 def _matrix_band_part(node, x, num_lower, num_upper):
+    """The band; its bounds may be computed from tensor values (the shape does not move)."""
     x = as_jax(x)
-    lower, upper = int(np.asarray(num_lower)), int(np.asarray(num_upper))
+    lower, upper = (int(np.asarray(b)) if is_static(b) else as_jax(b)
+                    for b in (num_lower, num_upper))
     rows, cols = x.shape[-2:]
     i = np.arange(rows)[:, None]
     j = np.arange(cols)[None, :]
@@ -253,10 +255,9 @@ def _unpacked(x, k):
     return x[..., 0, :] if np.asarray(k).size == 1 else x
 
 
-@register("MatrixDiagPartV3", attrs=("align",))
-def _matrix_diag_part(node, x, k, padding_value):
+def _diag_part(x, k, padding_value, align: str):
     x = as_jax(x)
-    i, j, valid = _band(k, *x.shape[-2:], node.attr("align", "RIGHT_LEFT"))
+    i, j, valid = _band(k, *x.shape[-2:], align)
     band = jnp.where(valid, x[..., i, j], as_jax(padding_value).astype(x.dtype))
     return _unpacked(band, k)
 
@@ -269,8 +270,7 @@ def _scatter_band(diagonals, k, base, align: str):
     return base.at[..., i[b, n], j[b, n]].set(diagonals[..., b, n])
 
 
-@register("MatrixDiagV3", attrs=("align",))
-def _matrix_diag(node, diagonal, k, num_rows, num_cols, padding_value):
+def _diag(diagonal, k, num_rows, num_cols, padding_value, align: str):
     diagonal = _packed(as_jax(diagonal), k)
     low, high = _diag_range(k)
     max_len = diagonal.shape[-1]
@@ -280,13 +280,63 @@ def _matrix_diag(node, diagonal, k, num_rows, num_cols, padding_value):
         rows = cols = max(min_rows, min_cols)
     rows, cols = (min_rows if rows < 0 else rows), (min_cols if cols < 0 else cols)
     base = jnp.full(diagonal.shape[:-2] + (rows, cols), as_jax(padding_value), diagonal.dtype)
-    return _scatter_band(diagonal, k, base, node.attr("align", "RIGHT_LEFT"))
+    return _scatter_band(diagonal, k, base, align)
+
+
+def _set_diag(x, diagonal, k, align: str):
+    return _scatter_band(_packed(as_jax(diagonal), k), k, as_jax(x), align)
+
+
+@register("MatrixDiagPartV3", attrs=("align",))
+def _matrix_diag_part(node, x, k, padding_value):
+    return _diag_part(x, k, padding_value, node.attr("align", "RIGHT_LEFT"))
+
+
+@register("MatrixDiagV3", attrs=("align",))
+def _matrix_diag(node, diagonal, k, num_rows, num_cols, padding_value):
+    return _diag(diagonal, k, num_rows, num_cols, padding_value,
+                 node.attr("align", "RIGHT_LEFT"))
 
 
 @register("MatrixSetDiagV3", attrs=("align",))
 def _matrix_set_diag(node, x, diagonal, k):
-    diagonal = _packed(as_jax(diagonal), k)
-    return _scatter_band(diagonal, k, as_jax(x), node.attr("align", "RIGHT_LEFT"))
+    return _set_diag(x, diagonal, k, node.attr("align", "RIGHT_LEFT"))
+
+
+# The older versions: V2 is V3 with LEFT_LEFT alignment (it has no ``align``); V1 is the
+# main diagonal alone, zero-padded, of square matrices.
+_V2_ALIGN = "LEFT_LEFT"
+_MAIN = np.int32(0)
+
+
+@register("MatrixDiagPartV2")
+def _matrix_diag_part_v2(node, x, k, padding_value):
+    return _diag_part(x, k, padding_value, _V2_ALIGN)
+
+
+@register("MatrixDiagV2")
+def _matrix_diag_v2(node, diagonal, k, num_rows, num_cols, padding_value):
+    return _diag(diagonal, k, num_rows, num_cols, padding_value, _V2_ALIGN)
+
+
+@register("MatrixSetDiagV2")
+def _matrix_set_diag_v2(node, x, diagonal, k):
+    return _set_diag(x, diagonal, k, _V2_ALIGN)
+
+
+@register("MatrixDiagPart")
+def _matrix_diag_part_v1(node, x):
+    return _diag_part(x, _MAIN, 0, _V2_ALIGN)
+
+
+@register("MatrixDiag")
+def _matrix_diag_v1(node, diagonal):
+    return _diag(diagonal, _MAIN, -1, -1, 0, _V2_ALIGN)
+
+
+@register("MatrixSetDiag")
+def _matrix_set_diag_v1(node, x, diagonal):
+    return _set_diag(x, diagonal, _MAIN, _V2_ALIGN)
 
 
 @register("Cross")

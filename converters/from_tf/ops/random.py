@@ -21,7 +21,7 @@ _SEEDS = ("seed", "seed2")
 #: (``RngReadAndSkip`` draws from the key when there is one and otherwise reads its
 #: generator's state, as TF does.)
 KEYED_OPS = frozenset({"RandomUniform", "RandomStandardNormal", "TruncatedNormal",
-                       "RandomUniformInt"})
+                       "RandomUniformInt", "Multinomial", "RandomShuffle"})
 
 
 @register("RandomUniform", attrs=_SEEDS, fold=False)
@@ -47,6 +47,21 @@ def _uniform_int(node, shape, minval, maxval):
     key = node.ctx.next_key(node.op)
     return jax.random.randint(key, shape_tuple(shape), as_jax(minval), as_jax(maxval),
                               np.asarray(minval).dtype if is_static(minval) else minval.dtype)
+
+
+@register("Multinomial", attrs=_SEEDS + ("output_dtype",), fold=False)
+def _multinomial(node, logits, num_samples):
+    """``tf.random.categorical``: ``num_samples`` class indices per row of logits."""
+    logits = as_jax(logits)
+    samples = jax.random.categorical(node.ctx.next_key(node.op), logits[:, None, :], axis=-1,
+                                     shape=(logits.shape[0], int(np.asarray(num_samples))))
+    return samples.astype(jax.dtypes.canonicalize_dtype(node.attr("output_dtype")))
+
+
+@register("RandomShuffle", attrs=_SEEDS, fold=False)
+def _random_shuffle(node, x):
+    """A random permutation of ``x`` along its first axis."""
+    return jax.random.permutation(node.ctx.next_key(node.op), as_jax(x), axis=0)
 
 
 #: How far ``RngReadAndSkip`` moves a Philox counter per unit of ``delta``.

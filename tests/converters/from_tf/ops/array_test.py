@@ -67,6 +67,9 @@ CASES = [
     Case("StridedSlice", lambda x: x[..., tf.newaxis, -1], (((3, 4, 5),),),
          name="StridedSlice-ellipsis-newaxis-shrink"),
     Case("StridedSlice", lambda x: x[::-1, 1:-1], (((4, 5),),), name="StridedSlice-reverse"),
+    # An index computed from tensor values (a loop counter, an argmax): size still static.
+    Case("StridedSlice", lambda x, i: x[:, i, ..., ::-1], (((4, 5, 3), ()),), (("float32", "int32"),),
+         (normal, integers(-5, 5)), name="StridedSlice-traced-index"),
     Case("Slice", lambda x: tf.slice(x, [1, 0], [2, -1]), (((4, 5),),)),
     Case("GatherV2", lambda x, i: tf.gather(x, i, axis=1), (((3, 5), (4,)),),
          dtypes=(("float32", _IDX),), sample=(normal, integers(0, 5))),
@@ -113,6 +116,11 @@ CASES = [
     Case("ReverseSequence", lambda x, n: tf.reverse_sequence(x, n, seq_axis=2, batch_axis=0),
          (((3, 2, 4), (3,)),), dtypes=(("float32", "int32"),),
          sample=(normal, integers(0, 5)), name="ReverseSequence-traced-lengths"),
+    Case("ReverseSequence", lambda x, n: tf.reverse_sequence(x, n, seq_axis=0, batch_axis=2),
+         (((5, 2, 3), (3,)),), (("float32", "int64"),), (normal, integers(0, 6)),
+         name="ReverseSequence-batch-last-int64"),
+    Case("Roll", lambda x, s: tf.roll(x, s, [2, 1, 2]), (((2, 3, 4), (3,)),),
+         (("float32", "int32"),), (normal, integers(-9, 9)), name="Roll-traced-shifts"),
     Case("InvertPermutation", lambda x: tf.transpose(x, tf.math.invert_permutation(
         [2, 0, 1])), (((2, 3, 4),),)),
     Case("Where", lambda x: x * tf.cast(tf.size(tf.where([True, False, True])), tf.float32),

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import tensorflow as tf
 
-from tests.converters.from_tf.ops._conformance import Case, check, params
+from tests.converters.from_tf.ops._conformance import Case, check, integers, normal, params, uniform
 
 _SHAPES = (((2, 5, 7, 3),), ((1, 8, 6, 2),))
 _SIZES = ((9, 4), (3, 12))
@@ -30,6 +30,63 @@ for _op, _tol in (("ResizeBilinear", 1e-5), ("ResizeNearestNeighbor", 0.0),
                 name=f"{_op}-{_size[0]}x{_size[1]}-align{int(_align)}-half{int(_half)}"))
 CASES.append(Case("ResizeBilinear", lambda x: tf.image.resize(x, (10, 3)), _SHAPES,
                   dtypes=("float32", "uint8"), name="tf.image.resize", rtol=1e-5, atol=1e-4))
+
+# Area: shrinking (fractional boxes), enlarging, and corners aligned (boxes past the edge).
+# TF defines no gradient for ResizeArea: values only (differentiable here).
+for _size, _align in (((3, 4), False), ((2, 5), False), ((11, 9), False), ((3, 4), True)):
+    CASES.append(Case("ResizeArea", lambda x, s=_size, a=_align: tf.raw_ops.ResizeArea(
+        images=x, size=s, align_corners=a), _SHAPES, dtypes=("float32", "uint8"), grad=False,
+        name=f"ResizeArea-{_size[0]}x{_size[1]}-align{int(_align)}"))
+
+
+# Boxes partly outside the image (filled with the extrapolation value), a crop of one
+# pixel per axis (the box's center), boxes from either image of the batch.
+_CROP_INPUTS = dict(shapes=(((2, 5, 6, 3), (4, 4), (4,)),), dtypes=(("float32", "float32",
+                    "int32"),), sample=(normal, uniform(-0.3, 1.2), integers(0, 2)),
+                    batched=False)
+CASES += [
+    Case("CropAndResize", lambda x, b, i: tf.image.crop_and_resize(x, b, i, (3, 4)),
+         **_CROP_INPUTS),
+    # Constant boxes: TF's gradient for boxes is the bilinear one whatever the method.
+    Case("CropAndResize", lambda x: tf.image.crop_and_resize(
+        x, [[0.1, -0.2, 0.7, 0.9], [0.0, 0.3, 1.1, 0.8]], [1, 0], (1, 5), method="nearest",
+        extrapolation_value=-1.0), (((2, 5, 6, 3),),), name="CropAndResize-nearest-one-row",
+         batched=False),
+]
+
+
+# Colour: images in [0, 1] with a grey pixel row (zero chroma) and a black one, whose
+# gradients are ties (values only there); factors and deltas computed from tensor values.
+# TF defines no gradient for the adjust ops (differentiable here).
+def _pixels(rng, shape, dtype):
+    x = rng.random(shape)
+    x[..., 0, :, :] = x[..., 0, :, :1]  # grey
+    x[..., 1, 0, :] = 0  # black
+    return x.astype(dtype)
+
+
+_IMAGES = (((2, 3, 4, 3), ()),)
+CASES += [
+    Case("RGBToHSV", tf.image.rgb_to_hsv, (((2, 3, 4, 3),),), sample=uniform(0, 1)),
+    Case("RGBToHSV", tf.image.rgb_to_hsv, (((2, 3, 4, 3),),), sample=_pixels, grad=False,
+         name="RGBToHSV-grey-black"),
+    # TF declares HSVToRGB not differentiable (zero gradients): values only.
+    Case("HSVToRGB", tf.image.hsv_to_rgb, (((2, 3, 4, 3),),), sample=uniform(0, 1), grad=False),
+    Case("AdjustHue", tf.image.adjust_hue, _IMAGES, sample=(_pixels, uniform(-1, 1)),
+         grad=False),
+    Case("AdjustSaturation", tf.image.adjust_saturation, _IMAGES,
+         sample=(_pixels, uniform(0, 3)), grad=False),
+    Case("AdjustContrastv2", tf.image.adjust_contrast, _IMAGES,
+         sample=(_pixels, uniform(-1, 3)), grad=False),
+]
+
+CASES += [
+    Case("ExtractImagePatches", lambda x: tf.image.extract_patches(
+        x, [1, 3, 2, 1], [1, 2, 1, 1], [1, 1, 1, 1], "VALID"), _SHAPES),
+    Case("ExtractImagePatches", lambda x: tf.image.extract_patches(
+        x, [1, 2, 3, 1], [1, 3, 2, 1], [1, 2, 1, 1], "SAME"), _SHAPES,
+         name="ExtractImagePatches-same-dilated"),
+]
 
 
 @pytest.mark.parametrize("case,shapes,dtypes", params(CASES))

@@ -81,6 +81,26 @@ CASES = [
     Case("MatrixBandPart", lambda x: tf.linalg.band_part(x, 1, 0), _SQUARE),
     Case("MatrixBandPart", lambda x: tf.linalg.band_part(x, -1, 1), (((3, 5),),),
          name="MatrixBandPart-upper", batched=False),
+    # Bounds computed from tensor values: the band moves, the shape does not.
+    Case("MatrixBandPart", lambda x, lo, hi: tf.linalg.band_part(x, lo, hi),
+         (((2, 4, 5), (), ()),), (("float32", "int32", "int32"),),
+         (normal, integers(-1, 3), integers(-1, 3)), name="MatrixBandPart-traced-bounds"),
+    # Older versions (V2: LEFT_LEFT packing; V1: the main diagonal).
+    Case("MatrixDiag", lambda d: tf.raw_ops.MatrixDiag(diagonal=d), (((2, 3),),)),
+    Case("MatrixDiagPart", lambda x: tf.raw_ops.MatrixDiagPart(input=x), (((2, 3, 4),),)),
+    Case("MatrixSetDiag", lambda x, d: tf.raw_ops.MatrixSetDiag(input=x, diagonal=d),
+         (((2, 3, 4), (2, 3)),)),
+    Case("MatrixDiagV2", lambda d: tf.raw_ops.MatrixDiagV2(
+        diagonal=d, k=[-1, 1], num_rows=-1, num_cols=4, padding_value=0.5), (((2, 3, 3),),)),
+    Case("MatrixDiagPartV2", lambda x: tf.raw_ops.MatrixDiagPartV2(
+        input=x, k=[0, 2], padding_value=9.0), (((2, 3, 5),),)),
+    # Diagonals of unequal lengths: values only, as TF's gradient of V2 packs them with
+    # V3's default alignment (RIGHT_LEFT) instead of V2's LEFT_LEFT.
+    Case("MatrixDiagPartV2", lambda x: tf.raw_ops.MatrixDiagPartV2(
+        input=x, k=[-1, 2], padding_value=9.0), (((2, 3, 4),),), grad=False,
+        name="MatrixDiagPartV2-padded"),
+    Case("MatrixSetDiagV2", lambda x, d: tf.raw_ops.MatrixSetDiagV2(input=x, diagonal=d, k=[0, 1]),
+         (((2, 3, 4), (2, 2, 3)),), batched=False),  # as MatrixSetDiagV3-band
     Case("MatrixDiagPartV3", tf.linalg.diag_part, (((3, 4),), ((2, 3, 3),)), batched=False),
     Case("MatrixDiagV3", tf.linalg.diag, (((3,),), ((2, 4),))),
     Case("MatrixSetDiagV3", tf.linalg.set_diag, (((3, 3), (3,)), ((2, 3, 4), (2, 3)))),

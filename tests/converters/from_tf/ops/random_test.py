@@ -72,6 +72,14 @@ STATEFUL = [
     ("RandomUniformInt", lambda x: x + tf.cast(tf.random.uniform(_N, -2, 3, tf.int32),
                                                tf.float32),
      lambda x: (x.min() == -2) & (x.max() == 2)),
+    ("Multinomial", lambda x: x + tf.cast(tf.random.categorical(
+        tf.math.log([[0.2, 0.8]] * _N[0]), _N[1], dtype=tf.int32), tf.float32),
+     lambda x: (x.min() == 0) & (x.max() == 1) & (abs(x.mean() - 0.8) < 0.01)),
+    # Each column a permutation of 0..199: sorted back, it is the column exactly.
+    ("RandomShuffle", lambda x: x + tf.random.shuffle(
+        tf.tile(tf.range(_N[0], dtype=tf.float32)[:, None], [1, _N[1]])),
+     lambda x: np.all(np.sort(x, axis=0) == np.arange(_N[0])[:, None])
+     & np.any(x != np.arange(_N[0])[:, None])),
 ]
 
 OPS = [op for op, _, _ in STATELESS + STATEFUL] + ["StatelessRandomGetKeyCounter"]

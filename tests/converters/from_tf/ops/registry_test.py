@@ -24,17 +24,19 @@ from jaxhub_tf.from_tf import ops as ops_package
 from jaxhub_tf.from_tf.ops import registry
 from tests.converters.from_tf.ops import (activation_test, array_test, conv_test,
                                           elementwise_test, image_test, linalg_test,
-                                          losses_test, normalization_test, random_test,
-                                          reduction_test, tensor_lists_test, xla_test)
+                                          losses_test, normalization_test, quantization_test,
+                                          random_test, reduction_test, tensor_lists_test,
+                                          xla_test)
 from tests.converters.from_tf.ops._conformance import ops_of
 
 CONFORMANCE_OPS = set(random_test.OPS).union(*(ops_of(m.CASES) for m in (
     activation_test, array_test, conv_test, elementwise_test, image_test, linalg_test,
-    losses_test, normalization_test, reduction_test, tensor_lists_test, xla_test)))
+    losses_test, normalization_test, quantization_test, reduction_test, tensor_lists_test,
+    xla_test)))
 
 #: The op families whose every op must have a conformance entry here.
 FAMILIES = ("array", "conv", "elementwise", "image", "linalg", "losses", "nn",
-            "normalization", "random_stateless", "reduction", "spectral")
+            "normalization", "quantization", "random_stateless", "reduction", "spectral")
 
 
 def _family(op: str) -> str:

@@ -41,6 +41,8 @@ TRACED: dict[str, str] = {
     "RandomStandardNormal": _STATEFUL_RANDOM,
     "TruncatedNormal": _STATEFUL_RANDOM,
     "RandomUniformInt": _STATEFUL_RANDOM,
+    "Multinomial": _STATEFUL_RANDOM,
+    "RandomShuffle": _STATEFUL_RANDOM,
     "RngReadAndSkip": "reads and advances a generator's state variable",
 }
 
