@@ -86,7 +86,7 @@ def _fuse_at(fn: graph.Function, nodes: dict[str, graph.Node], b2s: graph.Node,
     attrs = {**conv.attrs, "dilations": _ints(dilations), "explicit_paddings": _ints(pads),
              "padding": protos.AttrValue(s=b"EXPLICIT")}
     nodes[conv.name] = graph.Node(conv.name, conv.op, [source, conv.inputs[1]],
-                                  conv.control_inputs, attrs)
+                                  conv.control_inputs + s2b.control_inputs, attrs)
     result = (squeeze or conv).name
     kept = {k: v for k, v in b2s.attrs.items() if k == "T"}
     nodes[b2s.name] = graph.Node(b2s.name, "Identity", [(result, 0)], b2s.control_inputs,
