@@ -15,7 +15,7 @@ from jax.extend.core import jaxprs_in_params
 from jaxhub_tf.from_tf.interpreter import run_graph
 from jaxhub_tf.from_tf.ops import conv
 from tests.converters.from_tf.ops._conformance import Case
-from tests.converters.from_tf.ops.conv_test import CONV, DEPTHWISE
+from tests.converters.from_tf.ops.conv_test import CONV, DEPTHWISE, _phases_read_twice
 
 # Shifted depthwise convs, 1x1 convs (matrix products), convs whose output is smaller
 # than the window (patches), convs with few outputs (tap projections), with few inputs
@@ -311,6 +311,15 @@ def test_space_to_batch_trio_runs_as_one_dilated_conv(fn, x_shape, k_shape, rate
     convs = [e for e in _equations(jaxpr.jaxpr) if e.primitive.name == "conv_general_dilated"]
     assert len(convs) == 1 and tuple(convs[0].params["rhs_dilation"]) == rates, names
     assert "transpose" not in names, names
+
+
+def test_space_to_batch_trio_whose_phases_are_read_elsewhere_stays_three_ops():
+    """Phases another op reads are computed (reshapes and transposes), and the conv runs
+    on them."""
+    _, f = _converted(Case("SpaceToBatchND", _phases_read_twice), (2, 5, 12, 3), (3, 3, 3, 4))
+    jaxpr = jax.make_jaxpr(f)(np.zeros((2, 5, 12, 3), np.float32),
+                              np.zeros((3, 3, 3, 4), np.float32))
+    assert "transpose" in _primitives(jaxpr.jaxpr)
 
 
 def test_conv3d_runs_as_2d_convs_forward_and_backward():
