@@ -15,7 +15,7 @@ from jax.extend.core import jaxprs_in_params
 from jaxhub_tf.from_tf.interpreter import run_graph
 from jaxhub_tf.from_tf.ops import conv
 from tests.converters.from_tf.ops._conformance import Case
-from tests.converters.from_tf.ops.conv_test import CONV, DEPTHWISE, _phases_read_twice
+from tests.converters.from_tf.ops.conv_test import CONV, DEPTHWISE, phases_read_twice
 
 # Shifted depthwise convs, 1x1 convs (matrix products), convs whose output is smaller
 # than the window (patches), convs with few outputs (tap projections), with few inputs
@@ -315,7 +315,7 @@ def test_space_to_batch_trio_runs_as_one_dilated_conv(fn, x_shape, k_shape, rate
 
 def test_space_to_batch_trio_whose_phases_are_read_elsewhere_stays_three_ops():
     """Phases another op reads are computed anyway: the conv runs on them, undilated."""
-    _, f = _converted(Case("SpaceToBatchND", _phases_read_twice), (2, 5, 12, 8), (3, 3, 8, 6))
+    _, f = _converted(Case("SpaceToBatchND", phases_read_twice), (2, 5, 12, 8), (3, 3, 8, 6))
     jaxpr = jax.make_jaxpr(f)(np.zeros((2, 5, 12, 8), np.float32),
                               np.zeros((3, 3, 8, 6), np.float32))
     convs = [e for e in _equations(jaxpr.jaxpr) if e.primitive.name == "conv_general_dilated"]

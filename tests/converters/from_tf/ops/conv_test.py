@@ -209,7 +209,7 @@ def _depthwise_atrous(padding: str, rate: int):
                                                dilations=(rate, rate))
 
 
-def _phases_read_twice(x, k):
+def phases_read_twice(x, k):
     """A trio whose phases another op reads too: converted op by op."""
     phases = tf.space_to_batch_nd(x, [1, 2], [[0, 0], [2, 2]])
     y = tf.nn.conv2d(phases, k, 1, "VALID")
@@ -229,7 +229,7 @@ DILATED = [
            (((2, 11, 10, 3), (3, 3, 3, 2)), ((1, 12, 13, 2), (3, 3, 2, 1))),
            name=f"Depthwise-atrous-{padding.lower()}", **_TOL)
       for padding in ("SAME", "VALID")),
-    Case("SpaceToBatchND", _phases_read_twice, (((2, 5, 12, 8), (3, 3, 8, 6)),),
+    Case("SpaceToBatchND", phases_read_twice, (((2, 5, 12, 8), (3, 3, 8, 6)),),
          name="Atrous-phases-read-twice", **_TOL),
 ]
 
