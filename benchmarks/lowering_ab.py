@@ -13,7 +13,9 @@ figures compare. Lowerings that can be switched off:
 * ``barriers``: the optimization barriers around those multiply-adds;
 * ``max-pool-vjp``: 2-D max pooling's written-out VJP, then autodiff of its JVP;
 * ``unpadded``: the cell of padding given to unpadded convolutions (``_free_padding``);
-* ``depth-taps``: 3-D convolutions as 2-D ones per depth tap, then XLA's 3-D ones.
+* ``depth-taps``: 3-D convolutions as 2-D ones per depth tap, then XLA's 3-D ones;
+* ``atrous``: ``SpaceToBatchND`` -> conv -> ``BatchToSpaceND`` as one dilated conv
+  (``converters/from_tf/atrous.py``), then the three ops one by one.
 
 Prints the medians (ms) and the ratios TF / jaxhub. Usage::
 
@@ -36,16 +38,17 @@ import numpy as np
 from benchmarks import real_models
 from benchmarks.real_models_bench import DEFAULT_WORKDIR
 
-LOWERINGS = ("few-inputs", "barriers", "max-pool-vjp", "unpadded", "depth-taps")
+LOWERINGS = ("few-inputs", "barriers", "max-pool-vjp", "unpadded", "depth-taps", "atrous")
 
 
 @contextlib.contextmanager
 def switched_off(lowerings: list[str]) -> Iterator[None]:
     """The converter as it was without ``lowerings`` while the block converts."""
     import jax
+    from jaxhub_tf.from_tf import atrous
     from jaxhub_tf.from_tf.ops import conv
     saved = (conv.MAX_BROADCAST_TERMS, conv._spatial_2d, jax.lax.optimization_barrier,
-             conv._free_padding, conv._depth_taps_conv)
+             conv._free_padding, conv._depth_taps_conv, atrous.fuse)
     if "few-inputs" in lowerings:
         conv.MAX_BROADCAST_TERMS = 0
     if "max-pool-vjp" in lowerings:
@@ -58,11 +61,13 @@ def switched_off(lowerings: list[str]) -> Iterator[None]:
     if "depth-taps" in lowerings:
         conv._depth_taps_conv = lambda x, kernel, strides, dilations, pads: conv._xla_conv(
             x, kernel, conv._ConvDims("NDHWC", tuple(strides), tuple(dilations)), pads)
+    if "atrous" in lowerings:
+        atrous.fuse = lambda fn: fn
     try:
         yield
     finally:
         (conv.MAX_BROADCAST_TERMS, conv._spatial_2d, jax.lax.optimization_barrier,
-         conv._free_padding, conv._depth_taps_conv) = saved
+         conv._free_padding, conv._depth_taps_conv, atrous.fuse) = saved
 
 
 def _jax_calls(saved_model: pathlib.Path, inputs: dict[str, np.ndarray]

@@ -18,7 +18,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxhub_tf.from_tf import graph
+from jaxhub_tf.from_tf import atrous, graph
 from jaxhub_tf.from_tf import ops as _ops  # noqa: F401  (registers every op family)
 from jaxhub_tf.from_tf.ops import registry
 from jaxhub_tf.from_tf.reader import protos
@@ -287,10 +287,12 @@ class Interpreter:
         return positions
 
     def _order(self, fn: graph.Function) -> list[graph.Node]:
-        """The nodes that ``fn``'s outputs need, dependencies first (cached)."""
+        """The nodes that ``fn``'s outputs need, dependencies first (cached), with TF's
+        phase-split dilated convolutions as single ones (:func:`atrous.fuse`: every
+        function runs through here, whichever reader made it)."""
         if id(fn) not in self._orders:
             # The entry holds fn itself, so its id cannot be reused by another object.
-            self._orders[id(fn)] = (fn, _topological_order(fn))
+            self._orders[id(fn)] = (fn, _topological_order(atrous.fuse(fn)))
         return self._orders[id(fn)][1]
 
     # -- as JAX functions ----------------------------------------------------------------

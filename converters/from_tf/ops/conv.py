@@ -32,8 +32,9 @@ networks take other routes, each with a written-out gradient where autodiff's is
   reshape into windows and one ``max`` (``reduce_window``'s gradient is a scatter);
 * a convolution without padding (``VALID``, static sizes) is given one cell of padding
   where no window reads it, or one more output row that is cut off: XLA:CPU's YNNPACK
-  convolutions run 2-4 times slower with none (dilated Conv1Ds, which TF cuts into
-  phases by ``SpaceToBatchND`` around an unpadded conv); its kernel gradient too;
+  convolutions run 2-4 times slower with none (dilated convs that TF cut into phases
+  by ``SpaceToBatchND`` around an unpadded conv, where :mod:`~jaxhub_tf.from_tf.atrous`
+  cannot make them one dilated conv); its kernel gradient too;
 * a 3-D convolution (channels last) is a sum over its depth taps of 2-D convolutions,
   each taking the 2-D routes above: XLA:CPU's 3-D convolutions are several times slower;
 * a convolution with symbolic spatial sizes (grouped and depthwise ones too, as

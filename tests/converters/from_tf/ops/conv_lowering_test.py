@@ -15,7 +15,7 @@ from jax.extend.core import jaxprs_in_params
 from jaxhub_tf.from_tf.interpreter import run_graph
 from jaxhub_tf.from_tf.ops import conv
 from tests.converters.from_tf.ops._conformance import Case
-from tests.converters.from_tf.ops.conv_test import CONV, DEPTHWISE
+from tests.converters.from_tf.ops.conv_test import CONV, DEPTHWISE, phases_read_twice
 
 # Shifted depthwise convs, 1x1 convs (matrix products), convs whose output is smaller
 # than the window (patches), convs with few outputs (tap projections), with few inputs
@@ -84,12 +84,17 @@ def test_gradients_with_symbolic_batch_match_tensorflow(case, shapes):
 
 
 def _primitives(jaxpr) -> list[str]:
-    names = []
+    return [eqn.primitive.name for eqn in _equations(jaxpr)]
+
+
+def _equations(jaxpr) -> list:
+    """Every equation of ``jaxpr``, those of its sub-jaxprs (custom VJPs, jits) too."""
+    eqns = []
     for eqn in jaxpr.eqns:
-        names.append(eqn.primitive.name)
+        eqns.append(eqn)
         for sub in jaxprs_in_params(eqn.params):
-            names += _primitives(sub)
-    return names
+            eqns += _equations(sub)
+    return eqns
 
 
 @pytest.mark.parametrize("strides,window", [(1, 3), (2, 3), (1, 5), (2, 5)])
@@ -288,6 +293,33 @@ def test_unpadded_conv_and_its_kernel_gradient_run_padded(x_shape, k_shape, stri
         convs = [line for line in jax.jit(fn).lower(x, k).as_text().splitlines()
                  if "stablehlo.convolution" in line]
         assert convs and all("pad = [[0, 0], [0, 0]]" not in line for line in convs), convs
+
+
+@pytest.mark.parametrize("fn,x_shape,k_shape,rates", [
+    (lambda x, k: tf.nn.convolution(x, k, padding="SAME", dilations=4),
+     (2, 31, 8), (5, 8, 6), (1, 4)),  # a Keras Conv1D: ExpandDims and Squeeze inside
+    (lambda x, k: tf.nn.convolution(x, k, padding="VALID", dilations=[2, 3]),
+     (2, 11, 10, 8), (3, 3, 8, 6), (2, 3)),
+])
+def test_space_to_batch_trio_runs_as_one_dilated_conv(fn, x_shape, k_shape, rates):
+    """TF's SpaceToBatchND -> unpadded conv -> BatchToSpaceND is one dilated convolution,
+    without the phases' reshapes and transposes (XLA:CPU runs the trio several times
+    slower). Values and gradients: ``conv_test.py``."""
+    _, f = _converted(Case("SpaceToBatchND", fn), x_shape, k_shape)
+    jaxpr = jax.make_jaxpr(f)(np.zeros(x_shape, np.float32), np.zeros(k_shape, np.float32))
+    names = _primitives(jaxpr.jaxpr)
+    convs = [e for e in _equations(jaxpr.jaxpr) if e.primitive.name == "conv_general_dilated"]
+    assert len(convs) == 1 and tuple(convs[0].params["rhs_dilation"]) == rates, names
+    assert "transpose" not in names, names
+
+
+def test_space_to_batch_trio_whose_phases_are_read_elsewhere_stays_three_ops():
+    """Phases another op reads are computed anyway: the conv runs on them, undilated."""
+    _, f = _converted(Case("SpaceToBatchND", phases_read_twice), (2, 5, 12, 8), (3, 3, 8, 6))
+    jaxpr = jax.make_jaxpr(f)(np.zeros((2, 5, 12, 8), np.float32),
+                              np.zeros((3, 3, 8, 6), np.float32))
+    convs = [e for e in _equations(jaxpr.jaxpr) if e.primitive.name == "conv_general_dilated"]
+    assert convs and all(tuple(e.params["rhs_dilation"]) == (1, 1) for e in convs)
 
 
 def test_conv3d_runs_as_2d_convs_forward_and_backward():

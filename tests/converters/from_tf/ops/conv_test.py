@@ -196,6 +196,44 @@ CONV = [
          batched=False, **_TOL),
 ]
 
+# A dilated conv as tf.nn.convolution (and so Keras Conv1D/Conv2D/DepthwiseConv2D with a
+# dilation_rate) stores it: SpaceToBatchND, an unpadded conv, BatchToSpaceND, converted
+# as one dilated conv. Odd and even lengths: TF pads odd ones to a multiple of the block
+# and crops the extra again.
+def _convolution(padding: str, rate: int):
+    return lambda x, k: tf.nn.convolution(x, k, padding=padding, dilations=rate)
+
+
+def _depthwise_atrous(padding: str, rate: int):
+    return lambda x, k: tf.nn.depthwise_conv2d(x, k, [1, 1, 1, 1], padding,
+                                               dilations=(rate, rate))
+
+
+def phases_read_twice(x, k):
+    """A trio whose phases another op reads too: converted op by op."""
+    phases = tf.space_to_batch_nd(x, [1, 2], [[0, 0], [2, 2]])
+    y = tf.nn.conv2d(phases, k, 1, "VALID")
+    return tf.batch_to_space(y, [1, 2], [[0, 0], [0, 1]]), tf.reduce_sum(phases, axis=-1)
+
+
+DILATED = [
+    *(Case("SpaceToBatchND", _convolution(padding, rate),
+           (((2, 31, 8), (5, 8, 6)), ((2, 32, 3), (3, 3, 4))),
+           name=f"Conv1D-atrous-{padding.lower()}-{rate}", **_TOL)
+      for rate in (2, 3, 4) for padding in ("SAME", "VALID")),
+    *(Case("SpaceToBatchND", _convolution(padding, rate),
+           (((2, 11, 10, 3), (3, 3, 3, 4)), ((1, 12, 13, 2), (3, 2, 2, 3))),
+           name=f"Conv2D-atrous-{padding.lower()}-{rate}", **_TOL)
+      for rate in (2, 3) for padding in ("SAME", "VALID")),
+    *(Case("SpaceToBatchND", _depthwise_atrous(padding, 2),
+           (((2, 11, 10, 3), (3, 3, 3, 2)), ((1, 12, 13, 2), (3, 3, 2, 1))),
+           name=f"Depthwise-atrous-{padding.lower()}", **_TOL)
+      for padding in ("SAME", "VALID")),
+    Case("SpaceToBatchND", phases_read_twice, (((2, 5, 12, 8), (3, 3, 8, 6)),),
+         name="Atrous-phases-read-twice", **_TOL),
+]
+
+
 def _three_values(rng, shape, dtype):
     """Floats from {0, 1, 2}: most pooling windows hold ties."""
     return rng.integers(0, 3, shape).astype(dtype)
@@ -246,7 +284,7 @@ POOL = [
          name="GlobalAvgPool"),
 ]
 
-CASES = DEPTHWISE + CONV + POOL
+CASES = DEPTHWISE + CONV + DILATED + POOL
 
 
 @pytest.mark.parametrize("case,shapes,dtypes", params(CASES))
