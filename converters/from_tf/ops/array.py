@@ -476,9 +476,9 @@ def _reverse_sequence(node, x, seq_lengths):
     backward half of a TF 1 bidirectional RNN over padded sequences)."""
     seq_dim, batch_dim = node.attr("seq_dim") % np.ndim(x), node.attr("batch_dim") % np.ndim(x)
     lengths = xnp(seq_lengths).asarray(seq_lengths).astype(np.int64)
-    steps = np.arange(np.shape(x)[seq_dim])
+    steps = xnp(x).arange(np.shape(x)[seq_dim])  # jnp for a symbolic length
     # Source step of every (example, step): within the length, counted from its end.
-    source = xnp(lengths).where(steps < lengths[:, None], lengths[:, None] - 1 - steps, steps)
+    source = xnp(lengths, steps).where(steps < lengths[:, None], lengths[:, None] - 1 - steps, steps)
     shape = [1] * np.ndim(x)
     shape[batch_dim], shape[seq_dim] = source.shape
     if batch_dim > seq_dim:
