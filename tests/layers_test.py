@@ -18,7 +18,7 @@ REPO = pathlib.Path(__file__).resolve().parents[1]
 #: The components of ``jaxhub/_src``, lowest first. A component imports only from
 #: components of lower layers (and from itself).
 LAYERS = (
-    ("version", "units"),                 # no jaxhub imports at all
+    ("version", "units", "shape_fast_paths"),  # no jaxhub imports at all
     ("specs", "tree", "hub"),             # specs and params trees; handles and the cache
     ("serialization", "host"),            # jax.export calls; numpy host stages
     ("storage",),                         # the on-disk format: file names, manifest, I/O

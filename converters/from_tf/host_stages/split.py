@@ -92,8 +92,11 @@ VALUE_SHAPED_OPS: dict[str, tuple[int, ...] | None] = {
     "ListDiff": None, "Fill": (0,), "DynamicPartition": (1,), "RaggedRange": None,
     "NonMaxSuppressionV3": None, "NonMaxSuppressionV4": None, "NonMaxSuppressionV5": None}
 
-#: Ops whose results are their input's shape, whatever its values.
-_SHAPE_OPS = frozenset({"Shape", "ShapeN", "Size", "Rank"})
+#: Ops whose results are their input's shape, whatever its values (a TensorArray's or
+#: TensorList's length is the size it was made with, whatever its elements: TF 1 RNNs'
+#: ``TensorArrayStack`` reads it into a ``Range``).
+_SHAPE_OPS = frozenset({"Shape", "ShapeN", "Size", "Rank", "TensorArraySizeV3",
+                        "TensorListLength"})
 
 #: Device ops whose output size is an input's value: that input's position.
 _SIZE_INPUTS = {"UnsortedSegmentSum": 2, "UnsortedSegmentMax": 2, "UnsortedSegmentMin": 2,
