@@ -1,9 +1,10 @@
 """TF's reference for the real-model suite, computed in fresh processes.
 
-The reference runs in its own processes: TF's gradient of one shipped model (fer) aborts
-the process with oneDNN on ("corrupted double-linked list", TF 2.21), so its gradients
-come from TF's other CPU kernel path, and a crash cannot take the test run with it. One
-process serves every model (importing TF once), plus one for those gradients.
+The reference runs in its own processes, one per CPU kernel path of TF (oneDNN on and
+off), each serving every model (importing TF once): the tests compare jaxhub with both
+paths on any machine, and a crash cannot take the test run with it. TF's gradient of one
+shipped model (fer) aborts the process with oneDNN on ("corrupted double-linked list",
+TF 2.21), so its gradients come from the other path in both references.
 
 Run as ``python -m tests.converters.from_tf._real_models WORKDIR IN.npz OUT.npz
 [--values-only MODEL ...]``: ``IN.npz`` holds ``{model}/{case}/in/{input}`` arrays, for
@@ -22,7 +23,7 @@ import pathlib
 import re
 import subprocess
 import sys
-from typing import Mapping
+from typing import Mapping, Sequence
 
 import numpy as np
 
@@ -30,15 +31,22 @@ from benchmarks import real_models
 from tests.conftest import repo_pythonpath
 
 #: Models whose TF gradient aborts with oneDNN on: their gradients come from TF's own
-#: (Eigen) kernels. Their values still come from the path this process's TF picks.
+#: (Eigen) kernels on both paths; their values come from each path.
 GRADIENTS_WITHOUT_ONEDNN = frozenset({"fer"})
 
 Reference = dict[str, dict[str, dict[str, np.ndarray]]]  # case -> kind -> name -> array
 
 
+#: TF's two CPU kernel paths, and the setting that picks each in a fresh process.
+KERNEL_PATHS = {"onednn": "1", "eigen": "0"}
+
+
 def tf_references(inputs: Mapping[str, Mapping[str, Mapping[str, np.ndarray]]],
-                  workdir: pathlib.Path) -> dict[str, Reference]:
-    """TF's outputs and gradients for each model and case (a batch of inputs).
+                  workdir: pathlib.Path) -> dict[str, dict[str, Reference]]:
+    """TF's outputs and gradients for each model and case, on both CPU kernel paths.
+
+    Both paths are computed on every machine (each in its own process, side by side), so
+    one run of the tests checks jaxhub against each, whichever path this CPU picks.
 
     Args:
       inputs: model -> case -> the serving signature's inputs.
@@ -46,17 +54,24 @@ def tf_references(inputs: Mapping[str, Mapping[str, Mapping[str, np.ndarray]]],
         are passed through files there.
 
     Returns:
-      ``{model: {case: {"out", "ct", "gin", "gvar": {name: array}}}}``.
+      ``{path: {model: {case: {"out", "ct", "gin", "gvar": {name: array}}}}}`` for each
+      path of :data:`KERNEL_PATHS`.
     """
     src = workdir / "reference-in.npz"
     np.savez(src, **{f"{model}/{case}/in/{k}": v for model, cases in inputs.items()
                      for case, arrays in cases.items() for k, v in arrays.items()})
-    eigen = sorted(GRADIENTS_WITHOUT_ONEDNN & set(inputs))
-    result = _run(workdir, src, workdir / "reference.npz", values_only=eigen)
-    if eigen:
-        grads = _run(workdir, src, workdir / "reference-grads.npz", only=eigen,
-                     env={"TF_ENABLE_ONEDNN_OPTS": "0"})
-        result.update({k: v for k, v in grads.items() if "/out/" not in k})
+    eigen_grads = sorted(GRADIENTS_WITHOUT_ONEDNN & set(inputs))
+    runs = {path: _start(workdir, src, workdir / f"reference-{path}.npz",
+                         {"TF_ENABLE_ONEDNN_OPTS": setting},
+                         values_only=eigen_grads if path == "onednn" else ())
+            for path, setting in KERNEL_PATHS.items()}
+    results = {path: _finish(*run) for path, run in runs.items()}
+    results["onednn"].update({k: v for k, v in results["eigen"].items()
+                              if k.split("/", 1)[0] in eigen_grads and "/out/" not in k})
+    return {path: _nest(result) for path, result in results.items()}
+
+
+def _nest(result: Mapping[str, np.ndarray]) -> dict[str, Reference]:
     nested: dict[str, Reference] = {}
     for key, value in result.items():
         model, case, kind, name = key.split("/", 3)
@@ -66,25 +81,26 @@ def tf_references(inputs: Mapping[str, Mapping[str, Mapping[str, np.ndarray]]],
     return nested
 
 
-def _run(workdir: pathlib.Path, src: pathlib.Path, dst: pathlib.Path, *,
-         values_only: list[str] = (), only: list[str] = (),
-         env: Mapping[str, str] | None = None) -> dict[str, np.ndarray]:
+def _start(workdir: pathlib.Path, src: pathlib.Path, dst: pathlib.Path,
+           env: Mapping[str, str], *, values_only: Sequence[str] = ()
+           ) -> tuple[subprocess.Popen, pathlib.Path]:
+    """Starts a reference process; :func:`_finish` waits for it and reads its result."""
     command = [sys.executable, "-m", __name__, str(workdir), str(src), str(dst)]
     if values_only:
         command += ["--values-only", *values_only]
-    if only:
-        command += ["--only", *only]
-    proc = subprocess.run(command, env=dict(os.environ, PYTHONPATH=repo_pythonpath(),
-                                            **(env or {})),
-                          capture_output=True, text=True, timeout=1800)
-    assert proc.returncode == 0, f"TF reference failed ({proc.returncode}):\n" + \
-        proc.stderr[-3000:]
+    proc = subprocess.Popen(command, env=dict(os.environ, PYTHONPATH=repo_pythonpath(), **env),
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    return proc, dst
+
+
+def _finish(proc: subprocess.Popen, dst: pathlib.Path) -> dict[str, np.ndarray]:
+    _, stderr = proc.communicate(timeout=1800)
+    assert proc.returncode == 0, f"TF reference failed ({proc.returncode}):\n" + stderr[-3000:]
     with np.load(dst) as saved:
         return dict(saved)
 
 
-def _write_references(workdir: str, src: str, dst: str, values_only: list[str],
-                      only: list[str]) -> None:
+def _write_references(workdir: str, src: str, dst: str, values_only: list[str]) -> None:
     inputs: dict[str, dict[str, dict[str, np.ndarray]]] = {}
     with np.load(src) as saved:
         for key in saved.files:
@@ -92,8 +108,6 @@ def _write_references(workdir: str, src: str, dst: str, values_only: list[str],
             inputs.setdefault(model, {}).setdefault(case, {})[name] = saved[key]
     result = {}
     for model, cases in inputs.items():
-        if only and model not in only:
-            continue
         path = pathlib.Path(workdir) / model
         for key, value in _reference(path, cases, model not in values_only).items():
             result[f"{model}/{key}"] = value
@@ -224,6 +238,5 @@ if __name__ == "__main__":
     parser.add_argument("dst")
     parser.add_argument("--values-only", nargs="*", default=[],
                         help="models whose gradients are not computed")
-    parser.add_argument("--only", nargs="*", default=[], help="models to compute")
     args = parser.parse_args()
-    _write_references(args.workdir, args.src, args.dst, args.values_only, args.only)
+    _write_references(args.workdir, args.src, args.dst, args.values_only)
