@@ -36,6 +36,7 @@ from typing import Any, Mapping
 import numpy as np
 
 from jaxhub_tf.from_tf import graph
+from jaxhub_tf.from_tf.host_stages import shapes
 from jaxhub_tf.from_tf.interpreter import UnsupportedOpsError
 from jaxhub import extend
 
@@ -193,8 +194,12 @@ def split(fn: graph.Function, *, table_initializers: Mapping[str, str] = {},
     device_dep -= host
     _check_supported(nodes, host - string_args, fn, device_dep, shared)
     renamed = {a: input_names.get(a, a) for a in string_args}
+    # A numeric stage's results are typed from the graph; a text stage's by probes.
+    specs = None if text else shapes.Specs(nodes, {
+        a: (np.dtype(dtype), list(input_shapes.get(renamed[a], [None])))
+        for a, dtype in zip(fn.args, fn.arg_dtypes) if a in renamed})
     return _build(fn, nodes, order, host, renamed, table_initializers, assets, shared,
-                  input_shapes)
+                  input_shapes, specs)
 
 
 def _order(nodes: Mapping[str, graph.Node], roots: list[str]) -> list[str]:
@@ -346,10 +351,12 @@ def _is_string(nodes, fn, source: str, index: int) -> bool:
 
 def _build(fn, nodes, order, host, string_args: Mapping[str, str], table_initializers,
            assets, shared: set[str] = frozenset(),
-           input_shapes: Mapping[str, list] = {}) -> Split:
+           input_shapes: Mapping[str, list] = {}, specs: shapes.Specs | None = None
+           ) -> Split:
     """The host program and the device function; ``string_args`` maps arg -> input name,
     ``shared`` names host nodes of constants alone, which the device function computes too,
-    ``input_shapes`` the inputs' shapes by name (default ``[None]``).
+    ``input_shapes`` the inputs' shapes by name (default ``[None]``), ``specs`` the
+    shapes of the graph's values, when they are known without running the stage.
     """
     program_nodes, consts = [], set()
     for name in order:
@@ -403,10 +410,33 @@ def _build(fn, nodes, order, host, string_args: Mapping[str, str], table_initial
                     for ref, name in frontier.items()},
         "size_of": size_of,
     }
+    if specs is not None:
+        program["output_specs"] = _output_specs(specs, frontier, size_of)
     device = graph.Function(fn.name, args, [None] * len(args), device_nodes, outputs,
                                 fn.output_names,
                                 [c for c in fn.control_outputs if c not in host])
     return Split(program, device)
+
+
+def _output_specs(specs: shapes.Specs, frontier: Mapping[tuple[str, int], str],
+                  size_of: Mapping[str, list]) -> dict[str, dict[str, Any]]:
+    """The specs of the stage's results, as :func:`device_input_specs` returns them.
+
+    Raises:
+      HostStageUnsupportedError: the graph records no shape or dtype of a result.
+    """
+    out = {}
+    for ref, name in frontier.items():
+        spec = specs.spec(ref)
+        if spec is None:
+            raise HostStageUnsupportedError(
+                f"output {ref[1]} of node {ref[0]!r}, which the host stage computes for the "
+                f"device function, has no rank or dtype recorded in the graph; save the "
+                f"model with TF 2 (tf.saved_model.save), which records them")
+        out[name] = {"shape": spec[0], "dtype": _dtype_name(spec[1])}
+    for key in size_of:  # zeros as long as the largest id + 1: a size of its own
+        out[key] = {"shape": [specs.fresh(f"size_of/{key}")], "dtype": "int8"}
+    return out
 
 
 def _dtype_name(dtype: np.dtype) -> str:
@@ -446,13 +476,17 @@ def device_input_specs(program: Mapping[str, Any], assets: Mapping[str, pathlib.
                        ) -> dict[str, Any]:
     """Specs of the device function's inputs, with symbolic sizes shared where they agree.
 
-    Runs the host stage on probe batches of different sizes, token counts and repeats;
+    A numeric stage records them (``output_specs``, read from the graph). A text stage
+    runs the host stage on probe batches of different sizes, token counts and repeats;
     each axis gets the tuple of its sizes over the probes, and equal tuples share one
     symbol (``"batch"`` for the one that follows the number of input strings). A leading
     axis is always symbolic (token and id counts vary with the text even where the probes
     happen to agree); a later axis of constant size is fixed (``[n, 2]`` indices).
     """
     import jaxhub
+    if "output_specs" in program:
+        return {name: jaxhub.TensorSpec(spec["shape"], spec["dtype"])
+                for name, spec in program["output_specs"].items()}
     stage = extend.HostStage(program, assets)
     try:
         runs = [stage.run(_probe_inputs(stage.input_specs, batch)) for batch in _PROBES]
