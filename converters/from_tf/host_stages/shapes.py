@@ -127,7 +127,7 @@ class Specs:
         if op in ("Unique", "UniqueWithCounts") and index == 1:
             return inputs[0]
         if op in ("Range", "RaggedRange", "Unique", "UniqueWithCounts", "ListDiff",
-                  "NonMaxSuppressionV3"):
+                  "NonMaxSuppressionV2", "NonMaxSuppressionV3"):
             return [self.fresh(count)]
         if op in _COUNT_OUTPUT:
             return [] if index == _COUNT_OUTPUT[op] else [self.fresh(count)]
@@ -135,6 +135,9 @@ class Specs:
             return [self.fresh(count), len(inputs[0])]
         if op == "DynamicPartition" and None not in inputs[:2]:
             return [self.fresh(count), *inputs[0][len(inputs[1]):]]
+        if op == "CombinedNonMaxSuppression" and inputs[0] is not None:
+            images, rows = inputs[0][0], self.fresh(f"{self._key(node.name)}:rows")
+            return [[images, rows, 4], [images, rows], [images, rows], [images]][index]
         if op == "Fill" and inputs[0] is not None and isinstance(inputs[0][0], int):
             return [self.fresh(f"{count}/{axis}") for axis in range(inputs[0][0])]
         return None

@@ -91,7 +91,10 @@ _DEVICE_SEED_OPS = frozenset({
 VALUE_SHAPED_OPS: dict[str, tuple[int, ...] | None] = {
     "Range": None, "Where": None, "Unique": None, "UniqueWithCounts": None,
     "ListDiff": None, "Fill": (0,), "DynamicPartition": (1,), "RaggedRange": None,
-    "NonMaxSuppressionV3": None, "NonMaxSuppressionV4": None, "NonMaxSuppressionV5": None}
+    "NonMaxSuppressionV2": None, "NonMaxSuppressionV3": None, "NonMaxSuppressionV4": None,
+    "NonMaxSuppressionV5": None,
+    # Its shape follows constants in most graphs, but only the host stage computes it.
+    "CombinedNonMaxSuppression": None}
 
 #: Ops whose results are their input's shape, whatever its values (a TensorArray's or
 #: TensorList's length is the size it was made with, whatever its elements: TF 1 RNNs'
