@@ -415,6 +415,15 @@ class HostStage:
             feeds[key] = self._feed(key, lambda: self._zeros_sized_by(env[source][index]))
         return feeds
 
+    def describe_output(self, key: str) -> str:
+        """What computes the stage's output ``key``, for messages: ``"output 0 of Unique
+        node 'u' (feeding 'host_0')"``, or the input it passes on."""
+        source, index = self.outputs[key]
+        ops = {node.name: node.op for node in self.nodes}
+        if source not in ops:
+            return f"input {source!r} (feeding {key!r})"
+        return f"output {index} of {ops[source]} node {source!r} (feeding {key!r})"
+
     def _feed(self, key: str, make) -> np.ndarray:
         try:
             return make()

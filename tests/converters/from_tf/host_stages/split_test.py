@@ -247,8 +247,14 @@ def test_an_empty_result_with_outputs_that_are_not_empty_is_refused(saved):
     model, module = saved
     arrays = _arrays("positive_rows", {"x": [[-1, 2], [-3, 4]], "weights": [0.5, 0.25]})
     assert _tf(model, "positive_rows", arrays)["rows"].shape == (0, 2)
-    with pytest.raises(jaxhub.SignatureError, match=r"output 'total' .* would not be empty"):
+    message = (r"signature 'positive_rows': for these inputs the host stage's output 0 of "
+               r"Where node '[^']*boolean_mask[^']*' \(feeding 'host_\d'\) is empty "
+               r"\(axis 0, n\d+=0\).* outputs \['total'\] would not be empty")
+    with pytest.raises(jaxhub.SignatureError, match=message):
         module.apply(module.params, arrays, signature="positive_rows")
+    feeds = module.preprocess(arrays, signature="positive_rows")
+    with pytest.raises(jaxhub.SignatureError, match=message):
+        module.apply_device(module.params, feeds, signature="positive_rows")
 
 
 def test_value_sized_results_get_symbolic_sizes_of_their_own(saved):
