@@ -599,7 +599,8 @@ class _SavedModel:
     def _value_shaped(self, function_name: str) -> bool:
         """True when the function runs an op whose output shape may follow its inputs'
         values: it may need a host stage (see :mod:`jaxhub_tf.from_tf.host_stages.split`)."""
-        return any(node.op in split.VALUE_SHAPED_OPS for _, node in
+        return any(split.may_be_value_shaped(node, self._interp.function(owner).nodes)
+                   for owner, node in
                    self._interp.reachable_nodes(self._interp.function(function_name)))
 
     def _host_runner(self, name: str, function_name: str, input_keys: Sequence[str],

@@ -17,7 +17,8 @@ zero-filled array of that length (``size_of`` in the program), which the op read
 size from (see ``ops/sparse.py``).
 
 Numeric signatures get a host stage too when an op's *output shape* follows its inputs'
-values (``tf.range(n)``, one-argument ``tf.where``, ``tf.unique``, ``tf.boolean_mask``):
+values (``tf.range(n)``, one-argument ``tf.where``, ``tf.unique``, ``tf.boolean_mask``,
+``x[:n]``):
 a device function's shapes cannot depend on values. When such an op's inputs are
 computed from the signature's inputs alone, through ops the host stage runs, that input
 *cone* and the op move to the host stage, whose result reaches the device function with
@@ -96,6 +97,14 @@ VALUE_SHAPED_OPS: dict[str, tuple[int, ...] | None] = {
     # Its shape follows constants in most graphs, but only the host stage computes it.
     "CombinedNonMaxSuppression": None}
 
+def may_be_value_shaped(node: graph.Node, nodes: Mapping[str, graph.Node]) -> bool:
+    """True when ``node``'s output shape may follow the values of its graph's inputs: a
+    value-shaped op, or a slice with computed bounds (``split`` decides which are)."""
+    if node.op == "StridedSlice":
+        return any(s not in nodes or nodes[s].op != "Const" for s, _ in node.inputs[1:4])
+    return node.op in VALUE_SHAPED_OPS
+
+
 #: Ops whose results are their input's shape, whatever its values (a TensorArray's or
 #: TensorList's length is the size it was made with, whatever its elements: TF 1 RNNs'
 #: ``TensorArrayStack`` reads it into a ``Range``).
@@ -156,7 +165,7 @@ def split(fn: graph.Function, *, table_initializers: Mapping[str, str] = {},
     string_args = {a for a, d in zip(fn.args, fn.arg_dtypes) if d == np.dtype(object)}
     string_args |= set(host_args) & set(fn.args)  # the stage's inputs
     text = bool(string_args) or any(n.op in HOST_SEED_OPS for n in fn.nodes.values())
-    if not text and not any(n.op in VALUE_SHAPED_OPS for n in fn.nodes.values()):
+    if not text and not any(may_be_value_shaped(n, fn.nodes) for n in fn.nodes.values()):
         return Split(None, fn)
     nodes = dict(fn.nodes)
     # Table initializers run on the host with their table.
@@ -247,12 +256,37 @@ def _value_shaped(nodes: Mapping[str, graph.Node], order: list[str], inputs: set
         positions = VALUE_SHAPED_OPS.get(node.op, ())
         if positions is None:
             positions = range(len(deps))
-        if any(deps[i] in values for i in positions if i < len(deps)):
+        if any(deps[i] in values for i in positions if i < len(deps)) or (
+                node.op == "StridedSlice" and _slices_by_values(nodes, node, values)):
             seeds.append(name)
             shaped.add(name)
         elif any(d in shaped for d in deps):
             shaped.add(name)
     return seeds, values
+
+
+def _slices_by_values(nodes: Mapping[str, graph.Node], node: graph.Node,
+                      values: set[str]) -> bool:
+    """True when StridedSlice ``node`` has a slice bound or step that follows ``values``
+    (``x[:n]``): its size does. Single-element indices (``x[i]``, shrink axes) and masked
+    bounds keep the size static, as the device function computes them."""
+    begin, end, strides = (ref[0] for ref in node.inputs[1:4])
+    if strides in values:
+        return True
+    if begin not in values and end not in values:
+        return False
+    step_node = nodes.get(strides)
+    if step_node is None or step_node.op != "Const":
+        return True  # entries unknown: the device function could not slice by values
+    masks = {m: int(node.attr(m, 0)) for m in ("begin_mask", "end_mask", "ellipsis_mask",
+                                                "new_axis_mask", "shrink_axis_mask")}
+    single = masks["ellipsis_mask"] | masks["new_axis_mask"] | masks["shrink_axis_mask"]
+    for i in range(np.size(step_node.attr("value"))):
+        bit = 1 << i
+        if not single & bit and ((begin in values and not masks["begin_mask"] & bit)
+                                 or (end in values and not masks["end_mask"] & bit)):
+            return True
+    return False
 
 
 def _host_cones(nodes: Mapping[str, graph.Node], seeds: list[str], host: set[str],

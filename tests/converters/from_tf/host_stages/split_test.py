@@ -2,8 +2,8 @@
 
 ``tf.range`` and ``tf.ragged.range`` with tensor bounds, ``tf.fill`` with a tensor shape,
 one-argument ``tf.where``, ``tf.unique`` (with counts), ``tf.compat.v1.setdiff1d``,
-``tf.dynamic_partition``, ``tf.image.non_max_suppression`` and ``tf.boolean_mask`` of a
-signature's inputs run in a host stage; what follows them (here a product with a
+``tf.dynamic_partition``, ``tf.image.non_max_suppression``, ``tf.boolean_mask`` and
+``x[:n]`` of a signature's inputs run in a host stage; what follows them (here a product with a
 variable) stays in the device function, which takes their results with a symbolic size.
 Outputs are compared with TF eager on several inputs, empty results included, through
 ``apply`` and through ``preprocess`` + ``jax.jit(apply_device)``.
@@ -114,6 +114,11 @@ class _ValueShaped(tf.Module):
             boxes, scores, limit, iou, score_threshold)
         return {"kept": kept, "scores": self._scaled(kept_scores)}
 
+    @tf.function(input_signature=[tf.TensorSpec([None, 2], tf.float32), _INT])
+    def head(self, x, n):
+        # ``x[:n]`` has n rows; ``x[n - 1]`` (one row) stays on the device.
+        return {"rows": self._scaled(x[:n]), "last": self._scaled(x[n - 1])}
+
     @tf.function(input_signature=[tf.TensorSpec([None, 2], tf.float32),
                                   tf.TensorSpec([None], tf.float32)])
     def positive_rows(self, x, weights):
@@ -152,6 +157,8 @@ CASES = {
          "score_threshold": 0.3},
         {"boxes": [[0, 0, 1, 1], [0, 0.1, 1, 1.1], [2, 2, 3, 3]], "scores": [0.9, 0.8, 0.7],
          "limit": 2, "iou": 0.95, "score_threshold": -1.0}],
+    "head": [{"x": [[1, 2], [-1, 5], [3, -4]], "n": 2}, {"x": [[1, 2], [-1, 5]], "n": -1},
+             {"x": [[1, 2]], "n": 1}],
     "positive_rows": [{"x": [[1, 2], [-1, 5], [3, -4]], "weights": [1, 2, 3]},
                       {"x": [[-1, 2], [3, 4]], "weights": [0.5, 0.25]}],
 }
