@@ -447,8 +447,9 @@ def _build(fn, nodes, order, host, string_args: Mapping[str, str], table_initial
                     for ref, name in frontier.items()},
         "size_of": size_of,
     }
-    if specs is not None:
-        program["output_specs"] = _output_specs(specs, frontier, size_of)
+    output_specs = _output_specs(specs, frontier, size_of) if specs is not None else None
+    if output_specs is not None:
+        program["output_specs"] = output_specs
     device = graph.Function(fn.name, args, [None] * len(args), device_nodes, outputs,
                                 fn.output_names,
                                 [c for c in fn.control_outputs if c not in host])
@@ -456,20 +457,15 @@ def _build(fn, nodes, order, host, string_args: Mapping[str, str], table_initial
 
 
 def _output_specs(specs: shapes.Specs, frontier: Mapping[tuple[str, int], str],
-                  size_of: Mapping[str, list]) -> dict[str, dict[str, Any]]:
-    """The specs of the stage's results, as :func:`device_input_specs` returns them.
-
-    Raises:
-      HostStageUnsupportedError: the graph records no shape or dtype of a result.
-    """
+                  size_of: Mapping[str, list]) -> dict[str, dict[str, Any]] | None:
+    """The specs of the stage's results, as :func:`device_input_specs` returns them; None
+    when the graph does not record a result's rank (a slice with computed strides, a
+    graph saved without shapes): those stages are probed."""
     out = {}
     for ref, name in frontier.items():
         spec = specs.spec(ref)
         if spec is None:
-            raise HostStageUnsupportedError(
-                f"output {ref[1]} of node {ref[0]!r}, which the host stage computes for the "
-                f"device function, has no rank or dtype recorded in the graph; save the "
-                f"model with TF 2 (tf.saved_model.save), which records them")
+            return None
         out[name] = {"shape": spec[0], "dtype": _dtype_name(spec[1])}
     for key in size_of:  # zeros as long as the largest id + 1: a size of its own
         out[key] = {"shape": [specs.fresh(f"size_of/{key}")], "dtype": "int8"}
