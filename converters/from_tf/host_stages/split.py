@@ -7,9 +7,10 @@ initializer of such a table). Everything else stays in the device function, whic
 the host stage's numeric results as inputs (its *frontier*) and is exported as usual.
 
 Sizes that the host stage decides (the number of tokens, of unique ids) become symbolic
-dimensions of the device function's inputs. Which of them are equal is found by running
-the host stage on a few probe batches of different shapes: dimensions whose sizes agree
-on every probe share one symbol.
+dimensions of the device function's inputs. For a text stage, which of them are equal is
+found by running the host stage on a few probe batches of different shapes: dimensions
+whose sizes agree on every probe share one symbol. A numeric stage is typed from the graph
+instead (:mod:`jaxhub_tf.from_tf.host_stages.shapes`), so that any valid input converts.
 
 A sparse-segment reduction whose segment ids come from the host (``embedding_lookup_sparse``)
 has a number of output rows set by those values; the host stage then also feeds a

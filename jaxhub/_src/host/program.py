@@ -15,8 +15,10 @@ The JSON form (one per signature, under the attachment :data:`ATTACHMENT_KEY`)::
               "attrs": {...}}, ...],
    "init": ["table_init"],                # run once, at load, before anything else
    "outputs": {"ids": ["lookup", 0], ...},  # the device function's inputs
-   "size_of": {"segments": ["seg", 0]}}   # feeds whose *shape* carries a size: zeros
+   "size_of": {"segments": ["seg", 0]},   # feeds whose *shape* carries a size: zeros
                                            # of length max(value) + 1
+   "output_specs": {"ids": {"shape": ["batch", "n1"], "dtype": "int64"}, ...}}
+                                           # optional: the feeds' specs, their dtypes kept
 
 Constants are ``{"op": "Const", "attrs": {"value": <encoded array>}}``; a file of the
 module is ``{"op": "Asset", "attrs": {"name": "vocab.txt"}}``.
