@@ -55,7 +55,7 @@ class Specs:
     def __init__(self, nodes: Mapping[str, graph.Node],
                  args: Mapping[str, tuple[np.dtype, list[int | None]]]):
         self._nodes, self._args = nodes, args
-        self._symbols: dict[tuple, str] = {}
+        self._symbols: dict[str, str] = {}
         self._keys: dict[str, str] = {}
         self._shapes: dict[Ref, list[Dim] | None] = {}
 
