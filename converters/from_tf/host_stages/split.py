@@ -98,12 +98,15 @@ VALUE_SHAPED_OPS: dict[str, tuple[int, ...] | None] = {
     # Its shape follows constants in most graphs, but only the host stage computes it.
     "CombinedNonMaxSuppression": None}
 
-def may_be_value_shaped(node: graph.Node, nodes: Mapping[str, graph.Node]) -> bool:
-    """True when ``node``'s output shape may follow the values of its graph's inputs: a
-    value-shaped op, or a slice with computed bounds (``split`` decides which are)."""
-    if node.op == "StridedSlice":
-        return any(s not in nodes or nodes[s].op != "Const" for s, _ in node.inputs[1:4])
-    return node.op in VALUE_SHAPED_OPS
+def slices_by_values(fn: graph.Function) -> bool:
+    """True when a slice of ``fn`` has bounds that follow the values of its numeric args
+    (``x[:n]``): its output shape does, as a value-shaped op's."""
+    if not any(node.op == "StridedSlice" for node in fn.nodes.values()):
+        return False
+    order = _order(fn.nodes, [s for s, _ in fn.outputs] + list(fn.control_outputs))
+    numeric = {a for a, d in zip(fn.args, fn.arg_dtypes) if _is_number(d)}
+    seeds, _ = _value_shaped(fn.nodes, order, numeric)
+    return any(fn.nodes[name].op == "StridedSlice" for name in seeds)
 
 
 #: Ops whose results are their input's shape, whatever its values (a TensorArray's or
@@ -166,7 +169,8 @@ def split(fn: graph.Function, *, table_initializers: Mapping[str, str] = {},
     string_args = {a for a, d in zip(fn.args, fn.arg_dtypes) if d == np.dtype(object)}
     string_args |= set(host_args) & set(fn.args)  # the stage's inputs
     text = bool(string_args) or any(n.op in HOST_SEED_OPS for n in fn.nodes.values())
-    if not text and not any(may_be_value_shaped(n, fn.nodes) for n in fn.nodes.values()):
+    if not text and not any(n.op in VALUE_SHAPED_OPS for n in fn.nodes.values()) \
+            and not slices_by_values(fn):
         return Split(None, fn)
     nodes = dict(fn.nodes)
     # Table initializers run on the host with their table.
