@@ -1,6 +1,6 @@
 """The host stage's numeric ops whose output shape follows their inputs' values give what
 TF's kernels give: ``Range``, ``Unique``, ``UniqueWithCounts``, ``ListDiff``, ``Where``,
-``DynamicPartition``, ``NonMaxSuppressionV2`` to ``V5`` (hard NMS) and
+``DynamicPartition``, ``Slice``, ``NonMaxSuppressionV2`` to ``V5`` (hard NMS) and
 ``CombinedNonMaxSuppression``."""
 
 from __future__ import annotations
@@ -111,6 +111,22 @@ def test_dynamic_partition_refuses_a_partition_outside_the_count_as_tf():
         tf.raw_ops.DynamicPartition(data=data, partitions=partitions, num_partitions=2)
     with pytest.raises(ValueError, match=r"partition 5 is not in \[0, 2\)"):
         run("DynamicPartition", data, partitions, num_partitions=2)
+
+
+@pytest.mark.parametrize("begin,size", [([1, 0], [2, -1]), ([0, 2], [-1, 1]), ([3, 1], [0, 2]),
+                                        ([2, 3], [1, 0])])
+def test_slice_matches_tf(begin, size):
+    x = np.arange(12, dtype=np.float32).reshape(4, 3)
+    theirs = tf.raw_ops.Slice(input=x, begin=np.int32(begin), size=np.int32(size))
+    assert_same(run("Slice", x, np.int32(begin), np.int32(size)), [theirs.numpy()])
+
+
+def test_slice_refuses_a_window_outside_as_tf():
+    x = np.zeros([4, 3], np.float32)
+    with pytest.raises(tf.errors.InvalidArgumentError):
+        tf.raw_ops.Slice(input=x, begin=np.int32([3, 0]), size=np.int32([2, -1]))
+    with pytest.raises(ValueError, match=r"slice 3:5 of axis 0 is outside its size 4"):
+        run("Slice", x, np.int32([3, 0]), np.int32([2, -1]))
 
 
 def _boxes(n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:

@@ -94,19 +94,18 @@ VALUE_SHAPED_OPS: dict[str, tuple[int, ...] | None] = {
     "Range": None, "Where": None, "Unique": None, "UniqueWithCounts": None,
     "ListDiff": None, "Fill": (0,), "DynamicPartition": (1,), "RaggedRange": None,
     "NonMaxSuppressionV2": None, "NonMaxSuppressionV3": None, "NonMaxSuppressionV4": None,
-    "NonMaxSuppressionV5": None,
+    "NonMaxSuppressionV5": None, "Slice": (1, 2),
     # Its shape follows constants in most graphs, but only the host stage computes it.
     "CombinedNonMaxSuppression": None}
 
-def slices_by_values(fn: graph.Function) -> bool:
-    """True when a slice of ``fn`` has bounds that follow the values of its numeric args
-    (``x[:n]``): its output shape does, as a value-shaped op's."""
-    if not any(node.op == "StridedSlice" for node in fn.nodes.values()):
+def shaped_by_values(fn: graph.Function) -> bool:
+    """True when an op of ``fn`` has an output shape that follows the values of its
+    numeric args (``tf.range(n)``, ``x[:n]``): the function may need a host stage."""
+    if not any(n.op in VALUE_SHAPED_OPS or n.op == "StridedSlice" for n in fn.nodes.values()):
         return False
     order = _order(fn.nodes, [s for s, _ in fn.outputs] + list(fn.control_outputs))
     numeric = {a for a, d in zip(fn.args, fn.arg_dtypes) if _is_number(d)}
-    seeds, _ = _value_shaped(fn.nodes, order, numeric)
-    return any(fn.nodes[name].op == "StridedSlice" for name in seeds)
+    return bool(_value_shaped(fn.nodes, order, numeric)[0])
 
 
 #: Ops whose results are their input's shape, whatever its values (a TensorArray's or
@@ -169,8 +168,7 @@ def split(fn: graph.Function, *, table_initializers: Mapping[str, str] = {},
     string_args = {a for a, d in zip(fn.args, fn.arg_dtypes) if d == np.dtype(object)}
     string_args |= set(host_args) & set(fn.args)  # the stage's inputs
     text = bool(string_args) or any(n.op in HOST_SEED_OPS for n in fn.nodes.values())
-    if not text and not any(n.op in VALUE_SHAPED_OPS for n in fn.nodes.values()) \
-            and not slices_by_values(fn):
+    if not text and not shaped_by_values(fn):
         return Split(None, fn)
     nodes = dict(fn.nodes)
     # Table initializers run on the host with their table.

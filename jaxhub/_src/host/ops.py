@@ -702,6 +702,23 @@ def _strided_slice(node, x, begin, end, strides):
     return x[tuple(index)]
 
 
+@register("Slice")
+def _slice(node, x, begin, size):
+    # ``size`` -1 runs to the end of the axis; a window outside ``x`` is an error, as TF's.
+    x = np.asarray(x)
+    begin, size = (np.asarray(v).reshape(-1).tolist() for v in (begin, size))
+    if len(begin) != x.ndim or len(size) != x.ndim:
+        raise ValueError(f"begin {begin} and size {size} for a tensor of rank {x.ndim}")
+    index = []
+    for axis, (start, length) in enumerate(zip(begin, size)):
+        stop = x.shape[axis] if length == -1 else start + length
+        if not 0 <= start <= stop <= x.shape[axis]:
+            raise ValueError(f"slice {start}:{stop} of axis {axis} is outside its size "
+                             f"{x.shape[axis]}")
+        index.append(slice(start, stop))
+    return x[tuple(index)]
+
+
 @register("Fill")
 def _fill(node, dims, value):
     check_elements(node, int(np.prod([float(d) for d in np.asarray(dims).reshape(-1)])))

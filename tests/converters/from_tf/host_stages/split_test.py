@@ -3,7 +3,7 @@
 ``tf.range`` and ``tf.ragged.range`` with tensor bounds, ``tf.fill`` with a tensor shape,
 one-argument ``tf.where``, ``tf.unique`` (with counts), ``tf.compat.v1.setdiff1d``,
 ``tf.dynamic_partition``, ``tf.image.non_max_suppression``, ``tf.boolean_mask`` and
-``x[:n]`` of a signature's inputs run in a host stage; what follows them (here a product with a
+``x[:n]``, ``tf.slice`` of a signature's inputs run in a host stage; what follows them (here a product with a
 variable) stays in the device function, which takes their results with a symbolic size.
 Outputs are compared with TF eager on several inputs, empty results included, through
 ``apply`` and through ``preprocess`` + ``jax.jit(apply_device)``.
@@ -119,6 +119,10 @@ class _ValueShaped(tf.Module):
         # ``x[:n]`` has n rows; ``x[n - 1]`` (one row) stays on the device.
         return {"rows": self._scaled(x[:n]), "last": self._scaled(x[n - 1])}
 
+    @tf.function(input_signature=[tf.TensorSpec([None, 2], tf.float32), _INT, _INT])
+    def window(self, x, start, size):
+        return {"rows": self._scaled(tf.slice(x, [start, 0], [size, -1]))}
+
     @tf.function(input_signature=[tf.TensorSpec([None, 2], tf.float32),
                                   tf.TensorSpec([None], tf.float32)])
     def positive_rows(self, x, weights):
@@ -159,6 +163,8 @@ CASES = {
          "limit": 2, "iou": 0.95, "score_threshold": -1.0}],
     "head": [{"x": [[1, 2], [-1, 5], [3, -4]], "n": 2}, {"x": [[1, 2], [-1, 5]], "n": -1},
              {"x": [[1, 2]], "n": 1}],
+    "window": [{"x": [[1, 2], [-1, 5], [3, -4]], "start": 1, "size": 2},
+               {"x": [[1, 2], [-1, 5], [3, -4]], "start": 0, "size": -1}],
     "positive_rows": [{"x": [[1, 2], [-1, 5], [3, -4]], "weights": [1, 2, 3]},
                       {"x": [[-1, 2], [3, 4]], "weights": [0.5, 0.25]}],
 }
