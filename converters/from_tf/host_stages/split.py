@@ -98,6 +98,7 @@ VALUE_SHAPED_OPS: dict[str, tuple[int, ...] | None] = {
     # Its shape follows constants in most graphs, but only the host stage computes it.
     "CombinedNonMaxSuppression": None}
 
+
 def shaped_by_values(fn: graph.Function) -> bool:
     """True when an op of ``fn`` has an output shape that follows the values of its
     numeric args (``tf.range(n)``, ``x[:n]``): the function may need a host stage."""
