@@ -98,6 +98,11 @@ VALUE_SHAPED_OPS: dict[str, tuple[int, ...] | None] = {
     # Its shape follows constants in most graphs, but only the host stage computes it.
     "CombinedNonMaxSuppression": None}
 
+#: Why a value-shaped op must run in the host stage, for messages (by op; default below).
+_WHY_HOST = {"CombinedNonMaxSuppression": "has no device implementation"}
+_VALUE_SHAPED = ("has an output shape set by the values of the signature's inputs, which a "
+                 "device function cannot have")
+
 
 def shaped_by_values(fn: graph.Function) -> bool:
     """True when an op of ``fn`` has an output shape that follows the values of its
@@ -324,9 +329,9 @@ def _host_cones(nodes: Mapping[str, graph.Node], seeds: list[str], host: set[str
             stack.extend(s for s, _ in node.inputs)
     if blocked:
         raise HostStageUnsupportedError("; ".join(
-            f"{nodes[seed].op} node {seed!r} has an output shape set by the values of the "
-            f"signature's inputs, which a device function cannot have; the host stage "
-            f"could compute it before the device function, but its inputs also come from "
+            f"{nodes[seed].op} node {seed!r} {_WHY_HOST.get(nodes[seed].op, _VALUE_SHAPED)}"
+            f"; the host stage could compute it before the device function, but its inputs "
+            f"also come from "
             f"what only the device computes: {sorted(what)}. Compute them from the "
             f"signature's inputs with ops the host stage runs, or pass the result as an "
             f"input" for seed, what in sorted(blocked.items()))

@@ -114,6 +114,14 @@ class _ValueShaped(tf.Module):
             boxes, scores, limit, iou, score_threshold)
         return {"kept": kept, "scores": self._scaled(kept_scores)}
 
+    @tf.function(input_signature=[tf.TensorSpec([None, 6, 1, 4], tf.float32),
+                                  tf.TensorSpec([None, 6, 3], tf.float32)])
+    def combined_detections(self, boxes, scores):
+        found = tf.image.combined_non_max_suppression(boxes, scores, 2, 4, iou_threshold=0.5,
+                                                      score_threshold=0.1)
+        return {"boxes": self._scaled(found.nmsed_boxes), "classes": found.nmsed_classes,
+                "valid": found.valid_detections}
+
     @tf.function(input_signature=[tf.TensorSpec([None, 2], tf.float32), _INT])
     def head(self, x, n):
         # ``x[:n]`` has n rows; ``x[n - 1]`` (one row) stays on the device.
@@ -129,6 +137,8 @@ class _ValueShaped(tf.Module):
         rows = tf.boolean_mask(x, x[:, 0] > 0)
         return {"rows": self._scaled(rows), "total": tf.reduce_sum(weights * self.scale[0])}
 
+
+_RNG = np.random.default_rng(0)
 
 #: signature -> inputs to compare on, empty results included.
 CASES = {
@@ -161,6 +171,10 @@ CASES = {
          "score_threshold": 0.3},
         {"boxes": [[0, 0, 1, 1], [0, 0.1, 1, 1.1], [2, 2, 3, 3]], "scores": [0.9, 0.8, 0.7],
          "limit": 2, "iou": 0.95, "score_threshold": -1.0}],
+    "combined_detections": [
+        {"boxes": _RNG.uniform(-0.1, 1.1, [images, 6, 1, 4]),
+         "scores": _RNG.permutation(images * 18).reshape(images, 6, 3) / (images * 18)}
+        for images in (1, 3)],
     "head": [{"x": [[1, 2], [-1, 5], [3, -4]], "n": 2}, {"x": [[1, 2], [-1, 5]], "n": -1},
              {"x": [[1, 2]], "n": 1}],
     "window": [{"x": [[1, 2], [-1, 5], [3, -4]], "start": 1, "size": 2},
@@ -303,11 +317,19 @@ def test_a_range_longer_than_the_host_limit_is_refused(saved, monkeypatch):
 
 
 class _OnTheDevice(tf.Module):
-    """Ranges whose bounds the host stage cannot compute."""
+    """Ranges whose bounds the host stage cannot compute, and a combined NMS of boxes
+    that only the device computes."""
 
     def __init__(self):
         super().__init__()
         self.offset = tf.Variable(3)
+        self.scale = tf.Variable(0.5)
+
+    @tf.function(input_signature=[tf.TensorSpec([None, 6, 1, 4], tf.float32),
+                                  tf.TensorSpec([None, 6, 3], tf.float32)])
+    def scaled_detections(self, boxes, scores):
+        found = tf.image.combined_non_max_suppression(boxes * self.scale, scores, 2, 4)
+        return found.nmsed_boxes
 
     @tf.function(input_signature=[_INT])
     def from_params(self, n):
@@ -328,4 +350,13 @@ def test_a_range_computed_on_the_device_is_refused_naming_the_op(tmp_path, signa
     with pytest.raises(HostStageUnsupportedError,
                        match=rf"Range node '.*range.*' has an output shape set by the values "
                              rf"of the signature's inputs.*{blocker}"):
+        load_saved_model(tmp_path)
+
+
+def test_a_combined_nms_of_device_values_is_refused_naming_the_op(tmp_path):
+    model = _OnTheDevice()
+    tf.saved_model.save(model, str(tmp_path), signatures=model.scaled_detections)
+    with pytest.raises(HostStageUnsupportedError,
+                       match=r"CombinedNonMaxSuppression node '[^']*' has no device "
+                             r"implementation; .*ReadVariableOp '[^']*' \(params"):
         load_saved_model(tmp_path)
