@@ -599,8 +599,9 @@ class _SavedModel:
     def _value_shaped(self, function_name: str) -> bool:
         """True when the function runs an op whose output shape may follow its inputs'
         values: it may need a host stage (see :mod:`jaxhub_tf.from_tf.host_stages.split`)."""
-        return any(node.op in split.VALUE_SHAPED_OPS for _, node in
-                   self._interp.reachable_nodes(self._interp.function(function_name)))
+        reachable = self._interp.reachable_nodes(self._interp.function(function_name))
+        return any(split.shaped_by_values(self._interp.function(owner))
+                   for owner in dict.fromkeys(owner for owner, _ in reachable))
 
     def _host_runner(self, name: str, function_name: str, input_keys: Sequence[str],
                      specs: Mapping[str, jaxhub.TensorSpec],

@@ -367,7 +367,10 @@ class Module:
         n_outputs = len(spec.signature.outputs)
         # An empty batch: outputs known from the specs, no call (jax.export's sizes are
         # at least 1).
-        outputs = empty_outputs(signature, spec.signature, arrays) if plain else None
+        try:
+            outputs = empty_outputs(signature, spec.signature, arrays) if plain else None
+        except SignatureError as e:
+            raise self._empty_host_result(signature, spec, arrays) or e from None
         if outputs is None:
             args += [arrays[name] for name in spec.signature.inputs]
             if spec.takes_rng:
@@ -380,6 +383,26 @@ class Module:
         if plain:
             return result
         return result, tree.unflatten(zip(spec.state, flat[n_outputs:]))
+
+    def _empty_host_result(self, signature: str, spec: FunctionSpec,
+                           arrays: Mapping[str, Any]) -> SignatureError | None:
+        """The error for a call whose host stage returned an empty value-set size (no
+        ``tf.unique`` values, no box kept), naming the op; None when none did."""
+        stage = self._host_stage(signature)
+        for name, input_spec in spec.signature.inputs.items():
+            if stage is None or name not in stage.outputs:
+                continue
+            for axis, dim in enumerate(input_spec.shape):
+                if isinstance(dim, str) and np.shape(arrays[name])[axis] == 0:
+                    full = sorted(k for k, s in spec.signature.outputs.items()
+                                  if dim not in s.shape)
+                    return SignatureError(
+                        f"signature {signature!r}: for these inputs the host stage's "
+                        f"{stage.describe_output(name)} is empty (axis {axis}, {dim}=0), so "
+                        f"the device function cannot run (jax.export's symbolic sizes are "
+                        f"at least 1), and outputs {full} would not be empty: skip calls "
+                        f"whose inputs make that result empty")
+        return None
 
     def _call_function(self, spec: FunctionSpec, args: list) -> tuple:
         try:

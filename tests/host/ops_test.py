@@ -1,6 +1,7 @@
 """The host stage's numeric ops whose output shape follows their inputs' values give what
 TF's kernels give: ``Range``, ``Unique``, ``UniqueWithCounts``, ``ListDiff``, ``Where``,
-``DynamicPartition``, ``NonMaxSuppressionV3``, ``V4`` and ``V5`` (hard NMS)."""
+``DynamicPartition``, ``Slice``, ``NonMaxSuppressionV2`` to ``V5`` (hard NMS) and
+``CombinedNonMaxSuppression``."""
 
 from __future__ import annotations
 
@@ -112,6 +113,22 @@ def test_dynamic_partition_refuses_a_partition_outside_the_count_as_tf():
         run("DynamicPartition", data, partitions, num_partitions=2)
 
 
+@pytest.mark.parametrize("begin,size", [([1, 0], [2, -1]), ([0, 2], [-1, 1]), ([3, 1], [0, 2]),
+                                        ([2, 3], [1, 0])])
+def test_slice_matches_tf(begin, size):
+    x = np.arange(12, dtype=np.float32).reshape(4, 3)
+    theirs = tf.raw_ops.Slice(input=x, begin=np.int32(begin), size=np.int32(size))
+    assert_same(run("Slice", x, np.int32(begin), np.int32(size)), [theirs.numpy()])
+
+
+def test_slice_refuses_a_window_outside_as_tf():
+    x = np.zeros([4, 3], np.float32)
+    with pytest.raises(tf.errors.InvalidArgumentError):
+        tf.raw_ops.Slice(input=x, begin=np.int32([3, 0]), size=np.int32([2, -1]))
+    with pytest.raises(ValueError, match=r"slice 3:5 of axis 0 is outside its size 4"):
+        run("Slice", x, np.int32([3, 0]), np.int32([2, -1]))
+
+
 def _boxes(n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
     """``n`` boxes, some with their corners swapped or of no area, and scores with ties."""
     rng = np.random.default_rng(seed)
@@ -144,6 +161,60 @@ def test_non_max_suppression_matches_tf(n, limit, iou, score):
             score_threshold=score, soft_nms_sigma=0.0, pad_to_max_output_size=pad)
         assert_same(run("NonMaxSuppressionV5", *args, np.float32(0),
                         pad_to_max_output_size=pad), [t.numpy() for t in theirs])
+
+
+@pytest.mark.parametrize("n,limit,iou", [(40, 10, 0.5), (30, 30, 0.0), (12, 4, 1.0), (0, 3, 0.5)])
+def test_non_max_suppression_v2_matches_tf(n, limit, iou):
+    boxes, scores = _boxes(n, seed=n + limit)
+    scores[::6] = -np.inf  # no score threshold, but TF's lowest float still bounds it
+    theirs = tf.raw_ops.NonMaxSuppressionV2(boxes=boxes, scores=scores,
+                                            max_output_size=limit, iou_threshold=iou)
+    assert_same(run("NonMaxSuppressionV2", boxes, scores, np.int32(limit), np.float32(iou)),
+                [theirs.numpy()])
+
+
+def _detections(images: int, n: int, classes: int, per_class_boxes: bool, seed: int
+                ) -> tuple[np.ndarray, np.ndarray]:
+    """Boxes ``[images, n, classes or 1, 4]`` (some reaching outside [0, 1]) and distinct
+    scores ``[images, n, classes]``."""
+    rng = np.random.default_rng(seed)
+    q = classes if per_class_boxes else 1
+    low = rng.uniform(-0.2, 1.0, (images, n, q, 2))
+    boxes = np.concatenate([low, low + rng.uniform(0, 0.6, (images, n, q, 2))], axis=-1)
+    scores = rng.permutation(images * n * classes).reshape(images, n, classes)
+    return boxes.astype(np.float32), (scores / scores.size).astype(np.float32)
+
+
+@pytest.mark.parametrize("per_class_boxes", [False, True])
+@pytest.mark.parametrize("per_class,total,iou,score,pad,clip", [
+    (3, 5, 0.5, 0.1, False, True), (10, 8, 0.3, 0.0, True, False),
+    (2, 50, 0.6, 0.5, True, True), (4, 4, 1.0, -1.0, False, False),
+    (1, 9, 0.0, 0.2, False, True)])
+def test_combined_non_max_suppression_matches_tf(per_class_boxes, per_class, total, iou,
+                                                 score, pad, clip):
+    boxes, scores = _detections(2, 12, 3, per_class_boxes, seed=per_class + total)
+    theirs = tf.raw_ops.CombinedNonMaxSuppression(
+        boxes=boxes, scores=scores, max_output_size_per_class=per_class,
+        max_total_size=total, iou_threshold=iou, score_threshold=score, pad_per_class=pad,
+        clip_boxes=clip)
+    ours = run("CombinedNonMaxSuppression", boxes, scores, np.int32(per_class),
+               np.int32(total), np.float32(iou), np.float32(score), pad_per_class=pad,
+               clip_boxes=clip)
+    assert_same(ours, [t.numpy() for t in theirs])
+
+
+def test_combined_non_max_suppression_refuses_what_tf_refuses():
+    boxes, scores = _detections(1, 4, 2, False, seed=0)
+    with pytest.raises(tf.errors.InvalidArgumentError):
+        tf.raw_ops.CombinedNonMaxSuppression(
+            boxes=boxes, scores=scores, max_output_size_per_class=2, max_total_size=0,
+            iou_threshold=0.5, score_threshold=0.0)
+    with pytest.raises(ValueError, match="max_total_size 0 must be > 0"):
+        run("CombinedNonMaxSuppression", boxes, scores, np.int32(2), np.int32(0),
+            np.float32(0.5), np.float32(0))
+    with pytest.raises(ValueError, match=r"TF takes \[batch, n, 1 or classes, 4\]"):
+        run("CombinedNonMaxSuppression", boxes[:, :, :, :3], scores, np.int32(2),
+            np.int32(3), np.float32(0.5), np.float32(0))
 
 
 def test_non_max_suppression_refuses_what_it_does_not_compute():

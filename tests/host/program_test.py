@@ -47,6 +47,16 @@ def test_missing_inputs_assets_and_nodes_are_reported():
                            {"h": ["h", 0]}))
 
 
+def test_declared_output_dtypes_are_kept_and_undeclared_int64_is_narrowed():
+    where = {"name": "w", "op": "Where", "inputs": [["x", 0]]}
+    program = {"inputs": {"x": {"dtype": "bool", "shape": [None]}}, "nodes": [where],
+               "outputs": {"typed": ["w", 0], "untyped": ["w", 0]},
+               "output_specs": {"typed": {"shape": ["n1", 1], "dtype": "int64"}}}
+    feeds = HostStage(program).run({"x": np.asarray([True, False, True])})
+    assert feeds["typed"].dtype == np.int64 and feeds["untyped"].dtype == np.int32
+    np.testing.assert_array_equal(feeds["typed"], [[0], [2]])
+
+
 def test_string_results_never_reach_the_device():
     stage = HostStage(_program([{"name": "l", "op": "StringLower", "inputs": [["text", 0]]}],
                                {"l": ["l", 0]}))

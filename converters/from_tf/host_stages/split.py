@@ -7,9 +7,10 @@ initializer of such a table). Everything else stays in the device function, whic
 the host stage's numeric results as inputs (its *frontier*) and is exported as usual.
 
 Sizes that the host stage decides (the number of tokens, of unique ids) become symbolic
-dimensions of the device function's inputs. Which of them are equal is found by running
-the host stage on a few probe batches of different shapes: dimensions whose sizes agree
-on every probe share one symbol.
+dimensions of the device function's inputs. For a text stage, which of them are equal is
+found by running the host stage on a few probe batches of different shapes: dimensions
+whose sizes agree on every probe share one symbol. A numeric stage is typed from the graph
+instead (:mod:`jaxhub_tf.from_tf.host_stages.shapes`), so that any valid input converts.
 
 A sparse-segment reduction whose segment ids come from the host (``embedding_lookup_sparse``)
 has a number of output rows set by those values; the host stage then also feeds a
@@ -17,7 +18,8 @@ zero-filled array of that length (``size_of`` in the program), which the op read
 size from (see ``ops/sparse.py``).
 
 Numeric signatures get a host stage too when an op's *output shape* follows its inputs'
-values (``tf.range(n)``, one-argument ``tf.where``, ``tf.unique``, ``tf.boolean_mask``):
+values (``tf.range(n)``, one-argument ``tf.where``, ``tf.unique``, ``tf.boolean_mask``,
+``x[:n]``):
 a device function's shapes cannot depend on values. When such an op's inputs are
 computed from the signature's inputs alone, through ops the host stage runs, that input
 *cone* and the op move to the host stage, whose result reaches the device function with
@@ -36,6 +38,7 @@ from typing import Any, Mapping
 import numpy as np
 
 from jaxhub_tf.from_tf import graph
+from jaxhub_tf.from_tf.host_stages import shapes
 from jaxhub_tf.from_tf.interpreter import UnsupportedOpsError
 from jaxhub import extend
 
@@ -90,7 +93,26 @@ _DEVICE_SEED_OPS = frozenset({
 VALUE_SHAPED_OPS: dict[str, tuple[int, ...] | None] = {
     "Range": None, "Where": None, "Unique": None, "UniqueWithCounts": None,
     "ListDiff": None, "Fill": (0,), "DynamicPartition": (1,), "RaggedRange": None,
-    "NonMaxSuppressionV3": None, "NonMaxSuppressionV4": None, "NonMaxSuppressionV5": None}
+    "NonMaxSuppressionV2": None, "NonMaxSuppressionV3": None, "NonMaxSuppressionV4": None,
+    "NonMaxSuppressionV5": None, "Slice": (1, 2),
+    # Its shape follows constants in most graphs, but only the host stage computes it.
+    "CombinedNonMaxSuppression": None}
+
+#: Why a value-shaped op must run in the host stage, for messages (by op; default below).
+_WHY_HOST = {"CombinedNonMaxSuppression": "has no device implementation"}
+_VALUE_SHAPED = ("has an output shape set by the values of the signature's inputs, which a "
+                 "device function cannot have")
+
+
+def shaped_by_values(fn: graph.Function) -> bool:
+    """True when an op of ``fn`` has an output shape that follows the values of its
+    numeric args (``tf.range(n)``, ``x[:n]``): the function may need a host stage."""
+    if not any(n.op in VALUE_SHAPED_OPS or n.op == "StridedSlice" for n in fn.nodes.values()):
+        return False
+    order = _order(fn.nodes, [s for s, _ in fn.outputs] + list(fn.control_outputs))
+    numeric = {a for a, d in zip(fn.args, fn.arg_dtypes) if _is_number(d)}
+    return bool(_value_shaped(fn.nodes, order, numeric)[0])
+
 
 #: Ops whose results are their input's shape, whatever its values (a TensorArray's or
 #: TensorList's length is the size it was made with, whatever its elements: TF 1 RNNs'
@@ -152,7 +174,7 @@ def split(fn: graph.Function, *, table_initializers: Mapping[str, str] = {},
     string_args = {a for a, d in zip(fn.args, fn.arg_dtypes) if d == np.dtype(object)}
     string_args |= set(host_args) & set(fn.args)  # the stage's inputs
     text = bool(string_args) or any(n.op in HOST_SEED_OPS for n in fn.nodes.values())
-    if not text and not any(n.op in VALUE_SHAPED_OPS for n in fn.nodes.values()):
+    if not text and not shaped_by_values(fn):
         return Split(None, fn)
     nodes = dict(fn.nodes)
     # Table initializers run on the host with their table.
@@ -193,8 +215,12 @@ def split(fn: graph.Function, *, table_initializers: Mapping[str, str] = {},
     device_dep -= host
     _check_supported(nodes, host - string_args, fn, device_dep, shared)
     renamed = {a: input_names.get(a, a) for a in string_args}
+    # A numeric stage's results are typed from the graph; a text stage's by probes.
+    specs = None if text else shapes.Specs(nodes, {
+        a: (np.dtype(dtype), list(input_shapes.get(renamed[a], [None])))
+        for a, dtype in zip(fn.args, fn.arg_dtypes) if a in renamed})
     return _build(fn, nodes, order, host, renamed, table_initializers, assets, shared,
-                  input_shapes)
+                  input_shapes, specs)
 
 
 def _order(nodes: Mapping[str, graph.Node], roots: list[str]) -> list[str]:
@@ -239,12 +265,37 @@ def _value_shaped(nodes: Mapping[str, graph.Node], order: list[str], inputs: set
         positions = VALUE_SHAPED_OPS.get(node.op, ())
         if positions is None:
             positions = range(len(deps))
-        if any(deps[i] in values for i in positions if i < len(deps)):
+        if any(deps[i] in values for i in positions if i < len(deps)) or (
+                node.op == "StridedSlice" and _slices_by_values(nodes, node, values)):
             seeds.append(name)
             shaped.add(name)
         elif any(d in shaped for d in deps):
             shaped.add(name)
     return seeds, values
+
+
+def _slices_by_values(nodes: Mapping[str, graph.Node], node: graph.Node,
+                      values: set[str]) -> bool:
+    """True when StridedSlice ``node`` has a slice bound or step that follows ``values``
+    (``x[:n]``): its size does. Single-element indices (``x[i]``, shrink axes) and masked
+    bounds keep the size static, as the device function computes them."""
+    begin, end, strides = (ref[0] for ref in node.inputs[1:4])
+    if strides in values:
+        return True
+    if begin not in values and end not in values:
+        return False
+    step_node = nodes.get(strides)
+    if step_node is None or step_node.op != "Const":
+        return True  # entries unknown: the device function could not slice by values
+    masks = {m: int(node.attr(m, 0)) for m in ("begin_mask", "end_mask", "ellipsis_mask",
+                                                "new_axis_mask", "shrink_axis_mask")}
+    single = masks["ellipsis_mask"] | masks["new_axis_mask"] | masks["shrink_axis_mask"]
+    for i in range(np.size(step_node.attr("value"))):
+        bit = 1 << i
+        if not single & bit and ((begin in values and not masks["begin_mask"] & bit)
+                                 or (end in values and not masks["end_mask"] & bit)):
+            return True
+    return False
 
 
 def _host_cones(nodes: Mapping[str, graph.Node], seeds: list[str], host: set[str],
@@ -278,9 +329,9 @@ def _host_cones(nodes: Mapping[str, graph.Node], seeds: list[str], host: set[str
             stack.extend(s for s, _ in node.inputs)
     if blocked:
         raise HostStageUnsupportedError("; ".join(
-            f"{nodes[seed].op} node {seed!r} has an output shape set by the values of the "
-            f"signature's inputs, which a device function cannot have; the host stage "
-            f"could compute it before the device function, but its inputs also come from "
+            f"{nodes[seed].op} node {seed!r} {_WHY_HOST.get(nodes[seed].op, _VALUE_SHAPED)}"
+            f"; the host stage could compute it before the device function, but its inputs "
+            f"also come from "
             f"what only the device computes: {sorted(what)}. Compute them from the "
             f"signature's inputs with ops the host stage runs, or pass the result as an "
             f"input" for seed, what in sorted(blocked.items()))
@@ -346,10 +397,12 @@ def _is_string(nodes, fn, source: str, index: int) -> bool:
 
 def _build(fn, nodes, order, host, string_args: Mapping[str, str], table_initializers,
            assets, shared: set[str] = frozenset(),
-           input_shapes: Mapping[str, list] = {}) -> Split:
+           input_shapes: Mapping[str, list] = {}, specs: shapes.Specs | None = None
+           ) -> Split:
     """The host program and the device function; ``string_args`` maps arg -> input name,
     ``shared`` names host nodes of constants alone, which the device function computes too,
-    ``input_shapes`` the inputs' shapes by name (default ``[None]``).
+    ``input_shapes`` the inputs' shapes by name (default ``[None]``), ``specs`` the
+    shapes of the graph's values, when they are known without running the stage.
     """
     program_nodes, consts = [], set()
     for name in order:
@@ -403,10 +456,29 @@ def _build(fn, nodes, order, host, string_args: Mapping[str, str], table_initial
                     for ref, name in frontier.items()},
         "size_of": size_of,
     }
+    output_specs = _output_specs(specs, frontier, size_of) if specs is not None else None
+    if output_specs is not None:
+        program["output_specs"] = output_specs
     device = graph.Function(fn.name, args, [None] * len(args), device_nodes, outputs,
                                 fn.output_names,
                                 [c for c in fn.control_outputs if c not in host])
     return Split(program, device)
+
+
+def _output_specs(specs: shapes.Specs, frontier: Mapping[tuple[str, int], str],
+                  size_of: Mapping[str, list]) -> dict[str, dict[str, Any]] | None:
+    """The specs of the stage's results, as :func:`device_input_specs` returns them; None
+    when the graph does not record a result's rank (a slice with computed strides, a
+    graph saved without shapes): those stages are probed."""
+    out = {}
+    for ref, name in frontier.items():
+        spec = specs.spec(ref)
+        if spec is None:
+            return None
+        out[name] = {"shape": spec[0], "dtype": _dtype_name(spec[1])}
+    for key in size_of:  # zeros as long as the largest id + 1: a size of its own
+        out[key] = {"shape": [specs.fresh(f"size_of/{key}")], "dtype": "int8"}
+    return out
 
 
 def _dtype_name(dtype: np.dtype) -> str:
@@ -446,13 +518,17 @@ def device_input_specs(program: Mapping[str, Any], assets: Mapping[str, pathlib.
                        ) -> dict[str, Any]:
     """Specs of the device function's inputs, with symbolic sizes shared where they agree.
 
-    Runs the host stage on probe batches of different sizes, token counts and repeats;
+    A numeric stage records them (``output_specs``, read from the graph). A text stage
+    runs the host stage on probe batches of different sizes, token counts and repeats;
     each axis gets the tuple of its sizes over the probes, and equal tuples share one
     symbol (``"batch"`` for the one that follows the number of input strings). A leading
     axis is always symbolic (token and id counts vary with the text even where the probes
     happen to agree); a later axis of constant size is fixed (``[n, 2]`` indices).
     """
     import jaxhub
+    if "output_specs" in program:
+        return {name: jaxhub.TensorSpec(spec["shape"], spec["dtype"])
+                for name, spec in program["output_specs"].items()}
     stage = extend.HostStage(program, assets)
     try:
         runs = [stage.run(_probe_inputs(stage.input_specs, batch)) for batch in _PROBES]

@@ -578,23 +578,11 @@ def _iou(corners: tuple[np.ndarray, ...], areas: np.ndarray, i: int, others: lis
     return np.where((areas[i] <= 0) | (areas[others] <= 0), 0, iou)
 
 
-@register("NonMaxSuppressionV3", "NonMaxSuppressionV4", "NonMaxSuppressionV5",
-          attrs=("pad_to_max_output_size",))
-def _non_max_suppression(node, boxes, scores, max_output_size, iou_threshold,
-                         score_threshold, soft_nms_sigma=0.0):
-    # Greedy hard NMS as TF's kernel: candidates above the score threshold by falling
-    # score (ties: the lower index first), each kept unless it overlaps a kept box by
-    # more than the IoU threshold. Soft NMS (a sigma above 0) is not implemented.
-    boxes, scores = np.asarray(boxes), np.asarray(scores)
-    limit, threshold = int(max_output_size), float(iou_threshold)
-    if boxes.ndim != 2 or boxes.shape[1] != 4 or scores.shape != boxes.shape[:1]:
-        raise ValueError(f"boxes of shape {boxes.shape} and scores of shape {scores.shape}; "
-                         f"TF takes [n, 4] and [n]")
-    if limit < 0 or not 0 <= threshold <= 1:
-        raise ValueError(f"max_output_size {limit} must be >= 0 and iou_threshold "
-                         f"{threshold} in [0, 1]")
-    if float(soft_nms_sigma) != 0:
-        raise ValueError("soft NMS (soft_nms_sigma > 0) is not implemented on the host")
+def _hard_nms(boxes: np.ndarray, scores: np.ndarray, limit: int, threshold: float,
+              score_threshold: Any) -> list[int]:
+    """Greedy hard NMS as TF's kernels: candidates above the score threshold by falling
+    score (ties: the lower index first), each kept unless it overlaps a kept box by more
+    than the IoU threshold, until ``limit`` are kept. Returns the kept indices."""
     corners = _corners(boxes)
     areas = (corners[2] - corners[0]) * (corners[3] - corners[1])
     candidates = np.flatnonzero(scores > np.asarray(score_threshold, scores.dtype))
@@ -604,6 +592,40 @@ def _non_max_suppression(node, boxes, scores, max_output_size, iou_threshold,
             break
         if not kept or np.all(_iou(corners, areas, i, kept) <= threshold):
             kept.append(int(i))
+    return kept
+
+
+def _check_nms_args(boxes: np.ndarray, scores: np.ndarray, limit: int,
+                    threshold: float) -> None:
+    if boxes.ndim != 2 or boxes.shape[1] != 4 or scores.shape != boxes.shape[:1]:
+        raise ValueError(f"boxes of shape {boxes.shape} and scores of shape {scores.shape}; "
+                         f"TF takes [n, 4] and [n]")
+    if limit < 0 or not 0 <= threshold <= 1:
+        raise ValueError(f"max_output_size {limit} must be >= 0 and iou_threshold "
+                         f"{threshold} in [0, 1]")
+
+
+@register("NonMaxSuppressionV2")
+def _non_max_suppression_v2(node, boxes, scores, max_output_size, iou_threshold):
+    # V3 without a score threshold: every score above the type's lowest is a candidate.
+    boxes, scores = np.asarray(boxes), np.asarray(scores)
+    limit, threshold = int(max_output_size), float(iou_threshold)
+    _check_nms_args(boxes, scores, limit, threshold)
+    lowest = np.finfo(scores.dtype).min
+    return np.asarray(_hard_nms(boxes, scores, limit, threshold, lowest), np.int32)
+
+
+@register("NonMaxSuppressionV3", "NonMaxSuppressionV4", "NonMaxSuppressionV5",
+          attrs=("pad_to_max_output_size",))
+def _non_max_suppression(node, boxes, scores, max_output_size, iou_threshold,
+                         score_threshold, soft_nms_sigma=0.0):
+    # Soft NMS (a sigma above 0) is not implemented.
+    boxes, scores = np.asarray(boxes), np.asarray(scores)
+    limit, threshold = int(max_output_size), float(iou_threshold)
+    _check_nms_args(boxes, scores, limit, threshold)
+    if float(soft_nms_sigma) != 0:
+        raise ValueError("soft NMS (soft_nms_sigma > 0) is not implemented on the host")
+    kept = _hard_nms(boxes, scores, limit, threshold, score_threshold)
     count = len(kept)
     if node.attrs.get("pad_to_max_output_size", False):
         check_elements(node, limit)
@@ -616,6 +638,46 @@ def _non_max_suppression(node, boxes, scores, max_output_size, iou_threshold,
     selected_scores = np.zeros(len(kept), scores.dtype)  # padding scores 0, as TF's
     selected_scores[:count] = scores[kept[:count]]
     return indices, selected_scores, np.int32(count)
+
+
+@register("CombinedNonMaxSuppression", attrs=("pad_per_class", "clip_boxes"))
+def _combined_non_max_suppression(node, boxes, scores, max_output_size_per_class,
+                                  max_total_size, iou_threshold, score_threshold):
+    # Per image and class, hard NMS keeps up to ``max_output_size_per_class`` boxes (the
+    # class's own boxes, or the shared ones when boxes has one per anchor); the image's
+    # kept boxes of every class, by falling score, fill ``max_total_size`` rows, or
+    # min(max_total_size, per class * classes) with ``pad_per_class``; the rest are 0.
+    # Equal scores go in index order, then class order (TF's heaps leave ties unordered).
+    boxes, scores = np.asarray(boxes, np.float32), np.asarray(scores, np.float32)
+    per_class, total = int(max_output_size_per_class), int(max_total_size)
+    threshold = float(iou_threshold)
+    if boxes.ndim != 4 or boxes.shape[3] != 4 or scores.ndim != 3 or \
+            scores.shape[:2] != boxes.shape[:2] or boxes.shape[2] not in (1, scores.shape[2]):
+        raise ValueError(f"boxes of shape {boxes.shape} and scores of shape {scores.shape}; "
+                         f"TF takes [batch, n, 1 or classes, 4] and [batch, n, classes]")
+    if total <= 0 or per_class < 0 or not 0 <= threshold <= 1:
+        raise ValueError(f"max_total_size {total} must be > 0, max_output_size_per_class "
+                         f"{per_class} >= 0 and iou_threshold {threshold} in [0, 1]")
+    batch, _, classes = scores.shape
+    rows = min(total, per_class * classes) if node.attrs.get("pad_per_class", False) \
+        else total
+    check_elements(node, batch * rows * 4)
+    out_boxes = np.zeros((batch, rows, 4), np.float32)
+    out_scores = np.zeros((batch, rows), np.float32)
+    out_classes = np.zeros((batch, rows), np.float32)
+    valid = np.zeros(batch, np.int32)
+    for b in range(batch):
+        found = [(scores[b, i, c], c, boxes[b, i, c if boxes.shape[2] > 1 else 0])
+                 for c in range(classes)
+                 for i in _hard_nms(boxes[b, :, c if boxes.shape[2] > 1 else 0],
+                                    scores[b, :, c], per_class, threshold, score_threshold)]
+        found.sort(key=lambda f: -f[0])  # stable: ties keep class, then index order
+        valid[b] = count = min(len(found), rows)
+        for row, (score, c, box) in enumerate(found[:count]):
+            out_boxes[b, row] = np.clip(box, 0, 1) if node.attrs.get("clip_boxes", True) \
+                else box
+            out_scores[b, row], out_classes[b, row] = score, c
+    return out_boxes, out_scores, out_classes, valid
 
 
 @register("StridedSlice", attrs=("begin_mask", "end_mask", "ellipsis_mask", "new_axis_mask",
@@ -637,6 +699,23 @@ def _strided_slice(node, x, begin, end, strides):
         else:
             index.append(slice(None if masks["begin_mask"] & bit else b,
                                None if masks["end_mask"] & bit else e, s))
+    return x[tuple(index)]
+
+
+@register("Slice")
+def _slice(node, x, begin, size):
+    # ``size`` -1 runs to the end of the axis; a window outside ``x`` is an error, as TF's.
+    x = np.asarray(x)
+    begin, size = (np.asarray(v).reshape(-1).tolist() for v in (begin, size))
+    if len(begin) != x.ndim or len(size) != x.ndim:
+        raise ValueError(f"begin {begin} and size {size} for a tensor of rank {x.ndim}")
+    index = []
+    for axis, (start, length) in enumerate(zip(begin, size)):
+        stop = x.shape[axis] if length == -1 else start + length
+        if not 0 <= start <= stop <= x.shape[axis]:
+            raise ValueError(f"slice {start}:{stop} of axis {axis} is outside its size "
+                             f"{x.shape[axis]}")
+        index.append(slice(start, stop))
     return x[tuple(index)]
 
 

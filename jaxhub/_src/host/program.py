@@ -15,8 +15,10 @@ The JSON form (one per signature, under the attachment :data:`ATTACHMENT_KEY`)::
               "attrs": {...}}, ...],
    "init": ["table_init"],                # run once, at load, before anything else
    "outputs": {"ids": ["lookup", 0], ...},  # the device function's inputs
-   "size_of": {"segments": ["seg", 0]}}   # feeds whose *shape* carries a size: zeros
+   "size_of": {"segments": ["seg", 0]},   # feeds whose *shape* carries a size: zeros
                                            # of length max(value) + 1
+   "output_specs": {"ids": {"shape": ["batch", "n1"], "dtype": "int64"}, ...}}
+                                           # optional: the feeds' specs, their dtypes kept
 
 Constants are ``{"op": "Const", "attrs": {"value": <encoded array>}}``; a file of the
 module is ``{"op": "Asset", "attrs": {"name": "vocab.txt"}}``.
@@ -242,6 +244,10 @@ class HostStage:
             self.outputs = {str(k): (str(s), int(i)) for k, (s, i) in data["outputs"].items()}
             self.size_of = {str(k): (str(s), int(i))
                             for k, (s, i) in data.get("size_of", {}).items()}
+            # A stage typed by its converter keeps TF's dtypes (int64 as int64).
+            self.output_dtypes = {str(k): np.dtype(_input_dtype(v["dtype"]))
+                                  for k, v in data.get("output_specs", {}).items()
+                                  if k in self.outputs}
         except (KeyError, TypeError, ValueError, AttributeError) as e:
             self._fail(f"malformed: {e!r}")
         unknown = sorted({n.op for n in self.nodes
@@ -380,8 +386,9 @@ class HostStage:
 
         Returns:
           The device function's inputs by name: the stage's results as numeric numpy
-          arrays (int64 as int32, the integer width JAX uses by default), and the inputs
-          the stage does not take, unchanged.
+          arrays of the dtypes the stage declares (``output_specs``; without them int64
+          as int32, the integer width JAX uses by default), and the inputs the stage does
+          not take, unchanged.
 
         Raises:
           SignatureError: missing inputs, or an input that is not an array of the
@@ -404,10 +411,20 @@ class HostStage:
         # Inputs the stage does not take (numbers) go to the device function unchanged.
         feeds = {k: v for k, v in inputs.items() if k not in self.input_specs}
         for key, (source, index) in self.outputs.items():
-            feeds[key] = self._feed(key, lambda: _device_array(env[source][index]))
+            feeds[key] = self._feed(key, lambda: _device_array(env[source][index],
+                                                               self.output_dtypes.get(key)))
         for key, (source, index) in self.size_of.items():
             feeds[key] = self._feed(key, lambda: self._zeros_sized_by(env[source][index]))
         return feeds
+
+    def describe_output(self, key: str) -> str:
+        """What computes the stage's output ``key``, for messages: ``"output 0 of Unique
+        node 'u' (feeding 'host_0')"``, or the input it passes on."""
+        source, index = self.outputs[key]
+        ops = {node.name: node.op for node in self.nodes}
+        if source not in ops:
+            return f"input {source!r} (feeding {key!r})"
+        return f"output {index} of {ops[source]} node {source!r} (feeding {key!r})"
 
     def _feed(self, key: str, make) -> np.ndarray:
         try:
@@ -463,11 +480,13 @@ def _input_dtype(dtype: Any) -> str:
     raise ValueError(f"an input of dtype {dtype!r}; host inputs are numbers or strings")
 
 
-def _device_array(value: Any) -> np.ndarray:
+def _device_array(value: Any, dtype: np.dtype | None = None) -> np.ndarray:
     arr = np.asarray(value)
     if arr.dtype == object:
         raise HostStageError("a host stage output is a string tensor; only numbers reach "
                              "the device function")
+    if dtype is not None:
+        return arr.astype(dtype, copy=False)
     if arr.dtype == np.int64:
         return arr.astype(np.int32)
     if arr.dtype == np.uint64:

@@ -2,8 +2,8 @@
 
 ``tf.range`` and ``tf.ragged.range`` with tensor bounds, ``tf.fill`` with a tensor shape,
 one-argument ``tf.where``, ``tf.unique`` (with counts), ``tf.compat.v1.setdiff1d``,
-``tf.dynamic_partition``, ``tf.image.non_max_suppression`` and ``tf.boolean_mask`` of a
-signature's inputs run in a host stage; what follows them (here a product with a
+``tf.dynamic_partition``, ``tf.image.non_max_suppression``, ``tf.boolean_mask`` and
+``x[:n]``, ``tf.slice`` of a signature's inputs run in a host stage; what follows them (here a product with a
 variable) stays in the device function, which takes their results with a symbolic size.
 Outputs are compared with TF eager on several inputs, empty results included, through
 ``apply`` and through ``preprocess`` + ``jax.jit(apply_device)``.
@@ -11,6 +11,7 @@ Outputs are compared with TF eager on several inputs, empty results included, th
 
 from __future__ import annotations
 
+import inspect
 import jax
 import numpy as np
 import pytest
@@ -83,12 +84,61 @@ class _ValueShaped(tf.Module):
         kept, positions = tf.compat.v1.setdiff1d(x, y)
         return {"kept": self._scaled(kept), "positions": positions}
 
+    # What no fixed sample input covers: bounds on either side of a constant, deltas of
+    # either sign, an IoU threshold in [0, 1]. The sizes come from the graph, not from runs.
+    @tf.function(input_signature=[_INT])
+    def up_to_ten(self, start):
+        return {"y": self._scaled(tf.range(start, 10))}
+
+    @tf.function(input_signature=[tf.TensorSpec([None], tf.int64)] * 3)
+    def ragged_steps(self, starts, limits, deltas):
+        ranges = tf.ragged.range(starts, limits, deltas, row_splits_dtype=tf.int64)
+        return {"values": self._scaled(ranges.flat_values), "splits": ranges.row_splits}
+
+    @tf.function(input_signature=[tf.TensorSpec([None, 3], tf.bool)])
+    def true_cells(self, mask):
+        where = tf.where(mask)
+        return {"where": where, "count": self._scaled(tf.shape(where)[0])}
+
+    @tf.function(input_signature=[tf.TensorSpec([None], tf.int32)])
+    def unique_int64(self, x):
+        values, index = tf.unique(x, out_idx=tf.int64)
+        # ``index`` has the batch's size: the device adds it to the input.
+        return {"values": self._scaled(values), "index": index,
+                "shifted": index + tf.cast(x, tf.int64)}
+
+    @tf.function(input_signature=[tf.TensorSpec([None, 4], tf.float32),
+                                  tf.TensorSpec([None], tf.float32), _INT, _FLOAT, _FLOAT])
+    def scored_detections(self, boxes, scores, limit, iou, score_threshold):
+        kept, kept_scores = tf.image.non_max_suppression_with_scores(
+            boxes, scores, limit, iou, score_threshold)
+        return {"kept": kept, "scores": self._scaled(kept_scores)}
+
+    @tf.function(input_signature=[tf.TensorSpec([None, 6, 1, 4], tf.float32),
+                                  tf.TensorSpec([None, 6, 3], tf.float32)])
+    def combined_detections(self, boxes, scores):
+        found = tf.image.combined_non_max_suppression(boxes, scores, 2, 4, iou_threshold=0.5,
+                                                      score_threshold=0.1)
+        return {"boxes": self._scaled(found.nmsed_boxes), "classes": found.nmsed_classes,
+                "valid": found.valid_detections}
+
+    @tf.function(input_signature=[tf.TensorSpec([None, 2], tf.float32), _INT])
+    def head(self, x, n):
+        # ``x[:n]`` has n rows; ``x[n - 1]`` (one row) stays on the device.
+        return {"rows": self._scaled(x[:n]), "last": self._scaled(x[n - 1])}
+
+    @tf.function(input_signature=[tf.TensorSpec([None, 2], tf.float32), _INT, _INT])
+    def window(self, x, start, size):
+        return {"rows": self._scaled(tf.slice(x, [start, 0], [size, -1]))}
+
     @tf.function(input_signature=[tf.TensorSpec([None, 2], tf.float32),
                                   tf.TensorSpec([None], tf.float32)])
     def positive_rows(self, x, weights):
         rows = tf.boolean_mask(x, x[:, 0] > 0)
         return {"rows": self._scaled(rows), "total": tf.reduce_sum(weights * self.scale[0])}
 
+
+_RNG = np.random.default_rng(0)
 
 #: signature -> inputs to compare on, empty results included.
 CASES = {
@@ -109,24 +159,52 @@ CASES = {
                    {"boxes": [[0, 0, 1, 1]], "scores": [0.3]},
                    {"boxes": np.zeros([0, 4]), "scores": np.zeros([0])}],
     "difference": [{"x": [1, 5, 2, 5, 7], "y": [5, 9]}, {"x": [3, 3], "y": [1, 3]}],
+    "up_to_ten": [{"start": 3}, {"start": -40}, {"start": 9}],
+    "ragged_steps": [{"starts": [0, 5, 10], "limits": [4, -3, 10], "deltas": [1, -2, 3]},
+                     {"starts": [7], "limits": [2], "deltas": [-1]}],
+    "true_cells": [{"mask": [[True, False, True], [False, False, True]]},
+                   {"mask": [[False, True, False]]}],
+    "unique_int64": [{"x": [4, 1, 4, 4, -2, 1, 9]}, {"x": [3]}],
+    "scored_detections": [
+        {"boxes": [[0, 0, 1, 1], [0, 0.1, 1, 1.1], [2, 2, 3, 3], [5, 5, 6, 7], [0, 0, 0.9, 1]],
+         "scores": [0.9, 0.8, 0.7, 0.95, 0.1], "limit": 4, "iou": 0.5,
+         "score_threshold": 0.3},
+        {"boxes": [[0, 0, 1, 1], [0, 0.1, 1, 1.1], [2, 2, 3, 3]], "scores": [0.9, 0.8, 0.7],
+         "limit": 2, "iou": 0.95, "score_threshold": -1.0}],
+    "combined_detections": [
+        {"boxes": _RNG.uniform(-0.1, 1.1, [images, 6, 1, 4]),
+         "scores": _RNG.permutation(images * 18).reshape(images, 6, 3) / (images * 18)}
+        for images in (1, 3)],
+    "head": [{"x": [[1, 2], [-1, 5], [3, -4]], "n": 2}, {"x": [[1, 2], [-1, 5]], "n": -1},
+             {"x": [[1, 2]], "n": 1}],
+    "window": [{"x": [[1, 2], [-1, 5], [3, -4]], "start": 1, "size": 2},
+               {"x": [[1, 2], [-1, 5], [3, -4]], "start": 0, "size": -1}],
     "positive_rows": [{"x": [[1, 2], [-1, 5], [3, -4]], "weights": [1, 2, 3]},
                       {"x": [[-1, 2], [3, 4]], "weights": [0.5, 0.25]}],
 }
 
 
 def _arrays(signature: str, inputs: dict) -> dict[str, np.ndarray]:
-    ints = ("count", "int_range", "unique", "difference", "ragged_count")
-    dtype = np.int32 if signature in ints else np.float32
-    return {k: np.asarray(v, np.int32 if k == "parts" else dtype) for k, v in inputs.items()}
+    """``inputs`` as arrays of the dtypes the signature declares."""
+    function = getattr(_ValueShaped, signature)
+    names = list(inspect.signature(function.python_function).parameters)[1:]  # no self
+    return {k: np.asarray(inputs[k], spec.dtype.as_numpy_dtype)
+            for k, spec in zip(names, function.input_signature)}
 
 
 @pytest.fixture(scope="module")
-def saved(tmp_path_factory):
+def saved_model(tmp_path_factory):
     root = tmp_path_factory.mktemp("value_shaped")
     model = _ValueShaped()
     tf.saved_model.save(model, str(root / "sm"),
                         signatures={name: getattr(model, name) for name in CASES})
-    return model, jaxhub.load(root / "sm", cache_dir=root / "cache")
+    return model, root / "sm"
+
+
+@pytest.fixture(scope="module")
+def saved(saved_model, tmp_path_factory):
+    model, path = saved_model
+    return model, jaxhub.load(path, cache_dir=tmp_path_factory.mktemp("cache"))
 
 
 def _tf(model: _ValueShaped, signature: str, arrays: dict) -> dict[str, np.ndarray]:
@@ -139,7 +217,8 @@ def _assert_close(ours: dict, theirs: dict) -> None:
     for key, want in theirs.items():
         got = np.asarray(ours[key])
         assert got.shape == want.shape, key
-        # Integer results are int32 in JAX (no 64-bit types), the same numbers.
+        # TF's dtype, or its 32-bit counterpart while JAX's 64-bit types are off.
+        assert got.dtype == jax.dtypes.canonicalize_dtype(want.dtype), key
         np.testing.assert_allclose(got, want.astype(got.dtype), rtol=1e-6, atol=1e-6)
 
 
@@ -147,16 +226,38 @@ def _assert_close(ours: dict, theirs: dict) -> None:
                                              for i in range(len(cases))])
 def test_outputs_match_tf_through_apply_and_jitted_apply_device(saved, signature, index):
     model, module = saved
-    arrays = _arrays(signature, CASES[signature][index])
-    theirs = _tf(model, signature, arrays)
     assert module.has_host_stage(signature)
+    arrays = _arrays(signature, CASES[signature][index])
+    if all(np.size(v) for v in module.preprocess(arrays, signature=signature).values()):
+        _assert_matches_tf(model, module, signature, CASES[signature][index])
+    else:  # an empty size cannot be traced
+        _assert_close(module.apply(module.params, arrays, signature=signature,
+                                   as_dict=True), _tf(model, signature, arrays))
+
+
+def _assert_matches_tf(model: _ValueShaped, module: jaxhub.Module, signature: str,
+                       inputs: dict) -> None:
+    """``apply`` and ``preprocess`` + ``jit(apply_device)`` give what TF computes."""
+    arrays = _arrays(signature, inputs)
+    theirs = _tf(model, signature, arrays)
     _assert_close(module.apply(module.params, arrays, signature=signature, as_dict=True),
                   theirs)
     feeds = module.preprocess(arrays, signature=signature)
-    if all(np.size(v) for v in feeds.values()):  # an empty size cannot be traced
-        device = jax.jit(lambda params, feeds: module.apply_device(
-            params, feeds, signature=signature, as_dict=True))
-        _assert_close(device(module.params, feeds), theirs)
+    device = jax.jit(lambda params, feeds: module.apply_device(
+        params, feeds, signature=signature, as_dict=True))
+    _assert_close(device(module.params, feeds), theirs)
+
+
+@pytest.mark.parametrize("signature", ["unique_int64", "true_cells", "ragged_steps"])
+def test_int64_results_stay_int64_with_64_bit_types_on(saved_model, tmp_path, signature):
+    model, path = saved_model
+    with jax.enable_x64(True):
+        module = jaxhub.load(path, cache_dir=tmp_path)  # converted in this mode
+        for inputs in CASES[signature]:
+            _assert_matches_tf(model, module, signature, inputs)
+        feeds = module.preprocess(_arrays(signature, CASES[signature][0]),
+                                  signature=signature)
+        assert any(np.asarray(v).dtype == np.int64 for v in feeds.values())
 
 
 @pytest.mark.parametrize("x", [[3, -1, 0.5, 2], [-1, -2]])
@@ -173,8 +274,14 @@ def test_an_empty_result_with_outputs_that_are_not_empty_is_refused(saved):
     model, module = saved
     arrays = _arrays("positive_rows", {"x": [[-1, 2], [-3, 4]], "weights": [0.5, 0.25]})
     assert _tf(model, "positive_rows", arrays)["rows"].shape == (0, 2)
-    with pytest.raises(jaxhub.SignatureError, match=r"output 'total' .* would not be empty"):
+    message = (r"signature 'positive_rows': for these inputs the host stage's output 0 of "
+               r"Where node '[^']*boolean_mask[^']*' \(feeding 'host_\d'\) is empty "
+               r"\(axis 0, n\d+=0\).* outputs \['total'\] would not be empty")
+    with pytest.raises(jaxhub.SignatureError, match=message):
         module.apply(module.params, arrays, signature="positive_rows")
+    feeds = module.preprocess(arrays, signature="positive_rows")
+    with pytest.raises(jaxhub.SignatureError, match=message):
+        module.apply_device(module.params, feeds, signature="positive_rows")
 
 
 def test_value_sized_results_get_symbolic_sizes_of_their_own(saved):
@@ -210,11 +317,19 @@ def test_a_range_longer_than_the_host_limit_is_refused(saved, monkeypatch):
 
 
 class _OnTheDevice(tf.Module):
-    """Ranges whose bounds the host stage cannot compute."""
+    """Ranges whose bounds the host stage cannot compute, and a combined NMS of boxes
+    that only the device computes."""
 
     def __init__(self):
         super().__init__()
         self.offset = tf.Variable(3)
+        self.scale = tf.Variable(0.5)
+
+    @tf.function(input_signature=[tf.TensorSpec([None, 6, 1, 4], tf.float32),
+                                  tf.TensorSpec([None, 6, 3], tf.float32)])
+    def scaled_detections(self, boxes, scores):
+        found = tf.image.combined_non_max_suppression(boxes * self.scale, scores, 2, 4)
+        return found.nmsed_boxes
 
     @tf.function(input_signature=[_INT])
     def from_params(self, n):
@@ -235,4 +350,13 @@ def test_a_range_computed_on_the_device_is_refused_naming_the_op(tmp_path, signa
     with pytest.raises(HostStageUnsupportedError,
                        match=rf"Range node '.*range.*' has an output shape set by the values "
                              rf"of the signature's inputs.*{blocker}"):
+        load_saved_model(tmp_path)
+
+
+def test_a_combined_nms_of_device_values_is_refused_naming_the_op(tmp_path):
+    model = _OnTheDevice()
+    tf.saved_model.save(model, str(tmp_path), signatures=model.scaled_detections)
+    with pytest.raises(HostStageUnsupportedError,
+                       match=r"CombinedNonMaxSuppression node '[^']*' has no device "
+                             r"implementation; .*ReadVariableOp '[^']*' \(params"):
         load_saved_model(tmp_path)
