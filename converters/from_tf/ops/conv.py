@@ -23,7 +23,8 @@ networks take other routes, each with a written-out gradient where autodiff's is
   runs one-output-channel convolutions far below its speed;
 * a convolution over few input channels (taps x inputs at most 32: audio front ends,
   grayscale and RGB stems) is one fused loop of broadcast multiply-adds, and so is its
-  input gradient at stride 1: XLA:CPU's kernels are slowest there, 10-40 times;
+  input gradient at stride 1: XLA:CPU's kernels are slowest there, 10-40 times; with
+  symbolic spatial sizes too, at stride 1 (the stems of fully convolutional detectors);
 * a convolution over one input channel (audio front ends) is ``lax.conv_general_dilated``
   with written-out gradients: for the kernel, the taps' input slices stacked, times the
   cotangent (autodiff's swapped-axes convolution is 3 times slower on XLA:CPU); for the
@@ -34,7 +35,9 @@ networks take other routes, each with a written-out gradient where autodiff's is
   where no window reads it, or one more output row that is cut off: XLA:CPU's YNNPACK
   convolutions run 2-4 times slower with none (dilated convs that TF cut into phases
   by ``SpaceToBatchND`` around an unpadded conv, where :mod:`~jaxhub_tf.from_tf.atrous`
-  cannot make them one dilated conv); its kernel gradient too;
+  cannot make them one dilated conv); its kernel gradient too; its input gradient (at
+  stride 1, symbolic sizes too) pads the cotangent by all but one cell of the window,
+  which its convolution keeps (padded by the whole window, YNNPACK does not take it);
 * a 3-D convolution (channels last) is a sum over its depth taps of 2-D convolutions,
   each taking the 2-D routes above: XLA:CPU's 3-D convolutions are several times slower;
 * a convolution with symbolic spatial sizes (grouped and depthwise ones too, as
@@ -149,6 +152,8 @@ def _conv(node, x, kernel):
     if pointwise and groups == 1 and _channels_last(layout):
         return _pointwise(x, kernel, strides)
     if not _static(_spatial_shape(layout, x.shape)):
+        if _symbolic_few_inputs(kernel, layout, groups, tuple(strides), pads):
+            return _broadcast_taps_conv(x, kernel, _window(strides, dilations, pads))
         return _symbolic_sized_conv(x, kernel, layout, strides, dilations, pads, groups)
     if groups == 1 and _channels_last(layout):
         if kernel.ndim == 5:
@@ -164,7 +169,7 @@ def _conv2d(x, kernel, strides, dilations, pads):
     out = _out_sizes(padded, kernel.shape[:2], strides, dilations)
     if any(o < k for o, k in zip(out, kernel.shape[:2])):
         return _patches_conv(x, kernel, strides, dilations, pads, out)
-    window = _Window(tuple(strides), tuple(dilations), tuple(tuple(p) for p in pads))
+    window = _window(strides, dilations, pads)
     if _few_outputs(kernel):
         return _tap_projection_conv(x, kernel, window)
     if _few_inputs(kernel):
@@ -172,6 +177,23 @@ def _conv2d(x, kernel, strides, dilations, pads):
     if kernel.shape[2] <= MAX_STACKED_CHANNELS:
         return _tap_gradient_conv(x, kernel, window)
     return _xla_conv(x, kernel, _ConvDims("NHWC", tuple(strides), tuple(dilations)), pads)
+
+
+def _symbolic_few_inputs(kernel, layout: str, groups: int, strides, pads) -> bool:
+    """Whether a conv with symbolic spatial sizes still runs as
+    :func:`_broadcast_taps_conv`: a 2-D NHWC one over few input channels, at stride 1 with
+    paddings that do not depend on the sizes (``VALID``, explicit, ``SAME``).
+
+    Its shifted slices take symbolic bounds; XLA:CPU's generic convolution of a
+    fully convolutional detector's RGB stem (3x3 3 -> 10 over [32, 64, 40]) took 14 ms
+    against 3.6 ms this way.
+    """
+    return (kernel.ndim == 4 and groups == 1 and _channels_last(layout) and strides == (1, 1)
+            and _few_inputs(kernel) and _static([p for pair in pads for p in pair]))
+
+
+def _window(strides, dilations, pads) -> _Window:
+    return _Window(tuple(strides), tuple(dilations), tuple(tuple(p) for p in pads))
 
 
 def _xla_conv(x, kernel, dims: _ConvDims, pads):
@@ -253,16 +275,29 @@ def _unpadded_conv_general(lhs, rhs, strides, rhs_dilation, dimension_numbers, *
     ``SpaceToBatchND``) took 390 ms, 100 ms with one padded cell; 3x3 32 -> 64 over
     [32, 46, 46] 71 against 33 ms (``benchmarks/PROFILE.md``). So one axis gets a cell
     of padding at its end, where no window reads it (:func:`_free_padding`), or else
-    one more output row that is cut off. With symbolic spatial sizes, none.
+    one more output row that is cut off. With symbolic spatial sizes always the latter,
+    at stride 1 (a fully convolutional detector's forward pass: 0.74-0.87 of its time),
+    and none at other strides, where the cell need not add a row.
     """
     dims = jax.lax.conv_dimension_numbers(lhs.shape, rhs.shape, dimension_numbers)
     sizes = [lhs.shape[axis] for axis in dims.lhs_spec[2:]]
     window = [rhs.shape[axis] for axis in dims.rhs_spec[2:]]
-    pads, cut = [(0, 0)] * len(sizes), None
-    if _static(sizes):
-        strides, pads, cut = _free_padding(sizes, window, strides, rhs_dilation)
-    y = jax.lax.conv_general_dilated(lhs, rhs, strides, pads, rhs_dilation=rhs_dilation,
-                                     dimension_numbers=dims, **groups)
+
+    def conv(strides, pads):
+        return jax.lax.conv_general_dilated(lhs, rhs, strides, pads, rhs_dilation=rhs_dilation,
+                                            dimension_numbers=dims, **groups)
+
+    if not _static(sizes):
+        if strides[0] != 1:
+            return conv(strides, [(0, 0)] * len(sizes))
+        # Sizes that cannot be compared: the cell is one more output row along the first
+        # axis, cut back to the unpadded conv's size (``max(n - k + 1, 0)``).
+        y = conv(strides, [(0, 1)] + [(0, 0)] * (len(sizes) - 1))
+        axis = dims.out_spec[2]
+        unpadded = jax.eval_shape(lambda: conv(strides, [(0, 0)] * len(sizes)))
+        return _fit(y, [(axis, unpadded.shape[axis])])
+    strides, pads, cut = _free_padding(sizes, window, strides, rhs_dilation)
+    y = conv(strides, pads)
     if cut is not None:
         axis = dims.out_spec[2 + cut]
         y = jax.lax.slice_in_dim(y, 0, y.shape[axis] - 1, 1, axis)
@@ -313,13 +348,17 @@ def _symbolic_conv_bwd(dims: _ConvDims, residuals, dy):
     window = kernel.shape[:n]
     zero = np.zeros((), dy.dtype)
     # Input gradient: dy spread by the strides and padded by the dilated window, against
-    # the flipped kernel (inputs and outputs swapped). Rows that no window read (after
-    # the last) get zeros from the fitting pad.
-    spread = [(0, 0, 0)] * dy.ndim
-    for axis, k, s, d in zip(axes, window, dims.strides, dims.dilations):
-        spread[axis] = ((k - 1) * d, (k - 1) * d, s - 1)
-    flipped = _transposed_kernel(jnp.flip(kernel, tuple(range(n))), dims.groups)
-    dx = _valid_conv(jax.lax.pad(dy, zero, spread), flipped, dims, (1,) * n)
+    # the flipped kernel (inputs and outputs swapped); at stride 1 with a cell of padding
+    # kept in the convolution. Rows that no window read (after the last) get zeros from
+    # the fitting pad.
+    if dims.strides == (1,) * n and _channels_last(dims.layout):
+        dx = _unpadded_input_grad(x, kernel, dims, dy)
+    else:
+        spread = [(0, 0, 0)] * dy.ndim
+        for axis, k, s, d in zip(axes, window, dims.strides, dims.dilations):
+            spread[axis] = ((k - 1) * d, (k - 1) * d, s - 1)
+        flipped = _transposed_kernel(jnp.flip(kernel, tuple(range(n))), dims.groups)
+        dx = _valid_conv(jax.lax.pad(dy, zero, spread), flipped, dims, (1,) * n)
     dx = _fit(dx, zip(axes, (x.shape[axis] for axis in axes)))
     return dx, _kernel_grad(x, dy, window, dims)
 
@@ -355,13 +394,36 @@ def _unpadded_conv_fwd(x, kernel, dims: _ConvDims):
 
 def _unpadded_conv_bwd(dims: _ConvDims, residuals, dy):
     x, kernel = residuals
-    spec = "HWIO" if kernel.ndim == 4 else "DHWIO"
-    # The input gradient's convolution pads dy by the window: XLA's is fast.
-    dx = jax.vjp(lambda x: jax.lax.conv_general_dilated(
-        x, kernel, dims.strides, [(0, 0)] * len(dims.strides), rhs_dilation=dims.dilations,
-        dimension_numbers=(dims.layout, spec, dims.layout),
-        feature_group_count=dims.groups), x)[1](dy)[0]
+    dx = _unpadded_input_grad(x, kernel, dims, dy)
     return dx, _kernel_grad(x, dy, kernel.shape[:-2], dims)
+
+
+def _unpadded_input_grad(x, kernel, dims: _ConvDims, dy):
+    """The input gradient of the unpadded convolution ``dims`` of ``x`` (channels last,
+    stride 1; otherwise XLA's transpose).
+
+    It is ``dy`` padded by the dilated window against the flipped kernel, a convolution
+    that XLA:CPU's YNNPACK does not take when its padding spans the whole window (XLA
+    folds a ``pad`` before it into it), so its slower generic kernel ran it. So all but
+    one cell of that padding is a ``pad`` behind a barrier, and the convolution keeps the
+    one cell (a face detector's gradient step at batch 32: 0.84-0.92 of its time,
+    ``benchmarks/PROFILE.md``).
+    """
+    n = len(dims.strides)
+    spec = "HWIO" if kernel.ndim == 4 else "DHWIO"
+    conv_dims = (dims.layout, spec, dims.layout)
+    if dims.strides != (1,) * n or not _channels_last(dims.layout):
+        return jax.vjp(lambda x: jax.lax.conv_general_dilated(
+            x, kernel, dims.strides, [(0, 0)] * n, rhs_dilation=dims.dilations,
+            dimension_numbers=conv_dims, feature_group_count=dims.groups), x)[1](dy)[0]
+    reach = [(k - 1) * d for k, d in zip(kernel.shape[:n], dims.dilations)]
+    kept = [min(r, 1) for r in reach]
+    widths = [(0, 0, 0)] + [(r - c, r - c, 0) for r, c in zip(reach, kept)] + [(0, 0, 0)]
+    dyp = jax.lax.optimization_barrier(jax.lax.pad(dy, np.zeros((), dy.dtype), widths))
+    flipped = _transposed_kernel(jnp.flip(kernel, tuple(range(n))), dims.groups)
+    return jax.lax.conv_general_dilated(
+        dyp, flipped, (1,) * n, [(c, c) for c in kept], rhs_dilation=dims.dilations,
+        dimension_numbers=conv_dims, feature_group_count=dims.groups)
 
 
 _unpadded_conv.defvjp(_unpadded_conv_fwd, _unpadded_conv_bwd)
@@ -582,8 +644,21 @@ def _broadcast_taps_conv(x, kernel, window: _Window):
 
 def _broadcast_taps_fwd(x, kernel, window: _Window):
     xp = _pad_spatial(x, window.pads)
-    out_sizes = _out_sizes(xp.shape[1:3], kernel.shape[:2], window.strides, window.dilations)
-    return _broadcast_taps(xp, kernel, out_sizes, window.strides, window.dilations), (xp, kernel)
+    if _static(xp.shape[1:3]):
+        out_sizes = _out_sizes(xp.shape[1:3], kernel.shape[:2], window.strides,
+                               window.dilations)
+        return (_broadcast_taps(xp, kernel, out_sizes, window.strides, window.dilations),
+                (xp, kernel))
+    # Symbolic sizes (stride 1): a slice of ``n - 2`` rows needs ``n >= 2``, which JAX
+    # cannot prove. So every input position gets a whole window (zeros past the end), and
+    # the rows and columns past the last true window are cut by a negative pad, to the
+    # output sizes as ``lax.conv`` states them (``max(n - 2, 0)``).
+    reach = [(k - 1) * d for k, d in zip(kernel.shape[:2], window.dilations)]
+    ext = _pad_spatial(xp, [(0, r) for r in reach])
+    y = _broadcast_taps(ext, kernel, xp.shape[1:3], (1, 1), window.dilations)
+    valid = window._replace(pads=((0, 0), (0, 0)))
+    out = jax.eval_shape(lambda xp, kernel: _lax_conv2d(xp, kernel, valid), xp, kernel)
+    return _fit(y, zip((1, 2), out.shape[1:3])), (xp, kernel)
 
 
 def _broadcast_taps(xp, kernel, out_sizes, strides, dilations):
@@ -608,8 +683,9 @@ def _broadcast_taps_bwd(window: _Window, residuals, dy):
     kh, kw, _, out_channels = kernel.shape
     in_sizes = [n - lo - hi for n, (lo, hi) in zip(xp.shape[1:3], window.pads)]
     valid = window._replace(pads=((0, 0), (0, 0)))  # xp is padded already
-    if window.strides != (1, 1) or kh * kw * out_channels > MAX_BROADCAST_TERMS:
-        dxp = jax.vjp(lambda xp: _lax_conv2d(xp, kernel, valid), xp)[1](dy)[0]
+    if (window.strides != (1, 1) or kh * kw * out_channels > MAX_BROADCAST_TERMS
+            or not _static(xp.shape[1:3])):
+        dxp, _ = _unpadded_conv2d_vjp(xp, kernel, valid, dy)
         return (_strided(dxp, [lo for lo, _ in window.pads], in_sizes, (1, 1)),
                 _broadcast_taps_kernel_grad(xp, dy, kernel, valid))
     # Stride 1: input row h gets dy[h + lo - i*d] * tap i, so dy padded by the dilated
@@ -628,9 +704,21 @@ def _broadcast_taps_kernel_grad(xp, dy, kernel, valid: _Window):
     """The kernel gradient of the unpadded conv ``valid`` of padded ``xp``: stacked taps'
     products over one input channel (measured faster there), else XLA's backprop-filter
     convolution."""
-    if kernel.shape[2] <= MAX_STACKED_CHANNELS:
+    if kernel.shape[2] <= MAX_STACKED_CHANNELS and _static(dy.shape[1:3]):
         return _stacked_taps_kernel_grad(xp, dy, kernel.shape, valid)
-    return jax.vjp(lambda k: _lax_conv2d(xp, k, valid), kernel)[1](dy)[0]
+    return _unpadded_conv2d_vjp(xp, kernel, valid, dy)[1]
+
+
+def _unpadded_conv2d_vjp(xp, kernel, valid: _Window, dy):
+    """``(dxp, dkernel)`` of the unpadded 2-D conv ``valid`` of ``xp``: XLA's transpose,
+    or with symbolic sizes :func:`_symbolic_conv`'s (JAX's refuses them)."""
+    if _static(xp.shape[1:3]):
+        def conv(xp, kernel):
+            return _lax_conv2d(xp, kernel, valid)
+    else:
+        def conv(xp, kernel):
+            return _symbolic_conv(xp, kernel, _ConvDims("NHWC", valid.strides, valid.dilations))
+    return jax.vjp(conv, xp, kernel)[1](dy)
 
 
 _broadcast_taps_conv.defvjp(_broadcast_taps_fwd, _broadcast_taps_bwd)
@@ -810,7 +898,7 @@ def _shifted_depthwise(x, kernel, strides, dilations, pads):
         # Output channel c * multiplier + m reads input channel c, as in TF.
         x = jnp.repeat(x, multiplier, axis=-1)
     taps = kernel.reshape(kh, kw, channels * multiplier)
-    window = _Window(tuple(strides), tuple(dilations), tuple(tuple(p) for p in pads))
+    window = _window(strides, dilations, pads)
     return _depthwise_taps(x, taps, window)
 
 

@@ -276,6 +276,37 @@ def test_few_input_conv_runs_as_multiply_adds_forward_and_input_gradient(x_shape
     assert kernel_program.count("stablehlo.convolution") == (0 if k_shape[2] == 1 else 1)
 
 
+@pytest.mark.parametrize("padding", ["VALID", "SAME"])
+def test_few_input_conv_with_symbolic_height_and_width_runs_as_multiply_adds(padding):
+    """A stride-1 conv over few input channels with symbolic height and width (a fully
+    convolutional detector's RGB stem) is broadcast multiply-adds too: no
+    ``convolution`` forward. Its values and gradients are checked against TF by the
+    symbolic-size tests above."""
+    case = Case("Conv2D", lambda x, k: tf.nn.conv2d(x, k, 1, padding))
+    _, f = _converted(case, (2, 12, 12, 3), (3, 3, 3, 10), unknown=3)
+    b, h, w = export.symbolic_shape("b, h, w")
+    x = jax.ShapeDtypeStruct((b, h, w, 3), np.float32)
+    k = jax.ShapeDtypeStruct((3, 3, 3, 10), np.float32)
+    assert "stablehlo.convolution" not in export.export(jax.jit(f))(x, k).mlir_module()
+
+
+@pytest.mark.parametrize("symbolic", [False, True])
+def test_unpadded_conv_input_gradient_keeps_one_cell_of_padding(symbolic):
+    """The input gradient of a stride-1 VALID conv pads the cotangent by the window less
+    one cell before its convolution, which keeps that cell: XLA folds a pad into the
+    convolution after it, and one padded by the whole window runs on XLA:CPU's generic
+    kernel instead of YNNPACK's."""
+    case = Case("Conv2D", lambda x, k: tf.nn.conv2d(x, k, 1, "VALID"))
+    _, f = _converted(case, (2, 9, 8, 16), (3, 3, 16, 8), unknown=3 if symbolic else 1)
+    h, w = export.symbolic_shape("h, w") if symbolic else (9, 8)
+    x = jax.ShapeDtypeStruct((2, h, w, 16), np.float32)
+    k = jax.ShapeDtypeStruct((3, 3, 16, 8), np.float32)
+    text = export.export(jax.jit(jax.grad(lambda x, k: jnp.sum(f(x, k)))))(x, k).mlir_module()
+    convs = [line for line in text.splitlines() if "stablehlo.convolution" in line]
+    assert sum("pad = [[1, 1], [1, 1]]" in line for line in convs) == 1, convs
+    assert not any("pad = [[2, 2], [2, 2]]" in line for line in convs), convs
+
+
 @pytest.mark.parametrize("x_shape,k_shape,strides", [
     ((2, 1, 40, 8), (1, 5, 8, 6), 1),     # a Conv1D: a height of one output
     ((2, 9, 8, 8), (3, 3, 8, 6), 2),      # a stride's slack past the last window
