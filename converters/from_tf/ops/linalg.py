@@ -13,7 +13,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxhub_tf.from_tf.ops.registry import register
-from jaxhub_tf.from_tf.values import as_jax, is_static, xnp
+from jaxhub_tf.from_tf.values import as_jax, is_static, static_ints, xnp
 
 
 def _adjoint(x):
@@ -220,7 +220,7 @@ def _matrix_band_part(node, x, num_lower, num_upper):
 
 def _diag_range(k) -> tuple[int, int]:
     """``k`` (one diagonal, or ``[low, high]``) as the range ``(low, high)``."""
-    k = [int(v) for v in np.asarray(k).reshape(-1)]
+    k = static_ints(k)
     return k[0], k[-1]
 
 
@@ -248,11 +248,11 @@ def _band(k, rows: int, cols: int, align: str) -> tuple[np.ndarray, np.ndarray, 
 
 def _packed(x, k):
     """``x``'s trailing diagonals axis added for a single ``k`` (TF drops it)."""
-    return x[..., None, :] if np.asarray(k).size == 1 else x
+    return x[..., None, :] if np.size(k) == 1 else x
 
 
 def _unpacked(x, k):
-    return x[..., 0, :] if np.asarray(k).size == 1 else x
+    return x[..., 0, :] if np.size(k) == 1 else x
 
 
 def _diag_part(x, k, padding_value, align: str):
@@ -274,7 +274,7 @@ def _diag(diagonal, k, num_rows, num_cols, padding_value, align: str):
     diagonal = _packed(as_jax(diagonal), k)
     low, high = _diag_range(k)
     max_len = diagonal.shape[-1]
-    rows, cols = int(np.asarray(num_rows)), int(np.asarray(num_cols))
+    (rows,), (cols,) = static_ints(num_rows), static_ints(num_cols)
     min_rows, min_cols = max_len - min(high, 0), max_len + max(low, 0)
     if rows < 0 and cols < 0:
         rows = cols = max(min_rows, min_cols)

@@ -1,4 +1,4 @@
-"""Reductions: ``Sum``/``Mean``/``Max``/..., arg-extrema, scans, norms, segments.
+"""Reductions: ``Sum``/``Mean``/``Max``/..., arg-extrema, scans, norms, segments, bin counts.
 
 The axis of every op here is an input tensor, static in any graph that runs under ``jit``.
 """
@@ -10,7 +10,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxhub_tf.from_tf.ops.registry import register
-from jaxhub_tf.from_tf.values import as_jax, is_static
+from jaxhub_tf.from_tf.values import as_jax, is_static, static_ints
 
 
 def _axis(value) -> int:
@@ -124,3 +124,27 @@ def _unsorted_segment(node, data, segment_ids, num_segments):
         info = jnp.finfo(out.dtype)
         out = jnp.clip(out, info.min, info.max)
     return out
+
+
+@register("Bincount")
+def _bincount(node, arr, size, weights):
+    return _count_bins(arr, size, weights, binary=False)
+
+
+@register("DenseBincount", attrs=("binary_output",))
+def _dense_bincount(node, x, size, weights):
+    return _count_bins(x, size, weights, node.attr("binary_output", False))
+
+
+def _count_bins(x, size, weights, binary: bool):
+    """How often each value ``0 .. size - 1`` occurs along ``x``'s last axis, or the sum
+    of its ``weights`` (an empty ``weights``: counts), or with ``binary`` whether it occurs.
+    Values outside the range are not counted. The size is static: it is the output's.
+    """
+    (num,) = static_ints(size)
+    x = as_jax(x)
+    hot = x[..., None] == jnp.arange(num, dtype=x.dtype)
+    dtype = jax.dtypes.canonicalize_dtype(weights.dtype)
+    if binary or np.size(weights) == 0:
+        return jnp.any(hot, axis=-2).astype(dtype) if binary else jnp.sum(hot, -2, dtype)
+    return jnp.sum(jnp.where(hot, as_jax(weights)[..., None], 0), axis=-2).astype(dtype)

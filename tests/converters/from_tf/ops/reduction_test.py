@@ -51,6 +51,25 @@ for _op, _fn in (("UnsortedSegmentSum", tf.math.unsorted_segment_sum),
     CASES.append(Case(_op, lambda x, ids, _fn=_fn: _fn(x, ids, num_segments=5),
                       _SEGMENT_SHAPES, _SEGMENT_DTYPES, (distinct, integers(0, 4))))
 
+# A constant size: tf.math.bincount computes it from the largest value (a traced size).
+# Values at or past the size are not counted. TF has no gradient for the bincounts.
+_IDS = integers(0, 8)
+CASES += [
+    Case("Bincount", lambda x: tf.raw_ops.Bincount(arr=x, size=6, weights=[]), (((9,),),),
+         ("int32",), _IDS, batched=False),
+    Case("Bincount", lambda x, w: tf.raw_ops.Bincount(arr=x, size=6, weights=w),
+         (((9,), (9,)),), (("int32", "float32"),), (_IDS, normal), grad=False,
+         batched=False, name="Bincount-weights"),
+    Case("DenseBincount", lambda x: tf.raw_ops.DenseBincount(input=x, size=6, weights=[]),
+         (((3, 9),), ((7,),)), ("int32", "int64"), _IDS),
+    Case("DenseBincount", lambda x: tf.raw_ops.DenseBincount(input=x, size=6, weights=[],
+                                                             binary_output=True),
+         (((3, 9),),), ("int32",), _IDS, name="DenseBincount-binary"),
+    Case("DenseBincount", lambda x, w: tf.raw_ops.DenseBincount(input=x, size=6, weights=w),
+         (((3, 9), (3, 9)),), (("int32", "float32"),), (_IDS, normal), grad=False,
+         name="DenseBincount-weights"),
+]
+
 
 @pytest.mark.parametrize("case,shapes,dtypes", params(CASES))
 def test_matches_tensorflow(case, shapes, dtypes):
