@@ -121,20 +121,24 @@ def static_ints(value: Any) -> list[int]:
     """A static integer tensor (sizes, axes, diagonals, multiples) as a flat list of ints.
 
     Raises:
-      TracedValueError: ``value`` is traced (computed from tensor values).
+      TracedValueError: ``value`` is traced (computed from tensor values) and not empty
+        (an empty one has no values to know).
     """
-    if not is_static(value):
+    if not is_static(value) and np.size(value):
         raise TracedValueError("a size or axis computed from tensor values cannot be used "
                                "under jit", value)
-    return [int(v) for v in np.asarray(value).reshape(-1)]
+    return [int(v) for v in np.asarray(value).reshape(-1)] if np.size(value) else []
 
 
 def shape_tuple(value: Any) -> tuple:
     """A static shape vector as a tuple of ints / symbolic dims, for ``reshape`` etc.
 
     Raises:
-      TracedValueError: the shape is traced (computed from tensor values, not shapes).
+      TracedValueError: the shape is traced (computed from tensor values, not shapes), and
+        not empty (a scalar's).
     """
+    if not np.size(value):
+        return ()
     if not is_static(value):
         raise TracedValueError("a shape computed from tensor values cannot be used under jit",
                                value)

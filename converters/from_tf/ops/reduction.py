@@ -14,12 +14,13 @@ from jaxhub_tf.from_tf.values import as_jax, is_static, static_ints
 
 
 def _axis(value) -> int:
-    return int(np.asarray(value).reshape(()))
+    (axis,) = static_ints(value)
+    return axis
 
 
 def _axes(value) -> tuple[int, ...]:
     """The axes of a reduction: a scalar or a vector input."""
-    return tuple(int(a) for a in np.asarray(value).reshape(-1))
+    return tuple(static_ints(value))
 
 
 def _reduce(np_fn, jnp_fn):

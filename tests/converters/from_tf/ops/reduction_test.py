@@ -40,6 +40,9 @@ CASES = [
             rtol=1e-4),
     _reduce("Exp", lambda x: tf.math.reduce_logsumexp(x, axis=-1), name="LogSumExp"),
     _reduce("Mean", lambda x: tf.math.reduce_variance(x, axis=-1), name="Variance"),
+    # Axes computed from tensor values, but none: nothing to know.
+    Case("Sum", lambda x, axes: tf.reduce_sum(x, axis=axes), (((3, 4), (0,)),),
+         (("float32", "int32"),), name="Sum-no-traced-axes"),
 ]
 
 _SEGMENT_SHAPES = (((6, 3), (6,)), ((4, 2, 3), (4, 2)))
