@@ -104,11 +104,15 @@ _SEGMENT = {
 
 @register("UnsortedSegmentProd")
 def _unsorted_segment_prod(node, data, segment_ids, num_segments):
+    return _segment_prod(data, segment_ids, int(np.asarray(num_segments)))
+
+
+def _segment_prod(data, segment_ids, num_segments: int):
     # jax.ops.segment_prod has no gradient for repeated ids; a masked product over a
     # [segments, items] grid has one (the grid is small where products are used).
     data, ids = as_jax(data), as_jax(segment_ids)
     data = data.reshape((-1,) + data.shape[ids.ndim:])
-    member = ids.reshape(-1)[None, :] == jnp.arange(int(np.asarray(num_segments)))[:, None]
+    member = ids.reshape(-1)[None, :] == jnp.arange(num_segments)[:, None]
     member = member.reshape(member.shape + (1,) * (data.ndim - 1))
     return jnp.prod(jnp.where(member, data[None], jnp.ones_like(data[None])), axis=1)
 
@@ -149,3 +153,23 @@ def _count_bins(x, size, weights, binary: bool):
     if binary or np.size(weights) == 0:
         return jnp.any(hot, axis=-2).astype(dtype) if binary else jnp.sum(hot, -2, dtype)
     return jnp.sum(jnp.where(hot, as_jax(weights)[..., None], 0), axis=-2).astype(dtype)
+
+
+_SORTED_SEGMENT = {"SegmentSum": jax.ops.segment_sum, "SegmentMean": jax.ops.segment_sum,
+                   "SegmentMax": jax.ops.segment_max, "SegmentMin": jax.ops.segment_min}
+
+
+@register("SegmentProd", *_SORTED_SEGMENT)
+def _segment(node, data, segment_ids):
+    """The reductions of sorted segments. The ids are static: the largest decides the
+    output's size. An empty segment gives 0 (1 for the product), as in TF."""
+    ids = np.asarray(static_ints(segment_ids), np.int64)
+    num = int(ids.max()) + 1 if ids.size else 0
+    if node.op == "SegmentProd":
+        return _segment_prod(data, ids, num)
+    data = as_jax(data)
+    out = _SORTED_SEGMENT[node.op](data, ids, num, indices_are_sorted=True)
+    counts = np.bincount(ids, minlength=num).reshape((num,) + (1,) * (data.ndim - 1))
+    if node.op == "SegmentMean":
+        return out / np.maximum(counts, 1).astype(out.dtype)
+    return jnp.where(counts > 0, out, jnp.zeros_like(out))

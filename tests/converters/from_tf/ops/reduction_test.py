@@ -53,6 +53,12 @@ for _op, _fn in (("UnsortedSegmentSum", tf.math.unsorted_segment_sum),
                  ("UnsortedSegmentMin", tf.math.unsorted_segment_min)):
     CASES.append(Case(_op, lambda x, ids, _fn=_fn: _fn(x, ids, num_segments=5),
                       _SEGMENT_SHAPES, _SEGMENT_DTYPES, (distinct, integers(0, 4))))
+# Sorted segments: the ids are constant (they decide the output's size); segment 3 is empty.
+for _op, _fn in (("SegmentSum", tf.math.segment_sum), ("SegmentMean", tf.math.segment_mean),
+                 ("SegmentMax", tf.math.segment_max), ("SegmentMin", tf.math.segment_min),
+                 ("SegmentProd", tf.math.segment_prod)):
+    CASES.append(Case(_op, lambda x, _fn=_fn: _fn(x, tf.constant([0, 0, 1, 2, 2, 4])),
+                      (((6,),), ((6, 3),)), ("float32",), distinct, batched=False))
 
 # A constant size: tf.math.bincount computes it from the largest value (a traced size).
 # Values at or past the size are not counted. TF has no gradient for the bincounts.
