@@ -440,8 +440,13 @@ def _operand_name(node: graph.Node, position: int) -> str:
     return names[position] if position < len(names) else f"input {position}"
 
 
+#: Ops whose outputs follow their inputs' shapes, not their values.
+_SHAPE_OPS = frozenset({"Shape", "ShapeN", "Size", "Rank"})
+
+
 def _reached_args(fn: graph.Function, refs: Sequence[tuple[str, int]]) -> list[int]:
-    """The indices of ``fn``'s arguments that the tensors ``refs`` are computed from."""
+    """The indices of ``fn``'s arguments whose values the tensors ``refs`` are computed
+    from (not through the shape of one: shapes are static)."""
     args = {name: i for i, name in enumerate(fn.args)}
     seen, stack, found = set(), [name for name, _ in refs], set()
     while stack:
@@ -451,7 +456,7 @@ def _reached_args(fn: graph.Function, refs: Sequence[tuple[str, int]]) -> list[i
         seen.add(name)
         if name in args:
             found.add(args[name])
-        elif name in fn.nodes:
+        elif name in fn.nodes and fn.nodes[name].op not in _SHAPE_OPS:
             stack.extend(source for source, _ in fn.nodes[name].inputs)
     return sorted(found)
 

@@ -222,9 +222,10 @@ _SIZES = tf.TensorSpec([2], tf.int32)
      "size", "size"),
     (lambda x, k: tf.math.top_k(x, k).values, (_F, tf.TensorSpec([], tf.int32)), "TopKV2",
      "k", "k"),
-    # Followed out of a nested tf.function call to the signature's input.
-    (lambda x, n: tf.reshape(x, _doubled(n)), (_F, tf.TensorSpec([], tf.int32)), "Reshape",
-     "shape", "n"),
+    # Followed out of a nested tf.function call to the signature's input; x's shape is
+    # static, so x is not among the sources.
+    (lambda x, n: tf.reshape(x, _doubled(n + tf.shape(x)[0])),
+     (_F, tf.TensorSpec([], tf.int32)), "Reshape", "shape", "n"),
 ])
 def test_a_size_computed_from_an_input_value_names_the_operand_its_source_and_the_fix(
         tmp_path, fn, specs, node, operand, source):
