@@ -222,6 +222,8 @@ _SIZES = tf.TensorSpec([2], tf.int32)
      "size", "size"),
     (lambda x, k: tf.math.top_k(x, k).values, (_F, tf.TensorSpec([], tf.int32)), "TopKV2",
      "k", "k"),
+    (lambda x, ids: tf.sparse.segment_sum(x, [0, 1, 2], ids),
+     (_F, tf.TensorSpec([3], tf.int32)), "SparseSegmentSum", "segment_ids", "ids"),
     # Followed out of a nested tf.function call to the signature's input; x's shape is
     # static, so x is not among the sources.
     (lambda x, n: tf.reshape(x, _doubled(n + tf.shape(x)[0])),
