@@ -270,7 +270,8 @@ def _extract_image_patches(node, images):
     return jnp.swapaxes(patches, -1, -2).reshape(n, rows, cols, -1)
 
 
-# Unpadded, the number of boxes kept depends on the scores: only the padded ops convert.
+# Unpadded, the number of boxes kept depends on the scores: a host stage runs those, on
+# signature inputs. On the device, only the padded ops convert (boxes computed by the model).
 @register("NonMaxSuppressionV4", attrs={"pad_to_max_output_size": (True,)})
 def _non_max_suppression_v4(node, boxes, scores, max_output_size, iou_threshold,
                             score_threshold):
