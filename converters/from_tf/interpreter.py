@@ -21,9 +21,10 @@ import numpy as np
 from jaxhub_tf.from_tf import atrous, graph
 from jaxhub_tf.from_tf import ops as _ops  # noqa: F401  (registers every op family)
 from jaxhub_tf.from_tf.ops import registry
-from jaxhub_tf.from_tf.reader import protos
+from jaxhub_tf.from_tf.reader import op_defs, protos
 from jaxhub_tf.from_tf.tf1 import control_flow
-from jaxhub_tf.from_tf.values import UNKNOWN, Context, UnknowableError, as_jax
+from jaxhub_tf.from_tf.values import (UNKNOWN, Context, TracedValueError, UnknowableError,
+                                      as_jax)
 
 #: Ops that write variables: a body holding one must carry the state through control flow.
 STATE_WRITING_OPS = frozenset({"AssignVariableOp", "AssignAddVariableOp",
@@ -40,6 +41,65 @@ class UnsupportedOpsError(NotImplementedError):
 class UnsupportedAttrsError(UnsupportedOpsError):
     """Nodes carry attributes their ops' implementations do not handle; the message lists
     each one with the nodes (``function/node``) carrying it."""
+
+
+class StaticValueError(NotImplementedError):
+    """A node needs an operand while tracing (a shape, a size, an axis, a slice bound) that
+    the graph computes from tensor values.
+
+    JAX traces with static shapes, so such an operand must come from constants or from
+    tensor shapes. The message names the node, the operand, and the inputs of the
+    converted function (the signature's, as far as calls can be followed) it comes from.
+
+    Attributes:
+      node, op: the failing node and its op.
+      operands: the node's inputs that must be static (names from the op's definition).
+      function: the outermost function the operands were followed out to.
+      sources: that function's inputs the operands are computed from (none: computed from
+        variables or random numbers only).
+      detail: what the op said.
+    """
+
+    def __init__(self, node: str, op: str, operands: list[str], positions: list[int],
+                 detail: str):
+        super().__init__(node, op, operands, detail)
+        self.node, self.op, self.operands, self.detail = node, op, operands, detail
+        self.function, self.sources = "", []
+        # Where the operands come from among the inputs of the node being unwound (the
+        # failing node, then each call of the function holding it); None once a node that
+        # is not a plain call (a loop, a conditional) stops the trail.
+        self.positions: list[int] | None = positions
+
+    def follow(self, fn: graph.Function, node: graph.Node) -> None:
+        """Follows the operands from ``node``'s inputs back to ``fn``'s arguments."""
+        if self.positions is None:
+            return
+        used = _reached_args(fn, [node.inputs[i] for i in self.positions])
+        self.function, self.sources = fn.name, [fn.args[i] for i in used]
+        self.positions = used
+
+    def __str__(self) -> str:
+        operands = " and ".join(f"{name!r}" for name in self.operands) or "an operand"
+        if self.sources:
+            origin = f"computed from the values of input(s) {', '.join(map(repr, self.sources))}"
+            if self.positions is None:  # the trail stopped at a loop's or conditional's body
+                origin += f" of function {self.function!r}"
+        else:
+            origin = "computed from tensor values (variables or random numbers)"
+        return (f"TF node {self.node!r} ({self.op}) needs its {operands} while tracing, "
+                f"but it is {origin}: {self.detail}. JAX traces with static shapes, so a "
+                f"shape, size, axis or slice bound must not depend on tensor values: make it "
+                f"a constant of the TF function (tf.constant, or a Python value), or compute "
+                f"it from tensor shapes (tf.shape) instead of values.")
+
+
+#: JAX's errors for a tracer used where a concrete value is needed.
+_CONCRETIZATION_ERRORS = (TracedValueError, jax.errors.ConcretizationTypeError,
+                          jax.errors.TracerArrayConversionError,
+                          jax.errors.TracerIntegerConversionError)
+
+#: Ops that call a library function with the node's inputs as its arguments, in order.
+_CALL_OPS = frozenset({"PartitionedCall", "StatefulPartitionedCall"})
 
 
 def _some(names: set[str]) -> str:
@@ -209,8 +269,12 @@ class Interpreter:
                 captures = [_lookup(env, ref, gradient) for ref in
                             self._gradient_captures.get(gradient, ())]
                 env[node.name] = self._with_custom_gradient(gradient, inputs, captures)
-            else:
+                continue
+            try:
                 env[node.name] = self._run_node(node, inputs, ctx)
+            except StaticValueError as e:
+                e.follow(fn, node)
+                raise
         return [env[s][i] for s, i in fn.outputs]
 
     def call(self, name: str, args: Sequence[Any], ctx: Context) -> list[Any]:
@@ -228,8 +292,17 @@ class Interpreter:
                 outputs = impl(_Running(node, ctx), *inputs)
         except UnknowableError:
             return _AllUnknown()
+        except StaticValueError as e:  # from a function this node runs
+            if impl is not None and node.op not in _CALL_OPS:
+                e.positions = None  # a loop's or conditional's inputs are not its args
+            raise
         except (UnsupportedOpsError, _NodeError):
             raise
+        except _CONCRETIZATION_ERRORS as e:
+            positions = _static_operands(e, inputs)
+            raise StaticValueError(node.name, node.op,
+                                   [_operand_name(node, i) for i in positions], positions,
+                                   str(e).split("\n")[0]) from e
         except Exception as e:
             raise _NodeError(f"TF node {node.name!r} ({node.op}) failed: "
                              f"{type(e).__name__}: {e}") from e
@@ -335,6 +408,57 @@ def _lookup(env: Mapping[str, Any], ref: str, gradient: str) -> Any:
 
 def _is_float(x: Any) -> bool:
     return jnp.issubdtype(x.dtype, jnp.inexact)
+
+
+def _static_operands(error: Exception, inputs: Sequence[Any]) -> list[int]:
+    """The positions of the inputs that ``error`` needed static.
+
+    The operand itself when the op named it (:class:`TracedValueError`); else the traced
+    inputs that JAX's message describes (``traced array with shape int32[2]``), and among
+    several the integer ones after the first (sizes and axes follow the data).
+    """
+    culprit = getattr(error, "value", None)
+    traced = [i for i, x in enumerate(inputs) if isinstance(x, jax.core.Tracer)]
+    if culprit is not None:
+        return [i for i in traced if inputs[i] is culprit][:1] or traced
+    described = [i for i in traced if inputs[i]._error_repr() in str(error)] or traced
+    sizes = [i for i in described if i > 0 and jnp.issubdtype(inputs[i].dtype, jnp.integer)]
+    return sizes or described
+
+
+def _operand_name(node: graph.Node, position: int) -> str:
+    """The name of ``node``'s input ``position`` in its op's definition (``shape``)."""
+    op_def = op_defs.get(node.op)
+    names = []
+    for arg in op_def.input_arg if op_def is not None else ():
+        count = 1
+        if arg.number_attr:
+            count = int(node.attr(arg.number_attr))
+        elif arg.type_list_attr:
+            count = len(node.attr(arg.type_list_attr))
+        names += [arg.name] if count == 1 else [f"{arg.name}[{k}]" for k in range(count)]
+    return names[position] if position < len(names) else f"input {position}"
+
+
+#: Ops whose outputs follow their inputs' shapes, not their values.
+_SHAPE_OPS = frozenset({"Shape", "ShapeN", "Size", "Rank"})
+
+
+def _reached_args(fn: graph.Function, refs: Sequence[tuple[str, int]]) -> list[int]:
+    """The indices of ``fn``'s arguments whose values the tensors ``refs`` are computed
+    from (not through the shape of one: shapes are static)."""
+    args = {name: i for i, name in enumerate(fn.args)}
+    seen, stack, found = set(), [name for name, _ in refs], set()
+    while stack:
+        name = stack.pop()
+        if name in seen:
+            continue
+        seen.add(name)
+        if name in args:
+            found.add(args[name])
+        elif name in fn.nodes and fn.nodes[name].op not in _SHAPE_OPS:
+            stack.extend(source for source, _ in fn.nodes[name].inputs)
+    return sorted(found)
 
 
 class _NodeError(RuntimeError):

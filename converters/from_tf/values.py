@@ -41,6 +41,22 @@ class UnknowableError(Exception):
     """Raised by an op that cannot run during partial evaluation (random, effects)."""
 
 
+class TracedValueError(ValueError):
+    """An op needs a value while tracing (a shape, a size, a slice bound) that the graph
+    computes from tensor values, so it is a tracer.
+
+    The interpreter turns it (and JAX's errors for a tracer used as a concrete value) into
+    a ``StaticValueError`` naming the node, the operand and where it comes from.
+
+    Attributes:
+      value: the operand that must be static, when the op knows it.
+    """
+
+    def __init__(self, message: str, value: Any = None):
+        super().__init__(message)
+        self.value = value
+
+
 @dataclasses.dataclass
 class Context:
     """What one evaluation of a graph carries besides the tensors.
@@ -101,13 +117,30 @@ def as_jax(value: Any, dtype: Any = None) -> jax.Array:
     return jnp.asarray(value, dtype=dtype)
 
 
+def static_ints(value: Any) -> list[int]:
+    """A static integer tensor (sizes, axes, diagonals, multiples) as a flat list of ints.
+
+    Raises:
+      TracedValueError: ``value`` is traced (computed from tensor values) and not empty
+        (an empty one has no values to know).
+    """
+    if not is_static(value) and np.size(value):
+        raise TracedValueError("a size or axis computed from tensor values cannot be used "
+                               "under jit", value)
+    return [int(v) for v in np.asarray(value).reshape(-1)] if np.size(value) else []
+
+
 def shape_tuple(value: Any) -> tuple:
     """A static shape vector as a tuple of ints / symbolic dims, for ``reshape`` etc.
 
     Raises:
-      ValueError: the shape is traced (computed from tensor values, not shapes).
+      TracedValueError: the shape is traced (computed from tensor values, not shapes), and
+        not empty (a scalar's).
     """
+    if not np.size(value):
+        return ()
     if not is_static(value):
-        raise ValueError("a shape computed from tensor values cannot be used under jit")
+        raise TracedValueError("a shape computed from tensor values cannot be used under jit",
+                               value)
     return tuple(int(d) if isinstance(d, (int, np.integer)) else d
                  for d in np.asarray(value).reshape(-1))

@@ -17,11 +17,11 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxhub_tf.from_tf.ops.registry import register
-from jaxhub_tf.from_tf.values import as_jax, has_symbolic, is_static, shape_tuple, xnp
+from jaxhub_tf.from_tf.values import (TracedValueError, as_jax, has_symbolic, is_static,
+                                      shape_tuple, static_ints, xnp)
 
 
-def _ints(value) -> list[int]:
-    return [int(v) for v in np.asarray(value).reshape(-1)]
+_ints = static_ints
 
 
 # -- constants and identities ---------------------------------------------------------------
@@ -235,9 +235,10 @@ def _zeros_like(node, x):
 @register("Range")
 def _range(node, start, limit, delta):
     if not is_static(start, limit, delta):
-        raise NotImplementedError(
+        raise TracedValueError(
             "Range with bounds computed from tensor values has a data-dependent length, "
-            "which jit cannot trace: its bounds must come from shapes or constants")
+            "which jit cannot trace: its bounds must come from shapes or constants",
+            next(v for v in (start, limit, delta) if not is_static(v)))
     dtype = node.attr("Tidx")
     if has_symbolic(start) or has_symbolic(limit) or has_symbolic(delta):
         # Over a symbolic size (``tf.range(tf.shape(x)[0])`` with a free batch): an iota
@@ -293,8 +294,8 @@ _MASKS = ("begin_mask", "end_mask", "ellipsis_mask", "new_axis_mask", "shrink_ax
 @register("StridedSlice", attrs=_MASKS)
 def _strided_slice(node, x, begin, end, strides):
     if not is_static(strides):
-        raise NotImplementedError(f"StridedSlice {node.name!r}: strides computed from tensor "
-                                  f"values give a data-dependent size, which jit cannot trace")
+        raise TracedValueError("strides computed from tensor values give a data-dependent "
+                               "size, which jit cannot trace", strides)
     index = _slice_index(node, begin, end, np.asarray(strides))
     if is_static(x) and not any(isinstance(i, jax.Array) for i in index):
         return np.asarray(np.asarray(x)[index])
@@ -339,10 +340,10 @@ def _slice_index(node, begin, end, strides) -> tuple:
 
     def bound(values, i: int, what: str) -> int:
         if not is_static(values):
-            raise NotImplementedError(
-                f"StridedSlice {node.name!r}: the {what} of slice entry {i} is computed from "
-                f"tensor values, so the result's size is data-dependent, which jit cannot "
-                f"trace (only single-element indices such as x[i] may be computed)")
+            raise TracedValueError(
+                f"the {what} of slice entry {i} is computed from tensor values, so the "
+                f"result's size is data-dependent, which jit cannot trace (only "
+                f"single-element indices such as x[i] may be computed)", values)
         return int(np.asarray(values)[i])
 
     index = []
@@ -398,6 +399,23 @@ _TENSOR_SCATTER = {
 @register(*_TENSOR_SCATTER, attrs=_SCATTER_POLICIES)
 def _tensor_scatter(node, tensor, indices, updates):
     return _TENSOR_SCATTER[node.op](as_jax(tensor).at[_nd_index(indices)], as_jax(updates))
+
+
+@register("DynamicStitch", "ParallelDynamicStitch")
+def _dynamic_stitch(node, *args):
+    """``merged[indices[m][i]] = data[m][i]``; of two equal indices the later one wins (TF
+    says so for ``DynamicStitch``; the parallel op leaves it open). The indices are static:
+    their largest decides the output's size. Rows no index names are zeros.
+    """
+    indices, data = args[:len(args) // 2], args[len(args) // 2:]
+    flat = np.concatenate([np.reshape(static_ints(i), -1) for i in indices]).astype(int)
+    trailing = tuple(np.shape(data[0])[np.ndim(indices[0]):])
+    num = xnp(*data)
+    rows = num.concatenate([num.reshape(d, (-1,) + trailing) for d in data]
+                           + [num.zeros((1,) + trailing, data[0].dtype)])
+    source = np.full(flat.max() + 1 if flat.size else 0, flat.size)  # the zero row
+    source[flat] = np.arange(flat.size)  # numpy assigns repeated indices in order
+    return rows[source]
 
 
 @register("OneHot", attrs=("axis",))

@@ -1,5 +1,6 @@
 """Image ops: resizing with TF's exact sampling grids, crops of boxes (``CropAndResize``),
-colour (HSV conversions, hue, saturation and contrast adjustments) and patches.
+colour (HSV conversions, hue, saturation and contrast adjustments), patches, and
+non-max suppression padded to its static maximum size.
 
 Every ``Resize*`` op here is separable and linear in the image, with sampling positions
 that depend on shapes only. So each axis gets static taps (source indices and weights,
@@ -16,7 +17,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxhub_tf.from_tf.ops.registry import ANY, register
-from jaxhub_tf.from_tf.values import as_jax, shape_tuple
+from jaxhub_tf.from_tf.values import as_jax, is_static, shape_tuple, static_ints
 
 
 #: Entries of TF's precomputed cubic kernel table.
@@ -267,3 +268,63 @@ def _extract_image_patches(node, images):
     n, rows, cols, _ = patches.shape
     patches = patches.reshape(n, rows, cols, x.shape[-1], k_rows * k_cols)
     return jnp.swapaxes(patches, -1, -2).reshape(n, rows, cols, -1)
+
+
+# Unpadded, the number of boxes kept depends on the scores: a host stage runs those, on
+# signature inputs. On the device, only the padded ops convert (boxes computed by the model).
+@register("NonMaxSuppressionV4", attrs={"pad_to_max_output_size": (True,)})
+def _non_max_suppression_v4(node, boxes, scores, max_output_size, iou_threshold,
+                            score_threshold):
+    indices, _, valid = _non_max_suppression(boxes, scores, max_output_size, iou_threshold,
+                                             score_threshold)
+    return indices, valid
+
+
+@register("NonMaxSuppressionV5", attrs={"pad_to_max_output_size": (True,)})
+def _non_max_suppression_v5(node, boxes, scores, max_output_size, iou_threshold,
+                            score_threshold, soft_nms_sigma):
+    if not is_static(soft_nms_sigma) or np.any(np.asarray(soft_nms_sigma) != 0):
+        raise NotImplementedError("soft non-max suppression (a soft_nms_sigma other than a "
+                                  "constant 0)")
+    return _non_max_suppression(boxes, scores, max_output_size, iou_threshold,
+                                score_threshold)
+
+
+def _non_max_suppression(boxes, scores, max_output_size, iou_threshold, score_threshold):
+    """TF's greedy non-max suppression, padded: ``(indices, scores, count)``.
+
+    Boxes are visited by decreasing score (the lower index first among equal ones); one is
+    kept when its score is above ``score_threshold``, fewer than ``max_output_size`` are
+    kept, and its IoU with every kept box is at most ``iou_threshold``. The kept boxes'
+    indices, in that order, are padded with 0 (their scores with 0) to ``max_output_size``.
+    """
+    (size,) = static_ints(max_output_size)
+    boxes, scores = as_jax(boxes), as_jax(scores)
+    corners = jnp.concatenate([jnp.minimum(boxes[:, :2], boxes[:, 2:]),
+                               jnp.maximum(boxes[:, :2], boxes[:, 2:])], axis=1)
+    order = jnp.argsort(-scores, stable=True)
+
+    def visit(i, state):
+        kept, count = state
+        k = order[i]
+        overlaps = _iou(corners[k], corners) > iou_threshold
+        keep = (scores[k] > score_threshold) & (count < size) & ~jnp.any(kept & overlaps)
+        return kept.at[k].set(keep), count + keep.astype(count.dtype)
+
+    kept, count = jax.lax.fori_loop(0, scores.shape[0], visit,
+                                    (jnp.zeros(scores.shape, bool), jnp.int32(0)))
+    (picked,) = jnp.nonzero(kept[order], size=size, fill_value=0)
+    valid = jnp.arange(size) < count
+    indices = jnp.where(valid, order[picked], 0).astype(jnp.int32)
+    return indices, jnp.where(valid, scores[indices], 0), count
+
+
+def _iou(box, boxes):
+    """TF's IoU of ``box`` with each of ``boxes`` (``[ymin, xmin, ymax, xmax]``); 0 when
+    either has no area."""
+    area = jnp.prod(boxes[:, 2:] - boxes[:, :2], axis=1)
+    box_area = jnp.prod(box[2:] - box[:2])
+    extent = jnp.minimum(box[2:], boxes[:, 2:]) - jnp.maximum(box[:2], boxes[:, :2])
+    inter = jnp.prod(jnp.maximum(extent, 0), axis=1)
+    union = box_area + area - inter
+    return jnp.where((area > 0) & (box_area > 0), inter / jnp.where(union > 0, union, 1), 0)

@@ -13,7 +13,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxhub_tf.from_tf.ops.registry import register
-from jaxhub_tf.from_tf.values import as_jax, is_static, xnp
+from jaxhub_tf.from_tf.values import as_jax, is_static, static_ints, xnp
 
 
 def _adjoint(x):
@@ -220,7 +220,7 @@ def _matrix_band_part(node, x, num_lower, num_upper):
 
 def _diag_range(k) -> tuple[int, int]:
     """``k`` (one diagonal, or ``[low, high]``) as the range ``(low, high)``."""
-    k = [int(v) for v in np.asarray(k).reshape(-1)]
+    k = static_ints(k)
     return k[0], k[-1]
 
 
@@ -235,24 +235,29 @@ def _band(k, rows: int, cols: int, align: str) -> tuple[np.ndarray, np.ndarray, 
     """
     low, high = _diag_range(k)
     max_len = min(rows + min(high, 0), cols - max(low, 0))
+    i, j, valid = _band_positions(np.arange(high, low - 1, -1), max_len, rows, cols, align)
+    return np.clip(i, 0, rows - 1), np.clip(j, 0, cols - 1), valid
+
+
+def _band_positions(d, max_len: int, rows: int, cols: int, align: str):
+    """Row, column (unclipped) and validity of each packed entry of the diagonals ``d``
+    (a vector, static or traced), as :func:`_band` describes."""
+    xp = xnp(d)
+    d = d[:, None]
+    length = xp.minimum(rows + xp.minimum(d, 0), cols - xp.maximum(d, 0))
     sup, sub = align.split("_")
-    d = np.arange(high, low - 1, -1)[:, None]
-    length = np.minimum(rows + np.minimum(d, 0), cols - np.maximum(d, 0))
     right = ((d > 0) & (sup == "RIGHT")) | ((d < 0) & (sub == "RIGHT"))
-    m = np.arange(max_len)[None, :] - np.where(right, max_len - length, 0)
-    valid = (m >= 0) & (m < length)
-    i = np.clip(m - np.minimum(d, 0), 0, rows - 1)
-    j = np.clip(m + np.maximum(d, 0), 0, cols - 1)
-    return i, j, valid
+    m = xp.arange(max_len)[None, :] - xp.where(right, max_len - length, 0)
+    return m - xp.minimum(d, 0), m + xp.maximum(d, 0), (m >= 0) & (m < length)
 
 
 def _packed(x, k):
     """``x``'s trailing diagonals axis added for a single ``k`` (TF drops it)."""
-    return x[..., None, :] if np.asarray(k).size == 1 else x
+    return x[..., None, :] if np.size(k) == 1 else x
 
 
 def _unpacked(x, k):
-    return x[..., 0, :] if np.asarray(k).size == 1 else x
+    return x[..., 0, :] if np.size(k) == 1 else x
 
 
 def _diag_part(x, k, padding_value, align: str):
@@ -274,7 +279,7 @@ def _diag(diagonal, k, num_rows, num_cols, padding_value, align: str):
     diagonal = _packed(as_jax(diagonal), k)
     low, high = _diag_range(k)
     max_len = diagonal.shape[-1]
-    rows, cols = int(np.asarray(num_rows)), int(np.asarray(num_cols))
+    (rows,), (cols,) = static_ints(num_rows), static_ints(num_cols)
     min_rows, min_cols = max_len - min(high, 0), max_len + max(low, 0)
     if rows < 0 and cols < 0:
         rows = cols = max(min_rows, min_cols)
@@ -284,7 +289,17 @@ def _diag(diagonal, k, num_rows, num_cols, padding_value, align: str):
 
 
 def _set_diag(x, diagonal, k, align: str):
-    return _scatter_band(_packed(as_jax(diagonal), k), k, as_jax(x), align)
+    diagonals, x = _packed(as_jax(diagonal), k), as_jax(x)
+    if is_static(k):
+        return _scatter_band(diagonals, k, x, align)
+    # k computed from tensor values: the output's shape is the input's, and the
+    # diagonals' shape gives their count and length, so only where they go is traced.
+    # Padding entries are sent out of bounds, and dropped.
+    (count, max_len), (rows, cols) = diagonals.shape[-2:], x.shape[-2:]
+    high = as_jax(k).reshape(-1)[-1]
+    i, j, valid = _band_positions(high - jnp.arange(count, dtype=high.dtype), max_len, rows,
+                                  cols, align)
+    return x.at[..., jnp.where(valid, i, rows), j].set(diagonals, mode="drop")
 
 
 @register("MatrixDiagPartV3", attrs=("align",))

@@ -1,4 +1,4 @@
-"""Reductions: ``Sum``/``Mean``/``Max``/..., arg-extrema, scans, norms, segments.
+"""Reductions: ``Sum``/``Mean``/``Max``/..., arg-extrema, scans, norms, segments, bin counts.
 
 The axis of every op here is an input tensor, static in any graph that runs under ``jit``.
 """
@@ -10,16 +10,17 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxhub_tf.from_tf.ops.registry import register
-from jaxhub_tf.from_tf.values import as_jax, is_static
+from jaxhub_tf.from_tf.values import as_jax, is_static, static_ints
 
 
 def _axis(value) -> int:
-    return int(np.asarray(value).reshape(()))
+    (axis,) = static_ints(value)
+    return axis
 
 
 def _axes(value) -> tuple[int, ...]:
     """The axes of a reduction: a scalar or a vector input."""
-    return tuple(int(a) for a in np.asarray(value).reshape(-1))
+    return tuple(static_ints(value))
 
 
 def _reduce(np_fn, jnp_fn):
@@ -103,11 +104,15 @@ _SEGMENT = {
 
 @register("UnsortedSegmentProd")
 def _unsorted_segment_prod(node, data, segment_ids, num_segments):
+    return _segment_prod(data, segment_ids, int(np.asarray(num_segments)))
+
+
+def _segment_prod(data, segment_ids, num_segments: int):
     # jax.ops.segment_prod has no gradient for repeated ids; a masked product over a
     # [segments, items] grid has one (the grid is small where products are used).
     data, ids = as_jax(data), as_jax(segment_ids)
     data = data.reshape((-1,) + data.shape[ids.ndim:])
-    member = ids.reshape(-1)[None, :] == jnp.arange(int(np.asarray(num_segments)))[:, None]
+    member = ids.reshape(-1)[None, :] == jnp.arange(num_segments)[:, None]
     member = member.reshape(member.shape + (1,) * (data.ndim - 1))
     return jnp.prod(jnp.where(member, data[None], jnp.ones_like(data[None])), axis=1)
 
@@ -124,3 +129,47 @@ def _unsorted_segment(node, data, segment_ids, num_segments):
         info = jnp.finfo(out.dtype)
         out = jnp.clip(out, info.min, info.max)
     return out
+
+
+@register("Bincount")
+def _bincount(node, arr, size, weights):
+    return _count_bins(arr, size, weights, binary=False)
+
+
+@register("DenseBincount", attrs=("binary_output",))
+def _dense_bincount(node, x, size, weights):
+    return _count_bins(x, size, weights, node.attr("binary_output", False))
+
+
+def _count_bins(x, size, weights, binary: bool):
+    """How often each value ``0 .. size - 1`` occurs along ``x``'s last axis, or the sum
+    of its ``weights`` (an empty ``weights``: counts), or with ``binary`` whether it occurs.
+    Values outside the range are not counted. The size is static: it is the output's.
+    """
+    (num,) = static_ints(size)
+    x = as_jax(x)
+    hot = x[..., None] == jnp.arange(num, dtype=x.dtype)
+    dtype = jax.dtypes.canonicalize_dtype(weights.dtype)
+    if binary or np.size(weights) == 0:
+        return jnp.any(hot, axis=-2).astype(dtype) if binary else jnp.sum(hot, -2, dtype)
+    return jnp.sum(jnp.where(hot, as_jax(weights)[..., None], 0), axis=-2).astype(dtype)
+
+
+_SORTED_SEGMENT = {"SegmentSum": jax.ops.segment_sum, "SegmentMean": jax.ops.segment_sum,
+                   "SegmentMax": jax.ops.segment_max, "SegmentMin": jax.ops.segment_min}
+
+
+@register("SegmentProd", *_SORTED_SEGMENT)
+def _segment(node, data, segment_ids):
+    """The reductions of sorted segments. The ids are static: the largest decides the
+    output's size. An empty segment gives 0 (1 for the product), as in TF."""
+    ids = np.asarray(static_ints(segment_ids), np.int64)
+    num = int(ids.max()) + 1 if ids.size else 0
+    if node.op == "SegmentProd":
+        return _segment_prod(data, ids, num)
+    data = as_jax(data)
+    out = _SORTED_SEGMENT[node.op](data, ids, num, indices_are_sorted=True)
+    counts = np.bincount(ids, minlength=num).reshape((num,) + (1,) * (data.ndim - 1))
+    if node.op == "SegmentMean":
+        return out / np.maximum(counts, 1).astype(out.dtype)
+    return jnp.where(counts > 0, out, jnp.zeros_like(out))

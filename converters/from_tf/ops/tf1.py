@@ -19,7 +19,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxhub_tf.from_tf.ops.registry import register
-from jaxhub_tf.from_tf.values import Resource, as_jax, is_static
+from jaxhub_tf.from_tf.values import (Resource, TracedValueError, as_jax, is_static,
+                                      static_ints)
 
 
 @register("VariableV2", "Variable", attrs=("shape", "container", "shared_name"))
@@ -66,19 +67,18 @@ def _sparse_segment(node, data, indices, segment_ids, size_carrier=None):
         ids = np.asarray(segment_ids)
         num_segments = int(ids.max()) + 1 if ids.size else 0
     else:
-        raise NotImplementedError(
-            f"{node.op}: the output size depends on the segment ids' values; compute them "
-            f"in a host stage or use {node.op}WithNumSegments")
+        raise TracedValueError(
+            f"the output size depends on the segment ids' values; compute them in a host "
+            f"stage or use {node.op}WithNumSegments", segment_ids)
     return _segment_reduce(node.op, data, indices, segment_ids, num_segments)
 
 
 @register("SparseSegmentSqrtNWithNumSegments", "SparseSegmentMeanWithNumSegments",
           "SparseSegmentSumWithNumSegments", attrs=("sparse_gradient",))
 def _sparse_segment_n(node, data, indices, segment_ids, num_segments):
-    if not is_static(num_segments):
-        raise NotImplementedError(f"{node.op}: num_segments must be known while tracing")
+    (num,) = static_ints(num_segments)
     op = node.op.replace("WithNumSegments", "")
-    return _segment_reduce(op, data, indices, segment_ids, int(np.asarray(num_segments)))
+    return _segment_reduce(op, data, indices, segment_ids, num)
 
 
 def _segment_reduce(op: str, data, indices, segment_ids, num_segments):

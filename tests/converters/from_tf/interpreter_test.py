@@ -14,7 +14,7 @@ import tensorflow as tf
 from jax import export as jax_export
 from tensorflow.core.framework import graph_pb2
 
-from jaxhub_tf.from_tf import interpreter
+from jaxhub_tf.from_tf import interpreter, saved_model
 from jaxhub_tf.from_tf.ops import registry
 from jaxhub_tf.from_tf.values import Resource
 from tests.converters.from_tf import _helpers
@@ -195,3 +195,62 @@ def test_a_failing_node_is_named_in_the_error():
     fn = interpreter.run_graph(graph, ["x:0"], ["reshape_me:0"])
     with pytest.raises(RuntimeError, match="reshape_me"):
         fn({}, [np.zeros(3, np.float32)])
+
+
+def _save_signature(path, fn, *specs) -> str:
+    module = tf.Module()
+    module.serve = tf.function(fn, input_signature=list(specs))
+    tf.saved_model.save(module, str(path), signatures={"serving_default": module.serve})
+    return str(path)
+
+
+@tf.function
+def _doubled(n):
+    return tf.stack([n * 2, -1])
+
+
+_F = tf.TensorSpec([4, 3], tf.float32)
+_SIZES = tf.TensorSpec([2], tf.int32)
+
+
+@pytest.mark.parametrize("fn,specs,node,operand,source", [
+    (lambda x, shape: tf.reshape(x, shape), (_F, _SIZES), "Reshape", "shape", "shape"),
+    (lambda x, multiples: tf.tile(x, multiples), (_F, _SIZES), "Tile", "multiples",
+     "multiples"),
+    # The begin may be traced (a dynamic slice); the size may not.
+    (lambda x, begin, size: tf.slice(x, begin, size), (_F, _SIZES, _SIZES), "Slice",
+     "size", "size"),
+    (lambda x, k: tf.math.top_k(x, k).values, (_F, tf.TensorSpec([], tf.int32)), "TopKV2",
+     "k", "k"),
+    (lambda x, ids: tf.sparse.segment_sum(x, [0, 1, 2], ids),
+     (_F, tf.TensorSpec([3], tf.int32)), "SparseSegmentSum", "segment_ids", "ids"),
+    # Followed out of a nested tf.function call to the signature's input; x's shape is
+    # static, so x is not among the sources.
+    (lambda x, n: tf.reshape(x, _doubled(n + tf.shape(x)[0])),
+     (_F, tf.TensorSpec([], tf.int32)), "Reshape", "shape", "n"),
+])
+def test_a_size_computed_from_an_input_value_names_the_operand_its_source_and_the_fix(
+        tmp_path, fn, specs, node, operand, source):
+    path = _save_signature(tmp_path / "saved", fn, *specs)
+    with pytest.raises(interpreter.StaticValueError) as error:
+        saved_model.load_saved_model(path)
+    assert error.value.op == node and error.value.operands == [operand]
+    assert error.value.sources == [source]
+    message = str(error.value)
+    assert f"({node}) needs its {operand!r} while tracing" in message
+    assert f"computed from the values of input(s) {source!r}" in message
+    assert "tf.constant" in message and "tf.shape" in message
+
+
+def test_a_size_computed_inside_a_loop_body_names_the_body_function(tmp_path):
+    def grow(x, n):
+        return tf.while_loop(lambda i, y: i < 2,
+                             lambda i, y: (i + 1, y + tf.reduce_sum(
+                                 tf.reshape(y, tf.stack([n, -1])))),
+                             (0, x))[1]
+
+    path = _save_signature(tmp_path / "saved", grow, _F, tf.TensorSpec([], tf.int32))
+    with pytest.raises(interpreter.StaticValueError) as error:
+        saved_model.load_saved_model(path)
+    assert error.value.op == "Reshape" and error.value.operands == ["shape"]
+    assert "of function " in str(error.value)

@@ -192,6 +192,16 @@ CASES = [
          (((3, 5),),), batched=False, name="ScatterNd-of-a-shape"),
     Case("Cumprod", lambda x: tf.reshape(x, tf.math.cumprod([3, 5])[1:]), (((3, 5),),),
          batched=False, name="Cumprod-of-a-shape"),
+    # Constant indices: they decide the output's size. Rows 1..2 of the second data tensor
+    # are a [2, 2] block of indices; row 6 is never named (zeros).
+    Case("DynamicStitch", lambda a, b: tf.dynamic_stitch([[0, 4, 2], [[1, 3], [5, 7]]], [a, b]),
+         (((3, 2), (2, 2, 2)),), batched=False),
+    # Of equal indices the later wins. TF's gradient reaches the overwritten entry too
+    # (a gather of the output's): values only.
+    Case("DynamicStitch", lambda a, b: tf.dynamic_stitch([[0, 4, 2], [[1, 3], [5, 4]]], [a, b]),
+         (((3, 2), (2, 2, 2)),), batched=False, grad=False, name="DynamicStitch-repeated"),
+    Case("ParallelDynamicStitch", lambda a, b: tf.raw_ops.ParallelDynamicStitch(
+        indices=[[0, 2], [3, 1]], data=[a, b]), (((2, 3), (2, 3)),), batched=False),
     Case("Conv2D", lambda x, k: tf.nn.atrous_conv2d(x, k, 2, "SAME"),
          (((1, 8, 8, 2), (3, 3, 2, 3)),), name="Atrous-conv", rtol=1e-4, atol=1e-4),
 ]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import tensorflow as tf
 
@@ -88,6 +89,32 @@ CASES += [
          name="ExtractImagePatches-same-dilated"),
 ]
 
+
+
+def _boxes(rng, shape, dtype):
+    """Boxes in the unit square, a third of them with their corners given in reverse."""
+    corner = rng.uniform(0, 1, (shape[0], 2))
+    boxes = np.concatenate([corner, corner + rng.uniform(0.05, 0.4, (shape[0], 2))], 1)
+    boxes[::3] = boxes[::3][:, [2, 3, 0, 1]]
+    return boxes.astype(dtype)
+
+
+def _nms(op, size, **kw):
+    return lambda b, s, t: getattr(tf.raw_ops, op)(
+        boxes=b, scores=s, max_output_size=size, iou_threshold=t[0], score_threshold=t[1],
+        pad_to_max_output_size=True, **kw)
+
+
+# Padded to a constant size (unpadded, the size depends on the scores). The thresholds
+# are computed from tensor values: they decide values only. TF has no gradient.
+_NMS_SHAPES = (((40, 4), (40,), (2,)), ((3, 4), (3,), (2,)))
+CASES += [
+    Case("NonMaxSuppressionV4", _nms("NonMaxSuppressionV4", 7), _NMS_SHAPES,
+         sample=(_boxes, uniform(0, 1), uniform(0.2, 0.6)), grad=False, batched=False),
+    Case("NonMaxSuppressionV5", _nms("NonMaxSuppressionV5", 50, soft_nms_sigma=0.0),
+         _NMS_SHAPES, sample=(_boxes, uniform(0, 1), uniform(0.2, 0.6)), grad=False,
+         batched=False),
+]
 
 @pytest.mark.parametrize("case,shapes,dtypes", params(CASES))
 def test_matches_tensorflow(case, shapes, dtypes):

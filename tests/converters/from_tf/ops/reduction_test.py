@@ -40,6 +40,9 @@ CASES = [
             rtol=1e-4),
     _reduce("Exp", lambda x: tf.math.reduce_logsumexp(x, axis=-1), name="LogSumExp"),
     _reduce("Mean", lambda x: tf.math.reduce_variance(x, axis=-1), name="Variance"),
+    # Axes computed from tensor values, but none: nothing to know.
+    Case("Sum", lambda x, axes: tf.reduce_sum(x, axis=axes), (((3, 4), (0,)),),
+         (("float32", "int32"),), name="Sum-no-traced-axes"),
 ]
 
 _SEGMENT_SHAPES = (((6, 3), (6,)), ((4, 2, 3), (4, 2)))
@@ -50,6 +53,31 @@ for _op, _fn in (("UnsortedSegmentSum", tf.math.unsorted_segment_sum),
                  ("UnsortedSegmentMin", tf.math.unsorted_segment_min)):
     CASES.append(Case(_op, lambda x, ids, _fn=_fn: _fn(x, ids, num_segments=5),
                       _SEGMENT_SHAPES, _SEGMENT_DTYPES, (distinct, integers(0, 4))))
+# Sorted segments: the ids are constant (they decide the output's size); segment 3 is empty.
+for _op, _fn in (("SegmentSum", tf.math.segment_sum), ("SegmentMean", tf.math.segment_mean),
+                 ("SegmentMax", tf.math.segment_max), ("SegmentMin", tf.math.segment_min),
+                 ("SegmentProd", tf.math.segment_prod)):
+    CASES.append(Case(_op, lambda x, _fn=_fn: _fn(x, tf.constant([0, 0, 1, 2, 2, 4])),
+                      (((6,),), ((6, 3),)), ("float32",), distinct, batched=False))
+
+# A constant size: tf.math.bincount computes it from the largest value (a traced size).
+# Values at or past the size are not counted. TF has no gradient for the bincounts.
+_IDS = integers(0, 8)
+CASES += [
+    Case("Bincount", lambda x: tf.raw_ops.Bincount(arr=x, size=6, weights=[]), (((9,),),),
+         ("int32",), _IDS, batched=False),
+    Case("Bincount", lambda x, w: tf.raw_ops.Bincount(arr=x, size=6, weights=w),
+         (((9,), (9,)),), (("int32", "float32"),), (_IDS, normal), grad=False,
+         batched=False, name="Bincount-weights"),
+    Case("DenseBincount", lambda x: tf.raw_ops.DenseBincount(input=x, size=6, weights=[]),
+         (((3, 9),), ((7,),)), ("int32", "int64"), _IDS),
+    Case("DenseBincount", lambda x: tf.raw_ops.DenseBincount(input=x, size=6, weights=[],
+                                                             binary_output=True),
+         (((3, 9),),), ("int32",), _IDS, name="DenseBincount-binary"),
+    Case("DenseBincount", lambda x, w: tf.raw_ops.DenseBincount(input=x, size=6, weights=w),
+         (((3, 9), (3, 9)),), (("int32", "float32"),), (_IDS, normal), grad=False,
+         name="DenseBincount-weights"),
+]
 
 
 @pytest.mark.parametrize("case,shapes,dtypes", params(CASES))
