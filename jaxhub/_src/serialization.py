@@ -41,7 +41,7 @@ from jax import export as jax_export
 from jax.extend import core as jax_core
 
 from jaxhub._src import shape_fast_paths
-from jaxhub._src.specs import SignatureError, TensorSpec
+from jaxhub._src.specs import NoGradientError, SignatureError, TensorSpec
 
 #: Platforms every function is lowered for, so a module runs wherever it is loaded.
 DEFAULT_PLATFORMS = ("cpu", "cuda", "rocm", "tpu")
@@ -412,7 +412,7 @@ def make_callable(exported: jax_export.Exported, split: SplitVjp | None = None, 
       split: its gradient in two halves; without it, the gradient runs ``exported``'s own
         VJP, which computes the forward pass again.
       no_gradient: for a function stored forward-only, the message of the
-        ``SignatureError`` that differentiating it raises.
+        ``NoGradientError`` that differentiating it raises.
     """
     forward = _batchable(exported.call, exported.in_avals, exported.out_avals)
     if no_gradient is not None:
@@ -432,13 +432,13 @@ def _with_exported_vjp(forward: Callable[..., tuple], exported: jax_export.Expor
 
 
 def _without_gradient(forward: Callable[..., tuple], message: str) -> Callable[..., tuple]:
-    """A ``custom_vjp`` of ``forward`` whose backward pass raises ``SignatureError(message)``.
+    """A ``custom_vjp`` of ``forward`` whose backward pass raises ``NoGradientError``.
 
     Calls that are not differentiated run as usual; only a gradient asked of them fails,
     when its backward pass is traced.
     """
     def refuse(*unused):
-        raise SignatureError(message)
+        raise NoGradientError(message)
 
     return _custom_vjp(forward, lambda *args: (tuple(forward(*args)), None), refuse)
 

@@ -24,6 +24,14 @@ class SignatureError(ValueError):
     """Inputs do not match a signature, or the signature or variant does not exist."""
 
 
+class NoGradientError(SignatureError, LookupError):
+    """A gradient was asked of a signature stored forward-only.
+
+    Also a ``LookupError``: what TF raises when it differentiates an op without a
+    gradient (or with ``PreventGradient``), so code written for TF catches it too.
+    """
+
+
 @dataclasses.dataclass(frozen=True, init=False)
 class TensorSpec:
     """The shape and dtype of one input or output.

@@ -115,6 +115,10 @@ def _separable(x, size, kernel, *args):
 
 @register(*_KERNELS, attrs=("align_corners", "half_pixel_centers"))
 def _resize(node, images, size):
+    if node.attr("align_corners", False) and node.attr("half_pixel_centers", False):
+        # TF's kernels refuse the pair when they run; refused here when converting.
+        raise ValueError("align_corners and half_pixel_centers cannot both be true (TF "
+                         "refuses them at run time): set half_pixel_centers=False")
     x = as_jax(images)
     if node.op != "ResizeNearestNeighbor":
         x = x.astype(jnp.float32)  # TF interpolates to float32 from any dtype

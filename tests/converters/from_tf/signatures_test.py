@@ -206,6 +206,7 @@ def test_grad_through_a_forward_only_signature_names_it_and_the_op(spectra):
     module = jaxhub.load(root / "converted")
     with pytest.raises(jaxhub.SignatureError) as error:
         jax.grad(lambda x: jnp.sum(module(x, signature="spectrum", as_dict=True)["s"]))(x)
+    assert isinstance(error.value, LookupError)  # what TF raises for an op without one
     message = str(error.value)
     assert "signature 'spectrum' is forward-only" in message
     assert "TF node 'Svd' (Svd)" in message and "full matrices" in message
@@ -222,6 +223,21 @@ def test_grad_through_a_forward_only_signature_names_it_and_the_op(spectra):
     grad = jax.grad(lambda x: jnp.sum(module(x, signature="project")))(x)
     np.testing.assert_allclose(grad, tape.gradient(tf_loss, xt).numpy(), rtol=1e-4, atol=1e-5)
 
+
+
+def test_prevent_gradient_loads_forward_only_and_grad_raises_its_message(tmp_path):
+    class Prevented(tf.Module):
+        @tf.function(input_signature=[tf.TensorSpec([None], tf.float32)])
+        def __call__(self, x):
+            return tf.raw_ops.PreventGradient(input=x * x, message="no gradient here")
+
+    tf.saved_model.save(Prevented(), str(tmp_path / "saved"))
+    with pytest.warns(UserWarning, match="stored forward-only"):
+        module = jaxhub.load(tmp_path / "saved")
+    x = np.array([1.5, -2.0], np.float32)
+    np.testing.assert_allclose(module(x), x * x)
+    with pytest.raises(LookupError, match="PreventGradient.*no gradient here"):
+        jax.grad(lambda x: jnp.sum(module(x)))(x)
 
 def test_inspect_says_which_signatures_are_forward_only(spectra):
     root, _, _ = spectra

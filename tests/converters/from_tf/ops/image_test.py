@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from tests.converters.from_tf.ops._conformance import Case, check, integers, normal, params, uniform
+from tests.converters.from_tf.ops._conformance import (Case, check, convert, integers, normal,
+                                                       params, uniform)
 
 _SHAPES = (((2, 5, 7, 3),), ((1, 8, 6, 2),))
 _SIZES = ((9, 4), (3, 12))
@@ -116,6 +117,18 @@ CASES += [
          batched=False),
 ]
 
+
 @pytest.mark.parametrize("case,shapes,dtypes", params(CASES))
 def test_matches_tensorflow(case, shapes, dtypes):
     check(case, shapes, dtypes)
+
+
+@pytest.mark.parametrize("op", ["ResizeBilinear", "ResizeNearestNeighbor", "ResizeBicubic"])
+def test_corners_aligned_with_half_pixel_centers_is_refused_as_tf_refuses_it(op):
+    with pytest.raises(tf.errors.InvalidArgumentError, match="align_corners must be False"):
+        _resize(op, (4, 4), True, True)(tf.zeros((1, 3, 3, 1)))
+    _, converted = convert(Case(op, _resize(op, (4, 4), True, True)), [(1, 3, 3, 1)],
+                           [np.float32])
+    with pytest.raises(Exception, match=f"TF node .*\\({op}\\).*align_corners and "
+                                        "half_pixel_centers cannot both be true"):
+        converted(np.zeros((1, 3, 3, 1), np.float32))
