@@ -178,7 +178,6 @@ def _while(node, *loop_vars):
         if isinstance(loop_vars[i], Resource):
             raise NotImplementedError(f"While loop variable {i} is a handle the body replaces")
     carry_state = interp.writes_state(body_fn)
-    hoist = _Hoisted.of(body_fn, steps, invariant, carry_state)
 
     # Traced values the bodies read but do not carry, passed explicitly (see below).
     const_keys = [] if carry_state else [k for k, v in ctx.state.items() if _is_traced(v)]
@@ -235,9 +234,10 @@ def _while(node, *loop_vars):
 
     state0 = _state_values(ctx, carry_state)
     values0 = [loop_vars[i] for i in carried]
+    hoist = _Hoisted.of(body_fn, steps, invariant, carry_state)
     xs = []
     if hoist.steps is not None:
-        def per_step(elements):  # the frontier's values at one step
+        def per_step(elements):
             args = args_of(consts, values0, elements)
             return [as_jax(v) for v in interp.run(hoist.steps, args,
                                                   context(consts, state0, None))]
