@@ -18,9 +18,7 @@ figures compare. Lowerings that can be switched off:
   (``converters/from_tf/atrous.py``), then the three ops one by one;
 * ``step-lists``: counted ``While`` loops scanning over the lists they read and write at
   their counter (``_StepLists`` in ``converters/from_tf/ops/control_flow.py``), then
-  lists carried whole and indexed per step;
-* ``hoist``: what such a loop computes from its elements and invariants alone, computed
-  for all steps before the scan (``_Hoisted``), then in the body, step by step.
+  lists carried whole and indexed per step.
 
 Prints the medians (ms) and the ratios TF / jaxhub. Usage::
 
@@ -44,7 +42,7 @@ from benchmarks import real_models
 from benchmarks.real_models_bench import DEFAULT_WORKDIR
 
 LOWERINGS = ("few-inputs", "barriers", "max-pool-vjp", "unpadded", "depth-taps", "atrous",
-             "step-lists", "hoist")
+             "step-lists")
 
 
 @contextlib.contextmanager
@@ -55,7 +53,7 @@ def switched_off(lowerings: list[str]) -> Iterator[None]:
     from jaxhub_tf.from_tf.ops import control_flow, conv
     saved = (conv.MAX_BROADCAST_TERMS, conv._spatial_2d, jax.lax.optimization_barrier,
              conv._free_padding, conv._depth_taps_conv, atrous.fuse,
-             control_flow._StepLists.of, control_flow._Hoisted.of)
+             control_flow._StepLists.of)
     if "few-inputs" in lowerings:
         conv.MAX_BROADCAST_TERMS = 0
     if "max-pool-vjp" in lowerings:
@@ -72,17 +70,12 @@ def switched_off(lowerings: list[str]) -> Iterator[None]:
         atrous.fuse = lambda fn: fn
     if "step-lists" in lowerings:
         control_flow._StepLists.of = classmethod(lambda cls, *args: cls())
-    if "hoist" in lowerings:  # as when the body assigns variables: the reads alone
-        hoisted = control_flow._Hoisted.of.__func__
-        control_flow._Hoisted.of = classmethod(
-            lambda cls, body_fn, lists, invariant, carry_state: hoisted(
-                cls, body_fn, lists, invariant, True))
     try:
         yield
     finally:
         (conv.MAX_BROADCAST_TERMS, conv._spatial_2d, jax.lax.optimization_barrier,
          conv._free_padding, conv._depth_taps_conv, atrous.fuse,
-         control_flow._StepLists.of, control_flow._Hoisted.of) = saved
+         control_flow._StepLists.of) = saved
 
 
 def _jax_calls(saved_model: pathlib.Path, inputs: dict[str, np.ndarray]

@@ -24,7 +24,6 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxhub_tf.from_tf.ops import registry
 from jaxhub_tf.from_tf.ops.registry import register
 from jaxhub_tf.from_tf.ops.tensor_lists import PendingList, StepItem
 from jaxhub_tf.from_tf.values import (UNKNOWN, Context, Resource, UnknowableError, as_jax,
@@ -212,12 +211,11 @@ def _while(node, *loop_vars):
         """The key a body draws from: carried (scan), or the loop key and iteration."""
         return rng if consts[2] is None else jax.random.fold_in(consts[2], rng)
 
-    def step_of(consts, carry, hoisted):
-        """One iteration, given what it computes from its elements (:class:`_Hoisted`):
-        the carry after it, and the elements it wrote."""
+    def step_of(consts, carry, elements):
+        """One iteration: the carry after it, and the elements it wrote."""
         state, rng, values = carry
         sub = context(consts, state, key_of(consts, rng))
-        outs = interp.run(hoist.body, args_of(consts, values) + list(hoisted), sub)
+        outs = interp.run(body_fn, args_of(consts, values, elements), sub)
         new = [as_jax(outs[i], getattr(v, "dtype", None)) for i, v in zip(carried, values)]
         rng = sub.rng if consts[2] is None else rng + 1
         return (_carried_state(sub, state, written), rng, new), [outs[i].value
@@ -234,14 +232,7 @@ def _while(node, *loop_vars):
 
     state0 = _state_values(ctx, carry_state)
     values0 = [loop_vars[i] for i in carried]
-    hoist = _Hoisted.of(body_fn, steps, invariant, carry_state)
-    xs = []
-    if hoist.steps is not None:
-        def per_step(elements):
-            args = args_of(consts, values0, elements)
-            return [as_jax(v) for v in interp.run(hoist.steps, args,
-                                                  context(consts, state0, None))]
-        xs = jax.vmap(per_step)([steps.elements(loop_vars[i], trips) for i in steps.reads])
+    xs = [steps.elements(loop_vars[i], trips) for i in steps.reads]
     if any(isinstance(v, PendingList) for v in values0):
         # The body's first SetItem tells a pending list's element shape: trace it once.
         shapes = jax.eval_shape(lambda: step_of(consts, (state0, ctx.rng, values0),
@@ -266,101 +257,6 @@ def _while(node, *loop_vars):
         known = finals[i] if finals is not None else UNKNOWN
         outputs[i] = known if known is not UNKNOWN else value
     return outputs
-
-
-@dataclasses.dataclass(frozen=True)
-class _Hoisted:
-    """A scanned body split where its values stop depending on the step's elements alone.
-
-    What a body computes from the elements it reads and from loop invariants (an RNN's
-    input projections, ``x @ W + b``) does not need the carry: it is computed for every
-    step at once before the scan (one large matmul instead of one small one per step,
-    and so in the gradient), and the body takes those values (the *frontier*) as extra
-    arguments, after its own.
-
-    Attributes:
-      body: the body to scan, taking the frontier's values after its arguments.
-      steps: the function of the body's arguments (read lists as one element each) that
-        computes the frontier; None when nothing is hoisted.
-    """
-
-    body: Any
-    steps: Any = None
-
-    @classmethod
-    def of(cls, body_fn, lists: _StepLists, invariant: Sequence[bool],
-           carry_state: bool) -> "_Hoisted":
-        """The split of ``body_fn``; with ``carry_state`` only the reads are hoisted
-        (variables read in the body may change in the loop)."""
-        if not lists.reads:
-            return cls(body_fn)
-        reads = {body_fn.args[i] for i in lists.reads}
-        kinds = {arg: "fixed" if inv and arg not in reads else None
-                 for arg, inv in zip(body_fn.args, invariant)}
-        for name in body_fn.nodes:
-            _kind_of(body_fn, name, kinds, reads, carry_state)
-        # Step values read by a body value that stays (or a body output), in order.
-        frontier = list(dict.fromkeys(
-            [ref for node in body_fn.nodes.values() if kinds[node.name] != "step"
-             for ref in node.inputs if kinds.get(ref[0]) == "step"]
-            + [ref for ref in body_fn.outputs
-               if ref[0] in body_fn.nodes and kinds[ref[0]] == "step"]))
-        if not frontier:
-            return cls(body_fn)
-        names = {ref: f"{body_fn.name}/step_{k}" for k, ref in enumerate(frontier)}
-        new = {ref: (name, 0) for ref, name in names.items()}
-        nodes = {name: dataclasses.replace(
-            node, inputs=[new.get(ref, ref) for ref in node.inputs],
-            # Step nodes are pure: ordering after them means nothing in the body.
-            control_inputs=[c for c in node.control_inputs if kinds.get(c) != "step"])
-            for name, node in body_fn.nodes.items()}
-        body = dataclasses.replace(
-            body_fn, name=f"{body_fn.name}/scanned", args=body_fn.args + list(names.values()),
-            arg_dtypes=list(body_fn.arg_dtypes) + [None] * len(names), nodes=nodes,
-            outputs=[new.get(ref, ref) for ref in body_fn.outputs])
-        steps = dataclasses.replace(
-            body_fn, name=f"{body_fn.name}/steps", outputs=frontier,
-            output_names=list(names.values()), control_outputs=[])
-        return cls(body, steps)
-
-
-def _kind_of(fn, root: str, kinds: dict[str, str | None], reads: set[str],
-             carry_state: bool) -> None:
-    """Sets ``kinds[name]`` for node ``root`` and what it depends on: ``"step"`` for a
-    pure function of read elements and invariants, ``"fixed"`` for one of invariants
-    only, None for anything else (the carry, effects, random numbers, calls)."""
-    stack = [root]
-    while stack:
-        name = stack[-1]
-        if name in kinds:
-            stack.pop()
-            continue
-        node = fn.nodes.get(name)
-        position = _LIST_READS.get(node.op) if node is not None else None
-        if position is not None and fn.resolve_identity(node.inputs[position])[0] in reads:
-            # An element at the counter: the index is the step's by construction.
-            deps = [ref[0] for k, ref in enumerate(node.inputs) if k not in (1, position)]
-            start = "step"
-        elif node is None or carry_state or not _is_pure(node.op):
-            kinds[name] = None
-            stack.pop()
-            continue
-        else:
-            deps = [ref[0] for ref in node.inputs] + list(node.control_inputs)
-            start = "fixed"
-        todo = [d for d in deps if d not in kinds]
-        if todo:
-            stack.extend(todo)
-            continue
-        found = {kinds[d] for d in deps} | {start}
-        kinds[name] = None if None in found else "step" if "step" in found else "fixed"
-        stack.pop()
-
-
-def _is_pure(op: str) -> bool:
-    """True for an op whose outputs are a function of its inputs (and of variables the
-    loop does not assign): registered, folding on static inputs."""
-    return registry.lookup(op) is not None and registry.folds(op)
 
 
 #: List ops that read or write one element, with the input that takes the list (the

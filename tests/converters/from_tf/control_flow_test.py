@@ -420,21 +420,7 @@ def _writes_in_reverse(x):
     return tf.while_loop(lambda i, h, out: i < n, body, (0, x[0] * 0, out))[2].stack()
 
 
-def _projected_steps(x):
-    """A recurrent cell: ``h = tanh(x_t @ w + b + h @ u)``, each ``h`` written."""
-    rng = np.random.default_rng(3)
-    w, u = (tf.constant(rng.standard_normal((4, 4)).astype(np.float32)) for _ in "wu")
-    steps = tf.TensorArray(tf.float32, size=6).unstack(x)
-    out = tf.TensorArray(tf.float32, size=6)
-
-    def body(i, h, out):
-        h = tf.tanh(tf.matmul(steps.read(i), w) + 0.5 + tf.matmul(h, u))
-        return i + 1, h, out.write(i, h)
-
-    return tf.while_loop(lambda i, h, out: i < 6, body, (0, tf.zeros_like(x[0]), out))[2].stack()
-
-
-LIST_LOOPS = {"strided_steps": _strided_steps, "projected_steps": _projected_steps,
+LIST_LOOPS = {"strided_steps": _strided_steps,
               "reads_before_the_counter": _reads_before_the_counter,
               "writes_in_reverse": _writes_in_reverse}
 
@@ -462,7 +448,7 @@ def test_loops_over_lists_match_tf_in_values_and_gradients(name):
     for k, got in enumerate(jax.jit(run)(x)):
         np.testing.assert_allclose(got, ref["outputs"][str(k)], rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(jax.jit(jax.grad(loss))(x), ref["input_grads"]["x"],
-                               rtol=1e-4, atol=1e-5)
+                               rtol=1e-5, atol=1e-6)
 
 
 def test_a_loop_reading_and_writing_at_its_counter_scans_over_the_lists():
@@ -471,30 +457,20 @@ def test_a_loop_reading_and_writing_at_its_counter_scans_over_the_lists():
     x = np.zeros((6, 3, 4), np.float32)
     loop = [e for e in jax.make_jaxpr(run)(x).jaxpr.eqns if e.primitive.name == "scan"]
     assert len(loop) == 1
-    inside = set(_primitives(loop[0].params["jaxpr"].jaxpr))
+    inside = _primitives(loop[0].params["jaxpr"].jaxpr)
     assert "tanh" in inside
     assert not inside & {"dynamic_slice", "dynamic_update_slice", "gather", "scatter"}
 
 
-def test_a_scanned_loop_projects_its_elements_before_the_scan():
-    """``x_t @ w`` for every step is one matmul before the scan; ``h @ u`` stays in it."""
-    _, run = _list_loop(_projected_steps)
-    jaxpr = jax.make_jaxpr(run)(np.zeros((6, 3, 4), np.float32)).jaxpr
-    loop = [e for e in jaxpr.eqns if e.primitive.name == "scan"]
-    assert len(loop) == 1
-    assert _primitives(loop[0].params["jaxpr"].jaxpr).count("dot_general") == 1
-    assert _primitives(jaxpr).count("dot_general") == 2
-
-
-def _primitives(jaxpr) -> list[str]:
+def _primitives(jaxpr) -> set[str]:
     """The names of the primitives ``jaxpr`` runs, those of nested jaxprs included."""
-    names = []
+    names = set()
     for eqn in jaxpr.eqns:
-        names.append(eqn.primitive.name)
+        names.add(eqn.primitive.name)
         for param in eqn.params.values():
             for sub in param if isinstance(param, (list, tuple)) else [param]:
                 if isinstance(sub, jax.extend.core.ClosedJaxpr):
-                    names += _primitives(sub.jaxpr)
+                    names |= _primitives(sub.jaxpr)
                 elif isinstance(sub, jax.extend.core.Jaxpr):
-                    names += _primitives(sub)
+                    names |= _primitives(sub)
     return names
