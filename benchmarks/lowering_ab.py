@@ -15,7 +15,10 @@ figures compare. Lowerings that can be switched off:
 * ``unpadded``: the cell of padding given to unpadded convolutions (``_free_padding``);
 * ``depth-taps``: 3-D convolutions as 2-D ones per depth tap, then XLA's 3-D ones;
 * ``atrous``: ``SpaceToBatchND`` -> conv -> ``BatchToSpaceND`` as one dilated conv
-  (``converters/from_tf/atrous.py``), then the three ops one by one.
+  (``converters/from_tf/atrous.py``), then the three ops one by one;
+* ``step-lists``: counted ``While`` loops scanning over the lists they read and write at
+  their counter (``_StepLists`` in ``converters/from_tf/ops/control_flow.py``), then
+  lists carried whole and indexed per step.
 
 Prints the medians (ms) and the ratios TF / jaxhub. Usage::
 
@@ -38,7 +41,8 @@ import numpy as np
 from benchmarks import real_models
 from benchmarks.real_models_bench import DEFAULT_WORKDIR
 
-LOWERINGS = ("few-inputs", "barriers", "max-pool-vjp", "unpadded", "depth-taps", "atrous")
+LOWERINGS = ("few-inputs", "barriers", "max-pool-vjp", "unpadded", "depth-taps", "atrous",
+             "step-lists")
 
 
 @contextlib.contextmanager
@@ -46,9 +50,10 @@ def switched_off(lowerings: list[str]) -> Iterator[None]:
     """The converter as it was without ``lowerings`` while the block converts."""
     import jax
     from jaxhub_tf.from_tf import atrous
-    from jaxhub_tf.from_tf.ops import conv
+    from jaxhub_tf.from_tf.ops import control_flow, conv
     saved = (conv.MAX_BROADCAST_TERMS, conv._spatial_2d, jax.lax.optimization_barrier,
-             conv._free_padding, conv._depth_taps_conv, atrous.fuse)
+             conv._free_padding, conv._depth_taps_conv, atrous.fuse,
+             control_flow._StepLists.of)
     if "few-inputs" in lowerings:
         conv.MAX_BROADCAST_TERMS = 0
     if "max-pool-vjp" in lowerings:
@@ -63,11 +68,14 @@ def switched_off(lowerings: list[str]) -> Iterator[None]:
             x, kernel, conv._ConvDims("NDHWC", tuple(strides), tuple(dilations)), pads)
     if "atrous" in lowerings:
         atrous.fuse = lambda fn: fn
+    if "step-lists" in lowerings:
+        control_flow._StepLists.of = classmethod(lambda cls, *args: cls())
     try:
         yield
     finally:
         (conv.MAX_BROADCAST_TERMS, conv._spatial_2d, jax.lax.optimization_barrier,
-         conv._free_padding, conv._depth_taps_conv, atrous.fuse) = saved
+         conv._free_padding, conv._depth_taps_conv, atrous.fuse,
+         control_flow._StepLists.of) = saved
 
 
 def _jax_calls(saved_model: pathlib.Path, inputs: dict[str, np.ndarray]

@@ -6,7 +6,9 @@
   the loop becomes a ``lax.scan`` of that length, which ``jax.grad`` differentiates (an
   LSTM's time loop), and the static loop variables keep their known final values.
   A counted loop whose limit is a symbolic size (an RNN over sequences of any length)
-  becomes a ``lax.scan`` of symbolic length (:func:`_counted_trip_count`).
+  becomes a ``lax.scan`` of symbolic length (:func:`_counted_trip_count`). The lists
+  such a loop reads or writes at its counter (an RNN's inputs and outputs) are the
+  scan's xs and ys (:class:`_StepLists`).
   Otherwise it becomes a ``lax.while_loop``, given a reverse-mode derivative that
   recomputes the loop (:func:`_differentiable_while`).
 * Values that a body does not change (variable handles, weights passed through a loop)
@@ -15,6 +17,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any, Sequence
 
 import jax
@@ -22,7 +25,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxhub_tf.from_tf.ops.registry import register
-from jaxhub_tf.from_tf.ops.tensor_lists import PendingList
+from jaxhub_tf.from_tf.ops.tensor_lists import PendingList, StepItem
 from jaxhub_tf.from_tf.values import (UNKNOWN, Context, Resource, UnknowableError, as_jax,
                                        is_static)
 
@@ -166,7 +169,10 @@ def _while(node, *loop_vars):
         if trips is None or any(v is UNKNOWN for v in finals):
             raise UnknowableError(node.op)
         return finals
-    carried = [i for i, inv in enumerate(invariant) if not inv]
+    if isinstance(trips, int) and trips <= 0:
+        return list(loop_vars)
+    steps = _StepLists.of(body_fn, loop_vars, invariant, trips)
+    carried = [i for i, inv in enumerate(invariant) if not inv and i not in steps.writes]
     for i in carried:
         if isinstance(loop_vars[i], Resource):
             raise NotImplementedError(f"While loop variable {i} is a handle the body replaces")
@@ -174,7 +180,8 @@ def _while(node, *loop_vars):
 
     # Traced values the bodies read but do not carry, passed explicitly (see below).
     const_keys = [] if carry_state else [k for k, v in ctx.state.items() if _is_traced(v)]
-    const_args = [i for i, inv in enumerate(invariant) if inv and _is_traced(loop_vars[i])]
+    const_args = [i for i, inv in enumerate(invariant)
+                  if inv and _is_traced(loop_vars[i]) and i not in steps.reads]
     # A loop of unknown length draws its random numbers from one key and the iteration
     # number, so that no key is carried where it would have to be differentiated.
     loop_key = ctx.next_key(node.op) if trips is None and ctx.rng is not None else None
@@ -188,25 +195,34 @@ def _while(node, *loop_vars):
         values.update(state if carry_state else {})
         return Context(interp, values, rng)
 
-    def args_of(consts, values):
+    def args_of(consts, values, elements=()):
         full = list(loop_vars)
         for i, value in zip(const_args, consts[1]):
             full[i] = value
         for i, value in zip(carried, values):
             full[i] = value
+        for i, value in zip(steps.reads, elements):
+            full[i] = StepItem(value)
+        for i in steps.writes:
+            full[i] = StepItem()
         return full
 
     def key_of(consts, rng):
         """The key a body draws from: carried (scan), or the loop key and iteration."""
         return rng if consts[2] is None else jax.random.fold_in(consts[2], rng)
 
-    def body_of(consts, carry):
+    def step_of(consts, carry, elements):
+        """One iteration: the carry after it, and the elements it wrote."""
         state, rng, values = carry
         sub = context(consts, state, key_of(consts, rng))
-        outs = interp.run(body_fn, args_of(consts, values), sub)
+        outs = interp.run(body_fn, args_of(consts, values, elements), sub)
         new = [as_jax(outs[i], getattr(v, "dtype", None)) for i, v in zip(carried, values)]
         rng = sub.rng if consts[2] is None else rng + 1
-        return _carried_state(sub, state, written), rng, new
+        return (_carried_state(sub, state, written), rng, new), [outs[i].value
+                                                                 for i in steps.writes]
+
+    def body_of(consts, carry):
+        return step_of(consts, carry, ())[0]
 
     def cond_of(consts, carry):
         state, rng, values = carry
@@ -214,33 +230,181 @@ def _while(node, *loop_vars):
         pred = interp.run(cond_fn, args_of(consts, values), sub)[0]
         return as_jax(pred).reshape(()).astype(bool)
 
-    def body(carry):
-        return body_of(consts, carry)
-
     state0 = _state_values(ctx, carry_state)
     values0 = [loop_vars[i] for i in carried]
+    xs = [steps.elements(loop_vars[i], trips) for i in steps.reads]
     if any(isinstance(v, PendingList) for v in values0):
         # The body's first SetItem tells a pending list's element shape: trace it once.
-        shapes = jax.eval_shape(lambda: body((state0, ctx.rng, values0))[2])
+        shapes = jax.eval_shape(lambda: step_of(consts, (state0, ctx.rng, values0),
+                                                [x[0] for x in xs])[0][2])
         values0 = [v.materialize(s.shape[1:], s.dtype) if isinstance(v, PendingList) else v
                    for v, s in zip(values0, shapes)]
     init = (state0, ctx.rng, [as_jax(v) for v in values0])
+    outputs = list(loop_vars)
     if trips is not None:
-        if isinstance(trips, int) and trips <= 0:
-            return list(loop_vars)
         # Scanning over an empty-featured sequence lets the length be a symbolic size.
-        state, ctx.rng, values = jax.lax.scan(lambda c, _: (body(c), None), init,
-                                              jnp.zeros((trips, 0), jnp.float32))[0]
+        (state, ctx.rng, values), ys = jax.lax.scan(
+            lambda c, x: step_of(consts, c, x[1]), init,
+            (jnp.zeros((trips, 0), jnp.float32), xs))
+        for i, y in zip(steps.writes, ys):
+            outputs[i] = steps.written(loop_vars[i], y)
     else:
         if loop_key is not None:
             init = (init[0], jnp.zeros((), jnp.int32), init[2])
         state, _, values = _differentiable_while(cond_of, body_of, consts, init)
     ctx.state.update({k: state[k] for k in written})
-    outputs = list(loop_vars)
     for i, value in zip(carried, values):
         known = finals[i] if finals is not None else UNKNOWN
         outputs[i] = known if known is not UNKNOWN else value
     return outputs
+
+
+#: List ops that read or write one element, with the input that takes the list (the
+#: index is input 1). TF 1's TensorArrays pass their elements as the flow.
+_LIST_READS = {"TensorListGetItem": 0, "TensorArrayReadV3": 2}
+_LIST_WRITES = {"TensorListSetItem": 0, "TensorArrayWriteV3": 3}
+
+
+@dataclasses.dataclass(frozen=True)
+class _StepLists:
+    """The lists a counted loop reads or writes at its counter: its scan's xs and ys.
+
+    Iteration ``t`` of such a loop reads (writes) element ``start + t * step`` of each
+    list, and nothing else touches the list in the body, so the loop scans over the list's
+    elements instead of indexing it: no dynamic slicing per step, and the gradient does
+    not add a whole list's cotangent per step.
+
+    Attributes:
+      start: the counter's initial value.
+      step: what the body adds to the counter.
+      reads: loop variables that are lists the body reads from (and passes through).
+      writes: loop variables that are lists the body writes to (and returns).
+    """
+
+    start: int = 0
+    step: int = 1
+    reads: tuple[int, ...] = ()
+    writes: tuple[int, ...] = ()
+
+    @classmethod
+    def of(cls, body_fn, loop_vars: Sequence[Any], invariant: Sequence[bool],
+           trips: Any) -> "_StepLists":
+        """The lists of the loop walked by the counter indexing the most lists."""
+        if trips is None:
+            return cls()
+        uses = _uses(body_fn)
+        outputs = [body_fn.resolve_identity(ref) for ref in body_fn.outputs]
+        best = cls()
+        for c, counter in enumerate(body_fn.args):
+            step = _counter_step(body_fn, outputs[c], counter)
+            if step is None or not _is_int_scalar(loop_vars[c]):
+                continue
+            found = cls(int(np.asarray(loop_vars[c])), step)
+            reads = tuple(i for i, arg in enumerate(body_fn.args)
+                          if invariant[i] and _only_read(body_fn, uses, (arg, 0), counter)
+                          and found._fits(loop_vars[i], trips))
+            writes = tuple(i for i, arg in enumerate(body_fn.args)
+                           if not invariant[i] and found._fits(loop_vars[i], trips)
+                           and _only_written(body_fn, uses, outputs, i, (arg, 0), counter))
+            found = dataclasses.replace(found, reads=reads, writes=writes)
+            if len(reads) + len(writes) > len(best.reads) + len(best.writes):
+                best = found
+        return best
+
+    def _fits(self, value: Any, trips: Any) -> bool:
+        """True when ``value`` is a list holding every element the loop visits."""
+        if isinstance(value, PendingList):
+            length = value.num_elements
+        elif isinstance(value, (jax.Array, np.ndarray)) and np.ndim(value) >= 1:
+            length = value.shape[0]
+        else:
+            return False
+        if self._whole(length, trips):
+            return True
+        return (isinstance(trips, int) and isinstance(length, int)
+                and self.start >= 0 and self.start + (trips - 1) * self.step < length)
+
+    def _whole(self, length: Any, trips: Any) -> bool:
+        """True when the loop visits every element of a list of ``length``, in order."""
+        if self.start != 0 or self.step != 1:
+            return False
+        try:
+            return bool(length == trips)
+        except Exception:  # symbolic sizes whose equality is not decided
+            return False
+
+    def _positions(self, trips: int) -> slice:
+        return slice(self.start, self.start + (trips - 1) * self.step + 1, self.step)
+
+    def elements(self, value: Any, trips: Any) -> jax.Array:
+        """The elements of a read list, in the order the loop reads them."""
+        value = as_jax(value)
+        return value if self._whole(value.shape[0], trips) else value[self._positions(trips)]
+
+    def written(self, value: Any, items: jax.Array) -> jax.Array:
+        """A written list: ``value`` with the loop's items at the positions it wrote."""
+        trips = items.shape[0]
+        if isinstance(value, PendingList):
+            value = value.materialize(items.shape[1:], items.dtype)
+        value = as_jax(value)
+        if self._whole(value.shape[0], trips):
+            return items.astype(value.dtype)
+        return value.at[self._positions(trips)].set(items.astype(value.dtype))
+
+
+def _uses(fn) -> dict[tuple[str, int], list[tuple[Any, int]]]:
+    """``(node, input position)`` consuming each value of ``fn``, through ``Identity``."""
+    uses: dict[tuple[str, int], list[tuple[Any, int]]] = {}
+    for node in fn.nodes.values():
+        if node.op != "Identity":
+            for position, ref in enumerate(node.inputs):
+                uses.setdefault(fn.resolve_identity(ref), []).append((node, position))
+    return uses
+
+
+def _counter_step(fn, output: tuple[str, int], counter: str) -> int | None:
+    """The static positive step of ``counter + step`` computed as ``output``, or None."""
+    node = fn.nodes.get(output[0])
+    if node is None or node.op not in ("Add", "AddV2"):
+        return None
+    refs = [fn.resolve_identity(ref) for ref in node.inputs]
+    if (counter, 0) not in refs:
+        return None
+    other = fn.nodes.get(refs[1 - refs.index((counter, 0))][0])
+    if other is None or other.op != "Const" or not _is_int_scalar(other.attr("value")):
+        return None
+    step = int(np.asarray(other.attr("value")))
+    return step if step > 0 else None
+
+
+def _is_int_scalar(value: Any) -> bool:
+    return (isinstance(value, (np.ndarray, np.generic)) and value.size == 1
+            and np.issubdtype(value.dtype, np.integer))
+
+
+def _indexed_by(fn, node, counter: str, ops: dict[str, int], position: int) -> bool:
+    """True when ``node`` is one of ``ops`` taking its list at ``position``, indexed by
+    ``counter`` itself (the counter's value as the step begins)."""
+    return (ops.get(node.op) == position
+            and fn.resolve_identity(node.inputs[1]) == (counter, 0))
+
+
+def _only_read(fn, uses, ref: tuple[str, int], counter: str) -> bool:
+    consumers = uses.get(ref, [])
+    return bool(consumers) and all(_indexed_by(fn, node, counter, _LIST_READS, position)
+                                   for node, position in consumers)
+
+
+def _only_written(fn, uses, outputs, index: int, ref: tuple[str, int], counter: str) -> bool:
+    """True when the body's only use of list ``ref`` is one write at the counter, which
+    is the body's output ``index`` and nothing else's input."""
+    consumers = uses.get(ref, [])
+    if len(consumers) != 1:
+        return False
+    node, position = consumers[0]
+    return (_indexed_by(fn, node, counter, _LIST_WRITES, position)
+            and outputs[index] == (node.name, 0) and outputs.count((node.name, 0)) == 1
+            and not uses.get((node.name, 0)))
 
 
 def _static_trip_count(ctx: Context, cond_fn, body_fn, loop_vars: Sequence[Any]):

@@ -36,6 +36,17 @@ class PendingList:
         return jnp.zeros((self.num_elements,) + tuple(element_shape), dtype or self.dtype)
 
 
+@dataclasses.dataclass(frozen=True)
+class StepItem:
+    """A list that a ``While`` body only reads, or only writes, at its loop counter.
+
+    Such a loop scans over the list (``ops/control_flow.py``): the body sees one element
+    of it (``value``), read at the counter, or the element it writes (``None`` until set).
+    """
+
+    value: Any = None
+
+
 @register("TensorListReserve")
 def _reserve(node, element_shape, num_elements):
     dtype = node.attr("element_dtype")
@@ -61,6 +72,8 @@ def _stack(node, handle, element_shape):
 
 @register("TensorListGetItem")
 def _get_item(node, handle, index, element_shape):
+    if isinstance(handle, StepItem):
+        return handle.value
     if isinstance(handle, PendingList):
         return jnp.zeros(shape_tuple(element_shape), handle.dtype)
     if is_static(index):
@@ -72,6 +85,8 @@ def _get_item(node, handle, index, element_shape):
 @register("TensorListSetItem", attrs={"resize_if_index_out_of_bounds": (False,)})
 def _set_item(node, handle, index, item):
     item = as_jax(item)
+    if isinstance(handle, StepItem):
+        return StepItem(item)
     # A list of constants folds to numpy: setting an item makes it a JAX array.
     handle = (handle.materialize(item.shape, item.dtype) if isinstance(handle, PendingList)
               else as_jax(handle))

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from jaxhub_tf.from_tf import saved_model
+from jaxhub_tf.from_tf import interpreter, saved_model
 from tests.converters.from_tf import _helpers
 
 SPEC = tf.TensorSpec([None, 4], tf.float32)
@@ -378,3 +378,99 @@ def test_tf1_bidirectional_dynamic_rnn_converts(tmp_path):
     x = np.random.default_rng(5).standard_normal((3, 6, 4)).astype(np.float32)
     path, x, cotangent, want = _tf1_saved_model_resaved_in_tf2(tmp_path, build, x)
     _check_values_and_gradients(path, x, cotangent, want)
+
+
+# -- loops over the lists they read and write at their counter -------------------------
+
+
+def _strided_steps(x):
+    """Reads every other step from 1, writes each result where it read it."""
+    steps = tf.TensorArray(tf.float32, size=6).unstack(x)
+    out = tf.TensorArray(tf.float32, size=6, element_shape=[None, 4])
+
+    def body(i, h, out):
+        h = tf.tanh(steps.read(i) + h * 0.5)
+        return i + 2, h, out.write(i, h)
+
+    _, h, out = tf.while_loop(lambda i, h, out: i < 6, body, (1, tf.zeros_like(x[0]), out))
+    return out.stack(), h
+
+
+def _reads_before_the_counter(x):
+    """Reads at the counter and one before it: the list is indexed, not scanned."""
+    steps = tf.TensorArray(tf.float32, size=6).unstack(x)
+    out = tf.TensorArray(tf.float32, size=5)
+
+    def body(i, out):
+        return i + 1, out.write(i - 1, steps.read(i) * steps.read(i - 1))
+
+    return tf.while_loop(lambda i, out: i < 6, body, (1, out))[1].stack()
+
+
+def _writes_in_reverse(x):
+    """Reads at the counter, writes from the end: only the read list is scanned."""
+    steps = tf.TensorArray(tf.float32, size=tf.shape(x)[0]).unstack(x)
+    out = tf.TensorArray(tf.float32, size=tf.shape(x)[0])
+    n = tf.shape(x)[0]
+
+    def body(i, h, out):
+        h = tf.sin(steps.read(i)) + h
+        return i + 1, h, out.write(n - 1 - i, h)
+
+    return tf.while_loop(lambda i, h, out: i < n, body, (0, x[0] * 0, out))[2].stack()
+
+
+LIST_LOOPS = {"strided_steps": _strided_steps,
+              "reads_before_the_counter": _reads_before_the_counter,
+              "writes_in_reverse": _writes_in_reverse}
+
+
+def _list_loop(tf_fn):
+    """``tf_fn`` traced for sequences of 6 steps, and the interpreter's function."""
+    concrete = tf.function(tf_fn).get_concrete_function(tf.TensorSpec([6, None, 4]))
+    fn = interpreter.run_graph(concrete.graph.as_graph_def(),
+                               [t.name for t in concrete.inputs],
+                               [t.name for t in concrete.outputs])
+    return concrete, lambda x: fn({}, [x])[0]
+
+
+@pytest.mark.parametrize("name", sorted(LIST_LOOPS))
+def test_loops_over_lists_match_tf_in_values_and_gradients(name):
+    concrete, run = _list_loop(LIST_LOOPS[name])
+    x = np.random.default_rng(2).standard_normal((6, 3, 4)).astype(np.float32)
+    ref = _helpers.tf_reference(
+        lambda i: {str(k): v for k, v in enumerate(tf.nest.flatten(concrete(i["x"])))},
+        {"x": x}, [])
+
+    def loss(x):
+        return sum(jnp.sum(o * ref["cotangents"][str(k)]) for k, o in enumerate(run(x)))
+
+    for k, got in enumerate(jax.jit(run)(x)):
+        np.testing.assert_allclose(got, ref["outputs"][str(k)], rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(jax.jit(jax.grad(loss))(x), ref["input_grads"]["x"],
+                               rtol=1e-5, atol=1e-6)
+
+
+def test_a_loop_reading_and_writing_at_its_counter_scans_over_the_lists():
+    """No element is sliced out of, or written into, a list inside the loop."""
+    _, run = _list_loop(_strided_steps)
+    x = np.zeros((6, 3, 4), np.float32)
+    loop = [e for e in jax.make_jaxpr(run)(x).jaxpr.eqns if e.primitive.name == "scan"]
+    assert len(loop) == 1
+    inside = _primitives(loop[0].params["jaxpr"].jaxpr)
+    assert "tanh" in inside
+    assert not inside & {"dynamic_slice", "dynamic_update_slice", "gather", "scatter"}
+
+
+def _primitives(jaxpr) -> set[str]:
+    """The names of the primitives ``jaxpr`` runs, those of nested jaxprs included."""
+    names = set()
+    for eqn in jaxpr.eqns:
+        names.add(eqn.primitive.name)
+        for param in eqn.params.values():
+            for sub in param if isinstance(param, (list, tuple)) else [param]:
+                if isinstance(sub, jax.extend.core.ClosedJaxpr):
+                    names |= _primitives(sub.jaxpr)
+                elif isinstance(sub, jax.extend.core.Jaxpr):
+                    names |= _primitives(sub)
+    return names
