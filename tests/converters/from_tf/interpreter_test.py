@@ -217,9 +217,8 @@ _SIZES = tf.TensorSpec([2], tf.int32)
     (lambda x, shape: tf.reshape(x, shape), (_F, _SIZES), "Reshape", "shape", "shape"),
     (lambda x, multiples: tf.tile(x, multiples), (_F, _SIZES), "Tile", "multiples",
      "multiples"),
-    # The begin may be traced (a dynamic slice); the size may not.
-    (lambda x, begin, size: tf.slice(x, begin, size), (_F, _SIZES, _SIZES), "Slice",
-     "size", "size"),
+    (lambda x, paddings: tf.pad(x, paddings), (_F, tf.TensorSpec([2, 2], tf.int32)), "Pad",
+     "paddings", "paddings"),
     (lambda x, k: tf.math.top_k(x, k).values, (_F, tf.TensorSpec([], tf.int32)), "TopKV2",
      "k", "k"),
     (lambda x, ids: tf.sparse.segment_sum(x, [0, 1, 2], ids),
