@@ -33,7 +33,7 @@ from __future__ import annotations
 
 import dataclasses
 import pathlib
-from typing import Any, Mapping
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 
@@ -97,6 +97,10 @@ VALUE_SHAPED_OPS: dict[str, tuple[int, ...] | None] = {
     "NonMaxSuppressionV5": None, "Slice": (1, 2),
     # Its shape follows constants in most graphs, but only the host stage computes it.
     "CombinedNonMaxSuppression": None}
+
+#: Non-max suppressions that can pad their result to ``max_output_size`` (input 2): padded,
+#: only that input sets their shape, and a constant one leaves it static (a device op).
+_PADDABLE_NMS = frozenset({"NonMaxSuppressionV4", "NonMaxSuppressionV5"})
 
 #: Why a value-shaped op must run in the host stage, for messages (by op; default below).
 _WHY_HOST = {"CombinedNonMaxSuppression": "has no device implementation"}
@@ -262,16 +266,21 @@ def _value_shaped(nodes: Mapping[str, graph.Node], order: list[str], inputs: set
         deps = [s for s, _ in node.inputs]
         if any(d in (shaped if node.op in _SHAPE_OPS else values) for d in deps):
             values.add(name)
-        positions = VALUE_SHAPED_OPS.get(node.op, ())
-        if positions is None:
-            positions = range(len(deps))
-        if any(deps[i] in values for i in positions if i < len(deps)) or (
+        if any(deps[i] in values for i in _shaping_inputs(node) if i < len(deps)) or (
                 node.op == "StridedSlice" and _slices_by_values(nodes, node, values)):
             seeds.append(name)
             shaped.add(name)
         elif any(d in shaped for d in deps):
             shaped.add(name)
     return seeds, values
+
+
+def _shaping_inputs(node: graph.Node) -> Sequence[int]:
+    """The positions of the inputs of ``node`` whose values set its output shape."""
+    if node.op in _PADDABLE_NMS and node.attr("pad_to_max_output_size", False):
+        return (2,)
+    positions = VALUE_SHAPED_OPS.get(node.op, ())
+    return range(len(node.inputs)) if positions is None else positions
 
 
 def _slices_by_values(nodes: Mapping[str, graph.Node], node: graph.Node,

@@ -360,3 +360,39 @@ def test_a_combined_nms_of_device_values_is_refused_naming_the_op(tmp_path):
                        match=r"CombinedNonMaxSuppression node '[^']*' has no device "
                              r"implementation; .*ReadVariableOp '[^']*' \(params"):
         load_saved_model(tmp_path)
+
+
+class _PaddedDetections(tf.Module):
+    """Padded non-max suppressions of boxes computed from params: their shape is
+    ``max_output_size``, a constant, so the device function runs them."""
+
+    def __init__(self):
+        super().__init__()
+        self.shift = tf.Variable([0.05, -0.1, 0.05, -0.1])
+
+    @tf.function(input_signature=[tf.TensorSpec([5, 4], tf.float32),
+                                  tf.TensorSpec([5], tf.float32), _FLOAT])
+    def __call__(self, boxes, scores, score_threshold):
+        moved = boxes + self.shift
+        v4, count4 = tf.raw_ops.NonMaxSuppressionV4(
+            boxes=moved, scores=scores, max_output_size=4, iou_threshold=0.5,
+            score_threshold=score_threshold, pad_to_max_output_size=True)
+        v5, scores5, count5 = tf.raw_ops.NonMaxSuppressionV5(
+            boxes=moved, scores=scores, max_output_size=3, iou_threshold=0.3,
+            score_threshold=score_threshold, soft_nms_sigma=0.0, pad_to_max_output_size=True)
+        return {"v4": v4, "count4": count4, "v5": v5, "scores5": scores5, "count5": count5}
+
+
+@pytest.mark.parametrize("score_threshold", [0.0, 0.75])
+def test_padded_nms_of_boxes_from_params_runs_on_the_device(tmp_path, score_threshold):
+    model = _PaddedDetections()
+    tf.saved_model.save(model, str(tmp_path / "sm"), signatures=model.__call__)
+    module = jaxhub.load(tmp_path / "sm", cache_dir=tmp_path / "cache")
+    assert not module.has_host_stage()
+    inputs = {"boxes": np.asarray(CASES["scored_detections"][0]["boxes"], np.float32),
+              "scores": np.asarray(CASES["scored_detections"][0]["scores"], np.float32),
+              "score_threshold": np.float32(score_threshold)}
+    theirs = {k: v.numpy() for k, v in model(**inputs).items()}
+    _assert_close(module.apply(module.params, inputs, as_dict=True), theirs)
+    _assert_close(jax.jit(lambda p, x: module.apply(p, x, as_dict=True))(module.params,
+                                                                         inputs), theirs)
