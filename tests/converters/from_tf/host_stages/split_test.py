@@ -284,6 +284,19 @@ def test_an_empty_result_with_outputs_that_are_not_empty_is_refused(saved):
         module.apply_device(module.params, feeds, signature="positive_rows")
 
 
+def test_a_host_stage_under_jit_is_refused_naming_the_split_to_use(saved):
+    model, module = saved
+    arrays = _arrays("unique", CASES["unique"][0])
+    jitted = jax.jit(lambda params, x: module.apply(params, x, signature="unique"))
+    with pytest.raises(jaxhub.SignatureError,
+                       match=r"signature 'unique' runs a host stage .* cannot be traced.*"
+                             r"module.preprocess\(inputs, signature='unique'\) outside it "
+                             r"and module.apply_device\(params, feeds, signature='unique'\) "
+                             r"inside it"):
+        jitted(module.params, arrays)
+    _assert_matches_tf(model, module, "unique", CASES["unique"][0])  # that split works
+
+
 def test_value_sized_results_get_symbolic_sizes_of_their_own(saved):
     _, module = saved
     assert module.signatures["count"].inputs == {"n": jaxhub.TensorSpec([], "int32")}
