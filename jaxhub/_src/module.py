@@ -449,7 +449,9 @@ class Module:
         if stage is None:
             return inputs
         inputs = flatten_ragged(inputs, stage.input_specs)
-        _refuse_traced(signature, inputs)
+        # Numbers the stage does not take pass through: they may be traced (jax.grad).
+        _refuse_traced(signature, {k: inputs.get(k) for k in stage.input_specs}
+                       if isinstance(inputs, Mapping) else inputs)
         return stage.run(inputs)
 
     def apply_device(self, params: Mapping[str, Any], inputs: Any, *,
@@ -560,7 +562,7 @@ def _sig_str(sig: Signature) -> str:
 
 
 def _refuse_traced(signature: str, inputs: Any) -> None:
-    """Refuses traced inputs (under ``jax.jit``) of a host stage, which runs numpy on
+    """Refuses traced inputs (under ``jax.jit``) for a host stage, which runs numpy on
     concrete values.
 
     Raises:
