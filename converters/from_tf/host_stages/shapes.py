@@ -27,7 +27,11 @@ Ref = tuple[str, int]
 #: Ops whose results have their first input's shape.
 _SAME_SHAPE = frozenset({
     "Identity", "StopGradient", "Snapshot", "Cast", "ZerosLike", "OnesLike", "Cumsum",
-    "Neg", "Abs", "Sign", "LogicalNot", "Floor", "Ceil", "Round"})
+    "Neg", "Abs", "Sign", "LogicalNot", "Floor", "Ceil", "Round",
+    # string ops, element by element
+    "StringToNumber", "AsString", "StringLower", "StringUpper", "StringStrip",
+    "StaticRegexReplace", "StaticRegexFullMatch", "StringLength", "StringToHashBucketFast",
+    "StringToHashBucket", "StringToHashBucketStrong"})
 
 #: Elementwise ops of two or three inputs: their results have the broadcast shape.
 _BROADCAST = frozenset({

@@ -10,7 +10,8 @@ Sizes that the host stage decides (the number of tokens, of unique ids) become s
 dimensions of the device function's inputs. For a text stage, which of them are equal is
 found by running the host stage on a few probe batches of different shapes: dimensions
 whose sizes agree on every probe share one symbol. A numeric stage is typed from the graph
-instead (:mod:`jaxhub_tf.from_tf.host_stages.shapes`), so that any valid input converts.
+instead (:mod:`jaxhub_tf.from_tf.host_stages.shapes`), so that any valid input converts;
+so is a text stage that parses numbers (``tf.strings.to_number``), which probe text is not.
 
 A sparse-segment reduction whose segment ids come from the host (``embedding_lookup_sparse``)
 has a number of output rows set by those values; the host stage then also feeds a
@@ -78,6 +79,9 @@ _NUMERIC_SEED_OPS = frozenset({
     "TFText>RoundRobinTrim", "TFText>RoundRobinGenerateMasks",
     "SentencepieceOp", "SentencepieceStringToIdOp", "SentencepieceVocabSizeOp",
 })
+
+#: Ops that refuse most text (they parse numbers): a stage with one cannot be probed.
+_PARSE_OPS = frozenset({"StringToNumber"})
 
 #: SentencePiece ops whose output 0 is a string only when their ``out_type`` says so.
 _SENTENCEPIECE_TOKENIZERS = frozenset({"SentencepieceTokenizeOp",
@@ -219,8 +223,10 @@ def split(fn: graph.Function, *, table_initializers: Mapping[str, str] = {},
     device_dep -= host
     _check_supported(nodes, host - string_args, fn, device_dep, shared)
     renamed = {a: input_names.get(a, a) for a in string_args}
-    # A numeric stage's results are typed from the graph; a text stage's by probes.
-    specs = None if text else shapes.Specs(nodes, {
+    # A numeric stage's results are typed from the graph; a text stage's by probes, unless
+    # it parses numbers, which probe text is not.
+    from_graph = not text or any(nodes[n].op in _PARSE_OPS for n in host if n in nodes)
+    specs = None if not from_graph else shapes.Specs(nodes, {
         a: (np.dtype(dtype), list(input_shapes.get(renamed[a], [None])))
         for a, dtype in zip(fn.args, fn.arg_dtypes) if a in renamed})
     return _build(fn, nodes, order, host, renamed, table_initializers, assets, shared,
@@ -583,7 +589,7 @@ def _probe_inputs(specs: Mapping[str, Mapping[str, Any]], batch: list[bytes]
     inputs = {}
     for name, spec in specs.items():
         if spec["dtype"] == "string":
-            inputs[name] = np.asarray(batch, dtype=object)
+            inputs[name] = _text_probe(batch, spec["shape"])
             continue
         if spec["shape"] == [] and np.dtype(spec["dtype"]).kind in "iu":
             # A scalar that sets a size (BERT packing's ``seq_length``): a value per probe,
@@ -603,6 +609,16 @@ def _probe_inputs(specs: Mapping[str, Mapping[str, Any]], batch: list[bytes]
         value = _ragged_probe(batch, depth)[depth if level is None else level]
         inputs[name] = value.astype(spec["dtype"])
     return inputs
+
+
+def _text_probe(batch: list[bytes], shape: list[int | None]) -> np.ndarray:
+    """The probe's texts in an array of the input's ``shape``, repeated as they fill it
+    (a scalar input takes the first). Unknown sizes vary with the probe: the batch's on
+    axis 0, one more per later axis, so that each follows a symbol of its own."""
+    dims = [len(batch) + axis if d is None else int(d) for axis, d in enumerate(shape)]
+    flat = np.empty(int(np.prod(dims)), dtype=object)
+    flat[:] = [batch[i % len(batch)] for i in range(flat.size)]
+    return flat.reshape(dims)
 
 
 def _numeric_probe(spec: Mapping[str, Any], batch: int) -> np.ndarray:

@@ -16,6 +16,7 @@ array from values check it against the node's limits before allocating.
 
 from __future__ import annotations
 
+import re
 from typing import Any, Callable, Container, Iterable, Mapping
 
 import numpy as np
@@ -331,6 +332,104 @@ def _string_split_v2(node, x, sep):
         # An empty separator splits on runs of whitespace, dropping empty tokens.
         rows.append(s.split(None if not sep else sep, maxsplit))
     return _sparse(rows)
+
+
+#: printf flags ``AsString`` takes as its ``fill``: TF adds the character to the format.
+_FILL_FLAGS = frozenset(" +-0#")
+
+
+def _as_string_format(attrs: Mapping[str, Any], dtype: np.dtype) -> str:
+    """The printf format ``AsString`` applies to each element of ``dtype`` (TF's rules).
+
+    Raises:
+      ValueError: an attr TF refuses for ``dtype`` (a precision for an integer, a fill
+        that is no printf flag, both scientific and shortest).
+    """
+    precision, width = int(attrs.get("precision", -1)), int(attrs.get("width", -1))
+    scientific, shortest = attrs.get("scientific", False), attrs.get("shortest", False)
+    fill = attrs.get("fill", "")
+    if dtype.kind not in "fc" and (scientific or shortest or precision >= 0):
+        raise ValueError(f"AsString of {dtype.name}: precision, scientific and shortest "
+                         f"apply to floating point numbers only")
+    if scientific and shortest:
+        raise ValueError("AsString cannot use both scientific and shortest notation")
+    if len(fill) > 1 or (fill and fill not in _FILL_FLAGS):
+        raise ValueError(f"AsString fill {fill!r}: TF takes one of {sorted(_FILL_FLAGS)}")
+    if dtype.kind == "u" and fill in ("+", " "):
+        fill = ""  # C's %u writes no sign
+    conversion = "d" if dtype.kind in "iub" else "g" if shortest else "e" if scientific \
+        else "f"
+    return (f"%{fill}{width if width >= 0 else ''}"
+            f"{f'.{precision}' if precision >= 0 else ''}{conversion}")
+
+
+def _format_number(form: str, value: Any) -> str:
+    if not isinstance(value, float) or np.isfinite(value):
+        return form % value
+    # C's printf pads inf and nan with spaces, even with the 0 flag, and writes a negative
+    # NaN's sign, which Python's % drops: format an infinity of the same sign instead.
+    form = form.replace("%0", "%", 1)
+    return (form % np.copysign(np.inf, value)).replace("inf", "nan" if np.isnan(value)
+                                                        else "inf")
+
+
+@_checked_by("AsString")
+def _check_as_string(node) -> None:
+    _as_string_format(node.attrs, np.dtype(node.attrs.get("T", "float32")))
+
+
+@register("AsString", attrs=("precision", "scientific", "shortest", "width", "fill"))
+def _as_string(node, x):
+    x = np.asarray(x)
+    form = _as_string_format(node.attrs, x.dtype)
+    if x.dtype.kind == "b":  # TF writes booleans as words, whatever the format
+        text = lambda v: "true" if v else "false"
+    elif x.dtype.kind == "c":
+        text = lambda v: f"({_format_number(form, v.real)},{_format_number(form, v.imag)})"
+    else:
+        text = lambda v: _format_number(form, v)
+    out = np.empty(x.shape, dtype=object)
+    for i, v in enumerate(x.reshape(-1).tolist()):
+        out.reshape(-1)[i] = text(v).encode("ascii")
+    return out
+
+
+#: What ``StringToNumber`` parses (as C's ``strtod``/``strtol`` do, the whole string
+#: with ASCII white space around it): decimal or hex floats, inf, infinity, nan; integers.
+_FLOAT_TEXT = re.compile(
+    rb"\s*[+-]?(?:(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?"
+    rb"|0[xX](?:[0-9a-fA-F]+\.?[0-9a-fA-F]*|\.[0-9a-fA-F]+)(?:[pP][+-]?\d+)?"
+    rb"|(?i:inf(?:inity)?|nan(?:\([0-9A-Za-z_]*\))?))\s*")
+_INT_TEXT = re.compile(rb"\s*[+-]?\d+\s*")
+
+
+def _parse_number(text: bytes, dtype: np.dtype) -> Any:
+    """``text`` as a number of ``dtype``, as TF's ``StringToNumber`` parses it.
+
+    Raises:
+      ValueError: ``text`` is no number of that kind, or an integer out of its range.
+    """
+    if dtype.kind == "f" and _FLOAT_TEXT.fullmatch(text):
+        body = text.strip().split(b"(")[0].decode("ascii")
+        value = float.fromhex(body) if "x" in body.lower() else float(body)
+        with np.errstate(over="ignore"):  # too large for float32: inf, as TF's strtof
+            return dtype.type(value)
+    if dtype.kind == "i" and _INT_TEXT.fullmatch(text):
+        value = int(text)
+        if np.iinfo(dtype).min <= value <= np.iinfo(dtype).max:
+            return value
+    raise ValueError(f"StringToNumber could not convert string {text!r} to {dtype.name}")
+
+
+@register("StringToNumber")
+def _string_to_number(node, x):
+    dtype = np.dtype(node.attrs.get("out_type", "float32"))
+    if dtype.name not in ("float32", "float64", "int32", "int64"):
+        raise ValueError(f"StringToNumber to {dtype.name}; TF parses float32, float64, "
+                         f"int32 and int64")
+    arr = _strings(x)
+    flat = [_parse_number(s, dtype) for s in arr.reshape(-1)]
+    return np.asarray(flat, dtype=dtype).reshape(arr.shape)
 
 
 # -- tables --------------------------------------------------------------------------------
