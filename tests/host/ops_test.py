@@ -2,7 +2,7 @@
 TF's kernels give: ``Range``, ``Unique``, ``UniqueWithCounts``, ``ListDiff``, ``Where``,
 ``DynamicPartition``, ``Slice``, ``NonMaxSuppressionV2`` to ``V5`` (hard NMS) and
 ``CombinedNonMaxSuppression``; and the conversions between numbers and text, ``AsString``
-and ``StringToNumber``."""
+and ``StringToNumber``; bin counts (``Bincount``, ``DenseBincount``)."""
 
 from __future__ import annotations
 
@@ -280,3 +280,27 @@ def test_as_string_formats_and_refuses_what_tf_does(attrs):
             continue
         (ours,) = run("AsString", x, **attrs)
         assert ours.dtype == object and list(ours) == list(theirs), x.dtype
+
+
+@pytest.mark.parametrize("op,arr,size,weights,attrs", [
+    ("Bincount", [5, 2, 3, 1, 3, 2, 7], 6, np.zeros(0, np.float32), {}),
+    ("Bincount", [[1, 5], [2, 2]], 3, np.asarray([[0.5, 1], [2, 4]], np.float64), {}),
+    ("Bincount", [1, 2], 0, np.zeros(0, np.int32), {}),
+    ("DenseBincount", [5, 2, 3, 1, 3], 4, np.zeros(0, np.int64), {}),
+    ("DenseBincount", [[5, 2, 3], [2, 2, 0]], 6, np.asarray([[1, 2, 3], [4, 5, 6]], np.float32),
+     {}),
+    ("DenseBincount", [[5, 2, 3], [2, 2, 0]], 6, np.zeros(0, np.int32),
+     {"binary_output": True}),
+    ("Bincount", [1, -1], 3, np.zeros(0, np.float32), {}),
+    ("DenseBincount", [[1, -1]], 3, np.zeros(0, np.float32), {}),
+    ("Bincount", [1], -1, np.zeros(0, np.float32), {})])
+def test_bin_counts_match_tf(op, arr, size, weights, attrs):
+    arr, size = np.asarray(arr, np.int32), np.int32(size)
+    names = ("arr", "size", "weights") if op == "Bincount" else ("input", "size", "weights")
+    try:
+        theirs = getattr(tf.raw_ops, op)(**dict(zip(names, (arr, size, weights))), **attrs)
+    except tf.errors.InvalidArgumentError:
+        with pytest.raises(ValueError, match="bin count of"):
+            run(op, arr, size, weights, **attrs)
+        return
+    assert_same(run(op, arr, size, weights, **attrs), [theirs.numpy()])

@@ -135,6 +135,10 @@ class Specs:
             return [self.fresh(count)]
         if op in _COUNT_OUTPUT:
             return [] if index == _COUNT_OUTPUT[op] else [self.fresh(count)]
+        if op == "Bincount":
+            return [self.fresh(count)]
+        if op == "DenseBincount" and inputs[0] is not None:  # counts by row of a matrix
+            return [*inputs[0][:-1], self.fresh(count)]
         if op == "Where" and inputs[0] is not None:
             return [self.fresh(count), len(inputs[0])]
         if op == "DynamicPartition" and None not in inputs[:2]:

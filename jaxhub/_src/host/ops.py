@@ -856,26 +856,48 @@ def _cumsum(node, x, axis):
     return np.flip(out, axis) if node.attrs.get("reverse", False) else out
 
 
+def _check_bincount(node, values: np.ndarray, size: int) -> None:
+    """Refuses what TF's bin counts refuse, and counts over the element limit."""
+    if size < 0:
+        raise ValueError(f"bin count of size {size}; TF takes a size >= 0")
+    if values.size and values.min() < 0:
+        raise ValueError(f"bin count of a negative value ({values.min()}); TF counts "
+                         f"values >= 0")
+    check_elements(node, size * (len(values) if values.ndim > 1 else 1))
+
+
+def _bin_counts(values: np.ndarray, weights: np.ndarray, size: int,
+                binary: bool = False) -> np.ndarray:
+    """How often each of ``0 .. size - 1`` occurs in 1-D ``values`` (larger values are
+    left out), or the sum of its ``weights`` (empty: counts), in the weights' dtype;
+    with ``binary``, 1 for each that occurs."""
+    kept = values < size
+    out = np.zeros(size, weights.dtype)
+    if binary:
+        out[values[kept]] = 1
+    else:
+        np.add.at(out, values[kept], weights[kept] if weights.size else 1)
+    return out
+
+
+@register("Bincount")
+def _bincount(node, arr, size, weights):
+    # Values of any shape, counted together; weights have their shape, or none.
+    arr, weights, size = np.asarray(arr), np.asarray(weights), int(np.asarray(size))
+    _check_bincount(node, arr.reshape(-1), size)
+    return _bin_counts(arr.reshape(-1), weights.reshape(-1), size)
+
+
 @register("DenseBincount", attrs=("binary_output",))
 def _dense_bincount(node, values, size, weights):
+    # A vector, or a matrix counted row by row; weights have its shape, or none.
     values, weights, size = np.asarray(values), np.asarray(weights), int(np.asarray(size))
-    check_elements(node, size * (len(values) if values.ndim > 1 else 1))
+    _check_bincount(node, values, size)
     binary = node.attrs.get("binary_output", False)
-    dtype = weights.dtype if weights.size else values.dtype
-
-    def count(row, row_weights):
-        row = row[(row >= 0) & (row < size)] if row.size else row
-        if binary:
-            out = np.zeros(size, dtype)
-            out[row] = 1
-            return out
-        w = row_weights if row_weights is not None and row_weights.size else None
-        return np.bincount(row, weights=w, minlength=size)[:size].astype(dtype)
-
     if values.ndim == 1:
-        return count(values, weights if weights.size else None)
-    return np.stack([count(r, weights[i] if weights.size else None)
-                     for i, r in enumerate(values)])
+        return _bin_counts(values, weights, size, binary)
+    return np.stack([_bin_counts(row, weights[i] if weights.size else weights, size, binary)
+                     for i, row in enumerate(values)]).reshape(len(values), size)
 
 
 @register("Where")

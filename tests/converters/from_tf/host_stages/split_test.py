@@ -3,7 +3,8 @@
 ``tf.range`` and ``tf.ragged.range`` with tensor bounds, ``tf.fill`` with a tensor shape,
 one-argument ``tf.where``, ``tf.unique`` (with counts), ``tf.compat.v1.setdiff1d``,
 ``tf.dynamic_partition``, ``tf.image.non_max_suppression``, ``tf.boolean_mask`` and
-``x[:n]``, ``tf.slice`` of a signature's inputs run in a host stage; what follows them (here a product with a
+``x[:n]``, ``tf.slice``, ``tf.math.bincount`` (its size the largest value + 1) of a
+signature's inputs run in a host stage; what follows them (here a product with a
 variable) stays in the device function, which takes their results with a symbolic size.
 Outputs are compared with TF eager on several inputs, empty results included, through
 ``apply`` and through ``preprocess`` + ``jax.jit(apply_device)``.
@@ -137,6 +138,18 @@ class _ValueShaped(tf.Module):
         rows = tf.boolean_mask(x, x[:, 0] > 0)
         return {"rows": self._scaled(rows), "total": tf.reduce_sum(weights * self.scale[0])}
 
+    @tf.function(input_signature=[tf.TensorSpec([None], tf.int32)])
+    def bin_counts(self, x):
+        # The count's size is the largest value + 1: a host stage's result.
+        return {"counts": self._scaled(tf.math.bincount(x))}
+
+    @tf.function(input_signature=[tf.TensorSpec([None, 4], tf.int32),
+                                  tf.TensorSpec([None, 4], tf.float32)])
+    def row_bin_counts(self, rows, weights):
+        by_row = tf.math.bincount(rows, weights=weights, axis=-1)
+        return {"by_row": by_row * self.scale[0],
+                "binary": tf.math.bincount(rows, axis=-1, binary_output=True)}
+
 
 _RNG = np.random.default_rng(0)
 
@@ -179,6 +192,10 @@ CASES = {
              {"x": [[1, 2]], "n": 1}],
     "window": [{"x": [[1, 2], [-1, 5], [3, -4]], "start": 1, "size": 2},
                {"x": [[1, 2], [-1, 5], [3, -4]], "start": 0, "size": -1}],
+    "bin_counts": [{"x": [5, 2, 3, 1, 3, 2, 7, 5, 9, 10]}, {"x": [0]}],
+    "row_bin_counts": [{"rows": [[5, 2, 3, 1], [0, 7, 7, 2]],
+                        "weights": [[2.0, 1.5, 3.5, 4.5], [5.5, 6.5, 7.5, 8.5]]},
+                       {"rows": [[3, 3, 3, 3]], "weights": [[1, 1, 1, 1]]}],
     "positive_rows": [{"x": [[1, 2], [-1, 5], [3, -4]], "weights": [1, 2, 3]},
                       {"x": [[-1, 2], [3, 4]], "weights": [0.5, 0.25]}],
 }
