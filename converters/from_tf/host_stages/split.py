@@ -20,7 +20,7 @@ size from (see ``ops/sparse.py``).
 
 Numeric signatures get a host stage too when an op's *output shape* follows its inputs'
 values (``tf.range(n)``, one-argument ``tf.where``, ``tf.unique``, ``tf.boolean_mask``,
-``x[:n]``):
+``x[:n]``, ``tf.math.bincount(x)``; not a non-max suppression padded to a constant size):
 a device function's shapes cannot depend on values. When such an op's inputs are
 computed from the signature's inputs alone, through ops the host stage runs, that input
 *cone* and the op move to the host stage, whose result reaches the device function with
@@ -383,7 +383,8 @@ def _check_supported(nodes, host: set[str], fn, device_dep: set[str],
         nodes[name].op for name in device_dep if name in nodes
         and nodes[name].op in _SIZE_INPUTS
         and nodes[name].inputs[_SIZE_INPUTS[nodes[name].op]][0] in host - shared})
-    if missing or strings_to_device or bad_attrs or host_sized:
+    string_outputs = _string_outputs(nodes, fn)
+    if missing or strings_to_device or bad_attrs or host_sized or string_outputs:
         lines = []
         if missing:
             lines.append(f"string/table op(s) with no host implementation: {missing}")
@@ -394,9 +395,21 @@ def _check_supported(nodes, host: set[str], fn, device_dep: set[str],
         if host_sized:
             lines.append(f"device op(s) whose output size the host stage computes (a shape "
                          f"must be static): {host_sized}")
+        if string_outputs:
+            lines.append(f"string result(s) {string_outputs} (a signature returns numbers: "
+                         f"hash or look up strings to ids in the graph)")
         raise HostStageUnsupportedError(
             "this graph's string preprocessing cannot run in jaxhub: " + "; ".join(lines)
             + f". The host stage runs: {extend.supported_host_ops()}")
+
+
+def _string_outputs(nodes, fn) -> list[str]:
+    """The names of ``fn``'s results that are strings (by the op's type when the op is no
+    string op itself: ``tf.concat`` of strings)."""
+    dtypes = shapes.Specs(nodes, {})
+    return [name for (source, index), name in zip(fn.outputs, fn.output_names)
+            if _is_string(nodes, fn, source, index) or (
+                source in nodes and dtypes.dtype((source, index)) == np.dtype(object))]
 
 
 def _is_string(nodes, fn, source: str, index: int) -> bool:

@@ -382,16 +382,19 @@ def _check_as_string(node) -> None:
 def _as_string(node, x):
     x = np.asarray(x)
     form = _as_string_format(node.attrs, x.dtype)
-    if x.dtype.kind == "b":  # TF writes booleans as words, whatever the format
-        text = lambda v: "true" if v else "false"
-    elif x.dtype.kind == "c":
-        text = lambda v: f"({_format_number(form, v.real)},{_format_number(form, v.imag)})"
-    else:
-        text = lambda v: _format_number(form, v)
     out = np.empty(x.shape, dtype=object)
-    for i, v in enumerate(x.reshape(-1).tolist()):
-        out.reshape(-1)[i] = text(v).encode("ascii")
+    for i, value in enumerate(x.reshape(-1).tolist()):
+        out.reshape(-1)[i] = _as_text(form, value).encode("ascii")
     return out
+
+
+def _as_text(form: str, value: Any) -> str:
+    """One element (a Python number) as ``AsString`` writes it with printf format ``form``."""
+    if isinstance(value, bool):  # TF writes booleans as words, whatever the format
+        return "true" if value else "false"
+    if isinstance(value, complex):
+        return f"({_format_number(form, value.real)},{_format_number(form, value.imag)})"
+    return _format_number(form, value)
 
 
 #: What ``StringToNumber`` parses (as C's ``strtod``/``strtol`` do, the whole string

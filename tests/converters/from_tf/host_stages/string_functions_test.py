@@ -12,6 +12,7 @@ import tensorflow as tf
 from tensorflow.core.protobuf import saved_model_pb2
 
 import jaxhub
+from jaxhub_tf.from_tf.host_stages.split import HostStageUnsupportedError
 from jaxhub_tf.from_tf.host_stages.string_functions import split_function
 from jaxhub_tf.from_tf.interpreter import Interpreter
 from jaxhub_tf.from_tf.values import Resource
@@ -172,3 +173,24 @@ def test_text_inputs_of_any_rank_with_constant_strings_match_tf(tmp_path, signat
     theirs = getattr(model, signature)(tf.constant(text))["rows"].numpy()
     ours = module.apply(module.params, np.asarray(text, object), signature=signature)
     np.testing.assert_allclose(np.asarray(ours), theirs, rtol=1e-6)
+
+
+class _StringResults(tf.Module):
+    """Signatures that return strings, which no device function can."""
+
+    @tf.function(input_signature=[tf.TensorSpec([None, 2], tf.string)])
+    def joined(self, x):
+        return {"text": tf.concat([x, _WORDS], 0)}
+
+    @tf.function(input_signature=[tf.TensorSpec([None], tf.string)])
+    def parsed(self, x):
+        return {"text": tf.strings.as_string(tf.strings.to_number(x) * 2)}
+
+
+@pytest.mark.parametrize("signature", ["joined", "parsed"])
+def test_a_string_result_is_refused_naming_it(tmp_path, signature):
+    model = _StringResults()
+    tf.saved_model.save(model, str(tmp_path), signatures={signature: getattr(model, signature)})
+    with pytest.raises(HostStageUnsupportedError,
+                       match=r"string result\(s\) \['[^']*'\] \(a signature returns numbers"):
+        jaxhub.load(tmp_path, cache_dir=tmp_path / "cache")
