@@ -620,10 +620,10 @@ class _SavedModel:
           runs the device function on the host stage's results and the numeric inputs;
           None when the function needs no host stage.
         """
-        # Numeric inputs that the stage may take keep their shapes (unknown sizes None);
-        # a ragged component keeps the stage's default, [None].
+        # Inputs that the stage may take keep their shapes (unknown sizes None); a ragged
+        # component keeps the stage's default, [None].
         shapes = {k: split.stage_shape(specs[k]) for k in input_keys
-                  if not _is_string(specs[k]) and not (k in host_keys and specs[k].shape)}
+                  if not (k in host_keys and specs[k].shape)}
         parts = string_functions.split_function(self._interp, self._meta, self._path,
                                                 function_name, input_keys, host_keys,
                                                 shapes)

@@ -444,10 +444,15 @@ class Module:
           SignatureError: inputs that do not match the stage's inputs.
           HostStageError: an op of the stage failed or broke a limit.
         """
-        stage = self._host_stage(self._overload(signature, inputs, frozenset()))
+        signature = self._overload(signature, inputs, frozenset())
+        stage = self._host_stage(signature)
         if stage is None:
             return inputs
-        return stage.run(flatten_ragged(inputs, stage.input_specs))
+        inputs = flatten_ragged(inputs, stage.input_specs)
+        # Numbers the stage does not take pass through: they may be traced (jax.grad).
+        _refuse_traced(signature, {k: inputs.get(k) for k in stage.input_specs}
+                       if isinstance(inputs, Mapping) else inputs)
+        return stage.run(inputs)
 
     def apply_device(self, params: Mapping[str, Any], inputs: Any, *,
                      signature: str = "default", as_dict: bool = False,
@@ -554,6 +559,22 @@ def _sig_str(sig: Signature) -> str:
     ins = ", ".join(f"{k}: {s}" for k, s in sig.inputs.items())
     outs = ", ".join(f"{k}: {s}" for k, s in sig.outputs.items())
     return f"({ins}) -> ({outs})"
+
+
+def _refuse_traced(signature: str, inputs: Any) -> None:
+    """Refuses traced inputs (under ``jax.jit``) for a host stage, which runs numpy on
+    concrete values.
+
+    Raises:
+      SignatureError: an input is a tracer.
+    """
+    if any(isinstance(leaf, jax.core.Tracer) for leaf in jax.tree_util.tree_leaves(inputs)):
+        raise SignatureError(
+            f"signature {signature!r} runs a host stage (numpy, on concrete values) before "
+            f"its device function, so it cannot be traced (here under jax.jit or another "
+            f"transformation): call module.preprocess(inputs, signature={signature!r}) "
+            f"outside it and module.apply_device(params, feeds, signature={signature!r}) "
+            f"inside it")
 
 
 def _single_output(outputs: dict[str, Any]) -> Any:

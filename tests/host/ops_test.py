@@ -1,7 +1,8 @@
 """The host stage's numeric ops whose output shape follows their inputs' values give what
 TF's kernels give: ``Range``, ``Unique``, ``UniqueWithCounts``, ``ListDiff``, ``Where``,
 ``DynamicPartition``, ``Slice``, ``NonMaxSuppressionV2`` to ``V5`` (hard NMS) and
-``CombinedNonMaxSuppression``."""
+``CombinedNonMaxSuppression``; and the conversions between numbers and text, ``AsString``
+and ``StringToNumber``; bin counts (``Bincount``, ``DenseBincount``)."""
 
 from __future__ import annotations
 
@@ -227,3 +228,79 @@ def test_non_max_suppression_refuses_what_it_does_not_compute():
     with pytest.raises(HostStageError, match="JAXHUB_HOST_MAX_ELEMENTS"):
         run("NonMaxSuppressionV4", boxes, scores, np.int32(10 ** 9), np.float32(0.5),
             np.float32(0), pad_to_max_output_size=True, limits=HostLimits(max_elements=100))
+
+
+_NUMBER_TEXTS = [
+    "12", " 12 ", "\t7\n", "\v5\f", "+5", "-5", "07", ".5", "5.", "1.e5", "1e3", "1E+5",
+    "1e-50", "1e400", "-1e400", "3.4028236e38", "1.7976931348623157e308", "0x1A", "-0X1f",
+    "0x1.8p3", "inf", "-Inf", "+infinity", "NaN", "-nan", "nan(1)", "  -0.0",
+    "2147483647", "2147483648", "-2147483648", "-2147483649", "9223372036854775807",
+    "9223372036854775808", "", " ", "abc", "1.5f", "1_000", "+-5", "- 5", "1e", "e5",
+    "12abc", "0b1", "1,5", "0x", "0x-1", "infin", "inf inity", "\xa05", "\u0663"]
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64", "int32", "int64"])
+def test_string_to_number_parses_and_refuses_what_tf_does(dtype):
+    for text in _NUMBER_TEXTS:
+        try:
+            theirs = tf.strings.to_number(text, dtype).numpy()
+        except tf.errors.InvalidArgumentError:
+            with pytest.raises(ValueError, match="StringToNumber could not convert"):
+                run("StringToNumber", np.asarray([text.encode()], object), out_type=dtype)
+            continue
+        (ours,) = run("StringToNumber", np.asarray([text.encode()], object), out_type=dtype)
+        assert ours.dtype == theirs.dtype, text
+        np.testing.assert_array_equal(ours, [theirs], err_msg=repr(text))
+
+
+_AS_STRING_ATTRS = [
+    {}, {"precision": 3}, {"precision": 0}, {"scientific": True}, {"shortest": True},
+    {"width": 8}, {"width": 8, "fill": "0"}, {"width": 8, "fill": "-"}, {"fill": "+"},
+    {"fill": " "}, {"fill": "#", "precision": 0},
+    {"width": 12, "precision": 2, "scientific": True, "fill": "#"},
+    {"shortest": True, "precision": 3, "width": 10},
+    {"fill": "x"}, {"scientific": True, "shortest": True}, {"fill": "00"}]
+
+_FLOATS = np.asarray([1.5, -2.25e-7, 123456789.0, np.inf, -np.inf, np.nan, -np.nan, 0.1,
+                      0.0, -0.0, 1e30], np.float32)
+_AS_STRING_INPUTS = [_FLOATS, _FLOATS.astype(np.float64), np.asarray([3, -42, 0], np.int32),
+                     np.asarray([2 ** 40, -7], np.int64), np.asarray([250, 3], np.uint8),
+                     np.asarray([-5], np.int8), np.asarray([True, False]),
+                     np.asarray([1 + 2j, -0.5 - 1e-9j], np.complex64)]
+
+
+@pytest.mark.parametrize("attrs", _AS_STRING_ATTRS, ids=str)
+def test_as_string_formats_and_refuses_what_tf_does(attrs):
+    for x in _AS_STRING_INPUTS:
+        try:
+            theirs = tf.strings.as_string(x, **attrs).numpy()
+        except tf.errors.InvalidArgumentError:
+            with pytest.raises(ValueError, match="AsString"):
+                run("AsString", x, **attrs)
+            continue
+        (ours,) = run("AsString", x, **attrs)
+        assert ours.dtype == object and list(ours) == list(theirs), x.dtype
+
+
+@pytest.mark.parametrize("op,arr,size,weights,attrs", [
+    ("Bincount", [5, 2, 3, 1, 3, 2, 7], 6, np.zeros(0, np.float32), {}),
+    ("Bincount", [[1, 5], [2, 2]], 3, np.asarray([[0.5, 1], [2, 4]], np.float64), {}),
+    ("Bincount", [1, 2], 0, np.zeros(0, np.int32), {}),
+    ("DenseBincount", [5, 2, 3, 1, 3], 4, np.zeros(0, np.int64), {}),
+    ("DenseBincount", [[5, 2, 3], [2, 2, 0]], 6, np.asarray([[1, 2, 3], [4, 5, 6]], np.float32),
+     {}),
+    ("DenseBincount", [[5, 2, 3], [2, 2, 0]], 6, np.zeros(0, np.int32),
+     {"binary_output": True}),
+    ("Bincount", [1, -1], 3, np.zeros(0, np.float32), {}),
+    ("DenseBincount", [[1, -1]], 3, np.zeros(0, np.float32), {}),
+    ("Bincount", [1], -1, np.zeros(0, np.float32), {})])
+def test_bin_counts_match_tf(op, arr, size, weights, attrs):
+    arr, size = np.asarray(arr, np.int32), np.int32(size)
+    names = ("arr", "size", "weights") if op == "Bincount" else ("input", "size", "weights")
+    try:
+        theirs = getattr(tf.raw_ops, op)(**dict(zip(names, (arr, size, weights))), **attrs)
+    except tf.errors.InvalidArgumentError:
+        with pytest.raises(ValueError, match="bin count of"):
+            run(op, arr, size, weights, **attrs)
+        return
+    assert_same(run(op, arr, size, weights, **attrs), [theirs.numpy()])

@@ -27,7 +27,11 @@ Ref = tuple[str, int]
 #: Ops whose results have their first input's shape.
 _SAME_SHAPE = frozenset({
     "Identity", "StopGradient", "Snapshot", "Cast", "ZerosLike", "OnesLike", "Cumsum",
-    "Neg", "Abs", "Sign", "LogicalNot", "Floor", "Ceil", "Round"})
+    "Neg", "Abs", "Sign", "LogicalNot", "Floor", "Ceil", "Round",
+    # string ops, element by element
+    "StringToNumber", "AsString", "StringLower", "StringUpper", "StringStrip",
+    "StaticRegexReplace", "StaticRegexFullMatch", "StringLength", "StringToHashBucketFast",
+    "StringToHashBucket", "StringToHashBucketStrong"})
 
 #: Elementwise ops of two or three inputs: their results have the broadcast shape.
 _BROADCAST = frozenset({
@@ -131,6 +135,10 @@ class Specs:
             return [self.fresh(count)]
         if op in _COUNT_OUTPUT:
             return [] if index == _COUNT_OUTPUT[op] else [self.fresh(count)]
+        if op == "Bincount":
+            return [self.fresh(count)]
+        if op == "DenseBincount" and inputs[0] is not None:  # counts by row of a matrix
+            return [*inputs[0][:-1], self.fresh(count)]
         if op == "Where" and inputs[0] is not None:
             return [self.fresh(count), len(inputs[0])]
         if op == "DynamicPartition" and None not in inputs[:2]:

@@ -10,7 +10,8 @@ Sizes that the host stage decides (the number of tokens, of unique ids) become s
 dimensions of the device function's inputs. For a text stage, which of them are equal is
 found by running the host stage on a few probe batches of different shapes: dimensions
 whose sizes agree on every probe share one symbol. A numeric stage is typed from the graph
-instead (:mod:`jaxhub_tf.from_tf.host_stages.shapes`), so that any valid input converts.
+instead (:mod:`jaxhub_tf.from_tf.host_stages.shapes`), so that any valid input converts;
+so is a text stage that parses numbers (``tf.strings.to_number``), which probe text is not.
 
 A sparse-segment reduction whose segment ids come from the host (``embedding_lookup_sparse``)
 has a number of output rows set by those values; the host stage then also feeds a
@@ -19,7 +20,7 @@ size from (see ``ops/sparse.py``).
 
 Numeric signatures get a host stage too when an op's *output shape* follows its inputs'
 values (``tf.range(n)``, one-argument ``tf.where``, ``tf.unique``, ``tf.boolean_mask``,
-``x[:n]``):
+``x[:n]``, ``tf.math.bincount(x)``; not a non-max suppression padded to a constant size):
 a device function's shapes cannot depend on values. When such an op's inputs are
 computed from the signature's inputs alone, through ops the host stage runs, that input
 *cone* and the op move to the host stage, whose result reaches the device function with
@@ -33,7 +34,7 @@ from __future__ import annotations
 
 import dataclasses
 import pathlib
-from typing import Any, Mapping
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 
@@ -79,6 +80,9 @@ _NUMERIC_SEED_OPS = frozenset({
     "SentencepieceOp", "SentencepieceStringToIdOp", "SentencepieceVocabSizeOp",
 })
 
+#: Ops that refuse most text (they parse numbers): a stage with one cannot be probed.
+_PARSE_OPS = frozenset({"StringToNumber"})
+
 #: SentencePiece ops whose output 0 is a string only when their ``out_type`` says so.
 _SENTENCEPIECE_TOKENIZERS = frozenset({"SentencepieceTokenizeOp",
                                        "SentencepieceTokenizeWithOffsetsOp"})
@@ -94,9 +98,13 @@ VALUE_SHAPED_OPS: dict[str, tuple[int, ...] | None] = {
     "Range": None, "Where": None, "Unique": None, "UniqueWithCounts": None,
     "ListDiff": None, "Fill": (0,), "DynamicPartition": (1,), "RaggedRange": None,
     "NonMaxSuppressionV2": None, "NonMaxSuppressionV3": None, "NonMaxSuppressionV4": None,
-    "NonMaxSuppressionV5": None, "Slice": (1, 2),
+    "NonMaxSuppressionV5": None, "Slice": (1, 2), "Bincount": (1,), "DenseBincount": (1,),
     # Its shape follows constants in most graphs, but only the host stage computes it.
     "CombinedNonMaxSuppression": None}
+
+#: Non-max suppressions that can pad their result to ``max_output_size`` (input 2): padded,
+#: only that input sets their shape, and a constant one leaves it static (a device op).
+_PADDABLE_NMS = frozenset({"NonMaxSuppressionV4", "NonMaxSuppressionV5"})
 
 #: Why a value-shaped op must run in the host stage, for messages (by op; default below).
 _WHY_HOST = {"CombinedNonMaxSuppression": "has no device implementation"}
@@ -215,8 +223,10 @@ def split(fn: graph.Function, *, table_initializers: Mapping[str, str] = {},
     device_dep -= host
     _check_supported(nodes, host - string_args, fn, device_dep, shared)
     renamed = {a: input_names.get(a, a) for a in string_args}
-    # A numeric stage's results are typed from the graph; a text stage's by probes.
-    specs = None if text else shapes.Specs(nodes, {
+    # A numeric stage's results are typed from the graph; a text stage's by probes, unless
+    # it parses numbers, which probe text is not.
+    from_graph = not text or any(nodes[n].op in _PARSE_OPS for n in host if n in nodes)
+    specs = None if not from_graph else shapes.Specs(nodes, {
         a: (np.dtype(dtype), list(input_shapes.get(renamed[a], [None])))
         for a, dtype in zip(fn.args, fn.arg_dtypes) if a in renamed})
     return _build(fn, nodes, order, host, renamed, table_initializers, assets, shared,
@@ -262,16 +272,21 @@ def _value_shaped(nodes: Mapping[str, graph.Node], order: list[str], inputs: set
         deps = [s for s, _ in node.inputs]
         if any(d in (shaped if node.op in _SHAPE_OPS else values) for d in deps):
             values.add(name)
-        positions = VALUE_SHAPED_OPS.get(node.op, ())
-        if positions is None:
-            positions = range(len(deps))
-        if any(deps[i] in values for i in positions if i < len(deps)) or (
+        if any(deps[i] in values for i in _shaping_inputs(node) if i < len(deps)) or (
                 node.op == "StridedSlice" and _slices_by_values(nodes, node, values)):
             seeds.append(name)
             shaped.add(name)
         elif any(d in shaped for d in deps):
             shaped.add(name)
     return seeds, values
+
+
+def _shaping_inputs(node: graph.Node) -> Sequence[int]:
+    """The positions of the inputs of ``node`` whose values set its output shape."""
+    if node.op in _PADDABLE_NMS and node.attr("pad_to_max_output_size", False):
+        return (2,)
+    positions = VALUE_SHAPED_OPS.get(node.op, ())
+    return range(len(node.inputs)) if positions is None else positions
 
 
 def _slices_by_values(nodes: Mapping[str, graph.Node], node: graph.Node,
@@ -368,7 +383,8 @@ def _check_supported(nodes, host: set[str], fn, device_dep: set[str],
         nodes[name].op for name in device_dep if name in nodes
         and nodes[name].op in _SIZE_INPUTS
         and nodes[name].inputs[_SIZE_INPUTS[nodes[name].op]][0] in host - shared})
-    if missing or strings_to_device or bad_attrs or host_sized:
+    string_outputs = _string_outputs(nodes, fn)
+    if missing or strings_to_device or bad_attrs or host_sized or string_outputs:
         lines = []
         if missing:
             lines.append(f"string/table op(s) with no host implementation: {missing}")
@@ -379,9 +395,21 @@ def _check_supported(nodes, host: set[str], fn, device_dep: set[str],
         if host_sized:
             lines.append(f"device op(s) whose output size the host stage computes (a shape "
                          f"must be static): {host_sized}")
+        if string_outputs:
+            lines.append(f"string result(s) {string_outputs} (a signature returns numbers: "
+                         f"hash or look up strings to ids in the graph)")
         raise HostStageUnsupportedError(
             "this graph's string preprocessing cannot run in jaxhub: " + "; ".join(lines)
             + f". The host stage runs: {extend.supported_host_ops()}")
+
+
+def _string_outputs(nodes, fn) -> list[str]:
+    """The names of ``fn``'s results that are strings (by the op's type when the op is no
+    string op itself: ``tf.concat`` of strings)."""
+    dtypes = shapes.Specs(nodes, {})
+    return [name for (source, index), name in zip(fn.outputs, fn.output_names)
+            if _is_string(nodes, fn, source, index) or (
+                source in nodes and dtypes.dtype((source, index)) == np.dtype(object))]
 
 
 def _is_string(nodes, fn, source: str, index: int) -> bool:
@@ -574,7 +602,7 @@ def _probe_inputs(specs: Mapping[str, Mapping[str, Any]], batch: list[bytes]
     inputs = {}
     for name, spec in specs.items():
         if spec["dtype"] == "string":
-            inputs[name] = np.asarray(batch, dtype=object)
+            inputs[name] = _text_probe(batch, spec["shape"])
             continue
         if spec["shape"] == [] and np.dtype(spec["dtype"]).kind in "iu":
             # A scalar that sets a size (BERT packing's ``seq_length``): a value per probe,
@@ -594,6 +622,16 @@ def _probe_inputs(specs: Mapping[str, Mapping[str, Any]], batch: list[bytes]
         value = _ragged_probe(batch, depth)[depth if level is None else level]
         inputs[name] = value.astype(spec["dtype"])
     return inputs
+
+
+def _text_probe(batch: list[bytes], shape: list[int | None]) -> np.ndarray:
+    """The probe's texts in an array of the input's ``shape``, repeated as they fill it
+    (a scalar input takes the first). Unknown sizes vary with the probe: the batch's on
+    axis 0, one more per later axis, so that each follows a symbol of its own."""
+    dims = [len(batch) + axis if d is None else int(d) for axis, d in enumerate(shape)]
+    flat = np.empty(int(np.prod(dims)), dtype=object)
+    flat[:] = [batch[i % len(batch)] for i in range(flat.size)]
+    return flat.reshape(dims)
 
 
 def _numeric_probe(spec: Mapping[str, Any], batch: int) -> np.ndarray:

@@ -16,6 +16,7 @@ array from values check it against the node's limits before allocating.
 
 from __future__ import annotations
 
+import re
 from typing import Any, Callable, Container, Iterable, Mapping
 
 import numpy as np
@@ -331,6 +332,107 @@ def _string_split_v2(node, x, sep):
         # An empty separator splits on runs of whitespace, dropping empty tokens.
         rows.append(s.split(None if not sep else sep, maxsplit))
     return _sparse(rows)
+
+
+#: printf flags ``AsString`` takes as its ``fill``: TF adds the character to the format.
+_FILL_FLAGS = frozenset(" +-0#")
+
+
+def _as_string_format(attrs: Mapping[str, Any], dtype: np.dtype) -> str:
+    """The printf format ``AsString`` applies to each element of ``dtype`` (TF's rules).
+
+    Raises:
+      ValueError: an attr TF refuses for ``dtype`` (a precision for an integer, a fill
+        that is no printf flag, both scientific and shortest).
+    """
+    precision, width = int(attrs.get("precision", -1)), int(attrs.get("width", -1))
+    scientific, shortest = attrs.get("scientific", False), attrs.get("shortest", False)
+    fill = attrs.get("fill", "")
+    if dtype.kind not in "fc" and (scientific or shortest or precision >= 0):
+        raise ValueError(f"AsString of {dtype.name}: precision, scientific and shortest "
+                         f"apply to floating point numbers only")
+    if scientific and shortest:
+        raise ValueError("AsString cannot use both scientific and shortest notation")
+    if len(fill) > 1 or (fill and fill not in _FILL_FLAGS):
+        raise ValueError(f"AsString fill {fill!r}: TF takes one of {sorted(_FILL_FLAGS)}")
+    if dtype.kind == "u" and fill in ("+", " "):
+        fill = ""  # C's %u writes no sign
+    conversion = "d" if dtype.kind in "iub" else "g" if shortest else "e" if scientific \
+        else "f"
+    return (f"%{fill}{width if width >= 0 else ''}"
+            f"{f'.{precision}' if precision >= 0 else ''}{conversion}")
+
+
+def _format_number(form: str, value: Any) -> str:
+    if not isinstance(value, float) or np.isfinite(value):
+        return form % value
+    # C's printf pads inf and nan with spaces, even with the 0 flag, and writes a negative
+    # NaN's sign, which Python's % drops: format an infinity of the same sign instead.
+    form = form.replace("%0", "%", 1)
+    return (form % np.copysign(np.inf, value)).replace("inf", "nan" if np.isnan(value)
+                                                        else "inf")
+
+
+@_checked_by("AsString")
+def _check_as_string(node) -> None:
+    _as_string_format(node.attrs, np.dtype(node.attrs.get("T", "float32")))
+
+
+@register("AsString", attrs=("precision", "scientific", "shortest", "width", "fill"))
+def _as_string(node, x):
+    x = np.asarray(x)
+    form = _as_string_format(node.attrs, x.dtype)
+    out = np.empty(x.shape, dtype=object)
+    for i, value in enumerate(x.reshape(-1).tolist()):
+        out.reshape(-1)[i] = _as_text(form, value).encode("ascii")
+    return out
+
+
+def _as_text(form: str, value: Any) -> str:
+    """One element (a Python number) as ``AsString`` writes it with printf format ``form``."""
+    if isinstance(value, bool):  # TF writes booleans as words, whatever the format
+        return "true" if value else "false"
+    if isinstance(value, complex):
+        return f"({_format_number(form, value.real)},{_format_number(form, value.imag)})"
+    return _format_number(form, value)
+
+
+#: What ``StringToNumber`` parses (as C's ``strtod``/``strtol`` do, the whole string
+#: with ASCII white space around it): decimal or hex floats, inf, infinity, nan; integers.
+_FLOAT_TEXT = re.compile(
+    rb"\s*[+-]?(?:(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?"
+    rb"|0[xX](?:[0-9a-fA-F]+\.?[0-9a-fA-F]*|\.[0-9a-fA-F]+)(?:[pP][+-]?\d+)?"
+    rb"|(?i:inf(?:inity)?|nan(?:\([0-9A-Za-z_]*\))?))\s*")
+_INT_TEXT = re.compile(rb"\s*[+-]?\d+\s*")
+
+
+def _parse_number(text: bytes, dtype: np.dtype) -> Any:
+    """``text`` as a number of ``dtype``, as TF's ``StringToNumber`` parses it.
+
+    Raises:
+      ValueError: ``text`` is no number of that kind, or an integer out of its range.
+    """
+    if dtype.kind == "f" and _FLOAT_TEXT.fullmatch(text):
+        body = text.strip().split(b"(")[0].decode("ascii")
+        value = float.fromhex(body) if "x" in body.lower() else float(body)
+        with np.errstate(over="ignore"):  # too large for float32: inf, as TF's strtof
+            return dtype.type(value)
+    if dtype.kind == "i" and _INT_TEXT.fullmatch(text):
+        value = int(text)
+        if np.iinfo(dtype).min <= value <= np.iinfo(dtype).max:
+            return value
+    raise ValueError(f"StringToNumber could not convert string {text!r} to {dtype.name}")
+
+
+@register("StringToNumber")
+def _string_to_number(node, x):
+    dtype = np.dtype(node.attrs.get("out_type", "float32"))
+    if dtype.name not in ("float32", "float64", "int32", "int64"):
+        raise ValueError(f"StringToNumber to {dtype.name}; TF parses float32, float64, "
+                         f"int32 and int64")
+    arr = _strings(x)
+    flat = [_parse_number(s, dtype) for s in arr.reshape(-1)]
+    return np.asarray(flat, dtype=dtype).reshape(arr.shape)
 
 
 # -- tables --------------------------------------------------------------------------------
@@ -757,26 +859,48 @@ def _cumsum(node, x, axis):
     return np.flip(out, axis) if node.attrs.get("reverse", False) else out
 
 
+def _check_bincount(node, values: np.ndarray, size: int) -> None:
+    """Refuses what TF's bin counts refuse, and counts over the element limit."""
+    if size < 0:
+        raise ValueError(f"bin count of size {size}; TF takes a size >= 0")
+    if values.size and values.min() < 0:
+        raise ValueError(f"bin count of a negative value ({values.min()}); TF counts "
+                         f"values >= 0")
+    check_elements(node, size * (len(values) if values.ndim > 1 else 1))
+
+
+def _bin_counts(values: np.ndarray, weights: np.ndarray, size: int,
+                binary: bool = False) -> np.ndarray:
+    """How often each of ``0 .. size - 1`` occurs in 1-D ``values`` (larger values are
+    left out), or the sum of its ``weights`` (empty: counts), in the weights' dtype;
+    with ``binary``, 1 for each that occurs."""
+    kept = values < size
+    out = np.zeros(size, weights.dtype)
+    if binary:
+        out[values[kept]] = 1
+    else:
+        np.add.at(out, values[kept], weights[kept] if weights.size else 1)
+    return out
+
+
+@register("Bincount")
+def _bincount(node, arr, size, weights):
+    # Values of any shape, counted together; weights have their shape, or none.
+    arr, weights, size = np.asarray(arr), np.asarray(weights), int(np.asarray(size))
+    _check_bincount(node, arr.reshape(-1), size)
+    return _bin_counts(arr.reshape(-1), weights.reshape(-1), size)
+
+
 @register("DenseBincount", attrs=("binary_output",))
 def _dense_bincount(node, values, size, weights):
+    # A vector, or a matrix counted row by row; weights have its shape, or none.
     values, weights, size = np.asarray(values), np.asarray(weights), int(np.asarray(size))
-    check_elements(node, size * (len(values) if values.ndim > 1 else 1))
+    _check_bincount(node, values, size)
     binary = node.attrs.get("binary_output", False)
-    dtype = weights.dtype if weights.size else values.dtype
-
-    def count(row, row_weights):
-        row = row[(row >= 0) & (row < size)] if row.size else row
-        if binary:
-            out = np.zeros(size, dtype)
-            out[row] = 1
-            return out
-        w = row_weights if row_weights is not None and row_weights.size else None
-        return np.bincount(row, weights=w, minlength=size)[:size].astype(dtype)
-
     if values.ndim == 1:
-        return count(values, weights if weights.size else None)
-    return np.stack([count(r, weights[i] if weights.size else None)
-                     for i, r in enumerate(values)])
+        return _bin_counts(values, weights, size, binary)
+    return np.stack([_bin_counts(row, weights[i] if weights.size else weights, size, binary)
+                     for i, row in enumerate(values)]).reshape(len(values), size)
 
 
 @register("Where")

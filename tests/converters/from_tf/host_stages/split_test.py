@@ -3,7 +3,8 @@
 ``tf.range`` and ``tf.ragged.range`` with tensor bounds, ``tf.fill`` with a tensor shape,
 one-argument ``tf.where``, ``tf.unique`` (with counts), ``tf.compat.v1.setdiff1d``,
 ``tf.dynamic_partition``, ``tf.image.non_max_suppression``, ``tf.boolean_mask`` and
-``x[:n]``, ``tf.slice`` of a signature's inputs run in a host stage; what follows them (here a product with a
+``x[:n]``, ``tf.slice``, ``tf.math.bincount`` (its size the largest value + 1) of a
+signature's inputs run in a host stage; what follows them (here a product with a
 variable) stays in the device function, which takes their results with a symbolic size.
 Outputs are compared with TF eager on several inputs, empty results included, through
 ``apply`` and through ``preprocess`` + ``jax.jit(apply_device)``.
@@ -137,6 +138,18 @@ class _ValueShaped(tf.Module):
         rows = tf.boolean_mask(x, x[:, 0] > 0)
         return {"rows": self._scaled(rows), "total": tf.reduce_sum(weights * self.scale[0])}
 
+    @tf.function(input_signature=[tf.TensorSpec([None], tf.int32)])
+    def bin_counts(self, x):
+        # The count's size is the largest value + 1: a host stage's result.
+        return {"counts": self._scaled(tf.math.bincount(x))}
+
+    @tf.function(input_signature=[tf.TensorSpec([None, 4], tf.int32),
+                                  tf.TensorSpec([None, 4], tf.float32)])
+    def row_bin_counts(self, rows, weights):
+        by_row = tf.math.bincount(rows, weights=weights, axis=-1)
+        return {"by_row": by_row * self.scale[0],
+                "binary": tf.math.bincount(rows, axis=-1, binary_output=True)}
+
 
 _RNG = np.random.default_rng(0)
 
@@ -179,6 +192,10 @@ CASES = {
              {"x": [[1, 2]], "n": 1}],
     "window": [{"x": [[1, 2], [-1, 5], [3, -4]], "start": 1, "size": 2},
                {"x": [[1, 2], [-1, 5], [3, -4]], "start": 0, "size": -1}],
+    "bin_counts": [{"x": [5, 2, 3, 1, 3, 2, 7, 5, 9, 10]}, {"x": [0]}],
+    "row_bin_counts": [{"rows": [[5, 2, 3, 1], [0, 7, 7, 2]],
+                        "weights": [[2.0, 1.5, 3.5, 4.5], [5.5, 6.5, 7.5, 8.5]]},
+                       {"rows": [[3, 3, 3, 3]], "weights": [[1, 1, 1, 1]]}],
     "positive_rows": [{"x": [[1, 2], [-1, 5], [3, -4]], "weights": [1, 2, 3]},
                       {"x": [[-1, 2], [3, 4]], "weights": [0.5, 0.25]}],
 }
@@ -284,6 +301,19 @@ def test_an_empty_result_with_outputs_that_are_not_empty_is_refused(saved):
         module.apply_device(module.params, feeds, signature="positive_rows")
 
 
+def test_a_host_stage_under_jit_is_refused_naming_the_split_to_use(saved):
+    model, module = saved
+    arrays = _arrays("unique", CASES["unique"][0])
+    jitted = jax.jit(lambda params, x: module.apply(params, x, signature="unique"))
+    with pytest.raises(jaxhub.SignatureError,
+                       match=r"signature 'unique' runs a host stage .* cannot be traced.*"
+                             r"module.preprocess\(inputs, signature='unique'\) outside it "
+                             r"and module.apply_device\(params, feeds, signature='unique'\) "
+                             r"inside it"):
+        jitted(module.params, arrays)
+    _assert_matches_tf(model, module, "unique", CASES["unique"][0])  # that split works
+
+
 def test_value_sized_results_get_symbolic_sizes_of_their_own(saved):
     _, module = saved
     assert module.signatures["count"].inputs == {"n": jaxhub.TensorSpec([], "int32")}
@@ -360,3 +390,39 @@ def test_a_combined_nms_of_device_values_is_refused_naming_the_op(tmp_path):
                        match=r"CombinedNonMaxSuppression node '[^']*' has no device "
                              r"implementation; .*ReadVariableOp '[^']*' \(params"):
         load_saved_model(tmp_path)
+
+
+class _PaddedDetections(tf.Module):
+    """Padded non-max suppressions of boxes computed from params: their shape is
+    ``max_output_size``, a constant, so the device function runs them."""
+
+    def __init__(self):
+        super().__init__()
+        self.shift = tf.Variable([0.05, -0.1, 0.05, -0.1])
+
+    @tf.function(input_signature=[tf.TensorSpec([5, 4], tf.float32),
+                                  tf.TensorSpec([5], tf.float32), _FLOAT])
+    def __call__(self, boxes, scores, score_threshold):
+        moved = boxes + self.shift
+        v4, count4 = tf.raw_ops.NonMaxSuppressionV4(
+            boxes=moved, scores=scores, max_output_size=4, iou_threshold=0.5,
+            score_threshold=score_threshold, pad_to_max_output_size=True)
+        v5, scores5, count5 = tf.raw_ops.NonMaxSuppressionV5(
+            boxes=moved, scores=scores, max_output_size=3, iou_threshold=0.3,
+            score_threshold=score_threshold, soft_nms_sigma=0.0, pad_to_max_output_size=True)
+        return {"v4": v4, "count4": count4, "v5": v5, "scores5": scores5, "count5": count5}
+
+
+@pytest.mark.parametrize("score_threshold", [0.0, 0.75])
+def test_padded_nms_of_boxes_from_params_runs_on_the_device(tmp_path, score_threshold):
+    model = _PaddedDetections()
+    tf.saved_model.save(model, str(tmp_path / "sm"), signatures=model.__call__)
+    module = jaxhub.load(tmp_path / "sm", cache_dir=tmp_path / "cache")
+    assert not module.has_host_stage()
+    inputs = {"boxes": np.asarray(CASES["scored_detections"][0]["boxes"], np.float32),
+              "scores": np.asarray(CASES["scored_detections"][0]["scores"], np.float32),
+              "score_threshold": np.float32(score_threshold)}
+    theirs = {k: v.numpy() for k, v in model(**inputs).items()}
+    _assert_close(module.apply(module.params, inputs, as_dict=True), theirs)
+    _assert_close(jax.jit(lambda p, x: module.apply(p, x, as_dict=True))(module.params,
+                                                                         inputs), theirs)

@@ -150,7 +150,8 @@ def test_unsupported_string_ops_are_named(tmp_path):
         10))
     with pytest.raises(split.HostStageUnsupportedError) as info:
         load_tf1_hub_module(tmp_path / "m")
-    assert all(op in str(info.value) for op in ("ReduceJoin", "StringToNumber", "AsString"))
+    # Only the op without a host implementation: the host stage parses and formats numbers.
+    assert "no host implementation: ['ReduceJoin']" in str(info.value)
 
 
 def test_minimal_hub_module_with_hashing_loads_through_jaxhub_load(tmp_path):
