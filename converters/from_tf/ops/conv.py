@@ -147,6 +147,56 @@ def _conv(node, x, kernel):
     layout, strides, dilations, pads = _conv_geometry(node, x, kernel)
     in_channels = x.shape[-1] if _channels_last(layout) else x.shape[1]
     groups = in_channels // kernel.shape[-2]
+    spanned = _spanned_axes(_spatial_shape(layout, x.shape), kernel.shape[:-2], pads)
+    if groups == 1 and spanned:
+        x, kernel = _fold_spanned(x, kernel, layout, spanned)
+        strides, dilations = ([1 if i in spanned else v for i, v in enumerate(values)]
+                              for values in (strides, dilations))
+    return _lowered_conv(x, kernel, layout, strides, dilations, pads, groups)
+
+
+def _spanned_axes(sizes: Sequence, window: Sequence[int], pads) -> tuple[int, ...]:
+    """The spatial axes (indices) that the kernel spans unpadded (``VALID``, or padding
+    that adds nothing): one output along each, whatever the stride. Empty unless one of
+    them has more than one tap."""
+    spanned = tuple(i for i, (n, k, pad) in enumerate(zip(sizes, window, pads))
+                    if isinstance(n, (int, np.integer)) and n == k and not any(pad))
+    return spanned if any(window[i] > 1 for i in spanned) else ()
+
+
+def _fold_spanned(x, kernel, layout: str, spanned: tuple[int, ...]):
+    """``x`` and ``kernel`` with the ``spanned`` spatial axes folded into the channels and
+    left as axes of size one: the same convolution, which contracts those axes in a
+    matrix product instead of sliding a window along them.
+
+    A window as large as its input (crema's 1×216 over 216 frequency bins, an audio
+    front end's 7×561 over 561) is a matrix product over that axis, which XLA:CPU's
+    convolution gradient does not see: crema's 1×216 1 -> 72 conv over [32, 43, 216]
+    took 1.4 ms forward and 1,406 ms for its gradient (``benchmarks/PROFILE.md``).
+    Folded, it is a 1×1 conv (:func:`_pointwise`), or a conv over the other axes alone.
+    """
+    first = 1 if _channels_last(layout) else 2
+    sizes, window = _spatial_shape(layout, x.shape), kernel.shape[:-2]
+    k_in, k_out = kernel.shape[-2:]
+    merged = int(np.prod([window[i] for i in spanned])) * k_in
+    x_spatial = [1 if i in spanned else n for i, n in enumerate(sizes)]
+    k_spatial = [1 if i in spanned else k for i, k in enumerate(window)]
+    # The merged channel index: spanned axes, then channels (channels last), or channels,
+    # then spanned axes (channels first), as the input's memory order has them.
+    n = len(spanned)
+    if first == 1:
+        x = jnp.moveaxis(x, [first + i for i in spanned], range(x.ndim - 1 - n, x.ndim - 1))
+        x = x.reshape(x.shape[0], *x_spatial, merged)
+        kernel = jnp.moveaxis(kernel, spanned, range(kernel.ndim - 2 - n, kernel.ndim - 2))
+    else:
+        x = jnp.moveaxis(x, [first + i for i in spanned], range(2, 2 + n))
+        x = x.reshape(x.shape[0], merged, *x_spatial)
+        kernel = jnp.moveaxis(kernel, spanned, range(kernel.ndim - 1 - n, kernel.ndim - 1))
+    return x, kernel.reshape(*k_spatial, merged, k_out)
+
+
+def _lowered_conv(x, kernel, layout: str, strides, dilations, pads, groups: int):
+    """A convolution on the fastest path for its shapes and geometry."""
     pointwise = all(k == 1 for k in kernel.shape[:-2]) and not any(
         lo or hi for lo, hi in pads)
     if pointwise and groups == 1 and _channels_last(layout):
