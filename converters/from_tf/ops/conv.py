@@ -4,6 +4,11 @@ XLA:CPU runs generic convolutions far slower than TF's oneDNN kernels (see the m
 facts in the design notes, and ``benchmarks/PROFILE.md``). So the common cases of mobile
 networks take other routes, each with a written-out gradient where autodiff's is slow:
 
+* a convolution whose kernel spans an unpadded spatial axis (as wide as the input, as in
+  audio front ends over all frequency bins) has that axis folded into the channels, left
+  with size one, and takes the routes below as a 1×1 convolution or one over the other
+  axes: XLA:CPU's gradient of it as a convolution misses the matrix product it is
+  (hundreds of times slower, with a symbolic time axis, than the product's);
 * a 1×1 convolution in channels-last layout is a matrix product over the channel axis
   (``dot_general``), after striding the input; its weight gradient is one 2-D product
   over the flattened leading axes (autodiff's three contracted axes make XLA:CPU
@@ -171,9 +176,10 @@ def _fold_spanned(x, kernel, layout: str, spanned: tuple[int, ...]):
 
     A window as large as its input (crema's 1×216 over 216 frequency bins, an audio
     front end's 7×561 over 561) is a matrix product over that axis, which XLA:CPU's
-    convolution gradient does not see: crema's 1×216 1 -> 72 conv over [32, 43, 216]
-    took 1.4 ms forward and 1,406 ms for its gradient (``benchmarks/PROFILE.md``).
-    Folded, it is a 1×1 conv (:func:`_pointwise`), or a conv over the other axes alone.
+    convolution gradient does not see: crema's 1×216 1 -> 72 conv over [32, 128, 216],
+    time symbolic (static sizes took the patches lowering), took 2.6 ms forward and
+    4.5 s for its gradient, 20 ms folded (``benchmarks/PROFILE.md``). Folded, it is a
+    1×1 conv (:func:`_pointwise`), or a conv over the other axes alone.
     """
     first = 1 if _channels_last(layout) else 2
     sizes, window = _spatial_shape(layout, x.shape), kernel.shape[:-2]
