@@ -181,21 +181,21 @@ def _fold_spanned(x, kernel, layout: str, spanned: tuple[int, ...]):
     4.5 s for its gradient, 20 ms folded (``benchmarks/PROFILE.md``). Folded, it is a
     1×1 conv (:func:`_pointwise`), or a conv over the other axes alone.
     """
-    first = 1 if _channels_last(layout) else 2
     sizes, window = _spatial_shape(layout, x.shape), kernel.shape[:-2]
     k_in, k_out = kernel.shape[-2:]
     merged = int(np.prod([window[i] for i in spanned])) * k_in
     x_spatial = [1 if i in spanned else n for i, n in enumerate(sizes)]
     k_spatial = [1 if i in spanned else k for i, k in enumerate(window)]
-    # The merged channel index: spanned axes, then channels (channels last), or channels,
-    # then spanned axes (channels first), as the input's memory order has them.
+    # The merged channel index runs over the spanned axes, then the channels (channels
+    # last), or the channels, then the spanned axes (channels first): a kernel spanning
+    # the axis next to the channels (crema's frequency axis) needs no transpose.
     n = len(spanned)
-    if first == 1:
-        x = jnp.moveaxis(x, [first + i for i in spanned], range(x.ndim - 1 - n, x.ndim - 1))
+    if _channels_last(layout):
+        x = jnp.moveaxis(x, [1 + i for i in spanned], range(x.ndim - 1 - n, x.ndim - 1))
         x = x.reshape(x.shape[0], *x_spatial, merged)
         kernel = jnp.moveaxis(kernel, spanned, range(kernel.ndim - 2 - n, kernel.ndim - 2))
     else:
-        x = jnp.moveaxis(x, [first + i for i in spanned], range(2, 2 + n))
+        x = jnp.moveaxis(x, [2 + i for i in spanned], range(2, 2 + n))
         x = x.reshape(x.shape[0], merged, *x_spatial)
         kernel = jnp.moveaxis(kernel, spanned, range(kernel.ndim - 1 - n, kernel.ndim - 1))
     return x, kernel.reshape(*k_spatial, merged, k_out)
