@@ -4,6 +4,11 @@ XLA:CPU runs generic convolutions far slower than TF's oneDNN kernels (see the m
 facts in the design notes, and ``benchmarks/PROFILE.md``). So the common cases of mobile
 networks take other routes, each with a written-out gradient where autodiff's is slow:
 
+* a convolution whose kernel spans an unpadded spatial axis (as wide as the input, as in
+  audio front ends over all frequency bins) has that axis folded into the channels, left
+  with size one, and takes the routes below as a 1×1 convolution or one over the other
+  axes: XLA:CPU's gradient of it as a convolution misses the matrix product it is
+  (hundreds of times slower, with a symbolic time axis, than the product's);
 * a 1×1 convolution in channels-last layout is a matrix product over the channel axis
   (``dot_general``), after striding the input; its weight gradient is one 2-D product
   over the flattened leading axes (autodiff's three contracted axes make XLA:CPU
@@ -147,6 +152,57 @@ def _conv(node, x, kernel):
     layout, strides, dilations, pads = _conv_geometry(node, x, kernel)
     in_channels = x.shape[-1] if _channels_last(layout) else x.shape[1]
     groups = in_channels // kernel.shape[-2]
+    spanned = _spanned_axes(_spatial_shape(layout, x.shape), kernel.shape[:-2], pads)
+    if groups == 1 and spanned:
+        x, kernel = _fold_spanned(x, kernel, layout, spanned)
+        strides, dilations = ([1 if i in spanned else v for i, v in enumerate(values)]
+                              for values in (strides, dilations))
+    return _lowered_conv(x, kernel, layout, strides, dilations, pads, groups)
+
+
+def _spanned_axes(sizes: Sequence, window: Sequence[int], pads) -> tuple[int, ...]:
+    """The spatial axes (indices) that the kernel spans unpadded (``VALID``, or padding
+    that adds nothing): one output along each, whatever the stride. Empty unless one of
+    them has more than one tap."""
+    spanned = tuple(i for i, (n, k, pad) in enumerate(zip(sizes, window, pads))
+                    if isinstance(n, (int, np.integer)) and n == k and not any(pad))
+    return spanned if any(window[i] > 1 for i in spanned) else ()
+
+
+def _fold_spanned(x, kernel, layout: str, spanned: tuple[int, ...]):
+    """``x`` and ``kernel`` with the ``spanned`` spatial axes folded into the channels and
+    left as axes of size one: the same convolution, which contracts those axes in a
+    matrix product instead of sliding a window along them.
+
+    A window as large as its input (crema's 1×216 over 216 frequency bins, an audio
+    front end's 7×561 over 561) is a matrix product over that axis, which XLA:CPU's
+    convolution gradient does not see: crema's 1×216 1 -> 72 conv over [32, 128, 216],
+    time symbolic (static sizes took the patches lowering), took 2.6 ms forward and
+    4.5 s for its gradient, 20 ms folded (``benchmarks/PROFILE.md``). Folded, it is a
+    1×1 conv (:func:`_pointwise`), or a conv over the other axes alone.
+    """
+    sizes, window = _spatial_shape(layout, x.shape), kernel.shape[:-2]
+    k_in, k_out = kernel.shape[-2:]
+    merged = int(np.prod([window[i] for i in spanned])) * k_in
+    x_spatial = [1 if i in spanned else n for i, n in enumerate(sizes)]
+    k_spatial = [1 if i in spanned else k for i, k in enumerate(window)]
+    # The merged channel index runs over the spanned axes, then the channels (channels
+    # last), or the channels, then the spanned axes (channels first): a kernel spanning
+    # the axis next to the channels (crema's frequency axis) needs no transpose.
+    n = len(spanned)
+    if _channels_last(layout):
+        x = jnp.moveaxis(x, [1 + i for i in spanned], range(x.ndim - 1 - n, x.ndim - 1))
+        x = x.reshape(x.shape[0], *x_spatial, merged)
+        kernel = jnp.moveaxis(kernel, spanned, range(kernel.ndim - 2 - n, kernel.ndim - 2))
+    else:
+        x = jnp.moveaxis(x, [2 + i for i in spanned], range(2, 2 + n))
+        x = x.reshape(x.shape[0], merged, *x_spatial)
+        kernel = jnp.moveaxis(kernel, spanned, range(kernel.ndim - 1 - n, kernel.ndim - 1))
+    return x, kernel.reshape(*k_spatial, merged, k_out)
+
+
+def _lowered_conv(x, kernel, layout: str, strides, dilations, pads, groups: int):
+    """A convolution on the fastest path for its shapes and geometry."""
     pointwise = all(k == 1 for k in kernel.shape[:-2]) and not any(
         lo or hi for lo, hi in pads)
     if pointwise and groups == 1 and _channels_last(layout):

@@ -32,7 +32,8 @@ _LOWERED = ([case for case in DEPTHWISE
                 "Conv2D-few-inputs-explicit-wide", "Conv2D-same", "Conv2D-valid-s2",
                 "Conv2D-explicit", "Conv2D-one-channel", "Conv2D-one-channel-valid",
                 "Conv2D-one-channel-s2", "Conv2D-valid", "Conv1D-valid", "Conv1D-dilated",
-                "Conv3D-valid"} or case.op == "Conv3D"])
+                "Conv3D-valid", "Conv2D-spanned-axes", "Conv2D-spanned-axis-strided",
+                "Conv1D-spanned"} or case.op == "Conv3D"])
 
 
 def _params():
@@ -174,6 +175,51 @@ def test_symbolic_height_and_width_convert_and_match_tensorflow(kind, strides, p
     np.testing.assert_allclose(np.asarray(value.call(x, k)), y.numpy(), rtol=1e-4, atol=1e-4)
     grad = jax.jit(jax.grad(lambda x, k: jnp.sum(jnp.sin(f(x, k))), argnums=(0, 1)))
     got = export.export(grad)(x_spec, k_spec).call(x, k)
+    for g, e in zip(got, expected):
+        np.testing.assert_allclose(np.asarray(g), e.numpy(), rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("x_shape,k_shape,convolutions", [
+    ((2, 9, 24, 1), (1, 24, 1, 6), 0),  # crema's 1x216 over its frequency bins: a product
+    ((2, 9, 24, 2), (3, 24, 2, 4), 3),  # 7x561 over 561 bins: a 3x1 conv over 48 channels
+])
+def test_kernel_spanning_an_axis_with_symbolic_batch_and_time_is_a_product(
+        x_shape, k_shape, convolutions):
+    """A ``VALID`` conv whose kernel spans the frequency axis, traced with unknown batch
+    and time, folds that axis into the channels: TF's values and gradients, and no
+    convolution forward or backward at all when the kernel is one frame tall, where XLA's
+    own gradient of the conv took 4.5 s at batch 32 (``benchmarks/PROFILE.md``)."""
+    case = Case("Conv2D", lambda x, k: tf.nn.conv2d(x, k, 1, "VALID"))
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal(x_shape).astype(np.float32)
+    k = rng.standard_normal(k_shape).astype(np.float32)
+    concrete, f = _converted(case, x_shape, k_shape, unknown=2)
+    y, expected = _tf_value_and_grads(concrete, x, k)
+
+    b, t = export.symbolic_shape("b, t")
+    x_spec = jax.ShapeDtypeStruct((b, t) + x_shape[2:], np.float32)
+    k_spec = jax.ShapeDtypeStruct(k_shape, np.float32)
+    grad = jax.jit(jax.grad(lambda x, k: jnp.sum(jnp.sin(f(x, k))), argnums=(0, 1)))
+    value, gradient = (export.export(fn)(x_spec, k_spec) for fn in (jax.jit(f), grad))
+    np.testing.assert_allclose(np.asarray(value.call(x, k)), y.numpy(), rtol=1e-4, atol=1e-4)
+    for g, e in zip(gradient.call(x, k), expected):
+        np.testing.assert_allclose(np.asarray(g), e.numpy(), rtol=1e-4, atol=1e-4)
+    assert gradient.mlir_module().count("stablehlo.convolution") == convolutions
+
+
+def test_kernel_spanning_an_axis_in_nchw_matches_tensorflow():
+    """Channels first, the spanned axis folds in after the channels: TF's values and
+    gradients (computed in NHWC, which TF runs on every CPU)."""
+    x_shape, k_shape = (2, 3, 7, 10), (3, 10, 3, 4)
+    case = Case("Conv2D", lambda x, k: tf.nn.conv2d(x, k, 1, "VALID", data_format="NCHW"))
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal(x_shape).astype(np.float32)
+    k = rng.standard_normal(k_shape).astype(np.float32)
+    _, f = _converted(case, x_shape, k_shape)
+    y, expected = _tf_value_and_grads(lambda x, k: tf.transpose(tf.nn.conv2d(
+        tf.transpose(x, [0, 2, 3, 1]), k, 1, "VALID"), [0, 3, 1, 2]), x, k)
+    np.testing.assert_allclose(np.asarray(jax.jit(f)(x, k)), y.numpy(), rtol=1e-4, atol=1e-4)
+    got = jax.jit(jax.grad(lambda x, k: jnp.sum(jnp.sin(f(x, k))), argnums=(0, 1)))(x, k)
     for g, e in zip(got, expected):
         np.testing.assert_allclose(np.asarray(g), e.numpy(), rtol=1e-4, atol=1e-4)
 

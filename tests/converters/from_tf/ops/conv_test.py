@@ -127,6 +127,21 @@ CONV = [
     Case("Conv2D", _conv2d(1, "VALID", 2), (((1, 5, 12, 2), (2, 5, 2, 3)),),
          name="Conv2D-kernel-spans-axis-dilated", grad_reference=_dilated_as_dense("VALID"),
          **_TOL),
+    # A kernel that spans an unpadded axis (crema's 1x216 over 216 frequency bins) folds
+    # that axis into the channels: a conv over the other axis, or a matrix product when
+    # it spans both (or the one axis of a Conv1D); strides along it change nothing.
+    Case("Conv2D", _conv2d(1, "VALID"), (((2, 7, 24, 1), (1, 24, 1, 6)),
+                                         ((2, 9, 5, 2), (9, 3, 2, 4)),
+                                         ((2, 4, 6, 3), (4, 6, 3, 5))),
+         name="Conv2D-spanned-axes", **_TOL),
+    Case("Conv2D", _conv2d([2, 3], [[0, 0], [1, 1], [0, 0], [0, 0]]),
+         (((2, 7, 12, 2), (3, 12, 2, 4)),), name="Conv2D-spanned-axis-strided", **_TOL),
+    Case("Conv2D", lambda x, k, b: tf.nn.bias_add(tf.nn.conv2d(x, k, 1, "VALID"), b),
+         (((2, 6, 16, 1), (2, 16, 1, 8), (8,)),), name="Conv2D-spanned-axis-bias", **_TOL),
+    Case("Conv2D", lambda x, k: tf.nn.conv1d(x, k, 4, "VALID"), (((2, 16, 3), (16, 3, 5)),),
+         name="Conv1D-spanned", **_TOL),
+    Case("Conv3D", lambda x, k: tf.nn.conv3d(x, k, [1, 1, 1, 1, 1], "VALID"),
+         (((1, 3, 4, 5, 2), (2, 4, 5, 2, 3)),), name="Conv3D-spanned-axes", **_TOL),
     # Taps x outputs at most the input channels: one product with every tap, shifted sums.
     Case("Conv2D", _conv2d(), (((2, 7, 6, 10), (3, 3, 10, 1)), ((1, 9, 5, 12), (3, 2, 12, 2)),
                                ((1, 12, 6, 21), (7, 3, 21, 1))),
