@@ -2,7 +2,7 @@
 TF's kernels give: ``Range``, ``Unique``, ``UniqueWithCounts``, ``ListDiff``, ``Where``,
 ``DynamicPartition``, ``Slice``, ``NonMaxSuppressionV2`` to ``V5`` (hard NMS) and
 ``CombinedNonMaxSuppression``; and the conversions between numbers and text, ``AsString``
-and ``StringToNumber``; bin counts (``Bincount``, ``DenseBincount``)."""
+and ``StringToNumber``; bin counts (``Bincount``, ``DenseBincount``); ``CTCGreedyDecoder``."""
 
 from __future__ import annotations
 
@@ -304,3 +304,21 @@ def test_bin_counts_match_tf(op, arr, size, weights, attrs):
             run(op, arr, size, weights, **attrs)
         return
     assert_same(run(op, arr, size, weights, **attrs), [theirs.numpy()])
+
+
+@pytest.mark.parametrize("merge", [False, True])
+@pytest.mark.parametrize("blank", [-1, 0, 2])
+def test_ctc_greedy_decoder_matches_tf(merge, blank):
+    rng = np.random.default_rng(blank + 1 + 3 * merge)
+    logits = rng.integers(0, 3, (7, 4, 5)).astype(np.float32)  # ties and repeats
+    logits[:, 1] = np.log(rng.dirichlet(np.ones(5), 7))
+    lengths = np.array([7, 3, 0, 5], np.int32)
+    theirs = tf.raw_ops.CTCGreedyDecoder(inputs=logits, sequence_length=lengths,
+                                         merge_repeated=merge, blank_index=blank)
+    assert_same(run("CTCGreedyDecoder", logits, lengths, merge_repeated=merge,
+                    blank_index=blank), [t.numpy() for t in theirs])
+
+
+def test_ctc_greedy_decoder_refuses_sequences_longer_than_the_inputs():
+    with pytest.raises(ValueError, match="outside"):
+        run("CTCGreedyDecoder", np.zeros((3, 2, 4), np.float32), np.array([3, 4], np.int32))

@@ -41,7 +41,8 @@ _BROADCAST = frozenset({
 
 #: Value-shaped ops whose results share one value-set size: output -> the output whose
 #: size it has (``setdiff1d``'s values and positions; ``unique``'s values and counts).
-_SAME_COUNT = {"ListDiff": {1: 0}, "UniqueWithCounts": {2: 0}, "NonMaxSuppressionV5": {1: 0}}
+_SAME_COUNT = {"ListDiff": {1: 0}, "UniqueWithCounts": {2: 0}, "NonMaxSuppressionV5": {1: 0},
+               "CTCGreedyDecoder": {1: 0}}
 
 
 #: Non-max suppressions that also return how many boxes they kept: that output (a scalar).
@@ -146,6 +147,9 @@ class Specs:
         if op == "CombinedNonMaxSuppression" and inputs[0] is not None:
             images, rows = inputs[0][0], self.fresh(f"{self._key(node.name)}:rows")
             return [[images, rows, 4], [images, rows], [images, rows], [images]][index]
+        if op == "CTCGreedyDecoder":  # a sparse result: indices, values, shape, log probs
+            batch = inputs[1][0] if inputs[1] is not None else self.fresh(f"{count}/batch")
+            return [[self.fresh(count), 2], [self.fresh(count)], [2], [batch, 1]][index]
         if op == "Fill" and inputs[0] is not None and isinstance(inputs[0][0], int):
             return [self.fresh(f"{count}/{axis}") for axis in range(inputs[0][0])]
         return None

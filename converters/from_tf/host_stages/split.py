@@ -99,6 +99,7 @@ VALUE_SHAPED_OPS: dict[str, tuple[int, ...] | None] = {
     "ListDiff": None, "Fill": (0,), "DynamicPartition": (1,), "RaggedRange": None,
     "NonMaxSuppressionV2": None, "NonMaxSuppressionV3": None, "NonMaxSuppressionV4": None,
     "NonMaxSuppressionV5": None, "Slice": (1, 2), "Bincount": (1,), "DenseBincount": (1,),
+    "CTCGreedyDecoder": None,
     # Its shape follows constants in most graphs, but only the host stage computes it.
     "CombinedNonMaxSuppression": None}
 

@@ -37,6 +37,7 @@ _FAMILIES = (
     "losses",
     "quantization",
     "spectral",
+    "sparse",
     "tf1",
     "xla",
 )

@@ -1,6 +1,6 @@
 """numpy implementations of the TF ops a host stage runs: strings, tables, small integer
 math, and ops whose output shapes follow their inputs' values (``Range``, ``Where``,
-``Unique``, non-max suppression).
+``Unique``, non-max suppression, CTC greedy decoding).
 
 Each op is ``impl(node, *inputs) -> value or tuple of values`` where ``node`` is a
 :class:`jaxhub._src.host.program.HostNode` (its ``attrs`` are JSON values) and inputs are numpy
@@ -740,6 +740,39 @@ def _non_max_suppression(node, boxes, scores, max_output_size, iou_threshold,
     selected_scores = np.zeros(len(kept), scores.dtype)  # padding scores 0, as TF's
     selected_scores[:count] = scores[kept[:count]]
     return indices, selected_scores, np.int32(count)
+
+
+@register("CTCGreedyDecoder", attrs=("merge_repeated", "blank_index"))
+def _ctc_greedy_decoder(node, inputs, sequence_length):
+    # Per batch entry, each step's most likely class (the first of equal ones), dropping
+    # blanks and, with merge_repeated, a class equal to the previous step's; the log
+    # probability is minus the sum of the steps' largest logits. A sparse result.
+    inputs = np.asarray(inputs)
+    lengths = np.asarray(sequence_length).reshape(-1)
+    if inputs.ndim != 3 or lengths.shape != inputs.shape[1:2]:
+        raise ValueError(f"inputs of shape {inputs.shape} and sequence_length of shape "
+                         f"{lengths.shape}; TF takes [max_time, batch, classes] and [batch]")
+    if np.any(lengths > inputs.shape[0]) or np.any(lengths < 0):
+        raise ValueError(f"sequence_length {lengths.tolist()} outside [0, max_time = "
+                         f"{inputs.shape[0]}]")
+    blank = int(node.attrs.get("blank_index", -1))
+    blank += inputs.shape[2] if blank < 0 else 0
+    merge = node.attrs.get("merge_repeated", False)
+    best = np.argmax(inputs, axis=2)
+    sequences = []
+    for b, length in enumerate(lengths):
+        classes = best[:length, b]
+        keep = classes != blank
+        if merge:
+            keep &= np.concatenate([[True], classes[1:] != classes[:-1]])
+        sequences.append(classes[keep])
+    steps = np.arange(inputs.shape[0])[:, None] < lengths[None, :]
+    log_probability = -np.sum(np.where(steps, inputs.max(axis=2), 0), axis=0)
+    indices = np.array([(b, i) for b, seq in enumerate(sequences) for i in range(len(seq))],
+                       np.int64).reshape(-1, 2)
+    values = np.concatenate([np.zeros(0, np.int64)] + sequences).astype(np.int64)
+    shape = np.array([len(lengths), max(map(len, sequences), default=0)], np.int64)
+    return indices, values, shape, log_probability[:, None].astype(inputs.dtype)
 
 
 @register("CombinedNonMaxSuppression", attrs=("pad_per_class", "clip_boxes"))

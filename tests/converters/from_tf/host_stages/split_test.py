@@ -123,6 +123,13 @@ class _ValueShaped(tf.Module):
         return {"boxes": self._scaled(found.nmsed_boxes), "classes": found.nmsed_classes,
                 "valid": found.valid_detections}
 
+    @tf.function(input_signature=[tf.TensorSpec([None, 2, 4], tf.float32),
+                                  tf.TensorSpec([2], tf.int32)])
+    def greedy_decoded(self, logits, lengths):
+        (decoded,), log_probability = tf.nn.ctc_greedy_decoder(logits, lengths)
+        return {"indices": decoded.indices, "values": decoded.values,
+                "shape": decoded.dense_shape, "log_probability": self._scaled(log_probability)}
+
     @tf.function(input_signature=[tf.TensorSpec([None, 2], tf.float32), _INT])
     def head(self, x, n):
         # ``x[:n]`` has n rows; ``x[n - 1]`` (one row) stays on the device.
@@ -188,6 +195,8 @@ CASES = {
         {"boxes": _RNG.uniform(-0.1, 1.1, [images, 6, 1, 4]),
          "scores": _RNG.permutation(images * 18).reshape(images, 6, 3) / (images * 18)}
         for images in (1, 3)],
+    "greedy_decoded": [{"logits": _RNG.integers(0, 3, [6, 2, 4]), "lengths": [6, 4]},
+                       {"logits": _RNG.standard_normal([3, 2, 4]), "lengths": [0, 2]}],
     "head": [{"x": [[1, 2], [-1, 5], [3, -4]], "n": 2}, {"x": [[1, 2], [-1, 5]], "n": -1},
              {"x": [[1, 2]], "n": 1}],
     "window": [{"x": [[1, 2], [-1, 5], [3, -4]], "start": 1, "size": 2},

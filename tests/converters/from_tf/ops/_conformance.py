@@ -223,6 +223,7 @@ def _check_gradients(reference, converted, args, wrt, float_outputs, expected, r
 
     jax_grads = jax.jit(jax.grad(loss_fn))([jnp.asarray(args[i]) for i in wrt])
     for g, t in zip(jax_grads, tf_grads):
+        t = tf.convert_to_tensor(t)  # dense, also from a gather's gradient (IndexedSlices)
         np.testing.assert_allclose(np.asarray(g, np.float64), t.numpy().astype(np.float64),
                                    rtol=max(rtol, 1e-4), atol=max(atol, 1e-4))
 

@@ -17,12 +17,12 @@ from jaxhub_tf.from_tf.values import is_static
 from tests.converters.from_tf.ops import (activation_test, array_test, conv_test,
                                           elementwise_test, image_test, linalg_test,
                                           losses_test, normalization_test, reduction_test,
-                                          xla_test)
+                                          sparse_test, xla_test)
 from tests.converters.from_tf.ops._conformance import convert
 
 _CASES = [case for module in (activation_test, array_test, conv_test, elementwise_test,
                               image_test, linalg_test, losses_test, normalization_test,
-                              reduction_test, xla_test)
+                              reduction_test, sparse_test, xla_test)
           for case in module.CASES if not case.xfail]
 
 _STATEFUL_RANDOM = "draws from the caller's RNG key, a traced value"
