@@ -440,8 +440,11 @@ def _operand_name(node: graph.Node, position: int) -> str:
     return names[position] if position < len(names) else f"input {position}"
 
 
-#: Ops whose outputs follow their inputs' shapes, not their values.
-_SHAPE_OPS = frozenset({"Shape", "ShapeN", "Size", "Rank"})
+#: Ops whose results are their input's shape, whatever its values (a TensorArray's or
+#: TensorList's length is the size it was made with, whatever its elements: TF 1 RNNs'
+#: ``TensorArrayStack`` reads it into a ``Range``).
+SHAPE_OPS = frozenset({"Shape", "ShapeN", "Size", "Rank", "TensorArraySizeV3",
+                       "TensorListLength"})
 
 
 def _reached_args(fn: graph.Function, refs: Sequence[tuple[str, int]]) -> list[int]:
@@ -456,7 +459,7 @@ def _reached_args(fn: graph.Function, refs: Sequence[tuple[str, int]]) -> list[i
         seen.add(name)
         if name in args:
             found.add(args[name])
-        elif name in fn.nodes and fn.nodes[name].op not in _SHAPE_OPS:
+        elif name in fn.nodes and fn.nodes[name].op not in SHAPE_OPS:
             stack.extend(source for source, _ in fn.nodes[name].inputs)
     return sorted(found)
 

@@ -40,7 +40,7 @@ import numpy as np
 
 from jaxhub_tf.from_tf import graph
 from jaxhub_tf.from_tf.host_stages import shapes
-from jaxhub_tf.from_tf.interpreter import UnsupportedOpsError
+from jaxhub_tf.from_tf.interpreter import SHAPE_OPS, UnsupportedOpsError
 from jaxhub import extend
 
 #: Ops that work on strings or tables: they seed the host stage.
@@ -122,12 +122,6 @@ def shaped_by_values(fn: graph.Function) -> bool:
     numeric = {a for a, d in zip(fn.args, fn.arg_dtypes) if _is_number(d)}
     return bool(_value_shaped(fn.nodes, order, numeric)[0])
 
-
-#: Ops whose results are their input's shape, whatever its values (a TensorArray's or
-#: TensorList's length is the size it was made with, whatever its elements: TF 1 RNNs'
-#: ``TensorArrayStack`` reads it into a ``Range``).
-_SHAPE_OPS = frozenset({"Shape", "ShapeN", "Size", "Rank", "TensorArraySizeV3",
-                        "TensorListLength"})
 
 #: Device ops whose output size is an input's value: that input's position.
 _SIZE_INPUTS = {"UnsortedSegmentSum": 2, "UnsortedSegmentMax": 2, "UnsortedSegmentMin": 2,
@@ -271,7 +265,7 @@ def _value_shaped(nodes: Mapping[str, graph.Node], order: list[str], inputs: set
     for name in order:
         node = nodes[name]
         deps = [s for s, _ in node.inputs]
-        if any(d in (shaped if node.op in _SHAPE_OPS else values) for d in deps):
+        if any(d in (shaped if node.op in SHAPE_OPS else values) for d in deps):
             values.add(name)
         if any(deps[i] in values for i in _shaping_inputs(node) if i < len(deps)) or (
                 node.op == "StridedSlice" and _slices_by_values(nodes, node, values)):
@@ -347,10 +341,9 @@ def _host_cones(nodes: Mapping[str, graph.Node], seeds: list[str], host: set[str
         raise HostStageUnsupportedError("; ".join(
             f"{nodes[seed].op} node {seed!r} {_WHY_HOST.get(nodes[seed].op, _VALUE_SHAPED)}"
             f"; the host stage could compute it before the device function, but its inputs "
-            f"also come from "
-            f"what only the device computes: {sorted(what)}. Compute them from the "
-            f"signature's inputs with ops the host stage runs, or pass the result as an "
-            f"input" for seed, what in sorted(blocked.items()))
+            f"also come from what only the device computes: {sorted(what)}. Compute them "
+            f"from the signature's inputs with ops the host stage runs, or pass the result "
+            f"as an input" for seed, what in sorted(blocked.items()))
             + f". The host stage runs: {extend.supported_host_ops()}")
     return cone, read
 
