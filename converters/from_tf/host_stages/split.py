@@ -16,7 +16,7 @@ so is a text stage that parses numbers (``tf.strings.to_number``), which probe t
 A sparse-segment reduction whose segment ids come from the host (``embedding_lookup_sparse``)
 has a number of output rows set by those values; the host stage then also feeds a
 zero-filled array of that length (``size_of`` in the program), which the op reads its
-size from (see ``ops/sparse.py``).
+size from (see ``ops/tf1.py``).
 
 Numeric signatures get a host stage too when an op's *output shape* follows its inputs'
 values (``tf.range(n)``, one-argument ``tf.where``, ``tf.unique``, ``tf.boolean_mask``,
