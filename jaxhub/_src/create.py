@@ -83,9 +83,9 @@ def create_module(params: Any, signatures: SignatureFns, *, variants: VariantFns
       gradients: export the gradient of every signature function (its split VJP, and
         the VJP that readers without split VJPs use). When False, only the functions
         are exported (a fraction of the time for a converted model): the module runs,
-        and ``jax.grad`` through a signature raises a ``NoGradientError``, unless it was
-        loaded by ``jaxhub.load`` from a source that can be converted again with
-        gradients (see docs/cache.md). The regularizer keeps its gradient.
+        and ``jax.grad`` through a signature raises a ``SignatureError`` naming the
+        fix, unless ``jaxhub.load`` read it as a conversion whose source it can convert
+        again with gradients (docs/cache.md). The regularizer keeps its gradient.
 
     Returns:
       The module, holding ``params``.
