@@ -312,7 +312,8 @@ def test_a_module_created_without_gradients_runs_and_names_the_fix(tmp_path, x):
     loaded = jaxhub.load(module.export(tmp_path / "m"))
     manifest = json.loads((tmp_path / "m" / "jaxhub_module.json").read_text())
     assert manifest["gradients"] is False and not list((tmp_path / "m").rglob("vjp"))
-    for m in (module, loaded):
+    upgraded = jaxhub.upgrade(tmp_path / "m", tmp_path / "upgraded")  # lowered anew
+    for m in (module, loaded, upgraded):
         assert all(f.vjp is None and f.forward_only is None for f in m.manifest.functions)
         np.testing.assert_allclose(jax.jit(m)(x), mlp(mlp_params(), x), atol=ATOL)
         with pytest.raises(jaxhub.SignatureError, match="signature 'default' has no gradient"
