@@ -5,7 +5,9 @@ time of each phase of the convert path, measured by wrapping its functions: buil
 the module (every signature's forward export and split-VJP halves), then writing it
 (serializing each function, with the VJP built from the halves; durable StableHLO
 copies; deserializing what was written). The rest of the total is reading and checking
-the SavedModel, saving params, hashing and writing files.
+the SavedModel, saving params, hashing and writing files. ``jaxhub.load`` converts
+without gradients (they are exported on the first gradient), so the split-VJP phases
+show zero; ``jaxhub convert`` and the first gradient pay them.
 
 Usage:
     python -m benchmarks.convert_phases /tmp/real_models/fer

@@ -21,15 +21,21 @@ SAVED_MODEL_FILES = ("saved_model.pb", "saved_model.pbtxt")
 def register() -> None:
     """Registers the TF1 Hub module and TF2 SavedModel formats with ``jaxhub.load``."""
     # The TF1 format first: a TF1 Hub module also holds a saved_model.pb.
-    extend.register_format("TF1 Hub module", [TF1_MODULE_DEF_FILE], _convert_tf1_hub_module)
-    extend.register_format("TF2 SavedModel", SAVED_MODEL_FILES, _convert_saved_model)
+    # Gradients on demand: jaxhub.load converts without them, and again with them on
+    # the first gradient (most of a small model's conversion time is its gradients).
+    extend.register_format("TF1 Hub module", [TF1_MODULE_DEF_FILE], _convert_tf1_hub_module,
+                           gradients_on_demand=True)
+    extend.register_format("TF2 SavedModel", SAVED_MODEL_FILES, _convert_saved_model,
+                           gradients_on_demand=True)
 
 
-def _convert_tf1_hub_module(src: pathlib.Path, dst: pathlib.Path) -> None:
+def _convert_tf1_hub_module(src: pathlib.Path, dst: pathlib.Path, *,
+                            gradients: bool = True) -> None:
     from jaxhub_tf.from_tf.tf1.hub_module import convert_tf1_hub_module
-    convert_tf1_hub_module(src, dst)
+    convert_tf1_hub_module(src, dst, gradients=gradients)
 
 
-def _convert_saved_model(src: pathlib.Path, dst: pathlib.Path) -> None:
+def _convert_saved_model(src: pathlib.Path, dst: pathlib.Path, *,
+                         gradients: bool = True) -> None:
     from jaxhub_tf.from_tf.saved_model import convert_saved_model
-    convert_saved_model(src, dst)
+    convert_saved_model(src, dst, gradients=gradients)

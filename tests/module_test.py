@@ -307,6 +307,65 @@ def test_a_function_jax_cannot_differentiate_is_stored_forward_only(tmp_path):
     assert "forward-only" in repr(loaded)
 
 
+def test_a_module_created_without_gradients_runs_and_names_the_fix(tmp_path, x):
+    module = make_mlp_module(gradients=False)
+    loaded = jaxhub.load(module.export(tmp_path / "m"))
+    manifest = json.loads((tmp_path / "m" / "jaxhub_module.json").read_text())
+    assert manifest["gradients"] is False and not list((tmp_path / "m").rglob("vjp"))
+    upgraded = jaxhub.upgrade(tmp_path / "m", tmp_path / "upgraded")  # lowered anew
+    for m in (module, loaded, upgraded):
+        assert all(f.vjp is None and f.forward_only is None for f in m.manifest.functions)
+        np.testing.assert_allclose(jax.jit(m)(x), mlp(mlp_params(), x), atol=ATOL)
+        with pytest.raises(jaxhub.SignatureError, match="signature 'default' has no gradient"
+                                                        ".*written without gradients.*"
+                                                        "jaxhub convert"):
+            jax.grad(lambda p: jnp.sum(m.apply(p, x)))(m.params)
+        # The regularizer keeps its gradient: fine-tuning a head over it still works.
+        assert_trees_close(jax.grad(m.regularization_loss)(m.params)["dense1"],
+                           jax.grad(l2)(mlp_params())["dense1"])
+        assert "gradients=None" in repr(m)
+
+
+def test_a_module_without_gradients_differentiates_through_its_copy_with_them(
+        tmp_path, mlp_module, mlp_dir, x):
+    from jaxhub._src import loading
+    fetched = []
+    module = loading.read(make_mlp_module(gradients=False).export(tmp_path / "m"),
+                          gradients=lambda: fetched.append(mlp_dir) or mlp_dir)
+    assert "gradients='on first use'" in repr(module)
+    np.testing.assert_allclose(module(x), mlp_module(x), atol=ATOL)
+    assert fetched == []  # inference never asks for the copy
+    expected = jax.grad(lambda p: jnp.sum(mlp_module.apply(p, x)))(mlp_module.params)
+    grads = jax.jit(jax.grad(lambda p: jnp.sum(module.apply(p, x))))(module.params)
+    assert_trees_close(grads, expected)
+    key = jax.random.key(3)
+
+    def train_loss(m, p):
+        outputs, state = m.apply(p, x, tags="train", rng=key)
+        return jnp.sum(outputs) + jnp.sum(state["stats"]["mean"])
+
+    assert_trees_close(jax.grad(lambda p: train_loss(module, p))(module.params),
+                       jax.grad(lambda p: train_loss(mlp_module, p))(mlp_module.params))
+    per_example = jax.vmap(jax.grad(lambda p, xi: jnp.sum(module.apply(p, xi[None]))),
+                           in_axes=(None, 0))(module.params, x)
+    assert_trees_close(jax.tree.map(lambda g: g.sum(0), per_example), expected)
+    assert fetched == [mlp_dir]  # read once, for every gradient
+    # Exported, it is the module with gradients: split VJPs a publisher ships.
+    exported = jaxhub.load(module.export(tmp_path / "published"))
+    assert all(f.vjp is not None for f in exported.manifest.functions)
+
+
+def test_a_copy_with_gradients_of_another_module_is_refused(tmp_path, x):
+    from jaxhub._src import loading
+    other = jaxhub.create_module(mlp_params(), {"default": (
+        mlp, jaxhub.TensorSpec([None, 50]))}).export(tmp_path / "other")
+    module = loading.read(make_mlp_module(gradients=False).export(tmp_path / "m"),
+                          gradients=lambda: other)
+    with pytest.raises(jaxhub.SignatureError, match="does not take and return what the "
+                                                    "loaded module does"):
+        jax.grad(lambda p: jnp.sum(module.apply(p, x)))(module.params)
+
+
 def test_a_function_some_platforms_cannot_run_is_exported_for_the_others(tmp_path):
     # JAX's general eigendecomposition lowers on CPUs only: no rule for TPUs, and GPU
     # library calls without a compatibility guarantee.

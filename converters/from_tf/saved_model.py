@@ -79,7 +79,7 @@ _UNCLEAN = re.compile(r"[^A-Za-z0-9_.\-]")
 
 @files.names_source
 def load_saved_model(path: str | os.PathLike, *, checks: bool = False,
-                     **unused: Any) -> jaxhub.Module:
+                     gradients: bool = True, **unused: Any) -> jaxhub.Module:
     """Converts the SavedModel in directory ``path`` to a jaxhub module (in memory).
 
     Args:
@@ -87,6 +87,8 @@ def load_saved_model(path: str | os.PathLike, *, checks: bool = False,
       checks: keep the ``Assert`` nodes (``tf.debugging.assert_*``) of serving signatures
         that test traced values, as checks for ``jax.experimental.checkify`` (see
         docs/converters.md); by default they are dropped.
+      gradients: export the functions' gradients (``jaxhub.create_module``'s option;
+        ``jaxhub.load`` converts without them until a gradient is asked for).
 
     Returns:
       A module with one signature per serving signature, plus ``"default"`` (with a
@@ -134,15 +136,17 @@ def load_saved_model(path: str | os.PathLike, *, checks: bool = False,
         platforms=saved.platforms(), attachments=attachments,
         assets=saved.assets or None,
         origin={"format": "TF2 SavedModel", "source": str(path),
-                **({"notes": notes} if notes else {})})
+                **({"notes": notes} if notes else {})},
+        gradients=gradients)
 
 
 @files.names_source
 def convert_saved_model(src: str | os.PathLike, dst: str | os.PathLike, *,
-                        checks: bool = False) -> jaxhub.Module:
+                        checks: bool = False, gradients: bool = True) -> jaxhub.Module:
     """Converts the SavedModel in ``src`` and writes it as a jaxhub module to ``dst``.
 
-    ``checks`` keeps traced ``Assert`` nodes as checks (see :func:`load_saved_model`).
+    ``checks`` keeps traced ``Assert`` nodes as checks; ``gradients=False`` writes the
+    module without gradients (see :func:`load_saved_model`).
 
     Returns:
       The converted module (also readable later with ``jaxhub.load(dst)``, without
@@ -151,7 +155,7 @@ def convert_saved_model(src: str | os.PathLike, dst: str | os.PathLike, *,
     Examples:
       >>> convert_saved_model("/tmp/keras_export", "/tmp/jaxhub_module")
     """
-    module = load_saved_model(src, checks=checks)
+    module = load_saved_model(src, checks=checks, gradients=gradients)
     module.export(dst)
     return module
 

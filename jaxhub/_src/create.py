@@ -38,7 +38,7 @@ def create_module(params: Any, signatures: SignatureFns, *, variants: VariantFns
                   origin: Mapping[str, Any] | None = None,
                   platforms: Sequence[str] = serialization.DEFAULT_PLATFORMS,
                   with_rng: Collection[str] = (), with_state: Collection[str] = (),
-                  with_checks: Collection[str] = ()) -> Module:
+                  with_checks: Collection[str] = (), gradients: bool = True) -> Module:
     """Creates a module from pure functions of ``(params, inputs)``.
 
     Each function is exported with ``jax.export`` (symbolic batch dims, lowered for every
@@ -80,6 +80,12 @@ def create_module(params: Any, signatures: SignatureFns, *, variants: VariantFns
         condition)`` with a boolean scalar condition. Calling the signature hands each
         to ``jax.experimental.checkify.check``: an eager call raises when a condition is
         false, and ``checkify.checkify`` of a (jitted) call returns the error.
+      gradients: export the gradient of every signature function (its split VJP, and
+        the VJP that readers without split VJPs use). When False, only the functions
+        are exported (a fraction of the time for a converted model): the module runs,
+        and ``jax.grad`` through a signature raises a ``SignatureError`` naming the
+        fix, unless ``jaxhub.load`` read it as a conversion whose source it can convert
+        again with gradients (docs/cache.md). The regularizer keeps its gradient.
 
     Returns:
       The module, holding ``params``.
@@ -93,7 +99,7 @@ def create_module(params: Any, signatures: SignatureFns, *, variants: VariantFns
       >>> module(jnp.ones((4, 50))).shape
       (4, 10)
     """
-    builder = _Builder(params, trainable, platforms)
+    builder = _Builder(params, trainable, platforms, gradients)
     for name, (fn, specs) in signatures.items():
         builder.add(frozenset(), name, fn, specs, rng=name in with_rng,
                     state=name in with_state, checks=name in with_checks)
@@ -118,9 +124,11 @@ def create_module(params: Any, signatures: SignatureFns, *, variants: VariantFns
 class _Builder:
     """Exports functions one by one and collects what the manifest says of them."""
 
-    def __init__(self, params: Any, trainable: Any, platforms: Sequence[str]):
+    def __init__(self, params: Any, trainable: Any, platforms: Sequence[str],
+                 gradients: bool = True):
         own_paths, self._treedef = tree.paths_in_own_order(params)
         self._platforms = platforms
+        self._gradients = gradients
         items = tree.flatten(params)
         self._paths = [path for path, _ in items]
         # Where each leaf, in path order, sits in the user's own tree, to rebuild it.
@@ -178,6 +186,20 @@ class _Builder:
         output_specs = {k: TensorSpec.from_aval(a) for k, a in zip(outputs, exported.out_avals)}
         file = files.function_file(tags, name)
         self._exported[file] = exported
+        vjp, forward_only = self._add_gradient(name, once, flat, arg_specs, exported, tags)
+        self._added[key] = FunctionSpec(tags, name, Signature(inputs, output_specs), file,
+                                        takes_rng, tuple(state), vjp, forward_only,
+                                        tuple(traced["checks"]))
+        self._functions.append(self._added[key])
+
+    def _add_gradient(self, name: str, once: serialization.Traced, flat,
+                      arg_specs: list[TensorSpec], exported, tags: Tags
+                      ) -> tuple[VjpSpec | None, str | None]:
+        """Exports the gradient of the function ``exported`` of signature ``name``:
+        its split VJP (or why it has none), and its own VJP built from the halves."""
+        if not self._gradients:
+            return None, None
+        file = files.function_file(tags, name)
         try:
             vjp, forward_only = self._add_split_vjp(once, arg_specs, exported.platforms,
                                                     files.vjp_files(tags, name)), None
@@ -186,16 +208,13 @@ class _Builder:
                                                             exported.platforms, e)
             # The safety net of tests that must keep gradients matches this message.
             warnings.warn(f"a function's gradient could not be traced: signature {name!r} "
-                          f"is stored forward-only ({forward_only})", stacklevel=3)
+                          f"is stored forward-only ({forward_only})", stacklevel=4)
         if vjp is not None:  # its own VJP calls the halves: no third gradient
             halves = serialization.SplitVjp(self._exported[vjp.forward],
                                             self._exported[vjp.backward],
                                             vjp.saved_inputs, vjp.saved_outputs)
             self._exported[file] = serialization.with_vjp_from_halves(exported, halves)
-        self._added[key] = FunctionSpec(tags, name, Signature(inputs, output_specs), file,
-                                        takes_rng, tuple(state), vjp, forward_only,
-                                        tuple(traced["checks"]))
-        self._functions.append(self._added[key])
+        return vjp, forward_only
 
     def _why_no_gradient(self, flat, arg_specs: list[TensorSpec], platforms: Sequence[str],
                          error: serialization.NoGradient) -> str:
@@ -287,7 +306,7 @@ class _Builder:
     def build(self, attachments, assets, origin) -> Module:
         manifest = Manifest(params=self._param_specs, functions=tuple(self._functions),
                             regularizer=self._regularizer, attachments=attachments,
-                            origin=origin)
+                            origin=origin, gradients=self._gradients)
         return Module(manifest, self._exported, self._params, assets)
 
 

@@ -5,6 +5,14 @@ foreign format (a TF2 SavedModel, a TF1 Hub module) is converted once into a jax
 kept in the cache, keyed by the source's files and this jaxhub's version, and that module
 is what gets loaded: a converted module runs the same code as a native one.
 
+A format may convert **with gradients on demand** (``register_format(...,
+gradients_on_demand=True)``, as the TensorFlow formats do): ``jaxhub.load`` then writes
+the cached conversion without gradients (exporting a converted model's gradients is most
+of its conversion time, which inference never needs), and the first gradient traced
+through one of its functions converts the source again with gradients, into a second
+cache entry that every later load reads instead. Both are ordinary cached derivations:
+built once under the cache's lock, complete or absent.
+
 Formats come from plug-ins: an installed distribution declares an entry point in the
 group ``jaxhub.formats`` naming a function that calls :func:`register_format`
 (``jaxhub_tf``, installed with jaxhub, registers the TensorFlow formats). Entry points
@@ -20,7 +28,8 @@ import importlib.util
 import pathlib
 from typing import Any, Callable, Sequence
 
-from jaxhub._src.hub import cached_derivation
+from jaxhub._src.hub import cached_derivation, cached_derivation_if_present
+from jaxhub._src.specs import NoGradientError
 from jaxhub._src.storage import files
 from jaxhub._src.storage.manifest import ModuleFormatError
 from jaxhub._src.version import __version__
@@ -41,13 +50,16 @@ class Format:
         ``src_dir``; None for jaxhub's own format.
       requires: the top-level modules ``convert`` imports (checked before converting).
       extra: the pip extra that installs ``requires``.
+      gradients_on_demand: ``convert`` takes ``gradients=False`` to write the module
+        without gradients, which ``jaxhub.load`` does until a gradient is asked of it.
     """
 
     name: str
     marker_files: tuple[str, ...]
-    convert: Callable[[pathlib.Path, pathlib.Path], Any] | None = None
+    convert: Callable[..., Any] | None = None
     requires: tuple[str, ...] = ()
     extra: str | None = None
+    gradients_on_demand: bool = False
 
     def detect(self, path: pathlib.Path) -> bool:
         """True when directory ``path`` holds a module of this format."""
@@ -60,8 +72,9 @@ _plugins_loaded = False
 
 
 def register_format(name: str, marker_files: Sequence[str],
-                    convert: Callable[[pathlib.Path, pathlib.Path], Any], *,
-                    requires: Sequence[str] = (), extra: str | None = None) -> Format:
+                    convert: Callable[..., Any], *,
+                    requires: Sequence[str] = (), extra: str | None = None,
+                    gradients_on_demand: bool = False) -> Format:
     """Makes :func:`jaxhub.load` read another format by converting it to a jaxhub module.
 
     Formats are asked in the order they were registered, after jaxhub's own; a format
@@ -77,11 +90,16 @@ def register_format(name: str, marker_files: Sequence[str],
       requires: top-level modules ``convert`` needs; when one is missing, loading raises
         an ``ImportError`` that names ``extra``.
       extra: the pip extra of jaxhub that installs ``requires`` (``"tf"``).
+      gradients_on_demand: ``convert(src_dir, dst_dir, gradients=False)`` writes the
+        module without gradients (``jaxhub.create_module(..., gradients=False)``), and
+        ``gradients=True`` with them. ``jaxhub.load`` then converts without them, and
+        again with them the first time a gradient is traced through the module.
 
     Returns:
       The registered format.
     """
-    fmt = Format(name, tuple(marker_files), convert, tuple(requires), extra)
+    fmt = Format(name, tuple(marker_files), convert, tuple(requires), extra,
+                 gradients_on_demand)
     for i, known in enumerate(_registered):
         if known.name == name:
             _registered[i] = fmt
@@ -119,8 +137,26 @@ def detect(path: pathlib.Path) -> Format:
     raise ModuleFormatError(f"{path} holds no module jaxhub can read (tried: {names})")
 
 
-def native_path(path: pathlib.Path, *, cache_dir: Any = None) -> pathlib.Path:
+@dataclasses.dataclass(frozen=True)
+class Native:
+    """A jaxhub module directory for a handle's directory.
+
+    Attributes:
+      path: the module directory: the handle's own, or its cached conversion.
+      with_gradients: for a conversion written without gradients, returns the directory
+        of the conversion with them, converting on the first call; None otherwise.
+    """
+
+    path: pathlib.Path
+    with_gradients: Callable[[], pathlib.Path] | None = None
+
+
+def native(path: pathlib.Path, *, cache_dir: Any = None, gradients: bool = False) -> Native:
     """A jaxhub module directory for ``path``: itself, or its cached conversion.
+
+    ``gradients``: a conversion must hold the gradients (``jaxhub convert``, which
+    writes a module to publish); otherwise a format that converts with gradients on
+    demand is converted without them, unless the cache holds the conversion with them.
 
     Raises:
       ModuleFormatError: no format recognises the directory.
@@ -128,23 +164,41 @@ def native_path(path: pathlib.Path, *, cache_dir: Any = None) -> pathlib.Path:
     """
     fmt = detect(path)
     if fmt.convert is None:
-        return path
-    return converted(fmt, path, cache_dir=cache_dir)
+        return Native(path)
+    return converted(fmt, path, cache_dir=cache_dir, gradients=gradients)
 
 
-def converted(fmt: Format, path: pathlib.Path, *, cache_dir: Any = None) -> pathlib.Path:
+def converted(fmt: Format, path: pathlib.Path, *, cache_dir: Any = None,
+              gradients: bool = False) -> Native:
     """The cached jaxhub module converted from ``path``, converting it on first use.
 
     The converter (and so TensorFlow) is imported only when the cache has no entry yet.
+    ``gradients``: as for :func:`native`.
     """
     import jax
     # 64-bit inputs are exported as 64-bit only with JAX's 64-bit types on, and such a
     # module cannot be called with them off (nor the other way round): one conversion each.
     x64 = ":x64" if jax.config.jax_enable_x64 else ""
-    key = f"converted:{fmt.name}:jaxhub-{__version__}{x64}:{fingerprint(path)}"
-    module_dir = cached_derivation(key, lambda out: _convert(fmt, path, out),
-                                   cache_dir=cache_dir, origin=path)
-    return _refreshed(module_dir, key, path, cache_dir)
+    digest = fingerprint(path)
+    key = f"converted:{fmt.name}:jaxhub-{__version__}{x64}:{digest}"
+
+    def with_gradients() -> pathlib.Path:
+        if fingerprint(path) != digest:  # the conversion would not be the loaded module's
+            raise NoGradientError(
+                f"{path} changed (or is gone) since it was loaded and converted without "
+                f"gradients, so they cannot be exported from it: load it again")
+        module_dir = cached_derivation(key, lambda out: _convert(fmt, path, out),
+                                       cache_dir=cache_dir, origin=path)
+        return _refreshed(module_dir, key, path, cache_dir)
+
+    found = cached_derivation_if_present(key, cache_dir=cache_dir)
+    if gradients or not fmt.gradients_on_demand or found is not None:
+        return Native(with_gradients())
+    lazy_key = f"converted:{fmt.name}:jaxhub-{__version__}{x64}:gradients-on-demand:{digest}"
+    module_dir = cached_derivation(
+        lazy_key, lambda out: _convert(fmt, path, out, gradients=False),
+        cache_dir=cache_dir, origin=path)
+    return Native(_refreshed(module_dir, lazy_key, path, cache_dir), with_gradients)
 
 
 def _refreshed(module_dir: pathlib.Path, key: str, origin: pathlib.Path,
@@ -182,12 +236,12 @@ def fingerprint(path: pathlib.Path) -> str:
     return digest.hexdigest()
 
 
-def _convert(fmt: Format, src: pathlib.Path, dst: pathlib.Path) -> Any:
+def _convert(fmt: Format, src: pathlib.Path, dst: pathlib.Path, **options: Any) -> Any:
     missing = [name for name in fmt.requires if importlib.util.find_spec(name) is None]
     try:
         if missing:
             raise ModuleNotFoundError(f"No module named {missing[0]!r}", name=missing[0])
-        return fmt.convert(src, dst)
+        return fmt.convert(src, dst, **options)
     except ImportError as e:
         if e.name not in fmt.requires:
             raise

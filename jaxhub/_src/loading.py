@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import pathlib
+from typing import Callable
 
 from jaxhub._src import formats
 from jaxhub._src import hub
@@ -20,8 +21,9 @@ def load(handle: str | os.PathLike, *, sha256: str | None = None,
     """Loads a module from a local directory or a URL.
 
     URLs are downloaded, verified and cached (see :func:`jaxhub.resolve`). Other formats
-    (TF2 SavedModels and TF1 Hub modules, when TensorFlow is installed) are converted,
-    and the converted module is cached too.
+    (TF2 SavedModels and TF1 Hub modules) are converted, and the converted module is
+    cached too; their gradients are exported the first time one is asked for (under
+    ``jax.grad``, ``jax.vjp``, inside ``jit`` or not) and cached as well (docs/cache.md).
 
     Args:
       handle: a directory, a ``file://`` URL, or an ``http(s)://`` URL of a tarball.
@@ -50,11 +52,16 @@ def load(handle: str | os.PathLike, *, sha256: str | None = None,
     """
     path = hub.resolve(handle, sha256=sha256, offline=offline, cache_dir=cache_dir,
                        progress=progress)
-    return read(formats.native_path(path, cache_dir=cache_dir), sharding=sharding)
+    native = formats.native(path, cache_dir=cache_dir)
+    return read(native.path, sharding=sharding, gradients=native.with_gradients)
 
 
-def read(path: str | os.PathLike, sharding: ShardingFn | None = None) -> Module:
+def read(path: str | os.PathLike, sharding: ShardingFn | None = None,
+         gradients: Callable[[], pathlib.Path] | None = None) -> Module:
     """The jaxhub module in directory ``path``.
+
+    ``gradients``: for a module written without gradients, returns the directory of the
+    same module written with them (see :class:`jaxhub._src.module.WithGradients`).
 
     Raises:
       ModuleFormatError: the directory is not a complete, readable module, or a host
@@ -63,7 +70,7 @@ def read(path: str | os.PathLike, sharding: ShardingFn | None = None) -> Module:
     contents = reader.read(pathlib.Path(path), sharding=sharding)
     try:
         return Module(contents.manifest, contents.functions, contents.params,
-                      contents.assets, path=contents.path)
+                      contents.assets, path=contents.path, gradients=gradients)
     except HostStageError as e:
         raise ModuleFormatError(f"module at {contents.path}: {e}") from None
 

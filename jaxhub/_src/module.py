@@ -9,11 +9,14 @@ like any other tree of arrays.
 
 from __future__ import annotations
 
+import concurrent.futures
 import dataclasses
+import functools
 import pathlib
 import re
+import threading
 import types
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Any, Callable, Iterable, Mapping, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -24,9 +27,11 @@ from jax.experimental import checkify
 from jaxhub._src import serialization
 from jaxhub._src import host
 from jaxhub._src import tree
+from jaxhub._src.storage import reader
 from jaxhub._src.storage.manifest import FunctionSpec, Manifest, ParamSpec, Tags
-from jaxhub._src.specs import (WIDE_DTYPES, Signature, SignatureError, TensorSpec,
-                               check_inputs, empty_outputs, flatten_ragged, nest_ragged)
+from jaxhub._src.specs import (WIDE_DTYPES, NoGradientError, Signature, SignatureError,
+                               TensorSpec, check_inputs, empty_outputs, flatten_ragged,
+                               nest_ragged)
 
 #: The implementation behind the raw key data that train variants take.
 RNG_IMPL = "threefry2x32"
@@ -65,6 +70,9 @@ class ModuleDef:
         exported as 64-bit: JAX's 64-bit types were on), each mapped to True, and those
         whose 64-bit inputs were exported narrowed (to False); files with no 64-bit
         input are absent.
+      gradients: for a module stored without gradients, the copy of it written with
+        them, read the first time a gradient is traced through one of its functions
+        (None: there is no such copy).
     """
 
     manifest: Manifest
@@ -75,12 +83,17 @@ class ModuleDef:
     asset_bytes: Mapping[str, bytes]
     callables: Mapping[str, Any]
     x64_files: Mapping[str, bool] = dataclasses.field(default_factory=dict)
+    gradients: WithGradients | None = None
 
     @classmethod
     def build(cls, manifest: Manifest, functions: Mapping[str, jax_export.Exported],
               assets: Mapping[str, pathlib.Path | bytes] | None = None,
-              path: pathlib.Path | None = None) -> ModuleDef:
+              path: pathlib.Path | None = None,
+              gradients: Callable[[], pathlib.Path] | None = None) -> ModuleDef:
         """Checks the host stages, reads the assets they use, makes each function callable.
+
+        ``gradients``: for a module stored without gradients, returns the directory of
+        the same module written with them (see :class:`WithGradients`).
 
         Raises:
           HostStageError: a stage is malformed, breaks a limit, or reads a file that is
@@ -88,10 +101,68 @@ class ModuleDef:
         """
         assets = types.MappingProxyType(dict(assets or {}))
         stages, asset_bytes = _host_stages(manifest, assets)
+        source = (WithGradients(manifest, gradients)
+                  if gradients is not None and not manifest.gradients else None)
         return cls(manifest, types.MappingProxyType(dict(functions)), assets, path,
                    types.MappingProxyType(stages), types.MappingProxyType(asset_bytes),
-                   types.MappingProxyType(_callables(manifest, functions)),
-                   types.MappingProxyType(_x64_files(manifest, functions)))
+                   types.MappingProxyType(_callables(manifest, functions, source, path)),
+                   types.MappingProxyType(_x64_files(manifest, functions)), source)
+
+
+class WithGradients:
+    """The copy, written with gradients, of a module stored without them.
+
+    A module converted into the cache by ``jaxhub.load`` is written without gradients;
+    the first gradient traced through one of its functions asks ``fetch`` for the
+    directory of the same module written with them (converted again, or found in the
+    cache), and reads its functions. This is the one thing a ``ModuleDef`` computes
+    lazily: a gradient is asked of it inside a trace, where the files are read once for
+    every module that shares the definition.
+    """
+
+    def __init__(self, manifest: Manifest, fetch: Callable[[], pathlib.Path]):
+        self._manifest = manifest
+        self._fetch = fetch
+        self._lock = threading.Lock()
+        self._read: tuple[Manifest, dict[str, Any], dict[str, Any]] | None = None
+
+    def read(self) -> tuple[Manifest, Mapping[str, jax_export.Exported]]:
+        """The manifest and functions of the copy with gradients.
+
+        Raises:
+          NoGradientError: the copy cannot be made, or describes another module (its
+            source changed since this one was loaded).
+        """
+        return self._contents()[:2]
+
+    def callable(self, file: str) -> Callable[..., tuple]:
+        """The copy's function in ``file``, differentiable."""
+        return self._contents()[2][file]
+
+    def _contents(self) -> tuple[Manifest, dict[str, Any], dict[str, Any]]:
+        with self._lock:
+            if self._read is None:
+                # Asked inside a trace (jit, grad): converting and reading in a thread of
+                # their own keep the conversion's arrays out of the caller's trace.
+                with concurrent.futures.ThreadPoolExecutor(1) as pool:
+                    self._read = pool.submit(self._fetch_and_read).result()
+            return self._read
+
+    def _fetch_and_read(self) -> tuple[Manifest, dict[str, Any], dict[str, Any]]:
+        path = self._fetch()
+        manifest, functions = reader.read_functions(path)
+        if _calling_conventions(manifest) != _calling_conventions(self._manifest):
+            raise NoGradientError(
+                f"the module with gradients at {path} does not take and return what the "
+                f"loaded module does: its source changed since it was loaded; load it again")
+        return manifest, functions, _callables(manifest, functions)
+
+
+def _calling_conventions(manifest: Manifest) -> tuple:
+    """What a module's functions take and return: the same in both copies of a module."""
+    return manifest.params, tuple(
+        (f.tags, f.signature_name, f.signature, f.file, f.takes_rng, f.state, f.checks)
+        for f in manifest.functions)
 
 
 def _host_stages(manifest: Manifest, assets: Mapping[str, pathlib.Path | bytes]
@@ -123,26 +194,42 @@ def _x64_files(manifest: Manifest, functions: Mapping[str, jax_export.Exported]
     return out
 
 
-def _callables(manifest: Manifest, functions: Mapping[str, jax_export.Exported]
+def _callables(manifest: Manifest, functions: Mapping[str, jax_export.Exported],
+               gradients: WithGradients | None = None, path: pathlib.Path | None = None
                ) -> dict[str, Any]:
-    """Each function made callable; differentiated through its split VJP when it has one."""
+    """Each function made callable; differentiated through its split VJP when it has one,
+    through the copy with ``gradients`` when the module is stored without them."""
     vjps = {f.file: f.vjp for f in manifest.functions}
     out = {}
     for file in [*(f.file for f in manifest.functions), manifest.regularizer]:
         if file is None or file in out:
             continue
-        vjp, split = vjps.get(file), None
+        vjp, split, differentiable = vjps.get(file), None, None
         if vjp is not None:
             split = serialization.SplitVjp(functions[vjp.forward], functions[vjp.backward],
                                            vjp.saved_inputs, vjp.saved_outputs)
-        out[file] = serialization.make_callable(functions[file], split,
-                                                no_gradient=_no_gradient(manifest, file))
+        if gradients is not None and file != manifest.regularizer:
+            differentiable = functools.partial(gradients.callable, file)
+        out[file] = serialization.make_callable(
+            functions[file], split, no_gradient=_no_gradient(manifest, file, path),
+            differentiable=differentiable)
     return out
 
 
-def _no_gradient(manifest: Manifest, file: str) -> str | None:
-    """What differentiating the forward-only function in ``file`` raises, or None."""
-    fns = [f for f in manifest.functions if f.file == file and f.forward_only is not None]
+def _no_gradient(manifest: Manifest, file: str, path: pathlib.Path | None = None
+                 ) -> str | None:
+    """What differentiating the function in ``file`` raises when it has no gradient
+    (stored forward-only, or without gradients), or None."""
+    fns = [f for f in manifest.functions if f.file == file]
+    names = ", ".join(repr(f.signature_name) for f in fns)
+    if fns and not manifest.gradients:
+        where = f"the module at {path}" if path else "the module"
+        return (f"signature {names} has no gradient: {where} was written without "
+                f"gradients (as jaxhub.load converts a module into its cache, or "
+                f"create_module(gradients=False)); load its source with jaxhub.load, "
+                f"which exports the gradient on first use, or write it with gradients "
+                f"(`jaxhub convert SRC DST`)")
+    fns = [f for f in fns if f.forward_only is not None]
     if not fns:
         return None
     names = ", ".join(repr(f.signature_name) for f in fns)
@@ -182,8 +269,9 @@ class Module:
 
     def __init__(self, manifest: Manifest, exported: Mapping[str, jax_export.Exported],
                  params: dict[str, Any], assets: Mapping[str, pathlib.Path | bytes] | None = None,
-                 path: pathlib.Path | None = None):
-        self._def = ModuleDef.build(manifest, exported, assets, path)
+                 path: pathlib.Path | None = None,
+                 gradients: Callable[[], pathlib.Path] | None = None):
+        self._def = ModuleDef.build(manifest, exported, assets, path, gradients)
         self._params = params
 
     @classmethod
@@ -525,7 +613,8 @@ class Module:
         """Writes the module to directory ``path``, with ``params`` when given.
 
         The directory appears complete or not at all: it is written beside ``path`` and
-        renamed into place.
+        renamed into place. A module converted into the cache without gradients is
+        written with them (exported now, unless a gradient was asked of it already).
 
         Returns:
           The module directory.
@@ -536,8 +625,10 @@ class Module:
         # Assets the host stages read are written from memory: what the module loaded.
         assets = {name: self._def.asset_bytes.get(name, file) for name, file in
                   self._def.assets.items()}
-        return writer.write(pathlib.Path(path), self._def.manifest, self._def.functions,
-                            params, assets)
+        manifest, functions = self._def.manifest, self._def.functions
+        if self._def.gradients is not None:
+            manifest, functions = self._def.gradients.read()
+        return writer.write(pathlib.Path(path), manifest, functions, params, assets)
 
     def __repr__(self) -> str:
         sigs = ", ".join(
@@ -546,8 +637,11 @@ class Module:
             for name, sig in self.signatures.items())
         variants = ", ".join("{" + ", ".join(sorted(t)) + "}" for t in self.variants)
         where = f", path={str(self._def.path)!r}" if self._def.path else ""
+        # Stored without gradients: exported on the first jax.grad, or not at all.
+        gradients = ("" if self._def.manifest.gradients else ", gradients='on first use'"
+                     if self._def.gradients is not None else ", gradients=None")
         return (f"Module(signatures=[{sigs}], variants=[{variants}], "
-                f"params={self.num_params():,}{where})")
+                f"params={self.num_params():,}{gradients}{where})")
 
 
 jax.tree_util.register_pytree_node(

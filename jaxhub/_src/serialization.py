@@ -401,7 +401,9 @@ def _is_exportable(leaf) -> bool:
 
 
 def make_callable(exported: jax_export.Exported, split: SplitVjp | None = None, *,
-                  no_gradient: str | None = None) -> Callable[..., tuple]:
+                  no_gradient: str | None = None,
+                  differentiable: Callable[[], Callable[..., tuple]] | None = None
+                  ) -> Callable[..., tuple]:
     """``exported.call`` made differentiable (reverse mode) and batchable.
 
     The returned function takes the flat positional args of ``exported`` and returns a
@@ -413,9 +415,14 @@ def make_callable(exported: jax_export.Exported, split: SplitVjp | None = None, 
         VJP, which computes the forward pass again.
       no_gradient: for a function stored forward-only, the message of the
         ``NoGradientError`` that differentiating it raises.
+      differentiable: for a function stored without its gradient, returns the same
+        function made callable with its gradient (a ``make_callable`` of another copy);
+        called the first time a gradient is traced through the function.
     """
     forward = _batchable(exported.call, exported.in_avals, exported.out_avals)
-    if no_gradient is not None:
+    if differentiable is not None:
+        call = _with_gradient_on_demand(forward, differentiable)
+    elif no_gradient is not None:
         call = _without_gradient(forward, no_gradient)
     elif split is not None:
         call = _with_split_vjp(forward, split, len(exported.out_avals))
@@ -441,6 +448,25 @@ def _without_gradient(forward: Callable[..., tuple], message: str) -> Callable[.
         raise NoGradientError(message)
 
     return _custom_vjp(forward, lambda *args: (tuple(forward(*args)), None), refuse)
+
+
+def _with_gradient_on_demand(forward: Callable[..., tuple],
+                             differentiable: Callable[[], Callable[..., tuple]]
+                             ) -> Callable[..., tuple]:
+    """A ``custom_vjp`` of ``forward`` whose derivative is that of ``differentiable()``.
+
+    Calls that are not differentiated run ``forward``; the first one that is (when its
+    forward rule is traced, under ``jit`` or not) fetches the differentiable copy, and
+    the gradient's forward and backward passes are that copy's.
+    """
+    def fwd(*args):
+        outs, pullback = jax.vjp(differentiable(), *args)
+        return tuple(outs), pullback
+
+    def bwd(pullback, cotangents):
+        return tuple(pullback(tuple(cotangents)))
+
+    return _custom_vjp(forward, fwd, bwd)
 
 
 def _custom_vjp(forward: Callable[..., tuple], fwd: Callable, bwd: Callable

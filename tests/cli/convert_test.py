@@ -6,6 +6,8 @@ import os
 import subprocess
 import sys
 
+import jax
+import jax.numpy as jnp
 import numpy as np
 import tensorflow as tf
 
@@ -51,6 +53,14 @@ def test_convert_writes_a_module_that_matches_tf(tmp_path):
     module = jaxhub.load(tmp_path / "out")
     x = np.random.default_rng(0).standard_normal((4, 3)).astype(np.float32)
     np.testing.assert_allclose(module(x), model(x).numpy(), rtol=1e-6)
+    # A module to publish: written with its gradients (split VJPs), TF's.
+    assert module.manifest.gradients and all(f.vjp for f in module.manifest.functions)
+    xt = tf.constant(x)
+    with tf.GradientTape() as tape:
+        tape.watch(xt)
+        loss = tf.reduce_sum(model(xt))
+    np.testing.assert_allclose(jax.grad(lambda x: jnp.sum(module(x)))(x),
+                               tape.gradient(loss, xt).numpy(), rtol=1e-5, atol=1e-6)
 
 
 def test_convert_reports_unsupported_ops(tmp_path):

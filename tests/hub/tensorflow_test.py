@@ -66,7 +66,9 @@ def test_converted_saved_model_is_listed_and_removed_by_its_path(saved_model, tm
     np.testing.assert_allclose(np.asarray(module(x.numpy())), model(x).numpy(), atol=1e-6)
     assert main(["cache", "ls", "--cache-dir", str(cache)]) == 0
     listed = capsys.readouterr().out
-    assert f"{source} (converted:TF2 SavedModel:jaxhub-{jaxhub.__version__})" in listed
+    # Converted without gradients (jaxhub.load exports them on first use).
+    assert (f"{source} (converted:TF2 SavedModel:jaxhub-{jaxhub.__version__}:"
+            f"gradients-on-demand)") in listed
     monkeypatch.chdir(source.parent)
     assert main(["cache", "rm", source.name, "--cache-dir", str(cache)]) == 0
     assert f"removed {source} (converted:" in capsys.readouterr().out

@@ -64,12 +64,14 @@ _REF_VARIABLE_OPS = frozenset({"VariableV2", "Variable"})
 
 
 @files.names_source
-def load_tf1_hub_module(path: str | os.PathLike) -> jaxhub.Module:
+def load_tf1_hub_module(path: str | os.PathLike, *, gradients: bool = True) -> jaxhub.Module:
     """Converts the TF1 Hub module in directory ``path`` to a jaxhub module (in memory).
 
     Args:
       path: the module directory (``tfhub_module.pb``, ``saved_model.pb``,
         ``variables/``, ``assets/``).
+      gradients: export the functions' gradients (``jaxhub.create_module``'s option;
+        ``jaxhub.load`` converts without them until a gradient is asked for).
 
     Returns:
       The module: a variant per MetaGraphDef, a signature per signature of each.
@@ -104,18 +106,19 @@ def load_tf1_hub_module(path: str | os.PathLike) -> jaxhub.Module:
         variants={tags: fns for tags, fns in variants.items()} or None,
         trainable=hub_module.trainable, regularizer=inference.regularizer(),
         attachments=attachments, assets=hub_module.assets,
-        origin={"format": "TF1 Hub module", "source": str(path)})
+        origin={"format": "TF1 Hub module", "source": str(path)}, gradients=gradients)
 
 
 @files.names_source
-def convert_tf1_hub_module(src: str | os.PathLike, dst: str | os.PathLike
-                           ) -> jaxhub.Module:
-    """Converts the TF1 Hub module in ``src`` and writes it as a jaxhub module to ``dst``.
+def convert_tf1_hub_module(src: str | os.PathLike, dst: str | os.PathLike, *,
+                           gradients: bool = True) -> jaxhub.Module:
+    """Converts the TF1 Hub module in ``src`` and writes it as a jaxhub module to ``dst``
+    (without gradients when ``gradients`` is False).
 
     Returns:
       The converted module; ``jaxhub.load(dst)`` reads it without TensorFlow.
     """
-    module = load_tf1_hub_module(src)
+    module = load_tf1_hub_module(src, gradients=gradients)
     module.export(dst)
     return module
 

@@ -36,7 +36,7 @@ def run(args: argparse.Namespace) -> int:
         return 0
     path = resolve_handle(args.src)
     try:
-        module = loading.read(formats.native_path(path))
+        module = loading.read(formats.native(path, gradients=True).path)
     except NotImplementedError as e:  # unsupported TF ops: the message lists them all
         print(f"jaxhub convert: cannot convert {args.src}:\n{e}", file=sys.stderr)
         return 1

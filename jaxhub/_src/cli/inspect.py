@@ -35,7 +35,7 @@ def run(args: argparse.Namespace) -> int:
     fmt = formats.detect(path)
     title = str(path) if args.handle == str(path) else f"{args.handle} ({path})"
     if fmt.convert is not None:
-        path = formats.converted(fmt, path)
+        path = formats.converted(fmt, path).path
         title = f"{args.handle} ({fmt.name}, converted: {path})"
     text = (path / MANIFEST_FILE).read_text()
     if args.json:
@@ -61,6 +61,9 @@ def describe(manifest: Manifest, title: str | pathlib.Path) -> str:
             if fn.tags == tags:
                 lines.extend(_signature_lines(fn))
     lines.append(f"regularizer: {'yes' if manifest.regularizer else 'no'}")
+    if not manifest.gradients:
+        lines.append("gradients: not stored (a conversion in the cache: jaxhub.load of its "
+                     "source exports them on first use)")
     # A converter's notes: what the source lacked for a signature or variant.
     lines.extend(f"note: {note}" for note in manifest.origin.get("notes", []))
     for key, value in manifest.attachments.items():

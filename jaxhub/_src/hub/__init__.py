@@ -17,6 +17,7 @@ from jaxhub._src.hub.errors import SettingsError as SettingsError
 from jaxhub._src.hub.errors import UnsafeArchiveError as UnsafeArchiveError
 from jaxhub._src.hub.handles import cache_dir as cache_dir
 from jaxhub._src.hub.handles import cached_derivation as cached_derivation
+from jaxhub._src.hub.handles import cached_derivation_if_present as cached_derivation_if_present
 from jaxhub._src.hub.handles import register_resolver as register_resolver
 from jaxhub._src.hub.handles import resolve as resolve
 from jaxhub._src.hub.registry import Request as Request

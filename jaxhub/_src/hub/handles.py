@@ -150,6 +150,20 @@ def cached_derivation(key: str, build: Callable[[pathlib.Path], None], *,
     return entry.module_dir
 
 
+def cached_derivation_if_present(key: str, *, cache_dir: str | os.PathLike | None = None
+                                 ) -> pathlib.Path | None:
+    """The directory :func:`cached_derivation` keeps for ``key`` if it is complete, else
+    None (nothing is built).
+
+    Examples:
+      >>> cached_derivation_if_present("tf2jax:v1:never-built") is None
+      True
+    """
+    settings = Settings.from_env(cache_dir=cache_dir)
+    entry = Cache(settings.cache_dir).lookup(entry_key("derived", key))
+    return None if entry is None else entry.module_dir
+
+
 def derivation_origin(origin: str | os.PathLike, settings: Settings) -> str:
     """How an entry derived from ``origin`` names it: an absolute path, or a handle.
 

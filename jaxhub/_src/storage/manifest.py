@@ -132,6 +132,11 @@ class Manifest:
     #: modules written before jaxhub wrote durable copies.
     durable_functions: Mapping[str, Mapping[str, Any]] = dataclasses.field(
         default_factory=dict)
+    #: False when the signature functions were written without their gradients (no
+    #: split VJP, no VJP of their own): a module converted into the cache, whose
+    #: gradients are exported on first use (see :mod:`jaxhub._src.formats`). Written
+    #: only when False; readers that predate it find no VJP when asked for a gradient.
+    gradients: bool = True
 
     def __post_init__(self):
         for name in ("attachments", "assets", "origin", "written_by", "function_files",
@@ -166,6 +171,8 @@ class Manifest:
         if self.durable_functions:
             data["durable_functions"] = {k: dict(v)
                                          for k, v in self.durable_functions.items()}
+        if not self.gradients:
+            data["gradients"] = False
         return json.dumps(data, indent=2, sort_keys=False) + "\n"
 
     @classmethod
@@ -213,7 +220,8 @@ class Manifest:
                    origin=data.get("origin", {}), written_by=data.get("written_by", {}),
                    format_version=data["format_version"],
                    function_files=_file_records(data.get("function_files", {})),
-                   durable_functions=_durable_records(data.get("durable_functions", {})))
+                   durable_functions=_durable_records(data.get("durable_functions", {})),
+                   gradients=data.get("gradients", True) is not False)
 
 
 def _param_spec(data: Mapping[str, Any]) -> ParamSpec:

@@ -53,6 +53,20 @@ def read(path: pathlib.Path, sharding: params_io.ShardingFn | None = None) -> Co
       ModuleFormatError: the directory is not a complete, readable module.
     """
     path = pathlib.Path(path).absolute()  # Orbax refuses relative checkpoint paths
+    manifest, exported = read_functions(path)
+    params = params_io.restore(path, manifest.params, sharding)
+    return Contents(path, manifest, exported, params, _assets(path, manifest))
+
+
+def read_functions(path: pathlib.Path) -> tuple[Manifest, dict[str, Any]]:
+    """The manifest of the module in directory ``path`` and its deserialized functions,
+    by file (its params are not read).
+
+    Raises:
+      ModuleFormatError: the directory holds no readable manifest, or a function file is
+        missing, damaged or unreadable.
+    """
+    path = pathlib.Path(path).absolute()
     manifest_path = path / MANIFEST_FILE
     if not manifest_path.is_file():
         raise ModuleFormatError(f"{path} is not a jaxhub module: no {MANIFEST_FILE}")
@@ -67,9 +81,7 @@ def read(path: pathlib.Path, sharding: params_io.ShardingFn | None = None) -> Co
     files = {file for f in manifest.functions for file in f.files}
     if manifest.regularizer:
         files.add(manifest.regularizer)
-    exported = {file: _read_function(path, file, manifest) for file in sorted(files)}
-    params = params_io.restore(path, manifest.params, sharding)
-    return Contents(path, manifest, exported, params, _assets(path, manifest))
+    return manifest, {file: _read_function(path, file, manifest) for file in sorted(files)}
 
 
 def max_manifest_bytes(env: Mapping[str, str] | None = None) -> int:

@@ -75,8 +75,10 @@ def _write_description(tmp: pathlib.Path, manifest: Manifest,
     halves = {file for f in manifest.functions if f.vjp
               for file in (f.vjp.forward, f.vjp.backward)}
     split = {f.file for f in manifest.functions if f.vjp}
-    # Nor are forward-only functions: JAX cannot differentiate them.
-    halves |= {f.file for f in manifest.functions if f.forward_only is not None}
+    # Nor are forward-only functions: JAX cannot differentiate them. A module written
+    # without gradients differentiates its functions through another copy of the module.
+    halves |= {f.file for f in manifest.functions
+               if f.forward_only is not None or not manifest.gradients}
     records, durable_records = {}, {}
     for file, exp in sorted(exported.items()):
         data = serialization.serialize(exp, vjp_order=0 if file in halves else 1)

@@ -232,12 +232,18 @@ def test_prevent_gradient_loads_forward_only_and_grad_raises_its_message(tmp_pat
             return tf.raw_ops.PreventGradient(input=x * x, message="no gradient here")
 
     tf.saved_model.save(Prevented(), str(tmp_path / "saved"))
-    with pytest.warns(UserWarning, match="stored forward-only"):
-        module = jaxhub.load(tmp_path / "saved")
+    module = jaxhub.load(tmp_path / "saved", cache_dir=tmp_path / "cache")
     x = np.array([1.5, -2.0], np.float32)
     np.testing.assert_allclose(module(x), x * x)
-    with pytest.raises(LookupError, match="PreventGradient.*no gradient here"):
+    # jaxhub.load converts without gradients: the first one finds there is none.
+    with pytest.warns(UserWarning, match="stored forward-only"), \
+            pytest.raises(LookupError, match="PreventGradient.*no gradient here"):
         jax.grad(lambda x: jnp.sum(module(x)))(x)
+    # and so does every later load, which reads the conversion with gradients.
+    again = jaxhub.load(tmp_path / "saved", cache_dir=tmp_path / "cache")
+    assert "forward-only" in repr(again)
+    with pytest.raises(LookupError, match="PreventGradient.*no gradient here"):
+        jax.jit(jax.grad(lambda x: jnp.sum(again(x))))(x)
 
 def test_inspect_says_which_signatures_are_forward_only(spectra):
     root, _, _ = spectra
