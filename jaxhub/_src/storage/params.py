@@ -6,8 +6,10 @@ saved with them, so a module loads onto whatever devices the reader has, or shar
 
 from __future__ import annotations
 
+import os
 import pathlib
-from typing import Any, Callable
+import stat
+from typing import Any, Callable, Iterator
 
 import jax
 import orbax.checkpoint as ocp
@@ -52,6 +54,7 @@ def restore(directory: pathlib.Path, specs: tuple[ParamSpec, ...],
     params_dir = directory / PARAMS_DIR
     if not params_dir.is_dir():
         raise ModuleFormatError(f"module at {directory} has no {PARAMS_DIR}/ directory")
+    _check_plain_files(directory, params_dir)
     try:
         with ocp.StandardCheckpointer() as checkpointer:
             return checkpointer.restore(params_dir, target)
@@ -59,6 +62,30 @@ def restore(directory: pathlib.Path, specs: tuple[ParamSpec, ...],
         raise ModuleFormatError(
             f"cannot read the params of the module at {directory}: {type(e).__name__}: "
             f"{_first_line(e)}") from e
+
+
+def _check_plain_files(directory: pathlib.Path, params_dir: pathlib.Path) -> None:
+    """Refuses a ``params/`` that holds anything but regular files and directories.
+
+    Orbax and TensorStore open whatever they find: a symbolic link would have them read
+    outside the module, and a FIFO would block the load forever.
+    """
+    for path in _entries(params_dir):
+        mode = path.lstat().st_mode
+        if stat.S_ISLNK(mode) or not (stat.S_ISREG(mode) or stat.S_ISDIR(mode)):
+            kind = "a symbolic link" if stat.S_ISLNK(mode) else "not a regular file"
+            raise ModuleFormatError(
+                f"module at {directory}: {path.relative_to(directory).as_posix()} is {kind}; "
+                f"a module's {PARAMS_DIR}/ holds only regular files and directories, so "
+                f"fetch the module again from its source")
+
+
+def _entries(root: pathlib.Path) -> Iterator[pathlib.Path]:
+    """``root`` and everything under it, without following symbolic links."""
+    yield root
+    for dirpath, dirnames, filenames in os.walk(root):  # lists links, never enters them
+        for name in dirnames + filenames:
+            yield pathlib.Path(dirpath, name)
 
 
 def _abstract(spec: ParamSpec, sharding) -> jax.ShapeDtypeStruct:
