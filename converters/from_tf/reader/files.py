@@ -57,6 +57,33 @@ def read_saved_model(path: pathlib.Path) -> protos.SavedModel:
     return proto
 
 
+def asset_file(saved_model_dir: pathlib.Path, filename: str) -> pathlib.Path:
+    """The file of the asset that a SavedModel names ``filename``, inside its ``assets/``.
+
+    The name comes from the SavedModel's own protobuf, so it is checked like any other
+    input: the file must be a regular file under ``assets/``, reached without leaving it
+    (no absolute name, no ``..``, no symbolic link out), so converting never copies a file
+    from elsewhere on the disk into the module.
+
+    Raises:
+      ModuleFormatError: naming the SavedModel directory and the asset.
+    """
+    assets = saved_model_dir / "assets"
+    name = pathlib.PurePosixPath(filename)
+    if (not filename or name.is_absolute() or ".." in name.parts or "\\" in filename
+            or "\0" in filename):
+        raise ModuleFormatError(f"{saved_model_dir}: asset {filename!r} names a file outside "
+                                f"its assets/ directory; the SavedModel is damaged or hostile")
+    target = (assets / filename).resolve()
+    if assets.resolve() not in target.parents:
+        raise ModuleFormatError(f"{saved_model_dir}: asset {filename!r} is a symbolic link "
+                                f"out of its assets/ directory; copy the file itself there")
+    if not target.is_file():  # missing, a directory, a FIFO or a device
+        raise ModuleFormatError(f"{saved_model_dir}: asset {filename!r} is missing from "
+                                f"assets/ or not a regular file; the SavedModel is incomplete")
+    return target
+
+
 def check_library(library, file: pathlib.Path | str) -> None:
     """Refuses a function library with recursion or calls nested past
     :data:`MAX_CALL_DEPTH`.

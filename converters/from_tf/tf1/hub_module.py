@@ -208,7 +208,7 @@ class _HubModule:
                     values[var.path] = np.asarray(reader.get_tensor(var.op_name))
             assets = _asset_map(meta)
             for name in assets.values():
-                self.assets[name] = path / "assets" / name
+                self.assets[name] = files.asset_file(path, name)
             self.graphs[tags] = _Graph(meta, self, assets)
         self.params = extend.unflatten(values.items())
         self.trainable = extend.unflatten((v.path, v.trainable)
