@@ -258,3 +258,24 @@ def test_a_tf1_asset_linked_out_of_the_module_is_not_read(tmp_path):
     (module / "assets" / "vocab.txt").symlink_to(tmp_path / "secret.txt")
     with pytest.raises(jaxhub.ModuleFormatError, match="symbolic link out of its assets/"):
         tf1_hub.load_tf1_hub_module(module)
+
+
+def test_ops_that_touch_files_are_refused_and_never_run(tmp_path):
+    # Converting never executes graph code: a SavedModel that reads, lists and writes
+    # files is refused by name, and nothing it names is touched.
+    secret, written = tmp_path / "secret.txt", tmp_path / "written.txt"
+    secret.write_text("hunter2")
+
+    class Files(tf.Module):
+        @tf.function(input_signature=[tf.TensorSpec([None], tf.float32)])
+        def __call__(self, x):
+            tf.io.write_file(str(written), tf.io.read_file(str(secret)))
+            return x + tf.cast(tf.size(tf.io.matching_files(str(tmp_path / "*"))), tf.float32)
+
+    tf.saved_model.save(Files(), str(tmp_path / "saved"))
+    from jaxhub_tf.from_tf.interpreter import UnsupportedOpsError
+    with pytest.raises(UnsupportedOpsError) as error:
+        savedmodel.load_saved_model(tmp_path / "saved")(np.ones(2, np.float32))
+    for op in ("ReadFile", "WriteFile", "MatchingFiles"):
+        assert op in str(error.value)
+    assert not written.exists()
