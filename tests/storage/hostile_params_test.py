@@ -95,3 +95,11 @@ def test_a_symbolic_link_in_params_is_refused(small_copy, tmp_path, linked):
     (small_copy / linked).unlink()
     shutil.move(elsewhere, small_copy / linked)
     np.testing.assert_allclose(jaxhub.load(small_copy)(np.ones((1, 2), np.float32)), [[2, 2, 2]])
+
+
+def test_a_manifest_linked_from_outside_is_not_read(small_copy, tmp_path):
+    manifest = small_copy / "jaxhub_module.json"
+    outside = shutil.move(manifest, tmp_path / "elsewhere.json")
+    manifest.symlink_to(outside)
+    with pytest.raises(jaxhub.ModuleFormatError, match="outside itself: jaxhub_module.json"):
+        jaxhub.load(small_copy)
