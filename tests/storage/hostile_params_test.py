@@ -103,3 +103,38 @@ def test_a_manifest_linked_from_outside_is_not_read(small_copy, tmp_path):
     manifest.symlink_to(outside)
     with pytest.raises(jaxhub.ModuleFormatError, match="outside itself: jaxhub_module.json"):
         jaxhub.load(small_copy)
+
+
+def _declare_shape(module_dir, shape) -> None:
+    manifest = json.loads((module_dir / "jaxhub_module.json").read_text())
+    manifest["params"][0]["shape"] = shape
+    (module_dir / "jaxhub_module.json").write_text(json.dumps(manifest))
+
+
+def test_params_declaring_far_more_than_they_hold_are_refused(small_copy, monkeypatch):
+    # Orbax allocates what is declared: 4 GiB from a few KiB would be a memory bomb.
+    _declare_shape(small_copy, [2**15, 2**15])
+    with pytest.raises(jaxhub.ModuleFormatError) as error:
+        jaxhub.load(small_copy)
+    message = str(error.value)
+    assert str(small_copy) in message and "declare 4.0 GiB" in message
+    assert "w, has shape [32768, 32768]" in message
+    assert "JAXHUB_MAX_PARAMS_EXPANSION" in message
+    # Raised, the limit lets Orbax look, which finds the stored array smaller.
+    monkeypatch.setenv("JAXHUB_MAX_PARAMS_EXPANSION", "1e9")
+    with pytest.raises(jaxhub.ModuleFormatError, match="cannot read the params"):
+        jaxhub.load(small_copy)
+    monkeypatch.setenv("JAXHUB_MAX_PARAMS_EXPANSION", "-1")
+    with pytest.raises(ValueError, match="JAXHUB_MAX_PARAMS_EXPANSION='-1': expected"):
+        jaxhub.load(small_copy)
+
+
+def test_constant_params_under_the_floor_load(tmp_path):
+    # Zeros compress thousands of times over; modules under the floor load all the same.
+    module = jaxhub.create_module(
+        {"w": jnp.zeros((2048, 2048))},
+        signatures={"default": (lambda p, x: x @ p["w"], jaxhub.TensorSpec([None, 2048]))})
+    path = module.export(tmp_path / "zeros")
+    on_disk = sum(f.stat().st_size for f in (path / "params").rglob("*") if f.is_file())
+    assert 2048 * 2048 * 4 > 1000 * on_disk
+    assert jaxhub.load(path).params["w"].shape == (2048, 2048)
