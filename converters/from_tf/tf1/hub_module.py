@@ -201,9 +201,14 @@ class _HubModule:
         for meta in proto.meta_graphs:
             tags = frozenset(meta.meta_info_def.tags)
             if tags in self.graphs:
-                raise ValueError(f"{path}: two MetaGraphDefs with tags {sorted(tags)}")
+                raise jaxhub.ModuleFormatError(
+                    f"{path}: two MetaGraphDefs with tags {sorted(tags)}")
             for var in _variables(meta):
                 if var.op_name not in self.variables:
+                    if reader is None:  # lost, or never packed
+                        raise jaxhub.ModuleFormatError(
+                            f"{checkpoint}.index is missing, yet the module has variable "
+                            f"{var.op_name!r}; the module is incomplete, fetch it again")
                     self.variables[var.op_name] = var
                     values[var.path] = np.asarray(reader.get_tensor(var.op_name))
             assets = _asset_map(meta)

@@ -279,3 +279,10 @@ def test_ops_that_touch_files_are_refused_and_never_run(tmp_path):
     for op in ("ReadFile", "WriteFile", "MatchingFiles"):
         assert op in str(error.value)
     assert not written.exists()
+
+
+def test_a_tf1_module_without_its_checkpoint_index_names_it(tf1_copy):
+    (tf1_copy / "variables" / "variables.index").unlink()
+    with pytest.raises(jaxhub.ModuleFormatError, match="variables.index is missing, yet the "
+                                                       "module has variable"):
+        tf1_hub.load_tf1_hub_module(tf1_copy)
