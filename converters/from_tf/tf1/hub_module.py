@@ -121,7 +121,11 @@ def convert_tf1_hub_module(src: str | os.PathLike, dst: str | os.PathLike
 
 
 def _check_module_def(path: pathlib.Path) -> None:
-    data = (path / TF1_MODULE_DEF_FILE).read_bytes()
+    try:
+        data = files.read_regular(path / TF1_MODULE_DEF_FILE)
+    except OSError as e:
+        raise jaxhub.ModuleFormatError(f"{path / TF1_MODULE_DEF_FILE}: cannot read the "
+                                       f"ModuleDef ({e.strerror})") from e
     try:
         fields = _proto_fields(data)
     except (IndexError, ValueError):

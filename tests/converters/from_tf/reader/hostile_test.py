@@ -4,7 +4,9 @@ naming the file, fast; unknown fields are ignored."""
 from __future__ import annotations
 
 import os
+import re
 import shutil
+import threading
 import time
 
 import numpy as np
@@ -286,3 +288,38 @@ def test_a_tf1_module_without_its_checkpoint_index_names_it(tf1_copy):
     with pytest.raises(jaxhub.ModuleFormatError, match="variables.index is missing, yet the "
                                                        "module has variable"):
         tf1_hub.load_tf1_hub_module(tf1_copy)
+
+
+def _refused_without_blocking(load, path, match: str) -> None:
+    """``load(path)`` fails with a ModuleFormatError matching ``match``, in bounded time
+    (a plain ``open`` of a FIFO waits forever for a writer)."""
+    outcome = []
+
+    def run():
+        try:
+            load(path)
+        except Exception as e:  # noqa: BLE001 (checked below)
+            outcome.append(e)
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    thread.join(timeout=30)
+    assert outcome, f"loading {path} blocked"
+    assert isinstance(outcome[0], jaxhub.ModuleFormatError), repr(outcome[0])
+    assert re.search(match, str(outcome[0])), str(outcome[0])
+
+
+@pytest.mark.parametrize("file", ["saved_model.pb", "variables/variables.index",
+                                  "variables/variables.data-00000-of-00001"])
+def test_a_fifo_in_a_saved_model_is_refused_without_blocking(copy, file):
+    (copy / file).unlink()
+    os.mkfifo(copy / file)
+    _refused_without_blocking(savedmodel.load_saved_model, copy,
+                              f"{re.escape(str(copy / file))}.*not a regular file")
+
+
+def test_a_fifo_as_a_tf1_module_def_is_refused_without_blocking(tf1_copy):
+    (tf1_copy / "tfhub_module.pb").unlink()
+    os.mkfifo(tf1_copy / "tfhub_module.pb")
+    _refused_without_blocking(tf1_hub.load_tf1_hub_module, tf1_copy,
+                              "tfhub_module.pb: cannot read the ModuleDef .not a regular file")
