@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import io
 import logging
 import os
 import pathlib
@@ -10,6 +11,7 @@ import socket
 import subprocess
 import sys
 import time
+import zipfile
 
 import filelock
 import pytest
@@ -160,6 +162,18 @@ def test_html_page_instead_of_an_archive_names_the_url(server, cache):
     message = str(error.value)
     assert message.startswith(f"{url} is not a readable tar archive")
     assert "HTML or XML page" in message and "scratch" not in message
+    assert entries(cache) == [] and staging(cache) == []
+
+
+def test_zip_archive_is_named_with_the_fix(server, cache):
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as archive:
+        archive.writestr("jaxhub_module.json", "{}")
+    url = server.add("/a-zip/module.tar.gz", Route(body=buffer.getvalue()))
+    with pytest.raises(hub.ArchiveError) as error:
+        hub.resolve(url, cache_dir=cache)
+    assert str(error.value).startswith(f"{url} is not a readable tar archive")
+    assert "it is a zip archive" in str(error.value) and "jaxhub pack" in str(error.value)
     assert entries(cache) == [] and staging(cache) == []
 
 

@@ -192,6 +192,9 @@ def _guess(archive: pathlib.Path) -> str:
         head = f.read(512).lstrip().lower()
     if not head:
         return ": it is empty"
+    if head.startswith(b"pk\x03\x04"):  # lowered above
+        return (": it is a zip archive; jaxhub reads tar archives (.tar.gz, .tgz, .tar): "
+                "unzip it and pack the directory with `jaxhub pack DIR OUT.tar.gz`")
     if head.startswith(b"<"):  # <!DOCTYPE html>, <html>, <?xml ...>
         return (": it is an HTML or XML page, not an archive; check that the URL names a "
                 ".tar.gz (a TF-Hub-style server must answer ?tf-hub-format=compressed "
