@@ -119,14 +119,15 @@ def _check_plain_files(directory: pathlib.Path, params_dir: pathlib.Path) -> int
     """
     total = 0
     for path in _entries(params_dir):
-        mode = path.lstat().st_mode
+        info = path.lstat()
+        mode = info.st_mode
         if stat.S_ISLNK(mode) or not (stat.S_ISREG(mode) or stat.S_ISDIR(mode)):
             kind = "a symbolic link" if stat.S_ISLNK(mode) else "not a regular file"
             raise ModuleFormatError(
                 f"module at {directory}: {path.relative_to(directory).as_posix()} is {kind}; "
                 f"a module's {PARAMS_DIR}/ holds only regular files and directories, so "
                 f"fetch the module again from its source")
-        total += path.lstat().st_size if stat.S_ISREG(mode) else 0
+        total += info.st_size if stat.S_ISREG(mode) else 0
     return total
 
 
