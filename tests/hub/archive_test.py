@@ -46,6 +46,8 @@ def _malicious(outside: str) -> dict[str, bytes]:
                                        (file_info("a.txt"), b"2")]),
         "file_then_directory": tar_bytes([fine, (file_info("a"), b"1"),
                                           (file_info("a/b.txt"), b"2")]),
+        # Deeper than Python's recursion: pathlib's mkdir, os.walk and rmtree recurse.
+        "nested_too_deep": tar_bytes([fine, (file_info("a/" * 1500 + "f.txt"), b"x")]),
         "gnu_sparse": tar_bytes([fine, (_typed("weights.bin", tarfile.GNUTYPE_SPARSE), b"")]),
         # A PAX 1.0 sparse map promising a billion regions and never ending: tarfile
         # would read it all into a list, then fail with a bare ValueError.

@@ -34,6 +34,10 @@ EXPANSION_FLOOR_BYTES = 64 * 2**20
 # While writing, free disk space is checked again after this many bytes.
 _FREE_SPACE_RECHECK_BYTES = 64 * 2**20
 _NAME_MAX = 255  # bytes in one path component on common file systems
+# Deepest member: modules nest a few directories; thousands would overflow the recursion
+# of pathlib's mkdir, os.walk and shutil.rmtree (a bare RecursionError, a staging
+# directory left behind).
+MAX_MEMBER_DEPTH = 100
 # Largest extended header (a PAX record set, a GNU long name): tarfile reads one whole
 # into memory before it yields the member, so without a bound a few KiB of gzip holding
 # one header of zeros would cost gigabytes. Real ones hold a name and a few fields.
@@ -225,6 +229,9 @@ def safe_member_name(member: tarfile.TarInfo) -> str | None:
     if any(len(p.encode("utf-8", "surrogateescape")) > _NAME_MAX for p in parts):
         raise UnsafeArchiveError(f"refusing member {name[:80]!r}...: a name component is "
                                  f"longer than {_NAME_MAX} bytes")
+    if len(parts) > MAX_MEMBER_DEPTH:
+        raise UnsafeArchiveError(f"refusing member {name[:80]!r}...: nested {len(parts)} "
+                                 f"directories deep, more than {MAX_MEMBER_DEPTH}")
     return "/".join(parts) or None
 
 
