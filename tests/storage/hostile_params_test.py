@@ -138,3 +138,13 @@ def test_constant_params_under_the_floor_load(tmp_path):
     on_disk = sum(f.stat().st_size for f in (path / "params").rglob("*") if f.is_file())
     assert 2048 * 2048 * 4 > 1000 * on_disk
     assert jaxhub.load(path).params["w"].shape == (2048, 2048)
+
+
+def test_params_nested_deeper_than_python_recurses_are_checked(small_copy):
+    deep = small_copy / "params"
+    for _ in range(1200):  # os.walk would recurse once per level
+        deep = deep / "a"
+        deep.mkdir()
+    os.mkfifo(deep / "pipe")
+    with pytest.raises(jaxhub.ModuleFormatError, match="not a regular file"):
+        jaxhub.load(small_copy)

@@ -132,11 +132,19 @@ def _check_plain_files(directory: pathlib.Path, params_dir: pathlib.Path) -> int
 
 
 def _entries(root: pathlib.Path) -> Iterator[pathlib.Path]:
-    """``root`` and everything under it, without following symbolic links."""
+    """``root`` and everything under it, without following symbolic links.
+
+    Iterative: a hostile tree may nest deeper than Python's recursion (os.walk recurses).
+    """
     yield root
-    for dirpath, dirnames, filenames in os.walk(root):  # lists links, never enters them
-        for name in dirnames + filenames:
-            yield pathlib.Path(dirpath, name)
+    pending = [root]
+    while pending:
+        with os.scandir(pending.pop()) as listing:
+            found = list(listing)
+        for entry in found:
+            yield pathlib.Path(entry.path)
+            if entry.is_dir(follow_symlinks=False):
+                pending.append(pathlib.Path(entry.path))
 
 
 def _abstract(spec: ParamSpec, sharding) -> jax.ShapeDtypeStruct:
