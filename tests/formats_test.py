@@ -66,3 +66,14 @@ def test_a_changed_source_is_converted_again(saved_model, tmp_path):
     os.utime(pb, ns=(stat.st_atime_ns, stat.st_mtime_ns + 1_000_000_000))
     second = jaxhub.load(saved_model, cache_dir=cache)
     assert second.path != first.path
+
+
+def test_a_source_nested_deeper_than_python_recurses_is_fingerprinted(tmp_path):
+    # The converted-module cache key lists every file; pathlib's rglob recursed per level.
+    from jaxhub._src.formats import fingerprint
+    from tests.storage.hostile_params_test import deep_dirs
+    with deep_dirs(tmp_path, 1200) as deep:
+        (deep / "f").write_bytes(b"x")
+        before = fingerprint(tmp_path)
+        (deep / "f").write_bytes(b"xy")
+        assert fingerprint(tmp_path) != before

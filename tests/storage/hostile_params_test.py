@@ -7,6 +7,7 @@ reader refuses them before Orbax opens anything.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -140,11 +141,26 @@ def test_constant_params_under_the_floor_load(tmp_path):
     assert jaxhub.load(path).params["w"].shape == (2048, 2048)
 
 
+@contextlib.contextmanager
+def deep_dirs(root, levels: int):
+    """``root/a/a/...`` ``levels`` deep; removed bottom-up on exit, since shutil.rmtree
+    (and so pytest's own clean-up) recurses once per level before Python 3.12."""
+    made = [root]
+    for _ in range(levels):
+        made.append(made[-1] / "a")
+        made[-1].mkdir()
+    try:
+        yield made[-1]
+    finally:
+        for directory in reversed(made[1:]):
+            for child in directory.iterdir():
+                if not child.is_dir() or child.is_symlink():
+                    child.unlink()
+            directory.rmdir()
+
+
 def test_params_nested_deeper_than_python_recurses_are_checked(small_copy):
-    deep = small_copy / "params"
-    for _ in range(1200):  # os.walk would recurse once per level
-        deep = deep / "a"
-        deep.mkdir()
-    os.mkfifo(deep / "pipe")
-    with pytest.raises(jaxhub.ModuleFormatError, match="not a regular file"):
-        jaxhub.load(small_copy)
+    with deep_dirs(small_copy / "params", 1200) as deep:  # os.walk recurses per level
+        os.mkfifo(deep / "pipe")
+        with pytest.raises(jaxhub.ModuleFormatError, match="not a regular file"):
+            jaxhub.load(small_copy)

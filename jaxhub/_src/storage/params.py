@@ -9,14 +9,14 @@ from __future__ import annotations
 import os
 import pathlib
 import stat
-from typing import Any, Callable, Iterator, Mapping
+from typing import Any, Callable, Mapping
 
 import jax
 import jax.numpy as jnp
 import orbax.checkpoint as ocp
 
 from jaxhub._src import tree, units
-from jaxhub._src.storage.files import PARAMS_DIR
+from jaxhub._src.storage.files import PARAMS_DIR, entries_below
 from jaxhub._src.storage.manifest import ModuleFormatError, ParamSpec
 
 
@@ -118,7 +118,7 @@ def _check_plain_files(directory: pathlib.Path, params_dir: pathlib.Path) -> int
     outside the module, and a FIFO would block the load forever.
     """
     total = 0
-    for path in _entries(params_dir):
+    for path in [params_dir, *entries_below(params_dir)]:
         info = path.lstat()
         mode = info.st_mode
         if stat.S_ISLNK(mode) or not (stat.S_ISREG(mode) or stat.S_ISDIR(mode)):
@@ -129,22 +129,6 @@ def _check_plain_files(directory: pathlib.Path, params_dir: pathlib.Path) -> int
                 f"fetch the module again from its source")
         total += info.st_size if stat.S_ISREG(mode) else 0
     return total
-
-
-def _entries(root: pathlib.Path) -> Iterator[pathlib.Path]:
-    """``root`` and everything under it, without following symbolic links.
-
-    Iterative: a hostile tree may nest deeper than Python's recursion (os.walk recurses).
-    """
-    yield root
-    pending = [root]
-    while pending:
-        with os.scandir(pending.pop()) as listing:
-            found = list(listing)
-        for entry in found:
-            yield pathlib.Path(entry.path)
-            if entry.is_dir(follow_symlinks=False):
-                pending.append(pathlib.Path(entry.path))
 
 
 def _abstract(spec: ParamSpec, sharding) -> jax.ShapeDtypeStruct:
