@@ -244,3 +244,14 @@ def test_a_module_exported_after_loading_has_its_gradients(dense, tmp_path):
 def test_inspect_says_gradients_come_on_first_use(dense, tmp_path):
     module = jaxhub.load(dense[0], cache_dir=tmp_path / "cache")
     assert "gradients: not stored" in describe(module.manifest, "dense")
+
+
+def test_a_source_nested_deeper_than_python_recurses_is_fingerprinted(tmp_path):
+    # The converted-module cache key lists every file; pathlib's rglob recursed per level.
+    from jaxhub._src.formats import fingerprint
+    from tests.storage.hostile_params_test import deep_dirs
+    with deep_dirs(tmp_path, 1200) as deep:
+        (deep / "f").write_bytes(b"x")
+        before = fingerprint(tmp_path)
+        (deep / "f").write_bytes(b"xy")
+        assert fingerprint(tmp_path) != before

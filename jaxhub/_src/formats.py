@@ -229,7 +229,7 @@ def fingerprint(path: pathlib.Path) -> str:
     Downloaded archives are verified by their sha256 in the hub cache already.
     """
     digest = hashlib.sha256()
-    for file in sorted(p for p in path.rglob("*") if p.is_file()):
+    for file in sorted(p for p in files.entries_below(path) if p.is_file()):
         stat = file.stat()
         digest.update(f"{file.relative_to(path).as_posix()}\0{stat.st_size}\0"
                       f"{stat.st_mtime_ns}\0".encode())

@@ -8,6 +8,8 @@ import shutil
 import subprocess
 import sys
 import tarfile
+import tracemalloc
+import zlib
 
 import pytest
 
@@ -51,6 +53,37 @@ def test_small_archive_of_zero_tensors_is_under_the_floor(server, cache):
     body = _zeros_bomb(8)
     url = server.add("/zero-init/module.tar.gz", Route(body=body))
     assert (hub.resolve(url, cache_dir=cache) / "params" / "zeros.bin").stat().st_size == 8 * 2**20
+
+
+def _header_bomb(kind: bytes, mib: int) -> bytes:
+    # One extended header (a GNU long name, a PAX record set) of `mib` MiB of "a": tarfile
+    # holds such a header in memory whole, and gzip shrinks it about a thousandfold.
+    header = tarfile.TarInfo("././@LongLink" if kind == tarfile.GNUTYPE_LONGNAME else "pax")
+    header.type, header.size = kind, mib * 2**20
+    compress = zlib.compressobj(1, zlib.DEFLATED, 31)  # gzip framing
+    body = [compress.compress(header.tobuf(format=tarfile.GNU_FORMAT))]
+    body += [compress.compress(b"a" * 2**20) for _ in range(mib)]
+    body.append(compress.compress(tarfile.TarInfo("x").tobuf() + bytes(1024)))
+    return b"".join(body) + compress.flush()
+
+
+@pytest.mark.parametrize("kind", [tarfile.GNUTYPE_LONGNAME, tarfile.XHDTYPE],
+                         ids=["gnu_long_name", "pax"])
+def test_extended_header_bomb_is_refused_before_it_is_read(server, cache, kind):
+    body = _header_bomb(kind, 64)
+    assert len(body) < 2**20
+    url = server.add(f"/header-bomb-{kind.decode()}/module.tar.gz", Route(body=body))
+    tracemalloc.start()
+    try:
+        with pytest.raises(hub.UnsafeArchiveError) as error:
+            hub.resolve(url, cache_dir=cache)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 16 * 2**20  # the header alone is 64 MiB
+    assert str(error.value).startswith(url)
+    assert f"extended header of {64 * 2**20} bytes" in str(error.value)
+    assert entries(cache) == [] and staging(cache) == []
 
 
 def test_archive_with_too_many_members_is_refused(server, cache, monkeypatch):

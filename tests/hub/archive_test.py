@@ -46,7 +46,27 @@ def _malicious(outside: str) -> dict[str, bytes]:
                                        (file_info("a.txt"), b"2")]),
         "file_then_directory": tar_bytes([fine, (file_info("a"), b"1"),
                                           (file_info("a/b.txt"), b"2")]),
+        # Deeper than Python's recursion: pathlib's mkdir, os.walk and rmtree recurse.
+        "nested_too_deep": tar_bytes([fine, (file_info("a/" * 1500 + "f.txt"), b"x")]),
+        "gnu_sparse": tar_bytes([fine, (_typed("weights.bin", tarfile.GNUTYPE_SPARSE), b"")]),
+        # A PAX 1.0 sparse map promising a billion regions and never ending: tarfile
+        # would read it all into a list, then fail with a bare ValueError.
+        "pax_sparse_map": tar_bytes([fine, (_pax_sparse("weights.bin"),
+                                            b"1000000000\n" + b"0\n" * 50_000)]),
     }
+
+
+def _typed(name: str, kind: bytes) -> tarfile.TarInfo:
+    info = file_info(name)
+    info.type = kind
+    return info
+
+
+def _pax_sparse(name: str) -> tarfile.TarInfo:
+    info = file_info(name)
+    info.pax_headers = {"GNU.sparse.major": "1", "GNU.sparse.minor": "0",
+                        "GNU.sparse.name": name, "GNU.sparse.realsize": "1"}
+    return info
 
 
 @pytest.mark.parametrize("kind", sorted(_malicious("/x")))

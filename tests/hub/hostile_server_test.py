@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import io
 import logging
 import os
 import pathlib
@@ -9,6 +11,7 @@ import socket
 import subprocess
 import sys
 import time
+import zipfile
 
 import filelock
 import pytest
@@ -140,13 +143,15 @@ def test_refused_connection_fails_at_once_and_asks_if_the_server_runs(cache, cap
     assert entries(cache) == [] and staging(cache) == []
 
 
-def test_invalid_content_length_is_a_clear_error(server, published, cache):
+@pytest.mark.parametrize("length", ["lots", "\u00b2"])  # "²" passes str.isdigit
+def test_invalid_content_length_is_a_clear_error(server, published, cache, length):
     body = server.routes[_path(published[0])].body
-    url = server.add("/bad-length/module.tar.gz", Route(body=body, content_length="lots"))
+    path = f"/bad-length-{ord(length[0])}/module.tar.gz"
+    url = server.add(path, Route(body=body, content_length=length))
     with pytest.raises(hub.DownloadError, match=f"{url}: the server sent an invalid "
-                                                "Content-Length 'lots'"):
+                                                f"Content-Length '{length}'"):
         hub.resolve(url, cache_dir=cache)
-    assert server.requests["/bad-length/module.tar.gz"] == 1
+    assert server.requests[path] == 1
     assert entries(cache) == [] and staging(cache) == []
 
 
@@ -157,6 +162,18 @@ def test_html_page_instead_of_an_archive_names_the_url(server, cache):
     message = str(error.value)
     assert message.startswith(f"{url} is not a readable tar archive")
     assert "HTML or XML page" in message and "scratch" not in message
+    assert entries(cache) == [] and staging(cache) == []
+
+
+def test_zip_archive_is_named_with_the_fix(server, cache):
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as archive:
+        archive.writestr("jaxhub_module.json", "{}")
+    url = server.add("/a-zip/module.tar.gz", Route(body=buffer.getvalue()))
+    with pytest.raises(hub.ArchiveError) as error:
+        hub.resolve(url, cache_dir=cache)
+    assert str(error.value).startswith(f"{url} is not a readable tar archive")
+    assert "it is a zip archive" in str(error.value) and "jaxhub pack" in str(error.value)
     assert entries(cache) == [] and staging(cache) == []
 
 
@@ -185,8 +202,57 @@ def _path(url: str) -> str:
     ("http://[::1/m.tar.gz", "not a valid .*Invalid IPv6 URL"),
     ("http://127.0.0.1:99999/m.tar.gz", "out of range"),
     ("http://exa mple.com/m.tar.gz", "percent-encode"),
+    ("http://" + "a" * 64 + ".example.com/m.tar.gz", "longer than 63 characters"),
+    ("http://example..com/m.tar.gz", "empty label"),
 ])
 def test_malformed_url_is_a_handle_error_before_any_connection(cache, url, reason):
     with pytest.raises(hub.HandleError, match=reason) as error:
         hub.resolve(url, cache_dir=cache)
     assert repr(url) in str(error.value) and not (cache / "locks").exists()
+
+
+@pytest.fixture
+def listener():
+    """A TCP socket on 127.0.0.1 that counts the connections made to it."""
+    with socket.create_server(("127.0.0.1", 0)) as sock:
+        sock.settimeout(0.05)
+        accepted = []
+
+        def count() -> int:
+            with contextlib.suppress(TimeoutError):
+                while True:
+                    accepted.append(sock.accept()[0])
+            return len(accepted)
+
+        yield sock.getsockname()[1], count
+        for connection in accepted:
+            connection.close()
+
+
+@pytest.mark.parametrize("scheme", ["ftp", "file"])
+def test_redirect_to_another_scheme_is_refused_without_connecting(server, cache, listener,
+                                                                   scheme):
+    # An ftp:// download would reach any host and port, unencrypted, outside the deadline.
+    port, connections = listener
+    target = f"{scheme}://127.0.0.1:{port}/module.tar.gz"
+    url = server.add(f"/to-{scheme}/module.tar.gz", Route(redirect=target))
+    start = time.monotonic()
+    with pytest.raises(hub.DownloadError) as error:
+        hub.resolve(url, cache_dir=cache)
+    assert time.monotonic() - start < 2
+    assert url in str(error.value) and target in str(error.value)
+    assert connections() == 0
+    assert entries(cache) == [] and staging(cache) == []
+
+
+@pytest.mark.parametrize("location, reason", [
+    ("http://[::1/module.tar.gz", "Invalid IPv6 URL"),
+    ("http://127.0.0.1:99999/module.tar.gz", "out of range"),
+    ("http://" + "a" * 64 + ".example.com/module.tar.gz", "longer than 63 characters"),
+])
+def test_malformed_redirect_is_a_download_error(server, cache, location, reason):
+    url = server.add(f"/bad-redirect-{len(location)}/module.tar.gz", Route(redirect=location))
+    with pytest.raises(hub.DownloadError, match=reason) as error:
+        hub.resolve(url, cache_dir=cache)
+    assert str(error.value).startswith(f"{url} redirects to ")
+    assert entries(cache) == [] and staging(cache) == []

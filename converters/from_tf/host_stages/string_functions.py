@@ -26,6 +26,7 @@ from typing import Any, Mapping, Sequence
 
 from jaxhub_tf.from_tf import graph
 from jaxhub_tf.from_tf.host_stages import split
+from jaxhub_tf.from_tf.reader import files
 
 _CALL_OPS = frozenset({"PartitionedCall", "StatefulPartitionedCall"})
 
@@ -97,7 +98,7 @@ def split_function(interp, meta, saved_model_dir: pathlib.Path, function_name: s
             init_name, asset_name = _add_table(interp, meta, obj, arg, nodes)
             tables[arg] = init_name
             assets[f"{arg}/_asset"] = asset_name
-            asset_files[asset_name] = saved_model_dir / "assets" / asset_name
+            asset_files[asset_name] = files.asset_file(saved_model_dir, asset_name)
         else:
             continue
         inlined.append(position)

@@ -23,7 +23,7 @@ import struct
 import google_crc32c
 import numpy as np
 
-from jaxhub_tf.from_tf.reader import protos, tensors
+from jaxhub_tf.from_tf.reader import files, protos, tensors
 from jaxhub import ModuleFormatError
 
 _FOOTER_SIZE = 48  # two block handles (varints, padded to 40 bytes) + 8-byte magic
@@ -59,7 +59,7 @@ class BundleReader:
         self._prefix = pathlib.Path(prefix)
         self._index_path = self._prefix.with_name(self._prefix.name + ".index")
         try:
-            data = self._index_path.read_bytes()
+            data = files.read_regular(self._index_path)
         except OSError as e:
             raise CheckpointError(f"{self._index_path}: cannot read the checkpoint index "
                                   f"({e.strerror})") from e
@@ -129,7 +129,7 @@ class BundleReader:
         shard = self._prefix.with_name(
             f"{self._prefix.name}.data-{entry.shard_id:05d}-of-{self._num_shards:05d}")
         try:
-            with open(shard, "rb") as f:
+            with files.open_regular(shard) as f:
                 available = os.fstat(f.fileno()).st_size - entry.offset
                 if entry.offset < 0 or entry.size < 0 or entry.size > available:
                     raise CheckpointError(

@@ -13,9 +13,12 @@ Examples:
 
 from __future__ import annotations
 
+import errno
 import functools
+import os
 import pathlib
-from typing import Any, Callable
+import stat
+from typing import Any, BinaryIO, Callable
 
 from google.protobuf import message, text_format
 
@@ -25,6 +28,31 @@ from jaxhub import ModuleFormatError
 #: The deepest chain of function calls a library may nest (Python's recursion limit
 #: would stop the interpreter in a few hundred).
 MAX_CALL_DEPTH = 100
+
+
+def read_regular(path: pathlib.Path) -> bytes:
+    """The bytes of ``path``, which must be a regular file.
+
+    A FIFO in a module directory would block a plain ``open`` forever (no writer ever
+    comes), and a device could stream without end; opened without blocking and checked
+    before reading, either is refused.
+
+    Raises:
+      OSError: ``path`` cannot be read, or is not a regular file.
+    """
+    with open_regular(path) as f:
+        return f.read()
+
+
+def open_regular(path: pathlib.Path) -> BinaryIO:
+    """``path`` opened for reading in binary mode; see :func:`read_regular`."""
+    fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise OSError(errno.EINVAL, "not a regular file", str(path))
+    if hasattr(os, "set_blocking"):
+        os.set_blocking(fd, True)
+    return os.fdopen(fd, "rb")
 
 
 def read_saved_model(path: pathlib.Path) -> protos.SavedModel:
@@ -40,9 +68,9 @@ def read_saved_model(path: pathlib.Path) -> protos.SavedModel:
     proto = protos.SavedModel()
     try:
         if file is binary:
-            proto.ParseFromString(file.read_bytes())
+            proto.ParseFromString(read_regular(file))
         else:
-            text_format.Parse(file.read_text(), proto, allow_unknown_field=True)
+            text_format.Parse(read_regular(file).decode(), proto, allow_unknown_field=True)
     except OSError as e:
         raise ModuleFormatError(f"{file}: cannot read the SavedModel ({e.strerror})") from e
     except (message.DecodeError, text_format.ParseError, RecursionError,
@@ -55,6 +83,33 @@ def read_saved_model(path: pathlib.Path) -> protos.SavedModel:
         op_defs.register(meta.meta_info_def.stripped_op_list)
         check_library(meta.graph_def.library, file)
     return proto
+
+
+def asset_file(saved_model_dir: pathlib.Path, filename: str) -> pathlib.Path:
+    """The file of the asset that a SavedModel names ``filename``, inside its ``assets/``.
+
+    The name comes from the SavedModel's own protobuf, so it is checked like any other
+    input: the file must be a regular file under ``assets/``, reached without leaving it
+    (no absolute name, no ``..``, no symbolic link out), so converting never copies a file
+    from elsewhere on the disk into the module.
+
+    Raises:
+      ModuleFormatError: naming the SavedModel directory and the asset.
+    """
+    assets = saved_model_dir / "assets"
+    name = pathlib.PurePosixPath(filename)
+    if (not filename or name.is_absolute() or ".." in name.parts or "\\" in filename
+            or "\0" in filename):
+        raise ModuleFormatError(f"{saved_model_dir}: asset {filename!r} names a file outside "
+                                f"its assets/ directory; the SavedModel is damaged or hostile")
+    target = (assets / filename).resolve()
+    if assets.resolve() not in target.parents:
+        raise ModuleFormatError(f"{saved_model_dir}: asset {filename!r} is a symbolic link "
+                                f"out of its assets/ directory; copy the file itself there")
+    if not target.is_file():  # missing, a directory, a FIFO or a device
+        raise ModuleFormatError(f"{saved_model_dir}: asset {filename!r} is missing from "
+                                f"assets/ or not a regular file; the SavedModel is incomplete")
+    return target
 
 
 def check_library(library, file: pathlib.Path | str) -> None:

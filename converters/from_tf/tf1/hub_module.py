@@ -124,7 +124,11 @@ def convert_tf1_hub_module(src: str | os.PathLike, dst: str | os.PathLike, *,
 
 
 def _check_module_def(path: pathlib.Path) -> None:
-    data = (path / TF1_MODULE_DEF_FILE).read_bytes()
+    try:
+        data = files.read_regular(path / TF1_MODULE_DEF_FILE)
+    except OSError as e:
+        raise jaxhub.ModuleFormatError(f"{path / TF1_MODULE_DEF_FILE}: cannot read the "
+                                       f"ModuleDef ({e.strerror})") from e
     try:
         fields = _proto_fields(data)
     except (IndexError, ValueError):
@@ -204,14 +208,19 @@ class _HubModule:
         for meta in proto.meta_graphs:
             tags = frozenset(meta.meta_info_def.tags)
             if tags in self.graphs:
-                raise ValueError(f"{path}: two MetaGraphDefs with tags {sorted(tags)}")
+                raise jaxhub.ModuleFormatError(
+                    f"{path}: two MetaGraphDefs with tags {sorted(tags)}")
             for var in _variables(meta):
                 if var.op_name not in self.variables:
+                    if reader is None:  # lost, or never packed
+                        raise jaxhub.ModuleFormatError(
+                            f"{checkpoint}.index is missing, yet the module has variable "
+                            f"{var.op_name!r}; the module is incomplete, fetch it again")
                     self.variables[var.op_name] = var
                     values[var.path] = np.asarray(reader.get_tensor(var.op_name))
             assets = _asset_map(meta)
             for name in assets.values():
-                self.assets[name] = path / "assets" / name
+                self.assets[name] = files.asset_file(path, name)
             self.graphs[tags] = _Graph(meta, self, assets)
         self.params = extend.unflatten(values.items())
         self.trainable = extend.unflatten((v.path, v.trainable)

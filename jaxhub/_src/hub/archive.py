@@ -34,6 +34,14 @@ EXPANSION_FLOOR_BYTES = 64 * 2**20
 # While writing, free disk space is checked again after this many bytes.
 _FREE_SPACE_RECHECK_BYTES = 64 * 2**20
 _NAME_MAX = 255  # bytes in one path component on common file systems
+# Deepest member: modules nest a few directories; thousands would overflow the recursion
+# of pathlib's mkdir, os.walk and shutil.rmtree (a bare RecursionError, a staging
+# directory left behind).
+MAX_MEMBER_DEPTH = 100
+# Largest extended header (a PAX record set, a GNU long name): tarfile reads one whole
+# into memory before it yields the member, so without a bound a few KiB of gzip holding
+# one header of zeros would cost gigabytes. Real ones hold a name and a few fields.
+MAX_EXTENDED_HEADER_BYTES = 1 << 20
 
 
 @dataclasses.dataclass(frozen=True)
@@ -93,7 +101,7 @@ def extract(archive: pathlib.Path, dest: pathlib.Path, *, limits: Limits = Limit
     label = label or archive.name
     state = _Progress(dest, limits, *limits.byte_budget(archive.stat().st_size))
     try:
-        with tarfile.open(archive, mode="r|*") as tar:
+        with tarfile.open(archive, mode="r|*", tarinfo=_BoundedTarInfo) as tar:
             for member in tar:
                 state.member = member.name
                 record = _extract_member(tar, member, dest, state)
@@ -107,6 +115,28 @@ def extract(archive: pathlib.Path, dest: pathlib.Path, *, limits: Limits = Limit
     except (tarfile.TarError, EOFError, gzip.BadGzipFile, zlib.error) as e:
         raise ArchiveError(f"{label} is not a readable tar archive ({e}){_guess(archive)}") from e
     return tuple(sorted(state.records, key=lambda r: r.path))
+
+
+class _BoundedTarInfo(tarfile.TarInfo):
+    """A tar header that refuses, before reading them, the parts tarfile would hold in
+    memory whole: an extended header over ``MAX_EXTENDED_HEADER_BYTES``, and the maps of
+    sparse files (old GNU and PAX 1.0 sparse maps grow with the data, without bound)."""
+
+    def _proc_member(self, tarfile_):
+        if self.type in _EXTENDED_HEADERS and self.size > MAX_EXTENDED_HEADER_BYTES:
+            raise UnsafeArchiveError(
+                f"refusing an extended header of {self.size} bytes (at {self.name!r}), "
+                f"more than the {MAX_EXTENDED_HEADER_BYTES} a name and its fields need")
+        if self.type == tarfile.GNUTYPE_SPARSE:
+            raise UnsafeArchiveError(f"refusing sparse file {self.name!r} in archive")
+        return super()._proc_member(tarfile_)
+
+    def _proc_gnusparse_10(self, next_, pax_headers, tarfile_):
+        raise UnsafeArchiveError(f"refusing sparse file {next_.name!r} in archive")
+
+
+_EXTENDED_HEADERS = (tarfile.GNUTYPE_LONGNAME, tarfile.GNUTYPE_LONGLINK, tarfile.XHDTYPE,
+                     tarfile.XGLTYPE, tarfile.SOLARIS_XHDTYPE)
 
 
 @dataclasses.dataclass
@@ -166,6 +196,9 @@ def _guess(archive: pathlib.Path) -> str:
         head = f.read(512).lstrip().lower()
     if not head:
         return ": it is empty"
+    if head.startswith(b"pk\x03\x04"):  # lowered above
+        return (": it is a zip archive; jaxhub reads tar archives (.tar.gz, .tgz, .tar): "
+                "unzip it and pack the directory with `jaxhub pack DIR OUT.tar.gz`")
     if head.startswith(b"<"):  # <!DOCTYPE html>, <html>, <?xml ...>
         return (": it is an HTML or XML page, not an archive; check that the URL names a "
                 ".tar.gz (a TF-Hub-style server must answer ?tf-hub-format=compressed "
@@ -184,6 +217,8 @@ def safe_member_name(member: tarfile.TarInfo) -> str | None:
     if not (member.isfile() or member.isdir()):
         kind = "link" if (member.issym() or member.islnk()) else "special file"
         raise UnsafeArchiveError(f"refusing {kind} {name!r} in archive")
+    if member.sparse is not None:  # holes that unpack to zeros: nothing jaxhub packs
+        raise UnsafeArchiveError(f"refusing sparse file {name!r} in archive")
     if "\0" in name or "\\" in name:
         raise UnsafeArchiveError(f"refusing member with unusual characters {name!r}")
     if name.startswith("/") or (len(name) > 1 and name[1] == ":"):
@@ -194,6 +229,9 @@ def safe_member_name(member: tarfile.TarInfo) -> str | None:
     if any(len(p.encode("utf-8", "surrogateescape")) > _NAME_MAX for p in parts):
         raise UnsafeArchiveError(f"refusing member {name[:80]!r}...: a name component is "
                                  f"longer than {_NAME_MAX} bytes")
+    if len(parts) > MAX_MEMBER_DEPTH:
+        raise UnsafeArchiveError(f"refusing member {name[:80]!r}...: nested {len(parts)} "
+                                 f"directories deep, more than {MAX_MEMBER_DEPTH}")
     return "/".join(parts) or None
 
 

@@ -30,7 +30,7 @@ import tqdm
 
 from jaxhub._src.hub.config import Settings
 from jaxhub._src.hub.errors import DownloadError
-from jaxhub._src.hub.urls import canonical_url
+from jaxhub._src.hub.urls import canonical_url, url_problem
 from jaxhub._src.version import __version__
 
 _log = logging.getLogger(__name__)
@@ -265,7 +265,7 @@ def _content_length(response: http.client.HTTPResponse, label: str) -> int | Non
     text = response.headers.get("Content-Length")
     if text is None:
         return None
-    if not text.strip().isdigit():
+    if not text.strip().isascii() or not text.strip().isdigit():  # "²" is a digit too
         raise DownloadError(f"{label}: the server sent an invalid Content-Length {text!r}; "
                             "the server (or a proxy in between) is broken, try again later "
                             "or report it to its operator")
@@ -390,13 +390,32 @@ class _WatchedHTTPSHandler(_Watched, urllib.request.HTTPSHandler):
 
 
 class _RedirectHandler(urllib.request.HTTPRedirectHandler):
-    """Follows redirects, except from https to http unless the settings allow it."""
+    """Follows redirects to valid http(s) URLs only, and from https to http only when the
+    settings allow it.
+
+    A server must not send a download where the handle could not go: to another scheme
+    (``ftp://`` would also escape the deadline's watchdog, ``file://`` read the local
+    disk) or to a URL urllib would fail on with a bare ``ValueError``.
+    """
 
     def __init__(self, label: str, options: Options):
         self.label = label
         self.options = options
 
+    def http_error_302(self, req, fp, code, msg, headers):
+        try:
+            return super().http_error_302(req, fp, code, msg, headers)
+        except ValueError as e:  # urllib parses the Location before redirect_request
+            fp.close()
+            raise self._refused(headers.get("Location", ""), str(e)) from None
+
+    http_error_301 = http_error_303 = http_error_307 = http_error_308 = http_error_302
+
     def redirect_request(self, req, fp, code, msg, headers, newurl):
+        problem = url_problem(newurl)
+        if problem is not None:
+            fp.close()
+            raise self._refused(newurl, problem)
         old = urllib.parse.urlsplit(req.full_url).scheme.lower()
         new = urllib.parse.urlsplit(newurl).scheme.lower()
         if old == "https" and new == "http" and not self.options.allow_insecure_redirects:
@@ -407,6 +426,12 @@ class _RedirectHandler(urllib.request.HTTPRedirectHandler):
                 "the rest unencrypted; use an https URL, or set "
                 "JAXHUB_ALLOW_INSECURE_REDIRECTS=1 if you trust the network")
         return super().redirect_request(req, fp, code, msg, headers, newurl)
+
+    def _refused(self, location: str, problem: str) -> DownloadError:
+        shown = canonical_url(location, self.options.secret_params)[:200]
+        return DownloadError(f"{self.label} redirects to {shown!r}, which jaxhub does not "
+                             f"follow: {problem}; ask the server's operator for a direct "
+                             "http(s) URL of the archive")
 
 
 def _hint(status: int) -> str:

@@ -19,7 +19,7 @@ from jaxhub._src.hub.config import Settings
 from jaxhub._src.hub.errors import HandleError, IntegrityError, OfflineError
 from jaxhub._src.hub.entry_record import file_sha256
 from jaxhub._src.hub.registry import Request
-from jaxhub._src.hub.urls import canonical_url
+from jaxhub._src.hub.urls import canonical_url, url_problem
 
 
 @dataclasses.dataclass(frozen=True)
@@ -82,19 +82,10 @@ class HttpArchiveResolver:
 
 
 def _check_url(handle: str) -> None:
-    # What urllib would only report deep inside a connection attempt, or as a bare
-    # ValueError: the handle names where, and nothing is retried.
-    shown = canonical_url(handle)
-    try:
-        parts = urllib.parse.urlsplit(handle)
-        parts.port  # noqa: B018 (parsing the port validates it)
-    except ValueError as e:
-        raise HandleError(f"{shown!r} is not a valid URL: {e}") from None
-    if not parts.hostname:
-        raise HandleError(f"{shown!r} is not a valid URL: it names no host")
-    if any(c.isspace() or ord(c) < 32 for c in handle):
-        raise HandleError(f"{shown!r} is not a valid URL: it holds spaces or control "
-                          "characters; percent-encode them (%20)")
+    # Reported before any work, naming the handle; nothing is retried.
+    problem = url_problem(handle)
+    if problem is not None:
+        raise HandleError(f"{canonical_url(handle)!r} is not a valid URL: {problem}")
 
 
 def archive_url(handle: str) -> str:

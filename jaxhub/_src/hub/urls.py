@@ -75,3 +75,36 @@ def canonical_url(url: str, secret_params: Iterable[str] = ()) -> str:
 def has_credentials(url: str, secret_params: Iterable[str] = ()) -> bool:
     """Whether ``url`` carries anything ``canonical_url`` drops."""
     return canonical_url(url, secret_params) != url
+
+
+def url_problem(url: str) -> str | None:
+    """Why ``url`` is not an http(s) URL that a download can use, or None when it is.
+
+    What urllib would report only deep inside a connection attempt, or as a bare
+    ``ValueError`` or ``UnicodeError``: a malformed host or port, no host, a host name
+    that DNS cannot carry, spaces or control characters, another scheme.
+
+    Examples:
+      >>> url_problem("https://example.com/m.tar.gz") is None
+      True
+      >>> url_problem("ftp://example.com/m.tar.gz")
+      "its scheme is 'ftp'; jaxhub downloads over http and https only"
+    """
+    try:
+        parts = urllib.parse.urlsplit(url)
+        parts.port  # noqa: B018 (parsing the port validates it)
+    except ValueError as e:
+        return str(e)
+    if parts.scheme.lower() not in ("http", "https"):
+        return (f"its scheme is {parts.scheme.lower()!r}; jaxhub downloads over http and "
+                "https only")
+    if not parts.hostname:
+        return "it names no host"
+    if any(c.isspace() or ord(c) < 32 for c in url):
+        return "it holds spaces or control characters; percent-encode them (%20)"
+    try:
+        parts.hostname.encode("idna")
+    except UnicodeError:
+        return (f"its host name {parts.hostname[:80]!r} has an empty label or one longer "
+                "than 63 characters")
+    return None

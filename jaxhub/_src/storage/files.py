@@ -15,7 +15,9 @@
 
 from __future__ import annotations
 
-from typing import AbstractSet
+import os
+import pathlib
+from typing import AbstractSet, Iterator
 
 MANIFEST_FILE = "jaxhub_module.json"
 PARAMS_DIR = "params"
@@ -37,6 +39,22 @@ def vjp_files(tags: AbstractSet[str], signature: str) -> tuple[str, str]:
     """The files of the forward and backward halves of a function's split VJP."""
     stem = f"{_variant_dir(tags)}/vjp/{signature}"
     return f"{stem}.forward.jaxexport", f"{stem}.backward.jaxexport"
+
+
+def entries_below(root: pathlib.Path) -> Iterator[pathlib.Path]:
+    """Everything below ``root``, without following symbolic links.
+
+    Iterative: a hostile directory may nest deeper than Python recurses (``os.walk`` and
+    ``Path.rglob`` recurse once per level before Python 3.12).
+    """
+    pending = [root]
+    while pending:
+        with os.scandir(pending.pop()) as listing:
+            found = list(listing)
+        for entry in found:
+            yield pathlib.Path(entry.path)
+            if entry.is_dir(follow_symlinks=False):
+                pending.append(pathlib.Path(entry.path))
 
 
 def asset_file(name: str) -> str:

@@ -230,6 +230,11 @@ def _param_spec(data: Mapping[str, Any]) -> ParamSpec:
     name = "/".join(map(str, path))
     if not path or not all(isinstance(k, str) for k in path):
         raise ValueError(f"param path {list(path)!r} is not a list of names")
+    if any(_names_a_file_elsewhere(k) for k in path):
+        # Orbax joins a param's names into a file path under params/: "/etc" or ".."
+        # would read an array from anywhere on the disk.
+        raise ValueError(f"param path {list(path)!r} holds a name that is empty, absolute "
+                         f"or climbs with '..'; the module is damaged or hostile")
     shape = tuple(data["shape"])
     if not all(isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in shape):
         raise ValueError(f"param {name} has shape {list(shape)!r}, not sizes >= 0")
@@ -241,6 +246,11 @@ def _param_spec(data: Mapping[str, Any]) -> ParamSpec:
         raise ValueError(f"param {name} has dtype {data['dtype']!r}, not a numeric dtype "
                          f"that jax knows")
     return ParamSpec(path, shape, dtype.name, bool(data["trainable"]))
+
+
+def _names_a_file_elsewhere(key: str) -> bool:
+    return (not key or key.startswith(("/", "~")) or "\0" in key or "\\" in key
+            or ".." in key.split("/"))
 
 
 def _optional_str(value: Any, key: str) -> str | None:

@@ -6,16 +6,24 @@ saved with them, so a module loads onto whatever devices the reader has, or shar
 
 from __future__ import annotations
 
+import os
 import pathlib
-from typing import Any, Callable
+import stat
+from typing import Any, Callable, Mapping
 
 import jax
+import jax.numpy as jnp
 import orbax.checkpoint as ocp
 
-from jaxhub._src import tree
-from jaxhub._src.storage.files import PARAMS_DIR
+from jaxhub._src import tree, units
+from jaxhub._src.storage.files import PARAMS_DIR, entries_below
 from jaxhub._src.storage.manifest import ModuleFormatError, ParamSpec
 
+
+ENV_MAX_PARAMS_EXPANSION = "JAXHUB_MAX_PARAMS_EXPANSION"
+DEFAULT_MAX_PARAMS_EXPANSION = 1000.0
+#: Params may always declare this many bytes, whatever they take on disk.
+PARAMS_EXPANSION_FLOOR_BYTES = 1 << 30
 
 #: Maps a param's path and abstract value to the sharding to load it with.
 ShardingFn = Callable[[tree.Path, jax.ShapeDtypeStruct], jax.sharding.Sharding]
@@ -52,6 +60,7 @@ def restore(directory: pathlib.Path, specs: tuple[ParamSpec, ...],
     params_dir = directory / PARAMS_DIR
     if not params_dir.is_dir():
         raise ModuleFormatError(f"module at {directory} has no {PARAMS_DIR}/ directory")
+    _check_declared_size(directory, specs, _check_plain_files(directory, params_dir))
     try:
         with ocp.StandardCheckpointer() as checkpointer:
             return checkpointer.restore(params_dir, target)
@@ -59,6 +68,67 @@ def restore(directory: pathlib.Path, specs: tuple[ParamSpec, ...],
         raise ModuleFormatError(
             f"cannot read the params of the module at {directory}: {type(e).__name__}: "
             f"{_first_line(e)}") from e
+
+
+def max_params_expansion(env: Mapping[str, str] | None = None) -> float:
+    """How many times its bytes on disk ``params/`` may declare, above
+    ``PARAMS_EXPANSION_FLOOR_BYTES``: ``JAXHUB_MAX_PARAMS_EXPANSION``, default 1000."""
+    env = os.environ if env is None else env
+    text = env.get(ENV_MAX_PARAMS_EXPANSION, "").strip()
+    if not text:
+        return DEFAULT_MAX_PARAMS_EXPANSION
+    try:
+        value = float(text)
+    except ValueError:
+        value = float("nan")
+    if not 0 < value < float("inf"):
+        raise ValueError(f"{ENV_MAX_PARAMS_EXPANSION}={text!r}: expected a number > 0 "
+                         f"(default {DEFAULT_MAX_PARAMS_EXPANSION:g})")
+    return value
+
+
+def _check_declared_size(directory: pathlib.Path, specs: tuple[ParamSpec, ...],
+                         on_disk: int) -> None:
+    """Refuses params that declare far more bytes than ``params/`` holds.
+
+    Orbax allocates what the manifest and the checkpoint's metadata declare, so a few KiB
+    of compressed chunks could otherwise claim all the memory of the machine. Random
+    weights barely compress; only constant tensors do, which is what the floor is for.
+    """
+    def nbytes(spec: ParamSpec) -> int:
+        return spec.size * jnp.dtype(spec.dtype).itemsize
+
+    declared, ratio = sum(map(nbytes, specs)), max_params_expansion()
+    if declared <= max(PARAMS_EXPANSION_FLOOR_BYTES, ratio * on_disk):
+        return
+    largest = max(specs, key=nbytes)
+    raise ModuleFormatError(
+        f"module at {directory}: its params declare {units.format_bytes(declared)} (the "
+        f"largest, {'/'.join(largest.path)}, has shape {list(largest.shape)}) from "
+        f"{units.format_bytes(on_disk)} in {PARAMS_DIR}/, more than {ratio:g} times as "
+        f"much; the module is damaged or hostile, or, if you trust it, raise "
+        f"{ENV_MAX_PARAMS_EXPANSION}")
+
+
+def _check_plain_files(directory: pathlib.Path, params_dir: pathlib.Path) -> int:
+    """Refuses a ``params/`` that holds anything but regular files and directories;
+    returns the bytes of its files.
+
+    Orbax and TensorStore open whatever they find: a symbolic link would have them read
+    outside the module, and a FIFO would block the load forever.
+    """
+    total = 0
+    for path in [params_dir, *entries_below(params_dir)]:
+        info = path.lstat()
+        mode = info.st_mode
+        if stat.S_ISLNK(mode) or not (stat.S_ISREG(mode) or stat.S_ISDIR(mode)):
+            kind = "a symbolic link" if stat.S_ISLNK(mode) else "not a regular file"
+            raise ModuleFormatError(
+                f"module at {directory}: {path.relative_to(directory).as_posix()} is {kind}; "
+                f"a module's {PARAMS_DIR}/ holds only regular files and directories, so "
+                f"fetch the module again from its source")
+        total += info.st_size if stat.S_ISREG(mode) else 0
+    return total
 
 
 def _abstract(spec: ParamSpec, sharding) -> jax.ShapeDtypeStruct:

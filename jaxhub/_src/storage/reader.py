@@ -70,6 +70,7 @@ def read_functions(path: pathlib.Path) -> tuple[Manifest, dict[str, Any]]:
     manifest_path = path / MANIFEST_FILE
     if not manifest_path.is_file():
         raise ModuleFormatError(f"{path} is not a jaxhub module: no {MANIFEST_FILE}")
+    manifest_path = _inside(path, MANIFEST_FILE)  # not a link to a file elsewhere
     size, limit = manifest_path.stat().st_size, max_manifest_bytes()
     if size > limit:
         raise ModuleFormatError(f"module at {path}: {MANIFEST_FILE} has {size:,} bytes, over "

@@ -3,7 +3,10 @@ naming the file, fast; unknown fields are ignored."""
 
 from __future__ import annotations
 
+import os
+import re
 import shutil
+import threading
 import time
 
 import numpy as np
@@ -181,3 +184,142 @@ def test_a_corrupt_tf1_checkpoint_names_the_shard(tf1_copy):
     with pytest.raises(jaxhub.ModuleFormatError, match="checksum mismatch") as error:
         tf1_hub.load_tf1_hub_module(tf1_copy)
     assert str(shard) in str(error.value)
+
+
+class _Vocabulary(tf.Module):
+    """A string lookup in a table filled from a vocabulary file (an asset)."""
+
+    def __init__(self, vocab):
+        super().__init__()
+        self.table = tf.lookup.StaticHashTable(tf.lookup.TextFileInitializer(
+            str(vocab), tf.string, tf.lookup.TextFileIndex.WHOLE_LINE, tf.int64,
+            tf.lookup.TextFileIndex.LINE_NUMBER), -1)
+
+    @tf.function(input_signature=[tf.TensorSpec([None], tf.string)])
+    def __call__(self, words):
+        return self.table.lookup(words)
+
+
+@pytest.fixture(scope="module")
+def with_vocab(tmp_path_factory):
+    root = tmp_path_factory.mktemp("vocab")
+    (root / "vocab.txt").write_text("the\ncat\nsat\n")
+    tf.saved_model.save(_Vocabulary(root / "vocab.txt"), str(root / "saved"))
+    return root / "saved"
+
+
+@pytest.fixture
+def vocab_copy(with_vocab, tmp_path):
+    shutil.copytree(with_vocab, tmp_path / "saved")
+    (tmp_path / "secret.txt").write_text("password\nhunter2\n")
+    return tmp_path / "saved"
+
+
+def _name_asset(path, filename):
+    def edit(proto):
+        for asset in proto.meta_graphs[0].asset_file_def:
+            asset.filename = filename
+    _rewrite(path, edit)
+
+
+def test_the_vocabulary_asset_converts(vocab_copy):
+    words = np.array([b"cat", b"dog", b"the"])
+    got = savedmodel.load_saved_model(vocab_copy)(words)
+    np.testing.assert_array_equal(got, tf.saved_model.load(str(vocab_copy))(words).numpy())
+
+
+@pytest.mark.parametrize("where", ["climbing", "absolute"])
+def test_an_asset_named_outside_the_saved_model_is_not_read(vocab_copy, where):
+    secret = vocab_copy.parent / "secret.txt"
+    _name_asset(vocab_copy, "../../secret.txt" if where == "climbing" else str(secret))
+    message = _refused(vocab_copy, "names a file outside its assets/ directory")
+    assert "secret.txt" in message
+
+
+def test_an_asset_linked_out_of_the_saved_model_is_not_read(vocab_copy):
+    (vocab_copy / "assets" / "vocab.txt").unlink()
+    (vocab_copy / "assets" / "vocab.txt").symlink_to(vocab_copy.parent / "secret.txt")
+    _refused(vocab_copy, "'vocab.txt' is a symbolic link out of its assets/ directory")
+
+
+@pytest.mark.parametrize("kind", ["fifo", "directory", "missing"])
+def test_an_asset_that_is_not_a_regular_file_is_named(vocab_copy, kind):
+    asset = vocab_copy / "assets" / "vocab.txt"
+    asset.unlink()
+    if kind == "fifo":
+        os.mkfifo(asset)
+    elif kind == "directory":
+        asset.mkdir()
+    _refused(vocab_copy, "'vocab.txt' is missing from assets/ or not a regular file")
+
+
+def test_a_tf1_asset_linked_out_of_the_module_is_not_read(tmp_path):
+    module = shutil.copytree(FIXTURES / "text", tmp_path / "text")
+    (tmp_path / "secret.txt").write_text("password\n")
+    (module / "assets" / "vocab.txt").unlink()
+    (module / "assets" / "vocab.txt").symlink_to(tmp_path / "secret.txt")
+    with pytest.raises(jaxhub.ModuleFormatError, match="symbolic link out of its assets/"):
+        tf1_hub.load_tf1_hub_module(module)
+
+
+def test_ops_that_touch_files_are_refused_and_never_run(tmp_path):
+    # Converting never executes graph code: a SavedModel that reads, lists and writes
+    # files is refused by name, and nothing it names is touched.
+    secret, written = tmp_path / "secret.txt", tmp_path / "written.txt"
+    secret.write_text("hunter2")
+
+    class Files(tf.Module):
+        @tf.function(input_signature=[tf.TensorSpec([None], tf.float32)])
+        def __call__(self, x):
+            tf.io.write_file(str(written), tf.io.read_file(str(secret)))
+            return x + tf.cast(tf.size(tf.io.matching_files(str(tmp_path / "*"))), tf.float32)
+
+    tf.saved_model.save(Files(), str(tmp_path / "saved"))
+    from jaxhub_tf.from_tf.interpreter import UnsupportedOpsError
+    with pytest.raises(UnsupportedOpsError) as error:
+        savedmodel.load_saved_model(tmp_path / "saved")(np.ones(2, np.float32))
+    for op in ("ReadFile", "WriteFile", "MatchingFiles"):
+        assert op in str(error.value)
+    assert not written.exists()
+
+
+def test_a_tf1_module_without_its_checkpoint_index_names_it(tf1_copy):
+    (tf1_copy / "variables" / "variables.index").unlink()
+    with pytest.raises(jaxhub.ModuleFormatError, match="variables.index is missing, yet the "
+                                                       "module has variable"):
+        tf1_hub.load_tf1_hub_module(tf1_copy)
+
+
+def _refused_without_blocking(load, path, match: str) -> None:
+    """``load(path)`` fails with a ModuleFormatError matching ``match``, in bounded time
+    (a plain ``open`` of a FIFO waits forever for a writer)."""
+    outcome = []
+
+    def run():
+        try:
+            load(path)
+        except Exception as e:  # noqa: BLE001 (checked below)
+            outcome.append(e)
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    thread.join(timeout=30)
+    assert outcome, f"loading {path} blocked"
+    assert isinstance(outcome[0], jaxhub.ModuleFormatError), repr(outcome[0])
+    assert re.search(match, str(outcome[0])), str(outcome[0])
+
+
+@pytest.mark.parametrize("file", ["saved_model.pb", "variables/variables.index",
+                                  "variables/variables.data-00000-of-00001"])
+def test_a_fifo_in_a_saved_model_is_refused_without_blocking(copy, file):
+    (copy / file).unlink()
+    os.mkfifo(copy / file)
+    _refused_without_blocking(savedmodel.load_saved_model, copy,
+                              f"{re.escape(str(copy / file))}.*not a regular file")
+
+
+def test_a_fifo_as_a_tf1_module_def_is_refused_without_blocking(tf1_copy):
+    (tf1_copy / "tfhub_module.pb").unlink()
+    os.mkfifo(tf1_copy / "tfhub_module.pb")
+    _refused_without_blocking(tf1_hub.load_tf1_hub_module, tf1_copy,
+                              "tfhub_module.pb: cannot read the ModuleDef .not a regular file")
