@@ -2,12 +2,13 @@
 
 Unlike :mod:`benchmarks.models` (architectures with random weights), these are the
 weights their authors trained and published, in the formats they shipped: a SavedModel
-(basic-pitch), Keras 2 HDF5 models (tempocnn, fer, spliceai), Keras HDF5 weights with the
+(basic-pitch), Keras 2 HDF5 models (tempocnn, fer, spliceai, shakkala; mtsplice's with a
+custom layer of the package's code), Keras HDF5 weights with the
 architecture in the package's code (deepcut, textgenrnn, chars2vec, mhcnuggets, mtcnn's
 joblib weights), Keras 2 JSON or pickled architectures with HDF5 weights (russtress,
 crema), a Keras 3 ``.keras`` file (sleepecg), a frozen TF1 graph (deepbrain), a TF1
-checkpoint with its graph-building code (musicnn) and one with the meta graph it was saved
-with (ADTLib). Each is saved the way a user of TF 2 would (Keras 3 ``model.export``,
+checkpoint with its graph-building code (musicnn) and ones with the meta graph they were
+saved with (ADTLib, chicksexer). Each is saved the way a user of TF 2 would (Keras 3 ``model.export``,
 ``tf.saved_model.save``, or as shipped).
 
 The packages install without their dependencies (``pip install --no-deps -r
@@ -418,57 +419,155 @@ def _build_crema(path: pathlib.Path) -> None:
 _ADTLIB_FRAMES, _ADTLIB_BINS = 1000, 1024
 
 
-def _save_adtlib(drum: str, path: pathlib.Path) -> None:
-    # One of ADTLib's drum networks (two bidirectional LSTM layers with soft attention,
-    # TF 1 ``bidirectional_dynamic_rnn``: while loops over TensorArrays): the TF 1
-    # checkpoint and the graph it shipped in its ``.meta`` file (ADTLib's graph code needs
-    # tf.contrib, gone from TF 2). The graph's variables are TF 1 reference variables,
-    # which a TF 2 SavedModel cannot hold: the TF 2 one imports the graph as TF's
-    # migration guide does for frozen graphs (see deepbrain), its variables made
-    # resource variables of the checkpoint's values. The TF 1 SavedModel beside it, for
-    # TF 1's gradients, restores the checkpoint as ``import_meta_graph`` does.
+def _save_checkpoint_graph(prefix: str, path: pathlib.Path, outputs: dict[str, str],
+                           specs: dict[str, Any], feeds: Callable[..., dict[str, Any]]) -> None:
+    """Saves the graph of a TF 1 checkpoint's ``.meta`` file, restored from ``prefix``.
+
+    The graph's variables are TF 1 reference variables, which a TF 2 SavedModel cannot
+    hold: the TF 2 SavedModel at ``path`` imports the graph as TF's migration guide does
+    for frozen graphs (see deepbrain), its variables made resource variables of the
+    checkpoint's values. The TF 1 SavedModel beside it (:func:`tf1_saved_model`), for TF
+    1's gradients, restores the checkpoint as ``import_meta_graph`` does.
+
+    Args:
+      prefix: the checkpoint's prefix (its ``.meta`` file is ``prefix + ".meta"``).
+      path: where the TF 2 SavedModel goes.
+      outputs: the serving signature's outputs: output name -> graph tensor name.
+      specs: the serving signature's inputs: input name -> TensorSpec.
+      feeds: ``feeds(**inputs)`` maps the signature's inputs (tensors, by name) to the
+        graph's tensors they stand for (an ``input_map``); it may also fix other
+        placeholders (a dropout's keep probability, a training flag).
+    """
     import tensorflow as tf
     from tensorflow.core.protobuf import meta_graph_pb2
-    prefix = str(_package_dir("ADTLib", "ADTLib") / "files" / f"{drum}ADTLibAll")
     meta_graph = meta_graph_pb2.MetaGraphDef.FromString(pathlib.Path(prefix + ".meta").read_bytes())
-    graph_def = tf.compat.v1.graph_util.extract_sub_graph(meta_graph.graph_def, ["Softmax_1"])
+    graph_def = tf.compat.v1.graph_util.extract_sub_graph(
+        meta_graph.graph_def, [name.split(":")[0] for name in outputs.values()])
     checkpoint = tf.train.load_checkpoint(prefix)
     variables = {}
     for node in graph_def.node:
+        # Hints only, and TF 1.2's unknown shapes (empty ones) read as scalars in TF 2.
+        node.attr.pop("_output_shapes", None)
         if node.op == "VariableV2":  # fed by a resource variable instead
             variables[node.name] = tf.Variable(checkpoint.get_tensor(node.name), name=node.name)
             node.op = "Placeholder"
             for attr in list(node.attr):
                 if attr not in ("dtype", "shape"):
                     del node.attr[attr]
-    # ``Placeholder`` is the spectrogram, ``Placeholder_2`` the dropout keep probability
-    # (1 at inference, as ADTLib feeds), ``Softmax_1`` the frames' activations.
-    def activations(spectrogram):
-        input_map = {"Placeholder:0": spectrogram, "Placeholder_2:0": tf.constant(1.0),
+
+    def run(*args):
+        input_map = {**feeds(**dict(zip(specs, args))),
                      **{f"{k}:0": tf.identity(v) for k, v in variables.items()}}
-        return tf.compat.v1.import_graph_def(graph_def, input_map, ["Softmax_1:0"], name="")[0]
+        return tf.compat.v1.import_graph_def(graph_def, input_map, list(outputs.values()),
+                                             name="")
 
-    spec = tf.TensorSpec([1, _ADTLIB_FRAMES, _ADTLIB_BINS], tf.float32, name="spectrogram")
-    wrapped = tf.compat.v1.wrap_function(activations, [spec])
+    wrapped = tf.compat.v1.wrap_function(run, list(specs.values()))
 
-    @tf.function(input_signature=[spec])
-    def serve(spectrogram):
-        return {"activations": wrapped(spectrogram)}
+    @tf.function(input_signature=list(specs.values()))
+    def serve(*args):
+        return dict(zip(outputs, wrapped(*args)))
 
     module = tf.Module()
     module.wrapped, module.weights = wrapped, list(variables.values())
     tf.saved_model.save(module, str(path), signatures={"serving_default": serve})
 
     with tf.Graph().as_default() as graph, tf.compat.v1.Session() as session:
-        saver = tf.compat.v1.train.import_meta_graph(
-            prefix + ".meta", input_map={"Placeholder_2:0": tf.constant(1.0)})
+        placeholders = {name: tf.compat.v1.placeholder(spec.dtype, spec.shape, name)
+                        for name, spec in specs.items()}
+        saver = tf.compat.v1.train.import_meta_graph(prefix + ".meta",
+                                                     input_map=feeds(**placeholders))
         saver.restore(session, prefix)
         builder = tf.compat.v1.saved_model.Builder(str(tf1_saved_model(path)))
         builder.add_meta_graph_and_variables(session, ["serve"], {
             "serving_default": tf.compat.v1.saved_model.predict_signature_def(
-                {"spectrogram": graph.get_tensor_by_name("Placeholder:0")},
-                {"activations": graph.get_tensor_by_name("Softmax_1:0")})})
+                placeholders, {k: graph.get_tensor_by_name(v) for k, v in outputs.items()})})
         builder.save()
+
+
+def _save_adtlib(drum: str, path: pathlib.Path) -> None:
+    # One of ADTLib's drum networks (two bidirectional LSTM layers with soft attention,
+    # TF 1 ``bidirectional_dynamic_rnn``: while loops over TensorArrays): the TF 1
+    # checkpoint and the graph it shipped in its ``.meta`` file (ADTLib's graph code needs
+    # tf.contrib, gone from TF 2).
+    import tensorflow as tf
+    prefix = str(_package_dir("ADTLib", "ADTLib") / "files" / f"{drum}ADTLibAll")
+    # ``Placeholder`` is the spectrogram, ``Placeholder_2`` the dropout keep probability
+    # (1 at inference, as ADTLib feeds), ``Softmax_1`` the frames' activations.
+    _save_checkpoint_graph(
+        prefix, path, {"activations": "Softmax_1:0"},
+        {"spectrogram": tf.TensorSpec([1, _ADTLIB_FRAMES, _ADTLIB_BINS], tf.float32,
+                                      name="spectrogram")},
+        lambda spectrogram: {"Placeholder:0": spectrogram,
+                             "Placeholder_2:0": tf.constant(1.0)})
+
+
+#: chicksexer's character ids (its embeddings' rows); the words of a name (first, middle,
+#: last) and the characters of a word (its letters between ``^`` and ``$``) the
+#: signature takes.
+_CHICKSEXER_IDS, _CHICKSEXER_WORDS, _CHICKSEXER_CHARACTERS = 137, 3, 16
+
+
+def _save_chicksexer(path: pathlib.Path) -> None:
+    # chicksexer's gender classifier of names: a character BiLSTM over each word
+    # (mean-pooled over the word's characters), a word BiLSTM over the name (pooled by
+    # soft attention) and a sigmoid; TF 1 ``bidirectional_dynamic_rnn`` with sequence
+    # lengths and dropout behind an ``is_train`` flag (a TF 1 cond). The checkpoint and
+    # the graph it shipped in its ``.meta`` file (chicksexer's graph code is TF 1's).
+    # The graph takes each word's number of characters as one flat vector (batch * words):
+    # the signature takes a (batch, words) matrix, flattened for the graph. It fixes the
+    # numbers of words and characters (two free axes that the graph needs equal across
+    # inputs get unrelated sizes in the conversion), and the batch at one name: the graph
+    # squeezes its (batch, 1) logits with no axis given, which drops the batch axis at
+    # batch 1 only, and a free batch cannot be squeezed so.
+    import tensorflow as tf
+    prefix = str(_package_dir("chicksexer", "chicksexer") / "models" / "model.ckpt")
+    words, characters = _CHICKSEXER_WORDS, _CHICKSEXER_CHARACTERS
+    _save_checkpoint_graph(
+        prefix, path, {"probability": "softmax_layer/Sigmoid:0",
+                       "attentions": "word_rnn_layer/word_pooling_layer/Softmax:0"},
+        {"characters": tf.TensorSpec([1, words, characters], tf.int32, name="characters"),
+         "word_lengths": tf.TensorSpec([1], tf.int32, name="word_lengths"),
+         "character_lengths": tf.TensorSpec([1, words], tf.int32,
+                                            name="character_lengths")},
+        lambda characters, word_lengths, character_lengths: {
+            "inputs/X:0": characters, "inputs/word_lens:0": word_lengths,
+            "inputs/char_lens:0": tf.reshape(character_lengths, [-1]),
+            "inputs/is_train:0": tf.constant(False)})
+
+
+def _build_mtsplice(path: pathlib.Path) -> None:
+    # The first of MTSplice's four deep tissue-specific splicing models (mmsplice): two
+    # stacks of dilated residual convs, over the 400 nucleotides either side of an exon's
+    # acceptor and donor, weighted along the sequence by a learned B-spline
+    # (mmsplice's ``SplineWeight1D``), into 56 tissues' PSI log-odds. A Keras 2.2 HDF5
+    # model with that custom layer, loaded as ``mmsplice.mtsplice`` does.
+    import keras
+    import tensorflow as tf
+    layers = _import_module("mmsplice", "mmsplice", "layers")
+    file = _package_dir("mmsplice", "mmsplice") / "models" / "mtsplice_deep0.h5"
+    model = keras.models.load_model(file, compile=False,
+                                    custom_objects={"SplineWeight1D": layers.SplineWeight1D})
+    _export_keras(model, path, [[tf.TensorSpec([None, _MTSPLICE_LENGTH, 4], tf.float32,
+                                               name=side) for side in ("seql", "seqr")]])
+
+
+_MTSPLICE_LENGTH = 400  # nucleotides either side
+
+
+#: Shakkala's third model reads 315 characters (ids of its 149-entry vocabulary)
+_SHAKKALA_CHARACTERS = 315
+
+
+def _build_shakkala(path: pathlib.Path) -> None:
+    # Shakkala's Arabic diacritization model (its default, version 3): character
+    # embeddings, three bidirectional LSTMs (hard-sigmoid gates) and a softmax over 28
+    # diacritics per character. A Keras 2.1 HDF5 Sequential model, loaded as
+    # ``Shakkala.get_model`` does (``tf.compat.v1.keras``: Keras 3 cannot read it).
+    import tensorflow as tf
+    file = _package_dir("shakkala", "shakkala") / "model" / "second_model6.h5"
+    model = tf.keras.models.load_model(file, compile=False)
+    _save_tf_keras(model, path, {"characters": tf.TensorSpec(
+        [None, _SHAKKALA_CHARACTERS], tf.float32, name="characters")})
 
 
 def _drum_spectrogram(rng: np.random.Generator, shape: tuple[int, ...]) -> np.ndarray:
@@ -535,12 +634,32 @@ MODELS: dict[str, RealModel] = {m.name: m for m in [
     RealModel("russtress", "text", "russtress==0.1.4", _build_russtress,
               {"letters": Input((_RUSSTRESS_LETTERS, _RUSSTRESS_ALPHABET), low=0.0)},
               legacy_keras=True),
+    # ids of Arabic letters, spaces and punctuation (as floats, as Shakkala feeds them)
+    RealModel("shakkala", "text", "shakkala==1.7", _build_shakkala,
+              {"characters": Input((_SHAKKALA_CHARACTERS,), low=0, high=149, ids=True)},
+              legacy_keras=True),
+    # names of three words (character ids past a word's length are ignored); chicksexer
+    # gives a missing word no characters, whose mean pooling divides by zero (its NaNs
+    # made zeros, but not their gradients, in TF too): every word here has at least one
+    # letter between its ``^`` and ``$``
+    RealModel("chicksexer", "text", "chicksexer==0.2.2", _save_chicksexer,
+              {"characters": Input((_CHICKSEXER_WORDS, _CHICKSEXER_CHARACTERS), "int32",
+                                   low=0, high=_CHICKSEXER_IDS, ids=True),
+               "word_lengths": Input((), "int32", low=_CHICKSEXER_WORDS,
+                                     high=_CHICKSEXER_WORDS + 1, ids=True),
+               "character_lengths": Input((_CHICKSEXER_WORDS,), "int32", low=3,
+                                          high=_CHICKSEXER_CHARACTERS + 1, ids=True)},
+              batch=1),
     RealModel("chars2vec", "text", "chars2vec==0.1.7", _build_chars2vec,
               {"characters": Input((None, 59), low=0.0)}, sizes=((9,), (1,))),
     RealModel("mhcnuggets", "biology", "mhcnuggets==2.4.1", _build_mhcnuggets,
               # class I peptides (up to 15 amino acids), padded to 15 with mhcnuggets'
               # MASK_VALUE; the kept steps hold uniform values, not one-hot ones
               {"peptides": Input((15, 21), low=0.0, padding=-4200000.0)}),
+    # one-hot nucleotides (uniform values here) either side of an exon
+    RealModel("mtsplice", "biology", "mmsplice==2.4.0", _build_mtsplice,
+              {"seql": Input((_MTSPLICE_LENGTH, 4), low=0.0),
+               "seqr": Input((_MTSPLICE_LENGTH, 4), low=0.0)}),
     RealModel("spliceai", "biology", "spliceai==1.3.1", _build_spliceai,
               {"input_1": Input((_SPLICEAI_LENGTH, 4), low=0.0)}),  # nucleotides (ACGT)
     # nights of 30 s windows (of 36 features), padded with the classifier's mask value -1
