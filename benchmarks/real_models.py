@@ -7,8 +7,8 @@ custom layer of the package's code), Keras HDF5 weights with the
 architecture in the package's code (deepcut, textgenrnn, chars2vec, mhcnuggets, mtcnn's
 joblib weights), Keras 2 JSON or pickled architectures with HDF5 weights (russtress,
 crema), a Keras 3 ``.keras`` file (sleepecg), a frozen TF1 graph (deepbrain), a TF1
-checkpoint with its graph-building code (musicnn) and ones with the meta graph they were
-saved with (ADTLib, chicksexer). Each is saved the way a user of TF 2 would (Keras 3 ``model.export``,
+checkpoint with its graph-building code (musicnn) and one with the meta graph it was saved
+with (ADTLib). Each is saved the way a user of TF 2 would (Keras 3 ``model.export``,
 ``tf.saved_model.save``, or as shipped).
 
 The packages install without their dependencies (``pip install --no-deps -r
@@ -512,40 +512,6 @@ def _save_adtlib(drum: str, path: pathlib.Path) -> None:
                              "Placeholder_2:0": tf.constant(1.0)})
 
 
-#: chicksexer's character ids (its embeddings' rows); the words of a name (first, middle,
-#: last) and the characters of a word (its letters between ``^`` and ``$``) the
-#: signature takes.
-_CHICKSEXER_IDS, _CHICKSEXER_WORDS, _CHICKSEXER_CHARACTERS = 137, 3, 16
-
-
-def _save_chicksexer(path: pathlib.Path) -> None:
-    # chicksexer's gender classifier of names: a character BiLSTM over each word
-    # (mean-pooled over the word's characters), a word BiLSTM over the name (pooled by
-    # soft attention) and a sigmoid; TF 1 ``bidirectional_dynamic_rnn`` with sequence
-    # lengths and dropout behind an ``is_train`` flag (a TF 1 cond). The checkpoint and
-    # the graph it shipped in its ``.meta`` file (chicksexer's graph code is TF 1's).
-    # The graph takes each word's number of characters as one flat vector (batch * words):
-    # the signature takes a (batch, words) matrix, flattened for the graph. It fixes the
-    # numbers of words and characters (two free axes that the graph needs equal across
-    # inputs get unrelated sizes in the conversion), and the batch at one name: the graph
-    # squeezes its (batch, 1) logits with no axis given, which drops the batch axis at
-    # batch 1 only, and a free batch cannot be squeezed so.
-    import tensorflow as tf
-    prefix = str(_package_dir("chicksexer", "chicksexer") / "models" / "model.ckpt")
-    words, characters = _CHICKSEXER_WORDS, _CHICKSEXER_CHARACTERS
-    _save_checkpoint_graph(
-        prefix, path, {"probability": "softmax_layer/Sigmoid:0",
-                       "attentions": "word_rnn_layer/word_pooling_layer/Softmax:0"},
-        {"characters": tf.TensorSpec([1, words, characters], tf.int32, name="characters"),
-         "word_lengths": tf.TensorSpec([1], tf.int32, name="word_lengths"),
-         "character_lengths": tf.TensorSpec([1, words], tf.int32,
-                                            name="character_lengths")},
-        lambda characters, word_lengths, character_lengths: {
-            "inputs/X:0": characters, "inputs/word_lens:0": word_lengths,
-            "inputs/char_lens:0": tf.reshape(character_lengths, [-1]),
-            "inputs/is_train:0": tf.constant(False)})
-
-
 def _build_mtsplice(path: pathlib.Path) -> None:
     # The first of MTSplice's four deep tissue-specific splicing models (mmsplice): two
     # stacks of dilated residual convs, over the 400 nucleotides either side of an exon's
@@ -653,18 +619,6 @@ MODELS: dict[str, RealModel] = {m.name: m for m in [
     RealModel("shakkala", "text", "shakkala==1.7", _build_shakkala,
               {"characters": Input((_SHAKKALA_CHARACTERS,), low=0, high=149, ids=True)},
               legacy_keras=True),
-    # names of three words (character ids past a word's length are ignored); chicksexer
-    # gives a missing word no characters, whose mean pooling divides by zero (its NaNs
-    # made zeros, but not their gradients, in TF too): every word here has at least one
-    # letter between its ``^`` and ``$``
-    RealModel("chicksexer", "text", "chicksexer==0.2.2", _save_chicksexer,
-              {"characters": Input((_CHICKSEXER_WORDS, _CHICKSEXER_CHARACTERS), "int32",
-                                   low=0, high=_CHICKSEXER_IDS, ids=True),
-               "word_lengths": Input((), "int32", low=_CHICKSEXER_WORDS,
-                                     high=_CHICKSEXER_WORDS + 1, ids=True),
-               "character_lengths": Input((_CHICKSEXER_WORDS,), "int32", low=3,
-                                          high=_CHICKSEXER_CHARACTERS + 1, ids=True)},
-              batch=1),
     RealModel("chars2vec", "text", "chars2vec==0.1.7", _build_chars2vec,
               {"characters": Input((None, 59), low=0.0)}, sizes=((9,), (1,))),
     RealModel("mhcnuggets", "biology", "mhcnuggets==2.4.1", _build_mhcnuggets,

@@ -17,11 +17,10 @@ off, each computed in its own process), whichever this CPU picks. They agree to 
 on most of these models, and :data:`RTOL` covers both with room; where they do not, the
 measured spread is in :data:`GRADIENT_RTOL`. Some references take another path (see
 ``_real_models.py``): TF's gradient of ``fer`` aborts with oneDNN on, so its gradients
-come from TF's other kernels; TF 2 cannot differentiate musicnn's, ADTLib's and
-chicksexer's TF 1 graphs once saved as TF 2 functions, so their gradients come from a TF 1
-session over the TF 1 SavedModel. ADTLib's graph and chicksexer's signature fix their
-batch size at 1: their tests at batch 4 run batch 1 (under ``jit`` where the test says
-so).
+come from TF's other kernels; TF 2 cannot differentiate musicnn's and ADTLib's TF 1
+graphs once saved as TF 2 functions, so their gradients come from a TF 1 session over the
+TF 1 SavedModel. ADTLib's graph fixes its batch size at 1: its tests at batch 4 run batch
+1 (under ``jit`` where the test says so).
 
 A max's gradient goes to one maximum of its window, so where TF computes two values of a
 window as exactly equal, matching TF's gradient takes TF's rounding up to there: musicnn's
