@@ -430,86 +430,60 @@ def _build_crema(path: pathlib.Path) -> None:
 _ADTLIB_FRAMES, _ADTLIB_BINS = 1000, 1024
 
 
-def _save_checkpoint_graph(prefix: str, path: pathlib.Path, outputs: dict[str, str],
-                           specs: dict[str, Any], feeds: Callable[..., dict[str, Any]]) -> None:
-    """Saves the graph of a TF 1 checkpoint's ``.meta`` file, restored from ``prefix``.
-
-    The graph's variables are TF 1 reference variables, which a TF 2 SavedModel cannot
-    hold: the TF 2 SavedModel at ``path`` imports the graph as TF's migration guide does
-    for frozen graphs (see deepbrain), its variables made resource variables of the
-    checkpoint's values. The TF 1 SavedModel beside it (:func:`tf1_saved_model`), for TF
-    1's gradients, restores the checkpoint as ``import_meta_graph`` does.
-
-    Args:
-      prefix: the checkpoint's prefix (its ``.meta`` file is ``prefix + ".meta"``).
-      path: where the TF 2 SavedModel goes.
-      outputs: the serving signature's outputs: output name -> graph tensor name.
-      specs: the serving signature's inputs: input name -> TensorSpec.
-      feeds: ``feeds(**inputs)`` maps the signature's inputs (tensors, by name) to the
-        graph's tensors they stand for (an ``input_map``); it may also fix other
-        placeholders (a dropout's keep probability, a training flag).
-    """
+def _save_adtlib(drum: str, path: pathlib.Path) -> None:
+    # One of ADTLib's drum networks (two bidirectional LSTM layers with soft attention,
+    # TF 1 ``bidirectional_dynamic_rnn``: while loops over TensorArrays): the TF 1
+    # checkpoint and the graph it shipped in its ``.meta`` file (ADTLib's graph code needs
+    # tf.contrib, gone from TF 2). The graph's variables are TF 1 reference variables,
+    # which a TF 2 SavedModel cannot hold: the TF 2 one imports the graph as TF's
+    # migration guide does for frozen graphs (see deepbrain), its variables made
+    # resource variables of the checkpoint's values. The TF 1 SavedModel beside it, for
+    # TF 1's gradients, restores the checkpoint as ``import_meta_graph`` does.
     import tensorflow as tf
     from tensorflow.core.protobuf import meta_graph_pb2
+    prefix = str(_package_dir("ADTLib", "ADTLib") / "files" / f"{drum}ADTLibAll")
     meta_graph = meta_graph_pb2.MetaGraphDef.FromString(pathlib.Path(prefix + ".meta").read_bytes())
-    graph_def = tf.compat.v1.graph_util.extract_sub_graph(
-        meta_graph.graph_def, [name.split(":")[0] for name in outputs.values()])
+    graph_def = tf.compat.v1.graph_util.extract_sub_graph(meta_graph.graph_def, ["Softmax_1"])
     checkpoint = tf.train.load_checkpoint(prefix)
     variables = {}
     for node in graph_def.node:
-        # Hints only, and TF 1.2's unknown shapes (empty ones) read as scalars in TF 2.
-        node.attr.pop("_output_shapes", None)
         if node.op == "VariableV2":  # fed by a resource variable instead
             variables[node.name] = tf.Variable(checkpoint.get_tensor(node.name), name=node.name)
             node.op = "Placeholder"
             for attr in list(node.attr):
                 if attr not in ("dtype", "shape"):
                     del node.attr[attr]
-
-    def run(*args):
-        input_map = {**feeds(**dict(zip(specs, args))),
+    # ``Placeholder`` is the spectrogram, ``Placeholder_2`` the dropout keep probability
+    # (1 at inference, as ADTLib feeds), ``Softmax_1`` the frames' activations.
+    def activations(spectrogram):
+        input_map = {"Placeholder:0": spectrogram, "Placeholder_2:0": tf.constant(1.0),
                      **{f"{k}:0": tf.identity(v) for k, v in variables.items()}}
-        return tf.compat.v1.import_graph_def(graph_def, input_map, list(outputs.values()),
-                                             name="")
+        return tf.compat.v1.import_graph_def(graph_def, input_map, ["Softmax_1:0"], name="")[0]
 
-    wrapped = tf.compat.v1.wrap_function(run, list(specs.values()))
+    spec = tf.TensorSpec([1, _ADTLIB_FRAMES, _ADTLIB_BINS], tf.float32, name="spectrogram")
+    wrapped = tf.compat.v1.wrap_function(activations, [spec])
 
-    @tf.function(input_signature=list(specs.values()))
-    def serve(*args):
-        return dict(zip(outputs, wrapped(*args)))
+    @tf.function(input_signature=[spec])
+    def serve(spectrogram):
+        return {"activations": wrapped(spectrogram)}
 
     module = tf.Module()
     module.wrapped, module.weights = wrapped, list(variables.values())
     tf.saved_model.save(module, str(path), signatures={"serving_default": serve})
 
     with tf.Graph().as_default() as graph, tf.compat.v1.Session() as session:
-        placeholders = {name: tf.compat.v1.placeholder(spec.dtype, spec.shape, name)
-                        for name, spec in specs.items()}
-        saver = tf.compat.v1.train.import_meta_graph(prefix + ".meta",
-                                                     input_map=feeds(**placeholders))
+        saver = tf.compat.v1.train.import_meta_graph(
+            prefix + ".meta", input_map={"Placeholder_2:0": tf.constant(1.0)})
         saver.restore(session, prefix)
         builder = tf.compat.v1.saved_model.Builder(str(tf1_saved_model(path)))
         builder.add_meta_graph_and_variables(session, ["serve"], {
             "serving_default": tf.compat.v1.saved_model.predict_signature_def(
-                placeholders, {k: graph.get_tensor_by_name(v) for k, v in outputs.items()})})
+                {"spectrogram": graph.get_tensor_by_name("Placeholder:0")},
+                {"activations": graph.get_tensor_by_name("Softmax_1:0")})})
         builder.save()
 
 
-def _save_adtlib(drum: str, path: pathlib.Path) -> None:
-    # One of ADTLib's drum networks (two bidirectional LSTM layers with soft attention,
-    # TF 1 ``bidirectional_dynamic_rnn``: while loops over TensorArrays): the TF 1
-    # checkpoint and the graph it shipped in its ``.meta`` file (ADTLib's graph code needs
-    # tf.contrib, gone from TF 2).
-    import tensorflow as tf
-    prefix = str(_package_dir("ADTLib", "ADTLib") / "files" / f"{drum}ADTLibAll")
-    # ``Placeholder`` is the spectrogram, ``Placeholder_2`` the dropout keep probability
-    # (1 at inference, as ADTLib feeds), ``Softmax_1`` the frames' activations.
-    _save_checkpoint_graph(
-        prefix, path, {"activations": "Softmax_1:0"},
-        {"spectrogram": tf.TensorSpec([1, _ADTLIB_FRAMES, _ADTLIB_BINS], tf.float32,
-                                      name="spectrogram")},
-        lambda spectrogram: {"Placeholder:0": spectrogram,
-                             "Placeholder_2:0": tf.constant(1.0)})
+_MTSPLICE_LENGTH = 400  # nucleotides either side of an exon
 
 
 def _build_mtsplice(path: pathlib.Path) -> None:
@@ -526,9 +500,6 @@ def _build_mtsplice(path: pathlib.Path) -> None:
                                     custom_objects={"SplineWeight1D": layers.SplineWeight1D})
     _export_keras(model, path, [[tf.TensorSpec([None, _MTSPLICE_LENGTH, 4], tf.float32,
                                                name=side) for side in ("seql", "seqr")]])
-
-
-_MTSPLICE_LENGTH = 400  # nucleotides either side
 
 
 #: Shakkala's third model reads 315 characters (ids of its 149-entry vocabulary)
