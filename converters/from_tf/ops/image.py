@@ -24,66 +24,81 @@ from jaxhub_tf.from_tf.values import as_jax, is_static, shape_tuple, static_ints
 _TABLE_SIZE = 1024
 
 
-def _scale(in_size: int, out_size: int, align_corners: bool) -> float:
-    if align_corners and out_size > 1:
-        return (in_size - 1) / (out_size - 1)
-    return in_size / out_size
+# The taps are numpy arrays for static sizes. A symbolic size (an image size a signature
+# leaves free) gets them computed on the device instead (``xp`` is ``jax.numpy``, the
+# sizes traced scalars), in float32 as TF's kernels compute them.
 
 
-def _source(out_size: int, scale: float, half_pixel: bool) -> np.ndarray:
-    """Continuous source coordinate of each output pixel (TF's "scaler")."""
-    out = np.arange(out_size, dtype=np.float64)
+def _scale(in_size, out_size, align_corners: bool, xp=np):
+    if not align_corners:
+        return in_size / out_size
+    if xp is np:
+        return (in_size - 1) / (out_size - 1) if out_size > 1 else in_size / out_size
+    return xp.where(out_size > 1, (in_size - 1) / xp.maximum(out_size - 1, 1),
+                    in_size / out_size)
+
+
+def _source(out, scale, half_pixel: bool):
+    """Continuous source coordinate of each output pixel ``out`` (TF's "scaler")."""
     return (out + 0.5) * scale - 0.5 if half_pixel else out * scale
 
 
-def _bilinear(in_size, out_size, align_corners, half_pixel) -> list[tuple]:
-    src = _source(out_size, _scale(in_size, out_size, align_corners), half_pixel)
-    low = np.floor(src)
+def _bilinear(out, in_size, out_size, align_corners, half_pixel, xp=np) -> list[tuple]:
+    src = _source(out, _scale(in_size, out_size, align_corners, xp), half_pixel)
+    low = xp.floor(src)
     frac = src - low
-    lo = np.clip(low, 0, in_size - 1).astype(np.int32)
-    hi = np.clip(np.ceil(src), 0, in_size - 1).astype(np.int32)
+    lo = xp.clip(low, 0, in_size - 1).astype(np.int32)
+    hi = xp.clip(xp.ceil(src), 0, in_size - 1).astype(np.int32)
     return [(lo, 1 - frac), (hi, frac)]
 
 
-def _nearest(in_size, out_size, align_corners, half_pixel) -> list[tuple]:
-    scale = _scale(in_size, out_size, align_corners)
-    out = np.arange(out_size, dtype=np.float64)
+def _nearest(out, in_size, out_size, align_corners, half_pixel, xp=np) -> list[tuple]:
+    scale = _scale(in_size, out_size, align_corners, xp)
     if align_corners:
-        src = np.floor(out * scale + 0.5)  # roundf: halves away from zero
+        src = xp.floor(out * scale + 0.5)  # roundf: halves away from zero
     elif half_pixel:
-        src = np.floor((out + 0.5) * scale)
+        src = xp.floor((out + 0.5) * scale)
     else:
-        src = np.floor(out * scale)
-    return [(np.clip(src, 0, in_size - 1).astype(np.int32), None)]
+        src = xp.floor(out * scale)
+    return [(xp.clip(src, 0, in_size - 1).astype(np.int32), None)]
 
 
-def _cubic_weights(t: np.ndarray, a: float) -> np.ndarray:
+def _cubic_weights(t, a: float, xp=np):
     """Keys' cubic kernel at distance ``t`` (absolute)."""
-    t = np.abs(t)
+    t = xp.abs(t)
     near = ((a + 2) * t - (a + 3)) * t * t + 1
     far = ((a * t - 5 * a) * t + 8 * a) * t - 4 * a
-    return np.where(t <= 1, near, np.where(t < 2, far, 0.0))
+    return xp.where(t <= 1, near, xp.where(t < 2, far, 0.0))
 
 
-def _bicubic(in_size, out_size, align_corners, half_pixel) -> list[tuple]:
-    src = _source(out_size, _scale(in_size, out_size, align_corners), half_pixel)
-    base = np.floor(src)
+def _bicubic(out, in_size, out_size, align_corners, half_pixel, xp=np) -> list[tuple]:
+    src = _source(out, _scale(in_size, out_size, align_corners, xp), half_pixel)
+    base = xp.floor(src)
     # TF reads the kernel from a table of 1024 steps: round the fraction the same way.
-    frac = np.rint((src - base) * _TABLE_SIZE) / _TABLE_SIZE
+    frac = xp.rint((src - base) * _TABLE_SIZE) / _TABLE_SIZE
     # TF: Keys' a = -0.5 with half-pixel centers (taps outside the image dropped and the
     # rest renormalized); the legacy a = -0.75 kernel otherwise (edge taps repeated).
     a = -0.5 if half_pixel else -0.75
     taps = []
     for k in range(-1, 3):
         index = base + k
-        weight = _cubic_weights(frac - k, a)
+        weight = _cubic_weights(frac - k, a, xp)
         if half_pixel:
-            weight = np.where((index >= 0) & (index <= in_size - 1), weight, 0.0)
-        taps.append((np.clip(index, 0, in_size - 1).astype(np.int32), weight))
+            weight = xp.where((index >= 0) & (index <= in_size - 1), weight, 0.0)
+        taps.append((xp.clip(index, 0, in_size - 1).astype(np.int32), weight))
     if half_pixel:
         total = sum(w for _, w in taps)
         taps = [(i, w / total) for i, w in taps]
     return taps
+
+
+def _taps(kernel, in_size, out_size, *args) -> list[tuple]:
+    """``kernel``'s taps from ``in_size`` pixels to ``out_size`` (ints or symbolic)."""
+    if isinstance(in_size, int) and isinstance(out_size, int):
+        return kernel(np.arange(out_size, dtype=np.float64), in_size, out_size, *args)
+    size = lambda d: jnp.asarray(d, jnp.float32)  # a symbolic size as a traced value
+    return kernel(jax.lax.iota(jnp.float32, out_size), size(in_size), size(out_size),
+                  *args, xp=jnp)
 
 
 _KERNELS = {
@@ -106,11 +121,11 @@ def _resample(x, axis: int, taps: list[tuple]):
 
 
 def _separable(x, size, kernel, *args):
-    """``x`` (NHWC) resized to ``size`` with ``kernel(in_size, out_size, *args)``'s taps."""
-    out_h, out_w = (int(s) for s in np.asarray(size).reshape(2))
+    """``x`` (NHWC) resized to ``size`` with ``kernel``'s taps (see :func:`_taps`)."""
+    out_h, out_w = shape_tuple(size)
     in_h, in_w = x.shape[1:3]
-    x = _resample(x, 1, kernel(in_h, out_h, *args))
-    return _resample(x, 2, kernel(in_w, out_w, *args))
+    x = _resample(x, 1, _taps(kernel, in_h, out_h, *args))
+    return _resample(x, 2, _taps(kernel, in_w, out_w, *args))
 
 
 @register(*_KERNELS, attrs=("align_corners", "half_pixel_centers"))
@@ -126,12 +141,16 @@ def _resize(node, images, size):
                       node.attr("half_pixel_centers", False))
 
 
-def _area(in_size: int, out_size: int, align_corners: bool) -> list[tuple]:
+def _area(out, in_size, out_size, align_corners: bool, xp=np) -> list[tuple]:
     """Box-filter taps: each output pixel averages the source cells its box
     ``[o * scale, (o + 1) * scale)`` covers, weighted by the covered fraction (TF's
     ``ResizeArea``, cells past the edge read the last row)."""
+    if xp is not np:
+        raise NotImplementedError(
+            "ResizeArea from or to a size the signature leaves free: its number of taps "
+            "depends on the sizes; give the image sizes in the signature")
     scale = _scale(in_size, out_size, align_corners)
-    start = np.arange(out_size) * scale
+    start = out * scale
     end = start + scale
     first = np.floor(start).astype(np.int64)
     n_taps = int(np.max(np.ceil(end).astype(np.int64) - first))

@@ -187,7 +187,9 @@ def _tf1_session_gradients(saved_model: pathlib.Path,
         loss = tf.add_n([tf.reduce_sum(o * cts[k]) for k, o in outputs.items()])
         variables = tf.compat.v1.trainable_variables()
         floats = {k: t for k, t in feeds.items() if t.dtype.is_floating}
-        grad_tensors = tf.gradients(loss, list(floats.values()) + variables)
+        # Dense: the gradient of a TF 1 embedding lookup is IndexedSlices.
+        grad_tensors = [tf.convert_to_tensor(g) for g in
+                        tf.gradients(loss, list(floats.values()) + variables)]
         for case, inputs in cases.items():
             feed = {feeds[k]: v for k, v in inputs.items()}
             values = session.run(outputs, feed)

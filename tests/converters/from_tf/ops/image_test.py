@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import jax
 import numpy as np
 import pytest
 import tensorflow as tf
+from jax import export
 
-from tests.converters.from_tf.ops._conformance import (Case, check, convert, integers, normal,
-                                                       params, uniform)
+from jaxhub_tf.from_tf.interpreter import run_graph
+from tests.converters.from_tf.ops._conformance import (Case, assert_vjp_matches_tf, check,
+                                                       convert, integers, normal, params,
+                                                       uniform)
 
 _SHAPES = (((2, 5, 7, 3),), ((1, 8, 6, 2),))
 _SIZES = ((9, 4), (3, 12))
@@ -132,3 +136,38 @@ def test_corners_aligned_with_half_pixel_centers_is_refused_as_tf_refuses_it(op)
     with pytest.raises(Exception, match=f"TF node .*\\({op}\\).*align_corners and "
                                         "half_pixel_centers cannot both be true"):
         converted(np.zeros((1, 3, 3, 1), np.float32))
+
+
+def _back_to_input_size(op, align_corners, half_pixel_centers):
+    """A map pooled to a third of the image, resized back to the image's size (a dense
+    prediction's side output, HED's): sizes a signature with free image sizes leaves
+    symbolic."""
+    def fn(x):
+        pooled = tf.nn.avg_pool2d(x, 3, 3, "SAME")
+        return getattr(tf.raw_ops, op)(images=pooled, size=tf.shape(x)[1:3],
+                                       align_corners=align_corners,
+                                       half_pixel_centers=half_pixel_centers)
+    return fn
+
+
+@pytest.mark.parametrize("align_corners, half_pixel_centers", [(False, False), (True, False),
+                                                               (False, True)])
+@pytest.mark.parametrize("op", ["ResizeBilinear", "ResizeNearestNeighbor", "ResizeBicubic"])
+def test_resizes_between_symbolic_sizes_match_tensorflow(op, align_corners,
+                                                         half_pixel_centers):
+    """One export with symbolic batch, height and width, run at several image sizes (and
+    its gradient): the taps are computed on the device, as TF's kernels compute them."""
+    fn = _back_to_input_size(op, align_corners, half_pixel_centers)
+    concrete = tf.function(fn).get_concrete_function(tf.TensorSpec([None] * 3 + [2]))
+    run = run_graph(concrete.graph.as_graph_def(), [t.name for t in concrete.inputs],
+                    [t.name for t in concrete.outputs])
+    exported = export.export(jax.jit(lambda x: run({}, [x])[0][0]))(
+        jax.ShapeDtypeStruct((*export.symbolic_shape("b, h, w"), 2), np.float32))
+    rng = np.random.default_rng(0)
+    for shape in ((2, 7, 11, 2), (1, 12, 5, 2), (3, 1, 4, 2)):
+        x = rng.standard_normal(shape).astype(np.float32)
+        got, vjp = jax.vjp(exported.call, x)
+        np.testing.assert_allclose(got, concrete(tf.constant(x)).numpy(), rtol=1e-5,
+                                   atol=1e-5)
+        cotangent = rng.standard_normal(got.shape).astype(np.float32)
+        assert_vjp_matches_tf(concrete, vjp, x, cotangent)
