@@ -199,6 +199,10 @@ def _add_table(interp, meta, obj, arg: str, nodes: dict) -> tuple[str, str]:
     return init_name, asset_name
 
 
+#: Ops that fill a table made in the function, from tensors (constants).
+_TABLE_FILLS = frozenset({"InitializeTableV2", "LookupTableImportV2"})
+
+
 def _inline_calls(interp, fn: graph.Function) -> graph.Function:
     """``fn`` with every call to a library function replaced by the callee's nodes."""
     nodes: dict[str, graph.Node] = {}
@@ -216,9 +220,13 @@ def _inline_calls(interp, fn: graph.Function) -> graph.Function:
         for node in _calls_first(function):
             callee = _callee(interp, node)
             if callee is None:
+                # Only the order of table fills matters to a host stage: a lookup after
+                # the fill of a table made in the function reaches it (it runs at load).
+                fills = [prefix + c for c in node.control_inputs
+                         if c in function.nodes and function.nodes[c].op in _TABLE_FILLS]
                 nodes[prefix + node.name] = dataclasses.replace(
                     node, name=prefix + node.name, inputs=[ref(r) for r in node.inputs],
-                    control_inputs=[], _decoded={})
+                    control_inputs=fills, _decoded={})
                 continue
             sub = interp.function(callee)
             inner_prefix = f"{prefix}{node.name}/"

@@ -212,7 +212,7 @@ def _ragged_to_sparse(node, *args):
     index = num.stack([position, *columns], axis=1)
     count = int(np.prod(inner))
     if inner:  # each value's own dense dimensions last
-        grid = np.indices(inner).reshape(len(inner), -1).T
+        grid = num.asarray(np.indices(inner).reshape(len(inner), -1).T)
         entry = num.arange(n * count)
         index = num.concatenate([index[entry // count], grid[entry % count]], axis=1)
     widths = [num.max(num.diff(s), initial=0) for s in splits]

@@ -621,6 +621,20 @@ def _gather(node, params, indices, axis):
     return np.take(params, np.asarray(indices), axis=int(np.asarray(axis)))
 
 
+@register("GatherNd", attrs={"bad_indices_policy": ("", "DEFAULT", "ERROR")})
+def _gather_nd(node, params, indices):
+    # Each index row picks a slice of ``params``; one out of range fails, as on TF's CPU.
+    params, indices = np.asarray(params), np.asarray(indices).astype(np.int64)
+    depth = indices.shape[-1]
+    rows = indices.reshape(-1, depth)
+    bad = np.any((rows < 0) | (rows >= np.asarray(params.shape[:depth])), axis=1)
+    if bad.any():
+        raise ValueError(f"index {rows[bad][0].tolist()} is out of range for params of "
+                         f"shape {list(params.shape)}")
+    picked = params[tuple(rows.T)]
+    return picked.reshape(indices.shape[:-1] + params.shape[depth:])
+
+
 @register("Range")
 def _range(node, start, limit, delta):
     # As TF's kernel: bounds that run away from the limit are an error, not empty; the
