@@ -1,9 +1,11 @@
-"""Sparse and ragged tensors made dense: ``SparseToDense`` and ``RaggedTensorToTensor``
-scatter their values into a default-filled array of a static shape.
+"""Sparse and ragged tensors whose results have static shapes: made dense
+(``SparseToDense``, ``RaggedTensorToTensor``), reshaped (``SparseReshape``), ragged to
+sparse (``RaggedTensorToSparse``).
 
 The indices (or row partitions) may be computed from values: they only say where each
 value goes. The output's shape must be static; when it depends on values, the host stage
-(``jaxhub/_src/host``) runs the op instead.
+(``jaxhub/_src/host``) runs the op instead, as it runs the sparse ops whose result sizes
+always follow values (``SparseFillEmptyRows``, the set operations, ``RaggedGather``).
 """
 
 from __future__ import annotations
