@@ -209,3 +209,23 @@ def test_values_tf_refuses_fail_the_host_stage_naming_the_op(saved, signature, i
         _tf(model, signature, arrays)
     with pytest.raises(jaxhub.HostStageError, match=rf"signature '{signature}': .*{problem}"):
         module.apply(module.params, arrays, signature=signature)
+
+
+def test_a_traced_sparse_reshape_that_does_not_fit_fails_a_checked_call_as_tf(tmp_path):
+    from jax.experimental import checkify
+    from jaxhub_tf.from_tf.saved_model import convert_saved_model
+
+    model = _Sparse()
+    tf.saved_model.save(model, str(tmp_path / "sm"),
+                        signatures={"sparse_reshape": model.sparse_reshape})
+    convert_saved_model(tmp_path / "sm", tmp_path / "converted", checks=True)
+    module = jaxhub.load(tmp_path / "converted")
+    good = _arrays("sparse_reshape", CASES["sparse_reshape"][0])
+    bad = {**good, "new_shape": np.array([5, -1], np.int64)}
+    _assert_close(module(good, signature="sparse_reshape"),
+                  _tf(model, "sparse_reshape", good))
+    with pytest.raises(tf.errors.InvalidArgumentError):
+        _tf(model, "sparse_reshape", bad)
+    with pytest.raises(checkify.JaxRuntimeError,
+                       match=r"SparseReshape\) failed: the new shape does not hold"):
+        module(bad, signature="sparse_reshape")

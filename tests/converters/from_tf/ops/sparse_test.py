@@ -242,3 +242,20 @@ def test_ragged_to_tensor_sized_by_its_longest_row_names_the_splits():
     _, converted = convert(case, [(6,), (4,)], [np.float32, np.int64])
     with pytest.raises(Exception, match=r"needs its 'row_partition_tensors.*to_tensor\(shape"):
         jax.jit(converted)(np.zeros(6, np.float32), np.array([0, 1, 3, 6]))
+
+
+@pytest.mark.parametrize("new_shape,problem", [
+    ([5, -1], "the new shape does not hold as many dense elements"),
+    ([-1, -1, 4], "only one output dimension may be -1"),
+    ([3, 2, -3], "the new shape's sizes must be >= -1")])
+def test_sparse_reshape_of_constant_shapes_that_do_not_fit_is_refused_as_tf(new_shape,
+                                                                            problem):
+    def reshape(indices):  # the raw op: tf.sparse.reshape refuses these while tracing
+        return tf.raw_ops.SparseReshape(input_indices=indices, input_shape=[2, 3, 4],
+                                        new_shape=new_shape)
+
+    indices = np.array([[0, 1, 2]], np.int64)
+    with pytest.raises(tf.errors.InvalidArgumentError):
+        reshape(tf.constant(indices))
+    with pytest.raises(Exception, match=rf"\(SparseReshape\): {problem}"):
+        convert(Case("SparseReshape", reshape), [(1, 3)], [np.int64])[1](indices)
