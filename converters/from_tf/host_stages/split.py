@@ -41,6 +41,7 @@ import numpy as np
 from jaxhub_tf.from_tf import graph
 from jaxhub_tf.from_tf.host_stages import shapes
 from jaxhub_tf.from_tf.interpreter import SHAPE_OPS, UnsupportedOpsError
+from jaxhub_tf.from_tf.ops import random as random_ops
 from jaxhub import extend
 
 #: Ops that work on strings or tables: they seed the host stage.
@@ -88,10 +89,8 @@ _SENTENCEPIECE_TOKENIZERS = frozenset({"SentencepieceTokenizeOp",
                                        "SentencepieceTokenizeWithOffsetsOp"})
 
 #: Ops whose results depend on params or randomness: never on the host.
-_DEVICE_SEED_OPS = frozenset({
-    "VarHandleOp", "VariableV2", "Variable", "ReadVariableOp", "RandomUniform",
-    "RandomStandardNormal", "TruncatedNormal", "RandomUniformInt",
-})
+_DEVICE_SEED_OPS = frozenset({"VarHandleOp", "VariableV2", "Variable", "ReadVariableOp"}
+                             ) | random_ops.KEYED_OPS
 
 #: Ops whose output shape follows the values of their inputs (by position; None: all).
 VALUE_SHAPED_OPS: dict[str, tuple[int, ...] | None] = {

@@ -15,8 +15,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxhub_tf.from_tf.ops.registry import register
-from jaxhub_tf.from_tf.values import (TracedValueError, as_jax, has_symbolic, is_static,
-                                      shape_tuple, static_ints, xnp)
+from jaxhub_tf.from_tf.values import (TracedValueError, as_jax, check_value, has_symbolic,
+                                      is_static, shape_tuple, static_ints, xnp)
 
 
 def _scatter(shape: tuple, index: tuple, values, default) -> jax.Array:
@@ -145,17 +145,6 @@ def _ragged_to_tensor(node, shape, values, default, *partitions):
     return _scatter(dense, (position, *index), values, default)
 
 
-def _check_value(node, ok, message: str) -> None:
-    """TF's check of a value: raised now when ``ok`` is static, else kept as a check when
-    the conversion collects them (as ``Assert``; a traced value cannot stop the call)."""
-    if is_static(ok):
-        if not np.all(ok):
-            raise ValueError(f"TF node {node.name!r} ({node.op}): {message}")
-    elif node.ctx.checks is not None:
-        node.ctx.checks.append((f"TF node {node.name!r} ({node.op}) failed: {message}",
-                                jnp.all(ok)))
-
-
 def _strides(num, shape):
     """Row-major strides of ``shape`` (a vector): the product of the sizes after each."""
     return num.concatenate([num.cumprod(shape[::-1])[::-1][1:], shape[:1] * 0 + 1])
@@ -177,12 +166,12 @@ def _sparse_reshape(node, indices, input_shape, new_shape):
     input_shape = np.asarray(input_shape, np.int64) if static else as_jax(input_shape)
     new_shape = np.asarray(new_shape, np.int64) if static else as_jax(new_shape)
     unknown = new_shape == -1
-    _check_value(node, num.sum(unknown) <= 1, "only one output dimension may be -1")
-    _check_value(node, num.all(new_shape >= -1), "the new shape's sizes must be >= -1")
+    check_value(node, num.sum(unknown) <= 1, "only one output dimension may be -1")
+    check_value(node, num.all(new_shape >= -1), "the new shape's sizes must be >= -1")
     dense_size = num.prod(input_shape)
     product = num.prod(num.where(unknown, 1, new_shape))
     out_shape = num.where(unknown, dense_size // num.maximum(product, 1), new_shape)
-    _check_value(node, num.prod(out_shape) == dense_size,
+    check_value(node, num.prod(out_shape) == dense_size,
                  "the new shape does not hold as many dense elements as the input's shape")
     if static and is_static(indices):
         positions, shapes = np.asarray(indices, np.int64), np
