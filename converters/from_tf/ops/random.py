@@ -2,7 +2,8 @@
 
 TF's stateful random ops (``RandomUniform``, ...) have no JAX counterpart: each gets a
 fresh key split off the key the caller passes (a train variant's ``rng``), so the
-converted function stays pure. Values differ from TF's, distributions do not.
+converted function stays pure. Values differ from TF's, distributions do not: so for
+``SampleDistortedBoundingBox`` (a random crop), drawn as TF's kernel draws it.
 """
 
 from __future__ import annotations
