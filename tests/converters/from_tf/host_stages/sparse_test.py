@@ -3,7 +3,8 @@
 ``tf.sparse.fill_empty_rows``, ``tf.sets.intersection`` / ``union`` / ``difference`` (of
 dense and sparse sets), ``tf.gather`` of a ragged tensor (``RaggedGather``) and tables
 built inside the function from constant keys and values (``HashTableV2`` with
-``InitializeTableV2``, ``MutableHashTableV2`` with ``LookupTableImportV2``) run in a host
+``InitializeTableV2``, ``MutableHashTableV2`` with ``LookupTableImportV2``) or held by the
+module (``tf.lookup.StaticHashTable`` of a ``KeyValueTensorInitializer``) run in a host
 stage; ``tf.sparse.reshape`` and ``RaggedTensor.to_sparse`` run on the device. What
 follows them (a product with a variable) stays in the device function. Outputs are
 compared with TF on several inputs, empty rows and results included, through ``apply``
@@ -52,6 +53,11 @@ class _Sparse(tf.Module):
     def __init__(self):
         super().__init__()
         self.scale = tf.Variable([1.5, -2.0], name="scale")
+        # Tables the module holds, filled from constants (TF2's usual way).
+        self.labels = tf.lookup.StaticHashTable(tf.lookup.KeyValueTensorInitializer(
+            ["cat", "dog", "emu"], tf.constant([4, 9, 2], tf.int64)), -1)
+        self.weights = tf.lookup.StaticHashTable(tf.lookup.KeyValueTensorInitializer(
+            tf.constant([3, 7, 11], tf.int64), [0.5, 1.5, 2.5]), 0.0)
 
     def _scaled(self, x: tf.Tensor) -> tf.Tensor:
         return tf.cast(x, tf.float32) * self.scale[0] + self.scale[1]
@@ -115,6 +121,11 @@ class _Sparse(tf.Module):
         return {"found": self._scaled(found), "word_ids": word_ids,
                 "size": tf.raw_ops.LookupTableSizeV2(table_handle=numbers)}
 
+    @tf.function(input_signature=[_spec([None]), _spec([None], tf.string)])
+    def captured_tables(self, ids, words):
+        return {"weights": self._scaled(self.weights.lookup(ids)),
+                "labels": self.labels.lookup(words), "size": self.labels.size()}
+
 
 _RNG = np.random.default_rng(0)
 
@@ -146,6 +157,8 @@ CASES = {
                        {"indices": [[0, 0, 1]], "shape": [1, 2, 2], "new_shape": [-1, 1]}],
     "tables": [{"ids": [3, 4, 11], "words": [["dog", "cow"], ["cat", "cat"], ["", "x"]]},
                {"ids": [0], "words": [["", "dog"]]}],
+    "captured_tables": [{"ids": [3, 4, 11], "words": ["dog", "cow", "emu"]},
+                        {"ids": [7], "words": [""]}],
 }
 
 
@@ -199,7 +212,8 @@ def test_outputs_match_tf_through_apply_and_jitted_apply_device(saved, signature
 @pytest.mark.parametrize("signature,host", [
     ("fill_empty_rows", True), ("dense_sets", True), ("difference", True),
     ("sparse_sets", True),
-    ("ragged_gather", True), ("tables", True), ("ragged_to_sparse", False),
+    ("ragged_gather", True), ("tables", True), ("captured_tables", True),
+    ("ragged_to_sparse", False),
     ("sparse_reshape", False)])
 def test_only_value_shaped_ops_and_tables_run_on_the_host(saved, signature, host):
     assert saved[1].has_host_stage(signature) == host
