@@ -172,7 +172,7 @@ def _sparse_reshape(node, indices, input_shape, new_shape):
     product = num.prod(num.where(unknown, 1, new_shape))
     out_shape = num.where(unknown, dense_size // num.maximum(product, 1), new_shape)
     check_value(node, num.prod(out_shape) == dense_size,
-                 "the new shape does not hold as many dense elements as the input's shape")
+                "the new shape does not hold as many dense elements as the input's shape")
     if static and is_static(indices):
         positions, shapes = np.asarray(indices, np.int64), np
     else:
