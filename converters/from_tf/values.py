@@ -93,6 +93,22 @@ class Context:
                        rng, self.partial)
 
 
+def check_value(node: Any, ok: Any, message: str) -> None:
+    """A check TF's kernel makes of a value: raised now when ``ok`` is static, else kept
+    as a check when the evaluation collects them (``node.ctx.checks``, as for ``Assert``;
+    a traced value cannot stop an exported call).
+
+    Raises:
+      ValueError: ``ok`` is static and false somewhere; the message names the node.
+    """
+    if is_static(ok):
+        if not np.all(ok):
+            raise ValueError(f"TF node {node.name!r} ({node.op}): {message}")
+    elif node.ctx.checks is not None:
+        node.ctx.checks.append((f"TF node {node.name!r} ({node.op}) failed: {message}",
+                                jnp.all(ok)))
+
+
 def is_static(*values: Any) -> bool:
     """True when every value is known while tracing (numpy, or a Python scalar)."""
     return all(isinstance(v, (np.ndarray, np.generic, int, float, bool)) for v in values)

@@ -2,7 +2,8 @@
 TF's kernels give: ``Range``, ``Unique``, ``UniqueWithCounts``, ``ListDiff``, ``Where``,
 ``DynamicPartition``, ``Slice``, ``NonMaxSuppressionV2`` to ``V5`` (hard NMS) and
 ``CombinedNonMaxSuppression``; and the conversions between numbers and text, ``AsString``
-and ``StringToNumber``; bin counts (``Bincount``, ``DenseBincount``); ``CTCGreedyDecoder``."""
+and ``StringToNumber``; bin counts (``Bincount``, ``DenseBincount``); ``CTCGreedyDecoder``;
+``GatherNd``."""
 
 from __future__ import annotations
 
@@ -322,3 +323,20 @@ def test_ctc_greedy_decoder_matches_tf(merge, blank):
 def test_ctc_greedy_decoder_refuses_sequences_longer_than_the_inputs():
     with pytest.raises(ValueError, match="outside"):
         run("CTCGreedyDecoder", np.zeros((3, 2, 4), np.float32), np.array([3, 4], np.int32))
+
+
+@pytest.mark.parametrize("indices", [[[1, 0], [0, 2]], [[1]], [[[0, 1]], [[1, 2]]],
+                                     np.zeros((0, 2))])
+def test_gather_nd_matches_tf(indices):
+    params = np.arange(12, dtype=np.float32).reshape(2, 2, 3)[0]
+    indices = np.asarray(indices, np.int64)
+    theirs = tf.raw_ops.GatherNd(params=params, indices=indices)
+    assert_same(run("GatherNd", params, indices), [theirs.numpy()])
+
+
+def test_gather_nd_refuses_an_index_out_of_range_as_tf():
+    params, indices = np.zeros((2, 3), np.float32), np.array([[0, 1], [2, 0]], np.int64)
+    with pytest.raises(tf.errors.InvalidArgumentError):
+        tf.raw_ops.GatherNd(params=params, indices=indices)
+    with pytest.raises(ValueError, match=r"index \[2, 0\] is out of range"):
+        run("GatherNd", params, indices)

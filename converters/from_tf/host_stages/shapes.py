@@ -42,7 +42,9 @@ _BROADCAST = frozenset({
 #: Value-shaped ops whose results share one value-set size: output -> the output whose
 #: size it has (``setdiff1d``'s values and positions; ``unique``'s values and counts).
 _SAME_COUNT = {"ListDiff": {1: 0}, "UniqueWithCounts": {2: 0}, "NonMaxSuppressionV5": {1: 0},
-               "CTCGreedyDecoder": {1: 0}}
+               "CTCGreedyDecoder": {1: 0}, "SparseFillEmptyRows": {1: 0},
+               "DenseToDenseSetOperation": {1: 0}, "DenseToSparseSetOperation": {1: 0},
+               "SparseToSparseSetOperation": {1: 0}}
 
 
 #: Non-max suppressions that also return how many boxes they kept: that output (a scalar).
@@ -150,6 +152,13 @@ class Specs:
         if op == "CTCGreedyDecoder":  # a sparse result: indices, values, shape, log probs
             batch = inputs[1][0] if inputs[1] is not None else self.fresh(f"{count}/batch")
             return [[self.fresh(count), 2], [self.fresh(count)], [2], [batch, 1]][index]
+        if op == "SparseFillEmptyRows" and inputs[0] is not None:  # a row per empty row
+            rows = self.fresh(f"{self._key(node.name)}:rows")
+            return [[self.fresh(count), inputs[0][1]], [self.fresh(count)], [rows],
+                    inputs[0][:1]][index]
+        if op.endswith("SetOperation") and None not in inputs[:1]:  # a sparse result
+            rank = inputs[0][-1] if op == "SparseToSparseSetOperation" else len(inputs[0])
+            return [[self.fresh(count), rank], [self.fresh(count)], [rank]][index]
         if op == "Fill" and inputs[0] is not None and isinstance(inputs[0][0], int):
             return [self.fresh(f"{count}/{axis}") for axis in range(inputs[0][0])]
         return None

@@ -41,6 +41,7 @@ import numpy as np
 from jaxhub_tf.from_tf import graph
 from jaxhub_tf.from_tf.host_stages import shapes
 from jaxhub_tf.from_tf.interpreter import SHAPE_OPS, UnsupportedOpsError
+from jaxhub_tf.from_tf.ops import random as random_ops
 from jaxhub import extend
 
 #: Ops that work on strings or tables: they seed the host stage.
@@ -88,10 +89,8 @@ _SENTENCEPIECE_TOKENIZERS = frozenset({"SentencepieceTokenizeOp",
                                        "SentencepieceTokenizeWithOffsetsOp"})
 
 #: Ops whose results depend on params or randomness: never on the host.
-_DEVICE_SEED_OPS = frozenset({
-    "VarHandleOp", "VariableV2", "Variable", "ReadVariableOp", "RandomUniform",
-    "RandomStandardNormal", "TruncatedNormal", "RandomUniformInt",
-})
+_DEVICE_SEED_OPS = frozenset({"VarHandleOp", "VariableV2", "Variable", "ReadVariableOp"}
+                             ) | random_ops.KEYED_OPS
 
 #: Ops whose output shape follows the values of their inputs (by position; None: all).
 VALUE_SHAPED_OPS: dict[str, tuple[int, ...] | None] = {
@@ -99,7 +98,11 @@ VALUE_SHAPED_OPS: dict[str, tuple[int, ...] | None] = {
     "ListDiff": None, "Fill": (0,), "DynamicPartition": (1,), "RaggedRange": None,
     "NonMaxSuppressionV2": None, "NonMaxSuppressionV3": None, "NonMaxSuppressionV4": None,
     "NonMaxSuppressionV5": None, "Slice": (1, 2), "Bincount": (1,), "DenseBincount": (1,),
-    "CTCGreedyDecoder": None,
+    "CTCGreedyDecoder": None, "SparseFillEmptyRows": (0, 2), "RaggedGather": None,
+    "DenseToDenseSetOperation": None, "DenseToSparseSetOperation": None,
+    "SparseToSparseSetOperation": None,
+    # A table lives in the host stage: a lookup of the signature's keys runs there.
+    "LookupTableFindV2": (1,),
     # Its shape follows constants in most graphs, but only the host stage computes it.
     "CombinedNonMaxSuppression": None}
 
@@ -108,7 +111,8 @@ VALUE_SHAPED_OPS: dict[str, tuple[int, ...] | None] = {
 _PADDABLE_NMS = frozenset({"NonMaxSuppressionV4", "NonMaxSuppressionV5"})
 
 #: Why a value-shaped op must run in the host stage, for messages (by op; default below).
-_WHY_HOST = {"CombinedNonMaxSuppression": "has no device implementation"}
+_WHY_HOST = {"CombinedNonMaxSuppression": "has no device implementation",
+             "LookupTableFindV2": "reads a table, which only the host stage holds"}
 _VALUE_SHAPED = ("has an output shape set by the values of the signature's inputs, which a "
                  "device function cannot have")
 

@@ -97,8 +97,9 @@ def split_function(interp, meta, saved_model_dir: pathlib.Path, function_name: s
         elif kind == "resource":
             init_name, asset_name = _add_table(interp, meta, obj, arg, nodes)
             tables[arg] = init_name
-            assets[f"{arg}/_asset"] = asset_name
-            asset_files[asset_name] = files.asset_file(saved_model_dir, asset_name)
+            if asset_name is not None:
+                assets[f"{arg}/_asset"] = asset_name
+                asset_files[asset_name] = files.asset_file(saved_model_dir, asset_name)
         else:
             continue
         inlined.append(position)
@@ -152,11 +153,18 @@ def _add_sentencepiece(creator: graph.Node, name: str, nodes: dict,
     asset_files[asset_name] = proto
 
 
-def _add_table(interp, meta, obj, arg: str, nodes: dict) -> tuple[str, str]:
-    """Adds the table behind capture ``arg`` (named ``arg``) and its initializer.
+#: Ops that fill a table: from a vocabulary file, or from tensors (constants).
+_TABLE_INITIALIZERS = frozenset({"InitializeTableFromTextFileV2", "InitializeTableV2",
+                                 "LookupTableImportV2"})
+
+
+def _add_table(interp, meta, obj, arg: str, nodes: dict) -> tuple[str, str | None]:
+    """Adds the table behind capture ``arg`` (named ``arg``) and its initializer: from a
+    vocabulary file (``TextFileInitializer``) or from constant keys and values
+    (``KeyValueTensorInitializer``).
 
     Returns:
-      ``(initializer node name, asset file name)``.
+      ``(initializer node name, asset file name or None)``.
     """
     objects = meta.object_graph_def
     creator = interp.function(_child_function(objects, obj, "_create_resource"))
@@ -170,34 +178,43 @@ def _add_table(interp, meta, obj, arg: str, nodes: dict) -> tuple[str, str]:
     init_fn_name = _child_function(objects, obj, "_initialize")
     init_fn = interp.function(init_fn_name)
     init_bound = list(objects.concrete_functions[init_fn_name].bound_inputs)
-    asset_arg = table_arg = None
-    asset_name = ""
+    top = {n.name: n for n in meta.graph_def.node}
+    prefix = f"{arg}/_init/"
+    rename: dict[str, str] = {}
+    asset_name = None
     for init_arg, node_id in zip(init_fn.args[len(init_fn.args) - len(init_bound):],
                                  init_bound):
-        kind = objects.nodes[node_id].WhichOneof("kind")
+        bound = objects.nodes[node_id]
+        kind = bound.WhichOneof("kind")
         if kind == "asset":
-            index = objects.nodes[node_id].asset.asset_file_def_index
-            asset_name, asset_arg = meta.asset_file_def[index].filename, init_arg
+            index = bound.asset.asset_file_def_index
+            asset_name, rename[init_arg] = meta.asset_file_def[index].filename, f"{arg}/_asset"
+            nodes[rename[init_arg]] = graph.Node(rename[init_arg], "Const", [], [], {})
         elif kind == "resource":
-            table_arg = init_arg
-    if asset_arg is None or table_arg is None:
-        raise NotImplementedError(f"table {arg!r}: only tables initialized from an asset "
-                                  f"file are supported")
-    asset_node = f"{arg}/_asset"
-    nodes[asset_node] = graph.Node(asset_node, "Const", [], [], {})
-    prefix = f"{arg}/_init/"
-    rename = {asset_arg: asset_node, table_arg: arg}
+            rename[init_arg] = arg
+        elif kind == "constant":  # a KeyValueTensorInitializer's keys and values
+            rename[init_arg] = prefix + init_arg
+            nodes[rename[init_arg]] = graph.Node(rename[init_arg], "Const", [], [],
+                                                 top[bound.constant.operation].attr)
+    if arg not in rename.values():
+        raise NotImplementedError(f"table {arg!r}: its initializer does not take the table")
     init_name = None
     for node in init_fn.nodes.values():
         inputs = [(rename.get(s, prefix + s), i) for s, i in node.inputs]
         nodes[prefix + node.name] = dataclasses.replace(node, name=prefix + node.name,
                                                         inputs=inputs, control_inputs=[],
                                                         _decoded={})
-        if node.op == "InitializeTableFromTextFileV2":
+        if node.op in _TABLE_INITIALIZERS:
             init_name = prefix + node.name
     if init_name is None:
-        raise NotImplementedError(f"table {arg!r}: no InitializeTableFromTextFileV2")
+        ops = sorted({n.op for n in init_fn.nodes.values()})
+        raise NotImplementedError(f"table {arg!r}: its initializer runs {ops}, none of "
+                                  f"{sorted(_TABLE_INITIALIZERS)}")
     return init_name, asset_name
+
+
+#: Ops that fill a table made in the function, from tensors (constants).
+_TABLE_FILLS = _TABLE_INITIALIZERS - {"InitializeTableFromTextFileV2"}
 
 
 def _inline_calls(interp, fn: graph.Function) -> graph.Function:
@@ -217,9 +234,13 @@ def _inline_calls(interp, fn: graph.Function) -> graph.Function:
         for node in _calls_first(function):
             callee = _callee(interp, node)
             if callee is None:
+                # Only the order of table fills matters to a host stage: a lookup after
+                # the fill of a table made in the function reaches it (it runs at load).
+                fills = [prefix + c for c in node.control_inputs
+                         if c in function.nodes and function.nodes[c].op in _TABLE_FILLS]
                 nodes[prefix + node.name] = dataclasses.replace(
                     node, name=prefix + node.name, inputs=[ref(r) for r in node.inputs],
-                    control_inputs=[], _decoded={})
+                    control_inputs=fills, _decoded={})
                 continue
             sub = interp.function(callee)
             inner_prefix = f"{prefix}{node.name}/"

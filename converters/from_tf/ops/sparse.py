@@ -1,9 +1,11 @@
-"""Sparse and ragged tensors made dense: ``SparseToDense`` and ``RaggedTensorToTensor``
-scatter their values into a default-filled array of a static shape.
+"""Sparse and ragged tensors whose results have static shapes: made dense
+(``SparseToDense``, ``RaggedTensorToTensor``), reshaped (``SparseReshape``), ragged to
+sparse (``RaggedTensorToSparse``).
 
 The indices (or row partitions) may be computed from values: they only say where each
 value goes. The output's shape must be static; when it depends on values, the host stage
-(``jaxhub/_src/host``) runs the op instead.
+(``jaxhub/_src/host``) runs the op instead, as it runs the sparse ops whose result sizes
+always follow values (``SparseFillEmptyRows``, the set operations, ``RaggedGather``).
 """
 
 from __future__ import annotations
@@ -13,8 +15,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxhub_tf.from_tf.ops.registry import register
-from jaxhub_tf.from_tf.values import (TracedValueError, as_jax, is_static, shape_tuple,
-                                      static_ints, xnp)
+from jaxhub_tf.from_tf.values import (TracedValueError, as_jax, check_value, has_symbolic,
+                                      is_static, shape_tuple, static_ints, xnp)
 
 
 def _scatter(shape: tuple, index: tuple, values, default) -> jax.Array:
@@ -141,3 +143,73 @@ def _ragged_to_tensor(node, shape, values, default, *partitions):
         index.insert(0, position - s[row])
         position = row
     return _scatter(dense, (position, *index), values, default)
+
+
+def _strides(num, shape):
+    """Row-major strides of ``shape`` (a vector): the product of the sizes after each."""
+    return num.concatenate([num.cumprod(shape[::-1])[::-1][1:], shape[:1] * 0 + 1])
+
+
+@register("SparseReshape")
+def _sparse_reshape(node, indices, input_shape, new_shape):
+    """``tf.sparse.reshape``: each entry's row-major position in the input's shape, laid
+    out in the new shape; one ``-1`` in ``new_shape`` takes the size that keeps the number
+    of dense elements. The results' shapes are the inputs' (``[n, len(new_shape)]``), so
+    indices and shapes may all be traced; TF's checks of the sizes are raised on static
+    ones and kept as checks on traced ones."""
+    if np.ndim(indices) != 2 or np.shape(indices)[1] != np.shape(input_shape)[0]:
+        raise ValueError(f"TF node {node.name!r} (SparseReshape): indices of shape "
+                         f"{list(np.shape(indices))} for a shape of "
+                         f"{np.shape(input_shape)[0]} dimensions")
+    static = is_static(input_shape, new_shape) and not has_symbolic(input_shape)
+    num = np if static else jnp
+    input_shape = np.asarray(input_shape, np.int64) if static else as_jax(input_shape)
+    new_shape = np.asarray(new_shape, np.int64) if static else as_jax(new_shape)
+    unknown = new_shape == -1
+    check_value(node, num.sum(unknown) <= 1, "only one output dimension may be -1")
+    check_value(node, num.all(new_shape >= -1), "the new shape's sizes must be >= -1")
+    dense_size = num.prod(input_shape)
+    product = num.prod(num.where(unknown, 1, new_shape))
+    out_shape = num.where(unknown, dense_size // num.maximum(product, 1), new_shape)
+    check_value(node, num.prod(out_shape) == dense_size,
+                "the new shape does not hold as many dense elements as the input's shape")
+    if static and is_static(indices):
+        positions, shapes = np.asarray(indices, np.int64), np
+    else:
+        positions, shapes = as_jax(indices).astype(as_jax(out_shape).dtype), jnp
+    linear = (positions * _strides(shapes, input_shape)).sum(axis=1)
+    out_indices = (linear[:, None] // _strides(shapes, out_shape)) % shapes.maximum(out_shape, 1)
+    return out_indices, out_shape
+
+
+@register("RaggedTensorToSparse")
+def _ragged_to_sparse(node, *args):
+    """``RaggedTensor.to_sparse``: each value's row and position in every ragged dimension
+    (then in its own dense dimensions), the values flattened, and the dense shape: the
+    number of rows, each ragged dimension's longest row, the values' own sizes. Every
+    result's shape follows the inputs' shapes, so the splits may be traced; the values'
+    gradient is that of the flattened values, as TF's."""
+    *splits, values = args
+    n, inner = np.shape(values)[0], tuple(np.shape(values)[1:])
+    num = xnp(*splits)
+    splits = list(splits) if num is np else [as_jax(s) for s in splits]
+    position, columns = num.arange(n), []
+    sizes = [np.shape(s)[0] - 1 for s in splits[1:]] + [n]
+    for s, size in reversed(list(zip(splits, sizes))):
+        row = (np.searchsorted(s, position, side="right") - 1 if num is np
+               else _row_ids(s, size)[position])
+        columns.insert(0, position - s[row])
+        position = row
+    index = num.stack([position, *columns], axis=1)
+    count = int(np.prod(inner))
+    if inner:  # each value's own dense dimensions last
+        grid = num.asarray(np.indices(inner).reshape(len(inner), -1).T)
+        entry = num.arange(n * count)
+        index = num.concatenate([index[entry // count], grid[entry % count]], axis=1)
+    widths = [num.max(num.diff(s), initial=0) for s in splits]
+    shape = num.stack([num.asarray(np.shape(splits[0])[0] - 1), *widths,
+                       *(num.asarray(d) for d in inner)])
+    if num is np:
+        index, shape = index.astype(np.int64), shape.astype(np.int64)
+    flat = np.asarray(values).reshape(-1) if is_static(values) else as_jax(values).reshape(-1)
+    return index, flat, shape

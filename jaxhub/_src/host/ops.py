@@ -446,10 +446,42 @@ class Table:
         self.data: dict[Any, Any] = {}
 
 
-# Each module owns its tables: sharing by name across graphs does not apply.
-@register("HashTableV2", attrs=("container", "shared_name", "use_node_name_sharing"))
+# Each module owns its tables: sharing by name across graphs does not apply. A mutable
+# table is filled at load too (``LookupTableImportV2`` of constants): the host stage keeps
+# no state between calls.
+@register("HashTableV2", "MutableHashTableV2",
+          attrs=("container", "shared_name", "use_node_name_sharing"))
 def _hash_table(node):
     return Table(node.attrs["key_dtype"], node.attrs["value_dtype"])
+
+
+def _table_items(table: Table, keys, values) -> list[tuple[Any, Any]]:
+    """(key, value) pairs of equal-shaped ``keys`` and ``values`` for ``table``."""
+    keys = _strings(keys) if table.key_dtype == "string" else np.asarray(keys)
+    values = _strings(values) if table.value_dtype == "string" else np.asarray(values)
+    if keys.shape != values.shape:
+        raise ValueError(f"keys of shape {keys.shape} and values of shape {values.shape}; "
+                         f"a table takes one value per key")
+    plain = [v if isinstance(v, bytes) else v.item() for v in values.reshape(-1)]
+    return list(zip((k if isinstance(k, bytes) else k.item() for k in keys.reshape(-1)),
+                    plain))
+
+
+@register("InitializeTableV2", initializer=True)
+def _init_from_tensors(node, table, keys, values):
+    # ``tf.lookup.KeyValueTensorInitializer``: a key given twice must map to one value.
+    for key, value in _table_items(table, keys, values):
+        if table.data.setdefault(key, value) != value:
+            raise ValueError(f"table initializer {node.name!r}: key {key!r} has the values "
+                             f"{table.data[key]!r} and {value!r}")
+    return ()
+
+
+@register("LookupTableImportV2", initializer=True)
+def _table_import(node, table, keys, values):
+    # The table's content replaced by the pairs; of a repeated key the last value wins.
+    table.data = dict(_table_items(table, keys, values))
+    return ()
 
 
 def _line_field(line: bytes, index: int, line_number: int, delimiter: bytes, dtype: str):
@@ -587,6 +619,20 @@ def _concat(node, *args):
 @register("GatherV2", attrs={"batch_dims": (0,)})
 def _gather(node, params, indices, axis):
     return np.take(params, np.asarray(indices), axis=int(np.asarray(axis)))
+
+
+@register("GatherNd", attrs={"bad_indices_policy": ("", "DEFAULT", "ERROR")})
+def _gather_nd(node, params, indices):
+    # Each index row picks a slice of ``params``; one out of range fails, as on TF's CPU.
+    params, indices = np.asarray(params), np.asarray(indices).astype(np.int64)
+    depth = indices.shape[-1]
+    rows = indices.reshape(-1, depth)
+    bad = np.any((rows < 0) | (rows >= np.asarray(params.shape[:depth])), axis=1)
+    if bad.any():
+        raise ValueError(f"index {rows[bad][0].tolist()} is out of range for params of "
+                         f"shape {list(params.shape)}")
+    picked = params[tuple(rows.T)]
+    return picked.reshape(indices.shape[:-1] + params.shape[depth:])
 
 
 @register("Range")

@@ -82,7 +82,8 @@ STATEFUL = [
      & np.any(x != np.arange(_N[0])[:, None])),
 ]
 
-OPS = [op for op, _, _ in STATELESS + STATEFUL] + ["StatelessRandomGetKeyCounter"]
+OPS = [op for op, _, _ in STATELESS + STATEFUL] + ["StatelessRandomGetKeyCounter",
+                                                  "SampleDistortedBoundingBoxV2"]
 
 
 @pytest.mark.parametrize("op,fn,ok", STATELESS, ids=[c[0] for c in STATELESS])
@@ -111,3 +112,146 @@ def test_stateful_draws_from_the_callers_key(op, fn, ok):
     assert ok(np.asarray(a, np.float64))
     with pytest.raises(Exception, match="RNG key"):
         converted([zero])
+
+
+# -- SampleDistortedBoundingBoxV2: random crops --------------------------------------------
+
+_IMAGE = np.array([60, 80, 3], np.int32)
+_BOXES = np.array([[[0.1, 0.2, 0.6, 0.5], [0.5, 0.5, 0.9, 0.95]]], np.float32)
+_CROP = {"aspect_ratio_range": (0.5, 2.0), "area_range": (0.1, 0.8), "max_attempts": 50}
+
+
+def _crop_fn(**attrs):
+    def crop(size, boxes, covered):
+        begin, extent, box = tf.raw_ops.SampleDistortedBoundingBoxV2(
+            image_size=size, bounding_boxes=boxes, min_object_covered=covered,
+            **{**_CROP, **attrs})
+        return begin, extent, box
+    return crop
+
+
+def _crops(begin, extent, image=_IMAGE):
+    """The crops' ``(y, x, h, w)`` and their area over the image's."""
+    y, x, h, w = begin[:, 0], begin[:, 1], extent[:, 0], extent[:, 1]
+    return y, x, h, w, (h * w) / float(image[0] * image[1])
+
+
+def _tf_samples(fn, covered, n):
+    results = [fn(tf.constant(_IMAGE), tf.constant(_BOXES), tf.constant(covered))
+               for _ in range(n)]
+    return [np.stack([r[i].numpy() for r in results]) for i in range(3)]
+
+
+@pytest.mark.parametrize("covered", [0.0, 0.5])
+def test_sample_distorted_bounding_box_draws_crops_as_tf_does(covered):
+    fn = _crop_fn()
+    concrete, ops, converted = _convert(fn, tf.TensorSpec([3], tf.int32),
+                                        tf.TensorSpec([1, 2, 4], tf.float32),
+                                        tf.TensorSpec([], tf.float32))
+    assert "SampleDistortedBoundingBoxV2" in ops
+    keys = jax.random.split(jax.random.key(0), 400)
+    ours = jax.vmap(lambda k: converted([_IMAGE, _BOXES, np.float32(covered)], k))(keys)
+    begin, extent, box = (np.asarray(v) for v in ours)
+    tf.random.set_seed(0)
+    theirs = _tf_samples(fn, covered, 400)
+    assert begin.shape == (400, 3) and box.shape == (400, 1, 1, 4)
+    assert begin.dtype == theirs[0].dtype and box.dtype == theirs[2].dtype
+    # What every crop is: inside the image, all channels, its box the same rectangle.
+    y, x, h, w, area = _crops(begin, extent)
+    assert np.all(begin[:, 2] == 0) and np.all(extent[:, 2] == -1)
+    assert np.all((y >= 0) & (x >= 0) & (y + h <= _IMAGE[0]) & (x + w <= _IMAGE[1]))
+    np.testing.assert_allclose(box[:, 0, 0], np.stack(
+        [y / _IMAGE[0], x / _IMAGE[1], (y + h) / _IMAGE[0], (x + w) / _IMAGE[1]], -1),
+        rtol=1e-6)
+    # Within the ranges (the whole image when no attempt fits), as TF's.
+    drawn = area < 1
+    assert np.all((area[drawn] >= 0.1 - 1e-6) & (area[drawn] <= 0.8 + 1e-6))
+    assert np.all((w[drawn] / h[drawn] >= 0.5 - 0.5 / h[drawn])
+                  & (w[drawn] / h[drawn] <= 2.0 + 0.5 / h[drawn]))
+    # The same distribution as TF's draws: mean area and aspect ratio, fallback rate.
+    *_, t_h, t_w, t_area = _crops(*theirs[:2])
+    assert abs(area.mean() - t_area.mean()) < 0.04
+    assert abs(np.mean(w / h) - np.mean(t_w / t_h)) < 0.1
+    assert abs(np.mean(area == 1) - np.mean(t_area == 1)) < 0.05
+
+
+def test_sample_distorted_bounding_box_falls_back_to_the_whole_image_as_tf():
+    # A crop of at most 10% cannot cover all of a box of 25%: every attempt fails.
+    fn = _crop_fn(area_range=(0.05, 0.1))
+    _, _, converted = _convert(fn, tf.TensorSpec([3], tf.int32),
+                               tf.TensorSpec([1, 2, 4], tf.float32),
+                               tf.TensorSpec([], tf.float32))
+    args = [_IMAGE, _BOXES, np.float32(1.0)]
+    theirs = fn(*[tf.constant(a) for a in args])
+    for ours, want in zip(converted(args, jax.random.key(3)), theirs):
+        np.testing.assert_array_equal(ours, want.numpy())
+
+
+def test_sample_distorted_bounding_box_refuses_what_tf_refuses():
+    fn = _crop_fn()
+    no_boxes = np.zeros([1, 0, 4], np.float32)
+    with pytest.raises(tf.errors.InvalidArgumentError):
+        fn(tf.constant(_IMAGE), tf.constant(no_boxes), tf.constant(0.1))
+    _, _, converted = _convert(fn, tf.TensorSpec([3], tf.int32),
+                               tf.TensorSpec([1, 0, 4], tf.float32),
+                               tf.TensorSpec([], tf.float32))
+    with pytest.raises(Exception, match="no bounding boxes; pass use_image_if_no_bounding"):
+        converted([_IMAGE, no_boxes, np.float32(0.1)], jax.random.key(0))
+    # With use_image_if_no_bounding_boxes the whole image is the box.
+    fn = _crop_fn(use_image_if_no_bounding_boxes=True)
+    _, _, converted = _convert(fn, tf.TensorSpec([3], tf.int32),
+                               tf.TensorSpec([1, 0, 4], tf.float32),
+                               tf.TensorSpec([], tf.float32))
+    begin, extent, _ = converted([_IMAGE, no_boxes, np.float32(0.1)], jax.random.key(0))
+    assert np.all(np.asarray(begin) + np.maximum(np.asarray(extent), 0) <= _IMAGE)
+
+
+class _Cropper(tf.Module):
+    @tf.function(input_signature=[tf.TensorSpec([None, None, 3], tf.float32),
+                                  tf.TensorSpec([1, None, 4], tf.float32)])
+    def crop(self, image, boxes):
+        # Resized to a fixed size: the crop's own size is random.
+        begin, size, box = tf.image.sample_distorted_bounding_box(
+            tf.shape(image), boxes, min_object_covered=0.3, area_range=(0.2, 0.9))
+        resized = tf.image.crop_and_resize(image[None], box[0], [0], [8, 8])
+        return {"crop": resized, "begin": begin, "size": size, "box": box}
+
+    @tf.function(input_signature=[tf.TensorSpec([None, None, 3], tf.float32),
+                                  tf.TensorSpec([1, None, 4], tf.float32)])
+    def sliced(self, image, boxes):
+        begin, size, _ = tf.image.sample_distorted_bounding_box(tf.shape(image), boxes)
+        return tf.slice(image, begin, size)
+
+
+def test_a_serving_signature_crops_with_the_callers_key(tmp_path):
+    import jaxhub
+
+    model = _Cropper()
+    tf.saved_model.save(model, str(tmp_path / "sm"), signatures={"crop": model.crop})
+    module = jaxhub.load(tmp_path / "sm", cache_dir=tmp_path / "cache")
+    image = np.random.default_rng(0).standard_normal([12, 16, 3]).astype(np.float32)
+    inputs = {"image": image, "boxes": _BOXES}
+    out = module.apply(module.params, inputs, signature="crop", as_dict=True,
+                       rng=jax.random.key(1))
+    # TF's crop_and_resize of the box drawn here gives the crop.
+    want = tf.image.crop_and_resize(image[None], np.asarray(out["box"])[0], [0], [8, 8])
+    np.testing.assert_allclose(out["crop"], want.numpy(), rtol=1e-5, atol=1e-5)
+    begin, size = np.asarray(out["begin"]), np.asarray(out["size"])
+    assert np.all(begin[:2] + size[:2] <= image.shape[:2])
+    again = module.apply(module.params, inputs, signature="crop", as_dict=True,
+                         rng=jax.random.key(1))
+    np.testing.assert_array_equal(again["begin"], begin)
+    with pytest.raises(Exception, match="rng"):
+        module.apply(module.params, inputs, signature="crop")
+
+
+def test_a_slice_of_a_random_size_is_refused_naming_the_random_op(tmp_path):
+    from jaxhub_tf.from_tf.host_stages.split import HostStageUnsupportedError
+    from jaxhub_tf.from_tf.saved_model import load_saved_model
+
+    model = _Cropper()
+    tf.saved_model.save(model, str(tmp_path), signatures={"sliced": model.sliced})
+    with pytest.raises(HostStageUnsupportedError,
+                       match=r"Slice node .*SampleDistortedBoundingBoxV2 '[^']*' \(params or "
+                             r"random numbers\)"):
+        load_saved_model(tmp_path)

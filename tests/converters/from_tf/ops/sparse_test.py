@@ -131,7 +131,59 @@ RAGGED_CASES = [
                                                       [-1, 4, 2], 0.0),
          (((6, 2),),), name="RaggedTensorToTensor-of-batch"),
 ]
-CASES = SPARSE_CASES + RAGGED_CASES
+
+
+def _cells_of(shape):
+    """Distinct sorted ``[n, len(shape)]`` indices into ``shape``, as int64."""
+    def sample(rng, size, dtype):
+        cells = np.sort(rng.permutation(int(np.prod(shape)))[: size[0]])
+        return np.stack(np.unravel_index(cells, shape), axis=-1).astype(dtype)
+    return sample
+
+
+def _reshape(indices, shape, new_shape):
+    result = tf.sparse.reshape(tf.SparseTensor(indices, tf.ones(tf.shape(indices)[:1]), shape),
+                               new_shape)
+    return result.indices, result.dense_shape
+
+
+def _ragged_to_sparse(values, *splits):
+    result = tf.RaggedTensor.from_nested_row_splits(values, splits).to_sparse()
+    return result.indices, result.values, result.dense_shape
+
+
+RESHAPE_CASES = [
+    # Indices from an input, constant shapes: a static output shape, an inferred size.
+    Case("SparseReshape", lambda i: _reshape(i, [2, 3, 4], [4, -1, 2]), (((5, 3),),),
+         dtypes=("int64",), sample=_cells_of((2, 3, 4)), batched=False),
+    # Every part from inputs (rank 3 to rank 2, rank 2 to rank 4).
+    Case("SparseReshape", _reshape, (((5, 3), (3,), (2,)),), dtypes=("int64",),
+         sample=(_cells_of((2, 3, 4)), lambda *_: np.array([2, 3, 4], np.int64),
+                 lambda *_: np.array([-1, 6], np.int64)),
+         batched=False, name="SparseReshape-traced-shapes"),
+    Case("SparseReshape", lambda i, s: _reshape(i, s, [3, 1, 2, 2]), (((4, 2), (2,)),),
+         dtypes=("int64",), sample=(_cells_of((6, 2)), lambda *_: np.array([6, 2], np.int64)),
+         batched=False, name="SparseReshape-to-rank-4"),
+    # No entries at all; the same shape again.
+    Case("SparseReshape", lambda i: _reshape(i, [3, 4], [3, 4]), (((0, 2),),),
+         dtypes=("int64",), sample=_cells_of((3, 4)), batched=False,
+         name="SparseReshape-empty-same-shape"),
+]
+
+TO_SPARSE_CASES = [
+    # Splits from an input: indices and shape traced; the values' gradient.
+    Case("RaggedTensorToSparse", _ragged_to_sparse, (((6,), (4,)),),
+         dtypes=(("float32", "int64"), ("float32", "int32")), sample=(normal, _splits(6)),
+         batched=False),
+    # Two ragged dimensions, values with a dimension of their own.
+    Case("RaggedTensorToSparse", _ragged_to_sparse, (((6, 2), (4,), (9,)),),
+         dtypes=(("float32", "int64", "int64"),), sample=(normal, _splits(8), _splits(6)),
+         batched=False, name="RaggedTensorToSparse-nested"),
+    # Constant splits: every result but the values static.
+    Case("RaggedTensorToSparse", lambda v: _ragged_to_sparse(v, [0, 2, 2, 5, 6]),
+         (((6,),),), batched=False, name="RaggedTensorToSparse-constant-splits"),
+]
+CASES = SPARSE_CASES + RAGGED_CASES + RESHAPE_CASES + TO_SPARSE_CASES
 
 
 @pytest.mark.parametrize("case,shapes,dtypes", params(CASES))
@@ -190,3 +242,20 @@ def test_ragged_to_tensor_sized_by_its_longest_row_names_the_splits():
     _, converted = convert(case, [(6,), (4,)], [np.float32, np.int64])
     with pytest.raises(Exception, match=r"needs its 'row_partition_tensors.*to_tensor\(shape"):
         jax.jit(converted)(np.zeros(6, np.float32), np.array([0, 1, 3, 6]))
+
+
+@pytest.mark.parametrize("new_shape,problem", [
+    ([5, -1], "the new shape does not hold as many dense elements"),
+    ([-1, -1, 4], "only one output dimension may be -1"),
+    ([3, 2, -3], "the new shape's sizes must be >= -1")])
+def test_sparse_reshape_of_constant_shapes_that_do_not_fit_is_refused_as_tf(new_shape,
+                                                                            problem):
+    def reshape(indices):  # the raw op: tf.sparse.reshape refuses these while tracing
+        return tf.raw_ops.SparseReshape(input_indices=indices, input_shape=[2, 3, 4],
+                                        new_shape=new_shape)
+
+    indices = np.array([[0, 1, 2]], np.int64)
+    with pytest.raises(tf.errors.InvalidArgumentError):
+        reshape(tf.constant(indices))
+    with pytest.raises(Exception, match=rf"\(SparseReshape\): {problem}"):
+        convert(Case("SparseReshape", reshape), [(1, 3)], [np.int64])[1](indices)

@@ -43,6 +43,8 @@ TRACED: dict[str, str] = {
     "RandomUniformInt": _STATEFUL_RANDOM,
     "Multinomial": _STATEFUL_RANDOM,
     "RandomShuffle": _STATEFUL_RANDOM,
+    "SampleDistortedBoundingBox": _STATEFUL_RANDOM,
+    "SampleDistortedBoundingBoxV2": _STATEFUL_RANDOM,
     "RngReadAndSkip": "reads and advances a generator's state variable",
 }
 
