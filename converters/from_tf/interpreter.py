@@ -506,4 +506,5 @@ def run_graph(graph_def: protos.GraphDef, inputs: Iterable[str], outputs: Iterab
     if not isinstance(graph_def, protos.GraphDef):  # TF's GraphDef: read through jaxhub's
         graph_def = protos.GraphDef.FromString(graph_def.SerializeToString())
     interp = Interpreter.from_graph_def(graph_def)
-    return interp.as_function(graph.function_from_graph_def(graph_def, inputs, outputs))
+    fn = clamps.fold(graph.function_from_graph_def(graph_def, inputs, outputs))
+    return interp.as_function(fn)
