@@ -54,8 +54,11 @@ def create_module(params: Any, signatures: SignatureFns, *, variants: VariantFns
         ``params`` in its original structure and ``inputs`` as one array (when
         ``input_specs`` is a single :class:`TensorSpec`, named ``"default"``) or a dict;
         it returns an array (named ``"default"``) or a flat dict of arrays. In the specs,
-        a leading ``None`` is the batch size shared by all inputs, any other ``None`` a
-        size of its own, and a string names a size that inputs share.
+        ``None`` is a size of its own unless the function ties it to another (adds the
+        inputs, concatenates them along another axis, multiplies them as matrices):
+        tied sizes share one symbol, ``batch`` for the leading sizes of most inputs
+        (tracing finds them, see docs/architecture.md). A string names a size that
+        inputs share.
       variants: extra variants: tags (``"train"`` or a set of tags) -> a function for the
         ``"default"`` signature, or a dict of functions by signature name. A variant
         function is ``fn(params, inputs, rng) -> (outputs, state)`` where ``rng`` is a
