@@ -98,6 +98,25 @@ def test_one_input_is_traced_once_and_tied_inputs_once_more_per_tie():
     assert len(calls) == 3  # two ties, then the trace that exports
 
 
+def test_a_function_that_cannot_be_traced_fails_after_a_few_traces():
+    calls = []
+
+    def broken(params, xs):
+        calls.append(1)
+        total = sum(xs.values())  # ties every size
+        raise ValueError(f"no way to compute {total.shape}")
+
+    with pytest.raises(ValueError, match=r"no way to compute \(batch, 3\)"):
+        _module(broken, {k: jaxhub.TensorSpec([None, 3]) for k in "abcdef"})
+    assert len(calls) == 6  # five ties, then the error
+
+    calls.clear()
+    with pytest.raises(ValueError, match="no way"):
+        _module(lambda p, xs: broken(p, {"a": xs["a"]}),
+                {k: jaxhub.TensorSpec([None, 3]) for k in "abcdef"})
+    assert len(calls) == 2  # the error; the leading sizes tied, the same error
+
+
 def test_a_variant_starts_from_its_signatures_ties():
     calls = []
 

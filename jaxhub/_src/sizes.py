@@ -178,10 +178,11 @@ def trace_tied(trace: Callable[[dict[str, TensorSpec]], T], specs: Mapping[str, 
     """``trace(named specs)`` with unrelated unknown sizes under symbols of their own.
 
     Each failed trace ties the two sizes of the latest undecided comparison between them
-    that, tied, it would have decided, and traces again; a failed trace without one ties
-    every leading size (each input's batch shares one symbol). So a function traces at
-    most once more than it has unknown sizes, and once when it ties nothing, or when only
-    one size is unknown.
+    that, tied, it would have decided, and traces again; a failed trace without one (or
+    one that fails as the trace before it did) ties every leading size (each input's
+    batch shares one symbol). So a function traces at most once more than it has
+    unknown sizes, and once when it ties nothing, or when only one size is unknown; a
+    function that cannot be traced at all fails after a few traces, not one per size.
 
     Args:
       trace: traces the function for the given specs (every size named); raises when
@@ -198,14 +199,19 @@ def trace_tied(trace: Callable[[dict[str, TensorSpec]], T], specs: Mapping[str, 
     sizes = UnknownSizes(specs, tied)
     if not SUPPORTED:
         sizes.tie_leading()
+    failed = None
     while True:
         watch = len(sizes.symbols()) > 1
         comparisons: collections.deque = collections.deque(maxlen=_LOOK_BACK)
         try:
             with _undecided(comparisons) if watch else contextlib.nullcontext():
                 return trace(sizes.named()), sizes
-        except Exception:
-            if not (_tie_compared(sizes, comparisons) or sizes.tie_leading()):
+        except Exception as e:
+            # The same failure again: the last tie did not cause it (an op the function
+            # cannot run at all); only the leading sizes are left to try.
+            again, failed = failed == (type(e), str(e)), (type(e), str(e))
+            if not ((not again and _tie_compared(sizes, comparisons))
+                    or sizes.tie_leading()):
                 raise
 
 
