@@ -20,7 +20,7 @@ REPO = pathlib.Path(__file__).resolve().parents[1]
 LAYERS = (
     ("version", "units", "shape_fast_paths"),  # no jaxhub imports at all
     ("specs", "tree", "hub"),             # specs and params trees; handles and the cache
-    ("serialization", "host"),            # jax.export calls; numpy host stages
+    ("serialization", "sizes", "host"),   # jax.export calls; tied sizes; host stages
     ("storage",),                         # the on-disk format: file names, manifest, I/O
     ("module",),                          # Module: a description beside a params tree
     ("create", "formats", "exporter", "common_signatures", "compilation_cache",

@@ -8,7 +8,6 @@ import numpy as np
 import pytest
 
 import jaxhub
-from jaxhub._src.specs import symbolic_input_specs
 
 
 def test_spec_repr_and_equality():
@@ -16,13 +15,6 @@ def test_spec_repr_and_equality():
     assert repr(spec) == "TensorSpec(shape=(None, 50), dtype=float32)"
     assert spec == jaxhub.TensorSpec((None, 50), "float32")
     assert str(jaxhub.TensorSpec(["batch", 3], "int32")) == "int32[batch, 3]"
-
-
-def test_unnamed_dims_become_symbols():
-    specs = symbolic_input_specs({"ids": jaxhub.TensorSpec([None, None], "int32"),
-                                  "mask": jaxhub.TensorSpec([None, "seq"], "int32")})
-    assert specs["ids"].shape == ("batch", "d1")
-    assert specs["mask"].shape == ("batch", "seq")
 
 
 @pytest.mark.parametrize("inputs, message", [

@@ -18,7 +18,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxhub_tf.from_tf import atrous, graph
+from jaxhub_tf.from_tf import atrous, clamps, graph
 from jaxhub_tf.from_tf import ops as _ops  # noqa: F401  (registers every op family)
 from jaxhub_tf.from_tf.ops import registry
 from jaxhub_tf.from_tf.reader import op_defs, protos
@@ -173,13 +173,14 @@ class Interpreter:
 
         TF1 graphs brought into TF2 (a TF1 SavedModel loaded and saved again, a
         ``wrap_function``) keep their ``Switch``/``Merge`` nodes inside TF2 functions, so
-        every library function gets the rewrite TF1 Hub graphs get.
+        every library function gets the rewrite TF1 Hub graphs get. Integer clamps that
+        their bounds pin are folded (:func:`clamps.fold`), for the host-stage split too.
         """
         if name not in self._functions:
             if name not in self._fdefs:
                 raise KeyError(f"function {name!r} is not in the graph's library")
             fn = graph.function_from_function_def(self._fdefs[name], self._fdefs)
-            self._functions[name] = control_flow.functionalize(fn, self)
+            self._functions[name] = clamps.fold(control_flow.functionalize(fn, self))
         return self._functions[name]
 
     def is_function(self, name: str) -> bool:
@@ -505,4 +506,5 @@ def run_graph(graph_def: protos.GraphDef, inputs: Iterable[str], outputs: Iterab
     if not isinstance(graph_def, protos.GraphDef):  # TF's GraphDef: read through jaxhub's
         graph_def = protos.GraphDef.FromString(graph_def.SerializeToString())
     interp = Interpreter.from_graph_def(graph_def)
-    return interp.as_function(graph.function_from_graph_def(graph_def, inputs, outputs))
+    fn = clamps.fold(graph.function_from_graph_def(graph_def, inputs, outputs))
+    return interp.as_function(fn)

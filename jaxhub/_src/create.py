@@ -15,11 +15,12 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxhub._src import serialization
+from jaxhub._src import sizes
 from jaxhub._src import tree
 from jaxhub._src.storage import files
 from jaxhub._src.storage.manifest import FunctionSpec, Manifest, ParamSpec, Tags, VjpSpec
 from jaxhub._src.module import RNG_IMPL, Module, canonical_tags
-from jaxhub._src.specs import Signature, SignatureError, TensorSpec, symbolic_input_specs
+from jaxhub._src.specs import Signature, SignatureError, TensorSpec
 
 InputSpecs = TensorSpec | Mapping[str, TensorSpec]
 SignatureFns = Mapping[str, tuple[Callable[..., Any], InputSpecs]]
@@ -53,8 +54,11 @@ def create_module(params: Any, signatures: SignatureFns, *, variants: VariantFns
         ``params`` in its original structure and ``inputs`` as one array (when
         ``input_specs`` is a single :class:`TensorSpec`, named ``"default"``) or a dict;
         it returns an array (named ``"default"``) or a flat dict of arrays. In the specs,
-        a leading ``None`` is the batch size shared by all inputs, any other ``None`` a
-        size of its own, and a string names a size that inputs share.
+        ``None`` is a size of its own unless the function ties it to another (adds the
+        inputs, concatenates them along another axis, multiplies them as matrices):
+        tied sizes share one symbol, ``batch`` for the leading sizes of most inputs
+        (tracing finds them, see docs/architecture.md). A string names a size that
+        inputs share.
       variants: extra variants: tags (``"train"`` or a set of tags) -> a function for the
         ``"default"`` signature, or a dict of functions by signature name. A variant
         function is ``fn(params, inputs, rng) -> (outputs, state)`` where ``rng`` is a
@@ -143,6 +147,7 @@ class _Builder:
         # (a SavedModel's "serve" and "serving_default") share its files.
         self._added: dict[tuple, FunctionSpec] = {}
         self._exported: dict[str, Any] = {}
+        self._tied: dict[str, tuple] = {}  # signature name -> its tied unknown sizes
         self._regularizer: str | None = None
 
     def _user_params(self, leaves: Sequence[Any]) -> Any:
@@ -166,16 +171,24 @@ class _Builder:
         if not _NAME.match(name):
             raise ValueError(f"signature name {name!r} must match {_NAME.pattern}")
         bare = isinstance(specs, TensorSpec)
-        inputs = symbolic_input_specs({DEFAULT_NAME: specs} if bare else dict(specs))
-        key = (id(fn), tags, bare, repr(sorted(inputs.items())))
+        given = {DEFAULT_NAME: specs} if bare else dict(specs)
+        key = (id(fn), tags, bare, repr(sorted(given.items())))
         if key in self._added:
             self._functions.append(dataclasses.replace(self._added[key], signature_name=name))
             return
         form = _Form(bare, rng, state or checks, checks)
-        flat, arg_specs, traced = self._flat(fn, inputs, form, takes_rng=rng)
+
+        def trace(inputs: dict[str, TensorSpec]):
+            flat, arg_specs, traced = self._flat(fn, inputs, form, takes_rng=rng)
+            return serialization.trace(flat, arg_specs), flat, arg_specs, traced
+
         with _naming_mesh_axes(name):
-            # One trace for every export of the function (forward, both VJP halves).
-            once = serialization.trace(flat, arg_specs)
+            # One trace for every export of the function (forward, both VJP halves); the
+            # unknown sizes it ties share symbols (a variant starts from its signature's).
+            (once, flat, arg_specs, traced), found = sizes.trace_tied(
+                trace, given, self._tied.get(name, ()))
+            self._tied[name] = found.groups
+            inputs = found.named()
             takes_rng = rng and serialization.uses_last_arg(once)
             if rng and not takes_rng:  # draws no random numbers: do not ask for a key
                 flat, arg_specs, traced = self._flat(fn, inputs, form, takes_rng=False)

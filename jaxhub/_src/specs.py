@@ -251,25 +251,6 @@ def _specs_str(specs: Mapping[str, TensorSpec]) -> str:
     return "{" + ", ".join(f"{k}: {s}" for k, s in specs.items()) + "}"
 
 
-def symbolic_input_specs(specs: Mapping[str, TensorSpec]) -> dict[str, TensorSpec]:
-    """Names every ``None`` dimension, so that the specs can be exported.
-
-    A leading ``None`` becomes ``"batch"``, shared by all inputs; any other ``None`` gets a
-    symbol of its own (``"d1"``, ``"d2"``, ...), distinct from the names already used.
-    """
-    used = {d for s in specs.values() for d in s.shape if isinstance(d, str)}
-    fresh = (f"d{i}" for i in range(1, 1 << 30) if f"d{i}" not in used)
-    named = {}
-    for name, spec in sorted(specs.items()):
-        dims = []
-        for axis, dim in enumerate(spec.shape):
-            if dim is None:
-                dim = "batch" if axis == 0 else next(fresh)
-            dims.append(dim)
-        named[name] = TensorSpec(dims, spec.dtype)
-    return named
-
-
 #: 64-bit dtypes and what JAX makes of them with x64 off (``jnp.asarray``'s dtype).
 _NARROWED = {"int64": "int32", "uint64": "uint32", "float64": "float32",
              "complex128": "complex64"}

@@ -445,7 +445,10 @@ def _tile(node, x, multiples):
 
 @register("BroadcastTo")
 def _broadcast_to(node, x, shape):
-    return xnp(x).broadcast_to(x, shape_tuple(shape))
+    shape = shape_tuple(shape)
+    if is_static(x) and all(isinstance(d, int) for d in shape):
+        return np.broadcast_to(x, shape)
+    return jnp.broadcast_to(as_jax(x), shape)  # a symbolic shape: numpy cannot
 
 
 @register("BroadcastArgs")

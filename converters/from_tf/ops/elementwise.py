@@ -27,7 +27,7 @@ import jax.scipy.special as jsp
 import numpy as np
 
 from jaxhub_tf.from_tf.ops.registry import register
-from jaxhub_tf.from_tf.values import as_jax, is_static
+from jaxhub_tf.from_tf.values import as_jax, has_symbolic, is_static
 
 _NpFn = Callable[..., Any] | None
 
@@ -250,7 +250,9 @@ for _name, (_np_fn, _jnp_fn) in {**_UNARY, **_BINARY}.items():
 @register("Cast", attrs={"Truncate": (False,)})
 def _cast(node, x):
     dtype = node.attr("DstT")
-    if is_static(x) and not (isinstance(x, np.ndarray) and x.dtype == object):
+    if has_symbolic(x) and np.dtype(dtype).kind in "iu" and np.dtype(dtype).itemsize >= 4:
+        return x  # sizes, symbolic or not, are the same in 32 and 64 bits
+    if is_static(x) and not has_symbolic(x):
         return np.asarray(x).astype(dtype)
     # With 64-bit types off a cast to int64/float64 computes in 32 bits (the 64-bit rule
     # of docs/converters.md): ask for that, not for a dtype JAX would warn it narrows.

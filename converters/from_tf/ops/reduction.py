@@ -10,7 +10,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxhub_tf.from_tf.ops.registry import register
-from jaxhub_tf.from_tf.values import as_jax, is_static, static_ints
+from jaxhub_tf.from_tf.values import as_jax, is_static, shape_tuple, static_ints
 
 
 def _axis(value) -> int:
@@ -144,9 +144,10 @@ def _dense_bincount(node, x, size, weights):
 def _count_bins(x, size, weights, binary: bool):
     """How often each value ``0 .. size - 1`` occurs along ``x``'s last axis, or the sum
     of its ``weights`` (an empty ``weights``: counts), or with ``binary`` whether it occurs.
-    Values outside the range are not counted. The size is static: it is the output's.
+    Values outside the range are not counted. The size is static (or symbolic): it is
+    the output's.
     """
-    (num,) = static_ints(size)
+    (num,) = shape_tuple(size)
     x = as_jax(x)
     hot = x[..., None] == jnp.arange(num, dtype=x.dtype)
     dtype = jax.dtypes.canonicalize_dtype(weights.dtype)

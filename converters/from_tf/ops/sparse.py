@@ -78,9 +78,9 @@ def _row_splits(node, partitions: tuple) -> list:
     if types[0] != "FIRST_DIM_SIZE" or any(kind != "VALUE_ROWIDS" for kind in types[1:]):
         raise ValueError(f"TF node {node.name!r} (RaggedTensorToTensor): row partition types "
                          f"{types}: expected ROW_SPLITS, or FIRST_DIM_SIZE then VALUE_ROWIDS")
-    nrows, splits = static_ints(partitions[0])[0], []
+    nrows, splits = shape_tuple(partitions[0])[0], []  # a size: maybe symbolic
     for rowids in partitions[1:]:
-        num = xnp(rowids)
+        num = xnp(rowids) if isinstance(nrows, int) else jnp
         counts = (np.bincount(rowids, minlength=nrows)[:nrows] if num is np
                   else jnp.bincount(rowids, length=nrows))
         splits.append(num.concatenate([num.zeros(1, counts.dtype), num.cumsum(counts)]))

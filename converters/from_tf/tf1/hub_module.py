@@ -44,6 +44,7 @@ import jaxhub
 from jaxhub import extend
 from jaxhub_tf.formats import TF1_MODULE_DEF_FILE
 from jaxhub_tf.from_tf.graph import Function, Node, decode_dtype, decode_shape, function_from_graph_def
+from jaxhub_tf.from_tf import clamps
 from jaxhub_tf.from_tf.tf1 import control_flow
 from jaxhub_tf.from_tf.host_stages import split
 from jaxhub_tf.from_tf.interpreter import Interpreter
@@ -328,8 +329,9 @@ class _Graph:
         return regularizer
 
     def _prepare(self, fn: Function) -> Function:
-        """Ref variables read explicitly, v1 control flow in functional form."""
-        return control_flow.functionalize(_with_ref_reads(fn), self._interp)
+        """Ref variables read explicitly, v1 control flow in functional form, pinned integer
+        clamps folded (:func:`clamps.fold`)."""
+        return clamps.fold(control_flow.functionalize(_with_ref_reads(fn), self._interp))
 
     def signature(self, name: str):
         """``(fn, input specs)``: ``fn(params, inputs)`` or, in the train variant,

@@ -156,3 +156,34 @@ def test_jaxhub_to_tf_to_jaxhub_train_variant_keeps_gradients_and_state(noisy_mo
         np.testing.assert_allclose(g, want[path], rtol=1e-5, atol=1e-6, err_msg=str(path))
     np.testing.assert_allclose(state["stats"]["mean"], want_state["stats"]["mean"],
                                rtol=1e-5, atol=1e-6)
+
+
+def test_unrelated_sizes_stay_unrelated_in_tf(tmp_path):
+    """Queries and keys of different lengths: ``batch`` and ``n_q`` in jaxhub, two unknown
+    sizes in TF. Converted back, the embedded function's output shape (``-1`` in TF) is
+    not known to follow the queries, so the sizes come back tied (one ``batch``)."""
+    def attend(params, xs):
+        scores = jax.nn.softmax(xs["q"] @ params["w"] @ xs["k"].T)
+        return {"out": scores @ xs["k"]}
+
+    spec = jaxhub.TensorSpec([None, 4])
+    module = jaxhub.create_module({"w": jnp.eye(4) * 0.5},
+                                  {"default": (attend, {"q": spec, "k": spec})})
+    assert {k: s.shape for k, s in module.signatures["default"].inputs.items()} == {
+        "k": ("batch", 4), "q": ("n_q", 4)}
+    export_saved_model(module, tmp_path / "tf")
+    obj = tf.saved_model.load(str(tmp_path / "tf"))
+    rng = np.random.default_rng(0)
+    for queries, keys in ((2, 5), (6, 1)):
+        inputs = {"q": rng.normal(size=(queries, 4)).astype(np.float32),
+                  "k": rng.normal(size=(keys, 4)).astype(np.float32)}
+        got = obj.signatures["serving_default"](**{k: tf.constant(v) for k, v in inputs.items()})
+        np.testing.assert_allclose(got["out"].numpy(), module(inputs), rtol=1e-5,
+                                   atol=1e-6)
+    back = load_saved_model(tmp_path / "tf")
+    assert {k: s.shape for k, s in back.signatures["serving_default"].inputs.items()} == {
+        "k": ("batch", 4), "q": ("batch", 4)}
+    inputs = {"q": rng.normal(size=(3, 4)).astype(np.float32),
+              "k": rng.normal(size=(3, 4)).astype(np.float32)}
+    np.testing.assert_allclose(back(inputs, signature="serving_default"),
+                               module(inputs), rtol=1e-5, atol=1e-6)
