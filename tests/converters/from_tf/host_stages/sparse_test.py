@@ -21,6 +21,7 @@ import pytest
 import tensorflow as tf
 
 import jaxhub
+from tests.converters.from_tf.host_stages._outputs import assert_outputs_match, tf_outputs
 
 _I64 = tf.int64
 
@@ -179,34 +180,20 @@ def saved(tmp_path_factory):
     return model, jaxhub.load(root / "sm", cache_dir=root / "cache")
 
 
-def _tf(model: _Sparse, signature: str, arrays: dict) -> dict[str, np.ndarray]:
-    out = getattr(model, signature)(**{k: tf.constant(v) for k, v in arrays.items()})
-    return {k: v.numpy() for k, v in out.items()}
-
-
-def _assert_close(ours: dict, theirs: dict) -> None:
-    assert ours.keys() == theirs.keys()
-    for key, want in theirs.items():
-        got = np.asarray(ours[key])
-        assert got.shape == want.shape, key
-        assert got.dtype == jax.dtypes.canonicalize_dtype(want.dtype), key
-        np.testing.assert_allclose(got, want.astype(got.dtype), rtol=1e-6, atol=1e-6)
-
-
 @pytest.mark.parametrize("signature,index", [(s, i) for s, cases in CASES.items()
                                              for i in range(len(cases))])
 def test_outputs_match_tf_through_apply_and_jitted_apply_device(saved, signature, index):
     model, module = saved
     arrays = _arrays(signature, CASES[signature][index])
-    theirs = _tf(model, signature, arrays)
-    _assert_close(module.apply(module.params, arrays, signature=signature, as_dict=True),
-                  theirs)
+    theirs = tf_outputs(model, signature, arrays)
+    ours = module.apply(module.params, arrays, signature=signature, as_dict=True)
+    assert_outputs_match(ours, theirs)
     feeds = module.preprocess(arrays, signature=signature)
     if not all(np.size(v) for v in feeds.values()):
         return  # an empty size cannot be traced: apply returned the empty results
     device = jax.jit(lambda params, feeds: module.apply_device(
         params, feeds, signature=signature, as_dict=True))
-    _assert_close(device(module.params, feeds), theirs)
+    assert_outputs_match(device(module.params, feeds), theirs)
 
 
 @pytest.mark.parametrize("signature,host", [
@@ -231,7 +218,7 @@ def test_values_tf_refuses_fail_the_host_stage_naming_the_op(saved, signature, i
     model, module = saved
     arrays = _arrays(signature, inputs)
     with pytest.raises(tf.errors.InvalidArgumentError):
-        _tf(model, signature, arrays)
+        tf_outputs(model, signature, arrays)
     with pytest.raises(jaxhub.HostStageError, match=rf"signature '{signature}': .*{problem}"):
         module.apply(module.params, arrays, signature=signature)
 
@@ -247,10 +234,10 @@ def test_a_traced_sparse_reshape_that_does_not_fit_fails_a_checked_call_as_tf(tm
     module = jaxhub.load(tmp_path / "converted")
     good = _arrays("sparse_reshape", CASES["sparse_reshape"][0])
     bad = {**good, "new_shape": np.array([5, -1], np.int64)}
-    _assert_close(module(good, signature="sparse_reshape"),
-                  _tf(model, "sparse_reshape", good))
+    assert_outputs_match(module(good, signature="sparse_reshape"),
+                         tf_outputs(model, "sparse_reshape", good))
     with pytest.raises(tf.errors.InvalidArgumentError):
-        _tf(model, "sparse_reshape", bad)
+        tf_outputs(model, "sparse_reshape", bad)
     with pytest.raises(checkify.JaxRuntimeError,
                        match=r"SparseReshape\) failed: the new shape does not hold"):
         module(bad, signature="sparse_reshape")

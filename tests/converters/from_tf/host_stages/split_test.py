@@ -19,6 +19,7 @@ import pytest
 import tensorflow as tf
 
 import jaxhub
+from tests.converters.from_tf.host_stages._outputs import assert_outputs_match, tf_outputs
 from jaxhub_tf.from_tf.host_stages.split import HostStageUnsupportedError
 from jaxhub_tf.from_tf.saved_model import load_saved_model
 
@@ -233,21 +234,6 @@ def saved(saved_model, tmp_path_factory):
     return model, jaxhub.load(path, cache_dir=tmp_path_factory.mktemp("cache"))
 
 
-def _tf(model: _ValueShaped, signature: str, arrays: dict) -> dict[str, np.ndarray]:
-    out = getattr(model, signature)(**{k: tf.constant(v) for k, v in arrays.items()})
-    return {k: v.numpy() for k, v in out.items()}
-
-
-def _assert_close(ours: dict, theirs: dict) -> None:
-    assert ours.keys() == theirs.keys()
-    for key, want in theirs.items():
-        got = np.asarray(ours[key])
-        assert got.shape == want.shape, key
-        # TF's dtype, or its 32-bit counterpart while JAX's 64-bit types are off.
-        assert got.dtype == jax.dtypes.canonicalize_dtype(want.dtype), key
-        np.testing.assert_allclose(got, want.astype(got.dtype), rtol=1e-6, atol=1e-6)
-
-
 @pytest.mark.parametrize("signature,index", [(s, i) for s, cases in CASES.items()
                                              for i in range(len(cases))])
 def test_outputs_match_tf_through_apply_and_jitted_apply_device(saved, signature, index):
@@ -257,21 +243,21 @@ def test_outputs_match_tf_through_apply_and_jitted_apply_device(saved, signature
     if all(np.size(v) for v in module.preprocess(arrays, signature=signature).values()):
         _assert_matches_tf(model, module, signature, CASES[signature][index])
     else:  # an empty size cannot be traced
-        _assert_close(module.apply(module.params, arrays, signature=signature,
-                                   as_dict=True), _tf(model, signature, arrays))
+        ours = module.apply(module.params, arrays, signature=signature, as_dict=True)
+        assert_outputs_match(ours, tf_outputs(model, signature, arrays))
 
 
 def _assert_matches_tf(model: _ValueShaped, module: jaxhub.Module, signature: str,
                        inputs: dict) -> None:
     """``apply`` and ``preprocess`` + ``jit(apply_device)`` give what TF computes."""
     arrays = _arrays(signature, inputs)
-    theirs = _tf(model, signature, arrays)
-    _assert_close(module.apply(module.params, arrays, signature=signature, as_dict=True),
-                  theirs)
+    theirs = tf_outputs(model, signature, arrays)
+    ours = module.apply(module.params, arrays, signature=signature, as_dict=True)
+    assert_outputs_match(ours, theirs)
     feeds = module.preprocess(arrays, signature=signature)
     device = jax.jit(lambda params, feeds: module.apply_device(
         params, feeds, signature=signature, as_dict=True))
-    _assert_close(device(module.params, feeds), theirs)
+    assert_outputs_match(device(module.params, feeds), theirs)
 
 
 @pytest.mark.parametrize("signature", ["unique_int64", "true_cells", "ragged_steps"])
@@ -291,7 +277,7 @@ def test_call_becomes_the_default_signature_with_a_host_stage(saved, x):
     model, module = saved
     x = np.asarray(x, np.float32)
     assert module.has_host_stage("default")
-    _assert_close({"y": module(x)}, {"y": model(tf.constant(x)).numpy()})
+    assert_outputs_match({"y": module(x)}, {"y": model(tf.constant(x)).numpy()})
 
 
 def test_an_empty_result_with_outputs_that_are_not_empty_is_refused(saved):
@@ -299,7 +285,7 @@ def test_an_empty_result_with_outputs_that_are_not_empty_is_refused(saved):
     # does not follow the selection) cannot be computed by the device function.
     model, module = saved
     arrays = _arrays("positive_rows", {"x": [[-1, 2], [-3, 4]], "weights": [0.5, 0.25]})
-    assert _tf(model, "positive_rows", arrays)["rows"].shape == (0, 2)
+    assert tf_outputs(model, "positive_rows", arrays)["rows"].shape == (0, 2)
     message = (r"signature 'positive_rows': for these inputs the host stage's output 0 of "
                r"Where node '[^']*boolean_mask[^']*' \(feeding 'host_\d'\) is empty "
                r"\(axis 0, n\d+=0\).* outputs \['total'\] would not be empty")
@@ -432,6 +418,6 @@ def test_padded_nms_of_boxes_from_params_runs_on_the_device(tmp_path, score_thre
               "scores": np.asarray(CASES["scored_detections"][0]["scores"], np.float32),
               "score_threshold": np.float32(score_threshold)}
     theirs = {k: v.numpy() for k, v in model(**inputs).items()}
-    _assert_close(module.apply(module.params, inputs, as_dict=True), theirs)
-    _assert_close(jax.jit(lambda p, x: module.apply(p, x, as_dict=True))(module.params,
+    assert_outputs_match(module.apply(module.params, inputs, as_dict=True), theirs)
+    assert_outputs_match(jax.jit(lambda p, x: module.apply(p, x, as_dict=True))(module.params,
                                                                          inputs), theirs)

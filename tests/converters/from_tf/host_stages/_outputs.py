@@ -1,0 +1,24 @@
+"""Comparing a host-stage signature's outputs with what TF computes."""
+
+from __future__ import annotations
+
+import jax
+import numpy as np
+import tensorflow as tf
+
+
+def tf_outputs(model: tf.Module, signature: str, arrays: dict) -> dict[str, np.ndarray]:
+    """What ``model``'s ``signature`` (a ``tf.function`` returning a dict) computes."""
+    out = getattr(model, signature)(**{k: tf.constant(v) for k, v in arrays.items()})
+    return {k: v.numpy() for k, v in out.items()}
+
+
+def assert_outputs_match(ours: dict, theirs: dict) -> None:
+    """Same keys, shapes and values; TF's dtype, or its 32-bit counterpart while JAX's
+    64-bit types are off."""
+    assert ours.keys() == theirs.keys()
+    for key, want in theirs.items():
+        got = np.asarray(ours[key])
+        assert got.shape == want.shape, key
+        assert got.dtype == jax.dtypes.canonicalize_dtype(want.dtype), key
+        np.testing.assert_allclose(got, want.astype(got.dtype), rtol=1e-6, atol=1e-6)
