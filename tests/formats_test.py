@@ -125,6 +125,7 @@ def test_a_conversion_is_cached_without_gradients_until_the_first_one(dense, tmp
     np.testing.assert_allclose(grads["w"], tf_grad, rtol=1e-5, atol=1e-6)
     listed = Cache(cache).listing()
     assert len(listed) == 2 and all(not item.problems for item in listed)
+    assert "gradients='read'" in repr(module)
     # Every later load reads the conversion with gradients: split VJPs, no deferral.
     again = jaxhub.load(source, cache_dir=cache)
     assert again.path != module.path and "gradients" not in _manifest(again)

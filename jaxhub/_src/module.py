@@ -135,6 +135,11 @@ class WithGradients:
         """
         return self._contents()[:2]
 
+    @property
+    def fetched(self) -> bool:
+        """Whether the copy has been read (by a gradient traced through the module)."""
+        return self._read is not None
+
     def callable(self, file: str) -> Callable[..., tuple]:
         """The copy's function in ``file``, differentiable."""
         return self._contents()[2][file]
@@ -630,6 +635,14 @@ class Module:
             manifest, functions = self._def.gradients.read()
         return writer.write(pathlib.Path(path), manifest, functions, params, assets)
 
+    def _gradients(self) -> str | None:
+        """How a module stored without gradients gets them: exported on the first
+        ``jax.grad``, already read, or not at all (None)."""
+        source = self._def.gradients
+        if source is None:
+            return None
+        return "read" if source.fetched else "on first use"
+
     def __repr__(self) -> str:
         sigs = ", ".join(
             f"{name}{_sig_str(sig)}"
@@ -637,9 +650,7 @@ class Module:
             for name, sig in self.signatures.items())
         variants = ", ".join("{" + ", ".join(sorted(t)) + "}" for t in self.variants)
         where = f", path={str(self._def.path)!r}" if self._def.path else ""
-        # Stored without gradients: exported on the first jax.grad, or not at all.
-        gradients = ("" if self._def.manifest.gradients else ", gradients='on first use'"
-                     if self._def.gradients is not None else ", gradients=None")
+        gradients = "" if self._def.manifest.gradients else f", gradients={self._gradients()!r}"
         return (f"Module(signatures=[{sigs}], variants=[{variants}], "
                 f"params={self.num_params():,}{gradients}{where})")
 
