@@ -270,6 +270,7 @@ class _SavedModel:
         signature's name is in :attr:`random_signatures`.
         """
         sig = self._meta.signature_def[name]
+        _refuse_composites(name, sig)
         for key, t in sorted(sig.outputs.items()):
             if graph.decode_dtype(t.dtype) in _HANDLE_DTYPES:
                 raise NotImplementedError(
@@ -713,6 +714,22 @@ class _ParamNames:
         self._prefixes.update(path[:i] for i in range(1, len(path)))
         return path
 
+
+
+def _refuse_composites(name: str, sig) -> None:
+    """Refuses a signature_def input or output that is a sparse or composite tensor (its
+    ``TensorInfo`` names components, not one tensor): a jaxhub signature takes and returns
+    arrays."""
+    for kind, infos in (("input", sig.inputs), ("output", sig.outputs)):
+        for key, info in sorted(infos.items()):
+            encoding = info.WhichOneof("encoding")
+            if encoding != "name":
+                what = "a SparseTensor" if encoding == "coo_sparse" else "a composite tensor"
+                raise NotImplementedError(
+                    f"signature {name!r}: {kind} {key!r} is {what}, not one tensor: a "
+                    f"jaxhub signature takes and returns arrays; pass or return its "
+                    f"components (a SparseTensor's indices, values and dense_shape, or "
+                    f"tf.sparse.to_dense of it) and save the SavedModel again")
 
 def _spec(shape_proto, dtype_enum: int) -> jaxhub.TensorSpec:
     shape = graph.decode_shape(shape_proto)

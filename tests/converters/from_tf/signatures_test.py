@@ -300,6 +300,21 @@ def test_a_signature_returning_a_variable_handle_is_refused_naming_it(tmp_path):
     assert not (tmp_path / "converted").exists()
 
 
+class _Sparse(tf.Module):
+    @tf.function(input_signature=[tf.TensorSpec([None, 3], tf.float32)])
+    def nonzero(self, x):
+        return {"entries": tf.sparse.from_dense(x)}
+
+
+def test_a_signature_returning_a_sparse_tensor_is_refused_naming_it(tmp_path):
+    model = _Sparse()
+    tf.saved_model.save(model, str(tmp_path / "saved"), signatures={"nonzero": model.nonzero})
+    with pytest.raises(NotImplementedError, match=r"signature 'nonzero': output 'entries' is "
+                                                  r"a SparseTensor.*dense_shape"):
+        convert_saved_model(tmp_path / "saved", tmp_path / "converted")
+    assert not (tmp_path / "converted").exists()
+
+
 # -- random ops in serving signatures ------------------------------------------------------
 
 
