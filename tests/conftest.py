@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import pathlib
 
@@ -18,6 +19,24 @@ REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
 def repo_pythonpath() -> str:
     """``PYTHONPATH`` for a child process: this checkout first, then the caller's own."""
     return os.pathsep.join(filter(None, [str(REPO_ROOT), os.environ.get("PYTHONPATH")]))
+
+
+@contextlib.contextmanager
+def deep_dirs(root, levels: int):
+    """``root/a/a/...`` ``levels`` deep; removed bottom-up on exit, since shutil.rmtree
+    (and so pytest's own clean-up) recurses once per level before Python 3.12."""
+    made = [root]
+    for _ in range(levels):
+        made.append(made[-1] / "a")
+        made[-1].mkdir()
+    try:
+        yield made[-1]
+    finally:
+        for directory in reversed(made[1:]):
+            for child in directory.iterdir():
+                if not child.is_dir() or child.is_symlink():
+                    child.unlink()
+            directory.rmdir()
 
 
 #: Warnings that mean a test passed over a bug. A test that expects one says so with

@@ -18,6 +18,7 @@ import jaxhub
 from jaxhub._src import formats
 from jaxhub._src.cli.inspect import describe
 from jaxhub._src.hub.cache import Cache
+from tests.conftest import deep_dirs
 
 tf = pytest.importorskip("tensorflow")
 
@@ -249,10 +250,8 @@ def test_inspect_says_gradients_come_on_first_use(dense, tmp_path):
 
 def test_a_source_nested_deeper_than_python_recurses_is_fingerprinted(tmp_path):
     # The converted-module cache key lists every file; pathlib's rglob recursed per level.
-    from jaxhub._src.formats import fingerprint
-    from tests.storage.hostile_params_test import deep_dirs
     with deep_dirs(tmp_path, 1200) as deep:
         (deep / "f").write_bytes(b"x")
-        before = fingerprint(tmp_path)
+        before = formats.fingerprint(tmp_path)
         (deep / "f").write_bytes(b"xy")
-        assert fingerprint(tmp_path) != before
+        assert formats.fingerprint(tmp_path) != before

@@ -7,7 +7,6 @@ reader refuses them before Orbax opens anything.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import shutil
@@ -19,6 +18,7 @@ import orbax.checkpoint as ocp
 import pytest
 
 import jaxhub
+from tests.conftest import deep_dirs
 
 
 @pytest.fixture(scope="module")
@@ -139,24 +139,6 @@ def test_constant_params_under_the_floor_load(tmp_path):
     on_disk = sum(f.stat().st_size for f in (path / "params").rglob("*") if f.is_file())
     assert 2048 * 2048 * 4 > 1000 * on_disk
     assert jaxhub.load(path).params["w"].shape == (2048, 2048)
-
-
-@contextlib.contextmanager
-def deep_dirs(root, levels: int):
-    """``root/a/a/...`` ``levels`` deep; removed bottom-up on exit, since shutil.rmtree
-    (and so pytest's own clean-up) recurses once per level before Python 3.12."""
-    made = [root]
-    for _ in range(levels):
-        made.append(made[-1] / "a")
-        made[-1].mkdir()
-    try:
-        yield made[-1]
-    finally:
-        for directory in reversed(made[1:]):
-            for child in directory.iterdir():
-                if not child.is_dir() or child.is_symlink():
-                    child.unlink()
-            directory.rmdir()
 
 
 def test_params_nested_deeper_than_python_recurses_are_checked(small_copy):
