@@ -197,7 +197,7 @@ def _prepare(name: str, path: pathlib.Path, settings: harness.Settings) -> dict[
     if record.is_file():
         return json.loads(record.read_text())
     _progress(f"{name}: converting for jaxhub")
-    result = harness.measure("start", "jaxhub", name, path, settings)
+    result = harness.measure("convert", "jaxhub", name, path, settings)
     result["converted_at"] = time.strftime("%Y-%m-%d %H:%M")
     if "error" not in result:
         record.write_text(json.dumps(result))
