@@ -42,20 +42,35 @@ def _identity(node, x, *unused):
 def _prevent_gradient(node, x):
     """The identity whose gradient TF refuses: differentiating through it raises, so a
     function holding one is stored forward-only, naming the node and TF's reason."""
-    if is_static(x) or not jnp.issubdtype(x.dtype, jnp.inexact):
-        return x
     reason = f"TF node {node.name!r} (PreventGradient): gradient explicitly disabled. " \
              f"Reason: {node.attr('message', '')}"
+    if is_static(x) or not jnp.issubdtype(x.dtype, jnp.inexact):
+        return x
+    return without_gradient(lambda value: value, reason)(x)
 
-    @jax.custom_vjp
-    def identity(value):
-        return value
 
-    def refuse(*unused):
-        raise LookupError(reason)
+def without_gradient(fn, reason: str):
+    """``fn``, whose gradient raises ``LookupError(reason)`` (TF's error for an op without
+    one): a function differentiated through it is stored forward-only with that reason.
+    ``fn`` itself is never differentiated; a gradient that reaches none of its results
+    (all zero cotangents, as a custom gradient around it gives) is zero, not refused."""
+    def call(*args):
+        wrapped = jax.custom_vjp(fn)
 
-    identity.defvjp(lambda value: (value, None), refuse)
-    return identity(x)
+        def forward(*primals):
+            return wrapped(*(p.value for p in primals)), None
+
+        def backward(unused, cotangents):
+            zero = jax.custom_derivatives.SymbolicZero
+            if all(isinstance(c, zero) for c in
+                   jax.tree.leaves(cotangents, is_leaf=lambda c: isinstance(c, zero))):
+                return (None,) * len(args)
+            raise LookupError(reason)
+
+        wrapped.defvjp(forward, backward, symbolic_zeros=True)
+        return wrapped(*args)
+
+    return call
 
 
 class GraphAssertionError(ValueError):

@@ -7,8 +7,11 @@ inlines the very computation that was exported; nothing is re-derived from TF op
 
 Gradients: ``jax2tf`` saves its VJP as a TF custom gradient (an ``IdentityN`` with
 ``_gradient_op_type``, see :meth:`Interpreter._custom_gradient`), which the interpreter
-turns into a ``jax.custom_vjp``. The call itself is therefore made on stopped-gradient
-inputs: without a saved custom gradient a jax2tf function is not differentiable.
+turns into a ``jax.custom_vjp``, so the call itself is never differentiated. Without a
+saved custom gradient (``jax2tf.convert(..., with_gradient=False)``, or a SavedModel
+written with ``experimental_custom_gradients=False``) TF has no gradient for the op, and
+neither has the conversion: differentiating through it raises, naming the node, and the
+function is stored forward-only (a gradient of zero would be wrong).
 
 Platforms: a module lowered only for some platforms (``jax2tf`` defaults to the one it
 ran on) can only be re-exported for those (the SavedModel reader checks).
@@ -23,6 +26,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax import export as jax_export
 
+from jaxhub_tf.from_tf.ops.array import without_gradient
 from jaxhub_tf.from_tf.ops.registry import register
 from jaxhub_tf.from_tf.values import as_jax, is_static, shape_tuple
 
@@ -36,10 +40,12 @@ _ATTRS = {"version": None, "module": None, "Sout": None, "platforms": None,
 
 @register("XlaCallModule", attrs=_ATTRS)
 def _xla_call_module(node, *args):
-    args = [jax.lax.stop_gradient(as_jax(a)) if not is_static(a) else as_jax(a)
-            for a in args]
+    reason = (f"TF node {node.name!r} (XlaCallModule) has no gradient: its SavedModel "
+              "holds no custom gradient for it (jax2tf.convert with with_gradient=True, "
+              "saved with experimental_custom_gradients=True, stores one)")
+    args = [as_jax(a) for a in args]
     exported = _exported(node, args)
-    return list(exported.call(*args))
+    return list(without_gradient(exported.call, reason)(*args))
 
 
 def _exported(node, args) -> jax_export.Exported:

@@ -259,6 +259,30 @@ def test_jax2tf_saved_model_round_trip_in_fresh_process(jax2tf_saved, tmp_path):
     _helpers.assert_round_trip_matches(result, module, ref, rtol=1e-5, atol=1e-6)
 
 
+def test_jax2tf_saved_model_without_its_gradient_refuses_it_as_tf_does(tmp_path):
+    """Saved without its custom gradient (``experimental_custom_gradients=False``), the
+    StableHLO call has no gradient in TF (its restored function fails to differentiate):
+    the converted signature is forward-only, naming the node, rather than differentiating
+    to zero."""
+    converted = jax2tf.convert(lambda x: jnp.sin(x) * 2.0, with_gradient=True)
+    model = tf.Module()
+    model.f = tf.function(converted, autograph=False,
+                          input_signature=[tf.TensorSpec([3], tf.float32)])
+    tf.saved_model.save(model, str(tmp_path / "saved"),
+                        options=tf.saved_model.SaveOptions(experimental_custom_gradients=False))
+    x = np.array([0.5, -1.0, 2.0], np.float32)
+    xt = tf.constant(x)
+    with tf.GradientTape() as tape, pytest.raises((LookupError, TypeError)):
+        tape.watch(xt)
+        tape.gradient(tf.reduce_sum(tf.saved_model.load(str(tmp_path / "saved")).f(xt)), xt)
+
+    module = jaxhub.load(tmp_path / "saved", cache_dir=tmp_path / "cache")
+    np.testing.assert_allclose(module(x, signature="f"), np.sin(x) * 2.0, rtol=1e-6)
+    with pytest.warns(UserWarning, match="stored forward-only"), \
+            pytest.raises(LookupError, match="XlaCallModule.*has no gradient"):
+        jax.grad(lambda x: jnp.sum(module(x, signature="f")))(x)
+
+
 # -- A reusable SavedModel from tf-keras: __call__(inputs, training), regularizers ---------
 
 
