@@ -193,8 +193,8 @@ def converted(fmt: Format, path: pathlib.Path, *, cache_dir: Any = None,
                 f"{path} changed (or is gone) since it was loaded and converted without "
                 f"gradients, so they cannot be exported from it: load it again")
         # The conversion without gradients, if any, holds the same forward functions.
-        without = cached_derivation_if_present(lazy_key, cache_dir=cache_dir)
-        build = _in_cache(lambda out: _convert(fmt, path, out), _forward_functions(without))
+        build = _in_cache(lambda out: _convert(fmt, path, out), lambda: _forward_functions(
+            cached_derivation_if_present(lazy_key, cache_dir=cache_dir)))
         module_dir = cached_derivation(key, build, cache_dir=cache_dir, origin=path)
         return _refreshed(module_dir, key, path, cache_dir)
 
@@ -228,19 +228,20 @@ def _refreshed(module_dir: pathlib.Path, key: str, origin: pathlib.Path,
 
 
 def _in_cache(build: Callable[[pathlib.Path], Any],
-              forward: Mapping[str, Any] | None = None) -> Callable[[pathlib.Path], Any]:
+              forward: Callable[[], Mapping[str, Any]] = dict
+              ) -> Callable[[pathlib.Path], Any]:
     """``build(out)``, writing its module at ``out`` as an entry of the cache: without
     the exported VJPs that only readers predating split VJPs use, which are most of
     the time of writing a converted model's gradients after its split VJPs
     (``writer.cache_entry``; ``Module.export`` writes them when the module leaves the
-    cache). ``forward``: exports of its functions made earlier, by file, which
-    ``create_module`` takes instead of exporting them again
-    (``serialization.reusing``)."""
+    cache). ``forward()``: exports of its functions made earlier, by file, which
+    ``create_module`` takes instead of exporting them again (``serialization.reusing``);
+    asked only when the entry is built."""
     from jaxhub._src import serialization
     from jaxhub._src.storage import writer
 
     def build_entry(out: pathlib.Path) -> Any:
-        with writer.cache_entry(out), serialization.reusing(forward or {}):
+        with writer.cache_entry(out), serialization.reusing(forward()):
             return build(out)
 
     return build_entry
