@@ -163,8 +163,10 @@ def _squeeze(node, x):
 
     A size known only at run time (a free batch) is dropped when the axis is given, or,
     without axes, when TF recorded it dropped: the output shape TF recorded for the node
-    when it traced the graph tells which free axes it kept. A dropped free axis must be
-    1 at run time, a check kept as for ``Assert`` (conversion with ``checks=True``).
+    when it traced the graph tells which free axes it kept. A kept one stays at any size,
+    as the signature's output shape says (TF's kernel drops it where it is 1 at run
+    time, against that shape). A dropped free axis must be 1 at run time, a check kept
+    as for ``Assert`` (conversion with ``checks=True``).
 
     Raises:
       ValueError: no axis is given, an axis is free, and TF recorded no output shape
