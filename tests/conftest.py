@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import pathlib
+import shutil
 
 import jax
 import jax.numpy as jnp
@@ -37,6 +39,18 @@ def deep_dirs(root, levels: int):
                 if not child.is_dir() or child.is_symlink():
                     child.unlink()
             directory.rmdir()
+
+
+def as_read_before_split_vjps(path: pathlib.Path, copy_to: pathlib.Path) -> jaxhub.Module:
+    """The module at ``path`` as a reader that predates split VJPs loads it: its functions
+    without their halves, differentiated through their exported VJPs (copied to
+    ``copy_to``, where the manifest loses its ``vjp`` entries)."""
+    copy = shutil.copytree(path, copy_to)
+    manifest = json.loads((copy / "jaxhub_module.json").read_text())
+    for fn in manifest["functions"]:
+        fn.pop("vjp", None)
+    (copy / "jaxhub_module.json").write_text(json.dumps(manifest))
+    return jaxhub.load(copy)
 
 
 #: Warnings that mean a test passed over a bug. A test that expects one says so with

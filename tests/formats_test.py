@@ -15,10 +15,11 @@ import numpy as np
 import pytest
 
 import jaxhub
-from jaxhub._src import formats
+from jaxhub._src import formats, serialization
 from jaxhub._src.cli.inspect import describe
+from jaxhub._src.hub import cached_derivation_if_present
 from jaxhub._src.hub.cache import Cache
-from tests.conftest import deep_dirs
+from tests.conftest import as_read_before_split_vjps, deep_dirs
 
 tf = pytest.importorskip("tensorflow")
 
@@ -233,13 +234,61 @@ def test_a_source_changed_since_loading_gives_no_gradient_from_the_new_files(den
         source, cache_dir=tmp_path / "cache")(x), rtol=1e-6)  # inference unaffected
 
 
-def test_a_module_exported_after_loading_has_its_gradients(dense, tmp_path):
+def test_the_conversion_with_gradients_is_cached_with_split_vjps_only(dense, tmp_path):
+    """The exported VJPs (for readers that predate split VJPs) are left out of the cache,
+    which says so, under a key that a jaxhub reading them does not look up."""
+    source, tf_grad, x, weights = dense
+    cache = tmp_path / "cache"
+    module = jaxhub.load(source, cache_dir=cache)
+    jax.grad(_weighted_sum(module, x, weights))(module.params)
+    again = jaxhub.load(source, cache_dir=cache)
+    assert _manifest(again)["exported_vjps"] is False
+    assert "exported VJPs: not stored" in describe(again.manifest, "dense")
+    assert all(f.vjp is not None and not again.functions[f.file].has_vjp()
+               for f in again.manifest.functions)
+    grads = jax.grad(_weighted_sum(again, x, weights))(again.params)
+    np.testing.assert_allclose(grads["w"], tf_grad, rtol=1e-5, atol=1e-6)
+    digest = formats.fingerprint(source)
+    assert cached_derivation_if_present(
+        f"converted:TF2 SavedModel:jaxhub-{jaxhub.__version__}:{digest}",
+        cache_dir=cache) is None
+    assert cached_derivation_if_present(
+        f"converted:TF2 SavedModel:jaxhub-{jaxhub.__version__}:split-vjps:{digest}",
+        cache_dir=cache) == again.path
+
+
+def test_the_conversion_with_gradients_reuses_the_forward_functions(dense, tmp_path,
+                                                                    monkeypatch):
+    """Lowered by the conversion without gradients, from the same graph: not again."""
     source, tf_grad, x, weights = dense
     module = jaxhub.load(source, cache_dir=tmp_path / "cache")
-    exported = jaxhub.load(module.export(tmp_path / "published"))
-    assert exported.manifest.gradients
+    exports = []
+    export = serialization.export
+    monkeypatch.setattr(serialization, "export",
+                        lambda *args, **kwargs: exports.append(args) or export(*args, **kwargs))
+    grads = jax.grad(_weighted_sum(module, x, weights))(module.params)
+    assert exports == []  # the halves are lowered, the forward function is not
+    np.testing.assert_allclose(grads["w"], tf_grad, rtol=1e-5, atol=1e-6)
+    # Converted with gradients from the start (no entry without them), it is lowered.
+    jaxhub.load(formats.native(source, cache_dir=tmp_path / "complete", gradients=True).path)
+    assert exports
+
+
+@pytest.mark.parametrize("first_gradient", [False, True])
+def test_a_module_exported_after_loading_has_its_gradients(dense, tmp_path, first_gradient):
+    source, tf_grad, x, weights = dense
+    module = jaxhub.load(source, cache_dir=tmp_path / "cache")
+    if first_gradient:  # else export converts with gradients itself
+        jax.grad(_weighted_sum(module, x, weights))(module.params)
+    published = module.export(tmp_path / "published")
+    exported = jaxhub.load(published)
+    assert exported.manifest.gradients and exported.manifest.exported_vjps
     assert all(f.vjp is not None for f in exported.manifest.functions)
     grads = jax.grad(_weighted_sum(exported, x, weights))(exported.params)
+    np.testing.assert_allclose(grads["w"], tf_grad, rtol=1e-5, atol=1e-6)
+    # Readers that predate split VJPs differentiate through the exported VJPs: TF's too.
+    old = as_read_before_split_vjps(published, tmp_path / "old-reader")
+    grads = jax.grad(_weighted_sum(old, x, weights))(old.params)
     np.testing.assert_allclose(grads["w"], tf_grad, rtol=1e-5, atol=1e-6)
 
 

@@ -249,3 +249,21 @@ def test_a_function_whose_gradient_cannot_be_traced_is_stored_forward_only(x):
     np.testing.assert_allclose(module(x), x @ params["w"], atol=ATOL)
     with pytest.raises(jaxhub.SignatureError, match="signature 'default' is forward-only"):
         jax.grad(lambda v: jnp.sum(module(v)))(x)
+
+
+def test_an_earlier_export_is_reused_for_its_key_and_types_only():
+    """What converting a model again with gradients takes instead of lowering anew."""
+    from jaxhub._src import serialization
+
+    def trace(n):
+        return serialization.trace(lambda x: (jnp.sin(x),), [jaxhub.TensorSpec(["b", n])])
+
+    traced = trace(3)
+    earlier = serialization.export(traced.fn, [jaxhub.TensorSpec(["b", 3])],
+                                   scope=traced.scope)
+    with serialization.reusing({"f": earlier}):
+        assert serialization.earlier_export("f", traced) is earlier
+        assert serialization.earlier_export("f", trace(3)) is earlier
+        assert serialization.earlier_export("f", trace(4)) is None  # other types
+        assert serialization.earlier_export("g", traced) is None
+    assert serialization.earlier_export("f", traced) is None

@@ -193,11 +193,11 @@ class _Builder:
             if rng and not takes_rng:  # draws no random numbers: do not ask for a key
                 flat, arg_specs, traced = self._flat(fn, inputs, form, takes_rng=False)
                 once = serialization.trace(flat, arg_specs)
-            exported = serialization.export(once.fn, arg_specs, platforms=self._platforms,
-                                            scope=once.scope)
+            file = files.function_file(tags, name)
+            exported = serialization.earlier_export(file, once) or serialization.export(
+                once.fn, arg_specs, platforms=self._platforms, scope=once.scope)
         outputs, state = traced["outputs"], traced["state"]
         output_specs = {k: TensorSpec.from_aval(a) for k, a in zip(outputs, exported.out_avals)}
-        file = files.function_file(tags, name)
         self._exported[file] = exported
         vjp, forward_only = self._add_gradient(name, once, flat, arg_specs, exported, tags)
         self._added[key] = FunctionSpec(tags, name, Signature(inputs, output_specs), file,
@@ -227,6 +227,11 @@ class _Builder:
                                             self._exported[vjp.backward],
                                             vjp.saved_inputs, vjp.saved_outputs)
             self._exported[file] = serialization.with_vjp_from_halves(exported, halves)
+        elif forward_only is None and not exported.has_vjp():
+            # Differentiated through its exported VJP, which an earlier export written
+            # without gradients lacks: exported again, with it.
+            self._exported[file] = serialization.export(
+                once.fn, arg_specs, platforms=exported.platforms, scope=once.scope)
         return vjp, forward_only
 
     def _why_no_gradient(self, flat, arg_specs: list[TensorSpec], platforms: Sequence[str],

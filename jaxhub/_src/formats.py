@@ -26,7 +26,7 @@ import hashlib
 import importlib.metadata
 import importlib.util
 import pathlib
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 from jaxhub._src.hub import cached_derivation, cached_derivation_if_present
 from jaxhub._src.specs import NoGradientError
@@ -180,21 +180,27 @@ def converted(fmt: Format, path: pathlib.Path, *, cache_dir: Any = None,
     # module cannot be called with them off (nor the other way round): one conversion each.
     x64 = ":x64" if jax.config.jax_enable_x64 else ""
     digest = fingerprint(path)
-    key = f"converted:{fmt.name}:jaxhub-{__version__}{x64}:{digest}"
+    prefix = f"converted:{fmt.name}:jaxhub-{__version__}{x64}"
+    # The conversion's functions carry their split VJPs only (see _in_cache): a key of
+    # its own, which a jaxhub of this version written before that (whose Module.export
+    # needs the exported VJPs) does not read.
+    key = f"{prefix}:split-vjps:{digest}"
+    lazy_key = f"{prefix}:gradients-on-demand:{digest}"
 
     def with_gradients() -> pathlib.Path:
         if fingerprint(path) != digest:  # the conversion would not be the loaded module's
             raise NoGradientError(
                 f"{path} changed (or is gone) since it was loaded and converted without "
                 f"gradients, so they cannot be exported from it: load it again")
-        module_dir = cached_derivation(key, lambda out: _convert(fmt, path, out),
-                                       cache_dir=cache_dir, origin=path)
+        # The conversion without gradients, if any, holds the same forward functions.
+        build = _in_cache(lambda out: _convert(fmt, path, out), lambda: _forward_functions(
+            cached_derivation_if_present(lazy_key, cache_dir=cache_dir)))
+        module_dir = cached_derivation(key, build, cache_dir=cache_dir, origin=path)
         return _refreshed(module_dir, key, path, cache_dir)
 
     found = cached_derivation_if_present(key, cache_dir=cache_dir)
     if gradients or not fmt.gradients_on_demand or found is not None:
         return Native(with_gradients())
-    lazy_key = f"converted:{fmt.name}:jaxhub-{__version__}{x64}:gradients-on-demand:{digest}"
     module_dir = cached_derivation(
         lazy_key, lambda out: _convert(fmt, path, out, gradients=False),
         cache_dir=cache_dir, origin=path)
@@ -217,8 +223,45 @@ def _refreshed(module_dir: pathlib.Path, key: str, origin: pathlib.Path,
     if not stale_functions(module_dir, without_durable_copy=False):
         return module_dir
     return cached_derivation(f"{key}:upgraded-for-jax-{jax.__version__}",
-                             lambda out: relower_dir(module_dir, out),
+                             _in_cache(lambda out: relower_dir(module_dir, out)),
                              cache_dir=cache_dir, origin=origin)
+
+
+def _in_cache(build: Callable[[pathlib.Path], Any],
+              forward: Callable[[], Mapping[str, Any]] = dict
+              ) -> Callable[[pathlib.Path], Any]:
+    """``build(out)``, writing its module at ``out`` as an entry of the cache: without
+    the exported VJPs that only readers predating split VJPs use, which are most of
+    the time of writing a converted model's gradients after its split VJPs
+    (``writer.cache_entry``; ``Module.export`` writes them when the module leaves the
+    cache). ``forward()``: exports of its functions made earlier, by file, which
+    ``create_module`` takes instead of exporting them again (``serialization.reusing``);
+    asked only when the entry is built."""
+    from jaxhub._src import serialization
+    from jaxhub._src.storage import writer
+
+    def build_entry(out: pathlib.Path) -> Any:
+        with writer.cache_entry(out), serialization.reusing(forward()):
+            return build(out)
+
+    return build_entry
+
+
+def _forward_functions(module_dir: pathlib.Path | None) -> dict[str, Any]:
+    """The functions of the conversion without gradients at ``module_dir``, by file, when
+    the running JAX lowered them (so exporting them again would give the same); else
+    none. Converting with gradients traces the same graph into the same functions."""
+    import jax
+    from jaxhub._src.storage import reader
+    if module_dir is None:
+        return {}
+    try:
+        manifest, functions = reader.read_functions(module_dir)
+    except Exception:  # noqa: BLE001 (an entry this JAX cannot read: export them anew)
+        return {}
+    if manifest.written_by.get("jax") != jax.__version__:
+        return {}
+    return {f.file: functions[f.file] for f in manifest.functions}
 
 
 def fingerprint(path: pathlib.Path) -> str:

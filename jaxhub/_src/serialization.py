@@ -29,11 +29,12 @@ the reshards, so cotangents come back typed as their primal inputs.
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import dataclasses
 import functools
 import re
 import warnings
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Iterator, Mapping, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -159,6 +160,40 @@ def outside_mesh():
         cleared = contextlib.nullcontext()
     with cleared:
         yield
+
+
+#: Exports made earlier of the functions being exported now, by key (see :func:`reusing`).
+_EARLIER: contextvars.ContextVar[Mapping[str, jax_export.Exported]] = contextvars.ContextVar(
+    "jaxhub_earlier_exports", default={})
+
+
+@contextlib.contextmanager
+def reusing(exports: Mapping[str, jax_export.Exported]) -> Iterator[None]:
+    """Makes ``exports``, made earlier of the same functions, what :func:`earlier_export`
+    returns in this context, by key.
+
+    Converting a model again, with gradients, traces the same graph into the same
+    forward functions as the conversion without them: lowering them again is wasted.
+    """
+    token = _EARLIER.set(exports)
+    try:
+        yield
+    finally:
+        _EARLIER.reset(token)
+
+
+def earlier_export(key: str, traced: Traced) -> jax_export.Exported | None:
+    """The export under ``key`` in :func:`reusing`, when it takes and returns the types
+    that ``traced`` does (symbolic dims by name); None otherwise."""
+    exported = _EARLIER.get().get(key)
+    if exported is None or (_types(exported.in_avals), _types(exported.out_avals)) != (
+            _types(traced.jaxpr.in_avals), _types(traced.jaxpr.out_avals)):
+        return None
+    return exported
+
+
+def _types(avals: Sequence[Any]) -> list[tuple[str, str]]:
+    return [(str(tuple(a.shape)), str(a.dtype)) for a in avals]
 
 
 def uses_last_arg(traced: Traced) -> bool:

@@ -133,6 +133,19 @@ def test_only_jaxhub_modules_are_published(tmp_path):
     assert not (tmp_path / "repo").exists()
 
 
+def test_an_entry_of_the_conversion_cache_is_published_once_exported(tmp_path, sources):
+    """Cache entries lack the exported VJPs that readers before split VJPs use."""
+    from jaxhub._src.storage import writer
+    entry = tmp_path / "entry"
+    with writer.cache_entry(entry):
+        jaxhub.load(sources["mlp1"].module_dir).export(entry)
+    with pytest.raises(jaxhub.ModuleFormatError, match=r"jaxhub.load\(dir\).export"):
+        catalog.publish(entry, tmp_path / "repo", "acme/mlp", 1)
+    assert not (tmp_path / "repo").exists()
+    exported = jaxhub.load(entry).export(tmp_path / "exported")
+    assert catalog.publish(exported, tmp_path / "repo", "acme/mlp", 1).version == 1
+
+
 def test_concurrent_publishers_all_reach_the_index(tmp_path, sources):
     errors = []
 

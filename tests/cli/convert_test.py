@@ -13,7 +13,7 @@ import tensorflow as tf
 
 import jaxhub
 from tests.converters.from_tf._helpers import REPO_ROOT
-from tests.conftest import repo_pythonpath
+from tests.conftest import as_read_before_split_vjps, repo_pythonpath
 
 
 class _Affine(tf.Module):
@@ -59,8 +59,15 @@ def test_convert_writes_a_module_that_matches_tf(tmp_path):
     with tf.GradientTape() as tape:
         tape.watch(xt)
         loss = tf.reduce_sum(model(xt))
-    np.testing.assert_allclose(jax.grad(lambda x: jnp.sum(module(x)))(x),
-                               tape.gradient(loss, xt).numpy(), rtol=1e-5, atol=1e-6)
+    tf_grad = tape.gradient(loss, xt).numpy()
+    np.testing.assert_allclose(jax.grad(lambda x: jnp.sum(module(x)))(x), tf_grad,
+                               rtol=1e-5, atol=1e-6)
+    # And with their exported VJPs, through which readers that predate split VJPs
+    # differentiate (the cache holds the halves only).
+    assert module.manifest.exported_vjps
+    old = as_read_before_split_vjps(tmp_path / "out", tmp_path / "old-reader")
+    np.testing.assert_allclose(jax.grad(lambda x: jnp.sum(old(x)))(x), tf_grad,
+                               rtol=1e-5, atol=1e-6)
 
 
 def test_convert_reports_unsupported_ops(tmp_path):

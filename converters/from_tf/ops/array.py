@@ -12,13 +12,15 @@ sizes and paddings are static in any graph that runs under ``jit``.
 
 from __future__ import annotations
 
+import itertools
+
 import jax
 import jax.numpy as jnp
 import numpy as np
 
 from jaxhub_tf.from_tf.ops.registry import register
-from jaxhub_tf.from_tf.values import (TracedValueError, as_jax, has_symbolic, is_static,
-                                      shape_tuple, static_ints, xnp)
+from jaxhub_tf.from_tf.values import (TracedValueError, as_jax, check_value, has_symbolic,
+                                      is_static, shape_tuple, static_ints, xnp)
 
 
 _ints = static_ints
@@ -172,8 +174,59 @@ def _reshape(node, x, shape):
 
 @register("Squeeze", attrs=("squeeze_dims",))
 def _squeeze(node, x):
-    axes = tuple(node.attr("squeeze_dims", [])) or None
-    return xnp(x).squeeze(x, axis=axes)
+    """``tf.squeeze``: drops the axes given, or every axis of size 1.
+
+    A size known only at run time (a free batch) is dropped when the axis is given, or,
+    without axes, when TF recorded it dropped: the output shape TF recorded for the node
+    when it traced the graph tells which free axes it kept. A kept one stays at any size,
+    as the signature's output shape says (TF's kernel drops it where it is 1 at run
+    time, against that shape). A dropped free axis must be 1 at run time, a check kept
+    as for ``Assert`` (conversion with ``checks=True``).
+
+    Raises:
+      ValueError: no axis is given, an axis is free, and TF recorded no output shape
+        that tells whether it is dropped.
+    """
+    shape = np.shape(x)
+    axes = _squeezed_axes(node, shape)
+    free = [a for a in axes if not isinstance(shape[a], (int, np.integer))]
+    for axis in free:
+        check_value(node, jnp.asarray(shape[axis]) == 1,
+                    f"axis {axis} is squeezed, so its size must be 1")
+        x = jax.lax.slice_in_dim(x, 0, 1, axis=axis)
+    return xnp(x).squeeze(x, axis=tuple(sorted(axes)))
+
+
+def _squeezed_axes(node, shape: tuple) -> set[int]:
+    """The axes a ``Squeeze`` drops from an input of ``shape`` (see :func:`_squeeze`)."""
+    given = {int(a) % len(shape) for a in node.attr("squeeze_dims", [])}
+    if given:
+        return given
+    ones = {a for a, d in enumerate(shape) if isinstance(d, (int, np.integer)) and d == 1}
+    free = [a for a, d in enumerate(shape) if not isinstance(d, (int, np.integer))]
+    if not free:
+        return ones
+    recorded = (node.attr("_output_shapes", None) or [None])[0]
+    # Which free axes TF dropped: the one choice whose kept sizes fit what it recorded.
+    fits = [ones | set(dropped) for n in range(len(free) + 1)
+            for dropped in itertools.combinations(free, n)
+            if recorded is not None and _fits(shape, ones | set(dropped), recorded)]
+    if len(fits) != 1:
+        raise ValueError(
+            f"squeezing every axis of size 1, with axes {free} of sizes known only at run "
+            f"time (input shape {list(shape)}), and TF recorded "
+            + ("no output shape" if recorded is None else f"an output shape "
+               f"{list(recorded)} that fits {len(fits)} choices")
+            + " that tells which it drops: name the axes to drop, tf.squeeze(x, axis=...)")
+    return fits[0]
+
+
+def _fits(shape: tuple, dropped: set[int], recorded: tuple) -> bool:
+    """Whether ``shape`` without the axes ``dropped`` can be the ``recorded`` shape."""
+    kept = [d for a, d in enumerate(shape) if a not in dropped]
+    return len(kept) == len(recorded) and all(
+        r is None or not isinstance(d, (int, np.integer)) or d == r
+        for d, r in zip(kept, recorded))
 
 
 @register("ExpandDims")

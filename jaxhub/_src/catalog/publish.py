@@ -13,6 +13,7 @@ import filelock
 from jaxhub._src.catalog.index import build, read_records
 from jaxhub._src.catalog import layout, metadata
 from jaxhub._src.hub.archive import extract, pack
+from jaxhub._src.storage.manifest import ModuleFormatError
 
 # Serializes publishers of one repository, so no index rebuild misses another's version.
 _LOCK_FILE = ".jaxhub-publish.lock"
@@ -68,7 +69,8 @@ def publish(module_dir: str | os.PathLike, repo_dir: str | os.PathLike, name: st
       What was published, with the archive's sha256.
 
     Raises:
-      ValueError: A malformed name or version, or ``module_dir`` is not a jaxhub module.
+      ValueError: A malformed name or version, or ``module_dir`` is not a jaxhub module
+        (or an entry of the converted-module cache, which lacks what older readers use).
       FileExistsError: That version was published already.
 
     Examples:
@@ -83,7 +85,12 @@ def publish(module_dir: str | os.PathLike, repo_dir: str | os.PathLike, name: st
     """
     name, version = layout.check_name(name), layout.check_version(version)
     module_dir, repo = pathlib.Path(module_dir), pathlib.Path(repo_dir)
-    metadata.read_manifest(module_dir)  # fail before touching the repository
+    # Fail before touching the repository.
+    if not metadata.read_manifest(module_dir).exported_vjps:
+        raise ModuleFormatError(
+            f"{module_dir} is a conversion in jaxhub's cache, written without the exported "
+            f"VJPs through which readers that predate split VJPs differentiate; publish a "
+            f"copy written with them: jaxhub.load(dir).export(new_dir)")
     repo.mkdir(parents=True, exist_ok=True)
     with filelock.FileLock(repo / _LOCK_FILE):
         archive = repo / layout.archive_path(name, version)

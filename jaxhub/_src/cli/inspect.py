@@ -64,6 +64,10 @@ def describe(manifest: Manifest, title: str | pathlib.Path) -> str:
     if not manifest.gradients:
         lines.append("gradients: not stored (a conversion in the cache: jaxhub.load of its "
                      "source exports them on first use)")
+    if not manifest.exported_vjps:
+        lines.append("exported VJPs: not stored (a conversion in the cache, differentiated "
+                     "through its split VJPs; jaxhub convert writes them, for readers that "
+                     "predate split VJPs)")
     # A converter's notes: what the source lacked for a signature or variant.
     lines.extend(f"note: {note}" for note in manifest.origin.get("notes", []))
     for key, value in manifest.attachments.items():

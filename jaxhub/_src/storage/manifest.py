@@ -137,6 +137,12 @@ class Manifest:
     #: gradients are exported on first use (see :mod:`jaxhub._src.formats`). Written
     #: only when False; readers that predate it find no VJP when asked for a gradient.
     gradients: bool = True
+    #: False when the functions that have a split VJP were written without their
+    #: exported VJP (``vjp_order=0``): an entry of the converted-module cache, which only
+    #: the jaxhub that keyed it reads, differentiating through the halves. Written only
+    #: when False; :meth:`jaxhub.Module.export` writes the exported VJPs again (built
+    #: from the halves) for the readers that predate split VJPs.
+    exported_vjps: bool = True
 
     def __post_init__(self):
         for name in ("attachments", "assets", "origin", "written_by", "function_files",
@@ -173,6 +179,8 @@ class Manifest:
                                          for k, v in self.durable_functions.items()}
         if not self.gradients:
             data["gradients"] = False
+        if not self.exported_vjps:
+            data["exported_vjps"] = False
         return json.dumps(data, indent=2, sort_keys=False) + "\n"
 
     @classmethod
@@ -221,7 +229,8 @@ class Manifest:
                    format_version=data["format_version"],
                    function_files=_file_records(data.get("function_files", {})),
                    durable_functions=_durable_records(data.get("durable_functions", {})),
-                   gradients=data.get("gradients", True) is not False)
+                   gradients=data.get("gradients", True) is not False,
+                   exported_vjps=data.get("exported_vjps", True) is not False)
 
 
 def _param_spec(data: Mapping[str, Any]) -> ParamSpec:

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import dataclasses
 import hashlib
 import pathlib
 import shutil
 import tempfile
-from typing import Any, Mapping
+from typing import Any, Iterator, Mapping
 
 import jax
 from jax import export as jax_export
@@ -17,7 +19,31 @@ from jaxhub._src import version
 from jaxhub._src.storage import durable
 from jaxhub._src.storage import params as params_io
 from jaxhub._src.storage import files
-from jaxhub._src.storage.manifest import Manifest
+from jaxhub._src.storage.manifest import Manifest, VjpSpec
+
+#: The directories being written as entries of the converted-module cache.
+_CACHE_ENTRIES: contextvars.ContextVar[tuple[pathlib.Path, ...]] = contextvars.ContextVar(
+    "jaxhub_cache_entries", default=())
+
+
+@contextlib.contextmanager
+def cache_entry(path: pathlib.Path) -> Iterator[None]:
+    """A module written at ``path`` in this context is written without exported VJPs.
+
+    A function that has a split VJP carries its exported VJP (built from the halves) only
+    for readers that predate split VJPs; lowering and serializing it takes up to a third
+    of converting a model with gradients. An entry of the converted-module cache is read
+    by the jaxhub that keyed it, which differentiates through the halves, so it goes
+    without them (manifest ``"exported_vjps": false``); :func:`write` builds them again
+    when such a module is written anywhere else (``Module.export``, ``jaxhub convert``).
+    The converter is a plug-in that writes the entry itself, hence a context rather
+    than an argument.
+    """
+    token = _CACHE_ENTRIES.set((*_CACHE_ENTRIES.get(), path.resolve()))
+    try:
+        yield
+    finally:
+        _CACHE_ENTRIES.reset(token)
 
 
 def write(path: pathlib.Path, manifest: Manifest, exported: Mapping[str, jax_export.Exported],
@@ -37,11 +63,12 @@ def write(path: pathlib.Path, manifest: Manifest, exported: Mapping[str, jax_exp
     leader = jax.process_index() == 0
     if path.exists() and (not path.is_dir() or any(path.iterdir())):
         raise FileExistsError(f"{path} exists; export into a new directory")
+    exported_vjps = path.resolve() not in _CACHE_ENTRIES.get()
     tmp = _temporary_dir(path, leader)
     try:
         params_io.save(tmp, params)
         if leader:
-            _write_description(tmp, manifest, exported, assets)
+            _write_description(tmp, manifest, exported, assets, exported_vjps)
             if path.exists():
                 path.rmdir()
             tmp.rename(path)
@@ -69,34 +96,52 @@ def _temporary_dir(path: pathlib.Path, leader: bool) -> pathlib.Path:
 
 def _write_description(tmp: pathlib.Path, manifest: Manifest,
                        exported: Mapping[str, jax_export.Exported],
-                       assets: Mapping[str, pathlib.Path | bytes]) -> None:
+                       assets: Mapping[str, pathlib.Path | bytes],
+                       exported_vjps: bool = True) -> None:
+    """Writes everything but the params; ``exported_vjps``: see :func:`cache_entry`."""
     manifest = _with_provenance(manifest, _copy_assets(tmp, assets))
-    # The halves of a split VJP are never differentiated: no VJP of their own.
-    halves = {file for f in manifest.functions if f.vjp
-              for file in (f.vjp.forward, f.vjp.backward)}
-    split = {f.file for f in manifest.functions if f.vjp}
-    # Nor are forward-only functions: JAX cannot differentiate them. A module written
-    # without gradients differentiates its functions through another copy of the module.
-    halves |= {f.file for f in manifest.functions
+    split = {f.file: f.vjp for f in manifest.functions if f.vjp}
+    # Written without a VJP of their own: the halves of a split VJP (never
+    # differentiated), forward-only functions (JAX cannot differentiate them), the
+    # functions of a module written without gradients (differentiated through another
+    # copy of the module) and, in an entry of the cache, those with a split VJP.
+    no_vjp = {file for vjp in split.values() for file in (vjp.forward, vjp.backward)}
+    no_vjp |= {f.file for f in manifest.functions
                if f.forward_only is not None or not manifest.gradients}
+    if not exported_vjps:
+        no_vjp |= split.keys()
     records, durable_records = {}, {}
     for file, exp in sorted(exported.items()):
-        data = serialization.serialize(exp, vjp_order=0 if file in halves else 1)
+        if file in split and file not in no_vjp:
+            exp = _with_exported_vjp(exp, split[file], exported)
+        data = serialization.serialize(exp, vjp_order=0 if file in no_vjp else 1)
         _write_file(tmp, file, data)
         records[file] = {"sha256": hashlib.sha256(data).hexdigest(), "size": len(data)}
         # Described from the bytes just written, so that the VJP is the stored one. A
         # function with a split VJP is differentiated through its halves: its own VJP
         # needs no durable copy.
         described = durable.describe(serialization.deserialize(data), file,
-                                     vjp=file not in halves and file not in split)
+                                     vjp=file not in no_vjp and file not in split)
         if described is not None:
             durable_records[file], durable_files = described
             for name, artifact in durable_files.items():
                 _write_file(tmp, name, artifact)
     # Readers check the hashes: a damaged function file fails the load, not a later call.
     manifest = dataclasses.replace(manifest, function_files=records,
-                                   durable_functions=durable_records)
+                                   durable_functions=durable_records,
+                                   exported_vjps=exported_vjps or not split)
     (tmp / files.MANIFEST_FILE).write_text(manifest.to_json())
+
+
+def _with_exported_vjp(exp: jax_export.Exported, vjp: VjpSpec,
+                       exported: Mapping[str, jax_export.Exported]) -> jax_export.Exported:
+    """``exp``, or when it has no VJP (read from an entry of the cache) ``exp`` with the
+    VJP built from its split VJP's halves, for readers that predate split VJPs."""
+    if exp.has_vjp():
+        return exp
+    halves = serialization.SplitVjp(exported[vjp.forward], exported[vjp.backward],
+                                    vjp.saved_inputs, vjp.saved_outputs)
+    return serialization.with_vjp_from_halves(exp, halves)
 
 
 def _write_file(tmp: pathlib.Path, name: str, data: bytes) -> None:

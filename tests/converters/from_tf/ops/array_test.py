@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 import tensorflow as tf
+from jax.experimental import checkify
 
+import jaxhub
+from jaxhub_tf.from_tf.saved_model import convert_saved_model
 from tests.converters.from_tf.ops._conformance import (Case, check, convert, distinct,
                                                        integers, normal, params)
 
@@ -42,6 +47,9 @@ CASES = [
     Case("Reshape", lambda x: tf.reshape(x, tf.concat([tf.shape(x)[:1], [-1]], 0)),
          (((2, 3, 2),),), name="Reshape-dynamic"),
     Case("Squeeze", lambda x: tf.squeeze(x, axis=1), (((2, 1, 3),),)),
+    Case("Squeeze", lambda x: tf.squeeze(x), (((2, 1, 3),),), name="Squeeze-all-ones",
+         symbolic_xfail="without axes, a free batch is squeezed as TF recorded the output "
+                        "shape, and this graph records none (the SavedModel tests below)"),
     Case("ExpandDims", lambda x: tf.expand_dims(x, -1), (((2, 3),),)),
     Case("Transpose", lambda x: tf.transpose(x, [2, 0, 1]), (((2, 3, 4),),)),
     Case("Pack", lambda x, y: tf.stack([x, y], axis=1), (((2, 3), (2, 3)),)),
@@ -249,3 +257,102 @@ def test_an_assert_false_on_constants_fails_naming_the_node():
         converted(np.zeros((2, 3), np.float32))
     assert "condition is false on constant inputs" in str(error.value)
     assert "[2, 3]" in str(error.value)  # the data TF would print
+
+
+# -- Squeeze without axes over a free batch ---------------------------------------------
+
+
+class _Squeezes(tf.Module):
+    """``tf.squeeze`` without axes drops what is 1 at run time; where a size is free (the
+    batch), the output shape TF recorded (here by ``set_shape``) says what the model
+    drops."""
+
+    @tf.function(input_signature=[tf.TensorSpec([None, 1, 4], tf.float32)])
+    def kept(self, x):
+        y = tf.squeeze(x)
+        y.set_shape([None, 4])
+        return tf.tanh(y)
+
+    @tf.function(input_signature=[tf.TensorSpec([None, 4], tf.float32)])
+    def dropped(self, x):
+        y = tf.squeeze(x)
+        y.set_shape([4])
+        return tf.tanh(y)
+
+    @tf.function(input_signature=[tf.TensorSpec([None, 4], tf.float32)])
+    def given(self, x):
+        return tf.tanh(tf.squeeze(x, axis=0))
+
+
+@pytest.fixture(scope="module")
+def squeezes(tmp_path_factory):
+    root = tmp_path_factory.mktemp("squeezes")
+    model = _Squeezes()
+    tf.saved_model.save(model, str(root / "saved"), signatures={
+        "kept": model.kept, "dropped": model.dropped, "given": model.given})
+    convert_saved_model(root / "saved", root / "converted", checks=True)
+    return model, jaxhub.load(root / "converted")
+
+
+def _batch(size: int, *shape: int) -> np.ndarray:
+    return np.random.default_rng(size).standard_normal((size, *shape)).astype(np.float32)
+
+
+def _assert_grad_matches_tf(fn, module, signature, x):
+    xt = tf.constant(x)
+    with tf.GradientTape() as tape:
+        tape.watch(xt)
+        loss = tf.reduce_sum(fn(xt) ** 2)
+    grad = jax.grad(lambda v: jnp.sum(module(v, signature=signature) ** 2))(x)
+    np.testing.assert_allclose(grad, tape.gradient(loss, xt).numpy(), rtol=1e-5, atol=1e-6)
+
+
+def test_squeeze_keeps_a_free_batch_that_tf_recorded_kept(squeezes):
+    model, module = squeezes
+    x = _batch(3, 1, 4)
+    np.testing.assert_allclose(module(x, signature="kept"), model.kept(x).numpy(), rtol=1e-6)
+    _assert_grad_matches_tf(model.kept, module, "kept", x)
+    # At batch 1 TF's kernel drops the batch too, against the shape it recorded; the
+    # module keeps its signature's shape, with TF's values.
+    x = _batch(1, 1, 4)
+    assert model.kept(x).shape == (4,) and module(x, signature="kept").shape == (1, 4)
+    np.testing.assert_allclose(module(x, signature="kept")[0], model.kept(x).numpy(),
+                               rtol=1e-6)
+
+
+def test_squeeze_drops_a_free_batch_that_tf_recorded_dropped(squeezes):
+    model, module = squeezes
+    x = _batch(1, 4)
+    assert module(x, signature="dropped").shape == model.dropped(x).shape == (4,)
+    np.testing.assert_allclose(module(x, signature="dropped"), model.dropped(x).numpy(),
+                               rtol=1e-6)
+    _assert_grad_matches_tf(model.dropped, module, "dropped", x)
+    # A batch of 3 is not the shape TF recorded: the check fails, naming the node.
+    with pytest.raises(checkify.JaxRuntimeError,
+                       match=r"Squeeze\) failed: axis 0 is squeezed, so its size must be 1"):
+        module(_batch(3, 4), signature="dropped")
+
+
+def test_squeeze_of_a_free_axis_given_runs_where_tf_runs(squeezes):
+    model, module = squeezes
+    x = _batch(1, 4)
+    np.testing.assert_allclose(module(x, signature="given"), model.given(x).numpy(),
+                               rtol=1e-6)
+    _assert_grad_matches_tf(model.given, module, "given", x)
+    with pytest.raises(tf.errors.InvalidArgumentError, match="squeeze"):
+        model.given(_batch(3, 4))
+    with pytest.raises(checkify.JaxRuntimeError, match="axis 0 is squeezed"):
+        module(_batch(3, 4), signature="given")
+
+
+def test_squeeze_of_a_free_batch_without_a_recorded_shape_is_refused(tmp_path):
+    class Unrecorded(tf.Module):
+        @tf.function(input_signature=[tf.TensorSpec([None, 1, 4], tf.float32)])
+        def __call__(self, x):
+            return tf.squeeze(x, name="logits")
+
+    tf.saved_model.save(Unrecorded(), str(tmp_path / "saved"))
+    with pytest.raises(Exception, match=r"'logits' \(Squeeze\)") as error:
+        convert_saved_model(tmp_path / "saved", tmp_path / "converted")
+    assert "tf.squeeze(x, axis=...)" in str(error.value)
+    assert "no output shape" in str(error.value)
