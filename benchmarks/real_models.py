@@ -571,8 +571,7 @@ def _build_cutkum(path: pathlib.Path) -> None:
     # copied through; dropout behind a keep probability) over one-hot characters,
     # time-major, fed as cutkum's tokenizer feeds it (zero initial state, keep
     # probability 1). Its weights are constants: fed from resource variables of their
-    # values instead, as for ADTLib's graph, so that the model can be fine-tuned. A TF 1
-    # SavedModel of the same graph is kept beside it, for TF 1's gradients.
+    # values instead, as for ADTLib's graph, so that the model can be fine-tuned.
     import tensorflow as tf
     graph_def = tf.compat.v1.GraphDef.FromString(
         (_package_dir("cutkum", "cutkum") / "frozen_model.pb").read_bytes())
@@ -586,7 +585,6 @@ def _build_cutkum(path: pathlib.Path) -> None:
                 if attr != "dtype":
                     del node.attr[attr]
     spec = tf.TensorSpec([None, None, _CUTKUM_CLASSES], tf.float32, name="characters")
-
     variables = {k: tf.Variable(v, name=k) for k, v in weights.items()}
     wrapped = tf.compat.v1.wrap_function(
         lambda characters: _cutkum_probs(
@@ -601,20 +599,8 @@ def _build_cutkum(path: pathlib.Path) -> None:
     module.wrapped, module.weights = wrapped, list(variables.values())
     tf.saved_model.save(module, str(path), signatures={"serving_default": serve})
 
-    with tf.Graph().as_default(), tf.compat.v1.Session() as session:
-        characters = tf.compat.v1.placeholder(tf.float32, spec.shape)
-        graph_variables = {k: tf.compat.v1.Variable(v, name=k) for k, v in weights.items()}
-        probs = _cutkum_probs(graph_def, characters, graph_variables, scope="cutkum")
-        session.run(tf.compat.v1.global_variables_initializer())
-        builder = tf.compat.v1.saved_model.Builder(str(tf1_saved_model(path)))
-        builder.add_meta_graph_and_variables(session, ["serve"], {
-            "serving_default": tf.compat.v1.saved_model.predict_signature_def(
-                {"characters": characters}, {"probs": probs})})
-        builder.save()
 
-
-def _cutkum_probs(graph_def: Any, characters: Any, weights: dict[str, Any],
-                  scope: str = "") -> Any:
+def _cutkum_probs(graph_def: Any, characters: Any, weights: dict[str, Any]) -> Any:
     """cutkum's frozen graph applied to batch-major one-hot ``characters``, its weights
     fed from ``weights`` (by node name)."""
     import tensorflow as tf
@@ -627,7 +613,7 @@ def _cutkum_probs(graph_def: Any, characters: Any, weights: dict[str, Any],
                  "placeholder/fw_state:0": tf.zeros([1, batch, state_size]),
                  "placeholder/keep_prob:0": tf.constant(1.0),
                  **{f"{k}:0": v for k, v in weights.items()}}
-    return tf.compat.v1.import_graph_def(graph_def, input_map, ["probs:0"], name=scope)[0]
+    return tf.compat.v1.import_graph_def(graph_def, input_map, ["probs:0"], name="")[0]
 
 
 #: ChemNet reads SMILES strings of up to 350 symbols, one-hot over 35 (divided by 35)

@@ -207,6 +207,9 @@ def test_tf_reference_is_not_degenerate(converted, path):
     for case, ref in refs.items():
         for k, out in ref["out"].items():
             assert np.std(out) > MIN_STD or out.size == 1, f"{case}: TF output {k} is flat"
+    if converted.name in _real_models.VALUES_ONLY:
+        return
+    for ref in refs.values():
         assert ref["gvar"], "TF gave no trainable variable"
     # Per case, a branch can get no gradient (deepcut's ``Maximum`` of 12 conv branches
     # passes it to the winning one only): every variable gets one in some case.
@@ -234,6 +237,9 @@ def test_outputs_match_tf(converted, batch, jit, record_property):
                                                                       "batch4-jit"])
 def test_gradients_match_tf(converted, batch, jit, record_property, request):
     """Every trainable TF variable's gradient, and the float inputs' ones."""
+    if converted.name in _real_models.VALUES_ONLY:
+        pytest.skip("TF cannot differentiate this graph: no reference (see "
+                    "_real_models.VALUES_ONLY)")
     gap = KNOWN_GRADIENT_GAPS.get((converted.name, batch, jit))
     if gap is not None:
         request.applymarker(pytest.mark.xfail(reason=gap, strict=True))
