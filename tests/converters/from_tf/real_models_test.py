@@ -19,8 +19,10 @@ measured spread is in :data:`GRADIENT_RTOL`. Some references take another path (
 ``_real_models.py``): TF's gradient of ``fer`` aborts with oneDNN on, so its gradients
 come from TF's other kernels; TF 2 cannot differentiate musicnn's and ADTLib's TF 1
 graphs once saved as TF 2 functions, so their gradients come from a TF 1 session over the
-TF 1 SavedModel. ADTLib's graph fixes its batch size at 1: its tests at batch 4 run batch
-1 (under ``jit`` where the test says so).
+TF 1 SavedModel; TF cannot differentiate cutkum's frozen TF 1 graph at all (a
+``GraphDef`` keeps no while contexts), so only its values are compared
+(``_real_models.VALUES_ONLY``). ADTLib's graph fixes its batch size at 1: its tests at
+batch 4 run batch 1 (under ``jit`` where the test says so).
 
 A max's gradient goes to one maximum of its window, so where TF computes two values of a
 window as exactly equal, matching TF's gradient takes TF's rounding up to there: musicnn's
