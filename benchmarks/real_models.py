@@ -8,8 +8,8 @@ architecture in the package's code (deepcut, textgenrnn, chars2vec, mhcnuggets, 
 joblib weights), Keras 2 JSON or pickled architectures with HDF5 weights (russtress,
 crema, phonet; rnnmorph's with a custom layer), a Keras 3 ``.keras`` file (sleepecg),
 frozen TF1 graphs (deepbrain, cutkum), a TF1 checkpoint with its graph-building code
-(musicnn) and one with the meta graph it was saved with (ADTLib). Each is saved the way a user of TF 2 would (Keras 3 ``model.export``,
-``tf.saved_model.save``, or as shipped).
+(musicnn) and one with the meta graph it was saved with (ADTLib). Each is saved the way a
+user of TF 2 would (Keras 3 ``model.export``, ``tf.saved_model.save``, or as shipped).
 
 The packages install without their dependencies (``pip install --no-deps -r
 tests/real_models_requirements.txt``); only the files that define an architecture are
