@@ -622,8 +622,8 @@ _CHEMNET_SYMBOLS, _CHEMNET_CLASSES = 350, 35
 
 def _build_chemnet(path: pathlib.Path) -> None:
     # The ChemNet of FCD (the Frechet ChemNet Distance between sets of molecules): a
-    # Keras 2.1 HDF5 Sequential model (two selu Conv1D and two LSTMs, hard-sigmoid
-    # gates, over SMILES symbols) whose last LSTM's final state, 512 features, is the
+    # Keras 2.1 HDF5 Sequential model (two selu Conv1D and two LSTMs over SMILES
+    # symbols, 350 steps) whose last LSTM's final state, 512 features, is the
     # representation of a molecule the distance compares; loaded as
     # ``fcd.load_ref_model`` does (its bioactivity head popped).
     import tensorflow as tf
