@@ -68,10 +68,10 @@ def tf_references(inputs: Mapping[str, Mapping[str, Mapping[str, np.ndarray]]],
     np.savez(src, **{f"{model}/{case}/in/{k}": v for model, cases in inputs.items()
                      for case, arrays in cases.items() for k, v in arrays.items()})
     eigen_grads = sorted(GRADIENTS_WITHOUT_ONEDNN & set(inputs))
-    values_only = sorted(VALUES_ONLY & set(inputs))
+    values_only = {path: sorted(VALUES_ONLY & set(inputs)) for path in KERNEL_PATHS}
+    values_only["onednn"] += eigen_grads
     runs = {path: _start(workdir, src, workdir / f"reference-{path}.npz",
-                         {"TF_ENABLE_ONEDNN_OPTS": setting},
-                         values_only=values_only + (eigen_grads if path == "onednn" else []))
+                         {"TF_ENABLE_ONEDNN_OPTS": setting}, values_only=values_only[path])
             for path, setting in KERNEL_PATHS.items()}
     results = {path: _finish(*run) for path, run in runs.items()}
     results["onednn"].update({k: v for k, v in results["eigen"].items()
