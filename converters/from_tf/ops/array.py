@@ -284,6 +284,8 @@ def _fill(node, dims, value):
     shape = shape_tuple(dims)
     if is_static(value) and all(isinstance(d, int) for d in shape):
         return np.full(shape, value)
+    if has_symbolic(value):  # a size the signature leaves free (each sequence's length)
+        value = as_jax(value, node.attr("T"))
     return jnp.full(shape, value, dtype=np.asarray(value).dtype if is_static(value)
                     else value.dtype)
 

@@ -127,7 +127,7 @@ def _array_handle() -> np.ndarray:
     "identical_element_shapes": ANY, "tensor_array_name": ANY})
 def _tensor_array(node, size):
     shape = node.attr("element_shape", None)
-    num = shape_tuple(size)[0] if np.ndim(size) else int(np.asarray(size))
+    num = shape_tuple(size)[0]  # a symbolic size too: the length of a free time axis
     if shape is None or None in shape:
         return _array_handle(), PendingList(num, node.attr("dtype"))
     return _array_handle(), jnp.zeros((num, *shape), node.attr("dtype"))

@@ -19,8 +19,10 @@ measured spread is in :data:`GRADIENT_RTOL`. Some references take another path (
 ``_real_models.py``): TF's gradient of ``fer`` aborts with oneDNN on, so its gradients
 come from TF's other kernels; TF 2 cannot differentiate musicnn's and ADTLib's TF 1
 graphs once saved as TF 2 functions, so their gradients come from a TF 1 session over the
-TF 1 SavedModel. ADTLib's graph fixes its batch size at 1: its tests at batch 4 run batch
-1 (under ``jit`` where the test says so).
+TF 1 SavedModel; TF cannot differentiate cutkum's frozen TF 1 graph at all (a
+``GraphDef`` keeps no while contexts), so only its values are compared
+(``_real_models.VALUES_ONLY``). ADTLib's graph fixes its batch size at 1: its tests at
+batch 4 run batch 1 (under ``jit`` where the test says so).
 
 A max's gradient goes to one maximum of its window, so where TF computes two values of a
 window as exactly equal, matching TF's gradient takes TF's rounding up to there: musicnn's
@@ -207,6 +209,9 @@ def test_tf_reference_is_not_degenerate(converted, path):
     for case, ref in refs.items():
         for k, out in ref["out"].items():
             assert np.std(out) > MIN_STD or out.size == 1, f"{case}: TF output {k} is flat"
+    if converted.name in _real_models.VALUES_ONLY:
+        return
+    for ref in refs.values():
         assert ref["gvar"], "TF gave no trainable variable"
     # Per case, a branch can get no gradient (deepcut's ``Maximum`` of 12 conv branches
     # passes it to the winning one only): every variable gets one in some case.
@@ -234,6 +239,9 @@ def test_outputs_match_tf(converted, batch, jit, record_property):
                                                                       "batch4-jit"])
 def test_gradients_match_tf(converted, batch, jit, record_property, request):
     """Every trainable TF variable's gradient, and the float inputs' ones."""
+    if converted.name in _real_models.VALUES_ONLY:
+        pytest.skip("TF cannot differentiate this graph: no reference (see "
+                    "_real_models.VALUES_ONLY)")
     gap = KNOWN_GRADIENT_GAPS.get((converted.name, batch, jit))
     if gap is not None:
         request.applymarker(pytest.mark.xfail(reason=gap, strict=True))

@@ -60,6 +60,10 @@ CASES = [
     Case("Split", lambda x: tf.split(x, 2, axis=1), (((3, 4),),)),
     Case("SplitV", lambda x: tf.split(x, [1, 3], axis=1), (((3, 4),),)),
     Case("Fill", lambda x: x + tf.fill(tf.shape(x), 2.0), (((2, 3),),)),
+    # each row's length, as TF 1's dynamic_rnn is fed: symbolic when the batch is
+    Case("Fill", lambda x: x * tf.cast(tf.fill([tf.shape(x)[0]], tf.shape(x)[0]),
+                                       tf.float32)[:, None], (((3, 2),),),
+         name="Fill-of-a-size"),
     Case("ZerosLike", lambda x: tf.raw_ops.ZerosLike(x=x) + x, (((2, 3),),)),
     Case("OnesLike", lambda x: tf.raw_ops.OnesLike(x=x) * x, (((2, 3),),)),
     Case("Range", lambda x: x * tf.cast(tf.range(tf.shape(x)[-1]), tf.float32),

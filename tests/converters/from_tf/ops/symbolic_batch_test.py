@@ -8,13 +8,14 @@ import pytest
 from tests.converters.from_tf.ops import (activation_test, array_test, conv_test,
                                           elementwise_test, image_test, linalg_test,
                                           losses_test, normalization_test, quantization_test,
-                                          reduction_test, sparse_test, xla_test)
+                                          reduction_test, sparse_test, tensor_lists_test,
+                                          xla_test)
 from tests.converters.from_tf.ops._conformance import check_symbolic_batch
 
 _CASES = [case for module in (activation_test, array_test, conv_test, elementwise_test,
                               image_test, linalg_test, losses_test, normalization_test,
                               quantization_test, reduction_test, sparse_test,
-                              xla_test)
+                              tensor_lists_test, xla_test)
           for case in module.CASES]
 
 

@@ -43,11 +43,29 @@ def _stack_of_writes(x):
                                     dtype=tf.float32)
 
 
+def _unstack_restack(x):
+    """Unstacks ``x`` into an array as long as its leading axis, whatever its size (as
+    TF 1's ``dynamic_rnn`` sizes its arrays: ``tf.shape(inputs)[0]`` time steps), and
+    stacks it back, doubled, plus its first row."""
+    size = tf.shape(x)[0]
+    handle, flow = _RAW.TensorArrayV3(size=size, dtype=tf.float32, clear_after_read=False,
+                                      element_shape=tf.TensorShape(None))
+    flow = _RAW.TensorArrayScatterV3(handle=handle, indices=tf.range(size), value=x,
+                                     flow_in=flow)
+    first = _RAW.TensorArrayReadV3(handle=handle, index=0, flow_in=flow, dtype=tf.float32)
+    stacked = _RAW.TensorArrayGatherV3(handle=handle, indices=tf.range(size), flow_in=flow,
+                                       dtype=tf.float32)
+    return stacked * 2 + first
+
+
 CASES = [
     Case("TensorArrayScatterV3", _scatter_read_write_gather, (((3, 4),),), grad=False,
          batched=False),
     Case("TensorArrayWriteV3", _stack_of_writes, (((2, 5),),), grad=False, batched=False,
          name="TensorArrayWriteV3-pending-element-shape"),
+    # the array's size follows the input's leading axis: symbolic when converted so
+    Case("TensorArrayV3", _unstack_restack, (((5, 3),),), grad=False,
+         name="TensorArrayV3-size-of-leading-axis"),
 ]
 
 
