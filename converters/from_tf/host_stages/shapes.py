@@ -27,7 +27,8 @@ Ref = tuple[str, int]
 #: Ops whose results have their first input's shape.
 _SAME_SHAPE = frozenset({
     "Identity", "StopGradient", "Snapshot", "Cast", "ZerosLike", "OnesLike", "Cumsum",
-    "Neg", "Abs", "Sign", "LogicalNot", "Floor", "Ceil", "Round",
+    "Neg", "Abs", "Sign", "LogicalNot", "Floor", "Ceil", "Round", "Square", "Sqrt", "Rsqrt",
+    "Exp", "Log", "Sin", "Cos", "Tanh", "Sigmoid", "Reciprocal", "ReverseV2", "Roll",
     # string ops, element by element
     "StringToNumber", "AsString", "StringLower", "StringUpper", "StringStrip",
     "StaticRegexReplace", "StaticRegexFullMatch", "StringLength", "StringToHashBucketFast",
@@ -37,7 +38,7 @@ _SAME_SHAPE = frozenset({
 _BROADCAST = frozenset({
     "Add", "AddV2", "Sub", "Mul", "Maximum", "Minimum", "Equal", "NotEqual", "Less",
     "LessEqual", "Greater", "GreaterEqual", "FloorMod", "FloorDiv", "LogicalAnd",
-    "LogicalOr", "SelectV2"})
+    "LogicalOr", "SelectV2", "RealDiv", "Div", "Pow", "SquaredDifference", "DivNoNan"})
 
 #: Value-shaped ops whose results share one value-set size: output -> the output whose
 #: size it has (``setdiff1d``'s values and positions; ``unique``'s values and counts).
@@ -45,6 +46,15 @@ _SAME_COUNT = {"ListDiff": {1: 0}, "UniqueWithCounts": {2: 0}, "NonMaxSuppressio
                "CTCGreedyDecoder": {1: 0}, "SparseFillEmptyRows": {1: 0},
                "DenseToDenseSetOperation": {1: 0}, "DenseToSparseSetOperation": {1: 0},
                "SparseToSparseSetOperation": {1: 0}}
+
+
+#: Ops whose results have their first input's rank plus this, each size a symbol of its own
+#: (their static operands follow values: paddings, multiples, a permutation, a depth).
+_RANK_CHANGE = {"Transpose": 0, "Tile": 0, "Pad": 0, "PadV2": 0, "MirrorPad": 0, "TopKV2": 0,
+                "ConcatV2": 0, "SplitV": 0, "OneHot": 1, "ArgMax": -1, "ArgMin": -1}
+
+#: Reductions over an axis operand (input 1).
+_REDUCTIONS = frozenset({"Sum", "Mean", "Max", "Min", "Prod", "All", "Any", "EuclideanNorm"})
 
 
 #: Non-max suppressions that also return how many boxes they kept: that output (a scalar).
@@ -161,6 +171,9 @@ class Specs:
             return [[self.fresh(count), rank], [self.fresh(count)], [rank]][index]
         if op == "Fill" and inputs[0] is not None and isinstance(inputs[0][0], int):
             return [self.fresh(f"{count}/{axis}") for axis in range(inputs[0][0])]
+        rank = _rank(node, inputs)
+        if rank is not None:
+            return [self.fresh(f"{count}/{axis}") for axis in range(rank)]
         return None
 
     def _key(self, source: str) -> str:
@@ -203,3 +216,24 @@ def _plain(value: Any) -> Any:
     if isinstance(value, (list, tuple)):
         return [_plain(v) for v in value]
     return value if isinstance(value, (int, float, str, bool, type(None))) else repr(value)
+
+
+def _rank(node: graph.Node, inputs: list[list[Dim] | None]) -> int | None:
+    """The rank of ``node``'s results when an operand whose values the graph does not
+    know sets their sizes (a reshape's shape, a reduction's axes), or None."""
+    op = node.op
+    if op not in _RANK_CHANGE and op not in _REDUCTIONS and op not in ("Split", "Reshape"):
+        return None
+    data = inputs[1] if op == "Split" else inputs[0]
+    if op == "Reshape" and inputs[1] is not None and len(inputs[1]) == 1 and \
+            isinstance(inputs[1][0], int):
+        return inputs[1][0]
+    if data is None:
+        return None
+    if op in _RANK_CHANGE or op == "Split":
+        return len(data) + _RANK_CHANGE.get(op, 0)
+    axes = inputs[1] if op in _REDUCTIONS else None
+    if axes is None or len(axes) > 1 or not all(isinstance(d, int) for d in axes):
+        return None
+    # TF refuses repeated axes: each one removes a dimension, unless kept.
+    return len(data) - (0 if node.attr("keep_dims", False) else (axes[0] if axes else 1))
