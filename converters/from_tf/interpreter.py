@@ -459,6 +459,7 @@ STATIC_OPERANDS: dict[str, tuple[int, ...] | None] = {
     "NonMaxSuppressionV2": None, "NonMaxSuppressionV3": None, "NonMaxSuppressionV4": None,
     "NonMaxSuppressionV5": None, "DenseToDenseSetOperation": None,
     "DenseToSparseSetOperation": None, "SparseToSparseSetOperation": None,
+    "RaggedTensorToTensor": None, "DynamicStitch": None, "ParallelDynamicStitch": None,
     # shapes and sizes
     "Fill": (0,), "Reshape": (1,), "BroadcastTo": (1,), "Tile": (1,), "Slice": (1, 2),
     "Pad": (1,), "PadV2": (1,), "MirrorPad": (1,), "TopKV2": (1,), "OneHot": (1,),
@@ -471,6 +472,7 @@ STATIC_OPERANDS: dict[str, tuple[int, ...] | None] = {
     "ResizeNearestNeighbor": (1,), "ResizeBicubic": (1,), "ResizeArea": (1,),
     "CropAndResize": (3,), "Conv2DBackpropInput": (0,), "Conv3DBackpropInputV2": (0,),
     "MatrixDiagV3": (1, 2, 3), "MatrixDiagPartV3": (1,), "MatrixSetDiagV3": (2,),
+    "MatrixDiagV2": (1, 2, 3), "MatrixDiagPartV2": (1,), "MatrixSetDiagV2": (2,),
     # axes and permutations
     "Transpose": (1,), "ReverseV2": (1,), "Roll": (2,), "ExpandDims": (1,),
     "ConcatV2": (-1,), "Split": (0,), "SplitV": (1, 2), "GatherV2": (2,),

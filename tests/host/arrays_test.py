@@ -1,7 +1,8 @@
 """The host stage's array ops whose static operands may follow a signature's input values
 give what TF's kernels give, and refuse what they refuse: ``Pad``, ``PadV2``,
 ``MirrorPad``, ``TopKV2``, ``OneHot``, ``ArgMax``, ``ArgMin``, ``ReverseV2``, ``Roll``,
-``Split``, ``SplitV``; and the elementwise math that computes such operands."""
+``Split``, ``SplitV``, ``DynamicStitch``, ``MatrixDiagV2/V3``, ``MatrixDiagPartV2/V3``;
+and the elementwise math that computes such operands."""
 
 from __future__ import annotations
 
@@ -153,3 +154,43 @@ def test_binary_math_matches_tf(op):
 def test_integer_division_rounds_towards_zero_as_tf():
     x, y = np.array([7, -7, 7, -7, 6], np.int32), np.array([2, 2, -2, -2, 3], np.int32)
     assert_same(run("Div", x, y), _tf("Div", x=x, y=y))
+
+
+def test_dynamic_stitch_matches_tf():
+    indices = [np.int32([0, 4]), np.int32([[1, 3], [2, 4]])]
+    data = [np.float32([[1, 2], [3, 4]]), np.float32(np.arange(8).reshape(2, 2, 2))]
+    for op in ("DynamicStitch", "ParallelDynamicStitch"):
+        assert_same(run(op, *indices, *data), _tf(op, indices=indices, data=data))
+
+
+@pytest.mark.parametrize("align", ["RIGHT_LEFT", "LEFT_RIGHT", "LEFT_LEFT", "RIGHT_RIGHT"])
+@pytest.mark.parametrize("k,rows,cols", [([-1, 0], -1, -1), ([0, 1], 3, 4), ([-1, 0], 4, -1),
+                                         ([1, 1], -1, -1)])
+def test_matrix_diag_matches_tf(align, k, rows, cols):
+    diagonal = np.arange(1, 13, dtype=np.float32).reshape(2, 2, 3)
+    if k[0] == k[1]:
+        diagonal = diagonal[:, 0]
+    args = (diagonal, np.int32(k), np.int32(rows), np.int32(cols), np.float32(9))
+    assert_same(run("MatrixDiagV3", *args, align=align),
+                _tf("MatrixDiagV3", diagonal=args[0], k=args[1], num_rows=args[2],
+                    num_cols=args[3], padding_value=args[4], align=align))
+
+
+def test_matrix_diag_refuses_sizes_that_do_not_fit_as_tf():
+    args = (np.float32([1, 2, 3]), np.int32(0), np.int32(2), np.int32(2), np.float32(0))
+    with pytest.raises(tf.errors.InvalidArgumentError):
+        _tf("MatrixDiagV3", diagonal=args[0], k=args[1], num_rows=args[2], num_cols=args[3],
+            padding_value=args[4])
+    with pytest.raises(ValueError, match="do not fit"):
+        run("MatrixDiagV3", *args)
+
+
+@pytest.mark.parametrize("op,align", [("MatrixDiagPartV3", "RIGHT_LEFT"),
+                                      ("MatrixDiagPartV3", "LEFT_RIGHT"),
+                                      ("MatrixDiagPartV2", None)])
+@pytest.mark.parametrize("k", [[-1, 1], [0, 0], [-2, 3], [1, 2]])
+def test_matrix_diag_part_matches_tf(op, align, k):
+    x = np.arange(1, 25, dtype=np.float32).reshape(2, 3, 4)
+    attrs = {"align": align} if align else {}
+    assert_same(run(op, x, np.int32(k), np.float32(0), **attrs),
+                _tf(op, input=x, k=np.int32(k), padding_value=np.float32(0), **attrs))

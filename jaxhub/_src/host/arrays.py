@@ -1,5 +1,5 @@
 """numpy implementations of the array ops a host stage runs when one of their static
-operands (paddings, ``k``, a depth, an axis, split sizes) follows a signature's input
+operands (paddings, ``k``, a depth, an axis, split sizes, diagonals) follows a signature's input
 values, and of the elementwise math that computes such operands.
 
 As the other host ops (:mod:`jaxhub._src.host.ops`), each matches TF's kernel, and refuses
@@ -216,3 +216,104 @@ def _binary(fn):
 
 for _name, _fn in _BINARY.items():
     register(_name)(_binary(_fn))
+
+
+# -- stitches --------------------------------------------------------------------------------
+
+
+@register("DynamicStitch", "ParallelDynamicStitch", attrs=("N",))
+def _dynamic_stitch(node, *args):
+    # ``merged[indices[m][i]] = data[m][i]``, later ones winning; as many rows as the
+    # largest index + 1.
+    half = len(args) // 2
+    indices = [np.asarray(i).astype(np.int64) for i in args[:half]]
+    data = [np.asarray(d) for d in args[half:]]
+    for i, d in zip(indices, data):
+        if d.shape[:i.ndim] != i.shape:
+            raise ValueError(f"data of shape {list(d.shape)} for indices of shape "
+                             f"{list(i.shape)}; TF needs them to be a prefix of it")
+        if i.size and i.min() < 0:
+            raise ValueError(f"index {int(i.min())} is negative")
+    size = max((int(i.max()) + 1 for i in indices if i.size), default=0)
+    inner = data[0].shape[indices[0].ndim:]
+    check_elements(node, size * int(np.prod(inner, dtype=np.float64)))
+    out = np.zeros((size,) + inner, data[0].dtype)
+    for i, d in zip(indices, data):
+        out[i.reshape(-1)] = d.reshape((-1,) + inner)
+    return out
+
+
+# -- diagonals -------------------------------------------------------------------------------
+
+
+def _diagonal_range(k: Any) -> tuple[int, int]:
+    """``k``: one diagonal (a scalar or ``[d]``) or a range ``[lower, upper]``."""
+    ks = _ints(k)
+    if not 1 <= len(ks) <= 2 or ks[0] > ks[-1]:
+        raise ValueError(f"k {ks} must be one diagonal or a range [lower, upper]")
+    return ks[0], ks[-1]
+
+
+def _diagonals(rows: int, cols: int, lower: int, upper: int, align: str):
+    """Per diagonal ``d`` from ``upper`` down to ``lower``: its row in a packed
+    ``[diagonals, length]`` array, the matrix's row and column indices along it, and their
+    positions in that row. ``align`` places diagonals shorter than the longest one
+    (``RIGHT_LEFT``: superdiagonals to the right, subdiagonals to the left)."""
+    longest = min(rows + min(0, upper), cols - max(0, lower))
+    right_super, right_sub = (part == "RIGHT" for part in align.split("_"))
+    for j, d in enumerate(range(upper, lower - 1, -1)):
+        length = max(min(rows + min(0, d), cols - max(0, d)), 0)
+        shift = longest - length if (d >= 0 and right_super) or (d <= 0 and right_sub) else 0
+        steps = np.arange(length)
+        yield j, steps + max(0, -d), steps + max(0, d), steps + shift
+
+
+def _align(node) -> str:
+    # The V2 ops pack every diagonal to the left.
+    return node.attrs.get("align", "RIGHT_LEFT") if node.op.endswith("V3") else "LEFT_LEFT"
+
+
+@register("MatrixDiagV2", "MatrixDiagV3", attrs=("align",))
+def _matrix_diag(node, diagonal, k, num_rows, num_cols, padding_value):
+    diagonal = np.asarray(diagonal)
+    lower, upper = _diagonal_range(k)
+    if lower != upper:
+        if diagonal.ndim < 2 or diagonal.shape[-2] != upper - lower + 1:
+            raise ValueError(f"diagonal of shape {list(diagonal.shape)} for k [{lower}, "
+                             f"{upper}]: TF needs {upper - lower + 1} rows of diagonals")
+    else:
+        diagonal = diagonal[..., None, :]
+    longest = diagonal.shape[-1]
+    min_rows, min_cols = longest - min(upper, 0), longest + max(lower, 0)
+    rows, cols = int(np.asarray(num_rows)), int(np.asarray(num_cols))
+    if rows == -1 and cols == -1:
+        rows = cols = max(min_rows, min_cols)
+    rows = min_rows if rows == -1 else rows
+    cols = min_cols if cols == -1 else cols
+    if rows < min_rows or cols < min_cols or (rows != min_rows and cols != min_cols):
+        raise ValueError(f"num_rows {rows} and num_cols {cols} do not fit diagonals of "
+                         f"length {longest} for k [{lower}, {upper}] (at least {min_rows} "
+                         f"rows and {min_cols} columns, one of them exactly)")
+    batch = diagonal.shape[:-2]
+    check_elements(node, int(np.prod(batch + (rows, cols), dtype=np.float64)))
+    out = np.full(batch + (rows, cols), np.asarray(padding_value, diagonal.dtype))
+    for j, row, col, pos in _diagonals(rows, cols, lower, upper, _align(node)):
+        out[..., row, col] = diagonal[..., j, pos]
+    return out
+
+
+@register("MatrixDiagPartV2", "MatrixDiagPartV3", attrs=("align",))
+def _matrix_diag_part(node, x, k, padding_value):
+    x = np.asarray(x)
+    if x.ndim < 2:
+        raise ValueError(f"diagonals of a tensor of rank {x.ndim}; TF takes rank 2 or more")
+    lower, upper = _diagonal_range(k)
+    rows, cols = x.shape[-2:]
+    if not (-rows < lower <= cols or rows == 0) or not (-rows < upper <= cols or cols == 0):
+        raise ValueError(f"k [{lower}, {upper}] is outside a {rows}x{cols} matrix")
+    longest = min(rows + min(0, upper), cols - max(0, lower))
+    out = np.full(x.shape[:-2] + (upper - lower + 1, longest),
+                  np.asarray(padding_value, x.dtype))
+    for j, row, col, pos in _diagonals(rows, cols, lower, upper, _align(node)):
+        out[..., j, pos] = x[..., row, col]
+    return out if lower != upper else out[..., 0, :]
