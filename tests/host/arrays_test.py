@@ -1,8 +1,8 @@
 """The host stage's array ops whose static operands may follow a signature's input values
 give what TF's kernels give, and refuse what they refuse: ``Pad``, ``PadV2``,
 ``MirrorPad``, ``TopKV2``, ``OneHot``, ``ArgMax``, ``ArgMin``, ``ReverseV2``, ``Roll``,
-``Split``, ``SplitV``, ``DynamicStitch``, ``MatrixDiagV2/V3``, ``MatrixDiagPartV2/V3``;
-and the elementwise math that computes such operands."""
+``Split``, ``SplitV``, ``DynamicStitch``, ``MatrixDiagV2/V3``, ``MatrixDiagPartV2/V3``,
+``ResizeBilinear``, ``ResizeNearestNeighbor``, ``CropAndResize``; and the elementwise math that computes such operands."""
 
 from __future__ import annotations
 
@@ -194,3 +194,33 @@ def test_matrix_diag_part_matches_tf(op, align, k):
     attrs = {"align": align} if align else {}
     assert_same(run(op, x, np.int32(k), np.float32(0), **attrs),
                 _tf(op, input=x, k=np.int32(k), padding_value=np.float32(0), **attrs))
+
+
+_IMAGES = np.random.default_rng(1).uniform(-5, 5, [2, 4, 5, 3]).astype(np.float32)
+
+
+@pytest.mark.parametrize("op", ["ResizeBilinear", "ResizeNearestNeighbor"])
+@pytest.mark.parametrize("align_corners,half_pixel_centers", [(False, False), (True, False),
+                                                              (False, True)])
+@pytest.mark.parametrize("size", [[7, 3], [4, 5], [1, 9]])
+def test_resizes_match_tf(op, align_corners, half_pixel_centers, size):
+    attrs = {"align_corners": align_corners, "half_pixel_centers": half_pixel_centers}
+    (ours,), (theirs,) = (run(op, _IMAGES, np.int32(size), **attrs),
+                          _tf(op, images=_IMAGES, size=np.int32(size), **attrs))
+    assert ours.dtype == theirs.dtype and ours.shape == theirs.shape
+    np.testing.assert_allclose(ours, theirs, rtol=1e-6, atol=1e-5)
+
+
+@pytest.mark.parametrize("method", ["bilinear", "nearest"])
+@pytest.mark.parametrize("crop", [[3, 4], [1, 1]])
+def test_crop_and_resize_matches_tf(method, crop):
+    boxes = np.float32([[0, 0, 1, 1], [0.2, 0.1, 0.7, 0.9], [-0.5, 0.3, 1.2, 0.6],
+                        [0.9, 0.8, 0.1, 0.2]])
+    box_ind = np.int32([0, 1, 1, 0])
+    attrs = {"method": method, "extrapolation_value": -7.0}
+    (ours,), (theirs,) = (
+        run("CropAndResize", _IMAGES, boxes, box_ind, np.int32(crop), **attrs),
+        _tf("CropAndResize", image=_IMAGES, boxes=boxes, box_ind=box_ind,
+            crop_size=np.int32(crop), **attrs))
+    assert ours.dtype == theirs.dtype and ours.shape == theirs.shape
+    np.testing.assert_allclose(ours, theirs, rtol=1e-6, atol=1e-5)

@@ -51,7 +51,8 @@ _SAME_COUNT = {"ListDiff": {1: 0}, "UniqueWithCounts": {2: 0}, "NonMaxSuppressio
 #: Ops whose results have their first input's rank plus this, each size a symbol of its own
 #: (their static operands follow values: paddings, multiples, a permutation, a depth).
 _RANK_CHANGE = {"Transpose": 0, "Tile": 0, "Pad": 0, "PadV2": 0, "MirrorPad": 0, "TopKV2": 0,
-                "ConcatV2": 0, "SplitV": 0, "OneHot": 1, "ArgMax": -1, "ArgMin": -1}
+                "ConcatV2": 0, "SplitV": 0, "OneHot": 1, "ArgMax": -1, "ArgMin": -1,
+                "ResizeBilinear": 0, "ResizeNearestNeighbor": 0, "CropAndResize": 0}
 
 #: Reductions over an axis operand (input 1).
 _REDUCTIONS = frozenset({"Sum", "Mean", "Max", "Min", "Prod", "All", "Any", "EuclideanNorm"})

@@ -1,5 +1,5 @@
 """numpy implementations of the array ops a host stage runs when one of their static
-operands (paddings, ``k``, a depth, an axis, split sizes, diagonals) follows a signature's input
+operands (paddings, ``k``, a depth, an axis, split sizes, diagonals, image sizes) follows a signature's input
 values, and of the elementwise math that computes such operands.
 
 As the other host ops (:mod:`jaxhub._src.host.ops`), each matches TF's kernel, and refuses
@@ -317,3 +317,127 @@ def _matrix_diag_part(node, x, k, padding_value):
     for j, row, col, pos in _diagonals(rows, cols, lower, upper, _align(node)):
         out[..., j, pos] = x[..., row, col]
     return out if lower != upper else out[..., 0, :]
+
+
+# -- images ----------------------------------------------------------------------------------
+
+
+def _image_size(node, images: np.ndarray, size: Any) -> tuple[int, int]:
+    out = _ints(size)
+    if images.ndim != 4 or len(out) != 2 or min(out) <= 0:
+        raise ValueError(f"images of shape {list(images.shape)} resized to {out}; TF takes "
+                         f"[batch, height, width, channels] and two sizes > 0")
+    check_elements(node, images.shape[0] * out[0] * out[1] * images.shape[3])
+    return out[0], out[1]
+
+
+def _source_positions(node, in_size: int, out_size: int, nearest: bool) -> np.ndarray:
+    """Where each output row (or column) samples the input, in float32 as TF's kernels:
+    with ``align_corners`` the corners' centres meet, with ``half_pixel_centers`` the
+    pixels' centres (nearest neighbours do not shift by half a pixel back)."""
+    align = node.attrs.get("align_corners", False)
+    half = node.attrs.get("half_pixel_centers", False)
+    scale = np.float32((in_size - 1) / (out_size - 1) if align and out_size > 1
+                       else in_size / out_size)
+    steps = np.arange(out_size, dtype=np.float32)
+    if not half:
+        return steps * scale
+    return (steps + np.float32(0.5)) * scale - np.float32(0 if nearest else 0.5)
+
+
+def _lerp_weights(source: np.ndarray, in_size: int):
+    floor = np.floor(source)
+    lower = np.maximum(floor, 0).astype(np.int64)
+    upper = np.minimum(np.ceil(source), in_size - 1).astype(np.int64)
+    return lower, upper, (source - floor).astype(np.float32)
+
+
+@register("ResizeBilinear", attrs=("align_corners", "half_pixel_centers"))
+def _resize_bilinear(node, images, size):
+    images = np.asarray(images)
+    height, width = _image_size(node, images, size)
+    top, bottom, y_lerp = _lerp_weights(_source_positions(node, images.shape[1], height,
+                                                          False), images.shape[1])
+    left, right, x_lerp = _lerp_weights(_source_positions(node, images.shape[2], width,
+                                                          False), images.shape[2])
+    x = images.astype(np.float32)
+    x_lerp = x_lerp[None, None, :, None]
+    upper = x[:, top][:, :, left] + (x[:, top][:, :, right] - x[:, top][:, :, left]) * x_lerp
+    lower = (x[:, bottom][:, :, left]
+             + (x[:, bottom][:, :, right] - x[:, bottom][:, :, left]) * x_lerp)
+    return upper + (lower - upper) * y_lerp[None, :, None, None]
+
+
+def _nearest(node, source: np.ndarray, in_size: int) -> np.ndarray:
+    # TF rounds halves away from zero (roundf) with align_corners, else floors.
+    if node.attrs.get("align_corners", False):
+        index = np.floor(np.abs(source) + np.float32(0.5)) * np.sign(source)
+    else:
+        index = np.floor(source)
+    index = np.minimum(index, in_size - 1)
+    if node.attrs.get("half_pixel_centers", False):
+        index = np.maximum(index, 0)
+    return index.astype(np.int64)
+
+
+@register("ResizeNearestNeighbor", attrs=("align_corners", "half_pixel_centers"))
+def _resize_nearest(node, images, size):
+    images = np.asarray(images)
+    height, width = _image_size(node, images, size)
+    rows = _nearest(node, _source_positions(node, images.shape[1], height, True),
+                    images.shape[1])
+    cols = _nearest(node, _source_positions(node, images.shape[2], width, True),
+                    images.shape[2])
+    return images[:, rows][:, :, cols]
+
+
+def _crop_positions(start: np.float32, end: np.float32, size: int, crop: int) -> np.ndarray:
+    """Where a crop's rows (or columns) sample the image, in float32 as TF's kernel."""
+    if crop > 1:
+        scale = (end - start) * np.float32(size - 1) / np.float32(crop - 1)
+        return start * np.float32(size - 1) + np.arange(crop, dtype=np.float32) * scale
+    return np.full(crop, np.float32(0.5) * (start + end) * np.float32(size - 1), np.float32)
+
+
+@register("CropAndResize", attrs={"method": ("bilinear", "nearest"),
+                                  "extrapolation_value": None})
+def _crop_and_resize(node, image, boxes, box_ind, crop_size):
+    # Each box (normalised [y1, x1, y2, x2]) of its image, sampled at crop_size points;
+    # points outside the image take the extrapolation value.
+    image = np.asarray(image).astype(np.float32)
+    boxes, box_ind = np.asarray(boxes, np.float32), np.asarray(box_ind).reshape(-1)
+    crop = _ints(crop_size)
+    if image.ndim != 4 or boxes.shape != (len(box_ind), 4) or len(crop) != 2 or \
+            min(crop) <= 0:
+        raise ValueError(f"image {list(image.shape)}, boxes {list(boxes.shape)}, box_ind "
+                         f"{list(box_ind.shape)}, crop_size {crop}; TF takes [batch, height, "
+                         f"width, depth], [n, 4], [n] and two sizes > 0")
+    if np.any((box_ind < 0) | (box_ind >= image.shape[0])):
+        raise ValueError(f"box_ind {box_ind.tolist()} outside [0, {image.shape[0]})")
+    check_elements(node, len(boxes) * crop[0] * crop[1] * image.shape[3])
+    _, height, width, depth = image.shape
+    fill = np.float32(node.attrs.get("extrapolation_value", 0.0))
+    out = np.empty((len(boxes), crop[0], crop[1], depth), np.float32)
+    for n, (y1, x1, y2, x2) in enumerate(boxes):
+        ys = _crop_positions(y1, y2, height, crop[0])
+        xs = _crop_positions(x1, x2, width, crop[1])
+        inside = ((ys >= 0) & (ys <= height - 1))[:, None] & \
+            ((xs >= 0) & (xs <= width - 1))[None, :]
+        ys_in, xs_in = np.clip(ys, 0, height - 1), np.clip(xs, 0, width - 1)
+        picture = image[box_ind[n]]
+        if node.attrs.get("method", "bilinear") == "nearest":
+            rows = np.floor(ys_in + np.float32(0.5)).astype(np.int64)
+            cols = np.floor(xs_in + np.float32(0.5)).astype(np.int64)
+            values = picture[rows][:, cols]
+        else:
+            top, bottom = np.floor(ys_in).astype(np.int64), np.ceil(ys_in).astype(np.int64)
+            left, right = np.floor(xs_in).astype(np.int64), np.ceil(xs_in).astype(np.int64)
+            y_lerp = (ys_in - np.floor(ys_in))[:, None, None]
+            x_lerp = (xs_in - np.floor(xs_in))[None, :, None]
+            upper = picture[top][:, left] + (picture[top][:, right] - picture[top][:, left]) \
+                * x_lerp
+            lower = picture[bottom][:, left] + (picture[bottom][:, right]
+                                                - picture[bottom][:, left]) * x_lerp
+            values = upper + (lower - upper) * y_lerp
+        out[n] = np.where(inside[:, :, None], values, fill)
+    return out
