@@ -2,7 +2,8 @@
 give what TF's kernels give, and refuse what they refuse: ``Pad``, ``PadV2``,
 ``MirrorPad``, ``TopKV2``, ``OneHot``, ``ArgMax``, ``ArgMin``, ``ReverseV2``, ``Roll``,
 ``Split``, ``SplitV``, ``DynamicStitch``, ``MatrixDiagV2/V3``, ``MatrixDiagPartV2/V3``,
-``ResizeBilinear``, ``ResizeNearestNeighbor``, ``CropAndResize``; and the elementwise math that computes such operands."""
+``ResizeBilinear``, ``ResizeNearestNeighbor``, ``CropAndResize``, ``Conv2DBackpropInput``,
+``Conv3DBackpropInputV2``; and the elementwise math that computes such operands."""
 
 from __future__ import annotations
 
@@ -224,3 +225,34 @@ def test_crop_and_resize_matches_tf(method, crop):
             crop_size=np.int32(crop), **attrs))
     assert ours.dtype == theirs.dtype and ours.shape == theirs.shape
     np.testing.assert_allclose(ours, theirs, rtol=1e-6, atol=1e-5)
+
+
+@pytest.mark.parametrize("strides,padding,dilations", [
+    ([1, 1], "SAME", [1, 1]), ([2, 2], "SAME", [1, 1]), ([2, 1], "VALID", [1, 1]),
+    ([1, 1], "VALID", [2, 1])])
+def test_conv2d_backprop_input_matches_tf(strides, padding, dilations):
+    rng = np.random.default_rng(2)
+    kernel = rng.standard_normal([3, 2, 3, 4]).astype(np.float32)
+    x = np.zeros([2, 7, 6, 3], np.float32)
+    out = tf.nn.conv2d(x, kernel, [1, *strides, 1], padding, dilations=[1, *dilations, 1])
+    dy = rng.standard_normal(out.shape).astype(np.float32)
+    attrs = {"strides": [1, *strides, 1], "padding": padding,
+             "dilations": [1, *dilations, 1]}
+    (ours,), (theirs,) = (
+        run("Conv2DBackpropInput", np.int32(x.shape), kernel, dy, **attrs),
+        _tf("Conv2DBackpropInput", input_sizes=np.int32(x.shape), filter=kernel,
+            out_backprop=dy, **attrs))
+    np.testing.assert_allclose(ours, theirs, rtol=1e-5, atol=1e-5)
+
+
+def test_conv3d_backprop_input_matches_tf():
+    rng = np.random.default_rng(3)
+    kernel = rng.standard_normal([2, 3, 2, 2, 3]).astype(np.float32)
+    dy = rng.standard_normal([1, 3, 2, 3, 3]).astype(np.float32)
+    attrs = {"strides": [1, 2, 2, 1, 1], "padding": "SAME"}
+    sizes = np.int32([1, 5, 4, 3, 2])
+    (ours,), (theirs,) = (
+        run("Conv3DBackpropInputV2", sizes, kernel, dy, **attrs),
+        _tf("Conv3DBackpropInputV2", input_sizes=sizes, filter=kernel, out_backprop=dy,
+            **attrs))
+    np.testing.assert_allclose(ours, theirs, rtol=1e-5, atol=1e-5)

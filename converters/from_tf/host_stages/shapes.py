@@ -52,7 +52,8 @@ _SAME_COUNT = {"ListDiff": {1: 0}, "UniqueWithCounts": {2: 0}, "NonMaxSuppressio
 #: (their static operands follow values: paddings, multiples, a permutation, a depth).
 _RANK_CHANGE = {"Transpose": 0, "Tile": 0, "Pad": 0, "PadV2": 0, "MirrorPad": 0, "TopKV2": 0,
                 "ConcatV2": 0, "SplitV": 0, "OneHot": 1, "ArgMax": -1, "ArgMin": -1,
-                "ResizeBilinear": 0, "ResizeNearestNeighbor": 0, "CropAndResize": 0}
+                "ResizeBilinear": 0, "ResizeNearestNeighbor": 0, "CropAndResize": 0,
+                "Conv2DBackpropInput": 1, "Conv3DBackpropInputV2": 1}
 
 #: Reductions over an axis operand (input 1).
 _REDUCTIONS = frozenset({"Sum", "Mean", "Max", "Min", "Prod", "All", "Any", "EuclideanNorm"})

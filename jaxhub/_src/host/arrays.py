@@ -1,5 +1,6 @@
 """numpy implementations of the array ops a host stage runs when one of their static
-operands (paddings, ``k``, a depth, an axis, split sizes, diagonals, image sizes) follows
+operands (paddings, ``k``, a depth, an axis, split sizes, diagonals, image or input
+sizes) follows
 a signature's input values, and of the elementwise math that computes such operands.
 
 As the other host ops (:mod:`jaxhub._src.host.ops`), each matches TF's kernel, and refuses
@@ -441,3 +442,50 @@ def _crop_and_resize(node, image, boxes, box_ind, crop_size):
             values = upper + (lower - upper) * y_lerp
         out[n] = np.where(inside[:, :, None], values, fill)
     return out
+
+
+# -- transposed convolutions -----------------------------------------------------------------
+
+
+def _before_paddings(node, in_sizes, kernel, out_sizes, strides, dilations) -> list[int]:
+    """The padding before each spatial axis of the forward convolution."""
+    padding = node.attrs.get("padding", "VALID")
+    if padding == "VALID":
+        return [0] * len(kernel)
+    if padding == "EXPLICIT":
+        pairs = node.attrs.get("explicit_paddings", [])
+        return [int(pairs[2 * (axis + 1)]) for axis in range(len(kernel))]
+    return [max((o - 1) * s + (k - 1) * d + 1 - i, 0) // 2  # SAME
+            for i, k, o, s, d in zip(in_sizes, kernel, out_sizes, strides, dilations)]
+
+
+@register("Conv2DBackpropInput", "Conv3DBackpropInputV2",
+          attrs={"strides": None, "padding": None, "dilations": None,
+                 "explicit_paddings": None, "use_cudnn_on_gpu": None,
+                 "data_format": ("NHWC", "NDHWC")})
+def _conv_backprop_input(node, input_sizes, kernel, out_backprop):
+    # The gradient of a convolution with respect to its input (a transposed convolution):
+    # each output position spreads its channels through the kernel back onto the input.
+    kernel, dy = np.asarray(kernel), np.asarray(out_backprop)
+    spatial = kernel.ndim - 2
+    sizes = _ints(input_sizes)
+    if len(sizes) == spatial:  # the spatial sizes alone
+        sizes = [dy.shape[0], *sizes, kernel.shape[-2]]
+    if len(sizes) != spatial + 2 or dy.ndim != spatial + 2 or min(sizes) < 0:
+        raise ValueError(f"input_sizes {sizes} for a kernel of shape {list(kernel.shape)} "
+                         f"and out_backprop of shape {list(dy.shape)}")
+    strides = [int(s) for s in node.attrs.get("strides", [1] * (spatial + 2))[1:-1]]
+    dilations = [int(d) for d in node.attrs.get("dilations", [1] * (spatial + 2))[1:-1]]
+    in_sizes, out_sizes = sizes[1:-1], list(dy.shape[1:-1])
+    before = _before_paddings(node, in_sizes, kernel.shape[:spatial], out_sizes, strides,
+                              dilations)
+    check_elements(node, int(np.prod(sizes, dtype=np.float64)))
+    dx = np.zeros(sizes, np.result_type(dy, kernel))
+    for offset in np.ndindex(*kernel.shape[:spatial]):
+        positions = [np.arange(o) * s - b + k * d for o, s, b, k, d in
+                     zip(out_sizes, strides, before, offset, dilations)]
+        inside = [(p >= 0) & (p < i) for p, i in zip(positions, in_sizes)]
+        spread = dy[(slice(None), *np.ix_(*inside), slice(None))] @ kernel[offset].T
+        dx[(slice(None), *np.ix_(*[p[m] for p, m in zip(positions, inside)]),
+            slice(None))] += spread
+    return dx
