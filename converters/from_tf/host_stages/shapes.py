@@ -53,7 +53,10 @@ _SAME_COUNT = {"ListDiff": {1: 0}, "UniqueWithCounts": {2: 0}, "NonMaxSuppressio
 _RANK_CHANGE = {"Transpose": 0, "Tile": 0, "Pad": 0, "PadV2": 0, "MirrorPad": 0, "TopKV2": 0,
                 "ConcatV2": 0, "SplitV": 0, "OneHot": 1, "ArgMax": -1, "ArgMin": -1,
                 "ResizeBilinear": 0, "ResizeNearestNeighbor": 0, "CropAndResize": 0,
-                "Conv2DBackpropInput": 1, "Conv3DBackpropInputV2": 1}
+                "Conv2DBackpropInput": 0, "Conv3DBackpropInputV2": 0}
+
+#: Ops whose results' rank is that of another input than the first: its position.
+_RANK_OF = {"Split": 1, "Conv2DBackpropInput": 1, "Conv3DBackpropInputV2": 1}
 
 #: Reductions over an axis operand (input 1).
 _REDUCTIONS = frozenset({"Sum", "Mean", "Max", "Min", "Prod", "All", "Any", "EuclideanNorm"})
@@ -226,7 +229,7 @@ def _rank(node: graph.Node, inputs: list[list[Dim] | None]) -> int | None:
     op = node.op
     if op not in _RANK_CHANGE and op not in _REDUCTIONS and op not in ("Split", "Reshape"):
         return None
-    data = inputs[1] if op == "Split" else inputs[0]
+    data = inputs[_RANK_OF.get(op, 0)]
     if op == "Reshape" and inputs[1] is not None and len(inputs[1]) == 1 and \
             isinstance(inputs[1][0], int):
         return inputs[1][0]

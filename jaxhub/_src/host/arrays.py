@@ -1,7 +1,7 @@
 """numpy implementations of the array ops a host stage runs when one of their static
 operands (paddings, ``k``, a depth, an axis, split sizes, diagonals, image or input
-sizes) follows
-a signature's input values, and of the elementwise math that computes such operands.
+sizes) follows a signature's input values, and of the elementwise math that computes such
+operands.
 
 As the other host ops (:mod:`jaxhub._src.host.ops`), each matches TF's kernel, and refuses
 what it refuses (negative paddings, ``k`` above the axis's size, an axis out of range)
