@@ -3,7 +3,7 @@ give what TF's kernels give, and refuse what they refuse: ``Pad``, ``PadV2``,
 ``MirrorPad``, ``TopKV2``, ``OneHot``, ``ArgMax``, ``ArgMin``, ``ReverseV2``, ``Roll``,
 ``Split``, ``SplitV``, ``DynamicStitch``, ``MatrixDiagV2/V3``, ``MatrixDiagPartV2/V3``,
 ``ResizeBilinear``, ``ResizeNearestNeighbor``, ``CropAndResize``, ``Conv2DBackpropInput``,
-``Conv3DBackpropInputV2``; and the elementwise math that computes such operands."""
+``Conv3DBackpropInputV2``, ``SpaceToBatchND``, ``BatchToSpaceND``; and the elementwise math that computes such operands."""
 
 from __future__ import annotations
 
@@ -256,3 +256,15 @@ def test_conv3d_backprop_input_matches_tf():
         _tf("Conv3DBackpropInputV2", input_sizes=sizes, filter=kernel, out_backprop=dy,
             **attrs))
     np.testing.assert_allclose(ours, theirs, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("block,pairs", [([2, 2], [[0, 0], [1, 0]]), ([1, 3], [[1, 1], [0, 1]]),
+                                         ([2], [[1, 1]])])
+def test_space_to_batch_and_back_match_tf(block, pairs):
+    x = np.arange(2 * 4 * 5 * 3, dtype=np.float32).reshape(2, 4, 5, 3)
+    block, pairs = np.int32(block), np.int32(pairs)
+    assert_same(run("SpaceToBatchND", x, block, pairs),
+                _tf("SpaceToBatchND", input=x, block_shape=block, paddings=pairs))
+    batched = run("SpaceToBatchND", x, block, pairs)[0]
+    assert_same(run("BatchToSpaceND", batched, block, pairs),
+                _tf("BatchToSpaceND", input=batched, block_shape=block, crops=pairs))

@@ -489,3 +489,55 @@ def _conv_backprop_input(node, input_sizes, kernel, out_backprop):
         dx[(slice(None), *np.ix_(*[p[m] for p, m in zip(positions, inside)]),
             slice(None))] += spread
     return dx
+
+
+# -- blocks ----------------------------------------------------------------------------------
+
+
+def _blocks(x: np.ndarray, block_shape: Any, pairs: Any, what: str):
+    block = _ints(block_shape)
+    pairs = np.asarray(pairs).reshape(-1, 2).astype(np.int64)
+    if len(block) != len(pairs) or not 1 <= len(block) < x.ndim or min(block) < 1 or \
+            pairs.min(initial=0) < 0:
+        raise ValueError(f"block_shape {block} and {what} {pairs.tolist()} for a tensor of "
+                         f"rank {x.ndim}: sizes >= 1 and {what} >= 0, one per spatial axis")
+    return block, pairs
+
+
+@register("SpaceToBatchND")
+def _space_to_batch(node, x, block_shape, paddings):
+    # Pad the spatial axes, cut each into blocks, and move the blocks' offsets to the batch.
+    x = np.asarray(x)
+    block, pairs = _blocks(x, block_shape, paddings, "paddings")
+    n = len(block)
+    x = np.pad(x, [(0, 0), *map(tuple, pairs.tolist())] + [(0, 0)] * (x.ndim - n - 1))
+    if any(size % b for size, b in zip(x.shape[1:n + 1], block)):
+        raise ValueError(f"padded spatial sizes {list(x.shape[1:n + 1])} are not multiples "
+                         f"of block_shape {block}")
+    split = [x.shape[0]] + [d for size, b in zip(x.shape[1:n + 1], block)
+                            for d in (size // b, b)] + list(x.shape[n + 1:])
+    order = [2 + 2 * i for i in range(n)] + [0] + [1 + 2 * i for i in range(n)] + \
+        list(range(2 * n + 1, len(split)))
+    x = x.reshape(split).transpose(order)
+    return x.reshape([-1] + list(x.shape[n + 1:]))
+
+
+@register("BatchToSpaceND")
+def _batch_to_space(node, x, block_shape, crops):
+    # The inverse: the batch's block offsets go back into the spatial axes, then crop.
+    x = np.asarray(x)
+    block, pairs = _blocks(x, block_shape, crops, "crops")
+    n, count = len(block), int(np.prod(block))
+    if x.shape[0] % count:
+        raise ValueError(f"batch {x.shape[0]} is not a multiple of the block size {count}")
+    x = x.reshape(block + [x.shape[0] // count] + list(x.shape[1:]))
+    order = [n] + [d for i in range(n) for d in (n + 1 + i, i)] + \
+        list(range(2 * n + 1, x.ndim))
+    x = x.transpose(order)
+    x = x.reshape([x.shape[0]] + [x.shape[1 + 2 * i] * b for i, b in enumerate(block)]
+                  + list(x.shape[2 * n + 1:]))
+    sizes = x.shape[1:n + 1]
+    if any(a + b > size for (a, b), size in zip(pairs.tolist(), sizes)):
+        raise ValueError(f"crops {pairs.tolist()} are larger than the sizes {list(sizes)}")
+    return x[(slice(None), *(slice(a, size - b) for (a, b), size in zip(pairs.tolist(),
+                                                                          sizes)))]
