@@ -3,7 +3,7 @@ give what TF's kernels give, and refuse what they refuse: ``Pad``, ``PadV2``,
 ``MirrorPad``, ``TopKV2``, ``OneHot``, ``ArgMax``, ``ArgMin``, ``ReverseV2``, ``Roll``,
 ``Split``, ``SplitV``, ``DynamicStitch``, ``MatrixDiagV2/V3``, ``MatrixDiagPartV2/V3``,
 ``ResizeBilinear``, ``ResizeNearestNeighbor``, ``CropAndResize``, ``Conv2DBackpropInput``,
-``Conv3DBackpropInputV2``, ``SpaceToBatchND``, ``BatchToSpaceND``; and the elementwise math that computes such operands."""
+``Conv3DBackpropInputV2``, ``SpaceToBatchND``, ``BatchToSpaceND``, ``ExpandDims``; and the elementwise math that computes such operands."""
 
 from __future__ import annotations
 
@@ -268,3 +268,8 @@ def test_space_to_batch_and_back_match_tf(block, pairs):
     batched = run("SpaceToBatchND", x, block, pairs)[0]
     assert_same(run("BatchToSpaceND", batched, block, pairs),
                 _tf("BatchToSpaceND", input=batched, block_shape=block, crops=pairs))
+
+
+@pytest.mark.parametrize("axis", [np.int32(1), np.int32([-1]), np.int64([0])])
+def test_expand_dims_takes_a_scalar_or_a_one_element_axis_as_tf(axis):
+    assert_same(run("ExpandDims", X, axis), _tf("ExpandDims", input=X, axis=axis))

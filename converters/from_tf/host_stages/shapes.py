@@ -53,7 +53,7 @@ _SAME_COUNT = {"ListDiff": {1: 0}, "UniqueWithCounts": {2: 0}, "NonMaxSuppressio
 _RANK_CHANGE = {"Transpose": 0, "Tile": 0, "Pad": 0, "PadV2": 0, "MirrorPad": 0, "TopKV2": 0,
                 "ConcatV2": 0, "SplitV": 0, "OneHot": 1, "ArgMax": -1, "ArgMin": -1,
                 "ResizeBilinear": 0, "ResizeNearestNeighbor": 0, "CropAndResize": 0,
-                "Conv2DBackpropInput": 0, "Conv3DBackpropInputV2": 0}
+                "Conv2DBackpropInput": 0, "Conv3DBackpropInputV2": 0, "ExpandDims": 1}
 
 #: Ops whose results' rank is that of another input than the first: its position.
 _RANK_OF = {"Split": 1, "Conv2DBackpropInput": 1, "Conv3DBackpropInputV2": 1}
