@@ -3,7 +3,7 @@ give what TF's kernels give, and refuse what they refuse: ``Pad``, ``PadV2``,
 ``MirrorPad``, ``TopKV2``, ``OneHot``, ``ArgMax``, ``ArgMin``, ``ReverseV2``, ``Roll``,
 ``Split``, ``SplitV``, ``DynamicStitch``, ``MatrixDiagV2/V3``, ``MatrixDiagPartV2/V3``,
 ``ResizeBilinear``, ``ResizeNearestNeighbor``, ``CropAndResize``, ``Conv2DBackpropInput``,
-``Conv3DBackpropInputV2``, ``SpaceToBatchND``, ``BatchToSpaceND``, ``ExpandDims``; and the elementwise math that computes such operands."""
+``Conv3DBackpropInputV2``, ``SpaceToBatchND``, ``BatchToSpaceND``, ``ExpandDims``, ``MatrixSetDiagV3``; and the elementwise math that computes such operands."""
 
 from __future__ import annotations
 
@@ -273,3 +273,12 @@ def test_space_to_batch_and_back_match_tf(block, pairs):
 @pytest.mark.parametrize("axis", [np.int32(1), np.int32([-1]), np.int64([0])])
 def test_expand_dims_takes_a_scalar_or_a_one_element_axis_as_tf(axis):
     assert_same(run("ExpandDims", X, axis), _tf("ExpandDims", input=X, axis=axis))
+
+
+@pytest.mark.parametrize("align", ["RIGHT_LEFT", "LEFT_RIGHT"])
+@pytest.mark.parametrize("k", [[-1, 1], [0, 0], [1, 2]])
+def test_matrix_set_diag_matches_tf(align, k):
+    x = np.arange(1, 25, dtype=np.float32).reshape(2, 3, 4)
+    diagonal = run("MatrixDiagPartV3", x, np.int32(k), np.float32(0), align=align)[0] * 10
+    assert_same(run("MatrixSetDiagV3", x, diagonal, np.int32(k), align=align),
+                _tf("MatrixSetDiagV3", input=x, diagonal=diagonal, k=np.int32(k), align=align))

@@ -29,6 +29,7 @@ _SAME_SHAPE = frozenset({
     "Identity", "StopGradient", "Snapshot", "Cast", "ZerosLike", "OnesLike", "Cumsum",
     "Neg", "Abs", "Sign", "LogicalNot", "Floor", "Ceil", "Round", "Square", "Sqrt", "Rsqrt",
     "Exp", "Log", "Sin", "Cos", "Tanh", "Sigmoid", "Reciprocal", "ReverseV2", "Roll",
+    "MatrixSetDiagV2", "MatrixSetDiagV3",
     # string ops, element by element
     "StringToNumber", "AsString", "StringLower", "StringUpper", "StringStrip",
     "StaticRegexReplace", "StaticRegexFullMatch", "StringLength", "StringToHashBucketFast",
@@ -57,6 +58,10 @@ _RANK_CHANGE = {"Transpose": 0, "Tile": 0, "Pad": 0, "PadV2": 0, "MirrorPad": 0,
 
 #: Ops whose results' rank is that of another input than the first: its position.
 _RANK_OF = {"Split": 1, "Conv2DBackpropInput": 1, "Conv3DBackpropInputV2": 1}
+
+#: Packing and unpacking diagonals: the rank change for one diagonal (none for a band).
+_DIAGONALS = {"MatrixDiagV2": 1, "MatrixDiagV3": 1, "MatrixDiagPartV2": -1,
+              "MatrixDiagPartV3": -1}
 
 #: Reductions over an axis operand (input 1).
 _REDUCTIONS = frozenset({"Sum", "Mean", "Max", "Min", "Prod", "All", "Any", "EuclideanNorm"})
@@ -227,8 +232,14 @@ def _rank(node: graph.Node, inputs: list[list[Dim] | None]) -> int | None:
     """The rank of ``node``'s results when an operand whose values the graph does not
     know sets their sizes (a reshape's shape, a reduction's axes), or None."""
     op = node.op
-    if op not in _RANK_CHANGE and op not in _REDUCTIONS and op not in ("Split", "Reshape"):
+    if op not in _RANK_CHANGE and op not in _REDUCTIONS and op not in _DIAGONALS and \
+            op not in ("Split", "Reshape"):
         return None
+    if op in _DIAGONALS and None not in (inputs[0], inputs[1]) and len(inputs[1]) <= 1:
+        # k: a scalar or one element, one diagonal (an axis fewer in the packed form);
+        # two, a band (a two-element k of equal values is typed as a band of one).
+        single = not inputs[1] or inputs[1][0] == 1
+        return len(inputs[0]) + _DIAGONALS[op] * single
     data = inputs[_RANK_OF.get(op, 0)]
     if op == "Reshape" and inputs[1] is not None and len(inputs[1]) == 1 and \
             isinstance(inputs[1][0], int):

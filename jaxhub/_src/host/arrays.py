@@ -541,3 +541,19 @@ def _batch_to_space(node, x, block_shape, crops):
         raise ValueError(f"crops {pairs.tolist()} are larger than the sizes {list(sizes)}")
     return x[(slice(None), *(slice(a, size - b) for (a, b), size in zip(pairs.tolist(),
                                                                           sizes)))]
+
+
+@register("MatrixSetDiagV2", "MatrixSetDiagV3", attrs=("align",))
+def _matrix_set_diag(node, x, diagonal, k):
+    x, diagonal = np.asarray(x), np.asarray(diagonal)
+    lower, upper = _diagonal_range(k)
+    packed = diagonal if lower != upper else diagonal[..., None, :]
+    rows, cols = x.shape[-2:]
+    longest = min(rows + min(0, upper), cols - max(0, lower))
+    if packed.shape != x.shape[:-2] + (upper - lower + 1, longest):
+        raise ValueError(f"diagonal of shape {list(diagonal.shape)} for k [{lower}, {upper}] "
+                         f"of an input of shape {list(x.shape)}")
+    out = x.copy()
+    for j, row, col, pos in _diagonals(rows, cols, lower, upper, _align(node)):
+        out[..., row, col] = packed[..., j, pos]
+    return out

@@ -69,6 +69,12 @@ class _StaticOperands(tf.Module):
                 "argmax": tf.argmax(x, axis),
                 "concat": tf.concat([x, x], axis) * self.scale}
 
+    @tf.function(input_signature=[tf.TensorSpec([2, 3], tf.float32), tf.TensorSpec([2], tf.int32)])
+    def diagonals(self, d, k):
+        band = tf.linalg.diag(d, k=k, num_rows=-1, num_cols=-1)
+        return {"band": band * self.scale,
+                "part": tf.linalg.diag_part(band, k=k) * self.scale}
+
     @tf.function(input_signature=[_X, tf.TensorSpec([2], tf.int32)])
     def split_by_sizes(self, x, sizes):
         first, second = tf.split(x, sizes, axis=1)
@@ -91,6 +97,8 @@ CASES = {
     "transposed": [{"x": _RNG.standard_normal([2, 3, 4]), "perm": [2, 0, 1]},
                    {"x": _RNG.standard_normal([2, 3, 4]), "perm": [0, 1, 2]}],
     "by_axis": [{"x": _ROWS, "axis": 0}, {"x": _ROWS, "axis": 1}, {"x": _ROWS, "axis": -1}],
+    "diagonals": [{"d": [[1, 2, 3], [4, 5, 6]], "k": [0, 1]},
+                  {"d": [[1, 2, 3], [4, 5, 6]], "k": [-2, -1]}],
     "split_by_sizes": [{"x": _ROWS, "sizes": [1, 2]}, {"x": _ROWS[:1], "sizes": [2, 1]}],
 }
 
