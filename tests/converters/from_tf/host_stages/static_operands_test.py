@@ -69,7 +69,8 @@ class _StaticOperands(tf.Module):
                 "argmax": tf.argmax(x, axis),
                 "concat": tf.concat([x, x], axis) * self.scale}
 
-    @tf.function(input_signature=[tf.TensorSpec([2, 3], tf.float32), tf.TensorSpec([2], tf.int32)])
+    @tf.function(input_signature=[tf.TensorSpec([2, 3], tf.float32),
+                                  tf.TensorSpec([2], tf.int32)])
     def diagonals(self, d, k):
         band = tf.linalg.diag(d, k=k, num_rows=-1, num_cols=-1)
         return {"band": band * self.scale,
