@@ -3,7 +3,8 @@ give what TF's kernels give, and refuse what they refuse: ``Pad``, ``PadV2``,
 ``MirrorPad``, ``TopKV2``, ``OneHot``, ``ArgMax``, ``ArgMin``, ``ReverseV2``, ``Roll``,
 ``Split``, ``SplitV``, ``DynamicStitch``, ``MatrixDiagV2/V3``, ``MatrixDiagPartV2/V3``,
 ``ResizeBilinear``, ``ResizeNearestNeighbor``, ``CropAndResize``, ``Conv2DBackpropInput``,
-``Conv3DBackpropInputV2``, ``SpaceToBatchND``, ``BatchToSpaceND``, ``ExpandDims``, ``MatrixSetDiagV3``; and the elementwise math that computes such operands."""
+``Conv3DBackpropInputV2``, ``SpaceToBatchND``, ``BatchToSpaceND``, ``ExpandDims``,
+``MatrixSetDiagV3``; and the elementwise math that computes such operands."""
 
 from __future__ import annotations
 
