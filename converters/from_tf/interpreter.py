@@ -459,7 +459,8 @@ STATIC_OPERANDS: dict[str, tuple[int, ...] | None] = {
     "NonMaxSuppressionV2": None, "NonMaxSuppressionV3": None, "NonMaxSuppressionV4": None,
     "NonMaxSuppressionV5": None, "DenseToDenseSetOperation": None,
     "DenseToSparseSetOperation": None, "SparseToSparseSetOperation": None,
-    "RaggedTensorToTensor": None, "DynamicStitch": None, "ParallelDynamicStitch": None,
+    "DynamicStitch": None, "ParallelDynamicStitch": None,
+    # (Not RaggedTensorToTensor: given its full shape, the device pads traced row partitions.)
     # shapes and sizes
     "Fill": (0,), "Reshape": (1,), "BroadcastTo": (1,), "Tile": (1,), "Slice": (1, 2),
     "Pad": (1,), "PadV2": (1,), "MirrorPad": (1,), "TopKV2": (1,), "OneHot": (1,),
