@@ -4,7 +4,8 @@ give what TF's kernels give, and refuse what they refuse: ``Pad``, ``PadV2``,
 ``Split``, ``SplitV``, ``DynamicStitch``, ``MatrixDiagV2/V3``, ``MatrixDiagPartV2/V3``,
 ``ResizeBilinear``, ``ResizeNearestNeighbor``, ``CropAndResize``, ``Conv2DBackpropInput``,
 ``Conv3DBackpropInputV2``, ``SpaceToBatchND``, ``BatchToSpaceND``, ``ExpandDims``,
-``MatrixSetDiagV3``; and the elementwise math that computes such operands."""
+``MatrixSetDiagV3``, ``ScatterNd``, the sorted segment reductions; and the elementwise math
+that computes such operands."""
 
 from __future__ import annotations
 
@@ -283,3 +284,17 @@ def test_matrix_set_diag_matches_tf(align, k):
     diagonal = run("MatrixDiagPartV3", x, np.int32(k), np.float32(0), align=align)[0] * 10
     assert_same(run("MatrixSetDiagV3", x, diagonal, np.int32(k), align=align),
                 _tf("MatrixSetDiagV3", input=x, diagonal=diagonal, k=np.int32(k), align=align))
+
+
+def test_scatter_nd_matches_tf_repeated_indices_adding_up():
+    indices, updates = np.int32([[0], [2], [0]]), np.float32([[1, 2], [3, 4], [5, 6]])
+    assert_same(run("ScatterNd", indices, updates, np.int32([4, 2])),
+                _tf("ScatterNd", indices=indices, updates=updates, shape=np.int32([4, 2])))
+
+
+@pytest.mark.parametrize("op", ["SegmentSum", "SegmentProd", "SegmentMax", "SegmentMin",
+                                "SegmentMean"])
+def test_segment_reductions_match_tf_empty_segments_included(op):
+    data = np.float32([[1, -2], [3, 4], [-5, 6], [7, 8]])
+    ids = np.int32([0, 0, 2, 2])
+    assert_same(run(op, data, ids), _tf(op, data=data, segment_ids=ids))

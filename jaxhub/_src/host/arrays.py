@@ -557,3 +557,51 @@ def _matrix_set_diag(node, x, diagonal, k):
     for j, row, col, pos in _diagonals(rows, cols, lower, upper, _align(node)):
         out[..., row, col] = packed[..., j, pos]
     return out
+
+
+# -- scatters and segments -------------------------------------------------------------------
+
+
+@register("ScatterNd", attrs={"bad_indices_policy": ("", "DEFAULT", "ERROR")})
+def _scatter_nd(node, indices, updates, shape):
+    # Repeated indices add up; one outside the shape is an error, as on TF's CPU.
+    indices, updates, shape = np.asarray(indices), np.asarray(updates), _ints(shape)
+    depth = indices.shape[-1] if indices.ndim else 0
+    rows = indices.reshape(-1, depth).astype(np.int64)
+    if np.any((rows < 0) | (rows >= np.asarray(shape[:depth], np.int64))):
+        raise ValueError(f"an index of {rows.tolist()} is outside the shape {shape}")
+    check_elements(node, int(np.prod(shape, dtype=np.float64)))
+    out = np.zeros(shape, updates.dtype)
+    np.add.at(out, tuple(rows.T), updates.reshape((len(rows),) + tuple(shape[depth:])))
+    return out
+
+
+_SEGMENT_REDUCTIONS = {"SegmentSum": (np.add, 0), "SegmentProd": (np.multiply, 1),
+                       "SegmentMax": (np.maximum, None), "SegmentMin": (np.minimum, None),
+                       "SegmentMean": (np.add, 0)}
+
+
+@register(*_SEGMENT_REDUCTIONS)
+def _segment(node, data, segment_ids):
+    # Sorted segment ids; as many segments as the largest id + 1, the empty ones 0.
+    data, ids = np.asarray(data), np.asarray(segment_ids).astype(np.int64).reshape(-1)
+    if ids.size and (ids.min() < 0 or np.any(np.diff(ids) < 0)):
+        raise ValueError("segment ids must be sorted and non-negative")
+    if len(ids) != len(data):
+        raise ValueError(f"{len(ids)} segment ids for {len(data)} rows")
+    count = int(ids.max()) + 1 if ids.size else 0
+    check_elements(node, count * int(np.prod(data.shape[1:], dtype=np.float64)))
+    combine, identity = _SEGMENT_REDUCTIONS[node.op]
+    if identity is None:  # the extremes start at the first row of each segment
+        out = np.zeros((count,) + data.shape[1:], data.dtype)
+        filled = np.zeros(count, bool)
+        for i, row in zip(ids, data):
+            out[i] = combine(out[i], row) if filled[i] else row
+            filled[i] = True
+        return out
+    out = np.full((count,) + data.shape[1:], identity, data.dtype)
+    combine.at(out, ids, data)
+    if node.op == "SegmentMean":
+        sizes = np.bincount(ids, minlength=count).reshape((count,) + (1,) * (data.ndim - 1))
+        out = (out / np.maximum(sizes, 1)).astype(data.dtype)
+    return out
