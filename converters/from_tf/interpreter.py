@@ -464,7 +464,8 @@ STATIC_OPERANDS: dict[str, tuple[int, ...] | None] = {
     # shapes and sizes
     "Fill": (0,), "Reshape": (1,), "BroadcastTo": (1,), "Tile": (1,), "Slice": (1, 2),
     "Pad": (1,), "PadV2": (1,), "MirrorPad": (1,), "TopKV2": (1,), "OneHot": (1,),
-    "LinSpace": (2,), "ScatterNd": (2,), "Bincount": (1,), "DenseBincount": (1,),
+    "LinSpace": (2,), "ScatterNd": (2,), "SparseToDense": (1,), "Bincount": (1,),
+    "DenseBincount": (1,),
     "DynamicPartition": (1,), "SparseFillEmptyRows": (0, 2),
     "UnsortedSegmentSum": (2,), "UnsortedSegmentMax": (2,), "UnsortedSegmentMin": (2,),
     "UnsortedSegmentProd": (2,), "SegmentSum": (1,), "SegmentMean": (1,),

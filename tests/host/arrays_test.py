@@ -4,8 +4,8 @@ give what TF's kernels give, and refuse what they refuse: ``Pad``, ``PadV2``,
 ``Split``, ``SplitV``, ``DynamicStitch``, ``MatrixDiagV2/V3``, ``MatrixDiagPartV2/V3``,
 ``ResizeBilinear``, ``ResizeNearestNeighbor``, ``CropAndResize``, ``Conv2DBackpropInput``,
 ``Conv3DBackpropInputV2``, ``SpaceToBatchND``, ``BatchToSpaceND``, ``ExpandDims``,
-``MatrixSetDiagV3``, ``ScatterNd``, the sorted segment reductions; and the elementwise math
-that computes such operands."""
+``MatrixSetDiagV3``, ``ScatterNd``, ``SparseToDense``, the sorted segment reductions; and
+the elementwise math that computes such operands."""
 
 from __future__ import annotations
 
@@ -298,3 +298,14 @@ def test_segment_reductions_match_tf_empty_segments_included(op):
     data = np.float32([[1, -2], [3, 4], [-5, 6], [7, 8]])
     ids = np.int32([0, 0, 2, 2])
     assert_same(run(op, data, ids), _tf(op, data=data, segment_ids=ids))
+
+
+@pytest.mark.parametrize("indices,values", [([[0, 1], [2, 3]], [5.0, 6.0]), ([1, 3], 2.5),
+                                            (2, [7.0])])
+def test_sparse_to_dense_matches_tf(indices, values):
+    indices = np.int32(indices)
+    shape = np.int32([3, 4] if indices.ndim == 2 else [4])
+    values = np.float32(values)
+    assert_same(run("SparseToDense", indices, shape, values, np.float32(-1)),
+                _tf("SparseToDense", sparse_indices=indices, output_shape=shape,
+                    sparse_values=values, default_value=np.float32(-1)))

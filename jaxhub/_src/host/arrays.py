@@ -605,3 +605,19 @@ def _segment(node, data, segment_ids):
         sizes = np.bincount(ids, minlength=count).reshape((count,) + (1,) * (data.ndim - 1))
         out = (out / np.maximum(sizes, 1)).astype(data.dtype)
     return out
+
+
+@register("SparseToDense", attrs=("validate_indices",))
+def _sparse_to_dense(node, indices, output_shape, values, default_value):
+    # ``indices``: a scalar or vector (positions of a vector), or [n, rank]; ``values``: one
+    # per index, or one for all. The other entries are ``default_value``.
+    shape = _ints(output_shape)
+    indices = np.asarray(indices).astype(np.int64)
+    rows = indices.reshape(-1, 1) if indices.ndim < 2 else indices
+    if rows.shape[1] != len(shape) or np.any((rows < 0) | (rows >= np.asarray(shape))):
+        raise ValueError(f"indices {rows.tolist()} do not index a tensor of shape {shape}")
+    check_elements(node, int(np.prod(shape, dtype=np.float64)))
+    values = np.asarray(values)
+    out = np.full(shape, np.asarray(default_value, values.dtype))
+    out[tuple(rows.T)] = values
+    return out
