@@ -54,7 +54,8 @@ _SAME_COUNT = {"ListDiff": {1: 0}, "UniqueWithCounts": {2: 0}, "NonMaxSuppressio
 _RANK_CHANGE = {"Transpose": 0, "Tile": 0, "Pad": 0, "PadV2": 0, "MirrorPad": 0, "TopKV2": 0,
                 "ConcatV2": 0, "SplitV": 0, "OneHot": 1, "ArgMax": -1, "ArgMin": -1,
                 "ResizeBilinear": 0, "ResizeNearestNeighbor": 0, "CropAndResize": 0,
-                "Conv2DBackpropInput": 0, "Conv3DBackpropInputV2": 0, "ExpandDims": 1}
+                "Conv2DBackpropInput": 0, "Conv3DBackpropInputV2": 0, "ExpandDims": 1,
+                "Split": 0}
 
 #: Ops whose results' rank is that of another input than the first: its position.
 _RANK_OF = {"Split": 1, "Conv2DBackpropInput": 1, "Conv3DBackpropInputV2": 1}
@@ -232,24 +233,22 @@ def _rank(node: graph.Node, inputs: list[list[Dim] | None]) -> int | None:
     """The rank of ``node``'s results when an operand whose values the graph does not
     know sets their sizes (a reshape's shape, a reduction's axes), or None."""
     op = node.op
-    if op not in _RANK_CHANGE and op not in _REDUCTIONS and op not in _DIAGONALS and \
-            op not in ("Split", "Reshape"):
-        return None
-    if op in _DIAGONALS and None not in (inputs[0], inputs[1]) and len(inputs[1]) <= 1:
+    if op == "Reshape":
+        shape = inputs[1]
+        known = shape is not None and len(shape) == 1 and isinstance(shape[0], int)
+        return shape[0] if known else None
+    if op in _DIAGONALS:
+        if None in (inputs[0], inputs[1]) or len(inputs[1]) > 1:
+            return None
         # k: a scalar or one element, one diagonal (an axis fewer in the packed form);
         # two, a band (a two-element k of equal values is typed as a band of one).
         single = not inputs[1] or inputs[1][0] == 1
         return len(inputs[0]) + _DIAGONALS[op] * single
-    data = inputs[_RANK_OF.get(op, 0)]
-    if op == "Reshape" and inputs[1] is not None and len(inputs[1]) == 1 and \
-            isinstance(inputs[1][0], int):
-        return inputs[1][0]
-    if data is None:
-        return None
-    if op in _RANK_CHANGE or op == "Split":
-        return len(data) + _RANK_CHANGE.get(op, 0)
-    axes = inputs[1] if op in _REDUCTIONS else None
-    if axes is None or len(axes) > 1 or not all(isinstance(d, int) for d in axes):
+    if op in _RANK_CHANGE and inputs[_RANK_OF.get(op, 0)] is not None:
+        return len(inputs[_RANK_OF.get(op, 0)]) + _RANK_CHANGE[op]
+    if op not in _REDUCTIONS or None in (inputs[0], inputs[1]) or len(inputs[1]) > 1 or \
+            not all(isinstance(d, int) for d in inputs[1]):
         return None
     # TF refuses repeated axes: each one removes a dimension, unless kept.
-    return len(data) - (0 if node.attr("keep_dims", False) else (axes[0] if axes else 1))
+    axes = inputs[1][0] if inputs[1] else 1
+    return len(inputs[0]) - (0 if node.attr("keep_dims", False) else axes)
