@@ -119,8 +119,9 @@ _STATIC_OPERAND = ("needs a shape, size, axis or count while tracing that the va
 
 
 def shaped_by_values(fn: graph.Function) -> bool:
-    """True when an op of ``fn`` has an output shape that follows the values of its
-    numeric args (``tf.range(n)``, ``x[:n]``): the function may need a host stage."""
+    """True when an op of ``fn`` has an output shape or a static operand that follows the
+    values of its numeric args (``tf.range(n)``, ``x[:n]``, ``tf.reshape(x, shape)``): the
+    function may need a host stage."""
     if not any(n.op in VALUE_SHAPED_OPS or n.op == "StridedSlice" for n in fn.nodes.values()):
         return False
     order = _order(fn.nodes, [s for s, _ in fn.outputs] + list(fn.control_outputs))
