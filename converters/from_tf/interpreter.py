@@ -300,7 +300,7 @@ class Interpreter:
         except (UnsupportedOpsError, _NodeError):
             raise
         except _CONCRETIZATION_ERRORS as e:
-            positions = _static_operands(e, inputs)
+            positions = _static_operands(e, inputs, node.op)
             raise StaticValueError(node.name, node.op,
                                    [_operand_name(node, i) for i in positions], positions,
                                    str(e).split("\n")[0]) from e
@@ -411,17 +411,21 @@ def _is_float(x: Any) -> bool:
     return jnp.issubdtype(x.dtype, jnp.inexact)
 
 
-def _static_operands(error: Exception, inputs: Sequence[Any]) -> list[int]:
-    """The positions of the inputs that ``error`` needed static.
+def _static_operands(error: Exception, inputs: Sequence[Any], op: str) -> list[int]:
+    """The positions of the inputs of an ``op`` node that ``error`` needed static.
 
     The operand itself when the op named it (:class:`TracedValueError`); else the traced
-    inputs that JAX's message describes (``traced array with shape int32[2]``), and among
+    ones among the op's static operands (:data:`STATIC_OPERANDS`); else the traced inputs
+    that JAX's message describes (``traced array with shape int32[2]``), and among
     several the integer ones after the first (sizes and axes follow the data).
     """
     culprit = getattr(error, "value", None)
     traced = [i for i, x in enumerate(inputs) if isinstance(x, jax.core.Tracer)]
     if culprit is not None:
         return [i for i in traced if inputs[i] is culprit][:1] or traced
+    known = [i for i in static_positions(op, len(inputs)) if i in traced]
+    if known:
+        return known
     described = [i for i in traced if inputs[i]._error_repr() in str(error)] or traced
     sizes = [i for i in described if i > 0 and jnp.issubdtype(inputs[i].dtype, jnp.integer)]
     return sizes or described
@@ -439,6 +443,56 @@ def _operand_name(node: graph.Node, position: int) -> str:
             count = len(node.attr(arg.type_list_attr))
         names += [arg.name] if count == 1 else [f"{arg.name}[{k}]" for k in range(count)]
     return names[position] if position < len(names) else f"input {position}"
+
+
+#: The operands of an op that JAX must know while tracing (a shape, a size, an axis, a
+#: count, paddings, a slice window), by op: their input positions (negative ones count
+#: from the end: ``ConcatV2``'s axis), or None for every input (ops whose output shape
+#: follows all their values: ``tf.where(x)``, ``tf.unique(x)``). The op implementations
+#: raise a ``StaticValueError`` on a traced one; a signature whose inputs' values set one
+#: computes that op on the host instead (``host_stages/split.py``). ``StridedSlice``'s
+#: bounds are static only where they set a size, which ``split`` tells apart.
+STATIC_OPERANDS: dict[str, tuple[int, ...] | None] = {
+    # output shapes that follow the values of every input
+    "Range": None, "Where": None, "Unique": None, "UniqueWithCounts": None,
+    "ListDiff": None, "RaggedRange": None, "RaggedGather": None, "CTCGreedyDecoder": None,
+    "NonMaxSuppressionV2": None, "NonMaxSuppressionV3": None, "NonMaxSuppressionV4": None,
+    "NonMaxSuppressionV5": None, "DenseToDenseSetOperation": None,
+    "DenseToSparseSetOperation": None, "SparseToSparseSetOperation": None,
+    "DynamicStitch": None, "ParallelDynamicStitch": None,
+    # (Not RaggedTensorToTensor: given its full shape, the device pads traced row partitions.)
+    # shapes and sizes
+    "Fill": (0,), "Reshape": (1,), "BroadcastTo": (1,), "Tile": (1,), "Slice": (1, 2),
+    "Pad": (1,), "PadV2": (1,), "MirrorPad": (1,), "TopKV2": (1,), "OneHot": (1,),
+    "LinSpace": (2,), "ScatterNd": (2,), "SparseToDense": (1,), "Bincount": (1,),
+    "DenseBincount": (1,),
+    "DynamicPartition": (1,), "SparseFillEmptyRows": (0, 2),
+    "UnsortedSegmentSum": (2,), "UnsortedSegmentMax": (2,), "UnsortedSegmentMin": (2,),
+    "UnsortedSegmentProd": (2,), "SegmentSum": (1,), "SegmentMean": (1,),
+    "SegmentMax": (1,), "SegmentMin": (1,), "SegmentProd": (1,),
+    "SpaceToBatchND": (1, 2), "BatchToSpaceND": (1, 2), "ResizeBilinear": (1,),
+    "ResizeNearestNeighbor": (1,), "ResizeBicubic": (1,), "ResizeArea": (1,),
+    "CropAndResize": (3,), "Conv2DBackpropInput": (0,), "Conv3DBackpropInputV2": (0,),
+    "MatrixDiagV3": (1, 2, 3), "MatrixDiagPartV3": (1,), "MatrixSetDiagV3": (2,),
+    "MatrixDiagV2": (1, 2, 3), "MatrixDiagPartV2": (1,), "MatrixSetDiagV2": (2,),
+    # axes and permutations
+    "Transpose": (1,), "ReverseV2": (1,), "Roll": (2,), "ExpandDims": (1,),
+    "ConcatV2": (-1,), "Split": (0,), "SplitV": (1, 2), "GatherV2": (2,),
+    "Sum": (1,), "Mean": (1,), "Max": (1,), "Min": (1,), "Prod": (1,), "All": (1,),
+    "Any": (1,), "EuclideanNorm": (1,), "ArgMax": (1,), "ArgMin": (1,), "Cumsum": (1,),
+    "Cumprod": (1,), "CumulativeLogsumexp": (1,),
+}
+
+
+def static_positions(op: str, num_inputs: int) -> list[int]:
+    """The positions of the inputs of an ``op`` node with ``num_inputs`` inputs that must
+    be static (:data:`STATIC_OPERANDS`; none for other ops)."""
+    if op not in STATIC_OPERANDS:
+        return []
+    positions = STATIC_OPERANDS[op]
+    if positions is None:
+        return list(range(num_inputs))
+    return sorted({p % num_inputs for p in positions if -num_inputs <= p < num_inputs})
 
 
 #: Ops whose results are their input's shape, whatever its values (a TensorArray's or

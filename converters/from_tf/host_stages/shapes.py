@@ -27,7 +27,9 @@ Ref = tuple[str, int]
 #: Ops whose results have their first input's shape.
 _SAME_SHAPE = frozenset({
     "Identity", "StopGradient", "Snapshot", "Cast", "ZerosLike", "OnesLike", "Cumsum",
-    "Neg", "Abs", "Sign", "LogicalNot", "Floor", "Ceil", "Round",
+    "Neg", "Abs", "Sign", "LogicalNot", "Floor", "Ceil", "Round", "Square", "Sqrt", "Rsqrt",
+    "Exp", "Log", "Sin", "Cos", "Tanh", "Sigmoid", "Reciprocal", "ReverseV2", "Roll",
+    "MatrixSetDiagV2", "MatrixSetDiagV3",
     # string ops, element by element
     "StringToNumber", "AsString", "StringLower", "StringUpper", "StringStrip",
     "StaticRegexReplace", "StaticRegexFullMatch", "StringLength", "StringToHashBucketFast",
@@ -37,7 +39,7 @@ _SAME_SHAPE = frozenset({
 _BROADCAST = frozenset({
     "Add", "AddV2", "Sub", "Mul", "Maximum", "Minimum", "Equal", "NotEqual", "Less",
     "LessEqual", "Greater", "GreaterEqual", "FloorMod", "FloorDiv", "LogicalAnd",
-    "LogicalOr", "SelectV2"})
+    "LogicalOr", "SelectV2", "RealDiv", "Div", "Pow", "SquaredDifference", "DivNoNan"})
 
 #: Value-shaped ops whose results share one value-set size: output -> the output whose
 #: size it has (``setdiff1d``'s values and positions; ``unique``'s values and counts).
@@ -45,6 +47,25 @@ _SAME_COUNT = {"ListDiff": {1: 0}, "UniqueWithCounts": {2: 0}, "NonMaxSuppressio
                "CTCGreedyDecoder": {1: 0}, "SparseFillEmptyRows": {1: 0},
                "DenseToDenseSetOperation": {1: 0}, "DenseToSparseSetOperation": {1: 0},
                "SparseToSparseSetOperation": {1: 0}}
+
+
+#: Ops whose results have their first input's rank plus this, each size a symbol of its own
+#: (their static operands follow values: paddings, multiples, a permutation, a depth).
+_RANK_CHANGE = {"Transpose": 0, "Tile": 0, "Pad": 0, "PadV2": 0, "MirrorPad": 0, "TopKV2": 0,
+                "ConcatV2": 0, "SplitV": 0, "OneHot": 1, "ArgMax": -1, "ArgMin": -1,
+                "ResizeBilinear": 0, "ResizeNearestNeighbor": 0, "CropAndResize": 0,
+                "Conv2DBackpropInput": 0, "Conv3DBackpropInputV2": 0, "ExpandDims": 1,
+                "Split": 0}
+
+#: Ops whose results' rank is that of another input than the first: its position.
+_RANK_OF = {"Split": 1, "Conv2DBackpropInput": 1, "Conv3DBackpropInputV2": 1}
+
+#: Packing and unpacking diagonals: the rank change for one diagonal (none for a band).
+_DIAGONALS = {"MatrixDiagV2": 1, "MatrixDiagV3": 1, "MatrixDiagPartV2": -1,
+              "MatrixDiagPartV3": -1}
+
+#: Reductions over an axis operand (input 1).
+_REDUCTIONS = frozenset({"Sum", "Mean", "Max", "Min", "Prod", "All", "Any", "EuclideanNorm"})
 
 
 #: Non-max suppressions that also return how many boxes they kept: that output (a scalar).
@@ -161,6 +182,9 @@ class Specs:
             return [[self.fresh(count), rank], [self.fresh(count)], [rank]][index]
         if op == "Fill" and inputs[0] is not None and isinstance(inputs[0][0], int):
             return [self.fresh(f"{count}/{axis}") for axis in range(inputs[0][0])]
+        rank = _rank(node, inputs)
+        if rank is not None:
+            return [self.fresh(f"{count}/{axis}") for axis in range(rank)]
         return None
 
     def _key(self, source: str) -> str:
@@ -203,3 +227,28 @@ def _plain(value: Any) -> Any:
     if isinstance(value, (list, tuple)):
         return [_plain(v) for v in value]
     return value if isinstance(value, (int, float, str, bool, type(None))) else repr(value)
+
+
+def _rank(node: graph.Node, inputs: list[list[Dim] | None]) -> int | None:
+    """The rank of ``node``'s results when an operand whose values the graph does not
+    know sets their sizes (a reshape's shape, a reduction's axes), or None."""
+    op = node.op
+    if op == "Reshape":
+        shape = inputs[1]
+        known = shape is not None and len(shape) == 1 and isinstance(shape[0], int)
+        return shape[0] if known else None
+    if op in _DIAGONALS:
+        if None in (inputs[0], inputs[1]) or len(inputs[1]) > 1:
+            return None
+        # k: a scalar or one element, one diagonal (an axis fewer in the packed form);
+        # two, a band (a two-element k of equal values is typed as a band of one).
+        single = not inputs[1] or inputs[1][0] == 1
+        return len(inputs[0]) + _DIAGONALS[op] * single
+    if op in _RANK_CHANGE and inputs[_RANK_OF.get(op, 0)] is not None:
+        return len(inputs[_RANK_OF.get(op, 0)]) + _RANK_CHANGE[op]
+    if op not in _REDUCTIONS or None in (inputs[0], inputs[1]) or len(inputs[1]) > 1 or \
+            not all(isinstance(d, int) for d in inputs[1]):
+        return None
+    # TF refuses repeated axes: each one removes a dimension, unless kept.
+    axes = inputs[1][0] if inputs[1] else 1
+    return len(inputs[0]) - (0 if node.attr("keep_dims", False) else axes)

@@ -20,7 +20,10 @@ size from (see ``ops/tf1.py``).
 
 Numeric signatures get a host stage too when an op's *output shape* follows its inputs'
 values (``tf.range(n)``, one-argument ``tf.where``, ``tf.unique``, ``tf.boolean_mask``,
-``x[:n]``, ``tf.math.bincount(x)``; not a non-max suppression padded to a constant size):
+``x[:n]``, ``tf.math.bincount(x)``; not a non-max suppression padded to a constant size),
+or when an op needs an operand while tracing that follows them (the interpreter's static
+operands, :data:`jaxhub_tf.from_tf.interpreter.STATIC_OPERANDS`: the shape of
+``tf.reshape``, the paddings of ``tf.pad``, the ``k`` of ``tf.math.top_k``, an axis):
 a device function's shapes cannot depend on values. When such an op's inputs are
 computed from the signature's inputs alone, through ops the host stage runs, that input
 *cone* and the op move to the host stage, whose result reaches the device function with
@@ -40,7 +43,8 @@ import numpy as np
 
 from jaxhub_tf.from_tf import graph
 from jaxhub_tf.from_tf.host_stages import shapes
-from jaxhub_tf.from_tf.interpreter import SHAPE_OPS, UnsupportedOpsError
+from jaxhub_tf.from_tf.interpreter import (SHAPE_OPS, STATIC_OPERANDS, UnsupportedOpsError,
+                                            static_positions)
 from jaxhub_tf.from_tf.ops import random as random_ops
 from jaxhub import extend
 
@@ -92,15 +96,10 @@ _SENTENCEPIECE_TOKENIZERS = frozenset({"SentencepieceTokenizeOp",
 _DEVICE_SEED_OPS = frozenset({"VarHandleOp", "VariableV2", "Variable", "ReadVariableOp"}
                              ) | random_ops.KEYED_OPS
 
-#: Ops whose output shape follows the values of their inputs (by position; None: all).
+#: Ops that need the values of some inputs to trace (by position, negative from the end;
+#: None: all): the interpreter's static operands, and ops that only the host stage runs.
 VALUE_SHAPED_OPS: dict[str, tuple[int, ...] | None] = {
-    "Range": None, "Where": None, "Unique": None, "UniqueWithCounts": None,
-    "ListDiff": None, "Fill": (0,), "DynamicPartition": (1,), "RaggedRange": None,
-    "NonMaxSuppressionV2": None, "NonMaxSuppressionV3": None, "NonMaxSuppressionV4": None,
-    "NonMaxSuppressionV5": None, "Slice": (1, 2), "Bincount": (1,), "DenseBincount": (1,),
-    "CTCGreedyDecoder": None, "SparseFillEmptyRows": (0, 2), "RaggedGather": None,
-    "DenseToDenseSetOperation": None, "DenseToSparseSetOperation": None,
-    "SparseToSparseSetOperation": None,
+    **STATIC_OPERANDS,
     # A table lives in the host stage: a lookup of the signature's keys runs there.
     "LookupTableFindV2": (1,),
     # Its shape follows constants in most graphs, but only the host stage computes it.
@@ -115,22 +114,19 @@ _WHY_HOST = {"CombinedNonMaxSuppression": "has no device implementation",
              "LookupTableFindV2": "reads a table, which only the host stage holds"}
 _VALUE_SHAPED = ("has an output shape set by the values of the signature's inputs, which a "
                  "device function cannot have")
+_STATIC_OPERAND = ("needs a shape, size, axis or count while tracing that the values of the "
+                   "signature's inputs set")
 
 
 def shaped_by_values(fn: graph.Function) -> bool:
-    """True when an op of ``fn`` has an output shape that follows the values of its
-    numeric args (``tf.range(n)``, ``x[:n]``): the function may need a host stage."""
+    """True when an op of ``fn`` has an output shape or a static operand that follows the
+    values of its numeric args (``tf.range(n)``, ``x[:n]``, ``tf.reshape(x, shape)``): the
+    function may need a host stage."""
     if not any(n.op in VALUE_SHAPED_OPS or n.op == "StridedSlice" for n in fn.nodes.values()):
         return False
     order = _order(fn.nodes, [s for s, _ in fn.outputs] + list(fn.control_outputs))
     numeric = {a for a, d in zip(fn.args, fn.arg_dtypes) if _is_number(d)}
     return bool(_value_shaped(fn.nodes, order, numeric)[0])
-
-
-#: Device ops whose output size is an input's value: that input's position.
-_SIZE_INPUTS = {"UnsortedSegmentSum": 2, "UnsortedSegmentMax": 2, "UnsortedSegmentMin": 2,
-                "UnsortedSegmentProd": 2, "Fill": 0, "Range": 1, "Reshape": 1,
-                "BroadcastTo": 1, "Tile": 1, "ZerosLike": None}
 
 #: Device ops whose output size is the largest of their segment ids plus one.
 SIZED_SEGMENT_OPS = frozenset({"SparseSegmentSqrtN", "SparseSegmentMean",
@@ -281,11 +277,26 @@ def _value_shaped(nodes: Mapping[str, graph.Node], order: list[str], inputs: set
 
 
 def _shaping_inputs(node: graph.Node) -> Sequence[int]:
-    """The positions of the inputs of ``node`` whose values set its output shape."""
+    """The positions of the inputs of ``node`` whose values it needs to trace: they set
+    its output shape (``tf.range(n)``, ``tf.reshape(x, shape)``) or an axis."""
     if node.op in _PADDABLE_NMS and node.attr("pad_to_max_output_size", False):
         return (2,)
+    if node.op in STATIC_OPERANDS:
+        return static_positions(node.op, len(node.inputs))
     positions = VALUE_SHAPED_OPS.get(node.op, ())
     return range(len(node.inputs)) if positions is None else positions
+
+
+def _reads_host(node: graph.Node, position: int, host: set[str]) -> bool:
+    """True when input ``position`` of ``node`` is computed in the host stage ``host``."""
+    return position < len(node.inputs) and node.inputs[position][0] in host
+
+
+def _why_host(op: str) -> str:
+    """Why a seed op runs in the host stage, for messages."""
+    if op in _WHY_HOST:
+        return _WHY_HOST[op]
+    return _VALUE_SHAPED if VALUE_SHAPED_OPS.get(op, ()) is None else _STATIC_OPERAND
 
 
 def _slices_by_values(nodes: Mapping[str, graph.Node], node: graph.Node,
@@ -343,7 +354,7 @@ def _host_cones(nodes: Mapping[str, graph.Node], seeds: list[str], host: set[str
             stack.extend(s for s, _ in node.inputs)
     if blocked:
         raise HostStageUnsupportedError("; ".join(
-            f"{nodes[seed].op} node {seed!r} {_WHY_HOST.get(nodes[seed].op, _VALUE_SHAPED)}"
+            f"{nodes[seed].op} node {seed!r} {_why_host(nodes[seed].op)}"
             f"; the host stage could compute it before the device function, but its inputs "
             f"also come from what only the device computes: {sorted(what)}. Compute them "
             f"from the signature's inputs with ops the host stage runs, or pass the result "
@@ -379,8 +390,8 @@ def _check_supported(nodes, host: set[str], fn, device_dep: set[str],
                                               graph.implicit_attrs(nodes[n].op)))
     host_sized = sorted({
         nodes[name].op for name in device_dep if name in nodes
-        and nodes[name].op in _SIZE_INPUTS
-        and nodes[name].inputs[_SIZE_INPUTS[nodes[name].op]][0] in host - shared})
+        and any(_reads_host(nodes[name], i, host - shared)
+                for i in _shaping_inputs(nodes[name]))})
     string_outputs = _string_outputs(nodes, fn)
     if missing or strings_to_device or bad_attrs or host_sized or string_outputs:
         lines = []

@@ -20,6 +20,7 @@ from jaxhub._src.host.program import HostStage as HostStage
 from jaxhub._src.host.program import HostStageError as HostStageError
 
 # The op families: imported for their registrations.
+from jaxhub._src.host import arrays as _arrays  # noqa: F401,E402
 from jaxhub._src.host import ragged as _ragged  # noqa: F401,E402
 from jaxhub._src.host import sentencepiece as _sentencepiece  # noqa: F401,E402
 from jaxhub._src.host import sparse as _sparse  # noqa: F401,E402

@@ -596,7 +596,10 @@ def _reshape(node, x, shape):
 
 @register("ExpandDims")
 def _expand_dims(node, x, axis):
-    return np.expand_dims(x, int(np.asarray(axis)))
+    axis = np.asarray(axis).reshape(-1)  # a scalar, or TF's one-element vector
+    if axis.size != 1:
+        raise ValueError(f"ExpandDims of {axis.size} axes; TF takes one")
+    return np.expand_dims(x, int(axis[0]))
 
 
 @register("Squeeze", attrs=("squeeze_dims",))

@@ -22,3 +22,17 @@ def assert_outputs_match(ours: dict, theirs: dict) -> None:
         assert got.shape == want.shape, key
         assert got.dtype == jax.dtypes.canonicalize_dtype(want.dtype), key
         np.testing.assert_allclose(got, want.astype(got.dtype), rtol=1e-6, atol=1e-6)
+
+
+def assert_matches_tf(model: tf.Module, module, signature: str, arrays: dict) -> None:
+    """``module.apply``, and ``preprocess`` + ``jit(apply_device)`` (when no size is 0:
+    an empty size cannot be traced), give what ``model``'s ``signature`` computes."""
+    theirs = tf_outputs(model, signature, arrays)
+    ours = module.apply(module.params, arrays, signature=signature, as_dict=True)
+    assert_outputs_match(ours, theirs)
+    feeds = module.preprocess(arrays, signature=signature)
+    if not all(np.size(v) for v in feeds.values()):
+        return
+    device = jax.jit(lambda params, feeds: module.apply_device(
+        params, feeds, signature=signature, as_dict=True))
+    assert_outputs_match(device(module.params, feeds), theirs)

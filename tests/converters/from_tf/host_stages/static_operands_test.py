@@ -1,0 +1,161 @@
+"""Host stages for ops whose static operands follow the signature's input values.
+
+A shape, paddings, a ``k``, a depth, multiples, a permutation, an axis or split sizes
+that a TF2 SavedModel computes from its inputs' values cannot be known while JAX traces
+(the interpreter's ``STATIC_OPERANDS``): the op and the ops computing its inputs from the
+signature's inputs run in a host stage; what follows (here a product with a variable)
+stays in the device function. Outputs are compared with TF on several inputs through
+``apply`` and through ``preprocess`` + ``jax.jit(apply_device)``. When such an operand
+comes from params, the graph is refused, naming the op and what blocks it.
+"""
+
+from __future__ import annotations
+
+import inspect
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+import jaxhub
+from tests.converters.from_tf.host_stages._outputs import assert_matches_tf
+from jaxhub_tf.from_tf.host_stages.split import HostStageUnsupportedError
+from jaxhub_tf.from_tf.saved_model import load_saved_model
+
+_X = tf.TensorSpec([None, 3], tf.float32)
+_INT = tf.TensorSpec([], tf.int32)
+_INTS = tf.TensorSpec([None], tf.int32)
+
+
+class _StaticOperands(tf.Module):
+    """One signature per op whose static operand is an input (or computed from one)."""
+
+    def __init__(self):
+        super().__init__()
+        self.scale = tf.Variable(1.5, name="scale")
+
+    @tf.function(input_signature=[_X, tf.TensorSpec([3], tf.int32)])
+    def reshaped(self, x, shape):
+        return {"y": tf.reshape(x, shape) * self.scale}
+
+    @tf.function(input_signature=[_X, tf.TensorSpec([2, 2], tf.int32)])
+    def padded(self, x, paddings):
+        return {"constant": tf.pad(x, paddings, constant_values=-1.0) * self.scale,
+                "reflect": tf.pad(x, paddings, mode="REFLECT") * self.scale,
+                "symmetric": tf.pad(x, paddings, mode="SYMMETRIC") * self.scale}
+
+    @tf.function(input_signature=[_X, _INT])
+    def top_k(self, x, k):
+        values, indices = tf.math.top_k(x, k + 1)  # computed from the input
+        return {"values": values * self.scale, "indices": indices}
+
+    @tf.function(input_signature=[_INTS, _INT])
+    def one_hot(self, indices, depth):
+        return {"y": tf.one_hot(indices, depth, on_value=2.0, off_value=-1.0) * self.scale}
+
+    @tf.function(input_signature=[_X, tf.TensorSpec([2], tf.int32)])
+    def tiled(self, x, multiples):
+        return {"y": tf.tile(x, multiples) * self.scale}
+
+    @tf.function(input_signature=[tf.TensorSpec([2, 3, 4], tf.float32),
+                                  tf.TensorSpec([3], tf.int32)])
+    def transposed(self, x, perm):
+        return {"y": tf.transpose(x, perm) * self.scale}
+
+    @tf.function(input_signature=[_X, _INT])
+    def by_axis(self, x, axis):
+        return {"sum": tf.reduce_sum(x, axis) * self.scale,
+                "reversed": tf.reverse(x, [axis]) * self.scale,
+                "argmax": tf.argmax(x, axis),
+                "concat": tf.concat([x, x], axis) * self.scale}
+
+    @tf.function(input_signature=[tf.TensorSpec([2, 3], tf.float32),
+                                  tf.TensorSpec([2], tf.int32)])
+    def diagonals(self, d, k):
+        band = tf.linalg.diag(d, k=k, num_rows=-1, num_cols=-1)
+        return {"band": band * self.scale,
+                "part": tf.linalg.diag_part(band, k=k) * self.scale}
+
+    @tf.function(input_signature=[_X, tf.TensorSpec([2], tf.int32)])
+    def split_by_sizes(self, x, sizes):
+        first, second = tf.split(x, sizes, axis=1)
+        return {"first": first * self.scale, "second": second * self.scale}
+
+
+_RNG = np.random.default_rng(0)
+_ROWS = _RNG.standard_normal([4, 3])
+
+#: signature -> inputs to compare on.
+CASES = {
+    "reshaped": [{"x": _ROWS, "shape": [3, 4, 1]}, {"x": _ROWS, "shape": [2, -1, 2]},
+                 {"x": _ROWS[:1], "shape": [1, 3, 1]}],
+    "padded": [{"x": _ROWS, "paddings": [[1, 2], [0, 2]]},
+               {"x": _ROWS[:2], "paddings": [[0, 0], [1, 1]]}],
+    "top_k": [{"x": [[3, 1, 3], [0, 5, 0]], "k": 1}, {"x": _ROWS, "k": 2},
+              {"x": _ROWS, "k": -1}],
+    "one_hot": [{"indices": [0, 2, 5, -1], "depth": 4}, {"indices": [1], "depth": 2}],
+    "tiled": [{"x": _ROWS[:2], "multiples": [2, 3]}, {"x": _ROWS, "multiples": [1, 1]}],
+    "transposed": [{"x": _RNG.standard_normal([2, 3, 4]), "perm": [2, 0, 1]},
+                   {"x": _RNG.standard_normal([2, 3, 4]), "perm": [0, 1, 2]}],
+    "by_axis": [{"x": _ROWS, "axis": 0}, {"x": _ROWS, "axis": 1}, {"x": _ROWS, "axis": -1}],
+    "diagonals": [{"d": [[1, 2, 3], [4, 5, 6]], "k": [0, 1]},
+                  {"d": [[1, 2, 3], [4, 5, 6]], "k": [-2, -1]}],
+    "split_by_sizes": [{"x": _ROWS, "sizes": [1, 2]}, {"x": _ROWS[:1], "sizes": [2, 1]}],
+}
+
+
+def _arrays(signature: str, inputs: dict) -> dict[str, np.ndarray]:
+    """``inputs`` as arrays of the dtypes the signature declares."""
+    function = getattr(_StaticOperands, signature)
+    names = list(inspect.signature(function.python_function).parameters)[1:]  # no self
+    return {k: np.asarray(inputs[k], spec.dtype.as_numpy_dtype)
+            for k, spec in zip(names, function.input_signature)}
+
+
+@pytest.fixture(scope="module")
+def saved(tmp_path_factory):
+    root = tmp_path_factory.mktemp("static_operands")
+    model = _StaticOperands()
+    tf.saved_model.save(model, str(root / "sm"),
+                        signatures={name: getattr(model, name) for name in CASES})
+    return model, jaxhub.load(root / "sm", cache_dir=root / "cache")
+
+
+@pytest.mark.parametrize("signature,index", [(s, i) for s, cases in CASES.items()
+                                             for i in range(len(cases))])
+def test_outputs_match_tf_through_apply_and_jitted_apply_device(saved, signature, index):
+    model, module = saved
+    assert module.has_host_stage(signature)
+    assert_matches_tf(model, module, signature, _arrays(signature, CASES[signature][index]))
+
+
+def test_what_follows_the_op_stays_on_the_device(saved):
+    # The host stage hands over the padded array; the product with the variable is the
+    # device function's.
+    _, module = saved
+    arrays = _arrays("padded", CASES["padded"][0])
+    feeds = module.preprocess(arrays, signature="padded")
+    padded = tf.pad(arrays["x"], arrays["paddings"], constant_values=-1.0).numpy()
+    assert any(np.array_equal(v, padded) for v in feeds.values())
+
+
+class _FromParams(tf.Module):
+    """Paddings computed from a variable: only the device knows them."""
+
+    def __init__(self):
+        super().__init__()
+        self.extra = tf.Variable(1)
+
+    @tf.function(input_signature=[_X, _INT])
+    def __call__(self, x, n):
+        return tf.pad(x, [[0, n + self.extra], [0, 0]])
+
+
+def test_paddings_computed_from_params_are_refused_naming_the_op(tmp_path):
+    model = _FromParams()
+    tf.saved_model.save(model, str(tmp_path), signatures=model.__call__)
+    with pytest.raises(HostStageUnsupportedError,
+                       match=r"Pad node '[^']*' needs a shape, size, axis or count while "
+                             r"tracing that the values of the signature's inputs set; .*"
+                             r"ReadVariableOp '[^']*' \(params or random numbers\)"):
+        load_saved_model(tmp_path)
