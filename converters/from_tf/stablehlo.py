@@ -40,8 +40,8 @@ from jax._src.lib.mlir.dialects import hlo
 #: What precedes the specification in jax.export's shape assertion messages.
 _SPECS = "Using the following polymorphic shapes specifications: "
 
-#: The value of the first size variable at the probes; the others count up from it, so
-#: probes stay clear of small sizes a module may treat specially (1: broadcasting).
+#: The value of the first size variable at the probes (the next ones are 2, 4, ... more),
+#: clear of small sizes a module may treat specially (1: broadcasting).
 _FIRST_PROBE = 5
 
 
@@ -70,8 +70,9 @@ def module_shapes(module: bytes, n_args: int) -> ModuleShapes:
     Returns:
       The shapes. A size ``main`` takes as unknown is the module's own variable when the
       specification it was exported for gives that size as a variable (``b``), else a
-      symbol of its own (``d*128`` becomes ``_arg0_1``; ``d`` is then ``_arg0_1 // 128``
-      in the outputs).
+      symbol of its own (``d*128`` becomes ``_arg0_1``). Output sizes are polynomials of
+      those symbols (``128*d`` is ``_arg0_1``), or where they cannot be, of the
+      variables as ``jax.export`` solves them (``d`` is ``_arg0_1 // 128``).
 
     Raises:
       NotImplementedError: the module takes unknown sizes without quoting its shape
@@ -93,8 +94,14 @@ def module_shapes(module: bytes, n_args: int) -> ModuleShapes:
         shapes = [tuple(d if isinstance(d, int) else int(d._evaluate(env)) for d in spec)
                   for spec in specs]
         static = iter(shapes)
-        refined = _refined_results(module, [next(static) if None in t else t
-                                            for t in arg_types])
+        try:
+            refined = _refined_results(module, [next(static) if None in t else t
+                                                for t in arg_types])
+        except ValueError as e:  # the module's own constraints refused the sizes
+            cause = str(e.__cause__ or e).strip().splitlines()[0]
+            raise NotImplementedError(
+                f"the StableHLO module does not take inputs of shapes {shapes}, at which "
+                f"its output sizes were to be read: {cause}") from e
         return [d for t, r in zip(result_types, refined) for d, u in zip(r, t) if u is None]
 
     probe = functools.lru_cache(maxsize=None)(probe)
@@ -209,9 +216,9 @@ def _variable_values(specs: Sequence[tuple], inputs: Sequence[tuple],
     solution, _, synthetic = shape_poly.solve_dim_vars(avals, tree)
     dynamic = [s for s in inputs if any(not isinstance(d, int) for d in s)]
     env = {name: dynamic[i][j] for name, i, j in synthetic}
-    plain = {str(d): d for s in inputs for d in s if not isinstance(d, int)}
-    return {v: plain[v] if v in plain else shape_poly.ShapeEvaluator(env).evaluate(solution[v])
-            for v in variables}
+    symbols = {str(d): d for s in dynamic for d in s if not isinstance(d, int)}
+    return {v: symbols[v] if v in symbols else
+            shape_poly.ShapeEvaluator(env).evaluate(solution[v]) for v in variables}
 
 
 Polynomial = dict[tuple[int, ...], int]  # monomial (variable indices) -> coefficient
