@@ -115,8 +115,8 @@ def module_shapes(module: bytes, n_args: int) -> ModuleShapes:
         if poly is None:
             raise NotImplementedError(
                 f"size {j} of output {i} of the StableHLO module is no polynomial of degree "
-                "two or less in the sizes it takes (a floor division?): it cannot be "
-                "expressed in the input sizes")
+                f"two or less in the sizes it takes ({', '.join(map(str, specs))}; a floor "
+                "division?): it cannot be expressed in the input sizes")
         size = _in_symbols(poly, variables, anchors, symbols)
         outputs[i][j] = size if size is not None else _evaluate(
             poly, [values[v] for v in variables])
