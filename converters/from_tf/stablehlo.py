@@ -89,29 +89,32 @@ def module_shapes(module: bytes, n_args: int) -> ModuleShapes:
     inputs, variables = _inputs(arg_types, specs)
     values = _variable_values(specs, inputs, variables)
 
-    def probe(point: tuple[int, ...]) -> list[int]:
-        env = dict(zip(variables, point))
-        shapes = [tuple(d if isinstance(d, int) else int(d._evaluate(env)) for d in spec)
-                  for spec in specs]
-        static = iter(shapes)
+    sizes: dict[tuple[int, ...], list[int]] = {}  # point -> the unknown output sizes
+
+    def refine(points: Sequence[tuple[int, ...]]) -> None:
+        points = [p for p in dict.fromkeys(points) if p not in sizes]
+        if not points:
+            return
+        shapes = [[tuple(d if isinstance(d, int) else int(d._evaluate(dict(zip(variables, p))))
+                         for d in spec) for spec in specs] for p in points]
         try:
-            refined = _refined_results(module, [next(static) if None in t else t
-                                                for t in arg_types])
+            refined = _refined_results(module, [_arg_shapes(arg_types, s) for s in shapes])
         except ValueError as e:  # the module's own constraints refused the sizes
             cause = str(e.__cause__ or e).strip().splitlines()[0]
             raise NotImplementedError(
                 f"the StableHLO module does not take inputs of shapes {shapes}, at which "
                 f"its output sizes were to be read: {cause}") from e
-        return [d for t, r in zip(result_types, refined) for d, u in zip(r, t) if u is None]
+        for p, results in zip(points, refined):
+            sizes[p] = [d for t, r in zip(result_types, results)
+                        for d, u in zip(r, t) if u is None]
 
-    probe = functools.lru_cache(maxsize=None)(probe)
     symbols = {str(d): d for s in inputs for d in s if not isinstance(d, int)}
     anchors = _anchors(specs, [s for s in inputs if any(str(d) in symbols for d in s)],
                        variables)
     outputs = [list(t) for t in result_types]
     unknown = [(i, j) for i, t in enumerate(result_types) for j, d in enumerate(t) if d is None]
     for k, (i, j) in enumerate(unknown):
-        poly = _fit(lambda p: probe(p)[k], len(variables))
+        poly = _fit(lambda p: sizes[p][k], len(variables), refine)
         if poly is None:
             raise NotImplementedError(
                 f"size {j} of output {i} of the StableHLO module is no polynomial of degree "
@@ -224,16 +227,38 @@ def _variable_values(specs: Sequence[tuple], inputs: Sequence[tuple],
 Polynomial = dict[tuple[int, ...], int]  # monomial (variable indices) -> coefficient
 
 
-def _fit(f: Callable[[tuple[int, ...]], int], n_vars: int) -> Polynomial | None:
+def _fit(f: Callable[[tuple[int, ...]], int], n_vars: int,
+         prepare: Callable[[list[tuple[int, ...]]], None] = lambda points: None
+         ) -> Polynomial | None:
     """The integer polynomial of degree one, else two, that gives ``f`` at points of
-    ``n_vars`` variables, checked at one more point; None when there is none."""
+    ``n_vars`` variables, checked at one more point; None when there is none.
+
+    ``prepare(points)`` is called with the points of each degree before ``f`` is, so they
+    can be computed at once (one refinement of the module for all).
+    """
     base = tuple(_FIRST_PROBE + 2 * i for i in range(n_vars))
     check = tuple(b + 3 + i for i, b in enumerate(base))
     for degree in (1, 2):
+        prepare([_step(base, s) for s in _steps(n_vars, degree)] + [check])
         poly = _coefficients(f, base, degree)
         if poly is not None and _evaluate(poly, check) == f(check):
             return poly
     return None
+
+
+def _steps(n_vars: int, degree: int) -> list[tuple[int, ...]]:
+    """The steps from the base point that :func:`_coefficients` reads ``f`` at: none, one
+    along each variable, and for degree two two along each and one along each pair."""
+    steps = [()] + [(i,) for i in range(n_vars)]
+    if degree == 2:
+        steps += [(i, i) for i in range(n_vars)]
+        steps += list(itertools.combinations(range(n_vars), 2))
+    return steps
+
+
+def _step(p: tuple[int, ...], steps: tuple[int, ...]) -> tuple[int, ...]:
+    """``p`` moved one unit along each variable of ``steps`` (a variable listed twice, two)."""
+    return tuple(x + steps.count(n) for n, x in enumerate(p))
 
 
 def _anchors(specs: Sequence[tuple], inputs: Sequence[tuple],
@@ -286,7 +311,7 @@ def _coefficients(f: Callable[[tuple[int, ...]], int], p: tuple[int, ...],
     its neighbours one or two steps away, by finite differences; None when its
     coefficients are not integers."""
     def at(*steps: int) -> int:
-        return f(tuple(x + steps.count(n) for n, x in enumerate(p)))
+        return f(_step(p, steps))
 
     n, f0 = len(p), at()
     quad: dict[tuple[int, ...], Fraction] = {}
@@ -313,11 +338,20 @@ def _evaluate(poly: dict, values: Sequence[Any] | dict[str, Any]) -> Any:
     return total
 
 
-def _refined_results(module: bytes, arg_shapes: Sequence[tuple[int, ...]]) -> list[tuple]:
-    """The result shapes of ``main`` once refined for arguments of ``arg_shapes``.
+def _arg_shapes(arg_types: Sequence[tuple], dynamic: Sequence[tuple]) -> list[tuple]:
+    """The shapes of all arguments: ``dynamic`` in turn for those with unknown sizes."""
+    it = iter(dynamic)
+    return [next(it) if None in t else t for t in arg_types]
 
-    ``main`` is renamed and called from a new ``main`` taking the static shapes (through a
-    ``convert`` to its own types, as ``jax.export`` calls a module), then refined.
+
+def _refined_results(module: bytes, points: Sequence[Sequence[tuple[int, ...]]]
+                     ) -> list[list[tuple]]:
+    """The result shapes of ``main`` once refined for arguments of each list of shapes
+    in ``points``.
+
+    ``main`` is renamed and called, once per point, from a new ``main`` taking the static
+    shapes (through a ``convert`` to its own types, as ``jax.export`` calls a module);
+    one refinement specializes it for each call.
     """
     with mlir.make_ir_context(), ir.Location.unknown():
         parsed = _deserialize(module)
@@ -325,20 +359,24 @@ def _refined_results(module: bytes, arg_shapes: Sequence[tuple[int, ...]]) -> li
         main = table["main"]
         table.set_symbol_name(main, "_jaxhub_probed_main")
         main.attributes["sym_visibility"] = ir.StringAttr.get("private")
-        types = list(main.type.inputs)
-        array_types = types[len(types) - len(arg_shapes):]
-        static = types[:len(types) - len(arg_shapes)] + [
+        types, results = list(main.type.inputs), list(main.type.results)
+        n_fixed = len(types) - len(points[0])  # the platform index
+        static = [types[:n_fixed] + [
             ir.RankedTensorType.get(shape, ir.RankedTensorType(t).element_type)
-            for shape, t in zip(arg_shapes, array_types)]
+            for shape, t in zip(shapes, types[n_fixed:])] for shapes in points]
         with ir.InsertionPoint(parsed.body):
-            probe = func_dialect.FuncOp("main", (static, list(main.type.results)))
-        with ir.InsertionPoint(probe.add_entry_block()):
-            args = [a if a.type == t else hlo.convert(t, a)
-                    for a, t in zip(probe.arguments, types)]
-            call = func_dialect.CallOp(list(main.type.results),
-                                       ir.FlatSymbolRefAttr.get("_jaxhub_probed_main"), args)
-            func_dialect.ReturnOp(call.results)
+            probe = func_dialect.FuncOp("main", ([t for s in static for t in s],
+                                                 results * len(points)))
+        block = probe.add_entry_block()
+        with ir.InsertionPoint(block):
+            outs, args = [], iter(block.arguments)
+            for _ in points:
+                call_args = [a if a.type == t else hlo.convert(t, a)
+                             for t, a in zip(types, args)]  # types first: args stays put
+                outs += func_dialect.CallOp(results, ir.FlatSymbolRefAttr.get(
+                    "_jaxhub_probed_main"), call_args).results
+            func_dialect.ReturnOp(outs)
         refined = mlir.refine_polymorphic_shapes(parsed)
     with refined.context:
-        main = ir.SymbolTable(refined.operation)["main"]
-        return [_shape(t) for t in main.type.results]
+        shapes = [_shape(t) for t in ir.SymbolTable(refined.operation)["main"].type.results]
+    return [shapes[k:k + len(results)] for k in range(0, len(shapes), len(results))]
