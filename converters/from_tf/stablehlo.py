@@ -6,13 +6,15 @@ nothing of the input sizes it follows. A ``jax.export`` module knows: its ``main
 ``jax.export`` writes into ``main`` quotes the specification it was exported for (``Using
 the following polymorphic shapes specifications: args[0].shape = (b, 4),...``), in the
 module's own size variables (``b``, ``d``). Each output size is a polynomial in those
-variables (``b``, ``2*b``, ``n + b``, ``b*d``); it is read from the module by refining it
+variables (``b``, ``2*b``, ``n + b``, ``b*d``), or a floor division of one of degree one
+(``(h + 1) // 2`` after a strided convolution); it is read from the module by refining it
 (the shape refinement XLA runs before compiling a module) for concrete values of the
-variables: a polynomial of degree one from ``k + 1`` refinements (``k`` variables), of
-degree two from ``k * (k + 1) / 2`` more, each checked against one more refinement.
+variables, all at once (``main`` called once per point): a polynomial of degree one from
+``k + 1`` points (``k`` variables), of degree two from ``k * (k + 1) / 2`` more, a floor
+division from its slopes over long steps and ``c`` points along each variable (``c`` the
+divisor), each checked at two more points, one far.
 
-What is not such a polynomial (``(h + 1) // 2`` after a strided convolution over a
-variable height) is refused, naming the output and its size.
+Other sizes (``b * ((h + 1) // 2)``) are refused, naming the output and its size.
 
 This module uses JAX's internal MLIR bindings and shape solver (``jax._src``): JAX has no
 public API for refining a module's shapes.
@@ -39,6 +41,13 @@ from jax._src.lib.mlir.dialects import hlo
 
 #: What precedes the specification in jax.export's shape assertion messages.
 _SPECS = "Using the following polymorphic shapes specifications: "
+
+#: Floor divisions of output sizes are read up to this divisor (strides and windows
+#: compose: five stride-2 stages divide by 32)...
+_MAX_DIVISOR = 64
+
+#: ... over steps of this many: a multiple of every divisor up to 64 made of 2, 3, 5, 7.
+_PERIOD = 2 ** 6 * 3 ** 2 * 5 * 7
 
 #: The value of the first size variable at the probes (the next ones are 2, 4, ... more),
 #: clear of small sizes a module may treat specially (1: broadcasting).
@@ -76,8 +85,9 @@ def module_shapes(module: bytes, n_args: int) -> ModuleShapes:
 
     Raises:
       NotImplementedError: the module takes unknown sizes without quoting its shape
-        specification, or an output size is no polynomial of degree two or less in the
-        module's size variables.
+        specification, refuses the sizes its outputs are read at, or an output size is
+        neither a polynomial of degree two or less in the module's size variables nor a
+        floor division of one of degree one.
 
     Examples:
       >>> shapes = module_shapes(exported.mlir_module_serialized, 2)  # doctest: +SKIP
@@ -114,15 +124,21 @@ def module_shapes(module: bytes, n_args: int) -> ModuleShapes:
     outputs = [list(t) for t in result_types]
     unknown = [(i, j) for i, t in enumerate(result_types) for j, d in enumerate(t) if d is None]
     for k, (i, j) in enumerate(unknown):
-        poly = _fit(lambda p: sizes[p][k], len(variables), refine)
+        def at(p: tuple[int, ...], k=k) -> int:
+            return sizes[p][k]
+
+        poly, divisor = _fit(at, len(variables), refine), 1
+        if poly is None:
+            poly, divisor = _fit_division(at, len(variables), refine) or (None, 1)
         if poly is None:
             raise NotImplementedError(
-                f"size {j} of output {i} of the StableHLO module is no polynomial of degree "
-                f"two or less in the sizes it takes ({', '.join(map(str, specs))}; a floor "
-                "division?): it cannot be expressed in the input sizes")
+                f"size {j} of output {i} of the StableHLO module is neither a polynomial "
+                "of degree two or less nor an affine floor division in the sizes it takes "
+                f"({', '.join(map(str, specs))}): it cannot be expressed in the input sizes")
         size = _in_symbols(poly, variables, anchors, symbols)
-        outputs[i][j] = size if size is not None else _evaluate(
-            poly, [values[v] for v in variables])
+        if size is None:
+            size = _evaluate(poly, [values[v] for v in variables])
+        outputs[i][j] = size if divisor == 1 else size // divisor
     return ModuleShapes(tuple(inputs), tuple(tuple(o) for o in outputs))
 
 
@@ -231,19 +247,56 @@ def _fit(f: Callable[[tuple[int, ...]], int], n_vars: int,
          prepare: Callable[[list[tuple[int, ...]]], None] = lambda points: None
          ) -> Polynomial | None:
     """The integer polynomial of degree one, else two, that gives ``f`` at points of
-    ``n_vars`` variables, checked at one more point; None when there is none.
+    ``n_vars`` variables, checked at two more points; None when there is none.
 
     ``prepare(points)`` is called with the points of each degree before ``f`` is, so they
     can be computed at once (one refinement of the module for all).
     """
-    base = tuple(_FIRST_PROBE + 2 * i for i in range(n_vars))
-    check = tuple(b + 3 + i for i, b in enumerate(base))
+    base, checks = _base(n_vars)
     for degree in (1, 2):
-        prepare([_step(base, s) for s in _steps(n_vars, degree)] + [check])
+        prepare([_step(base, s) for s in _steps(n_vars, degree)] + checks)
         poly = _coefficients(f, base, degree)
-        if poly is not None and _evaluate(poly, check) == f(check):
+        if poly is not None and all(_evaluate(poly, q) == f(q) for q in checks):
             return poly
     return None
+
+
+def _fit_division(f: Callable[[tuple[int, ...]], int], n_vars: int,
+                  prepare: Callable[[list[tuple[int, ...]]], None]
+                  ) -> tuple[Polynomial, int] | None:
+    """``(numerator, c)`` such that ``f`` is ``numerator // c``, the numerator of degree
+    one (a strided window's output size: ``(h - 1) // 2 + 1`` is ``(h + 1) // 2``); None
+    when there is none with ``c`` up to :data:`_MAX_DIVISOR`.
+
+    The numerator's slopes are exact over steps of :data:`_PERIOD` (a multiple of
+    ``c``), its constant is the one that gives ``f`` at ``c`` consecutive points along
+    each variable, and the whole is checked at two more points.
+    """
+    base, checks = _base(n_vars)
+    far = [tuple(x + _PERIOD * (n == i) for n, x in enumerate(base)) for i in range(n_vars)]
+    prepare([base, *far])
+    slopes = [Fraction(f(q) - f(base), _PERIOD) for q in far]
+    c = math.lcm(*(s.denominator for s in slopes))
+    if not 1 < c <= _MAX_DIVISOR:
+        return None
+    numerator = {(i,): int(s * c) for i, s in enumerate(slopes) if s}
+    near = [tuple(x + t * (n == i) for n, x in enumerate(base))
+            for i in range(n_vars) for t in range(1, c)]
+    prepare(near + checks)
+    low = c * f(base) - _evaluate(numerator, base)
+    fits = [b for b in range(low, low + c)
+            if all(f(q) == (_evaluate(numerator, q) + b) // c for q in [base, *near, *checks])]
+    if len(fits) != 1:
+        return None
+    return {**numerator, (): fits[0]}, c
+
+
+def _base(n_vars: int) -> tuple[tuple[int, ...], list[tuple[int, ...]]]:
+    """The point fits start from, and the points they are checked at: one near it, one
+    far (a floor division by 6 is constant over the near points)."""
+    base = tuple(_FIRST_PROBE + 2 * i for i in range(n_vars))
+    return base, [tuple(b + 3 + i for i, b in enumerate(base)),
+                  tuple(b + 1000 + 97 * i for i, b in enumerate(base))]
 
 
 def _steps(n_vars: int, degree: int) -> list[tuple[int, ...]]:

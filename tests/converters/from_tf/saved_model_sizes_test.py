@@ -310,10 +310,12 @@ def _assert_matches_tf(path, module, inputs):
 
 
 def test_jax2tf_outputs_follow_two_unrelated_sizes(tmp_path):
-    """An outer product (m, n) and a concatenation (m + n) of two vectors of any lengths:
-    the module's outputs are expressed in both inputs' symbols."""
+    """An outer product (m, n), a concatenation (m + n) and every other element ((n + 1)
+    // 2) of two vectors of any lengths: the outputs are expressed in both inputs'
+    symbols."""
     def fn(a, b):
-        return {"outer": a[:, None] * b[None, :], "joined": jnp.concatenate([a, b * 2.0])}
+        return {"outer": a[:, None] * b[None, :], "joined": jnp.concatenate([a, b * 2.0]),
+                "every_other": b[::2] * 3.0}
 
     path = _jax2tf_save(tmp_path / "saved_model", fn, ["(m,)", "(n,)"],
                         [T([None], tf.float32, "a"), T([None], tf.float32, "b")])
@@ -362,11 +364,11 @@ def test_jax2tf_module_taking_unknown_sizes_that_tf_knew(tmp_path):
         _assert_matches_tf(path, module, {"x": rng.normal(size=(1, 128 * d)).astype(np.float32)})
 
 
-def test_jax2tf_output_size_no_polynomial_of_the_inputs_is_refused(tmp_path):
-    """Every other element of a vector of any length: ``(n + 1) // 2``, which a module
-    does not state, is refused naming the node rather than guessed."""
-    path = _jax2tf_save(tmp_path / "saved_model", lambda x: {"odd": x[::2]}, ["(n,)"],
-                        [T([None], tf.float32, "x")])
+def test_jax2tf_output_size_that_cannot_be_read_is_refused(tmp_path):
+    """Every other column, flattened: ``b * ((h + 1) // 2)``, neither a polynomial nor a
+    floor division of one, is refused naming the node rather than guessed."""
+    path = _jax2tf_save(tmp_path / "saved_model", lambda x: {"odd": x[:, ::2].reshape(-1)},
+                        ["(b, h)"], [T([None, None], tf.float32, "x")])
     with pytest.raises(RuntimeError, match=r"TF node 'XlaCallModule' \(XlaCallModule\) "
-                       r"failed: .*no polynomial .* \(\(n,\); a floor division\?\)"):
+                       r"failed: .*neither a polynomial .* \(\(b, h\)\)"):
         jaxhub.load(path, cache_dir=tmp_path / "cache")

@@ -17,6 +17,12 @@ from jax import export as jax_export
 
 from jaxhub_tf.from_tf.stablehlo import module_shapes
 
+def _conv(x, stride):
+    kernel = jnp.ones((3, 3, x.shape[-1], 3), x.dtype)
+    return jax.lax.conv_general_dilated(x, kernel, (stride, stride), "SAME",
+                                        dimension_numbers=("NHWC", "HWIO", "NHWC"))
+
+
 CASES = {
     "same_size": (lambda x: x * 2.0, ["(b, 4)"]),
     "doubled": (lambda x: jnp.concatenate([x, x]), ["(b, 3)"]),
@@ -28,6 +34,8 @@ CASES = {
     "tied_broadcast": (lambda x, y: (jnp.broadcast_to(x, y.shape), x + y),
                        ["(b, 4)", "(2, b, 4)"]),
     "multiple_of_128": (lambda x: jnp.tile(x, 2).reshape((2, *x.shape)), ["(B, d*128)"]),
+    "every_other": (lambda x: x[::2], ["(n,)"]),
+    "strided_convolution": (lambda x: _conv(_conv(x, 2), 3), ["(b, h, w, 3)"]),
     "static": (lambda x, w: x @ w, ["(3, 4)", "(4, 2)"]),
     "static_beside_symbolic": (lambda x, w: x @ w, ["(b, 4)", "(4, 2)"]),
 }
@@ -80,10 +88,11 @@ def test_a_size_the_specification_names_keeps_its_name():
     assert shapes.outputs == ((2, batch, length),)
 
 
-def test_output_size_no_polynomial_of_the_input_sizes_is_refused():
-    """Every other element: ``(n + 1) // 2``."""
-    exported = _export(lambda x: x[::2], ["(n,)"])
-    with pytest.raises(NotImplementedError, match="size 0 of output 0 .* no polynomial"):
+def test_output_size_neither_polynomial_nor_floor_division_is_refused():
+    """Every other column, flattened: ``b * ((h + 1) // 2)``."""
+    exported = _export(lambda x: x[:, ::2].reshape(-1), ["(b, h)"])
+    with pytest.raises(NotImplementedError, match=r"size 0 of output 0 .* neither a "
+                       r"polynomial .* nor an affine floor division .* \(\(b, h\)\)"):
         module_shapes(exported.mlir_module_serialized, 1)
 
 
