@@ -97,39 +97,18 @@ def module_shapes(module: bytes, n_args: int) -> ModuleShapes:
     arg_types, result_types, messages = _signature(module, n_args)
     specs = _specification(messages, [t for t in arg_types if None in t])
     inputs, variables = _inputs(arg_types, specs)
-    values = _variable_values(specs, inputs, variables)
-
-    sizes: dict[tuple[int, ...], list[int]] = {}  # point -> the unknown output sizes
-
-    def refine(points: Sequence[tuple[int, ...]]) -> None:
-        points = [p for p in dict.fromkeys(points) if p not in sizes]
-        if not points:
-            return
-        shapes = [[tuple(d if isinstance(d, int) else int(d._evaluate(dict(zip(variables, p))))
-                         for d in spec) for spec in specs] for p in points]
-        try:
-            refined = _refined_results(module, [_arg_shapes(arg_types, s) for s in shapes])
-        except ValueError as e:  # the module's own constraints refused the sizes
-            cause = str(e.__cause__ or e).strip().splitlines()[0]
-            raise NotImplementedError(
-                f"the StableHLO module does not take inputs of shapes {shapes}, at which "
-                f"its output sizes were to be read: {cause}") from e
-        for p, results in zip(points, refined):
-            sizes[p] = [d for t, r in zip(result_types, results)
-                        for d, u in zip(r, t) if u is None]
-
+    probes = _Probes(module, arg_types, result_types, specs, variables)
     symbols = {str(d): d for s in inputs for d in s if not isinstance(d, int)}
     anchors = _anchors(specs, [s for s in inputs if any(str(d) in symbols for d in s)],
                        variables)
+    values = _variable_values(specs, inputs, variables)
     outputs = [list(t) for t in result_types]
     unknown = [(i, j) for i, t in enumerate(result_types) for j, d in enumerate(t) if d is None]
     for k, (i, j) in enumerate(unknown):
-        def at(p: tuple[int, ...], k=k) -> int:
-            return sizes[p][k]
-
-        poly, divisor = _fit(at, len(variables), refine), 1
+        at = functools.partial(probes.size, k)
+        poly, divisor = _fit(at, len(variables), probes.refine), 1
         if poly is None:
-            poly, divisor = _fit_division(at, len(variables), refine) or (None, 1)
+            poly, divisor = _fit_division(at, len(variables), probes.refine) or (None, 1)
         if poly is None:
             raise NotImplementedError(
                 f"size {j} of output {i} of the StableHLO module is neither a polynomial "
@@ -140,6 +119,42 @@ def module_shapes(module: bytes, n_args: int) -> ModuleShapes:
             size = _evaluate(poly, [values[v] for v in variables])
         outputs[i][j] = size if divisor == 1 else size // divisor
     return ModuleShapes(tuple(inputs), tuple(tuple(o) for o in outputs))
+
+
+@dataclasses.dataclass
+class _Probes:
+    """The unknown output sizes of a module at points of its size variables, refined for
+    several points at once (:meth:`refine`) and then read (:meth:`size`)."""
+
+    module: bytes
+    arg_types: Sequence[tuple]
+    result_types: Sequence[tuple]
+    specs: Sequence[tuple]
+    variables: Sequence[str]
+    sizes: dict[tuple[int, ...], list[int]] = dataclasses.field(default_factory=dict)
+
+    def refine(self, points: Sequence[tuple[int, ...]]) -> None:
+        points = [p for p in dict.fromkeys(points) if p not in self.sizes]
+        if not points:
+            return
+        envs = [dict(zip(self.variables, p)) for p in points]
+        shapes = [[tuple(d if isinstance(d, int) else int(d._evaluate(env)) for d in spec)
+                   for spec in self.specs] for env in envs]
+        try:
+            refined = _refined_results(self.module,
+                                       [_arg_shapes(self.arg_types, s) for s in shapes])
+        except ValueError as e:  # the module's own constraints refused the sizes
+            cause = str(e.__cause__ or e).strip().splitlines()[0]
+            raise NotImplementedError(
+                f"the StableHLO module does not take inputs of shapes {shapes}, at which "
+                f"its output sizes were to be read: {cause}") from e
+        for p, results in zip(points, refined):
+            self.sizes[p] = [d for t, r in zip(self.result_types, results)
+                             for d, u in zip(r, t) if u is None]
+
+    def size(self, k: int, point: tuple[int, ...]) -> int:
+        """The ``k``-th unknown output size at ``point`` (refined already)."""
+        return self.sizes[point][k]
 
 
 def _signature(module: bytes, n_args: int):
