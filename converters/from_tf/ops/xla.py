@@ -13,6 +13,10 @@ written with ``experimental_custom_gradients=False``) TF has no gradient for the
 neither has the conversion: differentiating through it raises, naming the node, and the
 function is stored forward-only (a gradient of zero would be wrong).
 
+Shapes: the call takes and returns what the module's ``main`` does, read from the module
+(:mod:`jaxhub_tf.from_tf.stablehlo`), not from TF's ``Sout`` (``-1`` for every unknown
+size, whichever input size it follows).
+
 Platforms: a module lowered only for some platforms (``jax2tf`` defaults to the one it
 ran on) can only be re-exported for those (the SavedModel reader checks).
 """
@@ -26,13 +30,15 @@ import jax.numpy as jnp
 import numpy as np
 from jax import export as jax_export
 
+from jaxhub_tf.from_tf import stablehlo
 from jaxhub_tf.from_tf.ops.array import without_gradient
 from jaxhub_tf.from_tf.ops.registry import register
 from jaxhub_tf.from_tf.values import as_jax, is_static, shape_tuple
 
 
 #: Not implemented: called TF functions (``function_list``), side effects (tokens) and
-#: the pre-shape-polymorphism ``dim_args_spec``. Checks and partitioners change no value.
+#: the pre-shape-polymorphism ``dim_args_spec``. Checks and partitioners change no value;
+#: ``Sout`` is what the module says of its results.
 _ATTRS = {"version": None, "module": None, "Sout": None, "platforms": None,
           "disabled_checks": None, "use_shardy_partitioner": None,
           "function_list": ([],), "has_token_input_output": (False,), "dim_args_spec": ([],)}
@@ -49,11 +55,14 @@ def _xla_call_module(node, *args):
 
 
 def _exported(node, args) -> jax_export.Exported:
-    in_avals = tuple(jax.core.ShapedArray(a.shape, a.dtype) for a in args)
-    out_avals = tuple(jax.core.ShapedArray(_output_shape(shape, in_avals), dtype)
-                      for shape, dtype in zip(node.attr("Sout"), node.attr("Tout")))
+    """The module as an ``Exported`` typed as its ``main`` is (see
+    :mod:`jaxhub_tf.from_tf.stablehlo`): JAX solves its symbols from the args' sizes."""
+    module = node.attr("module").encode("utf-8", "surrogateescape")
+    shapes = stablehlo.module_shapes(module, len(args))
+    in_avals = tuple(jax.core.ShapedArray(s, a.dtype) for s, a in zip(shapes.inputs, args))
+    out_avals = tuple(jax.core.ShapedArray(s, dtype)
+                      for s, dtype in zip(shapes.outputs, node.attr("Tout")))
     n_in, n_out = len(in_avals), len(out_avals)
-    module = node.attr("module")
     return jax_export.Exported(
         fun_name=node.name.replace("/", "_"),
         in_tree=jax.tree_util.tree_structure((tuple(range(n_in)), {})),
@@ -70,30 +79,11 @@ def _exported(node, args) -> jax_export.Exported:
         ordered_effects=(),
         unordered_effects=(),
         disabled_safety_checks=(),
-        mlir_module_serialized=module.encode("utf-8", "surrogateescape"),
+        mlir_module_serialized=module,
         calling_convention_version=node.attr("version"),
         module_kept_var_idx=tuple(range(n_in)),
         uses_global_constants=any(not isinstance(d, int) for a in in_avals for d in a.shape),
         _get_vjp=None)
-
-
-def _output_shape(shape, in_avals) -> tuple:
-    """``Sout`` with its unknown sizes filled in from the inputs' symbolic sizes.
-
-    jax2tf records ``-1`` for every polymorphic output size. When the inputs hold exactly
-    one symbolic size (the batch), that is what each ``-1`` stands for.
-    """
-    if shape is None:
-        raise NotImplementedError("XlaCallModule output of unknown rank")
-    if all(d is not None for d in shape):
-        return tuple(shape)
-    symbols = {str(d): d for a in in_avals for d in a.shape if not isinstance(d, int)}
-    if len(symbols) != 1:
-        raise NotImplementedError(
-            f"XlaCallModule output shape {shape} with inputs of {len(symbols)} unknown "
-            "sizes: cannot tell which size each unknown output size is")
-    (symbol,) = symbols.values()
-    return tuple(symbol if d is None else d for d in shape)
 
 
 def platform_names(platforms: Iterable[str]) -> list[str]:

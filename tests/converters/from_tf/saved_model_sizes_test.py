@@ -17,6 +17,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 import tensorflow as tf
+from jax.experimental import jax2tf
 
 import jaxhub
 from tests.converters.from_tf._helpers import as_dict, jax_outputs_and_grads, tf_reference
@@ -282,3 +283,92 @@ def test_bert_like_inputs_tie_their_batch_and_their_length(tmp_path):
     with pytest.raises(jaxhub.SignatureError, match=r"has d1=2 on axis 1, but input "
                        r"'input_mask' has d1=4"):
         module({**inputs, "input_mask": np.ones((3, 4), np.int32)})
+
+
+# -- SavedModels written with jax2tf: the sizes the StableHLO module itself follows --------
+
+
+def _jax2tf_save(path, fn, polymorphic_shapes, specs) -> str:
+    return save(path, jax2tf.convert(fn, polymorphic_shapes=polymorphic_shapes), specs)
+
+
+def _assert_matches_tf(path, module, inputs):
+    """Outputs and input gradients of the converted signature against TF's, jitted or not."""
+    tf_fn = tf.saved_model.load(path).signatures["serving_default"]
+    ref = tf_reference(lambda xs: tf_fn(**xs), inputs, [])
+    for jit in (False, True):
+        outputs, _, input_grads = jax_outputs_and_grads(
+            module, inputs, ref["cotangents"], signature="serving_default", jit=jit)
+        assert sorted(outputs) == sorted(ref["outputs"])
+        for k, expected in ref["outputs"].items():
+            assert outputs[k].shape == expected.shape, k
+            np.testing.assert_allclose(outputs[k], expected, rtol=1e-5, atol=1e-6,
+                                       err_msg=f"{k} (jit={jit})")
+        for k in _float_inputs(inputs):
+            np.testing.assert_allclose(input_grads[k], ref["input_grads"][k], rtol=1e-5,
+                                       atol=1e-6, err_msg=f"d/d{k} (jit={jit})")
+
+
+def test_jax2tf_outputs_follow_two_unrelated_sizes(tmp_path):
+    """An outer product (m, n), a concatenation (m + n) and every other element ((n + 1)
+    // 2) of two vectors of any lengths: the outputs are expressed in both inputs'
+    symbols."""
+    def fn(a, b):
+        return {"outer": a[:, None] * b[None, :], "joined": jnp.concatenate([a, b * 2.0]),
+                "every_other": b[::2] * 3.0}
+
+    path = _jax2tf_save(tmp_path / "saved_model", fn, ["(m,)", "(n,)"],
+                        [T([None], tf.float32, "a"), T([None], tf.float32, "b")])
+    module = jaxhub.load(path)
+    signature = module.signatures["serving_default"]
+    (m,), (n,) = signature.inputs["a"].shape, signature.inputs["b"].shape
+    assert m != n
+    assert signature.outputs["outer"].shape == (m, n)
+    rng = np.random.default_rng(0)
+    for sizes in ((3, 5), (4, 1)):
+        inputs = {k: rng.normal(size=s).astype(np.float32) for k, s in zip("ab", sizes)}
+        _assert_matches_tf(path, module, inputs)
+
+
+def test_jax2tf_module_that_ties_two_inputs_sizes_ties_their_symbols(tmp_path):
+    """``broadcast_to(x, y.shape)`` exported for x (b, 4) and y (2, b, 4): TF's signature
+    leaves both sizes unknown, the module ties them, and so does the converted signature."""
+    def fn(x, y):
+        return {"broadcast": jnp.broadcast_to(x, y.shape), "sum": x + y}
+
+    path = _jax2tf_save(tmp_path / "saved_model", fn, ["(b, 4)", "(2, b, 4)"],
+                        [T([None, 4], tf.float32, "x"), T([2, None, 4], tf.float32, "y")])
+    module = jaxhub.load(path)
+    inputs = module.signatures["serving_default"].inputs
+    assert inputs["x"].shape[0] == inputs["y"].shape[1] == "batch"
+    rng = np.random.default_rng(1)
+    for b in (3, 1):
+        _assert_matches_tf(path, module, {"x": rng.normal(size=(b, 4)).astype(np.float32),
+                                          "y": rng.normal(size=(2, b, 4)).astype(np.float32)})
+    with pytest.raises(jaxhub.SignatureError, match="input 'y' has batch=2"):
+        module({"x": np.ones((3, 4), np.float32), "y": np.ones((2, 2, 4), np.float32)},
+               signature="serving_default")
+
+
+def test_jax2tf_module_taking_unknown_sizes_that_tf_knew(tmp_path):
+    """Exported for (B, d*128) and saved for TF's [1, None]: the module's main takes
+    tensor<?x?>, the converted call follows it and solves B = 1 and d from the input."""
+    def fn(x):
+        return {"tiled": jnp.tile(x * x, 2).reshape((2, *x.shape))}
+
+    path = _jax2tf_save(tmp_path / "saved_model", fn, ["(B, d*128)"],
+                        [T([1, None], tf.float32, "x")])
+    module = jaxhub.load(path)
+    rng = np.random.default_rng(2)
+    for d in (1, 3):
+        _assert_matches_tf(path, module, {"x": rng.normal(size=(1, 128 * d)).astype(np.float32)})
+
+
+def test_jax2tf_output_size_that_cannot_be_read_is_refused(tmp_path):
+    """Every other column, flattened: ``b * ((h + 1) // 2)``, neither a polynomial nor a
+    floor division of one, is refused naming the node rather than guessed."""
+    path = _jax2tf_save(tmp_path / "saved_model", lambda x: {"odd": x[:, ::2].reshape(-1)},
+                        ["(b, h)"], [T([None, None], tf.float32, "x")])
+    with pytest.raises(RuntimeError, match=r"TF node 'XlaCallModule' \(XlaCallModule\) "
+                       r"failed: .*neither a polynomial .* \(\(b, h\)\)"):
+        jaxhub.load(path, cache_dir=tmp_path / "cache")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -158,13 +160,14 @@ def test_jaxhub_to_tf_to_jaxhub_train_variant_keeps_gradients_and_state(noisy_mo
                                rtol=1e-5, atol=1e-6)
 
 
-def test_unrelated_sizes_stay_unrelated_in_tf(tmp_path):
+def test_unrelated_sizes_stay_unrelated_in_tf_and_back(tmp_path):
     """Queries and keys of different lengths: ``batch`` and ``n_q`` in jaxhub, two unknown
-    sizes in TF. Converted back, the embedded function's output shape (``-1`` in TF) is
-    not known to follow the queries, so the sizes come back tied (one ``batch``)."""
+    sizes in TF. Converted back, the embedded function's output sizes (``-1`` in TF) are
+    read from its StableHLO, so the sizes stay unrelated: any lengths, same values and
+    gradients."""
     def attend(params, xs):
         scores = jax.nn.softmax(xs["q"] @ params["w"] @ xs["k"].T)
-        return {"out": scores @ xs["k"]}
+        return {"out": scores @ xs["k"], "scores": scores}
 
     spec = jaxhub.TensorSpec([None, 4])
     module = jaxhub.create_module({"w": jnp.eye(4) * 0.5},
@@ -172,18 +175,31 @@ def test_unrelated_sizes_stay_unrelated_in_tf(tmp_path):
     assert {k: s.shape for k, s in module.signatures["default"].inputs.items()} == {
         "k": ("batch", 4), "q": ("n_q", 4)}
     export_saved_model(module, tmp_path / "tf")
-    obj = tf.saved_model.load(str(tmp_path / "tf"))
+    serve = tf.saved_model.load(str(tmp_path / "tf")).signatures["serving_default"]
+    back = load_saved_model(tmp_path / "tf")
+    signature = back.signatures["serving_default"]
+    assert {k: s.shape for k, s in signature.inputs.items()} == {
+        "k": ("batch", 4), "q": ("n_q", 4)}
+    assert signature.outputs["scores"].shape == ("n_q", "batch")
+    floats = _float_params(back)
+
+    def loss(apply, params, inputs):
+        out = apply(params, inputs)
+        return jnp.sum(out["out"] ** 2) + jnp.sum(out["scores"] * out["scores"][:, :1])
+
+    back_apply = jax.jit(lambda p, xs: back.apply(
+        jaxhub.merge_params(back.params, p), xs, signature="serving_default", as_dict=True))
+    module_apply = functools.partial(module.apply, as_dict=True)
     rng = np.random.default_rng(0)
     for queries, keys in ((2, 5), (6, 1)):
         inputs = {"q": rng.normal(size=(queries, 4)).astype(np.float32),
                   "k": rng.normal(size=(keys, 4)).astype(np.float32)}
-        got = obj.signatures["serving_default"](**{k: tf.constant(v) for k, v in inputs.items()})
-        np.testing.assert_allclose(got["out"].numpy(), module(inputs), rtol=1e-5,
-                                   atol=1e-6)
-    back = load_saved_model(tmp_path / "tf")
-    assert {k: s.shape for k, s in back.signatures["serving_default"].inputs.items()} == {
-        "k": ("batch", 4), "q": ("batch", 4)}
-    inputs = {"q": rng.normal(size=(3, 4)).astype(np.float32),
-              "k": rng.normal(size=(3, 4)).astype(np.float32)}
-    np.testing.assert_allclose(back(inputs, signature="serving_default"),
-                               module(inputs), rtol=1e-5, atol=1e-6)
+        want = serve(**{k: tf.constant(v) for k, v in inputs.items()})
+        got = back_apply(floats, inputs)
+        for k in ("out", "scores"):
+            np.testing.assert_allclose(got[k], want[k].numpy(), rtol=1e-5, atol=1e-6)
+            np.testing.assert_allclose(got[k], module(inputs, as_dict=True)[k], rtol=1e-5,
+                                       atol=1e-6)
+        grads = jax.grad(loss, argnums=1)(back_apply, floats, inputs)
+        want_grads = jax.grad(loss, argnums=1)(module_apply, module.params, inputs)
+        np.testing.assert_allclose(grads["w"], want_grads["w"], rtol=1e-5, atol=1e-6)
