@@ -43,8 +43,12 @@ networks take other routes, each with a written-out gradient where autodiff's is
   cannot make them one dilated conv); its kernel gradient too; its input gradient (at
   stride 1, symbolic sizes too) pads the cotangent by all but one cell of the window,
   which its convolution keeps (padded by the whole window, YNNPACK does not take it);
-* a 3-D convolution (channels last) is a sum over its depth taps of 2-D convolutions,
-  each taking the 2-D routes above: XLA:CPU's 3-D convolutions are several times slower;
+* a 3-D convolution (channels last) is one 2-D convolution over the depth slices, taking
+  the 2-D routes above, with the depth taps stacked in the output channels (then a sum
+  of shifted depth slices) or, when narrower, in the input channels: XLA:CPU's 3-D
+  convolutions are several times slower, and its 2-D ones over few channels too; a
+  strided one's input gradient (a transposed 3-D convolution) is one stride-1
+  convolution to all stride phases, interleaved;
 * a convolution with symbolic spatial sizes (grouped and depthwise ones too, as
   ``feature_group_count``) is ``lax.conv_general_dilated`` on the input
   padded by ``lax.pad`` (``SAME`` paddings then depend on the sizes), with a written-out
