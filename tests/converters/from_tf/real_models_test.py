@@ -70,7 +70,11 @@ RTOL = 1e-4
 #: cotangents, see ``_real_models._cotangents``; without, TF's two paths differed by up to
 #: 2.9e-1): jaxhub against TF below 1e-4 at batch 1, up to 1.1e-3 (oneDNN) and 1.5e-3
 #: (without) at batch 4.
-GRADIENT_RTOL = {"textgenrnn": 5e-3, "basic_pitch": 3e-2, "spliceai": 3e-3}
+#: deepbrain_96, a 3D U-Net (its input gradient through three 2x2x2 max pools over flat
+#: regions): jaxhub against TF with oneDNN 3.0e-6 at batch 1 and 3.1e-6 at batch 4,
+#: against TF without 1.1e-6 and 1.4e-3, so TF's two paths differ by about 1.4e-3 at batch 4.
+GRADIENT_RTOL = {"textgenrnn": 5e-3, "basic_pitch": 3e-2, "spliceai": 3e-3,
+                 "deepbrain_96": 3e-3}
 #: Below this spread of TF's outputs, a comparison would prove nothing.
 MIN_STD = 1e-4
 #: The batch sizes compared.
