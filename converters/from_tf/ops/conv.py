@@ -276,16 +276,15 @@ def _depth_taps_conv(x, kernel, strides, dilations, pads):
     XLA:CPU runs 3-D convolutions far slower than 2-D ones, and 2-D ones over few
     channels far below their speed on wide ones (3x3 8 -> 8: 26 GFLOP/s, 8 -> 24: 96,
     16 -> 48: 157; ``benchmarks/PROFILE.md``), so the taps go where they widen the
-    narrow side. A strided one takes :func:`_strided_depth_taps_conv`'s gradient.
+    narrow side. An undilated one takes :func:`_undilated_depth_taps_conv`'s gradient.
     """
-    if strides != (1, 1, 1) and dilations == (1, 1, 1):
-        return _strided_depth_taps_conv(x, kernel, _Window3(strides, tuple(map(tuple, pads))))
+    if dilations == (1, 1, 1):
+        return _undilated_depth_taps_conv(x, kernel, _Window3(strides, tuple(map(tuple, pads))))
     return _depth_stacked_conv(x, kernel, strides, dilations, pads)
 
 
 def _depth_stacked_conv(x, kernel, strides, dilations, pads):
-    """:func:`_depth_taps_conv`'s forward pass (autodiff's gradient at stride 1 is fast:
-    2-D convolutions and pads).
+    """:func:`_depth_taps_conv`'s forward pass.
 
     The outputs take the taps unless the stacked inputs are no wider than the output (a
     first layer over one channel): stacking narrow inputs interleaves narrow pieces,
@@ -346,37 +345,65 @@ def _depth_stacked_outputs(x, kernel, strides, dilations, pads):
 
 
 class _Window3(NamedTuple):
-    """The static geometry of a strided, undilated 3-D convolution."""
+    """The static geometry of an undilated 3-D convolution."""
 
     strides: tuple[int, int, int]
     pads: tuple[tuple[int, int], ...]
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(2,))
-def _strided_depth_taps_conv(x, kernel, window: _Window3):
-    """A strided 3-D conv (:func:`_depth_stacked_conv`) whose input gradient (and so a
-    transposed 3-D conv, ``Conv3DBackpropInputV2``) is one stride-1 conv of the
-    cotangent to every stride phase's outputs (:func:`_phased_input_grad`).
+def _undilated_depth_taps_conv(x, kernel, window: _Window3):
+    """An undilated 3-D conv (:func:`_depth_stacked_conv`) whose input gradient (and so a
+    transposed 3-D conv, ``Conv3DBackpropInputV2``) is a 3-D conv of the cotangent on
+    the same path: at stride 1 with the flipped, transposed kernel, else one stride-1
+    conv to every stride phase's outputs (:func:`_phased_input_grad`).
 
     Autodiff's input gradient of the strided 2-D convs is XLA's convolution with a
-    dilated input, which XLA:CPU runs on its slow generic path.
+    dilated input, which XLA:CPU runs on its slow generic path; at stride 1, of the
+    stacked outputs' sum, a cotangent stacked from narrow pieces (8 -> 8 over 128^3:
+    348 ms, 294 ms this way, TF 103 ms; ``benchmarks/PROFILE.md``).
     """
     return _depth_stacked_conv(x, kernel, window.strides, (1, 1, 1), window.pads)
 
 
-def _strided_depth_taps_fwd(x, kernel, window: _Window3):
-    return _strided_depth_taps_conv(x, kernel, window), (x, kernel)
+def _undilated_depth_taps_fwd(x, kernel, window: _Window3):
+    return _undilated_depth_taps_conv(x, kernel, window), (x, kernel)
 
 
-def _strided_depth_taps_bwd(window: _Window3, residuals, dy):
+def _undilated_depth_taps_bwd(window: _Window3, residuals, dy):
     x, kernel = residuals
-    _, pullback = jax.vjp(lambda k: _depth_stacked_conv(x, k, window.strides, (1, 1, 1),
-                                                        window.pads), kernel)
-    return _phased_input_grad(dy, kernel, window, x.shape), pullback(dy)[0]
+    window_shape = kernel.shape[:3]
+    if window.strides == (1, 1, 1) and all(
+            0 <= lo < k and 0 <= hi < k for k, (lo, hi) in zip(window_shape, window.pads)):
+        flipped = jnp.swapaxes(jnp.flip(kernel, (0, 1, 2)), 3, 4)
+        pads = [(k - 1 - lo, k - 1 - hi) for k, (lo, hi) in zip(window_shape, window.pads)]
+        dx = _depth_stacked_conv(dy, flipped, (1, 1, 1), (1, 1, 1), pads)
+    else:
+        dx = _phased_input_grad(dy, kernel, window, x.shape)
+    return dx, _depth_taps_kernel_grad(x, dy, kernel, window)
+
+
+def _depth_taps_kernel_grad(x, dy, kernel, window: _Window3):
+    """The kernel gradient of an undilated 3-D conv, one depth tap at a time: the 2-D
+    conv's of that tap's input depth rows (:func:`_conv2d`'s VJP).
+
+    Autodiff of the stacked outputs' conv is one kernel-gradient convolution to the
+    stacked cotangent, which XLA:CPU runs slower (8 -> 8 over 64^3: 152 ms, 92 ms this
+    way; TF 17 ms, ``benchmarks/PROFILE.md``).
+    """
+    (sd, *strides2), ((lo, _), *pads2) = window.strides, window.pads
+    n, out_d = dy.shape[:2]
+    rows_dy = dy.reshape(n * out_d, *dy.shape[2:])
+    taps = []
+    for i in range(kernel.shape[0]):
+        rows = _depth_tap_rows(x, i - lo, sd, out_d).reshape(n * out_d, *x.shape[2:])
+        _, pullback = jax.vjp(lambda k: _conv2d(rows, k, strides2, (1, 1), pads2), kernel[i])
+        taps.append(pullback(rows_dy)[0])
+    return jnp.stack(taps)
 
 
 def _phased_input_grad(dy, kernel, window: _Window3, x_shape):
-    """The input gradient of a strided, undilated 3-D conv, per stride phase.
+    """The input gradient of an undilated 3-D conv, per stride phase.
 
     Input position ``q = s*a + r`` (phase ``r``) gets ``dy[a - m] * kernel[s*m + r + lo]``
     for every whole ``m`` that gives a tap. So all phases are one stride-1 ``VALID``
@@ -417,7 +444,7 @@ def _phase_taps(k: int, s: int, lo: int, size: int, out_size: int):
     return taps, (m_max, count - m_min - out_size), count
 
 
-_strided_depth_taps_conv.defvjp(_strided_depth_taps_fwd, _strided_depth_taps_bwd)
+_undilated_depth_taps_conv.defvjp(_undilated_depth_taps_fwd, _undilated_depth_taps_bwd)
 
 
 class _ConvDims(NamedTuple):
