@@ -270,8 +270,8 @@ def _xla_conv(x, kernel, dims: _ConvDims, pads):
 def _depth_taps_conv(x, kernel, strides, dilations, pads):
     """A 3-D convolution (NDHWC, static spatial sizes) as one 2-D convolution
     (:func:`_conv2d`) over the depth slices, its depth taps stacked in the channels:
-    the input's (:func:`_depth_stacked_inputs`) or the output's
-    (:func:`_depth_stacked_outputs`), whichever has fewer channels.
+    the output's (:func:`_depth_stacked_outputs`), or the input's when those are no wider
+    than the output (:func:`_depth_stacked_inputs`).
 
     XLA:CPU runs 3-D convolutions far slower than 2-D ones, and 2-D ones over few
     channels far below their speed on wide ones (3x3 8 -> 8: 26 GFLOP/s, 8 -> 24: 96,
@@ -360,8 +360,8 @@ def _undilated_depth_taps_conv(x, kernel, window: _Window3):
 
     Autodiff's input gradient of the strided 2-D convs is XLA's convolution with a
     dilated input, which XLA:CPU runs on its slow generic path; at stride 1, of the
-    stacked outputs' sum, a cotangent stacked from narrow pieces (8 -> 8 over 128^3:
-    348 ms, 294 ms this way, TF 103 ms; ``benchmarks/PROFILE.md``).
+    stacked outputs' sum, a cotangent stacked from narrow pieces (8 -> 8 over 64^3: TF's
+    time / jaxhub's 0.47, 0.96 this way; ``benchmarks/PROFILE.md``).
     """
     return _depth_stacked_conv(x, kernel, window.strides, (1, 1, 1), window.pads)
 
