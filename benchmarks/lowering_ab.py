@@ -13,7 +13,8 @@ figures compare. Lowerings that can be switched off:
 * ``barriers``: the optimization barriers around those multiply-adds;
 * ``max-pool-vjp``: 2-D max pooling's written-out VJP, then autodiff of its JVP;
 * ``unpadded``: the cell of padding given to unpadded convolutions (``_free_padding``);
-* ``depth-taps``: 3-D convolutions as 2-D ones per depth tap, then XLA's 3-D ones;
+* ``depth-taps``: 3-D convolutions as one 2-D convolution, their depth taps stacked in
+  the channels (transposed ones per stride phase), then XLA's 3-D ones;
 * ``atrous``: ``SpaceToBatchND`` -> conv -> ``BatchToSpaceND`` as one dilated conv
   (``converters/from_tf/atrous.py``), then the three ops one by one;
 * ``step-lists``: counted ``While`` loops scanning over the lists they read and write at

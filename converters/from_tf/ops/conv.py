@@ -43,8 +43,12 @@ networks take other routes, each with a written-out gradient where autodiff's is
   cannot make them one dilated conv); its kernel gradient too; its input gradient (at
   stride 1, symbolic sizes too) pads the cotangent by all but one cell of the window,
   which its convolution keeps (padded by the whole window, YNNPACK does not take it);
-* a 3-D convolution (channels last) is a sum over its depth taps of 2-D convolutions,
-  each taking the 2-D routes above: XLA:CPU's 3-D convolutions are several times slower;
+* a 3-D convolution (channels last) is one 2-D convolution over the depth slices, taking
+  the 2-D routes above, with the depth taps stacked in the output channels (then a sum
+  of shifted depth slices) or, when narrower, in the input channels: XLA:CPU's 3-D
+  convolutions are several times slower, and its 2-D ones over few channels too; a
+  strided one's input gradient (a transposed 3-D convolution) is one stride-1
+  convolution to all stride phases, interleaved;
 * a convolution with symbolic spatial sizes (grouped and depthwise ones too, as
   ``feature_group_count``) is ``lax.conv_general_dilated`` on the input
   padded by ``lax.pad`` (``SAME`` paddings then depend on the sizes), with a written-out
@@ -264,25 +268,183 @@ def _xla_conv(x, kernel, dims: _ConvDims, pads):
 
 
 def _depth_taps_conv(x, kernel, strides, dilations, pads):
-    """A 3-D convolution (NDHWC, static spatial sizes) as the sum over its depth taps of
-    2-D convolutions (:func:`_conv2d`) of the input's depth slices, batch and depth
-    flattened.
+    """A 3-D convolution (NDHWC, static spatial sizes) as one 2-D convolution
+    (:func:`_conv2d`) over the depth slices, its depth taps stacked in the channels:
+    the output's (:func:`_depth_stacked_outputs`), or the input's when those are no wider
+    than the output (:func:`_depth_stacked_inputs`).
 
-    XLA:CPU runs 3-D convolutions far slower than 2-D ones (3x3x3 16 -> 16 over 64^3:
-    1200 ms, 310 ms this way; gradient 2800 against 1270 ms; ``benchmarks/PROFILE.md``).
-    Autodiff's gradient is the 2-D convs' and one ``pad`` of the cotangent per depth tap.
+    XLA:CPU runs 3-D convolutions far slower than 2-D ones, and 2-D ones over few
+    channels far below their speed on wide ones (3x3 8 -> 8: 26 GFLOP/s, 8 -> 24: 96,
+    16 -> 48: 157; ``benchmarks/PROFILE.md``), so the taps go where they widen the
+    narrow side. An undilated one takes :func:`_undilated_depth_taps_conv`'s gradient.
     """
-    kd = kernel.shape[0]
+    if dilations == (1, 1, 1):
+        return _undilated_depth_taps_conv(x, kernel, _Window3(strides, tuple(map(tuple, pads))))
+    return _depth_stacked_conv(x, kernel, strides, dilations, pads)
+
+
+def _depth_stacked_conv(x, kernel, strides, dilations, pads):
+    """:func:`_depth_taps_conv`'s forward pass.
+
+    The outputs take the taps unless the stacked inputs are no wider than the output (a
+    first layer over one channel): stacking narrow inputs interleaves narrow pieces,
+    which XLA:CPU copies several times slower (8 -> 8 over 128^3: 260 ms to stack the
+    inputs, 84 ms to sum the stacked outputs, under load).
+    """
+    kd, _, _, in_channels, out_channels = kernel.shape
+    if kd * in_channels <= out_channels:
+        return _depth_stacked_inputs(x, kernel, strides, dilations, pads)
+    return _depth_stacked_outputs(x, kernel, strides, dilations, pads)
+
+
+def _depth_stacked_inputs(x, kernel, strides, dilations, pads):
+    """The 3-D conv as one 2-D conv of the input's depth taps side by side in the
+    channels (``[N * out_d, H, W, kd * C]``)."""
+    kd, kh, kw, in_channels, out_channels = kernel.shape
     (sd, *strides2), (dd, *dilations2), ((lo, hi), *pads2) = strides, dilations, pads
-    x = _pad_axes(x, [(0, 0), (lo, hi), (0, 0), (0, 0), (0, 0)], 0)
-    out_d = _out_sizes([x.shape[1]], [kd], [sd], [dd])[0]
+    out_d = _out_sizes([x.shape[1] + lo + hi], [kd], [sd], [dd])[0]
+    taps = [_depth_tap_rows(x, i * dd - lo, sd, out_d) for i in range(kd)]
+    stacked = taps[0] if kd == 1 else jnp.concatenate(taps, axis=-1)
+    matrix = jnp.moveaxis(kernel, 0, 2).reshape(kh, kw, kd * in_channels, out_channels)
+    y = _conv2d(stacked.reshape(x.shape[0] * out_d, *x.shape[2:4], kd * in_channels),
+                matrix, strides2, dilations2, pads2)
+    return y.reshape(x.shape[0], out_d, *y.shape[1:])
+
+
+def _depth_tap_rows(x, start: int, stride: int, count: int):
+    """Rows ``start + stride * o`` (``o < count``) of ``x``'s depth axis (1), zeros
+    where they fall outside it: a slice, then a ``pad`` of its own (one padded copy
+    of ``x`` read by every tap is a pass of its own on XLA:CPU, where these fuse into
+    their consumer)."""
+    depth = x.shape[1]
+    first = min(count, max(0, -(-(-start) // stride)))  # first o with start + stride*o >= 0
+    last = min(count, max(first, -(-(depth - start) // stride)))  # past the last inside
+    if first == last:
+        return jnp.zeros((x.shape[0], count, *x.shape[2:]), x.dtype)
+    rows = jax.lax.slice_in_dim(x, start + stride * first,
+                                start + stride * (last - 1) + 1, stride, 1)
+    return _pad_axes(rows, [(0, 0), (first, count - last)] + [(0, 0)] * (x.ndim - 2), 0)
+
+
+def _depth_stacked_outputs(x, kernel, strides, dilations, pads):
+    """The 3-D conv as one 2-D conv of every depth slice to all depth taps' outputs side
+    by side (``[N * D, H', W', kd * out]``), then the sum of their shifted depth slices."""
+    kd, kh, kw, in_channels, out_channels = kernel.shape
+    (sd, *strides2), (dd, *dilations2), ((lo, hi), *pads2) = strides, dilations, pads
+    n, depth = x.shape[:2]
+    matrix = jnp.moveaxis(kernel, 0, 3).reshape(kh, kw, in_channels, kd * out_channels)
+    y = _conv2d(x.reshape(n * depth, *x.shape[2:]), matrix, strides2, dilations2, pads2)
+    y = y.reshape(n, depth, *y.shape[1:3], kd, out_channels)
+    out_d = _out_sizes([depth + lo + hi], [kd], [sd], [dd])[0]
     total = None
     for i in range(kd):
-        depth = jax.lax.slice_in_dim(x, i * dd, i * dd + (out_d - 1) * sd + 1, sd, 1)
-        term = _conv2d(depth.reshape(x.shape[0] * out_d, *x.shape[2:]), kernel[i],
-                       strides2, dilations2, pads2)
+        term = _depth_tap_rows(jax.lax.index_in_dim(y, i, 4, keepdims=False), i * dd - lo,
+                               sd, out_d)
         total = term if total is None else total + term
-    return total.reshape(x.shape[0], out_d, *total.shape[1:])
+    return total
+
+
+class _Window3(NamedTuple):
+    """The static geometry of an undilated 3-D convolution."""
+
+    strides: tuple[int, int, int]
+    pads: tuple[tuple[int, int], ...]
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2,))
+def _undilated_depth_taps_conv(x, kernel, window: _Window3):
+    """An undilated 3-D conv (:func:`_depth_stacked_conv`) whose input gradient (and so a
+    transposed 3-D conv, ``Conv3DBackpropInputV2``) is a 3-D conv of the cotangent on
+    the same path: at stride 1 with the flipped, transposed kernel, else one stride-1
+    conv to every stride phase's outputs (:func:`_phased_input_grad`).
+
+    Autodiff's input gradient of the strided 2-D convs is XLA's convolution with a
+    dilated input, which XLA:CPU runs on its slow generic path; at stride 1, of the
+    stacked outputs' sum, a cotangent stacked from narrow pieces (8 -> 8 over 64^3: TF's
+    time / jaxhub's 0.47, 0.96 this way; ``benchmarks/PROFILE.md``).
+    """
+    return _depth_stacked_conv(x, kernel, window.strides, (1, 1, 1), window.pads)
+
+
+def _undilated_depth_taps_fwd(x, kernel, window: _Window3):
+    return _undilated_depth_taps_conv(x, kernel, window), (x, kernel)
+
+
+def _undilated_depth_taps_bwd(window: _Window3, residuals, dy):
+    x, kernel = residuals
+    window_shape = kernel.shape[:3]
+    if window.strides == (1, 1, 1) and all(
+            0 <= lo < k and 0 <= hi < k for k, (lo, hi) in zip(window_shape, window.pads)):
+        flipped = jnp.swapaxes(jnp.flip(kernel, (0, 1, 2)), 3, 4)
+        pads = [(k - 1 - lo, k - 1 - hi) for k, (lo, hi) in zip(window_shape, window.pads)]
+        dx = _depth_stacked_conv(dy, flipped, (1, 1, 1), (1, 1, 1), pads)
+    else:
+        dx = _phased_input_grad(dy, kernel, window, x.shape)
+    return dx, _depth_taps_kernel_grad(x, dy, kernel, window)
+
+
+def _depth_taps_kernel_grad(x, dy, kernel, window: _Window3):
+    """The kernel gradient of an undilated 3-D conv, one depth tap at a time: the 2-D
+    conv's of that tap's input depth rows (:func:`_conv2d`'s VJP).
+
+    Autodiff of the stacked outputs' conv is one kernel-gradient convolution to the
+    stacked cotangent, which XLA:CPU runs slower (8 -> 8 over 64^3: 152 ms, 92 ms this
+    way; TF 17 ms, ``benchmarks/PROFILE.md``).
+    """
+    (sd, *strides2), ((lo, _), *pads2) = window.strides, window.pads
+    n, out_d = dy.shape[:2]
+    rows_dy = dy.reshape(n * out_d, *dy.shape[2:])
+    taps = []
+    for i in range(kernel.shape[0]):
+        rows = _depth_tap_rows(x, i - lo, sd, out_d).reshape(n * out_d, *x.shape[2:])
+        _, pullback = jax.vjp(lambda k: _conv2d(rows, k, strides2, (1, 1), pads2), kernel[i])
+        taps.append(pullback(rows_dy)[0])
+    return jnp.stack(taps)
+
+
+def _phased_input_grad(dy, kernel, window: _Window3, x_shape):
+    """The input gradient of an undilated 3-D conv, per stride phase.
+
+    Input position ``q = s*a + r`` (phase ``r``) gets ``dy[a - m] * kernel[s*m + r + lo]``
+    for every whole ``m`` that gives a tap. So all phases are one stride-1 ``VALID``
+    conv of ``dy`` (padded) with a kernel of those taps (zeros where a phase has none),
+    its outputs the phases side by side, interleaved into the input's grid after.
+    """
+    *window_shape, in_channels, out_channels = kernel.shape
+    plans = [_phase_taps(k, s, lo, n, o) for k, s, (lo, _), n, o in zip(
+        window_shape, window.strides, window.pads, x_shape[1:4], dy.shape[1:4])]
+    # Per axis: taps[j][r] is the kernel tap of window position j in phase r, or k (zero).
+    index = np.ix_(*[np.asarray(taps).reshape(-1) for taps, _, _ in plans])
+    gathered = jnp.pad(kernel, [(0, 1), (0, 1), (0, 1), (0, 0), (0, 0)])[index]
+    shape = [d for taps, _, _ in plans for d in np.asarray(taps).shape]  # j0 r0 j1 r1 j2 r2
+    gathered = gathered.reshape(*shape, in_channels, out_channels)
+    # [j0, j1, j2, out (dy's channels), r0, r1, r2, in]: the phases' kernel.
+    matrix = jnp.transpose(gathered, (0, 2, 4, 7, 1, 3, 5, 6))
+    js = matrix.shape[:3]
+    phases = int(np.prod(window.strides))
+    matrix = matrix.reshape(*js, out_channels, phases * in_channels)
+    dyp = _pad_axes(dy, [(0, 0)] + [pad for _, pad, _ in plans] + [(0, 0)], 0)
+    y = _depth_stacked_conv(dyp, matrix, (1, 1, 1), (1, 1, 1), [(0, 0)] * 3)
+    counts = [count for _, _, count in plans]
+    y = y.reshape(dy.shape[0], *counts, *window.strides, in_channels)
+    y = jnp.transpose(y, (0, 1, 4, 2, 5, 3, 6, 7))
+    y = y.reshape(dy.shape[0], *[c * s for c, s in zip(counts, window.strides)], in_channels)
+    return _strided(y, (0, 0, 0), x_shape[1:4], (1, 1, 1))
+
+
+def _phase_taps(k: int, s: int, lo: int, size: int, out_size: int):
+    """Along one axis of a strided conv's input gradient: ``(taps, pad, count)``, where
+    ``taps[j][r]`` is the kernel tap that window position ``j`` reads in phase ``r`` (``k``
+    where none), ``pad`` the cotangent's padding and ``count`` the rows per phase."""
+    ms = [m for r in range(s) for m in range(-((r + lo) // s) - 1, k) if 0 <= s * m + r + lo < k]
+    m_min, m_max = min(ms), max(ms)
+    count = -(-size // s)
+    taps = [[s * (m_max - j) + r + lo if 0 <= s * (m_max - j) + r + lo < k else k
+             for r in range(s)] for j in range(m_max - m_min + 1)]
+    return taps, (m_max, count - m_min - out_size), count
+
+
+_undilated_depth_taps_conv.defvjp(_undilated_depth_taps_fwd, _undilated_depth_taps_bwd)
 
 
 class _ConvDims(NamedTuple):

@@ -41,6 +41,10 @@ GRADIENTS_WITHOUT_ONEDNN = frozenset({"fer"})
 #: are compared.
 VALUES_ONLY = frozenset({"cutkum"})
 
+#: Models without trainable variables: frozen graphs whose weights are constants
+#: (deepbrain's). Their gradients are the inputs' only.
+NO_VARIABLES = frozenset({"deepbrain", "deepbrain_96"})
+
 Reference = dict[str, dict[str, dict[str, np.ndarray]]]  # case -> kind -> name -> array
 
 

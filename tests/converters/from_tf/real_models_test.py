@@ -70,7 +70,11 @@ RTOL = 1e-4
 #: cotangents, see ``_real_models._cotangents``; without, TF's two paths differed by up to
 #: 2.9e-1): jaxhub against TF below 1e-4 at batch 1, up to 1.1e-3 (oneDNN) and 1.5e-3
 #: (without) at batch 4.
-GRADIENT_RTOL = {"textgenrnn": 5e-3, "basic_pitch": 3e-2, "spliceai": 3e-3}
+#: deepbrain_96, a 3D U-Net (its input gradient through three 2x2x2 max pools over flat
+#: regions): jaxhub against TF with oneDNN 3.0e-6 at batch 1 and 3.1e-6 at batch 4,
+#: against TF without 1.1e-6 and 1.4e-3, so TF's two paths differ by about 1.4e-3 at batch 4.
+GRADIENT_RTOL = {"textgenrnn": 5e-3, "basic_pitch": 3e-2, "spliceai": 3e-3,
+                 "deepbrain_96": 3e-3}
 #: Below this spread of TF's outputs, a comparison would prove nothing.
 MIN_STD = 1e-4
 #: The batch sizes compared.
@@ -79,11 +83,10 @@ BATCHES = (1, 4)
 #: Shipped models that are too slow to convert and compile for the test suite (musicnn
 #: and basic_pitch took minutes before the bounded patches lowering).
 SLOW: dict[str, str] = {
-    # Measured at batch 1: converts in 0.9 s and matches TF (outputs 3.5e-7, input
-    # gradient 5.0e-7; it has no params). Its 3-D convs run as 2-D ones per depth tap,
-    # yet one forward pass still takes 4.9 s under jit (under load; TF 2.1 s), and the
-    # suite runs several passes and gradients at batches 1 and 4.
-    "deepbrain": "a 3D U-Net on 128^3 volumes: 4.9 s per forward pass at batch 1",
+    # The same graph is tested at 96^3 voxels (``deepbrain_96``). At 128^3 one forward
+    # pass takes about 1 s under jit (under load; TF about 0.9 s) and its gradient
+    # holds several GB at batch 4, where the suite runs several passes and gradients.
+    "deepbrain": "a 3D U-Net on 128^3 volumes, tested at 96^3 as deepbrain_96",
     # Measured: converts in 4.4 s (25 s under heavy load) and matches TF at both sizes
     # (outputs 3.3e-7 at batch 4; gradients at batch 1: input 5.9e-7, params up to
     # 1.0e-6). A VGG16 (14.7M params) whose side outputs are resized to the image's
@@ -209,7 +212,7 @@ def test_tf_reference_is_not_degenerate(converted, path):
     for case, ref in refs.items():
         for k, out in ref["out"].items():
             assert np.std(out) > MIN_STD or out.size == 1, f"{case}: TF output {k} is flat"
-    if converted.name in _real_models.VALUES_ONLY:
+    if converted.name in _real_models.VALUES_ONLY | _real_models.NO_VARIABLES:
         return
     for ref in refs.values():
         assert ref["gvar"], "TF gave no trainable variable"

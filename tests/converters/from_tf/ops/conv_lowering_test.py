@@ -4,6 +4,8 @@ or scatters, one padded cotangent)."""
 
 from __future__ import annotations
 
+import re
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -399,19 +401,39 @@ def test_space_to_batch_trio_whose_phases_are_read_elsewhere_stays_three_ops():
     assert convs and all(tuple(e.params["rhs_dilation"]) == (1, 1) for e in convs)
 
 
-def test_conv3d_runs_as_2d_convs_forward_and_backward():
-    """A 3-D conv and its gradient hold 2-D convolutions only, one per depth tap each way
-    (XLA:CPU runs 3-D ones several times slower). Values: ``conv_test.py``."""
+def _stablehlo_convs(fn, *args) -> list[str]:
+    return [line for line in jax.jit(fn).lower(*args).as_text().splitlines()
+            if "stablehlo.convolution" in line]
+
+
+def test_conv3d_runs_as_one_2d_conv_forward_and_backward():
+    """A 3-D conv is one 2-D convolution (its depth taps stacked in the channels), and its
+    gradient one for the input and one per depth tap for the kernel (XLA:CPU runs 3-D
+    ones several times slower, and 2-D ones over few channels too). Values:
+    ``conv_test.py``."""
     case = Case("Conv3D", lambda x, k: tf.nn.conv3d(x, k, [1, 1, 1, 1, 1], "SAME"))
     _, f = _converted(case, (2, 6, 8, 8, 4), (3, 3, 3, 4, 8))
     x = jax.ShapeDtypeStruct((2, 6, 8, 8, 4), np.float32)
     k = jax.ShapeDtypeStruct((3, 3, 3, 4, 8), np.float32)
-    for fn, most in ((f, 3), (jax.grad(lambda x, k: jnp.sum(f(x, k)), argnums=(0, 1)), 6)):
-        convs = [line for line in jax.jit(fn).lower(x, k).as_text().splitlines()
-                 if "stablehlo.convolution" in line]
+    for fn, count in ((f, 1), (jax.grad(lambda x, k: jnp.sum(f(x, k)), argnums=(0, 1)), 4)):
+        convs = _stablehlo_convs(fn, x, k)
         # Spatial axes 0 and 1 only: no third, in the input's, kernel's or output's layout.
         layouts = [line.split("dim_numbers = ")[1].split(", window")[0] for line in convs]
-        assert 0 < len(convs) <= most and not any("2" in lay for lay in layouts), layouts
+        assert len(convs) == count and not any("2" in lay for lay in layouts), layouts
+
+
+def test_transposed_conv3d_runs_as_one_stride_1_conv_to_its_phases():
+    """A stride-2 transposed 3-D conv (a 3D U-Net's decoder) is one 2-D convolution without
+    a dilated input (XLA:CPU's slow generic path), and so is the strided conv's input
+    gradient. Values: ``conv_test.py``."""
+    case = Case("Conv3DBackpropInputV2", lambda dy, k: tf.nn.conv3d_transpose(
+        dy, k, [2, 8, 8, 8, 4], 2, "SAME"))
+    _, f = _converted(case, (2, 4, 4, 4, 6), (3, 3, 3, 4, 6), unknown=0)
+    dy = jax.ShapeDtypeStruct((2, 4, 4, 4, 6), np.float32)
+    k = jax.ShapeDtypeStruct((3, 3, 3, 4, 6), np.float32)
+    convs = _stablehlo_convs(f, dy, k)
+    dilated = re.search(r"lhs_dilate = \[([^\]]*)\]", convs[0])
+    assert len(convs) == 1 and (not dilated or dilated.group(1) == "1, 1"), convs
 
 
 @pytest.mark.parametrize("window,strides", [(3, 2), (3, 1), (5, 3)])

@@ -193,6 +193,20 @@ CONV = [
     Case("Conv3D", lambda x, k: tf.nn.conv3d(x, k, [1, 2, 2, 1, 1], "SAME"),
          (((2, 7, 6, 5, 3), (3, 3, 3, 3, 4)), ((1, 5, 6, 6, 1), (3, 3, 3, 1, 4))),
          name="Conv3D-s2", **_TOL),
+    # One 2-D conv with the depth taps stacked in the channels: the outputs' (taps x
+    # inputs wider than the outputs, a 3D U-Net's 8 -> 8), or the inputs' (a first layer
+    # over one channel; a kernel of one depth tap); strided ones (any axis, SAME and
+    # VALID, odd sizes) take the input gradient per stride phase.
+    Case("Conv3D", lambda x, k: tf.nn.conv3d(x, k, [1, 1, 1, 1, 1], "SAME"),
+         (((2, 5, 6, 7, 8), (3, 3, 3, 8, 4)), ((2, 6, 5, 4, 1), (3, 3, 3, 1, 8)),
+          ((2, 4, 5, 5, 3), (1, 3, 3, 3, 4)), ((1, 6, 5, 5, 2), (5, 3, 1, 2, 3))),
+         name="Conv3D-depth-stacked", **_TOL),
+    Case("Conv3D", lambda x, k: tf.nn.conv3d(x, k, [1, 2, 2, 2, 1], "SAME"),
+         (((2, 7, 6, 5, 4), (3, 3, 3, 4, 2)), ((1, 8, 8, 8, 2), (3, 3, 3, 2, 6))),
+         name="Conv3D-s2-every-axis", **_TOL),
+    Case("Conv3D", lambda x, k: tf.nn.conv3d(x, k, [1, 2, 3, 2, 1], "VALID"),
+         (((3, 7, 8, 6, 3), (2, 2, 3, 3, 4)), ((1, 6, 6, 6, 2), (3, 3, 3, 2, 2))),
+         name="Conv3D-strided-valid", **_TOL),
     Case("Conv2DBackpropInput", lambda dy, k: tf.nn.conv2d_transpose(
         dy, k, [2, 8, 8, 3], 2, "SAME"), (((2, 4, 4, 5), (3, 3, 3, 5)),), batched=False,
          **_TOL),
@@ -209,6 +223,21 @@ CONV = [
     Case("Conv3DBackpropInputV2", lambda dy, k: tf.nn.conv3d_transpose(
         dy, k, [1, 4, 6, 6, 2], [1, 1, 2, 2, 1], "SAME"), (((1, 4, 3, 3, 3), (2, 3, 3, 2, 3)),),
          batched=False, **_TOL),
+    # A 3D U-Net's decoder (deepbrain's 3x3x3 stride 2 SAME, 16 -> 8 channels): one
+    # stride-1 conv of the cotangent to all eight stride phases, interleaved; odd sizes
+    # (a phase one row short), VALID 2x2x2, and a batch the graph reads from the input.
+    Case("Conv3DBackpropInputV2", lambda dy, k: tf.nn.conv3d_transpose(
+        dy, k, [2, 8, 6, 4, 3], 2, "SAME"), (((2, 4, 3, 2, 5), (3, 3, 3, 3, 5)),),
+         name="Conv3DTranspose-s2", batched=False, **_TOL),
+    Case("Conv3DBackpropInputV2", lambda dy, k: tf.nn.conv3d_transpose(
+        dy, k, [1, 7, 5, 6, 2], 2, "SAME"), (((1, 4, 3, 3, 4), (3, 3, 3, 2, 4)),),
+         name="Conv3DTranspose-s2-odd", batched=False, **_TOL),
+    Case("Conv3DBackpropInputV2", lambda dy, k: tf.nn.conv3d_transpose(
+        dy, k, [2, 6, 6, 4, 3], [1, 2, 2, 2, 1], "VALID"), (((2, 3, 3, 2, 4), (2, 2, 2, 3, 4)),),
+         name="Conv3DTranspose-s2-valid", batched=False, **_TOL),
+    Case("Conv3DBackpropInputV2", lambda dy, k: tf.nn.conv3d_transpose(
+        dy, k, tf.stack([tf.shape(dy)[0], 8, 6, 6, 2]), 2, "SAME"),
+         (((2, 4, 3, 3, 4), (3, 3, 3, 2, 4)),), name="Conv3DTranspose-dynamic-batch", **_TOL),
 ]
 
 # A dilated conv as tf.nn.convolution (and so Keras Conv1D/Conv2D/DepthwiseConv2D with a
