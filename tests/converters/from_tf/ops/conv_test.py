@@ -182,6 +182,15 @@ CONV = [
     # SpaceToBatchND, an unpadded conv, BatchToSpaceND), and in 3-D.
     Case("Conv2D", _conv2d(1, "VALID"), (((2, 7, 8, 6), (3, 3, 6, 5)),), name="Conv2D-valid",
          **_TOL),
+    # Their kernel gradient is patches times the cotangent up to 9 taps over 32 input
+    # channels (strided and dilated too), XLA's swapped convolution beyond.
+    Case("Conv2D", _conv2d(2, "VALID"), (((2, 9, 8, 6), (3, 3, 6, 5)),),
+         name="Conv2D-valid-narrow-s2", **_TOL),
+    Case("Conv2D", _conv2d(1, "VALID", 2), (((2, 9, 10, 6), (3, 3, 6, 5)),),
+         name="Conv2D-valid-narrow-dilated", grad_reference=_dilated_as_dense("VALID"), **_TOL),
+    Case("Conv2D", _conv2d(1, "VALID"), (((2, 6, 7, 33), (3, 3, 33, 4)),
+                                         ((1, 5, 24, 4), (1, 10, 4, 6))),
+         name="Conv2D-valid-wide", **_TOL),
     Case("Conv2D", lambda x, k: tf.nn.conv1d(x, k, 1, "VALID"), (((2, 20, 8), (5, 8, 6)),),
          name="Conv1D-valid", **_TOL),
     Case("Conv2D", lambda x, k: tf.nn.convolution(x, k, padding="SAME", dilations=3),
