@@ -778,24 +778,29 @@ def _broadcast_taps_kernel_grad(xp, dy, kernel, valid: _Window):
     return _unpadded_conv2d_vjp(xp, kernel, valid, dy)[1]
 
 
-#: Kernels with at most this many taps and input channels take
-#: :func:`_patches_kernel_grad`.
+#: Kernels with at most this many taps and input channels, and at least this many output
+#: channels, take :func:`_patches_kernel_grad`.
 MAX_PATCHES_GRAD_TAPS = 9
 MAX_PATCHES_GRAD_CHANNELS = 32
+MIN_PATCHES_GRAD_OUTPUTS = 16
 
 
 def _takes_patches_kernel_grad(kernel_shape) -> bool:
     """Whether a (2-D, HWIO) kernel's gradient is :func:`_patches_kernel_grad`: at most
     :data:`MAX_PATCHES_GRAD_TAPS` taps over at most :data:`MAX_PATCHES_GRAD_CHANNELS` input
-    channels (stems and the narrow 3x3 convs of small detectors).
+    channels, to at least :data:`MIN_PATCHES_GRAD_OUTPUTS` (RGB stems and the narrow 3x3
+    convs of small detectors).
 
     Measured at batch 32 (kernel gradient alone, ms, XLA's / patches; ``benchmarks/
     PROFILE.md`` section 18): 3x3 32 -> 64 on 23x23 16.6 / 7.9, 3x3 3 -> 32 on 48x48 4.1 /
-    2.3; wider inputs lose or tie (3x3 64 -> 64 on 10x10 1.6 / 3.2, on 30x30 73 / 73), and
-    so do longer kernels (1x11 32 -> 32 over 10,140 steps, dilated: 385 / 744).
+    2.3, 3x3/2 3 -> 32 on 225x225 105 / 57, 1x3 8 -> 16 on 10x66 0.89 / 0.67. The others
+    lose or tie: few outputs (1x3 4 -> 4 on 40x258 13.9 / 16.4, 1x5 4 -> 8 1.7 / 2.7), wider
+    inputs (3x3 64 -> 64 on 10x10 1.6 / 3.2, on 30x30 73 / 73), longer kernels (1x11 32 ->
+    32 over 10,140 steps, dilated: 385 / 744).
     """
-    kh, kw, in_channels, _ = kernel_shape
-    return kh * kw <= MAX_PATCHES_GRAD_TAPS and in_channels <= MAX_PATCHES_GRAD_CHANNELS
+    kh, kw, in_channels, out_channels = kernel_shape
+    return (kh * kw <= MAX_PATCHES_GRAD_TAPS and in_channels <= MAX_PATCHES_GRAD_CHANNELS
+            and out_channels >= MIN_PATCHES_GRAD_OUTPUTS)
 
 
 def _patches_kernel_grad(xp, dy, kernel_shape, valid: _Window):

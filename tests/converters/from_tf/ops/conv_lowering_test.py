@@ -306,13 +306,14 @@ def test_few_output_conv_runs_as_products_forward_and_backward(x_shape, k_shape,
     ((2, 40, 64, 4), (1, 3, 4, 4)),
     ((2, 16, 16, 3), (3, 3, 3, 3)),   # an RGB stem
     ((2, 8, 40, 2), (1, 16, 2, 2)),   # 16 taps over two bands
+    ((2, 8, 12, 4), (1, 2, 4, 16)),   # two taps to 16 channels
 ])
 def test_few_input_conv_runs_as_multiply_adds_forward_and_input_gradient(x_shape, k_shape):
     """A conv whose taps x input channels are few is broadcast multiply-adds, and so is
     its stride-1 input gradient: no ``convolution`` in either (XLA:CPU runs convs over a
     few channels 10-40 times below its speed). Its kernel gradient is over one input
-    channel the stacked taps' product, up to 9 taps the patches' product, else XLA's
-    convolution."""
+    channel the stacked taps' product, up to 9 taps to 16 or more outputs the patches'
+    product, else XLA's convolution."""
     case = Case("Conv2D", lambda x, k: tf.nn.conv2d(x, k, 1, "SAME"))
     _, f = _converted(case, x_shape, k_shape)
     x = jax.ShapeDtypeStruct(x_shape, np.float32)
@@ -322,7 +323,8 @@ def test_few_input_conv_runs_as_multiply_adds_forward_and_input_gradient(x_shape
     for fn in (f, input_grad):
         assert "stablehlo.convolution" not in jax.jit(fn).lower(x, k).as_text()
     kernel_program = jax.jit(kernel_grad).lower(x, k).as_text()
-    convolutions = 0 if k_shape[2] == 1 or k_shape[0] * k_shape[1] <= 9 else 1
+    kh, kw, c_in, c_out = k_shape
+    convolutions = 0 if c_in == 1 or (kh * kw <= 9 and c_out >= 16) else 1
     assert kernel_program.count("stablehlo.convolution") == convolutions
 
 
@@ -382,8 +384,8 @@ def test_unpadded_conv_and_its_kernel_gradient_run_padded(x_shape, k_shape, stri
     ((2, 1, 40, 16), (1, 9, 16, 24), 1),  # a Conv1D
 ])
 def test_narrow_conv_kernel_gradient_is_one_product(x_shape, k_shape, strides):
-    """The kernel gradient of a conv with at most 9 taps over at most 32 input channels
-    (unpadded or over few inputs) is the patches times the cotangent, one product: no
+    """The kernel gradient of a conv with at most 9 taps over at most 32 input channels,
+    to at least 16 (unpadded or over few inputs), is the patches times the cotangent: no
     ``convolution`` (XLA:CPU's swapped one ran 2-3 times slower). Values: ``conv_test.py``."""
     case = Case("Conv2D", lambda x, k: tf.nn.conv2d(x, k, strides, "VALID"))
     _, f = _converted(case, x_shape, k_shape)
