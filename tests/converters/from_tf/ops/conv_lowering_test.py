@@ -438,21 +438,37 @@ def test_conv3d_runs_as_2d_convs_forward_and_backward():
         assert 0 < len(convs) <= most and not any("2" in lay for lay in layouts), layouts
 
 
-@pytest.mark.parametrize("window,strides", [(3, 2), (3, 1), (5, 3)])
-def test_max_pool_gradient_pads_per_phase_not_per_tap(window, strides):
+@pytest.mark.parametrize("window,strides", [(3, 2), (3, 1), (5, 3), (2, 3)])
+def test_max_pool_gradient_is_summed_at_the_input_resolution(window, strides):
     """The 2-D max pool's gradient takes the winning tap of each window and sums the
-    cotangent's slices per stride phase: fewer pads than the window has taps (autodiff of
-    the shifted maxima padded the cotangent to the input's size once per tap: 21 pads
-    for a 3x3 stride-2 pool), and no ``select_and_scatter``."""
+    cotangent where it won directly at the input's resolution: fewer pads than the window
+    has taps (autodiff of the shifted maxima padded the cotangent to the input's size once
+    per tap: 21 pads for a 3x3 stride-2 pool), none of them interior (interleaving stride
+    phases), and no ``select_and_scatter``. Under a symbolic batch, with ties, it equals
+    TF's gradient (the first maximum of each window)."""
     case = Case("MaxPool", lambda x: tf.nn.max_pool2d(x, window, strides, "SAME"))
     specs = [tf.TensorSpec((None, 9, 9, 3), tf.float32)]
     concrete = tf.function(case.fn).get_concrete_function(*specs)
     run = run_graph(concrete.graph.as_graph_def(), [t.name for t in concrete.inputs],
                     [t.name for t in concrete.outputs])
+    grad = jax.jit(jax.grad(lambda x: jnp.sum(jnp.sin(run({}, [x])[0][0]))))
     x = jax.ShapeDtypeStruct((2, 9, 9, 3), np.float32)
-    text = jax.jit(jax.grad(lambda x: jnp.sum(run({}, [x])[0][0]))).lower(x).as_text()
-    assert text.count("stablehlo.pad") < window * window, text.count("stablehlo.pad")
+    text = grad.lower(x).as_text()
+    pads = [line for line in text.splitlines() if "stablehlo.pad" in line]
+    assert len(pads) < window * window, pads
+    assert all("interior = [0, 0, 0, 0]" in line for line in pads), pads
     assert "select_and_scatter" not in text
+
+    rng = np.random.default_rng(0)
+    values = np.round(rng.standard_normal((3, 9, 9, 3)) * 2).astype(np.float32)  # ties
+    tx = tf.constant(values)
+    with tf.GradientTape() as tape:
+        tape.watch(tx)
+        loss = tf.reduce_sum(tf.sin(concrete(tx)))
+    b, = export.symbolic_shape("b")
+    exported = export.export(grad)(jax.ShapeDtypeStruct((b, 9, 9, 3), np.float32))
+    np.testing.assert_allclose(np.asarray(exported.call(values)),
+                               tape.gradient(loss, tx).numpy(), rtol=1e-5, atol=1e-6)
 
 
 _POOLS = {"max": tf.nn.max_pool2d, "avg": tf.nn.avg_pool2d, "avg3d": tf.nn.avg_pool3d}
