@@ -20,6 +20,11 @@ figures compare. Lowerings that can be switched off:
 * ``step-lists``: counted ``While`` loops scanning over the lists they read and write at
   their counter (``_StepLists`` in ``converters/from_tf/ops/control_flow.py``), then
   lists carried whole and indexed per step.
+* ``patches-kernel-grad``: kernel gradients of up to 9 taps over up to 32 input channels
+  as one product of the patches (``_takes_patches_kernel_grad``), then XLA's swapped
+  convolution;
+* ``max-pool-winners``: 2-D max pooling's input gradient summed at the input's resolution
+  (``_winners_gradient``), then per stride phase, interleaved by interior pads.
 
 Prints the medians (ms) and the ratios TF / jaxhub. Usage::
 
@@ -31,6 +36,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import itertools
 import os
 import pathlib
 import tempfile
@@ -43,7 +49,7 @@ from benchmarks import real_models
 from benchmarks.real_models_bench import DEFAULT_WORKDIR
 
 LOWERINGS = ("few-inputs", "barriers", "max-pool-vjp", "unpadded", "depth-taps", "atrous",
-             "step-lists")
+             "step-lists", "patches-kernel-grad", "max-pool-winners")
 
 
 @contextlib.contextmanager
@@ -54,7 +60,8 @@ def switched_off(lowerings: list[str]) -> Iterator[None]:
     from jaxhub_tf.from_tf.ops import control_flow, conv
     saved = (conv.MAX_BROADCAST_TERMS, conv._spatial_2d, jax.lax.optimization_barrier,
              conv._free_padding, conv._depth_taps_conv, atrous.fuse,
-             control_flow._StepLists.of)
+             control_flow._StepLists.of, conv._takes_patches_kernel_grad,
+             conv._winners_gradient)
     if "few-inputs" in lowerings:
         conv.MAX_BROADCAST_TERMS = 0
     if "max-pool-vjp" in lowerings:
@@ -71,17 +78,48 @@ def switched_off(lowerings: list[str]) -> Iterator[None]:
         atrous.fuse = lambda fn: fn
     if "step-lists" in lowerings:
         control_flow._StepLists.of = classmethod(lambda cls, *args: cls())
+    if "patches-kernel-grad" in lowerings:
+        conv._takes_patches_kernel_grad = lambda kernel_shape: False
+    if "max-pool-winners" in lowerings:
+        conv._winners_gradient = _phases_interleaved
     try:
         yield
     finally:
         (conv.MAX_BROADCAST_TERMS, conv._spatial_2d, jax.lax.optimization_barrier,
          conv._free_padding, conv._depth_taps_conv, atrous.fuse,
-         control_flow._StepLists.of) = saved
+         control_flow._StepLists.of, conv._takes_patches_kernel_grad,
+         conv._winners_gradient) = saved
 
 
-def _jax_calls(saved_model: pathlib.Path, inputs: dict[str, np.ndarray]
+def _phases_interleaved(winner, dy, window, strides, pads, in_sizes):
+    """2-D max pooling's input gradient as it was before ``max-pool-winners``: per stride
+    phase of the input, the cotangent's slices where each tap won, interleaved."""
+    import jax.numpy as jnp
+    from jaxhub_tf.from_tf.ops import conv
+    (kh, kw), grid = window, []
+    plans = [conv._phase_plan(k, s, 1, lo, n, o) for k, s, (lo, _), n, o in zip(
+        window, strides, pads, in_sizes, dy.shape[1:3])]
+    (count0, pads0, phases0), (count1, pads1, phases1) = plans
+    dyp = conv._pad_spatial(dy, (pads0, pads1))
+    winner = conv._pad_axes(winner, ((0, 0), pads0, pads1, (0, 0)), -1)
+    counts = (count0, count1)
+    for taps0 in phases0:
+        row = []
+        for taps1 in phases1:
+            total = jnp.zeros((dy.shape[0], count0, count1, dy.shape[3]), dy.dtype)
+            for (i, start0), (j, start1) in itertools.product(taps0, taps1):
+                won = conv._strided(winner, (start0, start1), counts, (1, 1)) == i * kw + j
+                total = total + jnp.where(won, conv._strided(dyp, (start0, start1), counts,
+                                                             (1, 1)), 0)
+            row.append(total)
+        grid.append(row)
+    return conv._strided(conv._interleave(grid), (0, 0), in_sizes, (1, 1))
+
+
+def _jax_calls(saved_model: pathlib.Path, inputs: dict[str, np.ndarray], grad: bool = True
                ) -> tuple[Callable[[], object], Callable[[], object]]:
-    """Blocking calls of the converted module's jitted forward pass and gradient."""
+    """Blocking calls of the converted module's jitted forward pass and gradient, each
+    called once (the gradient if ``grad``)."""
     import jax
     import jax.numpy as jnp
     import jaxhub
@@ -94,8 +132,12 @@ def _jax_calls(saved_model: pathlib.Path, inputs: dict[str, np.ndarray]
         return sum(jnp.mean(jnp.square(y)) for y in apply(params, x).values())
 
     forward, grad = jax.jit(apply), jax.jit(jax.grad(loss))
-    return (lambda: jax.block_until_ready(forward(module.params, inputs)),
-            lambda: jax.block_until_ready(grad(module.params, inputs)))
+    calls = (lambda: jax.block_until_ready(forward(module.params, inputs)),
+             lambda: jax.block_until_ready(grad(module.params, inputs)))
+    # Traced here, inside `switched_off`: the first gradient converts the model again.
+    for call in calls[:2 if grad else 1]:
+        call()
+    return calls
 
 
 def _tf_calls(saved_model: pathlib.Path, inputs: dict[str, np.ndarray]
@@ -150,8 +192,8 @@ def main(argv: list[str] | None = None) -> None:
     saved_model = real_models.ensure_saved_models([args.model], args.workdir)[args.model]
     inputs = real_models.example_inputs(args.model, args.batch)
     with switched_off(off):
-        before = _jax_calls(saved_model, inputs)
-    after = _jax_calls(saved_model, inputs)
+        before = _jax_calls(saved_model, inputs, not args.no_grad)
+    after = _jax_calls(saved_model, inputs, not args.no_grad)
     tf_calls = _tf_calls(saved_model, inputs)
     calls = {"before": before[0], "after": after[0], "tf": tf_calls[0]}
     if not args.no_grad:

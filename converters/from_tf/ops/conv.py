@@ -43,6 +43,9 @@ networks take other routes, each with a written-out gradient where autodiff's is
   cannot make them one dilated conv); its kernel gradient too; its input gradient (at
   stride 1, symbolic sizes too) pads the cotangent by all but one cell of the window,
   which its convolution keeps (padded by the whole window, YNNPACK does not take it);
+* the kernel gradient of a convolution with at most 9 taps over at most 32 input
+  channels, to 16 or more (unpadded, or over few inputs; static sizes), is one product of
+  the patches with the cotangent: XLA:CPU's swapped convolution runs 2 times slower there;
 * a 3-D convolution (channels last) is one 2-D convolution over the depth slices, taking
   the 2-D routes above, with the depth taps stacked in the output channels (then a sum
   of shifted depth slices) or, when narrower, in the input channels: XLA:CPU's 3-D
@@ -613,6 +616,10 @@ def _unpadded_conv_fwd(x, kernel, dims: _ConvDims):
 def _unpadded_conv_bwd(dims: _ConvDims, residuals, dy):
     x, kernel = residuals
     dx = _unpadded_input_grad(x, kernel, dims, dy)
+    if (kernel.ndim == 4 and dims.layout == "NHWC" and dims.groups == 1
+            and _takes_patches_kernel_grad(kernel.shape)):
+        window = _Window(dims.strides, dims.dilations, ((0, 0), (0, 0)))
+        return dx, _patches_kernel_grad(x, dy, kernel.shape, window)
     return dx, _kernel_grad(x, dy, kernel.shape[:-2], dims)
 
 
@@ -687,9 +694,7 @@ def _patches_conv(x, kernel, strides, dilations, pads, out_sizes):
     xp = _pad_spatial(x, pads)
     if kh * kw <= MAX_TAP_SLICES:
         # A small kernel (3x3 on a small map): its taps' slices side by side.
-        patches = jnp.concatenate(
-            [_strided(xp, (i * dilations[0], j * dilations[1]), out_sizes, strides)
-             for i in range(kh) for j in range(kw)], axis=-1)
+        patches = _tap_patches(xp, (kh, kw), out_sizes, strides, dilations)
     else:
         windows = _axis_windows(xp, 1, kh, strides[0], dilations[0], out_sizes[0])
         windows = _axis_windows(windows, 2, kw, strides[1], dilations[1], out_sizes[1])
@@ -701,6 +706,16 @@ def _patches_conv(x, kernel, strides, dilations, pads, out_sizes):
 
 #: Kernels with at most this many taps take their patches as one slice per tap.
 MAX_TAP_SLICES = 9
+
+
+def _tap_patches(xp, window: Sequence[int], out_sizes, strides, dilations):
+    """The patches of padded ``xp`` (NHWC), ``[N, out_h, out_w, kh * kw * C]``: each tap's
+    strided slice, side by side along the channels (tap-major, as ``HWIO`` kernels)."""
+    kh, kw = window
+    return jnp.concatenate(
+        [_strided(xp, (i * dilations[0], j * dilations[1]), out_sizes, strides)
+         for i in range(kh) for j in range(kw)], axis=-1)
+
 
 #: Windows along one axis that take more slices than this are one ``gather`` instead.
 MAX_WINDOW_SLICES = 8
@@ -854,7 +869,7 @@ def _broadcast_taps_conv(x, kernel, window: _Window):
     this way, and TF's 0.8-4.4 ms; ``benchmarks/PROFILE.md``). The VJP is written out: the
     input gradient is the same kind of loop over the padded cotangent with the flipped,
     transposed kernel when that loop is as short (stride 1), else XLA's; the kernel
-    gradient is XLA's (its backprop-filter convolution is as fast as any product here).
+    gradient is :func:`_broadcast_taps_kernel_grad`'s.
     Autodiff of the loop would pad every slice to the input's size.
     """
     return _broadcast_taps_fwd(x, kernel, window)[0]
@@ -920,11 +935,54 @@ def _broadcast_taps_bwd(window: _Window, residuals, dy):
 
 def _broadcast_taps_kernel_grad(xp, dy, kernel, valid: _Window):
     """The kernel gradient of the unpadded conv ``valid`` of padded ``xp``: stacked taps'
-    products over one input channel (measured faster there), else XLA's backprop-filter
-    convolution."""
+    products over one input channel (measured faster there), patches times the cotangent
+    (:func:`_patches_kernel_grad`), else XLA's backprop-filter convolution."""
     if kernel.shape[2] <= MAX_STACKED_CHANNELS and _static(dy.shape[1:3]):
         return _stacked_taps_kernel_grad(xp, dy, kernel.shape, valid)
+    if _takes_patches_kernel_grad(kernel.shape) and _static(dy.shape[1:3]):
+        return _patches_kernel_grad(xp, dy, kernel.shape, valid)
     return _unpadded_conv2d_vjp(xp, kernel, valid, dy)[1]
+
+
+#: Kernels with at most this many taps and input channels, and at least this many output
+#: channels, take :func:`_patches_kernel_grad`.
+MAX_PATCHES_GRAD_TAPS = 9
+MAX_PATCHES_GRAD_CHANNELS = 32
+MIN_PATCHES_GRAD_OUTPUTS = 16
+
+
+def _takes_patches_kernel_grad(kernel_shape) -> bool:
+    """Whether a (2-D, HWIO) kernel's gradient is :func:`_patches_kernel_grad`: at most
+    :data:`MAX_PATCHES_GRAD_TAPS` taps over at most :data:`MAX_PATCHES_GRAD_CHANNELS` input
+    channels, to at least :data:`MIN_PATCHES_GRAD_OUTPUTS` (RGB stems and the narrow 3x3
+    convs of small detectors).
+
+    Measured at batch 32 (kernel gradient alone, ms, XLA's / patches; ``benchmarks/
+    PROFILE.md`` section 18): 3x3 32 -> 64 on 23x23 16.6 / 7.9, 3x3 3 -> 32 on 48x48 4.1 /
+    2.3, 3x3/2 3 -> 32 on 225x225 105 / 57, 1x3 8 -> 16 on 10x66 0.89 / 0.67. The others
+    lose or tie: few outputs (1x3 4 -> 4 on 40x258 13.9 / 16.4, 1x5 4 -> 8 1.7 / 2.7), wider
+    inputs (3x3 64 -> 64 on 10x10 1.6 / 3.2, on 30x30 73 / 73), longer kernels (1x11 32 ->
+    32 over 10,140 steps, dilated: 385 / 744).
+    """
+    kh, kw, in_channels, out_channels = kernel_shape
+    return (kh * kw <= MAX_PATCHES_GRAD_TAPS and in_channels <= MAX_PATCHES_GRAD_CHANNELS
+            and out_channels >= MIN_PATCHES_GRAD_OUTPUTS)
+
+
+def _patches_kernel_grad(xp, dy, kernel_shape, valid: _Window):
+    """The kernel gradient of the unpadded conv ``valid`` of padded ``xp`` (NHWC, static
+    sizes) as one matrix product: the patches (``[N*H*W, taps * C]``) times the flattened
+    cotangent.
+
+    XLA:CPU's kernel gradient is a convolution with batch and channels swapped, and the
+    whole output as its window; on small maps with few channels it runs 2-3 times below
+    the product's speed (whose patches copy as many elements as the taps times the input).
+    """
+    kh, kw, in_channels, out_channels = kernel_shape
+    patches = _tap_patches(xp, (kh, kw), dy.shape[1:3], valid.strides, valid.dilations)
+    dkernel = jax.lax.dot_general(patches.reshape(-1, kh * kw * in_channels),
+                                  dy.reshape(-1, out_channels), (((0,), (0,)), ((), ())))
+    return dkernel.reshape(kernel_shape)
 
 
 def _unpadded_conv2d_vjp(xp, kernel, valid: _Window, dy):
@@ -1457,9 +1515,8 @@ def _shifted_max_2d(x, window, strides, pads):
     Autodiff of :func:`_shifted_max`'s JVP transposes every tap's slice into a ``pad`` of
     the cotangent to the input's full size (nine for a 3×3 pool, each as costly as the
     pool), then adds them up. Here the index of each window's winning tap is kept, and
-    each stride phase of the input gradient sums the cotangent's contiguous slices where
-    that tap won, all phases interleaved in one fused loop (as the depthwise input
-    gradient, :func:`_depthwise_input_grad`).
+    the input gradient is summed at the input's resolution from the cotangent where that
+    tap won (:func:`_winners_gradient`).
     """
     return _shifted_max(x, window, strides, pads)
 
@@ -1479,24 +1536,50 @@ def _shifted_max_2d_bwd(window, strides, pads, residuals, dy):
     for tap in reversed(range(kh * kw)):
         hit = _tap(xp, (0, *divmod(tap, kw), 0), out.shape, strides) == out
         winner = jnp.where(hit, np.int32(tap), winner)
-    plans = [_phase_plan(k, s, 1, lo, n, o) for k, s, (lo, _), n, o in zip(
-        (kh, kw), strides[1:3], pads[1:3], x.shape[1:3], out.shape[1:3])]
-    (count0, pads0, phases0), (count1, pads1, phases1) = plans
-    dyp = _pad_spatial(dy, (pads0, pads1))
-    winner = _pad_axes(winner, ((0, 0), pads0, pads1, (0, 0)), -1)
-    grid = []
-    for taps0 in phases0:
-        row = []
-        for taps1 in phases1:
-            total = jnp.zeros((dy.shape[0], count0, count1, dy.shape[3]), dy.dtype)
-            for i, start0 in taps0:
-                for j, start1 in taps1:
-                    offsets, counts = (start0, start1), (count0, count1)
-                    won = _strided(winner, offsets, counts, (1, 1)) == i * kw + j
-                    total = total + jnp.where(won, _strided(dyp, offsets, counts, (1, 1)), 0)
-            row.append(total)
-        grid.append(row)
-    return (_strided(_interleave(grid), (0, 0), x.shape[1:3], (1, 1)),)
+    return (_winners_gradient(winner, dy, (kh, kw), strides[1:3], pads[1:3], x.shape[1:3]),)
+
+
+def _winners_gradient(winner, dy, window, strides, pads, in_sizes):
+    """The input gradient of a 2-D max pool (NHWC) whose windows' winning taps are
+    ``winner`` (-1 for none), at the input's resolution in one fused loop.
+
+    Padded input row ``u`` is tap ``u % s + s*t`` of window ``u // s - t``, for each ``t <
+    ceil(k / s)``. So each such shift of the cotangent and the winners, repeated ``s``
+    times along the axis (a broadcast and a reshape), gives every input row its terms
+    directly. (Summed per stride phase, then interleaved by interior pads, XLA:CPU wrote
+    every phase out at the input's size first: 3x3/2 over [32, 46, 46, 32] took 7-15 ms
+    against 2-3 ms; ``benchmarks/PROFILE.md`` section 18.)
+    """
+    shifts = [-(-k // s) for k, s in zip(window, strides)]
+    widths = [(0, 0)] + [(t - 1, t) for t in shifts] + [(0, 0)]
+    winner = jnp.pad(winner, widths, constant_values=-1)
+    dy = jnp.pad(dy, widths)
+    counts = [n - t + 1 for n, t in zip(dy.shape[1:3], shifts)]  # rows each shift reads
+    # The tap index of each padded input row and column within its window's stride phase.
+    phase0 = _phases((1, counts[0] * strides[0], 1, 1), 1, strides[0])
+    phase1 = _phases((1, 1, counts[1] * strides[1], 1), 2, strides[1])
+    total = None
+    for t0, t1 in itertools.product(range(shifts[0]), range(shifts[1])):
+        i, j = phase0 + strides[0] * t0, phase1 + strides[1] * t1
+        start = (shifts[0] - 1 - t0, shifts[1] - 1 - t1)
+        won = _repeated(_strided(winner, start, counts, (1, 1)), strides) == i * window[1] + j
+        term = jnp.where(won & (i < window[0]) & (j < window[1]),
+                         _repeated(_strided(dy, start, counts, (1, 1)), strides), 0)
+        total = term if total is None else total + term
+    # Padded row u is input row u - lo; rows past the last window's reach got no terms.
+    return _strided(total, [lo for lo, _ in pads], in_sizes, (1, 1))
+
+
+def _phases(shape, axis: int, stride: int):
+    return jax.lax.broadcasted_iota(np.int32, shape, axis) % np.int32(stride)
+
+
+def _repeated(x, strides):
+    """``x`` (NHWC) with each row and column repeated ``strides`` times."""
+    n, h, w, c = x.shape
+    s0, s1 = strides
+    x = jax.lax.broadcast_in_dim(x, (n, h, s0, w, s1, c), (0, 1, 3, 5))
+    return x.reshape(n, h * s0, w * s1, c)
 
 
 _shifted_max_2d.defvjp(_shifted_max_2d_fwd, _shifted_max_2d_bwd)

@@ -33,6 +33,7 @@ _LOWERED = ([case for case in DEPTHWISE
                 "Conv2D-few-outputs-explicit", "Conv2D-few-inputs", "Conv2D-few-inputs-s2",
                 "Conv2D-few-inputs-explicit-wide", "Conv2D-same", "Conv2D-valid-s2",
                 "Conv2D-explicit", "Conv2D-one-channel", "Conv2D-one-channel-valid",
+                "Conv2D-valid-narrow-s2", "Conv2D-valid-narrow-dilated", "Conv2D-valid-wide",
                 "Conv2D-one-channel-s2", "Conv2D-valid", "Conv1D-valid", "Conv1D-dilated",
                 "Conv3D-valid", "Conv2D-spanned-axes", "Conv2D-spanned-axis-strided",
                 "Conv1D-spanned"} or case.op == "Conv3D"])
@@ -306,12 +307,15 @@ def test_few_output_conv_runs_as_products_forward_and_backward(x_shape, k_shape,
     ((2, 40, 64, 1), (1, 5, 1, 4)),   # an audio front end: 5 taps over one band
     ((2, 40, 64, 4), (1, 3, 4, 4)),
     ((2, 16, 16, 3), (3, 3, 3, 3)),   # an RGB stem
+    ((2, 8, 40, 2), (1, 16, 2, 2)),   # 16 taps over two bands
+    ((2, 8, 12, 4), (1, 2, 4, 16)),   # two taps to 16 channels
 ])
 def test_few_input_conv_runs_as_multiply_adds_forward_and_input_gradient(x_shape, k_shape):
     """A conv whose taps x input channels are few is broadcast multiply-adds, and so is
     its stride-1 input gradient: no ``convolution`` in either (XLA:CPU runs convs over a
-    few channels 10-40 times below its speed); only the kernel gradient is one, or over
-    one input channel the stacked taps' product."""
+    few channels 10-40 times below its speed). Its kernel gradient is over one input
+    channel the stacked taps' product, up to 9 taps to 16 or more outputs the patches'
+    product, else XLA's convolution."""
     case = Case("Conv2D", lambda x, k: tf.nn.conv2d(x, k, 1, "SAME"))
     _, f = _converted(case, x_shape, k_shape)
     x = jax.ShapeDtypeStruct(x_shape, np.float32)
@@ -321,7 +325,9 @@ def test_few_input_conv_runs_as_multiply_adds_forward_and_input_gradient(x_shape
     for fn in (f, input_grad):
         assert "stablehlo.convolution" not in jax.jit(fn).lower(x, k).as_text()
     kernel_program = jax.jit(kernel_grad).lower(x, k).as_text()
-    assert kernel_program.count("stablehlo.convolution") == (0 if k_shape[2] == 1 else 1)
+    kh, kw, c_in, c_out = k_shape
+    convolutions = 0 if c_in == 1 or (kh * kw <= 9 and c_out >= 16) else 1
+    assert kernel_program.count("stablehlo.convolution") == convolutions
 
 
 @pytest.mark.parametrize("padding", ["VALID", "SAME"])
@@ -356,9 +362,9 @@ def test_unpadded_conv_input_gradient_keeps_one_cell_of_padding(symbolic):
 
 
 @pytest.mark.parametrize("x_shape,k_shape,strides", [
-    ((2, 1, 40, 8), (1, 5, 8, 6), 1),     # a Conv1D: a height of one output
-    ((2, 9, 8, 8), (3, 3, 8, 6), 2),      # a stride's slack past the last window
-    ((2, 7, 8, 8), (3, 3, 8, 6), 1),      # neither: one more output row, cut off
+    ((2, 1, 40, 40), (1, 5, 40, 48), 1),     # a Conv1D: a height of one output
+    ((2, 9, 8, 40), (3, 3, 40, 48), 2),      # a stride's slack past the last window
+    ((2, 7, 8, 40), (3, 3, 40, 48), 1),      # neither: one more output row, cut off
 ])
 def test_unpadded_conv_and_its_kernel_gradient_run_padded(x_shape, k_shape, strides):
     """A VALID conv, and the kernel gradient's conv (the input gradient's pads the
@@ -372,6 +378,24 @@ def test_unpadded_conv_and_its_kernel_gradient_run_padded(x_shape, k_shape, stri
         convs = [line for line in jax.jit(fn).lower(x, k).as_text().splitlines()
                  if "stablehlo.convolution" in line]
         assert convs and all("pad = [[0, 0], [0, 0]]" not in line for line in convs), convs
+
+
+@pytest.mark.parametrize("x_shape,k_shape,strides", [
+    ((2, 7, 8, 32), (3, 3, 32, 48), 1),   # 9 taps over 32 channels
+    ((2, 9, 9, 8), (3, 3, 8, 16), 2),
+    ((2, 1, 40, 16), (1, 9, 16, 24), 1),  # a Conv1D
+])
+def test_narrow_conv_kernel_gradient_is_one_product(x_shape, k_shape, strides):
+    """The kernel gradient of a conv with at most 9 taps over at most 32 input channels,
+    to at least 16 (unpadded or over few inputs), is the patches times the cotangent: no
+    ``convolution`` (XLA:CPU's swapped one ran 2-3 times slower). Values: ``conv_test.py``."""
+    case = Case("Conv2D", lambda x, k: tf.nn.conv2d(x, k, strides, "VALID"))
+    _, f = _converted(case, x_shape, k_shape)
+    x = jax.ShapeDtypeStruct(x_shape, np.float32)
+    k = jax.ShapeDtypeStruct(k_shape, np.float32)
+    text = jax.jit(jax.grad(lambda x, k: jnp.sum(f(x, k)), argnums=1)).lower(x, k).as_text()
+    assert "stablehlo.convolution" not in text
+    assert text.count("stablehlo.dot_general") == 1
 
 
 @pytest.mark.parametrize("fn,x_shape,k_shape,rates", [
@@ -436,21 +460,37 @@ def test_transposed_conv3d_runs_as_one_stride_1_conv_to_its_phases():
     assert len(convs) == 1 and (not dilated or dilated.group(1) == "1, 1"), convs
 
 
-@pytest.mark.parametrize("window,strides", [(3, 2), (3, 1), (5, 3)])
-def test_max_pool_gradient_pads_per_phase_not_per_tap(window, strides):
+@pytest.mark.parametrize("window,strides", [(3, 2), (3, 1), (5, 3), (2, 3)])
+def test_max_pool_gradient_is_summed_at_the_input_resolution(window, strides):
     """The 2-D max pool's gradient takes the winning tap of each window and sums the
-    cotangent's slices per stride phase: fewer pads than the window has taps (autodiff of
-    the shifted maxima padded the cotangent to the input's size once per tap: 21 pads
-    for a 3x3 stride-2 pool), and no ``select_and_scatter``."""
+    cotangent where it won directly at the input's resolution: fewer pads than the window
+    has taps (autodiff of the shifted maxima padded the cotangent to the input's size once
+    per tap: 21 pads for a 3x3 stride-2 pool), none of them interior (interleaving stride
+    phases), and no ``select_and_scatter``. Under a symbolic batch, with ties, it equals
+    TF's gradient (the first maximum of each window)."""
     case = Case("MaxPool", lambda x: tf.nn.max_pool2d(x, window, strides, "SAME"))
     specs = [tf.TensorSpec((None, 9, 9, 3), tf.float32)]
     concrete = tf.function(case.fn).get_concrete_function(*specs)
     run = run_graph(concrete.graph.as_graph_def(), [t.name for t in concrete.inputs],
                     [t.name for t in concrete.outputs])
+    grad = jax.jit(jax.grad(lambda x: jnp.sum(jnp.sin(run({}, [x])[0][0]))))
     x = jax.ShapeDtypeStruct((2, 9, 9, 3), np.float32)
-    text = jax.jit(jax.grad(lambda x: jnp.sum(run({}, [x])[0][0]))).lower(x).as_text()
-    assert text.count("stablehlo.pad") < window * window, text.count("stablehlo.pad")
+    text = grad.lower(x).as_text()
+    pads = [line for line in text.splitlines() if "stablehlo.pad" in line]
+    assert len(pads) < window * window, pads
+    assert all("interior = [0, 0, 0, 0]" in line for line in pads), pads
     assert "select_and_scatter" not in text
+
+    rng = np.random.default_rng(0)
+    values = np.round(rng.standard_normal((3, 9, 9, 3)) * 2).astype(np.float32)  # ties
+    tx = tf.constant(values)
+    with tf.GradientTape() as tape:
+        tape.watch(tx)
+        loss = tf.reduce_sum(tf.sin(concrete(tx)))
+    b, = export.symbolic_shape("b")
+    exported = export.export(grad)(jax.ShapeDtypeStruct((b, 9, 9, 3), np.float32))
+    np.testing.assert_allclose(np.asarray(exported.call(values)),
+                               tape.gradient(loss, tx).numpy(), rtol=1e-5, atol=1e-6)
 
 
 _POOLS = {"max": tf.nn.max_pool2d, "avg": tf.nn.avg_pool2d, "avg3d": tf.nn.avg_pool3d}

@@ -155,13 +155,14 @@ CONV = [
     # Taps x inputs at most 32: broadcast multiply-adds; input gradient the same at stride
     # 1 (when taps x outputs are at most 32 too), else XLA's. Wider ones stay convolutions.
     Case("Conv2D", _conv2d(), (((2, 9, 17, 1), (1, 5, 1, 4)), ((1, 8, 7, 4), (1, 3, 4, 4)),
-                               ((2, 7, 9, 3), (3, 3, 3, 6))),
+                               ((2, 7, 9, 3), (3, 3, 3, 6)), ((2, 7, 9, 3), (3, 3, 3, 16))),
          name="Conv2D-few-inputs", **_TOL),
     Case("Conv2D", _conv2d(1, "VALID"), (((2, 9, 8, 1), (3, 3, 1, 8)),),
          name="Conv2D-few-inputs-valid", **_TOL),
     Case("Conv2D", _conv2d(1, [[0, 0], [3, 0], [1, 2], [0, 0]]),
          (((1, 6, 7, 2), (2, 3, 2, 3)),), name="Conv2D-few-inputs-explicit-wide", **_TOL),
-    Case("Conv2D", _conv2d([2, 1]), (((2, 9, 8, 2), (3, 3, 2, 3)),),
+    Case("Conv2D", _conv2d([2, 1]), (((2, 9, 8, 2), (3, 3, 2, 3)),
+                                     ((2, 9, 8, 3), (3, 3, 3, 16))),
          name="Conv2D-few-inputs-s2", **_TOL),
     Case("Conv2D", _conv2d(1, "SAME", 2), (((1, 6, 11, 2), (2, 3, 2, 3)),),
          name="Conv2D-few-inputs-dilated", grad_reference=_dilated_as_dense(), **_TOL),
@@ -182,6 +183,16 @@ CONV = [
     # SpaceToBatchND, an unpadded conv, BatchToSpaceND), and in 3-D.
     Case("Conv2D", _conv2d(1, "VALID"), (((2, 7, 8, 6), (3, 3, 6, 5)),), name="Conv2D-valid",
          **_TOL),
+    # Their kernel gradient is patches times the cotangent up to 9 taps over 32 input
+    # channels to 16 or more (strided and dilated too), XLA's swapped convolution beyond.
+    Case("Conv2D", _conv2d(2, "VALID"), (((2, 9, 8, 6), (3, 3, 6, 16)),),
+         name="Conv2D-valid-narrow-s2", **_TOL),
+    Case("Conv2D", _conv2d(1, "VALID", 2), (((2, 9, 10, 6), (3, 3, 6, 16)),),
+         name="Conv2D-valid-narrow-dilated", grad_reference=_dilated_as_dense("VALID"),
+         **_TOL),
+    Case("Conv2D", _conv2d(1, "VALID"), (((2, 6, 7, 33), (3, 3, 33, 4)),
+                                         ((1, 5, 24, 4), (1, 10, 4, 6))),
+         name="Conv2D-valid-wide", **_TOL),
     Case("Conv2D", lambda x, k: tf.nn.conv1d(x, k, 1, "VALID"), (((2, 20, 8), (5, 8, 6)),),
          name="Conv1D-valid", **_TOL),
     Case("Conv2D", lambda x, k: tf.nn.convolution(x, k, padding="SAME", dilations=3),
