@@ -536,7 +536,8 @@ class _SavedModel:
             # With a host stage, a scalar integer (BERT packing's ``seq_length``) is a
             # host input: the sizes it sets are then decided on the host, as token counts.
             host_keys.update(k for k, spec in specs.items()
-                             if spec.shape == () and np.dtype(spec.dtype).kind in "iu")
+                             if spec.shape == () and not _is_string(spec)
+                             and np.dtype(spec.dtype).kind in "iu")
         out_index: dict[str, int] = {}
         for path, leaf in _leaves(structure_lib.decode(concrete.output_signature)):
             components = _components(path, leaf)

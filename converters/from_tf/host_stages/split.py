@@ -16,7 +16,11 @@ so is a text stage that parses numbers (``tf.strings.to_number``), which probe t
 A sparse-segment reduction whose segment ids come from the host (``embedding_lookup_sparse``)
 has a number of output rows set by those values; the host stage then also feeds a
 zero-filled array of that length (``size_of`` in the program), which the op reads its
-size from (see ``ops/tf1.py``).
+size from (see ``ops/tf1.py``). When the ids follow the values of numeric inputs instead,
+only what computes them moves to the host stage: the reduction stays on the device, so
+that it may read params (an embedding table) and be differentiated. A random op whose
+shape follows them stays on the device too (its key is the device function's): the host
+stage computes the shape and feeds zeros of that shape, which the op reads it from.
 
 Numeric signatures get a host stage too when an op's *output shape* follows its inputs'
 values (``tf.range(n)``, one-argument ``tf.where``, ``tf.unique``, ``tf.boolean_mask``,
@@ -122,15 +126,31 @@ def shaped_by_values(fn: graph.Function) -> bool:
     """True when an op of ``fn`` has an output shape or a static operand that follows the
     values of its numeric args (``tf.range(n)``, ``x[:n]``, ``tf.reshape(x, shape)``): the
     function may need a host stage."""
-    if not any(n.op in VALUE_SHAPED_OPS or n.op == "StridedSlice" for n in fn.nodes.values()):
+    if not any(n.op in VALUE_SHAPED_OPS or n.op in _CARRIED or n.op == "StridedSlice"
+               for n in fn.nodes.values()):
         return False
     order = _order(fn.nodes, [s for s, _ in fn.outputs] + list(fn.control_outputs))
     numeric = {a for a, d in zip(fn.args, fn.arg_dtypes) if _is_number(d)}
     return bool(_value_shaped(fn.nodes, order, numeric)[0])
 
-#: Device ops whose output size is the largest of their segment ids plus one.
+#: Device ops whose output size is the largest of their segment ids plus one: the host
+#: stage computes the ids and feeds that size (``size_of``); the op stays on the device.
 SIZED_SEGMENT_OPS = frozenset({"SparseSegmentSqrtN", "SparseSegmentMean",
                                "SparseSegmentSum"})
+
+#: The position of a sized segment op's segment ids.
+_SEGMENT_IDS = 2
+
+#: Device ops that draw random numbers of the shape their input 0 holds: when the values
+#: of the signature's inputs set it, the host stage feeds zeros of that shape (int8), which
+#: the op reads its shape from (see ``ops/random.py``).
+SHAPE_CARRIED_OPS = frozenset({"RandomUniform", "RandomStandardNormal", "TruncatedNormal",
+                               "RandomUniformInt"})
+
+#: Device ops whose operand (at this position) the host stage computes when the values of
+#: the signature's inputs set it, feeding the op what it needs to know its output shape.
+_CARRIED = {**dict.fromkeys(SIZED_SEGMENT_OPS, _SEGMENT_IDS),
+            **dict.fromkeys(SHAPE_CARRIED_OPS, 0)}
 
 
 @dataclasses.dataclass
@@ -268,7 +288,8 @@ def _value_shaped(nodes: Mapping[str, graph.Node], order: list[str], inputs: set
         if any(d in (shaped if node.op in SHAPE_OPS else values) for d in deps):
             values.add(name)
         if any(deps[i] in values for i in _shaping_inputs(node) if i < len(deps)) or (
-                node.op == "StridedSlice" and _slices_by_values(nodes, node, values)):
+                node.op == "StridedSlice" and _slices_by_values(nodes, node, values)) or (
+                node.op in _CARRIED and deps[_CARRIED[node.op]] in values):
             seeds.append(name)
             shaped.add(name)
         elif any(d in shaped for d in deps):
@@ -336,7 +357,7 @@ def _host_cones(nodes: Mapping[str, graph.Node], seeds: list[str], host: set[str
     read: set[str] = set()
     blocked: dict[str, set[str]] = {}
     for seed in seeds:
-        stack = [seed]
+        stack = _cone_roots(nodes[seed])
         while stack:
             name = stack.pop()
             if name in cone or name in host or name in read:
@@ -361,6 +382,14 @@ def _host_cones(nodes: Mapping[str, graph.Node], seeds: list[str], host: set[str
             f"as an input" for seed, what in sorted(blocked.items()))
             + f". The host stage runs: {extend.supported_host_ops()}")
     return cone, read
+
+
+def _cone_roots(node: graph.Node) -> list[str]:
+    """What a seed op needs the host stage to compute: itself, or for a sized segment op
+    or a random op only the operand that sets its shape (:data:`_CARRIED`)."""
+    if node.op in _CARRIED:
+        return [node.inputs[_CARRIED[node.op]][0]]
+    return [node.name]
 
 
 def _why_not_on_host(node: graph.Node) -> str | None:
@@ -457,6 +486,7 @@ def _build(fn, nodes, order, host, string_args: Mapping[str, str], table_initial
                               "attrs": _json_attrs(node)})
     frontier: dict[tuple[str, int], str] = {}
     size_of: dict[str, list] = {}
+    carriers: dict[str, tuple[str, int]] = {}  # zeros of a shape the host computes: its ref
 
     def feed(ref: tuple[str, int]) -> str:
         if ref not in frontier:
@@ -472,10 +502,16 @@ def _build(fn, nodes, order, host, string_args: Mapping[str, str], table_initial
             continue
         node = nodes[name]
         inputs = [(feed(ref), 0) if on_host(ref) else ref for ref in node.inputs]
-        if node.op in SIZED_SEGMENT_OPS and on_host(node.inputs[2]):
+        if node.op in SIZED_SEGMENT_OPS and on_host(node.inputs[_SEGMENT_IDS]):
             key = f"size_{len(size_of)}"
-            size_of[key] = list(node.inputs[2])
+            ids, index = node.inputs[_SEGMENT_IDS]
+            size_of[key] = [string_args.get(ids, ids), index]
             inputs.append((key, 0))
+        if node.op in SHAPE_CARRIED_OPS and on_host(node.inputs[0]):
+            carrier = f"{name}/shape_carrier"
+            program_nodes += _zeros_of_shape(carrier, node.inputs[0], string_args)
+            carriers[carrier] = node.inputs[0]
+            inputs.append((feed((carrier, 0)), 0))
         device_nodes[name] = dataclasses.replace(node, inputs=inputs, _decoded={})
     outputs = [(feed(ref), 0) if on_host(ref) else ref for ref in fn.outputs]
     # Numeric args (inputs, captured handles) stay args of the device function, after the
@@ -493,7 +529,8 @@ def _build(fn, nodes, order, host, string_args: Mapping[str, str], table_initial
                     for ref, name in frontier.items()},
         "size_of": size_of,
     }
-    output_specs = _output_specs(specs, frontier, size_of) if specs is not None else None
+    output_specs = (_output_specs(specs, frontier, size_of, carriers) if specs is not None
+                    else None)
     if output_specs is not None:
         program["output_specs"] = output_specs
     device = graph.Function(fn.name, args, [None] * len(args), device_nodes, outputs,
@@ -503,19 +540,42 @@ def _build(fn, nodes, order, host, string_args: Mapping[str, str], table_initial
 
 
 def _output_specs(specs: shapes.Specs, frontier: Mapping[tuple[str, int], str],
-                  size_of: Mapping[str, list]) -> dict[str, dict[str, Any]] | None:
+                  size_of: Mapping[str, list], carriers: Mapping[str, tuple[str, int]] = {}
+                  ) -> dict[str, dict[str, Any]] | None:
     """The specs of the stage's results, as :func:`device_input_specs` returns them; None
     when the graph does not record a result's rank (a slice with computed strides, a
-    graph saved without shapes): those stages are probed."""
+    graph saved without shapes): those stages are probed. ``carriers`` are zeros of the
+    shapes that refs hold (by name)."""
     out = {}
     for ref, name in frontier.items():
-        spec = specs.spec(ref)
+        spec = specs.spec(ref) if ref[0] not in carriers else _carrier_spec(
+            specs, ref[0], carriers[ref[0]])
         if spec is None:
             return None
         out[name] = {"shape": spec[0], "dtype": _dtype_name(spec[1])}
     for key in size_of:  # zeros as long as the largest id + 1: a size of its own
         out[key] = {"shape": [specs.fresh(f"size_of/{key}")], "dtype": "int8"}
     return out
+
+
+def _zeros_of_shape(name: str, shape: tuple[str, int], string_args: Mapping[str, str]
+                    ) -> list[dict[str, Any]]:
+    """Host program nodes computing ``name``: int8 zeros of the shape ``shape`` holds."""
+    zero = {"name": f"{name}/zero", "op": "Const",
+            "attrs": {"value": extend.encode_array(np.zeros((), np.int8))}}
+    return [zero, {"name": name, "op": "Fill", "attrs": {},
+                   "inputs": [[string_args.get(shape[0], shape[0]), shape[1]],
+                              [zero["name"], 0]]}]
+
+
+def _carrier_spec(specs: shapes.Specs, name: str, shape: tuple[str, int]
+                  ) -> tuple[list, np.dtype] | None:
+    """The spec of zeros of the shape ``shape`` holds: a size of its own per axis; None
+    when the graph does not record how many axes (the shape's length)."""
+    length = specs.shape(shape)
+    if length is None or len(length) != 1 or not isinstance(length[0], int):
+        return None
+    return [specs.fresh(f"{name}/{axis}") for axis in range(length[0])], np.dtype(np.int8)
 
 
 def _dtype_name(dtype: np.dtype) -> str:

@@ -5,20 +5,25 @@ that a TF2 SavedModel computes from its inputs' values cannot be known while JAX
 (the interpreter's ``STATIC_OPERANDS``): the op and the ops computing its inputs from the
 signature's inputs run in a host stage; what follows (here a product with a variable)
 stays in the device function. Outputs are compared with TF on several inputs through
-``apply`` and through ``preprocess`` + ``jax.jit(apply_device)``. When such an operand
-comes from params, the graph is refused, naming the op and what blocks it.
+``apply`` and through ``preprocess`` + ``jax.jit(apply_device)``. A sparse-segment
+reduction's ids move alone: the host stage feeds their count, and the reduction (of params,
+say) stays on the device. When such an operand comes from params, the graph is refused,
+naming the op and what blocks it.
 """
 
 from __future__ import annotations
 
 import inspect
 
+import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 import tensorflow as tf
 
 import jaxhub
-from tests.converters.from_tf.host_stages._outputs import assert_matches_tf
+from tests.converters.from_tf.host_stages._outputs import (assert_matches_tf,
+                                                           assert_outputs_match)
 from jaxhub_tf.from_tf.host_stages.split import HostStageUnsupportedError
 from jaxhub_tf.from_tf.saved_model import load_saved_model
 
@@ -81,6 +86,19 @@ class _StaticOperands(tf.Module):
         first, second = tf.split(x, sizes, axis=1)
         return {"first": first * self.scale, "second": second * self.scale}
 
+    @tf.function(input_signature=[_INT])
+    def eye(self, n):
+        # Ones of a computed length (host) packed into a matrix on the device, square and
+        # wide (a diagonal set into zeros of a computed shape).
+        return {"square": tf.eye(n) * self.scale, "wide": tf.eye(n, n + 2, dtype=tf.int32)}
+
+    @tf.function(input_signature=[_X, _INTS, _INTS])
+    def segments(self, data, indices, segment_ids):
+        # As many rows as the largest segment id + 1.
+        return {"sum": tf.sparse.segment_sum(data, indices, segment_ids) * self.scale,
+                "mean": tf.sparse.segment_mean(data, indices, segment_ids),
+                "sqrt_n": tf.sparse.segment_sqrt_n(data, indices, segment_ids)}
+
 
 _RNG = np.random.default_rng(0)
 _ROWS = _RNG.standard_normal([4, 3])
@@ -101,6 +119,9 @@ CASES = {
     "diagonals": [{"d": [[1, 2, 3], [4, 5, 6]], "k": [0, 1]},
                   {"d": [[1, 2, 3], [4, 5, 6]], "k": [-2, -1]}],
     "split_by_sizes": [{"x": _ROWS, "sizes": [1, 2]}, {"x": _ROWS[:1], "sizes": [2, 1]}],
+    "eye": [{"n": 3}, {"n": 1}],
+    "segments": [{"data": _ROWS, "indices": [2, 0, 1, 3, 3], "segment_ids": [0, 0, 1, 3, 3]},
+                 {"data": _ROWS[:2], "indices": [1], "segment_ids": [0]}],
 }
 
 
@@ -159,3 +180,72 @@ def test_paddings_computed_from_params_are_refused_naming_the_op(tmp_path):
                              r"tracing that the values of the signature's inputs set; .*"
                              r"ReadVariableOp '[^']*' \(params or random numbers\)"):
         load_saved_model(tmp_path)
+
+
+class _Embeddings(tf.Module):
+    """A sparse-segment reduction of a table (params) by segment ids computed from an
+    input: only the ids move to the host stage."""
+
+    def __init__(self):
+        super().__init__()
+        self.table = tf.Variable(np.arange(15, dtype=np.float32).reshape(5, 3) / 7)
+
+    # The signature names the ids otherwise than the function's argument.
+    @tf.function(input_signature=[_INTS, tf.TensorSpec([None], tf.int32, name="segments")])
+    def __call__(self, ids, rows):
+        return {"y": tf.sparse.segment_mean(self.table, ids, rows // 2),
+                "sum": tf.sparse.segment_sum(self.table, ids, rows)}
+
+
+def test_segment_ids_from_inputs_leave_the_reduction_of_params_on_the_device(tmp_path):
+    model = _Embeddings()
+    tf.saved_model.save(model, str(tmp_path / "sm"), signatures=model.__call__)
+    module = jaxhub.load(tmp_path / "sm", cache_dir=tmp_path / "cache")
+    ids, rows = np.array([4, 0, 2, 2], np.int32), np.array([0, 1, 4, 5], np.int32)
+    with tf.GradientTape() as tape:
+        theirs = {k: v for k, v in model(ids, rows).items()}
+        loss = tf.reduce_sum(theirs["y"] * theirs["y"])
+    want_grad = tf.convert_to_tensor(tape.gradient(loss, model.table)).numpy()
+    theirs = {k: v.numpy() for k, v in theirs.items()}
+    arrays = {"ids": ids, "segments": rows}
+    assert_outputs_match(module.apply(module.params, arrays, as_dict=True), theirs)
+    feeds = module.preprocess(arrays)
+    device = jax.jit(lambda params: module.apply_device(params, feeds, as_dict=True))
+    assert_outputs_match(device(module.params), theirs)
+    # The device function reads the table: its gradient is TF's.
+    grads = jax.grad(lambda params: jnp.sum(device(params)["y"] ** 2))(module.params)
+    np.testing.assert_allclose(jax.tree.leaves(grads)[0], want_grad, rtol=1e-5)
+
+
+class _Draws(tf.Module):
+    """Random numbers of a shape computed from an input: the host stage computes the
+    shape, the device function draws (with the caller's key)."""
+
+    @tf.function(input_signature=[tf.TensorSpec([2], tf.int32), _INT])
+    def draw(self, shape, high):
+        return {"normal": tf.random.normal(shape + 1),
+                "uniform": tf.random.uniform(tf.reverse(shape, [0])),
+                "ints": tf.random.uniform(shape, maxval=high, dtype=tf.int32)}
+
+
+@pytest.mark.parametrize("shape,high", [([300, 2], 3), ([1, 5], 1)])
+def test_random_draws_of_a_shape_computed_from_inputs_have_tfs_shapes(tmp_path, shape, high):
+    model = _Draws()
+    tf.saved_model.save(model, str(tmp_path / "sm"), signatures=model.draw)
+    module = jaxhub.load(tmp_path / "sm", cache_dir=tmp_path / "cache")
+    arrays = {"shape": np.array(shape, np.int32), "high": np.array(high, np.int32)}
+    theirs = {k: v.numpy() for k, v in model.draw(**arrays).items()}
+    key = jax.random.key(3)
+    feeds = module.preprocess(arrays, signature="draw")
+    device = jax.jit(lambda feeds, key: module.apply_device(
+        module.params, feeds, signature="draw", rng=key, as_dict=True))
+    for ours in (module.apply(module.params, arrays, signature="draw", rng=key, as_dict=True),
+                 device(feeds, key)):
+        for name, want in theirs.items():
+            got = np.asarray(ours[name])
+            assert got.shape == want.shape, name
+            assert got.dtype == jax.dtypes.canonicalize_dtype(want.dtype), name
+        assert set(np.unique(ours["ints"])) <= set(range(high))
+        assert 0 <= np.min(ours["uniform"]) and np.max(ours["uniform"]) < 1
+        if np.size(ours["normal"]) > 500:  # standard normal
+            assert abs(np.mean(ours["normal"])) < 0.2 and 0.8 < np.std(ours["normal"]) < 1.2
