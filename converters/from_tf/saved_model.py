@@ -278,6 +278,12 @@ class _SavedModel:
                     f"handle (a variable, table or dataset), not a tensor: a jaxhub "
                     f"signature returns arrays; return the value it holds (for a variable, "
                     f"v.read_value()) and save the SavedModel again")
+        strings = sorted(key for key, t in sig.outputs.items()
+                         if graph.decode_dtype(t.dtype) == np.dtype(object))
+        if strings:  # a device function returns arrays, whether strings come in or not
+            raise split.HostStageUnsupportedError(
+                f"signature {name!r}: string result(s) {strings} (a signature returns "
+                f"numbers: hash or look up strings to ids in the graph)")
         outputs = {key: graph.parse_ref(t.name) for key, t in sig.outputs.items()}
         placeholders = {graph.parse_ref(t.name)[0]: key for key, t in sig.inputs.items()}
         caller = self._top[self._caller(name, outputs, placeholders)]
