@@ -630,7 +630,9 @@ def device_input_specs(program: Mapping[str, Any], assets: Mapping[str, pathlib.
     try:
         runs = [stage.run(_probe_inputs(stage.input_specs, batch)) for batch in _PROBES]
     except extend.HostStageError as e:
+        numeric = all(spec["dtype"] != "string" for spec in stage.input_specs.values())
         raise HostStageUnsupportedError(
+            (_UNTYPED if numeric else "") +
             f"the host stage fails on the sample inputs that find its sizes: {e}") from None
     symbols: dict[tuple[int, ...], str] = {tuple(len(b) for b in _PROBES): "batch"}
     specs = {}
@@ -645,6 +647,13 @@ def device_input_specs(program: Mapping[str, Any], assets: Mapping[str, pathlib.
                 dims.append(symbols.setdefault(sizes, f"n{len(symbols)}"))
         specs[name] = jaxhub.TensorSpec(dims, first.dtype)
     return specs
+
+
+#: Why a numeric stage is probed, for messages: the graph left a result's rank unknown.
+_UNTYPED = ("the graph records no rank for a result of the host stage (its rank follows the "
+            "values of the signature's inputs, as that of a reshape to a shape of computed "
+            "length does; a device function's inputs need ranks): give it a static rank "
+            "(tf.ensure_shape, a shape of static length) and save the SavedModel again; ")
 
 
 #: Probe batches: growing, with repeated and distinct words, an empty string, punctuation.

@@ -249,3 +249,21 @@ def test_random_draws_of_a_shape_computed_from_inputs_have_tfs_shapes(tmp_path, 
         assert 0 <= np.min(ours["uniform"]) and np.max(ours["uniform"]) < 1
         if np.size(ours["normal"]) > 500:  # standard normal
             assert abs(np.mean(ours["normal"])) < 0.2 and 0.8 < np.std(ours["normal"]) < 1.2
+
+
+class _RankFromValues(tf.Module):
+    """A reshape to a shape whose length the paddings' values set: no rank to export."""
+
+    @tf.function(input_signature=[tf.TensorSpec([4], tf.float32), tf.TensorSpec([3], tf.int32),
+                                  tf.TensorSpec([1, 2], tf.int32)])
+    def __call__(self, x, shape, paddings):
+        return tf.squeeze(tf.reshape(x, tf.pad(shape, paddings, constant_values=1)))
+
+
+def test_a_rank_set_by_input_values_is_refused_naming_the_fix(tmp_path):
+    model = _RankFromValues()
+    tf.saved_model.save(model, str(tmp_path), signatures=model.__call__)
+    with pytest.raises(HostStageUnsupportedError,
+                       match=r"the graph records no rank for a result of the host stage .*"
+                             r"tf\.ensure_shape.*host op '[^']*' \(Reshape\) failed"):
+        load_saved_model(tmp_path)
