@@ -652,7 +652,9 @@ class _SavedModel:
         keys = [parts.user_args.get(a, a) for a in parts.device.args[:n_inputs]]
         device_specs = {**split.device_input_specs(parts.program, parts.assets),
                         **{k: specs[k] for k in parts.user_args.values()}}
-        return self._graph_runner(parts.device, variables), keys, device_specs
+        run = split.explaining_host_sizes(self._graph_runner(parts.device, variables),
+                                          parts.program, device_specs)
+        return run, keys, device_specs
 
     def _runner(self, function_name: str):
         """``run(params, args, rng) -> (outputs, updates as a params subtree)``."""

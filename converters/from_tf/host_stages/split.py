@@ -41,7 +41,8 @@ from __future__ import annotations
 
 import dataclasses
 import pathlib
-from typing import Any, Mapping, Sequence
+import re
+from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 
@@ -603,6 +604,40 @@ def _json_attrs(node: graph.Node) -> dict[str, Any]:
             value = None if value is None else list(value)
         attrs[key] = value
     return attrs
+
+
+def explaining_host_sizes(run: Callable, program: Mapping[str, Any],
+                          specs: Mapping[str, Any]) -> Callable:
+    """``run`` (a device function of the host stage ``program``, whose inputs have the
+    specs ``specs``), failing with what sets the host stage's sizes that its error names.
+
+    Those sizes are symbols that only the stage's run decides: a device op that needs one
+    equal to another size, or a divisor of one, cannot be traced.
+    """
+    origins = {}
+    for key, spec in specs.items():
+        source = program["outputs"].get(key) or program.get("size_of", {}).get(key)
+        for axis, dim in enumerate(spec.shape if source else ()):
+            if isinstance(dim, str) and dim != "batch":
+                origins.setdefault(dim, f"{dim} is axis {axis} of the host stage's result "
+                                        f"{key!r} ({source[0]!r}, output {source[1]})")
+
+    def explained(*args, **kwargs):
+        try:
+            return run(*args, **kwargs)
+        except Exception as e:  # noqa: BLE001  (any op's error: named, then re-raised)
+            named = [text for dim, text in origins.items()
+                     if re.search(rf"\b{re.escape(dim)}\b", str(e))]
+            if not named:
+                raise
+            raise HostStageUnsupportedError(
+                str(e).split("\n")[0].rstrip(".") + ". " + "; ".join(named) + ": a size that the values of the signature's "
+                "inputs set, which the device function cannot compare with other sizes. "
+                "Give it a static size in the graph (tf.ensure_shape) and save the "
+                "SavedModel again") from e
+
+    explained.draws_random = getattr(run, "draws_random", False)
+    return explained
 
 
 def stage_shape(spec: Any) -> list[int | None]:

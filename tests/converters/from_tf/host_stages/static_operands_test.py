@@ -267,3 +267,23 @@ def test_a_rank_set_by_input_values_is_refused_naming_the_fix(tmp_path):
                        match=r"the graph records no rank for a result of the host stage .*"
                              r"tf\.ensure_shape.*host op '[^']*' \(Reshape\) failed"):
         load_saved_model(tmp_path)
+
+
+class _SizeFromValues(tf.Module):
+    """A slice whose size the input ``n`` sets, added to one of size 3: the device function
+    cannot know the two agree."""
+
+    @tf.function(input_signature=[tf.TensorSpec([6], tf.float32), _INT])
+    def __call__(self, x, n):
+        return x[:3] + x[n:]
+
+
+def test_a_size_set_by_input_values_that_must_match_another_is_refused_naming_it(tmp_path):
+    model = _SizeFromValues()
+    tf.saved_model.save(model, str(tmp_path), signatures=model.__call__)
+    with pytest.raises(HostStageUnsupportedError,
+                       match=r"TF node '[^']*' \(AddV2\) failed: .*n\d+ is axis 0 of the host "
+                             r"stage's result 'host_\d+' \('[^']*strided_slice[^']*', output 0\)"
+                             r": a size that the values of the signature's inputs set.*"
+                             r"tf\.ensure_shape"):
+        jaxhub.load(tmp_path, cache_dir=tmp_path / "cache")
