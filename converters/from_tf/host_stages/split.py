@@ -630,11 +630,12 @@ def explaining_host_sizes(run: Callable, program: Mapping[str, Any],
                      if re.search(rf"\b{re.escape(dim)}\b", str(e))]
             if not named:
                 raise
+            first_line = str(e).split("\n")[0].rstrip(".")
             raise HostStageUnsupportedError(
-                str(e).split("\n")[0].rstrip(".") + ". " + "; ".join(named) + ": a size that the values of the signature's "
-                "inputs set, which the device function cannot compare with other sizes. "
-                "Give it a static size in the graph (tf.ensure_shape) and save the "
-                "SavedModel again") from e
+                f"{first_line}. {'; '.join(named)}: a size that the values of the "
+                f"signature's inputs set, which the device function cannot compare with "
+                f"other sizes. Give it a static size in the graph (tf.ensure_shape) and "
+                f"save the SavedModel again") from e
 
     explained.draws_random = getattr(run, "draws_random", False)
     return explained
