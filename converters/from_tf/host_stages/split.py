@@ -127,8 +127,8 @@ def shaped_by_values(fn: graph.Function) -> bool:
     """True when an op of ``fn`` has an output shape or a static operand that follows the
     values of its numeric args (``tf.range(n)``, ``x[:n]``, ``tf.reshape(x, shape)``): the
     function may need a host stage."""
-    if not any(n.op in VALUE_SHAPED_OPS or n.op in _CARRIED or n.op == "StridedSlice"
-               for n in fn.nodes.values()):
+    if not any(n.op in VALUE_SHAPED_OPS or n.op in _CARRIED
+               or n.op in ("StridedSlice", "RaggedTensorToTensor") for n in fn.nodes.values()):
         return False
     order = _order(fn.nodes, [s for s, _ in fn.outputs] + list(fn.control_outputs))
     numeric = {a for a, d in zip(fn.args, fn.arg_dtypes) if _is_number(d)}
@@ -288,7 +288,7 @@ def _value_shaped(nodes: Mapping[str, graph.Node], order: list[str], inputs: set
         deps = [s for s, _ in node.inputs]
         if any(d in (shaped if node.op in SHAPE_OPS else values) for d in deps):
             values.add(name)
-        if any(deps[i] in values for i in _shaping_inputs(node) if i < len(deps)) or (
+        if any(deps[i] in values for i in _shaping_inputs(node, nodes) if i < len(deps)) or (
                 node.op == "StridedSlice" and _slices_by_values(nodes, node, values)) or (
                 node.op in _CARRIED and deps[_CARRIED[node.op]] in values):
             seeds.append(name)
@@ -298,15 +298,30 @@ def _value_shaped(nodes: Mapping[str, graph.Node], order: list[str], inputs: set
     return seeds, values
 
 
-def _shaping_inputs(node: graph.Node) -> Sequence[int]:
+def _shaping_inputs(node: graph.Node, nodes: Mapping[str, graph.Node]) -> Sequence[int]:
     """The positions of the inputs of ``node`` whose values it needs to trace: they set
     its output shape (``tf.range(n)``, ``tf.reshape(x, shape)``) or an axis."""
+    if node.op == "RaggedTensorToTensor" and _ragged_sizes_open(node, nodes):
+        return range(3, len(node.inputs))  # the row partitions
     if node.op in _PADDABLE_NMS and node.attr("pad_to_max_output_size", False):
         return (2,)
     if node.op in STATIC_OPERANDS:
         return static_positions(node.op, len(node.inputs))
     positions = VALUE_SHAPED_OPS.get(node.op, ())
     return range(len(node.inputs)) if positions is None else positions
+
+
+def _ragged_sizes_open(node: graph.Node, nodes: Mapping[str, graph.Node]) -> bool:
+    """True when RaggedTensorToTensor ``node`` leaves the size of a dimension that its row
+    partitions set to them (its shape is a scalar, computed, or -1 there): the longest row,
+    or the row count given as a value (``FIRST_DIM_SIZE``). Given them all, the device
+    pads traced row partitions."""
+    source = nodes.get(node.inputs[0][0])
+    if source is None or source.op != "Const" or np.ndim(source.attr("value")) == 0:
+        return True
+    types = list(node.attr("row_partition_types"))
+    first = 0 if types[0] == "FIRST_DIM_SIZE" else 1  # splits give the row count
+    return bool(np.any(np.asarray(source.attr("value"))[first:first + len(types)] < 0))
 
 
 def _reads_host(node: graph.Node, position: int, host: set[str]) -> bool:
@@ -421,7 +436,7 @@ def _check_supported(nodes, host: set[str], fn, device_dep: set[str],
     host_sized = sorted({
         nodes[name].op for name in device_dep if name in nodes
         and any(_reads_host(nodes[name], i, host - shared)
-                for i in _shaping_inputs(nodes[name]))})
+                for i in _shaping_inputs(nodes[name], nodes))})
     string_outputs = _string_outputs(nodes, fn)
     if missing or strings_to_device or bad_attrs or host_sized or string_outputs:
         lines = []

@@ -5,7 +5,8 @@ that a TF2 SavedModel computes from its inputs' values cannot be known while JAX
 (the interpreter's ``STATIC_OPERANDS``): the op and the ops computing its inputs from the
 signature's inputs run in a host stage; what follows (here a product with a variable)
 stays in the device function. Outputs are compared with TF on several inputs through
-``apply`` and through ``preprocess`` + ``jax.jit(apply_device)``. A sparse-segment
+``apply`` and through ``preprocess`` + ``jax.jit(apply_device)``. (A ragged tensor's
+dense form is such an op when its longest row sets the shape.) A sparse-segment
 reduction's ids move alone: the host stage feeds their count, and the reduction (of params,
 say) stays on the device. When such an operand comes from params, the graph is refused,
 naming the op and what blocks it.
@@ -92,6 +93,14 @@ class _StaticOperands(tf.Module):
         # wide (a diagonal set into zeros of a computed shape).
         return {"square": tf.eye(n) * self.scale, "wide": tf.eye(n, n + 2, dtype=tf.int32)}
 
+    @tf.function(input_signature=[tf.TensorSpec([None], tf.float32), _INTS, _INTS, _INT])
+    def to_tensor(self, values, splits, rowids, nrows):
+        # The longest row (and a row count given as a value) sets the dense shape.
+        by_splits = tf.RaggedTensor.from_row_splits(values, splits)
+        by_ids = tf.RaggedTensor.from_value_rowids(values, rowids, nrows)
+        return {"splits": by_splits.to_tensor(default_value=7.0) * self.scale,
+                "rowids": by_ids.to_tensor() * self.scale}
+
     @tf.function(input_signature=[_X, _INTS, _INTS])
     def segments(self, data, indices, segment_ids):
         # As many rows as the largest segment id + 1.
@@ -120,6 +129,9 @@ CASES = {
                   {"d": [[1, 2, 3], [4, 5, 6]], "k": [-2, -1]}],
     "split_by_sizes": [{"x": _ROWS, "sizes": [1, 2]}, {"x": _ROWS[:1], "sizes": [2, 1]}],
     "eye": [{"n": 3}, {"n": 1}],
+    "to_tensor": [{"values": [1, 2, 3, 4, 5], "splits": [0, 2, 2, 5], "rowids": [0, 0, 2, 2, 3],
+                   "nrows": 5},
+                  {"values": [4], "splits": [0, 1], "rowids": [1], "nrows": 2}],
     "segments": [{"data": _ROWS, "indices": [2, 0, 1, 3, 3], "segment_ids": [0, 0, 1, 3, 3]},
                  {"data": _ROWS[:2], "indices": [1], "segment_ids": [0]}],
 }
