@@ -246,7 +246,7 @@ def split(fn: graph.Function, *, table_initializers: Mapping[str, str] = {},
         a: (np.dtype(dtype), list(input_shapes.get(renamed[a], [None])))
         for a, dtype in zip(fn.args, fn.arg_dtypes) if a in renamed})
     return _build(fn, nodes, order, host, renamed, table_initializers, assets, shared,
-                  input_shapes, specs)
+                  input_shapes, specs, cone_inputs - set(host_args))
 
 
 def _order(nodes: Mapping[str, graph.Node], roots: list[str]) -> list[str]:
@@ -479,12 +479,15 @@ def _is_string(nodes, fn, source: str, index: int) -> bool:
 
 def _build(fn, nodes, order, host, string_args: Mapping[str, str], table_initializers,
            assets, shared: set[str] = frozenset(),
-           input_shapes: Mapping[str, list] = {}, specs: shapes.Specs | None = None
-           ) -> Split:
+           input_shapes: Mapping[str, list] = {}, specs: shapes.Specs | None = None,
+           passed: set[str] = frozenset()) -> Split:
     """The host program and the device function; ``string_args`` maps arg -> input name,
     ``shared`` names host nodes of constants alone, which the device function computes too,
     ``input_shapes`` the inputs' shapes by name (default ``[None]``), ``specs`` the
     shapes of the graph's values, when they are known without running the stage.
+    ``passed`` are numeric inputs of the stage: those the device function reads too reach
+    it under their own names and specs, so that their unknown sizes are the signature's
+    (related to the other inputs' only where the device function ties them).
     """
     program_nodes, consts = [], set()
     for name in order:
@@ -506,7 +509,8 @@ def _build(fn, nodes, order, host, string_args: Mapping[str, str], table_initial
 
     def feed(ref: tuple[str, int]) -> str:
         if ref not in frontier:
-            frontier[ref] = f"host_{len(frontier)}"
+            frontier[ref] = (string_args[ref[0]] if ref[0] in passed
+                             else f"host_{len(frontier)}")
         return frontier[ref]
 
     def on_host(ref: tuple[str, int]) -> bool:
@@ -547,6 +551,9 @@ def _build(fn, nodes, order, host, string_args: Mapping[str, str], table_initial
     }
     output_specs = (_output_specs(specs, frontier, size_of, carriers) if specs is not None
                     else None)
+    for ref, name in frontier.items():
+        if output_specs is not None and ref[0] in passed:  # the input's own spec
+            output_specs[name]["shape"] = list(input_shapes.get(name, [None]))
     if output_specs is not None:
         program["output_specs"] = output_specs
     device = graph.Function(fn.name, args, [None] * len(args), device_nodes, outputs,

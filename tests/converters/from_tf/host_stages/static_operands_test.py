@@ -99,7 +99,10 @@ class _StaticOperands(tf.Module):
         by_splits = tf.RaggedTensor.from_row_splits(values, splits)
         by_ids = tf.RaggedTensor.from_value_rowids(values, rowids, nrows)
         return {"splits": by_splits.to_tensor(default_value=7.0) * self.scale,
-                "rowids": by_ids.to_tensor() * self.scale}
+                "rowids": by_ids.to_tensor() * self.scale,
+                # Given the dense shape, on the device: it reads the values and the splits,
+                # whose lengths are unrelated, as the host stage does.
+                "given": by_splits.to_tensor(shape=[None, 2]) * self.scale}
 
     @tf.function(input_signature=[_X, _INTS, _INTS])
     def segments(self, data, indices, segment_ids):
