@@ -460,7 +460,8 @@ STATIC_OPERANDS: dict[str, tuple[int, ...] | None] = {
     "NonMaxSuppressionV5": None, "DenseToDenseSetOperation": None,
     "DenseToSparseSetOperation": None, "SparseToSparseSetOperation": None,
     "DynamicStitch": None, "ParallelDynamicStitch": None,
-    # (Not RaggedTensorToTensor: given its full shape, the device pads traced row partitions.)
+    # (Not RaggedTensorToTensor: given its full shape, the device pads traced row partitions;
+    # ``split`` moves it to the host stage when the partitions' values set that shape.)
     # shapes and sizes
     "Fill": (0,), "Reshape": (1,), "BroadcastTo": (1,), "Tile": (1,), "Slice": (1, 2),
     "Pad": (1,), "PadV2": (1,), "MirrorPad": (1,), "TopKV2": (1,), "OneHot": (1,),

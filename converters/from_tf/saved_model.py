@@ -278,6 +278,12 @@ class _SavedModel:
                     f"handle (a variable, table or dataset), not a tensor: a jaxhub "
                     f"signature returns arrays; return the value it holds (for a variable, "
                     f"v.read_value()) and save the SavedModel again")
+        strings = sorted(key for key, t in sig.outputs.items()
+                         if graph.decode_dtype(t.dtype) == np.dtype(object))
+        if strings:  # a device function returns arrays, whether strings come in or not
+            raise split.HostStageUnsupportedError(
+                f"signature {name!r}: string result(s) {strings} (a signature returns "
+                f"numbers: hash or look up strings to ids in the graph)")
         outputs = {key: graph.parse_ref(t.name) for key, t in sig.outputs.items()}
         placeholders = {graph.parse_ref(t.name)[0]: key for key, t in sig.inputs.items()}
         caller = self._top[self._caller(name, outputs, placeholders)]
@@ -536,7 +542,8 @@ class _SavedModel:
             # With a host stage, a scalar integer (BERT packing's ``seq_length``) is a
             # host input: the sizes it sets are then decided on the host, as token counts.
             host_keys.update(k for k, spec in specs.items()
-                             if spec.shape == () and np.dtype(spec.dtype).kind in "iu")
+                             if spec.shape == () and not _is_string(spec)
+                             and np.dtype(spec.dtype).kind in "iu")
         out_index: dict[str, int] = {}
         for path, leaf in _leaves(structure_lib.decode(concrete.output_signature)):
             components = _components(path, leaf)
@@ -645,7 +652,9 @@ class _SavedModel:
         keys = [parts.user_args.get(a, a) for a in parts.device.args[:n_inputs]]
         device_specs = {**split.device_input_specs(parts.program, parts.assets),
                         **{k: specs[k] for k in parts.user_args.values()}}
-        return self._graph_runner(parts.device, variables), keys, device_specs
+        run = split.explaining_host_sizes(self._graph_runner(parts.device, variables),
+                                          parts.program, device_specs)
+        return run, keys, device_specs
 
     def _runner(self, function_name: str):
         """``run(params, args, rng) -> (outputs, updates as a params subtree)``."""

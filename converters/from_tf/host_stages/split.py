@@ -16,7 +16,11 @@ so is a text stage that parses numbers (``tf.strings.to_number``), which probe t
 A sparse-segment reduction whose segment ids come from the host (``embedding_lookup_sparse``)
 has a number of output rows set by those values; the host stage then also feeds a
 zero-filled array of that length (``size_of`` in the program), which the op reads its
-size from (see ``ops/tf1.py``).
+size from (see ``ops/tf1.py``). When the ids follow the values of numeric inputs instead,
+only what computes them moves to the host stage: the reduction stays on the device, so
+that it may read params (an embedding table) and be differentiated. A random op whose
+shape follows them stays on the device too (its key is the device function's): the host
+stage computes the shape and feeds zeros of that shape, which the op reads it from.
 
 Numeric signatures get a host stage too when an op's *output shape* follows its inputs'
 values (``tf.range(n)``, one-argument ``tf.where``, ``tf.unique``, ``tf.boolean_mask``,
@@ -37,7 +41,8 @@ from __future__ import annotations
 
 import dataclasses
 import pathlib
-from typing import Any, Mapping, Sequence
+import re
+from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 
@@ -122,15 +127,31 @@ def shaped_by_values(fn: graph.Function) -> bool:
     """True when an op of ``fn`` has an output shape or a static operand that follows the
     values of its numeric args (``tf.range(n)``, ``x[:n]``, ``tf.reshape(x, shape)``): the
     function may need a host stage."""
-    if not any(n.op in VALUE_SHAPED_OPS or n.op == "StridedSlice" for n in fn.nodes.values()):
+    if not any(n.op in VALUE_SHAPED_OPS or n.op in _CARRIED
+               or n.op in ("StridedSlice", "RaggedTensorToTensor") for n in fn.nodes.values()):
         return False
     order = _order(fn.nodes, [s for s, _ in fn.outputs] + list(fn.control_outputs))
     numeric = {a for a, d in zip(fn.args, fn.arg_dtypes) if _is_number(d)}
     return bool(_value_shaped(fn.nodes, order, numeric)[0])
 
-#: Device ops whose output size is the largest of their segment ids plus one.
+#: Device ops whose output size is the largest of their segment ids plus one: the host
+#: stage computes the ids and feeds that size (``size_of``); the op stays on the device.
 SIZED_SEGMENT_OPS = frozenset({"SparseSegmentSqrtN", "SparseSegmentMean",
                                "SparseSegmentSum"})
+
+#: The position of a sized segment op's segment ids.
+_SEGMENT_IDS = 2
+
+#: Device ops that draw random numbers of the shape their input 0 holds: when the values
+#: of the signature's inputs set it, the host stage feeds zeros of that shape (int8), which
+#: the op reads its shape from (see ``ops/random.py``).
+SHAPE_CARRIED_OPS = frozenset({"RandomUniform", "RandomStandardNormal", "TruncatedNormal",
+                               "RandomUniformInt"})
+
+#: Device ops whose operand (at this position) the host stage computes when the values of
+#: the signature's inputs set it, feeding the op what it needs to know its output shape.
+_CARRIED = {**dict.fromkeys(SIZED_SEGMENT_OPS, _SEGMENT_IDS),
+            **dict.fromkeys(SHAPE_CARRIED_OPS, 0)}
 
 
 @dataclasses.dataclass
@@ -225,7 +246,7 @@ def split(fn: graph.Function, *, table_initializers: Mapping[str, str] = {},
         a: (np.dtype(dtype), list(input_shapes.get(renamed[a], [None])))
         for a, dtype in zip(fn.args, fn.arg_dtypes) if a in renamed})
     return _build(fn, nodes, order, host, renamed, table_initializers, assets, shared,
-                  input_shapes, specs)
+                  input_shapes, specs, cone_inputs - set(host_args))
 
 
 def _order(nodes: Mapping[str, graph.Node], roots: list[str]) -> list[str]:
@@ -267,8 +288,9 @@ def _value_shaped(nodes: Mapping[str, graph.Node], order: list[str], inputs: set
         deps = [s for s, _ in node.inputs]
         if any(d in (shaped if node.op in SHAPE_OPS else values) for d in deps):
             values.add(name)
-        if any(deps[i] in values for i in _shaping_inputs(node) if i < len(deps)) or (
-                node.op == "StridedSlice" and _slices_by_values(nodes, node, values)):
+        if any(deps[i] in values for i in _shaping_inputs(node, nodes) if i < len(deps)) or (
+                node.op == "StridedSlice" and _slices_by_values(nodes, node, values)) or (
+                node.op in _CARRIED and deps[_CARRIED[node.op]] in values):
             seeds.append(name)
             shaped.add(name)
         elif any(d in shaped for d in deps):
@@ -276,15 +298,30 @@ def _value_shaped(nodes: Mapping[str, graph.Node], order: list[str], inputs: set
     return seeds, values
 
 
-def _shaping_inputs(node: graph.Node) -> Sequence[int]:
+def _shaping_inputs(node: graph.Node, nodes: Mapping[str, graph.Node]) -> Sequence[int]:
     """The positions of the inputs of ``node`` whose values it needs to trace: they set
     its output shape (``tf.range(n)``, ``tf.reshape(x, shape)``) or an axis."""
+    if node.op == "RaggedTensorToTensor" and _ragged_sizes_open(node, nodes):
+        return range(3, len(node.inputs))  # the row partitions
     if node.op in _PADDABLE_NMS and node.attr("pad_to_max_output_size", False):
         return (2,)
     if node.op in STATIC_OPERANDS:
         return static_positions(node.op, len(node.inputs))
     positions = VALUE_SHAPED_OPS.get(node.op, ())
     return range(len(node.inputs)) if positions is None else positions
+
+
+def _ragged_sizes_open(node: graph.Node, nodes: Mapping[str, graph.Node]) -> bool:
+    """True when RaggedTensorToTensor ``node`` leaves the size of a dimension that its row
+    partitions set to them (its shape is a scalar, computed, or -1 there): the longest row,
+    or the row count given as a value (``FIRST_DIM_SIZE``). Given them all, the device
+    pads traced row partitions."""
+    source = nodes.get(node.inputs[0][0])
+    if source is None or source.op != "Const" or np.ndim(source.attr("value")) == 0:
+        return True
+    types = list(node.attr("row_partition_types"))
+    first = 0 if types[0] == "FIRST_DIM_SIZE" else 1  # splits give the row count
+    return bool(np.any(np.asarray(source.attr("value"))[first:first + len(types)] < 0))
 
 
 def _reads_host(node: graph.Node, position: int, host: set[str]) -> bool:
@@ -336,7 +373,7 @@ def _host_cones(nodes: Mapping[str, graph.Node], seeds: list[str], host: set[str
     read: set[str] = set()
     blocked: dict[str, set[str]] = {}
     for seed in seeds:
-        stack = [seed]
+        stack = _cone_roots(nodes[seed])
         while stack:
             name = stack.pop()
             if name in cone or name in host or name in read:
@@ -361,6 +398,14 @@ def _host_cones(nodes: Mapping[str, graph.Node], seeds: list[str], host: set[str
             f"as an input" for seed, what in sorted(blocked.items()))
             + f". The host stage runs: {extend.supported_host_ops()}")
     return cone, read
+
+
+def _cone_roots(node: graph.Node) -> list[str]:
+    """What a seed op needs the host stage to compute: itself, or for a sized segment op
+    or a random op only the operand that sets its shape (:data:`_CARRIED`)."""
+    if node.op in _CARRIED:
+        return [node.inputs[_CARRIED[node.op]][0]]
+    return [node.name]
 
 
 def _why_not_on_host(node: graph.Node) -> str | None:
@@ -391,7 +436,7 @@ def _check_supported(nodes, host: set[str], fn, device_dep: set[str],
     host_sized = sorted({
         nodes[name].op for name in device_dep if name in nodes
         and any(_reads_host(nodes[name], i, host - shared)
-                for i in _shaping_inputs(nodes[name]))})
+                for i in _shaping_inputs(nodes[name], nodes))})
     string_outputs = _string_outputs(nodes, fn)
     if missing or strings_to_device or bad_attrs or host_sized or string_outputs:
         lines = []
@@ -434,12 +479,15 @@ def _is_string(nodes, fn, source: str, index: int) -> bool:
 
 def _build(fn, nodes, order, host, string_args: Mapping[str, str], table_initializers,
            assets, shared: set[str] = frozenset(),
-           input_shapes: Mapping[str, list] = {}, specs: shapes.Specs | None = None
-           ) -> Split:
+           input_shapes: Mapping[str, list] = {}, specs: shapes.Specs | None = None,
+           passed: set[str] = frozenset()) -> Split:
     """The host program and the device function; ``string_args`` maps arg -> input name,
     ``shared`` names host nodes of constants alone, which the device function computes too,
     ``input_shapes`` the inputs' shapes by name (default ``[None]``), ``specs`` the
     shapes of the graph's values, when they are known without running the stage.
+    ``passed`` are numeric inputs of the stage: those the device function reads too reach
+    it under their own names and specs, so that their unknown sizes are the signature's
+    (related to the other inputs' only where the device function ties them).
     """
     program_nodes, consts = [], set()
     for name in order:
@@ -457,10 +505,12 @@ def _build(fn, nodes, order, host, string_args: Mapping[str, str], table_initial
                               "attrs": _json_attrs(node)})
     frontier: dict[tuple[str, int], str] = {}
     size_of: dict[str, list] = {}
+    carriers: dict[str, tuple[str, int]] = {}  # zeros of a shape the host computes: its ref
 
     def feed(ref: tuple[str, int]) -> str:
         if ref not in frontier:
-            frontier[ref] = f"host_{len(frontier)}"
+            frontier[ref] = (string_args[ref[0]] if ref[0] in passed
+                             else f"host_{len(frontier)}")
         return frontier[ref]
 
     def on_host(ref: tuple[str, int]) -> bool:
@@ -472,10 +522,16 @@ def _build(fn, nodes, order, host, string_args: Mapping[str, str], table_initial
             continue
         node = nodes[name]
         inputs = [(feed(ref), 0) if on_host(ref) else ref for ref in node.inputs]
-        if node.op in SIZED_SEGMENT_OPS and on_host(node.inputs[2]):
+        if node.op in SIZED_SEGMENT_OPS and on_host(node.inputs[_SEGMENT_IDS]):
             key = f"size_{len(size_of)}"
-            size_of[key] = list(node.inputs[2])
+            ids, index = node.inputs[_SEGMENT_IDS]
+            size_of[key] = [string_args.get(ids, ids), index]
             inputs.append((key, 0))
+        if node.op in SHAPE_CARRIED_OPS and on_host(node.inputs[0]):
+            carrier = f"{name}/shape_carrier"
+            program_nodes += _zeros_of_shape(carrier, node.inputs[0], string_args)
+            carriers[carrier] = node.inputs[0]
+            inputs.append((feed((carrier, 0)), 0))
         device_nodes[name] = dataclasses.replace(node, inputs=inputs, _decoded={})
     outputs = [(feed(ref), 0) if on_host(ref) else ref for ref in fn.outputs]
     # Numeric args (inputs, captured handles) stay args of the device function, after the
@@ -493,7 +549,11 @@ def _build(fn, nodes, order, host, string_args: Mapping[str, str], table_initial
                     for ref, name in frontier.items()},
         "size_of": size_of,
     }
-    output_specs = _output_specs(specs, frontier, size_of) if specs is not None else None
+    output_specs = (_output_specs(specs, frontier, size_of, carriers) if specs is not None
+                    else None)
+    for ref, name in frontier.items():
+        if output_specs is not None and ref[0] in passed:  # the input's own spec
+            output_specs[name]["shape"] = list(input_shapes.get(name, [None]))
     if output_specs is not None:
         program["output_specs"] = output_specs
     device = graph.Function(fn.name, args, [None] * len(args), device_nodes, outputs,
@@ -503,19 +563,42 @@ def _build(fn, nodes, order, host, string_args: Mapping[str, str], table_initial
 
 
 def _output_specs(specs: shapes.Specs, frontier: Mapping[tuple[str, int], str],
-                  size_of: Mapping[str, list]) -> dict[str, dict[str, Any]] | None:
+                  size_of: Mapping[str, list], carriers: Mapping[str, tuple[str, int]] = {}
+                  ) -> dict[str, dict[str, Any]] | None:
     """The specs of the stage's results, as :func:`device_input_specs` returns them; None
     when the graph does not record a result's rank (a slice with computed strides, a
-    graph saved without shapes): those stages are probed."""
+    graph saved without shapes): those stages are probed. ``carriers`` are zeros of the
+    shapes that refs hold (by name)."""
     out = {}
     for ref, name in frontier.items():
-        spec = specs.spec(ref)
+        spec = specs.spec(ref) if ref[0] not in carriers else _carrier_spec(
+            specs, ref[0], carriers[ref[0]])
         if spec is None:
             return None
         out[name] = {"shape": spec[0], "dtype": _dtype_name(spec[1])}
     for key in size_of:  # zeros as long as the largest id + 1: a size of its own
         out[key] = {"shape": [specs.fresh(f"size_of/{key}")], "dtype": "int8"}
     return out
+
+
+def _zeros_of_shape(name: str, shape: tuple[str, int], string_args: Mapping[str, str]
+                    ) -> list[dict[str, Any]]:
+    """Host program nodes computing ``name``: int8 zeros of the shape ``shape`` holds."""
+    zero = {"name": f"{name}/zero", "op": "Const",
+            "attrs": {"value": extend.encode_array(np.zeros((), np.int8))}}
+    return [zero, {"name": name, "op": "Fill", "attrs": {},
+                   "inputs": [[string_args.get(shape[0], shape[0]), shape[1]],
+                              [zero["name"], 0]]}]
+
+
+def _carrier_spec(specs: shapes.Specs, name: str, shape: tuple[str, int]
+                  ) -> tuple[list, np.dtype] | None:
+    """The spec of zeros of the shape ``shape`` holds: a size of its own per axis; None
+    when the graph does not record how many axes (the shape's length)."""
+    length = specs.shape(shape)
+    if length is None or len(length) != 1 or not isinstance(length[0], int):
+        return None
+    return [specs.fresh(f"{name}/{axis}") for axis in range(length[0])], np.dtype(np.int8)
 
 
 def _dtype_name(dtype: np.dtype) -> str:
@@ -545,6 +628,41 @@ def _json_attrs(node: graph.Node) -> dict[str, Any]:
     return attrs
 
 
+def explaining_host_sizes(run: Callable, program: Mapping[str, Any],
+                          specs: Mapping[str, Any]) -> Callable:
+    """``run`` (a device function of the host stage ``program``, whose inputs have the
+    specs ``specs``), failing with what sets the host stage's sizes that its error names.
+
+    Those sizes are symbols that only the stage's run decides: a device op that needs one
+    equal to another size, or a divisor of one, cannot be traced.
+    """
+    origins = {}
+    for key, spec in specs.items():
+        source = program["outputs"].get(key) or program.get("size_of", {}).get(key)
+        for axis, dim in enumerate(spec.shape if source else ()):
+            if isinstance(dim, str) and dim != "batch":
+                origins.setdefault(dim, f"{dim} is axis {axis} of the host stage's result "
+                                        f"{key!r} ({source[0]!r}, output {source[1]})")
+
+    def explained(*args, **kwargs):
+        try:
+            return run(*args, **kwargs)
+        except Exception as e:  # noqa: BLE001  (any op's error: named, then re-raised)
+            named = [text for dim, text in origins.items()
+                     if re.search(rf"\b{re.escape(dim)}\b", str(e))]
+            if not named:
+                raise
+            first_line = str(e).split("\n")[0].rstrip(".")
+            raise HostStageUnsupportedError(
+                f"{first_line}. {'; '.join(named)}: a size that the values of the "
+                f"signature's inputs set, which the device function cannot compare with "
+                f"other sizes. Give it a static size in the graph (tf.ensure_shape) and "
+                f"save the SavedModel again") from e
+
+    explained.draws_random = getattr(run, "draws_random", False)
+    return explained
+
+
 def stage_shape(spec: Any) -> list[int | None]:
     """The shape of a host stage input for a signature input of spec ``spec`` (a
     :class:`jaxhub.TensorSpec`): its sizes, None for each unknown one."""
@@ -570,7 +688,9 @@ def device_input_specs(program: Mapping[str, Any], assets: Mapping[str, pathlib.
     try:
         runs = [stage.run(_probe_inputs(stage.input_specs, batch)) for batch in _PROBES]
     except extend.HostStageError as e:
+        numeric = all(spec["dtype"] != "string" for spec in stage.input_specs.values())
         raise HostStageUnsupportedError(
+            (_UNTYPED if numeric else "") +
             f"the host stage fails on the sample inputs that find its sizes: {e}") from None
     symbols: dict[tuple[int, ...], str] = {tuple(len(b) for b in _PROBES): "batch"}
     specs = {}
@@ -585,6 +705,13 @@ def device_input_specs(program: Mapping[str, Any], assets: Mapping[str, pathlib.
                 dims.append(symbols.setdefault(sizes, f"n{len(symbols)}"))
         specs[name] = jaxhub.TensorSpec(dims, first.dtype)
     return specs
+
+
+#: Why a numeric stage is probed, for messages: the graph left a result's rank unknown.
+_UNTYPED = ("the graph records no rank for a result of the host stage (its rank follows the "
+            "values of the signature's inputs, as that of a reshape to a shape of computed "
+            "length does; a device function's inputs need ranks): give it a static rank "
+            "(tf.ensure_shape, a shape of static length) and save the SavedModel again; ")
 
 
 #: Probe batches: growing, with repeated and distinct words, an empty string, punctuation.

@@ -270,9 +270,25 @@ def _diag_part(x, k, padding_value, align: str):
 def _scatter_band(diagonals, k, base, align: str):
     """``base`` (``[..., rows, cols]``) with the packed ``diagonals`` of band ``k`` set."""
     rows, cols = base.shape[-2:]
+    if not all(isinstance(d, int) for d in (rows, cols, diagonals.shape[-1])):
+        # Sizes set by a host stage (``tf.eye(n)``): the positions are computed in the
+        # graph, as for a traced ``k``.
+        return _scatter_traced(diagonals, np.asarray(_diag_range(k)[1]), base, align)
     i, j, valid = _band(k, rows, cols, align)
     b, n = np.nonzero(valid)  # each matrix position of the band once
     return base.at[..., i[b, n], j[b, n]].set(diagonals[..., b, n])
+
+
+def _scatter_traced(diagonals, high, base, align: str):
+    """``base`` with the packed ``diagonals`` set, the highest of them ``high``, where
+    their positions are known only while running (a traced ``k``, symbolic sizes): the
+    diagonals' shape gives their count and length; padding entries are sent out of
+    bounds, and dropped."""
+    (count, max_len), (rows, cols) = diagonals.shape[-2:], base.shape[-2:]
+    high = jnp.asarray(high)
+    i, j, valid = _band_positions(high - jnp.arange(count, dtype=high.dtype), max_len, rows,
+                                  cols, align)
+    return base.at[..., jnp.where(valid, i, rows), j].set(diagonals, mode="drop")
 
 
 def _diag(diagonal, k, num_rows, num_cols, padding_value, align: str):
@@ -292,14 +308,8 @@ def _set_diag(x, diagonal, k, align: str):
     diagonals, x = _packed(as_jax(diagonal), k), as_jax(x)
     if is_static(k):
         return _scatter_band(diagonals, k, x, align)
-    # k computed from tensor values: the output's shape is the input's, and the
-    # diagonals' shape gives their count and length, so only where they go is traced.
-    # Padding entries are sent out of bounds, and dropped.
-    (count, max_len), (rows, cols) = diagonals.shape[-2:], x.shape[-2:]
-    high = as_jax(k).reshape(-1)[-1]
-    i, j, valid = _band_positions(high - jnp.arange(count, dtype=high.dtype), max_len, rows,
-                                  cols, align)
-    return x.at[..., jnp.where(valid, i, rows), j].set(diagonals, mode="drop")
+    # k computed from tensor values: the output's shape is the input's.
+    return _scatter_traced(diagonals, as_jax(k).reshape(-1)[-1], x, align)
 
 
 @register("MatrixDiagPartV3", attrs=("align",))

@@ -28,28 +28,36 @@ KEYED_OPS = frozenset({"RandomUniform", "RandomStandardNormal", "TruncatedNormal
 
 
 @register("RandomUniform", attrs=_SEEDS, fold=False)
-def _uniform(node, shape):
+def _uniform(node, shape, carrier=None):
     key = node.ctx.next_key(node.op)
-    return jax.random.uniform(key, shape_tuple(shape), node.attr("dtype"))
+    return jax.random.uniform(key, _drawn_shape(shape, carrier), node.attr("dtype"))
 
 
 @register("RandomStandardNormal", attrs=_SEEDS, fold=False)
-def _normal(node, shape):
+def _normal(node, shape, carrier=None):
     key = node.ctx.next_key(node.op)
-    return jax.random.normal(key, shape_tuple(shape), node.attr("dtype"))
+    return jax.random.normal(key, _drawn_shape(shape, carrier), node.attr("dtype"))
 
 
 @register("TruncatedNormal", attrs=_SEEDS, fold=False)
-def _truncated_normal(node, shape):
+def _truncated_normal(node, shape, carrier=None):
     key = node.ctx.next_key(node.op)
-    return jax.random.truncated_normal(key, -2.0, 2.0, shape_tuple(shape), node.attr("dtype"))
+    return jax.random.truncated_normal(key, -2.0, 2.0, _drawn_shape(shape, carrier),
+                                       node.attr("dtype"))
 
 
 @register("RandomUniformInt", attrs=_SEEDS, fold=False)
-def _uniform_int(node, shape, minval, maxval):
+def _uniform_int(node, shape, minval, maxval, carrier=None):
     key = node.ctx.next_key(node.op)
-    return jax.random.randint(key, shape_tuple(shape), as_jax(minval), as_jax(maxval),
+    return jax.random.randint(key, _drawn_shape(shape, carrier), as_jax(minval),
+                              as_jax(maxval),
                               np.asarray(minval).dtype if is_static(minval) else minval.dtype)
+
+
+def _drawn_shape(shape, carrier) -> tuple:
+    """The shape to draw: ``shape``'s values, or, when a host stage computed them (the
+    signature's input values set them), the shape of the zeros it fed (``carrier``)."""
+    return tuple(carrier.shape) if carrier is not None else shape_tuple(shape)
 
 
 @register("Multinomial", attrs=_SEEDS + ("output_dtype",), fold=False)

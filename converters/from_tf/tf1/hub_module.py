@@ -364,6 +364,8 @@ class _Graph:
             specs = {**split.device_input_specs(parts.program, self._module.assets),
                      **numeric}
         evaluate = self._interp.as_function(parts.device)
+        if parts.program is not None:
+            evaluate = split.explaining_host_sizes(evaluate, parts.program, specs)
         module, out_keys = self._module, list(outputs)
 
         def run(params, inputs, rng=None):

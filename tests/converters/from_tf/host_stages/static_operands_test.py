@@ -5,20 +5,26 @@ that a TF2 SavedModel computes from its inputs' values cannot be known while JAX
 (the interpreter's ``STATIC_OPERANDS``): the op and the ops computing its inputs from the
 signature's inputs run in a host stage; what follows (here a product with a variable)
 stays in the device function. Outputs are compared with TF on several inputs through
-``apply`` and through ``preprocess`` + ``jax.jit(apply_device)``. When such an operand
-comes from params, the graph is refused, naming the op and what blocks it.
+``apply`` and through ``preprocess`` + ``jax.jit(apply_device)``. (A ragged tensor's
+dense form is such an op when its longest row sets the shape.) A sparse-segment
+reduction's ids move alone: the host stage feeds their count, and the reduction (of params,
+say) stays on the device. When such an operand comes from params, the graph is refused,
+naming the op and what blocks it.
 """
 
 from __future__ import annotations
 
 import inspect
 
+import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 import tensorflow as tf
 
 import jaxhub
-from tests.converters.from_tf.host_stages._outputs import assert_matches_tf
+from tests.converters.from_tf.host_stages._outputs import (assert_matches_tf,
+                                                           assert_outputs_match)
 from jaxhub_tf.from_tf.host_stages.split import HostStageUnsupportedError
 from jaxhub_tf.from_tf.saved_model import load_saved_model
 
@@ -81,6 +87,30 @@ class _StaticOperands(tf.Module):
         first, second = tf.split(x, sizes, axis=1)
         return {"first": first * self.scale, "second": second * self.scale}
 
+    @tf.function(input_signature=[_INT])
+    def eye(self, n):
+        # Ones of a computed length (host) packed into a matrix on the device, square and
+        # wide (a diagonal set into zeros of a computed shape).
+        return {"square": tf.eye(n) * self.scale, "wide": tf.eye(n, n + 2, dtype=tf.int32)}
+
+    @tf.function(input_signature=[tf.TensorSpec([None], tf.float32), _INTS, _INTS, _INT])
+    def to_tensor(self, values, splits, rowids, nrows):
+        # The longest row (and a row count given as a value) sets the dense shape.
+        by_splits = tf.RaggedTensor.from_row_splits(values, splits)
+        by_ids = tf.RaggedTensor.from_value_rowids(values, rowids, nrows)
+        return {"splits": by_splits.to_tensor(default_value=7.0) * self.scale,
+                "rowids": by_ids.to_tensor() * self.scale,
+                # Given the dense shape, on the device: it reads the values and the splits,
+                # whose lengths are unrelated, as the host stage does.
+                "given": by_splits.to_tensor(shape=[None, 2]) * self.scale}
+
+    @tf.function(input_signature=[_X, _INTS, _INTS])
+    def segments(self, data, indices, segment_ids):
+        # As many rows as the largest segment id + 1.
+        return {"sum": tf.sparse.segment_sum(data, indices, segment_ids) * self.scale,
+                "mean": tf.sparse.segment_mean(data, indices, segment_ids),
+                "sqrt_n": tf.sparse.segment_sqrt_n(data, indices, segment_ids)}
+
 
 _RNG = np.random.default_rng(0)
 _ROWS = _RNG.standard_normal([4, 3])
@@ -101,6 +131,12 @@ CASES = {
     "diagonals": [{"d": [[1, 2, 3], [4, 5, 6]], "k": [0, 1]},
                   {"d": [[1, 2, 3], [4, 5, 6]], "k": [-2, -1]}],
     "split_by_sizes": [{"x": _ROWS, "sizes": [1, 2]}, {"x": _ROWS[:1], "sizes": [2, 1]}],
+    "eye": [{"n": 3}, {"n": 1}],
+    "to_tensor": [{"values": [1, 2, 3, 4, 5], "splits": [0, 2, 2, 5], "rowids": [0, 0, 2, 2, 3],
+                   "nrows": 5},
+                  {"values": [4], "splits": [0, 1], "rowids": [1], "nrows": 2}],
+    "segments": [{"data": _ROWS, "indices": [2, 0, 1, 3, 3], "segment_ids": [0, 0, 1, 3, 3]},
+                 {"data": _ROWS[:2], "indices": [1], "segment_ids": [0]}],
 }
 
 
@@ -159,3 +195,110 @@ def test_paddings_computed_from_params_are_refused_naming_the_op(tmp_path):
                              r"tracing that the values of the signature's inputs set; .*"
                              r"ReadVariableOp '[^']*' \(params or random numbers\)"):
         load_saved_model(tmp_path)
+
+
+class _Embeddings(tf.Module):
+    """A sparse-segment reduction of a table (params) by segment ids computed from an
+    input: only the ids move to the host stage."""
+
+    def __init__(self):
+        super().__init__()
+        self.table = tf.Variable(np.arange(15, dtype=np.float32).reshape(5, 3) / 7)
+
+    # The signature names the ids otherwise than the function's argument.
+    @tf.function(input_signature=[_INTS, tf.TensorSpec([None], tf.int32, name="segments")])
+    def __call__(self, ids, rows):
+        return {"y": tf.sparse.segment_mean(self.table, ids, rows // 2),
+                "sum": tf.sparse.segment_sum(self.table, ids, rows)}
+
+
+def test_segment_ids_from_inputs_leave_the_reduction_of_params_on_the_device(tmp_path):
+    model = _Embeddings()
+    tf.saved_model.save(model, str(tmp_path / "sm"), signatures=model.__call__)
+    module = jaxhub.load(tmp_path / "sm", cache_dir=tmp_path / "cache")
+    ids, rows = np.array([4, 0, 2, 2], np.int32), np.array([0, 1, 4, 5], np.int32)
+    with tf.GradientTape() as tape:
+        theirs = {k: v for k, v in model(ids, rows).items()}
+        loss = tf.reduce_sum(theirs["y"] * theirs["y"])
+    want_grad = tf.convert_to_tensor(tape.gradient(loss, model.table)).numpy()
+    theirs = {k: v.numpy() for k, v in theirs.items()}
+    arrays = {"ids": ids, "segments": rows}
+    assert_outputs_match(module.apply(module.params, arrays, as_dict=True), theirs)
+    feeds = module.preprocess(arrays)
+    device = jax.jit(lambda params: module.apply_device(params, feeds, as_dict=True))
+    assert_outputs_match(device(module.params), theirs)
+    # The device function reads the table: its gradient is TF's.
+    grads = jax.grad(lambda params: jnp.sum(device(params)["y"] ** 2))(module.params)
+    np.testing.assert_allclose(jax.tree.leaves(grads)[0], want_grad, rtol=1e-5)
+
+
+class _Draws(tf.Module):
+    """Random numbers of a shape computed from an input: the host stage computes the
+    shape, the device function draws (with the caller's key)."""
+
+    @tf.function(input_signature=[tf.TensorSpec([2], tf.int32), _INT])
+    def draw(self, shape, high):
+        return {"normal": tf.random.normal(shape + 1),
+                "uniform": tf.random.uniform(tf.reverse(shape, [0])),
+                "ints": tf.random.uniform(shape, maxval=high, dtype=tf.int32)}
+
+
+@pytest.mark.parametrize("shape,high", [([300, 2], 3), ([1, 5], 1)])
+def test_random_draws_of_a_shape_computed_from_inputs_have_tfs_shapes(tmp_path, shape, high):
+    model = _Draws()
+    tf.saved_model.save(model, str(tmp_path / "sm"), signatures=model.draw)
+    module = jaxhub.load(tmp_path / "sm", cache_dir=tmp_path / "cache")
+    arrays = {"shape": np.array(shape, np.int32), "high": np.array(high, np.int32)}
+    theirs = {k: v.numpy() for k, v in model.draw(**arrays).items()}
+    key = jax.random.key(3)
+    feeds = module.preprocess(arrays, signature="draw")
+    device = jax.jit(lambda feeds, key: module.apply_device(
+        module.params, feeds, signature="draw", rng=key, as_dict=True))
+    for ours in (module.apply(module.params, arrays, signature="draw", rng=key, as_dict=True),
+                 device(feeds, key)):
+        for name, want in theirs.items():
+            got = np.asarray(ours[name])
+            assert got.shape == want.shape, name
+            assert got.dtype == jax.dtypes.canonicalize_dtype(want.dtype), name
+        assert set(np.unique(ours["ints"])) <= set(range(high))
+        assert 0 <= np.min(ours["uniform"]) and np.max(ours["uniform"]) < 1
+        if np.size(ours["normal"]) > 500:  # standard normal
+            assert abs(np.mean(ours["normal"])) < 0.2 and 0.8 < np.std(ours["normal"]) < 1.2
+
+
+class _RankFromValues(tf.Module):
+    """A reshape to a shape whose length the paddings' values set: no rank to export."""
+
+    @tf.function(input_signature=[tf.TensorSpec([4], tf.float32), tf.TensorSpec([3], tf.int32),
+                                  tf.TensorSpec([1, 2], tf.int32)])
+    def __call__(self, x, shape, paddings):
+        return tf.squeeze(tf.reshape(x, tf.pad(shape, paddings, constant_values=1)))
+
+
+def test_a_rank_set_by_input_values_is_refused_naming_the_fix(tmp_path):
+    model = _RankFromValues()
+    tf.saved_model.save(model, str(tmp_path), signatures=model.__call__)
+    with pytest.raises(HostStageUnsupportedError,
+                       match=r"the graph records no rank for a result of the host stage .*"
+                             r"tf\.ensure_shape.*host op '[^']*' \(Reshape\) failed"):
+        load_saved_model(tmp_path)
+
+
+class _SizeFromValues(tf.Module):
+    """A slice whose size the input ``n`` sets, added to one of size 3: the device function
+    cannot know the two agree."""
+
+    @tf.function(input_signature=[tf.TensorSpec([6], tf.float32), _INT])
+    def __call__(self, x, n):
+        return x[:3] + x[n:]
+
+
+def test_a_size_set_by_input_values_that_must_match_another_is_refused_naming_it(tmp_path):
+    model = _SizeFromValues()
+    tf.saved_model.save(model, str(tmp_path), signatures=model.__call__)
+    with pytest.raises(HostStageUnsupportedError,
+                       match=r"TF node '[^']*' \(AddV2\) failed: .*n\d+ is axis 0 of the host "
+                             r"stage's result 'host_\d+' \('[^']*strided_slice[^']*', output 0\)"
+                             r": a size that the values of the signature's inputs set.*"
+                             r"tf\.ensure_shape"):
+        jaxhub.load(tmp_path, cache_dir=tmp_path / "cache")

@@ -186,11 +186,35 @@ class _StringResults(tf.Module):
     def parsed(self, x):
         return {"text": tf.strings.as_string(tf.strings.to_number(x) * 2)}
 
+    @tf.function(input_signature=[tf.TensorSpec([2], tf.float32)])
+    def picked(self, x):  # numbers in, constant strings out
+        return {"text": tf.where(x > 0, ["yes", "YES"], ["no", "NO"])}
 
-@pytest.mark.parametrize("signature", ["joined", "parsed"])
+
+@pytest.mark.parametrize("signature", ["joined", "parsed", "picked"])
 def test_a_string_result_is_refused_naming_it(tmp_path, signature):
     model = _StringResults()
     tf.saved_model.save(model, str(tmp_path), signatures={signature: getattr(model, signature)})
     with pytest.raises(HostStageUnsupportedError,
                        match=r"string result\(s\) \['[^']*'\] \(a signature returns numbers"):
         jaxhub.load(tmp_path, cache_dir=tmp_path / "cache")
+
+
+class _ParsedScalar(tf.Module):
+    """A scalar string input, parsed, in a signature and in a tf.function of the module."""
+
+    @tf.function(input_signature=[tf.TensorSpec([], tf.string)])
+    def parse(self, s):
+        return {"value": tf.strings.to_number(s) * 2.0}
+
+
+@pytest.mark.parametrize("signature", ["serving_default", "parse"])
+@pytest.mark.parametrize("text", ["123", "-1.5"])
+def test_a_scalar_string_parsed_to_a_number_matches_tf(tmp_path, signature, text):
+    model = _ParsedScalar()
+    tf.saved_model.save(model, str(tmp_path / "sm"), signatures=model.parse)
+    module = jaxhub.load(tmp_path / "sm", cache_dir=tmp_path / "cache")
+    theirs = model.parse(tf.constant(text))["value"].numpy()
+    ours = module.apply(module.params, {"s": np.asarray(text, object)}, signature=signature,
+                        as_dict=True)
+    np.testing.assert_allclose(np.asarray(ours["value"]), theirs)
