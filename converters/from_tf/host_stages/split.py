@@ -301,8 +301,8 @@ def _value_shaped(nodes: Mapping[str, graph.Node], order: list[str], inputs: set
 def _shaping_inputs(node: graph.Node, nodes: Mapping[str, graph.Node]) -> Sequence[int]:
     """The positions of the inputs of ``node`` whose values it needs to trace: they set
     its output shape (``tf.range(n)``, ``tf.reshape(x, shape)``) or an axis."""
-    if node.op == "RaggedTensorToTensor" and _ragged_sizes_open(node, nodes):
-        return range(3, len(node.inputs))  # the row partitions
+    if node.op == "RaggedTensorToTensor":
+        return _ragged_open_partitions(node, nodes)
     if node.op in _PADDABLE_NMS and node.attr("pad_to_max_output_size", False):
         return (2,)
     if node.op in STATIC_OPERANDS:
@@ -311,17 +311,22 @@ def _shaping_inputs(node: graph.Node, nodes: Mapping[str, graph.Node]) -> Sequen
     return range(len(node.inputs)) if positions is None else positions
 
 
-def _ragged_sizes_open(node: graph.Node, nodes: Mapping[str, graph.Node]) -> bool:
-    """True when RaggedTensorToTensor ``node`` leaves the size of a dimension that its row
-    partitions set to them (its shape is a scalar, computed, or -1 there): the longest row,
-    or the row count given as a value (``FIRST_DIM_SIZE``). Given them all, the device
-    pads traced row partitions."""
+def _ragged_open_partitions(node: graph.Node,
+                            nodes: Mapping[str, graph.Node]) -> Sequence[int]:
+    """The input positions of RaggedTensorToTensor ``node``'s row partitions that set an
+    output size its shape leaves open (a scalar or computed shape, or -1 there): the
+    longest row, or the row count given as a value (``FIRST_DIM_SIZE``). Row splits set
+    the row count by their length, a shape. Given every size, the device pads traced row
+    partitions."""
+    partitions = range(3, len(node.inputs))
     source = nodes.get(node.inputs[0][0])
     if source is None or source.op != "Const" or np.ndim(source.attr("value")) == 0:
-        return True
-    types = list(node.attr("row_partition_types"))
-    first = 0 if types[0] == "FIRST_DIM_SIZE" else 1  # splits give the row count
-    return bool(np.any(np.asarray(source.attr("value"))[first:first + len(types)] < 0))
+        return partitions
+    shape = np.asarray(source.attr("value"))
+    # Partition k sets dimension k after a FIRST_DIM_SIZE, else dimension k + 1.
+    offset = 0 if node.attr("row_partition_types")[0] == "FIRST_DIM_SIZE" else 1
+    return [p for k, p in enumerate(partitions)
+            if k + offset >= len(shape) or shape[k + offset] < 0]
 
 
 def _reads_host(node: graph.Node, position: int, host: set[str]) -> bool:
