@@ -74,9 +74,16 @@ class StaticValueError(NotImplementedError):
         """Follows the operands from ``node``'s inputs back to ``fn``'s arguments."""
         if self.positions is None:
             return
-        used = _reached_args(fn, [node.inputs[i] for i in self.positions])
+        used = reached_args(fn, [node.inputs[i] for i in self.positions])
         self.function, self.sources = fn.name, [fn.args[i] for i in used]
         self.positions = used
+
+    def name_sources(self, inputs: Mapping[str, Sequence[str]]) -> None:
+        """Replaces the sources that are host stage results (keys of ``inputs``) by the
+        signature's inputs they are computed from."""
+        if any(source in inputs for source in self.sources):
+            self.sources = sorted({name for source in self.sources
+                                   for name in inputs.get(source, [source])})
 
     def __str__(self) -> str:
         operands = " and ".join(f"{name!r}" for name in self.operands) or "an operand"
@@ -503,9 +510,11 @@ SHAPE_OPS = frozenset({"Shape", "ShapeN", "Size", "Rank", "TensorArraySizeV3",
                        "TensorListLength"})
 
 
-def _reached_args(fn: graph.Function, refs: Sequence[tuple[str, int]]) -> list[int]:
+def reached_args(fn: graph.Function, refs: Sequence[tuple[str, int]]) -> list[int]:
     """The indices of ``fn``'s arguments whose values the tensors ``refs`` are computed
-    from (not through the shape of one: shapes are static)."""
+    from (not through the shape of one: shapes are static).
+
+    Calls are not followed into (a ``PartitionedCall``'s inputs all count)."""
     args = {name: i for i, name in enumerate(fn.args)}
     seen, stack, found = set(), [name for name, _ in refs], set()
     while stack:

@@ -653,7 +653,7 @@ class _SavedModel:
         device_specs = {**split.device_input_specs(parts.program, parts.assets),
                         **{k: specs[k] for k in parts.user_args.values()}}
         run = split.explaining_host_sizes(self._graph_runner(parts.device, variables),
-                                          parts.program, device_specs)
+                                          parts.program, device_specs, parts.sources)
         return run, keys, device_specs
 
     def _runner(self, function_name: str):

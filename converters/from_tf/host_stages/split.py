@@ -48,7 +48,8 @@ import numpy as np
 
 from jaxhub_tf.from_tf import graph
 from jaxhub_tf.from_tf.host_stages import shapes
-from jaxhub_tf.from_tf.interpreter import (SHAPE_OPS, STATIC_OPERANDS, UnsupportedOpsError,
+from jaxhub_tf.from_tf.interpreter import (SHAPE_OPS, STATIC_OPERANDS, StaticValueError,
+                                            UnsupportedOpsError, reached_args,
                                             static_positions)
 from jaxhub_tf.from_tf.ops import random as random_ops
 from jaxhub import extend
@@ -163,10 +164,13 @@ class Split:
         function needs none.
       device: the device part. Its args are the host stage's output names, then the
         original function's numeric args (all of them, without a host stage).
+      sources: host stage output name -> the inputs (by the callers' names) its values
+        are computed from, to name them in errors.
     """
 
     program: dict[str, Any] | None
     device: graph.Function
+    sources: dict[str, list[str]] = dataclasses.field(default_factory=dict)
 
 
 class HostStageUnsupportedError(UnsupportedOpsError):
@@ -246,7 +250,7 @@ def split(fn: graph.Function, *, table_initializers: Mapping[str, str] = {},
         a: (np.dtype(dtype), list(input_shapes.get(renamed[a], [None])))
         for a, dtype in zip(fn.args, fn.arg_dtypes) if a in renamed})
     return _build(fn, nodes, order, host, renamed, table_initializers, assets, shared,
-                  input_shapes, specs, cone_inputs - set(host_args))
+                  input_shapes, specs, cone_inputs - set(host_args), input_names)
 
 
 def _order(nodes: Mapping[str, graph.Node], roots: list[str]) -> list[str]:
@@ -485,7 +489,8 @@ def _is_string(nodes, fn, source: str, index: int) -> bool:
 def _build(fn, nodes, order, host, string_args: Mapping[str, str], table_initializers,
            assets, shared: set[str] = frozenset(),
            input_shapes: Mapping[str, list] = {}, specs: shapes.Specs | None = None,
-           passed: set[str] = frozenset()) -> Split:
+           passed: set[str] = frozenset(),
+           input_names: Mapping[str, str] = {}) -> Split:
     """The host program and the device function; ``string_args`` maps arg -> input name,
     ``shared`` names host nodes of constants alone, which the device function computes too,
     ``input_shapes`` the inputs' shapes by name (default ``[None]``), ``specs`` the
@@ -493,6 +498,7 @@ def _build(fn, nodes, order, host, string_args: Mapping[str, str], table_initial
     ``passed`` are numeric inputs of the stage: those the device function reads too reach
     it under their own names and specs, so that their unknown sizes are the signature's
     (related to the other inputs' only where the device function ties them).
+    ``input_names`` maps the other args to input names, for :attr:`Split.sources`.
     """
     program_nodes, consts = [], set()
     for name in order:
@@ -564,7 +570,9 @@ def _build(fn, nodes, order, host, string_args: Mapping[str, str], table_initial
     device = graph.Function(fn.name, args, [None] * len(args), device_nodes, outputs,
                                 fn.output_names,
                                 [c for c in fn.control_outputs if c not in host])
-    return Split(program, device)
+    sources = {name: [input_names.get(fn.args[i], fn.args[i])
+                      for i in reached_args(fn, [ref])] for ref, name in frontier.items()}
+    return Split(program, device, sources)
 
 
 def _output_specs(specs: shapes.Specs, frontier: Mapping[tuple[str, int], str],
@@ -634,12 +642,15 @@ def _json_attrs(node: graph.Node) -> dict[str, Any]:
 
 
 def explaining_host_sizes(run: Callable, program: Mapping[str, Any],
-                          specs: Mapping[str, Any]) -> Callable:
+                          specs: Mapping[str, Any],
+                          sources: Mapping[str, Sequence[str]] = {}) -> Callable:
     """``run`` (a device function of the host stage ``program``, whose inputs have the
     specs ``specs``), failing with what sets the host stage's sizes that its error names.
 
     Those sizes are symbols that only the stage's run decides: a device op that needs one
-    equal to another size, or a divisor of one, cannot be traced.
+    equal to another size, or a divisor of one, cannot be traced. A
+    :class:`StaticValueError` names the signature's inputs behind a host stage result
+    (``sources``, :attr:`Split.sources`) instead of the result.
     """
     origins = {}
     for key, spec in specs.items():
@@ -652,6 +663,9 @@ def explaining_host_sizes(run: Callable, program: Mapping[str, Any],
     def explained(*args, **kwargs):
         try:
             return run(*args, **kwargs)
+        except StaticValueError as e:
+            e.name_sources(sources)
+            raise
         except Exception as e:  # noqa: BLE001  (any op's error: named, then re-raised)
             named = [text for dim, text in origins.items()
                      if re.search(rf"\b{re.escape(dim)}\b", str(e))]

@@ -46,6 +46,8 @@ class StringFunction:
         not take them (it takes the captured variables only).
       assets: asset file name -> path (or the bytes of a SentencePiece model, which the
         graph holds in an attribute), the files the host stage reads.
+      sources: host stage result -> the signature inputs it is computed from
+        (:attr:`~jaxhub_tf.from_tf.host_stages.split.Split.sources`).
     """
 
     program: dict[str, Any]
@@ -53,6 +55,7 @@ class StringFunction:
     user_args: dict[str, str]
     inlined_captures: list[int]
     assets: dict[str, pathlib.Path | bytes]
+    sources: dict[str, list[str]]
 
 
 def split_function(interp, meta, saved_model_dir: pathlib.Path, function_name: str,
@@ -117,7 +120,8 @@ def split_function(interp, meta, saved_model_dir: pathlib.Path, function_name: s
     if parts.program is None:
         return None
     numeric_user = {a: k for a, k in user.items() if a in parts.device.args}
-    return StringFunction(parts.program, parts.device, numeric_user, inlined, asset_files)
+    return StringFunction(parts.program, parts.device, numeric_user, inlined, asset_files,
+                          parts.sources)
 
 
 def _child_function(objects, obj, name: str) -> str:

@@ -365,7 +365,8 @@ class _Graph:
                      **numeric}
         evaluate = self._interp.as_function(parts.device)
         if parts.program is not None:
-            evaluate = split.explaining_host_sizes(evaluate, parts.program, specs)
+            evaluate = split.explaining_host_sizes(evaluate, parts.program, specs,
+                                                   parts.sources)
         module, out_keys = self._module, list(outputs)
 
         def run(params, inputs, rng=None):

@@ -213,17 +213,23 @@ _F = tf.TensorSpec([4, 3], tf.float32)
 _SIZES = tf.TensorSpec([2], tf.int32)
 
 
-# (A reshape, tile, pad or top-k of the signature's input values runs in a host stage:
+_LENGTH = tf.TensorSpec([1], tf.int32)
+
+
+# (A reshape, tile, pad or top-k of the signature's input values, sparse-segment ids and
+# random shapes from them run in a host stage:
 # tests/converters/from_tf/host_stages/static_operands_test.py.)
 @pytest.mark.parametrize("fn,specs,node,operand,source", [
-    (lambda x, shape: x[0, 0] + tf.random.uniform(shape), (_F, _SIZES), "RandomUniform",
-     "shape", "shape"),
-    (lambda x, ids: tf.sparse.segment_sum(x, [0, 1, 2], ids),
-     (_F, tf.TensorSpec([3], tf.int32)), "SparseSegmentSum", "segment_ids", "ids"),
+    (lambda x, length: tf.signal.rfft(x, length), (_F, _LENGTH), "RFFT", "fft_length",
+     "length"),
+    # tf.signal.rfft pads x to a computed length, which a host stage computes: the input
+    # behind that stage's result is named, not the result.
+    (lambda x, n: tf.signal.rfft(x, tf.stack([n * 2])), (_F, tf.TensorSpec([], tf.int32)),
+     "RFFT", "fft_length", "n"),
     # Followed out of a nested tf.function call to the signature's input; x's shape is
     # static, so x is not among the sources.
-    (lambda x, n: x[0, 0] + tf.random.uniform(_doubled(n + tf.shape(x)[0])),
-     (_F, tf.TensorSpec([], tf.int32)), "RandomUniform", "shape", "n"),
+    (lambda x, n: tf.signal.rfft(x, _doubled(n + tf.shape(x)[0])[:1]),
+     (_F, tf.TensorSpec([], tf.int32)), "RFFT", "fft_length", "n"),
 ])
 def test_a_size_computed_from_an_input_value_names_the_operand_its_source_and_the_fix(
         tmp_path, fn, specs, node, operand, source):
