@@ -351,7 +351,7 @@ class _SavedModel:
             outputs = {key: outs[i] for key, i in out_index.items()}
             return (outputs, updates) if checks is None else (outputs, updates, checks)
 
-        return _drawing_as(run, fn), specs
+        return random_ops.drawing(fn, run.draws_random), specs
 
     # -- __call__ ------------------------------------------------------------------------
 
@@ -410,7 +410,7 @@ class _SavedModel:
                 outs, _ = run(params, [inputs[k] for k in keys], rng)
                 return _outputs(names, outs)
 
-            return (_drawing_as(run, staged_fn), specs), None
+            return (random_ops.drawing(staged_fn, run.draws_random), specs), None
         as_args = _call_args(in_spec)
         run = self._runner(name)
 
@@ -427,7 +427,7 @@ class _SavedModel:
                 outs, updates = train_run(params, as_args(x), rng)
                 return _outputs(train_names, outs), updates
 
-        return (_drawing_as(run, fn), in_spec), train_fn
+        return (random_ops.drawing(fn, run.draws_random), in_spec), train_fn
 
     # -- the root's other tf.functions -----------------------------------------------------
 
@@ -672,13 +672,6 @@ class _SavedModel:
 
         run.draws_random = random_ops.draws_random(self._interp, fn)
         return run
-
-
-def _drawing_as(run: Callable, fn: Callable) -> Callable:
-    """``fn``, a signature function calling ``run``, marked as drawing random numbers
-    when ``run`` does (see :func:`random_ops.keyed_signatures`)."""
-    fn.draws_random = run.draws_random
-    return fn
 
 
 def _read_variables(path: pathlib.Path, objects) -> dict[int, tuple[str, np.ndarray, bool]]:

@@ -709,8 +709,8 @@ def _check(spec: FunctionSpec, conditions: Sequence[Any]) -> None:
 
 def _marks(spec: FunctionSpec) -> str:
     """What ``repr`` says of a signature's inference function besides its specs."""
-    return (" forward-only" if spec.forward_only else "") + (" takes rng" if spec.takes_rng
-                                                             else "")
+    forward_only = " forward-only" if spec.forward_only else ""
+    return forward_only + (" takes rng" if spec.takes_rng else "")
 
 
 def _key_data(rng: jax.Array | None, signature: str) -> jax.Array:

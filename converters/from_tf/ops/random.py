@@ -35,14 +35,20 @@ def draws_random(interp: Any, fn: Any) -> bool:
     return any(node.op in KEYED_OPS for _, node in interp.reachable_nodes(fn))
 
 
+def drawing(fn: Callable, draws: bool) -> Callable:
+    """``fn``, a signature function ``fn(params, inputs, rng=None)``, marked as drawing
+    random numbers when ``draws`` (:func:`draws_random` of its graph)."""
+    fn.draws_random = draws
+    return fn
+
+
 def keyed_signatures(signatures: Mapping[str, tuple[Callable, Any]]) -> set[str]:
     """The names of the signatures whose functions draw random numbers.
 
-    A converter makes every signature function ``fn(params, inputs, rng=None)`` and
-    marks it ``fn.draws_random`` (:func:`draws_random` of its graph), however it came
-    to be (a serving signature, the root's ``__call__``, a TF1 Hub module's signature):
-    these names are ``jaxhub.create_module``'s ``with_rng``, so each of them is traced
-    with a key and asks its callers for one.
+    A converter makes every signature function with :func:`drawing`, however it came to
+    be (a serving signature, the root's ``__call__``, a TF1 Hub module's signature): these
+    names are ``jaxhub.create_module``'s ``with_rng``, so each of them is traced with a
+    key and asks its callers for one.
     """
     return {name for name, (fn, _) in signatures.items() if fn.draws_random}
 

@@ -383,8 +383,8 @@ class _Graph:
         def infer(params, inputs, rng=None):  # rng: passed when the graph draws
             return run(params, inputs, rng)[0]
 
-        infer.draws_random = random_ops.draws_random(self._interp, parts.device)
-        return infer, specs
+        draws = random_ops.draws_random(self._interp, parts.device)
+        return random_ops.drawing(infer, draws), specs
 
 
 def _as_dict(inputs: Any, keys: Sequence[str]) -> dict[str, Any]:
