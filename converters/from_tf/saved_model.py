@@ -122,15 +122,15 @@ def load_saved_model(path: str | os.PathLike, *, checks: bool = False,
     attachments: dict[str, Any] = {"tf_variable_names": saved.tf_names}
     if saved.host_stages:
         attachments[extend.HOST_STAGES_ATTACHMENT] = saved.host_stages
-    # Serving signatures may draw random numbers (from the caller's rng) and assign
-    # variables (returned as state); see docs/converters.md. A serving signature named
-    # "default" gave way to __call__, whose inference function returns outputs only.
-    # The root's other tf.functions are called as serving signatures are.
+    # Any signature may draw random numbers (from the caller's rng). Serving signatures
+    # may assign variables (returned as state); see docs/converters.md. A serving
+    # signature named "default" gave way to __call__, whose inference function returns
+    # outputs only. The root's other tf.functions are called as serving signatures are.
     serving = (set(saved.signature_names()) - ({"default"} if call is not None else set())
                | set(attribute_functions))
     return jaxhub.create_module(
         saved.params, signatures=signatures, variants=variants or None,
-        with_rng=saved.random_signatures & serving, with_state=serving,
+        with_rng=random_ops.keyed_signatures(signatures), with_state=serving,
         with_checks=serving if checks else (),
         trainable=saved.trainable, regularizer=regularizer,
         platforms=saved.platforms(), attachments=attachments,
@@ -189,7 +189,6 @@ class _SavedModel:
         self._used: list[graph.Function] = []  # the graphs converted so far
         self._signatures: dict[tuple, tuple[str, tuple]] = {}  # see signature()
         self.host_stages: dict[str, Any] = {}  # signature name -> host stage program
-        self.random_signatures: set[str] = set()  # signatures with stateful random ops
         self.assets: dict[str, pathlib.Path] = {}  # files the host stages read
 
     @property
@@ -266,8 +265,7 @@ class _SavedModel:
         signature_def.
 
         ``state`` holds the variables the function assigned (empty for most signatures);
-        ``rng`` is used only when the function draws random numbers, and then the
-        signature's name is in :attr:`random_signatures`.
+        ``rng`` is used only when the function draws random numbers (``fn.draws_random``).
         """
         sig = self._meta.signature_def[name]
         _refuse_composites(name, sig)
@@ -306,8 +304,6 @@ class _SavedModel:
         first, fn_and_specs = self._signatures[same_call]
         if first in self.host_stages:
             self.host_stages[name] = self.host_stages[first]
-        if first in self.random_signatures:
-            self.random_signatures.add(name)
         return fn_and_specs
 
     def _caller(self, name: str, outputs: Mapping[str, tuple[str, int]],
@@ -348,8 +344,6 @@ class _SavedModel:
             run, arg_keys, specs = staged
         else:
             run = self._runner(function_name)
-        if run.draws_random:
-            self.random_signatures.add(name)
 
         def fn(params, inputs, rng=None):  # rng: passed when the function draws
             checks = [] if self._checks else None
@@ -357,15 +351,17 @@ class _SavedModel:
             outputs = {key: outs[i] for key, i in out_index.items()}
             return (outputs, updates) if checks is None else (outputs, updates, checks)
 
-        return fn, specs
+        return random_ops.drawing(fn, run.draws_random), specs
 
     # -- __call__ ------------------------------------------------------------------------
 
     def call_functions(self):
         """``((fn, specs), train_fn or None)`` for the root's ``__call__``, or None.
 
-        ``__call__`` takes one tensor (``fn(params, x)``) or several, as a Keras model
-        with several inputs does (``fn(params, {name: x})``, named after the inputs).
+        ``__call__`` takes one tensor (``fn(params, x, rng=None)``) or several, as a Keras
+        model with several inputs does (``fn(params, {name: x}, rng=None)``, named after
+        the inputs). ``rng`` is used only when the function draws random numbers
+        (``fn.draws_random``), as in serving signatures.
         """
         root = self._objects.nodes[0]
         child = next((c.node_id for c in root.children if c.local_name == "__call__"), None)
@@ -410,16 +406,16 @@ class _SavedModel:
                               f"converted (the module gets no train variant)", stacklevel=3)
             run, keys, specs = staged
 
-            def staged_fn(params, inputs):
-                outs, _ = run(params, [inputs[k] for k in keys], None)
+            def staged_fn(params, inputs, rng=None):
+                outs, _ = run(params, [inputs[k] for k in keys], rng)
                 return _outputs(names, outs)
 
-            return (staged_fn, specs), None
+            return (random_ops.drawing(staged_fn, run.draws_random), specs), None
         as_args = _call_args(in_spec)
         run = self._runner(name)
 
-        def fn(params, x):
-            outs, _ = run(params, as_args(x), None)
+        def fn(params, x, rng=None):
+            outs, _ = run(params, as_args(x), rng)
             return _outputs(names, outs)
 
         train_fn = None
@@ -431,7 +427,7 @@ class _SavedModel:
                 outs, updates = train_run(params, as_args(x), rng)
                 return _outputs(train_names, outs), updates
 
-        return (fn, in_spec), train_fn
+        return (random_ops.drawing(fn, run.draws_random), in_spec), train_fn
 
     # -- the root's other tf.functions -----------------------------------------------------
 
@@ -674,8 +670,7 @@ class _SavedModel:
             outs, updates = evaluate(state, list(args) + bound, rng, checks)
             return outs, extend.unflatten((by_key[k].path, v) for k, v in updates.items())
 
-        run.draws_random = any(node.op in random_ops.KEYED_OPS
-                               for _, node in self._interp.reachable_nodes(fn))
+        run.draws_random = random_ops.draws_random(self._interp, fn)
         return run
 
 

@@ -62,7 +62,8 @@ def export_saved_model(module: jaxhub.Module | str | os.PathLike, dst: str | os.
       params: the values to give the variables (fine-tuned params, say); the module's own
         params by default.
       seed: the initial seed of the saved ``tf.random.Generator`` that draws the RNG keys of
-        the ``{"train"}`` variant (dropout).
+        the functions that take one: the ``{"train"}`` variant (dropout), a signature with
+        random ops.
       platforms: the platforms the TF graph is lowered for (default: those the module's
         functions were lowered for).
 

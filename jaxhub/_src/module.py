@@ -644,10 +644,8 @@ class Module:
         return "read" if source.fetched else "on first use"
 
     def __repr__(self) -> str:
-        sigs = ", ".join(
-            f"{name}{_sig_str(sig)}"
-            + (" forward-only" if self._function_spec(frozenset(), name).forward_only else "")
-            for name, sig in self.signatures.items())
+        sigs = ", ".join(f"{name}{_sig_str(sig)}{_marks(self._function_spec(frozenset(), name))}"
+                         for name, sig in self.signatures.items())
         variants = ", ".join("{" + ", ".join(sorted(t)) + "}" for t in self.variants)
         where = f", path={str(self._def.path)!r}" if self._def.path else ""
         gradients = "" if self._def.manifest.gradients else f", gradients={self._gradients()!r}"
@@ -707,6 +705,12 @@ def _check(spec: FunctionSpec, conditions: Sequence[Any]) -> None:
         # Under jit outside checkify.checkify, JAX fails when lowering, not here: the
         # opt-in mode documents that such calls go through checkify.
         checkify.check(ok, text.replace("{", "{{").replace("}", "}}"))
+
+
+def _marks(spec: FunctionSpec) -> str:
+    """What ``repr`` says of a signature's inference function besides its specs."""
+    forward_only = " forward-only" if spec.forward_only else ""
+    return forward_only + (" takes rng" if spec.takes_rng else "")
 
 
 def _key_data(rng: jax.Array | None, signature: str) -> jax.Array:

@@ -8,6 +8,8 @@ converted function stays pure. Values differ from TF's, distributions do not: so
 
 from __future__ import annotations
 
+from typing import Any, Callable, Mapping
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -25,6 +27,30 @@ _SEEDS = ("seed", "seed2")
 KEYED_OPS = frozenset({"RandomUniform", "RandomStandardNormal", "TruncatedNormal",
                        "RandomUniformInt", "Multinomial", "RandomShuffle",
                        "SampleDistortedBoundingBox", "SampleDistortedBoundingBoxV2"})
+
+
+def draws_random(interp: Any, fn: Any) -> bool:
+    """Whether graph ``fn`` may run one of :data:`KEYED_OPS`, itself or in a function it
+    calls (``interp`` is the :class:`~jaxhub_tf.from_tf.interpreter.Interpreter`)."""
+    return any(node.op in KEYED_OPS for _, node in interp.reachable_nodes(fn))
+
+
+def drawing(fn: Callable, draws: bool) -> Callable:
+    """``fn``, a signature function ``fn(params, inputs, rng=None)``, marked as drawing
+    random numbers when ``draws`` (:func:`draws_random` of its graph)."""
+    fn.draws_random = draws
+    return fn
+
+
+def keyed_signatures(signatures: Mapping[str, tuple[Callable, Any]]) -> set[str]:
+    """The names of the signatures whose functions draw random numbers.
+
+    A converter makes every signature function with :func:`drawing`, however it came to
+    be (a serving signature, the root's ``__call__``, a TF1 Hub module's signature): these
+    names are ``jaxhub.create_module``'s ``with_rng``, so each of them is traced with a
+    key and asks its callers for one.
+    """
+    return {name for name, (fn, _) in signatures.items() if fn.draws_random}
 
 
 @register("RandomUniform", attrs=_SEEDS, fold=False)

@@ -13,7 +13,8 @@ What becomes what:
   (``dense1/kernel`` -> ``{"dense1": {"kernel": ...}}``); TRAINABLE_VARIABLES gives the
   trainable mask; the sum of REGULARIZATION_LOSSES is the module's regularizer.
 * In the train variant, the assignments of UPDATE_OPS (batch-norm moving statistics) are
-  returned as state, and random ops draw from the variant's ``rng``.
+  returned as state, and random ops draw from the variant's ``rng``; an inference
+  signature with random ops takes an ``rng`` too.
 * String and table ops (TABLE_INITIALIZERS, vocabulary files from the assets) run in a
   host stage before the device function (see :mod:`jaxhub_tf.from_tf.host_stages.split`); the
   vocabulary files are the module's assets.
@@ -48,6 +49,7 @@ from jaxhub_tf.from_tf import clamps
 from jaxhub_tf.from_tf.tf1 import control_flow
 from jaxhub_tf.from_tf.host_stages import split
 from jaxhub_tf.from_tf.interpreter import Interpreter
+from jaxhub_tf.from_tf.ops import random as random_ops
 from jaxhub_tf.from_tf.reader import bundle, files, protos
 
 #: ``ModuleDef.FORMAT_V3``, the only TF1 Hub format version there is.
@@ -105,6 +107,7 @@ def load_tf1_hub_module(path: str | os.PathLike, *, gradients: bool = True) -> j
     return jaxhub.create_module(
         hub_module.params, signatures=signatures,
         variants={tags: fns for tags, fns in variants.items()} or None,
+        with_rng=random_ops.keyed_signatures(signatures),
         trainable=hub_module.trainable, regularizer=inference.regularizer(),
         attachments=attachments, assets=hub_module.assets,
         origin={"format": "TF1 Hub module", "source": str(path)}, gradients=gradients)
@@ -334,8 +337,9 @@ class _Graph:
         return clamps.fold(control_flow.functionalize(_with_ref_reads(fn), self._interp))
 
     def signature(self, name: str):
-        """``(fn, input specs)``: ``fn(params, inputs)`` or, in the train variant,
-        ``fn(params, inputs, rng) -> (outputs, state)``."""
+        """``(fn, input specs)``: ``fn(params, inputs, rng=None)`` (``rng`` used only when
+        ``fn.draws_random``) or, in the train variant, ``fn(params, inputs, rng) ->
+        (outputs, state)``."""
         sig = self.meta.signature_def[name]
         feeds, specs = _inputs(sig)
         outputs = {key: t.name for key, t in sorted(sig.outputs.items())}
@@ -376,7 +380,12 @@ class _Graph:
 
         if self._train:
             return run, specs
-        return (lambda params, inputs: run(params, inputs)[0]), specs
+
+        def infer(params, inputs, rng=None):  # rng: passed when the graph draws
+            return run(params, inputs, rng)[0]
+
+        draws = random_ops.draws_random(self._interp, parts.device)
+        return random_ops.drawing(infer, draws), specs
 
 
 def _as_dict(inputs: Any, keys: Sequence[str]) -> dict[str, Any]:

@@ -1,5 +1,6 @@
 """How converted signatures behave: 64-bit inputs, forward-only functions, random ops in
-serving signatures, and signatures whose effect is a variable assignment.
+serving signatures and the root's ``__call__``, and signatures whose effect is a variable
+assignment.
 
 Every expected value is what TensorFlow computes for the same SavedModel.
 """
@@ -22,6 +23,7 @@ import tensorflow as tf
 import jaxhub
 from jaxhub._src.cli.inspect import describe
 from jaxhub_tf.from_tf.saved_model import convert_saved_model, load_saved_model
+from jaxhub_tf.to_tf import export_saved_model
 from tests.conftest import repo_pythonpath
 
 # -- the 64-bit rule ----------------------------------------------------------------------
@@ -315,7 +317,7 @@ def test_a_signature_returning_a_sparse_tensor_is_refused_naming_it(tmp_path):
     assert not (tmp_path / "converted").exists()
 
 
-# -- random ops in serving signatures ------------------------------------------------------
+# -- random ops in serving signatures and __call__ -----------------------------------------
 
 
 class _Noisy(tf.Module):
@@ -381,6 +383,148 @@ def test_a_random_serving_signature_without_a_key_says_how_to_pass_one(noisy):
     assert "signature 'noisy' draws random numbers" in str(error.value)
     assert "rng=jax.random.key(seed)" in str(error.value)
     assert "  signature 'noisy' (takes rng)" in describe(module.manifest, "noisy")
+
+
+class _NoisyCall(tf.Module):
+    """A root ``__call__`` that draws random numbers: the module's ``default`` signature."""
+
+    def __init__(self):
+        super().__init__()
+        self.w = tf.Variable(np.linspace(0.5, 2.0, 3).astype(np.float32), name="w")
+
+    @tf.function(input_signature=[tf.TensorSpec([None, 3], tf.float32)])
+    def __call__(self, x):
+        scaled = self.w * x
+        return {"scaled": scaled, "noisy": scaled + tf.random.uniform(tf.shape(x))}
+
+
+@pytest.fixture(scope="module")
+def noisy_call(tmp_path_factory):
+    """The SavedModel, TF's copy of it and ``jaxhub.load`` of it (through the cache)."""
+    root = tmp_path_factory.mktemp("noisy_call")
+    tf.saved_model.save(_NoisyCall(), str(root / "saved"))
+    module = jaxhub.load(root / "saved", cache_dir=root / "cache")
+    return tf.saved_model.load(str(root / "saved")), module
+
+
+def _uniform_noise(noisy, scaled) -> np.ndarray:
+    """What a call added to its deterministic part: uniform in [0, 1) if drawn as TF's."""
+    noise = np.asarray(noisy) - np.asarray(scaled)
+    assert noise.min() >= -1e-6 and noise.max() < 1 and abs(noise.mean() - 0.5) < 0.02
+    assert noise.std() > 0.25  # spread over [0, 1): not one number repeated
+    return noise
+
+
+def test_a_random_call_loads_as_a_default_signature_that_takes_rng(noisy_call):
+    _, module = noisy_call
+    assert module.manifest.function(frozenset(), "default").takes_rng
+    assert "  signature 'default' (takes rng)" in describe(module.manifest, "noisy")
+    assert "-> (noisy: float32[batch, 3], scaled: float32[batch, 3]) takes rng" in repr(module)
+    # The serving signature TF made of the same __call__ draws from the key too.
+    assert module.manifest.function(frozenset(), "serving_default").takes_rng
+
+
+def test_a_random_call_draws_from_the_callers_key_as_tf_draws(noisy_call):
+    tf_model, module = noisy_call
+    x = np.random.default_rng(5).standard_normal((2000, 3)).astype(np.float32)
+    call = jax.jit(lambda x, key: module(x, as_dict=True, rng=key))
+    out = call(x, jax.random.key(0))
+    theirs = {k: v.numpy() for k, v in tf_model(x).items()}
+    for key in theirs:
+        assert out[key].shape == theirs[key].shape and out[key].dtype == theirs[key].dtype
+    np.testing.assert_allclose(out["scaled"], theirs["scaled"], rtol=1e-6)
+    ours_noise = _uniform_noise(out["noisy"], out["scaled"])
+    _uniform_noise(theirs["noisy"], theirs["scaled"])
+    np.testing.assert_array_equal(call(x, jax.random.key(0))["noisy"], out["noisy"])
+    other = _uniform_noise(call(x, jax.random.key(1))["noisy"], out["scaled"])
+    assert np.mean(other == ours_noise) < 0.01
+
+
+def test_a_random_call_under_grad_and_vmap_over_keys(noisy_call):
+    tf_model, module = noisy_call
+    x = np.random.default_rng(6).standard_normal((4, 3)).astype(np.float32)
+    cotangent = np.random.default_rng(7).standard_normal((4, 3)).astype(np.float32)
+    # The noise does not depend on w: the gradient is TF's, whatever the draws.
+    with tf.GradientTape() as tape:
+        loss = tf.reduce_sum(tf_model(x)["noisy"] * cotangent)
+    want = tape.gradient(loss, tf_model.w)
+
+    def ours(params, key):
+        return jnp.sum(module.apply(params, x, as_dict=True, rng=key)["noisy"] * cotangent)
+
+    grads = jax.jit(jax.grad(ours))(module.params, jax.random.key(2))
+    (got,) = jax.tree.leaves(grads)
+    np.testing.assert_allclose(got, want.numpy(), rtol=1e-5)
+    keys = jax.random.split(jax.random.key(3), 3)
+    batched = jax.vmap(lambda k: module(x, as_dict=True, rng=k)["noisy"])(keys)
+    assert batched.shape == (3, 4, 3)
+    np.testing.assert_array_equal(batched[1], module(x, as_dict=True, rng=keys[1])["noisy"])
+    assert not np.allclose(batched[0], batched[1])
+
+
+def test_a_random_call_without_a_key_says_how_to_pass_one(noisy_call):
+    _, module = noisy_call
+    with pytest.raises(jaxhub.SignatureError) as error:
+        module(np.ones((2, 3), np.float32))
+    assert "signature 'default' draws random numbers" in str(error.value)
+    assert "rng=jax.random.key(seed)" in str(error.value)
+
+
+def test_a_module_whose_default_takes_rng_exports_to_tf(noisy_call, tmp_path):
+    # Exported, its functions draw their keys from the generator saved with them, which
+    # advances with every call.
+    tf_model, module = noisy_call
+    obj = tf.saved_model.load(str(export_saved_model(module, tmp_path / "exported")))
+    x = np.random.default_rng(9).standard_normal((2000, 3)).astype(np.float32)
+    want = tf_model(x)["scaled"].numpy()
+    first, second = obj(x), obj(x)
+    served = obj.signatures["serving_default"](x=tf.constant(x))
+    for out in (first, second, served):
+        np.testing.assert_allclose(out["scaled"].numpy(), want, rtol=1e-6)
+        _uniform_noise(out["noisy"].numpy(), want)
+    assert not np.allclose(first["noisy"].numpy(), second["noisy"].numpy())
+
+
+def _keras_noise_model(tmp_path):
+    """A tf_keras model that adds standard normal noise in both modes, and
+    ``GaussianNoise(0.5)`` on top when training; saved the TF Hub way."""
+    import tf_keras
+
+    class AlwaysNoisy(tf_keras.layers.Layer):
+        def call(self, x):
+            return x + tf.random.normal(tf.shape(x))
+
+    tf_keras.utils.set_random_seed(0)
+    inputs = tf_keras.Input((4,), name="x")
+    dense = tf_keras.layers.Dense(3, name="dense")(inputs)
+    noisy = tf_keras.layers.GaussianNoise(0.5)(AlwaysNoisy()(dense))
+    model = tf_keras.Model(inputs, {"dense": dense, "noisy": noisy})
+    model(np.zeros((1, 4), np.float32), training=True)  # traces the train function too
+    tf.saved_model.save(model, str(tmp_path / "saved"))
+    return model
+
+
+def test_a_keras_model_with_noise_takes_rng_in_default_train_and_serving(tmp_path):
+    model = _keras_noise_model(tmp_path)
+    module = jaxhub.load(tmp_path / "saved", cache_dir=tmp_path / "cache")
+    assert {(tuple(f.tags), f.signature_name) for f in module.manifest.functions
+            if f.takes_rng} == {((), "default"), ((), "serving_default"),
+                                (("train",), "default")}
+    x = np.random.default_rng(8).standard_normal((3000, 4)).astype(np.float32)
+    key = jax.random.key(0)
+    for tags, std in ((None, 1.0), ("train", np.sqrt(1 + 0.5 ** 2))):
+        training = tags is not None
+        ours = module(x, as_dict=True, tags=tags, rng=key)
+        ours = ours[0] if training else ours
+        theirs = {k: v.numpy() for k, v in model(x, training=training).items()}
+        np.testing.assert_allclose(ours["dense"], theirs["dense"], rtol=1e-5, atol=1e-6)
+        for out in (ours, theirs):  # the noise TF adds, and ours: same distribution
+            noise = np.asarray(out["noisy"]) - out["dense"]
+            assert abs(noise.mean()) < 0.03 and abs(noise.std() - std) < 0.03, tags
+    serving = module(x, signature="serving_default", as_dict=True, rng=key)
+    np.testing.assert_allclose(serving["dense"], theirs["dense"], rtol=1e-5, atol=1e-6)
+    with pytest.raises(jaxhub.SignatureError, match="signature 'default' draws random"):
+        module(x)
 
 
 # -- signatures whose effect is a variable assignment --------------------------------------

@@ -193,3 +193,40 @@ def test_value_shaped_ops_on_inputs_run_in_a_host_stage(tmp_path):
             _assert_close(module(inputs, as_dict=True), theirs)
     finally:
         sess.close()
+
+
+def test_an_inference_signature_with_random_ops_takes_the_callers_key(tmp_path):
+    # A module that samples at inference (a noisy embedding): its untagged graph holds a
+    # RandomUniform, so its signature takes a key, as a train variant does.
+    v1 = tf.compat.v1
+    with tf.Graph().as_default(), v1.Session() as sess:
+        x = v1.placeholder(tf.float32, [None, 6], name="x")
+        w = v1.get_variable("w", [], initializer=v1.constant_initializer(1.5))
+        scaled = x * w
+        outputs = {"scaled": scaled, "noisy": scaled + v1.random_uniform(tf.shape(x))}
+        sess.run(v1.global_variables_initializer())
+        builder = v1.saved_model.Builder(str(tmp_path / "m"))
+        builder.add_meta_graph_and_variables(sess, [], {
+            "default": v1.saved_model.signature_def_utils.predict_signature_def(
+                {"x": x}, outputs)})
+        builder.save()
+    (tmp_path / "m" / "tfhub_module.pb").write_bytes(b"\x08\x03")  # ModuleDef, format V3
+    module = jaxhub.load(tmp_path / "m", cache_dir=tmp_path / "cache")
+    assert module.manifest.function(frozenset(), "default").takes_rng
+    inputs = {"x": np.random.default_rng(2).standard_normal((500, 6)).astype(np.float32)}
+    sess = TF1Session(tmp_path / "m")
+    try:
+        theirs = sess.run("default", inputs)
+    finally:
+        sess.close()
+    call = jax.jit(lambda inputs, key: module(inputs, as_dict=True, rng=key))
+    ours = call(inputs, jax.random.key(0))
+    _assert_close({"scaled": ours["scaled"]}, {"scaled": theirs["scaled"]})
+    for out in (ours, theirs):  # uniform in [0, 1) on top of the same product
+        noise = np.asarray(out["noisy"]) - np.asarray(out["scaled"])
+        assert noise.min() >= -1e-6 and noise.max() < 1 and abs(noise.mean() - 0.5) < 0.03
+    np.testing.assert_array_equal(call(inputs, jax.random.key(0))["noisy"], ours["noisy"])
+    assert not np.allclose(call(inputs, jax.random.key(1))["noisy"], ours["noisy"])
+    with pytest.raises(jaxhub.SignatureError, match=r"signature 'default' draws random "
+                                                    r"numbers.*rng=jax.random.key\(seed\)"):
+        module(inputs)
