@@ -169,7 +169,26 @@ def _dims_array(dims, dtype) -> np.ndarray:
 
 @register("Reshape")
 def _reshape(node, x, shape):
-    return xnp(x).reshape(x, shape_tuple(shape))
+    return xnp(x).reshape(x, _inferred_dims(np.shape(x), shape_tuple(shape)))
+
+
+def _inferred_dims(old: tuple, new: tuple) -> tuple:
+    """``new`` with its -1 replaced by the size it stands for, where a size is symbolic.
+
+    JAX infers a -1 only where the other sizes divide the total evenly for every value of
+    the symbols; a reshape of sizes (n1, n2) to (-1, 3) has the inferred size
+    ``floordiv(n1*n2, 3)``, which JAX checks against the actual sizes when it is called
+    (TF's kernel fails there too).
+    """
+    if -1 not in new or all(isinstance(d, (int, np.integer)) for d in old + new):
+        return new
+    total, known = 1, 1
+    for d in old:
+        total = total * d
+    for d in new:
+        known = known * (1 if isinstance(d, (int, np.integer)) and d == -1 else d)
+    return tuple(total // known if isinstance(d, (int, np.integer)) and d == -1 else d
+                 for d in new)
 
 
 @register("Squeeze", attrs=("squeeze_dims",))
