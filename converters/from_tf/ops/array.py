@@ -20,7 +20,8 @@ import numpy as np
 
 from jaxhub_tf.from_tf.ops.registry import register
 from jaxhub_tf.from_tf.values import (TracedValueError, as_jax, check_value, has_symbolic,
-                                      is_static, shape_tuple, static_ints, xnp)
+                                      is_static, shape_tuple, static_ints, with_size,
+                                      xnp)
 
 
 _ints = static_ints
@@ -281,7 +282,14 @@ def _unpack(node, x):
 def _concatenate(xs, axis: int):
     if is_static(*xs):
         return np.concatenate([np.asarray(x) for x in xs], axis=axis)
-    return jnp.concatenate([as_jax(x) for x in xs], axis=axis)
+    xs = [as_jax(x) for x in xs]
+    axis = axis % xs[0].ndim
+    for other in set(range(xs[0].ndim)) - {axis}:
+        # A size that only a call decides (a host stage's) takes a static one beside it.
+        sizes = [x.shape[other] for x in xs]
+        size = next((d for d in sizes if isinstance(d, (int, np.integer))), sizes[0])
+        xs = [with_size(x, other, size) for x in xs]
+    return jnp.concatenate(xs, axis=axis)
 
 
 @register("ConcatV2")
