@@ -218,6 +218,9 @@ def _lowered_conv(x, kernel, layout: str, strides, dilations, pads, groups: int)
         lo or hi for lo, hi in pads)
     if pointwise and groups == 1 and _channels_last(layout):
         return _pointwise(x, kernel, strides)
+    if not _static(kernel.shape):  # a window that only a call decides: XLA's own conv
+        return _xla_conv(x, kernel, _ConvDims(layout, tuple(strides), tuple(dilations),
+                                              groups), pads)
     if not _static(_spatial_shape(layout, x.shape)):
         if _symbolic_few_inputs(kernel, layout, groups, tuple(strides), pads):
             return _broadcast_taps_conv(x, kernel, _window(strides, dilations, pads))
