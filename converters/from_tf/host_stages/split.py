@@ -548,6 +548,8 @@ def _build(fn, nodes, order, host, string_args: Mapping[str, str], table_initial
         "outputs": {name: [string_args.get(ref[0], ref[0]), ref[1]]
                     for ref, name in frontier.items()},
         "size_of": size_of,
+        # By output position here; the signature's keys once the caller names them.
+        "reaches": _reaches(device_nodes, outputs, [*frontier.values(), *size_of]),
     }
     output_specs = (_output_specs(specs, frontier, size_of, carriers) if specs is not None
                     else None)
@@ -560,6 +562,41 @@ def _build(fn, nodes, order, host, string_args: Mapping[str, str], table_initial
                                 fn.output_names,
                                 [c for c in fn.control_outputs if c not in host])
     return Split(program, device)
+
+
+def _reaches(nodes: Mapping[str, graph.Node], outputs: Sequence[tuple[str, int]],
+             feeds: Sequence[str]) -> dict[str, list[int]]:
+    """For each of the device function's ``feeds``, the positions of the ``outputs``
+    computed from it (from its values or its shape), through the device ``nodes``.
+
+    A call whose host stage returns an empty result runs the device function for the
+    outputs that do not read it (see :meth:`jaxhub.Module.apply`).
+    """
+    reaches: dict[str, list[int]] = {feed: [] for feed in feeds}
+    for position, (name, _) in enumerate(outputs):
+        seen, pending = set(), [name]
+        while pending:
+            name = pending.pop()
+            if name in seen:
+                continue
+            seen.add(name)
+            if name in reaches:
+                reaches[name].append(position)
+            elif name in nodes:
+                pending.extend(source for source, _ in nodes[name].inputs)
+    return reaches
+
+
+def name_reaches(program: dict[str, Any], keys: Sequence[tuple[str, int]]) -> None:
+    """Names the outputs in the host stage ``program``'s ``reaches`` (positions of the
+    device function's outputs, see :func:`_reaches`) by the signature's output ``keys`` (key,
+    position); drops it when an output has no key of its own (a bare single output)."""
+    named = {i: sorted(k for k, j in keys if j == i) for _, i in keys}
+    if not all(i in named for reached in program["reaches"].values() for i in reached):
+        del program["reaches"]
+        return
+    program["reaches"] = {feed: sorted({k for i in reached for k in named[i]})
+                          for feed, reached in program["reaches"].items()}
 
 
 def _output_specs(specs: shapes.Specs, frontier: Mapping[tuple[str, int], str],
