@@ -925,8 +925,15 @@ _REDUCTIONS = {"Sum": np.sum, "Max": np.max, "Min": np.min, "Prod": np.prod,
 @register(*_REDUCTIONS, attrs=("keep_dims",))
 def _reduce(node, x, axis):
     x = np.asarray(x)
+    extra = {}
+    if node.op in ("Max", "Min") and x.dtype.kind in "iuf":
+        # TF's identity: the maximum of no values is the lowest one (-inf for floats).
+        info = np.finfo(x.dtype) if x.dtype.kind == "f" else np.iinfo(x.dtype)
+        lowest = -np.inf if x.dtype.kind == "f" else info.min
+        highest = np.inf if x.dtype.kind == "f" else info.max
+        extra["initial"] = lowest if node.op == "Max" else highest
     result = _REDUCTIONS[node.op](x, axis=_axes(axis), keepdims=node.attrs.get("keep_dims",
-                                                                                False))
+                                                                                False), **extra)
     return np.asarray(result, dtype=x.dtype)
 
 

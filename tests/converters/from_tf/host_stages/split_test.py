@@ -300,6 +300,11 @@ class _EmptyResults(tf.Module):
         return {"kept": tf.image.non_max_suppression(boxes, scores, 2),
                 "none": tf.image.non_max_suppression(boxes, scores, 0) * 2}
 
+    @tf.function(input_signature=[tf.TensorSpec([None], tf.string)])
+    def tokens(self, texts):
+        ids = tf.strings.to_hash_bucket_fast(tf.strings.split(texts), 100)
+        return {"ids": ids.values, "splits": ids.row_splits}
+
     @tf.function(input_signature=[tf.TensorSpec([None, 2], tf.float32)])
     def summed(self, x):
         rows = tf.boolean_mask(x, x[:, 0] > 0)
@@ -319,6 +324,18 @@ def test_empty_results_beside_others_match_tf(tmp_path):
         assert theirs["none"].shape == (0,)
         ours = module.apply(module.params, arrays, signature="suppressed", as_dict=True)
         assert_outputs_match(ours, theirs)
+
+
+def test_texts_without_tokens_give_their_row_splits(tmp_path):
+    # No token: the row splits do not read the (empty) ids, and are TF's.
+    model = _EmptyResults()
+    tf.saved_model.save(model, str(tmp_path / "sm"), signatures={"tokens": model.tokens})
+    module = jaxhub.load(tmp_path / "sm", cache_dir=tmp_path / "cache")
+    for texts in [[b"a b", b"", b"c"], [b"", b" "]]:
+        texts = np.asarray(texts, object)
+        theirs = tf_outputs(model, "tokens", {"texts": texts})
+        assert_outputs_match(module.apply(module.params, texts, signature="tokens",
+                                          as_dict=True), theirs)
 
 
 def test_an_empty_result_that_an_output_which_is_not_empty_reads_is_refused(tmp_path):
