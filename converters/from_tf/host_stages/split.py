@@ -633,8 +633,8 @@ def _refuse_value_set_ranks(specs: shapes.Specs, nodes: Mapping[str, graph.Node]
     for ref, name in frontier.items():
         if specs.spec(ref) is not None:
             continue
-        reshape = next((nodes[n] for n in _ancestors(nodes, [ref[0]])
-                        if nodes[n].op == "Reshape" and _value_set_length(specs, nodes[n])),
+        reshape = next((nodes[n] for n in _ancestors(nodes, [ref[0]]) if n in nodes
+                        and nodes[n].op == "Reshape" and _value_set_length(specs, nodes[n])),
                        None)
         if reshape is None:
             continue
