@@ -591,8 +591,9 @@ def _reaches(nodes: Mapping[str, graph.Node], outputs: Sequence[tuple[str, int]]
 
 def name_reaches(program: dict[str, Any], keys: Sequence[tuple[str, int]]) -> None:
     """Names the outputs in the host stage ``program``'s ``reaches`` (positions of the
-    device function's outputs, see :func:`_reaches`) by the signature's output ``keys`` (key,
-    position); drops it when an output has no key of its own (a bare single output)."""
+    device function's outputs, see :func:`_reaches`) by the signature's output ``keys``
+    (key, position); drops it when an output has no key of its own (a bare single
+    output)."""
     named = {i: sorted(k for k, j in keys if j == i) for _, i in keys}
     if not all(i in named for reached in program["reaches"].values() for i in reached):
         del program["reaches"]
@@ -633,9 +634,9 @@ def _refuse_value_set_ranks(specs: shapes.Specs, nodes: Mapping[str, graph.Node]
     for ref, name in frontier.items():
         if specs.spec(ref) is not None:
             continue
-        reshape = next((nodes[n] for n in _ancestors(nodes, [ref[0]]) if n in nodes
-                        and nodes[n].op == "Reshape" and _value_set_length(specs, nodes[n])),
-                       None)
+        reshape = next((nodes[n] for n in _ancestors(nodes, [ref[0]])
+                        if n in nodes and nodes[n].op == "Reshape"
+                        and _value_set_length(specs, nodes[n])), None)
         if reshape is None:
             continue
         shape = _ancestors(nodes, [reshape.inputs[1][0]])
@@ -644,8 +645,8 @@ def _refuse_value_set_ranks(specs: shapes.Specs, nodes: Mapping[str, graph.Node]
             f"Reshape node {reshape.name!r} reshapes to a shape whose length the values of "
             f"the signature's inputs {inputs} set, so the rank of its result (and of the "
             f"host stage's result {name!r}, {ref[0]!r}, output {ref[1]}) follows them; a "
-            f"device function's inputs and a signature's outputs need ranks: "
-            f"give it a static rank (tf.ensure_shape, a shape of static length) and save the "
+            f"device function's inputs and a signature's outputs need ranks: give it a "
+            f"static rank (tf.ensure_shape, a shape of static length) and save the "
             f"SavedModel again")
 
 

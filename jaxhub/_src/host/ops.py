@@ -928,12 +928,11 @@ def _reduce(node, x, axis):
     extra = {}
     if node.op in ("Max", "Min") and x.dtype.kind in "iuf":
         # TF's identity: the maximum of no values is the lowest one (-inf for floats).
-        info = np.finfo(x.dtype) if x.dtype.kind == "f" else np.iinfo(x.dtype)
-        lowest = -np.inf if x.dtype.kind == "f" else info.min
-        highest = np.inf if x.dtype.kind == "f" else info.max
+        lowest, highest = ((-np.inf, np.inf) if x.dtype.kind == "f" else
+                           (np.iinfo(x.dtype).min, np.iinfo(x.dtype).max))
         extra["initial"] = lowest if node.op == "Max" else highest
-    result = _REDUCTIONS[node.op](x, axis=_axes(axis), keepdims=node.attrs.get("keep_dims",
-                                                                                False), **extra)
+    keep = node.attrs.get("keep_dims", False)
+    result = _REDUCTIONS[node.op](x, axis=_axes(axis), keepdims=keep, **extra)
     return np.asarray(result, dtype=x.dtype)
 
 

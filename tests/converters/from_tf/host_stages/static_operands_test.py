@@ -116,11 +116,12 @@ class _StaticOperands(tf.Module):
         # A -1 over two sizes the paddings set: their product over 3, checked when called.
         return {"y": tf.reshape(tf.pad(x, paddings), [-1, 3]) * self.scale}
 
-    @tf.function(input_signature=[tf.TensorSpec([2, 4], tf.float32), _INT])
-    def concat_sliced(self, x, start):
-        # Columns start..0 of a slice that the input sets, beside two of a static slice:
-        # the concatenation needs the two equal, which only the call tells.
-        return {"y": tf.concat([x[:, :2], x[:, start::-1]], axis=0) * self.scale}
+    @tf.function(input_signature=[tf.TensorSpec([2, 4], tf.float32), _INT, _INT])
+    def concat_sliced(self, x, start, step):
+        # Columns of a slice that the inputs set (no rank recorded: a computed stride),
+        # beside two of a static slice: the concatenation needs the two equal, which only
+        # the call tells.
+        return {"y": tf.concat([x[:, :2], x[:, start::step]], axis=0) * self.scale}
 
     @tf.function(input_signature=[tf.TensorSpec([2, 10, 3], tf.float32),
                                   tf.TensorSpec([4, 3, 5], tf.float32),
@@ -157,7 +158,8 @@ CASES = {
                  {"data": _ROWS[:2], "indices": [1], "segment_ids": [0]}],
     "reshaped_inferred": [{"x": _ROWS, "paddings": [[1, 0], [0, 0]]},
                           {"x": _ROWS, "paddings": [[0, 0], [1, 2]]}],
-    "concat_sliced": [{"x": _ROWS.reshape(2, 6)[:, :4], "start": 1}],
+    "concat_sliced": [{"x": _ROWS.reshape(2, 6)[:, :4], "start": 1, "step": -1},
+                      {"x": _ROWS.reshape(2, 6)[:, :4], "start": 0, "step": 3}],
     "conv_padded_kernel": [
         {"x": _RNG.standard_normal([2, 10, 3]), "kernel": _RNG.standard_normal([4, 3, 5]),
          "paddings": np.zeros([3, 2])},
@@ -305,10 +307,10 @@ def test_a_rank_set_by_input_values_is_refused_naming_the_fix(tmp_path):
     model = _RankFromValues()
     tf.saved_model.save(model, str(tmp_path), signatures=model.__call__)
     with pytest.raises(HostStageUnsupportedError,
-                       match=r"Reshape node '[^']*Reshape' reshapes to a shape whose length "
-                             r"the values of the signature's inputs \['paddings', 'shape'\] "
-                             r"set, so the rank of its result .* follows them.*"
-                             r"tf\.ensure_shape"):
+                       match=r"Reshape node '[^']*Reshape' reshapes to a shape whose "
+                             r"length the values of the signature's inputs "
+                             r"\['paddings', 'shape'\] set, so the rank of its result .* "
+                             r"follows them.*tf\.ensure_shape"):
         load_saved_model(tmp_path)
 
 
@@ -338,7 +340,7 @@ def test_sizes_that_must_agree_and_only_a_call_decides_are_checked_when_called(s
     model, module = saved
     for signature, inputs in [
             ("reshaped_inferred", {"x": _ROWS, "paddings": [[0, 0], [0, 1]]}),
-            ("concat_sliced", {"x": _ROWS.reshape(2, 6)[:, :4], "start": 2}),
+            ("concat_sliced", {"x": _ROWS.reshape(2, 6)[:, :4], "start": 2, "step": -1}),
             ("conv_padded_kernel", {"x": _RNG.standard_normal([2, 10, 3]),
                                     "kernel": _RNG.standard_normal([4, 3, 5]),
                                     "paddings": [[0, 0], [0, 1], [0, 0]]})]:
