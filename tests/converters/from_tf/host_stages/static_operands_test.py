@@ -123,6 +123,13 @@ class _StaticOperands(tf.Module):
         # the call tells.
         return {"y": tf.concat([x[:, :2], x[:, start::step]], axis=0) * self.scale}
 
+    @tf.function(input_signature=[tf.TensorSpec([3, 4], tf.float32), _INT, _INT])
+    def sliced_masks(self, x, start, step):
+        # Computed bounds and strides with a new axis, a shrunk one and an ellipsis: the
+        # masks set the ranks.
+        return {"new_and_shrunk": x[tf.newaxis, start::step, 1] * self.scale,
+                "ellipsis": x[..., start::step] * self.scale}
+
     @tf.function(input_signature=[tf.TensorSpec([2, 10, 3], tf.float32),
                                   tf.TensorSpec([4, 3, 5], tf.float32),
                                   tf.TensorSpec([3, 2], tf.int32)])
@@ -160,6 +167,8 @@ CASES = {
                           {"x": _ROWS, "paddings": [[0, 0], [1, 2]]}],
     "concat_sliced": [{"x": _ROWS.reshape(2, 6)[:, :4], "start": 1, "step": -1},
                       {"x": _ROWS.reshape(2, 6)[:, :4], "start": 0, "step": 3}],
+    "sliced_masks": [{"x": _ROWS.T, "start": 2, "step": -1},
+                     {"x": _ROWS.T, "start": 0, "step": 2}],
     "conv_padded_kernel": [
         {"x": _RNG.standard_normal([2, 10, 3]), "kernel": _RNG.standard_normal([4, 3, 5]),
          "paddings": np.zeros([3, 2])},
