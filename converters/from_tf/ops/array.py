@@ -285,11 +285,16 @@ def _concatenate(xs, axis: int):
     xs = [as_jax(x) for x in xs]
     axis = axis % xs[0].ndim
     for other in set(range(xs[0].ndim)) - {axis}:
-        # A size that only a call decides (a host stage's) takes a static one beside it.
-        sizes = [x.shape[other] for x in xs]
-        size = next((d for d in sizes if isinstance(d, (int, np.integer))), sizes[0])
-        xs = [with_size(x, other, size) for x in xs]
+        # A size that only a call decides (a host stage's) takes a static one beside it;
+        # two symbols stay for jax.export to compare (the signature's are tied).
+        size = next((x.shape[other] for x in xs if _is_int(x.shape[other])), None)
+        if size is not None:
+            xs = [x if _is_int(x.shape[other]) else with_size(x, other, size) for x in xs]
     return jnp.concatenate(xs, axis=axis)
+
+
+def _is_int(dim) -> bool:
+    return isinstance(dim, (int, np.integer))
 
 
 @register("ConcatV2")

@@ -158,7 +158,7 @@ def _conv(node, x, kernel):
     x, kernel = as_jax(x), as_jax(kernel)
     layout, strides, dilations, pads = _conv_geometry(node, x, kernel)
     in_channels = x.shape[-1] if _channels_last(layout) else x.shape[1]
-    if not isinstance(kernel.shape[-2], (int, np.integer)):
+    if isinstance(in_channels, int) and not isinstance(kernel.shape[-2], (int, np.integer)):
         # XLA takes a static group count: a kernel whose input channels only a call
         # decides (a host stage's result) is taken ungrouped, which the call checks.
         kernel = with_size(kernel, -2, in_channels)
