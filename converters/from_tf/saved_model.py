@@ -411,7 +411,7 @@ class _SavedModel:
                               f"converted (the module gets no train variant)", stacklevel=3)
             run, keys, specs = staged
             split.name_reaches(self.host_stages["default"],
-                          [(key, i) for i, key in enumerate(names or [])])
+                               [(key, i) for i, key in enumerate(names or [])])
 
             def staged_fn(params, inputs):
                 outs, _ = run(params, [inputs[k] for k in keys], None)

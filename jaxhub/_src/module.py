@@ -459,7 +459,7 @@ class Module:
         args = self._param_leaves(params, signature)
         n_outputs = len(spec.signature.outputs)
         # An empty batch: outputs known from the specs, no call (jax.export's sizes are
-        # at least 1).
+        # at least 1); an empty host stage result beside others: a stand-in for it.
         stand_ins, zero = {}, set()
         try:
             outputs = empty_outputs(signature, spec.signature, arrays) if plain else None
@@ -521,6 +521,7 @@ class Module:
         the outputs computed from it that would not be empty (default: those without
         that size)."""
         stage = self._host_stage(signature)
+        computed = "" if full is None else ", computed from it,"
         for name, input_spec in spec.signature.inputs.items():
             if stage is None or name not in stage.outputs:
                 continue
@@ -533,8 +534,8 @@ class Module:
                         f"signature {signature!r}: for these inputs the host stage's "
                         f"{stage.describe_output(name)} is empty (axis {axis}, {dim}=0), so "
                         f"the device function cannot run (jax.export's symbolic sizes are "
-                        f"at least 1), and outputs {full}, computed from it, would not be "
-                        f"empty: skip calls whose inputs make that result empty")
+                        f"at least 1), and outputs {full}{computed} would not be empty: "
+                        f"skip calls whose inputs make that result empty")
         return None
 
     def _call_function(self, spec: FunctionSpec, args: list) -> tuple:
