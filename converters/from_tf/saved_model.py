@@ -342,6 +342,7 @@ class _SavedModel:
             staged = self._host_runner(name, function_name, arg_keys, specs)
         if staged is not None:
             run, arg_keys, specs = staged
+            split.name_reaches(self.host_stages[name], list(out_index.items()))
         else:
             run = self._runner(function_name)
 
@@ -405,6 +406,8 @@ class _SavedModel:
                 warnings.warn(f"__call__ takes {why}: its training=True function is not "
                               f"converted (the module gets no train variant)", stacklevel=3)
             run, keys, specs = staged
+            split.name_reaches(self.host_stages["default"],
+                               [(key, i) for i, key in enumerate(names or [])])
 
             def staged_fn(params, inputs, rng=None):
                 outs, _ = run(params, [inputs[k] for k in keys], rng)

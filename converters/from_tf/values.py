@@ -109,6 +109,20 @@ def check_value(node: Any, ok: Any, message: str) -> None:
                                 jnp.all(ok)))
 
 
+def with_size(x: jax.Array, axis: int, size: Any) -> jax.Array:
+    """``x`` with ``size`` as the size of its axis ``axis``, where an op needs that size
+    equal to another one and tracing cannot tell (one or both are symbols that only a call
+    decides, as a host stage's results have).
+
+    A reshape of that one axis: the other sizes are the same on both sides, so the call
+    fails unless the two sizes agree (``Error refining shapes``), as TF's kernel does.
+    """
+    axis = axis % x.ndim
+    if x.shape[axis] == size:
+        return x
+    return jax.lax.reshape(x, x.shape[:axis] + (size,) + x.shape[axis + 1:])
+
+
 def is_static(*values: Any) -> bool:
     """True when every value is known while tracing (numpy, or a Python scalar)."""
     return all(isinstance(v, (np.ndarray, np.generic, int, float, bool)) for v in values)

@@ -459,42 +459,83 @@ class Module:
         args = self._param_leaves(params, signature)
         n_outputs = len(spec.signature.outputs)
         # An empty batch: outputs known from the specs, no call (jax.export's sizes are
-        # at least 1).
+        # at least 1); an empty host stage result beside others: a stand-in for it.
+        stand_ins, zero = {}, set()
         try:
             outputs = empty_outputs(signature, spec.signature, arrays) if plain else None
         except SignatureError as e:
-            raise self._empty_host_result(signature, spec, arrays) or e from None
+            stand_ins, zero = self._stand_ins(signature, spec, arrays, e)
+            outputs = None
         if outputs is None:
-            args += [arrays[name] for name in spec.signature.inputs]
+            args += [stand_ins.get(name, arrays[name]) for name in spec.signature.inputs]
             if spec.takes_rng:
                 args.append(_key_data(rng, signature))
             flat = self._call_function(spec, args)
             _check(spec, flat[n_outputs + len(spec.state):])
-            outputs = dict(zip(spec.signature.outputs, flat[:n_outputs]))
+            outputs = {name: _emptied(value, spec.signature.outputs[name], zero)
+                       for name, value in zip(spec.signature.outputs, flat[:n_outputs])}
         outputs = nest_ragged(outputs)
         result = outputs if as_dict else _single_output(outputs)
         if plain:
             return result
         return result, tree.unflatten(zip(spec.state, flat[n_outputs:]))
 
-    def _empty_host_result(self, signature: str, spec: FunctionSpec,
-                           arrays: Mapping[str, Any]) -> SignatureError | None:
-        """The error for a call whose host stage returned an empty value-set size (no
-        ``tf.unique`` values, no box kept), naming the op; None when none did."""
+    def _stand_ins(self, signature: str, spec: FunctionSpec, arrays: Mapping[str, Any],
+                   error: SignatureError) -> tuple[dict[str, np.ndarray], set[str]]:
+        """Stand-ins for the empty results of a host stage (a size that values set is 0:
+        no ``tf.unique`` values, no box kept), and the symbols that are 0.
+
+        jax.export's symbolic sizes are at least 1, so the device function runs on
+        zeros of size 1 in their place; an output computed from them (the stage records
+        which, ``reaches``) must have one of those sizes, and is cut to 0 after
+        (:func:`_emptied`): its values are none, whatever the device function read.
+
+        Raises:
+          SignatureError: an empty input is not a recorded host stage result, or an
+            output computed from one would not be empty (``error``, when no host stage
+            result is empty).
+        """
+        inputs, outputs = spec.signature.inputs, spec.signature.outputs
+        zero = {dim for name, s in inputs.items() for axis, dim in enumerate(s.shape)
+                if isinstance(dim, str) and np.shape(arrays[name])[axis] == 0}
+        empty = [name for name, s in inputs.items() if zero.intersection(s.shape)]
         stage = self._host_stage(signature)
+        reaches = None if stage is None else stage.reaches
+        if reaches is None or not all(name in reaches for name in empty):
+            raise self._empty_host_result(signature, spec, arrays) or error from None
+        read = {out for name in empty for out in reaches[name]}
+        full = sorted(out for out in read
+                      if out not in outputs or not zero.intersection(outputs[out].shape))
+        if full:
+            raise self._empty_host_result(signature, spec, arrays, full) or error from None
+        return {name: np.zeros([1 if dim in zero else np.shape(arrays[name])[axis]
+                                for axis, dim in enumerate(inputs[name].shape)],
+                               arrays[name].dtype)
+                for name in empty}, zero
+
+    def _empty_host_result(self, signature: str, spec: FunctionSpec,
+                           arrays: Mapping[str, Any], full: list[str] | None = None
+                           ) -> SignatureError | None:
+        """The error for a call whose host stage returned an empty value-set size (no
+        ``tf.unique`` values, no box kept), naming the op; None when none did. ``full``:
+        the outputs computed from it that would not be empty (default: those without
+        that size)."""
+        stage = self._host_stage(signature)
+        computed = "" if full is None else ", computed from it,"
         for name, input_spec in spec.signature.inputs.items():
             if stage is None or name not in stage.outputs:
                 continue
             for axis, dim in enumerate(input_spec.shape):
                 if isinstance(dim, str) and np.shape(arrays[name])[axis] == 0:
-                    full = sorted(k for k, s in spec.signature.outputs.items()
-                                  if dim not in s.shape)
+                    if full is None:
+                        full = sorted(k for k, s in spec.signature.outputs.items()
+                                      if dim not in s.shape)
                     return SignatureError(
                         f"signature {signature!r}: for these inputs the host stage's "
                         f"{stage.describe_output(name)} is empty (axis {axis}, {dim}=0), so "
                         f"the device function cannot run (jax.export's symbolic sizes are "
-                        f"at least 1), and outputs {full} would not be empty: skip calls "
-                        f"whose inputs make that result empty")
+                        f"at least 1), and outputs {full}{computed} would not be empty: "
+                        f"skip calls whose inputs make that result empty")
         return None
 
     def _call_function(self, spec: FunctionSpec, args: list) -> tuple:
@@ -695,6 +736,15 @@ def _check_param(signature: str, spec: ParamSpec, leaf: Any) -> None:
         raise SignatureError(
             f"signature {signature!r}: param {tree.path_str(spec.path)} is "
             f"{dtype}{list(shape)}, the module expects {spec.dtype}{list(spec.shape)}")
+
+
+def _emptied(value: Any, spec: TensorSpec, zero: set[str]) -> Any:
+    """``value`` (an output of ``spec``) cut to size 0 along the axes of a symbol in
+    ``zero``, which a call with stand-ins for empty inputs made 1
+    (see :meth:`Module._stand_ins`)."""
+    if not zero.intersection(spec.shape):
+        return value
+    return value[tuple(slice(0, 0) if dim in zero else slice(None) for dim in spec.shape)]
 
 
 def _check(spec: FunctionSpec, conditions: Sequence[Any]) -> None:

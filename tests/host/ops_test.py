@@ -3,7 +3,7 @@ TF's kernels give: ``Range``, ``Unique``, ``UniqueWithCounts``, ``ListDiff``, ``
 ``DynamicPartition``, ``Slice``, ``NonMaxSuppressionV2`` to ``V5`` (hard NMS) and
 ``CombinedNonMaxSuppression``; and the conversions between numbers and text, ``AsString``
 and ``StringToNumber``; bin counts (``Bincount``, ``DenseBincount``); ``CTCGreedyDecoder``;
-``GatherNd``."""
+``GatherNd``; reductions of no values (``Max``, ``Min``: TF's identities)."""
 
 from __future__ import annotations
 
@@ -340,3 +340,12 @@ def test_gather_nd_refuses_an_index_out_of_range_as_tf():
         tf.raw_ops.GatherNd(params=params, indices=indices)
     with pytest.raises(ValueError, match=r"index \[2, 0\] is out of range"):
         run("GatherNd", params, indices)
+
+
+@pytest.mark.parametrize("op", ["Max", "Min", "Sum", "Prod"])
+@pytest.mark.parametrize("dtype", ["int32", "int64", "float32"])
+def test_reductions_of_no_values_match_tf(op, dtype):
+    # A ragged tensor of empty strings: its row ids' maximum (RaggedFromValueRowIds).
+    x, axis = np.zeros([0, 3], dtype), np.asarray([0], np.int32)
+    theirs = getattr(tf.raw_ops, op)(input=tf.constant(x), axis=tf.constant(axis))
+    assert_same(run(op, x, axis), [theirs.numpy()])

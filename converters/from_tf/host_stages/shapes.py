@@ -237,6 +237,8 @@ def _rank(node: graph.Node, inputs: list[list[Dim] | None]) -> int | None:
         shape = inputs[1]
         known = shape is not None and len(shape) == 1 and isinstance(shape[0], int)
         return shape[0] if known else None
+    if op == "StridedSlice":
+        return _sliced_rank(node, inputs[0], inputs[1])
     if op in _DIAGONALS:
         if None in (inputs[0], inputs[1]) or len(inputs[1]) > 1:
             return None
@@ -252,3 +254,21 @@ def _rank(node: graph.Node, inputs: list[list[Dim] | None]) -> int | None:
     # TF refuses repeated axes: each one removes a dimension, unless kept.
     axes = inputs[1][0] if inputs[1] else 1
     return len(inputs[0]) - (0 if node.attr("keep_dims", False) else axes)
+
+
+def _sliced_rank(node: graph.Node, shape: list[Dim] | None, begin: list[Dim] | None
+                 ) -> int | None:
+    """The rank of a ``StridedSlice`` of an input of ``shape`` whose bounds or strides are
+    computed (TF then records no rank): its masks' bits set it, for the spec's length
+    (``begin``'s). A new axis adds one; a shrunk axis (neither new nor the ellipsis)
+    removes one."""
+    if shape is None or begin is None or len(begin) != 1 or not isinstance(begin[0], int):
+        return None
+
+    def bits(mask: str) -> list[int]:
+        return [(int(node.attr(mask, 0)) >> i) & 1 for i in range(begin[0])]
+
+    new, shrink = bits("new_axis_mask"), bits("shrink_axis_mask")
+    ellipsis = bits("ellipsis_mask")
+    return len(shape) + sum(new) - sum(s and not n and not e
+                                       for s, n, e in zip(shrink, new, ellipsis))

@@ -559,9 +559,13 @@ def _build(fn, nodes, order, host, string_args: Mapping[str, str], table_initial
         "outputs": {name: [string_args.get(ref[0], ref[0]), ref[1]]
                     for ref, name in frontier.items()},
         "size_of": size_of,
+        # By output position here; the signature's keys once the caller names them.
+        "reaches": _reaches(device_nodes, outputs, [*frontier.values(), *size_of]),
     }
     output_specs = (_output_specs(specs, frontier, size_of, carriers) if specs is not None
                     else None)
+    if specs is not None and output_specs is None:
+        _refuse_value_set_ranks(specs, nodes, frontier, fn.args, string_args)
     for ref, name in frontier.items():
         if output_specs is not None and ref[0] in passed:  # the input's own spec
             output_specs[name]["shape"] = list(input_shapes.get(name, [None]))
@@ -573,6 +577,42 @@ def _build(fn, nodes, order, host, string_args: Mapping[str, str], table_initial
     sources = {name: [input_names.get(fn.args[i], fn.args[i])
                       for i in reached_args(fn, [ref])] for ref, name in frontier.items()}
     return Split(program, device, sources)
+
+
+def _reaches(nodes: Mapping[str, graph.Node], outputs: Sequence[tuple[str, int]],
+             feeds: Sequence[str]) -> dict[str, list[int]]:
+    """For each of the device function's ``feeds``, the positions of the ``outputs``
+    computed from it (from its values or its shape), through the device ``nodes``.
+
+    A call whose host stage returns an empty result runs the device function for the
+    outputs that do not read it (see :meth:`jaxhub.Module.apply`).
+    """
+    reaches: dict[str, list[int]] = {feed: [] for feed in feeds}
+    for position, (name, _) in enumerate(outputs):
+        seen, pending = set(), [name]
+        while pending:
+            name = pending.pop()
+            if name in seen:
+                continue
+            seen.add(name)
+            if name in reaches:
+                reaches[name].append(position)
+            elif name in nodes:
+                pending.extend(source for source, _ in nodes[name].inputs)
+    return reaches
+
+
+def name_reaches(program: dict[str, Any], keys: Sequence[tuple[str, int]]) -> None:
+    """Names the outputs in the host stage ``program``'s ``reaches`` (positions of the
+    device function's outputs, see :func:`_reaches`) by the signature's output ``keys``
+    (key, position); drops it when an output has no key of its own (a bare single
+    output)."""
+    named = {i: sorted(k for k, j in keys if j == i) for _, i in keys}
+    if not all(i in named for reached in program["reaches"].values() for i in reached):
+        del program["reaches"]
+        return
+    program["reaches"] = {feed: sorted({k for i in reached for k in named[i]})
+                          for feed, reached in program["reaches"].items()}
 
 
 def _output_specs(specs: shapes.Specs, frontier: Mapping[tuple[str, int], str],
@@ -592,6 +632,55 @@ def _output_specs(specs: shapes.Specs, frontier: Mapping[tuple[str, int], str],
     for key in size_of:  # zeros as long as the largest id + 1: a size of its own
         out[key] = {"shape": [specs.fresh(f"size_of/{key}")], "dtype": "int8"}
     return out
+
+
+def _refuse_value_set_ranks(specs: shapes.Specs, nodes: Mapping[str, graph.Node],
+                            frontier: Mapping[tuple[str, int], str], args: Sequence[str],
+                            string_args: Mapping[str, str]) -> None:
+    """Refuses a stage result whose rank the values of the signature's inputs set: a
+    reshape's (or one computed from it) to a shape whose length is computed.
+
+    Raises:
+      HostStageUnsupportedError: naming the reshape, the inputs that set its rank and
+        the fix.
+    """
+    for ref, name in frontier.items():
+        if specs.spec(ref) is not None:
+            continue
+        reshape = next((nodes[n] for n in _ancestors(nodes, [ref[0]])
+                        if n in nodes and nodes[n].op == "Reshape"
+                        and _value_set_length(specs, nodes[n])), None)
+        if reshape is None:
+            continue
+        shape = _ancestors(nodes, [reshape.inputs[1][0]])
+        inputs = sorted(string_args.get(a, a) for a in shape if a in args)
+        raise HostStageUnsupportedError(
+            f"Reshape node {reshape.name!r} reshapes to a shape whose length the values of "
+            f"the signature's inputs {inputs} set, so the rank of its result (and of the "
+            f"host stage's result {name!r}, {ref[0]!r}, output {ref[1]}) follows them; a "
+            f"device function's inputs and a signature's outputs need ranks: give it a "
+            f"static rank (tf.ensure_shape, a shape of static length) and save the "
+            f"SavedModel again")
+
+
+def _value_set_length(specs: shapes.Specs, reshape: graph.Node) -> bool:
+    """Whether the length of ``reshape``'s shape operand is a size that values set."""
+    length = specs.shape(reshape.inputs[1])
+    return length is not None and len(length) == 1 and isinstance(length[0], str)
+
+
+def _ancestors(nodes: Mapping[str, graph.Node], names: Sequence[str]) -> list[str]:
+    """``names`` and the nodes (or args) they are computed from, nearest first."""
+    seen, order, pending = set(), [], list(names)
+    while pending:
+        name = pending.pop(0)
+        if name in seen:
+            continue
+        seen.add(name)
+        order.append(name)
+        if name in nodes:
+            pending.extend(source for source, _ in nodes[name].inputs)
+    return order
 
 
 def _zeros_of_shape(name: str, shape: tuple[str, int], string_args: Mapping[str, str]

@@ -20,7 +20,8 @@ import numpy as np
 
 from jaxhub_tf.from_tf.ops.registry import register
 from jaxhub_tf.from_tf.values import (TracedValueError, as_jax, check_value, has_symbolic,
-                                      is_static, shape_tuple, static_ints, xnp)
+                                      is_static, shape_tuple, static_ints, with_size,
+                                      xnp)
 
 
 _ints = static_ints
@@ -169,7 +170,26 @@ def _dims_array(dims, dtype) -> np.ndarray:
 
 @register("Reshape")
 def _reshape(node, x, shape):
-    return xnp(x).reshape(x, shape_tuple(shape))
+    return xnp(x).reshape(x, _inferred_dims(np.shape(x), shape_tuple(shape)))
+
+
+def _inferred_dims(old: tuple, new: tuple) -> tuple:
+    """``new`` with its -1 replaced by the size it stands for, where a size is symbolic.
+
+    JAX infers a -1 only where the other sizes divide the total evenly for every value of
+    the symbols; a reshape of sizes (n1, n2) to (-1, 3) has the inferred size
+    ``floordiv(n1*n2, 3)``, which JAX checks against the actual sizes when it is called
+    (TF's kernel fails there too).
+    """
+    if -1 not in new or all(isinstance(d, (int, np.integer)) for d in old + new):
+        return new
+    total, known = 1, 1
+    for d in old:
+        total = total * d
+    for d in new:
+        known = known * (1 if isinstance(d, (int, np.integer)) and d == -1 else d)
+    return tuple(total // known if isinstance(d, (int, np.integer)) and d == -1 else d
+                 for d in new)
 
 
 @register("Squeeze", attrs=("squeeze_dims",))
@@ -262,7 +282,19 @@ def _unpack(node, x):
 def _concatenate(xs, axis: int):
     if is_static(*xs):
         return np.concatenate([np.asarray(x) for x in xs], axis=axis)
-    return jnp.concatenate([as_jax(x) for x in xs], axis=axis)
+    xs = [as_jax(x) for x in xs]
+    axis = axis % xs[0].ndim
+    for other in set(range(xs[0].ndim)) - {axis}:
+        # A size that only a call decides (a host stage's) takes a static one beside it;
+        # two symbols stay for jax.export to compare (the signature's are tied).
+        size = next((x.shape[other] for x in xs if _is_int(x.shape[other])), None)
+        if size is not None:
+            xs = [x if _is_int(x.shape[other]) else with_size(x, other, size) for x in xs]
+    return jnp.concatenate(xs, axis=axis)
+
+
+def _is_int(dim) -> bool:
+    return isinstance(dim, (int, np.integer))
 
 
 @register("ConcatV2")

@@ -78,7 +78,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxhub_tf.from_tf.ops.registry import register
-from jaxhub_tf.from_tf.values import as_jax, shape_tuple
+from jaxhub_tf.from_tf.values import as_jax, shape_tuple, with_size
 
 #: Depthwise kernels with at most this many taps run as shifted multiply-adds.
 MAX_SHIFTED_TAPS = 25
@@ -158,6 +158,10 @@ def _conv(node, x, kernel):
     x, kernel = as_jax(x), as_jax(kernel)
     layout, strides, dilations, pads = _conv_geometry(node, x, kernel)
     in_channels = x.shape[-1] if _channels_last(layout) else x.shape[1]
+    if isinstance(in_channels, int) and not isinstance(kernel.shape[-2], (int, np.integer)):
+        # XLA takes a static group count: a kernel whose input channels only a call
+        # decides (a host stage's result) is taken ungrouped, which the call checks.
+        kernel = with_size(kernel, -2, in_channels)
     groups = in_channels // kernel.shape[-2]
     spanned = _spanned_axes(_spatial_shape(layout, x.shape), kernel.shape[:-2], pads)
     if groups == 1 and spanned:
@@ -214,6 +218,9 @@ def _lowered_conv(x, kernel, layout: str, strides, dilations, pads, groups: int)
         lo or hi for lo, hi in pads)
     if pointwise and groups == 1 and _channels_last(layout):
         return _pointwise(x, kernel, strides)
+    if not _static(kernel.shape):  # a window that only a call decides: XLA's own conv
+        return _xla_conv(x, kernel, _ConvDims(layout, tuple(strides), tuple(dilations),
+                                              groups), pads)
     if not _static(_spatial_shape(layout, x.shape)):
         if _symbolic_few_inputs(kernel, layout, groups, tuple(strides), pads):
             return _broadcast_taps_conv(x, kernel, _window(strides, dilations, pads))

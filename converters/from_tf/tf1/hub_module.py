@@ -372,6 +372,8 @@ class _Graph:
             evaluate = split.explaining_host_sizes(evaluate, parts.program, specs,
                                                    parts.sources)
         module, out_keys = self._module, list(outputs)
+        if parts.program is not None:
+            split.name_reaches(parts.program, [(k, i) for i, k in enumerate(out_keys)])
 
         def run(params, inputs, rng=None):
             inputs = _as_dict(inputs, arg_keys)

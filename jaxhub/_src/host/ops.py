@@ -925,8 +925,14 @@ _REDUCTIONS = {"Sum": np.sum, "Max": np.max, "Min": np.min, "Prod": np.prod,
 @register(*_REDUCTIONS, attrs=("keep_dims",))
 def _reduce(node, x, axis):
     x = np.asarray(x)
-    result = _REDUCTIONS[node.op](x, axis=_axes(axis), keepdims=node.attrs.get("keep_dims",
-                                                                                False))
+    extra = {}
+    if node.op in ("Max", "Min") and x.dtype.kind in "iuf":
+        # TF's identity: the maximum of no values is the lowest one (-inf for floats).
+        lowest, highest = ((-np.inf, np.inf) if x.dtype.kind == "f" else
+                           (np.iinfo(x.dtype).min, np.iinfo(x.dtype).max))
+        extra["initial"] = lowest if node.op == "Max" else highest
+    keep = node.attrs.get("keep_dims", False)
+    result = _REDUCTIONS[node.op](x, axis=_axes(axis), keepdims=keep, **extra)
     return np.asarray(result, dtype=x.dtype)
 
 

@@ -17,8 +17,10 @@ The JSON form (one per signature, under the attachment :data:`ATTACHMENT_KEY`)::
    "outputs": {"ids": ["lookup", 0], ...},  # the device function's inputs
    "size_of": {"segments": ["seg", 0]},   # feeds whose *shape* carries a size: zeros
                                            # of length max(value) + 1
-   "output_specs": {"ids": {"shape": ["batch", "n1"], "dtype": "int64"}, ...}}
+   "output_specs": {"ids": {"shape": ["batch", "n1"], "dtype": "int64"}, ...},
                                            # optional: the feeds' specs, their dtypes kept
+   "reaches": {"ids": ["logits"], ...}}    # optional: the signature's outputs computed
+                                           # from each feed (its values or its shape)
 
 Constants are ``{"op": "Const", "attrs": {"value": <encoded array>}}``; a file of the
 module is ``{"op": "Asset", "attrs": {"name": "vocab.txt"}}``.
@@ -244,6 +246,11 @@ class HostStage:
             self.outputs = {str(k): (str(s), int(i)) for k, (s, i) in data["outputs"].items()}
             self.size_of = {str(k): (str(s), int(i))
                             for k, (s, i) in data.get("size_of", {}).items()}
+            # Which of the signature's outputs each feed reaches, if recorded: the others
+            # run when it is empty (see Module.apply).
+            self.reaches = ({str(k): frozenset(map(str, v))
+                             for k, v in data["reaches"].items()}
+                            if "reaches" in data else None)
             # A stage typed by its converter keeps TF's dtypes (int64 as int64).
             self.output_dtypes = {str(k): np.dtype(_input_dtype(v["dtype"]))
                                   for k, v in data.get("output_specs", {}).items()

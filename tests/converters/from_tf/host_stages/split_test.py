@@ -274,20 +274,86 @@ def test_call_becomes_the_default_signature_with_a_host_stage(saved, x):
     assert_outputs_match({"y": module(x)}, {"y": model(tf.constant(x)).numpy()})
 
 
-def test_an_empty_result_with_outputs_that_are_not_empty_is_refused(saved):
-    # jax.export's symbolic sizes are at least 1: with no row selected, ``total`` (which
-    # does not follow the selection) cannot be computed by the device function.
+def test_an_empty_result_leaves_the_outputs_that_do_not_read_it_to_the_device(saved):
+    # jax.export's symbolic sizes are at least 1: with no row selected, the device function
+    # runs on a stand-in row for ``total`` (which does not read the selection), and
+    # ``rows`` is cut to none.
     model, module = saved
     arrays = _arrays("positive_rows", {"x": [[-1, 2], [-3, 4]], "weights": [0.5, 0.25]})
-    assert tf_outputs(model, "positive_rows", arrays)["rows"].shape == (0, 2)
-    message = (r"signature 'positive_rows': for these inputs the host stage's output 0 of "
-               r"Where node '[^']*boolean_mask[^']*' \(feeding 'host_\d'\) is empty "
-               r"\(axis 0, n\d+=0\).* outputs \['total'\] would not be empty")
-    with pytest.raises(jaxhub.SignatureError, match=message):
-        module.apply(module.params, arrays, signature="positive_rows")
+    theirs = tf_outputs(model, "positive_rows", arrays)
+    assert theirs["rows"].shape == (0, 2)
+    assert_outputs_match(module.apply(module.params, arrays, signature="positive_rows",
+                                      as_dict=True), theirs)
     feeds = module.preprocess(arrays, signature="positive_rows")
+    device = jax.jit(lambda params, feeds: module.apply_device(
+        params, feeds, signature="positive_rows", as_dict=True))
+    assert_outputs_match(device(module.params, feeds), theirs)
+
+
+class _EmptyResults(tf.Module):
+    """Results of a host stage that are empty for some inputs, beside others that are not,
+    and an output that is computed from one but is not empty itself."""
+
+    @tf.function(input_signature=[tf.TensorSpec([None, 4], tf.float32),
+                                  tf.TensorSpec([None], tf.float32)])
+    def suppressed(self, boxes, scores):
+        return {"kept": tf.image.non_max_suppression(boxes, scores, 2),
+                "none": tf.image.non_max_suppression(boxes, scores, 0) * 2}
+
+    @tf.function(input_signature=[tf.TensorSpec([None], tf.string)])
+    def tokens(self, texts):
+        ids = tf.strings.to_hash_bucket_fast(tf.strings.split(texts), 100)
+        return {"ids": ids.values, "splits": ids.row_splits}
+
+    @tf.function(input_signature=[tf.TensorSpec([None, 2], tf.float32)])
+    def summed(self, x):
+        rows = tf.boolean_mask(x, x[:, 0] > 0)
+        return {"rows": rows * 2.0, "sum": tf.reduce_sum(rows, axis=0)}
+
+
+def test_empty_results_beside_others_match_tf(tmp_path):
+    model = _EmptyResults()
+    tf.saved_model.save(model, str(tmp_path / "sm"),
+                        signatures={"suppressed": model.suppressed})
+    module = jaxhub.load(tmp_path / "sm", cache_dir=tmp_path / "cache")
+    for boxes, scores in [([[0, 0, 1, 1], [0, 0.1, 1, 1.1], [2, 2, 3, 3]], [0.9, 0.8, 0.7]),
+                          (np.zeros([0, 4]), np.zeros([0]))]:
+        arrays = {"boxes": np.asarray(boxes, np.float32),
+                  "scores": np.asarray(scores, np.float32)}
+        theirs = tf_outputs(model, "suppressed", arrays)
+        assert theirs["none"].shape == (0,)
+        ours = module.apply(module.params, arrays, signature="suppressed", as_dict=True)
+        assert_outputs_match(ours, theirs)
+
+
+def test_texts_without_tokens_give_their_row_splits(tmp_path):
+    # No token: the row splits do not read the (empty) ids, and are TF's.
+    model = _EmptyResults()
+    tf.saved_model.save(model, str(tmp_path / "sm"), signatures={"tokens": model.tokens})
+    module = jaxhub.load(tmp_path / "sm", cache_dir=tmp_path / "cache")
+    for texts in [[b"a b", b"", b"c"], [b"", b" "]]:
+        texts = np.asarray(texts, object)
+        theirs = tf_outputs(model, "tokens", {"texts": texts})
+        assert_outputs_match(module.apply(module.params, texts, signature="tokens",
+                                          as_dict=True), theirs)
+
+
+def test_an_empty_result_that_an_output_which_is_not_empty_reads_is_refused(tmp_path):
+    # The sum of no rows reads the empty selection: a stand-in row would change it.
+    model = _EmptyResults()
+    tf.saved_model.save(model, str(tmp_path / "sm"), signatures={"summed": model.summed})
+    module = jaxhub.load(tmp_path / "sm", cache_dir=tmp_path / "cache")
+    arrays = {"x": np.asarray([[-1, 2], [-3, 4]], np.float32)}
+    assert tf_outputs(model, "summed", arrays)["rows"].shape == (0, 2)
+    message = (r"signature 'summed': for these inputs the host stage's output 0 of "
+               r"Where node '[^']*boolean_mask[^']*' \(feeding 'host_\d'\) is empty "
+               r"\(axis 0, n\d+=0\).* outputs \['sum'\], computed from it, would not be "
+               r"empty")
     with pytest.raises(jaxhub.SignatureError, match=message):
-        module.apply_device(module.params, feeds, signature="positive_rows")
+        module.apply(module.params, arrays, signature="summed")
+    feeds = module.preprocess(arrays, signature="summed")
+    with pytest.raises(jaxhub.SignatureError, match=message):
+        module.apply_device(module.params, feeds, signature="summed")
 
 
 def test_a_host_stage_under_jit_is_refused_naming_the_split_to_use(saved):

@@ -111,6 +111,32 @@ class _StaticOperands(tf.Module):
                 "mean": tf.sparse.segment_mean(data, indices, segment_ids),
                 "sqrt_n": tf.sparse.segment_sqrt_n(data, indices, segment_ids)}
 
+    @tf.function(input_signature=[_X, tf.TensorSpec([2, 2], tf.int32)])
+    def reshaped_inferred(self, x, paddings):
+        # A -1 over two sizes the paddings set: their product over 3, checked when called.
+        return {"y": tf.reshape(tf.pad(x, paddings), [-1, 3]) * self.scale}
+
+    @tf.function(input_signature=[tf.TensorSpec([2, 4], tf.float32), _INT, _INT])
+    def concat_sliced(self, x, start, step):
+        # Columns of a slice that the inputs set (no rank recorded: a computed stride),
+        # beside two of a static slice: the concatenation needs the two equal, which only
+        # the call tells.
+        return {"y": tf.concat([x[:, :2], x[:, start::step]], axis=0) * self.scale}
+
+    @tf.function(input_signature=[tf.TensorSpec([3, 4], tf.float32), _INT, _INT])
+    def sliced_masks(self, x, start, step):
+        # Computed bounds and strides with a new axis, a shrunk one and an ellipsis: the
+        # masks set the ranks.
+        return {"new_and_shrunk": x[tf.newaxis, start::step, 1] * self.scale,
+                "ellipsis": x[..., start::step] * self.scale}
+
+    @tf.function(input_signature=[tf.TensorSpec([2, 10, 3], tf.float32),
+                                  tf.TensorSpec([4, 3, 5], tf.float32),
+                                  tf.TensorSpec([3, 2], tf.int32)])
+    def conv_padded_kernel(self, x, kernel, paddings):
+        # A kernel whose window, input and output channels the paddings set.
+        return {"y": tf.nn.conv1d(x, tf.pad(kernel, paddings), 1, "VALID") * self.scale}
+
 
 _RNG = np.random.default_rng(0)
 _ROWS = _RNG.standard_normal([4, 3])
@@ -137,6 +163,17 @@ CASES = {
                   {"values": [4], "splits": [0, 1], "rowids": [1], "nrows": 2}],
     "segments": [{"data": _ROWS, "indices": [2, 0, 1, 3, 3], "segment_ids": [0, 0, 1, 3, 3]},
                  {"data": _ROWS[:2], "indices": [1], "segment_ids": [0]}],
+    "reshaped_inferred": [{"x": _ROWS, "paddings": [[1, 0], [0, 0]]},
+                          {"x": _ROWS, "paddings": [[0, 0], [1, 2]]}],
+    "concat_sliced": [{"x": _ROWS.reshape(2, 6)[:, :4], "start": 1, "step": -1},
+                      {"x": _ROWS.reshape(2, 6)[:, :4], "start": 0, "step": 3}],
+    "sliced_masks": [{"x": _ROWS.T, "start": 2, "step": -1},
+                     {"x": _ROWS.T, "start": 0, "step": 2}],
+    "conv_padded_kernel": [
+        {"x": _RNG.standard_normal([2, 10, 3]), "kernel": _RNG.standard_normal([4, 3, 5]),
+         "paddings": np.zeros([3, 2])},
+        {"x": _RNG.standard_normal([2, 10, 3]), "kernel": _RNG.standard_normal([4, 3, 5]),
+         "paddings": [[1, 2], [0, 0], [0, 1]]}],
 }
 
 
@@ -279,8 +316,10 @@ def test_a_rank_set_by_input_values_is_refused_naming_the_fix(tmp_path):
     model = _RankFromValues()
     tf.saved_model.save(model, str(tmp_path), signatures=model.__call__)
     with pytest.raises(HostStageUnsupportedError,
-                       match=r"the graph records no rank for a result of the host stage .*"
-                             r"tf\.ensure_shape.*host op '[^']*' \(Reshape\) failed"):
+                       match=r"Reshape node '[^']*Reshape' reshapes to a shape whose "
+                             r"length the values of the signature's inputs "
+                             r"\['paddings', 'shape'\] set, so the rank of its result .* "
+                             r"follows them.*tf\.ensure_shape"):
         load_saved_model(tmp_path)
 
 
@@ -302,3 +341,20 @@ def test_a_size_set_by_input_values_that_must_match_another_is_refused_naming_it
                              r": a size that the values of the signature's inputs set.*"
                              r"tf\.ensure_shape"):
         jaxhub.load(tmp_path, cache_dir=tmp_path / "cache")
+
+
+def test_sizes_that_must_agree_and_only_a_call_decides_are_checked_when_called(saved):
+    # As TF's kernels refuse them: a remainder for the -1, slices of unequal widths
+    # concatenated, a kernel whose input channels are not the input's.
+    model, module = saved
+    for signature, inputs in [
+            ("reshaped_inferred", {"x": _ROWS, "paddings": [[0, 0], [0, 1]]}),
+            ("concat_sliced", {"x": _ROWS.reshape(2, 6)[:, :4], "start": 2, "step": -1}),
+            ("conv_padded_kernel", {"x": _RNG.standard_normal([2, 10, 3]),
+                                    "kernel": _RNG.standard_normal([4, 3, 5]),
+                                    "paddings": [[0, 0], [0, 1], [0, 0]]})]:
+        arrays = _arrays(signature, inputs)
+        with pytest.raises(tf.errors.InvalidArgumentError):
+            getattr(model, signature)(**arrays)
+        with pytest.raises(ValueError, match="Error refining shapes"):
+            module.apply(module.params, arrays, signature=signature)
