@@ -35,6 +35,15 @@ def enable_memory_reuse() -> bool:
     ``MALLOC_MMAP_THRESHOLD_``, ``MALLOC_TRIM_THRESHOLD_`` and ``MALLOC_ARENA_MAX=1`` in
     the environment before the process starts has the same effect.
 
+    The peak can exceed the memory the computations need at once by a few times the
+    largest call's temporaries. XLA:CPU allocates all temporaries of a call as one block
+    (a ResNet50 training step at batch 32 and 96x96: 712 MiB) and frees it on a worker
+    thread just after the outputs are ready, so the next call may allocate its block
+    before the last one is free, and small allocations later take pieces of the freed
+    block; the heap then grows by another such block, and keeps it. Fine-tuning large
+    models with glibc's defaults instead costs page faults per call but no such growth
+    (``benchmarks/PROFILE.md``, section 19).
+
     Returns:
       True when the allocator is glibc's and took the settings; False otherwise (other
       C libraries and operating systems are left alone).
