@@ -150,10 +150,9 @@ def test_unrelated_sizes_get_symbols_of_their_own(case):
     assert {k: s.shape for k, s in specs.items()} == case.symbols
 
 
-@pytest.mark.parametrize("call", [0, 1])
-def test_any_sizes_give_tf_values_and_gradients(case, call):
-    case, tf_fn, module = case
-    inputs = case.make(np.random.default_rng(call), case.sizes[call])
+def _assert_matches(tf_fn, module, inputs, *, atol=1e-6, grad_rtol=1e-5):
+    """Outputs and input gradients of ``module``'s serving signature against those of
+    ``tf_fn``, jitted or not."""
     ref = tf_reference(lambda xs: tf_fn(**xs), inputs, [])
     for jit in (False, True):
         outputs, _, input_grads = jax_outputs_and_grads(
@@ -161,11 +160,18 @@ def test_any_sizes_give_tf_values_and_gradients(case, call):
         assert sorted(outputs) == sorted(ref["outputs"])
         for k, expected in ref["outputs"].items():
             assert outputs[k].shape == expected.shape, k
-            np.testing.assert_allclose(outputs[k], expected, rtol=1e-5, atol=1e-5,
+            np.testing.assert_allclose(outputs[k], expected, rtol=1e-5, atol=atol,
                                        err_msg=f"{k} (jit={jit})")
         for k in _float_inputs(inputs):
-            np.testing.assert_allclose(input_grads[k], ref["input_grads"][k], rtol=1e-4,
-                                       atol=1e-5, err_msg=f"d/d{k} (jit={jit})")
+            np.testing.assert_allclose(input_grads[k], ref["input_grads"][k], rtol=grad_rtol,
+                                       atol=atol, err_msg=f"d/d{k} (jit={jit})")
+
+
+@pytest.mark.parametrize("call", [0, 1])
+def test_any_sizes_give_tf_values_and_gradients(case, call):
+    case, tf_fn, module = case
+    inputs = case.make(np.random.default_rng(call), case.sizes[call])
+    _assert_matches(tf_fn, module, inputs, atol=1e-5, grad_rtol=1e-4)
 
 
 def test_vmap_over_calls_of_the_same_sizes_gives_tf_values(case):
@@ -294,19 +300,7 @@ def _jax2tf_save(path, fn, polymorphic_shapes, specs) -> str:
 
 def _assert_matches_tf(path, module, inputs):
     """Outputs and input gradients of the converted signature against TF's, jitted or not."""
-    tf_fn = tf.saved_model.load(path).signatures["serving_default"]
-    ref = tf_reference(lambda xs: tf_fn(**xs), inputs, [])
-    for jit in (False, True):
-        outputs, _, input_grads = jax_outputs_and_grads(
-            module, inputs, ref["cotangents"], signature="serving_default", jit=jit)
-        assert sorted(outputs) == sorted(ref["outputs"])
-        for k, expected in ref["outputs"].items():
-            assert outputs[k].shape == expected.shape, k
-            np.testing.assert_allclose(outputs[k], expected, rtol=1e-5, atol=1e-6,
-                                       err_msg=f"{k} (jit={jit})")
-        for k in _float_inputs(inputs):
-            np.testing.assert_allclose(input_grads[k], ref["input_grads"][k], rtol=1e-5,
-                                       atol=1e-6, err_msg=f"d/d{k} (jit={jit})")
+    _assert_matches(tf.saved_model.load(path).signatures["serving_default"], module, inputs)
 
 
 def test_jax2tf_outputs_follow_two_unrelated_sizes(tmp_path):
