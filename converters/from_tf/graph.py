@@ -155,6 +155,22 @@ class Function:
         return ref
 
 
+def upstream(nodes: Mapping[str, Node], names: Iterable[str],
+             stop_ops: frozenset[str] = frozenset()) -> set[str]:
+    """``names`` and every name they are computed from, walking back through the inputs
+    of ``nodes`` (names that are no node, such as function args, end a path); a node whose
+    op is in ``stop_ops`` is reached but its inputs are not."""
+    seen, pending = set(), list(names)
+    while pending:
+        name = pending.pop()
+        if name in seen:
+            continue
+        seen.add(name)
+        if name in nodes and nodes[name].op not in stop_ops:
+            pending.extend(source for source, _ in nodes[name].inputs)
+    return seen
+
+
 def parse_ref(ref: str) -> tuple[str, int] | None:
     """``"node:3"`` -> ``("node", 3)``; ``"node"`` -> ``("node", 0)``; control -> None."""
     if ref.startswith("^"):

@@ -515,18 +515,8 @@ def reached_args(fn: graph.Function, refs: Sequence[tuple[str, int]]) -> list[in
     from (not through the shape of one: shapes are static).
 
     Calls are not followed into (a ``PartitionedCall``'s inputs all count)."""
-    args = {name: i for i, name in enumerate(fn.args)}
-    seen, stack, found = set(), [name for name, _ in refs], set()
-    while stack:
-        name = stack.pop()
-        if name in seen:
-            continue
-        seen.add(name)
-        if name in args:
-            found.add(args[name])
-        elif name in fn.nodes and fn.nodes[name].op not in SHAPE_OPS:
-            stack.extend(source for source, _ in fn.nodes[name].inputs)
-    return sorted(found)
+    reached = graph.upstream(fn.nodes, [name for name, _ in refs], SHAPE_OPS)
+    return [i for i, name in enumerate(fn.args) if name in reached]
 
 
 class _NodeError(RuntimeError):

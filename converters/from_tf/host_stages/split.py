@@ -587,19 +587,8 @@ def _reaches(nodes: Mapping[str, graph.Node], outputs: Sequence[tuple[str, int]]
     A call whose host stage returns an empty result runs the device function for the
     outputs that do not read it (see :meth:`jaxhub.Module.apply`).
     """
-    reaches: dict[str, list[int]] = {feed: [] for feed in feeds}
-    for position, (name, _) in enumerate(outputs):
-        seen, pending = set(), [name]
-        while pending:
-            name = pending.pop()
-            if name in seen:
-                continue
-            seen.add(name)
-            if name in reaches:
-                reaches[name].append(position)
-            elif name in nodes:
-                pending.extend(source for source, _ in nodes[name].inputs)
-    return reaches
+    reached = [graph.upstream(nodes, [name]) for name, _ in outputs]
+    return {feed: [i for i, names in enumerate(reached) if feed in names] for feed in feeds}
 
 
 def name_reaches(program: dict[str, Any], keys: Sequence[tuple[str, int]]) -> None:
