@@ -2,9 +2,39 @@
 
 from __future__ import annotations
 
+import inspect
+import pathlib
+
 import jax
 import numpy as np
 import tensorflow as tf
+
+import jaxhub
+
+
+def signature_arrays(model_class: type, signature: str, inputs: dict) -> dict[str, np.ndarray]:
+    """``inputs`` as arrays of the dtypes that ``model_class``'s ``signature`` (a
+    ``tf.function`` method with an input signature) declares; strings as objects."""
+    function = getattr(model_class, signature)
+    names = list(inspect.signature(function.python_function).parameters)[1:]  # no self
+    return {k: np.asarray(inputs[k], object if spec.dtype == tf.string
+                          else spec.dtype.as_numpy_dtype)
+            for k, spec in zip(names, function.input_signature)}
+
+
+def save_signatures(model: tf.Module, signatures, root: pathlib.Path) -> pathlib.Path:
+    """``model`` saved under ``root / "sm"`` with the methods named in ``signatures`` as
+    its signatures."""
+    tf.saved_model.save(model, str(root / "sm"),
+                        signatures={name: getattr(model, name) for name in signatures})
+    return root / "sm"
+
+
+def saved_and_loaded(model: tf.Module, signatures, root: pathlib.Path):
+    """``(model, module)``: ``model`` saved (:func:`save_signatures`) and loaded by
+    ``jaxhub.load`` with a cache under ``root``."""
+    return model, jaxhub.load(save_signatures(model, signatures, root),
+                              cache_dir=root / "cache")
 
 
 def tf_outputs(model: tf.Module, signature: str, arrays: dict) -> dict[str, np.ndarray]:

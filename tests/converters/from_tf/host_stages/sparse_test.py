@@ -13,7 +13,6 @@ and through ``preprocess`` + ``jax.jit(apply_device)``.
 
 from __future__ import annotations
 
-import inspect
 
 import jax
 import numpy as np
@@ -21,7 +20,8 @@ import pytest
 import tensorflow as tf
 
 import jaxhub
-from tests.converters.from_tf.host_stages._outputs import assert_outputs_match, tf_outputs
+from tests.converters.from_tf.host_stages._outputs import (
+    assert_outputs_match, saved_and_loaded, signature_arrays, tf_outputs)
 
 _I64 = tf.int64
 
@@ -164,20 +164,12 @@ CASES = {
 
 
 def _arrays(signature: str, inputs: dict) -> dict[str, np.ndarray]:
-    function = getattr(_Sparse, signature)
-    names = list(inspect.signature(function.python_function).parameters)[1:]
-    return {k: np.asarray(inputs[k], spec.dtype.as_numpy_dtype if spec.dtype != tf.string
-                          else object)
-            for k, spec in zip(names, function.input_signature)}
+    return signature_arrays(_Sparse, signature, inputs)
 
 
 @pytest.fixture(scope="module")
 def saved(tmp_path_factory):
-    root = tmp_path_factory.mktemp("sparse")
-    model = _Sparse()
-    tf.saved_model.save(model, str(root / "sm"),
-                        signatures={name: getattr(model, name) for name in CASES})
-    return model, jaxhub.load(root / "sm", cache_dir=root / "cache")
+    return saved_and_loaded(_Sparse(), CASES, tmp_path_factory.mktemp("sparse"))
 
 
 @pytest.mark.parametrize("signature,index", [(s, i) for s, cases in CASES.items()

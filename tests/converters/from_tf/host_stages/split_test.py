@@ -12,15 +12,14 @@ Outputs are compared with TF eager on several inputs, empty results included, th
 
 from __future__ import annotations
 
-import inspect
 import jax
 import numpy as np
 import pytest
 import tensorflow as tf
 
 import jaxhub
-from tests.converters.from_tf.host_stages._outputs import (assert_matches_tf,
-                                                          assert_outputs_match, tf_outputs)
+from tests.converters.from_tf.host_stages._outputs import (
+    assert_matches_tf, assert_outputs_match, save_signatures, signature_arrays, tf_outputs)
 from jaxhub_tf.from_tf.host_stages.split import HostStageUnsupportedError
 from jaxhub_tf.from_tf.saved_model import load_saved_model
 
@@ -213,20 +212,13 @@ CASES = {
 
 
 def _arrays(signature: str, inputs: dict) -> dict[str, np.ndarray]:
-    """``inputs`` as arrays of the dtypes the signature declares."""
-    function = getattr(_ValueShaped, signature)
-    names = list(inspect.signature(function.python_function).parameters)[1:]  # no self
-    return {k: np.asarray(inputs[k], spec.dtype.as_numpy_dtype)
-            for k, spec in zip(names, function.input_signature)}
+    return signature_arrays(_ValueShaped, signature, inputs)
 
 
 @pytest.fixture(scope="module")
 def saved_model(tmp_path_factory):
-    root = tmp_path_factory.mktemp("value_shaped")
     model = _ValueShaped()
-    tf.saved_model.save(model, str(root / "sm"),
-                        signatures={name: getattr(model, name) for name in CASES})
-    return model, root / "sm"
+    return model, save_signatures(model, CASES, tmp_path_factory.mktemp("value_shaped"))
 
 
 @pytest.fixture(scope="module")

@@ -14,7 +14,6 @@ naming the op and what blocks it.
 
 from __future__ import annotations
 
-import inspect
 
 import jax
 import jax.numpy as jnp
@@ -23,8 +22,8 @@ import pytest
 import tensorflow as tf
 
 import jaxhub
-from tests.converters.from_tf.host_stages._outputs import (assert_matches_tf,
-                                                           assert_outputs_match)
+from tests.converters.from_tf.host_stages._outputs import (
+    assert_matches_tf, assert_outputs_match, saved_and_loaded, signature_arrays)
 from jaxhub_tf.from_tf.host_stages.split import HostStageUnsupportedError
 from jaxhub_tf.from_tf.saved_model import load_saved_model
 
@@ -178,20 +177,13 @@ CASES = {
 
 
 def _arrays(signature: str, inputs: dict) -> dict[str, np.ndarray]:
-    """``inputs`` as arrays of the dtypes the signature declares."""
-    function = getattr(_StaticOperands, signature)
-    names = list(inspect.signature(function.python_function).parameters)[1:]  # no self
-    return {k: np.asarray(inputs[k], spec.dtype.as_numpy_dtype)
-            for k, spec in zip(names, function.input_signature)}
+    return signature_arrays(_StaticOperands, signature, inputs)
 
 
 @pytest.fixture(scope="module")
 def saved(tmp_path_factory):
-    root = tmp_path_factory.mktemp("static_operands")
-    model = _StaticOperands()
-    tf.saved_model.save(model, str(root / "sm"),
-                        signatures={name: getattr(model, name) for name in CASES})
-    return model, jaxhub.load(root / "sm", cache_dir=root / "cache")
+    return saved_and_loaded(_StaticOperands(), CASES,
+                            tmp_path_factory.mktemp("static_operands"))
 
 
 @pytest.mark.parametrize("signature,index", [(s, i) for s, cases in CASES.items()
