@@ -20,6 +20,7 @@ import numpy as np
 
 from jaxhub_tf.from_tf import atrous, clamps, graph
 from jaxhub_tf.from_tf import ops as _ops  # noqa: F401  (registers every op family)
+from jaxhub_tf.from_tf.ops import random as random_ops
 from jaxhub_tf.from_tf.ops import registry
 from jaxhub_tf.from_tf.reader import op_defs, protos
 from jaxhub_tf.from_tf.tf1 import control_flow
@@ -276,7 +277,7 @@ class Interpreter:
             if gradient is not None and not ctx.partial:
                 captures = [_lookup(env, ref, gradient) for ref in
                             self._gradient_captures.get(gradient, ())]
-                env[node.name] = self._with_custom_gradient(gradient, inputs, captures)
+                env[node.name] = self._with_custom_gradient(gradient, inputs, captures, ctx)
                 continue
             try:
                 env[node.name] = self._run_node(node, inputs, ctx)
@@ -324,40 +325,45 @@ class Interpreter:
             return None
         return self._gradients.get(node.attr("_gradient_op_type"))
 
-    def _with_custom_gradient(self, gradient: str, inputs: list[Any], captures: list[Any]):
+    def _with_custom_gradient(self, gradient: str, inputs: list[Any], captures: list[Any],
+                              ctx: Context):
         """``IdentityN(inputs)`` whose VJP is the TF gradient function ``gradient``.
 
         TF's ``custom_gradient`` puts the forward results and the arguments through one
         ``IdentityN``; its gradient function takes the cotangents of all of them, then the
         tensors it captured, and returns the gradients of the arguments (the trailing
         inputs; see :meth:`_gradient_positions`). The results get zero: their producers are
-        not differentiated.
+        not differentiated. A gradient function that draws random numbers (noise in a
+        straight-through estimator) draws from a key split off the forward call's (``ctx``),
+        which is why such a function takes ``rng`` (:func:`random_ops.draws_random`).
         """
         if not all(isinstance(v, (jax.Array, np.ndarray, np.generic))
                    for v in inputs + captures):
             return list(inputs)
         grad_fn = self.function(gradient)
+        draws = ctx.rng is not None and random_ops.draws_random(self, grad_fn)
+        key = ctx.next_key(gradient) if draws else None
 
         @jax.custom_vjp
-        def identity(xs, caps):
+        def identity(xs, caps, key):
             return xs
 
-        def forward(xs, caps):
-            return xs, (xs, caps)
+        def forward(xs, caps, key):
+            return xs, (xs, caps, key)
 
         def backward(residuals, cotangents):
-            xs, caps = residuals
-            grads = self.run(grad_fn, list(cotangents) + list(caps), Context(self, {}))
+            xs, caps, key = residuals
+            grads = self.run(grad_fn, list(cotangents) + list(caps), Context(self, {}, key))
             positions = self._gradient_positions(gradient, len(xs), len(grads))
             dxs = [None] * len(xs)
             for i, g in zip(positions, grads):
                 if g is not None and _is_float(xs[i]):
                     dxs[i] = as_jax(g, xs[i].dtype).reshape(xs[i].shape)
-            return tuple(dxs), tuple(None for _ in caps)
+            return tuple(dxs), tuple(None for _ in caps), None
 
         identity.defvjp(forward, backward)
         return list(identity(tuple(as_jax(v) for v in inputs),
-                             tuple(as_jax(c) for c in captures)))
+                             tuple(as_jax(c) for c in captures), key))
 
     def _gradient_positions(self, gradient: str, n_inputs: int, n_grads: int) -> Sequence[int]:
         """The ``IdentityN`` input that each output of the gradient function belongs to."""

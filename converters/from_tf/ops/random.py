@@ -1,8 +1,8 @@
 """Random ops, drawn from the explicit PRNG key of the running context.
 
-TF's stateful random ops (``RandomUniform``, ...) have no JAX counterpart: each gets a
-fresh key split off the key the caller passes (a train variant's ``rng``), so the
-converted function stays pure. Values differ from TF's, distributions do not: so for
+TF's stateful random ops (``RandomUniform``, ...) and ``tf.random.Generator``s have no
+JAX counterpart: each gets a fresh key split off the key the caller passes (a train
+variant's ``rng``, a signature's), so the converted function stays pure. Values differ from TF's, distributions do not: so for
 ``SampleDistortedBoundingBox`` (a random crop), drawn as TF's kernel draws it.
 """
 
@@ -15,18 +15,19 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxhub_tf.from_tf.ops.registry import register
-from jaxhub_tf.from_tf.values import (UnknowableError, as_jax, check_value, is_static,
-                                      shape_tuple)
+from jaxhub_tf.from_tf.values import as_jax, check_value, is_static, shape_tuple
 
 #: The numbers come from the caller's JAX key, so TF's op seeds do not pick them.
 _SEEDS = ("seed", "seed2")
 
 #: The ops that need the caller's key: a function that may run one takes ``rng``.
-#: (``RngReadAndSkip`` draws from the key when there is one and otherwise reads its
-#: generator's state, as TF does.)
+#: ``RngReadAndSkip`` (a ``tf.random.Generator``'s step) is one: read from the stored
+#: state, a signature that does not return that state would draw the same numbers on
+#: every call.
 KEYED_OPS = frozenset({"RandomUniform", "RandomStandardNormal", "TruncatedNormal",
                        "RandomUniformInt", "Multinomial", "RandomShuffle",
-                       "SampleDistortedBoundingBox", "SampleDistortedBoundingBoxV2"})
+                       "SampleDistortedBoundingBox", "SampleDistortedBoundingBoxV2",
+                       "RngReadAndSkip"})
 
 
 def draws_random(interp: Any, fn: Any) -> bool:
@@ -109,19 +110,15 @@ _COUNTER_STEPS = 256
 def _rng_read_and_skip(node, handle, alg, delta):
     """A ``tf.random.Generator`` step: returns its state, advances the stored counter.
 
-    With an RNG key (a train variant), the returned state is drawn from that key, so the
-    caller's key decides every random number; the stored state still advances as in TF,
-    and the assignment comes back as state.
+    The returned state (the key and counter of the stateless ops that draw the numbers)
+    is drawn from the caller's key, so that key decides every random number, as for
+    TF's stateful ops; the stored state still advances as in TF, and a signature that
+    returns state returns it.
     """
-    if node.ctx.partial:
-        raise UnknowableError(node.op)
     state = node.ctx.state[handle.key]
     dtype = np.asarray(state).dtype if is_static(state) else state.dtype
-    if node.ctx.rng is None:
-        drawn = state
-    else:
-        drawn = jax.random.bits(node.ctx.next_key(node.op), np.shape(state), jnp.uint32)
-        drawn = drawn.astype(dtype)
+    drawn = jax.random.bits(node.ctx.next_key(node.op), np.shape(state), jnp.uint32)
+    drawn = drawn.astype(dtype)
     # TF's Philox kernel moves the counter 256 steps per number asked for (measured:
     # uniform([3]) adds 768); the carry into the counter's high word is not modelled.
     step = as_jax(delta).astype(dtype) * _COUNTER_STEPS

@@ -485,6 +485,153 @@ def test_a_module_whose_default_takes_rng_exports_to_tf(noisy_call, tmp_path):
     assert not np.allclose(first["noisy"].numpy(), second["noisy"].numpy())
 
 
+@pytest.fixture(scope="module")
+def noisy_call_back(noisy_call, tmp_path_factory):
+    """The ``noisy_call`` module exported to TF, where it draws its keys from the generator
+    saved with it (``RngReadAndSkip``), and ``jaxhub.load`` of that export."""
+    root = tmp_path_factory.mktemp("noisy_call_back")
+    path = export_saved_model(noisy_call[1], root / "exported")
+    return path, jaxhub.load(path, cache_dir=root / "cache")
+
+
+def _float_params(module: jaxhub.Module) -> dict:
+    """The module's float params, without the integer state of a saved generator."""
+    return {k: v for k, v in module.params.items() if jnp.issubdtype(v.dtype, jnp.floating)}
+
+
+def test_a_generator_drawing_signature_converted_back_takes_rng(noisy_call_back):
+    # Read from the stored generator state, the numbers would be the same on every call.
+    _, back = noisy_call_back
+    assert "-> (noisy: float32[batch, 3], scaled: float32[batch, 3]) takes rng" in repr(back)
+    assert {f.signature_name for f in back.manifest.functions if f.takes_rng} == {
+        "default", "serving_default"}
+    with pytest.raises(jaxhub.SignatureError, match="signature 'default' draws random"):
+        back(np.ones((2, 3), np.float32))
+
+
+def test_a_generator_drawing_signature_converted_back_draws_from_the_callers_key(
+        noisy_call_back):
+    path, back = noisy_call_back
+    tf_model = tf.saved_model.load(str(path))
+    x = np.random.default_rng(10).standard_normal((2000, 3)).astype(np.float32)
+    call = jax.jit(lambda x, key: back(x, as_dict=True, rng=key))
+    out = call(x, jax.random.key(0))
+    theirs = {k: v.numpy() for k, v in tf_model(x).items()}
+    np.testing.assert_allclose(out["scaled"], theirs["scaled"], rtol=1e-6)
+    ours_noise = _uniform_noise(out["noisy"], out["scaled"])
+    _uniform_noise(theirs["noisy"], theirs["scaled"])
+    np.testing.assert_array_equal(call(x, jax.random.key(0))["noisy"], out["noisy"])
+    other = _uniform_noise(call(x, jax.random.key(1))["noisy"], out["scaled"])
+    assert np.mean(other == ours_noise) < 0.01
+
+
+def test_a_generator_drawing_signature_converted_back_under_grad(noisy_call_back):
+    path, back = noisy_call_back
+    tf_model = tf.saved_model.load(str(path))
+    x = np.random.default_rng(11).standard_normal((4, 3)).astype(np.float32)
+    cotangent = np.random.default_rng(12).standard_normal((4, 3)).astype(np.float32)
+    # The noise does not depend on w: the gradient is TF's, whatever the draws.
+    with tf.GradientTape() as tape:
+        loss = tf.reduce_sum(tf_model(x)["noisy"] * cotangent)
+    (want,) = tape.gradient(loss, tf_model.trainable_variables)
+
+    def ours(floats, key):
+        params = jaxhub.merge_params(back.params, floats)
+        return jnp.sum(back.apply(params, x, as_dict=True, rng=key)["noisy"] * cotangent)
+
+    (got,) = jax.tree.leaves(jax.jit(jax.grad(ours))(_float_params(back), jax.random.key(2)))
+    np.testing.assert_allclose(got, want.numpy(), rtol=1e-5)
+
+
+def test_a_generator_serving_signature_converted_back_returns_its_state_as_tf(
+        noisy_call_back):
+    path, back = noisy_call_back
+    tf_model = tf.saved_model.load(str(path))   # a fresh generator
+    x = np.ones((1000, 3), np.float32)
+    (state_path,) = [k for k, v in back.params.items() if jnp.issubdtype(v.dtype, jnp.integer)]
+    generator = tf_model.rng._state_var   # a restored generator keeps only its variable
+    np.testing.assert_array_equal(back.params[state_path], generator.numpy())
+    params = back.params
+    for seed in range(2):
+        outputs, state = back.apply(params, x, signature="serving_default", as_dict=True,
+                                    rng=jax.random.key(seed))
+        tf_model.signatures["serving_default"](x=tf.constant(x))
+        assert list(state) == [state_path]
+        np.testing.assert_array_equal(state[state_path], generator.numpy())
+        _uniform_noise(outputs["noisy"], outputs["scaled"])
+        params = jaxhub.merge_params(params, state)
+
+
+class _NoisyStraightThrough(tf.Module):
+    """Rounds ``w * x``; its custom gradient passes the cotangent straight through, scaled
+    by ``1 + u`` with ``u`` uniform in [0, 1) (a straight-through estimator with noise)."""
+
+    def __init__(self):
+        super().__init__()
+        self.w = tf.Variable(np.linspace(0.5, 2.0, 3).astype(np.float32), name="w")
+
+    @tf.function(input_signature=[tf.TensorSpec([None, 3], tf.float32)])
+    def quantize(self, x):
+        @tf.custom_gradient
+        def round_through(v):
+            def grad(dy):
+                return dy * (1.0 + tf.random.uniform(tf.shape(dy)))
+            return tf.round(v), grad
+        return {"y": round_through(self.w * x)}
+
+
+@pytest.fixture(scope="module")
+def straight_through(tmp_path_factory):
+    """The model, and ``jaxhub.load`` of its SavedModel (converted again with gradients on
+    the first ``jax.grad``)."""
+    root = tmp_path_factory.mktemp("straight_through")
+    model = _NoisyStraightThrough()
+    tf.saved_model.save(model, str(root / "saved"), signatures={"quantize": model.quantize})
+    return model, jaxhub.load(root / "saved", cache_dir=root / "cache")
+
+
+def test_a_custom_gradient_that_draws_takes_rng_and_keeps_tfs_forward(straight_through):
+    model, module = straight_through
+    assert "-> (y: float32[batch, 3]) takes rng" in repr(module)
+    x = np.random.default_rng(13).standard_normal((50, 3)).astype(np.float32) * 3
+    np.testing.assert_array_equal(module(x, signature="quantize", rng=jax.random.key(0)),
+                                  model.quantize(x)["y"].numpy())
+    with pytest.raises(jaxhub.SignatureError, match="signature 'quantize' draws random"):
+        module(x, signature="quantize")
+
+
+def test_a_custom_gradient_draws_from_the_callers_key_under_jit(straight_through):
+    model, module = straight_through
+    x = np.random.default_rng(14).uniform(0.5, 2.0, (2000, 3)).astype(np.float32)
+    w = model.w.numpy()
+
+    def loss(floats, x, key):
+        return jnp.sum(module.apply(floats, x, signature="quantize", rng=key))
+
+    grad = jax.jit(jax.grad(loss, argnums=(0, 1)))
+    by_params, by_x = grad(module.params, x, jax.random.key(0))
+    (by_w,) = jax.tree.leaves(by_params)
+    xt = tf.constant(x)
+    with tf.GradientTape() as tape:
+        tape.watch(xt)
+        total = tf.reduce_sum(model.quantize(xt)["y"])
+    theirs = tape.gradient(total, xt).numpy()
+    # d/dx = w * (1 + u): the noise factors are uniform in [0, 1), ours as TF's,
+    factors = []
+    for g in (np.asarray(by_x), theirs):
+        factor = g / w - 1
+        assert factor.min() >= -1e-6 and factor.max() < 1 + 1e-6
+        assert abs(factor.mean() - 0.5) < 0.02 and abs(factor.std() - np.sqrt(1 / 12)) < 0.02
+        factors.append(factor)
+    # d/dw = sum over the batch of x * (1 + u), with the same draws as d/dx.
+    np.testing.assert_allclose(by_w, np.sum(x * (1 + factors[0]), axis=0), rtol=1e-4)
+    # The key decides them.
+    again = grad(module.params, x, jax.random.key(0))[1]
+    other = grad(module.params, x, jax.random.key(1))[1]
+    np.testing.assert_array_equal(again, by_x)
+    assert np.mean(np.asarray(other) == np.asarray(by_x)) < 0.01
+
+
 def _keras_noise_model(tmp_path):
     """A tf_keras model that adds standard normal noise in both modes, and
     ``GaussianNoise(0.5)`` on top when training; saved the TF Hub way."""
@@ -685,16 +832,26 @@ class _Generating(tf.Module):
         return {"u": self.generator.uniform([3]), "n": self.generator.normal([5, 2])}
 
 
-def test_a_generator_signature_returns_its_state_as_tf_advances_it(tmp_path):
+def test_a_generator_signature_draws_from_the_key_and_returns_its_state_as_tf(tmp_path):
     model = _Generating()
     tf.saved_model.save(model, str(tmp_path / "saved"), signatures={"draw": model.draw})
     module = load_saved_model(tmp_path / "saved")
+    assert module.manifest.function(frozenset(), "draw").takes_rng
     params = module.params
-    for _ in range(2):
-        _, state = module.apply(params, {}, signature="draw", as_dict=True)
+    for seed in range(2):
+        outputs, state = module.apply(params, {}, signature="draw", as_dict=True,
+                                      rng=jax.random.key(seed))
         model.draw()
         (path,) = [p for p, _ in _leaves(state)]
         np.testing.assert_array_equal(dict(_leaves(state))[path], model.generator.state.numpy())
+        # The key decides the numbers, not the state they were drawn with.
+        again, _ = module.apply(module.params, {}, signature="draw", as_dict=True,
+                                rng=jax.random.key(seed))
+        other, _ = module.apply(params, {}, signature="draw", as_dict=True,
+                                rng=jax.random.key(seed + 2))
+        for key in ("u", "n"):
+            np.testing.assert_array_equal(outputs[key], again[key])
+            assert not np.any(outputs[key] == other[key])
         params = jaxhub.merge_params(params, state)
 
 
