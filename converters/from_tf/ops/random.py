@@ -32,7 +32,8 @@ KEYED_OPS = frozenset({"RandomUniform", "RandomStandardNormal", "TruncatedNormal
 
 def draws_random(interp: Any, fn: Any) -> bool:
     """Whether graph ``fn`` may run one of :data:`KEYED_OPS`, itself or in a function it
-    calls (``interp`` is the :class:`~jaxhub_tf.from_tf.interpreter.Interpreter`)."""
+    calls, the gradient functions of its ``tf.custom_gradient``s included (``interp`` is
+    the :class:`~jaxhub_tf.from_tf.interpreter.Interpreter`)."""
     return any(node.op in KEYED_OPS for _, node in interp.reachable_nodes(fn))
 
 

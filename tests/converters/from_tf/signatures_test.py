@@ -1,6 +1,6 @@
 """How converted signatures behave: 64-bit inputs, forward-only functions, random ops in
-serving signatures and the root's ``__call__``, and signatures whose effect is a variable
-assignment.
+serving signatures, the root's ``__call__``, ``tf.random.Generator``s and custom gradients,
+and signatures whose effect is a variable assignment.
 
 Every expected value is what TensorFlow computes for the same SavedModel.
 """
