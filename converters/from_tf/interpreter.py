@@ -341,6 +341,7 @@ class Interpreter:
                    for v in inputs + captures):
             return list(inputs)
         grad_fn = self.function(gradient)
+        # Only a gradient that draws takes a key; the others leave the caller's as it is.
         draws = ctx.rng is not None and random_ops.draws_random(self, grad_fn)
         key = ctx.next_key(gradient) if draws else None
 

@@ -2,8 +2,9 @@
 
 TF's stateful random ops (``RandomUniform``, ...) and ``tf.random.Generator``s have no
 JAX counterpart: each gets a fresh key split off the key the caller passes (a train
-variant's ``rng``, a signature's), so the converted function stays pure. Values differ from TF's, distributions do not: so for
-``SampleDistortedBoundingBox`` (a random crop), drawn as TF's kernel draws it.
+variant's ``rng``, a signature's), so the converted function stays pure. Values differ
+from TF's, distributions do not: so for ``SampleDistortedBoundingBox`` (a random crop),
+drawn as TF's kernel draws it.
 """
 
 from __future__ import annotations
@@ -116,10 +117,10 @@ def _rng_read_and_skip(node, handle, alg, delta):
     TF's stateful ops; the stored state still advances as in TF, and a signature that
     returns state returns it.
     """
+    key = node.ctx.next_key(node.op)
     state = node.ctx.state[handle.key]
     dtype = np.asarray(state).dtype if is_static(state) else state.dtype
-    drawn = jax.random.bits(node.ctx.next_key(node.op), np.shape(state), jnp.uint32)
-    drawn = drawn.astype(dtype)
+    drawn = jax.random.bits(key, np.shape(state), jnp.uint32).astype(dtype)
     # TF's Philox kernel moves the counter 256 steps per number asked for (measured:
     # uniform([3]) adds 768); the carry into the counter's high word is not modelled.
     step = as_jax(delta).astype(dtype) * _COUNTER_STEPS

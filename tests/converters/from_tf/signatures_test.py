@@ -630,6 +630,9 @@ def test_a_custom_gradient_draws_from_the_callers_key_under_jit(straight_through
     other = grad(module.params, x, jax.random.key(1))[1]
     np.testing.assert_array_equal(again, by_x)
     assert np.mean(np.asarray(other) == np.asarray(by_x)) < 0.01
+    keys = jax.random.split(jax.random.key(2), 3)
+    by_key = jax.vmap(lambda k: grad(module.params, x, k)[1])(keys)
+    np.testing.assert_allclose(by_key[1], grad(module.params, x, keys[1])[1], rtol=1e-6)
 
 
 def _keras_noise_model(tmp_path):
