@@ -22,13 +22,15 @@ from jaxhub_tf.from_tf.values import as_jax, check_value, is_static, shape_tuple
 _SEEDS = ("seed", "seed2")
 
 #: The ops that need the caller's key: a function that may run one takes ``rng``.
-#: ``RngReadAndSkip`` (a ``tf.random.Generator``'s step) is one: read from the stored
-#: state, a signature that does not return that state would draw the same numbers on
-#: every call.
+#: A ``tf.random.Generator``'s ops (``RngReadAndSkip``, ``Stateful*``) are among them:
+#: read from the stored state, a signature that does not return that state would draw
+#: the same numbers on every call.
 KEYED_OPS = frozenset({"RandomUniform", "RandomStandardNormal", "TruncatedNormal",
                        "RandomUniformInt", "Multinomial", "RandomShuffle",
                        "SampleDistortedBoundingBox", "SampleDistortedBoundingBoxV2",
-                       "RngReadAndSkip"})
+                       "RngReadAndSkip", "StatefulUniform", "StatefulStandardNormalV2",
+                       "StatefulTruncatedNormal", "StatefulUniformInt",
+                       "StatefulUniformFullInt", "StatefulRandomBinomial"})
 
 
 def draws_random(interp: Any, fn: Any) -> bool:
@@ -104,8 +106,20 @@ def _random_shuffle(node, x):
     return jax.random.permutation(node.ctx.next_key(node.op), as_jax(x), axis=0)
 
 
-#: How far ``RngReadAndSkip`` moves a Philox counter per unit of ``delta``.
+#: How far TF's kernels move a generator's Philox counter per number drawn (measured:
+#: ``uniform([3])`` adds 768), and per binomial sample (up to 200 tries of 256).
 _COUNTER_STEPS = 256
+_BINOMIAL_STEPS = 200 * _COUNTER_STEPS
+
+
+def _advance(node, handle, steps) -> Any:
+    """Moves the counter of the generator state ``handle`` ``steps`` ahead, as TF's
+    kernels do (the carry into the counter's high word is not modelled); returns the
+    state it had."""
+    state = node.ctx.state[handle.key]
+    dtype = np.asarray(state).dtype if is_static(state) else state.dtype
+    node.ctx.state[handle.key] = as_jax(state).at[0].add(as_jax(steps).astype(dtype))
+    return state
 
 
 @register("RngReadAndSkip", fold=False)
@@ -118,15 +132,56 @@ def _rng_read_and_skip(node, handle, alg, delta):
     returns state returns it.
     """
     key = node.ctx.next_key(node.op)
-    state = node.ctx.state[handle.key]
-    dtype = np.asarray(state).dtype if is_static(state) else state.dtype
-    drawn = jax.random.bits(key, np.shape(state), jnp.uint32).astype(dtype)
-    # TF's Philox kernel moves the counter 256 steps per number asked for (measured:
-    # uniform([3]) adds 768); the carry into the counter's high word is not modelled.
-    step = as_jax(delta).astype(dtype) * _COUNTER_STEPS
-    advanced = as_jax(state).at[0].add(step)
-    node.ctx.state[handle.key] = advanced
-    return drawn
+    state = _advance(node, handle, as_jax(delta) * _COUNTER_STEPS)
+    return jax.random.bits(key, np.shape(state), jnp.uint32).astype(state.dtype)
+
+
+def _generator_draw(node, handle, shape, steps_per_number: int) -> tuple[jax.Array, tuple]:
+    """The key and shape of one draw of a generator op that draws itself (TF before 2.5
+    drew every ``tf.random.Generator`` number so; ``binomial`` still does), its generator
+    advanced as TF's kernel advances it."""
+    key = node.ctx.next_key(node.op)
+    shape = shape_tuple(shape)
+    _advance(node, handle, int(np.prod(shape)) * steps_per_number)
+    return key, shape
+
+
+@register("StatefulUniform", "StatefulStandardNormalV2", "StatefulTruncatedNormal",
+          fold=False)
+def _stateful_float(node, handle, alg, shape):
+    key, shape = _generator_draw(node, handle, shape, _COUNTER_STEPS)
+    dtype = node.attr("dtype")
+    if node.op == "StatefulUniform":
+        return jax.random.uniform(key, shape, dtype)
+    if node.op == "StatefulStandardNormalV2":
+        return jax.random.normal(key, shape, dtype)
+    return jax.random.truncated_normal(key, -2.0, 2.0, shape, dtype)
+
+
+@register("StatefulUniformInt", fold=False)
+def _stateful_uniform_int(node, handle, alg, shape, minval, maxval):
+    key, shape = _generator_draw(node, handle, shape, _COUNTER_STEPS)
+    return jax.random.randint(key, shape, as_jax(minval), as_jax(maxval),
+                              jax.dtypes.canonicalize_dtype(node.attr("dtype")))
+
+
+@register("StatefulUniformFullInt", fold=False)
+def _stateful_uniform_full_int(node, handle, alg, shape):
+    """Integers over the dtype's whole range: its bits, drawn as unsigned words."""
+    key, shape = _generator_draw(node, handle, shape, _COUNTER_STEPS)
+    dtype = jax.dtypes.canonicalize_dtype(node.attr("dtype"))
+    unsigned = jnp.dtype(f"uint{8 * dtype.itemsize}")
+    return jax.lax.bitcast_convert_type(jax.random.bits(key, shape, unsigned), dtype)
+
+
+@register("StatefulRandomBinomial", fold=False)
+def _stateful_binomial(node, handle, alg, shape, counts, probs):
+    """``tf.random.Generator.binomial``: successes in ``counts`` tries of ``probs``."""
+    key, shape = _generator_draw(node, handle, shape, _BINOMIAL_STEPS)
+    counts, probs = as_jax(counts), as_jax(probs)
+    drawn = jax.random.binomial(key, jnp.broadcast_to(counts, shape),
+                                jnp.broadcast_to(probs, shape), shape, counts.dtype)
+    return drawn.astype(jax.dtypes.canonicalize_dtype(node.attr("dtype")))
 
 
 def _check_crop_attrs(node) -> tuple[list[float], list[float], int]:

@@ -1,4 +1,5 @@
-"""Random ops: TF's shapes and dtypes, determinism in the seed, and the right distributions.
+"""Random ops: TF's shapes and dtypes, determinism in the seed (the caller's key, for
+stateful ops and ``tf.random.Generator``s), and the right distributions.
 
 Values cannot match TF's (TF draws with Philox, JAX with its own PRNG), so these tests
 check what a caller relies on instead, on large samples.
@@ -82,8 +83,38 @@ STATEFUL = [
      & np.any(x != np.arange(_N[0])[:, None])),
 ]
 
-OPS = [op for op, _, _ in STATELESS + STATEFUL] + ["StatelessRandomGetKeyCounter",
-                                                  "SampleDistortedBoundingBoxV2"]
+
+def _generator_op(op, **args):
+    """TF's generator op ``op`` on a generator's state, as ``tf.random.Generator`` drew
+    before TF 2.5 (and ``binomial`` still draws)."""
+    return lambda g: getattr(tf.raw_ops, op)(resource=g.state.handle, algorithm=g.algorithm,
+                                             shape=_N, **args)
+
+
+_INT_RANGE = {"minval": tf.constant(-2, tf.int64), "maxval": tf.constant(3, tf.int64)}
+
+# (op the graph must use, TF function of a tf.random.Generator, check of a sample)
+GENERATOR = [
+    ("RngReadAndSkip", lambda g: g.uniform(_N),
+     lambda x: (x.min() >= 0) & (x.max() < 1) & (abs(x.mean() - 0.5) < 0.01)),
+    ("StatefulUniform", _generator_op("StatefulUniform"),
+     lambda x: (x.min() >= 0) & (x.max() < 1) & (abs(x.mean() - 0.5) < 0.01)),
+    ("StatefulStandardNormalV2", _generator_op("StatefulStandardNormalV2"),
+     lambda x: (abs(x.mean()) < 0.02) & (abs(x.std() - 1) < 0.02)),
+    ("StatefulTruncatedNormal", _generator_op("StatefulTruncatedNormal"),
+     lambda x: (abs(x).max() <= 2) & (abs(x.std() - 0.88) < 0.02)),
+    ("StatefulUniformInt", _generator_op("StatefulUniformInt", **_INT_RANGE),
+     lambda x: (x.min() == -2) & (x.max() == 2) & (abs(x.mean()) < 0.05)),
+    ("StatefulUniformFullInt", _generator_op("StatefulUniformFullInt", dtype=tf.int32),
+     lambda x: (x.min() < -2**30) & (x.max() > 2**30) & (abs(x.mean()) < 2**31 * 0.02)),
+    ("StatefulRandomBinomial", lambda g: g.binomial(_N, counts=tf.fill(_N, 10.0),
+                                                    probs=tf.fill(_N, 0.3)),
+     lambda x: (x.min() == 0) & (x.max() <= 10) & (abs(x.mean() - 3) < 0.05)
+     & (abs(x.var() - 2.1) < 0.1)),
+]
+
+OPS = [op for op, _, _ in STATELESS + STATEFUL + GENERATOR] + [
+    "StatelessRandomGetKeyCounter", "SampleDistortedBoundingBoxV2"]
 
 
 @pytest.mark.parametrize("op,fn,ok", STATELESS, ids=[c[0] for c in STATELESS])
@@ -112,6 +143,42 @@ def test_stateful_draws_from_the_callers_key(op, fn, ok):
     assert ok(np.asarray(a, np.float64))
     with pytest.raises(Exception, match="RNG key"):
         converted([zero])
+
+
+class _Drawing(tf.Module):
+    """A serving signature that draws with ``fn`` from a ``tf.random.Generator``."""
+
+    def __init__(self, fn):
+        super().__init__()
+        self.generator = tf.random.Generator.from_seed(1)
+        self.draw = tf.function(lambda: fn(self.generator), input_signature=[])
+
+
+@pytest.mark.parametrize("op,fn,ok", GENERATOR, ids=[c[0] for c in GENERATOR])
+def test_a_generator_draws_from_the_callers_key_and_advances_as_tf(op, fn, ok, tmp_path):
+    import jaxhub
+    from jaxhub_tf.from_tf.saved_model import load_saved_model
+
+    model = _Drawing(fn)
+    assert op in {n.op for n in model.draw.get_concrete_function().graph.as_graph_def().node}
+    tf.saved_model.save(model, str(tmp_path), signatures={"draw": model.draw})
+    module = load_saved_model(tmp_path)
+
+    def draw(key):
+        outputs, state = module.apply(module.params, {}, signature="draw", rng=key,
+                                      as_dict=True)
+        (out,) = outputs.values()
+        return np.asarray(out), jax.tree.leaves(state)
+
+    (a, (state,)), expected = draw(jax.random.key(0)), model.draw()
+    assert a.shape == tuple(expected.shape)
+    assert a.dtype == jax.dtypes.canonicalize_dtype(expected.dtype.as_numpy_dtype)
+    assert ok(a.astype(np.float64)) and ok(expected.numpy().astype(np.float64))
+    np.testing.assert_array_equal(state, model.generator.state.numpy())  # advanced as TF's
+    np.testing.assert_array_equal(draw(jax.random.key(0))[0], a)
+    assert np.mean(draw(jax.random.key(1))[0] == a) < 0.5
+    with pytest.raises(jaxhub.SignatureError, match="signature 'draw' draws random"):
+        module.apply(module.params, {}, signature="draw")
 
 
 # -- SampleDistortedBoundingBoxV2: random crops --------------------------------------------

@@ -26,6 +26,7 @@ _CASES = [case for module in (activation_test, array_test, conv_test, elementwis
           for case in module.CASES if not case.xfail]
 
 _STATEFUL_RANDOM = "draws from the caller's RNG key, a traced value"
+_GENERATOR = "reads and advances a generator's state variable, draws from the caller's key"
 
 #: Ops whose outputs stay traced on static inputs, and why that is right.
 TRACED: dict[str, str] = {
@@ -45,7 +46,13 @@ TRACED: dict[str, str] = {
     "RandomShuffle": _STATEFUL_RANDOM,
     "SampleDistortedBoundingBox": _STATEFUL_RANDOM,
     "SampleDistortedBoundingBoxV2": _STATEFUL_RANDOM,
-    "RngReadAndSkip": "reads and advances a generator's state variable",
+    "RngReadAndSkip": _GENERATOR,
+    "StatefulUniform": _GENERATOR,
+    "StatefulStandardNormalV2": _GENERATOR,
+    "StatefulTruncatedNormal": _GENERATOR,
+    "StatefulUniformInt": _GENERATOR,
+    "StatefulUniformFullInt": _GENERATOR,
+    "StatefulRandomBinomial": _GENERATOR,
 }
 
 
