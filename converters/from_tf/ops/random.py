@@ -137,8 +137,8 @@ def _rng_read_and_skip(node, handle, alg, delta):
 
 
 def _generator_draw(node, handle, shape, steps_per_number: int) -> tuple[jax.Array, tuple]:
-    """The key and shape of one draw of a generator op that draws itself (TF before 2.5
-    drew every ``tf.random.Generator`` number so; ``binomial`` still does), its generator
+    """The key and shape of one draw of a generator op that draws itself (older TF
+    releases drew every ``tf.random.Generator`` number so; ``binomial`` still does), its generator
     advanced as TF's kernel advances it."""
     key = node.ctx.next_key(node.op)
     shape = shape_tuple(shape)

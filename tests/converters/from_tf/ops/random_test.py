@@ -86,7 +86,7 @@ STATEFUL = [
 
 def _generator_op(op, **args):
     """TF's generator op ``op`` on a generator's state, as ``tf.random.Generator`` drew
-    before TF 2.5 (and ``binomial`` still draws)."""
+    in older TF releases (and ``binomial`` still draws)."""
     return lambda g: getattr(tf.raw_ops, op)(resource=g.state.handle, algorithm=g.algorithm,
                                              shape=_N, **args)
 
