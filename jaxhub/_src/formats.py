@@ -202,7 +202,7 @@ def converted(fmt: Format, path: pathlib.Path, *, cache_dir: Any = None,
     if gradients or not fmt.gradients_on_demand or found is not None:
         return Native(with_gradients())
     module_dir = cached_derivation(
-        lazy_key, lambda out: _convert(fmt, path, out, gradients=False),
+        lazy_key, _in_cache(lambda out: _convert(fmt, path, out, gradients=False)),
         cache_dir=cache_dir, origin=path)
     return Native(_refreshed(module_dir, lazy_key, path, cache_dir), with_gradients)
 
@@ -232,9 +232,9 @@ def _in_cache(build: Callable[[pathlib.Path], Any],
               ) -> Callable[[pathlib.Path], Any]:
     """``build(out)``, writing its module at ``out`` as an entry of the cache: without
     the exported VJPs that only readers predating split VJPs use, which are most of
-    the time of writing a converted model's gradients after its split VJPs
-    (``writer.cache_entry``; ``Module.export`` writes them when the module leaves the
-    cache). ``forward()``: exports of its functions made earlier, by file, which
+    the time of writing a converted model's gradients after its split VJPs, and with
+    its params uncompressed (``writer.cache_entry``; ``Module.export`` writes both as
+    usual when the module leaves the cache). ``forward()``: exports of its functions made earlier, by file, which
     ``create_module`` takes instead of exporting them again (``serialization.reusing``);
     asked only when the entry is built."""
     from jaxhub._src import serialization

@@ -6,10 +6,11 @@ saved with them, so a module loads onto whatever devices the reader has, or shar
 
 from __future__ import annotations
 
+import contextlib
 import os
 import pathlib
 import stat
-from typing import Any, Callable, Mapping
+from typing import Any, Callable, Iterator, Mapping
 
 import jax
 import jax.numpy as jnp
@@ -29,13 +30,33 @@ PARAMS_EXPANSION_FLOOR_BYTES = 1 << 30
 ShardingFn = Callable[[tree.Path, jax.ShapeDtypeStruct], jax.sharding.Sharding]
 
 
-def save(directory: pathlib.Path, params: dict[str, Any]) -> None:
-    """Writes ``params`` to ``directory/params`` (nothing when there are none)."""
+@contextlib.contextmanager
+def saving(directory: pathlib.Path, params: dict[str, Any], *,
+           compressed: bool = True) -> Iterator[None]:
+    """Writes ``params`` to ``directory/params`` while the body runs (nothing when there
+    are none); they are written when the context exits, even on an error.
+
+    Orbax copies the arrays to the host before the body starts and writes them on its
+    own threads, which spend most of their time in TensorStore and the file system, so
+    the body (lowering and serializing a module's functions) runs meanwhile.
+    ``compressed``: zstd-compress the chunks; a few per cent smaller for trained
+    weights, at a tenth of a second per 50 MB written and per 50 MB read. Orbax records
+    the codec, so either is read the same way.
+
+    Examples:
+      >>> directory = pathlib.Path("module").absolute()  # Orbax needs absolute paths
+      >>> with saving(directory, {"w": jnp.ones(3)}):
+      ...     pass  # write the rest of the module meanwhile
+      >>> restore(directory, (ParamSpec(("w",), (3,), "float32", True),))["w"]
+      Array([1., 1., 1.], dtype=float32)
+    """
     if not tree.flatten(params):
+        yield
         return
-    with ocp.StandardCheckpointer() as checkpointer:
-        checkpointer.save(directory / PARAMS_DIR, params)
-        checkpointer.wait_until_finished()
+    handler = ocp.PyTreeCheckpointHandler(use_compression=compressed)
+    with ocp.AsyncCheckpointer(handler) as checkpointer:  # waits for the write on exit
+        checkpointer.save(directory / PARAMS_DIR, args=ocp.args.PyTreeSave(params))
+        yield
 
 
 def restore(directory: pathlib.Path, specs: tuple[ParamSpec, ...],

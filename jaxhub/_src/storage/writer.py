@@ -28,7 +28,8 @@ _CACHE_ENTRIES: contextvars.ContextVar[tuple[pathlib.Path, ...]] = contextvars.C
 
 @contextlib.contextmanager
 def cache_entry(path: pathlib.Path) -> Iterator[None]:
-    """A module written at ``path`` in this context is written without exported VJPs.
+    """A module written at ``path`` in this context is written without exported VJPs,
+    and with its params uncompressed.
 
     A function that has a split VJP carries its exported VJP (built from the halves) only
     for readers that predate split VJPs; lowering and serializing it takes up to a third
@@ -36,8 +37,9 @@ def cache_entry(path: pathlib.Path) -> Iterator[None]:
     by the jaxhub that keyed it, which differentiates through the halves, so it goes
     without them (manifest ``"exported_vjps": false``); :func:`write` builds them again
     when such a module is written anywhere else (``Module.export``, ``jaxhub convert``).
-    The converter is a plug-in that writes the entry itself, hence a context rather
-    than an argument.
+    An entry is read on the machine that wrote it, where compressing its params would
+    cost more time than the disk it saves (``params.saving``). The converter is a
+    plug-in that writes the entry itself, hence a context rather than an argument.
     """
     token = _CACHE_ENTRIES.set((*_CACHE_ENTRIES.get(), path.resolve()))
     try:
@@ -63,12 +65,13 @@ def write(path: pathlib.Path, manifest: Manifest, exported: Mapping[str, jax_exp
     leader = jax.process_index() == 0
     if path.exists() and (not path.is_dir() or any(path.iterdir())):
         raise FileExistsError(f"{path} exists; export into a new directory")
-    exported_vjps = path.resolve() not in _CACHE_ENTRIES.get()
+    in_cache = path.resolve() in _CACHE_ENTRIES.get()
     tmp = _temporary_dir(path, leader)
     try:
-        params_io.save(tmp, params)
+        with params_io.saving(tmp, params, compressed=not in_cache):
+            if leader:
+                _write_description(tmp, manifest, exported, assets, not in_cache)
         if leader:
-            _write_description(tmp, manifest, exported, assets, exported_vjps)
             if path.exists():
                 path.rmdir()
             tmp.rename(path)
