@@ -91,6 +91,27 @@ def restore(directory: pathlib.Path, specs: tuple[ParamSpec, ...],
             f"{_first_line(e)}") from e
 
 
+def placed(params: dict[str, Any], specs: tuple[ParamSpec, ...],
+           sharding: jax.sharding.Sharding | ShardingFn | None = None
+           ) -> dict[str, Any] | None:
+    """``params``, which this process just saved as ``specs`` describe, placed as
+    :func:`restore` would place them read back; None unless they match the specs
+    (every path, shape and dtype)."""
+    flat = dict(tree.flatten(params))
+    if len(flat) != len(specs):
+        return None
+    if sharding is None:
+        sharding = jax.sharding.SingleDeviceSharding(jax.devices()[0])
+    leaves = []
+    for spec in specs:
+        value = flat.get(spec.path)
+        if (value is None or tuple(value.shape) != spec.shape
+                or value.dtype != jnp.dtype(spec.dtype)):
+            return None
+        leaves.append((spec.path, jax.device_put(value, _abstract(spec, sharding).sharding)))
+    return tree.unflatten(leaves)
+
+
 def max_params_expansion(env: Mapping[str, str] | None = None) -> float:
     """How many times its bytes on disk ``params/`` may declare, above
     ``PARAMS_EXPANSION_FLOOR_BYTES``: ``JAXHUB_MAX_PARAMS_EXPANSION``, default 1000."""
