@@ -94,6 +94,9 @@ def test_a_cache_entry_stores_its_params_uncompressed_and_reads_them_the_same(tm
         tmp_path / "published")
     for path in ("entry", "published"):
         np.testing.assert_array_equal(jaxhub.load(tmp_path / path).params["w"], zeros["w"])
+    # A published module's params are Orbax's standard checkpoint, as every jaxhub reads.
+    metadata = json.loads((tmp_path / "published/params/_CHECKPOINT_METADATA").read_text())
+    assert metadata["item_handlers"].endswith(".StandardCheckpointHandler")
 
 
 def test_writing_a_cache_entry_hands_back_the_params_it_saved(mlp_dir, tmp_path):

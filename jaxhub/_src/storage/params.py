@@ -53,9 +53,16 @@ def saving(directory: pathlib.Path, params: dict[str, Any], *,
     if not tree.flatten(params):
         yield
         return
-    handler = ocp.PyTreeCheckpointHandler(use_compression=compressed)
+    # A module that may leave the machine keeps Orbax's standard checkpoint, which every
+    # jaxhub restores; only the pytree handler can leave the compression out. restore()
+    # reads what either writes.
+    if compressed:
+        handler, args = ocp.StandardCheckpointHandler(), ocp.args.StandardSave(params)
+    else:
+        handler = ocp.PyTreeCheckpointHandler(use_compression=False)
+        args = ocp.args.PyTreeSave(params)
     with ocp.AsyncCheckpointer(handler) as checkpointer:  # waits for the write on exit
-        checkpointer.save(directory / PARAMS_DIR, args=ocp.args.PyTreeSave(params))
+        checkpointer.save(directory / PARAMS_DIR, args=args)
         yield
 
 
