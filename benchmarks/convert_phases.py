@@ -1,11 +1,14 @@
 """``python -m benchmarks.convert_phases SAVED_MODEL``: where ``jaxhub.load``'s time goes.
 
 Converts a SavedModel into an empty jaxhub cache (imports excluded) and prints the wall
-time of each phase of the convert path, measured by wrapping its functions: building
-the module (every signature's forward export and split-VJP halves), then writing it
-(serializing each function, with the VJP built from the halves; durable StableHLO
-copies; deserializing what was written). The rest of the total is reading and checking
-the SavedModel, saving params, hashing and writing files. ``jaxhub.load`` converts
+time of each phase of the convert path, measured by wrapping its functions: reading the
+SavedModel and building the module (tracing the graph; every signature's forward export
+and split-VJP halves), then writing it (serializing each function, with the VJP built
+from the halves; durable StableHLO copies; deserializing what was written; the params
+are saved meanwhile, and "write the module" includes waiting for them), hashing the
+entry's files, and reading the module back (the params the conversion saved are taken
+as they are; a load from the cache restores them). The rest of the total is checking
+the source and writing the cache's records. ``jaxhub.load`` converts
 without gradients (they are exported on the first gradient), so the split-VJP phases
 show zero; ``jaxhub convert`` and the first gradient pay them. ``--first-gradient``
 measures the conversion with gradients that the first gradient runs (after the load,
@@ -25,14 +28,18 @@ import time
 from typing import Any
 
 PHASES = (  # (module, function, label); nested phases are indented
-    ("jaxhub._src.create", "create_module", "build the module"),
-    ("jaxhub._src.serialization", "export", "  forward exports"),
-    ("jaxhub._src.serialization", "export_split_vjp", "  split-VJP halves"),
+    ("jaxhub_tf.from_tf.saved_model", "load_saved_model", "read the SavedModel, build"),
+    ("jaxhub._src.create", "create_module", "  build the module"),
+    ("jaxhub._src.serialization", "trace", "    trace"),
+    ("jaxhub._src.serialization", "export", "    forward exports"),
+    ("jaxhub._src.serialization", "export_split_vjp", "    split-VJP halves"),
     ("jaxhub._src.storage.writer", "write", "write the module"),
-    ("jaxhub._src.storage.params", "save", "  params"),
     ("jaxhub._src.serialization", "serialize", "  serialize (+ VJP from halves)"),
     ("jaxhub._src.storage.durable", "describe", "  durable copies"),
     ("jaxhub._src.serialization", "deserialize", "  deserialize"),
+    ("jaxhub._src.hub.entry_record", "scan", "hash the entry's files"),
+    ("jaxhub._src.storage.reader", "read", "read the module"),
+    ("jaxhub._src.storage.params", "restore", "  restore params"),
 )
 
 

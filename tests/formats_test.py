@@ -66,6 +66,18 @@ def test_second_load_reads_the_cache_without_tensorflow(saved_model, tmp_path):
     assert float(result.stdout.split()[-1]) == pytest.approx(2 * (6 + 9))
 
 
+def test_the_load_that_converts_has_the_params_a_later_load_reads(saved_model, tmp_path):
+    # The converting load takes the params it saved rather than reading them back.
+    converting = jaxhub.load(saved_model, cache_dir=tmp_path / "cache")
+    reading = jaxhub.load(saved_model, cache_dir=tmp_path / "cache")
+    assert converting.path == reading.path
+    for ours, theirs in zip(jax.tree.leaves(converting.params), jax.tree.leaves(reading.params)):
+        assert (ours.dtype, ours.sharding) == (theirs.dtype, theirs.sharding)
+        np.testing.assert_array_equal(ours, theirs)
+    x = np.ones((2, 3), np.float32)
+    np.testing.assert_array_equal(converting(x), reading(x))
+
+
 def test_a_changed_source_is_converted_again(saved_model, tmp_path):
     cache = tmp_path / "cache"
     first = jaxhub.load(saved_model, cache_dir=cache)

@@ -181,7 +181,7 @@ class _SavedModel:
         self._interp = Interpreter(meta.graph_def.library, self._gradient_captures(),
                                    self._gradient_outputs())
         self._top = {n.name: n for n in meta.graph_def.node}
-        self._stored = _read_variables(path, self._objects)
+        self._checkpoint, self._stored = _checkpointed_variables(path, self._objects)
         # Only variables that a converted function captures become params (a Keras export
         # also saves second copies of its variables that no function uses).
         self._variables: dict[int, _Variable] = {}
@@ -206,7 +206,10 @@ class _SavedModel:
 
     def _variable(self, node_id: int) -> _Variable | None:
         if node_id not in self._variables and node_id in self._stored:
-            tf_name, value, trainable = self._stored[node_id]
+            tf_name, key, trainable = self._stored.pop(node_id)
+            value = self._checkpoint.get_tensor(key)
+            if value.dtype == object:  # string variables cannot be params
+                return None
             self._variables[node_id] = _Variable(f"var{node_id}", self._names.make(tf_name),
                                                  tf_name, value, trainable)
         return self._variables.get(node_id)
@@ -677,8 +680,12 @@ class _SavedModel:
         return run
 
 
-def _read_variables(path: pathlib.Path, objects) -> dict[int, tuple[str, np.ndarray, bool]]:
-    """Object graph node id -> (TF name, checkpointed value, trainable) of each variable."""
+def _checkpointed_variables(path: pathlib.Path, objects
+                            ) -> tuple[bundle.BundleReader, dict[int, tuple[str, str, bool]]]:
+    """The checkpoint's reader, and object graph node id -> (TF name, checkpoint key,
+    trainable) of each variable. Values are read when a function captures the variable:
+    a Keras export saves second copies of its variables that no function uses (half of
+    the bytes of VGG16-sized hed's checkpoint)."""
     reader = bundle.BundleReader(path / "variables" / "variables")
     ckpt_graph = protos.TrackableObjectGraph()
     try:
@@ -694,12 +701,9 @@ def _read_variables(path: pathlib.Path, objects) -> dict[int, tuple[str, np.ndar
                 if a.name == "VARIABLE_VALUE"]
         if not keys:
             continue
-        value = reader.get_tensor(keys[0])
-        if value.dtype == object:  # string variables cannot be params
-            continue
-        variables[node_id] = (obj.variable.name or f"variable_{node_id}", np.asarray(value),
+        variables[node_id] = (obj.variable.name or f"variable_{node_id}", keys[0],
                               bool(obj.variable.trainable))
-    return variables
+    return reader, variables
 
 
 class _ParamNames:

@@ -26,13 +26,16 @@ import hashlib
 import importlib.metadata
 import importlib.util
 import pathlib
-from typing import Any, Callable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Mapping, Sequence
 
 from jaxhub._src.hub import cached_derivation, cached_derivation_if_present
 from jaxhub._src.specs import NoGradientError
 from jaxhub._src.storage import files
 from jaxhub._src.storage.manifest import ModuleFormatError
 from jaxhub._src.version import __version__
+
+if TYPE_CHECKING:  # imported on use: it imports JAX
+    from jaxhub._src.storage import writer
 
 #: The entry point group of format plug-ins.
 ENTRY_POINT_GROUP = "jaxhub.formats"
@@ -145,10 +148,13 @@ class Native:
       path: the module directory: the handle's own, or its cached conversion.
       with_gradients: for a conversion written without gradients, returns the directory
         of the conversion with them, converting on the first call; None otherwise.
+      written_params: the params of a conversion this process just wrote at ``path``
+        (the arrays that reading them back would give); None otherwise.
     """
 
     path: pathlib.Path
     with_gradients: Callable[[], pathlib.Path] | None = None
+    written_params: dict[str, Any] | None = None
 
 
 def native(path: pathlib.Path, *, cache_dir: Any = None, gradients: bool = False) -> Native:
@@ -201,10 +207,15 @@ def converted(fmt: Format, path: pathlib.Path, *, cache_dir: Any = None,
     found = cached_derivation_if_present(key, cache_dir=cache_dir)
     if gradients or not fmt.gradients_on_demand or found is not None:
         return Native(with_gradients())
+    from jaxhub._src.storage import writer
+    written = writer.WrittenEntry()  # filled if this call converts
     module_dir = cached_derivation(
-        lazy_key, lambda out: _convert(fmt, path, out, gradients=False),
+        lazy_key, _in_cache(lambda out: _convert(fmt, path, out, gradients=False),
+                            written=written),
         cache_dir=cache_dir, origin=path)
-    return Native(_refreshed(module_dir, lazy_key, path, cache_dir), with_gradients)
+    refreshed = _refreshed(module_dir, lazy_key, path, cache_dir)
+    return Native(refreshed, with_gradients,
+                  written.params if refreshed == module_dir else None)
 
 
 def _refreshed(module_dir: pathlib.Path, key: str, origin: pathlib.Path,
@@ -228,20 +239,22 @@ def _refreshed(module_dir: pathlib.Path, key: str, origin: pathlib.Path,
 
 
 def _in_cache(build: Callable[[pathlib.Path], Any],
-              forward: Callable[[], Mapping[str, Any]] = dict
+              forward: Callable[[], Mapping[str, Any]] = dict,
+              written: writer.WrittenEntry | None = None
               ) -> Callable[[pathlib.Path], Any]:
     """``build(out)``, writing its module at ``out`` as an entry of the cache: without
     the exported VJPs that only readers predating split VJPs use, which are most of
-    the time of writing a converted model's gradients after its split VJPs
-    (``writer.cache_entry``; ``Module.export`` writes them when the module leaves the
-    cache). ``forward()``: exports of its functions made earlier, by file, which
+    the time of writing a converted model's gradients after its split VJPs, and with
+    its params uncompressed (``writer.cache_entry``; ``Module.export`` writes both as
+    usual when the module leaves the cache). ``forward()``: exports of its functions made earlier, by file, which
     ``create_module`` takes instead of exporting them again (``serialization.reusing``);
-    asked only when the entry is built."""
+    asked only when the entry is built. ``written``: receives what was written
+    (``writer.WrittenEntry``)."""
     from jaxhub._src import serialization
     from jaxhub._src.storage import writer
 
     def build_entry(out: pathlib.Path) -> Any:
-        with writer.cache_entry(out), serialization.reusing(forward()):
+        with writer.cache_entry(out, written), serialization.reusing(forward()):
             return build(out)
 
     return build_entry

@@ -53,21 +53,26 @@ def load(handle: str | os.PathLike, *, sha256: str | None = None,
     path = hub.resolve(handle, sha256=sha256, offline=offline, cache_dir=cache_dir,
                        progress=progress)
     native = formats.native(path, cache_dir=cache_dir)
-    return read(native.path, sharding=sharding, gradients=native.with_gradients)
+    return read(native.path, sharding=sharding, gradients=native.with_gradients,
+                written_params=native.written_params)
 
 
 def read(path: str | os.PathLike, sharding: ShardingFn | None = None,
-         gradients: Callable[[], pathlib.Path] | None = None) -> Module:
+         gradients: Callable[[], pathlib.Path] | None = None,
+         written_params: dict | None = None) -> Module:
     """The jaxhub module in directory ``path``.
 
     ``gradients``: for a module written without gradients, returns the directory of the
     same module written with them (see :class:`jaxhub._src.module.WithGradients`).
+    ``written_params``: the params this process just saved there (see
+    :func:`jaxhub._src.storage.reader.read`).
 
     Raises:
       ModuleFormatError: the directory is not a complete, readable module, or a host
         stage in it is malformed.
     """
-    contents = reader.read(pathlib.Path(path), sharding=sharding)
+    contents = reader.read(pathlib.Path(path), sharding=sharding,
+                           written_params=written_params)
     try:
         return Module(contents.manifest, contents.functions, contents.params,
                       contents.assets, path=contents.path, gradients=gradients)

@@ -1,5 +1,7 @@
 """Entries of the converted-module cache carry split VJPs only; a module leaving the
-cache gets its exported VJPs back, for the readers that predate split VJPs."""
+cache gets its exported VJPs back, for the readers that predate split VJPs. Their params
+are stored uncompressed, and the load that wrote an entry takes the params it saved
+instead of reading them back."""
 
 from __future__ import annotations
 
@@ -12,7 +14,7 @@ import pytest
 
 import jaxhub
 from jaxhub._src import serialization
-from jaxhub._src.storage import writer
+from jaxhub._src.storage import reader, writer
 from tests.conftest import as_read_before_split_vjps, mlp, mlp_params
 
 
@@ -75,3 +77,47 @@ def test_only_the_entry_being_written_leaves_them_out(mlp_dir, tmp_path):
     with writer.cache_entry(tmp_path / "entry"):
         jaxhub.load(mlp_dir).export(elsewhere)
     assert jaxhub.load(elsewhere).manifest.exported_vjps
+
+
+def params_bytes(path) -> int:
+    return sum(f.stat().st_size for f in (path / "params").rglob("*") if f.is_file())
+
+
+def test_a_cache_entry_stores_its_params_uncompressed_and_reads_them_the_same(tmp_path):
+    zeros = {"w": jnp.zeros((512, 512))}  # 1 MiB that zstd makes a few bytes
+    module = jaxhub.create_module(
+        zeros, signatures={"default": (lambda p, x: x @ p["w"], jaxhub.TensorSpec([None, 512]))})
+    with writer.cache_entry(tmp_path / "entry"):
+        module.export(tmp_path / "entry")
+    module.export(tmp_path / "published")
+    assert params_bytes(tmp_path / "entry") > 512 * 512 * 4 > 100 * params_bytes(
+        tmp_path / "published")
+    for path in ("entry", "published"):
+        np.testing.assert_array_equal(jaxhub.load(tmp_path / path).params["w"], zeros["w"])
+    # A published module's params are Orbax's standard checkpoint, as every jaxhub reads.
+    metadata = json.loads((tmp_path / "published/params/_CHECKPOINT_METADATA").read_text())
+    assert metadata["item_handlers"].endswith(".StandardCheckpointHandler")
+
+
+def test_writing_a_cache_entry_hands_back_the_params_it_saved(mlp_dir, tmp_path):
+    module = jaxhub.load(mlp_dir)
+    with writer.cache_entry(tmp_path / "entry") as written:
+        assert written.params is None
+        module.export(tmp_path / "entry")
+    jax.tree.map(np.testing.assert_array_equal, written.params, module.params)
+    with writer.cache_entry(tmp_path / "entry2") as elsewhere:
+        module.export(tmp_path / "published")
+    assert elsewhere.params is None
+
+
+def test_params_just_written_are_taken_as_they_are_unless_they_do_not_match(entry):
+    read_back = reader.read(entry).params
+    shifted = jax.tree.map(lambda v: v + 1, read_back)
+    taken = reader.read(entry, written_params=shifted).params
+    jax.tree.map(np.testing.assert_array_equal, taken, shifted)
+    reshaped = jax.tree.map(lambda v: v.reshape(-1), shifted)
+    for other in (reshaped, {"other": shifted}, jax.tree.map(lambda v: v.astype(jnp.float16),
+                                                               shifted)):
+        jax.tree.map(np.testing.assert_array_equal,
+                     reader.read(entry, written_params=other).params, read_back)
+

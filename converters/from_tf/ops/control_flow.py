@@ -24,6 +24,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jaxhub_tf.from_tf import graph
 from jaxhub_tf.from_tf.ops.registry import register
 from jaxhub_tf.from_tf.ops.tensor_lists import PendingList, StepItem
 from jaxhub_tf.from_tf.values import (UNKNOWN, Context, Resource, UnknowableError, as_jax,
@@ -162,7 +163,10 @@ def _while(node, *loop_vars):
     body_fn = interp.function(node.attr("body"))
     invariant = [body_fn.resolve_identity(out) == (arg, 0)
                  for out, arg in zip(body_fn.outputs, body_fn.args)]
-    trips, finals = _static_trip_count(ctx, cond_fn, body_fn, loop_vars)
+    # Partial evaluation needs every final value; a body that assigns variables may feed
+    # the condition through them: both simulate the whole body.
+    whole = ctx.partial or interp.writes_state(body_fn)
+    trips, finals = _static_trip_count(ctx, cond_fn, body_fn, loop_vars, whole=whole)
     if trips is None and not ctx.partial:
         trips = _counted_trip_count(ctx, cond_fn, body_fn, loop_vars, invariant)
     if ctx.partial:
@@ -407,17 +411,23 @@ def _only_written(fn, uses, outputs, index: int, ref: tuple[str, int], counter: 
             and not uses.get((node.name, 0)))
 
 
-def _static_trip_count(ctx: Context, cond_fn, body_fn, loop_vars: Sequence[Any]):
-    """Runs the loop on its static variables only.
+def _static_trip_count(ctx: Context, cond_fn, body_fn, loop_vars: Sequence[Any],
+                       whole: bool = True):
+    """Runs the loop on its static variables only; unless ``whole``, only on those the
+    condition depends on (:func:`_trip_counter`).
 
     Returns:
       ``(trips, finals)``: the number of iterations and the final loop variables
-      (:data:`UNKNOWN` where not static), or ``(None, None)`` when the static variables
-      do not decide the condition.
+      (:data:`UNKNOWN` where not static, or not simulated), or ``(None, None)`` when the
+      static variables do not decide the condition.
     """
     interp = ctx.interpreter
     probe = Context(interp, {k: UNKNOWN for k in ctx.state}, None, partial=True)
-    values = [v if is_static(v) or isinstance(v, Resource) else UNKNOWN for v in loop_vars]
+    simulated = range(len(loop_vars))
+    if not whole:
+        body_fn, simulated = _trip_counter(cond_fn, body_fn)
+    values = [v if (is_static(v) or isinstance(v, Resource)) and i in simulated else UNKNOWN
+              for i, v in enumerate(loop_vars)]
     for trips in range(MAX_STATIC_TRIPS + 1):
         try:
             pred = interp.run(cond_fn, values, probe.fork())[0]
@@ -430,6 +440,29 @@ def _static_trip_count(ctx: Context, cond_fn, body_fn, loop_vars: Sequence[Any])
             return None, None
         values = [o if is_static(o) or isinstance(o, Resource) else UNKNOWN for o in outs]
     return None, None
+
+
+def _trip_counter(cond_fn, body_fn) -> tuple[graph.Function, set[int]]:
+    """The loop variables ``cond_fn`` depends on, through any number of iterations, and
+    ``body_fn`` computing only those (the others passed through as they are).
+
+    A recurrent layer's loop carries its cell's state beside a step counter; counting
+    its trips needs the counter alone. Simulated in full, adtlib's four 1,000-step loops
+    interpreted their cells 4,000 times (1.9 s of a 2.7 s conversion).
+    """
+    def args_reaching(fn, refs) -> set[int]:
+        names = graph.upstream(fn.nodes, [source for source, _ in refs])
+        return {i for i, arg in enumerate(fn.args) if arg in names}
+
+    needed = args_reaching(cond_fn, cond_fn.outputs)
+    pending = list(needed)
+    while pending:
+        more = args_reaching(body_fn, [body_fn.outputs[pending.pop()]]) - needed
+        needed |= more
+        pending.extend(more)
+    outputs = [out if i in needed else (arg, 0)
+               for i, (out, arg) in enumerate(zip(body_fn.outputs, body_fn.args))]
+    return dataclasses.replace(body_fn, outputs=outputs, control_outputs=[]), needed
 
 
 def _counted_trip_count(ctx: Context, cond_fn, body_fn, loop_vars: Sequence[Any],

@@ -6,10 +6,11 @@ saved with them, so a module loads onto whatever devices the reader has, or shar
 
 from __future__ import annotations
 
+import contextlib
 import os
 import pathlib
 import stat
-from typing import Any, Callable, Mapping
+from typing import Any, Callable, Iterator, Mapping
 
 import jax
 import jax.numpy as jnp
@@ -29,13 +30,40 @@ PARAMS_EXPANSION_FLOOR_BYTES = 1 << 30
 ShardingFn = Callable[[tree.Path, jax.ShapeDtypeStruct], jax.sharding.Sharding]
 
 
-def save(directory: pathlib.Path, params: dict[str, Any]) -> None:
-    """Writes ``params`` to ``directory/params`` (nothing when there are none)."""
+@contextlib.contextmanager
+def saving(directory: pathlib.Path, params: dict[str, Any], *,
+           compressed: bool = True) -> Iterator[None]:
+    """Writes ``params`` to ``directory/params`` while the body runs (nothing when there
+    are none); they are written when the context exits, even on an error.
+
+    Orbax copies the arrays to the host before the body starts and writes them on its
+    own threads, which spend most of their time in TensorStore and the file system, so
+    the body (lowering and serializing a module's functions) runs meanwhile.
+    ``compressed``: zstd-compress the chunks; a few per cent smaller for trained
+    weights, at a tenth of a second per 50 MB written and per 50 MB read. Orbax records
+    the codec, so either is read the same way.
+
+    Examples:
+      >>> directory = pathlib.Path("module").absolute()  # Orbax needs absolute paths
+      >>> with saving(directory, {"w": jnp.ones(3)}):
+      ...     pass  # write the rest of the module meanwhile
+      >>> restore(directory, (ParamSpec(("w",), (3,), "float32", True),))["w"]
+      Array([1., 1., 1.], dtype=float32)
+    """
     if not tree.flatten(params):
+        yield
         return
-    with ocp.StandardCheckpointer() as checkpointer:
-        checkpointer.save(directory / PARAMS_DIR, params)
-        checkpointer.wait_until_finished()
+    # A module that may leave the machine keeps Orbax's standard checkpoint, which every
+    # jaxhub restores; only the pytree handler can leave the compression out. restore()
+    # reads what either writes.
+    if compressed:
+        handler, args = ocp.StandardCheckpointHandler(), ocp.args.StandardSave(params)
+    else:
+        handler = ocp.PyTreeCheckpointHandler(use_compression=False)
+        args = ocp.args.PyTreeSave(params)
+    with ocp.AsyncCheckpointer(handler) as checkpointer:  # waits for the write on exit
+        checkpointer.save(directory / PARAMS_DIR, args=args)
+        yield
 
 
 def restore(directory: pathlib.Path, specs: tuple[ParamSpec, ...],
@@ -68,6 +96,27 @@ def restore(directory: pathlib.Path, specs: tuple[ParamSpec, ...],
         raise ModuleFormatError(
             f"cannot read the params of the module at {directory}: {type(e).__name__}: "
             f"{_first_line(e)}") from e
+
+
+def placed(params: dict[str, Any], specs: tuple[ParamSpec, ...],
+           sharding: jax.sharding.Sharding | ShardingFn | None = None
+           ) -> dict[str, Any] | None:
+    """``params``, which this process just saved as ``specs`` describe, placed as
+    :func:`restore` would place them read back; None unless they match the specs
+    (every path, shape and dtype)."""
+    flat = dict(tree.flatten(params))
+    if len(flat) != len(specs):
+        return None
+    if sharding is None:
+        sharding = jax.sharding.SingleDeviceSharding(jax.devices()[0])
+    leaves = []
+    for spec in specs:
+        value = flat.get(spec.path)
+        if (value is None or tuple(value.shape) != spec.shape
+                or value.dtype != jnp.dtype(spec.dtype)):
+            return None
+        leaves.append((spec.path, jax.device_put(value, _abstract(spec, sharding).sharding)))
+    return tree.unflatten(leaves)
 
 
 def max_params_expansion(env: Mapping[str, str] | None = None) -> float:

@@ -42,19 +42,26 @@ class Contents:
     assets: dict[str, pathlib.Path]
 
 
-def read(path: pathlib.Path, sharding: params_io.ShardingFn | None = None) -> Contents:
+def read(path: pathlib.Path, sharding: params_io.ShardingFn | None = None,
+         written_params: dict[str, Any] | None = None) -> Contents:
     """Reads the module in directory ``path``.
 
     Args:
       path: a module directory.
       sharding: how to place params (see :func:`jaxhub._src.storage.params.restore`).
+      written_params: the params this process saved in ``path`` just before (a
+        conversion into the cache): taken instead of read back when they match the
+        manifest.
 
     Raises:
       ModuleFormatError: the directory is not a complete, readable module.
     """
     path = pathlib.Path(path).absolute()  # Orbax refuses relative checkpoint paths
     manifest, exported = read_functions(path)
-    params = params_io.restore(path, manifest.params, sharding)
+    params = None if written_params is None else params_io.placed(
+        written_params, manifest.params, sharding)
+    if params is None:
+        params = params_io.restore(path, manifest.params, sharding)
     return Contents(path, manifest, exported, params, _assets(path, manifest))
 
 

@@ -21,14 +21,28 @@ from jaxhub._src.storage import params as params_io
 from jaxhub._src.storage import files
 from jaxhub._src.storage.manifest import Manifest, VjpSpec
 
+@dataclasses.dataclass
+class WrittenEntry:
+    """What :func:`write` wrote as an entry of the cache, in this process.
+
+    Attributes:
+      params: the params tree it saved, once written (in a single-process run): the
+        arrays that reading the entry back would restore.
+    """
+
+    params: dict[str, Any] | None = None
+
+
 #: The directories being written as entries of the converted-module cache.
-_CACHE_ENTRIES: contextvars.ContextVar[tuple[pathlib.Path, ...]] = contextvars.ContextVar(
-    "jaxhub_cache_entries", default=())
+_CACHE_ENTRIES: contextvars.ContextVar[tuple[tuple[pathlib.Path, WrittenEntry], ...]] = (
+    contextvars.ContextVar("jaxhub_cache_entries", default=()))
 
 
 @contextlib.contextmanager
-def cache_entry(path: pathlib.Path) -> Iterator[None]:
-    """A module written at ``path`` in this context is written without exported VJPs.
+def cache_entry(path: pathlib.Path, written: WrittenEntry | None = None
+                ) -> Iterator[WrittenEntry]:
+    """A module written at ``path`` in this context is written without exported VJPs,
+    and with its params uncompressed.
 
     A function that has a split VJP carries its exported VJP (built from the halves) only
     for readers that predate split VJPs; lowering and serializing it takes up to a third
@@ -36,12 +50,18 @@ def cache_entry(path: pathlib.Path) -> Iterator[None]:
     by the jaxhub that keyed it, which differentiates through the halves, so it goes
     without them (manifest ``"exported_vjps": false``); :func:`write` builds them again
     when such a module is written anywhere else (``Module.export``, ``jaxhub convert``).
-    The converter is a plug-in that writes the entry itself, hence a context rather
-    than an argument.
+    An entry is read on the machine that wrote it, where compressing its params would
+    cost more time than the disk it saves (``params.saving``). The converter is a
+    plug-in that writes the entry itself, hence a context rather than an argument.
+
+    Yields ``written`` (a new :class:`WrittenEntry` by default), which holds the params
+    once the module is written: the load that converts a model reads its functions
+    from the entry, and takes these params instead of reading them back.
     """
-    token = _CACHE_ENTRIES.set((*_CACHE_ENTRIES.get(), path.resolve()))
+    written = WrittenEntry() if written is None else written
+    token = _CACHE_ENTRIES.set((*_CACHE_ENTRIES.get(), (path.resolve(), written)))
     try:
-        yield
+        yield written
     finally:
         _CACHE_ENTRIES.reset(token)
 
@@ -63,12 +83,15 @@ def write(path: pathlib.Path, manifest: Manifest, exported: Mapping[str, jax_exp
     leader = jax.process_index() == 0
     if path.exists() and (not path.is_dir() or any(path.iterdir())):
         raise FileExistsError(f"{path} exists; export into a new directory")
-    exported_vjps = path.resolve() not in _CACHE_ENTRIES.get()
+    resolved = path.resolve()
+    entry = next((written for p, written in _CACHE_ENTRIES.get() if p == resolved), None)
+    in_cache = entry is not None
     tmp = _temporary_dir(path, leader)
     try:
-        params_io.save(tmp, params)
+        with params_io.saving(tmp, params, compressed=not in_cache):
+            if leader:
+                _write_description(tmp, manifest, exported, assets, not in_cache)
         if leader:
-            _write_description(tmp, manifest, exported, assets, exported_vjps)
             if path.exists():
                 path.rmdir()
             tmp.rename(path)
@@ -77,6 +100,8 @@ def write(path: pathlib.Path, manifest: Manifest, exported: Mapping[str, jax_exp
             shutil.rmtree(tmp, ignore_errors=True)
         raise
     _sync_processes(f"jaxhub export {path}")
+    if entry is not None and jax.process_count() == 1:  # others restore their shards
+        entry.params = params
     return path
 
 

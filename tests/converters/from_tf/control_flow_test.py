@@ -462,6 +462,30 @@ def test_a_loop_reading_and_writing_at_its_counter_scans_over_the_lists():
     assert not inside & {"dynamic_slice", "dynamic_update_slice", "gather", "scatter"}
 
 
+def _counter_beside_other_values(x):
+    """A counted loop that also carries a static value and a state its condition never
+    reads (what a recurrent layer carries beside its step counter)."""
+    def body(i, total, h):
+        return i + 1, total * 2 + 1, tf.tanh(h + tf.cast(total, tf.float32) * 0.1)
+
+    return tf.while_loop(lambda i, total, h: i < 5, body, (0, 1, x))[1:]
+
+
+def test_a_loop_counts_its_trips_from_its_counter_and_ends_where_tf_does():
+    concrete = tf.function(_counter_beside_other_values).get_concrete_function(
+        tf.TensorSpec([None, 4]))
+    fn = interpreter.run_graph(concrete.graph.as_graph_def(),
+                               [t.name for t in concrete.inputs],
+                               [t.name for t in concrete.outputs])
+    x = np.random.default_rng(3).standard_normal((2, 4)).astype(np.float32)
+    total, h = jax.jit(lambda x: fn({}, [x])[0])(x)
+    want_total, want_h = concrete(x)
+    assert int(total) == int(want_total) == 63
+    np.testing.assert_allclose(h, want_h.numpy(), rtol=1e-5, atol=1e-6)
+    jaxpr = jax.make_jaxpr(lambda x: fn({}, [x])[0])(x).jaxpr
+    assert [e.params["length"] for e in jaxpr.eqns if e.primitive.name == "scan"] == [5]
+
+
 def _primitives(jaxpr) -> set[str]:
     """The names of the primitives ``jaxpr`` runs, those of nested jaxprs included."""
     names = set()

@@ -439,6 +439,31 @@ def test_jaxhub_load_converts_a_saved_model_once_and_caches_it(tmp_path):
     np.testing.assert_allclose(again(x, signature="serve"), model(x), rtol=1e-5, atol=1e-6)
 
 
+def test_only_the_variables_a_function_captures_are_read_and_become_params(tmp_path):
+    class Scaled(tf.Module):
+        def __init__(self):
+            self.w = tf.Variable(np.arange(3, dtype=np.float32), name="w")
+            self.unused = tf.Variable(np.ones((64, 64), np.float32), name="unused")
+            self.label = tf.Variable("text", name="label")  # no param can hold a string
+
+        @tf.function(input_signature=[tf.TensorSpec([None, 3], tf.float32)])
+        def __call__(self, x):
+            return {"y": x * self.w}
+
+    scaled = Scaled()
+    tf.saved_model.save(scaled, str(tmp_path / "saved"),
+                        signatures={"serving_default": scaled.__call__})
+    # Damaging the bytes of the variables no function uses does not fail the conversion:
+    # they are never read (a Keras export saves a second copy of every variable).
+    data = next((tmp_path / "saved" / "variables").glob("variables.data-*"))
+    unused_bytes = np.ones((64, 64), np.float32).tobytes()
+    data.write_bytes(data.read_bytes().replace(unused_bytes, b"\xff" * len(unused_bytes)))
+    module = saved_model.load_saved_model(tmp_path / "saved")
+    assert [leaf.shape for leaf in jax.tree.leaves(module.params)] == [(3,)]
+    x = np.ones((2, 3), np.float32)
+    np.testing.assert_array_equal(module(x), scaled(x)["y"].numpy())
+
+
 def test_a_keras_export_converts_its_aliased_signatures_once(tmp_path):
     model = _mlp()
     _save(model, "export", tmp_path / "saved")
