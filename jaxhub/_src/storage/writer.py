@@ -21,6 +21,7 @@ from jaxhub._src.storage import params as params_io
 from jaxhub._src.storage import files
 from jaxhub._src.storage.manifest import Manifest, VjpSpec
 
+
 @dataclasses.dataclass
 class WrittenEntry:
     """What :func:`write` wrote as an entry of the cache, in this process.
