@@ -184,6 +184,41 @@ def test_symbolic_height_and_width_convert_and_match_tensorflow(kind, strides, p
         np.testing.assert_allclose(np.asarray(g), e.numpy(), rtol=1e-4, atol=1e-4)
 
 
+@pytest.mark.parametrize("padding,dilations,k_shape,border", [
+    ("SAME", 1, (3, 3, 6, 5), "[[1, 1], [1, 1]]"),
+    ("SAME", 1, (2, 2, 9, 5), "[[0, 1], [0, 1]]"),  # even: padded at the end alone
+    ("SAME", 2, (3, 3, 6, 5), "[[2, 2], [2, 2]]"),
+    ([[0, 0], [2, 1], [1, 0], [0, 0]], 1, (3, 3, 6, 5), "[[2, 1], [1, 0]]"),
+])
+def test_symbolic_sized_kernel_gradient_convolves_the_unpadded_input(padding, dilations,
+                                                                      k_shape, border):
+    """A stride-1 conv traced with unknown batch, height and width gives TF's values and
+    gradients, and its kernel gradient is one convolution of the unpadded input with the
+    conv's padding, not of the padded input with a cell of padding and a row cut off
+    (XLA:CPU ran that 1.3-1.5 times slower, ``benchmarks/PROFILE.md`` section 20)."""
+    case = Case("Conv2D", lambda x, k: tf.nn.conv2d(x, k, 1, padding, dilations=dilations))
+    x_shape = (2, 7, 6, k_shape[2])
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal(x_shape).astype(np.float32)
+    k = rng.standard_normal(k_shape).astype(np.float32)
+    concrete, f = _converted(case, x_shape, k_shape, unknown=3)
+    y, expected = _tf_value_and_grads(concrete, x, k)
+
+    b, h, w = export.symbolic_shape("b, h, w")
+    x_spec = jax.ShapeDtypeStruct((b, h, w, x_shape[3]), np.float32)
+    k_spec = jax.ShapeDtypeStruct(k_shape, np.float32)
+    grad = jax.jit(jax.grad(lambda x, k: jnp.sum(jnp.sin(f(x, k))), argnums=(0, 1)))
+    value, gradient = (export.export(fn)(x_spec, k_spec) for fn in (jax.jit(f), grad))
+    np.testing.assert_allclose(np.asarray(value.call(x, k)), y.numpy(), rtol=1e-4, atol=1e-4)
+    for g, e in zip(gradient.call(x, k), expected):
+        np.testing.assert_allclose(np.asarray(g), e.numpy(), rtol=1e-4, atol=1e-4)
+    kernel_grad = jax.jit(jax.grad(lambda x, k: jnp.sum(f(x, k)), argnums=1))
+    text = export.export(kernel_grad)(x_spec, k_spec).mlir_module()
+    convs = [line for line in text.splitlines() if "stablehlo.convolution" in line]
+    assert len(convs) == 1 and f"pad = {border}" in convs[0], convs
+    assert f"-> tensor<{k_shape[3]}x{k_shape[0]}x{k_shape[1]}x{k_shape[2]}xf32>" in convs[0]
+
+
 @pytest.mark.parametrize("x_shape,k_shape,convolutions", [
     ((2, 9, 24, 1), (1, 24, 1, 6), 0),  # crema's 1x216 over its frequency bins: a product
     ((2, 9, 24, 2), (3, 24, 2, 4), 3),  # 7x561 over 561 bins: a 3x1 conv over 48 channels
