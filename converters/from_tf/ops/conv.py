@@ -268,13 +268,45 @@ def _window(strides, dilations, pads) -> _Window:
 
 def _xla_conv(x, kernel, dims: _ConvDims, pads):
     """``lax.conv_general_dilated`` (static spatial sizes), unpadded ones through
-    :func:`_unpadded_conv`."""
+    :func:`_unpadded_conv`, padded ones whose kernel gradient XLA:CPU runs slowly through
+    :func:`_padded_conv`."""
     if not any(lo or hi for lo, hi in pads):
         return _unpadded_conv(x, kernel, dims)
+    widths = [p for pair in pads for p in pair]
+    if not (_static(kernel.shape) and _static(widths)):
+        return _lax_padded_conv(x, kernel, dims._replace(border=tuple(map(tuple, pads))))
+    dims = dims._replace(border=tuple((int(lo), int(hi)) for lo, hi in pads))
+    if _eigen_kernel_grad(kernel.shape[:-2], dims):
+        return _padded_conv(x, kernel, dims)
+    return _lax_padded_conv(x, kernel, dims)
+
+
+def _lax_padded_conv(x, kernel, dims: _ConvDims):
     spec = "HWIO" if kernel.ndim == 4 else "DHWIO"
     return jax.lax.conv_general_dilated(
-        x, kernel, window_strides=dims.strides, padding=pads, rhs_dilation=dims.dilations,
-        dimension_numbers=(dims.layout, spec, dims.layout), feature_group_count=dims.groups)
+        x, kernel, window_strides=dims.strides, padding=dims.border,
+        rhs_dilation=dims.dilations, dimension_numbers=(dims.layout, spec, dims.layout),
+        feature_group_count=dims.groups)
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2,))
+def _padded_conv(x, kernel, dims: _ConvDims):
+    """A convolution padded by ``dims.border`` (static sizes) whose kernel gradient is
+    :func:`_padded_kernel_grad`'s; the input gradient is XLA's."""
+    return _lax_padded_conv(x, kernel, dims)
+
+
+def _padded_conv_fwd(x, kernel, dims: _ConvDims):
+    return _padded_conv(x, kernel, dims), (x, kernel)
+
+
+def _padded_conv_bwd(dims: _ConvDims, residuals, dy):
+    x, kernel = residuals
+    dx = jax.vjp(lambda x: _lax_padded_conv(x, kernel, dims), x)[1](dy)[0]
+    return dx, _padded_kernel_grad(x, dy, kernel.shape[:-2], dims)
+
+
+_padded_conv.defvjp(_padded_conv_fwd, _padded_conv_bwd)
 
 
 def _depth_taps_conv(x, kernel, strides, dilations, pads):
@@ -460,9 +492,10 @@ _undilated_depth_taps_conv.defvjp(_undilated_depth_taps_fwd, _undilated_depth_ta
 class _ConvDims(NamedTuple):
     """The static geometry of a (padded) convolution with symbolic spatial sizes.
 
-    ``border``, when given, is the zero padding (static ``(low, high)`` per spatial axis)
-    that the input already holds; the kernel gradient then convolves the input's
-    interior with that padding (:func:`_kernel_grad`).
+    ``border``, when given, is padding (static ``(low, high)`` per spatial axis): the zero
+    border that :func:`_symbolic_conv`'s input already holds (its kernel gradient then
+    convolves the input's interior with that padding, :func:`_kernel_grad`), or
+    :func:`_padded_conv`'s padding.
     """
 
     layout: str
@@ -616,17 +649,24 @@ def _kernel_grad(x, dy, window, dims: _ConvDims):
     unpadded one with its cell of padding and extra output row (3x3 64 -> 64 over
     [8, 48, 64]: 48 against 72 ms; ``benchmarks/PROFILE.md`` section 20).
     """
+    if dims.border:
+        first = 1 if _channels_last(dims.layout) else 2
+        widths = [(0, 0, 0)] * x.ndim
+        for axis, (lo, hi) in enumerate(dims.border, start=first):
+            widths[axis] = (-lo, -hi, 0)
+        x = jax.lax.pad(x, np.zeros((), x.dtype), widths)
+    return _padded_kernel_grad(x, dy, window, dims)
+
+
+def _padded_kernel_grad(x, dy, window, dims: _ConvDims):
+    """The kernel gradient of the convolution ``dims`` of ``x`` padded by ``dims.border``
+    (none if empty)."""
     # x correlated with dy, batch and channel axes swapped; the window positions step by
     # the dilations, dy's taps by the strides. Groups of x's channels (now its batch)
     # meet their groups of dy's channels: batch groups.
     swapped = dims.layout.replace("N", "_").replace("C", "N").replace("_", "C")
     conv_dims = (swapped, dims.layout.replace("N", "I").replace("C", "O"), swapped)
     first = 1 if _channels_last(dims.layout) else 2
-    if dims.border:
-        widths = [(0, 0, 0)] * x.ndim
-        for axis, (lo, hi) in enumerate(dims.border, start=first):
-            widths[axis] = (-lo, -hi, 0)
-        x = jax.lax.pad(x, np.zeros((), x.dtype), widths)
     if _eigen_kernel_grad(window, dims):
         dk = _inflated_conv(x, dy, dims.dilations, dims.border or ((0, 0),) * len(window),
                             dims.strides, conv_dims)

@@ -36,7 +36,8 @@ _LOWERED = ([case for case in DEPTHWISE
                 "Conv2D-valid-narrow-s2", "Conv2D-valid-narrow-dilated", "Conv2D-valid-wide",
                 "Conv2D-one-channel-s2", "Conv2D-valid", "Conv1D-valid", "Conv1D-dilated",
                 "Conv3D-valid", "Conv2D-spanned-axes", "Conv2D-spanned-axis-strided",
-                "Conv1D-spanned"} or case.op == "Conv3D"])
+                "Conv1D-spanned", "Conv2D-same-wide", "Conv2D-same-wide-s2",
+                "Conv2D-dilated-wide", "Conv2D-explicit-wide"} or case.op == "Conv3D"])
 
 
 def _params():
@@ -423,6 +424,24 @@ def test_unpadded_conv_and_its_kernel_gradient_run_padded(x_shape, k_shape, stri
     assert forward and all("pad = [[0, 0], [0, 0]]" not in line for line in forward), forward
     kernel_grad = convs(jax.grad(lambda x, k: jnp.sum(f(x, k)), argnums=1))
     assert len(kernel_grad) == 1 and "lhs_dilate = [1, 2]" in kernel_grad[0], kernel_grad
+
+
+@pytest.mark.parametrize("padding,strides,k_shape", [
+    ("SAME", 1, (3, 3, 40, 48)), ("SAME", 2, (3, 3, 40, 48)),
+    ([[0, 0], [2, 0], [1, 3], [0, 0]], 1, (3, 3, 40, 16))])
+def test_padded_conv_kernel_gradient_is_stretched_along_the_width(padding, strides, k_shape):
+    """A padded conv (static sizes) keeps XLA's conv and input gradient; its kernel
+    gradient is one convolution stretched along the width (a base dilation of 2, which
+    keeps it off YNNPACK, 2-5 times slower there). Values: ``conv_test.py``."""
+    case = Case("Conv2D", lambda x, k: tf.nn.conv2d(x, k, strides, padding))
+    x_shape = (2, 9, 8, k_shape[2])
+    _, f = _converted(case, x_shape, k_shape)
+    x = jax.ShapeDtypeStruct(x_shape, np.float32)
+    k = jax.ShapeDtypeStruct(k_shape, np.float32)
+    grad = jax.jit(jax.grad(lambda x, k: jnp.sum(f(x, k)), argnums=(0, 1)))
+    convs = [line for line in grad.lower(x, k).as_text().splitlines()
+             if "stablehlo.convolution" in line]
+    assert len(convs) == 2 and sum("lhs_dilate = [1, 2]" in line for line in convs) == 1, convs
 
 
 @pytest.mark.parametrize("x_shape,k_shape,strides", [
