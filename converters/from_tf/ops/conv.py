@@ -58,7 +58,11 @@ networks take other routes, each with a written-out gradient where autodiff's is
   gradient that needs no symbolic padding; max and average pooling likewise pad, then
   ``reduce_window`` (the average's per-window counts are a ones-array pooled the same way);
 * everything else (and channels-first layouts) is ``lax.conv_general_dilated``, grouped
-  convolutions with ``feature_group_count``.
+  convolutions with ``feature_group_count``;
+* the kernel gradient of a 2-D ungrouped convolution that none of the routes above
+  writes out (padded or not, static or symbolic sizes) is the input's convolution with
+  the cotangent stretched twofold along the width (:func:`_inflated_conv`): XLA:CPU runs
+  it on its Eigen kernel then, not on YNNPACK, which is 2-5 times slower there.
 
 Strided slices are ``lax`` slices, not ``jnp`` indexing, which a symbolic batch size
 turns into gathers (and scatters in the gradient).
