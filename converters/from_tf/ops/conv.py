@@ -60,7 +60,8 @@ networks take other routes, each with a written-out gradient where autodiff's is
 * everything else (and channels-first layouts) is ``lax.conv_general_dilated``, grouped
   convolutions with ``feature_group_count``;
 * the kernel gradient of a 2-D ungrouped convolution that none of the routes above
-  writes out (padded or not, static or symbolic sizes) is the input's convolution with
+  writes out (padded or not, static or symbolic sizes; more than one tap along each
+  axis) is the input's convolution with
   the cotangent stretched twofold along the width (:func:`_inflated_conv`): XLA:CPU runs
   it on its Eigen kernel then, not on YNNPACK, which is 2-5 times slower there.
 
@@ -687,8 +688,14 @@ def _padded_kernel_grad(x, dy, window, dims: _ConvDims):
 
 
 def _eigen_kernel_grad(window, dims: _ConvDims) -> bool:
-    """Whether :func:`_kernel_grad` runs as :func:`_inflated_conv`: 2-D, ungrouped."""
-    return len(window) == 2 and dims.groups == 1
+    """Whether :func:`_padded_kernel_grad` runs as :func:`_inflated_conv`: 2-D, ungrouped,
+    more than one tap along each axis.
+
+    A Conv1D's (a 1xk kernel over one row) lost on Eigen at times: 1x11 dilated 4 32 -> 32
+    over [4, 1, 10100] 21.8 against 27.8 ms, 1x41 dilated 25 69 against 93 ms, where 3x3
+    ones won 2-3 times in the same run (``benchmarks/PROFILE.md`` section 20).
+    """
+    return len(window) == 2 and dims.groups == 1 and all(k > 1 for k in window)
 
 
 def _inflated_conv(lhs, rhs, strides, pads, rhs_dilation, dimension_numbers):
