@@ -61,9 +61,9 @@ networks take other routes, each with a written-out gradient where autodiff's is
   convolutions with ``feature_group_count``;
 * the kernel gradient of a 2-D ungrouped convolution that none of the routes above
   writes out (padded or not, static or symbolic sizes; more than one tap along each
-  axis) is the input's convolution with
-  the cotangent stretched twofold along the width (:func:`_inflated_conv`): XLA:CPU runs
-  it on its Eigen kernel then, not on YNNPACK, which is 2-5 times slower there.
+  axis) is the input's convolution with the cotangent stretched twofold along the width
+  (:func:`_inflated_conv`): XLA:CPU runs it on its Eigen kernel then, not on YNNPACK,
+  which is 2-5 times slower there.
 
 Strided slices are ``lax`` slices, not ``jnp`` indexing, which a symbolic batch size
 turns into gathers (and scatters in the gradient).
@@ -665,7 +665,8 @@ def _kernel_grad(x, dy, window, dims: _ConvDims):
 
 def _padded_kernel_grad(x, dy, window, dims: _ConvDims):
     """The kernel gradient of the convolution ``dims`` of ``x`` padded by ``dims.border``
-    (none if empty)."""
+    (none if empty): stretched (:func:`_inflated_conv`) where :func:`_eigen_kernel_grad`
+    says, else as it is (unpadded, with :func:`_unpadded_conv_general`'s cell)."""
     # x correlated with dy, batch and channel axes swapped; the window positions step by
     # the dilations, dy's taps by the strides. Groups of x's channels (now its batch)
     # meet their groups of dy's channels: batch groups.
