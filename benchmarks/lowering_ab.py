@@ -25,6 +25,11 @@ figures compare. Lowerings that can be switched off:
   convolution;
 * ``max-pool-winners``: 2-D max pooling's input gradient summed at the input's resolution
   (``_winners_gradient``), then per stride phase, interleaved by interior pads.
+* ``kernel-grad-border``: kernel gradients of convs with symbolic sizes convolving the
+  input's interior with its static padding (``_zero_border``), then the padded input
+  unpadded with a cell.
+* ``inflated-kernel-grad``: 2-D kernel gradients as a convolution stretched along its
+  last spatial axis (``_eigen_kernel_grad``, ``_inflated_conv``), then unstretched.
 
 Prints the medians (ms) and the ratios TF / jaxhub. Usage::
 
@@ -49,7 +54,8 @@ from benchmarks import real_models
 from benchmarks.real_models_bench import DEFAULT_WORKDIR
 
 LOWERINGS = ("few-inputs", "barriers", "max-pool-vjp", "unpadded", "depth-taps", "atrous",
-             "step-lists", "patches-kernel-grad", "max-pool-winners")
+             "step-lists", "patches-kernel-grad", "max-pool-winners", "kernel-grad-border",
+             "inflated-kernel-grad")
 
 
 @contextlib.contextmanager
@@ -61,7 +67,7 @@ def switched_off(lowerings: list[str]) -> Iterator[None]:
     saved = (conv.MAX_BROADCAST_TERMS, conv._spatial_2d, jax.lax.optimization_barrier,
              conv._free_padding, conv._depth_taps_conv, atrous.fuse,
              control_flow._StepLists.of, conv._takes_patches_kernel_grad,
-             conv._winners_gradient)
+             conv._winners_gradient, conv._zero_border, conv._eigen_kernel_grad)
     if "few-inputs" in lowerings:
         conv.MAX_BROADCAST_TERMS = 0
     if "max-pool-vjp" in lowerings:
@@ -82,13 +88,17 @@ def switched_off(lowerings: list[str]) -> Iterator[None]:
         conv._takes_patches_kernel_grad = lambda kernel_shape: False
     if "max-pool-winners" in lowerings:
         conv._winners_gradient = _phases_interleaved
+    if "kernel-grad-border" in lowerings:
+        conv._zero_border = lambda pads, strides: ()
+    if "inflated-kernel-grad" in lowerings:
+        conv._eigen_kernel_grad = lambda window, dims: False
     try:
         yield
     finally:
         (conv.MAX_BROADCAST_TERMS, conv._spatial_2d, jax.lax.optimization_barrier,
          conv._free_padding, conv._depth_taps_conv, atrous.fuse,
          control_flow._StepLists.of, conv._takes_patches_kernel_grad,
-         conv._winners_gradient) = saved
+         conv._winners_gradient, conv._zero_border, conv._eigen_kernel_grad) = saved
 
 
 def _phases_interleaved(winner, dy, window, strides, pads, in_sizes):

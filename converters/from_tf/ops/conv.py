@@ -58,7 +58,12 @@ networks take other routes, each with a written-out gradient where autodiff's is
   gradient that needs no symbolic padding; max and average pooling likewise pad, then
   ``reduce_window`` (the average's per-window counts are a ones-array pooled the same way);
 * everything else (and channels-first layouts) is ``lax.conv_general_dilated``, grouped
-  convolutions with ``feature_group_count``.
+  convolutions with ``feature_group_count``;
+* the kernel gradient of a 2-D ungrouped convolution that none of the routes above
+  writes out (padded or not, static or symbolic sizes; more than one tap along each
+  axis) is the input's convolution with the cotangent stretched twofold along the width
+  (:func:`_inflated_conv`): XLA:CPU runs it on its Eigen kernel then, not on YNNPACK,
+  which is 2-5 times slower there.
 
 Strided slices are ``lax`` slices, not ``jnp`` indexing, which a symbolic batch size
 turns into gathers (and scatters in the gradient).
@@ -268,13 +273,45 @@ def _window(strides, dilations, pads) -> _Window:
 
 def _xla_conv(x, kernel, dims: _ConvDims, pads):
     """``lax.conv_general_dilated`` (static spatial sizes), unpadded ones through
-    :func:`_unpadded_conv`."""
+    :func:`_unpadded_conv`, padded ones whose kernel gradient XLA:CPU runs slowly through
+    :func:`_padded_conv`."""
     if not any(lo or hi for lo, hi in pads):
         return _unpadded_conv(x, kernel, dims)
+    widths = [p for pair in pads for p in pair]
+    if not (_static(kernel.shape) and _static(widths)):
+        return _lax_padded_conv(x, kernel, dims._replace(border=tuple(map(tuple, pads))))
+    dims = dims._replace(border=tuple((int(lo), int(hi)) for lo, hi in pads))
+    if _eigen_kernel_grad(kernel.shape[:-2], dims):
+        return _padded_conv(x, kernel, dims)
+    return _lax_padded_conv(x, kernel, dims)
+
+
+def _lax_padded_conv(x, kernel, dims: _ConvDims):
     spec = "HWIO" if kernel.ndim == 4 else "DHWIO"
     return jax.lax.conv_general_dilated(
-        x, kernel, window_strides=dims.strides, padding=pads, rhs_dilation=dims.dilations,
-        dimension_numbers=(dims.layout, spec, dims.layout), feature_group_count=dims.groups)
+        x, kernel, window_strides=dims.strides, padding=dims.border,
+        rhs_dilation=dims.dilations, dimension_numbers=(dims.layout, spec, dims.layout),
+        feature_group_count=dims.groups)
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2,))
+def _padded_conv(x, kernel, dims: _ConvDims):
+    """A convolution padded by ``dims.border`` (static sizes) whose kernel gradient is
+    :func:`_padded_kernel_grad`'s; the input gradient is XLA's."""
+    return _lax_padded_conv(x, kernel, dims)
+
+
+def _padded_conv_fwd(x, kernel, dims: _ConvDims):
+    return _padded_conv(x, kernel, dims), (x, kernel)
+
+
+def _padded_conv_bwd(dims: _ConvDims, residuals, dy):
+    x, kernel = residuals
+    dx = jax.vjp(lambda x: _lax_padded_conv(x, kernel, dims), x)[1](dy)[0]
+    return dx, _padded_kernel_grad(x, dy, kernel.shape[:-2], dims)
+
+
+_padded_conv.defvjp(_padded_conv_fwd, _padded_conv_bwd)
 
 
 def _depth_taps_conv(x, kernel, strides, dilations, pads):
@@ -458,19 +495,36 @@ _undilated_depth_taps_conv.defvjp(_undilated_depth_taps_fwd, _undilated_depth_ta
 
 
 class _ConvDims(NamedTuple):
-    """The static geometry of a (padded) convolution with symbolic spatial sizes."""
+    """The static geometry of a (padded) convolution with symbolic spatial sizes.
+
+    ``border``, when given, is padding (static ``(low, high)`` per spatial axis): the zero
+    border that :func:`_symbolic_conv`'s input already holds (its kernel gradient then
+    convolves the input's interior with that padding, :func:`_kernel_grad`), or
+    :func:`_padded_conv`'s padding.
+    """
 
     layout: str
     strides: tuple[int, ...]
     dilations: tuple[int, ...]
     groups: int = 1
+    border: tuple[tuple[int, int], ...] = ()
 
 
 def _symbolic_sized_conv(x, kernel, layout: str, strides, dilations, pads, groups: int):
     """A (grouped) convolution of ``x`` whose spatial sizes are symbolic."""
     x = _pad_symbolic(x, layout, pads, kernel.shape[:-2], strides, dilations)
-    return _symbolic_conv(x, kernel,
-                          _ConvDims(layout, tuple(strides), tuple(dilations), groups))
+    return _symbolic_conv(x, kernel, _ConvDims(layout, tuple(strides), tuple(dilations),
+                                               groups, _zero_border(pads, strides)))
+
+
+def _zero_border(pads, strides) -> tuple[tuple[int, int], ...]:
+    """The zero border that :func:`_pad_symbolic` gives a conv's input, where the kernel
+    gradient can take it as padding: static ``pads``, not all zero, at stride 1 (where
+    the padded input is read whole, none of it cut); else ``()``."""
+    widths = [p for pair in pads for p in pair]
+    if not _static(widths) or not any(widths) or any(s != 1 for s in strides):
+        return ()
+    return tuple((int(lo), int(hi)) for lo, hi in pads)
 
 
 def _pad_symbolic(x, layout: str, pads, window, strides, dilations):
@@ -593,19 +647,77 @@ def _symbolic_conv_bwd(dims: _ConvDims, residuals, dy):
 
 def _kernel_grad(x, dy, window, dims: _ConvDims):
     """The kernel gradient of the unpadded convolution ``dims`` of ``x`` (which may have
-    symbolic spatial sizes) with a kernel of spatial shape ``window``."""
+    symbolic spatial sizes) with a kernel of spatial shape ``window``.
+
+    When ``x`` holds a zero border (``dims.border``), its interior is convolved with that
+    padding instead: XLA:CPU runs the padded convolution 1.3-1.5 times faster than the
+    unpadded one with its cell of padding and extra output row (3x3 64 -> 64 over
+    [8, 48, 64]: 48 against 72 ms; ``benchmarks/PROFILE.md`` section 20).
+    """
+    if dims.border:
+        first = 1 if _channels_last(dims.layout) else 2
+        widths = [(0, 0, 0)] * x.ndim
+        for axis, (lo, hi) in enumerate(dims.border, start=first):
+            widths[axis] = (-lo, -hi, 0)
+        x = jax.lax.pad(x, np.zeros((), x.dtype), widths)
+    return _padded_kernel_grad(x, dy, window, dims)
+
+
+def _padded_kernel_grad(x, dy, window, dims: _ConvDims):
+    """The kernel gradient of the convolution ``dims`` of ``x`` padded by ``dims.border``
+    (none if empty): stretched (:func:`_inflated_conv`) where :func:`_eigen_kernel_grad`
+    says, else as it is (unpadded, with :func:`_unpadded_conv_general`'s cell)."""
     # x correlated with dy, batch and channel axes swapped; the window positions step by
     # the dilations, dy's taps by the strides. Groups of x's channels (now its batch)
     # meet their groups of dy's channels: batch groups.
     swapped = dims.layout.replace("N", "_").replace("C", "N").replace("_", "C")
-    dk = _unpadded_conv_general(
-        x, dy, dims.dilations, dims.strides,
-        (swapped, dims.layout.replace("N", "I").replace("C", "O"), swapped),
-        batch_group_count=dims.groups)
+    conv_dims = (swapped, dims.layout.replace("N", "I").replace("C", "O"), swapped)
     first = 1 if _channels_last(dims.layout) else 2
+    if _eigen_kernel_grad(window, dims):
+        dk = _inflated_conv(x, dy, dims.dilations, dims.border or ((0, 0),) * len(window),
+                            dims.strides, conv_dims)
+    elif dims.border:
+        dk = jax.lax.conv_general_dilated(
+            x, dy, dims.dilations, dims.border, rhs_dilation=dims.strides,
+            dimension_numbers=conv_dims, batch_group_count=dims.groups)
+    else:
+        dk = _unpadded_conv_general(x, dy, dims.dilations, dims.strides, conv_dims,
+                                    batch_group_count=dims.groups)
     dk = _fit(dk, zip(range(first, first + len(window)), window))
     # [.., x's channels at 'N', .., dy's channels at 'C', ..] -> [*window, in, out]
     return jnp.moveaxis(dk, (swapped.index("N"), swapped.index("C")), (-2, -1))
+
+
+def _eigen_kernel_grad(window, dims: _ConvDims) -> bool:
+    """Whether :func:`_padded_kernel_grad` runs as :func:`_inflated_conv`: 2-D, ungrouped,
+    more than one tap along each axis.
+
+    A Conv1D's (a 1xk kernel over one row) lost on Eigen at times: 1x11 dilated 4 32 -> 32
+    over [4, 1, 10100] 21.8 against 27.8 ms, 1x41 dilated 25 69 against 93 ms, where 3x3
+    ones won 2-3 times in the same run (``benchmarks/PROFILE.md`` section 20).
+    """
+    return len(window) == 2 and dims.groups == 1 and all(k > 1 for k in window)
+
+
+def _inflated_conv(lhs, rhs, strides, pads, rhs_dilation, dimension_numbers):
+    """``lax.conv_general_dilated`` with its last spatial axis stretched twofold: ``lhs``
+    dilated by 2 (a base dilation), read at twice the stride, with the window's taps
+    twice as far apart and twice the padding. The sums are the same, on even positions
+    of the stretched axis, where the odd (zero) ones are never read.
+
+    A kernel gradient is a convolution whose window is the whole cotangent. XLA:CPU runs
+    it on YNNPACK, 2-5 times slower than on its Eigen kernel where the cotangent is large
+    (3x3 64 -> 64 over [32, 48, 64]: 282 against 134 ms; TF 48 ms); YNNPACK declines base
+    dilations, so stretched, it runs on Eigen (``benchmarks/PROFILE.md`` section 20).
+    """
+    *strides, stride = strides
+    *pads, (lo, hi) = pads
+    *rhs_dilation, rhs_step = rhs_dilation
+    n = len(strides)
+    return jax.lax.conv_general_dilated(
+        lhs, rhs, (*strides, 2 * stride), (*pads, (2 * lo, 2 * hi)),
+        lhs_dilation=(1,) * n + (2,), rhs_dilation=(*rhs_dilation, 2 * rhs_step),
+        dimension_numbers=dimension_numbers)
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(2,))

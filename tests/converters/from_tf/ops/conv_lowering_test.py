@@ -36,7 +36,8 @@ _LOWERED = ([case for case in DEPTHWISE
                 "Conv2D-valid-narrow-s2", "Conv2D-valid-narrow-dilated", "Conv2D-valid-wide",
                 "Conv2D-one-channel-s2", "Conv2D-valid", "Conv1D-valid", "Conv1D-dilated",
                 "Conv3D-valid", "Conv2D-spanned-axes", "Conv2D-spanned-axis-strided",
-                "Conv1D-spanned"} or case.op == "Conv3D"])
+                "Conv1D-spanned", "Conv2D-same-wide", "Conv2D-same-wide-s2",
+                "Conv2D-dilated-wide", "Conv2D-explicit-wide"} or case.op == "Conv3D"])
 
 
 def _params():
@@ -182,6 +183,43 @@ def test_symbolic_height_and_width_convert_and_match_tensorflow(kind, strides, p
     got = export.export(grad)(x_spec, k_spec).call(x, k)
     for g, e in zip(got, expected):
         np.testing.assert_allclose(np.asarray(g), e.numpy(), rtol=1e-4, atol=1e-4)
+
+
+# The kernel gradient's padding: the conv's, twice as wide along the width, which the
+# kernel gradient stretches twofold (``_inflated_conv``).
+@pytest.mark.parametrize("padding,dilations,k_shape,border", [
+    ("SAME", 1, (3, 3, 6, 5), "[[1, 1], [2, 2]]"),
+    ("SAME", 1, (2, 2, 9, 5), "[[0, 1], [0, 2]]"),  # even: padded at the end alone
+    ("SAME", 2, (3, 3, 6, 5), "[[2, 2], [4, 4]]"),
+    ([[0, 0], [2, 1], [1, 0], [0, 0]], 1, (3, 3, 6, 5), "[[2, 1], [2, 0]]"),
+])
+def test_symbolic_sized_kernel_gradient_convolves_the_unpadded_input(padding, dilations,
+                                                                      k_shape, border):
+    """A stride-1 conv traced with unknown batch, height and width gives TF's values and
+    gradients, and its kernel gradient is one convolution of the unpadded input with the
+    conv's padding, not of the padded input with a cell of padding and a row cut off
+    (XLA:CPU ran that 1.3-1.5 times slower, ``benchmarks/PROFILE.md`` section 20), and
+    stretched along the width (a base dilation, which keeps it off YNNPACK)."""
+    case = Case("Conv2D", lambda x, k: tf.nn.conv2d(x, k, 1, padding, dilations=dilations))
+    x_shape = (2, 7, 6, k_shape[2])
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal(x_shape).astype(np.float32)
+    k = rng.standard_normal(k_shape).astype(np.float32)
+    concrete, f = _converted(case, x_shape, k_shape, unknown=3)
+    y, expected = _tf_value_and_grads(concrete, x, k)
+
+    b, h, w = export.symbolic_shape("b, h, w")
+    x_spec = jax.ShapeDtypeStruct((b, h, w, x_shape[3]), np.float32)
+    k_spec = jax.ShapeDtypeStruct(k_shape, np.float32)
+    grad = jax.jit(jax.grad(lambda x, k: jnp.sum(jnp.sin(f(x, k))), argnums=(0, 1)))
+    value, gradient = (export.export(fn)(x_spec, k_spec) for fn in (jax.jit(f), grad))
+    np.testing.assert_allclose(np.asarray(value.call(x, k)), y.numpy(), rtol=1e-4, atol=1e-4)
+    for g, e in zip(gradient.call(x, k), expected):
+        np.testing.assert_allclose(np.asarray(g), e.numpy(), rtol=1e-4, atol=1e-4)
+    kernel_grad = jax.jit(jax.grad(lambda x, k: jnp.sum(f(x, k)), argnums=1))
+    text = export.export(kernel_grad)(x_spec, k_spec).mlir_module()
+    convs = [line for line in text.splitlines() if "stablehlo.convolution" in line]
+    assert len(convs) == 1 and f"pad = {border}, lhs_dilate = [1, 2]" in convs[0], convs
 
 
 @pytest.mark.parametrize("x_shape,k_shape,convolutions", [
@@ -369,17 +407,45 @@ def test_unpadded_conv_input_gradient_keeps_one_cell_of_padding(symbolic):
     ((2, 7, 8, 40), (3, 3, 40, 48), 1),      # neither: one more output row, cut off
 ])
 def test_unpadded_conv_and_its_kernel_gradient_run_padded(x_shape, k_shape, strides):
-    """A VALID conv, and the kernel gradient's conv (the input gradient's pads the
-    cotangent anyway), have a cell of padding: XLA:CPU runs unpadded convs 2-4 times
-    slower. Their values are checked against TF in ``conv_test.py``."""
+    """A VALID conv has a cell of padding: XLA:CPU's YNNPACK runs unpadded convs 2-4 times
+    slower. Its kernel gradient's conv has the cell too (a Conv1D's) or is stretched
+    along the width (a base dilation, which YNNPACK declines: XLA's Eigen kernel runs it,
+    padded or not). Their values are checked against TF in ``conv_test.py``."""
     case = Case("Conv2D", lambda x, k: tf.nn.conv2d(x, k, strides, "VALID"))
     _, f = _converted(case, x_shape, k_shape)
     x = jax.ShapeDtypeStruct(x_shape, np.float32)
     k = jax.ShapeDtypeStruct(k_shape, np.float32)
-    for fn in (f, jax.grad(lambda x, k: jnp.sum(f(x, k)), argnums=1)):
-        convs = [line for line in jax.jit(fn).lower(x, k).as_text().splitlines()
-                 if "stablehlo.convolution" in line]
-        assert convs and all("pad = [[0, 0], [0, 0]]" not in line for line in convs), convs
+
+    def convs(fn):
+        return [line for line in jax.jit(fn).lower(x, k).as_text().splitlines()
+                if "stablehlo.convolution" in line]
+
+    forward = convs(f)
+    assert forward and all("pad = [[0, 0], [0, 0]]" not in line for line in forward), forward
+    kernel_grad = convs(jax.grad(lambda x, k: jnp.sum(f(x, k)), argnums=1))
+    assert len(kernel_grad) == 1, kernel_grad
+    if k_shape[0] == 1:
+        assert "pad = [[0, 0], [0, 0]]" not in kernel_grad[0], kernel_grad
+    else:
+        assert "lhs_dilate = [1, 2]" in kernel_grad[0], kernel_grad
+
+
+@pytest.mark.parametrize("padding,strides,k_shape", [
+    ("SAME", 1, (3, 3, 40, 48)), ("SAME", 2, (3, 3, 40, 48)),
+    ([[0, 0], [2, 0], [1, 3], [0, 0]], 1, (3, 3, 40, 16))])
+def test_padded_conv_kernel_gradient_is_stretched_along_the_width(padding, strides, k_shape):
+    """A padded conv (static sizes) keeps XLA's conv and input gradient; its kernel
+    gradient is one convolution stretched along the width (a base dilation of 2, which
+    keeps it off YNNPACK, 2-5 times slower there). Values: ``conv_test.py``."""
+    case = Case("Conv2D", lambda x, k: tf.nn.conv2d(x, k, strides, padding))
+    x_shape = (2, 9, 8, k_shape[2])
+    _, f = _converted(case, x_shape, k_shape)
+    x = jax.ShapeDtypeStruct(x_shape, np.float32)
+    k = jax.ShapeDtypeStruct(k_shape, np.float32)
+    grad = jax.jit(jax.grad(lambda x, k: jnp.sum(f(x, k)), argnums=(0, 1)))
+    convs = [line for line in grad.lower(x, k).as_text().splitlines()
+             if "stablehlo.convolution" in line]
+    assert len(convs) == 2 and sum("lhs_dilate = [1, 2]" in line for line in convs) == 1, convs
 
 
 @pytest.mark.parametrize("x_shape,k_shape,strides", [

@@ -90,6 +90,16 @@ CONV = [
          name="Conv2D-same", **_TOL),
     Case("Conv2D", _conv2d(2, "VALID"), (((2, 9, 8, 3), (3, 3, 3, 4)),), name="Conv2D-valid-s2",
          **_TOL),
+    # Padded, over more inputs than multiply-adds take: XLA's conv, with the kernel
+    # gradient stretched along the width (_padded_conv).
+    Case("Conv2D", _conv2d(), (((2, 7, 6, 8), (3, 3, 8, 6)), ((1, 5, 9, 9), (2, 2, 9, 4))),
+         name="Conv2D-same-wide", **_TOL),
+    Case("Conv2D", _conv2d(2), (((2, 9, 8, 8), (3, 3, 8, 16)), ((1, 10, 7, 12), (3, 3, 12, 5))),
+         name="Conv2D-same-wide-s2", **_TOL),
+    Case("Conv2D", _conv2d(1, "SAME", 2), (((1, 9, 10, 8), (3, 3, 8, 6)),),
+         name="Conv2D-dilated-wide", grad_reference=_dilated_as_dense(), **_TOL),
+    Case("Conv2D", _conv2d(1, [[0, 0], [2, 0], [1, 3], [0, 0]]),
+         (((2, 6, 5, 10), (3, 3, 10, 4)),), name="Conv2D-explicit-wide", **_TOL),
     Case("Conv2D", _conv2d(1, "SAME", 2), (((1, 9, 9, 2), (3, 3, 2, 3)),),
          name="Conv2D-dilated", grad_reference=_dilated_as_dense(), **_TOL),
     Case("Conv2D", _conv2d(1, [[0, 0], [1, 2], [0, 1], [0, 0]]),
