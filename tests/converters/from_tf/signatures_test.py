@@ -424,9 +424,10 @@ def test_a_random_call_loads_as_a_default_signature_that_takes_rng(noisy_call):
     assert module.manifest.function(frozenset(), "serving_default").takes_rng
 
 
-def test_a_random_call_draws_from_the_callers_key_as_tf_draws(noisy_call):
-    tf_model, module = noisy_call
-    x = np.random.default_rng(5).standard_normal((2000, 3)).astype(np.float32)
+def _assert_draws_from_the_callers_key(tf_model, module, seed: int) -> None:
+    """Under jit: the deterministic part is TF's, the noise uniform as TF's, the same key
+    gives the same numbers and another key others."""
+    x = np.random.default_rng(seed).standard_normal((2000, 3)).astype(np.float32)
     call = jax.jit(lambda x, key: module(x, as_dict=True, rng=key))
     out = call(x, jax.random.key(0))
     theirs = {k: v.numpy() for k, v in tf_model(x).items()}
@@ -438,6 +439,11 @@ def test_a_random_call_draws_from_the_callers_key_as_tf_draws(noisy_call):
     np.testing.assert_array_equal(call(x, jax.random.key(0))["noisy"], out["noisy"])
     other = _uniform_noise(call(x, jax.random.key(1))["noisy"], out["scaled"])
     assert np.mean(other == ours_noise) < 0.01
+
+
+def test_a_random_call_draws_from_the_callers_key_as_tf_draws(noisy_call):
+    tf_model, module = noisy_call
+    _assert_draws_from_the_callers_key(tf_model, module, seed=5)
 
 
 def test_a_random_call_under_grad_and_vmap_over_keys(noisy_call):
@@ -512,17 +518,7 @@ def test_a_generator_drawing_signature_converted_back_takes_rng(noisy_call_back)
 def test_a_generator_drawing_signature_converted_back_draws_from_the_callers_key(
         noisy_call_back):
     path, back = noisy_call_back
-    tf_model = tf.saved_model.load(str(path))
-    x = np.random.default_rng(10).standard_normal((2000, 3)).astype(np.float32)
-    call = jax.jit(lambda x, key: back(x, as_dict=True, rng=key))
-    out = call(x, jax.random.key(0))
-    theirs = {k: v.numpy() for k, v in tf_model(x).items()}
-    np.testing.assert_allclose(out["scaled"], theirs["scaled"], rtol=1e-6)
-    ours_noise = _uniform_noise(out["noisy"], out["scaled"])
-    _uniform_noise(theirs["noisy"], theirs["scaled"])
-    np.testing.assert_array_equal(call(x, jax.random.key(0))["noisy"], out["noisy"])
-    other = _uniform_noise(call(x, jax.random.key(1))["noisy"], out["scaled"])
-    assert np.mean(other == ours_noise) < 0.01
+    _assert_draws_from_the_callers_key(tf.saved_model.load(str(path)), back, seed=10)
 
 
 def test_a_generator_drawing_signature_converted_back_under_grad(noisy_call_back):
