@@ -135,6 +135,17 @@ def _tf_value_and_grads(fn, x, k):
     return y, tape.gradient(loss, [tx, tk])
 
 
+def _exported_matches_tf(f, specs, args, y, expected) -> export.Exported:
+    """Asserts that ``f`` and the gradients of ``sum(sin(f))``, exported for ``specs``,
+    give TF's ``y`` and ``expected`` on ``args``; returns the exported gradient."""
+    grad = jax.jit(jax.grad(lambda x, k: jnp.sum(jnp.sin(f(x, k))), argnums=(0, 1)))
+    value, gradient = (export.export(fn)(*specs) for fn in (jax.jit(f), grad))
+    np.testing.assert_allclose(np.asarray(value.call(*args)), y.numpy(), rtol=1e-4, atol=1e-4)
+    for g, e in zip(gradient.call(*args), expected):
+        np.testing.assert_allclose(np.asarray(g), e.numpy(), rtol=1e-4, atol=1e-4)
+    return gradient
+
+
 #: conv kind -> (TF function of (x, kernel, strides, padding), x's shape, kernel's shape).
 _SYMBOLIC_CONVS = {
     "plain": (lambda x, k, s, p: tf.nn.conv2d(x, k, s, p), (2, 3, 4, 3), (3, 3, 3, 5)),
@@ -178,12 +189,7 @@ def test_symbolic_height_and_width_convert_and_match_tensorflow(kind, strides, p
     b, h, w = export.symbolic_shape("b, h, w")
     x_spec = jax.ShapeDtypeStruct((b, h, w, x_shape[3]), np.float32)
     k_spec = jax.ShapeDtypeStruct(k_shape, np.float32)
-    value = export.export(jax.jit(f))(x_spec, k_spec)
-    np.testing.assert_allclose(np.asarray(value.call(x, k)), y.numpy(), rtol=1e-4, atol=1e-4)
-    grad = jax.jit(jax.grad(lambda x, k: jnp.sum(jnp.sin(f(x, k))), argnums=(0, 1)))
-    got = export.export(grad)(x_spec, k_spec).call(x, k)
-    for g, e in zip(got, expected):
-        np.testing.assert_allclose(np.asarray(g), e.numpy(), rtol=1e-4, atol=1e-4)
+    _exported_matches_tf(f, (x_spec, k_spec), (x, k), y, expected)
 
 
 # The kernel gradient's padding: the conv's, twice as wide along the width, which the
@@ -215,11 +221,7 @@ def test_symbolic_sized_kernel_gradient_convolves_the_unpadded_input(padding, di
     b, h, w = export.symbolic_shape("b, h, w")
     x_spec = jax.ShapeDtypeStruct((b, h, w, x_shape[3]), np.float32)
     k_spec = jax.ShapeDtypeStruct(k_shape, np.float32)
-    grad = jax.jit(jax.grad(lambda x, k: jnp.sum(jnp.sin(f(x, k))), argnums=(0, 1)))
-    value, gradient = (export.export(fn)(x_spec, k_spec) for fn in (jax.jit(f), grad))
-    np.testing.assert_allclose(np.asarray(value.call(x, k)), y.numpy(), rtol=1e-4, atol=1e-4)
-    for g, e in zip(gradient.call(x, k), expected):
-        np.testing.assert_allclose(np.asarray(g), e.numpy(), rtol=1e-4, atol=1e-4)
+    gradient = _exported_matches_tf(f, (x_spec, k_spec), (x, k), y, expected)
     kernel_grad = jax.jit(jax.grad(lambda x, k: jnp.sum(f(x, k)), argnums=1))
     text = export.export(kernel_grad)(x_spec, k_spec).mlir_module()
     convs = [line for line in text.splitlines() if "stablehlo.convolution" in line]
@@ -246,11 +248,7 @@ def test_kernel_spanning_an_axis_with_symbolic_batch_and_time_is_a_product(
     b, t = export.symbolic_shape("b, t")
     x_spec = jax.ShapeDtypeStruct((b, t) + x_shape[2:], np.float32)
     k_spec = jax.ShapeDtypeStruct(k_shape, np.float32)
-    grad = jax.jit(jax.grad(lambda x, k: jnp.sum(jnp.sin(f(x, k))), argnums=(0, 1)))
-    value, gradient = (export.export(fn)(x_spec, k_spec) for fn in (jax.jit(f), grad))
-    np.testing.assert_allclose(np.asarray(value.call(x, k)), y.numpy(), rtol=1e-4, atol=1e-4)
-    for g, e in zip(gradient.call(x, k), expected):
-        np.testing.assert_allclose(np.asarray(g), e.numpy(), rtol=1e-4, atol=1e-4)
+    gradient = _exported_matches_tf(f, (x_spec, k_spec), (x, k), y, expected)
     assert gradient.mlir_module().count("stablehlo.convolution") == convolutions
 
 
