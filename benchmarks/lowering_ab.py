@@ -30,8 +30,6 @@ figures compare. Lowerings that can be switched off:
   unpadded with a cell.
 * ``inflated-kernel-grad``: 2-D kernel gradients as a convolution stretched along its
   last spatial axis (``_eigen_kernel_grad``, ``_inflated_conv``), then unstretched.
-* ``cpu-routes``: every route of ``conv.py`` that is taken on CPU only
-  (``TUNED_PLATFORMS``), then the program GPUs and TPUs run: XLA's own convolutions.
 
 Prints the medians (ms) and the ratios TF / jaxhub. Usage::
 
@@ -57,7 +55,7 @@ from benchmarks.real_models_bench import DEFAULT_WORKDIR
 
 LOWERINGS = ("few-inputs", "barriers", "max-pool-vjp", "unpadded", "depth-taps", "atrous",
              "step-lists", "patches-kernel-grad", "max-pool-winners", "kernel-grad-border",
-             "inflated-kernel-grad", "cpu-routes")
+             "inflated-kernel-grad")
 
 
 @contextlib.contextmanager
@@ -69,8 +67,7 @@ def switched_off(lowerings: list[str]) -> Iterator[None]:
     saved = (conv.MAX_BROADCAST_TERMS, conv._spatial_2d, jax.lax.optimization_barrier,
              conv._free_padding, conv._depth_taps_conv, atrous.fuse,
              control_flow._StepLists.of, conv._takes_patches_kernel_grad,
-             conv._winners_gradient, conv._zero_border, conv._eigen_kernel_grad,
-             conv.TUNED_PLATFORMS)
+             conv._winners_gradient, conv._zero_border, conv._eigen_kernel_grad)
     if "few-inputs" in lowerings:
         conv.MAX_BROADCAST_TERMS = 0
     if "max-pool-vjp" in lowerings:
@@ -95,16 +92,13 @@ def switched_off(lowerings: list[str]) -> Iterator[None]:
         conv._zero_border = lambda pads, strides: ()
     if "inflated-kernel-grad" in lowerings:
         conv._eigen_kernel_grad = lambda window, dims: False
-    if "cpu-routes" in lowerings:
-        conv.TUNED_PLATFORMS = ()
     try:
         yield
     finally:
         (conv.MAX_BROADCAST_TERMS, conv._spatial_2d, jax.lax.optimization_barrier,
          conv._free_padding, conv._depth_taps_conv, atrous.fuse,
          control_flow._StepLists.of, conv._takes_patches_kernel_grad,
-         conv._winners_gradient, conv._zero_border, conv._eigen_kernel_grad,
-         conv.TUNED_PLATFORMS) = saved
+         conv._winners_gradient, conv._zero_border, conv._eigen_kernel_grad) = saved
 
 
 def _phases_interleaved(winner, dy, window, strides, pads, in_sizes):

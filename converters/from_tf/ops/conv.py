@@ -2,9 +2,7 @@
 
 XLA:CPU runs generic convolutions far slower than TF's oneDNN kernels (see the measured
 facts in the design notes, and ``benchmarks/PROFILE.md``). So the common cases of mobile
-networks take other routes where a program runs on CPU, each with a written-out gradient
-where autodiff's is slow; on the other platforms a module is exported for (GPUs, TPUs)
-they are XLA's own convolutions (:func:`_per_platform`):
+networks take other routes, each with a written-out gradient where autodiff's is slow:
 
 * a convolution whose kernel spans an unpadded spatial axis (as wide as the input, as in
   audio front ends over all frequency bins) has that axis folded into the channels, left
@@ -90,9 +88,9 @@ from jaxhub_tf.from_tf.values import as_jax, shape_tuple, with_size
 #: Depthwise kernels with at most this many taps run as shifted multiply-adds.
 MAX_SHIFTED_TAPS = 25
 
-#: The platforms where this module's routes for convolutions are taken
-#: (:func:`_per_platform`); elsewhere a convolution is XLA's own. Empty, they are taken
-#: nowhere: what they gain on CPU, measured, and the portable route, tested.
+#: The platforms where written-out gradients take forms only XLA:CPU runs well (the
+#: stretched kernel gradient, :func:`_per_platform`); elsewhere they are XLA's own
+#: convolutions. Empty: nowhere (the tests run the other platforms' route on CPU).
 TUNED_PLATFORMS: tuple[str, ...] = ("cpu",)
 
 _DEFAULT_LAYOUT = {4: "NHWC", 5: "NDHWC"}
@@ -225,41 +223,36 @@ def _fold_spanned(x, kernel, layout: str, spanned: tuple[int, ...]):
 
 
 def _lowered_conv(x, kernel, layout: str, strides, dilations, pads, groups: int):
-    """A convolution on the fastest path for its shapes and geometry: on CPU one of this
-    module's routes, elsewhere XLA's own convolution (:func:`_per_platform`)."""
+    """A convolution on the fastest path for its shapes and geometry."""
     pointwise = all(k == 1 for k in kernel.shape[:-2]) and not any(
         lo or hi for lo, hi in pads)
     if pointwise and groups == 1 and _channels_last(layout):
-        return _pointwise(x, kernel, strides)  # a matrix product on every platform
-    dims = _ConvDims(layout, tuple(strides), tuple(dilations), groups)
-    symbolic = not _static(_spatial_shape(layout, x.shape))
+        return _pointwise(x, kernel, strides)
     if not _static(kernel.shape):  # a window that only a call decides: XLA's own conv
-        tuned = functools.partial(_xla_conv, dims=dims, pads=pads)
-    elif symbolic and _symbolic_few_inputs(kernel, layout, groups, tuple(strides), pads):
-        window = _window(strides, dilations, pads)
-        tuned = lambda x, kernel: _broadcast_taps_conv(x, kernel, window)  # noqa: E731
-    elif symbolic:  # the same route everywhere; its kernel gradient is chosen per platform
+        return _xla_conv(x, kernel, _ConvDims(layout, tuple(strides), tuple(dilations),
+                                              groups), pads)
+    if not _static(_spatial_shape(layout, x.shape)):
+        if _symbolic_few_inputs(kernel, layout, groups, tuple(strides), pads):
+            return _broadcast_taps_conv(x, kernel, _window(strides, dilations, pads))
         return _symbolic_sized_conv(x, kernel, layout, strides, dilations, pads, groups)
-    elif groups == 1 and _channels_last(layout) and kernel.ndim == 5:
-        tuned = functools.partial(_depth_taps_conv, strides=strides, dilations=dilations,
-                                  pads=pads)
-    elif groups == 1 and _channels_last(layout):
-        tuned = functools.partial(_conv2d, strides=strides, dilations=dilations, pads=pads)
-    else:
-        tuned = functools.partial(_xla_conv, dims=dims, pads=pads)
-    portable = functools.partial(_portable_conv, dims=dims, pads=pads)
-    return _per_platform(tuned, portable, x, kernel)
+    if groups == 1 and _channels_last(layout):
+        if kernel.ndim == 5:
+            return _depth_taps_conv(x, kernel, strides, dilations, pads)
+        return _conv2d(x, kernel, strides, dilations, pads)
+    return _xla_conv(x, kernel, _ConvDims(layout, tuple(strides), tuple(dilations), groups),
+                     pads)
 
 
 def _per_platform(tuned, portable, *args):
-    """``tuned(*args)`` where the program runs on CPU (:data:`TUNED_PLATFORMS`),
+    """``tuned(*args)`` where the program runs on :data:`TUNED_PLATFORMS` (CPU),
     ``portable(*args)`` elsewhere.
 
-    This module's routes restructure convolutions around XLA:CPU's kernels. A module is
-    exported for GPUs and TPUs too, whose compilers hand XLA's own convolution to their
-    libraries' kernels (cuDNN, for one, has no base-dilated convolution to take
-    :func:`_inflated_conv`). Only the platform's branch is compiled: the other, and any
-    residuals of its gradient, are folded away once a call fixes the platform.
+    A module is exported for GPUs and TPUs too, whose compilers hand XLA's own
+    convolutions to their libraries' kernels; cuDNN, for one, has no base-dilated
+    convolution to take :func:`_inflated_conv`. Once a call fixes the platform, only its
+    branch is compiled. Taken inside written-out VJPs only, where both branches read the
+    same residuals: around a forward route, JAX keeps both branches' residuals, which a
+    gradient outside ``jit`` then fills in (a face detector's step: 2-3 times slower).
     """
     if not TUNED_PLATFORMS:
         return portable(*args)
@@ -279,15 +272,6 @@ def _fitted(fn, shape):
         differ = [(axis, n) for axis, n in enumerate(shape) if not n == y.shape[axis]]
         return _fit(y, differ) if differ else y
     return fn_fitted
-
-
-def _portable_conv(x, kernel, dims: _ConvDims, pads):
-    """``lax.conv_general_dilated`` padded by ``pads``, differentiated by JAX; with
-    symbolic spatial sizes :func:`_symbolic_sized_conv`, whose gradient is exportable."""
-    if not _static(_spatial_shape(dims.layout, x.shape)):
-        return _symbolic_sized_conv(x, kernel, dims.layout, dims.strides, dims.dilations,
-                                    pads, dims.groups)
-    return _lax_padded_conv(x, kernel, dims._replace(border=tuple(map(tuple, pads))))
 
 
 def _conv2d(x, kernel, strides, dilations, pads):
@@ -1335,17 +1319,15 @@ def _depthwise(node, x, kernel):
     x, kernel = as_jax(x), as_jax(kernel)
     layout, strides, dilations, pads = _conv_geometry(node, x, kernel)
     kh, kw, channels, multiplier = kernel.shape
-    grouped = kernel.reshape(kh, kw, 1, channels * multiplier)
     if not _static(_spatial_shape(layout, x.shape)):
-        return _symbolic_sized_conv(x, grouped, layout, strides, dilations, pads, channels)
-    dims = _ConvDims(layout, tuple(strides), tuple(dilations), channels,
-                     tuple(map(tuple, pads)))
+        return _symbolic_sized_conv(x, kernel.reshape(kh, kw, 1, channels * multiplier),
+                                    layout, strides, dilations, pads, channels)
     if _channels_last(layout) and kh * kw <= MAX_SHIFTED_TAPS:
-        return _per_platform(
-            lambda x, kernel: _shifted_depthwise(x, kernel, strides, dilations, pads),
-            lambda x, kernel: _lax_padded_conv(x, kernel.reshape(grouped.shape), dims),
-            x, kernel)
-    return _lax_padded_conv(x, grouped, dims)
+        return _shifted_depthwise(x, kernel, strides, dilations, pads)
+    return jax.lax.conv_general_dilated(
+        x, kernel.reshape(kh, kw, 1, channels * multiplier), window_strides=strides,
+        padding=pads, rhs_dilation=dilations, dimension_numbers=(layout, "HWIO", layout),
+        feature_group_count=channels)
 
 
 def _shifted_depthwise(x, kernel, strides, dilations, pads):
