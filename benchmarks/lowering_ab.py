@@ -32,6 +32,8 @@ figures compare. Lowerings that can be switched off:
   last spatial axis (``_eigen_kernel_grad``, ``_inflated_conv``), then unstretched.
 * ``cpu-routes``: every route of ``conv.py`` that is taken on CPU only
   (``TUNED_PLATFORMS``), then the program GPUs and TPUs run: XLA's own convolutions.
+* ``depth-slabs``: a 3-D convolution's stacked depth-tap outputs computed slab by slab of
+  depth rows in a loop (``_depth_slab_rows``, ``_depth_slabs_conv``), then whole.
 
 Prints the medians (ms) and the ratios TF / jaxhub. Usage::
 
@@ -57,7 +59,7 @@ from benchmarks.real_models_bench import DEFAULT_WORKDIR
 
 LOWERINGS = ("few-inputs", "barriers", "max-pool-vjp", "unpadded", "depth-taps", "atrous",
              "step-lists", "patches-kernel-grad", "max-pool-winners", "kernel-grad-border",
-             "inflated-kernel-grad", "cpu-routes")
+             "inflated-kernel-grad", "cpu-routes", "depth-slabs")
 
 
 @contextlib.contextmanager
@@ -70,7 +72,7 @@ def switched_off(lowerings: list[str]) -> Iterator[None]:
              conv._free_padding, conv._depth_taps_conv, atrous.fuse,
              control_flow._StepLists.of, conv._takes_patches_kernel_grad,
              conv._winners_gradient, conv._zero_border, conv._eigen_kernel_grad,
-             conv.TUNED_PLATFORMS)
+             conv.TUNED_PLATFORMS, conv._depth_slab_rows)
     if "few-inputs" in lowerings:
         conv.MAX_BROADCAST_TERMS = 0
     if "max-pool-vjp" in lowerings:
@@ -97,6 +99,8 @@ def switched_off(lowerings: list[str]) -> Iterator[None]:
         conv._eigen_kernel_grad = lambda window, dims: False
     if "cpu-routes" in lowerings:
         conv.TUNED_PLATFORMS = ()
+    if "depth-slabs" in lowerings:
+        conv._depth_slab_rows = lambda x, kernel_shape, strides, dilations, pads: 0
     try:
         yield
     finally:
@@ -104,7 +108,7 @@ def switched_off(lowerings: list[str]) -> Iterator[None]:
          conv._free_padding, conv._depth_taps_conv, atrous.fuse,
          control_flow._StepLists.of, conv._takes_patches_kernel_grad,
          conv._winners_gradient, conv._zero_border, conv._eigen_kernel_grad,
-         conv.TUNED_PLATFORMS) = saved
+         conv.TUNED_PLATFORMS, conv._depth_slab_rows) = saved
 
 
 def _phases_interleaved(winner, dy, window, strides, pads, in_sizes):

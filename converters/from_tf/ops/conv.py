@@ -427,11 +427,15 @@ def _depth_tap_rows(x, start: int, stride: int, count: int):
 
 def _depth_stacked_outputs(x, kernel, strides, dilations, pads):
     """The 3-D conv as one 2-D conv of every depth slice to all depth taps' outputs side
-    by side (``[N * D, H', W', kd * out]``), then the sum of their shifted depth slices."""
+    by side (``[N * D, H', W', kd * out]``), then the sum of their shifted depth slices;
+    slab by slab (:func:`_depth_slabs_conv`) when :func:`_depth_slab_rows` gives slabs."""
     kd, kh, kw, in_channels, out_channels = kernel.shape
     (sd, *strides2), (dd, *dilations2), ((lo, hi), *pads2) = strides, dilations, pads
     n, depth = x.shape[:2]
     matrix = jnp.moveaxis(kernel, 0, 3).reshape(kh, kw, in_channels, kd * out_channels)
+    rows = _depth_slab_rows(x, kernel.shape, strides, dilations, pads)
+    if rows:
+        return _depth_slabs_conv(x, matrix, out_channels, rows, strides2, pads2, (lo, hi))
     y = _conv2d(x.reshape(n * depth, *x.shape[2:]), matrix, strides2, dilations2, pads2)
     y = y.reshape(n, depth, *y.shape[1:3], kd, out_channels)
     out_d = _out_sizes([depth + lo + hi], [kd], [sd], [dd])[0]
@@ -441,6 +445,66 @@ def _depth_stacked_outputs(x, kernel, strides, dilations, pads):
                                sd, out_d)
         total = term if total is None else total + term
     return total
+
+
+#: Stacked outputs (all depth taps' 2-D convs of a whole 3-D conv) of at least this many
+#: bytes are computed slab by slab of depth rows (:func:`_depth_slabs_conv`), each slab's
+#: at most :data:`MAX_SLAB_BYTES` (or one depth row's).
+MIN_SLABBED_BYTES = 16 << 20
+MAX_SLAB_BYTES = 4 << 20
+
+
+def _depth_slab_rows(x, kernel_shape, strides, dilations, pads) -> int:
+    """Depth rows per slab of :func:`_depth_slabs_conv` for this undilated stride-1 3-D
+    conv (a divisor of the depth), or 0 where its stacked outputs are few enough to
+    leave in memory whole (or the depth padding exceeds the window's)."""
+    kd, _, _, _, out_channels = kernel_shape
+    n, depth, *sizes, _ = x.shape
+    if (kd == 1 or tuple(strides)[0] != 1 or tuple(dilations) != (1, 1, 1)
+            or not all(0 <= pad <= kd - 1 for pad in pads[0])):
+        return 0
+    padded = [size + lo + hi for size, (lo, hi) in zip(sizes, pads[1:])]
+    height, width = _out_sizes(padded, kernel_shape[1:3], strides[1:], (1, 1))
+    # A symbolic batch counts as one: the slab then holds one row per example.
+    row_bytes = ((n if isinstance(n, int) else 1) * height * width * kd * out_channels
+                 * x.dtype.itemsize)
+    if row_bytes * depth < MIN_SLABBED_BYTES:
+        return 0
+    return max(r for r in range(1, depth + 1)
+               if depth % r == 0 and (r == 1 or r * row_bytes <= MAX_SLAB_BYTES))
+
+
+def _depth_slabs_conv(x, matrix, out_channels: int, rows: int, strides2, pads2,
+                      depth_pads):
+    """:func:`_depth_stacked_outputs` of an undilated stride-1 3-D conv as a loop over
+    slabs of ``rows`` depth rows: each slab's stacked outputs (its 2-D conv with
+    ``matrix``, ``[kh, kw, C, kd * out]``), their shifted sum added into the running
+    total.
+
+    XLA:CPU gives every call's temporaries fresh memory, so the stacked outputs of a
+    whole 3-D conv (``kd`` times its output) cost page faults and a pass through memory
+    (8 -> 8 over 96^3 at batch 1: 28,000 faults a call); a slab's stay in cache in one
+    reused buffer (16 -> 8 over 96^3: 254 -> 94-143 ms, TF 177 ms;
+    ``benchmarks/PROFILE.md``). Input row ``d``'s depth tap ``i`` adds to row
+    ``d + kd - 1 - i`` of the total, whose rows from ``kd - 1 - lo`` on are the output's.
+    """
+    (n, depth), (lo, hi) = x.shape[:2], depth_pads
+    kd = matrix.shape[-1] // out_channels
+
+    def add_slab(total, start):
+        slab = jax.lax.dynamic_slice_in_dim(x, start, rows, 1)
+        y = _conv2d(slab.reshape(n * rows, *x.shape[2:]), matrix, strides2, (1, 1), pads2)
+        y = y.reshape(n, rows, *y.shape[1:3], kd, out_channels)
+        shifted = [_pad_axes(y[..., i, :], [(0, 0), (kd - 1 - i, i), (0, 0), (0, 0), (0, 0)],
+                             0) for i in range(kd)]
+        window = jax.lax.dynamic_slice_in_dim(total, start, rows + kd - 1, 1)
+        return jax.lax.dynamic_update_slice_in_dim(total, window + sum(shifted), start, 1), None
+
+    height, width = _out_sizes([size + a + b for size, (a, b) in zip(x.shape[2:4], pads2)],
+                               matrix.shape[:2], strides2, (1, 1))
+    total = jnp.zeros((n, depth + kd - 1, height, width, out_channels), x.dtype)
+    total, _ = jax.lax.scan(add_slab, total, jnp.arange(0, depth, rows))
+    return jax.lax.slice_in_dim(total, kd - 1 - lo, depth + hi, axis=1)
 
 
 class _Window3(NamedTuple):
