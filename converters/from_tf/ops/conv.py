@@ -499,8 +499,9 @@ def _depth_slabs_conv(x, matrix, out_channels: int, rows: int, strides2, pads2,
                                        (1, rows, *sizes, channels))
         y = _conv2d(rows_x.reshape(rows, *sizes, channels), matrix, strides2, (1, 1), pads2)
         y = y.reshape(1, rows, height, width, kd, out_channels)
-        shifted = [_pad_axes(y[..., i, :], [(0, 0), (kd - 1 - i, i), (0, 0), (0, 0), (0, 0)],
-                             0) for i in range(kd)]
+        shifted = [_pad_axes(jax.lax.index_in_dim(y, i, 4, keepdims=False),
+                             [(0, 0), (kd - 1 - i, i), (0, 0), (0, 0), (0, 0)], 0)
+                   for i in range(kd)]
         corner = (example, start, 0, 0, 0)
         window = jax.lax.dynamic_slice(total, corner,
                                        (1, rows + kd - 1, height, width, out_channels))
