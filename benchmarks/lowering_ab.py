@@ -30,6 +30,8 @@ figures compare. Lowerings that can be switched off:
   unpadded with a cell.
 * ``inflated-kernel-grad``: 2-D kernel gradients as a convolution stretched along its
   last spatial axis (``_eigen_kernel_grad``, ``_inflated_conv``), then unstretched.
+* ``depth-slabs``: a 3-D convolution's stacked depth-tap outputs computed slab by slab of
+  depth rows in a loop (``_depth_slab_rows``, ``_depth_slabs_conv``), then whole.
 
 Prints the medians (ms) and the ratios TF / jaxhub. Usage::
 
@@ -55,7 +57,7 @@ from benchmarks.real_models_bench import DEFAULT_WORKDIR
 
 LOWERINGS = ("few-inputs", "barriers", "max-pool-vjp", "unpadded", "depth-taps", "atrous",
              "step-lists", "patches-kernel-grad", "max-pool-winners", "kernel-grad-border",
-             "inflated-kernel-grad")
+             "inflated-kernel-grad", "depth-slabs")
 
 
 @contextlib.contextmanager
@@ -67,7 +69,8 @@ def switched_off(lowerings: list[str]) -> Iterator[None]:
     saved = (conv.MAX_BROADCAST_TERMS, conv._spatial_2d, jax.lax.optimization_barrier,
              conv._free_padding, conv._depth_taps_conv, atrous.fuse,
              control_flow._StepLists.of, conv._takes_patches_kernel_grad,
-             conv._winners_gradient, conv._zero_border, conv._eigen_kernel_grad)
+             conv._winners_gradient, conv._zero_border, conv._eigen_kernel_grad,
+             conv._depth_slab_rows)
     if "few-inputs" in lowerings:
         conv.MAX_BROADCAST_TERMS = 0
     if "max-pool-vjp" in lowerings:
@@ -92,13 +95,16 @@ def switched_off(lowerings: list[str]) -> Iterator[None]:
         conv._zero_border = lambda pads, strides: ()
     if "inflated-kernel-grad" in lowerings:
         conv._eigen_kernel_grad = lambda window, dims: False
+    if "depth-slabs" in lowerings:
+        conv._depth_slab_rows = lambda x, kernel_shape, strides, dilations, pads: 0
     try:
         yield
     finally:
         (conv.MAX_BROADCAST_TERMS, conv._spatial_2d, jax.lax.optimization_barrier,
          conv._free_padding, conv._depth_taps_conv, atrous.fuse,
          control_flow._StepLists.of, conv._takes_patches_kernel_grad,
-         conv._winners_gradient, conv._zero_border, conv._eigen_kernel_grad) = saved
+         conv._winners_gradient, conv._zero_border, conv._eigen_kernel_grad,
+         conv._depth_slab_rows) = saved
 
 
 def _phases_interleaved(winner, dy, window, strides, pads, in_sizes):

@@ -411,11 +411,15 @@ def _depth_tap_rows(x, start: int, stride: int, count: int):
 
 def _depth_stacked_outputs(x, kernel, strides, dilations, pads):
     """The 3-D conv as one 2-D conv of every depth slice to all depth taps' outputs side
-    by side (``[N * D, H', W', kd * out]``), then the sum of their shifted depth slices."""
+    by side (``[N * D, H', W', kd * out]``), then the sum of their shifted depth slices;
+    slab by slab (:func:`_depth_slabs_conv`) when :func:`_depth_slab_rows` gives slabs."""
     kd, kh, kw, in_channels, out_channels = kernel.shape
     (sd, *strides2), (dd, *dilations2), ((lo, hi), *pads2) = strides, dilations, pads
     n, depth = x.shape[:2]
     matrix = jnp.moveaxis(kernel, 0, 3).reshape(kh, kw, in_channels, kd * out_channels)
+    rows = _depth_slab_rows(x, kernel.shape, strides, dilations, pads)
+    if rows:
+        return _depth_slabs_conv(x, matrix, out_channels, rows, strides2, pads2, (lo, hi))
     y = _conv2d(x.reshape(n * depth, *x.shape[2:]), matrix, strides2, dilations2, pads2)
     y = y.reshape(n, depth, *y.shape[1:3], kd, out_channels)
     out_d = _out_sizes([depth + lo + hi], [kd], [sd], [dd])[0]
@@ -425,6 +429,71 @@ def _depth_stacked_outputs(x, kernel, strides, dilations, pads):
                                sd, out_d)
         total = term if total is None else total + term
     return total
+
+
+#: Stacked outputs (all depth taps' 2-D convs of a whole 3-D conv) of at least this many
+#: bytes are computed slab by slab of depth rows of one example (:func:`_depth_slabs_conv`),
+#: each slab's at most :data:`MAX_SLAB_BYTES` (or one depth row's).
+MIN_SLABBED_BYTES = 16 << 20
+MAX_SLAB_BYTES = 4 << 20
+
+
+def _depth_slab_rows(x, kernel_shape, strides, dilations, pads) -> int:
+    """Depth rows per slab of :func:`_depth_slabs_conv` for this undilated stride-1 3-D
+    conv (a divisor of the depth), or 0 where its stacked outputs are few enough to
+    leave in memory whole (a symbolic batch counts as one example), or where the depth
+    padding exceeds the window's."""
+    kd, _, _, _, out_channels = kernel_shape
+    n, depth, *sizes, _ = x.shape
+    if (kd == 1 or tuple(strides)[0] != 1 or tuple(dilations) != (1, 1, 1)
+            or not all(0 <= pad <= kd - 1 for pad in pads[0])):
+        return 0
+    padded = [size + lo + hi for size, (lo, hi) in zip(sizes, pads[1:])]
+    height, width = _out_sizes(padded, kernel_shape[1:3], strides[1:], (1, 1))
+    row_bytes = height * width * kd * out_channels * x.dtype.itemsize
+    if (n if isinstance(n, int) else 1) * depth * row_bytes < MIN_SLABBED_BYTES:
+        return 0
+    return max(r for r in range(1, depth + 1)
+               if depth % r == 0 and (r == 1 or r * row_bytes <= MAX_SLAB_BYTES))
+
+
+def _depth_slabs_conv(x, matrix, out_channels: int, rows: int, strides2, pads2,
+                      depth_pads):
+    """:func:`_depth_stacked_outputs` of an undilated stride-1 3-D conv as a loop over
+    slabs of ``rows`` depth rows of one example each: a slab's stacked outputs (its 2-D
+    conv with ``matrix``, ``[kh, kw, C, kd * out]``), their shifted sum added into the
+    running total.
+
+    XLA:CPU gives every call's temporaries fresh memory, so the stacked outputs of a
+    whole 3-D conv (``kd`` times its output) cost page faults and a pass through memory
+    (8 -> 8 over 96^3 at batch 1: 28,000 faults a call); a slab's stay in cache in one
+    reused buffer (16 -> 8 over 96^3: 254 -> 94-143 ms, TF 177 ms;
+    ``benchmarks/PROFILE.md``). Input row ``d``'s depth tap ``i`` adds to row
+    ``d + kd - 1 - i`` of the total, whose rows from ``kd - 1 - lo`` on are the output's.
+    A symbolic batch makes the loop's trip count symbolic (a ``while``).
+    """
+    (n, depth, *sizes, channels), (lo, hi) = x.shape, depth_pads
+    kd, slabs = matrix.shape[-1] // out_channels, depth // rows
+    height, width = _out_sizes([size + a + b for size, (a, b) in zip(sizes, pads2)],
+                               matrix.shape[:2], strides2, (1, 1))
+
+    def add_slab(slab, total):
+        example, start = slab // slabs, slab % slabs * rows
+        rows_x = jax.lax.dynamic_slice(x, (example, start, 0, 0, 0),
+                                       (1, rows, *sizes, channels))
+        y = _conv2d(rows_x.reshape(rows, *sizes, channels), matrix, strides2, (1, 1), pads2)
+        y = y.reshape(1, rows, height, width, kd, out_channels)
+        shifted = [_pad_axes(jax.lax.index_in_dim(y, i, 4, keepdims=False),
+                             [(0, 0), (kd - 1 - i, i), (0, 0), (0, 0), (0, 0)], 0)
+                   for i in range(kd)]
+        corner = (example, start, 0, 0, 0)
+        window = jax.lax.dynamic_slice(total, corner,
+                                       (1, rows + kd - 1, height, width, out_channels))
+        return jax.lax.dynamic_update_slice(total, window + sum(shifted), corner)
+
+    total = jnp.zeros((n, depth + kd - 1, height, width, out_channels), x.dtype)
+    total = jax.lax.fori_loop(0, n * slabs, add_slab, total)
+    return jax.lax.slice_in_dim(total, kd - 1 - lo, depth + hi, axis=1)
 
 
 class _Window3(NamedTuple):
@@ -444,7 +513,10 @@ def _undilated_depth_taps_conv(x, kernel, window: _Window3):
     Autodiff's input gradient of the strided 2-D convs is XLA's convolution with a
     dilated input, which XLA:CPU runs on its slow generic path; at stride 1, of the
     stacked outputs' sum, a cotangent stacked from narrow pieces (8 -> 8 over 64^3: TF's
-    time / jaxhub's 0.47, 0.96 this way; ``benchmarks/PROFILE.md``).
+    time / jaxhub's 0.47, 0.96 this way; ``benchmarks/PROFILE.md``). Those convs of the
+    cotangent are this function's too, so differentiating an input gradient (a transposed
+    conv's gradient) never differentiates :func:`_depth_slabs_conv`'s loop, whose trip
+    count a symbolic batch leaves symbolic.
     """
     return _depth_stacked_conv(x, kernel, window.strides, (1, 1, 1), window.pads)
 
@@ -460,7 +532,7 @@ def _undilated_depth_taps_bwd(window: _Window3, residuals, dy):
             0 <= lo < k and 0 <= hi < k for k, (lo, hi) in zip(window_shape, window.pads)):
         flipped = jnp.swapaxes(jnp.flip(kernel, (0, 1, 2)), 3, 4)
         pads = [(k - 1 - lo, k - 1 - hi) for k, (lo, hi) in zip(window_shape, window.pads)]
-        dx = _depth_stacked_conv(dy, flipped, (1, 1, 1), (1, 1, 1), pads)
+        dx = _undilated_depth_taps_conv(dy, flipped, _Window3((1, 1, 1), tuple(pads)))
     else:
         dx = _phased_input_grad(dy, kernel, window, x.shape)
     return dx, _depth_taps_kernel_grad(x, dy, kernel, window)
@@ -507,7 +579,7 @@ def _phased_input_grad(dy, kernel, window: _Window3, x_shape):
     phases = int(np.prod(window.strides))
     matrix = matrix.reshape(*js, out_channels, phases * in_channels)
     dyp = _pad_axes(dy, [(0, 0)] + [pad for _, pad, _ in plans] + [(0, 0)], 0)
-    y = _depth_stacked_conv(dyp, matrix, (1, 1, 1), (1, 1, 1), [(0, 0)] * 3)
+    y = _undilated_depth_taps_conv(dyp, matrix, _Window3((1, 1, 1), ((0, 0),) * 3))
     counts = [count for _, _, count in plans]
     y = y.reshape(dy.shape[0], *counts, *window.strides, in_channels)
     y = jnp.transpose(y, (0, 1, 4, 2, 5, 3, 6, 7))

@@ -604,6 +604,35 @@ def test_transposed_conv3d_runs_as_one_stride_1_conv_to_its_phases():
     assert len(convs) == 1 and (not dilated or dilated.group(1) == "1, 1"), convs
 
 
+@pytest.mark.parametrize("fn,x_shape,k_shape", [
+    # a 3D U-Net's 3x3x3 SAME conv over 8 channels (its stacked outputs 3x its output)
+    (lambda x, k: tf.nn.conv3d(x, k, [1, 1, 1, 1, 1], "SAME"), (2, 5, 6, 7, 8), (3, 3, 3, 8, 4)),
+    (lambda x, k: tf.nn.conv3d(x, k, [1, 1, 2, 1, 1], "VALID"), (2, 6, 7, 5, 6), (2, 3, 3, 6, 8)),
+    # its decoder: the input gradient's stride-1 conv to all stride phases takes the slabs
+    (lambda dy, k: tf.nn.conv3d_transpose(dy, k, tf.stack([tf.shape(dy)[0], 8, 6, 6, 2]), 2,
+                                          "SAME"), (2, 4, 3, 3, 16), (3, 3, 3, 2, 16)),
+])
+def test_conv3d_with_many_stacked_outputs_runs_them_slab_by_slab(monkeypatch, fn, x_shape,
+                                                                  k_shape):
+    """A 3-D conv whose depth taps' stacked outputs would fill much memory computes them a
+    slab of depth rows at a time in a loop, forward and in the input gradient (XLA:CPU
+    gives a call's temporaries fresh memory: page faults on every call); exported with a
+    symbolic batch it gives TF's values and gradients. The thresholds are lowered so that
+    a small conv takes that path one depth row a slab."""
+    monkeypatch.setattr(conv, "MIN_SLABBED_BYTES", 0)
+    monkeypatch.setattr(conv, "MAX_SLAB_BYTES", 0)
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal(x_shape).astype(np.float32)
+    k = rng.standard_normal(k_shape).astype(np.float32)
+    concrete, f = _converted(Case("Conv3D", fn), x_shape, k_shape)
+    y, expected = _tf_value_and_grads(concrete, x, k)
+    b, = export.symbolic_shape("b")
+    x_spec = jax.ShapeDtypeStruct((b,) + x_shape[1:], np.float32)
+    k_spec = jax.ShapeDtypeStruct(k_shape, np.float32)
+    gradient = _exported_matches_tf(f, (x_spec, k_spec), (x, k), y, expected)
+    assert "stablehlo.while" in gradient.mlir_module()
+
+
 @pytest.mark.parametrize("window,strides", [(3, 2), (3, 1), (5, 3), (2, 3)])
 def test_max_pool_gradient_is_summed_at_the_input_resolution(window, strides):
     """The 2-D max pool's gradient takes the winning tap of each window and sums the
