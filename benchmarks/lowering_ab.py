@@ -30,6 +30,8 @@ figures compare. Lowerings that can be switched off:
   unpadded with a cell.
 * ``inflated-kernel-grad``: 2-D kernel gradients as a convolution stretched along its
   last spatial axis (``_eigen_kernel_grad``, ``_inflated_conv``), then unstretched.
+* ``ynn-boundary``: the clamp that keeps broadcast multiply-adds out of XLA:CPU's
+  YNNPACK fusions (``_outside_ynn_fusions``), then none.
 
 Prints the medians (ms) and the ratios TF / jaxhub. Usage::
 
@@ -55,7 +57,7 @@ from benchmarks.real_models_bench import DEFAULT_WORKDIR
 
 LOWERINGS = ("few-inputs", "barriers", "max-pool-vjp", "unpadded", "depth-taps", "atrous",
              "step-lists", "patches-kernel-grad", "max-pool-winners", "kernel-grad-border",
-             "inflated-kernel-grad")
+             "inflated-kernel-grad", "ynn-boundary")
 
 
 @contextlib.contextmanager
@@ -67,7 +69,8 @@ def switched_off(lowerings: list[str]) -> Iterator[None]:
     saved = (conv.MAX_BROADCAST_TERMS, conv._spatial_2d, jax.lax.optimization_barrier,
              conv._free_padding, conv._depth_taps_conv, atrous.fuse,
              control_flow._StepLists.of, conv._takes_patches_kernel_grad,
-             conv._winners_gradient, conv._zero_border, conv._eigen_kernel_grad)
+             conv._winners_gradient, conv._zero_border, conv._eigen_kernel_grad,
+             conv._outside_ynn_fusions)
     if "few-inputs" in lowerings:
         conv.MAX_BROADCAST_TERMS = 0
     if "max-pool-vjp" in lowerings:
@@ -92,13 +95,16 @@ def switched_off(lowerings: list[str]) -> Iterator[None]:
         conv._zero_border = lambda pads, strides: ()
     if "inflated-kernel-grad" in lowerings:
         conv._eigen_kernel_grad = lambda window, dims: False
+    if "ynn-boundary" in lowerings:
+        conv._outside_ynn_fusions = lambda x: x
     try:
         yield
     finally:
         (conv.MAX_BROADCAST_TERMS, conv._spatial_2d, jax.lax.optimization_barrier,
          conv._free_padding, conv._depth_taps_conv, atrous.fuse,
          control_flow._StepLists.of, conv._takes_patches_kernel_grad,
-         conv._winners_gradient, conv._zero_border, conv._eigen_kernel_grad) = saved
+         conv._winners_gradient, conv._zero_border, conv._eigen_kernel_grad,
+         conv._outside_ynn_fusions) = saved
 
 
 def _phases_interleaved(winner, dy, window, strides, pads, in_sizes):

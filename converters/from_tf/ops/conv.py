@@ -1020,14 +1020,30 @@ def _broadcast_taps(xp, kernel, out_sizes, strides, dilations):
     # each of its consumers (batch norm, activation, pooling and their gradients) and
     # the input's producers into each of its taps, computing them many times over (3-4x
     # slower gradient steps). The barriers keep the input and the result in memory.
-    xp = jax.lax.optimization_barrier(xp)
+    xp = _outside_ynn_fusions(jax.lax.optimization_barrier(xp))
     total = None
     for i, j in itertools.product(range(kh), range(kw)):
         patch = _strided(xp, (i * dilations[0], j * dilations[1]), out_sizes, strides)
         for c in range(in_channels):
             term = jax.lax.slice_in_dim(patch, c, c + 1, 1, 3) * kernel[i, j, c]
             total = term if total is None else total + term
-    return jax.lax.optimization_barrier(total)
+    return _outside_ynn_fusions(jax.lax.optimization_barrier(total))
+
+
+def _outside_ynn_fusions(x):
+    """``x`` (NaNs too) through an op that XLA:CPU's YNNPACK fusions do not take: a clamp
+    to the infinities.
+
+    XLA:CPU drops optimization barriers before fusing. A YNNPACK fusion rooted at a
+    reduction (a max pool over a whole axis, a mean) then takes the multiply-adds of
+    :func:`_broadcast_taps` in, but not their broadcasts, which it reads materialized at
+    the result's size, one array per tap: 3×3 3 -> 32 on [32, 46, 46], then ReLU and a
+    max over the width, 53.5 ms against 5.5 ms with the clamp (TF 5.0; musicnn's 32×1
+    1 -> 51 then a max over 96 bins: 614 against 169 ms; ``benchmarks/PROFILE.md``).
+    With the clamp the loop stays one loop fusion, which the YNNPACK fusion reads.
+    """
+    infinity = np.array(np.inf, x.dtype)
+    return jax.lax.clamp(-infinity, x, infinity)
 
 
 def _broadcast_taps_bwd(window: _Window, residuals, dy):

@@ -372,6 +372,54 @@ def test_few_input_conv_runs_as_multiply_adds_forward_and_input_gradient(x_shape
     assert kernel_program.count("stablehlo.convolution") == convolutions
 
 
+def _max_over_width(x, k):
+    """A front end: a conv over few input channels, ReLU, then a max pool over the whole
+    width, which XLA:CPU runs as a YNNPACK fusion rooted at a reduction."""
+    y = tf.nn.relu(tf.nn.conv2d(x, k, 1, "SAME"))
+    return tf.nn.max_pool2d(y, [1, y.shape[2]], [1, y.shape[2]], "VALID")
+
+
+@pytest.mark.parametrize("x_shape,k_shape", [
+    ((2, 46, 46, 3), (3, 3, 3, 32)),   # an RGB stem
+    ((2, 24, 48, 1), (16, 1, 1, 24)),  # an audio front end: 16 taps along time
+])
+def test_few_input_conv_before_a_reduction_is_computed_once_and_matches_tensorflow(
+        x_shape, k_shape):
+    """The multiply-adds of a few-input conv stay one loop, whose result alone has the
+    conv's output shape in the compiled program: a YNNPACK fusion of the max that takes
+    them in reads their broadcasts materialized, one array per tap (ten times slower).
+    Values and gradients equal TF's, exported with a symbolic batch."""
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal(x_shape).astype(np.float32)
+    k = rng.standard_normal(k_shape).astype(np.float32)
+    concrete, f = _converted(Case("Conv2D", _max_over_width), x_shape, k_shape)
+    y, expected = _tf_value_and_grads(concrete, x, k)
+    b, = export.symbolic_shape("b")
+    specs = (jax.ShapeDtypeStruct((b,) + x_shape[1:], np.float32),
+             jax.ShapeDtypeStruct(k_shape, np.float32))
+    _exported_matches_tf(f, specs, (x, k), y, expected)
+
+    compiled = jax.jit(f).lower(x, k).compile().as_text()
+    entry = compiled[compiled.index("ENTRY"):]
+    conv_shape = "f32[{}]".format(",".join(map(str, x_shape[:3] + k_shape[3:])))
+    assert entry.count(f" = {conv_shape}") <= 1, entry
+
+
+def test_few_input_conv_keeps_nans_and_infinities_as_tensorflow():
+    """The op that keeps the multiply-adds out of YNNPACK fusions (a clamp to the
+    infinities) changes no value: NaNs and infinities in the input reach the outputs that
+    read them, as in TF."""
+    x_shape, k_shape = (2, 9, 10, 2), (3, 3, 2, 4)
+    x = np.random.default_rng(0).standard_normal(x_shape).astype(np.float32)
+    x[0, 4, 5, 1], x[1, 2, 2, 0] = np.nan, np.inf
+    k = np.abs(np.random.default_rng(1).standard_normal(k_shape)).astype(np.float32)
+    concrete, f = _converted(Case("Conv2D", lambda x, k: tf.nn.conv2d(x, k, 1, "SAME")),
+                             x_shape, k_shape)
+    y = concrete(tf.constant(x), tf.constant(k)).numpy()
+    assert np.isnan(y).any() and np.isinf(y).any()
+    np.testing.assert_allclose(np.asarray(jax.jit(f)(x, k)), y, rtol=1e-5, atol=1e-5)
+
+
 @pytest.mark.parametrize("padding", ["VALID", "SAME"])
 def test_few_input_conv_with_symbolic_height_and_width_runs_as_multiply_adds(padding):
     """A stride-1 conv over few input channels with symbolic height and width (a fully
