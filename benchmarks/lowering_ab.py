@@ -32,6 +32,9 @@ figures compare. Lowerings that can be switched off:
   last spatial axis (``_eigen_kernel_grad``, ``_inflated_conv``), then unstretched.
 * ``ynn-boundary``: the clamp that keeps broadcast multiply-adds out of XLA:CPU's
   YNNPACK fusions (``_outside_ynn_fusions``), then none.
+* ``unswapped-windows``: convs whose output is smaller than the window, at stride 1
+  along it with fewer taps than input positions, as XLA's convolution forward
+  (``_takes_patches``, ``_patches_grad_conv``), then as patches.
 
 Prints the medians (ms) and the ratios TF / jaxhub. Usage::
 
@@ -57,7 +60,7 @@ from benchmarks.real_models_bench import DEFAULT_WORKDIR
 
 LOWERINGS = ("few-inputs", "barriers", "max-pool-vjp", "unpadded", "depth-taps", "atrous",
              "step-lists", "patches-kernel-grad", "max-pool-winners", "kernel-grad-border",
-             "inflated-kernel-grad", "ynn-boundary")
+             "inflated-kernel-grad", "ynn-boundary", "unswapped-windows")
 
 
 @contextlib.contextmanager
@@ -70,7 +73,7 @@ def switched_off(lowerings: list[str]) -> Iterator[None]:
              conv._free_padding, conv._depth_taps_conv, atrous.fuse,
              control_flow._StepLists.of, conv._takes_patches_kernel_grad,
              conv._winners_gradient, conv._zero_border, conv._eigen_kernel_grad,
-             conv._outside_ynn_fusions)
+             conv._outside_ynn_fusions, conv._takes_patches)
     if "few-inputs" in lowerings:
         conv.MAX_BROADCAST_TERMS = 0
     if "max-pool-vjp" in lowerings:
@@ -97,6 +100,8 @@ def switched_off(lowerings: list[str]) -> Iterator[None]:
         conv._eigen_kernel_grad = lambda window, dims: False
     if "ynn-boundary" in lowerings:
         conv._outside_ynn_fusions = lambda x: x
+    if "unswapped-windows" in lowerings:
+        conv._takes_patches = lambda in_sizes, window, strides, out_sizes: True
     try:
         yield
     finally:
@@ -104,7 +109,7 @@ def switched_off(lowerings: list[str]) -> Iterator[None]:
          conv._free_padding, conv._depth_taps_conv, atrous.fuse,
          control_flow._StepLists.of, conv._takes_patches_kernel_grad,
          conv._winners_gradient, conv._zero_border, conv._eigen_kernel_grad,
-         conv._outside_ynn_fusions) = saved
+         conv._outside_ynn_fusions, conv._takes_patches) = saved
 
 
 def _phases_interleaved(winner, dy, window, strides, pads, in_sizes):
