@@ -19,10 +19,12 @@ networks take other routes, each with a written-out gradient where autodiff's is
   kernel gradient fused partial sums (autodiff's was a full-size pad per tap);
 * a convolution whose output is smaller than its window (small feature maps, kernels
   as wide as an audio input's frequency axis, framed audio) is patches times the kernel
-  matrix: XLA:CPU swaps the operands of such a convolution into a form no fast kernel
-  handles. Beyond 3×3 the patches are cut one axis at a time, from at most
-  ``min(taps, outputs)`` slices per axis (one when the stride is at least the window)
-  or one ``gather``, so the program stays small whatever the kernel's size;
+  matrix where XLA:CPU swaps its operands into a form no fast kernel handles (more taps
+  than input positions) or its windows are strided; at stride 1 otherwise it runs as
+  any other convolution forward, with the patches' gradient. Beyond 3×3 the patches are
+  cut one axis at a time, from at most ``min(taps, outputs)`` slices per axis (one when
+  the stride is at least the window) or one ``gather``, so the program stays small
+  whatever the kernel's size;
 * a convolution with few output channels (taps x outputs at most its input channels) is
   one product of the input with every tap's matrix, then a sum of shifted slices: XLA:CPU
   runs one-output-channel convolutions far below its speed;
@@ -30,6 +32,7 @@ networks take other routes, each with a written-out gradient where autodiff's is
   grayscale and RGB stems) is one fused loop of broadcast multiply-adds, and so is its
   input gradient at stride 1: XLA:CPU's kernels are slowest there, 10-40 times; with
   symbolic spatial sizes too, at stride 1 (the stems of fully convolutional detectors);
+  its result passes through a clamp that keeps it out of YNNPACK reduction fusions;
 * a convolution over one input channel (audio front ends) is ``lax.conv_general_dilated``
   with written-out gradients: for the kernel, the taps' input slices stacked, times the
   cotangent (autodiff's swapped-axes convolution is 3 times slower on XLA:CPU); for the
