@@ -32,6 +32,11 @@ figures compare. Lowerings that can be switched off:
   last spatial axis (``_eigen_kernel_grad``, ``_inflated_conv``), then unstretched.
 * ``depth-slabs``: a 3-D convolution's stacked depth-tap outputs computed slab by slab of
   depth rows in a loop (``_depth_slab_rows``, ``_depth_slabs_conv``), then whole.
+* ``ynn-boundary``: the clamp that keeps broadcast multiply-adds out of XLA:CPU's
+  YNNPACK fusions (``_outside_ynn_fusions``), then none.
+* ``unswapped-windows``: convs whose output is smaller than the window, at stride 1
+  along it with fewer taps than input positions, as XLA's convolution forward
+  (``_takes_patches``, ``_patches_grad_conv``), then as patches.
 
 Prints the medians (ms) and the ratios TF / jaxhub. Usage::
 
@@ -57,7 +62,8 @@ from benchmarks.real_models_bench import DEFAULT_WORKDIR
 
 LOWERINGS = ("few-inputs", "barriers", "max-pool-vjp", "unpadded", "depth-taps", "atrous",
              "step-lists", "patches-kernel-grad", "max-pool-winners", "kernel-grad-border",
-             "inflated-kernel-grad", "depth-slabs")
+             "inflated-kernel-grad", "depth-slabs", "ynn-boundary",
+             "unswapped-windows")
 
 
 @contextlib.contextmanager
@@ -70,7 +76,7 @@ def switched_off(lowerings: list[str]) -> Iterator[None]:
              conv._free_padding, conv._depth_taps_conv, atrous.fuse,
              control_flow._StepLists.of, conv._takes_patches_kernel_grad,
              conv._winners_gradient, conv._zero_border, conv._eigen_kernel_grad,
-             conv._depth_slab_rows)
+             conv._depth_slab_rows, conv._outside_ynn_fusions, conv._takes_patches)
     if "few-inputs" in lowerings:
         conv.MAX_BROADCAST_TERMS = 0
     if "max-pool-vjp" in lowerings:
@@ -97,6 +103,10 @@ def switched_off(lowerings: list[str]) -> Iterator[None]:
         conv._eigen_kernel_grad = lambda window, dims: False
     if "depth-slabs" in lowerings:
         conv._depth_slab_rows = lambda x, kernel_shape, strides, dilations, pads: 0
+    if "ynn-boundary" in lowerings:
+        conv._outside_ynn_fusions = lambda x: x
+    if "unswapped-windows" in lowerings:
+        conv._takes_patches = lambda in_sizes, window, strides, out_sizes: True
     try:
         yield
     finally:
@@ -104,7 +114,7 @@ def switched_off(lowerings: list[str]) -> Iterator[None]:
          conv._free_padding, conv._depth_taps_conv, atrous.fuse,
          control_flow._StepLists.of, conv._takes_patches_kernel_grad,
          conv._winners_gradient, conv._zero_border, conv._eigen_kernel_grad,
-         conv._depth_slab_rows) = saved
+         conv._depth_slab_rows, conv._outside_ynn_fusions, conv._takes_patches) = saved
 
 
 def _phases_interleaved(winner, dy, window, strides, pads, in_sizes):

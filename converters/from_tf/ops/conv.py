@@ -19,10 +19,12 @@ networks take other routes, each with a written-out gradient where autodiff's is
   kernel gradient fused partial sums (autodiff's was a full-size pad per tap);
 * a convolution whose output is smaller than its window (small feature maps, kernels
   as wide as an audio input's frequency axis, framed audio) is patches times the kernel
-  matrix: XLA:CPU swaps the operands of such a convolution into a form no fast kernel
-  handles. Beyond 3×3 the patches are cut one axis at a time, from at most
-  ``min(taps, outputs)`` slices per axis (one when the stride is at least the window)
-  or one ``gather``, so the program stays small whatever the kernel's size;
+  matrix where XLA:CPU swaps its operands into a form no fast kernel handles (more taps
+  than input positions) or its windows are strided; at stride 1 otherwise it runs as
+  any other convolution forward, with the patches' gradient. Beyond 3×3 the patches are
+  cut one axis at a time, from at most ``min(taps, outputs)`` slices per axis (one when
+  the stride is at least the window) or one ``gather``, so the program stays small
+  whatever the kernel's size;
 * a convolution with few output channels (taps x outputs at most its input channels) is
   one product of the input with every tap's matrix, then a sum of shifted slices: XLA:CPU
   runs one-output-channel convolutions far below its speed;
@@ -30,6 +32,7 @@ networks take other routes, each with a written-out gradient where autodiff's is
   grayscale and RGB stems) is one fused loop of broadcast multiply-adds, and so is its
   input gradient at stride 1: XLA:CPU's kernels are slowest there, 10-40 times; with
   symbolic spatial sizes too, at stride 1 (the stems of fully convolutional detectors);
+  its result passes through a clamp that keeps it out of YNNPACK reduction fusions;
 * a convolution over one input channel (audio front ends) is ``lax.conv_general_dilated``
   with written-out gradients: for the kernel, the taps' input slices stacked, times the
   cotangent (autodiff's swapped-axes convolution is 3 times slower on XLA:CPU); for the
@@ -278,9 +281,19 @@ def _conv2d(x, kernel, strides, dilations, pads):
     """A 2-D convolution (NHWC, static spatial sizes) on the fastest path for its shape."""
     padded = [n + lo + hi for n, (lo, hi) in zip(x.shape[1:3], pads)]
     out = _out_sizes(padded, kernel.shape[:2], strides, dilations)
-    if any(o < k for o, k in zip(out, kernel.shape[:2])):
-        return _patches_conv(x, kernel, strides, dilations, pads, out)
     window = _window(strides, dilations, pads)
+    if any(o < k for o, k in zip(out, kernel.shape[:2])):
+        if _takes_patches(x.shape[1:3], kernel.shape[:2], strides, out):
+            return _patches_conv(x, kernel, strides, dilations, pads, out)
+        return _patches_grad_conv(x, kernel, window)
+    return _windowed_conv2d(x, kernel, window)
+
+
+def _windowed_conv2d(x, kernel, window: _Window):
+    """A 2-D convolution (NHWC, static sizes) that XLA:CPU runs as it stands (its output
+    not smaller than its window, or XLA keeps its operands in place): the fastest route
+    for its channels."""
+    strides, dilations, pads = window
     if _few_outputs(kernel):
         return _tap_projection_conv(x, kernel, window)
     if _few_inputs(kernel):
@@ -288,6 +301,54 @@ def _conv2d(x, kernel, strides, dilations, pads):
     if kernel.shape[2] <= MAX_STACKED_CHANNELS:
         return _tap_gradient_conv(x, kernel, window)
     return _xla_conv(x, kernel, _ConvDims("NHWC", tuple(strides), tuple(dilations)), pads)
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2,))
+def _patches_grad_conv(x, kernel, window: _Window):
+    """A 2-D convolution whose output is smaller than its window that does not take the
+    patches forward (:func:`_takes_patches`): :func:`_windowed_conv2d`'s value, and the
+    patches' gradient, as before this route (autodiff of the windows and the product).
+
+    The routes of :func:`_windowed_conv2d` differentiate some of these shapes slower:
+    basic-pitch's 1×256 1 -> 36 over 427 samples, input and kernel gradients, took 118 ms
+    against the patches' 33 (TF 34).
+    """
+    return _windowed_conv2d(x, kernel, window)
+
+
+def _patches_grad_fwd(x, kernel, window: _Window):
+    return _windowed_conv2d(x, kernel, window), (x, kernel)
+
+
+def _patches_grad_bwd(window: _Window, residuals, dy):
+    x, kernel = residuals
+    out_sizes = dy.shape[1:3]
+
+    def patches_conv(x, kernel):
+        return _patches_conv(x, kernel, window.strides, window.dilations, window.pads,
+                             out_sizes)
+    return jax.vjp(patches_conv, x, kernel)[1](dy)
+
+
+_patches_grad_conv.defvjp(_patches_grad_fwd, _patches_grad_bwd)
+
+
+def _takes_patches(in_sizes, window, strides, out_sizes) -> bool:
+    """Whether a 2-D conv runs as :func:`_patches_conv`: its output is smaller than the
+    window along an axis, and either XLA:CPU would swap its operands (the window holds more
+    taps than the input has positions) or the windows along such an axis are strided
+    (framed audio, whose patches are little more than the input).
+
+    At stride 1 with fewer taps than input positions, XLA's own convolution runs at full
+    speed, and the patches copy the input once per tap along the short axis: musicnn's
+    7×67 1 -> 204 over [32, 193, 96] (30 outputs along 96 bins) took 1,523 ms as patches
+    against 850 ms as XLA's convolution (TF 1,602; ``benchmarks/PROFILE.md``).
+    """
+    short = [i for i, (o, k) in enumerate(zip(out_sizes, window)) if o < k]
+    if not short:
+        return False
+    swapped = np.prod(window) > np.prod(in_sizes)
+    return swapped or any(strides[i] > 1 for i in short)
 
 
 def _symbolic_few_inputs(kernel, layout: str, groups: int, strides, pads) -> bool:
@@ -1143,7 +1204,24 @@ def _broadcast_taps(xp, kernel, out_sizes, strides, dilations):
         for c in range(in_channels):
             term = jax.lax.slice_in_dim(patch, c, c + 1, 1, 3) * kernel[i, j, c]
             total = term if total is None else total + term
-    return jax.lax.optimization_barrier(total)
+    return _outside_ynn_fusions(jax.lax.optimization_barrier(total))
+
+
+def _outside_ynn_fusions(x):
+    """``x`` (NaNs too) through an op that XLA:CPU's YNNPACK fusions do not take: a clamp
+    to the infinities.
+
+    XLA:CPU drops optimization barriers before fusing. A YNNPACK fusion rooted at a
+    reduction (a max pool over a whole axis, a mean) then takes the multiply-adds of
+    :func:`_broadcast_taps` in, but not their broadcasts, which it reads materialized at
+    the result's size, one array per tap: 3×3 3 -> 32 on [32, 46, 46], then ReLU and a
+    max over the width, 53.5 ms against 5.5 ms with the clamp (TF 5.0; musicnn's 32×1
+    1 -> 51 then a max over 96 bins: 614 against 169 ms; ``benchmarks/PROFILE.md``).
+    With the clamp the loop stays one loop fusion, which the YNNPACK fusion reads. Only
+    the result passes through it: clamping the padded input too cost hed 4-6 %.
+    """
+    infinity = np.array(np.inf, x.dtype)
+    return jax.lax.clamp(-infinity, x, infinity)
 
 
 def _broadcast_taps_bwd(window: _Window, residuals, dy):

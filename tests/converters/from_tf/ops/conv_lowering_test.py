@@ -30,6 +30,7 @@ _LOWERED = ([case for case in DEPTHWISE
             [case for case in CONV if case.name in {
                 "Conv2D-1x1", "Conv2D-1x1-s2", "Conv2D-small-map", "Conv2D-small-map-s2",
                 "Conv2D-kernel-spans-axis", "Conv2D-framed", "Conv2D-overlapping-frames",
+                "Conv2D-overlapping-windows",
                 "Conv1D-long-window", "Conv2D-few-outputs", "Conv2D-few-outputs-s2",
                 "Conv2D-few-outputs-explicit", "Conv2D-few-inputs", "Conv2D-few-inputs-s2",
                 "Conv2D-few-inputs-explicit-wide", "Conv2D-same", "Conv2D-valid-s2",
@@ -370,6 +371,31 @@ def test_large_kernel_program_does_not_grow_with_the_kernel(x_shape, k_shape, st
     assert backward <= 80, backward
 
 
+@pytest.mark.parametrize("x_shape,k_shape,strides,padding,convolutions", [
+    ((2, 12, 24, 1), (3, 15, 1, 4), 1, "VALID", 1),  # 15 taps over 24 bins: XLA's conv
+    ((2, 1, 21, 8), (1, 12, 8, 6), 1, "VALID", 1),
+    ((2, 12, 24, 1), (3, 15, 1, 4), 2, "VALID", 0),  # strided windows (frames): patches
+    ((2, 2, 3, 4), (3, 3, 4, 6), 1, "SAME", 0),      # 9 taps over 6 positions: swapped
+])
+def test_output_smaller_than_window_runs_as_convolution_unless_swapped_or_framed(
+        x_shape, k_shape, strides, padding, convolutions):
+    """A conv whose output is smaller than its window is XLA's convolution forward at
+    stride 1 when its window holds fewer taps than the input has positions (the patches
+    copy the input once per tap: 1.8 times slower for an audio front end's 7x67), else
+    patches times the kernel matrix; the gradient is the patches' in both cases (no
+    convolution: their routes were slower there)."""
+    case = Case("Conv2D", lambda x, k: tf.nn.conv2d(x, k, strides, padding))
+    _, f = _converted(case, x_shape, k_shape)
+    x = jax.ShapeDtypeStruct(x_shape, np.float32)
+    k = jax.ShapeDtypeStruct(k_shape, np.float32)
+    forward = jax.jit(f).lower(x, k).as_text()
+    assert forward.count("stablehlo.convolution") == convolutions
+    assert ("stablehlo.dot_general" in forward) == (convolutions == 0)
+    grad = jax.grad(lambda x, k: jnp.sum(f(x, k)), argnums=(0, 1))
+    backward = jax.jit(grad).lower(x, k).as_text()
+    assert "stablehlo.convolution" not in backward
+
+
 @pytest.mark.parametrize("x_shape,k_shape,strides,most_slices", [
     ((2, 64, 16, 8), (3, 3, 8, 1), 1, 280),    # was 882 slices, 5,160 ops
     ((2, 48, 48, 4), (3, 3, 4, 1), 2, 360),    # was 666 slices, 3,923 ops
@@ -444,6 +470,54 @@ def test_few_input_conv_runs_as_multiply_adds_forward_and_input_gradient(x_shape
     kh, kw, c_in, c_out = k_shape
     convolutions = 0 if c_in == 1 or (kh * kw <= 9 and c_out >= 16) else 1
     assert kernel_program.count("stablehlo.convolution") == convolutions
+
+
+def _max_over_width(x, k):
+    """A front end: a conv over few input channels, ReLU, then a max pool over the whole
+    width, which XLA:CPU runs as a YNNPACK fusion rooted at a reduction."""
+    y = tf.nn.relu(tf.nn.conv2d(x, k, 1, "SAME"))
+    return tf.nn.max_pool2d(y, [1, y.shape[2]], [1, y.shape[2]], "VALID")
+
+
+@pytest.mark.parametrize("x_shape,k_shape", [
+    ((2, 46, 46, 3), (3, 3, 3, 32)),   # an RGB stem
+    ((2, 24, 48, 1), (16, 1, 1, 24)),  # an audio front end: 16 taps along time
+])
+def test_few_input_conv_before_a_reduction_is_computed_once_and_matches_tensorflow(
+        x_shape, k_shape):
+    """The multiply-adds of a few-input conv stay one loop, whose result alone has the
+    conv's output shape in the compiled program: a YNNPACK fusion of the max that takes
+    them in reads their broadcasts materialized, one array per tap (ten times slower).
+    Values and gradients equal TF's, exported with a symbolic batch."""
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal(x_shape).astype(np.float32)
+    k = rng.standard_normal(k_shape).astype(np.float32)
+    concrete, f = _converted(Case("Conv2D", _max_over_width), x_shape, k_shape)
+    y, expected = _tf_value_and_grads(concrete, x, k)
+    b, = export.symbolic_shape("b")
+    specs = (jax.ShapeDtypeStruct((b,) + x_shape[1:], np.float32),
+             jax.ShapeDtypeStruct(k_shape, np.float32))
+    _exported_matches_tf(f, specs, (x, k), y, expected)
+
+    compiled = jax.jit(f).lower(x, k).compile().as_text()
+    entry = compiled[compiled.index("ENTRY"):]
+    conv_shape = "f32[{}]".format(",".join(map(str, x_shape[:3] + k_shape[3:])))
+    assert entry.count(f" = {conv_shape}") <= 1, entry
+
+
+def test_few_input_conv_keeps_nans_and_infinities_as_tensorflow():
+    """The op that keeps the multiply-adds out of YNNPACK fusions (a clamp to the
+    infinities) changes no value: NaNs and infinities in the input reach the outputs that
+    read them, as in TF."""
+    x_shape, k_shape = (2, 9, 10, 2), (3, 3, 2, 4)
+    x = np.random.default_rng(0).standard_normal(x_shape).astype(np.float32)
+    x[0, 4, 5, 1], x[1, 2, 2, 0] = np.nan, np.inf
+    k = np.abs(np.random.default_rng(1).standard_normal(k_shape)).astype(np.float32)
+    concrete, f = _converted(Case("Conv2D", lambda x, k: tf.nn.conv2d(x, k, 1, "SAME")),
+                             x_shape, k_shape)
+    y = concrete(tf.constant(x), tf.constant(k)).numpy()
+    assert np.isnan(y).any() and np.isinf(y).any()
+    np.testing.assert_allclose(np.asarray(jax.jit(f)(x, k)), y, rtol=1e-5, atol=1e-5)
 
 
 @pytest.mark.parametrize("padding", ["VALID", "SAME"])

@@ -179,7 +179,12 @@ CONV = [
     Case("Conv2D", _conv2d(), (((2, 6, 5, 8), (3, 3, 8, 6)),), name="Conv2D-wide", **_TOL),
     Case("Conv2D", lambda x, k: tf.nn.conv1d(x, k, 16, "VALID"), (((2, 70, 1), (32, 1, 6)),),
          name="Conv1D-framed", **_TOL),
-    # More windows and taps than MAX_WINDOW_SLICES: one gather cuts them.
+    # Outputs smaller than the window at stride 1, fewer taps than input positions (an
+    # audio front end's 7x67 over 96 bins): XLA's convolution forward, the patches'
+    # gradient; with more windows and taps than MAX_WINDOW_SLICES one gather cuts them.
+    Case("Conv2D", _conv2d(1, "VALID"), (((2, 12, 24, 1), (3, 15, 1, 4)),
+                                         ((2, 1, 21, 8), (1, 12, 8, 6))),
+         name="Conv2D-overlapping-windows", **_TOL),
     Case("Conv2D", lambda x, k: tf.nn.conv1d(x, k, 1, "VALID"),
          (((2, 40, 2), (30, 2, 3)), ((1, 40, 1), (24, 1, 4))), name="Conv1D-long-window",
          **_TOL),
