@@ -221,6 +221,21 @@ def _exported_matches_tf(f, specs, args, y, expected) -> export.Exported:
     return gradient
 
 
+def _converted_matches_tf(fn, op: str, x_shape, k_shape):
+    """Converts TF's ``fn(x, kernel)`` (one ``op``) with a symbolic batch and asserts
+    :func:`_exported_matches_tf` on random ``x`` and kernel; returns the converted
+    ``f``, those args and the exported gradient."""
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal(x_shape).astype(np.float32)
+    k = rng.standard_normal(k_shape).astype(np.float32)
+    concrete, f = _converted(Case(op, fn), x_shape, k_shape)
+    y, expected = _tf_value_and_grads(concrete, x, k)
+    b, = export.symbolic_shape("b")
+    specs = (jax.ShapeDtypeStruct((b,) + tuple(x_shape[1:]), np.float32),
+             jax.ShapeDtypeStruct(k_shape, np.float32))
+    return f, (x, k), _exported_matches_tf(f, specs, (x, k), y, expected)
+
+
 #: conv kind -> (TF function of (x, kernel, strides, padding), x's shape, kernel's shape).
 _SYMBOLIC_CONVS = {
     "plain": (lambda x, k, s, p: tf.nn.conv2d(x, k, s, p), (2, 3, 4, 3), (3, 3, 3, 5)),
@@ -489,17 +504,8 @@ def test_few_input_conv_before_a_reduction_is_computed_once_and_matches_tensorfl
     conv's output shape in the compiled program: a YNNPACK fusion of the max that takes
     them in reads their broadcasts materialized, one array per tap (ten times slower).
     Values and gradients equal TF's, exported with a symbolic batch."""
-    rng = np.random.default_rng(0)
-    x = rng.standard_normal(x_shape).astype(np.float32)
-    k = rng.standard_normal(k_shape).astype(np.float32)
-    concrete, f = _converted(Case("Conv2D", _max_over_width), x_shape, k_shape)
-    y, expected = _tf_value_and_grads(concrete, x, k)
-    b, = export.symbolic_shape("b")
-    specs = (jax.ShapeDtypeStruct((b,) + x_shape[1:], np.float32),
-             jax.ShapeDtypeStruct(k_shape, np.float32))
-    _exported_matches_tf(f, specs, (x, k), y, expected)
-
-    compiled = jax.jit(f).lower(x, k).compile().as_text()
+    f, args, _ = _converted_matches_tf(_max_over_width, "Conv2D", x_shape, k_shape)
+    compiled = jax.jit(f).lower(*args).compile().as_text()
     entry = compiled[compiled.index("ENTRY"):]
     conv_shape = "f32[{}]".format(",".join(map(str, x_shape[:3] + k_shape[3:])))
     assert entry.count(f" = {conv_shape}") <= 1, entry
@@ -695,15 +701,7 @@ def test_conv3d_with_many_stacked_outputs_runs_them_slab_by_slab(monkeypatch, fn
     a small conv takes that path one depth row a slab."""
     monkeypatch.setattr(conv, "MIN_SLABBED_BYTES", 0)
     monkeypatch.setattr(conv, "MAX_SLAB_BYTES", 0)
-    rng = np.random.default_rng(0)
-    x = rng.standard_normal(x_shape).astype(np.float32)
-    k = rng.standard_normal(k_shape).astype(np.float32)
-    concrete, f = _converted(Case("Conv3D", fn), x_shape, k_shape)
-    y, expected = _tf_value_and_grads(concrete, x, k)
-    b, = export.symbolic_shape("b")
-    x_spec = jax.ShapeDtypeStruct((b,) + x_shape[1:], np.float32)
-    k_spec = jax.ShapeDtypeStruct(k_shape, np.float32)
-    gradient = _exported_matches_tf(f, (x_spec, k_spec), (x, k), y, expected)
+    _, _, gradient = _converted_matches_tf(fn, "Conv3D", x_shape, k_shape)
     assert "stablehlo.while" in gradient.mlir_module()
 
 
