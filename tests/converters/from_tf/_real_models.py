@@ -3,8 +3,8 @@
 The reference runs in its own processes, one per CPU kernel path of TF (oneDNN on and
 off), each serving every model (importing TF once): the tests compare jaxhub with both
 paths on any machine, and a crash cannot take the test run with it. TF's gradient of one
-shipped model (fer) aborts the process with oneDNN on ("corrupted double-linked list",
-TF 2.21), so its gradients come from the other path in both references.
+shipped model (fer) corrupts the heap with oneDNN on (see :data:`GRADIENTS_WITHOUT_ONEDNN`),
+so its gradients come from the other path in both references.
 
 Run as ``python -m tests.converters.from_tf._real_models WORKDIR IN.npz OUT.npz
 [--values-only MODEL ...]``: ``IN.npz`` holds ``{model}/{case}/in/{input}`` arrays, for
@@ -31,7 +31,10 @@ from benchmarks import real_models
 from tests.conftest import repo_pythonpath
 
 #: Models whose TF gradient aborts with oneDNN on: their gradients come from TF's own
-#: (Eigen) kernels on both paths; their values come from each path.
+#: (Eigen) kernels on both paths; their values come from each path. fer's residual 1x1
+#: conv with stride 2 over 8 input channels (``conv2d_3``): oneDNN 3.7's AVX-512 kernel
+#: for its ``Conv2DBackpropFilter`` (``jit_1x1``, NHWC, fewer input channels than its
+#: block of 16) writes past its workspace, and the process aborts in a later ``malloc``.
 GRADIENTS_WITHOUT_ONEDNN = frozenset({"fer"})
 
 #: Models whose gradient TF cannot compute: cutkum's frozen graph holds TF 1 while loops
