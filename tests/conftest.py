@@ -62,9 +62,32 @@ WARNINGS_AS_ERRORS = (
 )
 
 
+#: Test files that take minutes in one worker, longest first. Under ``--dist loadfile
+#: --no-loadscope-reorder`` (``scripts/test``) files are handed to workers in collection
+#: order; started first, none of them leaves one worker running alone at the end.
+LONGEST_FILES = (
+    "tests/converters/from_tf/real_models_test.py",
+    "tests/converters/from_tf/zoo_test.py",
+    "tests/converters/from_tf/ops/static_test.py",
+    "tests/converters/from_tf/saved_model_sizes_test.py",
+    "tests/benchmarks_test.py",
+    "tests/distributed/training_doc_test.py",
+    "tests/distributed/multi_device_test.py",
+    "tests/distributed/multi_process_test.py",
+)
+
+
 def pytest_configure(config):
     for entry in WARNINGS_AS_ERRORS:
         config.addinivalue_line("filterwarnings", entry)
+
+
+def pytest_collection_modifyitems(items):
+    def rank(item):
+        path = item.nodeid.split("::")[0]
+        return LONGEST_FILES.index(path) if path in LONGEST_FILES else len(LONGEST_FILES)
+
+    items.sort(key=rank)  # stable: each file's tests keep their order
 
 
 def mlp(params, x):
