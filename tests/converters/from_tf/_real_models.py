@@ -34,7 +34,7 @@ from tests.conftest import repo_pythonpath
 #: (Eigen) kernels on both paths; their values come from each path. fer's residual 1x1
 #: conv with stride 2 over 8 input channels (``conv2d_3``): oneDNN 3.7's AVX-512 kernel
 #: for its ``Conv2DBackpropFilter`` (``jit_1x1``, NHWC, fewer input channels than its
-#: block of 16) writes past its workspace, and the process aborts in a later ``malloc``.
+#: block of 16) damages the heap, and the process aborts in a later ``malloc``.
 GRADIENTS_WITHOUT_ONEDNN = frozenset({"fer"})
 
 #: Models whose gradient TF cannot compute: cutkum's frozen graph holds TF 1 while loops
